@@ -1,0 +1,129 @@
+"""String-keyed registries, one per variant axis (attention, position, norm, activation).
+
+In the spirit of transformers' ``AttentionInterface`` / ``ROPE_INIT_FUNCTIONS`` and lm-eval's ``Registry``:
+short keys, one call signature per axis, duplicate keys rejected, unknown keys answered with the valid ones.
+
+    ATTENTION = Registry("attention")
+
+    @ATTENTION.register("naive", description="...", paper="...", causal=True, bias=True)
+    def naive(q, k, v, *, causal, bias=None, window=None, scale=None): ...
+
+    ATTENTION["naive"].fn(q, k, v, causal=True)
+    ATTENTION.get("nope")  # UnknownKeyError: unknown attention 'nope'; valid: naive, sdpa, ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+from ablate.errors import UnknownKeyError
+
+Availability = tuple[bool, str]
+
+
+def always_available(device: str | None = None) -> Availability:
+    return True, ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered variant: the callable plus what a user needs to know about it."""
+
+    key: str
+    fn: Callable[..., Any]
+    description: str
+    paper: str
+    availability: Callable[..., Availability] = always_available
+    supports: Mapping[str, Any] = field(default_factory=dict)
+
+    def available(self, device: str | None = None) -> Availability:
+        """(ok, reason) for running this variant here; ``device`` None means this machine's best device."""
+        try:
+            return self.availability(device)
+        except Exception as exc:  # an availability probe must never take the caller down
+            return False, f"availability check failed: {type(exc).__name__}: {exc}"
+
+    def supports_(self, feature: str) -> bool:
+        return bool(self.supports.get(feature, False))
+
+    def as_dict(self, device: str | None = None) -> dict[str, Any]:
+        ok, reason = self.available(device)
+        return {"key": self.key, "available": ok, "reason": reason, "description": self.description,
+                "paper": self.paper, "supports": {k: _jsonable(v) for k, v in self.supports.items()}}
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return [str(x) for x in v]
+    return v
+
+
+class Registry:
+    """An ordered map from short string keys to :class:`Entry`; duplicates are rejected."""
+
+    def __init__(self, axis: str):
+        self.axis = axis
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, key: str, *, description: str, paper: str = "",
+                 available: Callable[..., Availability] = always_available, **supports: Any):
+        """Decorator registering ``fn`` under ``key``; ``supports`` records capabilities (causal=True, ...)."""
+        if not key or not key.replace("_", "").isalnum() or key != key.lower():
+            raise ValueError(f"{self.axis} key must be short lower_snake_case, got {key!r}")
+
+        def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.add(Entry(key, fn, description, paper, available, dict(supports)))
+            return fn
+
+        return deco
+
+    def add(self, entry: Entry) -> Entry:
+        if entry.key in self._entries:
+            raise ValueError(f"duplicate {self.axis} key {entry.key!r}")
+        self._entries[entry.key] = entry
+        return entry
+
+    def get(self, key: str) -> Entry:
+        try:
+            return self._entries[key]
+        except KeyError:
+            raise UnknownKeyError(self.axis, key, self.keys()) from None
+
+    __getitem__ = get
+
+    def keys(self) -> list[str]:
+        return list(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())
+
+    def available_keys(self, device: str | None = None) -> list[str]:
+        return [e.key for e in self._entries.values() if e.available(device)[0]]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.axis!r}, keys={self.keys()})"
+
+
+ATTENTION = Registry("attention")
+POSITION = Registry("position")
+NORM = Registry("norm")
+ACTIVATION = Registry("activation")
+
+REGISTRIES: dict[str, Registry] = {r.axis: r for r in (ATTENTION, POSITION, NORM, ACTIVATION)}
+
+
+def load_all() -> dict[str, Registry]:
+    """Import every variant module so that all registries are filled; returns them by axis."""
+    import ablate.variants  # noqa: F401  (registers on import)
+
+    return REGISTRIES

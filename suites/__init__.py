@@ -1,0 +1,1 @@
+"""Benchmark suites: training, length extrapolation and latency."""
