@@ -1,0 +1,88 @@
+"""Checks that a model configuration can run, before any compute. Each failure is one line naming the fix."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from ablate.config import ModelConfig
+from ablate.errors import ConfigError, UnavailableError
+from ablate.registry import ACTIVATION, ATTENTION, NORM, POSITION, load_all
+
+PLACEMENTS = ("pre", "post")
+
+
+def validate_model(cfg: ModelConfig, device: str | None = None) -> None:
+    """Raise :class:`ConfigError` for an impossible config (and :class:`UnavailableError` for a variant that
+    cannot run on ``device``, when one is given). Unknown keys raise ``UnknownKeyError`` listing valid keys."""
+    load_all()
+    attn, pos = ATTENTION.get(cfg.attention), POSITION.get(cfg.position)
+    NORM.get(cfg.norm)
+    ACTIVATION.get(cfg.activation)
+    if cfg.norm_placement not in PLACEMENTS:
+        raise ConfigError(f"unknown norm_placement {cfg.norm_placement!r}; valid: {', '.join(PLACEMENTS)}")
+    for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_len", "train_len"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.d_model % cfg.n_heads:
+        raise ConfigError(f"d_model={cfg.d_model} is not divisible by n_heads={cfg.n_heads}")
+    if cfg.n_kv_heads is not None and (cfg.n_kv_heads < 1 or cfg.n_heads % cfg.n_kv_heads):
+        raise ConfigError(f"n_kv_heads={cfg.n_kv_heads} must divide n_heads={cfg.n_heads} (MHA: n_heads, MQA: 1)")
+    if cfg.kv_heads != cfg.n_heads and not attn.supports_("gqa"):
+        raise ConfigError(f"attention {cfg.attention!r} does not support grouped KV heads (n_kv_heads)")
+    if pos.supports.get("kind") == "rotary" and cfg.head_dim % 2:
+        raise ConfigError(f"position {cfg.position!r} needs an even head_dim, got {cfg.head_dim}")
+    if cfg.rope_scale <= 0:
+        raise ConfigError(f"rope_scale must be > 0, got {cfg.rope_scale}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.causal and not attn.supports_("causal"):
+        raise ConfigError(f"attention {cfg.attention!r} cannot do causal attention")
+    if not cfg.causal and not attn.supports_("bidirectional"):
+        raise ConfigError(f"attention {cfg.attention!r} is causal-only; it cannot run with causal=False")
+    if pos.supports_("needs_bias"):
+        takes = attn.supports_("bias") or (pos.supports.get("bias_kind") == "alibi" and attn.supports_("alibi"))
+        if not takes:
+            raise ConfigError(f"position {cfg.position!r} adds a bias to attention scores, which attention "
+                              f"{cfg.attention!r} cannot take; use one of: {', '.join(_bias_attentions(pos))}")
+    if cfg.attention == "sliding_window" and cfg.window is None:
+        raise ConfigError("attention 'sliding_window' needs a window size: set window=W")
+    if cfg.window is not None:
+        if cfg.window < 1:
+            raise ConfigError(f"window must be >= 1, got {cfg.window}")
+        if not attn.supports_("window"):
+            raise ConfigError(f"attention {cfg.attention!r} has no sliding-window mode; unset window or use "
+                              f"one of: {', '.join(k for k in ATTENTION.keys() if ATTENTION[k].supports_('window'))}")
+        if not cfg.causal:
+            raise ConfigError("a sliding window is defined for causal models only (causal=True)")
+    if device is not None:
+        ok, reason = attn.available(device)
+        if not ok:
+            raise UnavailableError(f"attention {cfg.attention!r} cannot run on {device}: {reason}")
+
+
+def _bias_attentions(pos) -> list[str]:
+    alibi = pos.supports.get("bias_kind") == "alibi"
+    return [k for k in ATTENTION.keys() if ATTENTION[k].supports_("bias") or (alibi and ATTENTION[k].supports_("alibi"))]
+
+
+def is_valid(cfg: ModelConfig) -> tuple[bool, str]:
+    try:
+        validate_model(cfg)
+    except ConfigError as exc:
+        return False, str(exc)
+    return True, ""
+
+
+def variant_grid(base: ModelConfig) -> Iterator[ModelConfig]:
+    """Every combination of the registries' keys (and both norm placements) applied to ``base``."""
+    from dataclasses import replace
+
+    load_all()
+    for a in ATTENTION.keys():
+        for p in POSITION.keys():
+            for n in NORM.keys():
+                for act in ACTIVATION.keys():
+                    for place in PLACEMENTS:
+                        window = base.window if base.window is not None else (4 if a == "sliding_window" else None)
+                        yield replace(base, attention=a, position=p, norm=n, activation=act,
+                                      norm_placement=place, window=window)

@@ -1,0 +1,37 @@
+"""Normalisation layers. One signature: ``cls(dim: int, eps: float) -> nn.Module``.
+
+Placement (pre / post residual) is the model config's ``norm_placement`` field, not a variant here.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ablate.registry import NORM
+
+
+@NORM.register("layernorm", description="LayerNorm: subtract the mean, divide by the std, learned gain and bias",
+               paper="Ba, Kiros, Hinton 2016, Layer Normalization", learned_bias=True)
+class LayerNorm(nn.LayerNorm):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__(dim, eps=eps)
+
+
+@NORM.register("rmsnorm", description="RMSNorm: divide by the root mean square, learned gain, no centring",
+               paper="Zhang & Sennrich 2019, Root Mean Square Layer Normalization", learned_bias=False)
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in at least float32 (bf16 sums of squares lose too much), return in the input dtype.
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return y.to(x.dtype) * self.weight
+
+
+def build_norm(key: str, dim: int, eps: float = 1e-5) -> nn.Module:
+    return NORM.get(key).fn(dim, eps)
