@@ -40,10 +40,10 @@ def validate_model(cfg: ModelConfig, device: str | None = None) -> None:
     if not cfg.causal and not attn.supports_("bidirectional"):
         raise ConfigError(f"attention {cfg.attention!r} is causal-only; it cannot run with causal=False")
     if pos.supports_("needs_bias"):
-        takes = attn.supports_("bias") or (pos.supports.get("bias_kind") == "alibi" and attn.supports_("alibi"))
+        takes = attn.supports_("bias") or (cfg.position == "alibi" and attn.supports_("alibi"))
         if not takes:
             raise ConfigError(f"position {cfg.position!r} adds a bias to attention scores, which attention "
-                              f"{cfg.attention!r} cannot take; use one of: {', '.join(_bias_attentions(pos))}")
+                              f"{cfg.attention!r} cannot take; use one of: {', '.join(_bias_attentions(cfg.position))}")
     if cfg.attention == "sliding_window" and cfg.window is None:
         raise ConfigError("attention 'sliding_window' needs a window size: set window=W")
     if cfg.window is not None:
@@ -60,8 +60,8 @@ def validate_model(cfg: ModelConfig, device: str | None = None) -> None:
             raise UnavailableError(f"attention {cfg.attention!r} cannot run on {device}: {reason}")
 
 
-def _bias_attentions(pos) -> list[str]:
-    alibi = pos.supports.get("bias_kind") == "alibi"
+def _bias_attentions(position: str) -> list[str]:
+    alibi = position == "alibi"
     return [k for k in ATTENTION.keys() if ATTENTION[k].supports_("bias") or (alibi and ATTENTION[k].supports_("alibi"))]
 
 
