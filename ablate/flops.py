@@ -1,0 +1,167 @@
+"""FLOP and byte counts for the latency suite, in the conventions papers use, so numbers compare with published ones.
+
+Attention (FlashAttention convention, Dao et al. 2022/2023, Shah et al. 2024):
+
+* forward = 4 · b · h · Tq · Tk · d  (two matmuls, QKᵀ and PV, 2 FLOPs per multiply-add);
+* causal with Tq == Tk: halved (the convention: ``n²/2``, not the exact ``n(n+1)/2``);
+* causal with Tq < Tk (KV-cache decoding, bottom-right alignment) and any sliding window: the **exact** number of
+  attended (query, key) pairs replaces ``Tq · Tk`` — only the band that is computed counts;
+* backward = 2.5 × forward (5 matmuls instead of 2), forward+backward = 3.5 × forward.
+
+Model (training MFU, PaLM appendix B / Chinchilla style): ``6 · N · tokens`` for the matmul parameters (the tied LM
+head counted once, as the head matmul it is) plus the attention score/value matmuls, ``3 × forward attention``
+per layer (no recomputation counted, as MFU requires).
+
+Peaks: dense (not 2:4 sparse) bf16 tensor-core TFLOP/s from NVIDIA's data sheets, keyed by the CUDA device name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+BWD_FACTOR = 2.5  # FlashAttention convention: backward = 2.5 x forward
+FWD_BWD_FACTOR = 1.0 + BWD_FACTOR  # 3.5 x forward
+PASS_FACTOR = {"fwd": 1.0, "bwd": BWD_FACTOR, "fwd_bwd": FWD_BWD_FACTOR}
+
+
+def attended_pairs(tq: int, tk: int, causal: bool, window: int | None = None) -> int:
+    """Exact number of (query, key) pairs attended, queries being the last ``tq`` of ``tk`` positions.
+
+    Query ``i`` sits at position ``p = tk - tq + i``; causal keeps keys ``j <= p``; a window ``W`` additionally keeps
+    only ``j > p - W`` (W keys, itself included). Closed form of ``sum_p min(p + 1, W)``.
+    """
+    if tq < 0 or tk < 0 or tq > tk:
+        raise ValueError(f"need 0 <= tq <= tk, got tq={tq}, tk={tk}")
+    if window is not None and window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if not causal:
+        if window is not None:
+            raise ValueError("a sliding window is defined for causal attention only")
+        return tq * tk
+    lo, hi = tk - tq + 1, tk  # number of visible keys (p + 1) runs over lo..hi
+    if tq == 0:
+        return 0
+    w = hi if window is None else window
+    if w >= hi:
+        return (lo + hi) * (hi - lo + 1) // 2
+    if w < lo:
+        return w * tq
+    # lo .. w-1 counted fully, w .. hi capped at w
+    return (lo + w - 1) * (w - lo) // 2 + w * (hi - w + 1)
+
+
+def attention_fwd_flops(b: int, h: int, tq: int, tk: int, d: int, *, causal: bool, window: int | None = None,
+                        convention: str = "fa") -> float:
+    """Forward FLOPs of softmax attention. ``convention="fa"``: causal square attention counts ``n²/2`` (as papers
+    report); ``"exact"``: always the exact attended-pair count. Windows and Tq < Tk are always exact."""
+    if convention not in ("fa", "exact"):
+        raise ValueError(f"convention must be 'fa' or 'exact', got {convention!r}")
+    if causal and window is None and tq == tk and convention == "fa":
+        pairs = tq * tk / 2
+    else:
+        pairs = attended_pairs(tq, tk, causal, window)
+    return 4.0 * b * h * d * pairs
+
+
+def attention_flops(b: int, h: int, tq: int, tk: int, d: int, *, causal: bool, window: int | None = None,
+                    mode: str = "fwd", convention: str = "fa") -> float:
+    """FLOPs of one attention pass: ``mode`` in ``fwd`` / ``bwd`` (2.5x) / ``fwd_bwd`` (3.5x)."""
+    try:
+        factor = PASS_FACTOR[mode]
+    except KeyError:
+        raise ValueError(f"mode must be one of {', '.join(PASS_FACTOR)}, got {mode!r}") from None
+    return factor * attention_fwd_flops(b, h, tq, tk, d, causal=causal, window=window, convention=convention)
+
+
+def tflops(flops: float, ms: float | None) -> float | None:
+    """Achieved TFLOP/s for ``flops`` done in ``ms`` milliseconds (None when there is no time)."""
+    if ms is None or ms <= 0:
+        return None
+    return flops / (ms * 1e-3) / 1e12
+
+
+def matmul_params(model: torch.nn.Module) -> int:
+    """Parameters that take part in a matmul per token: every ``nn.Linear`` weight plus the (tied) LM head."""
+    n = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    tok = getattr(model, "tok", None)
+    if isinstance(tok, torch.nn.Embedding):  # tied head: the embedding matrix is the head's matmul
+        n += tok.weight.numel()
+    return n
+
+
+def model_train_flops(n_matmul_params: int, batch: int, seq_len: int, *, n_layers: int, n_heads: int,
+                      head_dim: int, causal: bool = True, window: int | None = None) -> float:
+    """FLOPs of one training step (forward + backward): ``6·N·tokens + 3·layers·attention_fwd``."""
+    tokens = batch * seq_len
+    attn = attention_fwd_flops(batch, n_heads, seq_len, seq_len, head_dim, causal=causal, window=window)
+    return 6.0 * n_matmul_params * tokens + 3.0 * n_layers * attn
+
+
+def kv_cache_bytes(n_layers: int, kv_heads: int, head_dim: int, n_tokens: int, bytes_per_el: int,
+                   batch: int = 1) -> int:
+    """Closed form of the KV cache: ``2 · layers · kv_heads · head_dim · n · bytes`` (per sequence, × batch)."""
+    return 2 * n_layers * kv_heads * head_dim * n_tokens * bytes_per_el * batch
+
+
+# -- peaks ------------------------------------------------------------------------------------------------------
+
+# Dense bf16 tensor-core peaks (TFLOP/s) from NVIDIA data sheets (the "with sparsity" figures halved).
+# Matched as substrings of torch.cuda.get_device_name(), most specific first.
+GPU_BF16_PEAK_TFLOPS: list[tuple[str, str, float]] = [
+    ("GH200", "GH200 (bf16 dense)", 989.4),
+    ("H200 NVL", "H200 NVL (bf16 dense)", 835.0),
+    ("H200", "H200 SXM (bf16 dense)", 989.4),
+    ("H100 NVL", "H100 NVL (bf16 dense)", 835.0),
+    ("H100 PCIe", "H100 PCIe (bf16 dense)", 756.0),
+    ("H100", "H100 SXM (bf16 dense)", 989.4),  # "NVIDIA H100 80GB HBM3" is the SXM part
+    ("H800", "H800 SXM (bf16 dense)", 989.4),
+    ("H20", "H20 (bf16 dense)", 148.0),
+    ("B200", "B200 (bf16 dense)", 2250.0),
+    ("B100", "B100 (bf16 dense)", 1750.0),
+    ("A100", "A100 (bf16 dense)", 312.0),
+    ("A800", "A800 (bf16 dense)", 312.0),
+    ("L40S", "L40S (bf16 dense)", 362.05),
+    ("L40", "L40 (bf16 dense)", 181.05),
+    ("L4", "L4 (bf16 dense)", 121.0),
+    ("A10G", "A10G (bf16 dense)", 70.0),
+    ("A10", "A10 (bf16 dense)", 125.0),
+    ("RTX 4090", "RTX 4090 (bf16 dense, fp32 accumulate)", 165.2),
+    ("RTX 3090", "RTX 3090 (bf16 dense, fp32 accumulate)", 71.0),
+]
+
+
+@dataclass(frozen=True)
+class Peak:
+    tflops: float | None
+    source: str  # which table entry (or override) was used, or why none
+
+
+def peak_tflops(device_name: str | None = None) -> Peak:
+    """The dense bf16 peak for ``device_name`` (default: the current CUDA device); ``ABLATE_PEAK_TFLOPS`` overrides."""
+    env = os.environ.get("ABLATE_PEAK_TFLOPS")
+    if env:
+        return Peak(float(env), f"ABLATE_PEAK_TFLOPS={env}")
+    if device_name is None:
+        if not torch.cuda.is_available():
+            return Peak(None, "no peak for CPU (MFU n/a)")
+        device_name = torch.cuda.get_device_name()
+    for needle, label, value in GPU_BF16_PEAK_TFLOPS:
+        if needle.lower() in device_name.lower():
+            return Peak(value, label)
+    return Peak(None, f"no peak known for {device_name!r} (set ABLATE_PEAK_TFLOPS)")
+
+
+def mfu(flops: float, ms: float | None, peak: Peak) -> float | None:
+    """Model FLOPs utilisation in [0, 1] (None without a time or a peak)."""
+    t = tflops(flops, ms)
+    if t is None or not peak.tflops:
+        return None
+    return t / peak.tflops
+
+
+__all__ = ["attended_pairs", "attention_fwd_flops", "attention_flops", "tflops", "matmul_params",
+           "model_train_flops", "kv_cache_bytes", "GPU_BF16_PEAK_TFLOPS", "Peak", "peak_tflops", "mfu",
+           "BWD_FACTOR", "FWD_BWD_FACTOR", "PASS_FACTOR"]
