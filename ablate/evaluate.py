@@ -1,0 +1,237 @@
+"""Held-out evaluation at a given context length, and a synthetic passkey-retrieval probe.
+
+Protocol (``evaluate``): the scored targets are always the held-out tokens ``val[1 .. tokens]`` — the same tokens,
+the same count, at every evaluation length and in both modes — so lengths and modes differ only in how much context
+each prediction sees.
+
+* ``mode="nonoverlap"`` (default; ALiBi paper Fig. 1): consecutive windows of ``eval_len`` tokens; every position
+  of every window is scored, so the loss averages over in-window positions ``0 .. eval_len-1``.
+* ``mode="sliding"``: windows of ``eval_len`` tokens advancing by ``stride``; the first window scores all its
+  positions, every later one only its last ``stride`` positions (those not scored before), so almost every scored
+  token sees at least ``eval_len - stride`` tokens of context. ``stride == eval_len`` is the non-overlapping case.
+
+Metrics: mean loss in nats/token, perplexity ``exp(loss)``, bits per byte ``loss / ln 2`` when one token is one byte,
+and the mean loss at each in-window position (binned to at most ``pos_bins`` bins) — where a variant breaks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ablate.data import check_eval_span
+from ablate.errors import ConfigError
+from ablate.train import autocast_for, sync
+
+MODES = ("nonoverlap", "sliding")
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int  # window input = val[start : start + eval_len], targets = val[start + 1 : start + eval_len + 1]
+    lo: int  # scored in-window positions lo .. hi-1
+    hi: int
+
+
+def plan_windows(tokens: int, eval_len: int, mode: str = "nonoverlap", stride: int | None = None) -> list[Window]:
+    """The windows that score exactly targets ``1..tokens`` at ``eval_len`` (see the module docstring)."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown eval mode {mode!r}; valid: {', '.join(MODES)}")
+    if eval_len < 1 or tokens < 1:
+        raise ConfigError(f"eval_len and tokens must be >= 1 (got {eval_len}, {tokens})")
+    out: list[Window] = []
+    if mode == "nonoverlap":
+        for start in range(0, tokens, eval_len):
+            out.append(Window(start, 0, min(eval_len, tokens - start)))
+        return out
+    stride = eval_len if stride is None else int(stride)
+    if not 1 <= stride <= eval_len:
+        raise ConfigError(f"eval stride must be in 1..eval_len={eval_len}, got {stride}")
+    out.append(Window(0, 0, min(eval_len, tokens)))
+    scored = out[0].hi  # targets 1..scored are done
+    while scored < tokens:
+        n = min(stride, tokens - scored)
+        # score targets scored+1 .. scored+n at the end of a window: last target index = start + eval_len
+        end = scored + stride  # the window whose last stride targets are scored+1 .. scored+stride
+        start = end - eval_len
+        out.append(Window(start, eval_len - stride, eval_len - stride + n))
+        scored += n
+    return out
+
+
+def span_needed(tokens: int, eval_len: int, mode: str = "nonoverlap", stride: int | None = None) -> int:
+    """Held-out tokens an evaluation reads (inputs and targets)."""
+    return max(w.start + eval_len + 1 for w in plan_windows(tokens, eval_len, mode, stride))
+
+
+@dataclass
+class EvalResult:
+    eval_len: int
+    mode: str
+    stride: int | None
+    tokens: int  # targets scored
+    windows: int
+    loss: float  # nats / token
+    ppl: float
+    bpb: float | None  # bits per byte (byte-level data only)
+    pos_loss: list[float | None] = field(default_factory=list)  # mean loss per in-window position bin
+    pos_bin: int = 1  # bin width in tokens: bin b covers positions b*pos_bin .. (b+1)*pos_bin - 1
+    elapsed_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, val: np.ndarray, eval_len: int, *, tokens: int, mode: str = "nonoverlap",
+             stride: int | None = None, batch_tokens: int = 16384, byte_level: bool = True,
+             device: str | torch.device | None = None, amp: str | None = None, pos_bins: int = 64) -> EvalResult:
+    """Loss of ``model`` on the held-out ``val`` at context ``eval_len`` (no grad, batched windows).
+
+    Position-range errors of the model (``learned`` past its table) propagate to the caller.
+    """
+    windows = plan_windows(tokens, eval_len, mode, stride)
+    need = max(w.start + eval_len + 1 for w in windows)
+    check_eval_span(val, need, f"evaluation at eval_len={eval_len} ({tokens} tokens, {mode})")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    sync(device)
+    t0 = time.perf_counter()
+    per_batch = max(1, batch_tokens // eval_len)
+    pos_sum = torch.zeros(eval_len, dtype=torch.float64, device=device)
+    pos_cnt = torch.zeros(eval_len, dtype=torch.float64, device=device)
+    offs = np.arange(eval_len + 1)
+    ar = torch.arange(eval_len, device=device)
+    try:
+        for i in range(0, len(windows), per_batch):
+            chunk = windows[i:i + per_batch]
+            idx = np.stack([w.start + offs for w in chunk])
+            buf = torch.from_numpy(np.asarray(val[idx], dtype=np.int64)).to(device)
+            x, y = buf[:, :-1], buf[:, 1:]
+            with autocast_for(device, amp):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
+            loss = loss.view(len(chunk), eval_len).double()
+            lo = torch.tensor([w.lo for w in chunk], device=device)[:, None]
+            hi = torch.tensor([w.hi for w in chunk], device=device)[:, None]
+            mask = ((ar[None, :] >= lo) & (ar[None, :] < hi)).double()
+            pos_sum += (loss * mask).sum(0)
+            pos_cnt += mask.sum(0)
+    finally:
+        model.train(was_training)
+    sync(device)
+    elapsed = time.perf_counter() - t0
+    total, count = float(pos_sum.sum()), int(pos_cnt.sum())
+    assert count == tokens, (count, tokens)
+    mean = total / count
+    width = max(1, math.ceil(eval_len / max(1, pos_bins)))
+    n_bins = math.ceil(eval_len / width)
+    s = torch.zeros(n_bins * width, dtype=torch.float64, device=device)
+    c = torch.zeros_like(s)
+    s[:eval_len], c[:eval_len] = pos_sum, pos_cnt
+    s, c = s.view(n_bins, width).sum(1).tolist(), c.view(n_bins, width).sum(1).tolist()
+    pos_loss = [round(a / b, 5) if b else None for a, b in zip(s, c)]
+    return EvalResult(eval_len=eval_len, mode=mode, stride=stride if mode == "sliding" else None, tokens=count,
+                      windows=len(windows), loss=mean, ppl=math.exp(min(mean, 700.0)),
+                      bpb=mean / math.log(2) if byte_level else None, pos_loss=pos_loss, pos_bin=width,
+                      elapsed_s=elapsed)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Passkey retrieval (synthetic, byte-level)
+#
+# A sequence is filler text with a needle "key=DDDD;" planted at a chosen depth, ending with the query "key=" and
+# the answer digits: "...grass is green. key=4821; The sky is blue...the sun is yellow. key=4821". The answer is
+# predictable only by retrieving the needle (an induction-style copy). Models are trained on such sequences of
+# train_len bytes (random depth, key, filler phase) and scored at longer lengths: a trial is correct when the
+# argmax prediction of every answer digit is right (teacher forcing).
+
+PASSKEY_FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+                  "The river runs to the sea. A bird sings in the tree. ")
+NEEDLE_PREFIX = "key="
+NEEDLE_END = ";"
+
+
+def passkey_overhead(digits: int) -> int:
+    """Bytes that are not filler: needle ``key=D..D;`` plus query ``key=D..D``."""
+    return 2 * (len(NEEDLE_PREFIX) + digits) + len(NEEDLE_END) + 1  # +1: space before the query
+
+
+def passkey_sequences(n: int, length: int, depth: float | None, digits: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` byte sequences of ``length`` + 1 bytes (inputs + the last target) and their keys ``(n, digits)``.
+
+    ``depth`` in [0, 1]: fraction of the filler placed before the needle; None draws it uniformly per sequence.
+    """
+    filler_len = length + 1 - passkey_overhead(digits)
+    if filler_len < 0:
+        raise ConfigError(f"passkey needs length >= {passkey_overhead(digits) - 1} for {digits} digits, got {length}")
+    filler = PASSKEY_FILLER.encode()
+    reps = (filler_len + len(filler)) // len(filler) + 2
+    big = np.frombuffer(filler * reps, dtype=np.uint8)
+    out = np.empty((n, length + 1), dtype=np.uint8)
+    keys = rng.integers(0, 10, size=(n, digits))
+    for i in range(n):
+        d = rng.random() if depth is None else float(depth)
+        before = int(round(d * filler_len))
+        phase = int(rng.integers(0, len(filler)))
+        fill = big[phase:phase + filler_len]
+        key = bytes(ord("0") + int(k) for k in keys[i])
+        needle = NEEDLE_PREFIX.encode() + key + NEEDLE_END.encode()
+        query = b" " + NEEDLE_PREFIX.encode() + key
+        seq = fill[:before].tobytes() + needle + fill[before:].tobytes() + query
+        out[i] = np.frombuffer(seq, dtype=np.uint8)
+    return out, keys
+
+
+class PasskeyBatches:
+    """Training batches of passkey sequences at ``seq_len`` (random depth, key and filler phase per sequence)."""
+
+    def __init__(self, batch_size: int, seq_len: int, digits: int, seed: int = 0, device="cpu"):
+        passkey_sequences(1, seq_len, 0.0, digits, np.random.default_rng(0))  # validates the length
+        self.batch_size, self.seq_len, self.digits, self.seed = batch_size, seq_len, digits, seed
+        self.device = torch.device(device)
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from ablate.data import step_rng
+
+        seqs, _ = passkey_sequences(self.batch_size, self.seq_len, None, self.digits, step_rng(self.seed, step))
+        buf = torch.from_numpy(seqs.astype(np.int64)).to(self.device)
+        return buf[:, :-1], buf[:, 1:]
+
+
+@torch.no_grad()
+def passkey_accuracy(model: nn.Module, length: int, depth: float, *, trials: int, digits: int, seed: int = 0,
+                     device: str | torch.device | None = None, amp: str | None = None,
+                     batch_tokens: int = 16384) -> float:
+    """Fraction of ``trials`` passkeys retrieved exactly (all digits) at context ``length`` and needle ``depth``."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    rng = np.random.default_rng([int(seed), int(length), int(round(depth * 1000))])
+    seqs, keys = passkey_sequences(trials, length, depth, digits, rng)
+    was_training = model.training
+    model.eval()
+    correct = 0
+    per_batch = max(1, batch_tokens // length)
+    try:
+        for i in range(0, trials, per_batch):
+            buf = torch.from_numpy(seqs[i:i + per_batch].astype(np.int64)).to(device)
+            x = buf[:, :-1]
+            with autocast_for(device, amp):
+                logits = model(x)
+            pred = logits[:, -digits:].argmax(-1)  # predictions of the last `digits` targets = the answer
+            want = buf[:, -digits:]
+            correct += int((pred == want).all(-1).sum())
+    finally:
+        model.train(was_training)
+    return correct / trials
+
+
+__all__ = ["MODES", "Window", "plan_windows", "span_needed", "EvalResult", "evaluate", "passkey_sequences",
+           "passkey_overhead", "PasskeyBatches", "passkey_accuracy", "PASSKEY_FILLER"]
