@@ -1,0 +1,527 @@
+"""Position encodings: one ``nn.Module`` per variant, built as ``cls(cfg)`` and registered in ``POSITION``.
+
+Every variant offers the same three hooks (see ``docs/architecture.md``):
+
+* ``embed(x, offset)``: add an absolute encoding to token embeddings ``(B, T, C)`` at positions ``offset..``;
+* ``rotate(x, offset, seq_len)``: rotate queries or keys ``(B, H, T, D)`` at positions ``offset..offset+T-1``;
+  ``seq_len`` is the total length so far (only dynamic scaling looks at it);
+* ``score_bias()``: an additive attention-score bias (:class:`ScoreBias`) or ``None``.
+
+The RoPE family (``rope``, ``rope_pi``, ``rope_ntk``, ``rope_dynamic_ntk``, ``rope_yarn``) is one class,
+:class:`Rotary`, whose frequencies come from :data:`ROPE_INIT_FUNCTIONS` (in the manner of transformers'
+``ROPE_INIT_FUNCTIONS``). None of them holds parameters, so a model trained with ``rope`` is evaluated with any
+``rope_*`` by swapping the module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ablate.config import ModelConfig
+from ablate.errors import ConfigError, PositionRangeError
+from ablate.registry import POSITION
+
+__all__ = [
+    "ScoreBias", "Position", "NoPE", "Sinusoidal", "Learned", "Rotary", "RoPE", "RoPEPI", "RoPENTK",
+    "RoPEDynamicNTK", "RoPEYaRN", "ALiBi", "T5Bias", "ROPE_INIT_FUNCTIONS", "build_position", "alibi_slopes",
+    "t5_relative_position_bucket", "sinusoidal_table", "rotate_half", "apply_rotary",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Contracts
+
+
+@dataclass
+class ScoreBias:
+    """An additive attention-score bias from the position slot.
+
+    ``dense(Tq, Tk, device, dtype) -> (H, Tq, Tk)`` with bottom-right alignment: query ``i`` sits at absolute
+    position ``Tk - Tq + i``, keys at ``0..Tk-1``. ``alibi_slopes`` is ``(H,)`` when the bias is ALiBi
+    (``bias[h, i, j] = -slope[h] * dist(i, j)``), so kernels with native ALiBi can use the slopes instead.
+    """
+
+    dense: Callable[[int, int, torch.device, torch.dtype], Tensor]
+    alibi_slopes: Tensor | None = None
+    kind: str = "dense"
+
+
+def _query_key_positions(Tq: int, Tk: int, device) -> tuple[Tensor, Tensor]:
+    """Absolute positions ``(Tq, 1)`` of the queries (bottom-right aligned) and ``(1, Tk)`` of the keys."""
+    if Tq < 0 or Tk < 0 or Tq > Tk:
+        raise ValueError(f"need 0 <= Tq <= Tk, got Tq={Tq}, Tk={Tk}")
+    p = torch.arange(Tk - Tq, Tk, device=device, dtype=torch.long)[:, None]
+    j = torch.arange(Tk, device=device, dtype=torch.long)[None, :]
+    return p, j
+
+
+class Position(nn.Module):
+    """Base class: no position information (identities / ``None``)."""
+
+    needs_raw_cache: bool = False  # True when the KV cache must keep un-rotated keys (rope_dynamic_ntk)
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def embed(self, x: Tensor, offset: int = 0) -> Tensor:
+        return x
+
+    def rotate(self, x: Tensor, offset: int = 0, seq_len: int | None = None) -> Tensor:
+        return x
+
+    def score_bias(self) -> ScoreBias | None:
+        return None
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:  # so that `module(x)` means embed
+        return self.embed(x, offset)
+
+
+def _check_offset(offset: int) -> int:
+    offset = int(offset)
+    if offset < 0:
+        raise ValueError(f"position offset must be >= 0, got {offset}")
+    return offset
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NoPE
+
+
+@POSITION.register("none", description="NoPE: no position information (causal masking alone orders tokens)",
+                   paper="Kazemnejad et al. 2023, The Impact of Positional Encoding on Length Generalization",
+                   kind="none", extrapolates=True, params=False, needs_bias=False, max_len_bound=False)
+class NoPE(Position):
+    """No position encoding: every hook is the identity."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sinusoidal (Vaswani et al. 2017)
+
+
+def sinusoidal_table(n: int, d: int, base: float = 10000.0) -> Tensor:
+    """``(n, d)`` float64: ``PE[p, 2i] = sin(p / base^(2i/d))``, ``PE[p, 2i+1] = cos(p / base^(2i/d))``."""
+    half = (d + 1) // 2
+    two_i = torch.arange(half, dtype=torch.float64) * 2
+    inv = base ** (-two_i / d)  # 1 / base^(2i/d)
+    ang = torch.arange(n, dtype=torch.float64)[:, None] * inv[None, :]
+    pe = torch.empty(n, 2 * half, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(ang)
+    pe[:, 1::2] = torch.cos(ang)
+    return pe[:, :d]
+
+
+@POSITION.register("sinusoidal", description="fixed sin/cos absolute encodings added to the token embeddings",
+                   paper="Vaswani et al. 2017, Attention Is All You Need",
+                   kind="absolute", extrapolates=True, params=False, needs_bias=False, max_len_bound=False)
+class Sinusoidal(Position):
+    """Vaswani et al. fixed sinusoids (interleaved sin/cos), added to ``x``; any length."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self._table64 = torch.zeros(0, cfg.d_model, dtype=torch.float64)  # CPU float64, grown on demand
+        self._cache: dict[tuple, Tensor] = {}
+
+    def _table(self, n: int, device, dtype) -> Tensor:
+        if self._table64.shape[0] < n:
+            self._table64 = sinusoidal_table(max(n, 2 * self._table64.shape[0], 64), self.cfg.d_model)
+            self._cache.clear()
+        key = (torch.device(device), dtype)
+        t = self._cache.get(key)
+        if t is None or t.shape[0] < n:
+            t = self._table64.to(device=device, dtype=dtype)
+            self._cache[key] = t
+        return t
+
+    def embed(self, x: Tensor, offset: int = 0) -> Tensor:
+        offset = _check_offset(offset)
+        T = x.shape[-2]
+        if x.shape[-1] != self.cfg.d_model:
+            raise ValueError(f"sinusoidal: expected last dim d_model={self.cfg.d_model}, got {x.shape[-1]}")
+        return x + self._table(offset + T, x.device, x.dtype)[offset:offset + T]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Learned absolute (GPT-2 / BERT)
+
+
+@POSITION.register("learned", description="learned absolute position table of cfg.max_len rows, added to x",
+                   paper="Gehring et al. 2017 (ConvS2S); Radford et al. 2018/2019 (GPT, GPT-2)",
+                   kind="absolute", extrapolates=False, params=True, needs_bias=False, max_len_bound=True)
+class Learned(Position):
+    """A trainable ``(max_len, d_model)`` table; positions at or past ``max_len`` raise PositionRangeError."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.max_len = int(cfg.max_len)
+        self.weight = nn.Parameter(torch.empty(self.max_len, cfg.d_model))
+        nn.init.normal_(self.weight, mean=0.0, std=cfg.init_std)
+
+    def embed(self, x: Tensor, offset: int = 0) -> Tensor:
+        offset = _check_offset(offset)
+        end = offset + x.shape[-2]
+        if end > self.max_len:
+            raise PositionRangeError(f"no positions past max_len={self.max_len} (asked for {end})")
+        return x + self.weight[offset:end].to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rotary family (Su et al. 2021 and its context-extension scalings)
+#
+# Each init function maps (head_dim, base, scale, train_len, seq_len) -> (inv_freq (head_dim/2,) float64 on CPU,
+# attention_factor). attention_factor multiplies cos and sin, i.e. both q and k, so logits scale by its square.
+
+
+def _default_inv_freq(head_dim: int, base: float) -> Tensor:
+    """theta_i = base^(-2i/d), i = 0..d/2-1."""
+    return 1.0 / (float(base) ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+
+
+def _rope_default(head_dim, base, scale, train_len, seq_len):
+    return _default_inv_freq(head_dim, base), 1.0
+
+
+def _rope_pi(head_dim, base, scale, train_len, seq_len):
+    """Position interpolation (Chen et al. 2023): positions / s, i.e. every frequency / s."""
+    return _default_inv_freq(head_dim, base) / float(scale), 1.0
+
+
+def _ntk_base(base: float, scale: float, head_dim: int) -> float:
+    return float(base) * float(scale) ** (head_dim / (head_dim - 2))
+
+
+def _rope_ntk(head_dim, base, scale, train_len, seq_len):
+    """NTK-aware scaling (bloc97 2023): base' = base * s^(d/(d-2))."""
+    return _default_inv_freq(head_dim, _ntk_base(base, scale, head_dim)), 1.0
+
+
+def _rope_dynamic_ntk(head_dim, base, scale, train_len, seq_len):
+    """Dynamic NTK (emozilla 2023): NTK at s_eff = max(1, seq_len / train_len), recomputed from the length.
+
+    ``scale`` is ignored (transformers' formula with factor 1: base * (seq_len/train_len)^(d/(d-2)))."""
+    s_eff = 1.0 if seq_len is None else max(1.0, float(seq_len) / float(train_len))
+    return _default_inv_freq(head_dim, _ntk_base(base, s_eff, head_dim)), 1.0
+
+
+YARN_ALPHA = 1.0
+YARN_BETA = 32.0
+
+
+def yarn_attention_factor(scale: float) -> float:
+    """sqrt(1/t) = 0.1 ln(s) + 1 (Peng et al. 2023, eq. 22); 1 for s <= 1."""
+    return 1.0 if scale <= 1.0 else 0.1 * math.log(scale) + 1.0
+
+
+def _rope_yarn(head_dim, base, scale, train_len, seq_len, alpha=YARN_ALPHA, beta=YARN_BETA):
+    """YaRN (Peng et al. 2023): "NTK-by-parts" frequencies plus an attention temperature.
+
+    For each frequency theta_d with wavelength lambda_d = 2*pi/theta_d, r = train_len / lambda_d and
+    gamma(r) = clamp((r - alpha) / (beta - alpha), 0, 1); theta'_d = (1 - gamma) * theta_d / s + gamma * theta_d.
+    (The paper's ramp is linear in r; transformers rounds the ramp ends to whole dims and ramps linearly in d.)
+    """
+    s = float(scale)
+    theta = _default_inv_freq(head_dim, base)
+    if s == 1.0:  # no scaling: exactly plain RoPE
+        return theta, 1.0
+    r = float(train_len) * theta / (2 * math.pi)
+    gamma = ((r - alpha) / (beta - alpha)).clamp(0.0, 1.0)
+    inv_freq = (1.0 - gamma) * theta / s + gamma * theta
+    return inv_freq, yarn_attention_factor(s)
+
+
+ROPE_INIT_FUNCTIONS: dict[str, Callable[..., tuple[Tensor, float]]] = {
+    "default": _rope_default,
+    "pi": _rope_pi,
+    "ntk": _rope_ntk,
+    "dynamic_ntk": _rope_dynamic_ntk,
+    "yarn": _rope_yarn,
+}
+_DYNAMIC_SCALINGS = frozenset({"dynamic_ntk"})
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """Half-split rotation (GPT-NeoX / LLaMA): (x1, x2) -> (-x2, x1)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """``x * cos + rotate_half(x) * sin``; cos/sin ``(T, D)`` already in x's dtype/device."""
+    return x * cos + rotate_half(x) * sin
+
+
+class Rotary(Position):
+    """Rotary position embedding with a pluggable frequency rule ``ROPE_INIT_FUNCTIONS[scaling]``.
+
+    q and k are rotated in float32 (float64 stays float64) and cast back. cos/sin tables are cached per
+    (frequency set, device, dtype): static scalings keep one table that grows; dynamic NTK keys on the length.
+    """
+
+    scaling: str = "default"
+
+    def __init__(self, cfg: ModelConfig, scaling: str | None = None):
+        super().__init__(cfg)
+        if scaling is not None:
+            self.scaling = scaling
+        if self.scaling not in ROPE_INIT_FUNCTIONS:
+            raise ConfigError(f"unknown rope scaling {self.scaling!r}; valid: {', '.join(ROPE_INIT_FUNCTIONS)}")
+        self.head_dim = int(cfg.head_dim)
+        if self.head_dim < 2 or self.head_dim % 2:
+            raise ConfigError(f"rotary embeddings need an even head_dim >= 2, got {self.head_dim}")
+        if self.scaling in _DYNAMIC_SCALINGS and self.head_dim <= 2:
+            raise ConfigError("dynamic NTK needs head_dim > 2")
+        self.base = float(cfg.rope_base)
+        self.scale = float(cfg.rope_scale)
+        self.train_len = int(cfg.train_len)
+        if self.base <= 1.0:
+            raise ConfigError(f"rope_base must be > 1, got {cfg.rope_base}")
+        if not self.scale > 0:
+            raise ConfigError(f"rope_scale must be > 0, got {cfg.rope_scale}")
+        if self.train_len <= 0:
+            raise ConfigError(f"train_len must be > 0, got {cfg.train_len}")
+        self.needs_raw_cache = self.scaling in _DYNAMIC_SCALINGS
+        self._init_fn = ROPE_INIT_FUNCTIONS[self.scaling]
+        # frequency-set key -> (inv_freq float64 CPU, attention_factor)
+        self._freqs: dict[object, tuple[Tensor, float]] = {}
+        # (frequency-set key, device, dtype) -> (cos, sin) of shape (n, D)
+        self._tables: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+    # -- frequencies -------------------------------------------------------------------------------------------
+
+    def _freq_key(self, seq_len: int | None) -> object:
+        """Which frequency set a given total length uses (None = the static one)."""
+        if self.scaling in _DYNAMIC_SCALINGS and seq_len is not None and seq_len > self.train_len:
+            return int(seq_len)
+        return None
+
+    def inv_freq(self, seq_len: int | None = None) -> tuple[Tensor, float]:
+        """``(inv_freq (D/2,) float64, attention_factor)`` used at total length ``seq_len``."""
+        key = self._freq_key(seq_len)
+        hit = self._freqs.get(key)
+        if hit is None:
+            inv, factor = self._init_fn(self.head_dim, self.base, self.scale, self.train_len,
+                                        None if key is None else key)
+            hit = (inv.to(torch.float64), float(factor))
+            if len(self._freqs) > 16:  # dynamic lengths: keep the cache small
+                self._freqs = {k: v for k, v in self._freqs.items() if k is None}
+            self._freqs[key] = hit
+        return hit
+
+    def cos_sin(self, n: int, seq_len: int | None = None, device=None, dtype=torch.float32) -> tuple[Tensor, Tensor]:
+        """cos and sin ``(>= n, D)`` for positions 0.. (attention factor folded in), in ``dtype`` on ``device``."""
+        device = torch.device("cpu") if device is None else torch.device(device)
+        fkey = self._freq_key(seq_len)
+        key = (fkey, device, dtype)
+        hit = self._tables.get(key)
+        if hit is not None and hit[0].shape[0] >= n:
+            return hit
+        inv, factor = self.inv_freq(seq_len)
+        old = 0 if hit is None else hit[0].shape[0]
+        size = max(n, fkey) if fkey is not None else max(n, 2 * old, 64)
+        ang = torch.arange(size, dtype=torch.float64)[:, None] * inv[None, :]  # computed in float64 on CPU
+        emb = torch.cat((ang, ang), dim=-1)
+        cos = (emb.cos() * factor).to(device=device, dtype=dtype)
+        sin = (emb.sin() * factor).to(device=device, dtype=dtype)
+        if len(self._tables) > 16:
+            self._tables = {k: v for k, v in self._tables.items() if k[0] is None}
+        self._tables[key] = (cos, sin)
+        return cos, sin
+
+    # -- the hook ----------------------------------------------------------------------------------------------
+
+    def rotate(self, x: Tensor, offset: int = 0, seq_len: int | None = None) -> Tensor:
+        offset = _check_offset(offset)
+        T, D = x.shape[-2], x.shape[-1]
+        if D != self.head_dim:
+            raise ValueError(f"{type(self).__name__}: expected head_dim={self.head_dim}, got last dim {D}")
+        end = offset + T
+        total = end if seq_len is None else max(int(seq_len), end)
+        cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        cos, sin = self.cos_sin(end, total, x.device, cdtype)
+        xc = x.to(cdtype)
+        out = apply_rotary(xc, cos[offset:end], sin[offset:end])
+        return out.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"scaling={self.scaling!r}, head_dim={self.head_dim}, base={self.base:g}, scale={self.scale:g}, "
+                f"train_len={self.train_len}")
+
+
+_ROPE_PAPER = "Su et al. 2021, RoFormer: Enhanced Transformer with Rotary Position Embedding"
+
+
+@POSITION.register("rope", description="rotary position embedding (half-split, GPT-NeoX/LLaMA form)",
+                   paper=_ROPE_PAPER, kind="rotary", extrapolates=False, params=False, needs_bias=False,
+                   max_len_bound=False, scaling="default")
+class RoPE(Rotary):
+    scaling = "default"
+
+
+@POSITION.register("rope_pi", description="RoPE with position interpolation: positions / cfg.rope_scale",
+                   paper="Chen et al. 2023, Extending Context Window of LLMs via Positional Interpolation",
+                   kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
+                   scaling="pi")
+class RoPEPI(Rotary):
+    scaling = "pi"
+
+
+@POSITION.register("rope_ntk", description="NTK-aware RoPE: base * s^(d/(d-2)) with s = cfg.rope_scale",
+                   paper="bloc97 2023, NTK-Aware Scaled RoPE (reddit r/LocalLLaMA); Peng et al. 2023 sec. 3.1",
+                   kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
+                   scaling="ntk")
+class RoPENTK(Rotary):
+    scaling = "ntk"
+
+
+@POSITION.register("rope_dynamic_ntk",
+                   description="dynamic NTK RoPE: NTK base at s = max(1, seq_len / cfg.train_len), per length",
+                   paper="emozilla 2023, Dynamically Scaled RoPE (reddit r/LocalLLaMA); Peng et al. 2023 sec. 3.3",
+                   kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
+                   scaling="dynamic_ntk", needs_raw_cache=True)
+class RoPEDynamicNTK(Rotary):
+    scaling = "dynamic_ntk"
+    needs_raw_cache = True
+
+
+@POSITION.register("rope_yarn",
+                   description="YaRN RoPE: per-frequency interpolation ramp (alpha=1, beta=32) + 0.1 ln s + 1",
+                   paper="Peng et al. 2023, YaRN: Efficient Context Window Extension of Large Language Models",
+                   kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
+                   scaling="yarn")
+class RoPEYaRN(Rotary):
+    scaling = "yarn"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ALiBi (Press et al. 2022)
+
+
+def alibi_slopes(n_heads: int) -> list[float]:
+    """Head slopes: geometric 2^(-8i/n), i = 1..n, for n a power of two; otherwise the slopes for the closest
+    lower power of two c, followed by every other slope of 2c (the odd-indexed ones), the first n - c of them."""
+    if n_heads < 1:
+        raise ConfigError(f"ALiBi needs n_heads >= 1, got {n_heads}")
+
+    def pow2(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * i / n) for i in range(1, n + 1)]
+
+    if n_heads & (n_heads - 1) == 0:
+        return pow2(n_heads)
+    closest = 1 << (n_heads.bit_length() - 1)
+    return pow2(closest) + alibi_slopes(2 * closest)[0::2][: n_heads - closest]
+
+
+@POSITION.register("alibi", description="ALiBi: per-head linear distance penalty -slope*dist added to scores",
+                   paper="Press et al. 2022, Train Short, Test Long: Attention with Linear Biases (ICLR)",
+                   kind="bias", extrapolates=True, params=False, needs_bias=True, max_len_bound=False)
+class ALiBi(Position):
+    """bias[h, i, j] = -slope[h] * (p - j) (causal) or -slope[h] * |p - j| (bidirectional), p = Tk - Tq + i."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.n_heads = int(cfg.n_heads)
+        self.causal = bool(cfg.causal)
+        # non-persistent: follows .to(device) but never enters state_dict (no parameters, swappable)
+        self.register_buffer("slopes", torch.tensor(alibi_slopes(self.n_heads), dtype=torch.float32),
+                             persistent=False)
+
+    def dense(self, Tq: int, Tk: int, device=None, dtype=torch.float32) -> Tensor:
+        device = self.slopes.device if device is None else device
+        p, j = _query_key_positions(Tq, Tk, device)
+        dist = p - j
+        if not self.causal:
+            dist = dist.abs()
+        slopes = torch.tensor(alibi_slopes(self.n_heads), dtype=torch.float64, device=device)
+        return (-slopes[:, None, None] * dist[None].to(torch.float64)).to(dtype)
+
+    def score_bias(self) -> ScoreBias:
+        return ScoreBias(dense=self.dense, alibi_slopes=self.slopes, kind="alibi")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# T5 relative position bias (Raffel et al. 2020)
+
+T5_NUM_BUCKETS = 32
+T5_MAX_DISTANCE = 128
+
+
+def t5_relative_position_bucket(relative_position: Tensor, bidirectional: bool = True,
+                                num_buckets: int = T5_NUM_BUCKETS, max_distance: int = T5_MAX_DISTANCE) -> Tensor:
+    """Bucket of ``relative_position = key_pos - query_pos`` (T5).
+
+    Bidirectional: half the buckets for keys after the query (offset num_buckets/2), half for keys at or before.
+    Causal: only keys at or before the query count (future keys share bucket 0). Within a half of ``nb`` buckets,
+    distances below nb/2 get their own bucket; larger ones are binned logarithmically up to ``max_distance``,
+    beyond which they all share the last bucket.
+    """
+    rel = relative_position.to(torch.long)
+    bucket = torch.zeros_like(rel)
+    nb = num_buckets
+    if bidirectional:
+        nb = nb // 2
+        bucket = bucket + (rel > 0).to(torch.long) * nb
+        n = rel.abs()
+    else:
+        n = (-rel).clamp(min=0)
+    max_exact = nb // 2
+    is_small = n < max_exact
+    nf = n.to(torch.float64).clamp(min=1.0)  # log(0) never used: those are small
+    large = max_exact + (torch.log(nf / max_exact) / math.log(max_distance / max_exact)
+                         * (nb - max_exact)).to(torch.long)
+    large = large.clamp(max=nb - 1)
+    return bucket + torch.where(is_small, n, large)
+
+
+@POSITION.register("t5_bias", description="T5 relative bias: a learned scalar per (log-bucketed distance, head)",
+                   paper="Raffel et al. 2020, Exploring the Limits of Transfer Learning (T5), JMLR",
+                   kind="bias", extrapolates=True, params=True, needs_bias=True, max_len_bound=False,
+                   num_buckets=T5_NUM_BUCKETS, max_distance=T5_MAX_DISTANCE)
+class T5Bias(Position):
+    """One ``(num_buckets, n_heads)`` table shared by all layers; bidirectional buckets iff not ``cfg.causal``."""
+
+    def __init__(self, cfg: ModelConfig, num_buckets: int = T5_NUM_BUCKETS, max_distance: int = T5_MAX_DISTANCE):
+        super().__init__(cfg)
+        self.n_heads = int(cfg.n_heads)
+        self.bidirectional = not bool(cfg.causal)
+        self.num_buckets = int(num_buckets)
+        self.max_distance = int(max_distance)
+        self.relative_attention_bias = nn.Embedding(self.num_buckets, self.n_heads)
+        nn.init.normal_(self.relative_attention_bias.weight, mean=0.0, std=cfg.init_std)
+        self._buckets: dict[tuple, Tensor] = {}
+
+    def buckets(self, Tq: int, Tk: int, device=None) -> Tensor:
+        """``(Tq, Tk)`` bucket ids with bottom-right alignment (cached per shape and device)."""
+        device = torch.device("cpu") if device is None else torch.device(device)
+        key = (Tq, Tk, device)
+        b = self._buckets.get(key)
+        if b is None:  # computed on the CPU in float64 so every device gets the same buckets
+            p, j = _query_key_positions(Tq, Tk, "cpu")
+            b = t5_relative_position_bucket(j - p, self.bidirectional, self.num_buckets, self.max_distance)
+            b = b.to(device)
+            if len(self._buckets) > 32:
+                self._buckets.clear()
+            self._buckets[key] = b
+        return b
+
+    def dense(self, Tq: int, Tk: int, device=None, dtype=None) -> Tensor:
+        w = self.relative_attention_bias.weight
+        device = w.device if device is None else device
+        b = self.buckets(Tq, Tk, device)
+        out = self.relative_attention_bias(b.to(w.device)).permute(2, 0, 1)  # (H, Tq, Tk), differentiable
+        return out.to(device=device, dtype=dtype or w.dtype)
+
+    def score_bias(self) -> ScoreBias:
+        return ScoreBias(dense=self.dense, alibi_slopes=None, kind="t5")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_position(key: str, cfg: ModelConfig) -> Position:
+    """``POSITION[key].fn(cfg)``; an unknown key raises UnknownKeyError listing the valid ones."""
+    return POSITION.get(key).fn(cfg)
