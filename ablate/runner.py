@@ -1,0 +1,152 @@
+"""The suite contract: how ``ablate run`` and ``ablate report`` reach a suite.
+
+A suite is a module ``ablate.suites.<name>`` (file ``suites/<name>.py``) offering
+
+    def run(opts: RunOptions) -> Path
+        Run the sweep described by ``opts`` and return the results file (JSONL, see ablate.results).
+        ``opts.device`` is already resolved to "cpu" or "cuda". Skip rows already done when ``opts.resume``
+        (``ablate.results.ResultWriter`` does this), apply ``opts.overrides`` with ``ablate.config.apply_overrides``
+        (unknown keys → ConfigError), run ``opts.seeds`` seeds, write under ``opts.out`` (see :func:`results_path`).
+
+    def report(rows: pandas.DataFrame, out_dir: Path) -> list[Path]      # optional
+        Make tables/figures (ablate.tables) from this suite's rows; return the files written.
+
+User mistakes raise :class:`ablate.errors.AblateError` subclasses, which the CLI prints as one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ablate.errors import ConfigError, UnavailableError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["SUITES", "DEVICES", "RunOptions", "run_suite", "resolve_device", "check_suite", "load_suite",
+           "results_path", "report_rows"]
+
+SUITES = ("training", "extrapolation", "latency")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything ``ablate run`` was asked for; suites receive it unchanged except ``device`` (resolved)."""
+
+    suite: str
+    preset: str | None = None
+    overrides: tuple[str, ...] = ()
+    out: Path = Path("runs")
+    seeds: int = 1
+    resume: bool = True
+    data: Path | None = None
+    device: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:  # accept str paths and lists from Python callers
+        object.__setattr__(self, "out", Path(self.out))
+        if self.data is not None:
+            object.__setattr__(self, "data", Path(self.data))
+        object.__setattr__(self, "overrides", tuple(self.overrides))
+
+
+def check_suite(name: str) -> str:
+    if name not in SUITES:
+        raise ConfigError(f"unknown suite {name!r}; valid: {', '.join(SUITES)}")
+    return name
+
+
+def _check_overrides(overrides: tuple[str, ...]) -> None:
+    """Syntax only (key=value, non-empty key); the suite checks that keys exist when it applies them."""
+    for item in overrides:
+        key = item.split("=", 1)[0].strip() if "=" in item else ""
+        if not key:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. --set model.position=alibi)")
+
+
+def resolve_device(opt: str | None) -> str:
+    """``None``/``"auto"`` → ``"cuda"`` if a CUDA GPU is visible else ``"cpu"``; ``"cpu"``/``"cuda"`` are checked."""
+    choice = (opt or "auto").strip().lower()
+    if choice not in DEVICES + ("auto",):
+        raise ConfigError(f"unknown device {opt!r}; valid: {', '.join(DEVICES)}")
+    if choice == "cpu":
+        return "cpu"
+    try:
+        import torch
+
+        has_cuda = bool(torch.cuda.is_available())
+    except Exception:
+        has_cuda = False
+    if choice == "cuda" and not has_cuda:
+        raise ConfigError("device cuda requested but no CUDA GPU is visible")
+    return "cuda" if has_cuda else "cpu"
+
+
+def load_suite(name: str, attr: str) -> Callable[..., Any] | None:
+    """``ablate.suites.<name>.<attr>`` or None when the module or the attribute does not exist (yet)."""
+    check_suite(name)
+    module_name = f"ablate.suites.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name in (module_name, "ablate.suites"):
+            return None
+        raise  # the suite exists but something it imports is missing: a real error, keep the traceback
+    fn = getattr(module, attr, None)
+    return fn if callable(fn) else None
+
+
+def results_path(opts: RunOptions, name: str | None = None) -> Path:
+    """Conventional results file of a run: ``<out>/<suite>.jsonl`` (or ``<out>/<name>.jsonl``)."""
+    return opts.out / f"{name or opts.suite}.jsonl"
+
+
+def run_suite(opts: RunOptions) -> Path:
+    """Validate ``opts``, resolve the device, and call ``ablate.suites.<suite>.run(opts)``; returns its results file."""
+    check_suite(opts.suite)
+    if opts.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {opts.seeds}")
+    _check_overrides(opts.overrides)
+    opts = dataclasses.replace(opts, device=resolve_device(opts.device))
+    run = load_suite(opts.suite, "run")
+    if run is None:
+        raise UnavailableError(f"suite {opts.suite!r} is not implemented yet")
+    result = run(opts)
+    return Path(result) if result is not None else results_path(opts)
+
+
+def _fallback_report(suite: str, rows: "pd.DataFrame", out_dir: Path) -> list[Path]:
+    """For a suite without ``report()``: a table of row counts by status."""
+    from ablate.tables import write_table
+
+    counts = rows.groupby("status", dropna=False).size().rename("rows").reset_index()
+    counts = counts.sort_values("status", kind="stable").reset_index(drop=True)
+    md, tex = write_table(counts, out_dir / f"{suite}_status", caption=f"{suite}: rows by status")
+    return [md, tex]
+
+
+def report_rows(rows: "pd.DataFrame", out_dir: Path) -> dict[str, list[Path]]:
+    """Call each present suite's ``report(rows_of_that_suite, out_dir)``; returns the files written per suite.
+
+    Suites without ``report()`` (or unknown suite names in old rows) get a status-count table.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, list[Path]] = {}
+    if rows.empty or "suite" not in rows.columns:
+        return written
+    for suite in sorted(str(s) for s in rows["suite"].dropna().unique()):
+        sub = rows[rows["suite"] == suite].reset_index(drop=True)
+        sub = sub.dropna(axis=1, how="all")
+        report = load_suite(suite, "report") if suite in SUITES else None
+        if report is None:
+            files = _fallback_report(suite, sub, out_dir)
+        else:
+            files = report(sub, out_dir) or []
+        written[suite] = [Path(f) for f in files]
+    return written

@@ -1,0 +1,282 @@
+"""The ``ablate`` command line (installed as ``ablate.cli``; console script ``ablate = ablate.cli:main``).
+
+    ablate list [--axis A] [--format table|json]     registered variants and whether they run here
+    ablate env [--format table|json]                 the environment fingerprint stored with every row
+    ablate run --suite S [--preset P] [--set k=v]... run a suite (resumes by default)
+    ablate report RESULTS... --out DIR               tables and figures from results files/folders
+    ablate version
+
+User errors print one line ``ablate: error: <message>`` on stderr and exit 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+try:  # typer >= 0.2x vendors click
+    from typer._click.exceptions import ClickException as _ClickException
+except ImportError:  # pragma: no cover - typer on top of the click package
+    from click.exceptions import ClickException as _ClickException  # type: ignore[no-redef]
+
+from ablate import __version__
+from ablate.errors import AblateError, ConfigError
+
+AXES = ("attention", "position", "norm", "activation")
+INTERRUPTED = "interrupted; finished rows are saved, re-run to resume"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="ablate",
+    help="Benchmark and ablation harness for Transformer components.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class Format(str, enum.Enum):
+    table = "table"
+    json = "json"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"ablate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Benchmark and ablation harness for Transformer components (attention, positions, norms, activations)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# list
+
+
+def _axis(name: str) -> str:
+    low = name.strip().lower()
+    for axis in AXES:
+        if low in (axis, axis + "s") or (axis == "position" and low in ("pos", "positions")):
+            return axis
+    raise ConfigError(f"unknown axis {name!r}; valid: {', '.join(AXES)}")
+
+
+def _load_registries() -> tuple[dict[str, Any], list[str]]:
+    """The registries by axis, filled by importing the variant modules; failures are returned, not raised."""
+    import importlib
+
+    from ablate import registry
+
+    failures: list[str] = []
+    try:
+        registry.load_all()
+    except Exception:
+        for mod in ("attention", "positions", "norms", "activations"):
+            try:
+                importlib.import_module(f"ablate.variants.{mod}")
+            except Exception as exc:
+                failures.append(f"ablate.variants.{mod}: {type(exc).__name__}: {exc}")
+    return dict(registry.REGISTRIES), failures
+
+
+def _warn(msg: str) -> None:
+    sys.stderr.write(f"ablate: warning: {' '.join(msg.split())}\n")
+
+
+@app.command("list")
+def list_variants(
+    axis: Optional[str] = typer.Option(None, "--axis", "-a", help=f"Only this axis: {', '.join(AXES)}."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (human) or json (machine)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Check availability for cpu or cuda "
+                                                                 "(default: this machine's best device)."),
+) -> None:
+    """List registered variants per axis, with whether each can run here and why not."""
+    axes = [_axis(axis)] if axis is not None else list(AXES)
+    if device is not None and device not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device {device!r}; valid: cpu, cuda")
+    registries, failures = _load_registries()
+    for failure in failures:
+        _warn(f"could not load {failure}")
+    data = {a: [e.as_dict(device) for e in registries[a].entries()] if a in registries else [] for a in axes}
+    if fmt == Format.json:
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for a in axes:
+        table = Table(title=f"{a} ({len(data[a])})", title_justify="left", show_lines=False)
+        for col in ("key", "available", "reason", "description", "paper"):
+            table.add_column(col, overflow="fold", no_wrap=col == "key")
+        for row in data[a]:
+            avail = "[green]yes[/green]" if row["available"] else "[red]no[/red]"
+            table.add_row(row["key"], avail, row["reason"] or "", row["description"] or "", row["paper"] or "")
+        console.print(table)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# env
+
+
+@app.command("env")
+def env_cmd(
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (human) or json (machine)."),
+) -> None:
+    """Show the environment fingerprint recorded (as env.* columns) with every result row."""
+    from ablate.env import fingerprint
+
+    fp = fingerprint()
+    if fmt == Format.json:
+        typer.echo(json.dumps(fp, indent=2, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=True)
+    table.add_column("key", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for k, v in fp.items():
+        table.add_row(k, "-" if v is None else str(v))
+    Console().print(table)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# run
+
+
+def _summarize(path: Path) -> tuple[str, int]:
+    """One-line summary of the rows this process wrote, and how many of them have status ``error``."""
+    from ablate.results import current_run_id, read_rows
+
+    try:
+        rows = [r for r in read_rows(path, missing_ok=True) if r.get("run_id") == current_run_id()]
+    except AblateError as exc:
+        return f"results: {path} ({exc})", 0
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
+    detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (kv[0] != "ok", kv[0])))
+    return f"results: {path} ({len(rows)} new rows{': ' + detail if detail else ''})", counts.get("error", 0)
+
+
+@app.command("run")
+def run_cmd(
+    suite: str = typer.Option(..., "--suite", "-s", help="training, extrapolation or latency."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Named preset of the suite."),
+    overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a setting: key=value "
+                                                  "(dotted keys reach nested settings); repeatable."),
+    seeds: int = typer.Option(1, "--seeds", help="Number of seeds (0..K-1)."),
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder for the results (JSONL)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data file or folder for suites that train."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if visible)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip measurements already in the results."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+) -> None:
+    """Run a suite; rows are appended to OUT as they finish, so an interrupted run resumes where it stopped."""
+    from ablate.runner import RunOptions, run_suite
+
+    opts = RunOptions(suite=suite, preset=preset, overrides=tuple(overrides or ()), out=out, seeds=seeds,
+                      resume=resume, data=data, device=device, progress=progress)
+    path = run_suite(opts)
+    summary, n_errors = _summarize(Path(path))
+    typer.echo(summary)
+    if n_errors:
+        sys.stderr.write(f"ablate: {n_errors} measurement(s) failed with status 'error' "
+                         f"(see the reason column in {path})\n")
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# report
+
+
+@app.command("report")
+def report_cmd(
+    results: List[Path] = typer.Argument(..., help="Results files (.jsonl) or folders of them."),
+    out: Path = typer.Option(Path("reports"), "--out", "-o", help="Folder for tables and figures."),
+) -> None:
+    """Make tables (Markdown + LaTeX) and figures (PNG + SVG) from results, one set per suite present."""
+    from ablate.errors import ResultsFileError
+    from ablate.results import to_frame
+    from ablate.runner import report_rows
+
+    df = to_frame(results)
+    if df.empty:
+        raise ResultsFileError(f"no result rows in {', '.join(str(p) for p in results)}")
+    written = report_rows(df, out)
+    for suite, files in written.items():
+        typer.echo(f"{suite}: {len(files)} file(s)")
+        for f in files:
+            typer.echo(f"  {f}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# version
+
+
+@app.command("version")
+def version_cmd() -> None:
+    """Print the ablate version."""
+    typer.echo(f"ablate {__version__}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# entry point
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _die(message: str, code: int) -> None:
+    sys.stderr.write(f"ablate: error: {_one_line(message)}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    (file or sys.stderr).write(f"ablate: warning: {_one_line(str(message))}\n")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console-script entry: run the app; user errors → one line on stderr and exit 2, Ctrl-C → exit 130."""
+    command = typer.main.get_command(app)
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
+    try:
+        rc = command.main(args=argv, prog_name="ablate", standalone_mode=False)
+    except AblateError as exc:
+        _die(str(exc) or type(exc).__name__, EXIT_USAGE)
+    except (KeyboardInterrupt, typer.Abort):
+        _die(INTERRUPTED, EXIT_INTERRUPTED)
+    except _ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `ablate`: show the help
+            exc.show()
+            raise SystemExit(EXIT_USAGE) from None
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        code = getattr(exc, "exit_code", EXIT_USAGE)
+        _die(exc.format_message() + hint, code if isinstance(code, int) and code else EXIT_USAGE)
+    finally:
+        warnings.showwarning = previous
+    if rc == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130)
+        _die(INTERRUPTED, EXIT_INTERRUPTED)
+    raise SystemExit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

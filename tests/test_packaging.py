@@ -1,0 +1,80 @@
+"""The wheel maps the top-level folders into the `ablate` namespace and installs nothing else at the top."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+
+def _copy_tree(dst: Path) -> Path:
+    """A private copy of the working tree, so the build's build/ and *.egg-info never race other test runs."""
+    ignore = shutil.ignore_patterns(".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__",
+                                    ".pytest_cache", ".benchmarks", "runs", "results", "reports", ".whl", ".wa",
+                                    ".wb", "*.pyc")
+    src = dst / "src"
+    shutil.copytree(ROOT, src, symlinks=True, ignore=ignore)
+    return src
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    if not (ROOT / "pyproject.toml").exists():
+        pytest.skip("not running from a source checkout")
+    # --no-build-isolation builds with this environment's setuptools (Python >= 3.12 venvs start without it).
+    pytest.importorskip("setuptools", minversion="64", reason="building the wheel needs setuptools>=64")
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = _copy_tree(tmp)
+    out = tmp / "dist"
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           str(src), "-w", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (whl,) = out.glob("ablate-*.whl")
+    return whl
+
+
+def test_wheel_layout(wheel):
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        infos = {i.filename: i for i in zf.infolist()}
+        cli_text = zf.read("ablate/cli.py").decode()
+    top = {n.split("/", 1)[0] for n in names}
+    assert {n for n in top if not n.endswith(".dist-info")} == {"ablate"}, top
+    for needed in ("ablate/__init__.py", "ablate/registry.py", "ablate/cli.py", "ablate/variants/__init__.py",
+                   "ablate/suites/__init__.py", "ablate/results.py", "ablate/runner.py", "ablate/env.py",
+                   "ablate/tables.py"):
+        assert needed in names, needed
+    assert any(n.startswith("ablate/variants/") and n.endswith(".py") and "__init__" not in n for n in names)
+    for stray in ("variants/", "suites/", "cli.py", "tests/"):
+        assert not any(n == stray or n.startswith(stray) for n in names), stray
+    # ablate/cli.py is a symlink in the checkout; the wheel must hold the real file (zip symlinks have S_IFLNK).
+    mode = infos["ablate/cli.py"].external_attr >> 16
+    assert (mode & 0o170000) != 0o120000
+    assert "def main(" in cli_text
+
+
+def test_wheel_entry_point(wheel):
+    with zipfile.ZipFile(wheel) as zf:
+        (ep,) = [n for n in zf.namelist() if n.endswith(".dist-info/entry_points.txt")]
+        text = zf.read(ep).decode()
+    assert "ablate = ablate.cli:main" in text
+
+
+def test_wheel_imports_without_the_checkout(wheel, tmp_path):
+    """Unpacked on its own (no source tree on sys.path), the namespace mapping holds."""
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+    code = ("import ablate, ablate.suites, ablate.registry, ablate.cli, ablate.results; "
+            "print(ablate.__file__); print(ablate.cli.__file__)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert all(line.startswith(str(site)) for line in proc.stdout.split())
