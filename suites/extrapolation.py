@@ -1,0 +1,832 @@
+"""Length extrapolation: train short, test long (Press et al. 2022, Fig. 1; RoPE-scaling papers).
+
+    ablate run --suite extrapolation                       # tiny preset on CPU (<= 5 min on 2 cores), gpu on CUDA
+    ablate run --suite extrapolation --preset micro --set eval.mode=sliding --set eval.stride=8 --seeds 3
+    ablate run --suite extrapolation --set passkey=true    # add the passkey-retrieval probe
+
+For each trained position variant (``positions``) and seed: train one small causal LM at ``train_len`` (same seed,
+data order, steps and size for all), then evaluate it on the same held-out tokens at ``eval_len = train_len x
+factor``. The ``rope`` model is also evaluated with every inference-time scaling in ``rope_scalings`` (scale =
+eval_len / train_len, no retraining). ``learned`` has a table of ``train_len`` rows (as in the papers), so past it
+the suite writes an ``unsupported`` row "no positions past max_len" instead of a number.
+
+Rows (one per trained variant x evaluated variant x seed x eval_len; ``metric="ppl"``): ``value`` = perplexity,
+``loss`` (nats/token), ``bpb`` (bits per byte, byte-level data), the protocol (``mode``, ``stride``, ``tokens``)
+and ``pos_loss``: the mean loss per in-window position bin (a list; bin ``b`` covers positions ``b*pos_bin ..
+(b+1)*pos_bin - 1``). Passkey rows (``metric="passkey_acc"``) add ``depth``. Trained weights are kept in
+``<out>/extrapolation.ckpt/`` so that a resumed run never retrains a finished variant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ablate.config import ModelConfig, apply_overrides, flatten
+from ablate.data import Batches, Corpus, check_eval_span, load_corpus
+from ablate.errors import ConfigError, PositionRangeError
+from ablate.evaluate import MODES, PasskeyBatches, evaluate, passkey_accuracy, passkey_overhead, span_needed
+from ablate.registry import POSITION, load_all
+from ablate.results import ResultWriter, row_key, status_from_exception, to_frame
+from ablate.train import TrainConfig, train
+
+SUITE = "extrapolation"
+POSITIONS = ("none", "sinusoidal", "learned", "rope", "alibi", "t5_bias")
+ROPE_SCALINGS = ("rope_pi", "rope_ntk", "rope_dynamic_ntk", "rope_yarn")
+METRIC_PPL = "ppl"
+METRIC_PASSKEY = "passkey_acc"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    mode: str = "nonoverlap"  # "nonoverlap" (ALiBi Fig. 1) or "sliding"
+    stride: int | None = None  # sliding stride in tokens; None = train_len
+    factors: tuple[int, ...] = (1, 2, 4, 8, 16)  # eval_len = train_len x factor
+    tokens: int = 32768  # targets scored at every eval_len (rounded down to a multiple of the longest eval_len)
+    batch_tokens: int = 16384  # tokens per evaluation forward
+    pos_bins: int = 64  # in-window position bins of the per-position loss
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    corpus: str = "topics"  # built-in corpus when --data is not given: topics | stdlib
+    val_frac: float = 0.1
+    vocab_size: int | None = None  # for a .bin token file without a meta.json / meta.pkl sidecar
+
+
+@dataclass(frozen=True)
+class PasskeySettings:
+    digits: int = 4
+    depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    trials: int = 50  # sequences per (eval_len, depth)
+    steps: int | None = None  # training steps of the passkey models; None = train.steps
+
+
+@dataclass(frozen=True)
+class ExtrapolationConfig:
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    positions: tuple[str, ...] = POSITIONS  # trained variants
+    rope_scalings: tuple[str, ...] = ROPE_SCALINGS  # applied to the `rope` model at evaluation
+    passkey: bool = False  # also train/score passkey-retrieval models (one per trained variant)
+    probe: PasskeySettings = field(default_factory=PasskeySettings)
+
+    @property
+    def eval_lens(self) -> list[int]:
+        return [self.model.train_len * f for f in self.eval.factors]
+
+
+PRESETS: dict[str, ExtrapolationConfig] = {
+    # Tests: seconds on a CPU.
+    "micro": ExtrapolationConfig(
+        model=ModelConfig(d_model=32, n_layers=1, n_heads=2, train_len=16, max_len=16),
+        train=TrainConfig(steps=30, batch_size=8, seq_len=16, lr=3e-3, min_lr=3e-4, warmup=5, log_every=10,
+                          amp=None),
+        eval=EvalSettings(factors=(1, 2, 4), tokens=512, batch_tokens=4096, pos_bins=16),
+        probe=PasskeySettings(digits=2, depths=(0.0, 1.0), trials=8),
+    ),
+    # CPU default: the whole suite in <= 5 minutes on 2 cores (see docs/extrapolation.md for the measured run).
+    "tiny": ExtrapolationConfig(
+        model=ModelConfig(d_model=128, n_layers=2, n_heads=4, train_len=64, max_len=64),
+        train=TrainConfig(steps=1000, batch_size=32, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=50, log_every=50,
+                          amp=None),
+        eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=32768, batch_tokens=16384, pos_bins=64),
+    ),
+    # CUDA default: <= 15 minutes on one H100 (bf16 autocast, SDPA picks its fastest kernel that takes the bias).
+    "gpu": ExtrapolationConfig(
+        model=ModelConfig(d_model=512, n_layers=6, n_heads=8, train_len=256, max_len=256),
+        train=TrainConfig(steps=2000, batch_size=32, seq_len=256, lr=1e-3, min_lr=1e-4, warmup=100, log_every=100,
+                          amp="bf16"),
+        eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=131072, batch_tokens=65536, pos_bins=64),
+        data=DataSettings(corpus="stdlib"),
+        probe=PasskeySettings(digits=5, trials=100),
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configuration
+
+
+def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> ExtrapolationConfig:
+    """The preset with ``--set`` overrides applied and checked (one-line ConfigError / UnknownKeyError)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown extrapolation preset {preset!r}; valid: {', '.join(PRESETS)}")
+    base = PRESETS[preset]
+    cfg = apply_overrides(base, list(overrides))
+    # train.seq_len and model.train_len are one setting: follow whichever the user changed.
+    m, t = cfg.model, cfg.train
+    tl_changed, sl_changed = m.train_len != base.model.train_len, t.seq_len != base.train.seq_len
+    if tl_changed and sl_changed and m.train_len != t.seq_len:
+        raise ConfigError(f"model.train_len={m.train_len} and train.seq_len={t.seq_len} differ; set one of them")
+    train_len = t.seq_len if sl_changed else m.train_len
+    # The learned table covers train_len positions (as in the papers) unless model.max_len is set explicitly.
+    max_len = m.max_len if m.max_len != base.model.max_len else train_len
+    cfg = replace(cfg, model=replace(m, train_len=train_len, max_len=max_len), train=replace(t, seq_len=train_len))
+    load_all()
+    e = cfg.eval
+    if e.mode not in MODES:
+        raise ConfigError(f"unknown eval.mode {e.mode!r}; valid: {', '.join(MODES)}")
+    if not e.factors or any(f < 1 for f in e.factors):
+        raise ConfigError(f"eval.factors must be integers >= 1, got {e.factors}")
+    if e.stride is not None and e.stride < 1:
+        raise ConfigError(f"eval.stride must be >= 1, got {e.stride}")
+    if not cfg.positions:
+        raise ConfigError("positions is empty; valid: " + ", ".join(POSITION.keys()))
+    for p in cfg.positions:
+        POSITION.get(p)  # UnknownKeyError lists the valid keys
+    for s in cfg.rope_scalings:
+        entry = POSITION.get(s)
+        if entry.supports.get("kind") != "rotary" or s == "rope":
+            valid = [k for k in POSITION.keys() if POSITION[k].supports.get("kind") == "rotary" and k != "rope"]
+            raise ConfigError(f"rope_scalings: {s!r} is not a RoPE scaling; valid: {', '.join(valid)}")
+    if cfg.passkey:
+        need = passkey_overhead(cfg.probe.digits) - 1
+        if cfg.model.train_len < need:
+            raise ConfigError(f"passkey with {cfg.probe.digits} digits needs train_len >= {need}, "
+                              f"got {cfg.model.train_len}")
+        if any(not 0.0 <= d <= 1.0 for d in cfg.probe.depths):
+            raise ConfigError(f"probe.depths must lie in [0, 1], got {cfg.probe.depths}")
+    return cfg
+
+
+def eval_tokens(cfg: ExtrapolationConfig) -> int:
+    """Targets scored at every length: ``eval.tokens`` rounded down to a multiple of the longest eval_len."""
+    longest = max(cfg.eval_lens)
+    n = (cfg.eval.tokens // longest) * longest
+    if n < 1:
+        raise ConfigError(f"eval.tokens={cfg.eval.tokens} is shorter than the longest eval_len={longest}")
+    return n
+
+
+def eval_stride(cfg: ExtrapolationConfig) -> int | None:
+    return (cfg.eval.stride or cfg.model.train_len) if cfg.eval.mode == "sliding" else None
+
+
+def config_id(cfg: ExtrapolationConfig, corpus_name: str) -> str:
+    """Hash of everything that shapes the trained weights (model without its position slot, training, data)."""
+    model = flatten(cfg.model)
+    model.pop("position", None)
+    tr = flatten(cfg.train)
+    tr.pop("seed", None)  # a key field of its own
+    return row_key({"model": model, "train": tr, "data": flatten(cfg.data), "corpus": corpus_name,
+                    "probe": flatten(cfg.probe) if cfg.passkey else None})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The plan: jobs (one trained model each) and the rows each one owes
+
+
+@dataclass
+class RowSpec:
+    key: dict[str, Any]
+    evaluated: str  # position key used at evaluation
+    eval_len: int
+    scale: float
+    depth: float | None = None
+
+
+@dataclass
+class Job:
+    kind: str  # "lm" or "passkey"
+    position: str  # trained variant
+    seed: int
+    rows: list[RowSpec]
+
+    @property
+    def name(self) -> str:
+        return f"{'passkey-' if self.kind == 'passkey' else ''}{self.position}-s{self.seed}"
+
+
+def plan_jobs(cfg: ExtrapolationConfig, preset: str, corpus: Corpus, device: str, seeds: list[int]) -> list[Job]:
+    m = cfg.model
+    cid = config_id(cfg, corpus.name)
+    tokens, stride = eval_tokens(cfg), eval_stride(cfg)
+    common = {"preset": preset, "config_id": cid, "train_len": m.train_len, "attention": m.attention, "norm": m.norm,
+              "activation": m.activation, "n_kv_heads": m.n_kv_heads, "data": corpus.name, "device": device}
+    jobs: list[Job] = []
+    kinds = ["lm"] + (["passkey"] if cfg.passkey else [])
+    for kind in kinds:
+        for seed in seeds:
+            for pos in cfg.positions:
+                evaluated = [pos] + (list(cfg.rope_scalings) if pos == "rope" else [])
+                rows = []
+                for ev in evaluated:
+                    for L in cfg.eval_lens:
+                        scale = L / m.train_len if ev != pos else 1.0
+                        base = {**common, "trained_position": pos, "position": ev, "rope_scale": scale, "seed": seed,
+                                "eval_len": L}
+                        if kind == "lm":
+                            key = {**base, "metric": METRIC_PPL, "mode": cfg.eval.mode, "stride": stride,
+                                   "tokens": tokens}
+                            rows.append(RowSpec(key, ev, L, scale))
+                        else:
+                            for d in cfg.probe.depths:
+                                key = {**base, "metric": METRIC_PASSKEY, "depth": float(d),
+                                       "trials": cfg.probe.trials, "digits": cfg.probe.digits}
+                                rows.append(RowSpec(key, ev, L, scale, float(d)))
+                jobs.append(Job(kind, pos, seed, rows))
+    return jobs
+
+
+def validate_plan(cfg: ExtrapolationConfig, device: str) -> None:
+    """Every model the plan builds or swaps to must be valid here, before any compute."""
+    from ablate.validate import validate_model
+
+    for pos in cfg.positions:
+        validate_model(replace(cfg.model, position=pos), device=device)
+    if "rope" in cfg.positions:
+        for s in cfg.rope_scalings:
+            for L in cfg.eval_lens:
+                validate_model(replace(cfg.model, position=s, rope_scale=L / cfg.model.train_len), device=device)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training with checkpoints
+
+
+def _ckpt_path(ckpt_dir: Path, job: Job, cid: str) -> Path:
+    return ckpt_dir / f"{job.name}-{cid}.pt"
+
+
+def _save(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, ckpt: Path,
+               progress: Any) -> tuple[Any, dict]:
+    """(model or None, training info); loads the checkpoint when there is one."""
+    from ablate.model import Transformer
+
+    mcfg = replace(cfg.model, position=job.position)
+    if ckpt.is_file():
+        payload = torch.load(ckpt, map_location="cpu", weights_only=False)
+        info = payload["info"]
+        if payload.get("state_dict") is None:
+            return None, info
+        torch.manual_seed(job.seed)
+        model = Transformer(mcfg)
+        model.load_state_dict(payload["state_dict"])
+        info = {**info, "from_checkpoint": True}
+        return model.to(device), info
+    torch.manual_seed(job.seed)
+    model = Transformer(mcfg).to(device)
+    tcfg = replace(cfg.train, seed=job.seed)
+    if job.kind == "passkey":
+        tcfg = replace(tcfg, steps=cfg.probe.steps or tcfg.steps)
+        batches = PasskeyBatches(tcfg.batch_size, tcfg.seq_len, cfg.probe.digits, seed=job.seed, device=device)
+    else:
+        batches = Batches(corpus.train, tcfg.batch_size, tcfg.seq_len, seed=job.seed, device=device)
+    res = train(model, tcfg, batches, device=device, progress=progress, description=f"train {job.name}")
+    info = {"train_status": res.status, "train_reason": res.reason, "diverged_step": res.diverged_step,
+            "train_steps": res.steps, "train_loss": res.stats.get("final_train_loss"),
+            "train_s": res.stats.get("elapsed_s"), "train_tokens_per_s": res.stats.get("tokens_per_s"),
+            "peak_mem_bytes": res.stats.get("peak_mem_bytes"), "n_params": model.num_params(),
+            "from_checkpoint": False}
+    _save(ckpt, {"info": info, "state_dict": model.state_dict() if res.ok else None,
+                 "model_cfg": dataclasses.asdict(mcfg), "history": res.history})
+    return (model if res.ok else None), info
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run
+
+
+def _out_dir(opts) -> Path:
+    return Path(opts.out)
+
+
+def run(opts) -> Path:
+    """Run the suite as ``opts`` (an :class:`ablate.runner.RunOptions`) asks; returns the JSONL results file."""
+    from ablate.runner import resolve_device, results_path
+
+    t_start = time.perf_counter()
+    device = resolve_device(opts.device)
+    preset = opts.preset or ("gpu" if device == "cuda" else "tiny")
+    cfg = resolve(preset, opts.overrides)
+    corpus = load_corpus(opts.data, default=cfg.data.corpus, val_frac=cfg.data.val_frac,
+                         vocab_size=cfg.data.vocab_size)
+    cfg = replace(cfg, model=replace(cfg.model, vocab_size=corpus.vocab_size))
+    validate_plan(cfg, device)
+    tokens, stride = eval_tokens(cfg), eval_stride(cfg)
+    check_eval_span(corpus.val, span_needed(tokens, max(cfg.eval_lens), cfg.eval.mode, stride),
+                    f"evaluation at eval_len={max(cfg.eval_lens)} ({tokens} tokens, {cfg.eval.mode})")
+    seeds = [cfg.train.seed + i for i in range(int(opts.seeds))]
+    jobs = plan_jobs(cfg, preset, corpus, device, seeds)
+    out = results_path(opts)
+    ckpt_dir = _out_dir(opts) / "extrapolation.ckpt"
+    writer = ResultWriter(out, SUITE, resume=opts.resume)
+    cid = config_id(cfg, corpus.name)
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    prog = None
+    if opts.progress:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+        prog.start()
+    overall = prog.add_task("extrapolation", total=sum(len(j.rows) for j in jobs), info="") if prog else None
+    trained = 0
+    try:
+        for job in jobs:
+            todo = [r for r in job.rows if not writer.done(r.key)]
+            if prog:
+                prog.update(overall, advance=len(job.rows) - len(todo), info=job.name)
+            if not todo:
+                continue
+            run_cfg = replace(cfg, model=replace(cfg.model, position=job.position), train=replace(cfg.train,
+                                                                                                   seed=job.seed))
+            ckpt = _ckpt_path(ckpt_dir, job, cid)
+            try:
+                model, info = _train_job(cfg, job, corpus, device, ckpt, prog)
+                trained += 0 if info.get("from_checkpoint") else 1
+            except Exception as exc:  # OOM, a kernel that fails: every row of this job says so
+                if _is_oom(exc) and device == "cuda":
+                    torch.cuda.empty_cache()
+                for r in todo:
+                    writer.write_exception(exc, r.key, {"value": None, "unit": _unit(r)}, config=run_cfg)
+                if prog:
+                    prog.update(overall, advance=len(todo))
+                continue
+            if model is None:  # diverged
+                reason = f"training diverged at step {info.get('diverged_step')}: {info.get('train_reason')}"
+                for r in todo:
+                    writer.write("diverged", r.key, {"value": None, "unit": _unit(r), **info}, config=run_cfg,
+                                 reason=reason)
+                if prog:
+                    prog.update(overall, advance=len(todo))
+                continue
+            _evaluate_job(cfg, job, todo, model, corpus, device, writer, run_cfg, info, prog, overall)
+            del model
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    finally:
+        if prog:
+            prog.stop()
+    elapsed = time.perf_counter() - t_start
+    _print_summary(out, cid, preset, elapsed, trained)
+    return out
+
+
+def _unit(r: RowSpec) -> str:
+    return "fraction" if r.depth is not None else "ppl"
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return status_from_exception(exc)[0] == "oom"
+
+
+def _evaluate_job(cfg, job: Job, todo: list[RowSpec], model, corpus: Corpus, device: str, writer: ResultWriter,
+                  run_cfg, info: dict, prog, overall) -> None:
+    current = (job.position, 1.0)
+    amp = cfg.train.amp if device == "cuda" else None
+    tokens, stride = eval_tokens(cfg), eval_stride(cfg)
+    for r in todo:
+        want = (r.evaluated, r.scale)
+        metrics: dict[str, Any] = {"unit": _unit(r), "scale_factor": r.eval_len / cfg.model.train_len, **info}
+        try:
+            if want != current:
+                model.set_position(r.evaluated, rope_scale=r.scale)
+                current = want
+            if r.depth is None:
+                res = evaluate(model, corpus.val, r.eval_len, tokens=tokens, mode=cfg.eval.mode, stride=stride,
+                               batch_tokens=cfg.eval.batch_tokens, byte_level=corpus.byte_level, device=device,
+                               amp=amp, pos_bins=cfg.eval.pos_bins)
+                metrics.update(value=res.ppl, loss=res.loss, ppl=res.ppl, bpb=res.bpb, windows=res.windows,
+                               pos_loss=res.pos_loss, pos_bin=res.pos_bin, eval_s=res.elapsed_s)
+            else:
+                acc = passkey_accuracy(model, r.eval_len, r.depth, trials=cfg.probe.trials, digits=cfg.probe.digits,
+                                       seed=job.seed, device=device, amp=amp, batch_tokens=cfg.eval.batch_tokens)
+                metrics.update(value=acc)
+            if r.depth is None and not math.isfinite(metrics["loss"]):
+                writer.write("diverged", r.key, {**metrics, "value": None}, config=run_cfg,
+                             reason="non-finite evaluation loss")
+            else:
+                writer.write("ok", r.key, metrics, config=run_cfg)
+        except PositionRangeError as exc:
+            writer.write("unsupported", r.key, {**metrics, "value": None}, config=run_cfg,
+                         reason=str(exc) if "no positions past max_len" in str(exc)
+                         else f"no positions past max_len: {exc}")
+        except Exception as exc:
+            if _is_oom(exc) and device == "cuda":
+                torch.cuda.empty_cache()
+            writer.write_exception(exc, r.key, {**metrics, "value": None}, config=run_cfg)
+        if prog:
+            prog.update(overall, advance=1, info=f"{job.name} {r.evaluated} L={r.eval_len}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Summaries (shared by the terminal print and the report)
+
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def t_quantile_975(dof: int) -> float:
+    """Two-sided 95% Student-t quantile for ``dof`` degrees of freedom (1.96 beyond 30)."""
+    if dof < 1:
+        return float("nan")
+    return _T975[dof - 1] if dof <= len(_T975) else 1.96 + 2.4 / dof  # ~exact past 30
+
+
+def mean_ci(values) -> tuple[float, float, int]:
+    """(mean, half-width of the 95% t-interval, n); half-width NaN for n < 2."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    n = len(v)
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    if n == 1:
+        return float(v[0]), float("nan"), 1
+    return float(v.mean()), float(t_quantile_975(n - 1) * v.std(ddof=1) / math.sqrt(n)), n
+
+
+PROTOCOL_COLS = ("preset", "config_id", "train_len", "mode", "stride", "tokens", "data", "device")
+
+
+def _variant_order(df) -> list[str]:
+    present = list(dict.fromkeys(df["position"].tolist()))
+    order = [p for p in POSITIONS if p in present] + [s for s in ROPE_SCALINGS if s in present]
+    return order + sorted(p for p in present if p not in order)
+
+
+def _protocol_groups(df):
+    cols = [c for c in PROTOCOL_COLS if c in df.columns]
+    if not cols:
+        return [({}, df)]
+    out = []
+    for keys, sub in df.groupby([df[c].astype(str) for c in cols], sort=True, dropna=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        first = sub.iloc[0]
+        out.append(({c: first[c] for c in cols}, sub))
+    return out
+
+
+def protocol_line(p: dict) -> str:
+    def g(k):
+        v = p.get(k)
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+    mode = g("mode") or "?"
+    stride = g("stride")
+    mode_s = f"sliding window, stride {int(stride)}" if mode == "sliding" and stride is not None else (
+        "non-overlapping windows" if mode == "nonoverlap" else mode)
+    parts = [f"trained at {int(g('train_len'))} tokens" if g("train_len") is not None else None,
+             mode_s,
+             f"{int(g('tokens'))} held-out tokens scored at every length" if g("tokens") is not None else None,
+             f"data {g('data')}" if g("data") else None,
+             f"preset {g('preset')}" if g("preset") else None,
+             f"device {g('device')}" if g("device") else None]
+    return "; ".join(x for x in parts if x)
+
+
+def ppl_summary(df):
+    """Long frame: protocol columns, position, eval_len, mean, ci, n, status (of the non-ok rows), reason."""
+    import pandas as pd
+
+    rows = []
+    sub = df[df.get("metric", pd.Series(dtype=str)) == METRIC_PPL]
+    for pdict, g in _protocol_groups(sub):
+        for (pos, L), cell in g.groupby(["position", "eval_len"], sort=False):
+            ok = cell[cell["status"] == "ok"]
+            mean, ci, n = mean_ci(ok["value"].tolist())
+            bad = cell[cell["status"] != "ok"]
+            rows.append({**pdict, "position": pos, "eval_len": int(L), "mean": mean, "ci": ci, "n": n,
+                         "seeds": len(cell), "status": "ok" if len(bad) == 0 else str(bad["status"].iloc[0]),
+                         "reason": "" if len(bad) == 0 else str(bad["reason"].iloc[0])})
+    return pd.DataFrame(rows)
+
+
+def effective_length(lens_ppl: list[tuple[int, float]], train_len: int, tol: float = 0.10) -> int | None:
+    """Longest eval_len whose perplexity stays within ``tol`` of the perplexity at train_len (all shorter ones too)."""
+    d = {int(L): v for L, v in lens_ppl}
+    ref = d.get(int(train_len))
+    if ref is None or not np.isfinite(ref):
+        return None
+    best = None
+    for L in sorted(d):
+        if L < train_len:
+            continue
+        v = d[L]
+        if v is None or not np.isfinite(v) or v > (1.0 + tol) * ref:
+            break
+        best = L
+    return best
+
+
+def _cell(mean: float, ci: float, n: int, status: str) -> Any:
+    if n == 0:
+        return "n/a" if status == "unsupported" else status
+    if np.isfinite(ci):
+        return f"{mean:.2f} ± {ci:.2f}"
+    return round(mean, 2)
+
+
+def ppl_table(summary, train_len: int):
+    """Wide table: rows = variants (incl. rope_* scalings), columns = eval lengths, cells = ppl [± 95% CI]."""
+    import pandas as pd
+
+    lens = sorted(summary["eval_len"].unique())
+    out = []
+    for pos in _variant_order(summary):
+        s = summary[summary["position"] == pos]
+        row: dict[str, Any] = {"variant": pos}
+        for L in lens:
+            c = s[s["eval_len"] == L]
+            key = f"{L}" + (" (train)" if L == train_len else f" ({L // train_len}x)")
+            row[key] = _cell(c["mean"].iloc[0], c["ci"].iloc[0], int(c["n"].iloc[0]), c["status"].iloc[0]) \
+                if len(c) else None
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def effective_table(summary, train_len: int):
+    import pandas as pd
+
+    out = []
+    for pos in _variant_order(summary):
+        s = summary[summary["position"] == pos].sort_values("eval_len")
+        pairs = [(int(L), m) for L, m in zip(s["eval_len"], s["mean"])]
+        eff = effective_length(pairs, train_len)
+        ref = dict(pairs).get(train_len, float("nan"))
+        ok = [(L, m) for L, m in pairs if np.isfinite(m)]
+        longest = ok[-1] if ok else (None, float("nan"))
+        out.append({"variant": pos, "ppl at train_len": round(ref, 3) if np.isfinite(ref) else None,
+                    "effective length": eff, "x train_len": (eff / train_len) if eff else None,
+                    "longest measured": longest[0],
+                    "ppl there": round(longest[1], 3) if np.isfinite(longest[1]) else None,
+                    "ratio to train_len": round(longest[1] / ref, 3) if np.isfinite(longest[1]) and
+                    np.isfinite(ref) and ref > 0 else None})
+    return pd.DataFrame(out)
+
+
+def shape_checks(summary, train_len: int) -> list[dict]:
+    """The published orderings (ALiBi Fig. 1, RoPE-scaling papers), checked on the measured means."""
+    d = {(r.position, int(r.eval_len)): r.mean for r in summary.itertuples() if np.isfinite(r.mean)}
+    st = {(r.position, int(r.eval_len)): r.status for r in summary.itertuples()}
+    lens = sorted({L for _, L in st})
+    longer = [L for L in lens if L > train_len]
+    checks = []
+    if not longer:
+        return checks
+    Lmax = max(longer)
+    L4 = min(longer, key=lambda L: abs(L - 4 * train_len))
+
+    def ratio(p, L):
+        a, b = d.get((p, L)), d.get((p, train_len))
+        return a / b if a is not None and b else None
+
+    r = ratio("sinusoidal", L4)
+    if r is not None:
+        checks.append({"claim": "sinusoidal fails past train_len", "observed": f"ppl x{r:.2f} at {L4} vs {train_len}",
+                       "holds": r > 1.5})
+    if ("learned", Lmax) in st:
+        lr = ratio("learned", L4)
+        fails = st.get(("learned", L4)) == "unsupported" or (lr is not None and lr > 1.5)
+        checks.append({"claim": "learned fails past train_len",
+                       "observed": "no positions past its table" if st.get(("learned", L4)) == "unsupported"
+                       else f"ppl x{lr:.2f} at {L4}" if lr is not None else "n/a", "holds": fails})
+    r = ratio("alibi", Lmax)
+    if r is not None:
+        checks.append({"claim": "ALiBi stays flat", "observed": f"ppl x{r:.3f} at {Lmax} vs {train_len}",
+                       "holds": r < 1.10})
+    r_rope = ratio("rope", Lmax)
+    if r_rope is not None:
+        checks.append({"claim": "plain RoPE degrades past train_len", "observed": f"ppl x{r_rope:.2f} at {Lmax}",
+                       "holds": r_rope > 1.10})
+    rope_max = d.get(("rope", Lmax))
+    if rope_max is not None:
+        for s in ROPE_SCALINGS:
+            v = d.get((s, Lmax))
+            if v is None:
+                continue
+            better = v < rope_max
+            claim = (f"{s} (no fine-tuning) better than plain RoPE at {Lmax}" if s != "rope_pi" else
+                     f"rope_pi without fine-tuning: published to hurt; compared with plain RoPE at {Lmax}")
+            checks.append({"claim": claim, "observed": f"{v:.2f} vs {rope_max:.2f}",
+                           "holds": better if s != "rope_pi" else None})
+    r_t5, r_sin = ratio("t5_bias", Lmax), ratio("sinusoidal", Lmax)
+    if r_t5 is not None and r_sin is not None:
+        checks.append({"claim": "T5 bias degrades more slowly than sinusoidal",
+                       "observed": f"x{r_t5:.2f} vs x{r_sin:.2f} at {Lmax}", "holds": r_t5 < r_sin})
+    return checks
+
+
+def _print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    try:
+        df = to_frame(out)
+    except Exception as exc:  # the run itself succeeded; never fail on the print
+        console.print(f"[yellow]could not read {out}: {exc}[/]")
+        return
+    if "config_id" not in df.columns:
+        return
+    df = df[(df["config_id"] == cid) & (df["suite"] == SUITE)]
+    summary = ppl_summary(df)
+    if summary.empty:
+        return
+    for pdict, g in _protocol_groups(summary):
+        train_len = int(pdict.get("train_len") or g["eval_len"].min())
+        wide = ppl_table(g, train_len)
+        table = Table(title=f"extrapolation: perplexity by eval length ({protocol_line(pdict)})")
+        for c in wide.columns:
+            table.add_column(str(c), justify="left" if c == "variant" else "right")
+        for _, r in wide.iterrows():
+            table.add_row(*[("—" if v is None else str(v)) for v in r.tolist()])
+        console.print(table)
+        eff = effective_table(g, train_len)
+        console.print("effective length (ppl within 10% of train_len): " + ", ".join(
+            f"{r['variant']}={r['effective length'] or '—'}" for _, r in eff.iterrows()))
+    console.print(f"{len(df)} rows in {out}; trained {trained} model(s); {elapsed:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def _slug(p: dict, many: bool) -> str:
+    if not many:
+        return ""
+    bits = [str(p.get("preset", "")), str(p.get("mode", "")), f"L{p.get('train_len')}"]
+    if p.get("mode") == "sliding":
+        bits.append(f"s{int(p['stride'])}")
+    bits.append(str(p.get("config_id", ""))[:6])
+    return "_" + "-".join(b for b in bits if b)
+
+
+def report(df, out_dir: Path) -> list[Path]:
+    """Tables (Markdown + LaTeX), figures (PNG + SVG) and an index for the extrapolation rows in ``df``."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    from ablate.tables import plot_style, savefig, to_markdown, write_table
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if "suite" in df.columns:
+        df = df[df["suite"] == SUITE]
+    written: list[Path] = []
+    index: list[str] = ["<!-- ablate:extrapolation -->", "# Length extrapolation", "",
+                        "Train short, test long: each position variant is trained at `train_len` and evaluated on the "
+                        "same held-out tokens at longer lengths (Press et al. 2022, Fig. 1). The `rope_*` rows are the "
+                        "`rope` model evaluated with an inference-time RoPE scaling (scale = eval_len / train_len), "
+                        "without retraining. Perplexity: lower is better; ± is the 95% t-interval over seeds.", ""]
+    if df.empty or "metric" not in df.columns:
+        index.append("(no extrapolation rows)")
+    ppl_rows = df[df["metric"] == METRIC_PPL] if "metric" in df.columns else df.iloc[0:0]
+    groups = _protocol_groups(ppl_rows) if not ppl_rows.empty else []
+    many = len(groups) > 1
+    for pdict, g in groups:
+        train_len = int(pdict["train_len"])
+        slug = _slug(pdict, many)
+        summary = ppl_summary(g)
+        seeds = int(summary["seeds"].max()) if not summary.empty else 0
+        line = protocol_line(pdict) + f"; {seeds} seed(s)"
+        wide = ppl_table(summary, train_len)
+        md, tex = write_table(wide, out_dir / f"extrapolation_ppl{slug}",
+                              caption=f"Perplexity by evaluation length ({line}). n/a: no positions past the learned "
+                                      "table.", floatfmt=".2f")
+        eff = effective_table(summary, train_len)
+        md2, tex2 = write_table(eff, out_dir / f"extrapolation_effective_length{slug}",
+                                caption=f"Effective length: the longest eval_len whose perplexity stays within 10% of "
+                                        f"its perplexity at train_len ({line}).", floatfmt=".3g")
+        written += [md, tex, md2, tex2]
+        checks = shape_checks(summary, train_len)
+        index += [f"## Protocol{': ' + slug[1:] if slug else ''}", "", line, "",
+                  "### Perplexity", "", md.read_text(), "", "### Effective length", "", md2.read_text(), ""]
+        if checks:
+            ct = pd.DataFrame([{"published shape": c["claim"], "observed": c["observed"],
+                                "holds": "yes" if c["holds"] else ("—" if c["holds"] is None else "no")}
+                               for c in checks])
+            index += ["### Published shape vs this run", "", to_markdown(ct), ""]
+
+        # Figure 1: perplexity vs evaluation length.
+        order = _variant_order(summary)
+        pal = dict(zip(order, sns.color_palette("colorblind", n_colors=max(10, len(order)))))
+        with plot_style():
+            fig, ax = plt.subplots(figsize=(6.4, 4.2))
+            for pos in order:
+                s = summary[(summary["position"] == pos) & np.isfinite(summary["mean"])].sort_values("eval_len")
+                if s.empty:
+                    continue
+                dashed = pos in ROPE_SCALINGS
+                ax.plot(s["eval_len"], s["mean"], marker="o", ms=4, lw=1.6, ls="--" if dashed else "-",
+                        color=pal[pos], label=pos)
+                ci = s["ci"].fillna(0.0)
+                if (ci > 0).any():
+                    ax.fill_between(s["eval_len"], s["mean"] - ci, s["mean"] + ci, color=pal[pos], alpha=0.15, lw=0)
+            ax.axvline(train_len, color="0.3", ls=":", lw=1.2)
+            ax.text(train_len, 1.0, " train_len", transform=ax.get_xaxis_transform(), va="top", ha="left",
+                    fontsize=8, color="0.3")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            lens = sorted(summary["eval_len"].unique())
+            ax.set_xticks(lens)
+            ax.set_xticklabels([str(int(L)) for L in lens])
+            ax.set_xlabel("evaluation length (tokens)")
+            ax.set_ylabel("perplexity (log scale)")
+            ax.set_title(f"Extrapolation: trained at {train_len}")
+            ax.legend(fontsize=7, ncol=2, frameon=False)
+            written += list(savefig(fig, out_dir / f"extrapolation_ppl_vs_length{slug}"))
+
+        # Figure 2: loss vs token position inside the window, one panel per eval length.
+        ok = g[(g["status"] == "ok")] if "pos_loss" in g.columns else g.iloc[0:0]
+        recs = []
+        for r in ok.itertuples():
+            pl, width = getattr(r, "pos_loss"), getattr(r, "pos_bin")
+            if not isinstance(pl, (list, tuple)):
+                continue
+            for b, v in enumerate(pl):
+                if v is not None and np.isfinite(v):
+                    recs.append({"position": r.position, "eval_len": int(r.eval_len), "seed": r.seed,
+                                 "token position": (b + 0.5) * float(width), "loss": float(v)})
+        if recs:
+            pdf = pd.DataFrame(recs)
+            lens = sorted(pdf["eval_len"].unique())
+            with plot_style():
+                fig, axes = plt.subplots(1, len(lens), figsize=(3.0 * len(lens), 3.2), sharey=True, squeeze=False)
+                for ax, L in zip(axes[0], lens):
+                    sub = pdf[pdf["eval_len"] == L]
+                    for pos in order:
+                        s = sub[sub["position"] == pos]
+                        if s.empty:
+                            continue
+                        m = s.groupby("token position", sort=True)["loss"].mean()
+                        ax.plot(m.index, m.values, lw=1.2, ls="--" if pos in ROPE_SCALINGS else "-",
+                                color=pal[pos], label=pos)
+                    ax.axvline(train_len, color="0.3", ls=":", lw=1.0)
+                    ax.set_title(f"eval_len {L}", fontsize=9)
+                    ax.set_xlabel("token position in window")
+                axes[0][0].set_ylabel("loss (nats/token)")
+                handles, labels = axes[0][-1].get_legend_handles_labels()
+                fig.legend(handles, labels, loc="upper center", ncol=min(10, len(labels)), fontsize=7,
+                           frameon=False, bbox_to_anchor=(0.5, 1.08))
+                written += list(savefig(fig, out_dir / f"extrapolation_loss_vs_position{slug}"))
+        index += ["### Figures", "", f"![perplexity vs length](extrapolation_ppl_vs_length{slug}.png)", "",
+                  f"![loss vs position](extrapolation_loss_vs_position{slug}.png)" if recs else "", ""]
+
+    # Passkey accuracy heat-maps.
+    pk = df[(df["metric"] == METRIC_PASSKEY)] if "metric" in df.columns else df.iloc[0:0]
+    if not pk.empty:
+        pk = pk.copy()
+        pk["acc"] = pd.to_numeric(pk["value"], errors="coerce")
+        agg = pk.groupby(["position", "eval_len", "depth"], sort=False)["acc"].mean().reset_index()
+        order = _variant_order(agg)
+        wide = agg.pivot_table(index="position", columns="eval_len", values="acc", aggfunc="mean")
+        wide = wide.reindex([p for p in order if p in wide.index])
+        wide.columns = [str(int(c)) for c in wide.columns]
+        md, tex = write_table(wide.reset_index().rename(columns={"position": "variant"}),
+                              out_dir / "extrapolation_passkey",
+                              caption="Passkey retrieval accuracy (mean over depths and seeds) by context length.",
+                              floatfmt=".2f")
+        written += [md, tex]
+        n = len(order)
+        cols = min(5, n)
+        rows_ = math.ceil(n / cols)
+        with plot_style():
+            fig, axes = plt.subplots(rows_, cols, figsize=(2.6 * cols, 2.3 * rows_), squeeze=False)
+            for i, pos in enumerate(order):
+                ax = axes[i // cols][i % cols]
+                h = agg[agg["position"] == pos].pivot_table(index="depth", columns="eval_len", values="acc")
+                sns.heatmap(h, ax=ax, vmin=0, vmax=1, cmap="viridis", cbar=i == n - 1, annot=False)
+                ax.set_title(pos, fontsize=9)
+                ax.set_xlabel("eval_len")
+                ax.set_ylabel("depth")
+            for j in range(n, rows_ * cols):
+                axes[j // cols][j % cols].axis("off")
+            written += list(savefig(fig, out_dir / "extrapolation_passkey"))
+        index += ["## Passkey retrieval", "", md.read_text(), "", "![passkey](extrapolation_passkey.png)", ""]
+
+    idx = out_dir / "index.md"
+    if idx.exists() and not idx.read_text().startswith("<!-- ablate:extrapolation -->"):
+        idx = out_dir / "extrapolation_index.md"  # another suite's index lives here
+    tmp = idx.with_name(f".{idx.name}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join(index).rstrip() + "\n", encoding="utf-8")
+    os.replace(tmp, idx)
+    written.append(idx)
+    return written
+
+
+__all__ = ["SUITE", "POSITIONS", "ROPE_SCALINGS", "EvalSettings", "DataSettings", "PasskeySettings",
+           "ExtrapolationConfig", "PRESETS", "resolve", "run", "report", "plan_jobs", "effective_length",
+           "mean_ci", "ppl_summary", "ppl_table", "effective_table", "shape_checks", "t_quantile_975"]
