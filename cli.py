@@ -249,7 +249,11 @@ def _die(message: str, code: int) -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    (file or sys.stderr).write(f"ablate: warning: {_one_line(str(message))}\n")
+    """Warnings as one line each; ablate's own (e.g. a skipped torn line) without the category name."""
+    text = _one_line(str(message))
+    if not (category.__module__ or "").startswith("ablate"):
+        text = f"{category.__name__}: {text}"
+    (file or sys.stderr).write(f"ablate: warning: {text}\n")
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -133,6 +133,7 @@ def _fallback_report(suite: str, rows: "pd.DataFrame", out_dir: Path) -> list[Pa
 def report_rows(rows: "pd.DataFrame", out_dir: Path) -> dict[str, list[Path]]:
     """Call each present suite's ``report(rows_of_that_suite, out_dir)``; returns the files written per suite.
 
+    Each suite gets only its own rows, without the columns that are empty for all of them (other suites' metrics).
     Suites without ``report()`` (or unknown suite names in old rows) get a status-count table.
     """
     out_dir = Path(out_dir)

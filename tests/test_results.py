@@ -19,8 +19,9 @@ from ablate.results import (STATUSES, TERMINAL_STATUSES, ResultsWarning, ResultW
 ENV = {"env.hostname": "test-host", "env.gpu": None}
 
 
-def _writer(path: str, writer: int, n: int) -> None:
+def _writer(path: str, writer: int, n: int, barrier) -> None:
     pad = "x" * (4096 + 97 * writer)  # rows longer than PIPE_BUF: whole lines only thanks to the lock
+    barrier.wait(60)  # all writers start together, so their appends really interleave
     for i in range(n):
         append_row(path, {"writer": writer, "i": i, "pad": pad})
 
@@ -28,8 +29,9 @@ def _writer(path: str, writer: int, n: int) -> None:
 def test_concurrent_appends_from_processes_keep_every_line_whole(tmp_path):
     path = tmp_path / "deep" / "dir" / "rows.jsonl"  # parent folders are created
     writers, per = 4, 200
-    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    procs = [ctx.Process(target=_writer, args=(str(path), w, per)) for w in range(writers)]
+    ctx = multiprocessing.get_context("spawn")  # no fork of a (possibly torch-threaded) test process
+    barrier = ctx.Barrier(writers)
+    procs = [ctx.Process(target=_writer, args=(str(path), w, per, barrier)) for w in range(writers)]
     for p in procs:
         p.start()
     for p in procs:
