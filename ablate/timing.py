@@ -238,11 +238,13 @@ def peak_memory(fn: Callable[[], Any], device: str | torch.device) -> int | None
     return int(torch.cuda.max_memory_allocated(device) - base)
 
 
-def free_memory(device: str | torch.device | None) -> None:
-    """Release cached blocks after an OOM or a big shape, so the next measurement starts clean."""
-    import gc
+def free_memory(device: str | torch.device | None, collect: bool = False) -> None:
+    """Release cached blocks after an OOM or a big shape, so the next measurement starts clean. ``collect`` also
+    runs the garbage collector (slow with torch.compile loaded: use it after an OOM, not after every call)."""
+    if collect:
+        import gc
 
-    gc.collect()
+        gc.collect()
     if is_cuda(device):
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()

@@ -612,7 +612,7 @@ def _run_shape(ctx: Ctx, shape: Shape, todo: list[tuple[str, list[str]]], conf: 
             for p in ps:
                 ctx.write(status, shape.key(ctx, key, p), _empty_metrics(), conf, reason=reason)
             ctx.advance(len(ps))
-        free_memory(device)
+        free_memory(device, collect=True)
         return
     refs: dict[bool, Reference | None] = {}
 
@@ -647,8 +647,6 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
     call_kw = {"causal": shape.causal, "bias": bias, "window": shape.window}
     has_bwd = supports(key, "backward", device)
     need_grad = any(p != "fwd" for p in passes) and has_bwd
-    flops = {p: attention_flops(shape.batch, shape.n_heads, shape.seq_len, shape.seq_len, shape.head_dim,
-                                causal=shape.causal, window=shape.window, mode=p) for p in PASSES}
     common: dict[str, Any] = {"layout": shape.layout, "group": shape.group, "tokens": shape.batch * shape.seq_len,
                               "fwd_grad": has_bwd}
     written: set[str] = set()
@@ -670,6 +668,8 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
     except Exception as exc:
         write_rest(*_classify(exc))
         return
+    flops = {p: attention_flops(shape.batch, shape.n_heads, shape.seq_len, shape.seq_len, shape.head_dim,
+                                causal=shape.causal, window=shape.window, mode=p) for p in PASSES}
     if not has_bwd:
         for p in passes:
             if p != "fwd":
@@ -713,7 +713,7 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
     except Exception as exc:
         status, reason = _classify(exc)
         if status == "oom":
-            free_memory(device)
+            free_memory(device, collect=True)
         write_rest(status, reason)
         return
 
@@ -746,7 +746,7 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
                 write(p, "ok", m)
         except Exception as exc:
             status, reason = _classify(exc)
-            free_memory(device)
+            free_memory(device, collect=status == "oom")
             write(p, status, {}, reason)
         finally:
             for t in (q, k, v):
@@ -948,7 +948,7 @@ def run_train(ctx: Ctx) -> None:
             ctx.write(status, key, _empty_metrics(), {"model": flatten(mcfg)}, reason=reason)
         finally:
             del model, opt
-            free_memory(device)
+            free_memory(device, collect=True)
         ctx.advance(1)
 
 
@@ -1052,7 +1052,7 @@ def run_decode(ctx: Ctx) -> None:
                 free_memory(device)
             ctx.advance(1)
         del model
-        free_memory(device)
+        free_memory(device, collect=True)
 
 
 def run_prefill(ctx: Ctx) -> None:
@@ -1102,7 +1102,7 @@ def run_prefill(ctx: Ctx) -> None:
                 free_memory(device)
             ctx.advance(1)
         del model
-        free_memory(device)
+        free_memory(device, collect=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,266 @@
+"""The latency suite on micro shapes (CPU, seconds): row schema, status rows, resume, checks, report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ablate.errors import ConfigError, UnknownKeyError
+from ablate.registry import ATTENTION, load_all
+from ablate.results import read_rows
+from ablate.runner import RunOptions, run_suite
+
+load_all()
+from ablate.suites import latency as L  # noqa: E402
+
+# a small kernel sweep: 2 main shapes + MQA, ALiBi and window feature shapes
+KERNEL_ONLY = ("parts=kernel", "kernels.seq_lens=32", "kernels.causal=false,true", "kernels.layouts=mqa",
+               "kernels.min_run_time=0.001")
+
+
+def run(tmp_path: Path, *overrides: str, resume: bool = True) -> list[dict]:
+    path = run_suite(RunOptions(suite="latency", preset="micro", overrides=overrides, out=tmp_path, device="cpu",
+                                progress=False, resume=resume))
+    assert path == tmp_path / "micro.jsonl"
+    return read_rows(path)
+
+
+@pytest.fixture(scope="module")
+def kernel_rows(tmp_path_factory) -> tuple[Path, list[dict]]:
+    out = tmp_path_factory.mktemp("lat")
+    return out, run(out, *KERNEL_ONLY)
+
+
+REQUIRED = ("schema_version", "suite", "status", "reason", "row_key", "key_fields", "run_id", "timestamp", "metric",
+            "value", "unit", "part", "device", "device_name", "env.torch", "env.python")
+KERNEL_KEYS = ("attention", "pass", "seq_len", "batch", "n_heads", "n_kv_heads", "head_dim", "causal", "dtype",
+               "bias", "window")
+KERNEL_OK = ("time_ms", "p20_ms", "p80_ms", "reps", "timing", "flops", "tflops", "peak_mem_bytes", "rel_err",
+             "check_ref", "tol", "backend", "layout", "first_call_s")
+
+
+def test_kernel_rows_schema(kernel_rows):
+    _, rows = kernel_rows
+    assert rows and all(r["suite"] == "latency" for r in rows)
+    for r in rows:
+        for c in REQUIRED:
+            assert c in r, c
+        assert r["status"] in ("ok", "unavailable", "unsupported", "oom", "error", "diverged")
+        assert r["metric"] == "time_ms" and r["unit"] == "ms"
+        assert r["part"] == "kernel"
+        assert set(KERNEL_KEYS) <= set(r["key_fields"])
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok
+    for r in ok:
+        for c in KERNEL_OK:
+            assert c in r, c
+        assert r["value"] == r["time_ms"] > 0 and r["p20_ms"] <= r["p80_ms"]
+        assert r["peak_mem_bytes"] is None and r["mem_note"] == "n/a on cpu"
+        assert r["rel_err"] <= r["tol"]
+        assert r["tflops"] == pytest.approx(r["flops"] / (r["time_ms"] * 1e-3) / 1e12)
+        if r["pass"] != "fwd":
+            assert r["grad_rel_err"] <= r["grad_tol"]
+    # every CPU-capable key was measured on a main shape; sliding_window only where there is a window
+    measured = {r["attention"] for r in ok}
+    assert {"naive", "sdpa", "sdpa_math", "flex", "linear", "sliding_window"} <= measured
+    assert all(r["window"] is not None for r in ok if r["attention"] == "sliding_window")
+    assert {r["backend"] for r in ok if r["attention"] == "sdpa"} <= {"sdpa:flash_cpu", "sdpa:math"}
+    # the window shape counts only its band
+    w = next(r for r in ok if r["attention"] == "naive" and r["window"] and r["pass"] == "fwd")
+    from ablate.flops import attention_fwd_flops
+
+    assert w["flops"] == attention_fwd_flops(w["batch"], w["n_heads"], w["seq_len"], w["seq_len"], w["head_dim"],
+                                             causal=True, window=w["window"])
+
+
+def test_status_rows_for_missing_package_and_missing_features(kernel_rows):
+    _, rows = kernel_rows
+    xf = [r for r in rows if r["attention"] == "xformers"]
+    assert len(xf) == 1 and xf[0]["status"] == "unavailable" and "xformers" in xf[0]["reason"]
+    # a key that lacks a feature: linear has no ALiBi and no window
+    lin = [r for r in rows if r["attention"] == "linear" and (r["bias"] == "alibi" or r["window"])]
+    assert lin and all(r["status"] == "unsupported" for r in lin)
+    assert any("ALiBi" in r["reason"] for r in lin) and any("window" in r["reason"] for r in lin)
+    # flex has no backward on CPU: its fwd is timed, its backward passes are status rows
+    flex = [r for r in rows if r["attention"] == "flex" and r["bias"] == "none" and not r["window"]]
+    assert {r["status"] for r in flex if r["pass"] == "fwd"} == {"ok"}
+    assert {r["status"] for r in flex if r["pass"] != "fwd"} == {"unsupported"}
+
+
+def test_resume_adds_no_rows(kernel_rows):
+    out, rows = kernel_rows
+    again = run(out, *KERNEL_ONLY)
+    assert len(again) == len(rows)
+
+
+def test_missing_package_row_and_resume(tmp_path, monkeypatch):
+    entry = ATTENTION.get("sdpa_math")
+    gone = dataclasses.replace(entry, availability=lambda device=None: (False, "pretend-pkg not installed"))
+    monkeypatch.setitem(ATTENTION._entries, "sdpa_math", gone)
+    over = ("parts=kernel", "kernels.keys=sdpa_math,sdpa", "kernels.seq_lens=32", "kernels.causal=true",
+            "kernels.layouts=", "kernels.alibi=false", "kernels.windows=", "kernels.min_run_time=0.001")
+    rows = run(tmp_path, *over)
+    miss = [r for r in rows if r["attention"] == "sdpa_math"]
+    assert len(miss) == 1 and miss[0]["status"] == "unavailable"
+    assert "pretend-pkg not installed" in miss[0]["reason"]
+    assert {r["status"] for r in rows if r["attention"] == "sdpa"} == {"ok"}
+    assert len(run(tmp_path, *over)) == len(rows)  # nothing changed: nothing new written
+    monkeypatch.setitem(ATTENTION._entries, "sdpa_math", entry)  # "installed" now: it gets measured
+    rows2 = run(tmp_path, *over)
+    assert {r["status"] for r in rows2[len(rows):]} == {"ok"}
+    assert {r["attention"] for r in rows2[len(rows):]} == {"sdpa_math"}
+
+
+def test_impossible_shape_gives_status_rows(tmp_path, monkeypatch):
+    bad = [(L.Shape("main", 32, 2, 4, 3, 16, True, "float32", "none", None, ("fwd", "fwd_bwd")), ["naive", "sdpa"]),
+           (L.Shape("main", 32, 2, 2, 2, 16, False, "float32", "none", 8, ("fwd",)), ["naive"]),
+           (L.Shape("main", 32, 2, 2, 2, 16, True, "float32", "none", None, ("fwd",)), ["sliding_window"])]
+    monkeypatch.setattr(L, "plan_kernels", lambda cfg, device: bad)
+    rows = run(tmp_path, "parts=kernel", "kernels.keys=naive,sdpa,sliding_window", "kernels.min_run_time=0.001")
+    assert len(rows) == 2 * 2 + 1 + 1
+    assert all(r["status"] == "unsupported" for r in rows)
+    assert any("multiple of key/value heads" in r["reason"] for r in rows)  # 4 query heads over 3 kv heads
+    assert any("requires causal" in r["reason"] for r in rows)  # a window without causal
+    assert any("needs a window" in r["reason"] for r in rows)
+
+
+def test_wrong_kernel_is_not_timed(tmp_path, monkeypatch):
+    entry = ATTENTION.get("sdpa")
+    real = entry.fn
+
+    def off_by_a_bit(q, k, v, **kw):
+        return real(q, k, v, **kw) * 1.05
+
+    monkeypatch.setitem(ATTENTION._entries, "sdpa", dataclasses.replace(entry, fn=off_by_a_bit))
+    rows = run(tmp_path, "parts=kernel", "kernels.keys=sdpa,naive", "kernels.seq_lens=32", "kernels.causal=true",
+               "kernels.layouts=", "kernels.alibi=false", "kernels.windows=", "kernels.min_run_time=0.001")
+    bad = [r for r in rows if r["attention"] == "sdpa"]
+    assert bad and all(r["status"] == "error" and "wrong output" in r["reason"] for r in bad)
+    assert all(r.get("time_ms") is None for r in bad)
+    assert {r["status"] for r in rows if r["attention"] == "naive"} == {"ok"}
+
+
+def test_oom_gives_status_row_and_sweep_goes_on(tmp_path, monkeypatch):
+    entry = ATTENTION.get("sdpa")
+    oom = getattr(torch.cuda, "OutOfMemoryError", None) or RuntimeError
+
+    def boom(q, k, v, **kw):
+        raise oom("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    monkeypatch.setitem(ATTENTION._entries, "sdpa", dataclasses.replace(entry, fn=boom))
+    rows = run(tmp_path, "parts=kernel", "kernels.keys=sdpa,naive", "kernels.seq_lens=32", "kernels.causal=true",
+               "kernels.layouts=", "kernels.alibi=false", "kernels.windows=", "kernels.min_run_time=0.001")
+    assert {r["status"] for r in rows if r["attention"] == "sdpa"} == {"oom"}
+    assert {r["status"] for r in rows if r["attention"] == "naive"} == {"ok"}
+
+
+def test_model_parts_and_kv_cache_closed_form(tmp_path):
+    rows = run(tmp_path, "parts=position,train,decode,prefill", "train.choices=base,attention=linear")
+    by = {}
+    for r in rows:
+        by.setdefault(r["part"], []).append(r)
+    assert set(by) == {"position", "train", "decode", "prefill"}
+    assert all(r["status"] == "ok" for r in rows), [(r["part"], r["reason"]) for r in rows if r["status"] != "ok"]
+    dec = by["decode"]
+    assert {r["layout"] for r in dec} == {"mha", "gqa", "mqa"}
+    for r in dec:
+        assert r["kv_match"] and r["kv_bytes"] == r["kv_bytes_closed_form"] == (
+            2 * r["n_layers"] * r["n_kv_heads"] * (r["d_model"] // r["n_heads"]) * r["context"] * 4 * r["batch"])
+    mqa = {r["context"]: r["kv_bytes"] for r in dec if r["layout"] == "mqa"}
+    mha = {r["context"]: r["kv_bytes"] for r in dec if r["layout"] == "mha"}
+    assert all(mha[c] == 4 * mqa[c] for c in mqa)  # 4 heads vs 1
+    for r in by["train"]:
+        assert r["tokens_per_s"] > 0 and r["mfu"] is None and "MFU n/a" in r["peak_source"]
+        assert r["model_flops"] > 0
+    ops = {(r["position"], r["op"]) for r in by["position"]}
+    assert ("rope", "rotate_qk") in ops and ("alibi", "bias_dense") in ops and ("sinusoidal", "embed") in ops
+    assert ("none", "all") in ops and ("none", "rotate_qk") not in ops
+    assert {r["prompt_len"] for r in by["prefill"]} == {16, 32}
+
+
+def test_report_from_jsonl_alone(kernel_rows, tmp_path):
+    out, _ = kernel_rows
+    from ablate.results import to_frame
+    from ablate.runner import report_rows
+
+    run(out, "parts=decode,prefill")  # add model-level rows to the same file
+    written = report_rows(to_frame(out / "micro.jsonl"), tmp_path / "rep")["latency"]
+    names = {p.name for p in written}
+    for need in ("index.md", "latency_tflops_fwd.md", "latency_tflops_fwd.tex", "latency_tflops_fwd.png",
+                 "latency_tflops_fwd.svg", "latency_kernel_best.md", "latency_status.md", "latency_decode.md",
+                 "latency_decode.png", "latency_prefill.png"):
+        assert need in names, need
+    assert any(n.startswith("latency_kernels_float32_hd16_causal_mha") for n in names)
+    assert all(p.exists() for p in written)
+    idx = (tmp_path / "rep" / "index.md").read_text()
+    assert idx.startswith("<!-- ablate:latency -->") and "xformers" in idx
+    table = (tmp_path / "rep" / "latency_kernels_float32_hd16_causal_mha.md").read_text()
+    assert "× sdpa" in table and "rel err" in table
+    # same input -> byte-identical tables
+    before = {p.name: p.read_bytes() for p in written if p.suffix in (".md", ".tex")}
+    report_rows(to_frame(out / "micro.jsonl"), tmp_path / "rep")
+    assert before == {n: (tmp_path / "rep" / n).read_bytes() for n in before}
+
+
+def test_config_errors_are_one_line():
+    with pytest.raises(ConfigError, match="unknown latency preset"):
+        L.resolve("huge")
+    with pytest.raises(UnknownKeyError, match="valid: naive"):
+        L.resolve("micro", ["kernels.keys=nope"])
+    with pytest.raises(ConfigError, match="unknown pass"):
+        L.resolve("micro", ["kernels.passes=sideways"])
+    with pytest.raises(ConfigError, match="not divisible"):
+        L.resolve("micro", ["kernels.head_dims=5"])
+    with pytest.raises(ConfigError, match="train choice"):
+        L.resolve("micro", ["train.choices=nonsense"])
+    with pytest.raises(ConfigError, match="needs CUDA"):
+        run_suite(RunOptions(suite="latency", preset="gpu", out=Path("/nonexistent"), device="cpu", progress=False))
+
+
+def test_presets_plan():
+    gpu = L.resolve("gpu")
+    plan = L.plan_kernels(gpu, "cuda")
+    main = [s for s, _ in plan if s.group == "main"]
+    assert {s.seq_len for s in main} == {512, 1024, 2048, 4096, 8192, 16384}
+    assert all(s.batch * s.seq_len == 16384 and s.n_heads * s.head_dim == 2048 for s, _ in plan)
+    assert {s.group for s, _ in plan} >= {"gqa", "mqa", "dtype", "alibi", "window"}
+    flex_lens = {s.seq_len for s, keys in plan if s.group == "main" and "flex" in keys}
+    assert flex_lens == {2048, 16384}  # compiled per shape: a lean subset on the GPU preset
+    cpu = L.resolve("cpu")
+    keys = {k for _, ks in L.plan_kernels(cpu, "cpu") for k in ks}
+    assert keys == set(ATTENTION.keys())  # every key appears (unavailable ones as one status row each)
+    assert "gpu" == L.default_preset("cuda") and "cpu" == L.default_preset("cpu")
+
+
+def test_linear_reference_matches_registered_linear():
+    torch.manual_seed(0)
+    q = torch.randn(1, 4, 33, 8, dtype=torch.float64)
+    k = torch.randn(1, 2, 40, 8, dtype=torch.float64)
+    v = torch.randn(1, 2, 40, 8, dtype=torch.float64)
+    for causal in (False, True):
+        ref = L.linear_reference(q, k, v, causal)
+        got = ATTENTION.get("linear").fn(q, k, v, causal=causal)
+        assert torch.allclose(got, ref, rtol=1e-9, atol=1e-10)
+
+
+def test_rows_are_strict_json(kernel_rows):
+    out, _ = kernel_rows
+    for line in (out / "micro.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"non-finite {c}"))
+
+
+@pytest.mark.gpu
+def test_gpu_micro_kernels(tmp_path):
+    path = run_suite(RunOptions(suite="latency", preset="micro", out=tmp_path, device="cuda", progress=False,
+                                overrides=("parts=kernel", "kernels.dtype=bfloat16", "kernels.seq_lens=256",
+                                           "kernels.head_dims=64", "kernels.hidden=128",
+                                           "kernels.feature_head_dim=64", "kernels.feature_seq_len=256",
+                                           "kernels.keys=")))
+    rows = read_rows(path)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok and all(r["peak_mem_bytes"] is not None and r["peak_mem_bytes"] >= 0 for r in ok)
+    assert not [r for r in rows if r["status"] == "error"], [r["reason"] for r in rows if r["status"] == "error"]
