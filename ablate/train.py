@@ -188,6 +188,7 @@ def train(model: nn.Module, cfg: TrainConfig, batches: BatchFn, *, device: str |
         for (s, _), v in zip(pending, values):
             if not math.isfinite(v):
                 result.status, result.diverged_step = "diverged", s
+                result.steps = s  # steps completed with a finite loss
                 result.reason = f"loss {v} at step {s}"
                 pending.clear()
                 return False

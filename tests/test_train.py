@@ -1,0 +1,98 @@
+"""The training loop: schedule, learning, determinism, divergence detection, stats."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ablate.config import ModelConfig
+from ablate.data import Batches, load_corpus
+from ablate.errors import ConfigError
+from ablate.model import Transformer
+from ablate.train import TrainConfig, lr_at, train
+
+MICRO = ModelConfig(d_model=32, n_layers=1, n_heads=2, train_len=16, max_len=16, position="rope")
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return Transformer(MICRO)
+
+
+def test_schedule_warmup_then_cosine_to_min_lr():
+    cfg = TrainConfig(steps=100, lr=1.0, min_lr=0.1, warmup=10)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(99, cfg) == pytest.approx(0.1)
+    lrs = [lr_at(s, cfg) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_loss_decreases_on_a_repetitive_task():
+    tokens = np.frombuffer(b"abcdefgh" * 2000, dtype=np.uint8)
+    cfg = TrainConfig(steps=60, batch_size=8, seq_len=16, lr=1e-2, min_lr=1e-3, warmup=5, log_every=10)
+    res = train(_model(), cfg, Batches(tokens, 8, 16, seed=0))
+    assert res.ok and res.steps == 60
+    assert res.history[0]["train_loss"] > 4.0 and res.history[-1]["train_loss"] < 1.0
+    assert {"step", "train_loss", "lr", "tokens", "elapsed"} <= set(res.history[-1])
+    assert res.stats["tokens"] == 60 * 8 * 16 and res.stats["tokens_per_s"] > 0
+    assert res.stats["peak_mem_bytes"] > 0
+
+
+def test_same_seed_same_run():
+    c = load_corpus()
+    cfg = TrainConfig(steps=10, batch_size=4, seq_len=16, log_every=5)
+    a = train(_model(), cfg, Batches(c.train, 4, 16, seed=1))
+    b = train(_model(), cfg, Batches(c.train, 4, 16, seed=1))
+    assert a.history[-1]["train_loss"] == b.history[-1]["train_loss"]
+
+
+def test_divergence_stops_with_the_exact_step():
+    c = load_corpus()
+
+    def nan_at_7(model, x, y):
+        logits = model(x)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+        nan_at_7.calls += 1
+        return loss * float("nan") if nan_at_7.calls == 8 else loss
+
+    nan_at_7.calls = 0
+    cfg = TrainConfig(steps=50, batch_size=4, seq_len=16, log_every=5)
+    res = train(_model(), cfg, Batches(c.train, 4, 16, seed=0), loss_fn=nan_at_7)
+    assert res.status == "diverged" and res.diverged_step == 7 and res.steps == 7
+    assert "step 7" in res.reason
+    assert nan_at_7.calls < 50  # stopped early
+
+
+def test_huge_lr_diverges_or_is_reported():
+    c = load_corpus()
+    cfg = TrainConfig(steps=30, batch_size=4, seq_len=16, lr=1e6, min_lr=1e6, warmup=0, grad_clip=0.0,
+                      log_every=1)
+    res = train(_model(), cfg, Batches(c.train, 4, 16, seed=0))
+    if res.status == "diverged":
+        assert 0 <= res.diverged_step < 30 and res.steps == res.diverged_step
+    else:  # a finite but useless run is still reported with its (huge) loss
+        assert math.isfinite(res.history[-1]["train_loss"]) and res.history[-1]["train_loss"] > 5.0
+
+
+def test_eval_fn_runs_periodically_and_at_the_end():
+    c = load_corpus()
+    cfg = TrainConfig(steps=20, batch_size=4, seq_len=16, eval_every=10, log_every=10)
+    seen = []
+
+    def ev(model):
+        assert not model.training and not torch.is_grad_enabled()
+        seen.append(1)
+        return {"x": 1.0}
+
+    res = train(_model(), cfg, Batches(c.train, 4, 16, seed=0), eval_fn=ev)
+    assert [e["step"] for e in res.evals] == [10, 20]
+
+
+def test_bad_train_config():
+    with pytest.raises(ConfigError):
+        TrainConfig(steps=0)
+    with pytest.raises(ConfigError):
+        TrainConfig(amp="int8")
