@@ -128,16 +128,16 @@ def apply_overrides(cfg: Any, overrides: list[str] | tuple[str, ...]) -> Any:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value")
         key, value = item.split("=", 1)
-        cfg = _set_path(cfg, key.strip().split("."), value.strip(), key.strip())
+        key = key.strip()
+        if key not in _all_paths(cfg) and not any(p.startswith(key + ".") for p in _all_paths(cfg)):
+            raise ConfigError(f"unknown setting {key!r}; valid: {', '.join(_all_paths(cfg))}")
+        cfg = _set_path(cfg, key.split("."), value.strip(), key)
     return cfg
 
 
 def _set_path(obj: Any, path: list[str], value: str, full: str) -> Any:
     hints = typing.get_type_hints(type(obj))
-    names = [f.name for f in fields(obj)]
     head = path[0]
-    if head not in names:
-        raise ConfigError(f"unknown setting {full!r}; valid: {', '.join(_all_paths(obj))}")
     current = getattr(obj, head)
     if len(path) > 1:
         if not dataclasses.is_dataclass(current):

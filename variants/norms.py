@@ -30,7 +30,7 @@ class RMSNorm(nn.Module):
         # Normalise in at least float32 (bf16 sums of squares lose too much), return in the input dtype.
         xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
         y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return y.to(x.dtype) * self.weight
+        return (y * self.weight).to(x.dtype)
 
 
 def build_norm(key: str, dim: int, eps: float = 1e-5) -> nn.Module:
