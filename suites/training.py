@@ -1,0 +1,853 @@
+"""Training ablations: what did each change from the 2017 Transformer to today's LLM block buy, at equal budget?
+
+    ablate run --suite training                          # tiny preset on CPU (default grid, <= 10 min on 2 cores)
+    ablate run --suite training --preset micro --seeds 3  # seconds (tests)
+    ablate run --suite training --set "grid=norm=layernorm,rmsnorm;activation=relu,gelu,swiglu"   # factorial
+    ablate run --suite training --set grid.axes=train.lr=1e-3,3e-3,1e-2 --set grid.mode=oat --set grid.base=original
+    ablate run --suite training --set budget.kind=flops   # equal FLOPs (or time) instead of equal tokens
+    ablate report results/training --out reports/training
+
+The grid (:mod:`ablate.grid`): by default "original" (post-LN LayerNorm, ReLU, sinusoidal, MHA, full attention),
+"modern" (pre-RMSNorm, SwiGLU, RoPE, GQA), every change applied alone to original and removed alone from modern,
+plus sliding-window and linear attention on modern. Every point x seed trains one model from scratch with the shared
+loop (:func:`ablate.train.train`: AdamW, warm-up + cosine, clipping, bf16 autocast on CUDA, optional compile) on the
+same data order per seed, and is then scored on the same held-out tokens.
+
+Budget (``budget.kind``): ``tokens`` (default; every point trains ``budget.tokens``, default ``train.steps x
+batch x seq_len``), ``flops`` (steps = ``budget.flops`` / the point's FLOPs per step; default budget = the reference
+point's FLOPs per step x ``train.steps``) or ``time`` (steps = ``budget.seconds`` x the point's measured tokens/s,
+timed over ``budget.calib_steps`` throw-away steps; default seconds = the reference point's time for
+``train.steps``). The reference point is the grid's first ("original" in the default grid).
+
+Rows (results file ``<out>/training/<device>-<preset>.jsonl``): one per grid point x seed. Key fields: ``point``,
+``preset``, ``config_id`` (hash of everything that shapes the run), ``seed``, ``device``, ``data``. Metrics:
+``val_loss`` (nats/token on ``eval.tokens`` held-out tokens), ``val_ppl``, ``val_bpb`` (byte-level data),
+``train_loss``, ``params`` (+ ``params_non_embedding``, ``matmul_params``), ``steps``, ``tokens``,
+``tokens_per_s`` (steady state, first step excluded), ``step_ms``, ``train_s``, ``flops_per_step``, ``tflops``,
+``mfu`` with ``mfu_peak_tflops`` / ``mfu_peak`` (the peak used; CUDA only), ``peak_mem_bytes`` /
+``peak_mem_kind`` (``cuda_max_allocated`` per run; on CPU ``cpu_maxrss`` is the process high-water mark, not per
+run), ``diverged_step``, the grid description (``baseline``, ``change``, ``group``, ``point_index``, ``grid_id``,
+``axis.*``), the variant columns (``norm``, ``norm_placement``, ``activation``, ``position``, ``attention``,
+``n_kv_heads``, ``window``) and **the curve as compact lists in the same row**: ``curve.step`` / ``curve.tokens`` /
+``curve.train_loss`` (every ``train.log_every`` steps; the loss of that step) and ``curve.val_step`` /
+``curve.val_loss`` (every ``train.eval_every`` steps and at the end, on ``eval.curve_tokens`` held-out tokens).
+A run whose loss goes non-finite gets status ``diverged`` with ``diverged_step`` and its curve so far; the grid
+goes on. Finished rows (``ok``, ``diverged``, ``unsupported``) are skipped on a re-run, so an interrupted grid
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ablate.config import ModelConfig, apply_overrides, flatten
+from ablate.data import Batches, Corpus, check_eval_span, load_corpus
+from ablate.errors import ConfigError
+from ablate.evaluate import evaluate, span_needed
+from ablate.flops import matmul_params, model_train_flops, peak_tflops
+from ablate.grid import GridPoint, GridSpec, build_grid, select
+from ablate.results import ResultWriter, row_key, status_from_exception
+from ablate.train import TrainConfig, lm_loss, train
+
+SUITE = "training"
+BUDGET_KINDS = ("tokens", "flops", "time")
+VARIANT_COLUMNS = ("norm", "norm_placement", "activation", "position", "attention", "n_kv_heads", "window")
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    kind: str = "tokens"  # tokens | flops | time: what every grid point gets the same amount of
+    tokens: int = 0  # training tokens per run; 0 = train.steps x batch_size x seq_len
+    flops: float = 0.0  # training FLOPs per run; 0 = the reference point's FLOPs per step x train.steps
+    seconds: float = 0.0  # training seconds per run (evaluation excluded); 0 = the reference's time for train.steps
+    calib_steps: int = 8  # throw-away steps timed to turn seconds into a step count (kind=time)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    tokens: int = 32768  # held-out targets scored for the final validation loss (all points: the same tokens)
+    curve_tokens: int = 8192  # held-out targets scored at each curve point (every train.eval_every steps)
+    batch_tokens: int = 16384  # tokens per evaluation forward
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    corpus: str = "topics"  # built-in corpus when --data is not given: topics | stdlib
+    val_frac: float = 0.1
+    vocab_size: int | None = None  # for a .bin token file without a meta.json / meta.pkl sidecar
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    model: ModelConfig  # sizes and lengths; the grid sets the variant fields
+    train: TrainConfig
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
+    grid: GridSpec = field(default_factory=GridSpec)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    time_limit_s: float = 0.0  # stop starting new runs after this many seconds (0 = no limit); re-run to resume
+
+
+PRESETS: dict[str, TrainingConfig] = {
+    # Tests: seconds on a CPU.
+    "micro": TrainingConfig(
+        model=ModelConfig(d_model=32, n_layers=1, n_heads=2, train_len=16, max_len=64),
+        train=TrainConfig(steps=12, batch_size=8, seq_len=16, lr=3e-3, min_lr=3e-4, warmup=3, log_every=4,
+                          eval_every=6, amp=None),
+        grid=GridSpec(gqa_kv_heads=1, window=4),
+        eval=EvalSettings(tokens=512, curve_tokens=256, batch_tokens=4096),
+    ),
+    # CPU default: the whole default grid (14 points, 1 seed) in <= 10 minutes on 2 cores; see docs/training.md.
+    "tiny": TrainingConfig(
+        model=ModelConfig(d_model=128, n_layers=2, n_heads=4, train_len=64, max_len=64),
+        train=TrainConfig(steps=600, batch_size=32, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=50, log_every=25,
+                          eval_every=100, amp=None),
+        grid=GridSpec(gqa_kv_heads=2, window=16),
+        eval=EvalSettings(tokens=32768, curve_tokens=4096, batch_tokens=16384),
+    ),
+    # CUDA default: d=512, 6 layers, 16k tokens/step, bf16; see docs/training.md for its time on one H100.
+    "gpu": TrainingConfig(
+        model=ModelConfig(d_model=512, n_layers=6, n_heads=8, train_len=256, max_len=256),
+        train=TrainConfig(steps=1500, batch_size=64, seq_len=256, lr=1e-3, min_lr=1e-4, warmup=100, log_every=50,
+                          eval_every=250, amp="bf16"),
+        grid=GridSpec(gqa_kv_heads=2, window=64),
+        eval=EvalSettings(tokens=262144, curve_tokens=32768, batch_tokens=65536),
+        data=DataSettings(corpus="stdlib"),
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configuration
+
+
+def _grid_alias(overrides: tuple[str, ...] | list[str]) -> list[str]:
+    """``grid=norm=a,b;activation=c`` is short for ``grid.axes=...``."""
+    out = []
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        out.append("grid.axes=" + item.split("=", 1)[1] if key == "grid" and "=" in item else item)
+    return out
+
+
+def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> TrainingConfig:
+    """The preset with ``--set`` overrides applied and checked (one-line ConfigError / UnknownKeyError)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown training preset {preset!r}; valid: {', '.join(PRESETS)}")
+    base = PRESETS[preset]
+    cfg = apply_overrides(base, _grid_alias(overrides))
+    # train.seq_len and model.train_len are one setting: follow whichever the user changed (as extrapolation does).
+    m, t = cfg.model, cfg.train
+    tl_changed, sl_changed = m.train_len != base.model.train_len, t.seq_len != base.train.seq_len
+    if tl_changed and sl_changed and m.train_len != t.seq_len:
+        raise ConfigError(f"model.train_len={m.train_len} and train.seq_len={t.seq_len} differ; set one of them")
+    train_len = t.seq_len if sl_changed else m.train_len
+    max_len = max(m.max_len, train_len)
+    cfg = replace(cfg, model=replace(m, train_len=train_len, max_len=max_len), train=replace(t, seq_len=train_len))
+    b = cfg.budget
+    if b.kind not in BUDGET_KINDS:
+        raise ConfigError(f"unknown budget.kind {b.kind!r}; valid: {', '.join(BUDGET_KINDS)}")
+    if b.tokens < 0 or b.flops < 0 or b.seconds < 0 or b.calib_steps < 2:
+        raise ConfigError("budget.tokens, budget.flops and budget.seconds must be >= 0 (0 = from train.steps) and "
+                          f"budget.calib_steps >= 2 (got {b.tokens}, {b.flops}, {b.seconds}, {b.calib_steps})")
+    e = cfg.eval
+    if e.tokens < 1 or e.curve_tokens < 1 or e.batch_tokens < 1:
+        raise ConfigError(f"eval.tokens, eval.curve_tokens and eval.batch_tokens must be >= 1 "
+                          f"(got {e.tokens}, {e.curve_tokens}, {e.batch_tokens})")
+    if cfg.time_limit_s < 0:
+        raise ConfigError(f"time_limit_s must be >= 0 (0 = no limit), got {cfg.time_limit_s}")
+    grid_points(cfg)  # grid errors (unknown axis, bad value, unknown point name) before any data or compute
+    return cfg
+
+
+def grid_points(cfg: TrainingConfig) -> tuple[list[GridPoint], GridPoint]:
+    """(the points to run, the reference point of the whole grid -- its first, before ``grid.only``)."""
+    full = build_grid(cfg.model, replace(cfg.grid, only=()))
+    return select(full, cfg.grid.only), full[0]
+
+
+def point_train(cfg: TrainingConfig, point: GridPoint, seed: int) -> TrainConfig:
+    """The point's TrainConfig (grid training axes applied), before the budget sets ``steps``."""
+    tr = apply_overrides(cfg.train, list(point.train_overrides)) if point.train_overrides else cfg.train
+    return replace(tr, seed=seed)
+
+
+def grid_id(cfg: TrainingConfig, corpus_name: str) -> str:
+    """Hash of the settings shared by the whole grid (one report section per grid_id)."""
+    tr = flatten(cfg.train)
+    tr.pop("seed", None)
+    return row_key({"model": flatten(cfg.model), "train": tr, "budget": flatten(cfg.budget),
+                    "grid": {k: v for k, v in flatten(cfg.grid).items() if k != "only"}, "eval": flatten(cfg.eval),
+                    "data": flatten(cfg.data), "corpus": corpus_name})
+
+
+def config_id(cfg: TrainingConfig, point: GridPoint, corpus_name: str) -> str:
+    """Hash of everything that shapes this point's runs (its model, training, budget, evaluation, data)."""
+    tr = flatten(point_train(cfg, point, 0))
+    tr.pop("seed", None)  # a key field of its own
+    return row_key({"model": flatten(point.model), "train": tr, "budget": flatten(cfg.budget),
+                    "eval": flatten(cfg.eval), "data": flatten(cfg.data), "corpus": corpus_name})
+
+
+def results_file(opts, device: str, preset: str) -> Path:
+    """``<out>/training/<device>-<preset>.jsonl`` (e.g. ``results/training/cpu-tiny.jsonl``)."""
+    return Path(opts.out) / SUITE / f"{device}-{preset}.jsonl"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Budget
+
+
+def flops_per_step(model, mcfg: ModelConfig, tcfg: TrainConfig) -> float:
+    """Training FLOPs of one step: ``6 N tokens`` + attention (``ablate.flops`` conventions); linear attention counts
+    its ``4 b h T d^2`` state products instead of the ``T^2`` score matrix."""
+    n = matmul_params(model)
+    b, t = tcfg.batch_size, tcfg.seq_len
+    if mcfg.attention == "linear":
+        attn_fwd = 4.0 * b * mcfg.n_heads * t * mcfg.head_dim * mcfg.head_dim
+        return 6.0 * n * b * t + 3.0 * mcfg.n_layers * attn_fwd
+    return model_train_flops(n, b, t, n_layers=mcfg.n_layers, n_heads=mcfg.n_heads, head_dim=mcfg.head_dim,
+                             causal=True, window=mcfg.window)
+
+
+def _calibrate(mcfg: ModelConfig, tcfg: TrainConfig, corpus: Corpus, device: str, steps: int) -> float:
+    """Steady training tokens/s of ``mcfg``, timed on a throw-away model (the real run is untouched)."""
+    from ablate.model import Transformer
+
+    state = torch.random.get_rng_state()
+    try:
+        model = Transformer(mcfg).to(device)
+        cal = replace(tcfg, steps=steps, warmup=0, log_every=steps, eval_every=0)
+        res = train(model, cal, Batches(corpus.train, cal.batch_size, cal.seq_len, seed=10_000 + tcfg.seed,
+                                        device=device), device=device)
+    finally:
+        torch.random.set_rng_state(state)
+    tps = res.stats.get("steady_tokens_per_s") or res.stats.get("tokens_per_s")
+    if not tps:
+        raise ConfigError("could not time the model for budget.kind=time (no steady steps); raise budget.calib_steps")
+    return float(tps)
+
+
+class Budget:
+    """Turns ``budget.*`` into a step count per point (equal tokens, FLOPs or seconds)."""
+
+    def __init__(self, cfg: TrainingConfig, reference: GridPoint, corpus: Corpus, device: str):
+        self.cfg, self.reference, self.corpus, self.device = cfg, reference, corpus, device
+        self._ref_value: float | None = None
+
+    def value(self) -> float:
+        """The per-run budget in its unit (tokens, FLOPs or seconds)."""
+        b, tr = self.cfg.budget, self.cfg.train
+        if b.kind == "tokens":
+            return float(b.tokens or tr.steps * tr.batch_size * tr.seq_len)
+        if self._ref_value is None:
+            from ablate.model import Transformer
+
+            rt = point_train(self.cfg, self.reference, self.cfg.train.seed)
+            if b.kind == "flops":
+                self._ref_value = b.flops or flops_per_step(Transformer(self.reference.model), self.reference.model,
+                                                            rt) * tr.steps
+            else:
+                if b.seconds:
+                    self._ref_value = b.seconds
+                else:
+                    tps = _calibrate(self.reference.model, rt, self.corpus, self.device, b.calib_steps)
+                    self._ref_value = tr.steps * rt.batch_size * rt.seq_len / tps
+        return float(self._ref_value)
+
+    def steps(self, model, mcfg: ModelConfig, tcfg: TrainConfig) -> tuple[int, dict[str, Any]]:
+        kind = self.cfg.budget.kind
+        per_step_tokens = tcfg.batch_size * tcfg.seq_len
+        info: dict[str, Any] = {"budget_kind": kind, "budget_value": self.value()}
+        if kind == "tokens":
+            steps = int(self.value() // per_step_tokens)
+        elif kind == "flops":
+            steps = int(self.value() // flops_per_step(model, mcfg, tcfg))
+        else:
+            tps = _calibrate(mcfg, tcfg, self.corpus, self.device, self.cfg.budget.calib_steps)
+            info["calib_tokens_per_s"] = tps
+            steps = int(self.value() * tps // per_step_tokens)
+        if steps < 1:
+            raise ConfigError(f"budget {kind}={self.value():.4g} is less than one training step of this model")
+        return steps, info
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One run
+
+
+def _row_key_fields(point: GridPoint, preset: str, cid: str, seed: int, device: str, corpus: Corpus) -> dict:
+    return {"point": point.name, "preset": preset, "config_id": cid, "seed": seed, "device": device,
+            "data": corpus.name}
+
+
+def _describe(point: GridPoint, gid: str) -> dict[str, Any]:
+    d = {k: v for k, v in point.describe().items() if k != "point"}
+    d["grid_id"] = gid
+    for c in VARIANT_COLUMNS:
+        d[c] = getattr(point.model, c)
+    return d
+
+
+def _curve(res) -> dict[str, list]:
+    return {"step": [h["step"] + 1 for h in res.history], "tokens": [h["tokens"] for h in res.history],
+            "train_loss": [h["train_loss"] for h in res.history],
+            "val_step": [e["step"] for e in res.evals if "val_loss" in e],
+            "val_loss": [e["val_loss"] for e in res.evals if "val_loss" in e]}
+
+
+def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, device: str, budget: Budget,
+              progress: Any = False) -> tuple[str, str, dict[str, Any], TrainConfig]:
+    """Train and score one grid point with one seed: (status, reason, metrics, the TrainConfig used)."""
+    from ablate.model import Transformer
+    from ablate.validate import validate_model
+
+    validate_model(point.model, device=device)
+    tcfg = point_train(cfg, point, seed)
+    torch.manual_seed(seed)  # same initialisation stream per seed for every point
+    model = Transformer(point.model).to(device)
+    steps, info = budget.steps(model, point.model, tcfg)
+    tcfg = replace(tcfg, steps=steps)
+    amp = tcfg.amp if device == "cuda" else None
+    ev = cfg.eval
+    seq = tcfg.seq_len
+
+    def curve_eval(m) -> dict:
+        r = evaluate(m, corpus.val, seq, tokens=ev.curve_tokens, batch_tokens=ev.batch_tokens,
+                     byte_level=corpus.byte_level, device=device, amp=amp)
+        return {"val_loss": r.loss}
+
+    batches = Batches(corpus.train, tcfg.batch_size, seq, seed=seed, device=device)
+    res = train(model, tcfg, batches, device=device, loss_fn=lm_loss, eval_fn=curve_eval, progress=progress,
+                description=f"{point.name} s{seed}")
+    st = res.stats
+    fps = flops_per_step(model, point.model, tcfg)
+    tps = st.get("steady_tokens_per_s") or st.get("tokens_per_s")
+    per_step_tokens = tcfg.batch_size * seq
+    tflops = fps / per_step_tokens * tps / 1e12 if tps else None
+    peak = peak_tflops() if device == "cuda" else None
+    metrics: dict[str, Any] = {
+        **info,
+        "params": model.num_params(), "params_non_embedding": model.num_params(non_embedding=True),
+        "matmul_params": matmul_params(model),
+        "steps": res.steps, "steps_planned": steps, "tokens": st.get("tokens"), "tokens_per_step": per_step_tokens,
+        "train_loss": st.get("final_train_loss"), "tokens_per_s": tps,
+        "step_ms": 1000.0 * per_step_tokens / tps if tps else None,
+        "train_s": st.get("elapsed_s"), "first_step_s": st.get("first_step_s"),
+        "flops_per_step": fps, "flops": fps * res.steps, "tflops": tflops,
+        "mfu": (tflops / peak.tflops) if (peak is not None and peak.tflops and tflops) else None,
+        "mfu_peak_tflops": peak.tflops if peak is not None else None,
+        "mfu_peak": peak.source if peak is not None else "no peak for CPU (MFU n/a)",
+        "peak_mem_bytes": st.get("peak_mem_bytes"), "peak_mem_kind": st.get("peak_mem_kind"),
+        "amp": st.get("amp"), "compile": st.get("compile"),
+        "diverged_step": res.diverged_step, "curve": _curve(res),
+        "val_loss": None, "val_ppl": None, "val_bpb": None, "eval_tokens": ev.tokens, "eval_s": None,
+    }
+    if not res.ok:
+        return "diverged", f"training diverged: {res.reason}", metrics, tcfg
+    final = evaluate(model, corpus.val, seq, tokens=ev.tokens, batch_tokens=ev.batch_tokens,
+                     byte_level=corpus.byte_level, device=device, amp=amp)
+    metrics.update(val_loss=final.loss, val_ppl=final.ppl, val_bpb=final.bpb, eval_s=final.elapsed_s)
+    if not math.isfinite(final.loss):
+        return "diverged", "non-finite validation loss after training", metrics, tcfg
+    return "ok", "", metrics, tcfg
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run
+
+
+def run(opts) -> Path:
+    """Run the grid as ``opts`` (an :class:`ablate.runner.RunOptions`) asks; returns the JSONL results file."""
+    from ablate.runner import resolve_device
+
+    t_start = time.perf_counter()
+    device = resolve_device(opts.device)
+    preset = opts.preset or ("gpu" if device == "cuda" else "tiny")
+    cfg = resolve(preset, opts.overrides)
+    corpus = load_corpus(opts.data, default=cfg.data.corpus, val_frac=cfg.data.val_frac,
+                         vocab_size=cfg.data.vocab_size)
+    cfg = replace(cfg, model=replace(cfg.model, vocab_size=corpus.vocab_size))
+    points, reference = grid_points(cfg)
+    seq = cfg.train.seq_len
+    check_eval_span(corpus.val, span_needed(max(cfg.eval.tokens, cfg.eval.curve_tokens), seq),
+                    f"training-suite evaluation ({cfg.eval.tokens} tokens at {seq})")
+    seeds = [cfg.train.seed + i for i in range(int(opts.seeds))]
+    out = results_file(opts, device, preset)
+    writer = ResultWriter(out, SUITE, resume=opts.resume)
+    gid = grid_id(cfg, corpus.name)
+    budget = Budget(cfg, reference, corpus, device)
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    # Seed-major: every point once before any point twice, so a time limit still leaves a whole grid.
+    jobs = [(seed, p) for seed in seeds for p in points]
+    prog = None
+    if opts.progress:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+        prog.start()
+    overall = prog.add_task("training grid", total=len(jobs), info="") if prog else None
+    ran, left = 0, 0
+    try:
+        for i, (seed, point) in enumerate(jobs):
+            cid = config_id(cfg, point, corpus.name)
+            key = _row_key_fields(point, preset, cid, seed, device, corpus)
+            if writer.done(key):
+                if prog:
+                    prog.update(overall, advance=1)
+                continue
+            if cfg.time_limit_s and time.perf_counter() - t_start > cfg.time_limit_s:
+                left = sum(1 for s, p in jobs[i:]
+                           if not writer.done(_row_key_fields(p, preset, config_id(cfg, p, corpus.name), s, device,
+                                                              corpus)))
+                break
+            if prog:
+                prog.update(overall, info=f"{point.name} seed {seed}")
+            desc = _describe(point, gid)
+            run_cfg = {"model": point.model, "train": point_train(cfg, point, seed), "budget": cfg.budget,
+                       "grid": cfg.grid, "eval": cfg.eval, "data": cfg.data}
+            try:
+                status, reason, metrics, tcfg = run_point(cfg, point, seed, corpus, device, budget, prog)
+                run_cfg["train"] = tcfg
+                writer.write(status, key, {**desc, **metrics}, config=run_cfg, reason=reason)
+            except Exception as exc:  # unsupported combination, OOM, a kernel that fails: a row, and the grid goes on
+                if status_from_exception(exc)[0] == "oom" and device == "cuda":
+                    torch.cuda.empty_cache()
+                writer.write_exception(exc, key, desc, config=run_cfg)
+            ran += 1
+            if device == "cuda":
+                torch.cuda.empty_cache()
+            if prog:
+                prog.update(overall, advance=1)
+    finally:
+        if prog:
+            prog.stop()
+    _print_summary(out, gid, time.perf_counter() - t_start, ran, left, cfg.time_limit_s)
+    return out
+
+
+def _print_summary(out: Path, gid: str, elapsed: float, ran: int, left: int, limit: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ablate.results import to_frame
+
+    console = Console()
+    try:
+        df = to_frame(out)
+    except Exception as exc:  # the run itself succeeded; never fail on the print
+        console.print(f"[yellow]could not read {out}: {exc}[/]")
+        return
+    if "grid_id" in df.columns:
+        df = df[(df["grid_id"] == gid) & (df["suite"] == SUITE)]
+        if not df.empty:
+            summ = summary_table(df)
+            table = Table(title="training: final validation loss (mean ± 95% CI over seeds)")
+            for c in ("variant", "seeds", "val loss", "Δ vs baseline", "vs", "params", "tokens/s"):
+                table.add_column(c, justify="left" if c in ("variant", "vs") else "right")
+            for _, r in summ.iterrows():
+                table.add_row(*[_cell(r.get(c)) for c in ("variant", "seeds", "val loss", "Δ vs baseline", "vs",
+                                                          "params", "tokens/s")])
+            console.print(table)
+    console.print(f"trained {ran} run(s) in {elapsed:.1f} s; results: {out}")
+    if left:
+        console.print(f"[yellow]time_limit_s={limit:g} reached: {left} run(s) left; re-run the same command to "
+                      f"resume[/]")
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Aggregation (shared by the terminal print and the report)
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _col(df, name: str) -> list:
+    return df[name].tolist() if name in df.columns else [None] * len(df)
+
+
+def point_stats(df) -> list[dict[str, Any]]:
+    """One dict per grid point (grid order): seeds, statuses, per-seed val losses and the means of the metrics."""
+    from ablate.stats import summarize
+
+    if df.empty:
+        return []
+    d = df.copy()
+    d["_order"] = [(_num(v) if _num(v) is not None else 1e9) for v in _col(d, "point_index")]
+    out = []
+    for name in sorted(d["point"].unique(), key=lambda n: (d[d["point"] == n]["_order"].min(), str(n))):
+        g = d[d["point"] == name]
+        ok = g[g["status"] == "ok"]
+        by_seed = {int(s): _num(v) for s, v in zip(_col(ok, "seed"), _col(ok, "val_loss")) if _num(v) is not None}
+        first = g.iloc[0]
+
+        def mean(col: str, frame=ok):
+            return summarize([_num(v) for v in _col(frame, col)]).mean
+
+        div = g[g["status"] == "diverged"]
+        other = g[~g["status"].isin(["ok", "diverged"])]
+        params = [_num(v) for v in _col(g, "params") if _num(v) is not None]
+        out.append({
+            "point": name, "baseline": first.get("baseline") if isinstance(first.get("baseline"), str) else None,
+            "change": first.get("change"), "group": first.get("group"), "n": len(g), "n_ok": len(ok),
+            "n_diverged": len(div), "diverged_steps": [int(v) for v in _col(div, "diverged_step") if _num(v) is not None],
+            "other_status": sorted(set(other["status"])) if len(other) else [],
+            "other_reason": (other["reason"].iloc[0] if len(other) else ""),
+            "val_by_seed": by_seed, "val": summarize(list(by_seed.values())),
+            "bpb": mean("val_bpb"), "ppl": mean("val_ppl"), "params": params[0] if params else None,
+            "tokens_per_s": mean("tokens_per_s"), "step_ms": mean("step_ms"), "mfu": mean("mfu"),
+            "tokens": mean("tokens"), "steps": mean("steps"),
+            "peak_mem_bytes": mean("peak_mem_bytes") if set(_col(ok, "peak_mem_kind")) == {"cuda_max_allocated"}
+            else None,
+            "mfu_peak": next((v for v in _col(ok, "mfu_peak") if isinstance(v, str)), None),
+        })
+    return out
+
+
+def compare_points(base: dict, other: dict):
+    """Δ = other - base over the seeds both ran (paired when they share >= 2 seeds, else Welch)."""
+    from ablate.stats import compare
+
+    a, b = base["val_by_seed"], other["val_by_seed"]
+    common = sorted(set(a) & set(b))
+    if len(common) >= 2 and len(common) == len(a) == len(b):
+        return compare([a[s] for s in common], [b[s] for s in common], paired=True)
+    return compare(list(a.values()), list(b.values()))
+
+
+def summary_table(df):
+    """The paper-style table: rows = grid points; val loss ± 95% CI, Δ vs baseline (with significance), cost."""
+    import pandas as pd
+
+    stats = point_stats(df)
+    by_name = {s["point"]: s for s in stats}
+    rows = []
+    for s in stats:
+        base = by_name.get(s["baseline"]) if s["baseline"] else None
+        comp = compare_points(base, s) if base else None
+        if s["n_ok"] == s["n"]:
+            seeds = str(s["n"])
+        else:
+            notes = []
+            if s["n_diverged"]:
+                notes.append(f"{s['n_diverged']} diverged" + (f" @ step {', '.join(map(str, s['diverged_steps']))}"
+                                                             if s["diverged_steps"] else ""))
+            if s["other_status"]:
+                notes.append("/".join(s["other_status"]))
+            seeds = f"{s['n_ok']}/{s['n']} ({'; '.join(notes)})"
+        rows.append({
+            "variant": s["point"], "change": s["change"], "seeds": seeds, "val loss": s["val"].fmt(".4f"),
+            "Δ vs baseline": comp.fmt("+.4f") if comp else "—", "vs": s["baseline"] or "—",
+            "bpb": s["bpb"], "params": int(s["params"]) if s["params"] is not None else None,
+            "tokens/s": s["tokens_per_s"],
+            "peak mem (MiB)": s["peak_mem_bytes"] / 2 ** 20 if s["peak_mem_bytes"] is not None else None,
+            "MFU (%)": 100.0 * s["mfu"] if s["mfu"] is not None else None,
+        })
+    return pd.DataFrame(rows)
+
+
+# Published findings the default grid can check: (claim, reference, [(baseline point, other point, sign)], kind).
+# sign: +1 when "other better" means a negative Δ = other - base; kind "better" (other should be lower) or "same".
+FINDINGS = (
+    ("GLU FFN (SwiGLU) beats ReLU at equal params/steps",
+     "Shazeer 2020 Table 1: ReLU 1.997 → SwiGLU 1.944 (−0.053); Narang et al. 2021: 1.838 → 1.789 (−0.049)",
+     (("original", "original+swiglu", 1), ("modern-swiglu→relu", "modern", 1)), "better"),
+    ("RMSNorm ≈ LayerNorm quality (slightly better) at lower cost",
+     "Narang et al. 2021: vanilla 1.838 → RMSNorm 1.821 (−0.017)",
+     (("original", "original+rmsnorm", 1), ("modern-rmsnorm→layernorm", "modern", 1)), "same"),
+    ("pre-norm trains at least as well as post-norm (post-norm fragile at high lr)",
+     "Xiong et al. 2020; Nguyen & Salazar 2019 (no loss table in shared/)",
+     (("original", "original+prenorm", 1), ("modern-prenorm→postnorm", "modern", 1)), "better"),
+    ("RoPE at least matches sinusoidal absolute positions (in-distribution)",
+     "Su et al. 2021 (RoFormer); ALiBi paper appendix at L=512: sinusoidal 20.05 vs rotary 20.07 ppl (≈ equal)",
+     (("original", "original+rope", 1), ("modern-rope→sinusoidal", "modern", 1)), "same"),
+    ("GQA ≈ MHA quality with a smaller KV cache",
+     "Ainslie et al. 2023 Table 1: MHA 47.2, GQA-8 47.1",
+     (("original", "original+gqa", 1), ("modern-gqa→mha", "modern", 1)), "same"),
+    ("modern block beats the 2017 block", "Narang et al. 2021 (the changes that transfer)",
+     (("original", "modern", 1),), "better"),
+)
+
+
+def findings_table(df):
+    """The published findings, checked on this grid (only those whose points are present)."""
+    import pandas as pd
+
+    from ablate.stats import NOT_SIGNIFICANT, SIGNIFICANT
+
+    by_name = {s["point"]: s for s in point_stats(df)}
+    rows = []
+    for claim, ref, pairs, kind in FINDINGS:
+        for base_name, other_name, _ in pairs:
+            if base_name not in by_name or other_name not in by_name:
+                continue
+            base, other = by_name[base_name], by_name[other_name]
+            comp = compare_points(base, other)
+            if comp.delta is None:
+                verdict = "n/a (no finished runs)"
+                if other["n_diverged"] or base["n_diverged"]:
+                    verdict = f"{base_name if base['n_diverged'] else other_name} diverged"
+            elif kind == "better":
+                if comp.delta < 0 and comp.verdict == SIGNIFICANT:
+                    verdict = "yes (significant)"
+                elif comp.delta < 0:
+                    verdict = "direction only (not significant)" if comp.verdict == NOT_SIGNIFICANT else \
+                        "direction only (1 seed)"
+                elif comp.verdict == SIGNIFICANT:
+                    verdict = "no (significantly worse)"
+                else:
+                    verdict = "no (not significant)" if comp.verdict == NOT_SIGNIFICANT else "no (1 seed)"
+            else:
+                if comp.verdict == SIGNIFICANT:
+                    verdict = "better (significant)" if comp.delta < 0 else "no: significantly worse"
+                elif comp.verdict == NOT_SIGNIFICANT:
+                    verdict = "yes (no significant difference)"
+                else:
+                    verdict = f"Δ {comp.delta:+.4f} (1 seed: no test)"
+            ci = f" [{comp.lo:+.4f}, {comp.hi:+.4f}]" if comp.lo is not None else ""
+            rows.append({"published finding": claim, "comparison": f"{other_name} vs {base_name}",
+                         "Δ val loss": (comp.fmt("+.4f") + ci) if comp.delta is not None else "—",
+                         "holds here": verdict, "reference": ref})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def _mean_curve(g, xcol: str, ycol: str):
+    """Mean and std of list-valued curve columns across seeds, on the x values all seeds share."""
+    import numpy as np
+
+    series = []
+    for xs, ys in zip(_col(g, xcol), _col(g, ycol)):
+        if isinstance(xs, (list, tuple)) and isinstance(ys, (list, tuple)) and len(xs) == len(ys) and xs:
+            series.append({int(x): _num(y) for x, y in zip(xs, ys)})
+    if not series:
+        return None
+    common = sorted(set.intersection(*[set(s) for s in series]))
+    if not common:
+        return None
+    arr = np.array([[s[x] if s[x] is not None else np.nan for x in common] for s in series], dtype=float)
+    mean = np.nanmean(arr, axis=0)
+    std = np.nanstd(arr, axis=0, ddof=1) if len(series) > 1 else np.zeros_like(mean)
+    return np.array(common), mean, std, len(series)
+
+
+def _group_dirs(df) -> list[tuple[str, Any]]:
+    """(folder name, rows) per (device, preset, grid_id): ``<device>-<preset>``; when one device-preset holds
+    several grids, the newest keeps the plain name and the others get ``-<grid_id[:6]>``."""
+    for c in ("device", "preset", "grid_id", "timestamp"):
+        if c not in df.columns:
+            df = df.assign(**{c: ""})
+    groups = [(k, g) for k, g in df.groupby(["device", "preset", "grid_id"], sort=True, dropna=False)]
+    newest: dict[tuple, tuple[str, str]] = {}
+    for (dev, pre, gid), g in groups:
+        ts = str(g["timestamp"].max())
+        if (dev, pre) not in newest or ts > newest[(dev, pre)][0]:
+            newest[(dev, pre)] = (ts, str(gid))
+    out = []
+    for (dev, pre, gid), g in groups:
+        name = f"{dev}-{pre}" if (dev or pre) else SUITE
+        if str(gid) != newest[(dev, pre)][1]:
+            name += f"-{str(gid)[:6]}"
+        out.append((name, g))
+    return out
+
+
+def _setup_lines(g) -> list[str]:
+    first = g.iloc[0]
+
+    def get(c, default="?"):
+        v = first.get(c, default)
+        return default if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+    seeds = sorted({int(s) for s in _col(g, "seed") if _num(s) is not None})
+    hw = get("env.gpu", None) if get("device") == "cuda" else f"{get('env.cpu')} ({get('env.cpu_count')} CPUs)"
+    lines = [
+        f"- device: **{get('device')}** — {hw}; torch {get('env.torch')}; git {str(get('env.git_commit'))[:10]}"
+        f"{' (dirty)' if get('env.git_dirty', False) is True else ''}",
+        f"- preset **{get('preset')}**: d_model {get('config.model.d_model')}, {get('config.model.n_layers')} layers, "
+        f"{get('config.model.n_heads')} heads, context {get('config.train.seq_len')}, batch "
+        f"{get('config.train.batch_size')}, AdamW lr {get('config.train.lr')} (warm-up {get('config.train.warmup')},"
+        f" cosine to {get('config.train.min_lr')}), clip {get('config.train.grad_clip')}, amp "
+        f"{get('config.train.amp', None) or 'none (fp32)'}",
+        f"- budget: equal **{get('budget_kind')}** per run = {float(get('budget_value', float('nan'))):.4g}"
+        f" ({'tokens' if get('budget_kind') == 'tokens' else 'FLOPs' if get('budget_kind') == 'flops' else 's'})",
+        f"- data: `{get('data')}` (byte-level vocab {get('config.model.vocab_size')}); validation loss on "
+        f"{get('eval_tokens')} held-out tokens, the same for every run",
+        f"- seeds: {', '.join(map(str, seeds))} ({len(seeds)}); rows: {len(g)}; grid_id `{get('grid_id')}`",
+    ]
+    return lines
+
+
+def report(df, out_dir: Path) -> list[Path]:
+    """Per (device, preset, grid): ``training_table`` (.md/.tex), ``training_findings`` (.md/.tex),
+    ``training_curves`` and ``training_pareto`` (.png/.svg) and ``index.md`` in ``out_dir/<device>-<preset>/``."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import seaborn as sns
+
+    from ablate.stats import pareto_front
+    from ablate.tables import plot_style, savefig, to_markdown, write_table
+
+    out_dir = Path(out_dir)
+    if "suite" in df.columns:
+        df = df[df["suite"] == SUITE]
+    written: list[Path] = []
+    if df.empty or "point" not in df.columns:
+        return written
+    for name, g in _group_dirs(df):
+        folder = out_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        stats = point_stats(g)
+        table = summary_table(g)
+        device = str(g["device"].iloc[0]) if "device" in g.columns else "?"
+        if device != "cuda":
+            table = table.drop(columns=[c for c in ("peak mem (MiB)", "MFU (%)") if c in table.columns])
+        md, tex = write_table(table, folder / "training_table",
+                              caption="Final validation loss (nats/token; mean ± 95% t-interval over seeds), Δ vs "
+                                      "the baseline named in 'vs' (sig. = interval excludes 0 and |Δ| > seed std; "
+                                      "n.s. otherwise), bits per byte, parameters, training tokens/s.",
+                              floatfmt={"bpb": ".4f", "tokens/s": ".4g", "peak mem (MiB)": ".1f", "MFU (%)": ".1f"})
+        written += [md, tex]
+        findings = findings_table(g)
+        if not findings.empty:
+            fmd, ftex = write_table(findings, folder / "training_findings",
+                                    caption="Published findings checked on this grid (Δ = val loss difference, "
+                                            "negative = the change helps; 95% interval in brackets).")
+            written += [fmd, ftex]
+
+        names = [s["point"] for s in stats]
+        pal = dict(zip(names, sns.color_palette("tab20" if len(names) > 10 else "tab10", n_colors=max(3, len(names)))))
+        # Figure 1: validation-loss curves, one panel per baseline family.
+        families: list[tuple[str, list[str]]] = []
+        baselines = list(dict.fromkeys(s["baseline"] for s in stats if s["baseline"]))
+        for b in baselines:
+            members = [b] + [s["point"] for s in stats if s["baseline"] == b]
+            families.append((b, [m for m in members if m in names]))
+        if not families:
+            families = [("grid", names)]
+        curves_ok = False
+        with plot_style():
+            fig, axes = plt.subplots(1, len(families), figsize=(5.2 * len(families), 3.9), squeeze=False,
+                                     sharey=True)
+            finals = []
+            for ax, (fam, members) in zip(axes[0], families):
+                for m in members:
+                    sub = g[(g["point"] == m) & (g["status"].isin(["ok", "diverged"]))]
+                    c = _mean_curve(sub, "curve.val_step", "curve.val_loss")
+                    if c is None:
+                        continue
+                    x, mean, std, n = c
+                    tps = _num(sub["tokens_per_step"].iloc[0]) if "tokens_per_step" in sub.columns else None
+                    xv = x * tps if tps else x
+                    lw = 2.2 if m == fam else 1.3
+                    ax.plot(xv, mean, color=pal[m], lw=lw, label=m + (f" (n={n})" if n > 1 else ""),
+                            ls="-" if m == fam else "-")
+                    if n > 1:
+                        ax.fill_between(xv, mean - std, mean + std, color=pal[m], alpha=0.18, lw=0)
+                    finals.append(float(mean[-1]))
+                    curves_ok = True
+                ax.set_title(f"vs {fam}" if len(families) > 1 else "validation loss", fontsize=10)
+                ax.set_xlabel("training tokens")
+                ax.legend(fontsize=6.5, frameon=False)
+            axes[0][0].set_ylabel("validation loss (nats/token)")
+            if finals:
+                lo, hi = min(finals), max(finals)
+                span = max(hi - lo, 0.05)
+                axes[0][0].set_ylim(lo - 0.3 * span, hi + 2.5 * span)
+            fig.suptitle("Validation loss during training (mean over seeds; band ±1 std)", fontsize=10)
+            if curves_ok:
+                written += list(savefig(fig, folder / "training_curves"))
+            else:
+                plt.close(fig)
+
+        # Figure 2: quality vs cost, Pareto front (higher tokens/s and lower loss are better).
+        pts = [s for s in stats if s["val"].mean is not None and s["tokens_per_s"]]
+        if pts:
+            xs = [s["tokens_per_s"] for s in pts]
+            ys = [s["val"].mean for s in pts]
+            front = pareto_front(xs, ys, x_better="high", y_better="low")
+            with plot_style():
+                fig, ax = plt.subplots(figsize=(6.6, 4.6))
+                for s, x, y, f in zip(pts, xs, ys, front):
+                    err = s["val"].half_width
+                    ax.errorbar([x], [y], yerr=[[err], [err]] if err else None, fmt="o" if f else "o",
+                                ms=7 if f else 5, color=pal[s["point"]], mec="black" if f else "none",
+                                mew=1.2 if f else 0, capsize=2, lw=1)
+                    ax.annotate(s["point"], (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6.5)
+                fx = sorted((x, y) for x, y, f in zip(xs, ys, front) if f)
+                if len(fx) > 1:
+                    ax.plot([p[0] for p in fx], [p[1] for p in fx], color="black", lw=1, ls="--",
+                            label="Pareto front")
+                    ax.legend(fontsize=7, frameon=False)
+                ax.set_xlabel("training throughput (tokens/s, higher is better)")
+                ax.set_ylabel("final validation loss (lower is better)")
+                ax.set_title("Quality vs cost (outlined: Pareto-optimal; bars: 95% CI)", fontsize=10)
+                written += list(savefig(fig, folder / "training_pareto"))
+            front_names = [s["point"] for s, f in zip(pts, front) if f]
+        else:
+            front_names = []
+
+        index = ["<!-- ablate:training -->", f"# Training ablations: {name}", "",
+                 "Each grid point trains the same small byte-level LM from scratch under the same budget and data "
+                 "order per seed, then is scored on the same held-out tokens. Rows compare against the point named "
+                 "in *vs*: `original+X` adds one modern change to the 2017 block, `modern-X→Y` removes one from "
+                 "today's block.", "", "## Setup", "", *_setup_lines(g), "",
+                 "## Results", "", md.read_text(encoding="utf-8"), ""]
+        if device != "cuda":
+            index += ["Peak memory and MFU are reported on CUDA only (on CPU the process RSS high-water mark is not "
+                      "per run, and there is no meaningful peak FLOP/s).", ""]
+        else:
+            peak = next((s["mfu_peak"] for s in stats if s["mfu_peak"]), None)
+            index += [f"MFU uses the peak: {peak}.", ""]
+        index += ["Significance: Δ is *sig.* only when its 95% t-interval (paired over seeds when both ran the same "
+                  "seeds, else Welch) excludes 0 **and** |Δ| exceeds the seed spread (the larger std); otherwise "
+                  "*n.s.*. With one seed no test is made.", ""]
+        if not findings.empty:
+            index += ["## Published findings vs this run", "", to_markdown(findings), ""]
+        if curves_ok:
+            index += ["## Loss curves", "", "![validation loss curves](training_curves.png)", ""]
+        if pts:
+            index += ["## Quality vs cost", "", f"Pareto-optimal (throughput vs loss): {', '.join(front_names)}.", "",
+                      "![quality vs cost](training_pareto.png)", ""]
+        index += ["## Files", "", "`training_table.md` / `.tex`, `training_findings.md` / `.tex`, "
+                  "`training_curves.png` / `.svg`, `training_pareto.png` / `.svg`; the rows are in the results JSONL "
+                  "(curves as lists in `curve.*`).", ""]
+        idx = folder / "index.md"
+        tmp = idx.with_name(f".{idx.name}.tmp")
+        tmp.write_text("\n".join(index).rstrip() + "\n", encoding="utf-8")
+        tmp.replace(idx)
+        written.append(idx)
+    return written
+
+
+__all__ = ["SUITE", "BUDGET_KINDS", "BudgetSettings", "EvalSettings", "DataSettings", "TrainingConfig", "PRESETS",
+           "resolve", "grid_points", "grid_id", "config_id", "results_file", "flops_per_step", "Budget", "run_point",
+           "run", "report", "point_stats", "compare_points", "summary_table", "findings_table", "FINDINGS"]
