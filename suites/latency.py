@@ -104,8 +104,9 @@ class PositionSweep:
     budget_s: float = 0.0
 
 
-DEFAULT_TRAIN_CHOICES = ("base", "attention=naive", "attention=flash_attn", "attention=flex", "attention=linear",
-                         "position=alibi", "position=none", "norm=layernorm", "activation=gelu")
+# flex last: it compiles (tens of seconds) and a time budget cuts the tail first
+DEFAULT_TRAIN_CHOICES = ("base", "attention=naive", "attention=flash_attn", "attention=linear", "position=alibi",
+                         "position=none", "norm=layernorm", "activation=gelu", "attention=flex")
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class LatencyConfig:
     decode: DecodeSweep = field(default_factory=DecodeSweep)
     budget_s: float = 0.0  # whole-run limit (0: none); parts past it are left for a resumed run
     seed: int = 0  # random inputs
+    cpu_threads: int = 0  # CPU: torch threads for every measurement (0: torch's default); part of device_name
 
 
 _CPU_MODEL = ModelConfig(d_model=128, n_layers=2, n_heads=4, max_len=4096, train_len=128)
@@ -165,13 +167,14 @@ PRESETS: dict[str, LatencyConfig] = {
     "cpu": LatencyConfig(
         kernels=KernelSweep(seq_lens=(128, 256, 512), tokens=1024, hidden=128, head_dims=(32, 64),
                             causal=(False, True), dtype="float32", feature_seq_len=256, feature_head_dim=32,
-                            gqa_group=2, extra_dtypes=(), windows=(64,), min_run_time=0.05),
-        positions=PositionSweep(seq_lens=(512,), tokens=2048, n_heads=4, head_dim=32),
+                            gqa_group=2, extra_dtypes=(), windows=(64,), min_run_time=0.05, budget_s=110.0),
+        positions=PositionSweep(seq_lens=(512,), tokens=2048, n_heads=4, head_dim=32, budget_s=10.0),
         train=TrainSweep(model=_CPU_MODEL, seq_len=128, batch=8,
                          choices=("base", "attention=naive", "attention=linear", "position=alibi", "position=none",
-                                  "norm=layernorm", "activation=gelu"), warmup_steps=1),
+                                  "norm=layernorm", "activation=gelu"), warmup_steps=1, budget_s=25.0),
         decode=DecodeSweep(model=replace(_CPU_MODEL, n_heads=4), gqa_group=2, contexts=(128, 256, 512, 1024),
-                           batch=4, steps=10, warmup_steps=2, prompt_lens=(128, 256, 512, 1024), dtype="float32"),
+                           batch=2, steps=8, warmup_steps=2, prompt_lens=(128, 256, 512, 1024), dtype="float32",
+                           budget_s=12.0),
         budget_s=170.0,
     ),
     # CUDA default: one H100 in <= 9 minutes (bf16; 16k tokens per batch, hidden 2048, as in the FlashAttention papers).
@@ -179,8 +182,8 @@ PRESETS: dict[str, LatencyConfig] = {
         kernels=KernelSweep(compiled_seq_lens=(2048, 16384), budget_s=270.0),
         positions=PositionSweep(budget_s=15.0),
         train=TrainSweep(budget_s=60.0),
-        decode=DecodeSweep(budget_s=60.0),
-        budget_s=450.0,
+        decode=DecodeSweep(budget_s=45.0),
+        budget_s=420.0,
     ),
 }
 
@@ -1164,6 +1167,9 @@ def run(opts) -> Path:
     if is_cuda(device):
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 stays fp32 (bf16/fp16 are what the GPU preset times)
     counts = _count(cfg, device)
+    threads_before = torch.get_num_threads()
+    if not is_cuda(device) and cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
     prog = None
     if opts.progress:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -1186,6 +1192,7 @@ def run(opts) -> Path:
     finally:
         if prog is not None:
             prog.stop()
+        torch.set_num_threads(threads_before)
     import sys
 
     msg = f"latency ({preset}, {device}: {ctx.device_name}): {clock.elapsed():.0f} s; results in {out}"
@@ -1299,7 +1306,7 @@ def kernel_tables(k) -> list[tuple[str, str, Any]]:
             "ms": g["time_ms"], "p20–p80 ms": [_spread(a, b) for a, b in zip(g["p20_ms"], g["p80_ms"])],
             "TFLOP/s": g["tflops"], "peak MiB": g["peak_mem_bytes"] / MIB,
             "× sdpa": g["speedup_vs_sdpa"], "rel err": g["rel_err"], "grad err": g["grad_rel_err"],
-        })
+        }).reset_index(drop=True)
         slug = _group_slug(dtype, hd, causal, layout, bias, window) + (f"_{_dev_slug(dev)}" if many_dev else "")
         cap = (f"Attention kernels, {dtype}, head dim {int(hd)}, {'causal' if causal else 'non-causal'}, {layout}"
                + (f", {bias} bias" if bias != "none" else "") + (f", window {int(window)}" if window else "")
