@@ -115,6 +115,7 @@ def list_variants(
         typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -124,7 +125,9 @@ def list_variants(
             table.add_column(col, overflow="fold", no_wrap=col == "key")
         for row in data[a]:
             avail = "[green]yes[/green]" if row["available"] else "[red]no[/red]"
-            table.add_row(row["key"], avail, row["reason"] or "", row["description"] or "", row["paper"] or "")
+            # escape: reasons like "pip install 'ablate[flash]'" must not be read as rich markup
+            table.add_row(escape(row["key"]), avail, escape(row["reason"] or ""), escape(row["description"] or ""),
+                          escape(row["paper"] or ""))
         console.print(table)
 
 
@@ -144,13 +147,14 @@ def env_cmd(
         typer.echo(json.dumps(fp, indent=2, ensure_ascii=False))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(show_header=True)
     table.add_column("key", no_wrap=True)
     table.add_column("value", overflow="fold")
     for k, v in fp.items():
-        table.add_row(k, "-" if v is None else str(v))
+        table.add_row(escape(k), "-" if v is None else escape(str(v)))
     Console().print(table)
 
 
