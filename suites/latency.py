@@ -686,7 +686,8 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
             with torch.no_grad():
                 return fn(q, k, v, **call_kw)
 
-    # 2. first call (compilation happens here), correctness against the reference, backend
+    # 2. first call (compilation happens here), correctness of the output against the reference, backend
+    out = None
     try:
         holder: dict[str, Any] = {}
         first_s = first_call(lambda: holder.__setitem__("out", fwd()), device)
@@ -702,27 +703,37 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
                 write_rest("error", f"wrong output: relative error {err:.3g} vs {ref.name} exceeds "
                                     f"{FWD_TOL[shape.dtype]:g}; not timed")
                 return
-        if need_grad:
+    except Exception as exc:
+        out = None
+        status, reason = _classify(exc)
+        free_memory(device, collect=status == "oom")
+        write_rest(status, reason)
+        return
+
+    # 2b. first backward and the gradients' correctness; a failure here still lets the forward be timed
+    if need_grad:
+        try:
             first_b = first_call(lambda: out.backward(dout), device)
             common["first_bwd_s"] = first_b
             if ref is not None:
                 gerr = ref.grad_err(q, k, v)
                 common.update(grad_rel_err=gerr, grad_tol=GRAD_TOL[shape.dtype])
                 if not gerr <= GRAD_TOL[shape.dtype]:
-                    if "fwd" in passes:
-                        _time_fwd(ctx, shape, fwd, flops, write, device)
-                    write_rest("error", f"wrong gradients: relative error {gerr:.3g} vs {ref.name} exceeds "
-                                        f"{GRAD_TOL[shape.dtype]:g}; not timed")
-                    return
+                    for p in passes:
+                        if p != "fwd" and p not in written:
+                            write(p, "error", {}, f"wrong gradients: relative error {gerr:.3g} vs {ref.name} "
+                                                  f"exceeds {GRAD_TOL[shape.dtype]:g}; not timed")
+        except Exception as exc:
+            out = None
+            status, reason = _classify(exc)
+            free_memory(device, collect=status == "oom")
+            for p in passes:
+                if p != "fwd" and p not in written:
+                    write(p, status, {}, reason)
+        finally:
             for t in (q, k, v):
                 t.grad = None
-        del out
-    except Exception as exc:
-        status, reason = _classify(exc)
-        if status == "oom":
-            free_memory(device, collect=True)
-        write_rest(status, reason)
-        return
+    out = None  # frees the graph of the checked call before timing
 
     # 3. time each pass
     for p in passes:
@@ -1163,7 +1174,8 @@ def run(opts) -> Path:
     out = results_file(opts, preset)
     writer = ResultWriter(out, SUITE, resume=opts.resume)
     clock = Clock(cfg.budget_s)
-    _set_compile_limits()
+    if is_cuda(device) or _is_compiled("flex", device):
+        _set_compile_limits()
     if is_cuda(device):
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 stays fp32 (bf16/fp16 are what the GPU preset times)
     counts = _count(cfg, device)

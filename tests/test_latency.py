@@ -155,6 +155,23 @@ def test_wrong_kernel_is_not_timed(tmp_path, monkeypatch):
     assert {r["status"] for r in rows if r["attention"] == "naive"} == {"ok"}
 
 
+def test_wrong_gradients_are_not_timed(tmp_path, monkeypatch):
+    entry = ATTENTION.get("sdpa")
+    real = entry.fn
+
+    def right_value_wrong_grad(q, k, v, **kw):
+        out = real(q, k, v, **kw)
+        return out.detach() + (out - out.detach()) * 1.5  # the same values, 1.5x the gradients
+
+    monkeypatch.setitem(ATTENTION._entries, "sdpa", dataclasses.replace(entry, fn=right_value_wrong_grad))
+    rows = run(tmp_path, "parts=kernel", "kernels.keys=sdpa", "kernels.seq_lens=32", "kernels.causal=true",
+               "kernels.layouts=", "kernels.alibi=false", "kernels.windows=", "kernels.min_run_time=0.001")
+    by = {r["pass"]: r for r in rows}
+    assert by["fwd"]["status"] == "ok" and by["fwd"]["rel_err"] < 1e-5
+    for p in ("bwd", "fwd_bwd"):
+        assert by[p]["status"] == "error" and "wrong gradients" in by[p]["reason"] and by[p].get("time_ms") is None
+
+
 def test_oom_gives_status_row_and_sweep_goes_on(tmp_path, monkeypatch):
     entry = ATTENTION.get("sdpa")
     oom = getattr(torch.cuda, "OutOfMemoryError", None) or RuntimeError
