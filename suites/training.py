@@ -93,6 +93,7 @@ class TrainingConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
     data: DataSettings = field(default_factory=DataSettings)
     time_limit_s: float = 0.0  # stop starting new runs after this many seconds (0 = no limit); re-run to resume
+    cpu_threads: int = 0  # CPU: torch threads (0 = torch's default); recorded in every row's config
 
 
 PRESETS: dict[str, TrainingConfig] = {
@@ -163,6 +164,8 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Trainin
                           f"(got {e.tokens}, {e.curve_tokens}, {e.batch_tokens})")
     if cfg.time_limit_s < 0:
         raise ConfigError(f"time_limit_s must be >= 0 (0 = no limit), got {cfg.time_limit_s}")
+    if cfg.cpu_threads < 0:
+        raise ConfigError(f"cpu_threads must be >= 0 (0 = torch's default), got {cfg.cpu_threads}")
     grid_points(cfg)  # grid errors (unknown axis, bad value, unknown point name) before any data or compute
     return cfg
 
@@ -347,6 +350,7 @@ def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, 
         "mfu_peak": peak.source if peak is not None else "no peak for CPU (MFU n/a)",
         "peak_mem_bytes": st.get("peak_mem_bytes"), "peak_mem_kind": st.get("peak_mem_kind"),
         "amp": st.get("amp"), "compile": st.get("compile"),
+        "threads": torch.get_num_threads() if device == "cpu" else None,
         "diverged_step": res.diverged_step, "curve": _curve(res),
         "val_loss": None, "val_ppl": None, "val_bpb": None, "eval_tokens": ev.tokens, "eval_s": None,
     }
@@ -387,6 +391,9 @@ def run(opts) -> Path:
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    threads_before = torch.get_num_threads()
+    if device == "cpu" and cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
 
     # Seed-major: every point once before any point twice, so a time limit still leaves a whole grid.
     jobs = [(seed, p) for seed in seeds for p in points]
@@ -434,6 +441,7 @@ def run(opts) -> Path:
     finally:
         if prog:
             prog.stop()
+        torch.set_num_threads(threads_before)
     _print_summary(out, gid, time.perf_counter() - t_start, ran, left, cfg.time_limit_s)
     return out
 
@@ -455,11 +463,11 @@ def _print_summary(out: Path, gid: str, elapsed: float, ran: int, left: int, lim
         if not df.empty:
             summ = summary_table(df)
             table = Table(title="training: final validation loss (mean ± 95% CI over seeds)")
-            for c in ("variant", "seeds", "val loss", "Δ vs baseline", "vs", "params", "tokens/s"):
-                table.add_column(c, justify="left" if c in ("variant", "vs") else "right")
+            cols = ("variant", "seeds", "val loss", "Δ vs baseline", "params", "tokens/s")
+            for c in cols:
+                table.add_column(c, justify="left" if c == "variant" else "right", no_wrap=c != "seeds")
             for _, r in summ.iterrows():
-                table.add_row(*[_cell(r.get(c)) for c in ("variant", "seeds", "val loss", "Δ vs baseline", "vs",
-                                                          "params", "tokens/s")])
+                table.add_row(*[_cell(r.get(c)) for c in cols])
             console.print(table)
     console.print(f"trained {ran} run(s) in {elapsed:.1f} s; results: {out}")
     if left:
@@ -515,7 +523,8 @@ def point_stats(df) -> list[dict[str, Any]]:
         out.append({
             "point": name, "baseline": first.get("baseline") if isinstance(first.get("baseline"), str) else None,
             "change": first.get("change"), "group": first.get("group"), "n": len(g), "n_ok": len(ok),
-            "n_diverged": len(div), "diverged_steps": [int(v) for v in _col(div, "diverged_step") if _num(v) is not None],
+            "n_diverged": len(div),
+            "diverged_steps": [int(v) for v in _col(div, "diverged_step") if _num(v) is not None],
             "other_status": sorted(set(other["status"])) if len(other) else [],
             "other_reason": (other["reason"].iloc[0] if len(other) else ""),
             "val_by_seed": by_seed, "val": summarize(list(by_seed.values())),
