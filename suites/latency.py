@@ -1523,6 +1523,8 @@ def fig_tflops(k, pas: str, stem: Path) -> list[Path]:
         return []
     ok = ok.assign(mask=ok["causal"].map(lambda v: "causal" if v else "non-causal"),
                    hd=ok["head_dim"].map(lambda v: f"head dim {int(v)}"))
+    unit, scale = ("TFLOP/s", 1.0) if ok["tflops"].max() >= 1 else ("GFLOP/s", 1e3)  # CPU numbers are small
+    ok = ok.assign(rate=ok["tflops"] * scale)
     order = _key_order(ok["attention"])
     hds = sorted(ok["head_dim"].unique())
     masks = [m for m in ("non-causal", "causal") if m in set(ok["mask"])]
@@ -1535,19 +1537,29 @@ def fig_tflops(k, pas: str, stem: Path) -> list[Path]:
                 ax = axes[i][j]
                 sub = ok[(ok["head_dim"] == hd) & (ok["mask"] == m)]
                 if not sub.empty:
-                    sns.lineplot(data=sub, x="seq_len", y="tflops", hue="attention", hue_order=order, palette=pal,
+                    sns.lineplot(data=sub, x="seq_len", y="rate", hue="attention", hue_order=order, palette=pal,
                                  marker="o", ax=ax, legend=False, errorbar=None)
                 _log2_lengths(ax, ok["seq_len"])
                 ax.set_title(f"head dim {int(hd)}, {m}", fontsize=9)
                 ax.set_xlabel("sequence length")
-                ax.set_ylabel("TFLOP/s" if j == 0 else "")
-        handles = [plt.Line2D([], [], color=pal[a], marker="o", label=a) for a in order]
-        fig.legend(handles=handles, loc="upper center", ncol=min(6, len(order)), fontsize=7, frameon=False,
-                   bbox_to_anchor=(0.5, 1.06))
-        dev = ", ".join(sorted(str(x) for x in ok["device_name"].unique()))
-        fig.suptitle(f"attention {pas.replace('_', '+')} ({', '.join(sorted(ok['dtype'].unique()))}) on {dev}",
-                     fontsize=9, y=1.1)
+                ax.set_ylabel(unit if j == 0 else "")
+        axes[0][0].set_ylim(0, float(ok["rate"].max()) * 1.06)  # shared y: one limit for every panel
+        _legend_on_top(fig, plt, order, pal, f"attention {pas.replace('_', '+')} "
+                       f"({', '.join(sorted(ok['dtype'].unique()))}), FlashAttention FLOP convention, on "
+                       + ", ".join(sorted(str(x) for x in ok["device_name"].unique())))
         return list(savefig(fig, stem))
+
+
+def _legend_on_top(fig, plt, order: list[str], pal: dict, title: str) -> None:
+    """Title, then one legend row for every panel, above the panels (no overlap with panel titles)."""
+    handles = [plt.Line2D([], [], color=pal[a], marker="o", label=a) for a in order]
+    ncol = min(6, len(order))
+    rows = math.ceil(len(order) / ncol)
+    top = 1.0 - (0.05 + 0.035 * rows) * 6.4 / max(fig.get_figheight(), 1.0)
+    fig.tight_layout(rect=(0, 0, 1, top))
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, top))
+    fig.suptitle(title, fontsize=9, y=0.995)
 
 
 def fig_memory(k, stem: Path) -> list[Path]:
@@ -1589,9 +1601,9 @@ def fig_memory(k, stem: Path) -> list[Path]:
                              fontsize=9)
                 ax.set_xlabel("sequence length")
                 ax.set_ylabel("peak MiB above inputs (× = OOM)" if j == 0 else "")
-        handles = [plt.Line2D([], [], color=pal[a], marker="o", label=a) for a in order]
-        fig.legend(handles=handles, loc="upper center", ncol=min(6, len(order)), fontsize=7, frameon=False,
-                   bbox_to_anchor=(0.5, 1.06))
+        _legend_on_top(fig, plt, order, pal, f"peak memory of {pas.replace('_', '+')} above the inputs "
+                       f"(log scale; × = out of memory) on "
+                       + ", ".join(sorted(str(x) for x in main["device_name"].dropna().unique())))
         return list(savefig(fig, stem))
 
 
@@ -1613,7 +1625,8 @@ def fig_decode(df, stem: Path) -> list[Path]:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.4, 3.2))
         sns.lineplot(data=d, x="context", y="ms", hue="layout", hue_order=order, palette=pal, marker="o", ax=a1,
                      errorbar=None)
-        a1.set_ylabel("ms per decoded token (batch)")
+        a1.set_yscale("log")
+        a1.set_ylabel("ms per decode step (whole batch)")
         a1.set_title(f"decode latency, batch {int(_num(d, 'batch').iloc[0])}", fontsize=9)
         for lay in order:
             s = d[d["layout"] == lay].sort_values("context")
@@ -1626,6 +1639,7 @@ def fig_decode(df, stem: Path) -> list[Path]:
         for ax in (a1, a2):
             _log2_lengths(ax, d["context"])
             ax.set_xlabel("context length")
+        fig.tight_layout()
         return list(savefig(fig, stem))
 
 
