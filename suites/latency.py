@@ -334,10 +334,12 @@ class Ctx:
 
     def same_unavailable(self, key: dict[str, Any], reason: str) -> bool:
         """An ``unavailable`` row with this exact reason is already stored: nothing changed, write nothing."""
-        return self.prior.get(row_key(key)) == ("unavailable", reason)
+        return self.prior.get(row_key(key)) == ("unavailable", " ".join(str(reason).split()))
 
     def write(self, status: str, key: dict[str, Any], metrics: dict[str, Any], config: Any = None,
               reason: str = "") -> None:
+        if status == "unavailable" and self.same_unavailable(key, reason):
+            return  # still unavailable for the same reason: a resumed run writes nothing new
         self.writer.write(status, key, metrics, config, reason=reason)
 
     def bench(self, fn: Callable[[], Any], grad_to_none=None, est_ms: float | None = None):
@@ -590,9 +592,8 @@ def run_kernels(ctx: Ctx) -> None:
             ukey = {**ctx.base_key("kernel"), "attention": key, "pass": None, "seq_len": None, "batch": None,
                     "n_heads": None, "n_kv_heads": None, "head_dim": None, "causal": None,
                     "dtype": None, "bias": None, "window": None}
-            reason = f"UnavailableError: {key} unavailable on {device}: {why}"
-            if not ctx.same_unavailable(ukey, reason):
-                ctx.write("unavailable", ukey, _empty_metrics(), conf, reason=reason)
+            ctx.write("unavailable", ukey, _empty_metrics(), conf,
+                      reason=f"UnavailableError: {key} unavailable on {device}: {why}")
     for shape, keys in plan:
         todo = [(key, [p for p in shape.passes if not ctx.done(shape.key(ctx, key, p))])
                 for key in keys if key not in unavailable]
@@ -714,10 +715,13 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
                                     f"{FWD_TOL[shape.dtype]:g}; not timed")
                 return
     except Exception as exc:
+        failure = _classify(exc)
+    else:
+        failure = None
+    if failure is not None:  # outside the except block: the traceback's frames (and their tensors) are gone
         out = None
-        status, reason = _classify(exc)
-        free_memory(device, collect=status == "oom")
-        write_rest(status, reason)
+        free_memory(device, collect=failure[0] == "oom")
+        write_rest(*failure)
         return
 
     # 2b. first backward and the gradients' correctness; a failure here still lets the forward be timed
@@ -734,15 +738,17 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
                             write(p, "error", {}, f"wrong gradients: relative error {gerr:.3g} vs {ref.name} "
                                                   f"exceeds {GRAD_TOL[shape.dtype]:g}; not timed")
         except Exception as exc:
+            failure = _classify(exc)
+        else:
+            failure = None
+        for t in (q, k, v):
+            t.grad = None
+        if failure is not None:
             out = None
-            status, reason = _classify(exc)
-            free_memory(device, collect=status == "oom")
+            free_memory(device, collect=failure[0] == "oom")
             for p in passes:
                 if p != "fwd" and p not in written:
-                    write(p, status, {}, reason)
-        finally:
-            for t in (q, k, v):
-                t.grad = None
+                    write(p, failure[0], {}, failure[1])
     out = None  # frees the graph of the checked call before timing
 
     # 3. time each pass
@@ -773,12 +779,15 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
                                          - t_.median_ms / 1e3)
                 write(p, "ok", m)
         except Exception as exc:
-            status, reason = _classify(exc)
-            free_memory(device, collect=status == "oom")
-            write(p, status, {}, reason)
-        finally:
-            for t in (q, k, v):
-                t.grad = None
+            failure = _classify(exc)
+        else:
+            failure = None
+        out = run = None
+        for t in (q, k, v):
+            t.grad = None
+        if failure is not None:
+            free_memory(device, collect=failure[0] == "oom")
+            write(p, failure[0], {}, failure[1])
 
 
 def _no_grad(backend_of, key, q, k, v, call_kw):
