@@ -108,8 +108,8 @@ PRESETS: dict[str, TrainingConfig] = {
     # CPU default: the whole default grid (14 points, 1 seed) in <= 10 minutes on 2 cores; see docs/training.md.
     "tiny": TrainingConfig(
         model=ModelConfig(d_model=128, n_layers=2, n_heads=4, train_len=64, max_len=64),
-        train=TrainConfig(steps=600, batch_size=32, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=50, log_every=25,
-                          eval_every=100, amp=None),
+        train=TrainConfig(steps=400, batch_size=32, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=40, log_every=20,
+                          eval_every=50, amp=None),
         grid=GridSpec(gqa_kv_heads=2, window=16),
         eval=EvalSettings(tokens=32768, curve_tokens=4096, batch_tokens=16384),
     ),
