@@ -22,7 +22,7 @@ aware) or :func:`check_call` (the whole request) for the precise one.
 An entry never silently runs another kernel: a request it cannot serve raises :class:`UnavailableError`
 (kernel limitation, missing package, wrong device/dtype) or :class:`ConfigError` (invalid request) with a one-line
 reason. :func:`check_call` answers before any compute (one exception: ``sdpa_flash`` on CPU refuses a bias that
-requires grad once ``bias.dense`` has been evaluated); every entry runs it first (~20 us per call).
+requires grad once ``bias.dense`` has been evaluated); every entry runs it first (~15-25 us of Python per call).
 :func:`backend_of` names what really runs (e.g. the SDPA kernel PyTorch dispatched to).
 
 Environment knobs: ``ABLATE_FLEX_COMPILE_CPU=1`` compiles FlexAttention on CPU too (with torch 2.13 it works for
