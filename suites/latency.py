@@ -155,7 +155,7 @@ PRESETS: dict[str, LatencyConfig] = {
         kernels=KernelSweep(keys=("naive", "sdpa", "sdpa_math", "flex", "linear", "sliding_window", "xformers"),
                             seq_lens=(32, 64), tokens=128, hidden=32, head_dims=(16,), causal=(False, True),
                             dtype="float32", feature_seq_len=64, feature_head_dim=16, gqa_group=2, extra_dtypes=(),
-                            windows=(16,), min_run_time=0.002),
+                            windows=(16,), min_run_time=0.002, min_reps=1),
         positions=PositionSweep(keys=("none", "rope", "alibi", "sinusoidal"), seq_lens=(64,), tokens=128, n_heads=2,
                                 head_dim=16),
         train=TrainSweep(model=ModelConfig(d_model=32, n_layers=1, n_heads=2, max_len=512, train_len=32),

@@ -29,7 +29,8 @@ def run(tmp_path: Path, *overrides: str, resume: bool = True) -> list[dict]:
     return read_rows(path)
 
 
-MODEL_PARTS = ("parts=position,train,decode,prefill", "train.choices=base,attention=linear")
+MODEL_PARTS = ("parts=position,train,decode,prefill", "train.choices=base", "decode.prompt_lens=32",
+               "positions.keys=none,rope,alibi,sinusoidal")
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +208,7 @@ def test_model_parts_and_kv_cache_closed_form(model_rows):
     ops = {(r["position"], r["op"]) for r in by["position"]}
     assert ("rope", "rotate_qk") in ops and ("alibi", "bias_dense") in ops and ("sinusoidal", "embed") in ops
     assert ("none", "all") in ops and ("none", "rotate_qk") not in ops
-    assert {r["prompt_len"] for r in by["prefill"]} == {16, 32}
+    assert {r["prompt_len"] for r in by["prefill"]} == {32}
 
 
 def test_report_from_jsonl_alone(kernel_rows, model_rows, tmp_path):
