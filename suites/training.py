@@ -282,6 +282,17 @@ class Budget:
         return steps, info
 
 
+def unigram_loss(corpus: Corpus, tokens: int) -> float:
+    """Loss (nats/token) of the training split's add-one-smoothed unigram distribution on the scored held-out
+    targets ``val[1 .. tokens]``: what a model that ignores context reaches. A run near it learned nothing else."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(corpus.train, dtype=np.int64), minlength=corpus.vocab_size).astype(np.float64)
+    p = (counts + 1.0) / (counts.sum() + len(counts))
+    tgt = np.asarray(corpus.val[1:tokens + 1], dtype=np.int64)
+    return float(-np.log(p[tgt]).mean())
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # One run
 
@@ -307,7 +318,7 @@ def _curve(res) -> dict[str, list]:
 
 
 def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, device: str, budget: Budget,
-              progress: Any = False) -> tuple[str, str, dict[str, Any], TrainConfig]:
+              progress: Any = False, unigram: float | None = None) -> tuple[str, str, dict[str, Any], TrainConfig]:
     """Train and score one grid point with one seed: (status, reason, metrics, the TrainConfig used)."""
     from ablate.model import Transformer
     from ablate.validate import validate_model
@@ -353,6 +364,7 @@ def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, 
         "threads": torch.get_num_threads() if device == "cpu" else None,
         "diverged_step": res.diverged_step, "curve": _curve(res),
         "val_loss": None, "val_ppl": None, "val_bpb": None, "eval_tokens": ev.tokens, "eval_s": None,
+        "unigram_loss": unigram,
     }
     if not res.ok:
         return "diverged", f"training diverged: {res.reason}", metrics, tcfg
@@ -388,6 +400,7 @@ def run(opts) -> Path:
     writer = ResultWriter(out, SUITE, resume=opts.resume)
     gid = grid_id(cfg, corpus.name)
     budget = Budget(cfg, reference, corpus, device)
+    unigram = unigram_loss(corpus, cfg.eval.tokens)
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -426,7 +439,8 @@ def run(opts) -> Path:
             run_cfg = {"model": point.model, "train": point_train(cfg, point, seed), "budget": cfg.budget,
                        "grid": cfg.grid, "eval": cfg.eval, "data": cfg.data}
             try:
-                status, reason, metrics, tcfg = run_point(cfg, point, seed, corpus, device, budget, prog)
+                status, reason, metrics, tcfg = run_point(cfg, point, seed, corpus, device, budget, prog,
+                                                          unigram=unigram)
                 run_cfg["train"] = tcfg
                 writer.write(status, key, {**desc, **metrics}, config=run_cfg, reason=reason)
             except Exception as exc:  # unsupported combination, OOM, a kernel that fails: a row, and the grid goes on
@@ -534,8 +548,19 @@ def point_stats(df) -> list[dict[str, Any]]:
             "peak_mem_bytes": mean("peak_mem_bytes") if set(_col(ok, "peak_mem_kind")) == {"cuda_max_allocated"}
             else None,
             "mfu_peak": next((v for v in _col(ok, "mfu_peak") if isinstance(v, str)), None),
+            "unigram": next((_num(v) for v in _col(g, "unigram_loss") if _num(v) is not None), None),
         })
+    for s in out:
+        s["stuck"] = _stuck(s)
     return out
+
+
+STUCK_MARGIN = 0.1  # nats: a final val loss within this of the unigram loss means no context was learned
+
+
+def _stuck(s: dict) -> bool:
+    m, u = s["val"].mean, s["unigram"]
+    return m is not None and u is not None and m > u - STUCK_MARGIN
 
 
 def compare_points(base: dict, other: dict):
@@ -576,8 +601,12 @@ def summary_table(df):
             "tokens/s": s["tokens_per_s"],
             "peak mem (MiB)": s["peak_mem_bytes"] / 2 ** 20 if s["peak_mem_bytes"] is not None else None,
             "MFU (%)": 100.0 * s["mfu"] if s["mfu"] is not None else None,
+            "note": f"≈ unigram ({s['unigram']:.3f}): no context learned" if s["stuck"] else "",
         })
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if not df.empty and not df["note"].astype(bool).any():
+        df = df.drop(columns=["note"])
+    return df
 
 
 # Published findings the default grid can check: (claim, reference, [(baseline point, other point, sign)], kind).
@@ -638,6 +667,11 @@ def findings_table(df):
                     verdict = "yes (no significant difference)"
                 else:
                     verdict = f"Δ {comp.delta:+.4f} (1 seed: no test)"
+            stuck = [n for n, p in ((base_name, base), (other_name, other)) if p["stuck"]]
+            if len(stuck) == 2:
+                verdict = f"uninformative: both ≈ unigram loss {base['unigram']:.3f}"
+            elif stuck:
+                verdict += f"; {stuck[0]} ≈ unigram"
             ci = f" [{comp.lo:+.4f}, {comp.hi:+.4f}]" if comp.lo is not None else ""
             rows.append({"published finding": claim, "comparison": f"{other_name} vs {base_name}",
                          "Δ val loss": (comp.fmt("+.4f") + ci) if comp.delta is not None else "—",
@@ -712,6 +746,10 @@ def _setup_lines(g) -> list[str]:
         f"{get('eval_tokens')} held-out tokens, the same for every run",
         f"- seeds: {', '.join(map(str, seeds))} ({len(seeds)}); rows: {len(g)}; grid_id `{get('grid_id')}`",
     ]
+    uni = next((_num(v) for v in _col(g, "unigram_loss") if _num(v) is not None), None)
+    if uni is not None:
+        lines.append(f"- reference: the training split's unigram distribution scores {uni:.4f} nats/token on the "
+                     f"same held-out tokens (a run within {STUCK_MARGIN} of it learned no context)")
     return lines
 
 

@@ -73,6 +73,18 @@ def test_schema(two_seeds):
     # seeds differ (init and data order), points share the data order of a seed
     assert by[("original", 0)]["val_loss"] != by[("original", 1)]["val_loss"]
     json.dumps(rows)  # strict JSON
+    # the context-free reference: unigram loss of the training split on the scored held-out targets
+    import numpy as np
+
+    from ablate.data import load_corpus
+
+    c = load_corpus(None)
+    counts = np.bincount(np.asarray(c.train), minlength=256) + 1.0
+    p = counts / counts.sum()
+    want = float(-np.log(p[np.asarray(c.val[1:513])]).mean())
+    assert all(r["unigram_loss"] == pytest.approx(want) for r in rows)
+    stats = training.point_stats(to_frame(path))
+    assert all(s["stuck"] == (s["val"].mean > want - training.STUCK_MARGIN) for s in stats)
 
 
 def test_seeds_aggregation_matches_hand_computed_interval(two_seeds):
