@@ -1519,6 +1519,16 @@ def _log2_lengths(ax, lengths) -> None:
         ax.minorticks_off()
 
 
+def _log_y(ax) -> None:
+    """Log y axis with readable 1-2-5 tick labels (plain numbers, not powers of ten)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def _palette(keys: list[str]) -> dict[str, Any]:
     import seaborn as sns
 
@@ -1609,7 +1619,7 @@ def fig_memory(k, stem: Path) -> list[Path]:
                 o = oom[(oom["head_dim"] == hd) & (oom["causal"] == c)]
                 for a, g in o.groupby("attention"):
                     ax.scatter(g["seq_len"], [top] * len(g), marker="x", color=pal.get(a, "k"), s=40, zorder=5)
-                ax.set_yscale("log")
+                _log_y(ax)
                 _log2_lengths(ax, main["seq_len"])
                 ax.set_title(f"head dim {int(hd)}, {'causal' if c else 'non-causal'} ({pas.replace('_', '+')})",
                              fontsize=9)
@@ -1639,14 +1649,14 @@ def fig_decode(df, stem: Path) -> list[Path]:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.4, 3.2))
         sns.lineplot(data=d, x="context", y="ms", hue="layout", hue_order=order, palette=pal, marker="o", ax=a1,
                      errorbar=None)
-        a1.set_yscale("log")
+        a1.set_ylim(bottom=0)
         a1.set_ylabel("ms per decode step (whole batch)")
         a1.set_title(f"decode latency, batch {int(_num(d, 'batch').iloc[0])}", fontsize=9)
         for lay in order:
             s = d[d["layout"] == lay].sort_values("context")
             a2.plot(s["context"], s["kv"], marker="o", color=pal[lay], label=f"{lay} measured")
             a2.plot(s["context"], s["closed"], ls="--", color=pal[lay], alpha=0.7, label=f"{lay} closed form")
-        a2.set_yscale("log")
+        _log_y(a2)
         a2.set_ylabel("KV cache MiB")
         a2.set_title("KV cache: nbytes() vs 2·L·kv·d·n·bytes", fontsize=9)
         a2.legend(fontsize=6, frameon=False)
@@ -1672,7 +1682,7 @@ def fig_prefill(df, stem: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(4.4, 3.2))
         sns.lineplot(data=d, x="prompt", y="ms", hue="layout", hue_order=order, marker="o", ax=ax, errorbar=None,
                      palette=dict(zip(order, sns.color_palette("colorblind", n_colors=3))))
-        ax.set_yscale("log")
+        _log_y(ax)
         _log2_lengths(ax, d["prompt"])
         ax.set_xlabel("prompt length")
         ax.set_ylabel("prefill ms")
