@@ -44,7 +44,9 @@ def suite_figure(args, out: Path) -> dict:
     return rows[-1]
 
 
-def bare_figure(args) -> float:
+def bare_figure(args, raw: bool = False) -> float | None:
+    """The bare call through the registry (``raw``: for ``sdpa``, torch's own
+    ``F.scaled_dot_product_attention`` without the registry wrapper and its request check)."""
     from ablate.registry import ATTENTION, load_all
 
     load_all()
@@ -58,6 +60,13 @@ def bare_figure(args) -> float:
     dout = torch.randn(shape, device=args.device, dtype=dt, generator=gen)
     fn = ATTENTION.get(args.key).fn
     causal = args.causal
+    if raw:
+        if args.key != "sdpa":
+            return None
+        import torch.nn.functional as F
+
+        def fn(q, k, v, causal):  # noqa: F811
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     if args.pass_ == "fwd":
         call = lambda: fn(q, k, v, causal=causal)  # noqa: E731
     elif args.pass_ == "fwd_bwd":
@@ -105,13 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     args.tokens = args.tokens or (16384 if gpu else 1024)
     args.dtype = args.dtype or ("bfloat16" if gpu else "float32")
 
-    suite_ms, bare_ms = [], []
+    suite_ms, bare_ms, raw_ms = [], [], []
     row = None
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.rounds):
             row = suite_figure(args, Path(tmp) / f"r{i}")
             suite_ms.append(float(row["time_ms"]))
             bare_ms.append(bare_figure(args))
+            r = bare_figure(args, raw=True)
+            if r is not None:
+                raw_ms.append(r)
     s, b = statistics.median(suite_ms), statistics.median(bare_ms)
     ratio = s / b
     what = (f"{args.key} {args.pass_} n={args.seq_len} b={max(1, args.tokens // args.seq_len)} h={args.heads} "
@@ -122,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ablate suite       : {s:.4f} ms   rounds: {', '.join(f'{x:.4f}' for x in suite_ms)}")
     print(f"  bare call          : {b:.4f} ms   rounds: {', '.join(f'{x:.4f}' for x in bare_ms)}   [{bare_name}]")
     print(f"  ratio suite / bare : {ratio:.4f}  ({(ratio - 1) * 100:+.2f}%)")
+    if raw_ms:
+        rw = statistics.median(raw_ms)
+        print(f"  (info) raw torch F.scaled_dot_product_attention, no registry wrapper: {rw:.4f} ms; "
+              f"bare / raw = {b / rw:.4f}")
     if gpu and abs(ratio - 1) > args.tolerance:
         print(f"FAIL: the suite's figure differs from the bare do_bench by more than {args.tolerance:.0%}")
         return 1
