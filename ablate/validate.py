@@ -11,11 +11,23 @@ from ablate.registry import ACTIVATION, ATTENTION, NORM, POSITION, load_all
 PLACEMENTS = ("pre", "post")
 
 
-def validate_model(cfg: ModelConfig, device: str | None = None) -> None:
+def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: bool = False) -> None:
     """Raise :class:`ConfigError` for an impossible config (and :class:`UnavailableError` for a variant that
-    cannot run on ``device``, when one is given). Unknown keys raise ``UnknownKeyError`` listing valid keys."""
+    cannot run on ``device``, when one is given). Unknown keys raise ``UnknownKeyError`` listing valid keys.
+
+    Without ``device`` a feature counts as supported if the attention has it on any device; with ``device`` the
+    check is exact for that device (and ``backward=True`` also requires a backward pass there, for training).
+    """
     load_all()
+    from ablate.variants import attention as attention_variants
+
     attn, pos = ATTENTION.get(cfg.attention), POSITION.get(cfg.position)
+
+    def has(feature: str) -> bool:  # what the attention supports: on any device, or exactly on ``device``
+        if device is None:
+            return attn.supports_(feature)
+        return attention_variants.supports(cfg.attention, feature, device)
+
     NORM.get(cfg.norm)
     ACTIVATION.get(cfg.activation)
     if cfg.norm_placement not in PLACEMENTS:
@@ -27,7 +39,7 @@ def validate_model(cfg: ModelConfig, device: str | None = None) -> None:
         raise ConfigError(f"d_model={cfg.d_model} is not divisible by n_heads={cfg.n_heads}")
     if cfg.n_kv_heads is not None and (cfg.n_kv_heads < 1 or cfg.n_heads % cfg.n_kv_heads):
         raise ConfigError(f"n_kv_heads={cfg.n_kv_heads} must divide n_heads={cfg.n_heads} (MHA: n_heads, MQA: 1)")
-    if cfg.kv_heads != cfg.n_heads and not attn.supports_("gqa"):
+    if cfg.kv_heads != cfg.n_heads and not has("gqa"):
         raise ConfigError(f"attention {cfg.attention!r} does not support grouped KV heads (n_kv_heads)")
     if pos.supports.get("kind") == "rotary" and cfg.head_dim % 2:
         raise ConfigError(f"position {cfg.position!r} needs an even head_dim, got {cfg.head_dim}")
@@ -35,12 +47,12 @@ def validate_model(cfg: ModelConfig, device: str | None = None) -> None:
         raise ConfigError(f"rope_scale must be > 0, got {cfg.rope_scale}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.causal and not attn.supports_("causal"):
+    if cfg.causal and not has("causal"):
         raise ConfigError(f"attention {cfg.attention!r} cannot do causal attention")
-    if not cfg.causal and not attn.supports_("bidirectional"):
+    if not cfg.causal and not has("bidirectional"):
         raise ConfigError(f"attention {cfg.attention!r} is causal-only; it cannot run with causal=False")
     if pos.supports_("needs_bias"):
-        takes = attn.supports_("bias") or (cfg.position == "alibi" and attn.supports_("alibi"))
+        takes = has("bias") or (cfg.position == "alibi" and has("alibi"))
         if not takes:
             raise ConfigError(f"position {cfg.position!r} adds a bias to attention scores, which attention "
                               f"{cfg.attention!r} cannot take; use one of: {', '.join(_bias_attentions(cfg.position))}")
@@ -49,7 +61,7 @@ def validate_model(cfg: ModelConfig, device: str | None = None) -> None:
     if cfg.window is not None:
         if cfg.window < 1:
             raise ConfigError(f"window must be >= 1, got {cfg.window}")
-        if not attn.supports_("window"):
+        if not has("window"):
             raise ConfigError(f"attention {cfg.attention!r} has no sliding-window mode; unset window or use "
                               f"one of: {', '.join(k for k in ATTENTION.keys() if ATTENTION[k].supports_('window'))}")
         if not cfg.causal:
@@ -58,6 +70,8 @@ def validate_model(cfg: ModelConfig, device: str | None = None) -> None:
         ok, reason = attn.available(device)
         if not ok:
             raise UnavailableError(f"attention {cfg.attention!r} cannot run on {device}: {reason}")
+        if backward and not attention_variants.supports(cfg.attention, "backward", device):
+            raise UnavailableError(f"attention {cfg.attention!r} has no backward pass on {device}, so it cannot train there")
 
 
 def _bias_attentions(position: str) -> list[str]:
