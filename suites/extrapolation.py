@@ -98,14 +98,14 @@ PRESETS: dict[str, ExtrapolationConfig] = {
     # CPU default: the whole suite in <= 5 minutes on 2 cores (see docs/extrapolation.md for the measured run).
     "tiny": ExtrapolationConfig(
         model=ModelConfig(d_model=128, n_layers=2, n_heads=4, train_len=64, max_len=64),
-        train=TrainConfig(steps=1000, batch_size=32, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=50, log_every=50,
+        train=TrainConfig(steps=500, batch_size=32, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=50, log_every=50,
                           amp=None),
-        eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=32768, batch_tokens=16384, pos_bins=64),
+        eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=16384, batch_tokens=16384, pos_bins=64),
     ),
     # CUDA default: <= 15 minutes on one H100 (bf16 autocast, SDPA picks its fastest kernel that takes the bias).
     "gpu": ExtrapolationConfig(
         model=ModelConfig(d_model=512, n_layers=6, n_heads=8, train_len=256, max_len=256),
-        train=TrainConfig(steps=2000, batch_size=32, seq_len=256, lr=1e-3, min_lr=1e-4, warmup=100, log_every=100,
+        train=TrainConfig(steps=2000, batch_size=64, seq_len=256, lr=1e-3, min_lr=1e-4, warmup=100, log_every=100,
                           amp="bf16"),
         eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=131072, batch_tokens=65536, pos_bins=64),
         data=DataSettings(corpus="stdlib"),
@@ -267,12 +267,12 @@ def _save(path: Path, payload: dict) -> None:
 
 
 def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, ckpt: Path,
-               progress: Any) -> tuple[Any, dict]:
-    """(model or None, training info); loads the checkpoint when there is one."""
+               progress: Any, reuse: bool = True) -> tuple[Any, dict]:
+    """(model or None, training info); loads the checkpoint when there is one (and ``reuse``)."""
     from ablate.model import Transformer
 
     mcfg = replace(cfg.model, position=job.position)
-    if ckpt.is_file():
+    if reuse and ckpt.is_file():
         payload = torch.load(ckpt, map_location="cpu", weights_only=False)
         info = payload["info"]
         if payload.get("state_dict") is None:
@@ -355,7 +355,7 @@ def run(opts) -> Path:
                                                                                                    seed=job.seed))
             ckpt = _ckpt_path(ckpt_dir, job, cid)
             try:
-                model, info = _train_job(cfg, job, corpus, device, ckpt, prog)
+                model, info = _train_job(cfg, job, corpus, device, ckpt, prog, reuse=opts.resume)
                 trained += 0 if info.get("from_checkpoint") else 1
             except Exception as exc:  # OOM, a kernel that fails: every row of this job says so
                 if _is_oom(exc) and device == "cuda":
@@ -532,7 +532,7 @@ def effective_length(lens_ppl: list[tuple[int, float]], train_len: int, tol: flo
 
 def _cell(mean: float, ci: float, n: int, status: str) -> Any:
     if n == 0:
-        return "n/a" if status == "unsupported" else status
+        return None if status == "unsupported" else status  # None prints as "—"
     if np.isfinite(ci):
         return f"{mean:.2f} ± {ci:.2f}"
     return round(mean, 2)
@@ -616,11 +616,11 @@ def shape_checks(summary, train_len: int) -> list[dict]:
             v = d.get((s, Lmax))
             if v is None:
                 continue
-            better = v < rope_max
-            claim = (f"{s} (no fine-tuning) better than plain RoPE at {Lmax}" if s != "rope_pi" else
-                     f"rope_pi without fine-tuning: published to hurt; compared with plain RoPE at {Lmax}")
-            checks.append({"claim": claim, "observed": f"{v:.2f} vs {rope_max:.2f}",
-                           "holds": better if s != "rope_pi" else None})
+            if s == "rope_pi":  # Chen et al. 2023: interpolation needs fine-tuning; without it, it hurts
+                claim, holds = f"rope_pi without fine-tuning hurts (worse than plain RoPE at {Lmax})", v > rope_max
+            else:
+                claim, holds = f"{s} without fine-tuning beats plain RoPE at {Lmax}", v < rope_max
+            checks.append({"claim": claim, "observed": f"{v:.2f} vs {rope_max:.2f}", "holds": holds})
     r_t5, r_sin = ratio("t5_bias", Lmax), ratio("sinusoidal", Lmax)
     if r_t5 is not None and r_sin is not None:
         checks.append({"claim": "T5 bias degrades more slowly than sinusoidal",
@@ -647,11 +647,12 @@ def _print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: in
     for pdict, g in _protocol_groups(summary):
         train_len = int(pdict.get("train_len") or g["eval_len"].min())
         wide = ppl_table(g, train_len)
-        table = Table(title=f"extrapolation: perplexity by eval length ({protocol_line(pdict)})")
+        table = Table(title="extrapolation: perplexity by evaluation length", caption=protocol_line(pdict))
         for c in wide.columns:
             table.add_column(str(c), justify="left" if c == "variant" else "right")
         for _, r in wide.iterrows():
-            table.add_row(*[("—" if v is None else str(v)) for v in r.tolist()])
+            table.add_row(*[("—" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v))
+                            for v in r.tolist()])
         console.print(table)
         eff = effective_table(g, train_len)
         console.print("effective length (ppl within 10% of train_len): " + ", ".join(
@@ -661,6 +662,28 @@ def _print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: in
 
 # ---------------------------------------------------------------------------------------------------------------
 # Report
+
+
+def _notes(summary, train_len: int) -> list[str]:
+    """Reading notes for effects that follow from the method rather than from the run."""
+    present = set(summary["position"])
+    notes = []
+    if {"rope_ntk", "rope_dynamic_ntk"} <= present and summary["mode"].iloc[0] == "nonoverlap" \
+            if "mode" in summary.columns else False:
+        notes.append("* `rope_dynamic_ntk` equals `rope_ntk` here: a full-window forward has sequence length "
+                     "`eval_len`, so the dynamic factor max(1, eval_len / train_len) is the static one. They differ "
+                     "only while decoding token by token with a KV cache.")
+    if "rope_yarn" in present:
+        few = "no dimension qualifies" if train_len < 32 * 2 * math.pi else "only the fastest dimensions qualify"
+        notes.append(f"* YaRN leaves a RoPE dimension unscaled only when its wavelength is at most train_len / β = "
+                     f"{train_len / 32:.1f} tokens (ramp α = 1, β = 32, chosen for LLaMA's 2k-4k contexts); the "
+                     f"shortest RoPE wavelength is 2π ≈ 6.3 tokens, so at train_len = {train_len} {few}: YaRN "
+                     f"interpolates (nearly) every dimension, like position interpolation, which hurts without "
+                     f"fine-tuning.")
+    if "learned" in present:
+        notes.append("* `learned` has a table of train_len rows, as in the papers: longer positions have no "
+                     "parameters (—).")
+    return (["### Notes", ""] + notes + [""]) if notes else []
 
 
 def _slug(p: dict, many: bool) -> str:
@@ -704,8 +727,8 @@ def report(df, out_dir: Path) -> list[Path]:
         line = protocol_line(pdict) + f"; {seeds} seed(s)"
         wide = ppl_table(summary, train_len)
         md, tex = write_table(wide, out_dir / f"extrapolation_ppl{slug}",
-                              caption=f"Perplexity by evaluation length ({line}). n/a: no positions past the learned "
-                                      "table.", floatfmt=".2f")
+                              caption=f"Perplexity by evaluation length ({line}). —: not measurable (no positions past the "
+                                      "learned table).", floatfmt=".2f")
         eff = effective_table(summary, train_len)
         md2, tex2 = write_table(eff, out_dir / f"extrapolation_effective_length{slug}",
                                 caption=f"Effective length: the longest eval_len whose perplexity stays within 10% of "
@@ -719,6 +742,7 @@ def report(df, out_dir: Path) -> list[Path]:
                                 "holds": "yes" if c["holds"] else ("—" if c["holds"] is None else "no")}
                                for c in checks])
             index += ["### Published shape vs this run", "", to_markdown(ct), ""]
+        index += _notes(summary, train_len)
 
         # Figure 1: perplexity vs evaluation length.
         order = _variant_order(summary)
@@ -778,7 +802,12 @@ def report(df, out_dir: Path) -> list[Path]:
                     ax.set_title(f"eval_len {L}", fontsize=9)
                     ax.set_xlabel("token position in window")
                 axes[0][0].set_ylabel("loss (nats/token)")
-                handles, labels = axes[0][-1].get_legend_handles_labels()
+                seen: dict[str, Any] = {}
+                for ax in axes[0]:
+                    for h, lab in zip(*ax.get_legend_handles_labels()):
+                        seen.setdefault(lab, h)
+                labels = [p for p in order if p in seen]
+                handles = [seen[p] for p in labels]
                 fig.legend(handles, labels, loc="upper center", ncol=min(10, len(labels)), fontsize=7,
                            frameon=False, bbox_to_anchor=(0.5, 1.08))
                 written += list(savefig(fig, out_dir / f"extrapolation_loss_vs_position{slug}"))

@@ -190,7 +190,7 @@ def test_report_from_jsonl_alone(micro_run, tmp_path):
         assert {stem + ".png", stem + ".svg"} <= names
     assert "index.md" in names
     md = (tmp_path / "rep" / "extrapolation_ppl.md").read_text()
-    assert "rope_yarn" in md and "n/a" in md and "non-overlapping" in md
+    assert "rope_yarn" in md and "—" in md and "non-overlapping" in md
     assert "\\toprule" in (tmp_path / "rep" / "extrapolation_ppl.tex").read_text()
 
 
