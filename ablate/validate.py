@@ -23,10 +23,21 @@ def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: boo
 
     attn, pos = ATTENTION.get(cfg.attention), POSITION.get(cfg.position)
 
-    def has(feature: str) -> bool:  # what the attention supports: on any device, or exactly on ``device``
-        if device is None:
-            return attn.supports_(feature)
-        return attention_variants.supports(cfg.attention, feature, device)
+    has = attn.supports_  # supported on some device: anything else is a config error
+    # Features this config needs from the attention, each (alternatives, what), re-checked per device at the end.
+    needed: list[tuple[tuple[str, ...], str]] = [(("causal",) if cfg.causal else ("bidirectional",),
+                                                  "causal attention" if cfg.causal else "bidirectional attention")]
+    if cfg.kv_heads != cfg.n_heads:
+        needed.append((("gqa",), "grouped KV heads"))
+    if pos.supports_("needs_bias"):
+        needed.append((("bias", "alibi") if cfg.position == "alibi" else ("bias",), f"the {cfg.position} score bias"))
+    if cfg.window is not None:
+        needed.append((("window",), "a sliding window"))
+
+    if device is not None:
+        ok, reason = attn.available(device)
+        if not ok:
+            raise UnavailableError(f"attention {cfg.attention!r} cannot run on {device}: {reason}")
 
     NORM.get(cfg.norm)
     ACTIVATION.get(cfg.activation)
@@ -67,9 +78,9 @@ def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: boo
         if not cfg.causal:
             raise ConfigError("a sliding window is defined for causal models only (causal=True)")
     if device is not None:
-        ok, reason = attn.available(device)
-        if not ok:
-            raise UnavailableError(f"attention {cfg.attention!r} cannot run on {device}: {reason}")
+        for alternatives, what in needed:
+            if not any(attention_variants.supports(cfg.attention, f, device) for f in alternatives):
+                raise UnavailableError(f"attention {cfg.attention!r} cannot take {what} on {device}")
         if backward and not attention_variants.supports(cfg.attention, "backward", device):
             raise UnavailableError(f"attention {cfg.attention!r} has no backward pass on {device}, so it cannot train there")
 
