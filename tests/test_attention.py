@@ -523,6 +523,103 @@ def test_backend_of_names_what_runs_on_cpu(request):
         A.backend_of("linear", q, k, v, causal=True, window=3)
 
 
+def test_lower_right_causal_bias_builds_under_a_dispatch_mode(request):
+    """backend_of runs SDPA under a TorchDispatchMode; torch's CausalBias (a Tensor subclass) cannot be constructed
+    inside one ("Creating a new Tensor subclass CausalBias but the raw Tensor object is already associated ..."), which
+    broke sdpa_flash/sdpa_efficient with Tq < Tk causal on CUDA. The CPU run below goes through the same recorder."""
+    case = CASE_BY_NAME["causal-kvcache-gqa"]
+    q, k, v, _ = make_inputs(case, _gen(request))
+    ke, ve = A._expand_kv(k, v, H)
+    outs = []
+    ops = A._record_aten_ops(lambda: outs.append(F.scaled_dot_product_attention(
+        q, ke, ve, attn_mask=A._causal_lower_right(case.tq, case.tk))))
+    assert ops  # the recorder saw the attention call itself
+    assert_close(outs[0], call("naive", q, k, v, case, None), "CausalBias lower-right vs naive")
+    with pytest.raises(AssertionError):  # and the bias really is bottom-right (top-left would differ)
+        assert_close(outs[0], F.scaled_dot_product_attention(q, ke, ve, is_causal=True), "top-left")
+
+
+# (key, dev, H, Hkv, Tq, Tk, causal, has_bias, window) -> (route, expand_kv)
+ROUTES = [
+    (("sdpa_efficient", "cuda", 4, 2, 64, 192, False, False, None), ("plain", True)),  # efficient takes no GQA
+    (("sdpa_efficient", "cuda", 4, 2, 128, 128, True, True, None), ("mask", True)),
+    (("sdpa_efficient", "cuda", 4, 4, 5, 17, True, False, None), ("lower_right", False)),
+    (("sdpa_efficient", "cuda", 4, 1, 1, 17, True, False, None), ("lower_right", True)),
+    (("sdpa_flash", "cuda", 4, 2, 5, 17, True, False, None), ("lower_right", True)),
+    (("sdpa_flash", "cuda", 4, 2, 5, 17, False, False, None), ("plain", False)),  # enable_gqa
+    (("sdpa_flash", "cpu", 4, 2, 5, 17, True, False, None), ("mask", False)),
+    (("sdpa_cudnn", "cuda", 4, 2, 5, 17, True, False, None), ("mask", False)),
+    (("sdpa", "cuda", 4, 2, 5, 17, True, False, 3), ("mask", False)),
+    (("sdpa_math", "cuda", 4, 2, 12, 12, True, False, None), ("plain", False)),
+]
+
+
+@pytest.mark.parametrize("args,expected", ROUTES)
+def test_sdpa_route_expands_kv_only_where_the_kernel_path_has_no_gqa(args, expected):
+    assert A._sdpa_route(*args) == expected
+
+
+def test_flex_dense_bias_tile_dtype_and_kernel_options(request):
+    """The dense bias is captured in the input dtype for half inputs (float32 otherwise) and, on CUDA, compiled with
+    2 pipeline stages; ALiBi (slopes only) keeps the default kernel options."""
+    _, _, _, dense = make_inputs(CASE_BY_NAME["dense-causal-gqa"], _gen(request))
+    _, _, _, alibi = make_inputs(CASE_BY_NAME["alibi-causal"], _gen(request, "a"))
+
+    def captured(mod):
+        return [c.cell_contents for c in mod.__closure__ if isinstance(c.cell_contents, torch.Tensor)]
+
+    for dtype, want in ((torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16),
+                        (torch.float32, torch.float32), (F64, F64)):
+        (t,) = captured(A._flex_score_mod(dense, 12, 12, torch.device("cpu"), dtype))
+        assert t.dtype == want and t.is_contiguous() and t.shape == (H, 12, 12)
+    (sl,) = captured(A._flex_score_mod(alibi, 12, 12, torch.device("cpu"), torch.bfloat16))
+    assert sl.dtype == torch.float32
+    assert A._flex_kernel_options("cuda", dense) == {"num_stages": 2}
+    assert A._flex_kernel_options("cuda", alibi) is None and A._flex_kernel_options("cuda", None) is None
+    assert A._flex_kernel_options("cpu", dense) is None
+
+
+def test_compiled_kernel_never_falls_back_to_eager(monkeypatch):
+    """Past the recompile limit dynamo would silently run flex eagerly (what happened to fp16 flex on the first H100
+    run); under _run_compiled the limit is raised and hitting it is an UnavailableError."""
+    calls = []
+
+    def toy(x):
+        calls.append(1)  # runs only while dynamo traces, never when a compiled graph executes
+        return x.sin() + 1
+
+    fn = torch.compile(toy, dynamic=False, fullgraph=True, backend="eager")
+    monkeypatch.setattr(A, "FLEX_RECOMPILE_LIMIT", 3)
+    before = torch._dynamo.config.recompile_limit
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for n in (1, 2, 3):
+            assert_close(A._run_compiled("flex", fn, torch.ones(n, dtype=F64)), torch.ones(n, dtype=F64).sin() + 1,
+                         f"compiled toy n={n}")
+        assert len(calls) == 3  # three compilations: the guard lifted the limit from 2 to 3
+        with pytest.raises(UnavailableError, match="flex: torch.compile cache full .*uncompiled"):
+            A._run_compiled("flex", fn, torch.ones(4, dtype=F64))
+        assert torch._dynamo.config.recompile_limit == 2 and not torch._dynamo.config.fail_on_recompile_limit_hit
+    assert torch._dynamo.config.recompile_limit == before
+
+
+def test_compiled_kernel_shared_memory_overflow_is_a_clear_refusal():
+    text = ("RuntimeError: No valid triton configs. OutOfMemoryError: out of resource: triton_tem_fused_flex_attention_4 "
+            "Required: 245760 Hardware limit:232448 Reducing block sizes or `num_stages` may help.")
+
+    def oor():
+        raise RuntimeError(text)
+
+    with pytest.raises(UnavailableError, match=r"flex: .*shared memory \(out of resource: .*Required: 245760") as info:
+        A._run_compiled("flex", oor)
+    assert "\n" not in str(info.value)
+
+    def other():
+        raise RuntimeError("some other inductor failure")
+
+    with pytest.raises(RuntimeError, match="some other inductor failure"):
+        A._run_compiled("flex", other)
+
+
 def test_bias_dense_is_used_for_non_native_kernels(request):
     """sdpa adds bias.dense; flex uses the ALiBi slopes natively (never calls dense)."""
     case = CASE_BY_NAME["alibi-causal"]
@@ -534,7 +631,9 @@ def test_bias_dense_is_used_for_non_native_kernels(request):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# GPU: bf16 / fp16 vs a float64 reference, forward and backward. Errors are printed (run with -s to read them).
+# GPU: bf16 / fp16 vs a float64 reference, forward and backward. One line per comparison (`[gpu] ...`, run with -s
+# to read them) and, at the end of the session, a summary table: printed (capture bypassed), and also written to
+# the file named by $ABLATE_GPU_REPORT when set. Every (key, dtype, case) that runs records exactly one status.
 
 GPU_CASES = [
     Case("causal", True, 128, 128, 4),
@@ -547,15 +646,104 @@ GPU_CASES = [
     Case("window-kvcache-alibi", True, 64, 192, 2, "alibi", window=48),
 ]
 GPU_TOL = 2e-2
+_DT_SHORT = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def _fmt_err(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2e}"
+
+
+def format_gpu_report(rows: list[dict[str, Any]], header: str = "") -> str:
+    """Compact summary of the GPU comparisons: one line per (key, backend, dtype) with the worst forward and worst
+    gradient error over its cases, then what was refused / unavailable / failed (every recorded row is counted)."""
+    lines = [f"[gpu summary] {header}".rstrip()]
+    compared = [r for r in rows if r["status"] in ("ok", "FAIL")]
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in compared:
+        groups.setdefault((r["key"], r["backend"], r["dtype"]), []).append(r)
+    lines.append(f"{'key':15s} {'backend':34s} {'dtype':5s} {'n':>2s} {'worst fwd (case)':29s} worst grad (which, case)")
+    for (key, backend, dtype), rs in groups.items():
+        wf = max(rs, key=lambda r: r["fwd"] if r["fwd"] is not None else -1.0)
+        grads = [(e, n, r["case"]) for r in rs for n, e in (r["grads"] or {}).items()]
+        wg = max(grads) if grads else None
+        fails = sum(r["status"] == "FAIL" for r in rs)
+        lines.append(f"{key:15s} {backend:34s} {dtype:5s} {len(rs):2d} {_fmt_err(wf['fwd'])} {wf['case']:20s} "
+                     + (f"{_fmt_err(wg[0])} {wg[1]} {wg[2]}" if wg else "-")
+                     + (f"  [{fails} over tol]" if fails else ""))
+    other: dict[tuple[str, str, str, str], list[str]] = {}
+    for r in rows:
+        if r["status"] not in ("ok", "FAIL"):
+            other.setdefault((r["status"], r["key"], r["dtype"], r["note"]), []).append(r["case"])
+    for (status, key, dtype, note), cases in other.items():
+        lines.append(f"{status}: {key} {dtype} [{', '.join(cases)}]: {note}")
+    counts = {st: sum(r["status"] == st for r in rows) for st in ("ok", "FAIL", "refused", "unavailable", "error")}
+    lines.append(f"{len(rows)} runs: " + ", ".join(f"{n} {st}" for st, n in counts.items()))
+    return "\n".join(lines)
+
+
+def test_format_gpu_report_counts_every_row():
+    rows = [dict(key="sdpa", backend="sdpa:cudnn", dtype="bf16", case="causal", status="ok", fwd=3e-3,
+                 grads={"dq": 4e-3, "dk": 5e-3, "dv": 1e-3}, note=""),
+            dict(key="sdpa", backend="sdpa:cudnn", dtype="bf16", case="decode-mqa", status="FAIL", fwd=3e-2,
+                 grads={"dq": 1e-3, "dk": 2e-3, "dv": 1e-3}, note=""),
+            dict(key="flex", backend="", dtype="fp16", case="window-gqa", status="refused", fwd=None, grads=None,
+                 note="flex does not support x"),
+            dict(key="xformers", backend="", dtype="fp16", case="causal", status="unavailable", fwd=None, grads=None,
+                 note="not installed"),
+            dict(key="flex", backend="", dtype="bf16", case="dense-bidir-gqa", status="error", fwd=None, grads=None,
+                 note="InductorError: boom")]
+    text = format_gpu_report(rows, "torch x")
+    assert "3.00e-02 decode-mqa" in text and "5.00e-03 dk causal" in text and "[1 over tol]" in text
+    assert "refused: flex fp16 [window-gqa]: flex does not support x" in text
+    assert "error: flex bf16 [dense-bidir-gqa]: InductorError: boom" in text
+    assert text.splitlines()[-1] == "5 runs: 1 ok, 1 FAIL, 1 refused, 1 unavailable, 1 error"
+
+
+@pytest.fixture(scope="session")
+def gpu_report(request):
+    rows: list[dict[str, Any]] = []
+    yield rows
+    if not rows:
+        return
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "no cuda"
+    text = format_gpu_report(rows, f"torch {torch.__version__}, {dev}, ABLATE_TEST_SEED={SEED}")
+    path = os.environ.get("ABLATE_GPU_REPORT")
+    if path:
+        with open(path, "w") as fh:
+            fh.write(text + "\n")
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    if capman is not None and hasattr(capman, "global_and_fixture_disabled"):
+        with capman.global_and_fixture_disabled():
+            print("\n" + text + (f"\n(written to {path})" if path else ""), flush=True)
+    else:
+        print("\n" + text)
+
+
+# a forced SDPA key must report its own kernel (never another one)
+_FORCED_KERNEL = {"sdpa_flash": "sdpa:flash", "sdpa_efficient": "sdpa:efficient", "sdpa_cudnn": "sdpa:cudnn",
+                  "sdpa_math": "sdpa:math"}
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", GPU_CASES, ids=[c.name for c in GPU_CASES])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("key", list(A.KEYS))
-def test_gpu_low_precision_vs_float64(key, dtype, case, request):
+def test_gpu_low_precision_vs_float64(key, dtype, case, request, gpu_report):
+    rec: dict[str, Any] = dict(key=key, dtype=_DT_SHORT[dtype], case=case.name, status="running", backend="",
+                               fwd=None, grads=None, note="")
+    gpu_report.append(rec)
+    try:
+        _gpu_compare(key, dtype, case, request, rec)
+    except BaseException as exc:
+        if rec["status"] == "running":
+            rec["status"], rec["note"] = "error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+        raise
+
+
+def _gpu_compare(key: str, dtype: torch.dtype, case: Case, request, rec: dict[str, Any]) -> None:
     ok, reason = ATTENTION[key].available("cuda")
     if not ok:
+        rec["status"], rec["note"] = "unavailable", reason
         pytest.skip(f"{key} unavailable on cuda: {reason}")
     dev = torch.device("cuda")
     q, k, v, bias = make_inputs(case, _gen(request), d=64)
@@ -567,9 +755,16 @@ def test_gpu_low_precision_vs_float64(key, dtype, case, request):
         A.check_call(key, *lp, case.causal, bias, case.window)
     except (UnavailableError, ConfigError) as exc:
         assert not expected, f"{key} claims support for [{case.name}] in {dtype} but refuses: {exc}"
+        rec["status"], rec["note"] = "refused", str(exc)
         pytest.skip(f"{key} refuses [{case.name}] in {dtype}: {exc}")
     assert expected, f"{key} accepted [{case.name}] in {dtype} although its supports say no"
-    backend = A.backend_of(key, *lp, causal=case.causal, bias=bias, window=case.window)
+    backend = rec["backend"] = A.backend_of(key, *lp, causal=case.causal, bias=bias, window=case.window)
+    if key in _FORCED_KERNEL:
+        assert backend.split("+")[0] == _FORCED_KERNEL[key], f"{key} ran {backend}"
+    if key == "sdpa_efficient" and case.hkv != H:
+        assert backend.endswith("+expand_kv"), backend
+    if key == "flex":
+        assert backend == "flex:compiled", backend
     # float64 reference (linear attention is its own reference, in float64)
     ref_leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
     if key == "linear":
@@ -580,10 +775,13 @@ def test_gpu_low_precision_vs_float64(key, dtype, case, request):
     (ref * gout).sum().backward()
     out = call(key, *lp, case, bias)
     assert out.dtype == dtype and out.shape == ref.shape
-    fwd = rel_err(out, ref)
+    fwd = rec["fwd"] = rel_err(out, ref)
     (out * gout.to(dtype)).sum().backward()
-    errs = {f"d{n}": rel_err(t.grad, r.grad) for n, t, r in zip("qkv", lp, ref_leaves)}
-    print(f"[gpu] {key:15s} {backend:32s} {str(dtype):15s} {case.name:24s} fwd {fwd:.2e} "
+    errs = rec["grads"] = {f"d{n}": rel_err(t.grad, r.grad) for n, t, r in zip("qkv", lp, ref_leaves)}
+    ok = fwd < GPU_TOL and all(e < GPU_TOL for e in errs.values())
+    rec["status"] = "ok" if ok else "FAIL"
+    # leading newline: with -s the line would otherwise be glued to pytest's progress characters (".FFssss[gpu] ...")
+    print(f"\n[gpu] {key:15s} {backend:34s} {str(dtype):15s} {case.name:24s} fwd {fwd:.2e} "
           + " ".join(f"{n} {e:.2e}" for n, e in errs.items()))
     assert fwd < GPU_TOL, f"{key} ({backend}) {dtype} [{case.name}] forward rel err {fwd:.3e} {SEED_NOTE}"
     for n, e in errs.items():

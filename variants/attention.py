@@ -21,9 +21,13 @@ where it only holds there (``sdpa_flash`` takes an ALiBi/window mask on CPU but 
 aware) or :func:`check_call` (the whole request) for the precise one.
 An entry never silently runs another kernel: a request it cannot serve raises :class:`UnavailableError`
 (kernel limitation, missing package, wrong device/dtype) or :class:`ConfigError` (invalid request) with a one-line
-reason. :func:`check_call` answers before any compute (one exception: ``sdpa_flash`` on CPU refuses a bias that
-requires grad once ``bias.dense`` has been evaluated); every entry runs it first (~15-25 us of Python per call).
-:func:`backend_of` names what really runs (e.g. the SDPA kernel PyTorch dispatched to).
+reason. :func:`check_call` answers before any compute (exceptions: ``sdpa_flash`` on CPU refuses a bias that
+requires grad once ``bias.dense`` has been evaluated; a forced SDPA kernel that PyTorch refuses at call time; compiled
+``flex`` whose generated Triton kernel exceeds the GPU's shared memory or whose compile cache is full -- it is never
+run uncompiled instead); every entry runs it first (~15-25 us of Python per call).
+:func:`backend_of` names what really runs (e.g. the SDPA kernel PyTorch dispatched to, with ``+expand_kv`` where
+K/V heads are materialised for GQA because that kernel path has no ``enable_gqa``: ``sdpa_efficient`` on CUDA, and the
+bottom-right-causal ``CausalBias`` path of ``sdpa_flash``/``sdpa_efficient``).
 
 Environment knobs: ``ABLATE_FLEX_COMPILE_CPU=1`` compiles FlexAttention on CPU too (with torch 2.13 it works for
 float32/16/bf16 -- not float64 -- but costs 7-19 s of compilation per new shape on 2 cores, so the CPU default is the
@@ -405,20 +409,59 @@ def _sdpa_plain(q: Tensor, k: Tensor, v: Tensor, **kw: Any) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, **kw)
 
 
+def _sdpa_route(key: str, dev: str, h: int, hkv: int, tq: int, tk: int, causal: bool, has_bias: bool,
+                window: int | None) -> tuple[str, bool]:
+    """How ``_sdpa_impl`` serves a request: ``(route, expand_kv)``.
+
+    route: ``"plain"`` (``is_causal`` / no mask), ``"lower_right"`` (CUDA flash/efficient: bottom-right causal through
+    ``torch.nn.attention.bias.causal_lower_right``, no mask tensor) or ``"mask"`` (an explicit boolean / additive
+    mask). ``expand_kv``: K/V heads are materialised with ``repeat_interleave`` for GQA/MQA because that kernel path
+    takes no ``enable_gqa``: the lower-right path calls the aten kernels directly, and PyTorch's memory-efficient
+    kernel requires equal head counts ("For dense input, both fused kernels require query, key and value to have the
+    same num_heads"). :func:`backend_of` reports it as ``"+expand_kv"``.
+    """
+    if not has_bias and window is None and (not causal or tq == tk):
+        route = "plain"
+    elif not has_bias and window is None and dev == "cuda" and key in ("sdpa_flash", "sdpa_efficient"):
+        route = "lower_right"
+    else:
+        route = "mask"
+    expand = h != hkv and (route == "lower_right" or not _SDPA_HAS_GQA
+                           or (key == "sdpa_efficient" and dev == "cuda"))
+    return route, expand
+
+
+def _causal_lower_right(tq: int, tk: int) -> Any:
+    """``torch.nn.attention.bias.causal_lower_right(tq, tk)``, built outside any active TorchDispatchMode.
+
+    ``CausalBias`` is a data-less Tensor subclass. Constructed while a dispatch mode is active (``backend_of``'s aten
+    recorder, a profiler or debug mode), the raw tensor is first wrapped as a plain ``Tensor`` and torch raises
+    "Creating a new Tensor subclass CausalBias but the raw Tensor object is already associated to a python object of
+    type Tensor". The mode still sees every aten op of the attention call itself.
+    """
+    from torch.nn.attention.bias import causal_lower_right
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with _disable_current_modes():
+        return causal_lower_right(int(tq), int(tk))
+
+
 def _sdpa_impl(key: str, q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, window: int | None,
                scale: float | None) -> Tensor:
     tq, tk = q.shape[2], k.shape[2]
     kw: dict[str, Any] = {} if scale is None else {"scale": scale}
-    if bias is None and window is None and (not causal or tq == tk):
-        return _sdpa_plain(q, k, v, is_causal=causal, **kw)
-    if bias is None and window is None and q.is_cuda and key in ("sdpa_flash", "sdpa_efficient"):
-        # CUDA flash refuses attn_mask and non-square is_causal; PyTorch's lower-right CausalBias drives the
-        # flash / efficient kernels with bottom-right alignment directly (k/v expanded: that path calls the aten
-        # kernels without enable_gqa).
-        from torch.nn.attention.bias import causal_lower_right
-
+    route, expand = _sdpa_route(key, q.device.type, q.shape[1], k.shape[1], tq, tk, causal, bias is not None,
+                                window)
+    if expand:
         k, v = _expand_kv(k, v, q.shape[1])
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(tq, tk), **kw)
+    if route == "plain":
+        return _sdpa_plain(q, k, v, is_causal=causal, **kw)
+    if route == "lower_right":
+        # CUDA flash refuses attn_mask and non-square is_causal; PyTorch's lower-right CausalBias drives the flash
+        # kernel (is_causal there means bottom-right) or the efficient one (custom_mask_type=LOWER_RIGHT) directly.
+        # Under sdpa_kernel(<one backend>) the other one is runtime-disabled, so no other kernel can be picked; if the
+        # forced one cannot take the inputs, CausalBias materialises a mask and the forced call is refused.
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=_causal_lower_right(tq, tk), **kw)
     if bias is None:
         mask = allowed_mask(tq, tk, causal, window, q.device)  # bool (Tq, Tk)
     else:
@@ -704,14 +747,58 @@ def _flex_mode(dev: str) -> str:
     return "eager"
 
 
+# Compiled flex specialises on shapes/dtype/GQA/score_mod (dynamic=False), so a sweep or a test matrix needs many
+# graphs of the one flex_attention code object. Past dynamo's default recompile_limit (8) dynamo runs the frame
+# *eagerly* (unfused, materialised scores) with only a log warning -- on the first H100 run every flex call after the
+# 9th specialisation did, while reported as "flex:compiled". Compiled calls therefore run with this limit and
+# fullgraph=True: past it (or on any graph break) they raise instead of degrading.
+FLEX_RECOMPILE_LIMIT = 128
+
+
 def _flex_callable(dev: str) -> Callable[..., Any]:
     from torch.nn.attention.flex_attention import flex_attention
 
     if _flex_mode(dev) == "eager":
         return flex_attention
     if "fn" not in _FLEX_COMPILED:
-        _FLEX_COMPILED["fn"] = torch.compile(flex_attention, dynamic=False)
+        _FLEX_COMPILED["fn"] = torch.compile(flex_attention, dynamic=False, fullgraph=True)
     return _FLEX_COMPILED["fn"]
+
+
+def _compile_guard(limit: int) -> Any:
+    """Dynamo config for a compiled kernel call: at least ``limit`` recompilations, and a hard error (never a silent
+    eager run) once the limit is reached."""
+    cfg = torch._dynamo.config
+    over: dict[str, Any] = {}
+    for name in ("recompile_limit", "cache_size_limit"):  # older torch: cache_size_limit (later an alias)
+        if hasattr(cfg, name):
+            if getattr(cfg, name) < limit:
+                over[name] = limit
+            break
+    for name in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):
+        if hasattr(cfg, name):
+            over[name] = True
+            break
+    return cfg.patch(**over)
+
+
+def _run_compiled(key: str, fn: Callable[..., Tensor], *args: Any, **kw: Any) -> Tensor:
+    """Call a torch.compile'd kernel under :func:`_compile_guard`; the two compile-time refusals that are limits of
+    the machine or of the compile cache (not bugs in the request) become UnavailableError with the reason."""
+    try:
+        with _compile_guard(FLEX_RECOMPILE_LIMIT):
+            return fn(*args, **kw)
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        if type(exc).__name__ == "FailOnRecompileLimitHit":
+            raise UnavailableError(f"{key}: torch.compile cache full ({FLEX_RECOMPILE_LIMIT} specialisations of "
+                                   f"flex_attention in this process; raise {__name__}.FLEX_RECOMPILE_LIMIT); "
+                                   f"refusing to run it uncompiled") from exc
+        if "out of resource" in text and "Hardware limit" in text:
+            at = text.find("out of resource")
+            raise UnavailableError(f"{key}: the Triton kernel compiled for these inputs does not fit this GPU's "
+                                   f"shared memory ({_first_line(text[at:], 200)})") from exc
+        raise
 
 
 def _flex_block_mask(tq: int, tk: int, causal: bool, window: int | None, device: torch.device) -> Any:
@@ -736,7 +823,7 @@ def _flex_block_mask(tq: int, tk: int, causal: bool, window: int | None, device:
 def _flex_score_mod(bias: Any, tq: int, tk: int, device: torch.device, dtype: torch.dtype) -> Any:
     if bias is None:
         return None
-    # flex computes scores in float32 (float64 for float64 inputs); captured tensors match that
+    # flex computes scores in float32 (float64 for float64 inputs); ALiBi slopes are captured in that precision
     work = torch.float64 if dtype == torch.float64 else torch.float32
     off = tk - tq
     slopes = _bias_slopes(bias)
@@ -747,9 +834,13 @@ def _flex_score_mod(bias: Any, tq: int, tk: int, device: torch.device, dtype: to
             return score - sl[h] * (qi + off - kv).abs()
 
         return alibi
-    dense = bias.dense(tq, tk, device, work)
+    # A dense (Hb, Tq, Tk) bias is read tile by tile inside the kernel. It is kept in the input dtype for fp16/bf16
+    # (as SDPA and naive add it): half the memory traffic and shared memory of a float32 copy. With a float32 bias the
+    # compiled bf16 head_dim-64 kernel on H100 (torch 2.11) asked for 240 KiB of shared memory (limit 227 KiB).
+    dense = bias.dense(tq, tk, device, dtype if dtype in (torch.float16, torch.bfloat16) else work)
     if dense.dim() == 2:
         dense = dense.unsqueeze(0)
+    dense = dense.contiguous()
     if dense.shape[0] == 1:
         d2 = dense[0]
 
@@ -758,28 +849,43 @@ def _flex_score_mod(bias: Any, tq: int, tk: int, device: torch.device, dtype: to
 
         return shared_bias
 
-    def head_bias(score, b, h, qi, kv):  # noqa: ANN001
+    def head_bias(score, b, h, qi, kv):  # noqa: ANN001  (h: query head, also under GQA)
         return score + dense[h, qi, kv]
 
     return head_bias
 
 
+def _flex_kernel_options(dev: str, bias: Any) -> dict[str, Any] | None:
+    """Triton options for compiled CUDA flex. A dense score bias is a (BLOCK_M, BLOCK_N) tile loaded in every loop
+    iteration, which Triton's software pipeliner may stage in shared memory once per pipeline stage; such kernels use
+    2 stages (forward and backward) instead of the default 3 to keep a margin below the per-block limit (227 KiB on
+    H100). Costs some speed on dense-bias (T5) flex only; ALiBi and masks keep the defaults."""
+    if dev == "cuda" and bias is not None and _bias_slopes(bias) is None:
+        return {"num_stages": 2}
+    return None
+
+
 def _flex_impl(q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, window: int | None,
                scale: float | None) -> Tensor:
     tq, tk = q.shape[2], k.shape[2]
-    fn = _flex_callable(q.device.type)
+    dev = q.device.type
+    fn = _flex_callable(dev)
     block_mask = _flex_block_mask(tq, tk, causal, window, q.device)
     score_mod = _flex_score_mod(bias, tq, tk, q.device, q.dtype)
     kw: dict[str, Any] = {"score_mod": score_mod, "block_mask": block_mask, "scale": scale}
     if q.shape[1] != k.shape[1]:
         kw["enable_gqa"] = True
-    if q.device.type == "cpu" and not torch.is_grad_enabled():
+    opts = _flex_kernel_options(dev, bias) if _flex_mode(dev) == "compiled" else None
+    if opts:
+        kw["kernel_options"] = opts
+    if dev == "cpu" and not torch.is_grad_enabled():
         # torch refuses CPU flex for inputs that require grad even under no_grad; no graph is built anyway
         q, k, v = q.detach(), k.detach(), v.detach()
+    if _flex_mode(dev) == "compiled":
+        return _run_compiled("flex", fn, q, k, v, **kw)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
-        out = fn(q, k, v, **kw)
-    return out
+        return fn(q, k, v, **kw)
 
 
 def _flex(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, bias: Any = None, window: int | None = None,
@@ -933,10 +1039,18 @@ def _xformers_op_name(q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, 
         return ""
 
 
+def _expand_suffix(key: str, q: Tensor, k: Tensor, causal: bool, bias: Any, window: int | None) -> str:
+    expand = _sdpa_route(key, q.device.type, q.shape[1], k.shape[1], q.shape[2], k.shape[2], causal,
+                         bias is not None, window)[1]
+    return "+expand_kv" if expand else ""
+
+
 def backend_of(key: str, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, bias: Any = None,
                window: int | None = None) -> str:
     """Name what really runs for these inputs, e.g. ``"sdpa:flash"``, ``"sdpa:math"``, ``"flash_attn:fa4"``,
     ``"flex:eager"``, ``"sliding_window:sdpa:flash_cpu"``. Raises like :func:`check_call` when it cannot run.
+    ``"+expand_kv"`` marks an SDPA call whose K/V heads were materialised for GQA/MQA (e.g.
+    ``"sdpa:efficient+expand_kv"``), see :func:`_sdpa_route`.
 
     For the SDPA family the call is executed once under a dispatch recorder and the aten kernel actually reached is
     read off (cached by shape/dtype/device/flags)."""
@@ -949,6 +1063,7 @@ def backend_of(key: str, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, bias:
         name = "naive"
     elif key.startswith("sdpa"):
         name = "sdpa:" + _sdpa_kernel_name(lambda: fn(q, k, v, causal=causal, bias=bias, window=window))
+        name += _expand_suffix(key, q, k, causal, bias, window)
     elif key == "flash_attn":
         name = "flash_attn:" + _flash_variant(q, bias)
     elif key == "xformers":
@@ -961,6 +1076,7 @@ def backend_of(key: str, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, bias:
         if plan == "sdpa":
             name = "sliding_window:sdpa:" + _sdpa_kernel_name(
                 lambda: _sdpa_impl("sdpa", q, k, v, True, bias, window, None))
+            name += _expand_suffix("sdpa", q, k, True, bias, window)
         elif plan == "flash_attn":
             name = "sliding_window:flash_attn:" + _flash_variant(q, bias)
         else:
