@@ -466,7 +466,7 @@ def _print_summary(out: Path, gid: str, elapsed: float, ran: int, left: int, lim
 
     from ablate.results import to_frame
 
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 140)
     try:
         df = to_frame(out)
     except Exception as exc:  # the run itself succeeded; never fail on the print
@@ -704,20 +704,22 @@ def _mean_curve(g, xcol: str, ycol: str):
 
 def _group_dirs(df) -> list[tuple[str, Any]]:
     """(folder name, rows) per (device, preset, grid_id): ``<device>-<preset>``; when one device-preset holds
-    several grids, the newest keeps the plain name and the others get ``-<grid_id[:6]>``."""
-    for c in ("device", "preset", "grid_id", "timestamp"):
+    several grids, one keeps the plain name -- the default grid (no ``grid.axes``), then the one with most rows, then
+    the newest -- and the others get ``-<grid_id[:6]>``."""
+    for c in ("device", "preset", "grid_id", "timestamp", "config.grid.axes"):
         if c not in df.columns:
             df = df.assign(**{c: ""})
     groups = [(k, g) for k, g in df.groupby(["device", "preset", "grid_id"], sort=True, dropna=False)]
-    newest: dict[tuple, tuple[str, str]] = {}
+    best: dict[tuple, tuple] = {}
     for (dev, pre, gid), g in groups:
-        ts = str(g["timestamp"].max())
-        if (dev, pre) not in newest or ts > newest[(dev, pre)][0]:
-            newest[(dev, pre)] = (ts, str(gid))
+        axes = g["config.grid.axes"].iloc[0]
+        rank = (not (isinstance(axes, str) and axes.strip()), len(g), str(g["timestamp"].max()), str(gid))
+        if (dev, pre) not in best or rank > best[(dev, pre)]:
+            best[(dev, pre)] = rank
     out = []
     for (dev, pre, gid), g in groups:
         name = f"{dev}-{pre}" if (dev or pre) else SUITE
-        if str(gid) != newest[(dev, pre)][1]:
+        if str(gid) != best[(dev, pre)][-1]:
             name += f"-{str(gid)[:6]}"
         out.append((name, g))
     return out
@@ -753,12 +755,21 @@ def _setup_lines(g) -> list[str]:
     return lines
 
 
+def _si(x: float, _pos: Any = None) -> str:
+    """Tick label with an SI suffix: 250000 → 250k, 1.5e7 → 15M."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:g}{suffix}"
+    return f"{x:g}"
+
+
 def report(df, out_dir: Path) -> list[Path]:
     """Per (device, preset, grid): ``training_table`` (.md/.tex), ``training_findings`` (.md/.tex),
     ``training_curves`` and ``training_pareto`` (.png/.svg) and ``index.md`` in ``out_dir/<device>-<preset>/``."""
     import matplotlib.pyplot as plt
     import numpy as np
     import seaborn as sns
+    from matplotlib.ticker import FuncFormatter
 
     from ablate.stats import pareto_front
     from ablate.tables import plot_style, savefig, to_markdown, write_table
@@ -781,7 +792,7 @@ def report(df, out_dir: Path) -> list[Path]:
                               caption="Final validation loss (nats/token; mean ± 95% t-interval over seeds), Δ vs "
                                       "the baseline named in 'vs' (sig. = interval excludes 0 and |Δ| > seed std; "
                                       "n.s. otherwise), bits per byte, parameters, training tokens/s.",
-                              floatfmt={"bpb": ".4f", "tokens/s": ".4g", "peak mem (MiB)": ".1f", "MFU (%)": ".1f"})
+                              floatfmt={"bpb": ".4f", "tokens/s": ",.0f", "peak mem (MiB)": ".1f", "MFU (%)": ".1f"})
         written += [md, tex]
         findings = findings_table(g)
         if not findings.empty:
@@ -804,7 +815,8 @@ def report(df, out_dir: Path) -> list[Path]:
         with plot_style():
             fig, axes = plt.subplots(1, len(families), figsize=(5.2 * len(families), 3.9), squeeze=False,
                                      sharey=True)
-            finals = []
+            finals: list[float] = []
+            tops: list[float] = []
             for ax, (fam, members) in zip(axes[0], families):
                 for m in members:
                     sub = g[(g["point"] == m) & (g["status"].isin(["ok", "diverged"]))]
@@ -820,15 +832,17 @@ def report(df, out_dir: Path) -> list[Path]:
                     if n > 1:
                         ax.fill_between(xv, mean - std, mean + std, color=pal[m], alpha=0.18, lw=0)
                     finals.append(float(mean[-1]))
+                    tops.append(float(np.nanmax(mean + std)))
                     curves_ok = True
                 ax.set_title(f"vs {fam}" if len(families) > 1 else "validation loss", fontsize=10)
                 ax.set_xlabel("training tokens")
+                ax.xaxis.set_major_formatter(FuncFormatter(_si))
                 ax.legend(fontsize=6.5, frameon=False)
             axes[0][0].set_ylabel("validation loss (nats/token)")
             if finals:
                 lo, hi = min(finals), max(finals)
                 span = max(hi - lo, 0.05)
-                axes[0][0].set_ylim(lo - 0.3 * span, hi + 2.5 * span)
+                axes[0][0].set_ylim(max(0.0, lo - 0.3 * span), min(max(tops) + 0.05, hi + 2.5 * span))
             fig.suptitle("Validation loss during training (mean over seeds; band ±1 std)", fontsize=10)
             if curves_ok:
                 written += list(savefig(fig, folder / "training_curves"))
@@ -844,7 +858,7 @@ def report(df, out_dir: Path) -> list[Path]:
             with plot_style():
                 fig, ax = plt.subplots(figsize=(6.6, 4.6))
                 for s, x, y, f in zip(pts, xs, ys, front):
-                    err = s["val"].half_width
+                    err = s["val"].std
                     ax.errorbar([x], [y], yerr=[[err], [err]] if err else None, fmt="o" if f else "o",
                                 ms=7 if f else 5, color=pal[s["point"]], mec="black" if f else "none",
                                 mew=1.2 if f else 0, capsize=2, lw=1)
@@ -855,8 +869,9 @@ def report(df, out_dir: Path) -> list[Path]:
                             label="Pareto front")
                     ax.legend(fontsize=7, frameon=False)
                 ax.set_xlabel("training throughput (tokens/s, higher is better)")
+                ax.xaxis.set_major_formatter(FuncFormatter(_si))
                 ax.set_ylabel("final validation loss (lower is better)")
-                ax.set_title("Quality vs cost (outlined: Pareto-optimal; bars: 95% CI)", fontsize=10)
+                ax.set_title("Quality vs cost (outlined: Pareto-optimal; bars: ±1 std over seeds)", fontsize=10)
                 written += list(savefig(fig, folder / "training_pareto"))
             front_names = [s["point"] for s, f in zip(pts, front) if f]
         else:
@@ -874,6 +889,11 @@ def report(df, out_dir: Path) -> list[Path]:
         else:
             peak = next((s["mfu_peak"] for s in stats if s["mfu_peak"]), None)
             index += [f"MFU uses the peak: {peak}.", ""]
+        stuck_base = [s["point"] for s in stats if s["stuck"] and any(o["baseline"] == s["point"] for o in stats)]
+        if stuck_base:
+            index += [f"**Caution:** the baseline(s) {', '.join(f'`{n}`' for n in stuck_base)} learned no context "
+                      "(final loss ≈ the unigram loss): a Δ against it says whether the change lets the model train "
+                      "at all under this budget, not how much the change improves a model that trains.", ""]
         index += ["Significance: Δ is *sig.* only when its 95% t-interval (paired over seeds when both ran the same "
                   "seeds, else Welch) excludes 0 **and** |Δ| exceeds the seed spread (the larger std); otherwise "
                   "*n.s.*. With one seed no test is made.", ""]
