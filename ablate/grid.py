@@ -297,7 +297,8 @@ def axes_grid(model: ModelConfig, spec: GridSpec) -> list[GridPoint]:
                 if not a.is_train and getattr(cfg, a.key) == current:
                     continue  # the base already has this value
                 pts.append(GridPoint(f"{base_name}+{_short(a, v)}", _complete(cfg, spec), tr, baseline=base_name,
-                                     change=f"{a.key}: {_show(current) if not a.is_train else '-'}→{v}",
+                                     change=f"{a.key}: {_show(current) if not a.is_train else '-'}→"
+                                            f"{_show(getattr(cfg, a.key)) if not a.is_train else v}",
                                      group="oat", settings={a.key: v}))
     names = [p.name for p in pts]
     dup = sorted({n for n in names if names.count(n) > 1})
