@@ -229,22 +229,24 @@ def default_grid(model: ModelConfig, spec: GridSpec = GridSpec()) -> list[GridPo
         new = getattr(modern, c.field)
         old = getattr(original, c.field)
         pts.append(GridPoint(f"original+{c.add}", replace(original, **{c.field: new}), baseline="original",
-                             change=f"{c.field}: {_show(old)}→{_show(new)}", group="original"))
+                             change=f"{c.field}: {_show(old, c.field)}→{_show(new, c.field)}", group="original"))
     pts.append(GridPoint("modern", modern, baseline="original", change="all changes", group="modern"))
     for c in CHANGES:
         new = getattr(original, c.field)
         old = getattr(modern, c.field)
         pts.append(GridPoint(f"modern-{c.remove}", replace(modern, **{c.field: new}), baseline="modern",
-                             change=f"{c.field}: {_show(old)}→{_show(new)}", group="modern"))
+                             change=f"{c.field}: {_show(old, c.field)}→{_show(new, c.field)}", group="modern"))
     for suffix, changes in EXTRAS:
         cfg = _fill(modern, spec, changes)
-        what = ", ".join(f"{k}: {_show(getattr(modern, k))}→{_show(getattr(cfg, k))}" for k in changes)
+        what = ", ".join(f"{k}: {_show(getattr(modern, k), k)}→{_show(getattr(cfg, k), k)}" for k in changes)
         pts.append(GridPoint(f"modern+{suffix}", cfg, baseline="modern", change=what, group="modern"))
     return [replace(p, index=i) for i, p in enumerate(pts)]
 
 
-def _show(v: Any) -> str:
-    return "MHA" if v is None else str(v)
+def _show(v: Any, key: str = "n_kv_heads") -> str:
+    if v is None:
+        return {"n_kv_heads": "MHA", "window": "full"}.get(key, "none")
+    return str(v)
 
 
 def _short(axis: Axis, value: str) -> str:
@@ -297,8 +299,8 @@ def axes_grid(model: ModelConfig, spec: GridSpec) -> list[GridPoint]:
                 if not a.is_train and getattr(cfg, a.key) == current:
                     continue  # the base already has this value
                 pts.append(GridPoint(f"{base_name}+{_short(a, v)}", _complete(cfg, spec), tr, baseline=base_name,
-                                     change=f"{a.key}: {_show(current) if not a.is_train else '-'}→"
-                                            f"{_show(getattr(cfg, a.key)) if not a.is_train else v}",
+                                     change=f"{a.key}: {_show(current, a.key) if not a.is_train else '-'}→"
+                                            f"{_show(getattr(cfg, a.key), a.key) if not a.is_train else v}",
                                      group="oat", settings={a.key: v}))
     names = [p.name for p in pts]
     dup = sorted({n for n in names if names.count(n) > 1})
