@@ -4,6 +4,8 @@
     ablate env [--format table|json]                 the environment fingerprint stored with every row
     ablate run --suite S [--preset P] [--set k=v]... run a suite (resumes by default)
     ablate report RESULTS... --out DIR               tables and figures from results files/folders
+    ablate compare BASELINE NEW [--fail-if E]...     regressions between two sets of results (exit 1)
+    ablate nightly [--write-baseline]                the nightly GPU CI steps, runnable locally
     ablate version
 
 User errors print one line ``ablate: error: <message>`` on stderr and exit 2; Ctrl-C exits 130.
@@ -213,19 +215,124 @@ def report_cmd(
     results: List[Path] = typer.Argument(..., help="Results files (.jsonl) or folders of them."),
     out: Path = typer.Option(Path("reports"), "--out", "-o", help="Folder for tables and figures."),
 ) -> None:
-    """Make tables (Markdown + LaTeX) and figures (PNG + SVG) from results, one set per suite present."""
-    from ablate.errors import ResultsFileError
-    from ablate.results import to_frame
-    from ablate.runner import report_rows
+    """Tables (Markdown + LaTeX) and figures (PNG + SVG) from results alone, one set per suite present, a
+    cross-run view when the results span several commits or machines, and OUT/index.md linking them."""
+    from ablate.report import build_report
 
-    df = to_frame(results)
-    if df.empty:
-        raise ResultsFileError(f"no result rows in {', '.join(str(p) for p in results)}")
-    written = report_rows(df, out)
-    for suite, files in written.items():
+    rep = build_report(results, out)
+    for suite, files in rep.files.items():
         typer.echo(f"{suite}: {len(files)} file(s)")
         for f in files:
             typer.echo(f"  {f}")
+    if rep.cross_run:
+        typer.echo(f"across runs: {len(rep.cross_run)} file(s)")
+        for f in rep.cross_run:
+            typer.echo(f"  {f}")
+    typer.echo(f"index: {rep.index}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# compare
+
+
+class CompareFormat(str, enum.Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
+@app.command("compare")
+def compare_cmd(
+    baseline: Path = typer.Argument(..., help="Baseline results: a .jsonl file or a folder of them."),
+    new: Path = typer.Argument(..., help="New results: a .jsonl file or a folder of them."),
+    fail_if: Optional[List[str]] = typer.Option(
+        None, "--fail-if", help="METRIC:AMOUNT% or METRIC:AMOUNT (pytest-benchmark syntax, e.g. median:5%, "
+                                "time_ms:10%, tflops:10%, ppl:2%); repeatable. Default: "
+                                "time_ms:10%, peak_mem_bytes:10%, ppl:5%, val_loss:5%, passkey_acc:0.1."),
+    fmt: CompareFormat = typer.Option(CompareFormat.table, "--format", "-f", help="table, json or markdown."),
+    allow_env_mismatch: bool = typer.Option(False, "--allow-env-mismatch",
+                                            help="Compare even across GPUs / torch major versions / devices."),
+    github_json: Optional[Path] = typer.Option(
+        None, "--github-json", help="Folder to write github-action-benchmark custom data into "
+                                    "(customSmallerIsBetter.json, customBiggerIsBetter.json)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Also write the --format output to this file."),
+) -> None:
+    """Compare NEW results with BASELINE row by row; exit 1 on a regression, 0 otherwise (docs/regressions.md)."""
+    from ablate.compare import compare_paths, print_table, render_json, render_markdown, write_github_json
+
+    result = compare_paths(baseline, new, fail_if or None, allow_env_mismatch=allow_env_mismatch)
+    if github_json is not None:
+        write_github_json(result, github_json)
+    if fmt == CompareFormat.table:
+        print_table(result)
+        text = render_markdown(result) if output is not None else ""
+    else:
+        text = render_json(result) if fmt == CompareFormat.json else render_markdown(result)
+        typer.echo(text, nl=False)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    if result.regressed:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# nightly
+
+
+@app.command("nightly")
+def nightly_cmd(
+    preset_latency: Optional[str] = typer.Option(None, "--preset-latency",
+                                                 help="Latency preset (default: gpu on CUDA, cpu on CPU)."),
+    preset_extrapolation: Optional[str] = typer.Option(None, "--preset-extrapolation",
+                                                       help="Extrapolation preset (default: gpu on CUDA, tiny on CPU)."),
+    baseline: Path = typer.Option(Path("results/baselines"), "--baseline",
+                                  help="Baseline results folder (one sub-folder per machine)."),
+    out: Path = typer.Option(Path("nightly"), "--out", "-o", help="Folder for results, report and comparison."),
+    write_baseline: bool = typer.Option(False, "--write-baseline",
+                                        help="Write the new rows as the baseline instead of comparing."),
+    fail_if: Optional[List[str]] = typer.Option(None, "--fail-if", help="As in `ablate compare`; repeatable."),
+    allow_env_mismatch: bool = typer.Option(False, "--allow-env-mismatch", help="As in `ablate compare`."),
+    set_latency: Optional[List[str]] = typer.Option(None, "--set-latency", help="key=value for the latency run."),
+    set_extrapolation: Optional[List[str]] = typer.Option(None, "--set-extrapolation",
+                                                          help="key=value for the extrapolation run."),
+    suites: str = typer.Option("latency,extrapolation", "--suites", help="Comma-separated suites to run."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if visible)."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Make the report of the new results."),
+    pytest_benchmark: bool = typer.Option(False, "--pytest-benchmark/--no-pytest-benchmark",
+                                          help="Also run the pytest-benchmark set (tests/benchmarks)."),
+    resume: bool = typer.Option(False, "--resume/--no-resume", help="Resume an interrupted nightly in OUT."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+) -> None:
+    """The nightly GPU CI steps, runnable anywhere: run the latency and extrapolation presets, report, compare
+    with the baseline (exit 1 on a regression) or write the baseline (docs/regressions.md)."""
+    from ablate.nightly import NightlyOptions, run_nightly
+
+    opts = NightlyOptions(out=out, baseline=baseline, preset_latency=preset_latency,
+                          preset_extrapolation=preset_extrapolation, set_latency=tuple(set_latency or ()),
+                          set_extrapolation=tuple(set_extrapolation or ()),
+                          suites=tuple(x.strip() for x in suites.split(",") if x.strip()), device=device,
+                          fail_if=tuple(fail_if or ()), allow_env_mismatch=allow_env_mismatch,
+                          write_baseline=write_baseline, report=report, pytest_benchmark=pytest_benchmark,
+                          resume=resume, progress=progress)
+    argv: list[str] = []
+    for flag, value in (("--preset-latency", preset_latency), ("--preset-extrapolation", preset_extrapolation)):
+        if value:
+            argv += [flag, value]
+    argv += ["--baseline", str(baseline), "--out", str(out)]
+    argv += [a for s in (set_latency or ()) for a in ("--set-latency", s)]
+    argv += [a for s in (set_extrapolation or ()) for a in ("--set-extrapolation", s)]
+    argv += [a for f in (fail_if or ()) for a in ("--fail-if", f)]
+    if suites != "latency,extrapolation":
+        argv += ["--suites", suites]
+    if device:
+        argv += ["--device", device]
+    argv += [flag for flag, on in (("--write-baseline", write_baseline), ("--allow-env-mismatch", allow_env_mismatch),
+                                   ("--no-report", not report), ("--pytest-benchmark", pytest_benchmark),
+                                   ("--resume", resume)) if on]
+    result = run_nightly(opts, argv=argv)
+    if result.rc:
+        raise typer.Exit(result.rc)
 
 
 # ---------------------------------------------------------------------------------------------------------------

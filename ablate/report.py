@@ -1,0 +1,363 @@
+"""``ablate report RESULTS... --out DIR``: every table and figure, from JSONL alone, for one or many result files.
+
+* Each suite present gets its own tables (Markdown + LaTeX booktabs) and figures (PNG + SVG) from its
+  ``report(rows, out_dir)`` (see :func:`ablate.runner.report_rows`); a suite's own index is then
+  ``<suite>_index.md`` (training writes into ``<device>-<preset>/`` folders with their own ``index.md``).
+* ``DIR/index.md`` links all of them, with the environment fingerprint (``env.*``) of the rows, the inputs (path,
+  rows, sha256, run ids, time span), the exact command that regenerates the folder and, when recorded, the commands
+  that produced the data.
+* When the inputs span several commits or machines (several nights, several GPUs), a cross-run view is added:
+  ``cross_run_runs`` (one line per commit x machine), ``cross_run_summary`` (geometric-mean ratio of each suite's
+  primary metric against the oldest run, over the configurations both measured), one ``cross_run_<suite>_<metric>``
+  table per primary metric (configurations x runs) and the ``cross_run`` figure.
+
+Deterministic: the same inputs give byte-identical tables and index (nothing in them depends on the clock or on
+the output folder); figures use :func:`ablate.tables.savefig` (no timestamps, fixed SVG ids).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from ablate.errors import ResultsFileError
+from ablate.results import PathLike, iter_files, read_rows, to_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["MARKER", "PRIMARY_METRICS", "Report", "build_report", "display_path", "report_command",
+           "run_groups", "cross_run_tables"]
+
+MARKER = "<!-- ablate:report -->"
+# The metric each suite's cross-run view follows (all lower-is-better except where METRICS says otherwise).
+PRIMARY_METRICS: dict[str, tuple[str, ...]] = {"latency": ("time_ms",), "extrapolation": ("ppl",),
+                                               "training": ("val_loss",)}
+ENV_ORDER = ("gpu", "gpu_count", "driver", "cuda", "cudnn", "hip", "cpu", "cpu_count", "hostname", "platform",
+             "python", "torch", "triton", "flash_attn", "flash_attn_4", "xformers", "numpy", "pandas", "ablate",
+             "git_commit", "git_dirty")
+
+
+@dataclass
+class Report:
+    out: Path
+    index: Path
+    files: dict[str, list[Path]] = field(default_factory=dict)  # per suite
+    cross_run: list[Path] = field(default_factory=list)
+
+    def all_files(self) -> list[Path]:
+        return [f for fs in self.files.values() for f in fs] + self.cross_run + [self.index]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Commands and paths
+
+
+def display_path(p: PathLike, cwd: Path | None = None) -> str:
+    """``p`` relative to the working directory when it lies below it (so the command reads the same anywhere)."""
+    path = Path(p)
+    cwd = (cwd or Path.cwd()).resolve()
+    try:
+        rel = path.resolve().relative_to(cwd)
+        return rel.as_posix() or "."
+    except ValueError:
+        return path.as_posix()
+
+
+def report_command(inputs: Sequence[PathLike], out: PathLike) -> str:
+    """The canonical ``ablate report`` command for these inputs and output folder."""
+    return shlex.join(["ablate", "report", *[display_path(p) for p in inputs], "--out", display_path(out)])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run groups (commit x machine)
+
+
+def _s(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return str(v)
+
+
+def _machine(r: Mapping[str, Any]) -> str:
+    host = _s(r.get("env.hostname")) or "?"
+    hw = _s(r.get("env.gpu")) or _s(r.get("env.cpu")) or "?"
+    return f"{host} ({hw})"
+
+
+def run_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The distinct (commit, machine) pairs of ``rows``, oldest first, each with a label ``r1``, ``r2`` ..."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        key = (_s(r.get("env.git_commit")), _machine(r))
+        g = groups.setdefault(key, {"commit": key[0], "machine": key[1], "first": None, "last": None, "rows": 0,
+                                    "ok": 0, "suites": set(), "dirty": set(), "torch": set(), "gpu": set(),
+                                    "cpu": set(), "runs": set()})
+        ts = _s(r.get("timestamp"))
+        if ts:
+            g["first"] = ts if g["first"] is None else min(g["first"], ts)
+            g["last"] = ts if g["last"] is None else max(g["last"], ts)
+        g["rows"] += 1
+        g["ok"] += r.get("status") == "ok"
+        g["suites"].add(_s(r.get("suite")))
+        g["dirty"].add(_s(r.get("env.git_dirty")))
+        g["torch"].add(_s(r.get("env.torch")))
+        g["gpu"].add(_s(r.get("env.gpu")))
+        g["cpu"].add(_s(r.get("env.cpu")))
+        g["runs"].add(_s(r.get("run_id")))
+    out = sorted(groups.values(), key=lambda g: (g["first"] or "", g["commit"], g["machine"]))
+    for i, g in enumerate(out, start=1):
+        g["label"] = f"r{i}"
+    return out
+
+
+def _group_of(r: Mapping[str, Any]) -> tuple[str, str]:
+    return (_s(r.get("env.git_commit")), _machine(r))
+
+
+def cross_run_tables(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> dict[str, "pd.DataFrame"]:
+    """``runs``, ``summary`` and one ``<suite>_<metric>`` pivot per primary metric (see the module docstring)."""
+    import pandas as pd
+
+    from ablate.compare import METRICS, describe, identity, metric_values
+
+    label = {(g["commit"], g["machine"]): g["label"] for g in groups}
+    tables: dict[str, pd.DataFrame] = {}
+    tables["runs"] = pd.DataFrame([{
+        "run": g["label"], "commit": g["commit"][:10] or "—", "dirty": ", ".join(sorted(x for x in g["dirty"] if x))
+        or "—", "machine": g["machine"], "torch": ", ".join(sorted(x for x in g["torch"] if x)) or "—",
+        "first row (UTC)": (g["first"] or "—")[:19].replace("T", " "), "suites": ", ".join(sorted(g["suites"])),
+        "rows": g["rows"], "ok": g["ok"]} for g in groups])
+    # newest ok value per (group, identity, metric)
+    values: dict[tuple[str, str], dict[tuple, tuple[str, float]]] = {}
+    configs: dict[tuple, str] = {}
+    for r in sorted(rows, key=lambda r: _s(r.get("timestamp"))):
+        if r.get("status") != "ok":
+            continue
+        suite = _s(r.get("suite"))
+        metrics = metric_values(r)
+        for m in PRIMARY_METRICS.get(suite, ()):
+            if m not in metrics:
+                continue
+            ident = identity(r)
+            configs[ident] = describe(r)
+            values.setdefault((suite, m), {})[(label[_group_of(r)], ident)] = metrics[m]
+    summary_rows: list[dict[str, Any]] = []
+    labels = [g["label"] for g in groups]
+    for (suite, m), vals in sorted(values.items()):
+        idents = sorted({i for _, i in vals}, key=lambda i: configs[i])
+        pivot = pd.DataFrame([{"configuration": configs[i], **{lab: vals.get((lab, i)) for lab in labels}}
+                              for i in idents])
+        pivot = pivot[["configuration"] + [lab for lab in labels if pivot[lab].notna().any()]]
+        tables[f"{suite}_{m}"] = pivot
+        present = [lab for lab in labels if lab in pivot.columns]
+        if not present:
+            continue
+        ref = present[0]
+        for lab in present:
+            ratios = [vals[(lab, i)] / vals[(ref, i)] for i in idents
+                      if (lab, i) in vals and (ref, i) in vals and vals[(ref, i)] > 0 and vals[(lab, i)] > 0]
+            gm = math.exp(sum(math.log(x) for x in ratios) / len(ratios)) if ratios else None
+            summary_rows.append({"suite": suite, "metric": m, "better": METRICS[m].better, "run": lab,
+                                 "vs run": ref, "geomean vs oldest": gm, "configurations": len(ratios)})
+    if summary_rows:
+        tables["summary"] = pd.DataFrame(summary_rows)
+    return tables
+
+
+def _cross_run_figure(summary: "pd.DataFrame", stem: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from ablate.tables import plot_style, savefig
+
+    d = summary.dropna(subset=["geomean vs oldest"]).copy()
+    if d.empty:
+        return []
+    d["series"] = d["suite"] + " " + d["metric"] + " (" + d["better"] + " is better)"
+    with plot_style():
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        sns.lineplot(data=d, x="run", y="geomean vs oldest", hue="series", marker="o", ax=ax, sort=False)
+        ax.axhline(1.0, color="0.4", lw=1, ls=":")
+        ax.set_xlabel("run (oldest first; see cross_run_runs)")
+        ax.set_ylabel("geometric mean vs oldest run")
+        ax.set_title("Across commits / machines")
+        ax.legend(fontsize=7, frameon=False)
+        return list(savefig(fig, stem))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Index
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    def esc(s: str) -> str:
+        return " ".join(str(s).split()).replace("|", "\\|")
+
+    out = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join(":---" for _ in header) + "|"]
+    out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _env_section(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> list[str]:
+    keys = sorted({k[4:] for r in rows for k in r if k.startswith("env.")},
+                  key=lambda k: (ENV_ORDER.index(k) if k in ENV_ORDER else len(ENV_ORDER), k))
+    if not keys:
+        return ["(the rows carry no env.* columns)", ""]
+    if len(groups) <= 1:
+        header = ["env", "value"]
+        cols = [rows]
+    else:
+        header = ["env"] + [g["label"] for g in groups]
+        by = {(g["commit"], g["machine"]): [] for g in groups}
+        for r in rows:
+            by[_group_of(r)].append(r)
+        cols = [by[(g["commit"], g["machine"])] for g in groups]
+    table = []
+    for k in keys:
+        cells = []
+        for col in cols:
+            vals = sorted({_s(r.get("env." + k)) for r in col} - {""})
+            cells.append(", ".join(vals) if vals else "—")
+        table.append([f"`{k}`"] + cells)
+    return _md_table(header, table) + [""]
+
+
+def _link_list(files: Iterable[Path], out: Path) -> list[str]:
+    """Group files by stem: ``- name: [md](..) · [tex](..)``, figures as ``png · svg``."""
+    stems: dict[str, list[Path]] = {}
+    for f in files:
+        rel = Path(os.path.relpath(f, out)).as_posix()
+        stems.setdefault(rel.rsplit(".", 1)[0], []).append(Path(rel))
+    lines = []
+    order = {".md": 0, ".tex": 1, ".png": 2, ".svg": 3}
+    for stem in sorted(stems):
+        fs = sorted(stems[stem], key=lambda p: (order.get(p.suffix, 9), p.suffix))
+        kind = "figure" if any(p.suffix in (".png", ".svg") for p in fs) else "table"
+        links = " · ".join(f"[{p.suffix[1:]}]({p.as_posix()})" for p in fs)
+        lines.append(f"- {kind} `{stem}`: {links}")
+    return lines
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(text.encode("utf-8"))
+    os.replace(tmp, path)
+
+
+def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | None = None,
+                 data_commands: Sequence[str] = ()) -> Report:
+    """Write every suite's tables and figures for the rows in ``inputs`` (files or folders) into ``out``, plus the
+    cross-run view when the rows span several commits or machines, and ``out/index.md`` linking them.
+
+    ``command`` is shown as the command that regenerates the folder (default: :func:`report_command`);
+    ``data_commands`` are the commands that produced the results (e.g. from ``ablate nightly``), shown as given.
+    """
+    from ablate.runner import report_rows
+
+    inputs = list(inputs)
+    out = Path(out)
+    files = iter_files(inputs)  # missing path → ResultsFileError
+    raw = read_rows(inputs)
+    if not raw:
+        raise ResultsFileError(f"no result rows in {', '.join(str(p) for p in inputs)}")
+    df = to_frame(inputs)
+    out.mkdir(parents=True, exist_ok=True)
+    index = out / "index.md"
+    # Claim index.md first: the suites then write their own index as <suite>_index.md next to it.
+    _write(index, MARKER + "\n")
+    written = report_rows(df, out)
+    rep = Report(out=out, index=index, files={k: list(v) for k, v in written.items()})
+
+    groups = run_groups(raw)
+    commits = {g["commit"] for g in groups}
+    machines = {g["machine"] for g in groups}
+    spans = len(commits) > 1 or len(machines) > 1
+    cross: dict[str, Any] = {}
+    if spans:
+        from ablate.tables import write_table
+
+        cross = cross_run_tables(raw, groups)
+        captions = {"runs": "Runs in these results: one per commit x machine, oldest first.",
+                    "summary": "Geometric mean, over the configurations both runs measured, of each run's primary "
+                               "metric divided by the oldest run's (1 = unchanged; below 1 is faster / lower)."}
+        for name, t in cross.items():
+            cap = captions.get(name) or (f"{name.split('_', 1)[1]} by configuration and run "
+                                         f"({name.split('_', 1)[0]}; runs as in cross_run_runs).")
+            rep.cross_run += list(write_table(t, out / f"cross_run_{name}", caption=cap, floatfmt=".4g"))
+        if "summary" in cross:
+            rep.cross_run += _cross_run_figure(cross["summary"], out / "cross_run")
+
+    # ---- index.md
+    lines = [MARKER, "# ablate report", ""]
+    lines += ["Regenerate this folder from the results alone (no re-running):", "", "```",
+              command or report_command(inputs, out), "```", ""]
+    cmds = list(data_commands) or sorted({_s(r.get(c)) for r in raw for c in ("command", "env.command")} - {""})
+    lines += ["## Data", ""]
+    if cmds:
+        lines += ["Produced by:", "", "```", *cmds, "```", ""]
+    else:
+        runs = sorted({_s(r.get("run_id")) for r in raw} - {""})
+        lines += [f"Produced by `ablate run` (run ids: {', '.join(f'`{x}`' for x in runs) or '—'}); the rows record "
+                  "their full configuration in the `config.*` columns.", ""]
+    frows = []
+    for f in files:
+        rs = read_rows(f)
+        suites = ", ".join(sorted({_s(r.get("suite")) for r in rs} - {""})) or "—"
+        ts = sorted(_s(r.get("timestamp")) for r in rs if r.get("timestamp"))
+        span = f"{ts[0][:19]} – {ts[-1][:19]}".replace("T", " ") if ts else "—"
+        status: dict[str, int] = {}
+        for r in rs:
+            status[_s(r.get("status"))] = status.get(_s(r.get("status")), 0) + 1
+        st = ", ".join(f"{n} {k}" for k, n in sorted(status.items(), key=lambda kv: (kv[0] != "ok", kv[0])))
+        frows.append([f"`{display_path(f)}`", suites, str(len(rs)), st, span, f"`{_sha256(f)[:16]}`"])
+    lines += _md_table(["results file", "suite", "rows", "status", "rows from – to (UTC)", "sha256"], frows) + [""]
+    if len(df) != len(raw):
+        lines += [f"{len(raw) - len(df)} older row(s) re-measured later on the same machine are left out of the suite "
+                  f"tables (the newest row per measurement is used); the cross-run view uses every row.", ""]
+
+    lines += ["## Environment", ""]
+    if spans:
+        lines += ["Columns are the runs of the cross-run view (commit x machine, oldest first).", ""]
+    lines += _env_section(raw, groups if spans else [])
+
+    for suite in sorted(rep.files):
+        fs = rep.files[suite]
+        lines += [f"## {suite}", ""]
+        own = [f for f in fs if f.name in (f"{suite}_index.md", "index.md") and f != index]
+        for f in sorted(own, key=lambda p: p.as_posix()):
+            rel = Path(os.path.relpath(f, out)).as_posix()
+            lines.append(f"The suite's own index: [{rel}]({rel})")
+        if own:
+            lines.append("")
+        lines += _link_list([f for f in fs if f not in own], out) + [""]
+    if spans:
+        lines += ["## Across runs", "",
+                  f"These results span {len(commits)} commit(s) and {len(machines)} machine(s).", ""]
+        if "runs" in cross:
+            from ablate.tables import to_markdown
+
+            lines += [to_markdown(cross["runs"]).rstrip(), ""]
+        if "summary" in cross:
+            from ablate.tables import to_markdown
+
+            lines += [to_markdown(cross["summary"], floatfmt=".4g").rstrip(), ""]
+            if (out / "cross_run.png").exists():
+                lines += ["![across runs](cross_run.png)", ""]
+        lines += _link_list(rep.cross_run, out) + [""]
+    _write(index, "\n".join(lines).rstrip() + "\n")
+    return rep

@@ -1,0 +1,280 @@
+"""`ablate compare`: matching by configuration, metric directions, pytest-benchmark thresholds, the noise rule,
+statuses, environment refusal, output formats and github-action-benchmark data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ablate.cli import main
+from ablate.compare import (DEFAULT_FAIL_IF, METRICS, EnvMismatchError, compare, compare_paths, identity,
+                            load_rows, parse_fail_if, render_json, render_markdown, write_github_json)
+from ablate.errors import ConfigError, ResultsFileError
+from ablate.results import append_row, make_row
+
+H100 = {"env.gpu": "NVIDIA H100 80GB HBM3", "env.torch": "2.5.1+cu124", "env.hostname": "box1",
+        "env.git_commit": "a" * 40}
+
+
+def kernel(attention="sdpa", seq_len=1024, ms=1.0, spread=0.01, status="ok", env=None, device_name=None,
+           tflops=True, **extra):
+    """A latency kernel row: time_ms median with p20/p80 at ±spread, and TFLOP/s from a fixed FLOP count."""
+    env = dict(H100 if env is None else env)
+    key = {"part": "kernel", "attention": attention, "pass": "fwd", "seq_len": seq_len, "dtype": "bfloat16",
+           "device": "cuda", "device_name": device_name or env.get("env.gpu")}
+    metrics = {"metric": "time_ms", "value": ms, "unit": "ms", "time_ms": ms, "p20_ms": ms * (1 - spread),
+               "p80_ms": ms * (1 + spread)} if status == "ok" else {"metric": "time_ms", "value": None}
+    if tflops and status == "ok":
+        metrics["tflops"] = 1e9 / (ms / 1e3) / 1e12
+    metrics.update(extra)
+    return make_row("latency", status, key, metrics, env=env, reason="" if status == "ok" else "boom")
+
+
+def extrap(position="rope", eval_len=512, ppl=10.0, env=None, metric="ppl", value=None):
+    key = {"position": position, "eval_len": eval_len, "seed": 0, "device": "cuda", "metric": metric}
+    metrics = {"value": ppl if value is None else value}
+    if metric == "ppl":
+        metrics["ppl"] = ppl
+    return make_row("extrapolation", "ok", key, metrics, env=dict(H100 if env is None else env))
+
+
+def write(path: Path, rows) -> Path:
+    for r in rows:
+        append_row(path, r)
+    return path
+
+
+def cli(capsys, *args):
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Matching and directions
+
+
+def test_identical_runs_pass():
+    rows = [kernel("sdpa"), kernel("naive", ms=5.0), extrap()]
+    res = compare(rows, [dict(r) for r in rows])
+    assert not res.regressed and res.matched_rows == 3 and not res.entries
+    assert res.unchanged >= 3
+
+
+def test_slower_time_is_a_regression_faster_an_improvement():
+    base = [kernel("sdpa", ms=1.0), kernel("naive", ms=5.0)]
+    new = [kernel("sdpa", ms=1.2), kernel("naive", ms=4.0)]
+    res = compare(base, new, ["time_ms:10%"])
+    (reg,) = res.by("regression")
+    assert reg.metric == "time_ms" and "attention=sdpa" in reg.config and reg.change_pct == pytest.approx(20.0)
+    (imp,) = res.by("improvement")
+    assert "attention=naive" in imp.config and imp.change_pct == pytest.approx(-20.0)
+    assert res.regressed
+
+
+def test_higher_is_better_metrics_regress_when_they_drop():
+    base, new = [kernel(ms=1.0)], [kernel(ms=1.25)]  # tflops drops by 20 %
+    res = compare(base, new, ["tflops:10%"])
+    (reg,) = res.by("regression")
+    assert reg.metric == "tflops" and reg.better == "higher" and reg.change_pct == pytest.approx(-20.0)
+    res = compare(new, base, ["tflops:10%"])
+    assert [e.metric for e in res.by("improvement")] == ["tflops"] and not res.regressed
+
+
+def test_metric_directions_table():
+    assert METRICS["time_ms"].better == "lower" and METRICS["peak_mem_bytes"].better == "lower"
+    assert METRICS["ppl"].better == "lower" and METRICS["loss"].better == "lower"
+    assert METRICS["tflops"].better == "higher" and METRICS["tokens_per_s"].better == "higher"
+    assert "p20_ms" not in METRICS and "p80_ms" not in METRICS  # spreads, not metrics
+
+
+def test_ppl_memory_and_value_metrics():
+    base = [extrap(ppl=10.0), extrap(metric="passkey_acc", value=0.9, position="alibi"),
+            kernel(ms=1.0, peak_mem_bytes=1000)]
+    new = [extrap(ppl=11.0), extrap(metric="passkey_acc", value=0.5, position="alibi"),
+           kernel(ms=1.0, peak_mem_bytes=1300)]
+    res = compare(base, new)  # the defaults
+    got = {e.metric for e in res.by("regression")}
+    assert got == {"ppl", "passkey_acc", "peak_mem_bytes"}
+
+
+def test_device_name_is_not_part_of_the_configuration():
+    a = kernel(device_name="NVIDIA H100 80GB HBM3")
+    b = kernel(device_name="NVIDIA H100 PCIe")
+    assert identity(a) == identity(b) and a["row_key"] != b["row_key"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --fail-if
+
+
+def test_fail_if_parsing():
+    (m,) = parse_fail_if(["median:5%"])
+    assert (m.metric, m.amount, m.percent) == ("time_ms", 5.0, True)
+    (m,) = parse_fail_if(["median:0.001"])  # pytest-benchmark: seconds
+    assert (m.metric, m.amount, m.percent) == ("time_ms", pytest.approx(1.0), False)
+    (m,) = parse_fail_if(["time_ms:0.5"])  # our column: its own unit (ms)
+    assert (m.metric, m.amount, m.percent) == ("time_ms", 0.5, False)
+    with pytest.raises(ConfigError, match="unknown metric 'stepz'"):
+        parse_fail_if(["stepz:5%"])
+    with pytest.raises(ConfigError, match="is not METRIC:AMOUNT"):
+        parse_fail_if(["median5%"])
+    assert len(parse_fail_if(DEFAULT_FAIL_IF)) == len(DEFAULT_FAIL_IF)
+
+
+def test_absolute_and_repeated_thresholds():
+    base, new = [kernel(ms=10.0)], [kernel(ms=10.3)]  # +3 %, +0.3 ms
+    assert not compare(base, new, ["median:5%"]).regressed
+    assert compare(base, new, ["median:0.0002"]).regressed  # 0.2 ms absolute (seconds, as in pytest-benchmark)
+    assert not compare(base, new, ["time_ms:0.5"]).regressed
+    # repeatable per metric: any expression that trips fails
+    assert compare(base, new, ["time_ms:50%", "time_ms:0.1"]).regressed
+    assert not compare(base, new, ["time_ms:50%", "time_ms:1"]).regressed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Noise
+
+
+def test_change_inside_the_spread_is_noise_not_a_regression():
+    base, new = [kernel(ms=1.0, spread=0.3)], [kernel(ms=1.2, spread=0.3)]
+    res = compare(base, new, ["time_ms:5%", "tflops:5%"])
+    assert not res.regressed
+    assert {e.metric for e in res.by("noise")} == {"time_ms", "tflops"}
+    # tight spreads on both sides: the same change is a regression
+    assert compare([kernel(ms=1.0, spread=0.05)], [kernel(ms=1.2, spread=0.05)], ["time_ms:5%"]).regressed
+
+
+def test_noise_needs_both_sides_cleared():
+    # the new median is outside the baseline band, but the baseline median lies inside the (wide) new band
+    base, new = [kernel(ms=1.0, spread=0.02)], [kernel(ms=1.2, spread=0.25)]
+    res = compare(base, new, ["time_ms:5%"])
+    assert not res.regressed and res.by("noise")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Statuses, new and missing rows
+
+
+def test_new_missing_and_status_changes():
+    base = [kernel("sdpa"), kernel("naive"), kernel("flex"), kernel("linear")]
+    new = [kernel("sdpa"), kernel("naive", status="error"), kernel("flex", status="unavailable"),
+           kernel("xformers")]
+    res = compare(base, new)
+    assert [e.config.split()[0] for e in res.by("regression")] == ["attention=naive"]
+    assert res.by("regression")[0].new == "error"
+    missing = sorted(e.config.split()[0] for e in res.by("missing"))
+    assert missing == ["attention=flex", "attention=linear"]
+    assert [e.config.split()[0] for e in res.by("new")] == ["attention=xformers"]
+    assert res.regressed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Environments
+
+
+def test_different_gpu_or_torch_major_is_refused():
+    a100 = {**H100, "env.gpu": "NVIDIA A100-SXM4-80GB"}
+    with pytest.raises(EnvMismatchError, match="environments differ.*A100.*--allow-env-mismatch"):
+        compare([kernel()], [kernel(env=a100)])
+    res = compare([kernel(ms=1.0)], [kernel(ms=1.0, env=a100)], allow_env_mismatch=True)
+    assert res.matched_rows == 1 and "mismatch allowed" in res.env_note
+    torch3 = {**H100, "env.torch": "3.0.0+cu130"}
+    with pytest.raises(EnvMismatchError, match="torch 2.*torch 3"):
+        compare([kernel()], [kernel(env=torch3)])
+    minor = {**H100, "env.torch": "2.6.0+cu126"}
+    assert compare([kernel()], [kernel(env=minor)]).matched_rows == 1  # same major: fine
+
+
+def test_cpu_thread_count_is_part_of_the_environment():
+    cpu = {"env.gpu": None, "env.torch": "2.13.0+cpu", "env.hostname": "vm"}
+    with pytest.raises(EnvMismatchError, match="1 threads.*2 threads"):
+        compare([kernel(env=cpu, device_name="AMD EPYC (1 threads)")],
+                [kernel(env=cpu, device_name="AMD EPYC (2 threads)")])
+
+
+def test_multi_machine_baseline_compares_the_matching_machine():
+    a100 = {**H100, "env.gpu": "NVIDIA A100-SXM4-80GB", "env.hostname": "box2"}
+    base = [kernel(ms=1.0), kernel(ms=3.0, env=a100)]
+    res = compare(base, [kernel(ms=1.05)])
+    assert res.matched_rows == 1 and res.other_hardware == 1 and not res.regressed and not res.by("missing")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files, CLI, formats
+
+
+def test_cli_exit_codes_and_formats(capsys, tmp_path):
+    base = write(tmp_path / "base" / "gpu.jsonl", [kernel("sdpa", ms=1.0), kernel("naive", ms=5.0)])
+    same = write(tmp_path / "same.jsonl", [kernel("sdpa", ms=1.0), kernel("naive", ms=5.0)])
+    slow = write(tmp_path / "slow.jsonl", [kernel("sdpa", ms=1.2), kernel("naive", ms=5.0)])
+    code, out, err = cli(capsys, "compare", str(tmp_path / "base"), str(same))
+    assert code == 0, err
+    assert "compare: ok: 0 regression(s)" in out
+    code, out, err = cli(capsys, "compare", str(base), str(slow), "--fail-if", "median:5%")
+    assert code == 1, err
+    assert "regression" in out and "attention=sdpa" in out and "+20.0%" in out
+    code, out, _ = cli(capsys, "compare", str(base), str(slow), "--format", "json")
+    data = json.loads(out)
+    assert code == 1 and data["regressed"] and data["summary"]["regression"] == 1
+    assert data["entries"][0]["metric"] == "time_ms" and data["entries"][0]["baseline_band"] == [0.99, 1.01]
+    code, out, _ = cli(capsys, "compare", str(base), str(slow), "--format", "markdown", "--output",
+                       str(tmp_path / "c.md"))
+    assert code == 1 and out.startswith("## ablate compare") and "### regression (1)" in out
+    assert (tmp_path / "c.md").read_text() == out
+
+
+def test_cli_one_line_errors(capsys, tmp_path):
+    base = write(tmp_path / "b.jsonl", [kernel()])
+    other = write(tmp_path / "o.jsonl", [kernel(env={**H100, "env.gpu": "NVIDIA A100"})])
+    for args, needle in [((str(base), str(other)), "environments differ"),
+                         ((str(base), str(tmp_path / "nope.jsonl")), "does not exist"),
+                         ((str(base), str(base), "--fail-if", "bogus:1%"), "unknown metric 'bogus'"),
+                         ((str(base), str(base), "--fail-if", "5%"), "is not METRIC:AMOUNT")]:
+        code, out, err = cli(capsys, "compare", *args)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("ablate: error: ") and needle in lines[0], err
+    code, _, err = cli(capsys, "compare", str(base), str(other), "--allow-env-mismatch")
+    assert code == 0, err
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ResultsFileError, match="no result rows in new"):
+        compare_paths(base, tmp_path / "empty.jsonl")
+
+
+def test_github_action_benchmark_json(capsys, tmp_path):
+    base = write(tmp_path / "b.jsonl", [kernel("sdpa", ms=1.0), extrap(ppl=10.0)])
+    new = write(tmp_path / "n.jsonl", [kernel("sdpa", ms=1.1), extrap(ppl=10.0)])
+    code, _, err = cli(capsys, "compare", str(base), str(new), "--fail-if", "time_ms:20%", "--fail-if",
+                       "tflops:20%", "--fail-if", "ppl:5%", "--github-json", str(tmp_path / "gh"))
+    assert code == 0, err
+    small = json.loads((tmp_path / "gh" / "customSmallerIsBetter.json").read_text())
+    big = json.loads((tmp_path / "gh" / "customBiggerIsBetter.json").read_text())
+    assert {tuple(sorted(x)) for x in small + big} == {("extra", "name", "unit", "value")}
+    assert {x["unit"] for x in small} == {"ms", "ppl"} and {x["unit"] for x in big} == {"TFLOP/s"}
+    t = next(x for x in small if x["unit"] == "ms")
+    assert t["value"] == pytest.approx(1.1) and "attention=sdpa" in t["name"] and "baseline 1" in t["extra"]
+
+
+def test_load_rows_keeps_the_newest_row_per_measurement(tmp_path):
+    old = kernel(ms=1.0)
+    newer = dict(kernel(ms=2.0))
+    newer["timestamp"] = "2999-01-01T00:00:00.000000Z"
+    path = write(tmp_path / "r.jsonl", [newer, old])
+    (row,) = load_rows(path)
+    assert row["time_ms"] == 2.0
+
+
+def test_renderers_are_deterministic():
+    base, new = [kernel(ms=1.0), extrap()], [kernel(ms=1.3), extrap(position="alibi")]
+    a, b = compare(base, new), compare(base, new)
+    assert render_markdown(a) == render_markdown(b) and render_json(a) == render_json(b)
+    assert "### new (1)" in render_markdown(a) and "### missing (1)" in render_markdown(a)
+
+
+def test_github_json_wants_a_folder(tmp_path):
+    res = compare([kernel()], [kernel()])
+    with pytest.raises(ConfigError, match="takes a folder"):
+        write_github_json(res, tmp_path / "x.json")
