@@ -21,6 +21,7 @@ import hashlib
 import math
 import os
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
@@ -31,13 +32,16 @@ from ablate.results import PathLike, iter_files, read_rows, to_frame
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["MARKER", "PRIMARY_METRICS", "Report", "build_report", "display_path", "report_command",
-           "run_groups", "cross_run_tables"]
+__all__ = ["MARKER", "PRIMARY_METRICS", "FOLDER_SUITES", "Report", "build_report", "display_path",
+           "report_command", "run_groups", "cross_run_tables", "report_units"]
 
 MARKER = "<!-- ablate:report -->"
 # The metric each suite's cross-run view follows (all lower-is-better except where METRICS says otherwise).
 PRIMARY_METRICS: dict[str, tuple[str, ...]] = {"latency": ("time_ms",), "extrapolation": ("ppl",),
                                                "training": ("val_loss",)}
+# Suites whose report() makes its own sub-folders (training: <device>-<preset>/): all their results files are
+# reported together into reports/<suite>/; every other suite maps results/<suite>/<name>.jsonl -> reports/<suite>/<name>/.
+FOLDER_SUITES = ("training",)
 ENV_ORDER = ("gpu", "gpu_count", "driver", "cuda", "cudnn", "hip", "cpu", "cpu_count", "hostname", "platform",
              "python", "torch", "triton", "flash_attn", "flash_attn_4", "xformers", "numpy", "pandas", "ablate",
              "git_commit", "git_dirty")
@@ -361,3 +365,43 @@ def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | No
         lines += _link_list(rep.cross_run, out) + [""]
     _write(index, "\n".join(lines).rstrip() + "\n")
     return rep
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The committed layout: results/ -> reports/ (scripts/regenerate_reports.sh, tests/test_committed_reports.py)
+
+
+def report_units(files: Iterable[str]) -> list[tuple[list[str], str]]:
+    """(inputs, output folder) for committed results files given as ``results/<suite>/<name>.jsonl``.
+
+    ``results/<suite>/<name>.jsonl`` → ``reports/<suite>/<name>/``, except for :data:`FOLDER_SUITES` (training),
+    whose files are reported together into ``reports/<suite>/`` (the suite's report makes the sub-folders).
+    Anything else (``results/baselines/``, deeper paths, unknown suites) is left out.
+    """
+    from ablate.runner import SUITES
+
+    units: dict[str, list[str]] = {}
+    for f in sorted({Path(f).as_posix().removeprefix("./") for f in files}):
+        parts = f.split("/")
+        if len(parts) != 3 or parts[0] != "results" or parts[1] not in SUITES or not parts[2].endswith(".jsonl"):
+            continue
+        suite, name = parts[1], parts[2][: -len(".jsonl")]
+        out = f"reports/{suite}" if suite in FOLDER_SUITES else f"reports/{suite}/{name}"
+        units.setdefault(out, []).append(f)
+    return [(inputs, out) for out, inputs in sorted(units.items())]
+
+
+def _main(argv: Sequence[str]) -> int:
+    """``python -m ablate.report units [FILES...]``: one line per report folder, ``OUT<TAB>INPUT...``."""
+    args = list(argv)
+    if not args or args[0] != "units":
+        sys.stderr.write("usage: python -m ablate.report units [results/<suite>/<name>.jsonl ...]\n")
+        return 2
+    files = args[1:] or [p.as_posix() for p in sorted(Path("results").glob("*/*.jsonl"))]
+    for inputs, out in report_units(files):
+        sys.stdout.write("\t".join([out, *inputs]) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
