@@ -162,6 +162,24 @@ def write_baseline(results: dict[str, tuple[Path, str]], baseline: Path) -> list
     return written
 
 
+def _check_baseline_env(baseline: Path) -> None:
+    """Refuse before measuring anything when no baseline row shares this machine's GPU and torch major version
+    (the comparison would refuse afterwards anyway, after the whole GPU run)."""
+    from ablate.compare import EnvMismatchError, hw_signature, load_rows
+    from ablate.env import env_columns
+
+    here = hw_signature(env_columns())[:2]
+    sigs = {hw_signature(r)[:2] for r in load_rows(baseline, "baseline")}
+    if here not in sigs:
+        def text(sig: tuple) -> str:
+            return (f"GPU {sig[0]!r}" if sig[0] else "no GPU") + f", torch {sig[1] or '?'}"
+
+        have = " / ".join(sorted(text(s) for s in sigs))
+        raise EnvMismatchError(f"environments differ: the baseline under {baseline} was measured on {have}; this "
+                               f"machine has {text(here)}; pass --allow-env-mismatch to compare anyway, or write a "
+                               f"baseline for this machine with --write-baseline")
+
+
 def _preset_of(suite: str, opts: NightlyOptions, device: str) -> str:
     given = opts.preset_latency if suite == "latency" else opts.preset_extrapolation
     if given:
@@ -233,6 +251,8 @@ def run_nightly(opts: NightlyOptions, *, argv: Sequence[str] | None = None) -> N
             raise ResultsFileError(f"no baseline results under {opts.baseline}; make one on the reference machine "
                                    f"with: ablate nightly --write-baseline --baseline {opts.baseline}")
     device = resolve_device(opts.device)
+    if not opts.write_baseline and not opts.allow_env_mismatch:
+        _check_baseline_env(opts.baseline)
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
     result = NightlyResult(rc=0, out=out)
