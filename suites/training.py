@@ -38,7 +38,6 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -302,9 +301,10 @@ def _row_key_fields(point: GridPoint, preset: str, cid: str, seed: int, device: 
             "data": corpus.name}
 
 
-def _describe(point: GridPoint, gid: str) -> dict[str, Any]:
+def _describe(point: GridPoint, gid: str, declared: list[dict] | None = None) -> dict[str, Any]:
     d = {k: v for k, v in point.describe().items() if k != "point"}
     d["grid_id"] = gid
+    d["grid_points"] = declared or []
     for c in VARIANT_COLUMNS:
         d[c] = getattr(point.model, c)
     return d
@@ -408,6 +408,11 @@ def run(opts) -> Path:
     if device == "cpu" and cfg.cpu_threads:
         torch.set_num_threads(cfg.cpu_threads)
 
+    # The grid's declaration, stored in each row: a report can then show points another grid measured.
+    declared = [{"point": p.name, "config_id": config_id(cfg, p, corpus.name), "baseline": p.baseline,
+                 "change": p.change, "group": p.group, "point_index": p.index,
+                 **{f"axis.{k}": v for k, v in p.settings.items()}} for p in points]
+
     # Seed-major: every point once before any point twice, so a time limit still leaves a whole grid.
     jobs = [(seed, p) for seed in seeds for p in points]
     prog = None
@@ -435,7 +440,7 @@ def run(opts) -> Path:
                 break
             if prog:
                 prog.update(overall, info=f"{point.name} seed {seed}")
-            desc = _describe(point, gid)
+            desc = _describe(point, gid, declared)
             run_cfg = {"model": point.model, "train": point_train(cfg, point, seed), "budget": cfg.budget,
                        "grid": cfg.grid, "eval": cfg.eval, "data": cfg.data}
             try:
@@ -473,7 +478,7 @@ def _print_summary(out: Path, gid: str, elapsed: float, ran: int, left: int, lim
         console.print(f"[yellow]could not read {out}: {exc}[/]")
         return
     if "grid_id" in df.columns:
-        df = df[(df["grid_id"] == gid) & (df["suite"] == SUITE)]
+        df = grid_rows(df[df["suite"] == SUITE], gid)
         if not df.empty:
             summ = summary_table(df)
             table = Table(title="training: final validation loss (mean ± 95% CI over seeds)")
@@ -564,12 +569,12 @@ def _stuck(s: dict) -> bool:
 
 
 def compare_points(base: dict, other: dict):
-    """Δ = other - base over the seeds both ran (paired when they share >= 2 seeds, else Welch)."""
+    """Δ = other - base: paired over the seeds both ran when they share >= 2, else Welch over all seeds."""
     from ablate.stats import compare
 
     a, b = base["val_by_seed"], other["val_by_seed"]
     common = sorted(set(a) & set(b))
-    if len(common) >= 2 and len(common) == len(a) == len(b):
+    if len(common) >= 2:  # paired on the seeds both ran (same data order and init stream per seed)
         return compare([a[s] for s in common], [b[s] for s in common], paired=True)
     return compare(list(a.values()), list(b.values()))
 
@@ -609,73 +614,141 @@ def summary_table(df):
     return df
 
 
-# Published findings the default grid can check: (claim, reference, [(baseline point, other point, sign)], kind).
-# sign: +1 when "other better" means a negative Δ = other - base; kind "better" (other should be lower) or "same".
-FINDINGS = (
-    ("GLU FFN (SwiGLU) beats ReLU at equal params/steps",
-     "Shazeer 2020 Table 1: ReLU 1.997 → SwiGLU 1.944 (−0.053); Narang et al. 2021: 1.838 → 1.789 (−0.049)",
-     (("original", "original+swiglu", 1), ("modern-swiglu→relu", "modern", 1)), "better"),
-    ("RMSNorm ≈ LayerNorm quality (slightly better) at lower cost",
-     "Narang et al. 2021: vanilla 1.838 → RMSNorm 1.821 (−0.017)",
-     (("original", "original+rmsnorm", 1), ("modern-rmsnorm→layernorm", "modern", 1)), "same"),
-    ("pre-norm trains at least as well as post-norm (post-norm fragile at high lr)",
-     "Xiong et al. 2020; Nguyen & Salazar 2019 (no loss table in shared/)",
-     (("original", "original+prenorm", 1), ("modern-prenorm→postnorm", "modern", 1)), "better"),
-    ("RoPE at least matches sinusoidal absolute positions (in-distribution)",
-     "Su et al. 2021 (RoFormer); ALiBi paper appendix at L=512: sinusoidal 20.05 vs rotary 20.07 ppl (≈ equal)",
-     (("original", "original+rope", 1), ("modern-rope→sinusoidal", "modern", 1)), "same"),
-    ("GQA ≈ MHA quality with a smaller KV cache",
-     "Ainslie et al. 2023 Table 1: MHA 47.2, GQA-8 47.1",
-     (("original", "original+gqa", 1), ("modern-gqa→mha", "modern", 1)), "same"),
-    ("modern block beats the 2017 block", "Narang et al. 2021 (the changes that transfer)",
-     (("original", "modern", 1),), "better"),
+@dataclass(frozen=True)
+class Finding:
+    """A published finding about one model field: points whose value is ``new`` vs points whose value is ``old``,
+    everything else equal. ``kind``: "better" (new should reach a lower loss) or "same" (no real difference)."""
+
+    claim: str
+    field: str
+    new: Any  # predicate (value, row) -> bool
+    old: Any
+    kind: str
+    reference: str
+
+
+def _is_glu(v: Any, row: Any = None) -> bool:
+    from ablate.registry import ACTIVATION, load_all
+
+    load_all()
+    return isinstance(v, str) and v in ACTIVATION and ACTIVATION[v].supports_("glu")
+
+
+def _kv(row: Any) -> tuple[Any, Any]:
+    kv = row.get("config.model.n_kv_heads", row.get("n_kv_heads"))
+    return (None if _num(kv) is None else int(_num(kv))), _num(row.get("config.model.n_heads"))
+
+
+FINDINGS: tuple[Finding, ...] = (
+    Finding("GLU FFN beats a non-GLU FFN at equal parameters and steps", "activation",
+            lambda v, r: _is_glu(v), lambda v, r: isinstance(v, str) and not _is_glu(v), "better",
+            "Shazeer 2020 Table 1: ReLU 1.997, GELU 1.983 → SwiGLU 1.944, GEGLU 1.942; Narang et al. 2021: "
+            "vanilla 1.838 → SwiGLU 1.789, GeGLU 1.792"),
+    Finding("RMSNorm ≈ LayerNorm quality (slightly better), at lower cost", "norm",
+            lambda v, r: v == "rmsnorm", lambda v, r: v == "layernorm", "same",
+            "Narang et al. 2021: vanilla 1.838 → RMSNorm 1.821"),
+    Finding("pre-norm trains at least as well as post-norm (post-norm is fragile)", "norm_placement",
+            lambda v, r: v == "pre", lambda v, r: v == "post", "better",
+            "Xiong et al. 2020; Nguyen & Salazar 2019 (no loss table in shared/)"),
+    Finding("RoPE at least matches sinusoidal positions in-distribution", "position",
+            lambda v, r: v == "rope", lambda v, r: v == "sinusoidal", "same",
+            "Su et al. 2021 (RoFormer); ALiBi paper appendix at L=512: sinusoidal 20.05 vs rotary 20.07 ppl"),
+    Finding("GQA ≈ MHA quality with a smaller KV cache", "n_kv_heads",
+            lambda v, r: _kv(r)[0] is not None and _kv(r)[0] != _kv(r)[1],
+            lambda v, r: _kv(r)[0] is None or _kv(r)[0] == _kv(r)[1], "same",
+            "Ainslie et al. 2023 Table 1: MHA 47.2, GQA-8 47.1"),
 )
+# Named comparisons that differ in more than one field.
+NAMED_FINDINGS = (
+    ("the modern block beats the 2017 block", "original", "modern", "better",
+     "Narang et al. 2021 (the changes that transfer)"),
+)
+_SIGNATURE_SKIP = ("config.train.seed", "config.train.steps", "config.model.vocab_size")
+
+
+def _signature(row: Any, field_name: str) -> tuple:
+    """Everything that defines a point's model and training, except ``field_name`` (and seed/steps)."""
+    skip = set(_SIGNATURE_SKIP) | {f"config.model.{field_name}"}
+    if field_name == "attention":
+        skip.add("config.model.window")
+    items = []
+    for k in sorted(row.index):
+        if (k.startswith("config.model.") or k.startswith("config.train.")) and k not in skip:
+            v = row[k]
+            items.append((k, None if v is None or (isinstance(v, float) and math.isnan(v)) else
+                          (tuple(v) if isinstance(v, list) else v)))
+    return tuple(items)
+
+
+def _verdict(comp, kind: str, base: dict, other: dict, base_name: str, other_name: str) -> str:
+    from ablate.stats import NOT_SIGNIFICANT, SIGNIFICANT
+
+    if comp.delta is None:
+        if other["n_diverged"] or base["n_diverged"]:
+            return f"{base_name if base['n_diverged'] else other_name} diverged"
+        return "n/a (no finished runs)"
+    if kind == "better":
+        if comp.delta < 0 and comp.verdict == SIGNIFICANT:
+            verdict = "yes (significant)"
+        elif comp.delta < 0:
+            verdict = "direction only (not significant)" if comp.verdict == NOT_SIGNIFICANT else \
+                "direction only (1 seed)"
+        elif comp.verdict == SIGNIFICANT:
+            verdict = "no (significantly worse)"
+        else:
+            verdict = "no (not significant)" if comp.verdict == NOT_SIGNIFICANT else "no (1 seed)"
+    else:
+        if comp.verdict == SIGNIFICANT:
+            verdict = "better (significant)" if comp.delta < 0 else "no: significantly worse"
+        elif comp.verdict == NOT_SIGNIFICANT:
+            verdict = "yes (no significant difference)"
+        else:
+            verdict = f"Δ {comp.delta:+.4f} (1 seed: no test)"
+    stuck = [n for n, p in ((base_name, base), (other_name, other)) if p["stuck"]]
+    if len(stuck) == 2:
+        return f"uninformative: both ≈ unigram loss {base['unigram']:.3f}"
+    if stuck:
+        verdict += f"; {stuck[0]} ≈ unigram"
+    return verdict
+
+
+def finding_pairs(df) -> list[tuple[str, str, str, str, str]]:
+    """(claim, old point, new point, kind, reference) for every pair of points that differ only in a finding's field
+    (model and training settings otherwise equal), plus the named comparisons present."""
+    firsts = {}
+    for name in df["point"].unique():
+        g = df[df["point"] == name]
+        ok = g[g["status"].isin(["ok", "diverged"])]
+        firsts[name] = (ok if len(ok) else g).iloc[0]
+    out = []
+    for f in FINDINGS:
+        for old_name, old_row in firsts.items():
+            if not f.old(old_row.get(f.field), old_row):
+                continue
+            sig = _signature(old_row, f.field)
+            for new_name, new_row in firsts.items():
+                if new_name != old_name and f.new(new_row.get(f.field), new_row) and \
+                        _signature(new_row, f.field) == sig:
+                    out.append((f.claim, old_name, new_name, f.kind, f.reference))
+    for claim, old_name, new_name, kind, ref in NAMED_FINDINGS:
+        if old_name in firsts and new_name in firsts:
+            out.append((claim, old_name, new_name, kind, ref))
+    return out
 
 
 def findings_table(df):
-    """The published findings, checked on this grid (only those whose points are present)."""
+    """The published findings, checked on every pair of points of this grid that isolates the finding's change."""
     import pandas as pd
-
-    from ablate.stats import NOT_SIGNIFICANT, SIGNIFICANT
 
     by_name = {s["point"]: s for s in point_stats(df)}
     rows = []
-    for claim, ref, pairs, kind in FINDINGS:
-        for base_name, other_name, _ in pairs:
-            if base_name not in by_name or other_name not in by_name:
-                continue
-            base, other = by_name[base_name], by_name[other_name]
-            comp = compare_points(base, other)
-            if comp.delta is None:
-                verdict = "n/a (no finished runs)"
-                if other["n_diverged"] or base["n_diverged"]:
-                    verdict = f"{base_name if base['n_diverged'] else other_name} diverged"
-            elif kind == "better":
-                if comp.delta < 0 and comp.verdict == SIGNIFICANT:
-                    verdict = "yes (significant)"
-                elif comp.delta < 0:
-                    verdict = "direction only (not significant)" if comp.verdict == NOT_SIGNIFICANT else \
-                        "direction only (1 seed)"
-                elif comp.verdict == SIGNIFICANT:
-                    verdict = "no (significantly worse)"
-                else:
-                    verdict = "no (not significant)" if comp.verdict == NOT_SIGNIFICANT else "no (1 seed)"
-            else:
-                if comp.verdict == SIGNIFICANT:
-                    verdict = "better (significant)" if comp.delta < 0 else "no: significantly worse"
-                elif comp.verdict == NOT_SIGNIFICANT:
-                    verdict = "yes (no significant difference)"
-                else:
-                    verdict = f"Δ {comp.delta:+.4f} (1 seed: no test)"
-            stuck = [n for n, p in ((base_name, base), (other_name, other)) if p["stuck"]]
-            if len(stuck) == 2:
-                verdict = f"uninformative: both ≈ unigram loss {base['unigram']:.3f}"
-            elif stuck:
-                verdict += f"; {stuck[0]} ≈ unigram"
-            ci = f" [{comp.lo:+.4f}, {comp.hi:+.4f}]" if comp.lo is not None else ""
-            rows.append({"published finding": claim, "comparison": f"{other_name} vs {base_name}",
-                         "Δ val loss": (comp.fmt("+.4f") + ci) if comp.delta is not None else "—",
-                         "holds here": verdict, "reference": ref})
+    for claim, base_name, other_name, kind, ref in finding_pairs(df):
+        base, other = by_name[base_name], by_name[other_name]
+        comp = compare_points(base, other)
+        ci = f" [{comp.lo:+.4f}, {comp.hi:+.4f}]" if comp.lo is not None else ""
+        rows.append({"published finding": claim, "comparison": f"{other_name} vs {base_name}",
+                     "Δ val loss": (comp.fmt("+.4f") + ci) if comp.delta is not None else "—",
+                     "holds here": _verdict(comp, kind, base, other, base_name, other_name), "reference": ref})
     return pd.DataFrame(rows)
 
 
@@ -702,6 +775,45 @@ def _mean_curve(g, xcol: str, ycol: str):
     return np.array(common), mean, std, len(series)
 
 
+DESCRIPTIVE = ("baseline", "change", "group", "point_index")
+
+
+def grid_rows(df, gid: str):
+    """The rows of grid ``gid``: its own rows plus rows of the same (point, config_id, device) written by another
+    grid (a resumed run skips a point another grid already measured); those take this grid's description."""
+    import pandas as pd
+
+    if "grid_id" not in df.columns or "config_id" not in df.columns:
+        return df.iloc[0:0]
+    own = df[df["grid_id"] == gid]
+    if own.empty:
+        return own
+    declared: dict[str, dict] = {}
+    for decl in _col(own, "grid_points"):
+        if isinstance(decl, list):
+            for d in decl:
+                if isinstance(d, dict) and d.get("point") is not None:
+                    declared.setdefault(d["point"], d)
+    for _, r in own.drop_duplicates("point").iterrows():  # rows written before grid_points existed
+        declared.setdefault(r["point"], {"point": r["point"], "config_id": r["config_id"],
+                                         **{c: r.get(c) for c in DESCRIPTIVE}})
+    ident = pd.DataFrame([{"point": d["point"], "config_id": d.get("config_id")} for d in declared.values()])
+    devices = set(own["device"]) if "device" in own.columns else set()
+    rest = df[(df["grid_id"] != gid) & (df["device"].isin(devices) if devices else True)]
+    other = rest.merge(ident, on=["point", "config_id"], how="inner")
+    if other.empty:
+        return own
+    other = other.copy()
+    for c in DESCRIPTIVE:
+        if c in own.columns:
+            other[c] = other["point"].map(lambda n, c=c: declared[n].get(c))
+    for c in sorted({k for d in declared.values() for k in d if k.startswith("axis.")} |
+                    {c for c in other.columns if c.startswith("axis.")}):
+        other[c] = other["point"].map(lambda n, c=c: declared[n].get(c))
+    other["grid_id"] = gid
+    return pd.concat([own, other], ignore_index=True)
+
+
 def _group_dirs(df) -> list[tuple[str, Any]]:
     """(folder name, rows) per (device, preset, grid_id): ``<device>-<preset>``; when one device-preset holds
     several grids, one keeps the plain name -- the default grid (no ``grid.axes``), then the one with most rows, then
@@ -709,7 +821,8 @@ def _group_dirs(df) -> list[tuple[str, Any]]:
     for c in ("device", "preset", "grid_id", "timestamp", "config.grid.axes"):
         if c not in df.columns:
             df = df.assign(**{c: ""})
-    groups = [(k, g) for k, g in df.groupby(["device", "preset", "grid_id"], sort=True, dropna=False)]
+    groups = [(k, grid_rows(df, k[2])) for k, _ in df.groupby(["device", "preset", "grid_id"], sort=True,
+                                                              dropna=False)]
     best: dict[tuple, tuple] = {}
     for (dev, pre, gid), g in groups:
         axes = g["config.grid.axes"].iloc[0]
@@ -917,4 +1030,5 @@ def report(df, out_dir: Path) -> list[Path]:
 
 __all__ = ["SUITE", "BUDGET_KINDS", "BudgetSettings", "EvalSettings", "DataSettings", "TrainingConfig", "PRESETS",
            "resolve", "grid_points", "grid_id", "config_id", "results_file", "flops_per_step", "Budget", "run_point",
-           "run", "report", "point_stats", "compare_points", "summary_table", "findings_table", "FINDINGS"]
+           "run", "report", "point_stats", "compare_points", "summary_table", "findings_table", "finding_pairs",
+           "FINDINGS", "grid_rows", "unigram_loss"]

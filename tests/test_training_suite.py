@@ -120,7 +120,7 @@ def test_report_files(two_seeds, tmp_path):
         assert n in names and (folder / n).is_file()
     md = (folder / "training_table.md").read_text()
     assert "original+swiglu" in md and "±" in md
-    assert "GLU FFN (SwiGLU) beats ReLU" in (folder / "training_findings.md").read_text()
+    assert "GLU FFN beats a non-GLU FFN" in (folder / "training_findings.md").read_text()
     index = (folder / "index.md").read_text()
     assert "Pareto-optimal" in index and "training_curves.png" in index and "seeds: 0, 1 (2)" in index
 
@@ -277,3 +277,25 @@ def test_flops_per_step_conventions():
     assert full == pytest.approx(6 * n * 64 + 3 * 2 * 4 * 4 * 2 * 16 * 16 * 16 / 2)
     lin = ModelConfig(d_model=32, n_layers=2, n_heads=2, train_len=16, attention="linear")
     assert training.flops_per_step(m, lin, tc) == pytest.approx(6 * n * 64 + 3 * 2 * 4 * 4 * 2 * 16 * 16 * 16)
+
+
+def test_findings_pair_points_that_isolate_one_change(tmp_path):
+    path = _run(tmp_path, "grid=activation=relu,swiglu;norm=layernorm,rmsnorm", "train.steps=4", seeds=2)
+    df = to_frame(path)
+    pairs = {(claim.split()[0], old, new) for claim, old, new, _, _ in training.finding_pairs(df)}
+    assert pairs == {("GLU", "relu/layernorm", "swiglu/layernorm"), ("GLU", "relu/rmsnorm", "swiglu/rmsnorm"),
+                     ("RMSNorm", "relu/layernorm", "relu/rmsnorm"), ("RMSNorm", "swiglu/layernorm", "swiglu/rmsnorm")}
+    table = training.findings_table(df)
+    assert len(table) == 4 and set(table["holds here"])  # every pair gets a verdict
+
+
+def test_report_borrows_points_measured_by_another_grid(tmp_path):
+    """A second grid sharing a point (same name and settings) skips it on resume; its report still shows it."""
+    first = _run(tmp_path, "grid.only=modern,modern-swiglu→relu", "train.steps=4", seeds=2)
+    _run(tmp_path, "grid=activation=swiglu,geglu", "grid.mode=oat", "train.steps=4", seeds=2)
+    rows = read_rows(first)
+    assert len(rows) == 6  # modern was not retrained
+    groups = dict(training._group_dirs(to_frame(first)))
+    assert set(groups) == {"cpu-micro", f"cpu-micro-{rows[-1]['grid_id'][:6]}"}
+    oat = training.point_stats(groups[f"cpu-micro-{rows[-1]['grid_id'][:6]}"])
+    assert [(s["point"], s["n"], s["baseline"]) for s in oat] == [("modern", 2, None), ("modern+geglu", 2, "modern")]
