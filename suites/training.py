@@ -473,11 +473,11 @@ def _print_summary(out: Path, gid: str, elapsed: float, ran: int, left: int, lim
 
     console = Console(width=None if Console().is_terminal else 140)
     try:
-        df = to_frame(out)
+        df = to_frame(out) if out.exists() else None
     except Exception as exc:  # the run itself succeeded; never fail on the print
         console.print(f"[yellow]could not read {out}: {exc}[/]")
-        return
-    if "grid_id" in df.columns:
+        df = None
+    if df is not None and "grid_id" in df.columns:
         df = grid_rows(df[df["suite"] == SUITE], gid)
         if not df.empty:
             summ = summary_table(df)

@@ -299,3 +299,11 @@ def test_report_borrows_points_measured_by_another_grid(tmp_path):
     assert set(groups) == {"cpu-micro", f"cpu-micro-{rows[-1]['grid_id'][:6]}"}
     oat = training.point_stats(groups[f"cpu-micro-{rows[-1]['grid_id'][:6]}"])
     assert [(s["point"], s["n"], s["baseline"]) for s in oat] == [("modern", 2, None), ("modern+geglu", 2, "modern")]
+
+
+def test_time_limit_stops_starting_runs(tmp_path, capsys):
+    path = _run(tmp_path, TWO, "time_limit_s=1e-9", seeds=2)
+    assert read_rows(path, missing_ok=True) == []
+    assert "time_limit_s=1e-09 reached: 4 run(s) left" in " ".join(capsys.readouterr().out.split())
+    _run(tmp_path, TWO, seeds=2)  # the same command without the limit resumes
+    assert len(read_rows(path)) == 4
