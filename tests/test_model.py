@@ -173,7 +173,7 @@ GPU_PAIRS = [(a, p) for a in ATTENTION.keys() for p in POSITION.keys()]
 @pytest.mark.parametrize("attention, position", GPU_PAIRS, ids=[f"{a}-{p}" for a, p in GPU_PAIRS])
 def test_every_combination_trains_on_gpu_bf16(attention, position):
     """Forward + backward under bf16 autocast on CUDA, for every attention x position that can run there."""
-    cfg = replace(MICRO, d_model=128, n_heads=2, n_kv_heads=1, attention=attention, position=position,
+    cfg = replace(MICRO, d_model=128, n_heads=2, n_kv_heads=1, max_len=256, attention=attention, position=position,
                   window=32 if attention == "sliding_window" else None)
     try:
         validate_model(cfg, "cuda", backward=True)
