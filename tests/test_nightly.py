@@ -123,3 +123,28 @@ def test_bad_slowdown_and_suite(capsys, tmp_path, monkeypatch):
     monkeypatch.delenv(SLOWDOWN_ENV)
     code, _, err = nightly(capsys, tmp_path, "n", "--write-baseline", "--suites", "training")
     assert code == 2 and "unknown nightly suite 'training'" in err
+
+
+def test_workflow_calls_the_same_entry_point():
+    """The nightly workflow runs `ablate nightly` with options that exist (the local runner is the workflow)."""
+    import re
+
+    import typer
+
+    from ablate.cli import app
+
+    root = Path(__file__).resolve().parent.parent
+    wf = root / ".github" / "workflows" / "nightly-gpu.yml"
+    if not wf.exists():
+        pytest.skip("no .github/workflows/nightly-gpu.yml in this tree")
+    text = wf.read_text()
+    assert "runs-on: [self-hosted, gpu]" in text and "schedule:" in text and "workflow_dispatch:" in text
+    assert "nvidia-smi" in text and 'ablate nightly "${args[@]}"' in text
+    step = text[text.index("- name: ablate nightly"):text.index("- name: Summary")]
+    used = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", step))
+    cmd = typer.main.get_command(app).commands["nightly"]
+    known = {o for p in cmd.params for o in list(p.opts) + list(p.secondary_opts)}
+    assert used and used <= known, used - known
+    assert {"--preset-latency", "--preset-extrapolation", "--baseline", "--write-baseline"} <= used
+    ci = (root / ".github" / "workflows" / "ci.yml").read_text()
+    assert "bash .ci/run" in ci and "push:" in ci and "pull_request:" in ci
