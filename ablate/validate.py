@@ -83,6 +83,10 @@ def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: boo
                 raise UnavailableError(f"attention {cfg.attention!r} cannot take {what} on {device}")
         if backward and not attention_variants.supports(cfg.attention, "backward", device):
             raise UnavailableError(f"attention {cfg.attention!r} has no backward pass on {device}, so it cannot train there")
+        if (backward and pos.supports_("needs_bias") and pos.supports_("params")
+                and not attention_variants.supports(cfg.attention, "bias_grad", device)):
+            raise UnavailableError(f"attention {cfg.attention!r} cannot backpropagate into the learned "
+                                   f"{cfg.position} bias on {device}, so it cannot train with it there")
 
 
 def _bias_attentions(position: str) -> list[str]:

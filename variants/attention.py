@@ -58,7 +58,8 @@ __all__ = [
 
 KEYS: tuple[str, ...] = ("naive", "sdpa", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math", "flash_attn",
                          "xformers", "flex", "sliding_window", "linear")
-FEATURES: tuple[str, ...] = ("causal", "bidirectional", "bias", "alibi", "window", "gqa", "kv_cache", "backward")
+FEATURES: tuple[str, ...] = ("causal", "bidirectional", "bias", "alibi", "window", "gqa", "kv_cache", "backward",
+                             "bias_grad")  # bias_grad: backpropagates into a learned score bias (T5)
 LINEAR_CHUNK = 64  # chunk size C of the causal linear-attention scan (memory O(T*D + C*C), never T*T)
 
 _DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32",
@@ -80,7 +81,7 @@ class ScoreBiasLike(Protocol):
 # Capabilities per device type (the static Entry.supports is derived from this table).
 
 _FULL = dict(causal=True, bidirectional=True, bias=True, alibi=True, window=True, gqa=True, kv_cache=True,
-             backward=True)
+             backward=True, bias_grad=True)
 
 
 def _caps(**over: Any) -> dict[str, Any]:
@@ -98,7 +99,8 @@ _CAPS: dict[str, dict[str, dict[str, Any]]] = {
     "sdpa_flash": {"cpu": _caps(bias=False, dtypes=_ALL_DTYPES),
                    "cuda": _caps(bias=False, alibi=False, window=False, dtypes=_HALF)},
     "sdpa_efficient": {"cuda": _caps(dtypes=("float16", "bfloat16", "float32"))},
-    "sdpa_cudnn": {"cuda": _caps(dtypes=_HALF)},
+    # cuDNN takes a float mask but no gradient for it (seen on an H100, torch 2.11): no training with t5_bias.
+    "sdpa_cudnn": {"cuda": _caps(bias_grad=False, dtypes=_HALF)},
     "sdpa_math": {"cpu": _caps(dtypes=_ALL_DTYPES), "cuda": _caps(dtypes=_ALL_DTYPES)},
     # ALiBi only through FlashAttention-2's alibi_slopes (see _dynamic_refusal); no arbitrary bias.
     "flash_attn": {"cuda": _caps(bias=False, dtypes=_HALF)},
@@ -293,6 +295,8 @@ def check_call(key: str, q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: An
         need.append("kv_cache")
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         need.append("backward")
+        if bias is not None and getattr(bias, "kind", "") == "t5":
+            need.append("bias_grad")
     for f in need:
         if not caps.get(f):
             raise UnavailableError(f"{key} does not support {f.replace('_', ' ')} on {dev}")
