@@ -284,8 +284,8 @@ def compare_cmd(
 def nightly_cmd(
     preset_latency: Optional[str] = typer.Option(None, "--preset-latency",
                                                  help="Latency preset (default: gpu on CUDA, cpu on CPU)."),
-    preset_extrapolation: Optional[str] = typer.Option(None, "--preset-extrapolation",
-                                                       help="Extrapolation preset (default: gpu on CUDA, tiny on CPU)."),
+    preset_extrapolation: Optional[str] = typer.Option(
+        None, "--preset-extrapolation", help="Extrapolation preset (default: gpu on CUDA, tiny on CPU)."),
     baseline: Path = typer.Option(Path("results/baselines"), "--baseline",
                                   help="Baseline results folder (one sub-folder per machine)."),
     out: Path = typer.Option(Path("nightly"), "--out", "-o", help="Folder for results, report and comparison."),

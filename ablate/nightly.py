@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ablate.errors import ConfigError, ResultsFileError
+from ablate.errors import AblateError, ConfigError, ResultsFileError
 
 __all__ = ["NightlyOptions", "NightlyResult", "run_nightly", "SLOWDOWN_ENV", "NIGHTLY_SUITES", "machine_slug",
            "plant_slowdown", "write_baseline"]
@@ -258,99 +258,125 @@ def run_nightly(opts: NightlyOptions, *, argv: Sequence[str] | None = None) -> N
     result = NightlyResult(rc=0, out=out)
     nightly_cmd = shlex.join(["ablate", "nightly", *argv]) if argv is not None else "ablate nightly (Python API)"
 
-    # 1. environment
-    def env_step() -> None:
-        (out / "env.json").write_text(json.dumps(fingerprint(), indent=2, ensure_ascii=False) + "\n",
-                                      encoding="utf-8")
-        if shutil.which("nvidia-smi"):
-            proc = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=60)
-            (out / "nvidia-smi.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
-
-    _step(result, "env", _cmd("ablate", "env", "--format", "json"), env_step)
-
-    # 2. suites
     presets: dict[str, tuple[Path, str]] = {}
     run_id = current_run_id()
-    for suite in opts.suites:
-        preset = _preset_of(suite, opts, device)
-        sets = opts.set_latency if suite == "latency" else opts.set_extrapolation
-        dest = out / "results" / suite
-        cmd = ["ablate", "run", "--suite", suite, "--preset", preset, "--device", device, "--out", dest]
-        for s in sets:
-            cmd += ["--set", s]
-        if not opts.resume:
-            cmd.append("--no-resume")
-        command = _cmd(*cmd)
-        result.commands.append(command)
-        ro = RunOptions(suite=suite, preset=preset, overrides=tuple(sets), out=dest, resume=opts.resume,
-                        device=device, progress=opts.progress)
-        before = {f.resolve(): len(_read_jsonl(f)) for f in dest.glob("*.jsonl")} if dest.is_dir() else {}
-        path = _step(result, f"run {suite}", command, lambda ro=ro: run_suite(ro))
-        result.results[suite] = Path(path)
-        presets[suite] = (Path(path), preset)
-        if slowdown is not None:
-            n = plant_slowdown(Path(path), slowdown, before.get(Path(path).resolve(), 0))
-            _echo(f"{SLOWDOWN_ENV}={slowdown:g}: timing metrics of {n} new {suite} row(s) scaled (test hook)")
 
-    # 3. pytest-benchmark
-    if opts.pytest_benchmark:
-        command = _cmd("pytest", "tests/benchmarks", "-m", "benchmark", "--benchmark-enable",
-                       f"--benchmark-json={_q(out / 'pytest-benchmark.json')}")
-        rc, tail = _step(result, "pytest-benchmark", command, lambda: _pytest_benchmark(out))
-        result.steps[-1]["result"] = tail
-        _echo(f"pytest-benchmark: {tail}")
-        if rc not in (0, 5):
-            _echo(f"pytest-benchmark failed (exit {rc}); see {out / 'pytest-benchmark.log'}")
-            result.rc = 1
+    def steps() -> None:
+        # 1. environment
+        def env_step() -> None:
+            (out / "env.json").write_text(json.dumps(fingerprint(), indent=2, ensure_ascii=False) + "\n",
+                                          encoding="utf-8")
+            if shutil.which("nvidia-smi"):
+                proc = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=60)
+                (out / "nvidia-smi.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
 
-    # 4. report
-    results_dir = out / "results"
-    if opts.report:
-        rcmd = _cmd("ablate", "report", results_dir, "--out", out / "report")
+        _step(result, "env", _cmd("ablate", "env", "--format", "json"), env_step)
 
-        def report_step() -> None:
-            from ablate.report import build_report
+        # 2. suites
+        for suite in opts.suites:
+            preset = _preset_of(suite, opts, device)
+            sets = opts.set_latency if suite == "latency" else opts.set_extrapolation
+            dest = out / "results" / suite
+            cmd = ["ablate", "run", "--suite", suite, "--preset", preset, "--device", device, "--out", dest]
+            for s in sets:
+                cmd += ["--set", s]
+            if not opts.resume:
+                cmd.append("--no-resume")
+            command = _cmd(*cmd)
+            result.commands.append(command)
+            ro = RunOptions(suite=suite, preset=preset, overrides=tuple(sets), out=dest, resume=opts.resume,
+                            device=device, progress=opts.progress)
+            before = {f.resolve(): len(_read_jsonl(f)) for f in dest.glob("*.jsonl")} if dest.is_dir() else {}
+            path = _step(result, f"run {suite}", command, lambda ro=ro: run_suite(ro))
+            result.results[suite] = Path(path)
+            presets[suite] = (Path(path), preset)
+            if slowdown is not None:
+                n = plant_slowdown(Path(path), slowdown, before.get(Path(path).resolve(), 0))
+                _echo(f"{SLOWDOWN_ENV}={slowdown:g}: timing metrics of {n} new {suite} row(s) scaled (test hook)")
 
-            build_report([results_dir], out / "report", command=rcmd, data_commands=result.commands)
+        # 3. pytest-benchmark
+        if opts.pytest_benchmark:
+            command = _cmd("pytest", "tests/benchmarks", "-m", "benchmark", "--benchmark-enable",
+                           f"--benchmark-json={_q(out / 'pytest-benchmark.json')}")
+            rc, tail = _step(result, "pytest-benchmark", command, lambda: _pytest_benchmark(out))
+            result.steps[-1]["result"] = tail
+            _echo(f"pytest-benchmark: {tail}")
+            if rc not in (0, 5):
+                _echo(f"pytest-benchmark failed (exit {rc}); see {out / 'pytest-benchmark.log'}")
+                result.rc = 1
 
-        _step(result, "report", rcmd, report_step)
+        # 4. report
+        results_dir = out / "results"
+        if opts.report:
+            rcmd = _cmd("ablate", "report", results_dir, "--out", out / "report")
 
-    # 5. baseline or comparison
-    if opts.write_baseline:
-        bcmd = f"copy {_q(results_dir)} -> {_q(opts.baseline)}/<machine>/<suite>-<preset>.jsonl"
-        result.baseline_files = _step(result, "write baseline", bcmd, lambda: write_baseline(presets, opts.baseline))
-        for f in result.baseline_files:
-            _echo(f"baseline written: {_q(f)}")
-        _echo(f"commit it: git add {' '.join(_q(f) for f in result.baseline_files)} && git commit -m 'nightly "
-              f"baseline'")
-        result.summary = f"baseline written ({len(result.baseline_files)} file(s))"
-    else:
-        ccmd = ["ablate", "compare", opts.baseline, results_dir, "--format", "markdown", "--output",
-                out / "compare.md", "--github-json", out / "github-benchmark"]
-        for f in opts.fail_if:
-            ccmd += ["--fail-if", f]
-        if opts.allow_env_mismatch:
-            ccmd.append("--allow-env-mismatch")
+            def report_step() -> None:
+                from ablate.report import build_report
 
-        def compare_step():
-            res = compare(load_rows(opts.baseline, "baseline"),
-                          load_rows([presets[s][0] for s in opts.suites], "new"),
-                          list(opts.fail_if) or None, allow_env_mismatch=opts.allow_env_mismatch)
-            (out / "compare.md").write_text(render_markdown(res, "ablate nightly: compare"), encoding="utf-8")
-            (out / "compare.json").write_text(render_json(res), encoding="utf-8")
-            write_github_json(res, out / "github-benchmark")
-            return res
+                build_report([results_dir], out / "report", command=rcmd, data_commands=result.commands)
 
-        res = _step(result, "compare", _cmd(*ccmd), compare_step)
-        sys.stdout.write(format_table(res))
-        result.regressed = res.regressed
-        result.summary = res.summary()
-        if res.regressed:
-            result.rc = 1
+            _step(result, "report", rcmd, report_step)
+
+        # 5. baseline or comparison
+        if opts.write_baseline:
+            bcmd = f"copy {_q(results_dir)} -> {_q(opts.baseline)}/<machine>/<suite>-<preset>.jsonl"
+            result.baseline_files = _step(result, "write baseline", bcmd,
+                                          lambda: write_baseline(presets, opts.baseline))
+            for f in result.baseline_files:
+                _echo(f"baseline written: {_q(f)}")
+            _echo(f"commit it: git add {' '.join(_q(f) for f in result.baseline_files)} && git commit -m 'nightly "
+                  f"baseline'")
+            result.summary = f"baseline written ({len(result.baseline_files)} file(s))"
+        else:
+            ccmd = ["ablate", "compare", opts.baseline, results_dir, "--format", "markdown", "--output",
+                    out / "compare.md", "--github-json", out / "github-benchmark"]
+            for f in opts.fail_if:
+                ccmd += ["--fail-if", f]
+            if opts.allow_env_mismatch:
+                ccmd.append("--allow-env-mismatch")
+
+            def compare_step():
+                res = compare(load_rows(opts.baseline, "baseline"),
+                              load_rows([presets[s][0] for s in opts.suites], "new"),
+                              list(opts.fail_if) or None, allow_env_mismatch=opts.allow_env_mismatch)
+                (out / "compare.md").write_text(render_markdown(res, "ablate nightly: compare"), encoding="utf-8")
+                (out / "compare.json").write_text(render_json(res), encoding="utf-8")
+                write_github_json(res, out / "github-benchmark")
+                return res
+
+            res = _step(result, "compare", _cmd(*ccmd), compare_step)
+            sys.stdout.write(format_table(res))
+            result.regressed = res.regressed
+            result.summary = res.summary()
+            if res.regressed:
+                result.rc = 1
+
+    failure: BaseException | None = None
+    try:
+        steps()
+    except BaseException as exc:  # the manifest still says how far it got
+        failure = exc
+        result.rc = 2 if isinstance(exc, AblateError) else (130 if isinstance(exc, KeyboardInterrupt) else 1)
+        result.summary = f"stopped: {type(exc).__name__}: {' '.join(str(exc).split())}"
+    errors = _error_rows(result.results.values())
+    if errors:
+        _echo(f"{errors} new row(s) with status 'error' (a failing measurement; see the reason column)")
     manifest = {"command": nightly_cmd, "device": device, "rc": result.rc, "regressed": result.regressed,
-                "summary": result.summary, "planted_slowdown": slowdown, "run_id": run_id,
+                "summary": result.summary, "planted_slowdown": slowdown, "run_id": run_id, "error_rows": errors,
                 "results": {k: _q(v) for k, v in result.results.items()}, "steps": result.steps,
                 "baseline_files": [_q(f) for f in result.baseline_files]}
     (out / "nightly.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if failure is not None:
+        raise failure
     _echo(f"done (exit {result.rc}): {result.summary}")
     return result
+
+
+def _error_rows(paths: Any) -> int:
+    n = 0
+    for p in paths:
+        try:
+            n += sum(1 for r in _read_jsonl(Path(p)) if r.get("status") == "error")
+        except Exception:
+            pass
+    return n

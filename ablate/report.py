@@ -40,7 +40,8 @@ MARKER = "<!-- ablate:report -->"
 PRIMARY_METRICS: dict[str, tuple[str, ...]] = {"latency": ("time_ms",), "extrapolation": ("ppl",),
                                                "training": ("val_loss",)}
 # Suites whose report() makes its own sub-folders (training: <device>-<preset>/): all their results files are
-# reported together into reports/<suite>/; every other suite maps results/<suite>/<name>.jsonl -> reports/<suite>/<name>/.
+# reported together into reports/<suite>/; every other suite maps results/<suite>/<name>.jsonl to
+# reports/<suite>/<name>/.
 FOLDER_SUITES = ("training",)
 ENV_ORDER = ("gpu", "gpu_count", "driver", "cuda", "cudnn", "hip", "cpu", "cpu_count", "hostname", "platform",
              "python", "torch", "triton", "flash_attn", "flash_attn_4", "xformers", "numpy", "pandas", "ablate",
