@@ -235,6 +235,9 @@ def report_cmd(
 # compare
 
 
+from ablate.compare import DEFAULT_FAIL_IF as _DEFAULT_FAIL_IF  # noqa: E402  (light: no torch, no pandas)
+
+
 class CompareFormat(str, enum.Enum):
     table = "table"
     json = "json"
@@ -248,7 +251,7 @@ def compare_cmd(
     fail_if: Optional[List[str]] = typer.Option(
         None, "--fail-if", help="METRIC:AMOUNT% or METRIC:AMOUNT (pytest-benchmark syntax, e.g. median:5%, "
                                 "time_ms:10%, tflops:10%, ppl:2%); repeatable. Default: "
-                                "time_ms:10%, peak_mem_bytes:10%, ppl:5%, val_loss:5%, passkey_acc:0.1."),
+                                + ", ".join(_DEFAULT_FAIL_IF) + "."),
     fmt: CompareFormat = typer.Option(CompareFormat.table, "--format", "-f", help="table, json or markdown."),
     allow_env_mismatch: bool = typer.Option(False, "--allow-env-mismatch",
                                             help="Compare even across GPUs / torch major versions / devices."),
