@@ -188,9 +188,23 @@ def fingerprint() -> dict[str, Any]:
     """Flat dict describing this machine and software (computed once per process; a fresh copy each call).
 
     Keys: python, platform, cpu, cpu_count, hostname, torch, cuda, hip, cudnn, gpu, gpu_count, driver, git_commit,
-    git_dirty, ablate, flash_attn, flash_attn_4, xformers, triton, numpy, pandas. Unknown values are None.
+    git_dirty, ablate, flash_attn, flash_attn_4, xformers, triton, numpy, pandas, command (the command line that
+    produced the row, as ``ablate ...`` when run through the CLI). Unknown values are None.
     """
-    return dict(_fingerprint())
+    return {**dict(_fingerprint()), "command": _command()}
+
+
+def _command() -> str | None:
+    """This process's command line, with the console-script path shortened to ``ablate``."""
+    import shlex
+    import sys
+
+    argv = list(getattr(sys, "argv", []) or [])
+    if not argv:
+        return None
+    if os.path.basename(argv[0]) in ("ablate", "cli.py", "__main__.py"):
+        argv[0] = "ablate"
+    return " ".join(shlex.quote(a) for a in argv)
 
 
 def env_columns() -> dict[str, Any]:
