@@ -185,6 +185,8 @@ def run_cmd(
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Named preset of the suite."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a setting: key=value "
                                                   "(dotted keys reach nested settings); repeatable."),
+    grid: Optional[List[str]] = typer.Option(None, "--grid", help="Training grid axis AXIS=V1,V2 (repeatable), "
+                                             "e.g. --grid norm=layernorm,rmsnorm --grid activation=relu,swiglu."),
     seeds: int = typer.Option(1, "--seeds", help="Number of seeds (0..K-1)."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder for the results (JSONL)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Data file or folder for suites that train."),
@@ -195,7 +197,15 @@ def run_cmd(
     """Run a suite; rows are appended to OUT as they finish, so an interrupted run resumes where it stopped."""
     from ablate.runner import RunOptions, run_suite
 
-    opts = RunOptions(suite=suite, preset=preset, overrides=tuple(overrides or ()), out=out, seeds=seeds,
+    overrides = list(overrides or ())
+    if grid:
+        from ablate.errors import ConfigError
+        from ablate.grid import to_override
+
+        if suite != "training":
+            raise ConfigError(f"--grid is for the training suite, not {suite!r}")
+        overrides.append(to_override(grid))
+    opts = RunOptions(suite=suite, preset=preset, overrides=tuple(overrides), out=out, seeds=seeds,
                       resume=resume, data=data, device=device, progress=progress)
     path = run_suite(opts)
     summary, n_errors = _summarize(Path(path))

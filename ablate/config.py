@@ -38,6 +38,7 @@ class ModelConfig:
     window: int | None = None  # sliding-window size W (keys attended, self included)
     dropout: float = 0.0
     bias: bool = False  # biases in linear layers
+    scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model) (Vaswani et al. 2017, sec. 3.4)
     norm_eps: float = 1e-5
     init_std: float = 0.02
 

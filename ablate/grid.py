@@ -220,6 +220,12 @@ def _complete(model: ModelConfig, spec: GridSpec) -> ModelConfig:
     return model
 
 
+def _with_embed_scale(p: GridPoint) -> GridPoint:
+    """Sinusoids have unit amplitude: like Vaswani et al. (sec. 3.4), scale the token embeddings by sqrt(d_model)
+    wherever they are added, or the 0.02-std embeddings drown and the model learns no context."""
+    return replace(p, model=replace(p.model, scale_embeddings=p.model.position == "sinusoidal"))
+
+
 def default_grid(model: ModelConfig, spec: GridSpec = GridSpec()) -> list[GridPoint]:
     """original, original+<change> for each change, modern, modern-<change> for each, modern+<extra>."""
     original = _fill(model, spec, ORIGINAL)
@@ -240,7 +246,7 @@ def default_grid(model: ModelConfig, spec: GridSpec = GridSpec()) -> list[GridPo
         cfg = _fill(modern, spec, changes)
         what = ", ".join(f"{k}: {_show(getattr(modern, k), k)}→{_show(getattr(cfg, k), k)}" for k in changes)
         pts.append(GridPoint(f"modern+{suffix}", cfg, baseline="modern", change=what, group="modern"))
-    return [replace(p, index=i) for i, p in enumerate(pts)]
+    return [replace(_with_embed_scale(p), index=i) for i, p in enumerate(pts)]
 
 
 def _show(v: Any, key: str = "n_kv_heads") -> str:
@@ -306,7 +312,7 @@ def axes_grid(model: ModelConfig, spec: GridSpec) -> list[GridPoint]:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"grid has duplicate point names {dup}; make the axis values distinct")
-    return [replace(p, index=i) for i, p in enumerate(pts)]
+    return [replace(_with_embed_scale(p), index=i) for i, p in enumerate(pts)]
 
 
 def select(points: list[GridPoint], only: Sequence[str]) -> list[GridPoint]:

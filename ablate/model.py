@@ -135,7 +135,10 @@ class Transformer(nn.Module):
         if cache is not None and not self.cfg.causal:
             raise ConfigError("a KV cache needs a causal model (causal=True)")
         offset = cache.length if cache is not None else 0
-        x = self.drop(self.pos.embed(self.tok(idx), offset))
+        x = self.tok(idx)
+        if self.cfg.scale_embeddings:  # keeps tokens from drowning under unit-amplitude sinusoids
+            x = x * math.sqrt(self.cfg.d_model)
+        x = self.drop(self.pos.embed(x, offset))
         bias = self.pos.score_bias()
         for i, block in enumerate(self.blocks):
             x = block(x, self.pos, bias, cache, i)

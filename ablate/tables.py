@@ -140,7 +140,8 @@ def to_markdown(df: "pd.DataFrame", *, caption: str = "", floatfmt: FloatFmt = _
 _LATEX_SPECIALS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
     "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
-    "—": "---", "–": "--", "\n": " ",
+    "—": "---", "–": "--", "\n": " ", "→": r"$\rightarrow$", "Δ": r"$\Delta$", "±": r"$\pm$",
+    "≈": r"$\approx$", "×": r"$\times$",
 }
 
 

@@ -28,10 +28,17 @@ def test_default_grid_names_and_one_change_each():
         ("layernorm", "post", "relu", "sinusoidal", None, "sdpa", None)
     assert (m.norm, m.norm_placement, m.activation, m.position, m.n_kv_heads, m.attention) == \
         ("rmsnorm", "pre", "swiglu", "rope", 2, "sdpa")
-    assert _diff(o, m) == {c.field for c in CHANGES}
+    # Sinusoidal points scale token embeddings by sqrt(d_model) (Vaswani sec. 3.4): part of the position change.
+    assert o.scale_embeddings and not m.scale_embeddings
+    assert all(p.model.scale_embeddings == (p.model.position == "sinusoidal") for p in pts)
+
+    def fields_of(c):
+        return {c.field, "scale_embeddings"} if c.field == "position" else {c.field}
+
+    assert _diff(o, m) == {f for c in CHANGES for f in fields_of(c)}
     for c in CHANGES:  # each change alone on original, each removed alone from modern
-        assert _diff(by[f"original+{c.add}"].model, o) == {c.field}
-        assert _diff(by[f"modern-{c.remove}"].model, m) == {c.field}
+        assert _diff(by[f"original+{c.add}"].model, o) == fields_of(c)
+        assert _diff(by[f"modern-{c.remove}"].model, m) == fields_of(c)
         assert by[f"original+{c.add}"].baseline == "original"
         assert by[f"modern-{c.remove}"].baseline == "modern"
     assert by["modern+sliding_window"].model.attention == "sliding_window"
