@@ -181,11 +181,21 @@ def point_train(cfg: TrainingConfig, point: GridPoint, seed: int) -> TrainConfig
     return replace(tr, seed=seed)
 
 
+# Model fields added after results were committed, with the value that reproduces the behaviour from before they
+# existed: left out of the hashes at that value, so adding a field does not change (and retrain) every config_id.
+_ID_OMIT_AT: dict[str, Any] = {"scale_embeddings": False}
+
+
+def _model_id(model: ModelConfig) -> dict[str, Any]:
+    """The model's settings as hashed into grid_id / config_id (see :data:`_ID_OMIT_AT`)."""
+    return {k: v for k, v in flatten(model).items() if not (k in _ID_OMIT_AT and v == _ID_OMIT_AT[k])}
+
+
 def grid_id(cfg: TrainingConfig, corpus_name: str) -> str:
     """Hash of the settings shared by the whole grid (one report section per grid_id)."""
     tr = flatten(cfg.train)
     tr.pop("seed", None)
-    return row_key({"model": flatten(cfg.model), "train": tr, "budget": flatten(cfg.budget),
+    return row_key({"model": _model_id(cfg.model), "train": tr, "budget": flatten(cfg.budget),
                     "grid": {k: v for k, v in flatten(cfg.grid).items() if k != "only"}, "eval": flatten(cfg.eval),
                     "data": flatten(cfg.data), "corpus": corpus_name})
 
@@ -194,7 +204,7 @@ def config_id(cfg: TrainingConfig, point: GridPoint, corpus_name: str) -> str:
     """Hash of everything that shapes this point's runs (its model, training, budget, evaluation, data)."""
     tr = flatten(point_train(cfg, point, 0))
     tr.pop("seed", None)  # a key field of its own
-    return row_key({"model": flatten(point.model), "train": tr, "budget": flatten(cfg.budget),
+    return row_key({"model": _model_id(point.model), "train": tr, "budget": flatten(cfg.budget),
                     "eval": flatten(cfg.eval), "data": flatten(cfg.data), "corpus": corpus_name})
 
 
@@ -671,12 +681,17 @@ def _signature(row: Any, field_name: str) -> tuple:
     skip = set(_SIGNATURE_SKIP) | {f"config.model.{field_name}"}
     if field_name == "attention":
         skip.add("config.model.window")
+    if field_name == "position":  # grids scale embeddings exactly where positions are sinusoidal: part of the change
+        skip.add("config.model.scale_embeddings")
     items = []
     for k in sorted(row.index):
         if (k.startswith("config.model.") or k.startswith("config.train.")) and k not in skip:
             v = row[k]
-            items.append((k, None if v is None or (isinstance(v, float) and math.isnan(v)) else
-                          (tuple(v) if isinstance(v, list) else v)))
+            v = None if v is None or (isinstance(v, float) and math.isnan(v)) else (tuple(v) if isinstance(v, list)
+                                                                                    else v)
+            if v is None and k[len("config.model."):] in _ID_OMIT_AT:  # a row from before the field existed
+                v = _ID_OMIT_AT[k[len("config.model."):]]
+            items.append((k, v))
     return tuple(items)
 
 
