@@ -11,6 +11,12 @@ temporary folder, no resume); the bare number times ``ATTENTION[key].fn(q, k, v,
 same way (same seed, shapes, dtype, ``requires_grad``). Both are repeated ``--rounds`` times, alternating, and the
 medians compared. On CUDA the ratio must lie within 3% (exit 1 otherwise); on CPU it is printed (a shared CPU is
 noisier than that).
+
+The bare figure is ``triton.testing.do_bench`` with its defaults (warm-up 25 ms, rep 100 ms, median). The suite calls
+the same function with the same settings (``kernels.warmup_ms`` / ``rep_ms``; a call slower than
+``rep_ms / min_reps`` gets more reps, which does not apply to the default shape). An earlier GPU preset used
+5 ms / 30 ms: its figure came out 7% lower than the bare one and unrepeatable, because those reps ran before the GPU
+settled at its sustained clock (see ``ablate.timing``).
 """
 
 from __future__ import annotations
@@ -60,6 +66,13 @@ def bare_figure(args, raw: bool = False) -> float | None:
     dout = torch.randn(shape, device=args.device, dtype=dt, generator=gen)
     fn = ATTENTION.get(args.key).fn
     causal = args.causal
+    from ablate.suites.latency import _no_donated_buffers
+
+    with _no_donated_buffers(args.key, args.device)[0]:  # as the suite times it (compiled backward, retain_graph)
+        return _bare_time(args, fn, q, k, v, dout, causal, raw)
+
+
+def _bare_time(args, fn, q, k, v, dout, causal, raw):
     if raw:
         if args.key != "sdpa":
             return None
@@ -130,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
             f"d={args.head_dim} {'causal' if args.causal else 'non-causal'} {args.dtype} on {args.device}")
     bare_name = "triton.testing.do_bench (median)" if gpu else "torch.utils.benchmark blocked_autorange (median)"
     print(what)
-    print(f"  backend            : {row.get('backend')}  (suite timing: {row.get('timing')})")
+    how = (f", warm-up {row.get('config.kernels.warmup_ms')} ms, rep {row.get('config.kernels.rep_ms')} ms, "
+           f"{row.get('reps')} reps; bare: do_bench's defaults, 25 ms / 100 ms" if gpu else f", {row.get('reps')} reps")
+    print(f"  backend            : {row.get('backend')}  (suite timing: {row.get('timing')}{how})")
     print(f"  ablate suite       : {s:.4f} ms   rounds: {', '.join(f'{x:.4f}' for x in suite_ms)}")
     print(f"  bare call          : {b:.4f} ms   rounds: {', '.join(f'{x:.4f}' for x in bare_ms)}   [{bare_name}]")
     print(f"  ratio suite / bare : {ratio:.4f}  ({(ratio - 1) * 100:+.2f}%)")

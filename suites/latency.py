@@ -29,6 +29,7 @@ plus part-specific metrics (``tflops``, ``peak_mem_bytes``, ``rel_err``, ``backe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -41,12 +42,12 @@ import torch
 
 from ablate.config import ModelConfig, apply_overrides, flatten
 from ablate.errors import AblateError, ConfigError, UnavailableError
-from ablate.flops import (attention_flops, kv_cache_bytes, matmul_params, mfu, model_train_flops, peak_tflops,
-                          tflops)
+from ablate.flops import (attention_flops, kv_cache_bytes, linear_attention_flops, matmul_params, mfu,
+                          model_train_flops, peak_tflops, tflops)
 from ablate.registry import ATTENTION, POSITION, load_all
 from ablate.results import ResultWriter, read_rows, row_key, status_from_exception
-from ablate.timing import (bench, bench_calls, first_call, free_memory, is_cuda, peak_memory, sync,
-                           triton_available)
+from ablate.timing import (DO_BENCH_REP_MS, DO_BENCH_WARMUP_MS, bench, bench_calls, first_call, free_memory,
+                           is_cuda, peak_memory_and_ms, sync, triton_available)
 
 SUITE = "latency"
 PARTS = ("kernel", "position", "train", "decode", "prefill")
@@ -84,10 +85,16 @@ class KernelSweep:
     extra_dtypes: tuple[str, ...] = ("float16",)
     alibi: bool = True
     windows: tuple[int, ...] = (1024,)
-    # timing
-    warmup_ms: float = 10.0
-    rep_ms: float = 40.0
-    min_reps: int = 5  # rep time raised so that a slow call still gets this many timed reps (CUDA)
+    # Caps on the main grid, "key[/pass][/causal|full]:N": that key (pass, mask) is not measured at sequence
+    # lengths above N, e.g. "sdpa_math:4096", "naive/bwd:8192", "linear/causal:8192". No row is written for a
+    # capped measurement (as for lengths outside seq_lens); rows already in the results file stay.
+    caps: tuple[str, ...] = ()
+    # timing: triton.testing.do_bench's own warm-up and rep times (CUDA). Not a knob to save time: shorter ones
+    # measure the GPU before its clock settles under load (see ablate.timing), so the suite would no longer agree
+    # with a bare do_bench. Every timing setting applies to all parts (kernel, position, train, prefill).
+    warmup_ms: float = DO_BENCH_WARMUP_MS
+    rep_ms: float = DO_BENCH_REP_MS
+    min_reps: int = 5  # a call slower than rep_ms / min_reps gets its rep time raised to this many timed reps
     min_run_time: float = 0.05  # CPU: torch.utils.benchmark blocked_autorange
     check: bool = True
     check_mb: int = 2048  # memory allowed for the reference slice's score matrices
@@ -178,12 +185,17 @@ PRESETS: dict[str, LatencyConfig] = {
         budget_s=170.0,
     ),
     # CUDA default: one H100 in <= 9 minutes (bf16; 16k tokens per batch, hidden 2048, as in the FlashAttention papers).
+    # Measured on an H100 (torch 2.11): ~415 s in all (kernels ~300 s, of which ~70 s flex compiles, ~60 s FA4
+    # JIT compiles, ~45 s the launch-bound causal linear scan); the caps drop the slowest, least telling points
+    # (unfused math at n >= 8k: OOM or ~0.2 s a call; naive's backward at 16k; the causal linear scan at 16k), and
+    # calls slower than 33 ms get 3 timed reps, not 5.
     "gpu": LatencyConfig(
-        kernels=KernelSweep(compiled_seq_lens=(2048, 16384), warmup_ms=5.0, rep_ms=30.0, budget_s=300.0),
+        kernels=KernelSweep(compiled_seq_lens=(2048, 16384), min_reps=3, budget_s=330.0,
+                            caps=("sdpa_math:4096", "naive/bwd:8192", "naive/fwd_bwd:8192", "linear/causal:8192")),
         positions=PositionSweep(budget_s=15.0),
-        train=TrainSweep(budget_s=60.0),
+        train=TrainSweep(budget_s=75.0),
         decode=DecodeSweep(budget_s=45.0),
-        budget_s=450.0,
+        budget_s=480.0,
     ),
 }
 
@@ -221,6 +233,9 @@ def resolve(preset: str, overrides: Iterable[str] = ()) -> LatencyConfig:
             raise ConfigError(f"unknown head layout {lay!r}; valid: {', '.join(LAYOUTS)}")
     kernels = replace(k, dtype=_dtype_name(k.dtype), extra_dtypes=tuple(_dtype_name(d) for d in k.extra_dtypes))
     cfg = replace(cfg, kernels=kernels, decode=replace(cfg.decode, dtype=_dtype_name(cfg.decode.dtype)))
+    _parse_caps(k.caps)
+    if k.min_reps < 1 or k.warmup_ms < 0 or k.rep_ms <= 0:
+        raise ConfigError("kernels: min_reps must be >= 1, warmup_ms >= 0 and rep_ms > 0")
     for hd in tuple(k.head_dims) + (k.feature_head_dim,):
         if hd < 1 or k.hidden % hd:
             raise ConfigError(f"kernels.hidden={k.hidden} is not divisible by head_dim {hd}")
@@ -343,16 +358,19 @@ class Ctx:
         self.writer.write(status, key, metrics, config, reason=reason)
 
     def bench(self, fn: Callable[[], Any], grad_to_none=None, est_ms: float | None = None):
+        """``triton.testing.do_bench``'s method with its warm-up and rep times (CUDA), ``blocked_autorange`` (CPU).
+        The only change: a call slower than ``rep_ms / min_reps`` gets ``min_reps`` timed reps, where do_bench alone
+        would give it ``int(rep_ms / estimate)`` (possibly 1). Faster calls are timed exactly as a bare do_bench."""
         k = self.cfg.kernels
         rep = k.rep_ms
-        warm = k.warmup_ms
         min_run = k.min_run_time
         if est_ms is not None and est_ms > 0:
-            rep = max(rep, k.min_reps * est_ms)
-            warm = max(warm, est_ms)
+            # + 0.5: do_bench's own estimate includes the L2 flush and its rep count is rounded down
+            rep = max(rep, (k.min_reps + 0.5) * est_ms)
             # CPU: enough blocks for a spread even when one call outlasts min_run_time (capped at 2 s)
             min_run = max(min_run, min(2.0, k.min_reps * est_ms / 1e3))
-        return bench(fn, self.device, grad_to_none=grad_to_none, warmup_ms=warm, rep_ms=rep, min_run_time=min_run)
+        return bench(fn, self.device, grad_to_none=grad_to_none, warmup_ms=k.warmup_ms, rep_ms=rep,
+                     min_run_time=min_run)
 
 
 def _prior_status(path: Path) -> dict[str, tuple[str, str]]:
@@ -361,22 +379,6 @@ def _prior_status(path: Path) -> dict[str, tuple[str, str]]:
     except AblateError:
         return {}
     return {r["row_key"]: (r.get("status"), r.get("reason")) for r in rows if r.get("row_key")}
-
-
-def _est_ms(fn: Callable[[], Any], device: str) -> float | None:
-    """Milliseconds of one call (CUDA events; on CPU, where the work is synchronous, a perf_counter pair), used to
-    size the repetitions, never reported."""
-    if not is_cuda(device):
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    s.record()
-    fn()
-    e.record()
-    torch.cuda.synchronize()
-    return s.elapsed_time(e)
 
 
 def _set_compile_limits() -> None:
@@ -439,6 +441,38 @@ def kernel_keys(cfg: LatencyConfig) -> list[str]:
     return list(cfg.kernels.keys) or ATTENTION.keys()
 
 
+MASKS = ("causal", "full")
+
+
+def _parse_caps(caps: Iterable[str]) -> list[tuple[str, str | None, str | None, int]]:
+    """``"key[/pass][/causal|full]:N"`` entries as (key, pass or None, mask or None, N); one-line errors."""
+    out = []
+    for item in caps:
+        spec, sep, n = str(item).strip().rpartition(":")
+        key, *quals = spec.split("/")
+        pas = [q for q in quals if q in PASSES]
+        mask = [q for q in quals if q in MASKS]
+        if not sep or not key or not n.strip().isdigit() or len(pas) > 1 or len(mask) > 1 \
+                or len(pas) + len(mask) != len(quals):
+            raise ConfigError(f"kernels.caps entry {item!r} must be key[/pass][/causal|full]:N, e.g. "
+                              f"sdpa_math:4096 or naive/bwd:8192 (passes: {', '.join(PASSES)})")
+        ATTENTION.get(key)  # UnknownKeyError lists the valid keys
+        out.append((key, pas[0] if pas else None, mask[0] if mask else None, int(n)))
+    return out
+
+
+def kernel_passes(cfg: LatencyConfig, shape: "Shape", key: str) -> list[str]:
+    """The passes of ``shape`` that ``key`` is measured for: all of them, less those capped by ``kernels.caps``
+    (main grid only; the feature shapes run every key)."""
+    if shape.group != "main" or not cfg.kernels.caps:
+        return list(shape.passes)
+    mask = "causal" if shape.causal else "full"
+    caps = _parse_caps(cfg.kernels.caps)
+    return [p for p in shape.passes
+            if not any(k == key and shape.seq_len > n and cp in (None, p) and cm in (None, mask)
+                       for k, cp, cm, n in caps)]
+
+
 def plan_kernels(cfg: LatencyConfig, device: str) -> list[tuple[Shape, list[str]]]:
     """(shape, keys) in run order: main grid (head dim, causal, length), then the feature shapes."""
     k = cfg.kernels
@@ -453,6 +487,8 @@ def plan_kernels(cfg: LatencyConfig, device: str) -> list[tuple[Shape, list[str]
                 continue  # it is defined by its window: exercised by the window shapes
             if shape.group == "main" and _is_compiled(key, device) and shape.seq_len not in compiled_lens:
                 continue
+            if not kernel_passes(cfg, shape, key):
+                continue  # capped at this length (kernels.caps)
             out.append(key)
         return out
 
@@ -600,12 +636,11 @@ def run_kernels(ctx: Ctx) -> None:
             ctx.write("unavailable", ukey, _empty_metrics(), conf,
                       reason=f"UnavailableError: {key} unavailable on {device}: {why}")
     for shape, keys in plan:
-        todo = [(key, [p for p in shape.passes if not ctx.done(shape.key(ctx, key, p))])
+        passes_of = {key: kernel_passes(cfg, shape, key) for key in keys}
+        todo = [(key, [p for p in passes_of[key] if not ctx.done(shape.key(ctx, key, p))])
                 for key in keys if key not in unavailable]
         todo = [(key, ps) for key, ps in todo if ps]
-        skipped_here = sum(len(shape.passes) for key in keys if key in unavailable)
-        ctx.advance(skipped_here + sum(len(shape.passes) for key in keys if key not in unavailable)
-                    - sum(len(ps) for _, ps in todo))
+        ctx.advance(sum(len(passes_of[key]) for key in keys) - sum(len(ps) for _, ps in todo))
         if not todo:
             continue
         if ctx.clock.over():
@@ -651,12 +686,110 @@ def _run_shape(ctx: Ctx, shape: Shape, todo: list[tuple[str, list[str]]], conf: 
             ctx.advance(len(passes))
             continue
         try:
-            _run_key(ctx, shape, key, passes, q, k_, v, dout, bias, reference, conf, backend_of, check_call,
-                     supports)
+            with _no_donated_buffers(key, device)[0]:
+                _run_key(ctx, shape, key, passes, q, k_, v, dout, bias, reference, conf, backend_of, check_call,
+                         supports)
         finally:
             for t in (q, k_, v):
                 t.grad = None
             free_memory(device)
+
+
+FLOPS_FA = "fa"  # FlashAttention convention (ablate.flops.attention_flops)
+FLOPS_LINEAR = "linear"  # the linear-attention algorithm that ran (ablate.flops.linear_attention_flops)
+
+
+def kernel_flops(key: str, pas: str, *, batch: int, n_heads: int, n_kv_heads: int, seq_len: int, head_dim: int,
+                 causal: bool, window: int | None, linear_chunk: int | None = None) -> dict[str, Any]:
+    """The FLOP columns of a kernel row (before timing): ``flops``, ``flops_convention`` and, for ``linear``, the
+    chunk and the softmax-attention count (``equiv_flops``, only ever used for ``equiv_tflops``). Shared with
+    ``scripts/recompute_flops.py``, which rewrites these columns of stored rows."""
+    fa = attention_flops(batch, n_heads, seq_len, seq_len, head_dim, causal=causal, window=window, mode=pas)
+    if key != "linear":
+        return {"flops": fa, "flops_convention": FLOPS_FA}
+    if linear_chunk is None:
+        from ablate.variants.attention import LINEAR_CHUNK as linear_chunk
+    fl = linear_attention_flops(batch, n_heads, n_kv_heads, seq_len, seq_len, head_dim, causal=causal,
+                                chunk=int(linear_chunk), mode=pas)
+    return {"flops": fl, "flops_convention": FLOPS_LINEAR, "linear_chunk": int(linear_chunk), "equiv_flops": fa}
+
+
+def _no_donated_buffers(key: str, device: str) -> tuple[Any, str | None]:
+    """(context, label): ``torch._functorch.config.donated_buffer=False`` for a kernel that may be compiled here
+    (``flex`` on CUDA, ``sliding_window`` when it routes to compiled flex), else a no-op.
+
+    AOT autograd (torch >= 2.6) compiles a backward that *donates* saved tensors (reuses their memory), and then
+    refuses ``backward(retain_graph=True)`` -- the way a backward-only pass is timed, as in FlashAttention's own
+    benchmarks: one forward, its backward repeated. The option is read when the forward compiles (once per shape,
+    inside this context) and, on newer torch, again at backward time, so the whole key's measurement runs in it.
+    It only changes memory reuse inside the compiled backward; the kernels are the same. Rows of compiled kernels
+    name it in ``compile_opts``. Older torch without the option has no donated buffers."""
+    if not (is_cuda(device) or _is_compiled(key, device)):
+        return contextlib.nullcontext(), None
+    try:
+        import torch._functorch.config as fconfig
+    except Exception:  # pragma: no cover - torch without functorch
+        return contextlib.nullcontext(), None
+    if not hasattr(fconfig, "donated_buffer"):
+        return contextlib.nullcontext(), None
+    return fconfig.patch(donated_buffer=False), "torch._functorch.config.donated_buffer=False"
+
+
+def _donated_buffer_error(exc: BaseException) -> bool:
+    return isinstance(exc, RuntimeError) and "donated buffer" in str(exc)
+
+
+def _time_bwd(ctx: Ctx, fwd: Callable[[], Any], dout, inputs) -> tuple[Any, int | None]:
+    """Backward alone: ``out.backward(dout, retain_graph=True)`` on one forward done outside the timed region, timed
+    like every other call. Should a compiled backward still refuse retain_graph (a graph compiled with donated
+    buffers before :func:`_no_donated_buffers` took effect), the backward of a *fresh* forward is timed instead:
+    each rep runs an untimed forward, flushes L2, then times ``backward`` between CUDA events; the row's ``timing``
+    says so."""
+    device = ctx.device
+    out = fwd()
+    run = lambda: out.backward(dout, retain_graph=True)  # noqa: E731
+    _clear_grads(inputs)
+    refused = False
+    try:
+        mem, est = peak_memory_and_ms(run, device)
+    except RuntimeError as exc:
+        if not _donated_buffer_error(exc):
+            raise
+        refused = True
+    if refused:  # outside the except block, so the traceback no longer holds the graph
+        out = run = None
+        return _time_bwd_fresh(ctx, fwd, dout, inputs)
+    _clear_grads(inputs)
+    return ctx.bench(run, grad_to_none=inputs, est_ms=est), mem
+
+
+def _time_bwd_fresh(ctx: Ctx, fwd: Callable[[], Any], dout, inputs) -> tuple[Any, int | None]:
+    k, device = ctx.cfg.kernels, ctx.device
+    held: dict[str, Any] = {}
+
+    def before() -> None:
+        _clear_grads(inputs)
+        held["out"] = fwd()
+
+    def run() -> None:
+        held.pop("out").backward(dout)
+
+    before()
+    mem, est = peak_memory_and_ms(run, device)  # memory above the saved forward, as for every bwd row
+    est = max(est, 1e-3)
+    for _ in range(max(1, int(k.warmup_ms / est))):
+        before()
+        run()
+    n = max(k.min_reps, min(1000, int(k.rep_ms / est)))
+    t = bench_calls(run, device, n=n, before=before)
+    _clear_grads(inputs)
+    t.method = f"{t.method}; backward of a fresh untimed forward each rep (retain_graph refused)"
+    return t, mem
+
+
+def _clear_grads(inputs) -> None:
+    for t in inputs:
+        t.grad = None
 
 
 def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout, bias, reference, conf,
@@ -687,8 +820,14 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
     except Exception as exc:
         write_rest(*_classify(exc))
         return
-    flops = {p: attention_flops(shape.batch, shape.n_heads, shape.seq_len, shape.seq_len, shape.head_dim,
-                                causal=shape.causal, window=shape.window, mode=p) for p in PASSES}
+    fl = {p: kernel_flops(key, p, batch=shape.batch, n_heads=shape.n_heads, n_kv_heads=shape.n_kv_heads,
+                          seq_len=shape.seq_len, head_dim=shape.head_dim, causal=shape.causal, window=shape.window)
+          for p in PASSES}
+    flops = {p: f["flops"] for p, f in fl.items()}
+    equiv = {p: f.get("equiv_flops") for p, f in fl.items()}
+    common["flops_convention"] = fl["fwd"]["flops_convention"]
+    if "linear_chunk" in fl["fwd"]:
+        common["linear_chunk"] = fl["fwd"]["linear_chunk"]
     if not has_bwd:
         for p in passes:
             if p != "fwd":
@@ -711,6 +850,9 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
         common["first_call_s"] = first_s
         common["backend"] = backend_of(key, q, k, v, **call_kw) if has_bwd else _no_grad(backend_of, key, q, k, v,
                                                                                          call_kw)
+        opts = _no_donated_buffers(key, device)[1]
+        if opts and "compiled" in str(common["backend"]):
+            common["compile_opts"] = opts
         ref = reference(key == "linear", need_grad)
         if ref is not None:
             err = ref.fwd_err(out)
@@ -762,23 +904,17 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
             continue
         try:
             if p == "fwd":
-                _time_fwd(ctx, shape, fwd, flops, write, device)
+                mem, est = peak_memory_and_ms(fwd, device)
+                t_ = ctx.bench(fwd, est_ms=est)
+                write(p, "ok", _kernel_metrics(t_, flops[p], mem, equiv[p]))
             elif p == "bwd":
-                out = fwd()
-                run = lambda: out.backward(dout, retain_graph=True)  # noqa: E731
-                for t in (q, k, v):
-                    t.grad = None
-                mem = peak_memory(run, device)
-                for t in (q, k, v):
-                    t.grad = None
-                t_ = ctx.bench(run, grad_to_none=[q, k, v], est_ms=_est_ms(run, device))
-                del out
-                write(p, "ok", _kernel_metrics(t_, flops[p], mem))
+                t_, mem = _time_bwd(ctx, fwd, dout, [q, k, v])
+                write(p, "ok", _kernel_metrics(t_, flops[p], mem, equiv[p]))
             else:
                 run = lambda: fwd().backward(dout)  # noqa: E731
-                mem = peak_memory(run, device)
-                t_ = ctx.bench(run, grad_to_none=[q, k, v], est_ms=_est_ms(run, device))
-                m = _kernel_metrics(t_, flops[p], mem)
+                mem, est = peak_memory_and_ms(run, device)
+                t_ = ctx.bench(run, grad_to_none=[q, k, v], est_ms=est)
+                m = _kernel_metrics(t_, flops[p], mem, equiv[p])
                 if "first_call_s" in common and _is_compiled(key, device):
                     m["compile_s"] = max(0.0, common["first_call_s"] + common.get("first_bwd_s", 0.0)
                                          - t_.median_ms / 1e3)
@@ -800,15 +936,12 @@ def _no_grad(backend_of, key, q, k, v, call_kw):
         return backend_of(key, q, k, v, **call_kw)
 
 
-def _time_fwd(ctx: Ctx, shape: Shape, fwd, flops, write, device) -> None:
-    mem = peak_memory(fwd, device)
-    t = ctx.bench(fwd, est_ms=_est_ms(fwd, device))
-    write("fwd", "ok", _kernel_metrics(t, flops["fwd"], mem))
-
-
-def _kernel_metrics(t, flops: float, mem: int | None) -> dict[str, Any]:
-    return {**_timing_metrics(t), "flops": flops, "tflops": tflops(flops, t.median_ms), "peak_mem_bytes": mem,
-            "mem_note": None if mem is not None else "n/a on cpu"}
+def _kernel_metrics(t, flops: float, mem: int | None, equiv_flops: float | None = None) -> dict[str, Any]:
+    m = {**_timing_metrics(t), "flops": flops, "tflops": tflops(flops, t.median_ms), "peak_mem_bytes": mem,
+         "mem_note": None if mem is not None else "n/a on cpu"}
+    if equiv_flops is not None:  # linear: the softmax-attention-equivalent rate, never in `tflops`
+        m["equiv_tflops"] = tflops(equiv_flops, t.median_ms)
+    return m
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -883,8 +1016,8 @@ def run_positions(ctx: Ctx) -> None:
                 try:
                     with torch.no_grad():
                         fns[op]()  # warm caches (cos/sin tables) before timing
-                        mem = peak_memory(fns[op], device)
-                        t = ctx.bench(fns[op], est_ms=_est_ms(fns[op], device))
+                        mem, est = peak_memory_and_ms(fns[op], device)
+                        t = ctx.bench(fns[op], est_ms=est)
                     ctx.write("ok", key_f, {**_timing_metrics(t), "peak_mem_bytes": mem,
                                             "hooks": ",".join(_hooks(pos)) or "identity",
                                             "kind": POSITION.get(key).supports.get("kind")}, conf)
@@ -915,6 +1048,24 @@ def _train_cfg(ts: TrainSweep, choice: str) -> ModelConfig:
         raise ConfigError(f"train choice field {name!r} must be one of {', '.join(registries)}")
     registries[name].get(value)
     return replace(m, **{name: value})
+
+
+def train_flops(n_matmul: int, mcfg: ModelConfig, batch: int, seq_len: int,
+                linear_chunk: int | None = None) -> tuple[float, str]:
+    """(model FLOPs of one step, convention): ``6·N·tokens + 3·layers·attention_fwd``, the attention term by the
+    FlashAttention convention, or for ``attention=linear`` the linear-attention algorithm that runs (so MFU counts the
+    work the model needs, not a softmax it never computes). Shared with ``scripts/recompute_flops.py``."""
+    attn = None
+    conv = FLOPS_FA
+    if mcfg.attention == "linear":
+        if linear_chunk is None:
+            from ablate.variants.attention import LINEAR_CHUNK as linear_chunk
+        attn = linear_attention_flops(batch, mcfg.n_heads, mcfg.kv_heads, seq_len, seq_len, mcfg.head_dim,
+                                      causal=mcfg.causal, chunk=int(linear_chunk), mode="fwd")
+        conv = FLOPS_LINEAR
+    flops = model_train_flops(n_matmul, batch, seq_len, n_layers=mcfg.n_layers, n_heads=mcfg.n_heads,
+                              head_dim=mcfg.head_dim, causal=mcfg.causal, window=mcfg.window, attention_fwd=attn)
+    return flops, conv
 
 
 def run_train(ctx: Ctx) -> None:
@@ -968,14 +1119,13 @@ def run_train(ctx: Ctx) -> None:
                 step()
             sync(device)
             base_mem = torch.cuda.memory_allocated() if is_cuda(device) else None
-            extra = peak_memory(step, device)
-            t = ctx.bench(step, est_ms=_est_ms(step, device))
+            extra, est = peak_memory_and_ms(step, device)
+            t = ctx.bench(step, est_ms=est)
             n_mm = matmul_params(model)
-            flops = model_train_flops(n_mm, ts.batch, ts.seq_len, n_layers=mcfg.n_layers, n_heads=mcfg.n_heads,
-                                      head_dim=mcfg.head_dim, causal=mcfg.causal, window=mcfg.window)
+            flops, conv = train_flops(n_mm, mcfg, ts.batch, ts.seq_len)
             pk = peak
             metrics = {**_timing_metrics(t), "tokens_per_s": ts.batch * ts.seq_len / (t.median_ms / 1e3),
-                       "model_flops": flops, "tflops": tflops(flops, t.median_ms),
+                       "model_flops": flops, "flops_convention": conv, "tflops": tflops(flops, t.median_ms),
                        "mfu": mfu(flops, t.median_ms, pk) if pk is not None else None,
                        "peak_tflops": pk.tflops if pk is not None else None,
                        "peak_source": pk.source if pk is not None else "no peak for CPU (MFU n/a)",
@@ -1131,8 +1281,8 @@ def run_prefill(ctx: Ctx) -> None:
                         return model(prompt, model.new_cache())
 
                 fill()
-                mem = peak_memory(fill, device)
-                t = ctx.bench(fill, est_ms=_est_ms(fill, device))
+                mem, est = peak_memory_and_ms(fill, device)
+                t = ctx.bench(fill, est_ms=est)
                 metrics = {**_timing_metrics(t), "tokens_per_s": ds.prefill_batch * L / (t.median_ms / 1e3),
                            "peak_mem_bytes": mem, "mem_note": None if mem is not None else "n/a on cpu",
                            "attn_backend": _attn_backend(mcfg, ds.prefill_batch, L, L, device, dt)}
@@ -1154,7 +1304,7 @@ def run_prefill(ctx: Ctx) -> None:
 def _count(cfg: LatencyConfig, device: str) -> dict[str, int]:
     n = {p: 0 for p in PARTS}
     for shape, keys in plan_kernels(cfg, device):
-        n["kernel"] += len(shape.passes) * len(keys)
+        n["kernel"] += sum(len(kernel_passes(cfg, shape, key)) for key in keys)
     ps = cfg.positions
     for key in (list(ps.keys) or POSITION.keys()):
         try:
@@ -1346,8 +1496,9 @@ def kernel_tables(k) -> list[tuple[str, str, Any]]:
         slug = _group_slug(dtype, hd, causal, layout, bias, window) + (f"_{_dev_slug(dev)}" if many_dev else "")
         cap = (f"Attention kernels, {dtype}, head dim {int(hd)}, {'causal' if causal else 'non-causal'}, {layout}"
                + (f", {bias} bias" if bias != "none" else "") + (f", window {int(window)}" if window else "")
-               + f" on {dev}: median time (ms) with p20–p80, TFLOP/s (FlashAttention convention), peak memory "
-               "above the inputs, speed-up vs sdpa, relative error vs the reference.")
+               + f" on {dev}: median time (ms) with p20–p80, TFLOP/s (FlashAttention convention; linear: the FLOPs "
+               "of the linear-attention algorithm that ran), peak memory above the inputs, speed-up vs sdpa, "
+               "relative error vs the reference.")
         out.append((slug, cap, t))
     return out
 
@@ -1358,10 +1509,26 @@ def _dev_slug(name: Any) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", str(name)).strip("-").lower()[:40]
 
 
+def _softmax_rows(k):
+    """Kernel rows whose FLOPs follow the FlashAttention convention: every key but ``linear`` (a different function,
+    counted by the algorithm that ran; ``flops_convention = linear``). TFLOP/s tables and figures use these only."""
+    conv = _col(k, "flops_convention").fillna(FLOPS_FA)
+    return k[(k["attention"] != "linear") & (conv == FLOPS_FA)]
+
+
+TFLOPS_FOOTNOTE = ("Linear attention is not in the TFLOP/s tables and figures: it computes a different function, and "
+                   "its FLOPs are those of the algorithm that ran (`flops_convention = linear`: feature maps, chunked "
+                   "C×C products and state updates), not comparable with the softmax count; its times, that rate and "
+                   "its speed-up vs sdpa are in the per-shape tables (and `equiv_tflops`, the softmax-equivalent "
+                   "rate, in the JSONL).")
+
+
 def tflops_pivot(k, pas: str):
-    """FlashAttention-paper style: rows (head dim, causal, kernel), columns sequence length, values TFLOP/s."""
+    """FlashAttention-paper style: rows (head dim, causal, kernel), columns sequence length, values TFLOP/s
+    (softmax-attention kernels only, see :func:`_softmax_rows`)."""
     import pandas as pd
 
+    k = _softmax_rows(k)
     ok = k[(k["status"] == "ok") & (_col(k, "group") == "main") & (k["pass"] == pas)]
     if ok.empty:
         return pd.DataFrame()
@@ -1542,6 +1709,7 @@ def fig_tflops(k, pas: str, stem: Path) -> list[Path]:
 
     from ablate.tables import plot_style, savefig
 
+    k = _softmax_rows(k)
     ok = k[(k["status"] == "ok") & (_col(k, "group") == "main") & (k["pass"] == pas) & k["tflops"].notna()]
     if ok.empty:
         return []
@@ -1724,7 +1892,8 @@ def report(df, out_dir: Path) -> list[Path]:
     idx += ["Measured on: " + ("; ".join(devices) or "?") + ".", "", "Environment:", ""] + _env_lines(df) + [""]
     idx += ["Regenerate: `ablate report <results.jsonl> --out <this folder>`. Method and columns: "
             "`docs/latency.md`. Times are medians (p20–p80 in the tables); TFLOP/s use the FlashAttention convention "
-            "(forward 4·b·h·n²·d, halved when causal, a sliding window counts its band; backward 2.5×, fwd+bwd 3.5×). "
+            "(forward 4·b·h·n²·d, halved when causal, a sliding window counts its band; backward 2.5×, fwd+bwd 3.5×), "
+            "except linear attention, counted by the algorithm that ran. "
             "Every timed kernel was first checked against the reference on the same inputs (rel err columns).", ""]
     if not counts.empty:
         ct = counts.rename("rows").reset_index()
@@ -1759,9 +1928,11 @@ def report(df, out_dir: Path) -> list[Path]:
             piv = tflops_pivot(k, pas)
             if not piv.empty:
                 table(piv, f"tflops_{pas}", f"TFLOP/s by sequence length ({pas.replace('_', '+')}), tokens per "
-                                            "batch fixed (batch = tokens / n).", ".4g",
+                                            "batch fixed (batch = tokens / n). " + TFLOPS_FOOTNOTE, ".4g",
                       f"### TFLOP/s, {pas.replace('_', '+')}")
                 idx += [to_markdown(piv, floatfmt=".4g"), ""]
+                if (k["attention"] == "linear").any() and TFLOPS_FOOTNOTE not in idx:
+                    idx += [TFLOPS_FOOTNOTE, ""]
                 figure(fig_tflops(k, pas, out_dir / f"latency_tflops_{pas}"), f"TFLOP/s {pas}")
         mem_files = fig_memory(k, out_dir / "latency_memory")
         idx += ["### Peak memory", ""]

@@ -289,3 +289,174 @@ def test_gpu_micro_kernels(tmp_path):
     ok = [r for r in rows if r["status"] == "ok"]
     assert ok and all(r["peak_mem_bytes"] is not None and r["peak_mem_bytes"] >= 0 for r in ok)
     assert not [r for r in rows if r["status"] == "error"], [r["reason"] for r in rows if r["status"] == "error"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# FLOPs of linear attention, caps, timing settings, compiled backward, derived-column rewrite
+
+
+def test_linear_rows_count_their_own_flops(kernel_rows):
+    """linear computes another function with another algorithm: its flops are those of that algorithm, its
+    softmax-equivalent rate is only ever `equiv_tflops`; every other key keeps the FlashAttention count."""
+    from ablate.flops import attention_flops, linear_attention_flops
+    from ablate.variants.attention import LINEAR_CHUNK
+
+    _, rows = kernel_rows
+    ok = [r for r in rows if r["status"] == "ok"]
+    lin = [r for r in ok if r["attention"] == "linear"]
+    assert lin and {r["pass"] for r in lin} == {"fwd", "bwd", "fwd_bwd"} and {r["causal"] for r in lin} == {False, True}
+    for r in lin:
+        assert r["flops_convention"] == "linear" and r["linear_chunk"] == LINEAR_CHUNK
+        assert r["flops"] == linear_attention_flops(r["batch"], r["n_heads"], r["n_kv_heads"], r["seq_len"],
+                                                    r["seq_len"], r["head_dim"], causal=r["causal"],
+                                                    chunk=LINEAR_CHUNK, mode=r["pass"])
+        soft = attention_flops(r["batch"], r["n_heads"], r["seq_len"], r["seq_len"], r["head_dim"],
+                               causal=r["causal"], mode=r["pass"])
+        assert r["equiv_tflops"] == pytest.approx(soft / (r["time_ms"] * 1e-3) / 1e12)
+        assert r["tflops"] == pytest.approx(r["flops"] / (r["time_ms"] * 1e-3) / 1e12)
+    for r in ok:
+        if r["attention"] != "linear":
+            assert r["flops_convention"] == "fa" and "equiv_tflops" not in r
+
+
+def test_report_tflops_tables_leave_linear_out(kernel_rows, tmp_path):
+    out, _ = kernel_rows
+    from ablate.results import to_frame
+    from ablate.runner import report_rows
+
+    report_rows(to_frame(out / "micro.jsonl"), tmp_path / "rep")
+    piv = (tmp_path / "rep" / "latency_tflops_fwd.md").read_text()
+    assert "| linear" not in piv and "| sdpa" in piv and "Linear attention is not in the TFLOP/s" in piv
+    assert "Linear attention is not in the TFLOP/s" in (tmp_path / "rep" / "index.md").read_text()
+    shape = (tmp_path / "rep" / "latency_kernels_float32_hd16_causal_mha.md").read_text()
+    assert "| linear" in shape  # still in the per-shape tables, with its own FLOPs
+
+
+def test_caps_drop_passes_on_the_main_grid_only():
+    cfg = L.resolve("micro", ["kernels.caps=sdpa_math:32,naive/bwd:32,linear/causal:32,sdpa/full/fwd_bwd:32"])
+    shape = lambda n, causal, group="main": L.Shape(group, n, 2, 2, 2, 16, causal, "float32", "none", None,  # noqa
+                                                    L.PASSES)
+    assert L.kernel_passes(cfg, shape(64, False), "sdpa_math") == []
+    assert L.kernel_passes(cfg, shape(32, False), "sdpa_math") == list(L.PASSES)  # at the cap: measured
+    assert L.kernel_passes(cfg, shape(64, True), "naive") == ["fwd", "fwd_bwd"]
+    assert L.kernel_passes(cfg, shape(64, False), "linear") == list(L.PASSES)
+    assert L.kernel_passes(cfg, shape(64, True), "linear") == []
+    assert L.kernel_passes(cfg, shape(64, False), "sdpa") == ["fwd", "bwd"]
+    assert L.kernel_passes(cfg, shape(64, True), "sdpa") == list(L.PASSES)
+    assert L.kernel_passes(cfg, shape(64, True, "gqa"), "sdpa_math") == list(L.PASSES)  # features run all keys
+    plan = L.plan_kernels(cfg, "cpu")
+    assert not [s for s, keys in plan if s.group == "main" and s.seq_len > 32 and "sdpa_math" in keys]
+    for bad in ("sdpa_math", "sdpa_math:x", "nope:64", "naive/sideways:64", "naive/bwd/fwd:64"):
+        with pytest.raises((ConfigError, UnknownKeyError)):
+            L.resolve("micro", [f"kernels.caps={bad}"])
+
+
+def test_gpu_preset_times_like_do_bench_and_fits_its_budget_plan():
+    from ablate.timing import DO_BENCH_REP_MS, DO_BENCH_WARMUP_MS
+
+    gpu = L.resolve("gpu")
+    k = gpu.kernels
+    assert (k.warmup_ms, k.rep_ms) == (DO_BENCH_WARMUP_MS, DO_BENCH_REP_MS) == (25, 100)
+    # whole preset <= 9 minutes: the budgets (a measurement already started may finish past them) leave room
+    assert gpu.budget_s <= 480 and k.budget_s < gpu.budget_s
+    plan = L.plan_kernels(gpu, "cuda")
+    main = [(s, keys) for s, keys in plan if s.group == "main"]
+    assert not [s for s, keys in main if "sdpa_math" in keys and s.seq_len > 4096]
+    naive16 = [L.kernel_passes(gpu, s, "naive") for s, keys in main if s.seq_len == 16384 and "naive" in keys]
+    assert naive16 and all(p == ["fwd"] for p in naive16)
+    assert not [s for s, keys in main if "linear" in keys and s.causal and s.seq_len > 8192]
+    assert [s for s, keys in main if "linear" in keys and not s.causal and s.seq_len == 16384]
+
+
+def test_ctx_bench_passes_do_bench_settings(monkeypatch):
+    """Fast calls: exactly do_bench's warm-up/rep. Slow calls: rep raised to min_reps (+0.5 for do_bench's
+    rounding), warm-up unchanged."""
+    seen = []
+    monkeypatch.setattr(L, "bench", lambda fn, device, **kw: seen.append(kw))
+    ctx = L.Ctx.__new__(L.Ctx)
+    ctx.cfg, ctx.device = L.resolve("gpu"), "cuda"
+    ctx.bench(lambda: None, est_ms=1.8)
+    ctx.bench(lambda: None, est_ms=200.0)
+    assert (seen[0]["warmup_ms"], seen[0]["rep_ms"]) == (25, 100)
+    assert (seen[1]["warmup_ms"], seen[1]["rep_ms"]) == (25, 3.5 * 200.0)
+
+
+def _toy_compiled(x, w):
+    return (torch.sin(x @ w) * x).relu() @ w
+
+
+class _DonatingBackward(torch.autograd.Function):
+    """Refuses backward(retain_graph=True) with AOT autograd's message, as a compiled graph with donated buffers
+    does (whether torch.compile donates depends on the graph, so the fallback is tested with this stand-in)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, g):
+        if torch._C._autograd._get_current_graph_task_keep_graph():
+            raise RuntimeError("This backward function was compiled with non-empty donated buffers which requires "
+                               "create_graph=False and retain_graph=False.")
+        return g * 2
+
+
+def test_compiled_backward_is_timed_with_retain_graph(monkeypatch):
+    """torch.compile's AOT autograd donates saved buffers and then refuses backward(retain_graph=True) -- the
+    error all 7 flex `bwd` rows of the first H100 run got. Inside the suite's context the same timing works;
+    should a backward still refuse, the backward of a fresh forward is timed and `timing` says so."""
+    monkeypatch.setenv("ABLATE_FLEX_COMPILE_CPU", "1")  # "flex" counts as compiled here, so the context applies
+    ctx_mgr, label = L._no_donated_buffers("flex", "cpu")
+    assert L._no_donated_buffers("naive", "cpu")[1] is None  # nothing compiled: nothing changed
+    if label is None:
+        pytest.skip("this torch has no torch._functorch.config.donated_buffer (nor donated buffers)")
+    ctx = L.Ctx.__new__(L.Ctx)
+    ctx.cfg, ctx.device = L.resolve("micro", ["kernels.min_run_time=0.001"]), "cpu"
+    x = torch.randn(64, 64, requires_grad=True)  # (at 32 x 32 torch 2.13 donates nothing for this graph)
+    w = torch.randn(64, 64, requires_grad=True)
+    dout = torch.ones(64, 64)
+    with ctx_mgr:
+        f = torch.compile(_toy_compiled, dynamic=False, fullgraph=True)
+        f(x, w).backward(dout)  # the suite's first (checked) backward, then the timed retain_graph ones
+        t, mem = L._time_bwd(ctx, lambda: f(x, w), dout, [x, w])
+    assert t.method == "torch.utils.benchmark" and t.median_ms > 0 and mem is None
+    t2, _ = L._time_bwd(ctx, lambda: _DonatingBackward.apply(x), dout, [x])
+    assert "fresh untimed forward" in t2.method and t2.reps >= ctx.cfg.kernels.min_reps and t2.median_ms > 0
+    with pytest.raises(RuntimeError, match="shape"):  # any other error is not swallowed
+        L._time_bwd(ctx, lambda: x @ w, torch.ones(3), [x, w])
+
+
+def test_recompute_flops_rewrites_only_derived_columns(kernel_rows, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recompute_flops", Path(__file__).parent.parent / "scripts" /
+                                                  "recompute_flops.py")
+    rf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rf)
+    out, _ = kernel_rows
+    lines = (out / "micro.jsonl").read_text().splitlines(keepends=True)
+    assert rf.recompute_file(out / "micro.jsonl", write=False) == {}  # rows written now are already right
+    # an old-style linear row: softmax count, no convention column
+    old = []
+    for line in lines:
+        r = json.loads(line)
+        if r.get("part") == "kernel" and r.get("attention") == "linear" and r["status"] == "ok":
+            from ablate.flops import attention_flops
+
+            r["flops"] = attention_flops(r["batch"], r["n_heads"], r["seq_len"], r["seq_len"], r["head_dim"],
+                                         causal=r["causal"], mode=r["pass"])
+            r["tflops"] = r["flops"] / (r["time_ms"] * 1e-3) / 1e12
+            for c in ("flops_convention", "linear_chunk", "equiv_tflops"):
+                r.pop(c)
+            line = rf._dumps(r) + "\n"
+        old.append(line)
+    f = tmp_path / "old.jsonl"
+    f.write_text("".join(old))
+    changed = rf.recompute_file(f)
+    assert changed and all(k.startswith("kernel/linear") for k in changed)
+    new = f.read_text().splitlines(keepends=True)
+    assert len(new) == len(lines)
+    for a, b in zip(lines, new):  # back to what the suite writes (key order aside), times untouched
+        assert json.loads(a) == json.loads(b)
+    assert rf.recompute_file(f) == {}  # idempotent
+    assert rf.main(["--check", str(f)]) == 0

@@ -81,6 +81,55 @@ def test_model_train_flops_hand_count():
         3 * layers * attn
 
 
+@pytest.mark.parametrize("b,h,hkv,tq,tk,d,dv,causal,chunk", [
+    (2, 4, 4, 100, 100, 8, 8, False, 16), (2, 4, 2, 100, 100, 8, 8, True, 16),  # uneven last chunk, GQA
+    (1, 4, 1, 37, 50, 8, 6, True, 8),  # MQA, queries the last 37 of 50 keys, dv != d
+    (1, 2, 2, 64, 64, 16, 16, True, 64), (1, 2, 2, 30, 50, 4, 4, False, 8), (1, 2, 2, 5, 5, 4, 4, True, 64)])
+def test_linear_attention_flops_match_the_products_that_run(b, h, hkv, tq, tk, d, dv, causal, chunk):
+    """The product part of the linear count equals torch's FLOP counter on the real implementation, forward and
+    backward (so fwd_bwd too); the element-wise part is small and positive."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ablate.variants.attention import linear_attention
+
+    q = torch.randn(b, h, tq, d, requires_grad=True)
+    k = torch.randn(b, hkv, tk, d, requires_grad=True)
+    v = torch.randn(b, hkv, tk, dv, requires_grad=True)
+    with FlopCounterMode(display=False) as fwd_count:
+        out = linear_attention(q, k, v, causal=causal, chunk_size=chunk)
+    with FlopCounterMode(display=False) as bwd_count:
+        out.backward(torch.randn_like(out))
+    parts = {m: F.linear_attention_flops_parts(b, h, hkv, tq, tk, d, dv, causal=causal, chunk=chunk, mode=m)
+             for m in ("fwd", "bwd", "fwd_bwd")}
+    assert parts["fwd"][0] == fwd_count.get_total_flops()
+    assert parts["bwd"][0] == bwd_count.get_total_flops()
+    assert parts["fwd_bwd"][0] == fwd_count.get_total_flops() + bwd_count.get_total_flops()
+    for m, (mm, ew) in parts.items():
+        assert 0 < ew < 0.5 * mm
+        assert F.linear_attention_flops(b, h, hkv, tq, tk, d, dv, causal=causal, chunk=chunk, mode=m) == mm + ew
+
+
+def test_linear_attention_flops_hand_count_and_scale():
+    # non-causal, b=1, h=1, n=4, d=dv=2: φKᵀV 2·4·2·2, φQ·kv 2·4·2·2, φQ·z 2·4·2; φ(q), φ(k) 2·8 each;
+    # z 4·2 adds, division 4·2
+    assert F.linear_attention_flops(1, 1, 1, 4, 4, 2, causal=False, chunk=64) == (32 + 32 + 16) + (16 + 16 + 8 + 8)
+    # the H100 main grid, n = 16k, hd 128: linear is O(n·d²), far below softmax's O(n²·d) -- never reported as if
+    # it were the softmax count (that gave 1834 "TFLOP/s")
+    lin = F.linear_attention_flops(1, 16, 16, 16384, 16384, 128, causal=False, chunk=64)
+    soft = F.attention_flops(1, 16, 16384, 16384, 128, causal=False)
+    assert lin == pytest.approx(1.745e10, rel=1e-3) and soft / lin > 100
+    with pytest.raises(ValueError):
+        F.linear_attention_flops(1, 1, 1, 4, 4, 2, causal=True, chunk=0)
+    with pytest.raises(ValueError):
+        F.linear_attention_flops(1, 1, 1, 4, 4, 2, causal=True, chunk=4, mode="sideways")
+
+
+def test_model_train_flops_attention_override():
+    base = F.model_train_flops(1000, 2, 8, n_layers=3, n_heads=4, head_dim=16)
+    assert F.model_train_flops(1000, 2, 8, n_layers=3, n_heads=4, head_dim=16, attention_fwd=10.0) == \
+        6 * 1000 * 2 * 8 + 3 * 3 * 10.0 < base
+
+
 def test_matmul_params_counts_linears_and_tied_head():
     from ablate.config import ModelConfig
     from ablate.model import Transformer
@@ -171,6 +220,60 @@ def test_peak_memory_is_none_on_cpu_and_oom_detection():
     oom = getattr(torch.cuda, "OutOfMemoryError", None)
     if oom is not None:
         assert T.is_oom(oom("boom"))
+
+
+class _FakeTriton:
+    """Stands in for ``triton.testing`` on a machine without triton: records how do_bench was called."""
+
+    def __init__(self, supports_all: bool = True):
+        self.calls: list[dict] = []
+        self.supports_all = supports_all
+
+    def do_bench(self, fn, warmup=25, rep=100, grad_to_none=None, quantiles=None, return_mode="mean"):
+        self.calls.append(dict(warmup=warmup, rep=rep, grad_to_none=grad_to_none, quantiles=quantiles,
+                               return_mode=return_mode))
+        assert return_mode in (["min", "max", "mean", "median", "all"] if self.supports_all
+                               else ["min", "max", "mean", "median"])
+        return [1.0, 2.0, 3.0, 4.0]
+
+
+def _fake_triton(monkeypatch, fake):
+    import sys
+    import types
+
+    mod = types.ModuleType("triton")
+    mod.testing = fake
+    monkeypatch.setitem(sys.modules, "triton", mod)
+    monkeypatch.setitem(sys.modules, "triton.testing", fake)
+
+
+def test_bench_cuda_is_do_bench_with_its_defaults(monkeypatch):
+    """The suite's CUDA figure is triton's do_bench with do_bench's own warm-up/rep (25/100 ms), once, all reps;
+    a triton without return_mode="all" gets the same procedure written out (one run, not extra do_bench runs)."""
+    fake = _FakeTriton()
+    _fake_triton(monkeypatch, fake)
+    x = torch.zeros(1, requires_grad=True)
+    t = T.bench_cuda(lambda: None, grad_to_none=[x], use_triton=True)
+    assert fake.calls == [dict(warmup=25, rep=100, grad_to_none=[x], quantiles=None, return_mode="all")]
+    assert t.method == "triton.do_bench" and t.median_ms == 2.5 and t.reps == 4
+    assert T.DO_BENCH_WARMUP_MS == 25 and T.DO_BENCH_REP_MS == 100
+    old = _FakeTriton(supports_all=False)
+    _fake_triton(monkeypatch, old)
+    seen = {}
+
+    def events(fn, *, warmup_ms, rep_ms, grad_to_none):
+        seen.update(warmup_ms=warmup_ms, rep_ms=rep_ms)
+        return [1.0, 1.0, 4.0]
+
+    monkeypatch.setattr(T, "_event_times", events)
+    t = T.bench_cuda(lambda: None, warmup_ms=25, rep_ms=100, use_triton=True)
+    assert len(old.calls) == 1 and t.method == "cuda_events" and t.median_ms == 1.0
+    assert seen == {"warmup_ms": 25, "rep_ms": 100}
+
+
+def test_peak_memory_and_ms_on_cpu():
+    mem, ms = T.peak_memory_and_ms(lambda: sum(range(10000)), "cpu")
+    assert mem is None and ms > 0
 
 
 def test_first_call_measures_seconds():
