@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from ablate.progress import start_progress
 from ablate.config import ModelConfig, apply_overrides, flatten
 from ablate.errors import AblateError, ConfigError, UnavailableError
 from ablate.flops import (attention_flops, kv_cache_bytes, linear_attention_flops, matmul_params, mfu,
@@ -1356,14 +1357,7 @@ def run(opts) -> Path:
     threads_before = torch.get_num_threads()
     if not is_cuda(device) and cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
-    prog = None
-    if opts.progress:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
-        prog.start()
+    prog = start_progress(opts.progress)
     ctx = Ctx(cfg, device, writer, prog, preset, clock)
     try:
         for part in PARTS:

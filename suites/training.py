@@ -46,6 +46,7 @@ from typing import Any
 
 import torch
 
+from ablate.progress import start_progress
 from ablate.config import ModelConfig, apply_overrides, flatten
 from ablate.data import Batches, Corpus, check_eval_span, load_corpus
 from ablate.errors import ConfigError
@@ -425,14 +426,7 @@ def run(opts) -> Path:
 
     # Seed-major: every point once before any point twice, so a time limit still leaves a whole grid.
     jobs = [(seed, p) for seed in seeds for p in points]
-    prog = None
-    if opts.progress:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
-        prog.start()
+    prog = start_progress(opts.progress)
     overall = prog.add_task("training grid", total=len(jobs), info="") if prog else None
     ran, left = 0, 0
     try:
