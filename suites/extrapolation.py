@@ -80,6 +80,7 @@ class ExtrapolationConfig:
     rope_scalings: tuple[str, ...] = ROPE_SCALINGS  # applied to the `rope` model at evaluation
     passkey: bool = False  # also train/score passkey-retrieval models (one per trained variant)
     probe: PasskeySettings = field(default_factory=PasskeySettings)
+    cpu_threads: int = 0  # CPU: torch threads (0 = torch's default); 1 is robust on a machine shared with others
 
     @property
     def eval_lens(self) -> list[int]:
@@ -141,6 +142,8 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
         raise ConfigError(f"eval.factors must be integers >= 1, got {e.factors}")
     if e.stride is not None and e.stride < 1:
         raise ConfigError(f"eval.stride must be >= 1, got {e.stride}")
+    if cfg.cpu_threads < 0:
+        raise ConfigError(f"cpu_threads must be >= 0 (0 = torch's default), got {cfg.cpu_threads}")
     if not cfg.positions:
         raise ConfigError("positions is empty; valid: " + ", ".join(POSITION.keys()))
     for p in cfg.positions:
@@ -333,6 +336,9 @@ def run(opts) -> Path:
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    threads_before = torch.get_num_threads()
+    if device == "cpu" and cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
 
     prog = None
     if opts.progress:
@@ -380,6 +386,7 @@ def run(opts) -> Path:
     finally:
         if prog:
             prog.stop()
+        torch.set_num_threads(threads_before)
     elapsed = time.perf_counter() - t_start
     _print_summary(out, cid, preset, elapsed, trained)
     return out
@@ -651,8 +658,8 @@ def _print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: in
         for c in wide.columns:
             table.add_column(str(c), justify="left" if c == "variant" else "right")
         for _, r in wide.iterrows():
-            table.add_row(*[("—" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v))
-                            for v in r.tolist()])
+            table.add_row(*[("—" if v is None or (isinstance(v, float) and not math.isfinite(v))
+                             else f"{v:.2f}" if isinstance(v, float) else str(v)) for v in r.tolist()])
         console.print(table)
         eff = effective_table(g, train_len)
         console.print("effective length (ppl within 10% of train_len): " + ", ".join(
@@ -732,7 +739,9 @@ def report(df, out_dir: Path) -> list[Path]:
         eff = effective_table(summary, train_len)
         md2, tex2 = write_table(eff, out_dir / f"extrapolation_effective_length{slug}",
                                 caption=f"Effective length: the longest eval_len whose perplexity stays within 10% of "
-                                        f"its perplexity at train_len ({line}).", floatfmt=".3g")
+                                        f"its perplexity at train_len ({line}).",
+                                floatfmt={"ppl at train_len": ".2f", "ppl there": ".2f", "ratio to train_len": ".2f",
+                                          "x train_len": ".0f", "effective length": ".0f", "longest measured": ".0f"})
         written += [md, tex, md2, tex2]
         checks = shape_checks(summary, train_len)
         index += [f"## Protocol{': ' + slug[1:] if slug else ''}", "", line, "",
