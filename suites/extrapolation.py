@@ -33,7 +33,9 @@ import torch
 from ablate.config import ModelConfig, apply_overrides, flatten
 from ablate.data import Batches, Corpus, check_eval_span, load_corpus
 from ablate.errors import ConfigError, PositionRangeError
-from ablate.evaluate import MODES, PasskeyBatches, evaluate, passkey_accuracy, passkey_overhead, span_needed
+from ablate.evaluate import (MODES, PasskeyBatches, evaluate, passkey_accuracy, passkey_loss, passkey_overhead,
+                             span_needed)
+from ablate.train import lm_loss
 from ablate.registry import POSITION, load_all
 from ablate.results import ResultWriter, row_key, status_from_exception, to_frame
 from ablate.train import TrainConfig, train
@@ -64,10 +66,11 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class PasskeySettings:
-    digits: int = 4
+    digits: int = 2  # answer digits (chance = 10^-digits)
     depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     trials: int = 50  # sequences per (eval_len, depth)
     steps: int | None = None  # training steps of the passkey models; None = train.steps
+    answer_weight: float = 1.0  # extra weight of the answer digits in the passkey models' training loss
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ PRESETS: dict[str, ExtrapolationConfig] = {
                           amp="bf16"),
         eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=131072, batch_tokens=65536, pos_bins=64),
         data=DataSettings(corpus="stdlib"),
-        probe=PasskeySettings(digits=5, trials=100),
+        probe=PasskeySettings(digits=4, trials=100),
     ),
 }
 
@@ -288,12 +291,15 @@ def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, 
     torch.manual_seed(job.seed)
     model = Transformer(mcfg).to(device)
     tcfg = replace(cfg.train, seed=job.seed)
+    loss_fn = lm_loss
     if job.kind == "passkey":
         tcfg = replace(tcfg, steps=cfg.probe.steps or tcfg.steps)
         batches = PasskeyBatches(tcfg.batch_size, tcfg.seq_len, cfg.probe.digits, seed=job.seed, device=device)
+        loss_fn = passkey_loss(cfg.probe.digits, cfg.probe.answer_weight)
     else:
         batches = Batches(corpus.train, tcfg.batch_size, tcfg.seq_len, seed=job.seed, device=device)
-    res = train(model, tcfg, batches, device=device, progress=progress, description=f"train {job.name}")
+    res = train(model, tcfg, batches, device=device, progress=progress, description=f"train {job.name}",
+                **({"loss_fn": loss_fn} if loss_fn is not lm_loss else {}))
     info = {"train_status": res.status, "train_reason": res.reason, "diverged_step": res.diverged_step,
             "train_steps": res.steps, "train_loss": res.stats.get("final_train_loss"),
             "train_s": res.stats.get("elapsed_s"), "train_tokens_per_s": res.stats.get("tokens_per_s"),
