@@ -179,14 +179,18 @@ def eval_stride(cfg: ExtrapolationConfig) -> int | None:
     return (cfg.eval.stride or cfg.model.train_len) if cfg.eval.mode == "sliding" else None
 
 
-def config_id(cfg: ExtrapolationConfig, corpus_name: str) -> str:
-    """Hash of everything that shapes the trained weights (model without its position slot, training, data)."""
+def config_id(cfg: ExtrapolationConfig, corpus_name: str, kind: str = "lm") -> str:
+    """Hash of everything that shapes the trained weights (model without its position slot, training, data; the
+    probe settings for passkey models), so switching the passkey part on or off never retrains the LMs."""
     model = flatten(cfg.model)
     model.pop("position", None)
     tr = flatten(cfg.train)
     tr.pop("seed", None)  # a key field of its own
-    return row_key({"model": model, "train": tr, "data": flatten(cfg.data), "corpus": corpus_name,
-                    "probe": flatten(cfg.probe) if cfg.passkey else None})
+    fields = {"model": model, "train": tr, "data": flatten(cfg.data), "corpus": corpus_name}
+    if kind == "passkey":
+        fields = {**fields, "kind": "passkey", "probe": flatten(cfg.probe)}
+        fields.pop("data"), fields.pop("corpus")  # passkey models train on synthetic sequences
+    return row_key(fields)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -216,13 +220,13 @@ class Job:
 
 def plan_jobs(cfg: ExtrapolationConfig, preset: str, corpus: Corpus, device: str, seeds: list[int]) -> list[Job]:
     m = cfg.model
-    cid = config_id(cfg, corpus.name)
     tokens, stride = eval_tokens(cfg), eval_stride(cfg)
-    common = {"preset": preset, "config_id": cid, "train_len": m.train_len, "attention": m.attention, "norm": m.norm,
-              "activation": m.activation, "n_kv_heads": m.n_kv_heads, "data": corpus.name, "device": device}
     jobs: list[Job] = []
     kinds = ["lm"] + (["passkey"] if cfg.passkey else [])
     for kind in kinds:
+        common = {"preset": preset, "config_id": config_id(cfg, corpus.name, kind), "train_len": m.train_len,
+                  "attention": m.attention, "norm": m.norm, "activation": m.activation, "n_kv_heads": m.n_kv_heads,
+                  "data": corpus.name if kind == "lm" else "passkey", "device": device}
         for seed in seeds:
             for pos in cfg.positions:
                 evaluated = [pos] + (list(cfg.rope_scalings) if pos == "rope" else [])
@@ -365,7 +369,7 @@ def run(opts) -> Path:
                 continue
             run_cfg = replace(cfg, model=replace(cfg.model, position=job.position), train=replace(cfg.train,
                                                                                                    seed=job.seed))
-            ckpt = _ckpt_path(ckpt_dir, job, cid)
+            ckpt = _ckpt_path(ckpt_dir, job, config_id(cfg, corpus.name, job.kind))
             try:
                 model, info = _train_job(cfg, job, corpus, device, ckpt, prog, reuse=opts.resume)
                 trained += 0 if info.get("from_checkpoint") else 1
@@ -670,6 +674,20 @@ def _print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: in
         eff = effective_table(g, train_len)
         console.print("effective length (ppl within 10% of train_len): " + ", ".join(
             f"{r['variant']}={r['effective length'] or '—'}" for _, r in eff.iterrows()))
+    try:
+        pk = to_frame(out)
+        pk = pk[(pk["suite"] == SUITE) & (pk.get("metric") == METRIC_PASSKEY) & (pk["status"] == "ok")]
+    except Exception:
+        pk = None
+    if pk is not None and not pk.empty:
+        acc = pk.groupby(["position", "eval_len"], sort=False)["value"].mean().unstack("eval_len")
+        table = Table(title="passkey retrieval accuracy (mean over depths and seeds)")
+        table.add_column("variant")
+        for L in acc.columns:
+            table.add_column(str(int(L)), justify="right")
+        for pos in [p for p in _variant_order(pk) if p in acc.index]:
+            table.add_row(pos, *[("—" if not np.isfinite(v) else f"{v:.2f}") for v in acc.loc[pos].tolist()])
+        console.print(table)
     console.print(f"{len(df)} rows in {out}; trained {trained} model(s); {elapsed:.1f} s")
 
 

@@ -207,6 +207,21 @@ def test_seeds_sliding_and_passkey(tmp_path):
     assert "±" in (tmp_path / "rep" / "extrapolation_ppl.md").read_text()
 
 
+def test_switching_passkey_on_does_not_retrain_the_lms(tmp_path, monkeypatch):
+    ex.run(_opts(tmp_path, "positions=alibi", "rope_scalings="))
+    real_train, trained = ex.train, []
+
+    def counting(model, cfg, batches, **kw):
+        trained.append(type(batches).__name__)
+        return real_train(model, cfg, batches, **kw)
+
+    monkeypatch.setattr(ex, "train", counting)
+    ex.run(_opts(tmp_path, "positions=alibi", "rope_scalings=", "passkey=true", "probe.steps=5"))
+    rows = read_rows(tmp_path / "extrapolation.jsonl")
+    assert trained == ["PasskeyBatches"]
+    assert sum(r["metric"] == "ppl" for r in rows) == 3 and sum(r["metric"] == "passkey_acc" for r in rows) == 6
+
+
 def test_config_errors_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match="unknown extrapolation preset 'huge'; valid: micro, tiny, gpu"):
         ex.run(RunOptions(suite="extrapolation", preset="huge", out=tmp_path, device="cpu", progress=False))
