@@ -35,10 +35,9 @@ from ablate.data import Batches, Corpus, check_eval_span, load_corpus
 from ablate.errors import ConfigError, PositionRangeError
 from ablate.evaluate import (MODES, PasskeyBatches, evaluate, passkey_accuracy, passkey_loss, passkey_overhead,
                              span_needed)
-from ablate.train import lm_loss
 from ablate.registry import POSITION, load_all
 from ablate.results import ResultWriter, row_key, status_from_exception, to_frame
-from ablate.train import TrainConfig, train
+from ablate.train import TrainConfig, lm_loss, train
 
 SUITE = "extrapolation"
 POSITIONS = ("none", "sinusoidal", "learned", "rope", "alibi", "t5_bias")
@@ -350,14 +349,9 @@ def run(opts) -> Path:
     if device == "cpu" and cfg.cpu_threads:
         torch.set_num_threads(cfg.cpu_threads)
 
-    prog = None
-    if opts.progress:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+    from ablate.progress import start_progress
 
-        prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
-        prog.start()
+    prog = start_progress(opts.progress)
     overall = prog.add_task("extrapolation", total=sum(len(j.rows) for j in jobs), info="") if prog else None
     trained = 0
     try:
@@ -452,26 +446,20 @@ def _evaluate_job(cfg, job: Job, todo: list[RowSpec], model, corpus: Corpus, dev
 # ---------------------------------------------------------------------------------------------------------------
 # Summaries (shared by the terminal print and the report)
 
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-
-
 def t_quantile_975(dof: int) -> float:
-    """Two-sided 95% Student-t quantile for ``dof`` degrees of freedom (1.96 beyond 30)."""
-    if dof < 1:
-        return float("nan")
-    return _T975[dof - 1] if dof <= len(_T975) else 1.96 + 2.4 / dof  # ~exact past 30
+    """Two-sided 95% Student-t quantile for ``dof`` degrees of freedom."""
+    from ablate.stats import t_ppf
+
+    return t_ppf(0.975, dof) if dof >= 1 else float("nan")
 
 
 def mean_ci(values) -> tuple[float, float, int]:
-    """(mean, half-width of the 95% t-interval, n); half-width NaN for n < 2."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
-    n = len(v)
-    if n == 0:
-        return float("nan"), float("nan"), 0
-    if n == 1:
-        return float(v[0]), float("nan"), 1
-    return float(v.mean()), float(t_quantile_975(n - 1) * v.std(ddof=1) / math.sqrt(n)), n
+    """(mean, half-width of the 95% t-interval, n) via :func:`ablate.stats.summarize`; NaNs when undefined."""
+    from ablate.stats import summarize
+
+    s = summarize([None if v is None else float(v) for v in values], confidence=0.95)
+    nan = float("nan")
+    return (nan if s.mean is None else s.mean), (nan if s.half_width is None else s.half_width), s.n
 
 
 PROTOCOL_COLS = ("preset", "config_id", "train_len", "mode", "stride", "tokens", "data", "device")
@@ -865,23 +853,34 @@ def report(df, out_dir: Path) -> list[Path]:
         n = len(order)
         cols = min(5, n)
         rows_ = math.ceil(n / cols)
+        all_lens = sorted(int(L) for L in agg["eval_len"].unique())
+        all_depths = sorted(float(d) for d in agg["depth"].unique())
         with plot_style():
-            fig, axes = plt.subplots(rows_, cols, figsize=(2.6 * cols, 2.3 * rows_), squeeze=False)
+            fig, axes = plt.subplots(rows_, cols, figsize=(2.5 * cols + 0.8, 2.4 * rows_), squeeze=False,
+                                     constrained_layout=True)
             for i, pos in enumerate(order):
                 ax = axes[i // cols][i % cols]
                 h = agg[agg["position"] == pos].pivot_table(index="depth", columns="eval_len", values="acc")
-                sns.heatmap(h, ax=ax, vmin=0, vmax=1, cmap="viridis", cbar=i == n - 1, annot=False)
+                h = h.reindex(index=all_depths, columns=all_lens)
+                im = ax.imshow(h.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto",
+                               origin="upper")
                 ax.set_title(pos, fontsize=9)
-                ax.set_xlabel("eval_len")
-                ax.set_ylabel("depth")
+                ax.set_xticks(range(len(all_lens)))
+                ax.set_xticklabels([str(L) for L in all_lens], fontsize=7, rotation=45)
+                ax.set_yticks(range(len(all_depths)))
+                ax.set_yticklabels([f"{d:g}" for d in all_depths], fontsize=7)
+                ax.grid(False)
+                if i % cols == 0:
+                    ax.set_ylabel("needle depth")
+                if i // cols == rows_ - 1 or i + cols >= n:
+                    ax.set_xlabel("eval_len")
             for j in range(n, rows_ * cols):
                 axes[j // cols][j % cols].axis("off")
+            fig.colorbar(im, ax=axes, shrink=0.8, label="accuracy")
             written += list(savefig(fig, out_dir / "extrapolation_passkey"))
         index += ["## Passkey retrieval", "", md.read_text(), "", "![passkey](extrapolation_passkey.png)", ""]
 
-    idx = out_dir / "index.md"
-    if idx.exists() and not idx.read_text().startswith("<!-- ablate:extrapolation -->"):
-        idx = out_dir / "extrapolation_index.md"  # another suite's index lives here
+    idx = out_dir / "extrapolation_index.md"  # `ablate report` writes OUT/index.md linking every suite's index
     tmp = idx.with_name(f".{idx.name}.{os.getpid()}.tmp")
     tmp.write_text("\n".join(index).rstrip() + "\n", encoding="utf-8")
     os.replace(tmp, idx)
