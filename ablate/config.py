@@ -160,6 +160,14 @@ def _all_paths(obj: Any, prefix: str = "") -> list[str]:
     return out
 
 
+def unified_train_len(base_train_len: int, base_seq_len: int, train_len: int, seq_len: int) -> int:
+    """``model.train_len`` and ``train.seq_len`` are one setting: follow whichever an override changed."""
+    tl_changed, sl_changed = train_len != base_train_len, seq_len != base_seq_len
+    if tl_changed and sl_changed and train_len != seq_len:
+        raise ConfigError(f"model.train_len={train_len} and train.seq_len={seq_len} differ; set one of them")
+    return seq_len if sl_changed else train_len
+
+
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     """A nested config as one flat dict with dotted keys (for result rows)."""
     out: dict[str, Any] = {}
@@ -172,4 +180,4 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-__all__ = ["ModelConfig", "MODEL_PRESETS", "model_preset", "apply_overrides", "flatten", "field"]
+__all__ = ["ModelConfig", "MODEL_PRESETS", "model_preset", "apply_overrides", "flatten", "unified_train_len", "field"]

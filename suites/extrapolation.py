@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ablate.config import ModelConfig, apply_overrides, flatten
+from ablate.config import ModelConfig, apply_overrides, flatten, unified_train_len
 from ablate.data import Batches, Corpus, check_eval_span, load_corpus
 from ablate.errors import ConfigError, PositionRangeError
 from ablate.evaluate import (MODES, PasskeyBatches, evaluate, passkey_accuracy, passkey_loss, passkey_overhead,
@@ -129,10 +129,7 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
     cfg = apply_overrides(base, list(overrides))
     # train.seq_len and model.train_len are one setting: follow whichever the user changed.
     m, t = cfg.model, cfg.train
-    tl_changed, sl_changed = m.train_len != base.model.train_len, t.seq_len != base.train.seq_len
-    if tl_changed and sl_changed and m.train_len != t.seq_len:
-        raise ConfigError(f"model.train_len={m.train_len} and train.seq_len={t.seq_len} differ; set one of them")
-    train_len = t.seq_len if sl_changed else m.train_len
+    train_len = unified_train_len(base.model.train_len, base.train.seq_len, m.train_len, t.seq_len)
     # The learned table covers train_len positions (as in the papers) unless model.max_len is set explicitly.
     max_len = m.max_len if m.max_len != base.model.max_len else train_len
     cfg = replace(cfg, model=replace(m, train_len=train_len, max_len=max_len), train=replace(t, seq_len=train_len))
