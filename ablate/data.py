@@ -249,3 +249,13 @@ def check_eval_span(val: np.ndarray, needed: int, what: str = "evaluation") -> N
 
 
 __all__ = ["Corpus", "load_corpus", "Batches", "step_rng", "check_eval_span", "DEFAULT_CORPORA"]
+
+
+def corpus_for(cfg, data_path):
+    """Load the corpus a suite config names (or the user's ``--data``); returns the config with the model's
+    vocabulary set from that corpus, and the corpus."""
+    from dataclasses import replace
+
+    corpus = load_corpus(data_path, default=cfg.data.corpus, val_frac=cfg.data.val_frac,
+                         vocab_size=cfg.data.vocab_size)
+    return replace(cfg, model=replace(cfg.model, vocab_size=corpus.vocab_size)), corpus

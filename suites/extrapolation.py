@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ablate.config import ModelConfig, apply_overrides, flatten, unified_train_len
-from ablate.data import Batches, Corpus, check_eval_span, load_corpus
+from ablate.data import Batches, Corpus, check_eval_span, corpus_for
 from ablate.errors import ConfigError, PositionRangeError
 from ablate.evaluate import (MODES, PasskeyBatches, evaluate, passkey_accuracy, passkey_loss, passkey_overhead,
                              span_needed)
@@ -326,9 +326,7 @@ def run(opts) -> Path:
     device = resolve_device(opts.device)
     preset = opts.preset or ("gpu" if device == "cuda" else "tiny")
     cfg = resolve(preset, opts.overrides)
-    corpus = load_corpus(opts.data, default=cfg.data.corpus, val_frac=cfg.data.val_frac,
-                         vocab_size=cfg.data.vocab_size)
-    cfg = replace(cfg, model=replace(cfg.model, vocab_size=corpus.vocab_size))
+    cfg, corpus = corpus_for(cfg, opts.data)
     validate_plan(cfg, device)
     tokens, stride = eval_tokens(cfg), eval_stride(cfg)
     check_eval_span(corpus.val, span_needed(tokens, max(cfg.eval_lens), cfg.eval.mode, stride),

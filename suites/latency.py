@@ -30,7 +30,6 @@ plus part-specific metrics (``tflops``, ``peak_mem_bytes``, ``rel_err``, ``backe
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import time
@@ -40,15 +39,15 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from ablate.progress import start_progress
 from ablate.config import ModelConfig, apply_overrides, flatten
-from ablate.errors import AblateError, ConfigError, UnavailableError
+from ablate.errors import AblateError, ConfigError
 from ablate.flops import (attention_flops, kv_cache_bytes, linear_attention_flops, matmul_params, mfu,
                           model_train_flops, peak_tflops, tflops)
+from ablate.progress import start_progress
 from ablate.registry import ATTENTION, POSITION, load_all
 from ablate.results import ResultWriter, read_rows, row_key, status_from_exception
 from ablate.timing import (DO_BENCH_REP_MS, DO_BENCH_WARMUP_MS, bench, bench_calls, first_call, free_memory,
-                           is_cuda, peak_memory_and_ms, sync, triton_available)
+                           is_cuda, peak_memory_and_ms, sync)
 
 SUITE = "latency"
 PARTS = ("kernel", "position", "train", "decode", "prefill")
@@ -1172,24 +1171,38 @@ def _attn_backend(mcfg: ModelConfig, batch: int, tq: int, tk: int, device: str, 
         return f"? ({type(exc).__name__})"
 
 
-def run_decode(ctx: Ctx) -> None:
+@dataclass
+class _LayoutRun:
+    """One decode layout (MHA / GQA / MQA) to measure: its model and the lengths still owed."""
+
+    layout: str
+    mcfg: ModelConfig
+    model: Any
+    keys: dict[int, dict]
+    todo: list[int]
+    gen: torch.Generator
+    dtype: torch.dtype
+
+
+def _layout_runs(ctx: Ctx, part: str, lengths: Iterable[int], length_field: str, batch: int):
+    """For each decode layout, build the model once and yield a :class:`_LayoutRun`; a model that cannot be built
+    turns every owed row into a status row. The model is released after the caller's iteration."""
     from ablate.model import Transformer
 
     cfg, device = ctx.cfg, ctx.device
-    ds = cfg.decode
     dname = _decode_dtype(ctx)
     dt = DTYPES[dname]
-    for layout in ds.layouts:
-        mcfg = _decode_model_cfg(ds, layout)
-        keys = {L: {**ctx.base_key("decode"), "attention": mcfg.attention, "position": mcfg.position,
+    lengths = list(lengths)
+    for layout in cfg.decode.layouts:
+        mcfg = _decode_model_cfg(cfg.decode, layout)
+        keys = {L: {**ctx.base_key(part), "attention": mcfg.attention, "position": mcfg.position,
                     "layout": layout, "n_heads": mcfg.n_heads, "n_kv_heads": mcfg.kv_heads, "d_model": mcfg.d_model,
-                    "n_layers": mcfg.n_layers, "batch": ds.batch, "context": L, "dtype": dname}
-                for L in ds.contexts}
-        todo = [L for L in ds.contexts if not ctx.done(keys[L])]
-        ctx.advance(len(ds.contexts) - len(todo))
+                    "n_layers": mcfg.n_layers, "batch": batch, length_field: L, "dtype": dname}
+                for L in lengths}
+        todo = [L for L in lengths if not ctx.done(keys[L])]
+        ctx.advance(len(lengths) - len(todo))
         if not todo:
             continue
-        model = None
         try:
             torch.manual_seed(cfg.seed)
             model = Transformer(mcfg).to(device=device, dtype=dt).eval()
@@ -1199,13 +1212,24 @@ def run_decode(ctx: Ctx) -> None:
                 ctx.write(status, keys[L], _empty_metrics(), {"model": flatten(mcfg)}, reason=reason)
             ctx.advance(len(todo))
             continue
-        gen = torch.Generator(device=device).manual_seed(cfg.seed)
-        for L in todo:
+        run = _LayoutRun(layout, mcfg, model, keys, todo, torch.Generator(device=device).manual_seed(cfg.seed), dt)
+        del model
+        yield run
+        run.model = None
+        free_memory(device, collect=True)
+
+
+def run_decode(ctx: Ctx) -> None:
+    cfg, device = ctx.cfg, ctx.device
+    ds = cfg.decode
+    for run in _layout_runs(ctx, "decode", ds.contexts, "context", ds.batch):
+        mcfg, model, keys, gen = run.mcfg, run.model, run.keys, run.gen
+        for L in run.todo:
             if ctx.clock.over():
                 ctx.clock.skip("decode")
                 ctx.advance(1)
                 continue
-            ctx.advance(0, f"decode {layout} context {L}")
+            ctx.advance(0, f"decode {run.layout} context {L}")
             cache = None
             try:
                 prompt = torch.randint(0, mcfg.vocab_size, (ds.batch, L), device=device, generator=gen)
@@ -1235,7 +1259,7 @@ def run_decode(ctx: Ctx) -> None:
                            "kv_bytes": kv_bytes, "kv_bytes_closed_form": closed, "kv_bytes_allocated": allocated,
                            "kv_match": kv_bytes == closed, "kv_dtype": str(next(b for b in cache.k if b is not None)
                                                                           .dtype).replace("torch.", ""),
-                           "attn_backend": _attn_backend(mcfg, ds.batch, 1, L + 1, device, dt)}
+                           "attn_backend": _attn_backend(mcfg, ds.batch, 1, L + 1, device, run.dtype)}
                 ctx.write("ok", keys[L], metrics, {"model": flatten(mcfg)})
             except Exception as exc:
                 status, reason = _classify(exc)
@@ -1245,35 +1269,19 @@ def run_decode(ctx: Ctx) -> None:
                 free_memory(device)
             ctx.advance(1)
         del model
-        free_memory(device, collect=True)
 
 
 def run_prefill(ctx: Ctx) -> None:
-    from ablate.model import Transformer
-
     cfg, device = ctx.cfg, ctx.device
     ds = cfg.decode
-    dname = _decode_dtype(ctx)
-    dt = DTYPES[dname]
-    for layout in ds.layouts:
-        mcfg = _decode_model_cfg(ds, layout)
-        keys = {L: {**ctx.base_key("prefill"), "attention": mcfg.attention, "position": mcfg.position,
-                    "layout": layout, "n_heads": mcfg.n_heads, "n_kv_heads": mcfg.kv_heads, "d_model": mcfg.d_model,
-                    "n_layers": mcfg.n_layers, "batch": ds.prefill_batch, "prompt_len": L, "dtype": dname}
-                for L in ds.prompt_lens}
-        todo = [L for L in ds.prompt_lens if not ctx.done(keys[L])]
-        ctx.advance(len(ds.prompt_lens) - len(todo))
-        if not todo:
-            continue
-        torch.manual_seed(cfg.seed)
-        model = Transformer(mcfg).to(device=device, dtype=dt).eval()
-        gen = torch.Generator(device=device).manual_seed(cfg.seed)
-        for L in todo:
+    for run in _layout_runs(ctx, "prefill", ds.prompt_lens, "prompt_len", ds.prefill_batch):
+        mcfg, model, keys, gen = run.mcfg, run.model, run.keys, run.gen
+        for L in run.todo:
             if ctx.clock.over():
                 ctx.clock.skip("prefill")
                 ctx.advance(1)
                 continue
-            ctx.advance(0, f"prefill {layout} {L}")
+            ctx.advance(0, f"prefill {run.layout} {L}")
             try:
                 prompt = torch.randint(0, mcfg.vocab_size, (ds.prefill_batch, L), device=device, generator=gen)
 
@@ -1286,7 +1294,7 @@ def run_prefill(ctx: Ctx) -> None:
                 t = ctx.bench(fill, est_ms=est)
                 metrics = {**_timing_metrics(t), "tokens_per_s": ds.prefill_batch * L / (t.median_ms / 1e3),
                            "peak_mem_bytes": mem, "mem_note": None if mem is not None else "n/a on cpu",
-                           "attn_backend": _attn_backend(mcfg, ds.prefill_batch, L, L, device, dt)}
+                           "attn_backend": _attn_backend(mcfg, ds.prefill_batch, L, L, device, run.dtype)}
                 ctx.write("ok", keys[L], metrics, {"model": flatten(mcfg)})
             except Exception as exc:
                 status, reason = _classify(exc)
@@ -1295,7 +1303,6 @@ def run_prefill(ctx: Ctx) -> None:
                 free_memory(device)
             ctx.advance(1)
         del model
-        free_memory(device, collect=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------

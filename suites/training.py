@@ -48,7 +48,7 @@ import torch
 
 from ablate.progress import start_progress
 from ablate.config import ModelConfig, apply_overrides, flatten, unified_train_len
-from ablate.data import Batches, Corpus, check_eval_span, load_corpus
+from ablate.data import Batches, Corpus, check_eval_span, corpus_for
 from ablate.errors import ConfigError
 from ablate.evaluate import evaluate, span_needed
 from ablate.flops import matmul_params, model_train_flops, peak_tflops
@@ -396,9 +396,7 @@ def run(opts) -> Path:
     device = resolve_device(opts.device)
     preset = opts.preset or ("gpu" if device == "cuda" else "tiny")
     cfg = resolve(preset, opts.overrides)
-    corpus = load_corpus(opts.data, default=cfg.data.corpus, val_frac=cfg.data.val_frac,
-                         vocab_size=cfg.data.vocab_size)
-    cfg = replace(cfg, model=replace(cfg.model, vocab_size=corpus.vocab_size))
+    cfg, corpus = corpus_for(cfg, opts.data)
     points, reference = grid_points(cfg)
     seq = cfg.train.seq_len
     check_eval_span(corpus.val, span_needed(max(cfg.eval.tokens, cfg.eval.curve_tokens), seq),
