@@ -3,6 +3,8 @@
     ablate list [--axis A] [--format table|json]     registered variants and whether they run here
     ablate env [--format table|json]                 the environment fingerprint stored with every row
     ablate run --suite S [--preset P] [--set k=v]... run a suite (resumes by default)
+        [--launcher local|gpus|slurm] [--nproc-per-node N]     ... spread over GPUs / Slurm, or DDP via torchrun
+    ablate status RUN_DIR                            done / running / failed / missing tasks of a sweep
     ablate report RESULTS... --out DIR               tables and figures from results files/folders
     ablate compare BASELINE NEW [--fail-if E]...     regressions between two sets of results (exit 1)
     ablate nightly [--write-baseline]                the nightly GPU CI steps, runnable locally
@@ -179,6 +181,15 @@ def _summarize(path: Path) -> tuple[str, int]:
     return f"results: {path} ({len(rows)} new rows{': ' + detail if detail else ''})", counts.get("error", 0)
 
 
+class Launcher(str, enum.Enum):
+    local = "local"
+    gpus = "gpus"
+    slurm = "slurm"
+
+
+_SCALE = "Scale-out (docs/scale-out.md)"
+
+
 @app.command("run")
 def run_cmd(
     suite: str = typer.Option(..., "--suite", "-s", help="training, extrapolation or latency."),
@@ -191,29 +202,150 @@ def run_cmd(
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder for the results (JSONL)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Data file or folder for suites that train."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if visible)."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip measurements already in the results."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip measurements already in the results "
+                                "(with a launcher: submit only the tasks that are not done)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+    task: Optional[List[str]] = typer.Option(None, "--task", help="Run only this task of the sweep (training: "
+                                             "POINT@sSEED; see `ablate status`); repeatable."),
+    launcher: Launcher = typer.Option(Launcher.local, "--launcher", rich_help_panel=_SCALE,
+                                      help="local: this process; gpus: one worker per visible GPU; slurm: a "
+                                           "submitit job array, one task per element."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", rich_help_panel=_SCALE,
+                                       help="--launcher gpus: GPU ids to use, e.g. 0,1,2 (default: all visible)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", rich_help_panel=_SCALE,
+                              help="--launcher slurm: wait for the jobs (--no-wait: submit and return)."),
+    nproc_per_node: int = typer.Option(1, "--nproc-per-node", rich_help_panel=_SCALE,
+                                       help="Training: DDP processes per node, started by torchrun (each grid "
+                                            "point trains on all of them; same global batch)."),
+    nnodes: str = typer.Option("1", "--nnodes", rich_help_panel=_SCALE, help="torchrun: nodes (N or MIN:MAX)."),
+    node_rank: Optional[int] = typer.Option(None, "--node-rank", rich_help_panel=_SCALE, help="torchrun."),
+    rdzv_backend: Optional[str] = typer.Option(None, "--rdzv-backend", rich_help_panel=_SCALE,
+                                               help="torchrun (e.g. c10d)."),
+    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", rich_help_panel=_SCALE,
+                                                help="torchrun: HOST:PORT of the rendezvous."),
+    rdzv_id: Optional[str] = typer.Option(None, "--rdzv-id", rich_help_panel=_SCALE, help="torchrun."),
+    master_addr: Optional[str] = typer.Option(None, "--master-addr", rich_help_panel=_SCALE, help="torchrun."),
+    master_port: Optional[int] = typer.Option(None, "--master-port", rich_help_panel=_SCALE, help="torchrun."),
+    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", rich_help_panel=_SCALE),
+    slurm_time: Optional[str] = typer.Option(None, "--slurm-time", rich_help_panel=_SCALE,
+                                             help="Per task: minutes or [D-]HH:MM[:SS] (default 4:00:00)."),
+    slurm_gpus_per_task: Optional[int] = typer.Option(None, "--slurm-gpus-per-task", rich_help_panel=_SCALE,
+                                                      help="Default: 1 for a CUDA sweep, 0 for a CPU one."),
+    slurm_cpus_per_task: Optional[int] = typer.Option(None, "--slurm-cpus-per-task", rich_help_panel=_SCALE),
+    slurm_mem_gb: Optional[float] = typer.Option(None, "--slurm-mem-gb", rich_help_panel=_SCALE),
+    slurm_array_parallelism: int = typer.Option(64, "--slurm-array-parallelism", rich_help_panel=_SCALE,
+                                                help="Array elements running at once."),
+    slurm_opt: Optional[List[str]] = typer.Option(None, "--slurm-opt", rich_help_panel=_SCALE,
+                                                  help="Any other sbatch option, key=value (account=..., qos=...); "
+                                                       "repeatable."),
+    slurm_cluster: str = typer.Option("slurm", "--slurm-cluster", rich_help_panel=_SCALE,
+                                      help="submitit executor: slurm, or local (same code path on this machine)."),
 ) -> None:
     """Run a suite; rows are appended to OUT as they finish, so an interrupted run resumes where it stopped."""
+    from ablate import distributed
     from ablate.runner import RunOptions, run_suite
 
     overrides = list(overrides or ())
     if grid:
-        from ablate.errors import ConfigError
         from ablate.grid import to_override
 
         if suite != "training":
             raise ConfigError(f"--grid is for the training suite, not {suite!r}")
         overrides.append(to_override(grid))
     opts = RunOptions(suite=suite, preset=preset, overrides=tuple(overrides), out=out, seeds=seeds,
-                      resume=resume, data=data, device=device, progress=progress)
-    path = run_suite(opts)
-    summary, n_errors = _summarize(Path(path))
+                      resume=resume, data=data, device=device, progress=progress, only=tuple(task or ()))
+    if distributed.launched():  # a torchrun rank: run the suite (rank 0 writes)
+        run_suite(opts)
+        return
+    from ablate.launch import DistOptions, LaunchOptions, SlurmOptions, launch
+
+    lo = LaunchOptions(
+        launcher=launcher.value, gpus=_gpu_ids(gpus), wait=wait,
+        dist=DistOptions(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
+                         rdzv_backend=rdzv_backend, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id,
+                         master_addr=master_addr, master_port=master_port),
+        slurm=SlurmOptions(partition=slurm_partition, time=slurm_time, gpus_per_task=slurm_gpus_per_task,
+                           cpus_per_task=slurm_cpus_per_task, mem_gb=slurm_mem_gb,
+                           array_parallelism=slurm_array_parallelism, opts=tuple(slurm_opt or ()),
+                           cluster=slurm_cluster))
+    res = launch(opts, lo, progress=progress)
+    if not res.waited:
+        return
+    path = Path(res.results)
+    summary, n_errors = _summarize(path)
     typer.echo(summary)
+    if res.failed:
+        for t, why in res.failed.items():
+            sys.stderr.write(f"ablate: task {t} failed: {_one_line(why)}\n")
+        sys.stderr.write(f"ablate: {len(res.failed)} of {len(res.submitted)} task(s) did not finish; re-run the "
+                         f"same command to retry them (see: ablate status {path.parent})\n")
+        raise typer.Exit(1)
     if n_errors:
         sys.stderr.write(f"ablate: {n_errors} measurement(s) failed with status 'error' "
                          f"(see the reason column in {path})\n")
         raise typer.Exit(1)
+
+
+def _gpu_ids(text: Optional[str]) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        ids = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--gpus {text!r} is not a comma-separated list of GPU ids (e.g. 0,1,2)") from None
+    if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise ConfigError(f"--gpus {text!r}: ids must be distinct and >= 0")
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# status
+
+
+@app.command("status")
+def status_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder (--out of `ablate run`) or one of its results files."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (human) or json (machine)."),
+    all_tasks: bool = typer.Option(False, "--all", help="List done tasks too (default: only the others)."),
+) -> None:
+    """Done / running / failed / queued / missing tasks of every sweep launched into RUN_DIR, with the reasons."""
+    from ablate.runstate import find_plans, plan_status
+
+    if not run_dir.exists():
+        raise ConfigError(f"{run_dir} does not exist")
+    plans = find_plans(run_dir)
+    if not plans:
+        raise ConfigError(f"no sweep plan under {run_dir} (ablate run writes one beside each results file: "
+                          "X.launch/plan.json)")
+    statuses = [plan_status(p) for p in plans]
+    if fmt == Format.json:
+        typer.echo(json.dumps([{"results": str(s.results), "suite": s.plan.get("suite"),
+                                "launcher": s.plan.get("launcher"), "counts": s.counts(),
+                                "tasks": [t.as_dict() for t in s.tasks]} for s in statuses], indent=2,
+                              ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(width=None if Console().is_terminal else 160)
+    colour = {"done": "green", "running": "cyan", "failed": "red", "queued": "yellow", "missing": "yellow"}
+    for s in statuses:
+        counts = s.counts()
+        head = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no tasks"
+        console.print(f"[bold]{escape(str(s.results))}[/] ({s.plan.get('suite')}, launcher "
+                      f"{s.plan.get('launcher')}, {len(s.tasks)} tasks): {head}")
+        shown = [t for t in s.tasks if all_tasks or t.standing != "done"]
+        if not shown:
+            continue
+        table = Table(show_header=True, header_style="bold")
+        for col in ("task", "state", "rows", "worker", "reason"):
+            table.add_column(col, overflow="fold", no_wrap=col in ("task", "state"))
+        for t in shown:
+            rows = f"{t.rows}/{t.owed}" if t.owed is not None else str(t.rows or "")
+            table.add_row(escape(t.id), f"[{colour[t.standing]}]{t.standing}[/]", rows, escape(t.worker),
+                          escape(t.reason))
+        console.print(table)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -194,11 +194,17 @@ def fingerprint() -> dict[str, Any]:
     return {**dict(_fingerprint()), "command": _command()}
 
 
+COMMAND_ENV = "ABLATE_COMMAND"  # set by launchers: the user's command, for their workers and torchrun ranks
+
+
 def _command() -> str | None:
-    """This process's command line, with the console-script path shortened to ``ablate``."""
+    """This process's command line, with the console-script path shortened to ``ablate`` (or, in a launched worker,
+    the command that launched it: ``$ABLATE_COMMAND``)."""
     import shlex
     import sys
 
+    if os.environ.get(COMMAND_ENV):
+        return os.environ[COMMAND_ENV]
     argv = list(getattr(sys, "argv", []) or [])
     if not argv:
         return None

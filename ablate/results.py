@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 __all__ = [
     "SCHEMA_VERSION", "STATUSES", "TERMINAL_STATUSES", "RESERVED_COLUMNS", "ResultsWarning", "PathLike", "Paths",
     "append_row", "read_rows", "iter_files", "row_key", "done_keys", "to_frame", "make_row", "new_run_id",
-    "current_run_id", "status_from_exception", "to_jsonable", "ResultWriter",
+    "current_run_id", "status_from_exception", "to_jsonable", "ResultWriter", "launch_dir", "shard_path",
+    "shard_files", "RUN_ID_ENV",
 ]
 
 SCHEMA_VERSION = 1
@@ -182,8 +183,39 @@ def append_row(path: PathLike, row: Mapping[str, Any]) -> dict[str, Any]:
 # Reading
 
 
+SHARD_DIR = "shards"
+
+
+def launch_dir(path: PathLike) -> Path:
+    """The folder beside results file ``X.jsonl`` that holds what launched workers leave: ``X.launch/``
+    (``plan.json``, ``shards/<task>.jsonl``, ``state/<task>.json``, ``logs/``; see :mod:`ablate.launch`)."""
+    path = Path(path)
+    return path.parent / f"{_stem(path)}.launch"
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
+
+
+def shard_path(path: PathLike, shard: str) -> Path:
+    """Where worker ``shard`` writes the rows of results file ``path``: ``X.launch/shards/<shard>.jsonl``."""
+    if not shard or "/" in shard or shard.startswith("."):
+        raise ValueError(f"bad shard name {shard!r}")
+    return launch_dir(path) / SHARD_DIR / f"{shard}.jsonl"
+
+
+def shard_files(path: PathLike) -> list[Path]:
+    """The worker shards of results file ``path`` (sorted), if any."""
+    folder = launch_dir(path) / SHARD_DIR
+    return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+
+
 def iter_files(paths: Paths, *, missing_ok: bool = False) -> list[Path]:
-    """Expand files and folders (all ``*.jsonl`` below, sorted) into a list of results files."""
+    """Expand files and folders (all ``*.jsonl`` below, sorted) into a list of results files.
+
+    A results file ``X.jsonl`` stands for itself and its workers' shards (``X.launch/shards/*.jsonl``), so reading,
+    resuming and reporting see the rows of every worker. Each file is listed once.
+    """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: list[Path] = []
@@ -191,11 +223,20 @@ def iter_files(paths: Paths, *, missing_ok: bool = False) -> list[Path]:
         p = Path(p)
         if p.is_dir():
             files.extend(sorted(p.rglob("*.jsonl"), key=lambda f: f.relative_to(p).as_posix()))
-        elif p.exists():
-            files.append(p)
+        elif p.exists() or shard_files(p):
+            if p.exists():
+                files.append(p)
+            files.extend(shard_files(p))
         elif not missing_ok:
             raise ResultsFileError(f"results file {p} does not exist")
-    return files
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        r = f.resolve()
+        if r not in seen:
+            seen.add(r)
+            unique.append(f)
+    return unique
 
 
 def _read_file(path: Path) -> list[dict[str, Any]]:
@@ -302,11 +343,15 @@ def new_run_id() -> str:
     return f"{now}-{secrets.token_hex(3)}"
 
 
+RUN_ID_ENV = "ABLATE_RUN_ID"
+
+
 def current_run_id() -> str:
-    """This process's run id (made on first use): every row written by one ``ablate run`` shares it."""
+    """This process's run id (made on first use): every row written by one ``ablate run`` shares it -- including
+    the rows of the workers and ranks it launches, which inherit it through ``$ABLATE_RUN_ID``."""
     global _RUN_ID
     if _RUN_ID is None:
-        _RUN_ID = new_run_id()
+        _RUN_ID = os.environ.get(RUN_ID_ENV) or new_run_id()
     return _RUN_ID
 
 
@@ -402,11 +447,16 @@ class ResultWriter:
                 w.write_exception(exc, key, config=cfg)
     """
 
-    def __init__(self, path: PathLike, suite: str, *, resume: bool = True, run_id: str | None = None):
-        self.path = Path(path)
+    def __init__(self, path: PathLike, suite: str, *, resume: bool = True, run_id: str | None = None,
+                 shard: str | None = None, enabled: bool = True):
+        """``path``: the results file. ``shard``: write to this worker's shard of it instead (resume still sees
+        every shard). ``enabled=False``: a writer that writes nothing (the non-zero ranks of a distributed run)."""
+        self.results = Path(path)
+        self.path = shard_path(path, shard) if shard else self.results
         self.suite = suite
         self.run_id = run_id or current_run_id()
-        self._done: set[str] = done_keys(self.path) if resume else set()
+        self.enabled = enabled
+        self._done: set[str] = done_keys(self.results) if resume else set()
         self.counts: dict[str, int] = {}
 
     def done(self, key_fields: Mapping[str, Any]) -> bool:
@@ -415,7 +465,7 @@ class ResultWriter:
     def write(self, status: str, key_fields: Mapping[str, Any], metrics: Mapping[str, Any] | None = None,
               config: Any = None, *, reason: str = "") -> dict[str, Any]:
         row = make_row(self.suite, status, key_fields, metrics, config, reason=reason, run_id=self.run_id)
-        stored = append_row(self.path, row)
+        stored = append_row(self.path, row) if self.enabled else json.loads(_serialize(row))
         if status in TERMINAL_STATUSES:
             self._done.add(row["row_key"])
         self.counts[status] = self.counts.get(status, 0) + 1

@@ -27,7 +27,7 @@ from ablate.errors import ConfigError, UnavailableError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SUITES", "DEVICES", "RunOptions", "run_suite", "resolve_device", "check_suite", "load_suite",
+__all__ = ["SUITES", "DEVICES", "RunOptions", "Task", "select_tasks", "suite_tasks", "run_suite", "resolve_device", "check_suite", "load_suite",
            "results_path", "report_rows"]
 
 SUITES = ("training", "extrapolation", "latency")
@@ -47,12 +47,38 @@ class RunOptions:
     data: Path | None = None
     device: str | None = None
     progress: bool = True
+    only: tuple[str, ...] = ()  # run only these tasks of the sweep (ids from the suite's tasks(); () = all)
+    shard: str | None = None  # write rows to this worker shard of the results file (ablate.results.shard_path)
 
     def __post_init__(self) -> None:  # accept str paths and lists from Python callers
         object.__setattr__(self, "out", Path(self.out))
         if self.data is not None:
             object.__setattr__(self, "data", Path(self.data))
         object.__setattr__(self, "overrides", tuple(self.overrides))
+        object.__setattr__(self, "only", tuple(self.only))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of a sweep that a launcher can hand to a worker (``RunOptions.only=(id,)``).
+
+    ``keys``: the ``row_key`` of every row the task owes, when the suite knows them ahead (the task is done when
+    all of them have a terminal row); ``None`` when it does not (done = its worker finished)."""
+
+    id: str
+    keys: tuple[str, ...] | None = None
+    label: str = ""
+
+
+def select_tasks(ids: list[str], only: tuple[str, ...], what: str = "task") -> set[str]:
+    """The ids of ``ids`` to run: all when ``only`` is empty; an unknown id is a one-line ConfigError."""
+    if not only:
+        return set(ids)
+    unknown = [t for t in only if t not in ids]
+    if unknown:
+        shown = ", ".join(ids[:40]) + (f", ... ({len(ids)} in all)" if len(ids) > 40 else "")
+        raise ConfigError(f"unknown {what} {unknown[0]!r}; valid: {shown}")
+    return set(only)
 
 
 def check_suite(name: str) -> str:
@@ -104,6 +130,17 @@ def load_suite(name: str, attr: str) -> Callable[..., Any] | None:
 def results_path(opts: RunOptions, name: str | None = None) -> Path:
     """Conventional results file of a run: ``<out>/<suite>.jsonl`` (or ``<out>/<name>.jsonl``)."""
     return opts.out / f"{name or opts.suite}.jsonl"
+
+
+def suite_tasks(opts: RunOptions) -> tuple[Path, list[Task]]:
+    """(results file, the sweep's tasks) of ``opts`` via the suite's ``tasks(opts)``; ``opts.device`` resolved."""
+    check_suite(opts.suite)
+    fn = load_suite(opts.suite, "tasks")
+    if fn is None:
+        raise UnavailableError(f"suite {opts.suite!r} cannot be split into tasks for a launcher")
+    _check_overrides(opts.overrides)
+    path, tasks = fn(dataclasses.replace(opts, device=resolve_device(opts.device)))
+    return Path(path), list(tasks)
 
 
 def run_suite(opts: RunOptions) -> Path:

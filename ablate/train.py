@@ -7,7 +7,9 @@
     result.stats         # tokens_per_s, peak_mem_bytes, elapsed_s, final_train_loss, ...
 
 AdamW (decoupled weight decay on matrices only) with linear warm-up and cosine decay to ``min_lr``; gradient-norm
-clipping; bf16 autocast on CUDA (``amp="bf16"``; ignored on CPU); optional ``torch.compile``. Non-finite losses are
+clipping; bf16 autocast on CUDA (``amp="bf16"``; ignored on CPU); optional ``torch.compile``. Inside a
+``torchrun`` process group (:mod:`ablate.distributed`) the model is wrapped in DistributedDataParallel and each rank
+trains on its slice of the same global batch, so the run is the single-device run up to float rounding. Non-finite losses are
 detected without a host sync per step: the step losses stay on the device and are checked every ``log_every``
 steps, and the exact first bad step is reported. Timings synchronise CUDA before reading the clock.
 """
@@ -143,12 +145,26 @@ def train(model: nn.Module, cfg: TrainConfig, batches: BatchFn, *, device: str |
     ``eval_fn(model) -> dict`` runs (under ``no_grad``, in eval mode) every ``cfg.eval_every`` steps and at the end.
     ``progress``: False, True (own rich bar) or a running ``rich.progress.Progress`` to add a task to.
     """
+    from ablate import distributed
+
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     model.train()
     torch.manual_seed(cfg.seed)
     opt = make_optimizer(model, cfg, device)
-    fwd = torch.compile(model) if cfg.compile else model
+    dinfo = distributed.current()
+    fwd: nn.Module = model
+    if dinfo.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        distributed.check_batch(cfg.batch_size, dinfo.world_size)
+        # DDP broadcasts rank 0's initial weights, then averages gradients over the ranks every backward.
+        fwd = DistributedDataParallel(model, device_ids=[device.index if device.index is not None
+                                                         else torch.cuda.current_device()]
+                                      if device.type == "cuda" else None)
+        if not dinfo.is_main:  # rank 0 evaluates and shows progress; the others only train
+            eval_fn, progress = None, False
+    fwd = torch.compile(fwd) if cfg.compile else fwd
     amp = cfg.amp if device.type == "cuda" else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -181,7 +197,8 @@ def train(model: nn.Module, cfg: TrainConfig, batches: BatchFn, *, device: str |
         nonlocal t_mark, train_time, first_step_s
         if not pending:
             return True
-        values = torch.stack([l for _, l in pending]).tolist()  # one host sync for the whole interval
+        # one host sync for the whole interval; the global batch's loss = the mean of the ranks' (equal-size) losses
+        values = distributed.mean_across(torch.stack([l for _, l in pending]), dinfo).tolist()
         sync(device)
         now = time.perf_counter()
         elapsed = train_time + (now - t_mark)
@@ -206,6 +223,7 @@ def train(model: nn.Module, cfg: TrainConfig, batches: BatchFn, *, device: str |
             for g in opt.param_groups:
                 g["lr"] = lr
             x, y = batches(step)
+            x, y = distributed.shard_batch(x, dinfo), distributed.shard_batch(y, dinfo)
             with autocast_for(device, amp):
                 loss = loss_fn(fwd, x, y)
             opt.zero_grad(set_to_none=True)
@@ -213,7 +231,7 @@ def train(model: nn.Module, cfg: TrainConfig, batches: BatchFn, *, device: str |
             if cfg.grad_clip and cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
-            tokens += x.numel()
+            tokens += x.numel() * dinfo.world_size
             pending.append((step, loss.detach()))
             if step == 0:
                 sync(device)
@@ -252,6 +270,8 @@ def train(model: nn.Module, cfg: TrainConfig, batches: BatchFn, *, device: str |
         "amp": amp,
         "compile": bool(cfg.compile),
         "device": str(device),
+        "world_size": dinfo.world_size,
+        "dist_backend": dinfo.backend,
     }
     return result
 

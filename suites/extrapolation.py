@@ -318,24 +318,45 @@ def _out_dir(opts) -> Path:
     return Path(opts.out)
 
 
-def run(opts) -> Path:
-    """Run the suite as ``opts`` (an :class:`ablate.runner.RunOptions`) asks; returns the JSONL results file."""
+def _setup(opts):
+    """(device, preset, cfg, corpus, jobs, results file): what run() and tasks() share."""
     from ablate.runner import resolve_device, results_path
 
-    t_start = time.perf_counter()
     device = resolve_device(opts.device)
     preset = opts.preset or ("gpu" if device == "cuda" else "tiny")
     cfg = resolve(preset, opts.overrides)
     cfg, corpus = corpus_for(cfg, opts.data)
     validate_plan(cfg, device)
+    seeds = [cfg.train.seed + i for i in range(int(opts.seeds))]
+    return device, preset, cfg, corpus, plan_jobs(cfg, preset, corpus, device, seeds), results_path(opts)
+
+
+def tasks(opts):
+    """(results file, one :class:`ablate.runner.Task` per trained model: a position variant x seed [x passkey])."""
+    from ablate.runner import Task
+
+    *_, jobs, out = _setup(opts)
+    return out, [Task(j.name, tuple(row_key(r.key) for r in j.rows), f"{j.kind} {j.position} seed {j.seed}")
+                 for j in jobs]
+
+
+def run(opts) -> Path:
+    """Run the suite as ``opts`` (an :class:`ablate.runner.RunOptions`) asks; returns the JSONL results file."""
+    from ablate import distributed
+    from ablate.runner import select_tasks
+
+    if distributed.launched():
+        raise ConfigError("the extrapolation suite runs one process per device; spread its trained variants with "
+                          "--launcher gpus or slurm instead of --nproc-per-node")
+    t_start = time.perf_counter()
+    device, preset, cfg, corpus, jobs, out = _setup(opts)
     tokens, stride = eval_tokens(cfg), eval_stride(cfg)
     check_eval_span(corpus.val, span_needed(tokens, max(cfg.eval_lens), cfg.eval.mode, stride),
                     f"evaluation at eval_len={max(cfg.eval_lens)} ({tokens} tokens, {cfg.eval.mode})")
-    seeds = [cfg.train.seed + i for i in range(int(opts.seeds))]
-    jobs = plan_jobs(cfg, preset, corpus, device, seeds)
-    out = results_path(opts)
+    chosen = select_tasks([j.name for j in jobs], opts.only, "extrapolation task")
+    jobs = [j for j in jobs if j.name in chosen]
     ckpt_dir = _out_dir(opts) / "extrapolation.ckpt"
-    writer = ResultWriter(out, SUITE, resume=opts.resume)
+    writer = ResultWriter(out, SUITE, resume=opts.resume, shard=opts.shard)
     cid = config_id(cfg, corpus.name)
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -333,7 +333,7 @@ class Ctx:
                                                                                         preset, clock)
         self.device_name = _device_name(device)
         self.task = None
-        self.prior = _prior_status(writer.path)
+        self.prior = _prior_status(writer.results)
 
     def base_key(self, part: str) -> dict[str, Any]:
         return {"part": part, "device": self.device, "device_name": self.device_name}
@@ -1344,8 +1344,7 @@ def results_file(opts, preset: str) -> Path:
     return Path(opts.out) / f"{preset}.jsonl"
 
 
-def run(opts) -> Path:
-    """Run the latency suite as ``opts`` (an :class:`ablate.runner.RunOptions`) asks; returns the JSONL file."""
+def _setup(opts) -> tuple[str, str, LatencyConfig, Path]:
     from ablate.runner import resolve_device
 
     device = resolve_device(opts.device)
@@ -1353,8 +1352,49 @@ def run(opts) -> Path:
     cfg = resolve(preset, opts.overrides)
     if device == "cpu" and preset == "gpu":
         raise ConfigError("the gpu latency preset needs CUDA; use --preset cpu (the CPU default) or micro")
-    out = results_file(opts, preset)
-    writer = ResultWriter(out, SUITE, resume=opts.resume)
+    return device, preset, cfg, results_file(opts, preset)
+
+
+def _task_ids(cfg: LatencyConfig) -> list[str]:
+    """``kernel-<key>`` per attention key of the kernel part, then one task per other part."""
+    ids = []
+    for part in PARTS:
+        if part in cfg.parts:
+            ids += [f"kernel-{k}" for k in kernel_keys(cfg)] if part == "kernel" else [part]
+    return ids
+
+
+def tasks(opts):
+    """(results file, tasks): each attention key's kernel sweep, and each other part, is one task. A launcher gives
+    every task a device of its own (one process per GPU), so no two measurements ever share a GPU."""
+    from ablate.runner import Task
+
+    *_, cfg, out = _setup(opts)
+    return out, [Task(t, None, t.replace("-", " ", 1)) for t in _task_ids(cfg)]
+
+
+def _only(cfg: LatencyConfig, only: tuple[str, ...]) -> LatencyConfig:
+    """The config restricted to the chosen tasks (parts, and attention keys of the kernel part)."""
+    from ablate.runner import select_tasks
+
+    if not only:
+        return cfg
+    chosen = select_tasks(_task_ids(cfg), only, "latency task")
+    keys = tuple(k for k in kernel_keys(cfg) if f"kernel-{k}" in chosen)
+    parts = tuple(p for p in cfg.parts if p in chosen or (p == "kernel" and keys))
+    return replace(cfg, parts=parts, kernels=replace(cfg.kernels, keys=keys) if keys else cfg.kernels)
+
+
+def run(opts) -> Path:
+    """Run the latency suite as ``opts`` (an :class:`ablate.runner.RunOptions`) asks; returns the JSONL file."""
+    from ablate import distributed
+
+    if distributed.launched():
+        raise ConfigError("the latency suite measures one process per GPU; spread it with --launcher gpus or "
+                          "slurm instead of --nproc-per-node")
+    device, preset, cfg, out = _setup(opts)
+    cfg = _only(cfg, opts.only)
+    writer = ResultWriter(out, SUITE, resume=opts.resume, shard=opts.shard)
     clock = Clock(cfg.budget_s)
     if is_cuda(device) or _is_compiled("flex", device):
         _set_compile_limits()

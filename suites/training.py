@@ -371,11 +371,16 @@ def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, 
         "amp": st.get("amp"), "compile": st.get("compile"),
         "threads": torch.get_num_threads() if device == "cpu" else None,
         "diverged_step": res.diverged_step, "curve": _curve(res),
+        "world_size": st.get("world_size"), "dist_backend": st.get("dist_backend"),
         "val_loss": None, "val_ppl": None, "val_bpb": None, "eval_tokens": ev.tokens, "eval_s": None,
         "unigram_loss": unigram,
     }
     if not res.ok:
         return "diverged", f"training diverged: {res.reason}", metrics, tcfg
+    from ablate import distributed
+
+    if not distributed.current().is_main:  # rank 0 scores the model and writes the row
+        return "ok", "", metrics, tcfg
     final = evaluate(model, corpus.val, seq, tokens=ev.tokens, batch_tokens=ev.batch_tokens,
                      byte_level=corpus.byte_level, device=device, amp=amp)
     metrics.update(val_loss=final.loss, val_ppl=final.ppl, val_bpb=final.bpb, eval_s=final.elapsed_s)
@@ -388,22 +393,55 @@ def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, 
 # Run
 
 
-def run(opts) -> Path:
-    """Run the grid as ``opts`` (an :class:`ablate.runner.RunOptions`) asks; returns the JSONL results file."""
+def task_id(point: GridPoint, seed: int) -> str:
+    """A grid point x seed as a launcher task: ``"<point>@s<seed>"`` (e.g. ``modern@s0``)."""
+    return f"{point.name}@s{seed}"
+
+
+def _setup(opts):
+    """Everything run() and tasks() share: (device, preset, cfg, corpus, points, reference, seeds, results file)."""
     from ablate.runner import resolve_device
 
-    t_start = time.perf_counter()
     device = resolve_device(opts.device)
     preset = opts.preset or ("gpu" if device == "cuda" else "tiny")
     cfg = resolve(preset, opts.overrides)
     cfg, corpus = corpus_for(cfg, opts.data)
     points, reference = grid_points(cfg)
+    seeds = [cfg.train.seed + i for i in range(int(opts.seeds))]
+    return device, preset, cfg, corpus, points, reference, seeds, results_file(opts, device, preset)
+
+
+def tasks(opts):
+    """(results file, one :class:`ablate.runner.Task` per grid point x seed, seed-major as run() goes)."""
+    from ablate.runner import Task
+
+    device, preset, cfg, corpus, points, _, seeds, out = _setup(opts)
+    return out, [Task(task_id(p, s), (row_key(_row_key_fields(p, preset, config_id(cfg, p, corpus.name), s, device,
+                                                              corpus)),), f"{p.name} seed {s}")
+                 for s in seeds for p in points]
+
+
+def run(opts) -> Path:
+    """Run the grid as ``opts`` (an :class:`ablate.runner.RunOptions`) asks; returns the JSONL results file.
+
+    Under torchrun (``--nproc-per-node``) every rank calls this: rank 0 decides what to run and writes the rows,
+    every grid point trains with DDP on all ranks (:mod:`ablate.distributed`)."""
+    from ablate import distributed
+    from ablate.runner import select_tasks
+
+    t_start = time.perf_counter()
+    device, preset, cfg, corpus, points, reference, seeds, out = _setup(opts)
+    dinfo = distributed.init(device)
+    if dinfo.enabled:
+        distributed.check_batch(cfg.train.batch_size, dinfo.world_size)
+        if cfg.budget.kind == "time":
+            raise ConfigError("budget.kind=time is calibrated on one device; with --nproc-per-node use "
+                              "budget.kind=tokens or flops")
     seq = cfg.train.seq_len
     check_eval_span(corpus.val, span_needed(max(cfg.eval.tokens, cfg.eval.curve_tokens), seq),
                     f"training-suite evaluation ({cfg.eval.tokens} tokens at {seq})")
-    seeds = [cfg.train.seed + i for i in range(int(opts.seeds))]
-    out = results_file(opts, device, preset)
-    writer = ResultWriter(out, SUITE, resume=opts.resume)
+    chosen = select_tasks([task_id(p, s) for s in seeds for p in points], opts.only, "training task")
+    writer = ResultWriter(out, SUITE, resume=opts.resume, shard=opts.shard, enabled=dinfo.is_main)
     gid = grid_id(cfg, corpus.name)
     budget = Budget(cfg, reference, corpus, device)
     unigram = unigram_loss(corpus, cfg.eval.tokens)
@@ -419,23 +457,25 @@ def run(opts) -> Path:
                  "change": p.change, "group": p.group, "point_index": p.index,
                  **{f"axis.{k}": v for k, v in p.settings.items()}} for p in points]
 
+    def key_of(seed: int, point: GridPoint) -> dict:
+        return _row_key_fields(point, preset, config_id(cfg, point, corpus.name), seed, device, corpus)
+
     # Seed-major: every point once before any point twice, so a time limit still leaves a whole grid.
-    jobs = [(seed, p) for seed in seeds for p in points]
-    prog = start_progress(opts.progress)
+    jobs = [(seed, p) for seed in seeds for p in points if task_id(p, seed) in chosen]
+    # Rank 0's view of what is done decides for every rank (the others must train the same points).
+    todo = distributed.broadcast([i for i, (s, p) in enumerate(jobs) if not writer.done(key_of(s, p))], dinfo)
+    prog = start_progress(opts.progress and dinfo.is_main)
     overall = prog.add_task("training grid", total=len(jobs), info="") if prog else None
+    if prog:
+        prog.update(overall, advance=len(jobs) - len(todo))
     ran, left = 0, 0
     try:
-        for i, (seed, point) in enumerate(jobs):
-            cid = config_id(cfg, point, corpus.name)
-            key = _row_key_fields(point, preset, cid, seed, device, corpus)
-            if writer.done(key):
-                if prog:
-                    prog.update(overall, advance=1)
-                continue
-            if cfg.time_limit_s and time.perf_counter() - t_start > cfg.time_limit_s:
-                left = sum(1 for s, p in jobs[i:]
-                           if not writer.done(_row_key_fields(p, preset, config_id(cfg, p, corpus.name), s, device,
-                                                              corpus)))
+        for n, i in enumerate(todo):
+            seed, point = jobs[i]
+            key = key_of(seed, point)
+            stop = bool(cfg.time_limit_s and time.perf_counter() - t_start > cfg.time_limit_s)
+            if distributed.broadcast(stop, dinfo):
+                left = len(todo) - n
                 break
             if prog:
                 prog.update(overall, info=f"{point.name} seed {seed}")
@@ -460,7 +500,8 @@ def run(opts) -> Path:
         if prog:
             prog.stop()
         torch.set_num_threads(threads_before)
-    _print_summary(out, gid, time.perf_counter() - t_start, ran, left, cfg.time_limit_s)
+    if dinfo.is_main:
+        _print_summary(out, gid, time.perf_counter() - t_start, ran, left, cfg.time_limit_s)
     return out
 
 

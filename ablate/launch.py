@@ -1,0 +1,579 @@
+"""Where a sweep runs: ``--launcher local | gpus | slurm``, and ``--nproc-per-node`` (torchrun) for one run on
+many GPUs. The engines are the ones users already have -- ``torch.distributed.run`` and submitit -- not a
+home-made scheduler.
+
+* ``local`` (default): this process runs the whole sweep (with ``--nproc-per-node N``: every grid point trains with
+  DDP on N processes started by ``python -m torch.distributed.run``; rank 0 writes the rows).
+* ``gpus``: one worker process per visible GPU, pinned with ``CUDA_VISIBLE_DEVICES``; the sweep's tasks (training:
+  grid point x seed; extrapolation: trained variant; latency: an attention key's kernel sweep, or a part) are dealt
+  out as workers free up (a thread pool of one slot per GPU, each slot starting a fresh ``python -m ablate.launch``
+  worker per task, so a crash never takes the others down and no two measurements share a GPU).
+* ``slurm``: a submitit job array, one task per array element (``--slurm-partition``, ``--slurm-time``,
+  ``--slurm-gpus-per-task``, ``--slurm-array-parallelism``, ``--slurm-opt key=value``). ``--slurm-cluster local``
+  runs the same code path through submitit's local executor (tests, trying a sweep on a workstation). Jobs that
+  time out or are pre-empted requeue themselves (submitit checkpointing) and resume from their stored rows.
+
+Every worker writes its own shard (``X.launch/shards/<task>.jsonl``) and state (:mod:`ablate.runstate`);
+``ablate report``, resume and ``ablate status`` read them all. A re-run with ``--resume`` (the default) submits only
+the tasks that are not done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Queue
+from typing import Any
+
+from ablate import runstate
+from ablate.errors import ConfigError, UnavailableError
+from ablate.results import RUN_ID_ENV, current_run_id, launch_dir
+from ablate.runner import RunOptions, Task, resolve_device, run_suite, select_tasks, suite_tasks
+
+LAUNCHERS = ("local", "gpus", "slurm")
+SUBMITIT_CLUSTERS = ("slurm", "local")
+FAULT_ENV = "ABLATE_FAULT_KILL_TASKS"  # fault drill: comma-separated task ids whose worker kills itself (SIGKILL)
+DISTRIBUTED_SUITES = ("training",)
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    partition: str | None = None
+    time: str | None = None  # minutes ("90") or [D-]HH:MM[:SS]; default DEFAULT_SLURM_MIN
+    gpus_per_task: int | None = None  # default: 1 on a CUDA sweep, 0 on a CPU one
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    array_parallelism: int = 64  # array elements running at once
+    opts: tuple[str, ...] = ()  # any other sbatch option as key=value (account=..., qos=..., constraint=...)
+    cluster: str = "slurm"  # submitit executor: slurm, or local (submitit's local executor)
+
+
+@dataclass(frozen=True)
+class DistOptions:
+    """torchrun's rendezvous options (``python -m torch.distributed.run --help``)."""
+
+    nproc_per_node: int = 1
+    nnodes: str = "1"  # "N" or "MIN:MAX"
+    node_rank: int | None = None
+    rdzv_backend: str | None = None
+    rdzv_endpoint: str | None = None
+    rdzv_id: str | None = None
+    master_addr: str | None = None
+    master_port: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.nproc_per_node > 1 or self.nnodes not in ("1", "1:1")
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    launcher: str = "local"
+    gpus: tuple[int, ...] = ()  # gpus launcher: GPU ids to use (default: every visible GPU)
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    dist: DistOptions = field(default_factory=DistOptions)
+    wait: bool = True  # wait for the workers (False: submit and return; follow with `ablate status`)
+
+
+@dataclass
+class LaunchResult:
+    results: Path
+    tasks: int = 0  # tasks in the sweep
+    skipped: int = 0  # already done
+    submitted: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # task id -> reason (workers that did not finish)
+    jobs: dict[str, str] = field(default_factory=dict)  # task id -> job id (slurm)
+    waited: bool = True
+    rc: int = 0  # exit code of an in-process / torchrun run
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checks
+
+
+def check_launch(opts: RunOptions, lo: LaunchOptions) -> None:
+    """One-line ConfigErrors for impossible combinations, before anything starts."""
+    if lo.launcher not in LAUNCHERS:
+        raise ConfigError(f"unknown launcher {lo.launcher!r}; valid: {', '.join(LAUNCHERS)}")
+    d = lo.dist
+    if d.nproc_per_node < 1:
+        raise ConfigError(f"--nproc-per-node must be >= 1, got {d.nproc_per_node}")
+    if d.enabled:
+        if opts.suite not in DISTRIBUTED_SUITES:
+            raise ConfigError(f"--nproc-per-node / --nnodes are for the training suite (DDP), not {opts.suite!r}: "
+                              f"spread {opts.suite} over devices with --launcher gpus or slurm")
+        if lo.launcher != "local":
+            raise ConfigError("--nproc-per-node trains one grid point at a time on N GPUs (torchrun) and needs "
+                              f"--launcher local; --launcher {lo.launcher} runs one grid point per GPU instead")
+    s = lo.slurm
+    if s.cluster not in SUBMITIT_CLUSTERS:
+        raise ConfigError(f"unknown --slurm-cluster {s.cluster!r}; valid: {', '.join(SUBMITIT_CLUSTERS)}")
+    if s.array_parallelism < 1:
+        raise ConfigError(f"--slurm-array-parallelism must be >= 1, got {s.array_parallelism}")
+    if s.gpus_per_task is not None and s.gpus_per_task < 0:
+        raise ConfigError(f"--slurm-gpus-per-task must be >= 0, got {s.gpus_per_task}")
+    slurm_minutes(s.time)
+    slurm_extra(s.opts)
+
+
+def slurm_minutes(text: str | None) -> int:
+    """``--slurm-time``: minutes ("90") or [D-]HH:MM[:SS] ("4:00:00", "1-12:00") → whole minutes."""
+    if text is None or str(text).strip() == "":
+        return DEFAULT_SLURM_MIN
+    t = str(text).strip()
+    try:
+        days = 0
+        if "-" in t:
+            d, t = t.split("-", 1)
+            days = int(d)
+        parts = [int(p) for p in t.split(":")]
+        if len(parts) == 1 and not days:
+            minutes = parts[0]
+        elif len(parts) in (2, 3) or (days and len(parts) == 1):
+            h, m, sec = (parts + [0, 0])[:3] if days and len(parts) == 1 else (parts + [0])[:3]
+            minutes = days * 1440 + h * 60 + m + (1 if sec else 0)
+        else:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"--slurm-time {text!r} is not minutes or [D-]HH:MM[:SS] (e.g. 90, 4:00:00, 1-00:00)") \
+            from None
+    if minutes < 1:
+        raise ConfigError(f"--slurm-time must be at least one minute, got {text!r}")
+    return minutes
+
+
+DEFAULT_SLURM_MIN = 240
+
+
+def slurm_extra(opts: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in opts:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--slurm-opt {item!r} is not key=value (e.g. --slurm-opt account=myproj)")
+        out[key.strip().lstrip("-").replace("-", "_")] = value.strip()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The worker: what every launcher runs for one task
+
+
+def _spec_opts(opts: RunOptions) -> dict[str, Any]:
+    return {"suite": opts.suite, "preset": opts.preset, "overrides": list(opts.overrides), "out": str(opts.out),
+            "seeds": opts.seeds, "resume": opts.resume, "data": str(opts.data) if opts.data else None,
+            "device": opts.device}
+
+
+def _plan_fields(opts: RunOptions) -> dict[str, Any]:
+    d = _spec_opts(opts)
+    d.pop("resume")
+    return d
+
+
+def _job_id(default: str = "") -> str:
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '0')}"
+    if env.get("SLURM_JOB_ID"):
+        return env["SLURM_JOB_ID"]
+    try:
+        import submitit
+
+        return str(submitit.JobEnvironment().job_id)
+    except Exception:
+        return default
+
+
+def run_task(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one task of a sweep in this process, writing its shard and its state file; returns a summary.
+
+    ``spec``: ``{"opts": {...RunOptions fields}, "task", "results", "plan_id", "run_id", "worker"}``.
+    Raises what the suite raised (after recording it), so the launcher / submitit sees the failure."""
+    import ablate.results as results_mod
+
+    os.environ[RUN_ID_ENV] = spec["run_id"]
+    results_mod._RUN_ID = spec["run_id"]  # every row of the sweep carries the launching run's id
+    if spec.get("command"):
+        from ablate.env import COMMAND_ENV
+
+        os.environ[COMMAND_ENV] = spec["command"]  # and the command the user typed, not the worker's
+    task = spec["task"]
+    results = Path(spec["results"])
+    state = runstate.StateFile(runstate.state_path(results, task),
+                               {"task": task, "plan_id": spec["plan_id"], "run_id": spec["run_id"],
+                                "job_id": _job_id(spec.get("worker", ""))}).start()
+    if task in [t.strip() for t in os.environ.get(FAULT_ENV, "").split(",") if t.strip()]:
+        os.kill(os.getpid(), signal.SIGKILL)  # fault drill: die like a pre-empted job, leaving "running" behind
+    opts = RunOptions(**spec["opts"], only=(task,), shard=runstate.safe_name(task), progress=False)
+    t0 = time.perf_counter()
+    try:
+        out = run_suite(opts)
+    except BaseException as exc:
+        state.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    state.finish()
+    return {"task": task, "results": str(out), "seconds": time.perf_counter() - t0}
+
+
+class SubmititTask:
+    """The callable submitit pickles: runs :func:`run_task`; on a timeout or pre-emption, submitit calls
+    ``checkpoint`` and requeues the same task, which resumes from its stored rows."""
+
+    def __call__(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return run_task(spec)
+
+    def checkpoint(self, spec: dict[str, Any]):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SubmititTask(), spec)
+
+
+def _worker_main(argv: list[str]) -> int:
+    """``python -m ablate.launch SPEC_JSON``: the gpus launcher's worker."""
+    if len(argv) != 1:
+        sys.stderr.write("usage: python -m ablate.launch SPEC_JSON\n")
+        return 2
+    try:
+        run_task(json.loads(argv[0]))
+    except Exception as exc:  # recorded in the state file; one line for the log
+        sys.stderr.write(f"ablate worker: {type(exc).__name__}: {exc}\n")
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Launch
+
+
+def _write_plan(results: Path, opts: RunOptions, lo: LaunchOptions, tasks: list[Task], pid: str) -> dict:
+    path = runstate.plan_path(results)
+    old = runstate.read_json(path) if path.is_file() else None
+    plan = {
+        "suite": opts.suite, "results": results.name, "plan_id": pid, "opts": _plan_fields(opts),
+        "launcher": lo.launcher, "updated": runstate.utc_now(),
+        "tasks": [{"id": t.id, "keys": list(t.keys) if t.keys is not None else None, "label": t.label}
+                  for t in tasks],
+        "submissions": (old or {}).get("submissions", []) if (old or {}).get("plan_id") == pid else [],
+    }
+    runstate.write_json(path, plan)
+    return plan
+
+
+def _record_submission(results: Path, plan: dict, lo: LaunchOptions, ids: list[str], jobs: dict[str, str],
+                       run_id: str) -> None:
+    plan["submissions"].append({"time": runstate.utc_now(), "launcher": lo.launcher, "run_id": run_id,
+                                "tasks": ids, "jobs": jobs, "argv": sys.argv[1:]})
+    runstate.write_json(runstate.plan_path(results), plan)
+
+
+def launch(opts: RunOptions, lo: LaunchOptions, progress: bool = True) -> LaunchResult:
+    """Run the sweep ``opts`` describes with launcher ``lo``; see the module docstring."""
+    check_launch(opts, lo)
+    opts = dataclasses.replace(opts, device=resolve_device(opts.device))
+    if lo.launcher == "local":
+        return _launch_local(opts, lo)
+    results, tasks = suite_tasks(opts)
+    chosen = select_tasks([t.id for t in tasks], opts.only, f"{opts.suite} task")
+    pid = runstate.plan_id(_plan_fields(opts))
+    plan = _write_plan(results, opts, lo, tasks, pid)
+    status = runstate.plan_status(results, plan) if opts.resume else None
+    done = {t.id for t in status.tasks if t.standing == "done"} if status else set()
+    busy = {t.id for t in status.tasks if t.standing == "running"} if status else set()
+    todo = [t for t in tasks if t.id in chosen and t.id not in done and t.id not in busy]
+    res = LaunchResult(results, tasks=len(tasks), skipped=len([t for t in tasks if t.id in chosen]) - len(todo))
+    if busy & chosen:
+        _say(f"{len(busy & chosen)} task(s) still running elsewhere are left alone: {', '.join(sorted(busy))}")
+    if not todo:
+        _say(f"{opts.suite}: all {len(chosen)} task(s) are done or running; nothing to launch ({results})")
+        return res
+    run_id = current_run_id()
+    from ablate.env import _command
+
+    specs = [{"opts": _spec_opts(opts), "task": t.id, "results": str(results), "plan_id": pid, "run_id": run_id,
+              "command": _command()} for t in todo]
+    res.submitted = [t.id for t in todo]
+    if lo.launcher == "gpus":
+        _launch_gpus(specs, lo, res, plan, run_id, progress)
+    else:
+        _launch_slurm(specs, lo, res, plan, run_id, progress, opts.device)
+    return res
+
+
+def _say(msg: str) -> None:
+    sys.stderr.write(f"ablate: {msg}\n")
+
+
+# local -----------------------------------------------------------------------------------------------------------
+
+
+def _launch_local(opts: RunOptions, lo: LaunchOptions) -> LaunchResult:
+    """This process runs the sweep (torchrun children with --nproc-per-node); a plan and a process state are
+    recorded when the suite can list its tasks, so `ablate status` can follow it."""
+    results, state = None, None
+    try:
+        results, tasks = suite_tasks(opts)
+    except UnavailableError:
+        tasks = []
+    if results is not None and tasks and opts.only:
+        select_tasks([t.id for t in tasks], opts.only, f"{opts.suite} task")
+    if results is not None and tasks:
+        pid = runstate.plan_id(_plan_fields(opts))
+        plan = _write_plan(results, opts, lo, tasks, pid)
+        ids = [t.id for t in tasks if not opts.only or t.id in opts.only]
+        _record_submission(results, plan, lo, ids, {}, current_run_id())
+        state = runstate.StateFile(runstate.local_state_path(results),
+                                   {"task": None, "plan_id": pid, "run_id": current_run_id(), "job_id": "local",
+                                    "tasks": ids}).start()
+    res = LaunchResult(results or Path(opts.out))
+    try:
+        if lo.dist.enabled:
+            res.rc = _torchrun(opts, lo.dist)
+            if res.rc:
+                raise ConfigError(f"torchrun exited with code {res.rc} (see the ranks' output above)")
+            res.results = results or res.results
+        else:
+            res.results = run_suite(opts)
+    except BaseException as exc:
+        if state is not None:
+            state.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        raise
+    if state is not None:
+        state.finish()
+    return res
+
+
+def _cli_args(opts: RunOptions) -> list[str]:
+    """``ablate run`` arguments that reproduce ``opts`` (for the torchrun ranks)."""
+    args = ["run", "--suite", opts.suite, "--out", str(opts.out), "--seeds", str(opts.seeds)]
+    if opts.preset:
+        args += ["--preset", opts.preset]
+    for o in opts.overrides:
+        args += ["--set", o]
+    if opts.data is not None:
+        args += ["--data", str(opts.data)]
+    if opts.device:
+        args += ["--device", opts.device]
+    for t in opts.only:
+        args += ["--task", t]
+    args += ["--resume" if opts.resume else "--no-resume", "--progress" if opts.progress else "--no-progress"]
+    return args
+
+
+def torchrun_args(opts: RunOptions, d: DistOptions) -> list[str]:
+    """The ``python -m torch.distributed.run`` command line for ``opts`` on ``d``."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(d.nproc_per_node),
+           "--nnodes", str(d.nnodes)]
+    standalone = d.nnodes in ("1", "1:1") and not (d.rdzv_endpoint or d.master_addr)
+    if standalone:
+        cmd.append("--standalone")
+    for flag, value in (("--node-rank", d.node_rank), ("--rdzv-backend", d.rdzv_backend),
+                        ("--rdzv-endpoint", d.rdzv_endpoint), ("--rdzv-id", d.rdzv_id),
+                        ("--master-addr", d.master_addr), ("--master-port", d.master_port)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    return cmd + ["-m", "ablate.cli"] + _cli_args(opts)
+
+
+def _torchrun(opts: RunOptions, d: DistOptions) -> int:
+    from ablate.env import COMMAND_ENV, _command
+
+    env = dict(os.environ)
+    env[RUN_ID_ENV] = current_run_id()
+    env[COMMAND_ENV] = _command() or ""
+    if opts.device == "cpu":
+        env.setdefault("OMP_NUM_THREADS", "1")  # N CPU ranks share the cores
+    return subprocess.call(torchrun_args(opts, d), env=env)
+
+
+# gpus ------------------------------------------------------------------------------------------------------------
+
+
+def visible_gpus() -> list[int]:
+    """GPU ids this process may use: ``$CUDA_VISIBLE_DEVICES`` (its entries) or ``range(device_count)``."""
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None and env.strip():
+        ids = [e.strip() for e in env.split(",") if e.strip()]
+        return [int(e) if e.isdigit() else i for i, e in enumerate(ids)][:n] if n else []
+    return list(range(n))
+
+
+def _launch_gpus(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan: dict, run_id: str,
+                 progress: bool) -> None:
+    gpus = list(lo.gpus) or visible_gpus()
+    if not gpus:
+        raise ConfigError("--launcher gpus needs CUDA GPUs and none is visible; use --launcher local (CPU) or name "
+                          "them with --gpus 0,1")
+    logs = launch_dir(res.results) / runstate.LOG_DIR
+    logs.mkdir(parents=True, exist_ok=True)
+    _record_submission(res.results, plan, lo, res.submitted, {}, run_id)
+    free: Queue = Queue()
+    for g in gpus:
+        free.put(g)
+
+    def work(spec: dict) -> tuple[str, int, str]:
+        gpu = free.get()
+        try:
+            spec = {**spec, "worker": f"gpu{gpu}"}
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu), RUN_ID_ENV: run_id}
+            log = logs / f"{runstate.safe_name(spec['task'])}.log"
+            with open(log, "ab") as fh:
+                rc = subprocess.call([sys.executable, "-m", "ablate.launch", json.dumps(spec)], stdout=fh,
+                                     stderr=subprocess.STDOUT, env=env)
+            return spec["task"], rc, str(log)
+        finally:
+            free.put(gpu)
+
+    _say(f"launcher gpus: {len(specs)} task(s) over GPU(s) {', '.join(map(str, gpus))}; logs in {logs}")
+    with _Progress(progress, len(specs), "tasks") as bar, ThreadPoolExecutor(max_workers=len(gpus)) as pool:
+        for task, rc, log in pool.map(work, specs):
+            if rc != 0:
+                res.failed[task] = _exit_reason(res.results, task, rc, log)
+            bar.advance(task, ok=rc == 0)
+
+
+def _exit_reason(results: Path, task: str, rc: int, log: str) -> str:
+    """Why a worker did not finish; also marks its state failed when the worker could not (killed by a signal)."""
+    path = runstate.state_path(results, task)
+    state = runstate.read_json(path) or {}
+    if state.get("state") == "failed" and state.get("reason"):
+        return f"{state['reason']} (log: {log})"
+    how = f"killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
+    reason = f"worker {how} without finishing (log: {log})"
+    if state.get("state") != "finished":
+        runstate.write_json(path, {**state, "task": task, "state": "failed", "reason": reason,
+                                   "ended": runstate.utc_now()})
+    return reason
+
+
+# slurm -----------------------------------------------------------------------------------------------------------
+
+
+def _launch_slurm(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan: dict, run_id: str, progress: bool,
+                  device: str | None) -> None:
+    try:
+        import submitit
+    except ImportError:
+        raise UnavailableError("--launcher slurm needs submitit: pip install 'ablate[slurm]'") from None
+    s = lo.slurm
+    folder = launch_dir(res.results) / runstate.LOG_DIR / "submitit"
+    executor = submitit.AutoExecutor(folder=folder, cluster=s.cluster)
+    gpus = s.gpus_per_task if s.gpus_per_task is not None else (1 if device == "cuda" else 0)
+    params: dict[str, Any] = {"name": f"ablate-{specs[0]['opts']['suite']}", "timeout_min": slurm_minutes(s.time),
+                              "tasks_per_node": 1, "nodes": 1, "gpus_per_node": gpus,
+                              "slurm_array_parallelism": s.array_parallelism}
+    if s.cpus_per_task:
+        params["cpus_per_task"] = s.cpus_per_task
+    if s.mem_gb:
+        params["mem_gb"] = s.mem_gb
+    if s.partition:
+        params["slurm_partition"] = s.partition
+    extra = slurm_extra(s.opts)
+    if extra:
+        params["slurm_additional_parameters"] = extra
+    executor.update_parameters(**params)  # AutoExecutor applies slurm_* only on slurm
+    env_before = os.environ.get(RUN_ID_ENV)
+    os.environ[RUN_ID_ENV] = run_id  # the local executor's workers inherit it (slurm ones get it from the spec)
+    try:
+        jobs = executor.map_array(SubmititTask(), specs)
+    except Exception as exc:
+        raise UnavailableError(f"submitit could not submit the job array: {type(exc).__name__}: {exc}") from None
+    finally:
+        if env_before is None:
+            os.environ.pop(RUN_ID_ENV, None)
+        else:
+            os.environ[RUN_ID_ENV] = env_before
+    res.jobs = {spec["task"]: str(job.job_id) for spec, job in zip(specs, jobs)}
+    _record_submission(res.results, plan, lo, res.submitted, res.jobs, run_id)
+    ids = sorted({j.split("_")[0] for j in res.jobs.values()})
+    _say(f"launcher slurm ({s.cluster}): {len(jobs)} task(s) submitted as job(s) {', '.join(ids[:8])}"
+         f"{' ...' if len(ids) > 8 else ''}; logs in {folder}")
+    if not lo.wait:
+        res.waited = False
+        _say(f"not waiting; follow with: ablate status {res.results.parent}")
+        return
+    pending = dict(zip([sp["task"] for sp in specs], jobs))
+    try:
+        with _Progress(progress, len(specs), "jobs") as bar:
+            while pending:
+                for task, job in list(pending.items()):
+                    if not job.done():
+                        continue
+                    del pending[task]
+                    ok = True
+                    try:
+                        job.result()
+                    except Exception as exc:
+                        ok = False
+                        res.failed[task] = _job_failure(res.results, task, job, exc)
+                    bar.advance(task, ok=ok)
+                if pending:
+                    time.sleep(0.5)
+    except KeyboardInterrupt:
+        _say(f"stopped waiting; {len(pending)} job(s) keep running: ablate status {res.results.parent}")
+        raise
+
+
+def _job_failure(results: Path, task: str, job: Any, exc: BaseException) -> str:
+    state = runstate.read_json(runstate.state_path(results, task)) or {}
+    if state.get("state") == "failed" and state.get("reason"):
+        return f"{state['reason']} (job {job.job_id})"
+    try:
+        log = str(job.paths.stderr)
+    except Exception:
+        log = "the submitit folder"
+    reason = (f"job {job.job_id} ended without finishing ({type(exc).__name__}, submitit state {job.state}: killed, "
+              f"pre-empted, out of time or crashed before reporting); log: {log}")
+    if state.get("state") != "finished":
+        runstate.write_json(runstate.state_path(results, task),
+                            {**state, "task": task, "state": "failed", "reason": reason, "ended": runstate.utc_now(),
+                             "job_id": str(job.job_id)})
+    return reason
+
+
+class _Progress:
+    """A rich bar of tasks finished (with failures counted); silent when disabled."""
+
+    def __init__(self, enabled: bool, total: int, what: str):
+        self.enabled, self.total, self.what = enabled, total, what
+        self.done = self.failed = 0
+        self.prog = self.task = None
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from ablate.progress import start_progress
+
+            self.prog = start_progress(True)
+            if self.prog is not None:
+                self.task = self.prog.add_task(f"{self.what}", total=self.total, info="")
+        return self
+
+    def advance(self, task: str, ok: bool) -> None:
+        self.done += 1
+        self.failed += 0 if ok else 1
+        if self.prog is not None:
+            self.prog.update(self.task, advance=1, info=f"{task} {'ok' if ok else 'FAILED'}"
+                             + (f" ({self.failed} failed)" if self.failed else ""))
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.prog is not None:
+            self.prog.stop()
+
+
+__all__ = ["LAUNCHERS", "LaunchOptions", "SlurmOptions", "DistOptions", "LaunchResult", "launch", "run_task",
+           "check_launch", "torchrun_args", "slurm_minutes", "visible_gpus", "SubmititTask"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(_worker_main(sys.argv[1:]))
