@@ -281,6 +281,8 @@ def launch(opts: RunOptions, lo: LaunchOptions, progress: bool = True) -> Launch
     opts = dataclasses.replace(opts, device=resolve_device(opts.device))
     if lo.launcher == "local":
         return _launch_local(opts, lo)
+    if lo.launcher == "gpus":
+        _check_gpu_device(opts.device)
     results, tasks = suite_tasks(opts)
     chosen = select_tasks([t.id for t in tasks], opts.only, f"{opts.suite} task")
     pid = runstate.plan_id(_plan_fields(opts))
@@ -407,6 +409,12 @@ def visible_gpus() -> list[int]:
         ids = [e.strip() for e in env.split(",") if e.strip()]
         return [int(e) if e.isdigit() else i for i, e in enumerate(ids)][:n] if n else []
     return list(range(n))
+
+
+def _check_gpu_device(device: str | None) -> None:
+    if device != "cuda":
+        raise ConfigError("--launcher gpus runs one worker per CUDA GPU but this sweep runs on cpu; use --launcher "
+                          "local, or --launcher slurm --slurm-cluster local for parallel CPU workers")
 
 
 def _launch_gpus(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan: dict, run_id: str,
