@@ -92,10 +92,15 @@ def init(device: str) -> DistInfo:
 
 
 def shutdown() -> None:
+    """Leave the process group (all ranks together). Exiting with a live gloo group can abort the process
+    ("terminate called without an active exception") as its threads are torn down."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def check_batch(batch_size: int, world_size: int) -> None:

@@ -120,6 +120,9 @@ def check_launch(opts: RunOptions, lo: LaunchOptions) -> None:
         raise ConfigError(f"--slurm-array-parallelism must be >= 1, got {s.array_parallelism}")
     if s.gpus_per_task is not None and s.gpus_per_task < 0:
         raise ConfigError(f"--slurm-gpus-per-task must be >= 0, got {s.gpus_per_task}")
+    if s.cluster == "local" and not lo.wait and lo.launcher == "slurm":
+        raise ConfigError("--no-wait needs a real Slurm queue; submitit's local executor (--slurm-cluster local) "
+                          "runs the jobs from this process, which must wait")
     slurm_minutes(s.time)
     slurm_extra(s.opts)
 
@@ -220,8 +223,12 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     except BaseException as exc:
         state.fail(f"{type(exc).__name__}: {exc}")
         raise
-    state.finish()
-    return {"task": task, "results": str(out), "seconds": time.perf_counter() - t0}
+    from ablate.results import read_rows, shard_path
+
+    written = sum(1 for r in read_rows(shard_path(results, opts.shard), missing_ok=True) if r.get("run_id") ==
+                  spec["run_id"])
+    state.finish(rows=written)
+    return {"task": task, "results": str(out), "seconds": time.perf_counter() - t0, "rows": written}
 
 
 class SubmititTask:
@@ -491,27 +498,42 @@ def _launch_slurm(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan:
     if extra:
         params["slurm_additional_parameters"] = extra
     executor.update_parameters(**params)  # AutoExecutor applies slurm_* only on slurm
-    env_before = os.environ.get(RUN_ID_ENV)
-    os.environ[RUN_ID_ENV] = run_id  # the local executor's workers inherit it (slurm ones get it from the spec)
-    try:
-        jobs = executor.map_array(SubmititTask(), specs)
-    except Exception as exc:
-        raise UnavailableError(f"submitit could not submit the job array: {type(exc).__name__}: {exc}") from None
-    finally:
-        if env_before is None:
-            os.environ.pop(RUN_ID_ENV, None)
-        else:
-            os.environ[RUN_ID_ENV] = env_before
-    res.jobs = {spec["task"]: str(job.job_id) for spec, job in zip(specs, jobs)}
-    _record_submission(res.results, plan, lo, res.submitted, res.jobs, run_id)
+    suite = specs[0]["opts"]["suite"]
+    # submitit's local executor has no queue: this process keeps at most `parallel` jobs running (latency: one, so
+    # timings never share the CPU); on Slurm the whole array goes in at once and Slurm applies the parallelism.
+    parallel = len(specs) if s.cluster == "slurm" else (1 if suite == "latency" else s.array_parallelism)
+    queue = list(specs)
+
+    def submit(batch: list[dict]) -> list[Any]:
+        env_before = os.environ.get(RUN_ID_ENV)
+        os.environ[RUN_ID_ENV] = run_id  # the local executor's workers inherit it (slurm ones read the spec)
+        try:
+            jobs = executor.map_array(SubmititTask(), batch)
+        except Exception as exc:
+            raise UnavailableError(f"submitit could not submit the jobs: {type(exc).__name__}: {exc}") from None
+        finally:
+            if env_before is None:
+                os.environ.pop(RUN_ID_ENV, None)
+            else:
+                os.environ[RUN_ID_ENV] = env_before
+        for spec, job in zip(batch, jobs):
+            res.jobs[spec["task"]] = str(job.job_id)
+            pending[spec["task"]] = job
+        plan["submissions"][-1]["jobs"] = dict(res.jobs)
+        runstate.write_json(runstate.plan_path(res.results), plan)
+        return jobs
+
+    pending: dict[str, Any] = {}
+    _record_submission(res.results, plan, lo, res.submitted, {}, run_id)
+    submit(queue[:parallel])
+    del queue[:parallel]
     ids = sorted({j.split("_")[0] for j in res.jobs.values()})
-    _say(f"launcher slurm ({s.cluster}): {len(jobs)} task(s) submitted as job(s) {', '.join(ids[:8])}"
-         f"{' ...' if len(ids) > 8 else ''}; logs in {folder}")
+    _say(f"launcher slurm ({s.cluster}): {len(res.jobs)} of {len(specs)} task(s) submitted as job(s) "
+         f"{', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''}; logs in {folder}")
     if not lo.wait:
         res.waited = False
         _say(f"not waiting; follow with: ablate status {res.results.parent}")
         return
-    pending = dict(zip([sp["task"] for sp in specs], jobs))
     try:
         with _Progress(progress, len(specs), "jobs") as bar:
             while pending:
@@ -526,6 +548,9 @@ def _launch_slurm(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan:
                         ok = False
                         res.failed[task] = _job_failure(res.results, task, job, exc)
                     bar.advance(task, ok=ok)
+                    if queue:
+                        submit(queue[:1])
+                        del queue[:1]
                 if pending:
                     time.sleep(0.5)
     except KeyboardInterrupt:

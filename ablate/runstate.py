@@ -156,7 +156,9 @@ class StateFile:
         now = utc_now()
         self._write(state=state, heartbeat=now, ended=now, reason=" ".join(reason.split())[:500])
 
-    def finish(self) -> None:
+    def finish(self, **extra: Any) -> None:
+        with self._lock:
+            self.data.update(extra)
         self._end("finished")
 
     def fail(self, reason: str) -> None:

@@ -502,6 +502,8 @@ def run(opts) -> Path:
         torch.set_num_threads(threads_before)
     if dinfo.is_main:
         _print_summary(out, gid, time.perf_counter() - t_start, ran, left, cfg.time_limit_s)
+    if dinfo.enabled:
+        distributed.shutdown()
     return out
 
 
