@@ -214,6 +214,19 @@ class Job:
         return f"{'passkey-' if self.kind == 'passkey' else ''}{self.position}-s{self.seed}"
 
 
+def scales_embeddings(cfg: ExtrapolationConfig, position: str) -> bool:
+    """A sinusoidal model multiplies its token embeddings by sqrt(d_model), as Vaswani et al. (2017, sec. 3.4)
+    do and as the training grid does: otherwise unit-amplitude sinusoids drown the small embeddings and the model
+    is handicapped at train_len already. (True here means: added for this variant, not set by the user.)"""
+    return position == "sinusoidal" and not cfg.model.scale_embeddings
+
+
+def job_model(cfg: ExtrapolationConfig, position: str) -> ModelConfig:
+    """The model trained for ``position``."""
+    return replace(cfg.model, position=position,
+                   scale_embeddings=cfg.model.scale_embeddings or scales_embeddings(cfg, position))
+
+
 def plan_jobs(cfg: ExtrapolationConfig, preset: str, corpus: Corpus, device: str, seeds: list[int]) -> list[Job]:
     m = cfg.model
     tokens, stride = eval_tokens(cfg), eval_stride(cfg)
@@ -232,6 +245,8 @@ def plan_jobs(cfg: ExtrapolationConfig, preset: str, corpus: Corpus, device: str
                         scale = L / m.train_len if ev != pos else 1.0
                         base = {**common, "trained_position": pos, "position": ev, "rope_scale": scale, "seed": seed,
                                 "eval_len": L}
+                        if scales_embeddings(cfg, pos):  # a different model from the unscaled one: its own key
+                            base["scale_embeddings"] = True
                         if kind == "lm":
                             key = {**base, "metric": METRIC_PPL, "mode": cfg.eval.mode, "stride": stride,
                                    "tokens": tokens}
@@ -250,7 +265,7 @@ def validate_plan(cfg: ExtrapolationConfig, device: str) -> None:
     from ablate.validate import validate_model
 
     for pos in cfg.positions:
-        validate_model(replace(cfg.model, position=pos), device=device)
+        validate_model(job_model(cfg, pos), device=device)
     if "rope" in cfg.positions:
         for s in cfg.rope_scalings:
             for L in cfg.eval_lens:
@@ -261,8 +276,8 @@ def validate_plan(cfg: ExtrapolationConfig, device: str) -> None:
 # Training with checkpoints
 
 
-def _ckpt_path(ckpt_dir: Path, job: Job, cid: str) -> Path:
-    return ckpt_dir / f"{job.name}-{cid}.pt"
+def _ckpt_path(ckpt_dir: Path, job: Job, cid: str, scaled: bool = False) -> Path:
+    return ckpt_dir / f"{job.name}{'-xemb' if scaled else ''}-{cid}.pt"
 
 
 def _save(path: Path, payload: dict) -> None:
@@ -277,7 +292,7 @@ def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, 
     """(model or None, training info); loads the checkpoint when there is one (and ``reuse``)."""
     from ablate.model import Transformer
 
-    mcfg = replace(cfg.model, position=job.position)
+    mcfg = job_model(cfg, job.position)
     if reuse and ckpt.is_file():
         payload = torch.load(ckpt, map_location="cpu", weights_only=False)
         info = payload["info"]
@@ -377,9 +392,10 @@ def run(opts) -> Path:
                 prog.update(overall, advance=len(job.rows) - len(todo), info=job.name)
             if not todo:
                 continue
-            run_cfg = replace(cfg, model=replace(cfg.model, position=job.position), train=replace(cfg.train,
+            run_cfg = replace(cfg, model=job_model(cfg, job.position), train=replace(cfg.train,
                                                                                                    seed=job.seed))
-            ckpt = _ckpt_path(ckpt_dir, job, config_id(cfg, corpus.name, job.kind))
+            ckpt = _ckpt_path(ckpt_dir, job, config_id(cfg, corpus.name, job.kind),
+                              scaled=scales_embeddings(cfg, job.position))
             try:
                 model, info = _train_job(cfg, job, corpus, device, ckpt, prog, reuse=opts.resume)
                 trained += 0 if info.get("from_checkpoint") else 1

@@ -254,3 +254,16 @@ def test_effective_length_and_interval():
     m, ci, n = ex.mean_ci([1.0, 2.0, 3.0])
     assert m == 2.0 and n == 3 and ci == pytest.approx(4.3027 * 1.0 / math.sqrt(3), rel=1e-4)
     assert math.isnan(ex.mean_ci([5.0])[1])
+
+
+def test_sinusoidal_model_scales_its_embeddings_and_says_so_in_its_key():
+    """Vaswani et al. sec. 3.4: the sinusoidal variant multiplies token embeddings by sqrt(d); its rows carry that
+    in their key (a different model from an unscaled one) and the other variants are untouched."""
+    cfg = ex.resolve("micro")
+    assert ex.job_model(cfg, "sinusoidal").scale_embeddings and not ex.job_model(cfg, "rope").scale_embeddings
+    corpus = load_corpus(None, default=cfg.data.corpus, val_frac=cfg.data.val_frac)
+    jobs = {j.position: j for j in ex.plan_jobs(cfg, "micro", corpus, "cpu", [0]) if j.kind == "lm"}
+    assert all(r.key.get("scale_embeddings") is True for r in jobs["sinusoidal"].rows)
+    assert all("scale_embeddings" not in r.key for r in jobs["rope"].rows)
+    user = ex.resolve("micro", ["model.scale_embeddings=true"])  # the user's choice for every variant
+    assert ex.job_model(user, "rope").scale_embeddings and not ex.scales_embeddings(user, "sinusoidal")
