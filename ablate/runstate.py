@@ -14,7 +14,7 @@ A task's standing (:func:`task_standing`), as ``ablate status RUN_DIR`` shows it
 * ``running``  its worker is alive (same host: the pid exists; elsewhere: a heartbeat in the last ``STALE_S`` s);
 * ``failed``   a row it owes says error / oom / unavailable, or its worker failed, or died without finishing
   (killed, pre-empted, out of time: no heartbeat); the reason says which;
-* ``queued``   submitted (a job id is recorded) but not started;
+* ``queued``   submitted (a job id is recorded) but not started, or waiting for a slot in a live launcher;
 * ``missing``  nothing yet. ``ablate run ... --resume`` submits the tasks that are not done.
 """
 
@@ -280,6 +280,13 @@ def plan_status(results: Path, plan: dict | None = None) -> PlanStatus:
         if state is not None and state.get("plan_id") != plan.get("plan_id"):
             state = None  # a state left by another sweep in this folder
         out.tasks.append(task_standing(task, latest, state, jobs.get(task["id"])))
+    subs = plan.get("submissions") or []
+    last = subs[-1] if subs else None
+    if last and last.get("launcher") in ("gpus", "slurm") and last.get("pid") and worker_alive(last):
+        # the launching process still deals these out (a free GPU, a local-executor slot)
+        for t in out.tasks:
+            if t.standing == "missing" and t.id in (last.get("tasks") or []):
+                t.standing, t.reason = "queued", f"waiting for a free worker slot in {last['host']}:{last['pid']}"
     local = read_json(local_state_path(results))
     if local is not None and local.get("plan_id") == plan.get("plan_id"):
         _apply_local(out, local)

@@ -359,3 +359,20 @@ def test_local_run_records_a_plan_for_status(tmp_path, capsys):
     done = [t.id for t in st.tasks if t.standing == "done"]
     assert done == ["original@s0"] and st.counts()["missing"] == len(st.tasks) - 1
     assert math.isfinite(read_rows(path)[0]["val_loss"])
+
+
+def test_tasks_waiting_in_a_live_launcher_are_queued(tmp_path):
+    path = tmp_path / "x.jsonl"
+    plan = {"suite": "training", "plan_id": "p", "launcher": "gpus",
+            "tasks": [{"id": "a", "keys": ["ka"], "label": ""}, {"id": "b", "keys": ["kb"], "label": ""}],
+            "submissions": [{"launcher": "gpus", "tasks": ["a", "b"], "jobs": {}, "host": runstate.socket.gethostname(),
+                             "pid": os.getpid(), "heartbeat": runstate.utc_now()}]}
+    runstate.write_json(runstate.plan_path(path), plan)
+    ResultWriter(path, "training", shard="a").write("ok", {"k": "a"})  # a row for some other key
+    st = runstate.plan_status(path)
+    assert [t.standing for t in st.tasks] == ["queued", "queued"]
+    assert "waiting for a free worker slot" in st.tasks[0].reason
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    plan["submissions"][0]["pid"] = dead.pid
+    assert [t.standing for t in runstate.plan_status(path, plan).tasks] == ["missing", "missing"]
