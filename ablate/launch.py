@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -277,8 +278,6 @@ def _write_plan(results: Path, opts: RunOptions, lo: LaunchOptions, tasks: list[
 
 def _record_submission(results: Path, plan: dict, lo: LaunchOptions, ids: list[str], jobs: dict[str, str],
                        run_id: str) -> None:
-    import socket
-
     plan["submissions"].append({"time": runstate.utc_now(), "launcher": lo.launcher, "run_id": run_id,
                                 "tasks": ids, "jobs": jobs, "argv": sys.argv[1:], "host": socket.gethostname(),
                                 "pid": os.getpid(), "heartbeat": runstate.utc_now()})
