@@ -135,6 +135,8 @@ def results_path(opts: RunOptions, name: str | None = None) -> Path:
 def suite_tasks(opts: RunOptions) -> tuple[Path, list[Task]]:
     """(results file, the sweep's tasks) of ``opts`` via the suite's ``tasks(opts)``; ``opts.device`` resolved."""
     check_suite(opts.suite)
+    if opts.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {opts.seeds}")
     fn = load_suite(opts.suite, "tasks")
     if fn is None:
         raise UnavailableError(f"suite {opts.suite!r} cannot be split into tasks for a launcher")

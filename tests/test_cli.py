@@ -98,11 +98,13 @@ def test_bad_set(capsys):
     assert_one_line_error(code, err, "key=value")
 
 
-def test_bad_seeds_and_device(capsys):
+def test_bad_seeds_and_device(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     code, _, err = cli(capsys, "run", "--suite", "latency", "--seeds", "0")
     assert_one_line_error(code, err, "--seeds")
     code, _, err = cli(capsys, "run", "--suite", "latency", "--device", "tpu")
     assert_one_line_error(code, err, "unknown device 'tpu'")
+    assert not list(tmp_path.iterdir()), "a refused command writes nothing (no results, no plan)"
 
 
 def test_env_json(capsys):
