@@ -248,7 +248,17 @@ def check_eval_span(val: np.ndarray, needed: int, what: str = "evaluation") -> N
                           "lower eval.tokens / the eval lengths or give more data")
 
 
-__all__ = ["Corpus", "load_corpus", "Batches", "step_rng", "check_eval_span", "DEFAULT_CORPORA"]
+__all__ = ["Corpus", "load_corpus", "Batches", "step_rng", "check_eval_span", "DEFAULT_CORPORA", "DataSettings",
+           "corpus_for"]
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """The ``data.*`` settings of the suites that train (extrapolation, training)."""
+
+    corpus: str = "topics"  # built-in corpus when --data is not given: topics | stdlib
+    val_frac: float = 0.1
+    vocab_size: int | None = None  # for a .bin token file without a meta.json / meta.pkl sidecar
 
 
 def corpus_for(cfg, data_path):

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ablate.config import ModelConfig, apply_overrides, flatten, unified_train_len
-from ablate.data import Batches, Corpus, check_eval_span, corpus_for
+from ablate.data import Batches, Corpus, DataSettings, check_eval_span, corpus_for
 from ablate.errors import ConfigError, PositionRangeError
 from ablate.evaluate import (MODES, PasskeyBatches, evaluate, passkey_accuracy, passkey_loss, passkey_overhead,
                              span_needed)
@@ -54,13 +54,6 @@ class EvalSettings:
     tokens: int = 32768  # targets scored at every eval_len (rounded down to a multiple of the longest eval_len)
     batch_tokens: int = 16384  # tokens per evaluation forward
     pos_bins: int = 64  # in-window position bins of the per-position loss
-
-
-@dataclass(frozen=True)
-class DataSettings:
-    corpus: str = "topics"  # built-in corpus when --data is not given: topics | stdlib
-    val_frac: float = 0.1
-    vocab_size: int | None = None  # for a .bin token file without a meta.json / meta.pkl sidecar
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ import torch
 
 from ablate.progress import start_progress
 from ablate.config import ModelConfig, apply_overrides, flatten, unified_train_len
-from ablate.data import Batches, Corpus, check_eval_span, corpus_for
+from ablate.data import Batches, Corpus, DataSettings, check_eval_span, corpus_for
 from ablate.errors import ConfigError
 from ablate.evaluate import evaluate, span_needed
 from ablate.flops import matmul_params, model_train_flops, peak_tflops
@@ -75,13 +75,6 @@ class EvalSettings:
     tokens: int = 32768  # held-out targets scored for the final validation loss (all points: the same tokens)
     curve_tokens: int = 8192  # held-out targets scored at each curve point (every train.eval_every steps)
     batch_tokens: int = 16384  # tokens per evaluation forward
-
-
-@dataclass(frozen=True)
-class DataSettings:
-    corpus: str = "topics"  # built-in corpus when --data is not given: topics | stdlib
-    val_frac: float = 0.1
-    vocab_size: int | None = None  # for a .bin token file without a meta.json / meta.pkl sidecar
 
 
 @dataclass(frozen=True)
