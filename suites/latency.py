@@ -1681,20 +1681,31 @@ def train_table(df):
                         ).reset_index(drop=True)
 
 
+def _layout_rows(df, part: str, length: str):
+    """The ok rows of a decode/prefill part in layout then length order, and the columns both tables start with."""
+    d = df[(_col(df, "part") == part) & (df["status"] == "ok")]
+    if d.empty:
+        return d, {}
+    d = d.assign(_l=_col(d, "layout").map({x: i for i, x in enumerate(LAYOUTS)}), _c=_num(d, length))
+    d = d.sort_values(["_l", "_c"], kind="stable")
+    return d, {"layout": _col(d, "layout"),
+               "heads": [f"{int(a)}/{int(b)}" for a, b in zip(_num(d, "n_heads"), _num(d, "n_kv_heads"))],
+               "batch": _num(d, "batch").astype(int)}
+
+
+def _spread_col(d) -> list[str]:
+    return [_spread(a, b) for a, b in zip(_num(d, "p20_ms"), _num(d, "p80_ms"))]
+
+
 def decode_table(df):
     import pandas as pd
 
-    d = df[(_col(df, "part") == "decode") & (df["status"] == "ok")]
+    d, head = _layout_rows(df, "decode", "context")
     if d.empty:
         return pd.DataFrame()
-    d = d.assign(_l=_col(d, "layout").map({x: i for i, x in enumerate(LAYOUTS)}), _c=_num(d, "context"))
-    d = d.sort_values(["_l", "_c"], kind="stable")
-    return pd.DataFrame({"layout": _col(d, "layout"),
-                         "heads": [f"{int(a)}/{int(b)}" for a, b in zip(_num(d, "n_heads"), _num(d, "n_kv_heads"))],
-                         "batch": _num(d, "batch").astype(int), "context": d["_c"].astype(int),
-                         "ms/token": _num(d, "time_ms"),
-                         "p20–p80 ms": [_spread(a, b) for a, b in zip(_num(d, "p20_ms"), _num(d, "p80_ms"))],
-                         "tokens/s": _num(d, "tokens_per_s"), "KV MiB": _num(d, "kv_bytes") / MIB,
+    return pd.DataFrame({**head, "context": d["_c"].astype(int), "ms/token": _num(d, "time_ms"),
+                         "p20–p80 ms": _spread_col(d), "tokens/s": _num(d, "tokens_per_s"),
+                         "KV MiB": _num(d, "kv_bytes") / MIB,
                          "closed form MiB": _num(d, "kv_bytes_closed_form") / MIB,
                          "equal": _col(d, "kv_match"), "allocated MiB": _num(d, "kv_bytes_allocated") / MIB,
                          "attention backend": _col(d, "attn_backend")}).reset_index(drop=True)
@@ -1703,17 +1714,12 @@ def decode_table(df):
 def prefill_table(df):
     import pandas as pd
 
-    d = df[(_col(df, "part") == "prefill") & (df["status"] == "ok")]
+    d, head = _layout_rows(df, "prefill", "prompt_len")
     if d.empty:
         return pd.DataFrame()
-    d = d.assign(_l=_col(d, "layout").map({x: i for i, x in enumerate(LAYOUTS)}), _c=_num(d, "prompt_len"))
-    d = d.sort_values(["_l", "_c"], kind="stable")
-    return pd.DataFrame({"layout": _col(d, "layout"),
-                         "heads": [f"{int(a)}/{int(b)}" for a, b in zip(_num(d, "n_heads"), _num(d, "n_kv_heads"))],
-                         "batch": _num(d, "batch").astype(int), "prompt": d["_c"].astype(int),
-                         "ms": _num(d, "time_ms"),
-                         "p20–p80 ms": [_spread(a, b) for a, b in zip(_num(d, "p20_ms"), _num(d, "p80_ms"))],
-                         "tokens/s": _num(d, "tokens_per_s"), "peak MiB": _num(d, "peak_mem_bytes") / MIB,
+    return pd.DataFrame({**head, "prompt": d["_c"].astype(int), "ms": _num(d, "time_ms"),
+                         "p20–p80 ms": _spread_col(d), "tokens/s": _num(d, "tokens_per_s"),
+                         "peak MiB": _num(d, "peak_mem_bytes") / MIB,
                          "attention backend": _col(d, "attn_backend")}).reset_index(drop=True)
 
 
