@@ -1,19 +1,35 @@
 """Token data for the suites: a default corpus that ships with Python, or the user's own (``--data PATH``).
 
-Everything here is a 1-D array of token ids split into ``train`` and ``val``:
+Everything here is a 1-D array of token ids split into ``train`` and ``val``. Wherever the source has document
+boundaries the split holds out **whole documents**, chosen by a hash of the document's name: a document is held out
+when ``crc32(utf-8 name) % 1000 < round(val_frac * 1000)`` (:func:`_held_out`). That rule looks at nothing but the
+name, so it is the same on every machine and Python version, and adding, removing or editing one document never moves
+another across the split. The documents of each split are joined in sorted-name order with ``"\n\n"`` between them.
 
-* default ``topics``: the English documentation in :mod:`pydoc_data.topics` (~465 KB), byte-level (vocab 256);
-  the last ``val_frac`` of the bytes is held out. The CPU presets use it.
+* default ``topics``: the English documentation in :mod:`pydoc_data.topics` (~465 KB, 79 topics), byte-level
+  (vocab 256); split **by topic** (the name is the topic key). Topic sizes are very uneven (``specialnames`` alone is
+  ~13% of the bytes), so the held-out share of the bytes is not ``val_frac``: with ``val_frac=0.1`` the same six
+  topics, 23-25% of the bytes, are held out on CPython 3.10-3.13 (on 3.11: 359,193 train / 107,078 val bytes,
+  73 / 6 topics). The fixed bucket is kept over a size-aware rule (e.g. taking topics in crc32 order until
+  ``val_frac`` of the bytes) because a topic's side then never depends on the other topics' sizes, which change
+  from one Python version to the next. The CPU presets use it.
 * default ``stdlib``: the ``.py`` sources of this Python's standard library (~30 MB), byte-level; split **by file**
-  (a file is held out when ``crc32(relative path)`` falls in the held-out bucket), so validation text is never a
-  continuation of a training file.
-* ``PATH`` a text file: memory-mapped as bytes (no RAM), the tail ``val_frac`` held out.
-* ``PATH`` a folder of text files: every non-hidden, non-binary file, sorted, split by file as for ``stdlib``
-  (falls back to the tail split when too few files land in the held-out bucket).
+  (the name is the path relative to the library root), so validation text is never a continuation of a training file.
+* ``PATH`` a folder of text files: every non-hidden, non-binary file, split by file as for ``stdlib``.
+* ``PATH`` a text file: memory-mapped as bytes (no RAM); the tail ``val_frac`` of the bytes held out (one file has
+  no document boundaries).
 * ``PATH`` a nanoGPT-style token file ``*.bin`` (uint16, or the dtype in the sidecar): memory-mapped with
   :class:`numpy.memmap`; the tail ``val_frac`` held out. A folder holding ``train.bin`` and ``val.bin`` uses both as
   given. The vocabulary size comes from a sidecar (``meta.json`` / ``<name>.json`` with ``{"vocab_size": N}``, or
   nanoGPT's ``meta.pkl``) or from the ``vocab_size`` argument.
+
+A by-document split falls back to the tail split when the held-out bucket holds too little (under a quarter of
+``val_frac`` of the bytes) or too much (over three quarters of the bytes); :attr:`Corpus.split` then says so.
+
+Every corpus records its identity, :attr:`Corpus.hash`: the first 16 hex digits of the sha256 of a header (dtypes and
+lengths of both splits) followed by the raw bytes of the train tokens, then the val tokens. The default corpora change
+with the Python version, so rows made from different corpora differ in ``data.hash``. File-based corpora are hashed
+by streaming the files (never the whole memmap in RAM), once per process per ``(path, size, mtime_ns)``.
 
 Batches are sampled deterministically: the windows of step ``s`` under seed ``k`` depend only on ``(k, s)``, so a
 run that restarts at step ``s`` sees exactly the data it would have seen.
@@ -21,7 +37,9 @@ run that restarts at step ``s`` sees exactly the data it would have seen.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import pickle
 import sysconfig
 import zlib
@@ -35,11 +53,17 @@ from ablate.errors import ConfigError
 
 DEFAULT_CORPORA = ("topics", "stdlib")
 _HELD_OUT_BUCKETS = 1000
+DOC_SEP = b"\n\n"  # between the documents of one split
+_HASH_CHUNK = 1 << 24  # bytes hashed at a time
 
 
 @dataclass(frozen=True)
 class Corpus:
-    """A tokenised corpus: ``train`` and ``val`` are 1-D integer arrays (possibly memory-mapped)."""
+    """A tokenised corpus: ``train`` and ``val`` are 1-D integer arrays (possibly memory-mapped).
+
+    ``hash`` identifies the tokens of both splits (computed from the arrays, in chunks, when not given);
+    ``documents`` is ``(train, val)`` document counts, or None where the split is not by document.
+    """
 
     name: str
     train: np.ndarray
@@ -47,6 +71,12 @@ class Corpus:
     vocab_size: int
     byte_level: bool  # one token = one byte (bits per byte = loss / ln 2)
     split: str  # how the held-out part was chosen, for the record
+    hash: str | None = None
+    documents: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        if self.hash is None:
+            object.__setattr__(self, "hash", _hash_arrays(self.train, self.val))
 
     def tokens(self, split: str) -> np.ndarray:
         if split == "train":
@@ -56,9 +86,54 @@ class Corpus:
         raise ConfigError(f"unknown split {split!r}; valid: train, val")
 
     def describe(self) -> dict:
-        return {"data": self.name, "data.vocab_size": self.vocab_size, "data.byte_level": self.byte_level,
+        """The corpus as flat row columns."""
+        docs = self.documents
+        return {"data": self.name, "data.vocab_size": int(self.vocab_size), "data.byte_level": bool(self.byte_level),
                 "data.train_tokens": int(len(self.train)), "data.val_tokens": int(len(self.val)),
-                "data.split": self.split}
+                "data.split": self.split, "data.hash": self.hash,
+                "data.train_docs": None if docs is None else int(docs[0]),
+                "data.val_docs": None if docs is None else int(docs[1])}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Identity
+
+
+def _hash_header(train: np.ndarray, val: np.ndarray) -> bytes:
+    return f"ablate-corpus\0{train.dtype.str}:{len(train)}\0{val.dtype.str}:{len(val)}\0".encode()
+
+
+def _hash_arrays(train: np.ndarray, val: np.ndarray) -> str:
+    """sha256 id of the tokens, streamed ``_HASH_CHUNK`` bytes at a time."""
+    train, val = np.asarray(train), np.asarray(val)
+    h = hashlib.sha256(_hash_header(train, val))
+    for arr in (train, val):
+        step = max(1, _HASH_CHUNK // max(1, arr.dtype.itemsize))
+        for i in range(0, len(arr), step):
+            h.update(np.ascontiguousarray(arr[i:i + step]).view(np.uint8))
+    return h.hexdigest()[:16]
+
+
+_FILE_HASHES: dict[tuple, str] = {}
+
+
+def _hash_files(train: np.ndarray, val: np.ndarray, files: list[Path]) -> str:
+    """The same id as :func:`_hash_arrays` for a corpus whose train tokens followed by its val tokens are exactly
+    the bytes of ``files`` in order: read from the files in chunks (the memmap never paged in), cached per process
+    by ``(path, size, mtime_ns)``."""
+    stats = []
+    for f in files:
+        st = os.stat(f)
+        stats.append((str(Path(f).resolve()), st.st_size, st.st_mtime_ns))
+    key = (tuple(stats), train.dtype.str, len(train), val.dtype.str, len(val))
+    if key not in _FILE_HASHES:
+        h = hashlib.sha256(_hash_header(train, val))
+        for f in files:
+            with open(f, "rb") as fh:
+                while chunk := fh.read(_HASH_CHUNK):
+                    h.update(chunk)
+        _FILE_HASHES[key] = h.hexdigest()[:16]
+    return _FILE_HASHES[key]
 
 
 def load_corpus(path: str | Path | None = None, *, default: str = "topics", val_frac: float = 0.1,
@@ -98,57 +173,69 @@ def _tail_split(arr: np.ndarray, val_frac: float, what: str) -> tuple[np.ndarray
     return arr[: n - n_val], arr[n - n_val:]
 
 
-def _topics(val_frac: float) -> Corpus:
-    from pydoc_data import topics  # ships with CPython
-
-    text = "\n\n".join(topics.topics[k] for k in sorted(topics.topics))
-    arr = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    train, val = _tail_split(arr, val_frac, "pydoc_data.topics")
-    return Corpus("topics", train, val, 256, True, f"tail {val_frac:g}")
+def _one_file_rule(val_frac: float) -> str:
+    return f"tail {val_frac:g} (one file: no document boundaries)"
 
 
 def _held_out(rel: str, val_frac: float) -> bool:
+    """Whether the document named ``rel`` is held out: its crc32 falls in the first ``val_frac`` of the buckets."""
     return zlib.crc32(rel.encode("utf-8")) % _HELD_OUT_BUCKETS < int(round(val_frac * _HELD_OUT_BUCKETS))
 
 
-def _by_file(files: list[tuple[str, Path]], val_frac: float, name: str) -> Corpus:
-    """Byte-level corpus from ``(relative name, path)`` pairs, held-out by file hash (tail split as a fallback)."""
-    train_parts: list[bytes] = []
-    val_parts: list[bytes] = []
+def _by_document(docs, val_frac: float, name: str, unit: str) -> Corpus:
+    """Byte-level corpus from ``(name, bytes)`` documents, held out by :func:`_held_out` on the name; a tail split
+    of all the documents when the held-out bucket holds too little or too much. Empty documents are skipped."""
+    kept = [(rel, data) for rel, data in sorted(docs, key=lambda d: d[0]) if data]
+    if not kept:
+        raise ConfigError(f"empty corpus: no readable text in {name}")
+    flags = [_held_out(rel, val_frac) for rel, _ in kept]
+    train_parts = [data for (_, data), out in zip(kept, flags) if not out]
+    val_parts = [data for (_, data), out in zip(kept, flags) if out]
+    train = np.frombuffer(DOC_SEP.join(train_parts), dtype=np.uint8)
+    val = np.frombuffer(DOC_SEP.join(val_parts), dtype=np.uint8)
+    total = len(train) + len(val)
+    share = len(val) / total  # of the bytes, separators included
+    if share < 0.25 * val_frac or share > 0.75:  # the bucket cannot split these documents
+        everything = np.frombuffer(DOC_SEP.join(data for _, data in kept), dtype=np.uint8)
+        train, val = _tail_split(everything, val_frac, name)
+        rule = (f"tail {val_frac:g} (fallback: the crc32 bucket held out {len(val_parts)} of {len(kept)} {unit}"
+                f"{'' if len(kept) == 1 else 's'}, "
+                f"{share:.1%} of the bytes; too {'few' if share < val_frac else 'many'} to split by {unit})")
+        return Corpus(name, train, val, 256, True, rule)
+    return Corpus(name, train, val, 256, True, f"by {unit} crc32 {val_frac:g}",
+                  documents=(len(train_parts), len(val_parts)))
+
+
+def _topics(val_frac: float) -> Corpus:
+    from pydoc_data import topics  # ships with CPython
+
+    return _by_document(((k, v.encode("utf-8")) for k, v in topics.topics.items()), val_frac, "topics", "topic")
+
+
+def _read_text_files(files: list[tuple[str, Path]]):
+    """``(name, bytes)`` of the readable, non-empty, non-binary files."""
     for rel, f in files:
         try:
             data = f.read_bytes()
         except OSError:
             continue
-        if not data or b"\x00" in data[:8192]:  # empty or binary
-            continue
-        (val_parts if _held_out(rel, val_frac) else train_parts).append(data)
-    if not train_parts and not val_parts:
-        raise ConfigError(f"empty corpus: no readable text files in {name}")
-    train = np.frombuffer(b"\n".join(train_parts), dtype=np.uint8)
-    val = np.frombuffer(b"\n".join(val_parts), dtype=np.uint8)
-    total = len(train) + len(val)
-    if len(val) < 0.25 * val_frac * total or len(train) < 0.25 * total:  # too few files to split by file
-        everything = np.frombuffer(b"\n".join(train_parts + val_parts), dtype=np.uint8)
-        train, val = _tail_split(everything, val_frac, name)
-        return Corpus(name, train, val, 256, True, f"tail {val_frac:g}")
-    return Corpus(name, train, val, 256, True, f"by file crc32 {val_frac:g}")
+        if data and b"\x00" not in data[:8192]:
+            yield rel, data
 
 
 def _stdlib(val_frac: float) -> Corpus:
     root = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted((str(p.relative_to(root)), p) for p in root.rglob("*.py")
-                   if "site-packages" not in p.parts and "dist-packages" not in p.parts)
-    return _by_file(files, val_frac, f"stdlib ({root})")
+    files = [(p.relative_to(root).as_posix(), p) for p in root.rglob("*.py")
+             if "site-packages" not in p.parts and "dist-packages" not in p.parts]
+    return _by_document(_read_text_files(files), val_frac, f"stdlib ({root})", "file")
 
 
 def _text_folder(folder: Path, val_frac: float) -> Corpus:
-    files = sorted((str(p.relative_to(folder)), p) for p in folder.rglob("*")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    files = [(p.relative_to(folder).as_posix(), p) for p in folder.rglob("*")
+             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     if not files:
         raise ConfigError(f"empty corpus: no files in {folder}")
-    corpus = _by_file(files, val_frac, str(folder))
-    return corpus
+    return _by_document(_read_text_files(files), val_frac, str(folder), "file")
 
 
 def _text_file(path: Path, val_frac: float) -> Corpus:
@@ -156,7 +243,7 @@ def _text_file(path: Path, val_frac: float) -> Corpus:
         raise ConfigError(f"empty corpus: {path} is empty")
     arr = np.memmap(path, dtype=np.uint8, mode="r")
     train, val = _tail_split(arr, val_frac, str(path))
-    return Corpus(str(path), train, val, 256, True, f"tail {val_frac:g}")
+    return Corpus(str(path), train, val, 256, True, _one_file_rule(val_frac), hash=_hash_files(train, val, [path]))
 
 
 def _bin_meta(path: Path) -> dict:
@@ -196,7 +283,8 @@ def _open_bin(path: Path, vocab_size: int | None) -> tuple[np.ndarray, int]:
 def _bin_file(path: Path, val_frac: float, vocab_size: int | None) -> Corpus:
     arr, vocab = _open_bin(path, vocab_size)
     train, val = _tail_split(arr, val_frac, str(path))
-    return Corpus(str(path), train, val, vocab, vocab == 256 and arr.dtype == np.uint8, f"tail {val_frac:g}")
+    return Corpus(str(path), train, val, vocab, vocab == 256 and arr.dtype == np.uint8, _one_file_rule(val_frac),
+                  hash=_hash_files(train, val, [path]))
 
 
 def _bin_pair(folder: Path, vocab_size: int | None) -> Corpus:
@@ -204,7 +292,8 @@ def _bin_pair(folder: Path, vocab_size: int | None) -> Corpus:
     val, _ = _open_bin(folder / "val.bin", vocab)
     if len(train) < 2:
         raise ConfigError(f"corpus too small: {folder / 'train.bin'} holds {len(train)} tokens")
-    return Corpus(str(folder), train, val, vocab, False, "train.bin / val.bin")
+    return Corpus(str(folder), train, val, vocab, False, "train.bin / val.bin",
+                  hash=_hash_files(train, val, [folder / "train.bin", folder / "val.bin"]))
 
 
 # ---------------------------------------------------------------------------------------------------------------
