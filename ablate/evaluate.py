@@ -88,11 +88,31 @@ class EvalResult:
         return asdict(self)
 
 
+def incremental_logits(model: nn.Module, x: torch.Tensor, prefill: int | None, chunk: int) -> torch.Tensor:
+    """Logits of ``x`` (B, T) computed as in generation: the first ``prefill`` tokens in one forward, then ``chunk``
+    tokens per forward through a fresh KV cache (positions continue from the cache)."""
+    if chunk < 1:
+        raise ConfigError(f"decode chunk must be >= 1, got {chunk}")
+    T = x.shape[1]
+    first = T if prefill is None else max(1, min(int(prefill), T))
+    cache = model.new_cache()
+    out = [model(x[:, :first], cache=cache)]
+    for s in range(first, T, chunk):
+        out.append(model(x[:, s:s + chunk], cache=cache))
+    return torch.cat(out, dim=1)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, val: np.ndarray, eval_len: int, *, tokens: int, mode: str = "nonoverlap",
              stride: int | None = None, batch_tokens: int = 16384, byte_level: bool = True,
-             device: str | torch.device | None = None, amp: str | None = None, pos_bins: int = 64) -> EvalResult:
+             device: str | torch.device | None = None, amp: str | None = None, pos_bins: int = 64,
+             decode_chunk: int | None = None, prefill: int | None = None) -> EvalResult:
     """Loss of ``model`` on the held-out ``val`` at context ``eval_len`` (no grad, batched windows).
+
+    ``decode_chunk``: score each window as a model is used when it generates: ``prefill`` tokens in one forward
+    (default: all of them, i.e. a plain forward), then the rest ``decode_chunk`` tokens at a time through the KV
+    cache (see :func:`incremental_logits`). Length-dependent positions (dynamic NTK) need it; for every other
+    variant it equals the full forward up to float rounding.
 
     Position-range errors of the model (``learned`` past its table) propagate to the caller.
     """
@@ -116,7 +136,7 @@ def evaluate(model: nn.Module, val: np.ndarray, eval_len: int, *, tokens: int, m
             buf = torch.from_numpy(np.asarray(val[idx], dtype=np.int64)).to(device)
             x, y = buf[:, :-1], buf[:, 1:]
             with autocast_for(device, amp):
-                logits = model(x)
+                logits = model(x) if decode_chunk is None else incremental_logits(model, x, prefill, decode_chunk)
             loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
             loss = loss.view(len(chunk), eval_len).double()
             lo = torch.tensor([w.lo for w in chunk], device=device)[:, None]
@@ -210,30 +230,137 @@ def passkey_loss(digits: int, answer_weight: float = 1.0):
     return loss_fn
 
 
-class PasskeyBatches:
-    """Training batches of passkey sequences at ``seq_len`` (random depth, key and filler phase per sequence)."""
+# ---------------------------------------------------------------------------------------------------------------
+# Multi-key needle in a haystack (RULER's MK-NIAH, byte-level)
+#
+# The filler is English sentences that carry numbers of the same length as the answer ("Bus 47 goes to the sea."),
+# with ``keys`` labelled needles "C=47;" (distinct capital letters) planted in it; the sequence ends with the query
+# " C=" for one of them and its digits. Being digits no longer singles the needle out, and a model that copies the
+# value of a random needle is right 1 time in ``keys``: retrieval needs the label bound to the value that follows it.
 
-    def __init__(self, batch_size: int, seq_len: int, digits: int, seed: int = 0, device="cpu"):
-        passkey_sequences(1, seq_len, 0.0, digits, np.random.default_rng(0))  # validates the length
-        self.batch_size, self.seq_len, self.digits, self.seed = batch_size, seq_len, digits, seed
+MULTIKEY_SENTENCES = ("There are {n} birds in the tree. ", "The river is {n} miles long. ", "Bus {n} goes to the sea. ",
+                      "The sun rose at {n}. ", "We walked {n} steps today. ", "Room {n} is open. ",
+                      "The box holds {n} apples. ", "It costs {n} coins. ", "The grass is green. ",
+                      "The sky is blue. ")
+LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+PROBES = ("passkey", "multikey")
+
+
+def multikey_overhead(digits: int, keys: int) -> int:
+    """Bytes that are not filler: ``keys`` needles ``C=D..D;`` plus the query `` C=D..D``."""
+    return keys * (2 + digits + 1) + 3 + digits
+
+
+def _number_filler(n_bytes: int, digits: int, rng: np.random.Generator) -> bytes:
+    """``n_bytes`` of sentences carrying random ``digits``-digit numbers, starting at a random phase."""
+    parts: list[str] = []
+    size = 0
+    templates = MULTIKEY_SENTENCES
+    while size < n_bytes + 40:
+        t = templates[int(rng.integers(0, len(templates)))]
+        if "{n}" in t:
+            t = t.format(n="".join(str(int(d)) for d in rng.integers(0, 10, size=digits)))
+        parts.append(t)
+        size += len(t)
+    text = "".join(parts).encode()
+    phase = int(rng.integers(0, 40))
+    return text[phase:phase + n_bytes]
+
+
+def multikey_sequences(n: int, length: int, depth: float | None, digits: int, keys: int,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` byte sequences of ``length`` + 1 bytes and their answers ``(n, digits)``.
+
+    ``depth``: fraction of the filler before the queried needle (None: uniform per sequence); the other
+    ``keys - 1`` needles sit at uniformly random places.
+    """
+    if keys < 1 or keys > len(LABELS):
+        raise ConfigError(f"multikey needs 1 <= keys <= {len(LABELS)}, got {keys}")
+    filler_len = length + 1 - multikey_overhead(digits, keys)
+    if filler_len < 0:
+        raise ConfigError(f"multikey needs length >= {multikey_overhead(digits, keys) - 1} for {digits} digits and "
+                          f"{keys} keys, got {length}")
+    out = np.empty((n, length + 1), dtype=np.uint8)
+    answers = np.empty((n, digits), dtype=np.int64)
+    for i in range(n):
+        fill = _number_filler(filler_len, digits, rng)
+        labels = rng.choice(len(LABELS), size=keys, replace=False)
+        values = rng.integers(0, 10, size=(keys, digits))
+        d = rng.random() if depth is None else float(depth)
+        at = [int(round(d * filler_len))] + [int(x) for x in rng.integers(0, filler_len + 1, size=keys - 1)]
+        order = sorted(range(keys), key=lambda j: (at[j], rng.random()))
+        seq, prev = [], 0
+        needle = [f"{LABELS[labels[j]]}={''.join(map(str, values[j]))};".encode() for j in range(keys)]
+        for j in order:
+            seq += [fill[prev:at[j]], needle[j]]
+            prev = at[j]
+        seq.append(fill[prev:])
+        seq.append(f" {LABELS[labels[0]]}={''.join(map(str, values[0]))}".encode())
+        out[i] = np.frombuffer(b"".join(seq), dtype=np.uint8)
+        answers[i] = values[0]
+    return out, answers
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A retrieval probe: ``passkey`` (one needle, digit-free filler) or ``multikey`` (labelled needles in filler
+    that carries numbers). Every sequence ends with the answer's ``digits`` bytes."""
+
+    name: str = "passkey"
+    digits: int = 2
+    keys: int = 4  # multikey only: needles per sequence (one is queried)
+
+    def __post_init__(self):
+        if self.name not in PROBES:
+            raise ConfigError(f"unknown probe {self.name!r}; valid: {', '.join(PROBES)}")
+        if self.digits < 1:
+            raise ConfigError(f"probe digits must be >= 1, got {self.digits}")
+
+    @property
+    def overhead(self) -> int:
+        return passkey_overhead(self.digits) if self.name == "passkey" else multikey_overhead(self.digits, self.keys)
+
+    @property
+    def chance(self) -> float:
+        """Accuracy of the best content-only guess: a random number (passkey), a random needle's value
+        (multikey)."""
+        return 10.0 ** -self.digits if self.name == "passkey" else max(1.0 / self.keys, 10.0 ** -self.digits)
+
+    def sequences(self, n: int, length: int, depth: float | None, rng: np.random.Generator):
+        if self.name == "passkey":
+            return passkey_sequences(n, length, depth, self.digits, rng)
+        return multikey_sequences(n, length, depth, self.digits, self.keys, rng)
+
+
+class PasskeyBatches:
+    """Training batches of probe sequences at ``seq_len`` (random depth, needles and filler per sequence)."""
+
+    def __init__(self, batch_size: int, seq_len: int, digits: int, seed: int = 0, device="cpu",
+                 probe: Probe | None = None):
+        self.probe = probe or Probe("passkey", digits)
+        self.probe.sequences(1, seq_len, 0.0, np.random.default_rng(0))  # validates the length
+        self.batch_size, self.seq_len, self.digits, self.seed = batch_size, seq_len, self.probe.digits, seed
         self.device = torch.device(device)
 
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         from ablate.data import step_rng
 
-        seqs, _ = passkey_sequences(self.batch_size, self.seq_len, None, self.digits, step_rng(self.seed, step))
+        seqs, _ = self.probe.sequences(self.batch_size, self.seq_len, None, step_rng(self.seed, step))
         buf = torch.from_numpy(seqs.astype(np.int64)).to(self.device)
         return buf[:, :-1], buf[:, 1:]
 
 
 @torch.no_grad()
-def passkey_accuracy(model: nn.Module, length: int, depth: float, *, trials: int, digits: int, seed: int = 0,
-                     device: str | torch.device | None = None, amp: str | None = None,
-                     batch_tokens: int = 16384) -> float:
-    """Fraction of ``trials`` passkeys retrieved exactly (all digits) at context ``length`` and needle ``depth``."""
+def probe_correct(model: nn.Module, probe: Probe, length: int, depth: float, *, trials: int, seed: int = 0,
+                  device: str | torch.device | None = None, amp: str | None = None,
+                  batch_tokens: int = 16384) -> int:
+    """How many of ``trials`` answers the model gets exactly right (argmax of every answer digit, teacher forced)
+    at context ``length`` with the (queried) needle at ``depth``."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    rng = np.random.default_rng([int(seed), int(length), int(round(depth * 1000))])
-    seqs, keys = passkey_sequences(trials, length, depth, digits, rng)
+    salt = 0 if probe.name == "passkey" else 1 + probe.keys
+    rng = np.random.default_rng([int(seed), int(length), int(round(depth * 1000))] + ([salt] if salt else []))
+    seqs, _ = probe.sequences(trials, length, depth, rng)
+    digits = probe.digits
     was_training = model.training
     model.eval()
     correct = 0
@@ -249,8 +376,17 @@ def passkey_accuracy(model: nn.Module, length: int, depth: float, *, trials: int
             correct += int((pred == want).all(-1).sum())
     finally:
         model.train(was_training)
-    return correct / trials
+    return correct
 
 
-__all__ = ["MODES", "Window", "plan_windows", "span_needed", "EvalResult", "evaluate", "passkey_sequences",
-           "passkey_overhead", "PasskeyBatches", "passkey_accuracy", "passkey_loss", "PASSKEY_FILLER"]
+def passkey_accuracy(model: nn.Module, length: int, depth: float, *, trials: int, digits: int, seed: int = 0,
+                     device: str | torch.device | None = None, amp: str | None = None,
+                     batch_tokens: int = 16384) -> float:
+    """Fraction of ``trials`` passkeys retrieved exactly (all digits) at context ``length`` and needle ``depth``."""
+    return probe_correct(model, Probe("passkey", digits), length, depth, trials=trials, seed=seed, device=device,
+                         amp=amp, batch_tokens=batch_tokens) / trials
+
+
+__all__ = ["MODES", "Window", "plan_windows", "span_needed", "EvalResult", "evaluate", "incremental_logits",
+           "passkey_sequences", "passkey_overhead", "PasskeyBatches", "passkey_accuracy", "passkey_loss",
+           "PASSKEY_FILLER", "PROBES", "Probe", "multikey_sequences", "multikey_overhead", "probe_correct"]

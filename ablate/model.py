@@ -123,6 +123,11 @@ class Transformer(nn.Module):
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 * layers)
             if name.endswith(("attn.out.weight", "ffn.down.weight")):
                 nn.init.normal_(p, std=cfg.init_std / math.sqrt(2 * cfg.n_layers))
+        if cfg.scale_embeddings:
+            # fairseq's transformer (the code behind Vaswani et al. and the ALiBi paper's sinusoidal baseline):
+            # embeddings ~ N(0, d^-1/2) times sqrt(d), so tokens enter at RMS 1 beside unit-amplitude sinusoids
+            # (RMS 0.71). With init_std 0.02 they would enter at RMS 0.02 * sqrt(d) and drown.
+            nn.init.normal_(self.tok.weight, std=cfg.d_model ** -0.5)
 
     def _init(self, m: nn.Module) -> None:
         if isinstance(m, (nn.Linear, nn.Embedding)):
@@ -136,7 +141,7 @@ class Transformer(nn.Module):
             raise ConfigError("a KV cache needs a causal model (causal=True)")
         offset = cache.length if cache is not None else 0
         x = self.tok(idx)
-        if self.cfg.scale_embeddings:  # keeps tokens from drowning under unit-amplitude sinusoids
+        if self.cfg.scale_embeddings:  # fairseq: N(0, d^-1/2) embeddings times sqrt(d) (see __init__)
             x = x * math.sqrt(self.cfg.d_model)
         x = self.drop(self.pos.embed(x, offset))
         bias = self.pos.score_bias()

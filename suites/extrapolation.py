@@ -33,7 +33,7 @@ import torch
 from ablate.config import ModelConfig, apply_overrides, flatten, unified_train_len
 from ablate.data import Batches, Corpus, DataSettings, check_eval_span, corpus_for
 from ablate.errors import ConfigError, PositionRangeError
-from ablate.evaluate import (MODES, PasskeyBatches, evaluate, passkey_accuracy, passkey_loss, passkey_overhead,
+from ablate.evaluate import (MODES, PROBES, PasskeyBatches, Probe, evaluate, passkey_loss, probe_correct,
                              span_needed)
 from ablate.registry import POSITION, load_all
 from ablate.results import ResultWriter, row_key, status_from_exception, to_frame
@@ -44,6 +44,7 @@ POSITIONS = ("none", "sinusoidal", "learned", "rope", "alibi", "t5_bias")
 ROPE_SCALINGS = ("rope_pi", "rope_ntk", "rope_dynamic_ntk", "rope_yarn")
 METRIC_PPL = "ppl"
 METRIC_PASSKEY = "passkey_acc"
+FAIR_TOL = 0.10  # report: a trained variant more than 10% above the best perplexity at train_len is undertrained
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,13 @@ class EvalSettings:
     tokens: int = 32768  # targets scored at every eval_len (rounded down to a multiple of the longest eval_len)
     batch_tokens: int = 16384  # tokens per evaluation forward
     pos_bins: int = 64  # in-window position bins of the per-position loss
+    decode_chunk: int = 1  # length-dependent positions (dynamic NTK): tokens per decoding step past train_len
 
 
 @dataclass(frozen=True)
 class PasskeySettings:
+    tasks: tuple[str, ...] = PROBES  # passkey (classic) and multikey (RULER-style MK-NIAH)
+    keys: int = 4  # multikey: labelled needles per sequence, one queried (a random needle's value: 1/keys)
     digits: int = 2  # answer digits (chance = 10^-digits)
     depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     trials: int = 50  # sequences per (eval_len, depth)
@@ -89,7 +93,7 @@ PRESETS: dict[str, ExtrapolationConfig] = {
         train=TrainConfig(steps=30, batch_size=8, seq_len=16, lr=3e-3, min_lr=3e-4, warmup=5, log_every=10,
                           amp=None),
         eval=EvalSettings(factors=(1, 2, 4), tokens=512, batch_tokens=4096, pos_bins=16),
-        probe=PasskeySettings(digits=2, depths=(0.0, 1.0), trials=8),
+        probe=PasskeySettings(keys=2, digits=2, depths=(0.0, 1.0), trials=8),
     ),
     # CPU default: the whole suite in <= 5 minutes on 2 cores (see docs/extrapolation.md for the measured run).
     "tiny": ExtrapolationConfig(
@@ -120,13 +124,14 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
         raise ConfigError(f"unknown extrapolation preset {preset!r}; valid: {', '.join(PRESETS)}")
     base = PRESETS[preset]
     cfg = apply_overrides(base, list(overrides))
+    load_all()
+    cfg = _honour_model_slots(base, cfg, {str(o).split("=", 1)[0].strip() for o in overrides})
     # train.seq_len and model.train_len are one setting: follow whichever the user changed.
     m, t = cfg.model, cfg.train
     train_len = unified_train_len(base.model.train_len, base.train.seq_len, m.train_len, t.seq_len)
     # The learned table covers train_len positions (as in the papers) unless model.max_len is set explicitly.
     max_len = m.max_len if m.max_len != base.model.max_len else train_len
     cfg = replace(cfg, model=replace(m, train_len=train_len, max_len=max_len), train=replace(t, seq_len=train_len))
-    load_all()
     e = cfg.eval
     if e.mode not in MODES:
         raise ConfigError(f"unknown eval.mode {e.mode!r}; valid: {', '.join(MODES)}")
@@ -145,14 +150,56 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
         if entry.supports.get("kind") != "rotary" or s == "rope":
             valid = [k for k in POSITION.keys() if POSITION[k].supports.get("kind") == "rotary" and k != "rope"]
             raise ConfigError(f"rope_scalings: {s!r} is not a RoPE scaling; valid: {', '.join(valid)}")
+    if e.decode_chunk < 1:
+        raise ConfigError(f"eval.decode_chunk must be >= 1, got {e.decode_chunk}")
     if cfg.passkey:
-        need = passkey_overhead(cfg.probe.digits) - 1
-        if cfg.model.train_len < need:
-            raise ConfigError(f"passkey with {cfg.probe.digits} digits needs train_len >= {need}, "
-                              f"got {cfg.model.train_len}")
-        if any(not 0.0 <= d <= 1.0 for d in cfg.probe.depths):
-            raise ConfigError(f"probe.depths must lie in [0, 1], got {cfg.probe.depths}")
+        pr = cfg.probe
+        if not pr.tasks:
+            raise ConfigError(f"probe.tasks is empty; valid: {', '.join(PROBES)}")
+        for task in pr.tasks:
+            if task not in PROBES:
+                raise ConfigError(f"unknown probe task {task!r}; valid: {', '.join(PROBES)}")
+        if pr.digits < 1 or pr.trials < 1 or not 1 <= pr.keys <= 26:
+            raise ConfigError(f"probe.digits and probe.trials must be >= 1 and probe.keys in 1..26 "
+                              f"(got {pr.digits}, {pr.trials}, {pr.keys})")
+        for task in pr.tasks:
+            probe = probe_of(cfg, task)
+            if cfg.model.train_len < probe.overhead - 1:
+                raise ConfigError(f"the {task} probe with {pr.digits} digits"
+                                  f"{f' and {pr.keys} keys' if task == 'multikey' else ''} needs train_len >= "
+                                  f"{probe.overhead - 1}, got {cfg.model.train_len}")
+        if any(not 0.0 <= d <= 1.0 for d in pr.depths):
+            raise ConfigError(f"probe.depths must lie in [0, 1], got {pr.depths}")
     return cfg
+
+
+def _honour_model_slots(base: ExtrapolationConfig, cfg: ExtrapolationConfig, keys: set[str]) -> ExtrapolationConfig:
+    """``--set model.position=X`` restricts the sweep to X (a ``rope_*`` scaling: the rope model evaluated with
+    it); model settings the suite decides per job are refused rather than ignored."""
+    if "model.position" in keys:
+        if keys & {"positions", "rope_scalings"}:
+            raise ConfigError("model.position (one variant) and positions / rope_scalings (a sweep) both choose what "
+                              "is trained; set one of them")
+        pos = cfg.model.position
+        entry = POSITION.get(pos)  # UnknownKeyError lists the valid keys
+        if entry.supports.get("kind") == "rotary" and pos != "rope":
+            cfg = replace(cfg, positions=("rope",), rope_scalings=(pos,))
+        else:
+            cfg = replace(cfg, positions=(pos,), rope_scalings=())
+    decided = {"model.rope_scale": "the suite sets the RoPE scale of every rope_* row to eval_len / train_len",
+               "model.vocab_size": "the vocabulary comes from the data (data.vocab_size for a .bin file)"}
+    for k, why in decided.items():
+        if k in keys:
+            raise ConfigError(f"{k} cannot be set for the extrapolation suite: {why}")
+    if not cfg.model.causal:
+        raise ConfigError("model.causal=false: a language model that sees the tokens it predicts scores a leaked "
+                          "perplexity; the extrapolation suite trains causal models only")
+    return cfg
+
+
+def probe_of(cfg: ExtrapolationConfig, task: str) -> Probe:
+    """The :class:`ablate.evaluate.Probe` a probe task runs with these settings."""
+    return Probe(task, cfg.probe.digits, cfg.probe.keys)
 
 
 def eval_tokens(cfg: ExtrapolationConfig) -> int:
@@ -168,18 +215,36 @@ def eval_stride(cfg: ExtrapolationConfig) -> int | None:
     return (cfg.eval.stride or cfg.model.train_len) if cfg.eval.mode == "sliding" else None
 
 
-def config_id(cfg: ExtrapolationConfig, corpus_name: str, kind: str = "lm") -> str:
-    """Hash of everything that shapes the trained weights (model without its position slot, training, data; the
-    probe settings for passkey models), so switching the passkey part on or off never retrains the LMs."""
+PROTOCOL = 2  # what a row measures; v2: held-out documents, corpus hash, fairseq sinusoidal init, reference YaRN
+
+
+def config_id(cfg: ExtrapolationConfig, corpus: Any, kind: str = "lm") -> str:
+    """Hash of everything that shapes the trained weights (model without its position slot, training, data and the
+    corpus's identity; a probe's settings for probe models), so switching the probes on or off never retrains the
+    LMs. ``corpus``: a :class:`ablate.data.Corpus` (or its name)."""
     model = flatten(cfg.model)
     model.pop("position", None)
     tr = flatten(cfg.train)
     tr.pop("seed", None)  # a key field of its own
-    fields = {"model": model, "train": tr, "data": flatten(cfg.data), "corpus": corpus_name}
-    if kind == "passkey":
-        fields = {**fields, "kind": "passkey", "probe": flatten(cfg.probe)}
-        fields.pop("data"), fields.pop("corpus")  # passkey models train on synthetic sequences
+    name = getattr(corpus, "name", corpus)
+    fields: dict[str, Any] = {"model": model, "train": tr, "data": flatten(cfg.data), "corpus": name,
+                              "protocol": PROTOCOL}
+    if getattr(corpus, "hash", None):
+        fields["corpus_hash"] = corpus.hash
+    if kind != "lm":  # probe models train on synthetic sequences
+        probe = flatten(cfg.probe)
+        probe.pop("tasks", None)
+        if kind == "passkey":
+            probe.pop("keys", None)
+        fields = {k: v for k, v in fields.items() if k not in ("data", "corpus", "corpus_hash")}
+        fields.update(kind=kind, probe=probe)
     return row_key(fields)
+
+
+def decodes_incrementally(position: str) -> bool:
+    """Positions whose rotation depends on the current length (dynamic NTK) are scored as they are used: decoding
+    through the KV cache past train_len (a full-window forward would make them static)."""
+    return POSITION.get(position).supports_("needs_raw_cache")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -204,7 +269,7 @@ class Job:
 
     @property
     def name(self) -> str:
-        return f"{'passkey-' if self.kind == 'passkey' else ''}{self.position}-s{self.seed}"
+        return f"{'' if self.kind == 'lm' else self.kind + '-'}{self.position}-s{self.seed}"
 
 
 def scales_embeddings(cfg: ExtrapolationConfig, position: str) -> bool:
@@ -224,9 +289,9 @@ def plan_jobs(cfg: ExtrapolationConfig, preset: str, corpus: Corpus, device: str
     m = cfg.model
     tokens, stride = eval_tokens(cfg), eval_stride(cfg)
     jobs: list[Job] = []
-    kinds = ["lm"] + (["passkey"] if cfg.passkey else [])
+    kinds = ["lm"] + (list(cfg.probe.tasks) if cfg.passkey else [])
     for kind in kinds:
-        common = {"preset": preset, "config_id": config_id(cfg, corpus.name, kind), "train_len": m.train_len,
+        common = {"preset": preset, "config_id": config_id(cfg, corpus, kind), "train_len": m.train_len,
                   "attention": m.attention, "norm": m.norm, "activation": m.activation, "n_kv_heads": m.n_kv_heads,
                   "data": corpus.name if kind == "lm" else "passkey", "device": device}
         for seed in seeds:
@@ -243,14 +308,36 @@ def plan_jobs(cfg: ExtrapolationConfig, preset: str, corpus: Corpus, device: str
                         if kind == "lm":
                             key = {**base, "metric": METRIC_PPL, "mode": cfg.eval.mode, "stride": stride,
                                    "tokens": tokens}
+                            if decodes_incrementally(ev):
+                                key.update(decode="incremental", decode_chunk=cfg.eval.decode_chunk)
                             rows.append(RowSpec(key, ev, L, scale))
                         else:
                             for d in cfg.probe.depths:
-                                key = {**base, "metric": METRIC_PASSKEY, "depth": float(d),
+                                key = {**base, "metric": f"{kind}_acc", "depth": float(d),
                                        "trials": cfg.probe.trials, "digits": cfg.probe.digits}
+                                if kind == "multikey":
+                                    key["keys"] = cfg.probe.keys
                                 rows.append(RowSpec(key, ev, L, scale, float(d)))
                 jobs.append(Job(kind, pos, seed, rows))
     return jobs
+
+
+def plan_caveats(cfg: ExtrapolationConfig) -> list[str]:
+    """One line per degenerate or untrained setup in the plan (``ablate run`` prints them before training)."""
+    from ablate.variants.positions import position_caveats
+
+    lines: list[str] = []
+    for pos in cfg.positions:
+        evaluated = [pos] + (list(cfg.rope_scalings) if pos == "rope" else [])
+        for ev in evaluated:
+            longest = max(cfg.eval_lens)
+            scale = longest / cfg.model.train_len if ev != pos else 1.0
+            mcfg = replace(job_model(cfg, pos), position=ev, rope_scale=scale)
+            for c in position_caveats(ev, mcfg, cfg.eval_lens, incremental=decodes_incrementally(ev)):
+                line = f"{ev}: {c.message}" if not c.message.startswith(ev) else c.message
+                if line not in lines:
+                    lines.append(line)
+    return lines
 
 
 def validate_plan(cfg: ExtrapolationConfig, device: str) -> None:
@@ -300,9 +387,10 @@ def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, 
     model = Transformer(mcfg).to(device)
     tcfg = replace(cfg.train, seed=job.seed)
     loss_fn = lm_loss
-    if job.kind == "passkey":
+    if job.kind != "lm":
         tcfg = replace(tcfg, steps=cfg.probe.steps or tcfg.steps)
-        batches = PasskeyBatches(tcfg.batch_size, tcfg.seq_len, cfg.probe.digits, seed=job.seed, device=device)
+        batches = PasskeyBatches(tcfg.batch_size, tcfg.seq_len, cfg.probe.digits, seed=job.seed, device=device,
+                                 probe=probe_of(cfg, job.kind))
         loss_fn = passkey_loss(cfg.probe.digits, cfg.probe.answer_weight)
     else:
         batches = Batches(corpus.train, tcfg.batch_size, tcfg.seq_len, seed=job.seed, device=device)
@@ -364,8 +452,15 @@ def run(opts) -> Path:
     chosen = select_tasks([j.name for j in jobs], opts.only, "extrapolation task")
     jobs = [j for j in jobs if j.name in chosen]
     ckpt_dir = _out_dir(opts) / "extrapolation.ckpt"
+    caveats = plan_caveats(cfg)
+    if caveats and not opts.shard:
+        from rich.console import Console
+
+        err = Console(stderr=True)
+        for line in caveats:
+            err.print(f"[yellow]caveat:[/] {line}", highlight=False, soft_wrap=True)
     writer = ResultWriter(out, SUITE, resume=opts.resume, shard=opts.shard)
-    cid = config_id(cfg, corpus.name)
+    cid = config_id(cfg, corpus)
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -387,7 +482,7 @@ def run(opts) -> Path:
                 continue
             run_cfg = replace(cfg, model=job_model(cfg, job.position), train=replace(cfg.train,
                                                                                                    seed=job.seed))
-            ckpt = _ckpt_path(ckpt_dir, job, config_id(cfg, corpus.name, job.kind),
+            ckpt = _ckpt_path(ckpt_dir, job, config_id(cfg, corpus, job.kind),
                               scaled=scales_embeddings(cfg, job.position))
             try:
                 model, info = _train_job(cfg, job, corpus, device, ckpt, prog, reuse=opts.resume)
@@ -429,28 +524,48 @@ def _is_oom(exc: BaseException) -> bool:
     return status_from_exception(exc)[0] == "oom"
 
 
+def _caveats(cfg: ExtrapolationConfig, job: Job, r: RowSpec) -> dict[str, Any]:
+    """The degenerate-setup caveats of this row's evaluated variant (codes and one-line messages)."""
+    from ablate.variants.positions import position_caveats
+
+    mcfg = replace(job_model(cfg, job.position), position=r.evaluated, rope_scale=r.scale)
+    found = position_caveats(r.evaluated, mcfg, [r.eval_len], incremental=decodes_incrementally(r.evaluated))
+    return {"caveats": [c.code for c in found], "caveat": "; ".join(c.message for c in found)} if found else {}
+
+
 def _evaluate_job(cfg, job: Job, todo: list[RowSpec], model, corpus: Corpus, device: str, writer: ResultWriter,
                   run_cfg, info: dict, prog, overall) -> None:
+    from ablate.stats import wilson_interval
+
     current = (job.position, 1.0)
     amp = cfg.train.amp if device == "cuda" else None
     tokens, stride = eval_tokens(cfg), eval_stride(cfg)
     for r in todo:
         want = (r.evaluated, r.scale)
-        metrics: dict[str, Any] = {"unit": _unit(r), "scale_factor": r.eval_len / cfg.model.train_len, **info}
+        metrics: dict[str, Any] = {"unit": _unit(r), "scale_factor": r.eval_len / cfg.model.train_len, **info,
+                                   **_caveats(cfg, job, r)}
+        if job.kind == "lm":
+            metrics.update({k: v for k, v in corpus.describe().items() if k not in r.key})
         try:
             if want != current:
                 model.set_position(r.evaluated, rope_scale=r.scale)
                 current = want
             if r.depth is None:
+                chunk = cfg.eval.decode_chunk if decodes_incrementally(r.evaluated) else None
                 res = evaluate(model, corpus.val, r.eval_len, tokens=tokens, mode=cfg.eval.mode, stride=stride,
                                batch_tokens=cfg.eval.batch_tokens, byte_level=corpus.byte_level, device=device,
-                               amp=amp, pos_bins=cfg.eval.pos_bins)
+                               amp=amp, pos_bins=cfg.eval.pos_bins, decode_chunk=chunk,
+                               prefill=cfg.model.train_len)
                 metrics.update(value=res.ppl, loss=res.loss, ppl=res.ppl, bpb=res.bpb, windows=res.windows,
                                pos_loss=res.pos_loss, pos_bin=res.pos_bin, eval_s=res.elapsed_s)
+                if "decode" not in r.key:
+                    metrics["decode"] = "full"
             else:
-                acc = passkey_accuracy(model, r.eval_len, r.depth, trials=cfg.probe.trials, digits=cfg.probe.digits,
-                                       seed=job.seed, device=device, amp=amp, batch_tokens=cfg.eval.batch_tokens)
-                metrics.update(value=acc)
+                probe = probe_of(cfg, job.kind)
+                k = probe_correct(model, probe, r.eval_len, r.depth, trials=cfg.probe.trials, seed=job.seed,
+                                  device=device, amp=amp, batch_tokens=cfg.eval.batch_tokens)
+                lo, hi = wilson_interval(k, cfg.probe.trials)
+                metrics.update(value=k / cfg.probe.trials, correct=k, chance=probe.chance, ci_lo=lo, ci_hi=hi)
             if r.depth is None and not math.isfinite(metrics["loss"]):
                 writer.write("diverged", r.key, {**metrics, "value": None}, config=run_cfg,
                              reason="non-finite evaluation loss")
@@ -527,7 +642,8 @@ def protocol_line(p: dict) -> str:
 
 
 def ppl_summary(df):
-    """Long frame: protocol columns, position, eval_len, mean, ci, n, status (of the non-ok rows), reason."""
+    """Long frame: protocol columns, position, eval_len, mean, ci, n, status (of the non-ok rows), reason, the
+    trained variant, its parameter count and the row caveats."""
     import pandas as pd
 
     rows = []
@@ -537,10 +653,39 @@ def ppl_summary(df):
             ok = cell[cell["status"] == "ok"]
             mean, ci, n = mean_ci(ok["value"].tolist())
             bad = cell[cell["status"] != "ok"]
+            params = [v for v in cell.get("n_params", pd.Series(dtype=float)).tolist() if _number(v)]
+            caveat = [c for c in cell.get("caveat", pd.Series(dtype=str)).tolist() if isinstance(c, str) and c]
             rows.append({**pdict, "position": pos, "eval_len": int(L), "mean": mean, "ci": ci, "n": n,
                          "seeds": len(cell), "status": "ok" if len(bad) == 0 else str(bad["status"].iloc[0]),
-                         "reason": "" if len(bad) == 0 else str(bad["reason"].iloc[0])})
+                         "reason": "" if len(bad) == 0 else str(bad["reason"].iloc[0]),
+                         "trained": str(cell["trained_position"].iloc[0]) if "trained_position" in cell else pos,
+                         "params": int(params[0]) if params else None, "caveat": caveat[0] if caveat else ""})
     return pd.DataFrame(rows)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def per_seed_ppl(df) -> dict[tuple[str, int], dict[int, float]]:
+    """``{(position, eval_len): {seed: perplexity}}`` over the ok perplexity rows (claims are paired by seed)."""
+    out: dict[tuple[str, int], dict[int, float]] = {}
+    sub = df[(df["metric"] == METRIC_PPL) & (df["status"] == "ok")] if "metric" in df.columns else df.iloc[0:0]
+    for r in sub.itertuples():
+        if _number(r.value):
+            out.setdefault((str(r.position), int(r.eval_len)), {})[int(r.seed)] = float(r.value)
+    return out
+
+
+def undertrained(summary, train_len: int, tol: float = 0.10) -> dict[str, float]:
+    """Trained variants whose perplexity at train_len exceeds the best trained variant's by more than ``tol``:
+    ``{variant: ratio to the best}``. Such a baseline is too weak for its extrapolation to mean much."""
+    at = summary[(summary["eval_len"] == train_len) & (summary["position"] == summary["trained"])
+                 & np.isfinite(summary["mean"])]
+    if at.empty:
+        return {}
+    best = float(at["mean"].min())
+    return {str(r.position): float(r.mean) / best for r in at.itertuples() if r.mean > (1.0 + tol) * best}
 
 
 def effective_length(lens_ppl: list[tuple[int, float]], train_len: int, tol: float = 0.10) -> int | None:
@@ -568,22 +713,32 @@ def _cell(mean: float, ci: float, n: int, status: str) -> Any:
     return round(mean, 2)
 
 
-def ppl_table(summary, train_len: int):
-    """Wide table: rows = variants (incl. rope_* scalings), columns = eval lengths, cells = ppl [± 95% CI]."""
+def ppl_table(summary, train_len: int, flags: dict[str, float] | None = None):
+    """Wide table: rows = variants (incl. rope_* scalings), parameters, columns = eval lengths, cells = ppl [± 95%
+    CI over seeds]; ``flags`` (from :func:`undertrained`) mark weak baselines."""
     import pandas as pd
 
+    flags = flags or {}
     lens = sorted(summary["eval_len"].unique())
     out = []
     for pos in _variant_order(summary):
         s = summary[summary["position"] == pos]
-        row: dict[str, Any] = {"variant": pos}
+        params = next((int(v) for v in s["params"].tolist() if _number(v)), None) if "params" in s else None
+        row: dict[str, Any] = {"variant": pos, "params": f"{params:,}" if params is not None else None}
         for L in lens:
             c = s[s["eval_len"] == L]
             key = f"{L}" + (" (train)" if L == train_len else f" ({L // train_len}x)")
             row[key] = _cell(c["mean"].iloc[0], c["ci"].iloc[0], int(c["n"].iloc[0]), c["status"].iloc[0]) \
                 if len(c) else None
+        trained = str(s["trained"].iloc[0]) if "trained" in s and len(s) else pos
+        row["note"] = f"undertrained (×{flags[trained]:.2f} the best at train_len)" if trained in flags else ""
         out.append(row)
-    return pd.DataFrame(out)
+    df = pd.DataFrame(out)
+    if not df["note"].astype(bool).any():
+        df = df.drop(columns=["note"])
+    if df["params"].isna().all():
+        df = df.drop(columns=["params"])
+    return df
 
 
 def effective_table(summary, train_len: int):
@@ -604,58 +759,6 @@ def effective_table(summary, train_len: int):
                     "ratio to train_len": round(longest[1] / ref, 3) if np.isfinite(longest[1]) and
                     np.isfinite(ref) and ref > 0 else None})
     return pd.DataFrame(out)
-
-
-def shape_checks(summary, train_len: int) -> list[dict]:
-    """The published orderings (ALiBi Fig. 1, RoPE-scaling papers), checked on the measured means."""
-    d = {(r.position, int(r.eval_len)): r.mean for r in summary.itertuples() if np.isfinite(r.mean)}
-    st = {(r.position, int(r.eval_len)): r.status for r in summary.itertuples()}
-    lens = sorted({L for _, L in st})
-    longer = [L for L in lens if L > train_len]
-    checks = []
-    if not longer:
-        return checks
-    Lmax = max(longer)
-    L4 = min(longer, key=lambda L: abs(L - 4 * train_len))
-
-    def ratio(p, L):
-        a, b = d.get((p, L)), d.get((p, train_len))
-        return a / b if a is not None and b else None
-
-    r = ratio("sinusoidal", L4)
-    if r is not None:
-        checks.append({"claim": "sinusoidal fails past train_len", "observed": f"ppl x{r:.2f} at {L4} vs {train_len}",
-                       "holds": r > 1.5})
-    if ("learned", Lmax) in st:
-        lr = ratio("learned", L4)
-        fails = st.get(("learned", L4)) == "unsupported" or (lr is not None and lr > 1.5)
-        checks.append({"claim": "learned fails past train_len",
-                       "observed": "no positions past its table" if st.get(("learned", L4)) == "unsupported"
-                       else f"ppl x{lr:.2f} at {L4}" if lr is not None else "n/a", "holds": fails})
-    r = ratio("alibi", Lmax)
-    if r is not None:
-        checks.append({"claim": "ALiBi stays flat", "observed": f"ppl x{r:.3f} at {Lmax} vs {train_len}",
-                       "holds": r < 1.10})
-    r_rope = ratio("rope", Lmax)
-    if r_rope is not None:
-        checks.append({"claim": "plain RoPE degrades past train_len", "observed": f"ppl x{r_rope:.2f} at {Lmax}",
-                       "holds": r_rope > 1.10})
-    rope_max = d.get(("rope", Lmax))
-    if rope_max is not None:
-        for s in ROPE_SCALINGS:
-            v = d.get((s, Lmax))
-            if v is None:
-                continue
-            if s == "rope_pi":  # Chen et al. 2023: interpolation needs fine-tuning; without it, it hurts
-                claim, holds = f"rope_pi without fine-tuning hurts (worse than plain RoPE at {Lmax})", v > rope_max
-            else:
-                claim, holds = f"{s} without fine-tuning beats plain RoPE at {Lmax}", v < rope_max
-            checks.append({"claim": claim, "observed": f"{v:.2f} vs {rope_max:.2f}", "holds": holds})
-    r_t5, r_sin = ratio("t5_bias", Lmax), ratio("sinusoidal", Lmax)
-    if r_t5 is not None and r_sin is not None:
-        checks.append({"claim": "T5 bias degrades more slowly than sinusoidal",
-                       "observed": f"x{r_t5:.2f} vs x{r_sin:.2f} at {Lmax}", "holds": r_t5 < r_sin})
-    return checks
 
 
 def _print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: int) -> None:
@@ -688,18 +791,23 @@ def _print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: in
         console.print("effective length (ppl within 10% of train_len): " + ", ".join(
             f"{r['variant']}={r['effective length'] or '—'}" for _, r in eff.iterrows()))
     try:
-        pk = to_frame(out)
-        pk = pk[(pk["suite"] == SUITE) & (pk.get("metric") == METRIC_PASSKEY) & (pk["status"] == "ok")]
+        allrows = to_frame(out)
+        allrows = allrows[allrows["suite"] == SUITE]
     except Exception:
-        pk = None
-    if pk is not None and not pk.empty:
-        acc = pk.groupby(["position", "eval_len"], sort=False)["value"].mean().unstack("eval_len")
-        table = Table(title="passkey retrieval accuracy (mean over depths and seeds)")
-        table.add_column("variant")
-        for L in acc.columns:
-            table.add_column(str(int(L)), justify="right")
-        for pos in [p for p in _variant_order(pk) if p in acc.index]:
-            table.add_row(pos, *[("—" if not np.isfinite(v) else f"{v:.2f}") for v in acc.loc[pos].tolist()])
+        allrows = None
+    for task in PROBES:
+        if allrows is None or "metric" not in allrows.columns:
+            break
+        pk = allrows[(allrows["metric"] == f"{task}_acc") & (allrows["status"] == "ok")]
+        if pk.empty:
+            continue
+        wide = probe_table(pk)
+        table = Table(title=f"{task} retrieval accuracy [95% Wilson interval] (over depths and seeds)",
+                      caption=f"chance {probe_chance(pk):.2f}")
+        for c in wide.columns:
+            table.add_column(str(c), justify="left" if c == "variant" else "right")
+        for _, r in wide.iterrows():
+            table.add_row(*[str(v) for v in r.tolist()])
         console.print(table)
     console.print(f"{len(df)} rows in {out}; trained {trained} model(s); {elapsed:.1f} s")
 
@@ -708,26 +816,174 @@ def _print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: in
 # Report
 
 
-def _notes(summary, train_len: int) -> list[str]:
-    """Reading notes for effects that follow from the method rather than from the run."""
-    present = set(summary["position"])
+def _notes(summary, train_len: int, flags: dict[str, float], tol: float) -> list[str]:
+    """Reading notes: degenerate setups the rows carry (caveats), weak baselines, and method effects."""
     notes = []
-    if {"rope_ntk", "rope_dynamic_ntk"} <= present and summary["mode"].iloc[0] == "nonoverlap" \
-            if "mode" in summary.columns else False:
-        notes.append("* `rope_dynamic_ntk` equals `rope_ntk` here: a full-window forward has sequence length "
-                     "`eval_len`, so the dynamic factor max(1, eval_len / train_len) is the static one. They differ "
-                     "only while decoding token by token with a KV cache.")
-    if "rope_yarn" in present:
-        few = "no dimension qualifies" if train_len < 32 * 2 * math.pi else "only the fastest dimensions qualify"
-        notes.append(f"* YaRN leaves a RoPE dimension unscaled only when its wavelength is at most train_len / β = "
-                     f"{train_len / 32:.1f} tokens (ramp α = 1, β = 32, chosen for LLaMA's 2k-4k contexts); the "
-                     f"shortest RoPE wavelength is 2π ≈ 6.3 tokens, so at train_len = {train_len} {few}: YaRN "
-                     f"interpolates (nearly) every dimension, like position interpolation, which hurts without "
-                     f"fine-tuning.")
-    if "learned" in present:
+    for pos in _variant_order(summary):  # the caveat at the longest length that has one says the most
+        s = summary[(summary["position"] == pos) & (summary["caveat"] != "")] if "caveat" in summary else summary[:0]
+        if len(s):
+            notes.append(f"* **caveat** `{pos}`: {s.sort_values('eval_len')['caveat'].iloc[-1]}")
+    for pos, ratio in flags.items():
+        notes.append(f"* **undertrained** `{pos}`: its perplexity at train_len is ×{ratio:.2f} the best trained "
+                     f"variant's (tolerance ×{1 + tol:.2f}); its extrapolation is that of a weaker model.")
+    if "learned" in set(summary["position"]) and not any("`learned`" in n for n in notes):
         notes.append("* `learned` has a table of train_len rows, as in the papers: longer positions have no "
                      "parameters (—).")
     return (["### Notes", ""] + notes + [""]) if notes else []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Retrieval probes (passkey, multikey)
+
+
+def _probe_counts(pk) -> "Any":
+    """Rows with integer ``correct`` / ``trials`` (older rows have only the accuracy)."""
+    import pandas as pd
+
+    pk = pk.copy()
+    trials = pd.to_numeric(pk["trials"], errors="coerce")
+    acc = pd.to_numeric(pk["value"], errors="coerce")
+    correct = pd.to_numeric(pk["correct"], errors="coerce") if "correct" in pk else acc * trials
+    pk["trials_n"] = trials.fillna(0).astype(int)
+    pk["correct_n"] = correct.fillna(acc * trials).round().fillna(0).astype(int)
+    return pk
+
+
+def probe_chance(pk) -> float:
+    vals = [float(v) for v in pk.get("chance", []).tolist() if _number(v)] if "chance" in pk else []
+    if vals:
+        return max(vals)
+    digits = int(pk["digits"].iloc[0]) if "digits" in pk and _number(pk["digits"].iloc[0]) else 2
+    return 10.0 ** -digits
+
+
+def probe_summary(pk):
+    """Long frame: position, eval_len, correct, trials, acc, Wilson lo/hi -- pooled over depths and seeds."""
+    import pandas as pd
+
+    from ablate.stats import wilson_interval
+
+    pk = _probe_counts(pk)
+    rows = []
+    for (pos, L), g in pk.groupby(["position", "eval_len"], sort=False):
+        k, n = int(g["correct_n"].sum()), int(g["trials_n"].sum())
+        lo, hi = wilson_interval(k, n) if n else (float("nan"), float("nan"))
+        rows.append({"position": pos, "eval_len": int(L), "correct": k, "trials": n, "acc": k / n if n else
+                     float("nan"), "lo": lo, "hi": hi, "seeds": int(g["seed"].nunique())})
+    return pd.DataFrame(rows)
+
+
+def probe_table(pk):
+    """Wide table: variants x eval lengths, cells ``acc [lo, hi]`` (95% Wilson, pooled over depths and seeds)."""
+    import pandas as pd
+
+    summ = probe_summary(pk)
+    lens = sorted(summ["eval_len"].unique())
+    out = []
+    for pos in _variant_order(summ):
+        s = summ[summ["position"] == pos]
+        row: dict[str, Any] = {"variant": pos}
+        for L in lens:
+            c = s[s["eval_len"] == L]
+            row[str(int(L))] = (f"{c['acc'].iloc[0]:.2f} [{c['lo'].iloc[0]:.2f}, {c['hi'].iloc[0]:.2f}]"
+                                if len(c) and c["trials"].iloc[0] else "—")
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+PROBE_TITLES = {"passkey": "Passkey retrieval (one needle, digit-free filler)",
+                "multikey": "Multi-key needle in a haystack (RULER-style: labelled needles, numbers in the filler)"}
+
+
+def _probe_report(df, out_dir: Path, pal: dict, markers: dict) -> tuple[list[Path], list[str]]:
+    import matplotlib.pyplot as plt
+
+    from ablate.tables import plot_style, savefig, write_table
+
+    written: list[Path] = []
+    index: list[str] = []
+    for task in PROBES:
+        pk = df[df["metric"] == f"{task}_acc"] if "metric" in df.columns else df.iloc[0:0]
+        pk = pk[pk["status"] == "ok"]
+        if pk.empty:
+            continue
+        chance = probe_chance(pk)
+        summ = probe_summary(pk)
+        order = _variant_order(summ)
+        seeds = int(summ["seeds"].max())
+        keys = int(pk["keys"].iloc[0]) if task == "multikey" and "keys" in pk and _number(pk["keys"].iloc[0]) \
+            else None
+        what = (f"chance {chance:.2f} = a random needle's value of {keys}" if keys else
+                f"chance {chance:.2g} = a random {int(round(-math.log10(chance)))}-digit number")
+        md, tex = write_table(probe_table(pk), out_dir / f"extrapolation_{task}",
+                              caption=f"{PROBE_TITLES[task]}: accuracy by context length, pooled over needle depths "
+                                      f"and {seeds} seed(s), with 95% Wilson intervals; {what}.")
+        written += [md, tex]
+        with plot_style():
+            fig, ax = plt.subplots(figsize=(6.4, 4.0))
+            for pos in order:
+                s = summ[summ["position"] == pos].sort_values("eval_len")
+                ax.plot(s["eval_len"], s["acc"], marker=markers.get(pos, "o"), ms=4, lw=1.5, color=pal.get(pos),
+                        ls="--" if pos in ROPE_SCALINGS else "-", label=pos)
+                ax.fill_between(s["eval_len"], s["lo"], s["hi"], color=pal.get(pos), alpha=0.12, lw=0)
+            ax.axhline(chance, color="0.3", ls=":", lw=1.2)
+            ax.text(1.0, chance, " chance", transform=ax.get_yaxis_transform(), va="bottom", ha="right", fontsize=8,
+                    color="0.3")
+            lens = sorted(summ["eval_len"].unique())
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(lens)
+            ax.set_xticklabels([str(int(L)) for L in lens])
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel("context length (tokens)")
+            ax.set_ylabel("accuracy (95% Wilson band)")
+            ax.set_title(PROBE_TITLES[task].split(" (")[0])
+            ax.legend(fontsize=7, ncol=2, frameon=False)
+            written += list(savefig(fig, out_dir / f"extrapolation_{task}_vs_length"))
+        written += _probe_heatmaps(pk, order, out_dir / f"extrapolation_{task}")
+        index += [f"## {PROBE_TITLES[task]}", "", md.read_text(), "",
+                  f"![{task} vs length](extrapolation_{task}_vs_length.png)", "",
+                  f"![{task} by depth](extrapolation_{task}.png)", ""]
+    return written, index
+
+
+def _probe_heatmaps(pk, order: list[str], stem: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from ablate.tables import plot_style, savefig
+
+    pk = pk.copy()
+    pk["acc"] = pd.to_numeric(pk["value"], errors="coerce")
+    agg = pk.groupby(["position", "eval_len", "depth"], sort=False)["acc"].mean().reset_index()
+    n = len(order)
+    cols = min(5, n)
+    rows_ = math.ceil(n / cols)
+    all_lens = sorted(int(L) for L in agg["eval_len"].unique())
+    all_depths = sorted(float(d) for d in agg["depth"].unique())
+    with plot_style():
+        fig, axes = plt.subplots(rows_, cols, figsize=(2.5 * cols + 0.8, 2.4 * rows_), squeeze=False,
+                                 constrained_layout=True)
+        im = None
+        for i, pos in enumerate(order):
+            ax = axes[i // cols][i % cols]
+            h = agg[agg["position"] == pos].pivot_table(index="depth", columns="eval_len", values="acc")
+            h = h.reindex(index=all_depths, columns=all_lens)
+            im = ax.imshow(h.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="upper")
+            ax.set_title(pos, fontsize=9)
+            ax.set_xticks(range(len(all_lens)))
+            ax.set_xticklabels([str(L) for L in all_lens], fontsize=7, rotation=45)
+            ax.set_yticks(range(len(all_depths)))
+            ax.set_yticklabels([f"{d:g}" for d in all_depths], fontsize=7)
+            ax.grid(False)
+            if i % cols == 0:
+                ax.set_ylabel("needle depth")
+            if i // cols == rows_ - 1 or i + cols >= n:
+                ax.set_xlabel("eval_len")
+        for j in range(n, rows_ * cols):
+            axes[j // cols][j % cols].axis("off")
+        if im is not None:
+            fig.colorbar(im, ax=axes, shrink=0.8, label="accuracy")
+        return list(savefig(fig, stem))
 
 
 def _slug(p: dict, many: bool) -> str:
@@ -740,12 +996,22 @@ def _slug(p: dict, many: bool) -> str:
     return "_" + "-".join(b for b in bits if b)
 
 
+def variant_style() -> tuple[dict[str, Any], dict[str, str]]:
+    """One colour (colour-blind palette) and one marker per position key, the same in every figure."""
+    import seaborn as sns
+
+    keys = list(POSITIONS) + list(ROPE_SCALINGS)
+    colors = sns.color_palette("colorblind", n_colors=len(keys))
+    marks = "osD^vP*Xph"
+    return dict(zip(keys, colors)), {k: marks[i % len(marks)] for i, k in enumerate(keys)}
+
+
 def report(df, out_dir: Path) -> list[Path]:
     """Tables (Markdown + LaTeX), figures (PNG + SVG) and an index for the extrapolation rows in ``df``."""
     import matplotlib.pyplot as plt
     import pandas as pd
-    import seaborn as sns
 
+    from ablate.claims import claims_frame, extrapolation_claims
     from ablate.tables import plot_style, savefig, to_markdown, write_table
 
     out_dir = Path(out_dir)
@@ -757,9 +1023,12 @@ def report(df, out_dir: Path) -> list[Path]:
                         "Train short, test long: each position variant is trained at `train_len` and evaluated on the "
                         "same held-out tokens at longer lengths (Press et al. 2022, Fig. 1). The `rope_*` rows are the "
                         "`rope` model evaluated with an inference-time RoPE scaling (scale = eval_len / train_len), "
-                        "without retraining. Perplexity: lower is better; ± is the 95% t-interval over seeds.", ""]
+                        "without retraining; `rope_dynamic_ntk` is scored token by token through the KV cache past "
+                        "train_len, as it is used. Perplexity: lower is better; ± is the 95% t-interval over seeds.",
+                        ""]
     if df.empty or "metric" not in df.columns:
         index.append("(no extrapolation rows)")
+    pal, markers = variant_style()
     ppl_rows = df[df["metric"] == METRIC_PPL] if "metric" in df.columns else df.iloc[0:0]
     groups = _protocol_groups(ppl_rows) if not ppl_rows.empty else []
     many = len(groups) > 1
@@ -769,10 +1038,12 @@ def report(df, out_dir: Path) -> list[Path]:
         summary = ppl_summary(g)
         seeds = int(summary["seeds"].max()) if not summary.empty else 0
         line = protocol_line(pdict) + f"; {seeds} seed(s)"
-        wide = ppl_table(summary, train_len)
+        tol = FAIR_TOL
+        flags = undertrained(summary, train_len, tol)
+        wide = ppl_table(summary, train_len, flags)
         md, tex = write_table(wide, out_dir / f"extrapolation_ppl{slug}",
-                              caption=f"Perplexity by evaluation length ({line}). —: not measurable (no positions past the "
-                                      "learned table).", floatfmt=".2f")
+                              caption=f"Perplexity by evaluation length ({line}). params: trained parameters. —: not "
+                                      "measurable (no positions past the learned table).", floatfmt=".2f")
         eff = effective_table(summary, train_len)
         md2, tex2 = write_table(eff, out_dir / f"extrapolation_effective_length{slug}",
                                 caption=f"Effective length: the longest eval_len whose perplexity stays within 10% of "
@@ -780,19 +1051,12 @@ def report(df, out_dir: Path) -> list[Path]:
                                 floatfmt={"ppl at train_len": ".2f", "ppl there": ".2f", "ratio to train_len": ".2f",
                                           "x train_len": ".0f", "effective length": ".0f", "longest measured": ".0f"})
         written += [md, tex, md2, tex2]
-        checks = shape_checks(summary, train_len)
         index += [f"## Protocol{': ' + slug[1:] if slug else ''}", "", line, "",
                   "### Perplexity", "", md.read_text(), "", "### Effective length", "", md2.read_text(), ""]
-        if checks:
-            ct = pd.DataFrame([{"published shape": c["claim"], "observed": c["observed"],
-                                "holds": "yes" if c["holds"] else ("—" if c["holds"] is None else "no")}
-                               for c in checks])
-            index += ["### Published shape vs this run", "", to_markdown(ct), ""]
-        index += _notes(summary, train_len)
+        index += _notes(summary, train_len, flags, tol)
 
-        # Figure 1: perplexity vs evaluation length.
+        # Figure 1: perplexity vs evaluation length, 95% CI bands over seeds.
         order = _variant_order(summary)
-        pal = dict(zip(order, sns.color_palette("colorblind", n_colors=max(10, len(order)))))
         with plot_style():
             fig, ax = plt.subplots(figsize=(6.4, 4.2))
             for pos in order:
@@ -800,11 +1064,12 @@ def report(df, out_dir: Path) -> list[Path]:
                 if s.empty:
                     continue
                 dashed = pos in ROPE_SCALINGS
-                ax.plot(s["eval_len"], s["mean"], marker="o", ms=4, lw=1.6, ls="--" if dashed else "-",
-                        color=pal[pos], label=pos)
+                ax.plot(s["eval_len"], s["mean"], marker=markers.get(pos, "o"), ms=4, lw=1.6,
+                        ls="--" if dashed else "-", color=pal.get(pos), label=pos)
                 ci = s["ci"].fillna(0.0)
                 if (ci > 0).any():
-                    ax.fill_between(s["eval_len"], s["mean"] - ci, s["mean"] + ci, color=pal[pos], alpha=0.15, lw=0)
+                    ax.fill_between(s["eval_len"], s["mean"] - ci, s["mean"] + ci, color=pal.get(pos), alpha=0.15,
+                                    lw=0)
             ax.axvline(train_len, color="0.3", ls=":", lw=1.2)
             ax.text(train_len, 1.0, " train_len", transform=ax.get_xaxis_transform(), va="top", ha="left",
                     fontsize=8, color="0.3")
@@ -814,7 +1079,7 @@ def report(df, out_dir: Path) -> list[Path]:
             ax.set_xticks(lens)
             ax.set_xticklabels([str(int(L)) for L in lens])
             ax.set_xlabel("evaluation length (tokens)")
-            ax.set_ylabel("perplexity (log scale)")
+            ax.set_ylabel("perplexity (log scale; 95% CI bands)")
             ax.set_title(f"Extrapolation: trained at {train_len}")
             ax.legend(fontsize=7, ncol=2, frameon=False)
             written += list(savefig(fig, out_dir / f"extrapolation_ppl_vs_length{slug}"))
@@ -843,11 +1108,11 @@ def report(df, out_dir: Path) -> list[Path]:
                             continue
                         m = s.groupby("token position", sort=True)["loss"].mean()
                         ax.plot(m.index, m.values, lw=1.2, ls="--" if pos in ROPE_SCALINGS else "-",
-                                color=pal[pos], label=pos)
+                                color=pal.get(pos), label=pos)
                     ax.axvline(train_len, color="0.3", ls=":", lw=1.0)
                     ax.set_title(f"eval_len {L}", fontsize=9)
                     ax.set_xlabel("token position in window")
-                axes[0][0].set_ylabel("loss (nats/token)")
+                axes[0][0].set_ylabel("loss (nats/token, mean over seeds)")
                 seen: dict[str, Any] = {}
                 for ax in axes[0]:
                     for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -859,51 +1124,21 @@ def report(df, out_dir: Path) -> list[Path]:
                 written += list(savefig(fig, out_dir / f"extrapolation_loss_vs_position{slug}"))
         index += ["### Figures", "", f"![perplexity vs length](extrapolation_ppl_vs_length{slug}.png)", "",
                   f"![loss vs position](extrapolation_loss_vs_position{slug}.png)" if recs else "", ""]
+        claims = extrapolation_claims(per_seed_ppl(g), train_len)
+        if claims:
+            cf = claims_frame(claims)
+            md3, tex3 = write_table(cf, out_dir / f"extrapolation_claims{slug}",
+                                    caption=f"Published claims vs this run ({line}); verdicts from 95% intervals over "
+                                            "seeds (see ablate.claims).")
+            written += [md3, tex3]
+            counts = cf["verdict"].value_counts()
+            tally = ", ".join(f"{int(counts.get(v, 0))} {v}" for v in ("reproduced", "not reproduced",
+                                                                         "inconclusive"))
+            index += ["### Published claims vs this run", "", f"{tally} (of {len(cf)}).", "", to_markdown(cf), ""]
 
-    # Passkey accuracy heat-maps.
-    pk = df[(df["metric"] == METRIC_PASSKEY)] if "metric" in df.columns else df.iloc[0:0]
-    if not pk.empty:
-        pk = pk.copy()
-        pk["acc"] = pd.to_numeric(pk["value"], errors="coerce")
-        agg = pk.groupby(["position", "eval_len", "depth"], sort=False)["acc"].mean().reset_index()
-        order = _variant_order(agg)
-        wide = agg.pivot_table(index="position", columns="eval_len", values="acc", aggfunc="mean")
-        wide = wide.reindex([p for p in order if p in wide.index])
-        wide.columns = [str(int(c)) for c in wide.columns]
-        md, tex = write_table(wide.reset_index().rename(columns={"position": "variant"}),
-                              out_dir / "extrapolation_passkey",
-                              caption="Passkey retrieval accuracy (mean over depths and seeds) by context length.",
-                              floatfmt=".2f")
-        written += [md, tex]
-        n = len(order)
-        cols = min(5, n)
-        rows_ = math.ceil(n / cols)
-        all_lens = sorted(int(L) for L in agg["eval_len"].unique())
-        all_depths = sorted(float(d) for d in agg["depth"].unique())
-        with plot_style():
-            fig, axes = plt.subplots(rows_, cols, figsize=(2.5 * cols + 0.8, 2.4 * rows_), squeeze=False,
-                                     constrained_layout=True)
-            for i, pos in enumerate(order):
-                ax = axes[i // cols][i % cols]
-                h = agg[agg["position"] == pos].pivot_table(index="depth", columns="eval_len", values="acc")
-                h = h.reindex(index=all_depths, columns=all_lens)
-                im = ax.imshow(h.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto",
-                               origin="upper")
-                ax.set_title(pos, fontsize=9)
-                ax.set_xticks(range(len(all_lens)))
-                ax.set_xticklabels([str(L) for L in all_lens], fontsize=7, rotation=45)
-                ax.set_yticks(range(len(all_depths)))
-                ax.set_yticklabels([f"{d:g}" for d in all_depths], fontsize=7)
-                ax.grid(False)
-                if i % cols == 0:
-                    ax.set_ylabel("needle depth")
-                if i // cols == rows_ - 1 or i + cols >= n:
-                    ax.set_xlabel("eval_len")
-            for j in range(n, rows_ * cols):
-                axes[j // cols][j % cols].axis("off")
-            fig.colorbar(im, ax=axes, shrink=0.8, label="accuracy")
-            written += list(savefig(fig, out_dir / "extrapolation_passkey"))
-        index += ["## Passkey retrieval", "", md.read_text(), "", "![passkey](extrapolation_passkey.png)", ""]
+    probe_files, probe_index = _probe_report(df, out_dir, pal, markers)
+    written += probe_files
+    index += probe_index
 
     idx = out_dir / "extrapolation_index.md"  # `ablate report` writes OUT/index.md linking every suite's index
     tmp = idx.with_name(f".{idx.name}.{os.getpid()}.tmp")
@@ -915,4 +1150,5 @@ def report(df, out_dir: Path) -> list[Path]:
 
 __all__ = ["SUITE", "POSITIONS", "ROPE_SCALINGS", "EvalSettings", "DataSettings", "PasskeySettings",
            "ExtrapolationConfig", "PRESETS", "resolve", "run", "report", "plan_jobs", "effective_length",
-           "mean_ci", "ppl_summary", "ppl_table", "effective_table", "shape_checks", "t_quantile_975"]
+           "mean_ci", "ppl_summary", "ppl_table", "effective_table", "t_quantile_975", "per_seed_ppl", "undertrained",
+           "probe_table", "probe_summary", "plan_caveats", "decodes_incrementally", "PROTOCOL", "variant_style"]

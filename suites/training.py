@@ -156,8 +156,34 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Trainin
         raise ConfigError(f"time_limit_s must be >= 0 (0 = no limit), got {cfg.time_limit_s}")
     if cfg.cpu_threads < 0:
         raise ConfigError(f"cpu_threads must be >= 0 (0 = torch's default), got {cfg.cpu_threads}")
+    _refuse_grid_governed(cfg, {str(o).split("=", 1)[0].strip() for o in _grid_alias(overrides)})
     grid_points(cfg)  # grid errors (unknown axis, bad value, unknown point name) before any data or compute
     return cfg
+
+
+def _refuse_grid_governed(cfg: TrainingConfig, keys: set[str]) -> None:
+    """A ``model.*`` setting that the grid's points overwrite would be ignored: refuse it, naming what governs it."""
+    from ablate.grid import MODERN, ORIGINAL, parse_axes
+
+    if not cfg.model.causal:
+        raise ConfigError("model.causal=false: a language model that sees the tokens it predicts scores a leaked "
+                          "loss; the training suite trains causal models only")
+    if "model.vocab_size" in keys:
+        raise ConfigError("model.vocab_size cannot be set for the training suite: the vocabulary comes from the data "
+                          "(data.vocab_size for a .bin file)")
+    if "model.scale_embeddings" in keys:
+        raise ConfigError("model.scale_embeddings is set by the grid: on exactly the points whose position is "
+                          "sinusoidal (Vaswani et al. sec. 3.4)")
+    axes = {a.key for a in parse_axes(cfg.grid.axes)} if cfg.grid.axes.strip() else set()
+    for key in sorted(k for k in keys if k.startswith("model.")):
+        name = key[len("model."):]
+        if name in axes:
+            raise ConfigError(f"{key} is also a grid axis (grid.axes); give its values there only")
+        if name in ORIGINAL and (not axes or cfg.grid.base != "preset"):
+            where = "the default grid's points" if not axes else f"the grid base {cfg.grid.base!r}"
+            raise ConfigError(f"{key} is set by {where} (original: {ORIGINAL[name]}, modern: {MODERN[name]}); vary "
+                              f"it with --grid {name}=a,b, or make it the base of an axes grid with --set "
+                              f"grid.base=preset --grid <axes>")
 
 
 def grid_points(cfg: TrainingConfig) -> tuple[list[GridPoint], GridPoint]:
@@ -174,7 +200,8 @@ def point_train(cfg: TrainingConfig, point: GridPoint, seed: int) -> TrainConfig
 
 # Model fields added after results were committed, with the value that reproduces the behaviour from before they
 # existed: left out of the hashes at that value, so adding a field does not change (and retrain) every config_id.
-_ID_OMIT_AT: dict[str, Any] = {"scale_embeddings": False}
+_ID_OMIT_AT: dict[str, Any] = {"scale_embeddings": False, "t5_max_distance": None}
+PROTOCOL = 2  # what a row measures; v2: held-out documents + corpus hash, fairseq init for sinusoidal points
 
 
 def _model_id(model: ModelConfig) -> dict[str, Any]:
@@ -182,21 +209,29 @@ def _model_id(model: ModelConfig) -> dict[str, Any]:
     return {k: v for k, v in flatten(model).items() if not (k in _ID_OMIT_AT and v == _ID_OMIT_AT[k])}
 
 
-def grid_id(cfg: TrainingConfig, corpus_name: str) -> str:
+def _corpus_id(corpus: Any) -> dict[str, Any]:
+    """The corpus's name and, for a :class:`ablate.data.Corpus`, its content hash (runs on other data never mix)."""
+    out: dict[str, Any] = {"corpus": getattr(corpus, "name", corpus), "protocol": PROTOCOL}
+    if getattr(corpus, "hash", None):
+        out["corpus_hash"] = corpus.hash
+    return out
+
+
+def grid_id(cfg: TrainingConfig, corpus: Any) -> str:
     """Hash of the settings shared by the whole grid (one report section per grid_id)."""
     tr = flatten(cfg.train)
     tr.pop("seed", None)
     return row_key({"model": _model_id(cfg.model), "train": tr, "budget": flatten(cfg.budget),
                     "grid": {k: v for k, v in flatten(cfg.grid).items() if k != "only"}, "eval": flatten(cfg.eval),
-                    "data": flatten(cfg.data), "corpus": corpus_name})
+                    "data": flatten(cfg.data), **_corpus_id(corpus)})
 
 
-def config_id(cfg: TrainingConfig, point: GridPoint, corpus_name: str) -> str:
+def config_id(cfg: TrainingConfig, point: GridPoint, corpus: Any) -> str:
     """Hash of everything that shapes this point's runs (its model, training, budget, evaluation, data)."""
     tr = flatten(point_train(cfg, point, 0))
     tr.pop("seed", None)  # a key field of its own
     return row_key({"model": _model_id(point.model), "train": tr, "budget": flatten(cfg.budget),
-                    "eval": flatten(cfg.eval), "data": flatten(cfg.data), "corpus": corpus_name})
+                    "eval": flatten(cfg.eval), "data": flatten(cfg.data), **_corpus_id(corpus)})
 
 
 def results_file(opts, device: str, preset: str) -> Path:
@@ -409,7 +444,7 @@ def tasks(opts):
     from ablate.runner import Task
 
     device, preset, cfg, corpus, points, _, seeds, out = _setup(opts)
-    return out, [Task(task_id(p, s), (row_key(_row_key_fields(p, preset, config_id(cfg, p, corpus.name), s, device,
+    return out, [Task(task_id(p, s), (row_key(_row_key_fields(p, preset, config_id(cfg, p, corpus), s, device,
                                                               corpus)),), f"{p.name} seed {s}")
                  for s in seeds for p in points]
 
@@ -435,7 +470,7 @@ def run(opts) -> Path:
                     f"training-suite evaluation ({cfg.eval.tokens} tokens at {seq})")
     chosen = select_tasks([task_id(p, s) for s in seeds for p in points], opts.only, "training task")
     writer = ResultWriter(out, SUITE, resume=opts.resume, shard=opts.shard, enabled=dinfo.is_main)
-    gid = grid_id(cfg, corpus.name)
+    gid = grid_id(cfg, corpus)
     budget = Budget(cfg, reference, corpus, device)
     unigram = unigram_loss(corpus, cfg.eval.tokens)
     if device == "cuda":
@@ -446,12 +481,12 @@ def run(opts) -> Path:
         torch.set_num_threads(cfg.cpu_threads)
 
     # The grid's declaration, stored in each row: a report can then show points another grid measured.
-    declared = [{"point": p.name, "config_id": config_id(cfg, p, corpus.name), "baseline": p.baseline,
+    declared = [{"point": p.name, "config_id": config_id(cfg, p, corpus), "baseline": p.baseline,
                  "change": p.change, "group": p.group, "point_index": p.index,
                  **{f"axis.{k}": v for k, v in p.settings.items()}} for p in points]
 
     def key_of(seed: int, point: GridPoint) -> dict:
-        return _row_key_fields(point, preset, config_id(cfg, point, corpus.name), seed, device, corpus)
+        return _row_key_fields(point, preset, config_id(cfg, point, corpus), seed, device, corpus)
 
     # Seed-major: every point once before any point twice, so a time limit still leaves a whole grid.
     jobs = [(seed, p) for seed in seeds for p in points if task_id(p, seed) in chosen]
@@ -472,7 +507,8 @@ def run(opts) -> Path:
                 break
             if prog:
                 prog.update(overall, info=f"{point.name} seed {seed}")
-            desc = _describe(point, gid, declared)
+            desc = {**_describe(point, gid, declared),
+                    **{k: v for k, v in corpus.describe().items() if k not in key}}
             run_cfg = {"model": point.model, "train": point_train(cfg, point, seed), "budget": cfg.budget,
                        "grid": cfg.grid, "eval": cfg.eval, "data": cfg.data}
             try:
@@ -604,18 +640,34 @@ def _stuck(s: dict) -> bool:
 
 
 def compare_points(base: dict, other: dict):
-    """Δ = other - base: paired over the seeds both ran when they share >= 2, else Welch over all seeds."""
-    from ablate.stats import compare
+    """Δ = other - base as an :class:`ablate.stats.Verdict` (better / worse / equivalent within ±LOSS_MARGIN /
+    inconclusive): paired over the seeds both ran when they share >= 2, else Welch over all seeds."""
+    from ablate.claims import LOSS_MARGIN
+    from ablate.stats import verdict
 
     a, b = base["val_by_seed"], other["val_by_seed"]
     common = sorted(set(a) & set(b))
     if len(common) >= 2:  # paired on the seeds both ran (same data order and init stream per seed)
-        return compare([a[s] for s in common], [b[s] for s in common], paired=True)
-    return compare(list(a.values()), list(b.values()))
+        return verdict([a[s] for s in common], [b[s] for s in common], margin=LOSS_MARGIN, paired=True)
+    return verdict(list(a.values()), list(b.values()), margin=LOSS_MARGIN)
+
+
+def _delta_cell(v) -> str:
+    """``-0.0312 better`` / ``+0.0021 equivalent (±0.02)`` / ``-0.0100 inconclusive (Δ ≥ 0.041 detectable)``."""
+    if v is None or v.delta is None:
+        return "—"
+    if v.label == "n/a":
+        return f"{v.delta:+.4f} (1 seed)"
+    if v.label == "equivalent":
+        return f"{v.delta:+.4f} equivalent (±{v.margin:g})"
+    if v.label == "inconclusive":
+        return f"{v.delta:+.4f} inconclusive (Δ ≥ {v.mde:.3f} detectable)" if v.mde is not None and \
+            math.isfinite(v.mde) else f"{v.delta:+.4f} inconclusive"
+    return f"{v.delta:+.4f} {v.label}" + (f" (within ±{v.margin:g})" if v.within_margin else "")
 
 
 def summary_table(df):
-    """The paper-style table: rows = grid points; val loss ± 95% CI, Δ vs baseline (with significance), cost."""
+    """The paper-style table: rows = grid points; val loss ± 95% CI, Δ vs baseline (with its verdict), cost."""
     import pandas as pd
 
     stats = point_stats(df)
@@ -636,7 +688,7 @@ def summary_table(df):
             seeds = f"{s['n_ok']}/{s['n']} ({'; '.join(notes)})"
         rows.append({
             "variant": s["point"], "change": s["change"], "seeds": seeds, "val loss": s["val"].fmt(".4f"),
-            "Δ vs baseline": comp.fmt("+.4f") if comp else "—", "vs": s["baseline"] or "—",
+            "Δ vs baseline": _delta_cell(comp), "vs": s["baseline"] or "—",
             "bpb": s["bpb"], "params": int(s["params"]) if s["params"] is not None else None,
             "tokens/s": s["tokens_per_s"],
             "peak mem (MiB)": s["peak_mem_bytes"] / 2 ** 20 if s["peak_mem_bytes"] is not None else None,
@@ -652,7 +704,8 @@ def summary_table(df):
 @dataclass(frozen=True)
 class Finding:
     """A published finding about one model field: points whose value is ``new`` vs points whose value is ``old``,
-    everything else equal. ``kind``: "better" (new should reach a lower loss) or "same" (no real difference)."""
+    everything else equal. ``kind``: "better" (new reaches a lower loss), "same" (on par within ±LOSS_MARGIN) or
+    "not_worse" (better, or on par)."""
 
     claim: str
     field: str
@@ -660,6 +713,7 @@ class Finding:
     old: Any
     kind: str
     reference: str
+    published: str = ""  # the published numbers
 
 
 def _is_glu(v: Any, row: Any = None) -> bool:
@@ -677,26 +731,26 @@ def _kv(row: Any) -> tuple[Any, Any]:
 FINDINGS: tuple[Finding, ...] = (
     Finding("GLU FFN beats a non-GLU FFN at equal parameters and steps", "activation",
             lambda v, r: _is_glu(v), lambda v, r: isinstance(v, str) and not _is_glu(v), "better",
-            "Shazeer 2020 Table 1: ReLU 1.997, GELU 1.983 → SwiGLU 1.944, GEGLU 1.942; Narang et al. 2021: "
-            "vanilla 1.838 → SwiGLU 1.789, GeGLU 1.792"),
+            "Shazeer 2020 Table 1; Narang et al. 2021",
+            "log-ppl ReLU 1.997, GELU 1.983 → SwiGLU 1.944, GEGLU 1.942 (Δ ≈ −0.05); Narang: 1.838 → 1.789"),
     Finding("RMSNorm ≈ LayerNorm quality (slightly better), at lower cost", "norm",
-            lambda v, r: v == "rmsnorm", lambda v, r: v == "layernorm", "same",
-            "Narang et al. 2021: vanilla 1.838 → RMSNorm 1.821"),
+            lambda v, r: v == "rmsnorm", lambda v, r: v == "layernorm", "not_worse",
+            "Narang et al. 2021", "final loss vanilla 1.838 → RMSNorm 1.821"),
     Finding("pre-norm trains at least as well as post-norm (post-norm is fragile)", "norm_placement",
-            lambda v, r: v == "pre", lambda v, r: v == "post", "better",
-            "Xiong et al. 2020; Nguyen & Salazar 2019 (no loss table in shared/)"),
+            lambda v, r: v == "pre", lambda v, r: v == "post", "not_worse",
+            "Xiong et al. 2020; Nguyen & Salazar 2019", "no loss table in shared/"),
     Finding("RoPE at least matches sinusoidal positions in-distribution", "position",
-            lambda v, r: v == "rope", lambda v, r: v == "sinusoidal", "same",
-            "Su et al. 2021 (RoFormer); ALiBi paper appendix at L=512: sinusoidal 20.05 vs rotary 20.07 ppl"),
+            lambda v, r: v == "rope", lambda v, r: v == "sinusoidal", "not_worse",
+            "Su et al. 2021 (RoFormer); ALiBi paper appendix at L=512", "ppl sinusoidal 20.05 vs rotary 20.07"),
     Finding("GQA ≈ MHA quality with a smaller KV cache", "n_kv_heads",
             lambda v, r: _kv(r)[0] is not None and _kv(r)[0] != _kv(r)[1],
             lambda v, r: _kv(r)[0] is None or _kv(r)[0] == _kv(r)[1], "same",
-            "Ainslie et al. 2023 Table 1: MHA 47.2, GQA-8 47.1"),
+            "Ainslie et al. 2023 Table 1", "MHA 47.2, GQA-8 47.1 (T5-XXL average score)"),
 )
-# Named comparisons that differ in more than one field.
+# Named comparisons that differ in more than one field: (claim, old point, new point, kind, reference, published).
 NAMED_FINDINGS = (
     ("the modern block beats the 2017 block", "original", "modern", "better",
-     "Narang et al. 2021 (the changes that transfer)"),
+     "Narang et al. 2021 (the changes that transfer)", "vanilla 1.838 → RMSNorm 1.821, SwiGLU 1.789"),
 )
 _SIGNATURE_SKIP = ("config.train.seed", "config.train.steps", "config.model.vocab_size")
 
@@ -720,41 +774,22 @@ def _signature(row: Any, field_name: str) -> tuple:
     return tuple(items)
 
 
-def _verdict(comp, kind: str, base: dict, other: dict, base_name: str, other_name: str) -> str:
-    from ablate.stats import NOT_SIGNIFICANT, SIGNIFICANT
+def _claim_verdict(kind: str, base: dict, other: dict) -> tuple[str, str, str]:
+    """(verdict, ours, detail) of a finding on two points' per-seed val losses (paired over common seeds)."""
+    from ablate.claims import INCONCLUSIVE, LOSS_MARGIN, better_claim, parity_claim
 
-    if comp.delta is None:
-        if other["n_diverged"] or base["n_diverged"]:
-            return f"{base_name if base['n_diverged'] else other_name} diverged"
-        return "n/a (no finished runs)"
+    a, b = base["val_by_seed"], other["val_by_seed"]
+    if not a or not b:
+        why = "diverged" if other["n_diverged"] or base["n_diverged"] else "no finished runs"
+        return INCONCLUSIVE, "—", why
     if kind == "better":
-        if comp.delta < 0 and comp.verdict == SIGNIFICANT:
-            verdict = "yes (significant)"
-        elif comp.delta < 0:
-            verdict = "direction only (not significant)" if comp.verdict == NOT_SIGNIFICANT else \
-                "direction only (1 seed)"
-        elif comp.verdict == SIGNIFICANT:
-            verdict = "no (significantly worse)"
-        else:
-            verdict = "no (not significant)" if comp.verdict == NOT_SIGNIFICANT else "no (1 seed)"
-    else:
-        if comp.verdict == SIGNIFICANT:
-            verdict = "better (significant)" if comp.delta < 0 else "no: significantly worse"
-        elif comp.verdict == NOT_SIGNIFICANT:
-            verdict = "yes (no significant difference)"
-        else:
-            verdict = f"Δ {comp.delta:+.4f} (1 seed: no test)"
-    stuck = [n for n, p in ((base_name, base), (other_name, other)) if p["stuck"]]
-    if len(stuck) == 2:
-        return f"uninformative: both ≈ unigram loss {base['unigram']:.3f}"
-    if stuck:
-        verdict += f"; {stuck[0]} ≈ unigram"
-    return verdict
+        return better_claim(b, a, log_scale=False, margin=LOSS_MARGIN)
+    return parity_claim(a, b, log_scale=False, margin=LOSS_MARGIN, not_worse=kind == "not_worse")
 
 
-def finding_pairs(df) -> list[tuple[str, str, str, str, str]]:
-    """(claim, old point, new point, kind, reference) for every pair of points that differ only in a finding's field
-    (model and training settings otherwise equal), plus the named comparisons present."""
+def finding_pairs(df) -> list[tuple[str, str, str, str, str, str]]:
+    """(claim, old point, new point, kind, reference, published) for every pair of points that differ only in a
+    finding's field (model and training settings otherwise equal), plus the named comparisons present."""
     firsts = {}
     for name in df["point"].unique():
         g = df[df["point"] == name]
@@ -769,27 +804,39 @@ def finding_pairs(df) -> list[tuple[str, str, str, str, str]]:
             for new_name, new_row in firsts.items():
                 if new_name != old_name and f.new(new_row.get(f.field), new_row) and \
                         _signature(new_row, f.field) == sig:
-                    out.append((f.claim, old_name, new_name, f.kind, f.reference))
-    for claim, old_name, new_name, kind, ref in NAMED_FINDINGS:
+                    out.append((f.claim, old_name, new_name, f.kind, f.reference, f.published))
+    for claim, old_name, new_name, kind, ref, published in NAMED_FINDINGS:
         if old_name in firsts and new_name in firsts:
-            out.append((claim, old_name, new_name, kind, ref))
+            out.append((claim, old_name, new_name, kind, ref, published))
     return out
 
 
+_TESTS = {"better": "lower val loss (paired 95% CI < 0)", "same": "equivalent within ±{m} nats",
+          "not_worse": "lower, or equivalent within ±{m} nats"}
+
+
 def findings_table(df):
-    """The published findings, checked on every pair of points of this grid that isolates the finding's change."""
+    """The published findings, each checked on every pair of points of this grid that isolates its change, with
+    a verdict (reproduced / not reproduced / inconclusive) from paired 95% intervals over seeds."""
     import pandas as pd
+
+    from ablate.claims import LOSS_MARGIN
 
     by_name = {s["point"]: s for s in point_stats(df)}
     rows = []
-    for claim, base_name, other_name, kind, ref in finding_pairs(df):
+    for claim, base_name, other_name, kind, ref, published in finding_pairs(df):
         base, other = by_name[base_name], by_name[other_name]
-        comp = compare_points(base, other)
-        ci = f" [{comp.lo:+.4f}, {comp.hi:+.4f}]" if comp.lo is not None else ""
-        rows.append({"published finding": claim, "comparison": f"{other_name} vs {base_name}",
-                     "Δ val loss": (comp.fmt("+.4f") + ci) if comp.delta is not None else "—",
-                     "holds here": _verdict(comp, kind, base, other, base_name, other_name), "reference": ref})
-    return pd.DataFrame(rows)
+        verdict, ours, detail = _claim_verdict(kind, base, other)
+        stuck = [n for n, p in ((base_name, base), (other_name, other)) if p["stuck"]]
+        if len(stuck) == 2:
+            verdict, detail = "inconclusive", f"both ≈ unigram loss {base['unigram']:.3f}: nothing learned"
+        elif stuck:
+            detail += f"; {stuck[0]} ≈ unigram"
+        rows.append({"published claim": claim, "published": published, "source": ref,
+                     "comparison": f"{other_name} vs {base_name}", "ours: Δ val loss (95% CI)": ours,
+                     "test": _TESTS[kind].format(m=LOSS_MARGIN), "verdict": verdict, "detail": detail})
+    return pd.DataFrame(rows, columns=["published claim", "published", "source", "comparison",
+                                       "ours: Δ val loss (95% CI)", "test", "verdict", "detail"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -797,7 +844,8 @@ def findings_table(df):
 
 
 def _mean_curve(g, xcol: str, ycol: str):
-    """Mean and std of list-valued curve columns across seeds, on the x values all seeds share."""
+    """Mean and 95% t-interval half-width of list-valued curve columns across seeds, on the x values all seeds
+    share (half-width 0 with one seed)."""
     import numpy as np
 
     series = []
@@ -811,8 +859,13 @@ def _mean_curve(g, xcol: str, ycol: str):
         return None
     arr = np.array([[s[x] if s[x] is not None else np.nan for x in common] for s in series], dtype=float)
     mean = np.nanmean(arr, axis=0)
-    std = np.nanstd(arr, axis=0, ddof=1) if len(series) > 1 else np.zeros_like(mean)
-    return np.array(common), mean, std, len(series)
+    if len(series) > 1:
+        from ablate.stats import t_ppf
+
+        half = t_ppf(0.975, len(series) - 1) * np.nanstd(arr, axis=0, ddof=1) / np.sqrt(len(series))
+    else:
+        half = np.zeros_like(mean)
+    return np.array(common), mean, half, len(series)
 
 
 DESCRIPTIVE = ("baseline", "change", "group", "point_index")
@@ -943,15 +996,16 @@ def report(df, out_dir: Path) -> list[Path]:
             table = table.drop(columns=[c for c in ("peak mem (MiB)", "MFU (%)") if c in table.columns])
         md, tex = write_table(table, folder / "training_table",
                               caption="Final validation loss (nats/token; mean ± 95% t-interval over seeds), Δ vs "
-                                      "the baseline named in 'vs' (sig. = interval excludes 0 and |Δ| > seed std; "
-                                      "n.s. otherwise), bits per byte, parameters, training tokens/s.",
+                                      "the baseline named in 'vs' with its verdict (better / worse / equivalent "
+                                      "within ±0.02 / inconclusive), bits per byte, parameters, training tokens/s.",
                               floatfmt={"bpb": ".4f", "tokens/s": ",.0f", "peak mem (MiB)": ".1f", "MFU (%)": ".1f"})
         written += [md, tex]
         findings = findings_table(g)
         if not findings.empty:
             fmd, ftex = write_table(findings, folder / "training_findings",
-                                    caption="Published findings checked on this grid (Δ = val loss difference, "
-                                            "negative = the change helps; 95% interval in brackets).")
+                                    caption="Published claims checked on this grid (Δ = val loss difference, "
+                                            "negative = the change helps; paired 95% interval in brackets; verdict "
+                                            "from that interval and a ±0.02-nat equivalence margin).")
             written += [fmd, ftex]
 
         names = [s["point"] for s in stats]
@@ -996,7 +1050,7 @@ def report(df, out_dir: Path) -> list[Path]:
                 lo, hi = min(finals), max(finals)
                 span = max(hi - lo, 0.05)
                 axes[0][0].set_ylim(max(0.0, lo - 0.3 * span), min(max(tops) + 0.05, hi + 2.5 * span))
-            fig.suptitle("Validation loss during training (mean over seeds; band ±1 std)", fontsize=10)
+            fig.suptitle("Validation loss during training (mean over seeds; band: 95% CI)", fontsize=10)
             if curves_ok:
                 written += list(savefig(fig, folder / "training_curves"))
             else:
@@ -1047,16 +1101,23 @@ def report(df, out_dir: Path) -> list[Path]:
             index += [f"**Caution:** the baseline(s) {', '.join(f'`{n}`' for n in stuck_base)} learned no context "
                       "(final loss ≈ the unigram loss): a Δ against it says whether the change lets the model train "
                       "at all under this budget, not how much the change improves a model that trains.", ""]
-        index += ["Significance: Δ is *sig.* only when its 95% t-interval (paired over seeds when both ran the same "
-                  "seeds, else Welch) excludes 0 **and** |Δ| exceeds the seed spread (the larger std); otherwise "
-                  "*n.s.*. With one seed no test is made.", ""]
-        if not findings.empty:
-            index += ["## Published findings vs this run", "", to_markdown(findings), ""]
+        from ablate.claims import LOSS_MARGIN
+
+        index += [f"Δ vs baseline: *better* / *worse* when its 95% t-interval (paired over seeds when both ran the "
+                  f"same seeds, else Welch) excludes 0; *equivalent* when the two one-sided tests put it inside "
+                  f"±{LOSS_MARGIN:g} nats (90% interval); otherwise *inconclusive*, with the smallest Δ these seeds "
+                  f"could detect (two-sided 5%, power 80%). With one seed no test is made.", ""]
         if curves_ok:
             index += ["## Loss curves", "", "![validation loss curves](training_curves.png)", ""]
         if pts:
             index += ["## Quality vs cost", "", f"Pareto-optimal (throughput vs loss): {', '.join(front_names)}.", "",
                       "![quality vs cost](training_pareto.png)", ""]
+        if not findings.empty:
+            counts = findings["verdict"].value_counts()
+            tally = ", ".join(f"{int(counts.get(v, 0))} {v}" for v in ("reproduced", "not reproduced",
+                                                                         "inconclusive"))
+            index += ["## Published claims vs this run", "", f"{tally} (of {len(findings)} comparisons).", "",
+                      to_markdown(findings), ""]
         index += ["## Files", "", "`training_table.md` / `.tex`, `training_findings.md` / `.tex`, "
                   "`training_curves.png` / `.svg`, `training_pareto.png` / `.svg`; the rows are in the results JSONL "
                   "(curves as lists in `curve.*`).", ""]
