@@ -1,7 +1,9 @@
 """Environment fingerprint: what machine and software a measurement was taken on.
 
 Every result row carries :func:`env_columns` (the fingerprint with keys prefixed ``env.``) so that a number can
-always be traced to its hardware, driver, library versions and source commit.
+always be traced to its hardware, driver, library versions and source commit -- also on a machine without the
+``.git`` folder (see :func:`provenance`: git checkout, then ``$ABLATE_GIT_COMMIT``/``$ABLATE_GIT_DIRTY``, then the
+build stamp of a wheel).
 
 Every probe is defensive: a missing tool, a broken driver or an odd platform yields ``None`` for that key, never an
 exception. The fingerprint is computed once per process (it shells out to ``git`` and ``nvidia-smi``).
@@ -12,6 +14,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
+import json
 import os
 import platform
 import shutil
@@ -19,9 +22,10 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-__all__ = ["fingerprint", "env_columns", "OPTIONAL_PACKAGES", "ENV_PREFIX"]
+__all__ = ["fingerprint", "env_columns", "OPTIONAL_PACKAGES", "ENV_PREFIX", "provenance", "provenance_env",
+           "GIT_COMMIT_ENV", "GIT_DIRTY_ENV", "STAMP_FILE"]
 
 ENV_PREFIX = "env."
 
@@ -132,30 +136,160 @@ def _driver_version() -> str | None:
         return None
 
 
-def source_root() -> Path | None:
-    """The git checkout holding the ablate sources, or None when ablate is installed from a wheel."""
-    import ablate
+def checkout_root(path: str | Path) -> Path | None:
+    """``path`` (resolved) when it is the top of a git checkout (``git rev-parse --show-toplevel``), else None.
 
-    root = Path(ablate.__file__).resolve().parent.parent
+    A folder inside an enclosing repository (a virtualenv's site-packages, a copy of the tree under someone's
+    home checkout) is not a checkout of its own: None."""
+    root = Path(path).resolve()
     top = _run(["git", "-C", str(root), "rev-parse", "--show-toplevel"])
-    if not top:
-        return None
-    # Must be *this* project's checkout, not an enclosing repository holding a virtualenv's site-packages.
-    if Path(top).resolve() != root:
+    if not top or Path(top).resolve() != root:
         return None
     return root
 
 
-def _git_info() -> dict[str, Any]:
-    root = _safe(source_root)
-    if root is None:
+def source_root() -> Path | None:
+    """The git checkout holding the ablate sources, or None when ablate is installed from a wheel (or runs from a
+    copy of the tree without its ``.git``)."""
+    import ablate
+
+    return checkout_root(Path(ablate.__file__).resolve().parent.parent)
+
+
+def git_info(root: str | Path) -> dict[str, Any]:
+    """``{"git_commit", "git_dirty"}`` of the checkout at ``root`` (None for what git cannot tell).
+
+    Dirty means a change to what could affect a measurement: outputs (results/, reports/, runs/) do not count, or a
+    resumed sweep appending to a committed results file would call itself dirty. Untracked files do not count either.
+    Without a commit (``HEAD`` unresolvable: a fresh ``git init``) dirty means nothing and is None too."""
+    commit = parse_commit(_run(["git", "-C", str(root), "rev-parse", "HEAD"]) or "")
+    if commit is None:
         return {"git_commit": None, "git_dirty": None}
-    commit = _run(["git", "-C", str(root), "rev-parse", "HEAD"])
-    # Dirty means a change to what could affect a measurement: outputs (results/, reports/, runs/) do not count,
-    # or a resumed sweep appending to a committed results file would call itself dirty.
     status = _run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".",
                    ":(exclude)results", ":(exclude)reports", ":(exclude)runs"])
-    return {"git_commit": commit or None, "git_dirty": None if status is None else bool(status)}
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Provenance: the source commit of a row, also where there is no .git
+#
+# Resolution order (the first that yields a commit wins; git_source says which):
+#   "git"    the git checkout ablate runs from (source_root / git_info)
+#   "env"    $ABLATE_GIT_COMMIT (40 or 64 hex digits) and $ABLATE_GIT_DIRTY (true/false/1/0/yes/no), set by a
+#            launcher for a machine that got a copy of the tree without .git: see provenance_env()
+#   "stamp"  ablate/_build_stamp.json, written into a wheel by setup.py's build_py hook when the wheel is built
+#            from a git checkout (or from an sdist made from one)
+#   None     unknown: git_commit and git_dirty are None
+# A malformed $ABLATE_GIT_COMMIT (or stamp) is ignored with a RuntimeWarning, never recorded: a row must not claim a
+# commit nobody can check out. The resolution goes on to the next source. A malformed or missing $ABLATE_GIT_DIRTY
+# next to a valid commit records the commit with git_dirty None (unknown), warning when it was malformed.
+
+GIT_COMMIT_ENV = "ABLATE_GIT_COMMIT"
+GIT_DIRTY_ENV = "ABLATE_GIT_DIRTY"
+STAMP_NAME = "_build_stamp.json"
+# Where the installed package's stamp lies; tests point it elsewhere (monkeypatch.setattr(env, "STAMP_FILE", ...)).
+STAMP_FILE: Path = Path(__file__).resolve().parent / STAMP_NAME
+
+_HEX = frozenset("0123456789abcdef")
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no")
+
+
+def parse_commit(value: Any) -> str | None:
+    """A full commit id (40 hex digits, or 64 for a SHA-256 repository), lower-cased; None for anything else."""
+    if not isinstance(value, str):
+        return None
+    v = value.strip().lower()
+    return v if len(v) in (40, 64) and set(v) <= _HEX else None
+
+
+def parse_dirty(value: Any) -> bool | None:
+    """True/False from a bool or ``true/false/1/0/yes/no`` (any case); None for anything else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in _TRUE:
+            return True
+        if v in _FALSE:
+            return False
+    return None
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _from_env() -> dict[str, Any] | None:
+    raw = os.environ.get(GIT_COMMIT_ENV)
+    if raw is None or not raw.strip():
+        return None
+    commit = parse_commit(raw)
+    if commit is None:
+        _warn(f"ignoring ${GIT_COMMIT_ENV}={raw!r}: not a full commit id (40 hex digits)")
+        return None
+    raw_dirty = os.environ.get(GIT_DIRTY_ENV)
+    dirty = parse_dirty(raw_dirty) if raw_dirty is not None else None
+    if raw_dirty is not None and raw_dirty.strip() and dirty is None:
+        _warn(f"ignoring ${GIT_DIRTY_ENV}={raw_dirty!r} (want true/false/1/0): git_dirty is recorded as unknown")
+    return {"git_commit": commit, "git_dirty": dirty}
+
+
+def read_stamp(path: str | Path) -> dict[str, Any] | None:
+    """``{"git_commit", "git_dirty"}`` from a build stamp, or None when there is none (or it is malformed: warned)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    commit = parse_commit(data.get("git_commit")) if isinstance(data, dict) else None
+    if commit is None:
+        _warn(f"ignoring the build stamp {p}: no valid git_commit in it")
+        return None
+    return {"git_commit": commit, "git_dirty": parse_dirty(data.get("git_dirty"))}
+
+
+def stamp_text(info: Mapping[str, Any]) -> str:
+    """The build stamp's content for ``{"git_commit", "git_dirty"}`` (deterministic JSON)."""
+    return json.dumps({"git_commit": info.get("git_commit"), "git_dirty": info.get("git_dirty")},
+                      sort_keys=True) + "\n"
+
+
+def provenance(root: str | Path | None = None) -> dict[str, Any]:
+    """``{"git_commit", "git_dirty", "git_source"}`` by the resolution order above (not cached).
+
+    ``root``: the checkout to ask git about (default: :func:`source_root`, ablate's own checkout)."""
+    top = checkout_root(root) if root is not None else _safe(source_root)
+    if top is not None:
+        info = _safe(lambda: git_info(top)) or {}
+        if info.get("git_commit"):
+            return {**info, "git_source": "git"}
+    for source, probe in (("env", _from_env), ("stamp", lambda: read_stamp(STAMP_FILE))):
+        info = _safe(probe)
+        if info:
+            return {**info, "git_source": source}
+    return {"git_commit": None, "git_dirty": None, "git_source": None}
+
+
+def provenance_env(root: str | Path | None = None) -> dict[str, str]:
+    """``{"ABLATE_GIT_COMMIT": ..., "ABLATE_GIT_DIRTY": "true"|"false"}`` for this checkout, to pass to a process on
+    a machine that gets a copy of the tree without ``.git`` (a launcher: ``env={**os.environ, **provenance_env()}``).
+
+    Resolved like the rows' own provenance, so a chain of launches passes the commit on. Empty when the commit is
+    unknown; without ``ABLATE_GIT_DIRTY`` when only that is unknown."""
+    info = provenance(root)
+    if not info["git_commit"]:
+        return {}
+    out = {GIT_COMMIT_ENV: info["git_commit"]}
+    if info["git_dirty"] is not None:
+        out[GIT_DIRTY_ENV] = "true" if info["git_dirty"] else "false"
+    return out
 
 
 def _ablate_version() -> str | None:
@@ -177,7 +311,7 @@ def _fingerprint() -> tuple[tuple[str, Any], ...]:
     for key in ("torch", "cuda", "hip", "cudnn", "gpu", "gpu_count"):
         fp.setdefault(key, None)
     fp["driver"] = _safe(_driver_version)
-    fp.update(_safe(_git_info, {}) or {"git_commit": None, "git_dirty": None})
+    fp.update(_safe(provenance, {}) or {"git_commit": None, "git_dirty": None, "git_source": None})
     fp["ablate"] = _safe(_ablate_version)
     for key, (dists, import_name) in OPTIONAL_PACKAGES.items():
         fp[key] = _safe(lambda: _package_version(dists, import_name))
@@ -188,7 +322,7 @@ def fingerprint() -> dict[str, Any]:
     """Flat dict describing this machine and software (computed once per process; a fresh copy each call).
 
     Keys: python, platform, cpu, cpu_count, hostname, torch, cuda, hip, cudnn, gpu, gpu_count, driver, git_commit,
-    git_dirty, ablate, flash_attn, flash_attn_4, xformers, triton, numpy, pandas, command (the command line that
+    git_dirty, git_source (where the commit came from: "git", "env", "stamp" or None; see :func:`provenance`), ablate, flash_attn, flash_attn_4, xformers, triton, numpy, pandas, command (the command line that
     produced the row, as ``ablate ...`` when run through the CLI). Unknown values are None.
     """
     return {**dict(_fingerprint()), "command": _command()}

@@ -5,7 +5,9 @@
   ``<suite>_index.md`` (training writes into ``<device>-<preset>/`` folders with their own ``index.md``).
 * ``DIR/index.md`` links all of them, with the environment fingerprint (``env.*``) of the rows, the inputs (path,
   rows, sha256, run ids, time span), the exact command that regenerates the folder and, when recorded, the commands
-  that produced the data.
+  that produced the data. Its Environment section opens with one provenance line per commit x machine (commit,
+  dirty yes/no/unknown, ``env.git_source``, rows), and a warning under the title counts the rows from a dirty tree,
+  the rows without a recorded commit and the rows that do not say whether their tree was dirty.
 * When the inputs span several commits or machines (several nights, several GPUs), a cross-run view is added:
   ``cross_run_runs`` (one line per commit x machine), ``cross_run_summary`` (geometric-mean ratio of each suite's
   primary metric against the oldest run, over the configurations both measured), one ``cross_run_<suite>_<metric>``
@@ -45,7 +47,7 @@ PRIMARY_METRICS: dict[str, tuple[str, ...]] = {"latency": ("time_ms",), "extrapo
 FOLDER_SUITES = ("training",)
 ENV_ORDER = ("gpu", "gpu_count", "driver", "cuda", "cudnn", "hip", "cpu", "cpu_count", "hostname", "platform",
              "python", "torch", "triton", "flash_attn", "flash_attn_4", "xformers", "numpy", "pandas", "ablate",
-             "git_commit", "git_dirty")
+             "git_commit", "git_dirty", "git_source")
 
 
 @dataclass
@@ -200,6 +202,83 @@ def _cross_run_figure(summary: "pd.DataFrame", stem: Path) -> list[Path]:
 # Index
 
 
+def _dirty_word(v: Any) -> str:
+    """``env.git_dirty`` as ``yes`` / ``no`` / ``unknown`` (bools, or their spellings after a round trip)."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)) and v in (0, 1):
+        return "yes" if v else "no"
+    if isinstance(v, str) and v.strip().lower() in ("true", "1", "yes", "false", "0", "no"):
+        return "yes" if v.strip().lower() in ("true", "1", "yes") else "no"
+    return "unknown"
+
+
+def _counted(values: list[str], order: Sequence[str] = ()) -> str:
+    """``yes`` when all agree, else ``yes (3 rows), no (2 rows)`` (in ``order``, then alphabetically)."""
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    if len(counts) == 1:
+        return next(iter(counts))
+    keys = sorted(counts, key=lambda k: (order.index(k) if k in order else len(order), k))
+    return ", ".join(f"{k} ({counts[k]} row{'s' if counts[k] != 1 else ''})" for k in keys)
+
+
+def _short(commit: str) -> str:
+    return f"`{commit[:10]}`" if commit else "no commit"
+
+
+def _provenance_lines(rows: list[dict[str, Any]], groups: list[dict[str, Any]], labelled: bool) -> list[str]:
+    """One line per run group (commit x machine): commit, dirty yes/no/unknown, where the commit came from, rows."""
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {(g["commit"], g["machine"]): [] for g in groups}
+    for r in rows:
+        by[_group_of(r)].append(r)
+    lines = ["Provenance, one line per commit x machine (dirty: uncommitted changes outside results/, reports/ and "
+             "runs/ when the rows were measured; source: where the commit was read -- the git checkout, "
+             "$ABLATE_GIT_COMMIT or the wheel's build stamp):", ""]
+    for g in groups:
+        rs = by[(g["commit"], g["machine"])]
+        commit = f"`{g['commit'][:10]}`" if g["commit"] else "**none recorded**"
+        # without a commit, a dirty flag compares the tree with nothing (a fresh `git init` of a copied tree)
+        dirty = _counted([_dirty_word(r.get("env.git_dirty")) if g["commit"] else "unknown" for r in rs],
+                         ("yes", "no", "unknown"))
+        if "yes" in dirty:
+            dirty = f"**{dirty}**"
+        source = _counted([_s(r.get("env.git_source")) or "not recorded" for r in rs],
+                          ("git", "env", "stamp", "not recorded"))
+        label = f"{g['label']} · " if labelled else ""
+        lines.append(f"- {label}{g['machine']}: commit {commit}, dirty: {dirty}, source: {source}, "
+                     f"{len(rs)} row{'s' if len(rs) != 1 else ''}")
+    return lines + [""]
+
+
+def _provenance_warnings(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> list[str]:
+    """Warning lines for rows from a dirty tree, rows without a commit and rows with a commit but no dirty flag."""
+    total = len(rows)
+    # a row without a commit counts as "no recorded commit" only: its dirty flag compared the tree with nothing
+    dirty = [r for r in rows if _s(r.get("env.git_commit")) and _dirty_word(r.get("env.git_dirty")) == "yes"]
+    no_commit = [r for r in rows if not _s(r.get("env.git_commit"))]
+    unknown = [r for r in rows if _s(r.get("env.git_commit")) and _dirty_word(r.get("env.git_dirty")) == "unknown"]
+    order = {g["commit"]: i for i, g in reversed(list(enumerate(groups)))}  # oldest run group first
+
+    def commits(rs: list[dict[str, Any]]) -> str:
+        cs = sorted({_s(r.get("env.git_commit")) for r in rs}, key=lambda c: (c == "", order.get(c, 0), c))
+        shown = [_short(c) for c in cs[:6]] + ([f"{len(cs) - 6} more"] if len(cs) > 6 else [])
+        return f"commit{'s' if len(cs) > 1 else ''} {', '.join(shown)}"
+
+    out = []
+    if dirty:
+        out += [f"> **Warning:** {len(dirty)} of {total} rows come from a dirty tree ({commits(dirty)}): they may not "
+                "be reproducible from a commit.", ""]
+    if no_commit:
+        out += [f"> **Warning:** {len(no_commit)} of {total} rows have no recorded commit: they cannot be traced to "
+                "the source that measured them.", ""]
+    if unknown:
+        out += [f"> **Warning:** {len(unknown)} of {total} rows do not record whether their tree was dirty "
+                f"({commits(unknown)}).", ""]
+    return out
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     def esc(s: str) -> str:
         return " ".join(str(s).split()).replace("|", "\\|")
@@ -309,6 +388,7 @@ def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | No
 
     # ---- index.md
     lines = [MARKER, "# ablate report", ""]
+    lines += _provenance_warnings(raw, groups)
     lines += ["Regenerate this folder from the results alone (no re-running):", "", "```",
               command or report_command(inputs, out), "```", ""]
     cmds = list(data_commands) or sorted({_s(r.get(c)) for r in raw for c in ("command", "env.command")} - {""})
@@ -336,6 +416,7 @@ def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | No
                   f"tables (the newest row per measurement is used); the cross-run view uses every row.", ""]
 
     lines += ["## Environment", ""]
+    lines += _provenance_lines(raw, groups, labelled=spans)
     if spans:
         lines += ["Columns are the runs of the cross-run view (commit x machine, oldest first).", ""]
     lines += _env_section(raw, groups if spans else [])

@@ -127,3 +127,72 @@ def test_report_command_is_relative_to_cwd(tmp_path, monkeypatch):
     assert report_command([tmp_path / "results" / "a.jsonl"], tmp_path / "reports" / "a") == \
         "ablate report results/a.jsonl --out reports/a"
     assert report_command(["/elsewhere/x y.jsonl"], "out") == "ablate report '/elsewhere/x y.jsonl' --out out"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Provenance: a line per run group, and a warning near the top for dirty trees and rows without a commit
+
+
+def _index(tmp_path, rows, name="p", out="rep") -> str:
+    write(tmp_path / "r" / f"{name}.jsonl", rows)
+    build_report([Path("r")], Path(out), command="ablate report r --out X")
+    return (tmp_path / out / "index.md").read_text()
+
+
+def test_clean_rows_give_no_warning_and_a_provenance_line(tmp_path, fake_training, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    idx = _index(tmp_path, [row("base", 2.0, env={**ENV, "env.git_source": "git"}), row("alibi", 2.1)])
+    assert "Warning" not in idx
+    assert ("- box1 (NVIDIA H100 80GB HBM3): commit `aaaaaaaaaa`, dirty: no, source: git (1 row), not recorded "
+            "(1 row), 2 rows") in idx
+    assert "| `git_source` | git |" in idx
+    assert idx.index("Provenance") > idx.index("## Environment")
+
+
+def test_dirty_rows_and_rows_without_commit_are_warned_about(tmp_path, fake_training, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dirty = {**ENV, "env.git_commit": "b" * 40, "env.git_dirty": True, "env.git_source": "env"}
+    bare = {**ENV, "env.git_commit": None, "env.git_dirty": None, "env.git_source": None, "env.hostname": "gpu9"}
+    unknown = {**ENV, "env.git_commit": "c" * 40, "env.git_dirty": None, "env.git_source": "env"}
+    idx = _index(tmp_path, [row("base", 2.0, ts="2030-01-01T00:00:00.000000Z"),
+                            row("base", 2.1, env=dirty, ts="2030-01-02T00:00:00.000000Z"),
+                            row("alibi", 2.2, env=dirty, ts="2030-01-02T00:00:01.000000Z"),
+                            row("base", 2.3, env=bare, ts="2030-01-03T00:00:00.000000Z"),
+                            row("base", 2.4, env=unknown, ts="2030-01-04T00:00:00.000000Z")])
+    top = idx[:idx.index("Regenerate this folder")]  # near the top: before anything else
+    assert ("> **Warning:** 2 of 5 rows come from a dirty tree (commit `bbbbbbbbbb`): they may not be reproducible "
+            "from a commit.") in top
+    assert "> **Warning:** 1 of 5 rows have no recorded commit" in top
+    assert "> **Warning:** 1 of 5 rows do not record whether their tree was dirty (commit `cccccccccc`)." in top
+    lines = [ln for ln in idx.splitlines() if ln.startswith("- r")]
+    assert lines == [
+        "- r1 · box1 (NVIDIA H100 80GB HBM3): commit `aaaaaaaaaa`, dirty: no, source: not recorded, 1 row",
+        "- r2 · box1 (NVIDIA H100 80GB HBM3): commit `bbbbbbbbbb`, dirty: **yes**, source: env, 2 rows",
+        "- r3 · gpu9 (NVIDIA H100 80GB HBM3): commit **none recorded**, dirty: unknown, source: not recorded, 1 row",
+        "- r4 · box1 (NVIDIA H100 80GB HBM3): commit `cccccccccc`, dirty: unknown, source: env, 1 row",
+    ]
+
+
+def test_mixed_dirty_rows_of_one_commit(tmp_path, fake_training, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dirty = {**ENV, "env.git_dirty": True}
+    idx = _index(tmp_path, [row("base", 2.0), row("alibi", 2.1, env=dirty), row("rope", 2.2, env=dirty)])
+    assert "2 of 3 rows come from a dirty tree (commit `aaaaaaaaaa`)" in idx
+    assert "commit `aaaaaaaaaa`, dirty: **yes (2 rows), no (1 row)**, source: not recorded, 3 rows" in idx
+    assert "no recorded commit" not in idx
+
+
+def test_provenance_index_is_byte_identical(tmp_path, fake_training, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cases = [("b" * 40, True, "env", "box2"), (None, None, None, "box3"), ("a" * 40, False, "git", "box1"),
+             ("c" * 40, True, "stamp", "box1"), ("b" * 40, False, "git", "box2")]
+    envs = [{**ENV, "env.git_commit": c, "env.git_dirty": d, "env.git_source": s, "env.hostname": h}
+            for c, d, s, h in cases]
+    rows = [row(p, 2.0 + i, env=e, ts=f"2030-01-0{i + 1}T00:00:00.000000Z")
+            for i, (p, e) in enumerate(zip(["base", "alibi", "rope", "base", "alibi"], envs))]
+    first = _index(tmp_path, rows, out="o1")
+    second = _index(tmp_path, [], out="o2")  # same inputs, another output folder
+    assert first == second and texts(tmp_path / "o1") == texts(tmp_path / "o2")
+    assert "2 of 5 rows come from a dirty tree (commits `bbbbbbbbbb`, `cccccccccc`)" in first
+    assert "1 of 5 rows have no recorded commit" in first
+    assert "dirty: **yes (1 row), no (1 row)**, source: git (1 row), env (1 row), 2 rows" in first
