@@ -35,6 +35,7 @@ class ModelConfig:
     train_len: int = 256  # context the model is trained at (reference length for RoPE scaling)
     rope_base: float = 10000.0
     rope_scale: float = 1.0  # RoPE scaling factor s for rope_pi / rope_ntk / rope_yarn (1.0 = plain RoPE)
+    t5_max_distance: int | None = None  # t5_bias log-bucket horizon; None = tied to train_len as T5 ties 128 to 512
     window: int | None = None  # sliding-window size W (keys attended, self included)
     dropout: float = 0.0
     bias: bool = False  # biases in linear layers

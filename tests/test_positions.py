@@ -10,13 +10,14 @@ import cmath
 import math
 import os
 import random
+import dataclasses
 from dataclasses import replace
 
 import pytest
 import torch
 
 from ablate.config import ModelConfig
-from ablate.errors import AblateError, PositionRangeError, UnknownKeyError
+from ablate.errors import AblateError, ConfigError, PositionRangeError, UnknownKeyError
 from ablate.registry import POSITION
 from ablate.variants import positions as P
 
@@ -65,22 +66,25 @@ def rotate_ref(x: torch.Tensor, positions: list[float], freqs: list[float], fact
     return out
 
 
-def yarn_ref(d: int, base: float, s: float, L: int, alpha: float = 1.0, beta: float = 32.0):
-    """Peng et al. 2023: r = L / lambda, lambda = 2 pi / theta; gamma ramps 0 -> 1 linearly in r on [alpha, beta];
-    theta' = (1 - gamma) theta / s + gamma theta; sqrt(1/t) = 0.1 ln s + 1."""
-    out, regions = [], []
-    for th in theta_ref(d, base):
-        r = L / (2 * math.pi / th)
-        if r < alpha:
-            out.append(th / s)
-            regions.append("interp")
-        elif r > beta:
-            out.append(th)
-            regions.append("extrap")
-        else:
-            out.append(th / s + (r - alpha) / (beta - alpha) * (th - th / s))
-            regions.append("ramp")
-    return out, 0.1 * math.log(s) + 1.0, regions
+def yarn_ref(d: int, base: float, s: float, L: int, beta_fast: float = 32.0, beta_slow: float = 1.0):
+    """jquesnelle/yarn ``scaled_rope/LlamaYaRNScaledRotaryEmbedding.py`` ``yarn()``, transcribed in plain Python:
+    correction dims ``d ln(L / (rot 2 pi)) / (2 ln base)`` for beta_fast (floor, >= 0) and beta_slow (ceil,
+    <= d-1); ``mask_i = 1 - clamp((i - low) / (high - low), 0, 1)`` (high += 0.001 when equal);
+    ``inv_i = interp_i (1 - mask_i) + extrap_i mask_i``; mscale ``0.1 ln s + 1`` (1 for s <= 1).
+    Returns (inv_freq list, mscale, (low, high))."""
+    def correction_dim(rot):
+        return (d * math.log(L / (rot * 2 * math.pi))) / (2 * math.log(base))
+
+    low = max(math.floor(correction_dim(beta_fast)), 0)
+    high = min(math.ceil(correction_dim(beta_slow)), d - 1)
+    hi = high + 0.001 if low == high else high
+    out = []
+    for i in range(d // 2):
+        pos_freq = base ** ((2 * i) / d)
+        extrap, interp = 1.0 / pos_freq, 1.0 / (s * pos_freq)
+        mask = 1.0 - min(max((i - low) / (hi - low), 0.0), 1.0)
+        out.append(interp * (1 - mask) + extrap * mask)
+    return out, (1.0 if s <= 1 else 0.1 * math.log(s) + 1.0), (low, high)
 
 
 def build(key: str, **over) -> P.Position:
@@ -238,31 +242,188 @@ def test_pi_is_rope_at_positions_over_s(gen):
                                    rtol=1e-10, atol=1e-10)
 
 
-def test_yarn_ramp_and_temperature(gen):
+# Numbers printed by the reference implementations (float32), hard-coded so that any change of formula fails.
+# YaRN: jquesnelle/yarn scaled_rope/LlamaYaRNScaledRotaryEmbedding.py (commit a18e549), run as
+# LlamaYaRNScaledRotaryEmbedding(d, base=base, scale=s, original_max_position_embeddings=L): (low, high) from its
+# find_correction_range(32, 1, d, base, L), .mscale, and .inv_freq[i]. transformers 5.24.0's
+# _compute_yarn_parameters gives the same numbers.
+# (head_dim, base, scale, original length, low, high, attention factor, {i: inv_freq[i]})
+YARN_TABLE = [
+    (32, 1e4, 16, 64, 0, 5, 1.2772588722239782,
+     {0: 1.00000000e+00, 1: 4.56902325e-01, 2: 1.97642356e-01, 4: 2.50000004e-02, 15: 1.11142463e-05}),
+    (64, 1e4, 4, 2048, 8, 21, 1.138629436111989,
+     {0: 1.00000000e+00, 8: 1.00000001e-01, 9: 7.06631020e-02, 14: 1.16272122e-02, 20: 9.73008573e-04,
+      31: 3.33380376e-05}),
+    (128, 1e4, 16, 4096, 20, 46, 1.2772588722239782,
+     {0: 1.00000000e+00, 20: 5.62341288e-02, 21: 4.69408594e-02, 33: 4.60043550e-03, 45: 1.51771645e-04,
+      63: 7.21738706e-06}),
+    (128, 5e5, 4, 4096, 14, 32, 1.138629436111989,
+     {0: 1.00000000e+00, 14: 5.66696189e-02, 15: 4.42405455e-02, 23: 5.59516205e-03, 31: 5.06346987e-04,
+      63: 6.13785176e-07}),
+    (64, 5e5, 2, 64, 0, 6, 1.0693147180559945,
+     {0: 1.00000000e+00, 1: 6.08301163e-01, 3: 2.19170868e-01, 5: 7.50676394e-02, 31: 1.50692904e-06}),
+    (32, 5e5, 4, 2048, 2, 8, 1.138629436111989,
+     {0: 1.00000000e+00, 2: 1.93922758e-01, 3: 7.47224614e-02, 5: 1.03502758e-02, 7: 1.20429229e-03,
+      15: 1.13541762e-06}),
+    (128, 1e4, 2, 64, 0, 17, 1.0693147180559945,
+     {0: 1.00000000e+00, 1: 8.40494812e-01, 8: 2.41821229e-01, 16: 5.29411770e-02, 63: 5.77390965e-05}),
+    (32, 1e4, 2, 4096, 5, 12, 1.0693147180559945,
+     {0: 1.00000000e+00, 5: 5.62341288e-02, 6: 2.93640085e-02, 8: 7.85714202e-03, 11: 1.01615966e-03,
+      15: 8.89139701e-05}),
+    (64, 1e4, 16, 4096, 10, 23, 1.2772588722239782,
+     {0: 1.00000000e+00, 10: 5.62341288e-02, 11: 3.91285680e-02, 16: 5.67307696e-03, 22: 2.39383779e-04,
+      31: 8.33450940e-06}),
+    (128, 5e5, 16, 2048, 11, 29, 1.2772588722239782,
+     {0: 1.00000000e+00, 11: 1.04830950e-01, 12: 8.09493363e-02, 20: 8.79773404e-03, 28: 3.67978297e-04,
+      63: 1.53446294e-07}),
+]
+# PI: transformers 5.24.0 ROPE_INIT_FUNCTIONS["linear"] (factor s). NTK-aware: jquesnelle/yarn
+# scaled_rope/LlamaNTKScaledRotaryEmbedding.py (alpha = s). (head_dim, base, s, L, attention factor, {i: inv_freq})
+PI_TABLE = [
+    (32, 1e4, 16, 64, 1.0, {1: 3.51463333e-02, 4: 6.25000009e-03, 8: 6.24999986e-04, 15: 1.11142463e-05}),
+    (64, 5e5, 4, 2048, 1.0, {1: 1.65900320e-01, 8: 9.40150768e-03, 16: 3.53553361e-04, 31: 7.53464519e-07}),
+    (128, 1e4, 2, 4096, 1.0, {1: 4.32982177e-01, 16: 5.00000007e-02, 32: 4.99999989e-03, 63: 5.77390965e-05}),
+    (128, 5e5, 16, 2048, 1.0, {1: 5.09135760e-02, 16: 2.35037692e-03, 32: 8.83883404e-05, 63: 1.53446294e-07}),
+]
+NTK_TABLE = [
+    (32, 1e4, 16, 64, 1.0, {1: 4.67439413e-01, 4: 4.77420799e-02, 8: 2.27930630e-03, 15: 1.11142463e-05}),
+    (64, 5e5, 4, 2048, 1.0, {1: 6.34579301e-01, 8: 2.62958482e-02, 16: 6.91471621e-04, 31: 7.53464519e-07}),
+    (128, 1e4, 2, 4096, 1.0, {1: 8.56488883e-01, 16: 8.38586614e-02, 32: 7.03227567e-03, 63: 5.77390965e-05}),
+    (128, 5e5, 16, 2048, 1.0, {1: 7.79543877e-01, 16: 1.85972713e-02, 32: 3.45858542e-04, 63: 1.53446294e-07}),
+]
+# Dynamic NTK: transformers 5.24.0 ROPE_INIT_FUNCTIONS["dynamic"] with factor 1, max_position_embeddings = L, at
+# seq_len n. (head_dim, base, L, n, attention factor, {i: inv_freq})
+DYNAMIC_TABLE = [
+    (32, 1e4, 64, 100, 1.0, {1: 5.45856714e-01, 4: 8.87799039e-02, 8: 7.88187142e-03, 15: 1.13809881e-04}),
+    (64, 5e5, 2048, 3000, 1.0, {1: 6.55479491e-01, 8: 3.40778865e-02, 16: 1.16130232e-03, 31: 2.05746073e-06}),
+    (128, 1e4, 4096, 12288, 1.0, {1: 8.50994289e-01, 16: 7.56530315e-02, 32: 5.72338188e-03, 63: 3.84927334e-05}),
+    (128, 5e5, 2048, 2048, 1.0, {1: 8.14617217e-01, 16: 3.76060307e-02, 32: 1.41421345e-03, 63: 2.45514070e-06}),
+]
+# The references compute in float32 (we in float64): their inv_freq is within a few float32 ulps, amplified by
+# at most s in YaRN's ramp mix; 5e-6 relative covers it (observed max: see test_rope_init_matches_transformers).
+F32_RTOL = 5e-6
+
+
+def _assert_table_row(inv, factor, want_factor, want):
+    assert factor == pytest.approx(want_factor, rel=1e-12, abs=0)
+    for i, v in want.items():
+        assert inv[i].item() == pytest.approx(v, rel=F32_RTOL, abs=0), (i, inv[i].item(), v)
+
+
+def test_yarn_table_from_reference_code():
+    desc = POSITION["rope_yarn"].description  # what `ablate list` prints
+    assert "reference code" in desc and "beta_fast=32" in desc and "beta_slow=1" in desc and "0.1 ln s + 1" in desc
+    assert {r[0] for r in YARN_TABLE} == {32, 64, 128} and {r[1] for r in YARN_TABLE} == {1e4, 5e5}
+    assert {r[2] for r in YARN_TABLE} == {2, 4, 16} and {r[3] for r in YARN_TABLE} == {64, 2048, 4096}
+    for d, base, s, L, low, high, factor, want in YARN_TABLE:
+        assert P.yarn_correction_range(d, base, L) == (low, high), (d, base, L)
+        inv, f = P.ROPE_INIT_FUNCTIONS["yarn"](d, base, float(s), L, None)
+        _assert_table_row(inv, f, factor, want)
+        # the module uses the same numbers, with train_len as the original length
+        m = P.build_position("rope_yarn", ModelConfig(d_model=4 * d, n_heads=4, train_len=L, rope_base=base,
+                                                      rope_scale=float(s)))
+        got, f2 = m.inv_freq()
+        assert torch.equal(got, inv) and f2 == f
+
+
+def test_pi_ntk_dynamic_tables_from_reference_code():
+    for d, base, s, L, factor, want in PI_TABLE:
+        _assert_table_row(*P.ROPE_INIT_FUNCTIONS["pi"](d, base, float(s), L, None), factor, want)
+    for d, base, s, L, factor, want in NTK_TABLE:
+        _assert_table_row(*P.ROPE_INIT_FUNCTIONS["ntk"](d, base, float(s), L, None), factor, want)
+    for d, base, L, n, factor, want in DYNAMIC_TABLE:
+        _assert_table_row(*P.ROPE_INIT_FUNCTIONS["dynamic_ntk"](d, base, 1.0, L, n), factor, want)
+        # transformers' base * ((factor * n / L) - (factor - 1))^(d/(d-2)) with factor 1, n clamped at L
+        new_base = base * (max(n, L) / L) ** (d / (d - 2))
+        inv, _ = P.ROPE_INIT_FUNCTIONS["dynamic_ntk"](d, base, 1.0, L, n)
+        torch.testing.assert_close(inv, torch.tensor(theta_ref(d, new_base), dtype=F64), rtol=1e-12, atol=0)
+
+
+def test_yarn_matches_reference_transcription_on_random_configs(gen):
+    """Random (head_dim, base, s, L), plus the clamp corners: low == high == 0 (L = 4), high < 0 (L = 1: nothing
+    interpolated in the reference), high clamped at d - 1 (base 10)."""
+    r = random.Random(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    cases = [(8, 10.0, 2.0, 4096), (32, 1e4, 4.0, 4), (128, 1e4, 4.0, 1), (64, 1e4, 0.5, 2048)]
+    for _ in range(40):
+        cases.append((2 * r.randint(2, 128), 10 ** r.uniform(2, 6.5), 2 ** r.uniform(0.1, 6),
+                      int(2 ** r.uniform(3, 16))))
+    assert [P.yarn_correction_range(d, b, L) for d, b, _, L in cases[:3]] == [(5, 7), (0, 0), (0, -12)]
+    for d, base, s, L in cases:
+        want, want_factor, (low, high) = yarn_ref(d, base, s, L)
+        assert P.yarn_correction_range(d, base, L) == (low, high), (d, base, L)
+        inv, factor = P.ROPE_INIT_FUNCTIONS["yarn"](d, base, s, L, None)
+        torch.testing.assert_close(inv, torch.tensor(want, dtype=F64), rtol=1e-12, atol=0)
+        assert factor == pytest.approx(want_factor, rel=1e-15)
+        # the ramp is linear in the dimension index between low and high (not in L / wavelength)
+        th = torch.tensor(theta_ref(d, base), dtype=F64)
+        if s != 1 and low < high and low <= d // 2 - 1:
+            ramp = (th - inv) / (th - th / s)  # 0: theta_i kept, 1: theta_i / s
+            top = min(high, d // 2 - 1)
+            idx = torch.arange(low, top + 1, dtype=F64)
+            torch.testing.assert_close(ramp[low:top + 1], (idx - low) / (high - low), rtol=1e-9, atol=1e-9)
+            torch.testing.assert_close(ramp[top:], torch.full_like(ramp[top:], min(1.0, (top - low) / (high - low))),
+                                       rtol=1e-9, atol=1e-9)
+            plain, _ = P.ROPE_INIT_FUNCTIONS["default"](d, base, 1.0, L, None)
+            assert torch.equal(inv[:low + 1], plain[:low + 1])  # dims i <= low keep plain RoPE's theta_i exactly
+
+
+def test_yarn_temperature_through_rotation(gen):
     d, base, L = CFG.head_dim, CFG.rope_base, CFG.train_len
     for s in (2.0, 4.0, 16.0):
         m = build("rope_yarn", rope_scale=s)
-        inv, factor = m.inv_freq()
-        want, want_factor, regions = yarn_ref(d, base, s, L)
-        assert {"interp", "ramp", "extrap"} <= set(regions)  # the config exercises all three parts
-        torch.testing.assert_close(inv, torch.tensor(want, dtype=F64), rtol=1e-12, atol=0)
-        th = theta_ref(d, base)
-        for i, reg in enumerate(regions):
-            if reg == "extrap":
-                assert inv[i].item() == pytest.approx(th[i], rel=1e-12)
-            elif reg == "interp":
-                assert inv[i].item() == pytest.approx(th[i] / s, rel=1e-12)
-            else:
-                assert th[i] / s < inv[i].item() < th[i]
-        assert factor == pytest.approx(want_factor, rel=1e-12)
-        # temperature through the rotation: both q and k scaled, so logits scale by (0.1 ln s + 1)^2
+        want, want_factor, _ = yarn_ref(d, base, s, L)
+        # both q and k are scaled, so logits scale by (0.1 ln s + 1)^2
         q, k = randn(gen, d), randn(gen, d)
-        pos = 77
-        got = torch.dot(_rot_at(m, q, pos, 1024), _rot_at(m, k, pos, 1024)).item()
+        got = torch.dot(_rot_at(m, q, 77, 1024), _rot_at(m, k, 77, 1024)).item()
         assert got == pytest.approx((0.1 * math.log(s) + 1) ** 2 * torch.dot(q, k).item(), rel=1e-9, abs=1e-9)
         x = randn(gen, 1, 1, 3, d)
         torch.testing.assert_close(m.rotate(x, 5, 8), rotate_ref(x, [5, 6, 7], want, want_factor),
                                    rtol=1e-10, atol=1e-10)
+
+
+def _hf_config(LlamaConfig, d, base, L, rope_scaling):
+    """A minimal config every transformers >= 4.45 reads the same way: head_dim = hidden_size / heads, and
+    max_position_embeddings = L doubles as YaRN's original length (no original_max_position_embeddings key,
+    which some versions turn into factor = max_position_embeddings / original)."""
+    return LlamaConfig(hidden_size=4 * d, num_attention_heads=4, num_key_value_heads=4,
+                       max_position_embeddings=L, rope_theta=base, rope_scaling=rope_scaling)
+
+
+def test_rope_init_matches_transformers():
+    """Ours against transformers' own rope init functions ("yarn", "linear", "dynamic") on the full grid."""
+    transformers = pytest.importorskip("transformers", minversion="4.45",
+                                       reason="transformers not installed (pip install 'ablate[refs]')")
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS as HF
+
+    worst = {"yarn": 0.0, "linear": 0.0, "dynamic": 0.0}
+
+    def check(kind, got, want):
+        got_inv, got_f = got
+        want_inv, want_f = want
+        want_inv = want_inv.to(F64)
+        assert got_f == pytest.approx(float(want_f), rel=1e-12), kind
+        dev = ((got_inv - want_inv).abs() / want_inv.abs()).max().item()
+        worst[kind] = max(worst[kind], dev)
+        torch.testing.assert_close(got_inv, want_inv, rtol=F32_RTOL, atol=0)
+
+    for d in (32, 64, 128):
+        for base in (1e4, 5e5):
+            for s in (2.0, 4.0, 16.0):
+                for L in (64, 2048, 4096):
+                    check("yarn", P.ROPE_INIT_FUNCTIONS["yarn"](d, base, s, L, None),
+                          HF["yarn"](_hf_config(LlamaConfig, d, base, L, {"rope_type": "yarn", "factor": s}), None))
+                    check("linear", P.ROPE_INIT_FUNCTIONS["pi"](d, base, s, L, None),
+                          HF["linear"](_hf_config(LlamaConfig, d, base, L, {"rope_type": "linear", "factor": s}),
+                                       None))
+                    dyn = _hf_config(LlamaConfig, d, base, L, {"rope_type": "dynamic", "factor": 1.0})
+                    n = int(s * L)
+                    want = HF["dynamic"](dyn, None, seq_len=n)
+                    check("dynamic", P.ROPE_INIT_FUNCTIONS["dynamic_ntk"](d, base, 1.0, L, n), want)
+                    check("dynamic", P.ROPE_INIT_FUNCTIONS["ntk"](d, base, s, L, None), want)  # static NTK at n/L
+                    check("dynamic", P.ROPE_INIT_FUNCTIONS["dynamic_ntk"](d, base, 1.0, L, L // 2),
+                          HF["dynamic"](dyn, None, seq_len=L // 2))
+    print(f"transformers {transformers.__version__}: max relative deviation {worst}")
 
 
 def test_dynamic_ntk_beyond_train_len_is_ntk_at_length_ratio(gen):
@@ -452,6 +613,7 @@ def test_t5_dense_alignment_and_grad(causal):
     cfg = ModelConfig(d_model=64, n_heads=4, causal=causal, init_std=1.0)
     m = P.build_position("t5_bias", cfg).to(F64)
     assert m.bidirectional == (not causal)
+    assert m.max_distance == 64  # tied to train_len 256 (auto rule); Tk = 140 reaches past it
     sb = m.score_bias()
     assert sb.kind == "t5" and sb.alibi_slopes is None
     Tq, Tk = 3, 140
@@ -463,7 +625,7 @@ def test_t5_dense_alignment_and_grad(causal):
     for i in range(Tq):
         p = Tk - Tq + i
         for j in range(Tk):
-            want[:, i, j] = W[t5_bucket_ref(j - p, not causal), :]
+            want[:, i, j] = W[t5_bucket_ref(j - p, not causal, 32, 64), :]
     torch.testing.assert_close(bias, want.detach(), rtol=0, atol=0)
     bias.sum().backward()
     assert W.grad is not None and W.grad.abs().sum() > 0
@@ -473,3 +635,143 @@ def test_t5_dense_alignment_and_grad(causal):
 def test_t5_shared_single_table():
     m = P.build_position("t5_bias", CFG)
     assert [n for n, _ in m.named_parameters()] == ["relative_attention_bias.weight"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# T5 max_distance tied to train_len
+
+
+def _t5_buckets_ref(max_dist: int, bidirectional: bool, max_distance: int) -> set[int]:
+    """Buckets of every key-query offset with |offset| <= max_dist (past and, if bidirectional, future keys)."""
+    rels = range(-max_dist, max_dist + 1) if bidirectional else range(-max_dist, 1)
+    return {t5_bucket_ref(r, bidirectional, 32, max_distance) for r in rels}
+
+
+@pytest.mark.parametrize("train_len,causal,want", [(512, False, 128), (64, True, 32), (64, False, 16),
+                                                   (16, True, 32), (256, True, 64), (1024, True, 256),
+                                                   (2048, False, 512)])
+def test_t5_max_distance_auto_rule(train_len, causal, want):
+    """None: max(train_len // 4, 2 * max_exact), max_exact = (32 if causal else 16) // 2."""
+    cfg = ModelConfig(d_model=64, n_heads=4, train_len=train_len, causal=causal)
+    assert cfg.t5_max_distance is None
+    assert P.t5_max_distance(cfg) == want == max(train_len // 4, 2 * ((32 if causal else 16) // 2))
+    assert P.build_position("t5_bias", cfg).max_distance == want
+
+
+def test_t5_max_distance_explicit_and_refused():
+    cfg = ModelConfig(d_model=64, n_heads=4, train_len=64, causal=True)
+    assert P.t5_max_distance(replace(cfg, t5_max_distance=128)) == 128
+    assert P.build_position("t5_bias", replace(cfg, t5_max_distance=17)).max_distance == 17
+    assert P.build_position("t5_bias", replace(cfg, causal=False, t5_max_distance=9)).max_distance == 9
+    for causal, bad, exact in ((True, 16, 16), (True, 0, 16), (False, 8, 8), (False, -3, 8)):
+        with pytest.raises(ConfigError) as ei:
+            P.build_position("t5_bias", replace(cfg, causal=causal, t5_max_distance=bad))
+        msg = str(ei.value)
+        assert "\n" not in msg and f"t5_max_distance must be an integer > {exact}" in msg and f"got {bad}" in msg
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_t5_auto_rule_leaves_no_untrained_bucket(causal):
+    """At train_len 64 every bucket reachable at any distance is reached by some distance < train_len."""
+    cfg = ModelConfig(d_model=64, n_heads=4, train_len=64, causal=causal)
+    m = P.build_position("t5_bias", cfg)
+    trained = _t5_buckets_ref(63, not causal, m.max_distance)
+    assert _t5_buckets_ref(5000, not causal, m.max_distance) == trained
+    # never used at any distance: causal bucket 20 (log steps finer than 1 token near max_exact = 16: distance 19
+    # -> 19, 20 -> 21); bidirectional bucket 16 (a future key at distance 0 does not exist; as in T5 itself)
+    assert trained == set(range(32)) - ({20} if causal else {16})
+    # the module's own buckets over a long window only use those
+    assert set(m.buckets(1, 3000).unique().tolist()) <= trained
+
+
+def test_t5_explicit_128_at_train_len_64_leaves_untrained_buckets():
+    cfg = ModelConfig(d_model=64, n_heads=4, train_len=64, causal=True, t5_max_distance=128)
+    m = P.build_position("t5_bias", cfg)
+    assert m.max_distance == 128
+    trained = _t5_buckets_ref(63, False, 128)
+    untrained = _t5_buckets_ref(5000, False, 128) - trained
+    assert untrained == {27, 28, 29, 30, 31}
+    assert set(m.buckets(1, 1024).unique().tolist()) & untrained == untrained  # used at eval length 1024
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Caveats
+
+
+TINY = ModelConfig(d_model=128, n_heads=4, train_len=64, max_len=4096)  # head_dim 32, the `tiny` preset's shape
+
+
+def _codes(key, cfg, lens, incremental=False):
+    out = P.position_caveats(key, cfg, lens, incremental)
+    for c in out:
+        assert isinstance(c, P.Caveat) and c.message and "\n" not in c.message
+    return [c.code for c in out]
+
+
+def test_caveats_default_empty_and_unknown_key():
+    for key in ("none", "sinusoidal", "rope", "rope_pi", "rope_ntk", "alibi"):
+        assert P.position_caveats(key, TINY, [64, 1024, 100000]) == [], key
+    with pytest.raises(UnknownKeyError):
+        P.position_caveats("nope", TINY, [64])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        P.Caveat("a", "b").code = "c"
+
+
+def test_caveat_t5_untrained_buckets():
+    cfg = replace(TINY, t5_max_distance=128)
+    (c,) = P.position_caveats("t5_bias", cfg, [64, 128, 1024])
+    # independent count: causal buckets used at 1024 but not at distances < 64 -> 27..31, bucket 27 from distance 67
+    untrained = _t5_buckets_ref(1023, False, 128) - _t5_buckets_ref(63, False, 128)
+    first = min(d for d in range(1024) if t5_bucket_ref(-d, False, 32, 128) in untrained)
+    assert (untrained, first) == (set(range(27, 32)), 67)
+    assert c.code == "t5_untrained_buckets"
+    assert c.message == ("t5_bias (32 causal buckets, max_distance 128): buckets 27-31 (distances >= 67) are used "
+                         "from eval length 128 but never reached at train_len 64 (distances <= 63); their bias stays "
+                         "at its initialisation")
+    # bidirectional: both halves
+    (c,) = P.position_caveats("t5_bias", replace(cfg, causal=False), [256])
+    untrained = _t5_buckets_ref(255, True, 128) - _t5_buckets_ref(63, True, 128)
+    assert untrained == {14, 15, 30, 31} and "buckets 14-15, 30-31 (distances >= 64)" in c.message
+    # not flagged: eval within the trained distances, the auto rule, or a window capping distances in both
+    assert _codes("t5_bias", cfg, [16, 64]) == []
+    assert _codes("t5_bias", TINY, [64, 128, 1024, 16384]) == []
+    assert _codes("t5_bias", replace(TINY, causal=False), [64, 16384]) == []
+    assert _codes("t5_bias", replace(cfg, window=32), [1024]) == []
+    assert _codes("t5_bias", replace(cfg, window=100), [1024]) == ["t5_untrained_buckets"]
+
+
+def test_caveat_yarn_mostly_interpolated():
+    (c,) = P.position_caveats("rope_yarn", TINY, [64, 256, 1024])
+    assert c.code == "yarn_mostly_interpolated"
+    assert c.message == ("rope_yarn at scale 16 from original length 64 (head_dim 32, base 10000): only 1 of 16 "
+                         "frequencies keeps its RoPE value (beta_fast=32 rotations need wavelengths <= 2.0 tokens); "
+                         "it acts like position interpolation plus a temperature")
+    # the count, from the reference transcription: frequencies left exactly at theta_i
+    for d, L, kept in ((32, 64, 1), (128, 4096, 21), (64, 256, 1), (64, 1024, 6), (64, 2048, 9)):
+        want, _, _ = yarn_ref(d, 1e4, 16.0, L)
+        assert sum(abs(w - t) <= 1e-12 * t for w, t in zip(want, theta_ref(d, 1e4))) == kept, (d, L)
+    # an explicit rope_scale flags even within train_len; its value is the one named
+    (c,) = P.position_caveats("rope_yarn", replace(TINY, rope_scale=4.0), [64])
+    assert "at scale 4 from original length 64" in c.message
+    # head_dim 64: at original length 1024, 6 of 32 kept (< 8) is flagged; at 2048, 9 of 32 is not
+    (c,) = P.position_caveats("rope_yarn", ModelConfig(d_model=256, n_heads=4, train_len=1024), [4096])
+    assert "only 6 of 32 frequencies keep their RoPE value" in c.message and "<= 32.0 tokens" in c.message
+    assert _codes("rope_yarn", ModelConfig(d_model=256, n_heads=4, train_len=2048), [4096]) == []
+    # Llama-2 shape: head_dim 128, base 1e4, original length 4096 keeps 21 of 64 -> not flagged
+    assert _codes("rope_yarn", ModelConfig(d_model=4096, n_heads=32, train_len=4096), [8192, 65536]) == []
+    # no scaling at all: plain RoPE, nothing to say
+    assert _codes("rope_yarn", TINY, [16, 64]) == []
+
+
+def test_caveat_dynamic_equals_static():
+    (c,) = P.position_caveats("rope_dynamic_ntk", TINY, [64, 128, 1024])
+    assert c.code == "dynamic_equals_static" and "128, 1024" in c.message and "2, 16" in c.message
+    assert _codes("rope_dynamic_ntk", TINY, [64, 128, 1024], incremental=True) == []
+    assert _codes("rope_dynamic_ntk", TINY, [32, 64]) == []
+
+
+def test_caveat_learned_table_short():
+    (c,) = P.position_caveats("learned", replace(TINY, max_len=512), [64, 256, 1024])
+    assert c.code == "learned_table_short" and "max_len=512" in c.message and "1024" in c.message
+    assert _codes("learned", replace(TINY, max_len=1024), [64, 1024]) == []
+

@@ -29,7 +29,9 @@ from ablate.registry import POSITION
 __all__ = [
     "ScoreBias", "Position", "NoPE", "Sinusoidal", "Learned", "Rotary", "RoPE", "RoPEPI", "RoPENTK",
     "RoPEDynamicNTK", "RoPEYaRN", "ALiBi", "T5Bias", "ROPE_INIT_FUNCTIONS", "build_position", "alibi_slopes",
-    "t5_relative_position_bucket", "sinusoidal_table", "rotate_half", "apply_rotary",
+    "t5_relative_position_bucket", "sinusoidal_table", "rotate_half", "apply_rotary", "Caveat", "position_caveats",
+    "t5_max_distance", "t5_max_exact", "YARN_BETA_FAST", "YARN_BETA_SLOW", "yarn_attention_factor",
+    "yarn_find_correction_dim", "yarn_correction_range",
 ]
 
 
@@ -49,6 +51,14 @@ class ScoreBias:
     dense: Callable[[int, int, torch.device, torch.dtype], Tensor]
     alibi_slopes: Tensor | None = None
     kind: str = "dense"
+
+
+@dataclass(frozen=True)
+class Caveat:
+    """Why a configuration makes a position variant degenerate or untrained; ``message`` is one line."""
+
+    code: str
+    message: str
 
 
 def _query_key_positions(Tq: int, Tk: int, device) -> tuple[Tensor, Tensor]:
@@ -80,6 +90,12 @@ class Position(nn.Module):
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:  # so that `module(x)` means embed
         return self.embed(x, offset)
+
+    @classmethod
+    def caveats(cls, cfg: ModelConfig, eval_lens: list[int], incremental: bool = False) -> list[Caveat]:
+        """What makes this variant degenerate or untrained when a model trained with ``cfg`` is evaluated on
+        ``eval_lens`` (``incremental``: token by token with a KV cache rather than full windows)."""
+        return []
 
 
 def _check_offset(offset: int) -> int:
@@ -169,6 +185,15 @@ class Learned(Position):
             raise PositionRangeError(f"no positions past max_len={self.max_len} (asked for {end})")
         return x + self.weight[offset:end].to(x.dtype)
 
+    @classmethod
+    def caveats(cls, cfg: ModelConfig, eval_lens: list[int], incremental: bool = False) -> list[Caveat]:
+        longest = max((int(n) for n in eval_lens), default=0)
+        if longest <= cfg.max_len:
+            return []
+        return [Caveat("learned_table_short", f"learned position table has max_len={cfg.max_len} rows; eval length "
+                                              f"{longest} needs positions up to {longest - 1}, and those >= "
+                                              f"{cfg.max_len} raise PositionRangeError")]
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Rotary family (Su et al. 2021 and its context-extension scalings)
@@ -208,29 +233,48 @@ def _rope_dynamic_ntk(head_dim, base, scale, train_len, seq_len):
     return _default_inv_freq(head_dim, _ntk_base(base, s_eff, head_dim)), 1.0
 
 
-YARN_ALPHA = 1.0
-YARN_BETA = 32.0
+YARN_BETA_FAST = 32.0  # rotations over the original context above which a dimension keeps its RoPE frequency
+YARN_BETA_SLOW = 1.0  # rotations below which a dimension is fully interpolated (frequency / s)
 
 
 def yarn_attention_factor(scale: float) -> float:
-    """sqrt(1/t) = 0.1 ln(s) + 1 (Peng et al. 2023, eq. 22); 1 for s <= 1."""
+    """mscale = 0.1 ln(s) + 1 for s > 1, else 1 (YaRN ``get_mscale``); multiplies cos and sin."""
     return 1.0 if scale <= 1.0 else 0.1 * math.log(scale) + 1.0
 
 
-def _rope_yarn(head_dim, base, scale, train_len, seq_len, alpha=YARN_ALPHA, beta=YARN_BETA):
-    """YaRN (Peng et al. 2023): "NTK-by-parts" frequencies plus an attention temperature.
+def yarn_find_correction_dim(num_rotations: float, head_dim: int, base: float, original_len: int) -> float:
+    """The (fractional) dimension index whose frequency turns ``num_rotations`` times over ``original_len`` tokens:
+    ``d * ln(L / (num_rotations * 2 pi)) / (2 ln base)``."""
+    return head_dim * math.log(original_len / (num_rotations * 2 * math.pi)) / (2 * math.log(base))
 
-    For each frequency theta_d with wavelength lambda_d = 2*pi/theta_d, r = train_len / lambda_d and
-    gamma(r) = clamp((r - alpha) / (beta - alpha), 0, 1); theta'_d = (1 - gamma) * theta_d / s + gamma * theta_d.
-    (The paper's ramp is linear in r; transformers rounds the ramp ends to whole dims and ramps linearly in d.)
+
+def yarn_correction_range(head_dim: int, base: float, original_len: int, beta_fast: float = YARN_BETA_FAST,
+                          beta_slow: float = YARN_BETA_SLOW) -> tuple[int, int]:
+    """``(low, high)``: floor of the beta_fast dim clamped at 0, ceil of the beta_slow dim clamped at head_dim - 1."""
+    low = math.floor(yarn_find_correction_dim(beta_fast, head_dim, base, original_len))
+    high = math.ceil(yarn_find_correction_dim(beta_slow, head_dim, base, original_len))
+    return max(low, 0), min(high, head_dim - 1)
+
+
+def _rope_yarn(head_dim, base, scale, train_len, seq_len):
+    """YaRN as in its reference code: jquesnelle/yarn ``scaled_rope/LlamaYaRNScaledRotaryEmbedding.py``
+    (``yarn()``), which transformers' ``_compute_yarn_parameters`` (rope_type "yarn") follows.
+
+    ``(low, high) = yarn_correction_range(d, base, L)`` with L = train_len (original_max_position_embeddings);
+    ``ramp(i) = clamp((i - low) / (high - low), 0, 1)`` for i = 0..d/2-1 (high += 0.001 if low == high);
+    ``theta'_i = theta_i / s * ramp(i) + theta_i * (1 - ramp(i))``; attention factor ``yarn_attention_factor(s)``.
+    The ramp is linear in the dimension index, not in L / wavelength as in the paper's text. Computed in float64
+    (the reference uses float32). s == 1 returns plain RoPE exactly.
     """
     s = float(scale)
     theta = _default_inv_freq(head_dim, base)
-    if s == 1.0:  # no scaling: exactly plain RoPE
+    if s == 1.0:
         return theta, 1.0
-    r = float(train_len) * theta / (2 * math.pi)
-    gamma = ((r - alpha) / (beta - alpha)).clamp(0.0, 1.0)
-    inv_freq = (1.0 - gamma) * theta / s + gamma * theta
+    low, high = yarn_correction_range(head_dim, base, train_len)
+    hi = high + 0.001 if low == high else high
+    ramp = ((torch.arange(head_dim // 2, dtype=torch.float64) - low) / (hi - low)).clamp(0.0, 1.0)
+    extrapolation = 1.0 - ramp  # 1: keep theta_i, 0: theta_i / s
+    inv_freq = theta / s * (1.0 - extrapolation) + theta * extrapolation
     return inv_freq, yarn_attention_factor(s)
 
 
@@ -387,14 +431,46 @@ class RoPEDynamicNTK(Rotary):
     scaling = "dynamic_ntk"
     needs_raw_cache = True
 
+    @classmethod
+    def caveats(cls, cfg: ModelConfig, eval_lens: list[int], incremental: bool = False) -> list[Caveat]:
+        longer = sorted({int(n) for n in eval_lens if n > cfg.train_len})
+        if incremental or not longer:
+            return []
+        lens = ", ".join(str(n) for n in longer)
+        scales = ", ".join(f"{n / cfg.train_len:g}" for n in longer)
+        return [Caveat("dynamic_equals_static",
+                       f"rope_dynamic_ntk on full windows of {lens} tokens uses one frequency set per window: static "
+                       f"rope_ntk at scale eval_len/train_len = {scales} (train_len {cfg.train_len}); it differs "
+                       "only in token-by-token decoding")]
+
 
 @POSITION.register("rope_yarn",
-                   description="YaRN RoPE: per-frequency interpolation ramp (alpha=1, beta=32) + 0.1 ln s + 1",
+                   description="YaRN RoPE as in its reference code: beta_fast=32/beta_slow=1 correction dims, ramp "
+                               "linear in the dim index between them, mscale 0.1 ln s + 1",
                    paper="Peng et al. 2023, YaRN: Efficient Context Window Extension of Large Language Models",
                    kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
                    scaling="yarn")
 class RoPEYaRN(Rotary):
     scaling = "yarn"
+
+    @classmethod
+    def caveats(cls, cfg: ModelConfig, eval_lens: list[int], incremental: bool = False) -> list[Caveat]:
+        """Flags a YaRN that keeps fewer than 1/4 of the frequencies unscaled (dims i <= low keep theta_i)."""
+        L = int(cfg.train_len)
+        longest = max((int(n) for n in eval_lens), default=0)
+        if not (cfg.rope_scale > 1 or longest > L):
+            return []
+        scale = longest / L if cfg.rope_scale == 1 else float(cfg.rope_scale)
+        d, half = int(cfg.head_dim), int(cfg.head_dim) // 2
+        low, _ = yarn_correction_range(d, cfg.rope_base, L)
+        kept = min(low + 1, half)
+        if 4 * kept >= half:
+            return []
+        return [Caveat("yarn_mostly_interpolated",
+                       f"rope_yarn at scale {scale:g} from original length {L} (head_dim {d}, base {cfg.rope_base:g}): "
+                       f"only {kept} of {half} frequencies {'keeps its' if kept == 1 else 'keep their'} RoPE value "
+                       f"(beta_fast={YARN_BETA_FAST:g} rotations need wavelengths <= {L / YARN_BETA_FAST:.1f} tokens); "
+                       "it acts like position interpolation plus a temperature")]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -447,7 +523,7 @@ class ALiBi(Position):
 # T5 relative position bias (Raffel et al. 2020)
 
 T5_NUM_BUCKETS = 32
-T5_MAX_DISTANCE = 128
+T5_MAX_DISTANCE = 128  # T5's value, for its 512-token training; t5_max_distance(cfg) ties it to train_len
 
 
 def t5_relative_position_bucket(relative_position: Tensor, bidirectional: bool = True,
@@ -477,19 +553,40 @@ def t5_relative_position_bucket(relative_position: Tensor, bidirectional: bool =
     return bucket + torch.where(is_small, n, large)
 
 
+def t5_max_exact(num_buckets: int, bidirectional: bool) -> int:
+    """Distances below this get one bucket each: half of the buckets of one direction."""
+    return (num_buckets // 2 if bidirectional else num_buckets) // 2
+
+
+def t5_max_distance(cfg: ModelConfig, num_buckets: int = T5_NUM_BUCKETS) -> int:
+    """``cfg.t5_max_distance``, or when None ``max(train_len // 4, 2 * max_exact)`` (T5 ties 128 to 512 tokens):
+    128 at train_len 512 bidirectional, 32 at train_len 64 causal. An explicit value must exceed max_exact."""
+    bidirectional = not bool(cfg.causal)
+    max_exact = t5_max_exact(num_buckets, bidirectional)
+    md = cfg.t5_max_distance
+    if md is None:
+        return max(int(cfg.train_len) // 4, 2 * max_exact)
+    if isinstance(md, bool) or int(md) != md or md <= max_exact:
+        kind = "bidirectional" if bidirectional else "causal"
+        raise ConfigError(f"t5_max_distance must be an integer > {max_exact} (the exact-distance buckets of "
+                          f"{num_buckets} {kind} buckets), got {md}")
+    return int(md)
+
+
 @POSITION.register("t5_bias", description="T5 relative bias: a learned scalar per (log-bucketed distance, head)",
                    paper="Raffel et al. 2020, Exploring the Limits of Transfer Learning (T5), JMLR",
                    kind="bias", extrapolates=True, params=True, needs_bias=True, max_len_bound=False,
-                   num_buckets=T5_NUM_BUCKETS, max_distance=T5_MAX_DISTANCE)
+                   num_buckets=T5_NUM_BUCKETS, max_distance="cfg.t5_max_distance or max(train_len // 4, 2 * max_exact)")
 class T5Bias(Position):
-    """One ``(num_buckets, n_heads)`` table shared by all layers; bidirectional buckets iff not ``cfg.causal``."""
+    """One ``(num_buckets, n_heads)`` table shared by all layers; bidirectional buckets iff not ``cfg.causal``;
+    ``max_distance = t5_max_distance(cfg)``."""
 
-    def __init__(self, cfg: ModelConfig, num_buckets: int = T5_NUM_BUCKETS, max_distance: int = T5_MAX_DISTANCE):
+    def __init__(self, cfg: ModelConfig, num_buckets: int = T5_NUM_BUCKETS):
         super().__init__(cfg)
         self.n_heads = int(cfg.n_heads)
         self.bidirectional = not bool(cfg.causal)
         self.num_buckets = int(num_buckets)
-        self.max_distance = int(max_distance)
+        self.max_distance = t5_max_distance(cfg, self.num_buckets)
         self.relative_attention_bias = nn.Embedding(self.num_buckets, self.n_heads)
         nn.init.normal_(self.relative_attention_bias.weight, mean=0.0, std=cfg.init_std)
         self._buckets: dict[tuple, Tensor] = {}
@@ -518,6 +615,53 @@ class T5Bias(Position):
     def score_bias(self) -> ScoreBias:
         return ScoreBias(dense=self.dense, alibi_slopes=None, kind="t5")
 
+    @classmethod
+    def caveats(cls, cfg: ModelConfig, eval_lens: list[int], incremental: bool = False,
+                num_buckets: int = T5_NUM_BUCKETS) -> list[Caveat]:
+        """Flags buckets an eval length uses that no distance < train_len (within the window) ever reaches."""
+        lens = sorted({int(n) for n in eval_lens})
+        if not lens:
+            return []
+        md, bidirectional = t5_max_distance(cfg, num_buckets), not bool(cfg.causal)
+
+        def reach(n: int) -> int:  # the longest key-query distance an n-token window attends over
+            return max(min(n, cfg.window or n) - 1, 0)
+
+        def buckets(n: int) -> dict[int, int]:
+            """bucket -> smallest distance reaching it, over the key-query offsets of an n-token window."""
+            dist = torch.arange(reach(n) + 1)
+            rel = torch.cat((-dist, dist)) if bidirectional else -dist
+            first: dict[int, int] = {}
+            for b, r in zip(t5_relative_position_bucket(rel, bidirectional, num_buckets, md).tolist(), rel.tolist()):
+                first[b] = min(first.get(b, abs(r)), abs(r))
+            return first
+
+        trained = buckets(int(cfg.train_len))
+        used = buckets(lens[-1])
+        untrained = {b: d for b, d in used.items() if b not in trained}
+        if not untrained:
+            return []
+        first_len = next(n for n in lens if any(b not in trained for b in buckets(n)))
+        kind = "bidirectional" if bidirectional else "causal"
+        return [Caveat("t5_untrained_buckets",
+                       f"t5_bias ({num_buckets} {kind} buckets, max_distance {md}): buckets {_ranges(untrained)} "
+                       f"(distances >= {min(untrained.values())}) are used from eval length {first_len} but never "
+                       f"reached at train_len {cfg.train_len} (distances <= {reach(int(cfg.train_len))}); their bias "
+                       "stays at its initialisation")]
+
+
+def _ranges(ids) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2, 5, 7-8"``."""
+    ids, out = sorted(ids), []
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ", ".join(out)
+
 
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -525,3 +669,9 @@ class T5Bias(Position):
 def build_position(key: str, cfg: ModelConfig) -> Position:
     """``POSITION[key].fn(cfg)``; an unknown key raises UnknownKeyError listing the valid ones."""
     return POSITION.get(key).fn(cfg)
+
+
+def position_caveats(key: str, cfg: ModelConfig, eval_lens: list[int], incremental: bool = False) -> list[Caveat]:
+    """``POSITION[key].fn.caveats(...)``: why evaluating position ``key`` of a model trained with ``cfg`` at
+    ``eval_lens`` is degenerate or untrained (empty when it is not)."""
+    return POSITION.get(key).fn.caveats(cfg, [int(n) for n in eval_lens], incremental)
