@@ -61,6 +61,14 @@ class TrainConfig:
             raise ConfigError(f"train: lr must be > 0 and min_lr >= 0 (got {self.lr}, {self.min_lr})")
 
 
+def refuse_cpu_amp(cfg: TrainConfig, overrides, device: str) -> None:
+    """``--set train.amp=bf16`` on the CPU would be ignored (autocast is CUDA-only here): refuse it in one line."""
+    if cfg.amp is not None and device != "cuda" and any(str(o).split("=", 1)[0].strip() == "train.amp"
+                                                         for o in overrides):
+        raise ConfigError(f"train.amp={cfg.amp} is mixed precision on CUDA only; on {device} training runs in "
+                          "float32 (drop the setting, or run with --device cuda)")
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay from ``lr`` to ``min_lr`` at the last step."""
     if cfg.warmup > 0 and step < cfg.warmup:

@@ -37,7 +37,7 @@ from ablate.evaluate import (MODES, PROBES, PasskeyBatches, Probe, evaluate, pas
                              span_needed)
 from ablate.registry import POSITION, load_all
 from ablate.results import ResultWriter, row_key, status_from_exception, to_frame
-from ablate.train import TrainConfig, lm_loss, train
+from ablate.train import TrainConfig, lm_loss, refuse_cpu_amp, train
 
 SUITE = "extrapolation"
 POSITIONS = ("none", "sinusoidal", "learned", "rope", "alibi", "t5_bias")
@@ -125,7 +125,8 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
     base = PRESETS[preset]
     cfg = apply_overrides(base, list(overrides))
     load_all()
-    cfg = _honour_model_slots(base, cfg, {str(o).split("=", 1)[0].strip() for o in overrides})
+    keys_set = {str(o).split("=", 1)[0].strip() for o in overrides}
+    cfg = _honour_model_slots(base, cfg, keys_set)
     # train.seq_len and model.train_len are one setting: follow whichever the user changed.
     m, t = cfg.model, cfg.train
     train_len = unified_train_len(base.model.train_len, base.train.seq_len, m.train_len, t.seq_len)
@@ -139,6 +140,9 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
         raise ConfigError(f"eval.factors must be integers >= 1, got {e.factors}")
     if e.stride is not None and e.stride < 1:
         raise ConfigError(f"eval.stride must be >= 1, got {e.stride}")
+    if e.stride is not None and e.mode != "sliding":
+        raise ConfigError(f"eval.stride applies to sliding-window evaluation only; add --set eval.mode=sliding "
+                          f"(eval.mode is {e.mode!r})")
     if cfg.cpu_threads < 0:
         raise ConfigError(f"cpu_threads must be >= 0 (0 = torch's default), got {cfg.cpu_threads}")
     if not cfg.positions:
@@ -152,6 +156,9 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
             raise ConfigError(f"rope_scalings: {s!r} is not a RoPE scaling; valid: {', '.join(valid)}")
     if e.decode_chunk < 1:
         raise ConfigError(f"eval.decode_chunk must be >= 1, got {e.decode_chunk}")
+    probe_keys = sorted(k for k in keys_set if k.startswith("probe."))
+    if probe_keys and not cfg.passkey:
+        raise ConfigError(f"{probe_keys[0]} applies to the retrieval probes, which are off; add --set passkey=true")
     if cfg.passkey:
         pr = cfg.probe
         if not pr.tasks:
@@ -187,6 +194,7 @@ def _honour_model_slots(base: ExtrapolationConfig, cfg: ExtrapolationConfig, key
         else:
             cfg = replace(cfg, positions=(pos,), rope_scalings=())
     decided = {"model.rope_scale": "the suite sets the RoPE scale of every rope_* row to eval_len / train_len",
+               "train.eval_every": "the suite evaluates each model once, after training",
                "model.vocab_size": "the vocabulary comes from the data (data.vocab_size for a .bin file)"}
     for k, why in decided.items():
         if k in keys:
@@ -307,7 +315,7 @@ def plan_jobs(cfg: ExtrapolationConfig, preset: str, corpus: Corpus, device: str
                             base["scale_embeddings"] = True
                         if kind == "lm":
                             key = {**base, "metric": METRIC_PPL, "mode": cfg.eval.mode, "stride": stride,
-                                   "tokens": tokens}
+                                   "tokens": tokens, "pos_bins": cfg.eval.pos_bins}
                             if decodes_incrementally(ev):
                                 key.update(decode="incremental", decode_chunk=cfg.eval.decode_chunk)
                             rows.append(RowSpec(key, ev, L, scale))
@@ -421,6 +429,7 @@ def _setup(opts):
     device = resolve_device(opts.device)
     preset = opts.preset or ("gpu" if device == "cuda" else "tiny")
     cfg = resolve(preset, opts.overrides)
+    refuse_cpu_amp(cfg.train, opts.overrides, device)
     cfg, corpus = corpus_for(cfg, opts.data)
     validate_plan(cfg, device)
     seeds = [cfg.train.seed + i for i in range(int(opts.seeds))]

@@ -30,6 +30,7 @@ plus part-specific metrics (``tflops``, ``peak_mem_bytes``, ``rel_err``, ``backe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -211,11 +212,37 @@ def _dtype_name(name: str) -> str:
     return name
 
 
+def _model_alias(overrides: Iterable[str]) -> list[str]:
+    """``model.X=v`` sets the model of both model parts (``train.model.X`` and ``decode.model.X``), as it sets the
+    model of the other suites."""
+    out: list[str] = []
+    for item in overrides:
+        key = str(item).split("=", 1)[0].strip()
+        if key.startswith("model.") and "=" in str(item):
+            valid = [f"model.{f.name}" for f in dataclasses.fields(ModelConfig)]
+            if key not in valid:
+                raise ConfigError(f"unknown setting {key!r}; valid model settings: {', '.join(valid)}")
+            rest = str(item).split("=", 1)[1]
+            out += [f"train.{key}={rest}", f"decode.{key}={rest}"]
+        else:
+            out.append(item)
+    return out
+
+
 def resolve(preset: str, overrides: Iterable[str] = ()) -> LatencyConfig:
     """The preset with ``--set`` overrides applied and checked (one-line errors)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown latency preset {preset!r}; valid: {', '.join(PRESETS)}")
-    cfg = apply_overrides(PRESETS[preset], list(overrides))
+    overrides = _model_alias(overrides)
+    cfg = apply_overrides(PRESETS[preset], overrides)
+    decided = {"train.model.train_len": "the train part trains at train.seq_len",
+               "decode.model.n_kv_heads": "decode.layouts sets the KV heads (mha, gqa = n_heads / decode.gqa_group, "
+                                          "mqa = 1)",
+               "decode.model.causal": "decoding with a KV cache needs a causal model"}
+    for item in overrides:
+        k = str(item).split("=", 1)[0].strip()
+        if k in decided:
+            raise ConfigError(f"{k} cannot be set: {decided[k]}")
     load_all()
     for p in cfg.parts:
         if p not in PARTS:
@@ -1033,6 +1060,11 @@ def run_positions(ctx: Ctx) -> None:
 # Part 3: training step
 
 
+def model_id(mcfg: ModelConfig) -> str:
+    """Hash of every model setting (a row key field of the model parts: a changed model is a new measurement)."""
+    return row_key(flatten(mcfg))
+
+
 def _train_cfg(ts: TrainSweep, choice: str) -> ModelConfig:
     m = replace(ts.model, train_len=ts.seq_len, max_len=max(ts.model.max_len, ts.seq_len))
     if choice == "base":
@@ -1083,7 +1115,7 @@ def run_train(ctx: Ctx) -> None:
         key = {**ctx.base_key("train"), "choice": choice, "attention": mcfg.attention, "position": mcfg.position,
                "norm": mcfg.norm, "activation": mcfg.activation, "n_kv_heads": mcfg.n_kv_heads,
                "d_model": mcfg.d_model, "n_layers": mcfg.n_layers, "n_heads": mcfg.n_heads, "seq_len": ts.seq_len,
-               "batch": ts.batch, "amp": amp}
+               "batch": ts.batch, "amp": amp, "model_id": model_id(mcfg)}
         if ctx.done(key):
             ctx.advance(1)
             continue
@@ -1197,7 +1229,8 @@ def _layout_runs(ctx: Ctx, part: str, lengths: Iterable[int], length_field: str,
         mcfg = _decode_model_cfg(cfg.decode, layout)
         keys = {L: {**ctx.base_key(part), "attention": mcfg.attention, "position": mcfg.position,
                     "layout": layout, "n_heads": mcfg.n_heads, "n_kv_heads": mcfg.kv_heads, "d_model": mcfg.d_model,
-                    "n_layers": mcfg.n_layers, "batch": batch, length_field: L, "dtype": dname}
+                    "n_layers": mcfg.n_layers, "batch": batch, length_field: L, "dtype": dname,
+                    "model_id": model_id(mcfg)}
                 for L in lengths}
         todo = [L for L in lengths if not ctx.done(keys[L])]
         ctx.advance(len(lengths) - len(todo))
@@ -1350,6 +1383,14 @@ def _setup(opts) -> tuple[str, str, LatencyConfig, Path]:
     device = resolve_device(opts.device)
     preset = opts.preset or default_preset(device)
     cfg = resolve(preset, opts.overrides)
+    set_keys = {str(o).split("=", 1)[0].strip() for o in opts.overrides}
+    if not is_cuda(device):
+        for k in ("decode.dtype", "train.amp"):
+            if k in set_keys:
+                raise ConfigError(f"{k} applies on CUDA only; on {device} the model parts run in float32")
+        if "kernels.compiled_seq_lens" in set_keys and not any(_is_compiled(k, device) for k in COMPILED_KEYS):
+            raise ConfigError(f"kernels.compiled_seq_lens applies to kernels compiled per shape ("
+                              f"{', '.join(COMPILED_KEYS)} on CUDA); on {device} they run eagerly at every length")
     if device == "cpu" and preset == "gpu":
         raise ConfigError("the gpu latency preset needs CUDA; use --preset cpu (the CPU default) or micro")
     return device, preset, cfg, results_file(opts, preset)

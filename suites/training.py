@@ -54,7 +54,7 @@ from ablate.evaluate import evaluate, span_needed
 from ablate.flops import matmul_params, model_train_flops, peak_tflops
 from ablate.grid import GridPoint, GridSpec, build_grid, select
 from ablate.results import ResultWriter, row_key, status_from_exception
-from ablate.train import TrainConfig, lm_loss, train
+from ablate.train import TrainConfig, lm_loss, refuse_cpu_amp, train
 
 SUITE = "training"
 BUDGET_KINDS = ("tokens", "flops", "time")
@@ -175,6 +175,10 @@ def _refuse_grid_governed(cfg: TrainingConfig, keys: set[str]) -> None:
         raise ConfigError("model.scale_embeddings is set by the grid: on exactly the points whose position is "
                           "sinusoidal (Vaswani et al. sec. 3.4)")
     axes = {a.key for a in parse_axes(cfg.grid.axes)} if cfg.grid.axes.strip() else set()
+    for k in ("grid.mode", "grid.base"):
+        if k in keys and not axes:
+            raise ConfigError(f"{k} applies to an axes grid; give its axes with --grid key=a,b (or --set "
+                              f"grid.axes=...); the default grid is original vs modern")
     for key in sorted(k for k in keys if k.startswith("model.")):
         name = key[len("model."):]
         if name in axes:
@@ -433,6 +437,7 @@ def _setup(opts):
     device = resolve_device(opts.device)
     preset = opts.preset or ("gpu" if device == "cuda" else "tiny")
     cfg = resolve(preset, opts.overrides)
+    refuse_cpu_amp(cfg.train, opts.overrides, device)
     cfg, corpus = corpus_for(cfg, opts.data)
     points, reference = grid_points(cfg)
     seeds = [cfg.train.seed + i for i in range(int(opts.seeds))]

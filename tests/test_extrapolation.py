@@ -218,8 +218,9 @@ def test_switching_passkey_on_does_not_retrain_the_lms(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "train", counting)
     ex.run(_opts(tmp_path, "positions=alibi", "rope_scalings=", "passkey=true", "probe.steps=5"))
     rows = read_rows(tmp_path / "extrapolation.jsonl")
-    assert trained == ["PasskeyBatches"]
+    assert trained == ["PasskeyBatches", "PasskeyBatches"]  # the passkey and the multikey model, not the LM
     assert sum(r["metric"] == "ppl" for r in rows) == 3 and sum(r["metric"] == "passkey_acc" for r in rows) == 6
+    assert sum(r["metric"] == "multikey_acc" for r in rows) == 6
 
 
 def test_config_errors_are_one_line(tmp_path):
@@ -234,7 +235,7 @@ def test_config_errors_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match="data path not found"):
         ex.run(_opts(tmp_path, data=tmp_path / "nope.txt"))
     with pytest.raises(ConfigError, match="validation split holds only"):
-        ex.run(_opts(tmp_path, "eval.factors=1,4096", "eval.tokens=65536"))
+        ex.run(_opts(tmp_path, "eval.factors=1,4096", "eval.tokens=1048576"))
     for exc in (ConfigError,):
         assert issubclass(exc, AblateError)
     assert not (tmp_path / "extrapolation.jsonl").exists()  # nothing ran
