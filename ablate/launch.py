@@ -210,6 +210,8 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
         from ablate.env import COMMAND_ENV
 
         os.environ[COMMAND_ENV] = spec["command"]  # and the command the user typed, not the worker's
+    for k, v in (spec.get("provenance") or {}).items():
+        os.environ.setdefault(k, v)  # used only where the worker's own tree has no .git
     task = spec["task"]
     results = Path(spec["results"])
     state = runstate.StateFile(runstate.state_path(results, task),
@@ -307,10 +309,11 @@ def launch(opts: RunOptions, lo: LaunchOptions, progress: bool = True) -> Launch
         _say(f"{opts.suite}: all {len(chosen)} task(s) are done or running; nothing to launch ({results})")
         return res
     run_id = current_run_id()
-    from ablate.env import _command
+    from ablate.env import _command, provenance_env
 
+    prov = provenance_env()  # the launcher's commit, for workers on machines without .git
     specs = [{"opts": _spec_opts(opts), "task": t.id, "results": str(results), "plan_id": pid, "run_id": run_id,
-              "command": _command()} for t in todo]
+              "command": _command(), "provenance": prov} for t in todo]
     res.submitted = [t.id for t in todo]
     if lo.launcher == "gpus":
         _launch_gpus(specs, lo, res, plan, run_id, progress)
@@ -400,6 +403,10 @@ def _torchrun(opts: RunOptions, d: DistOptions) -> int:
     env = dict(os.environ)
     env[RUN_ID_ENV] = current_run_id()
     env[COMMAND_ENV] = _command() or ""
+    from ablate.env import provenance_env
+
+    for k, v in provenance_env().items():
+        env.setdefault(k, v)  # ranks on other nodes without .git record the launcher's commit
     if opts.device == "cpu":
         env.setdefault("OMP_NUM_THREADS", "1")  # N CPU ranks share the cores
     return subprocess.call(torchrun_args(opts, d), env=env)

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ablate.registry import ACTIVATION, NORM, load_all
 from ablate.variants.activations import build_ffn, glu_hidden
