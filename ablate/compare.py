@@ -25,6 +25,22 @@ configuration alone). Baseline rows from other machines than any in NEW are set 
 
 Statuses: a row ``ok`` in the baseline that became ``error``, ``diverged`` or ``oom`` is a regression; one that
 became ``unavailable``/``unsupported`` or disappeared is ``missing``; a row only NEW measured is ``new``.
+
+Gated or reported only (:func:`not_gated_reason`): some columns measure the process rather than the variant, and are
+compared and shown but never fail the run (category ``reported``, note ``not gated: <why>``):
+
+* peak memory (``peak_mem_bytes``, ``step_extra_mem_bytes``) unless it is a per-run measurement: rows with
+  ``peak_mem_kind == "cpu_maxrss"`` (``ru_maxrss``, the whole process's high-water mark) and rows on a non-CUDA
+  ``device`` that do not say how memory was measured (the extrapolation suite's CPU rows) are process-wide peak RSS;
+  ``cuda_max_allocated`` rows and CUDA rows without a kind (the latency suite's per-call allocator peak) are gated;
+* wall times and the rates derived from them (``time_ms``, ``tokens_per_s``, ``train_tokens_per_s``, ``train_s``,
+  ``eval_s``, ``step_ms`` ...) of a run that loaded a checkpoint (``from_checkpoint: true`` on either side): they time
+  the resume, or copy a timing made by another process, not the variant;
+* ``first_call_s`` / ``compile_s``: one synchronised first call, which includes the process's one-time costs (CUDA
+  context and library loading for the first kernel of a process, torch.compile's in-memory and on-disk caches).
+
+Every metric with a ``--fail-if`` expression carries its noise rule in the output (:func:`noise_rule`), and
+``Comparison.metrics`` says per metric whether it was gated, on how many rows, and why not.
 """
 
 from __future__ import annotations
@@ -40,9 +56,12 @@ from ablate.errors import AblateError, ConfigError, ResultsFileError
 from ablate.results import PathLike, read_rows, row_key
 
 __all__ = ["METRICS", "ALIASES", "DEFAULT_FAIL_IF", "HW_KEY_FIELDS", "REGRESSION_STATUSES", "Metric", "FailIf",
-           "Entry", "Comparison", "EnvMismatchError", "parse_fail_if", "load_rows", "hw_signature", "identity",
+           "MEASURED_MEM_METRICS", "PER_RUN_MEM_KINDS", "TIMING_METRICS", "FIRST_CALL_METRICS", "QUALITY_METRICS",
+           "not_gated_reason", "noise_rule", "MetricGate", "Entry", "Comparison", "EnvMismatchError", "parse_fail_if",
+           "load_rows", "hw_signature", "identity",
            "describe", "compare", "compare_paths", "render_markdown", "render_json", "github_benchmark_json",
-           "write_github_json", "metric_values", "print_table", "format_table", "table_rows", "CATEGORIES"]
+           "write_github_json", "metric_values", "print_table", "format_table", "table_rows", "metric_rows",
+           "CATEGORIES"]
 
 
 class EnvMismatchError(AblateError):
@@ -81,6 +100,9 @@ METRICS: dict[str, Metric] = dict([
     _m("kv_bytes_allocated", "lower", "bytes"),
     _m("first_call_s", "lower", "s"),
     _m("compile_s", "lower", "s"),
+    # wall times of a whole training / evaluation (extrapolation and training suites)
+    _m("train_s", "lower", "s"),
+    _m("eval_s", "lower", "s"),
     # extrapolation suite
     _m("ppl", "lower", "ppl"),
     _m("loss", "lower", "nats/token"),
@@ -107,6 +129,17 @@ HW_KEY_FIELDS = frozenset({"device_name"})
 # A row ok in the baseline whose new status is one of these is a regression.
 REGRESSION_STATUSES = frozenset({"error", "diverged", "oom"})
 SPREAD_LO, SPREAD_HI, SPREAD_MID = "p20_ms", "p80_ms", "time_ms"
+
+# Measured peak memory: gated only where it is a per-run measurement (see not_gated_reason).
+MEASURED_MEM_METRICS = frozenset({"peak_mem_bytes", "step_extra_mem_bytes"})
+PER_RUN_MEM_KINDS = frozenset({"cuda_max_allocated"})
+# Wall-clock metrics and the rates computed from them: of a checkpoint-loaded run they time the resume.
+TIMING_METRICS = frozenset({n for n, m in METRICS.items() if m.kind in ("time", "rate")}
+                           | {"step_ms", "train_tokens_per_s", "train_s", "eval_s", "first_call_s", "compile_s"})
+# One-shot first calls: process warm-up and compile caches, whatever ran before in the process.
+FIRST_CALL_METRICS = frozenset({"first_call_s", "compile_s"})
+# Model quality: deterministic for a fixed seed, data and device, so no spread is measured.
+QUALITY_METRICS = frozenset({"ppl", "loss", "bpb", "train_loss", "val_loss", "val_ppl", "val_bpb", "passkey_acc"})
 
 
 @dataclass(frozen=True)
@@ -262,6 +295,127 @@ def _band(row: Mapping[str, Any], metric: str, value: float) -> tuple[float, flo
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Gated or reported only; noise rules
+
+
+def _device_class(row: Mapping[str, Any]) -> str:
+    return str(row.get("device") or "").split(":")[0].strip().lower()
+
+
+def _process_memory(row: Mapping[str, Any]) -> str:
+    """Why the row's measured peak memory is process-wide rather than per run ("" when it is per run)."""
+    kind = row.get("peak_mem_kind")
+    dev = _device_class(row)
+    where = "CPU" if dev in ("cpu", "") else dev.upper()
+    if kind:
+        if kind in PER_RUN_MEM_KINDS:
+            return ""
+        if kind == "cpu_maxrss":
+            return f"process-wide peak RSS on {where} (peak_mem_kind=cpu_maxrss: the process's high-water mark)"
+        return f"peak_mem_kind={kind} is not a per-run measurement"
+    if dev and dev != "cuda":
+        return f"process-wide peak RSS on {where} (no per-run measurement on {where})"
+    return ""  # CUDA rows (per-call allocator peak) and rows that do not name a device
+
+
+def not_gated_reason(metric: str, rows: Iterable[Mapping[str, Any] | None]) -> str:
+    """Why ``metric`` of these rows (the baseline and/or new row of one configuration) is reported but not gated,
+    or "" when it is gated. The metric measures the process rather than the variant when it is:
+
+    * measured peak memory that is not a per-run measurement (``peak_mem_kind == "cpu_maxrss"``, or a non-CUDA
+      device without a kind: ``ru_maxrss``, the whole process's high-water mark);
+    * a one-shot first call (``first_call_s``, ``compile_s``): process warm-up and compile-cache state;
+    * a wall time or a rate from one (:data:`TIMING_METRICS`) of a run that loaded a checkpoint
+      (``from_checkpoint: true``): it times the resume, or copies a timing another process made.
+    """
+    rows = [r for r in rows if r is not None]
+    if metric in MEASURED_MEM_METRICS:
+        for r in rows:
+            why = _process_memory(r)
+            if why:
+                return why
+        kinds = sorted({str(r.get("peak_mem_kind")) for r in rows if r.get("peak_mem_kind")})
+        if len(kinds) > 1:
+            return f"peak memory measured differently on the two sides ({' vs '.join(kinds)})"
+    if metric in FIRST_CALL_METRICS:
+        return "one-shot first call: includes the process's warm-up and compile-cache state"
+    if metric in TIMING_METRICS and any(r.get("from_checkpoint") is True for r in rows):
+        return ("timing of a checkpoint-loaded (resumed) run (from_checkpoint=true): it times the resume, not the "
+                "variant")
+    return ""
+
+
+def _threshold_text(rule: FailIf, unit: str) -> str:
+    if rule.percent:
+        return f"{rule.text} (worse by more than {rule.amount:g}% of the baseline)"
+    return f"{rule.text} (worse by more than {rule.amount:g} {unit}, absolute)"
+
+
+def noise_rule(metric: str, rules: Sequence[FailIf]) -> str:
+    """The rule that decides whether a change of ``metric`` counts: its thresholds, then the spread rule."""
+    info = METRICS[metric]
+    thr = " or ".join(_threshold_text(r, info.unit) for r in rules) or "no --fail-if expression"
+    if info.kind in ("time", "rate"):
+        band = ("the p20–p80 band" if info.kind == "time"
+                else "the timing's p20–p80 band carried over (a rate is inversely proportional to the time)")
+        return (f"{thr}; then it counts only if it clears {band} of both sides (new value outside the baseline band "
+                f"and baseline value outside the new band), else it is noise; rows without p20/p80: threshold alone")
+    if metric in QUALITY_METRICS:
+        return f"{thr}; deterministic for a fixed seed, data and device, no spread measured: the tolerance alone"
+    return f"{thr}; no spread measured: the threshold alone"
+
+
+def _entry_rule(metric: str, tripped: FailIf, bb: tuple | None, nb: tuple | None) -> str:
+    """The noise rule as applied to one comparison (short: the expression that tripped and the spread used)."""
+    info = METRICS[metric]
+    thr = _threshold_text(tripped, info.unit)
+    if info.kind in ("time", "rate"):
+        if bb is not None and nb is not None:
+            return f"{thr} + outside both sides' p20–p80 bands"
+        if bb is not None or nb is not None:
+            return f"{thr} + outside the p20–p80 band of the side that has one"
+        return f"{thr}; no p20–p80 in the rows: threshold alone"
+    if metric in QUALITY_METRICS:
+        return f"{thr}; deterministic, no spread: tolerance alone"
+    return f"{thr}; no spread: threshold alone"
+
+
+@dataclass
+class MetricGate:
+    """Per metric: its thresholds and noise rule, and on how many matched rows it was gated or reported only."""
+
+    metric: str
+    unit: str
+    better: str
+    fail_if: list[str] = field(default_factory=list)
+    noise_rule: str = ""
+    gated_rows: int = 0  # matched rows on which a --fail-if expression judged it
+    reported_rows: int = 0  # matched rows on which it has a --fail-if expression but measures the process
+    unjudged_rows: int = 0  # matched rows carrying it when no --fail-if expression names it
+    why_not_gated: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        if self.gated_rows and self.reported_rows:
+            return "partly gated"
+        if self.gated_rows:
+            return "gated"
+        if self.reported_rows:
+            return "not gated"
+        return "gated (no rows)" if self.fail_if else "not gated"
+
+    @property
+    def gated(self) -> bool:
+        return bool(self.fail_if) and self.reported_rows == 0
+
+    def why_text(self) -> str:
+        return "; ".join(f"not gated: {why} ({n} row(s))" for why, n in sorted(self.why_not_gated.items()))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "status": self.status, "gated": self.gated}
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Comparison
 
 
@@ -280,6 +434,8 @@ class Entry:
     new_band: tuple[float, float] | None = None
     rule: str = ""
     note: str = ""
+    gated: bool | None = None  # None for new / missing rows
+    noise_rule: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -288,7 +444,7 @@ class Entry:
         return d
 
 
-CATEGORIES = ("regression", "improvement", "noise", "new", "missing")
+CATEGORIES = ("regression", "improvement", "noise", "reported", "new", "missing")
 
 
 @dataclass
@@ -296,7 +452,9 @@ class Comparison:
     entries: list[Entry] = field(default_factory=list)
     fail_if: list[FailIf] = field(default_factory=list)
     matched_rows: int = 0
-    unchanged: int = 0  # metric comparisons within every threshold
+    unchanged: int = 0  # gated metric comparisons within every threshold
+    reported_only: int = 0  # metric comparisons with a --fail-if that are reported but not gated
+    metrics: dict[str, MetricGate] = field(default_factory=dict)
     other_hardware: int = 0  # baseline rows from machines NEW did not run on
     env_note: str = ""
     baseline_env: list[tuple[Any, Any, Any]] = field(default_factory=list)
@@ -313,6 +471,7 @@ class Comparison:
     def counts(self) -> dict[str, int]:
         c = {k: len(self.by(k)) for k in CATEGORIES}
         c["unchanged"] = self.unchanged
+        c["reported_only"] = self.reported_only
         c["matched_rows"] = self.matched_rows
         c["other_hardware"] = self.other_hardware
         return c
@@ -322,10 +481,17 @@ class Comparison:
         verdict = "FAIL" if self.regressed else "ok"
         return (f"compare: {verdict}: {c['regression']} regression(s), {c['improvement']} improvement(s), "
                 f"{c['noise']} within noise, {c['new']} new, {c['missing']} missing; {c['matched_rows']} rows "
-                f"matched, {c['unchanged']} metric(s) unchanged; fail-if {', '.join(f.text for f in self.fail_if)}"
+                f"matched, {c['unchanged']} metric(s) unchanged"
+                + (f", {c['reported_only']} reported only (not gated: {self._not_gated_metrics()})"
+                   if c["reported_only"] else "")
+                + f"; fail-if {', '.join(f.text for f in self.fail_if)}"
                 + (f"; {c['other_hardware']} baseline row(s) from other hardware not compared"
                    if c["other_hardware"] else "")
                 + (f"; {self.env_note}" if self.env_note else ""))
+
+
+    def _not_gated_metrics(self) -> str:
+        return ", ".join(m.metric for m in self.metrics.values() if m.fail_if and m.reported_rows)
 
 
 def _sig_text(sig: tuple[Any, Any, Any]) -> str:
@@ -374,6 +540,10 @@ def compare(baseline: list[dict[str, Any]], new: list[dict[str, Any]], fail_if: 
     for r in rules:
         by_metric.setdefault(r.metric, []).append(r)
     result = Comparison(fail_if=rules)
+    for m in sorted(by_metric):
+        info = METRICS[m]
+        result.metrics[m] = MetricGate(m, info.unit, info.better, [r.text for r in by_metric[m]],
+                                       noise_rule(m, by_metric[m]))
     bsigs = {hw_signature(r) for r in baseline}
     nsigs = {hw_signature(r) for r in new}
     result.baseline_env, result.new_env = sorted(bsigs, key=str), sorted(nsigs, key=str)
@@ -421,25 +591,47 @@ def compare(baseline: list[dict[str, Any]], new: list[dict[str, Any]], fail_if: 
             st = str(n.get("status"))
             cat = "regression" if st in REGRESSION_STATUSES else "missing"
             result.entries.append(Entry(cat, suite, config, metric="status", baseline="ok", new=st,
-                                        note=str(n.get("reason") or "")))
+                                        note=str(n.get("reason") or ""), gated=cat == "regression",
+                                        noise_rule="ok -> error / diverged / oom is a regression; -> unavailable / "
+                                                   "unsupported is missing"))
             continue
         result.matched_rows += 1
         bv, nv = metric_values(b), metric_values(n)
         _github(n, b, suite, config, by_metric, github_small, github_big)
-        for metric in sorted(set(bv) & set(nv) & set(by_metric)):
+        for metric in sorted(set(bv) & set(nv)):
             info = METRICS[metric]
+            if metric not in by_metric:
+                gate = result.metrics.setdefault(metric, MetricGate(metric, info.unit, info.better))
+                gate.unjudged_rows += 1
+                why = "no --fail-if expression (not judged)"
+                gate.why_not_gated[why] = gate.why_not_gated.get(why, 0) + 1
+                continue
+            gate = result.metrics[metric]
+            why_not = not_gated_reason(metric, (b, n))
             base_v, new_v = bv[metric], nv[metric]
             bb, nb = _band(b, metric, base_v), _band(n, metric, new_v)
             worse_flags = [(r, *r.exceeds(base_v, new_v, info.better)) for r in by_metric[metric]]
             worse_rule = next((r for r, w, _ in worse_flags if w), None)
             better_rule = next((r for r, _, g in worse_flags if g), None)
             change = (new_v - base_v) / abs(base_v) * 100.0 if base_v else None
+            if why_not:
+                gate.reported_rows += 1
+                gate.why_not_gated[why_not] = gate.why_not_gated.get(why_not, 0) + 1
+                result.reported_only += 1
+            else:
+                gate.gated_rows += 1
             if worse_rule is None and better_rule is None:
-                result.unchanged += 1
+                if not why_not:
+                    result.unchanged += 1
                 continue
             rule = worse_rule or better_rule
             worse = worse_rule is not None
             went_up = new_v > base_v
+            if why_not:  # past the threshold, shown, never a regression
+                result.entries.append(Entry("reported", suite, config, metric, info.unit, info.better, base_v,
+                                            new_v, change, bb, nb, rule.text, f"not gated: {why_not}", False, ""))
+                continue
+            entry_rule = _entry_rule(metric, rule, bb, nb)
             if _distinct(new_v, base_v, nb, bb, went_up):
                 cat = "regression" if worse else "improvement"
                 note = ""
@@ -447,17 +639,20 @@ def compare(baseline: list[dict[str, Any]], new: list[dict[str, Any]], fail_if: 
                 cat = "noise"
                 note = ("worse" if worse else "better") + " past the threshold but inside the p20..p80 spread"
             result.entries.append(Entry(cat, suite, config, metric, info.unit, info.better, base_v, new_v, change,
-                                        bb, nb, rule.text, note))
+                                        bb, nb, rule.text, note, True, entry_rule))
     result.github = {"customSmallerIsBetter": github_small, "customBiggerIsBetter": github_big}
     return result
 
 
 def _github(n: Mapping[str, Any], b: Mapping[str, Any] | None, suite: str, config: str,
             by_metric: Mapping[str, list[FailIf]], small: list, big: list) -> None:
-    """github-action-benchmark entries ({name, unit, value, extra}) for the gated metrics of a new row."""
+    """github-action-benchmark entries ({name, unit, value, extra}) for the gated metrics of a new row (not those
+    that measure the process: github-action-benchmark alerts on its own)."""
     nv = metric_values(n)
     bv = metric_values(b) if b is not None else {}
     for metric in sorted(set(nv) & set(by_metric)):
+        if not_gated_reason(metric, (b, n)):
+            continue
         info = METRICS[metric]
         extra = []
         band = _band(n, metric, nv[metric])
@@ -508,7 +703,23 @@ def table_rows(result: Comparison) -> list[dict[str, str]]:
         out.append({"": e.category, "suite": e.suite, "configuration": e.config, "metric": e.metric,
                     "baseline": _num_text(e.baseline), "new": _num_text(e.new), "change": _change_text(e),
                     "baseline p20–p80": _band_text(e.baseline_band), "new p20–p80": _band_text(e.new_band),
-                    "rule": e.rule, "note": e.note})
+                    "rule": e.rule, "gated": "—" if e.gated is None else ("yes" if e.gated else "no"),
+                    "noise rule": e.noise_rule, "note": e.note})
+    return out
+
+
+def metric_rows(result: Comparison) -> list[dict[str, str]]:
+    """One dict per metric (those with a --fail-if first): gated or not, on how many rows, the fail-if expressions,
+    the noise rule and why not gated (as strings, for the terminal table and Markdown)."""
+    gates = sorted(result.metrics.values(), key=lambda g: (not g.fail_if, g.metric))
+    out = []
+    for g in gates:
+        if g.fail_if:
+            rows = f"{g.gated_rows} gated" + (f", {g.reported_rows} reported only" if g.reported_rows else "")
+        else:
+            rows = f"{g.unjudged_rows} not judged"
+        out.append({"metric": g.metric, "gate": g.status, "rows": rows, "fail-if": ", ".join(g.fail_if) or "—",
+                    "noise rule": g.noise_rule if g.fail_if else "—", "why not gated": g.why_text() or "—"})
     return out
 
 
@@ -524,10 +735,17 @@ def render_markdown(result: Comparison, title: str = "ablate compare") -> str:
         sub = [r for r in rows if r[""] == cat]
         if not sub:
             continue
-        df = pd.DataFrame(sub).drop(columns=[""])
+        df = pd.DataFrame(sub).drop(columns=["", "rule", "gated"])
         if cat in ("new", "missing"):
             df = df[["suite", "configuration", "metric", "baseline", "new", "note"]]
-        lines += [f"### {cat} ({len(sub)})", "", to_markdown(df, na_rep="—").rstrip(), ""]
+        elif cat == "reported":
+            df = df[["suite", "configuration", "metric", "baseline", "new", "change", "note"]]
+        title_ = f"{cat} ({len(sub)})" if cat != "reported" else f"reported, not gated ({len(sub)})"
+        lines += [f"### {title_}", "", to_markdown(df, na_rep="—").rstrip(), ""]
+    mrows = metric_rows(result)
+    if mrows:
+        lines += ["### metrics: gated or reported only, and the noise rule", "",
+                  to_markdown(pd.DataFrame(mrows), na_rep="—").rstrip(), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -535,6 +753,7 @@ def render_json(result: Comparison) -> str:
     data = {"regressed": result.regressed, "summary": result.counts(),
             "fail_if": [asdict(f) for f in result.fail_if], "env_note": result.env_note,
             "baseline_env": [list(s) for s in result.baseline_env], "new_env": [list(s) for s in result.new_env],
+            "metrics": [g.as_dict() for g in sorted(result.metrics.values(), key=lambda g: (not g.fail_if, g.metric))],
             "entries": [e.as_dict() for e in result.entries]}
     return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n"
 
@@ -567,7 +786,7 @@ def format_table(result: Comparison) -> str:
     lines = []
     if rows:
         cols = ["", "suite", "metric", "baseline", "new", "change", "baseline p20–p80", "new p20–p80",
-                "configuration", "note"]
+                "configuration", "noise rule", "note"]
         data = [[r[c] for c in cols] for r in rows]
         widths = [max(len(c), *(len(d[i]) for d in data)) for i, c in enumerate(cols)]
         numeric = {"baseline", "new", "change"}
@@ -579,6 +798,15 @@ def format_table(result: Comparison) -> str:
         lines.append(line(cols))
         lines.append("  ".join("-" * w for w in widths))
         lines += [line(d) for d in data]
+        lines.append("")
+    mrows = metric_rows(result)
+    if mrows:
+        mcols = ["metric", "gate", "rows", "noise rule / why not gated"]
+        mdata = [[m["metric"], m["gate"], m["rows"],
+                  " | ".join(x for x in (m["noise rule"], m["why not gated"]) if x != "—")] for m in mrows]
+        mw = [max(len(c), *(len(d[i]) for d in mdata)) for i, c in enumerate(mcols[:-1])]
+        lines.append("metrics: " + "  ".join(c.ljust(w) for c, w in zip(mcols[:-1], mw)) + "  " + mcols[-1])
+        lines += ["         " + "  ".join(c.ljust(w) for c, w in zip(d[:-1], mw)) + "  " + d[-1] for d in mdata]
         lines.append("")
     lines.append(result.summary())
     return "\n".join(lines) + "\n"

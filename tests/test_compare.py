@@ -278,3 +278,186 @@ def test_github_json_wants_a_folder(tmp_path):
     res = compare([kernel()], [kernel()])
     with pytest.raises(ConfigError, match="takes a folder"):
         write_github_json(res, tmp_path / "x.json")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Gated or reported only: metrics that measure the process, not the variant; the noise rule in the output
+
+# Three rows of results/extrapolation/cpu-tiny.jsonl as written (config.*, pos_loss and most env.* left out): rope
+# trained at 64 tokens, evaluated at 64 and 1024 (ppl) and a passkey probe. peak_mem_bytes is ru_maxrss on CPU.
+_EXTRAP_KEYS = ["activation", "attention", "config_id", "data", "device", "eval_len", "metric", "mode", "n_kv_heads",
+                "norm", "position", "preset", "rope_scale", "seed", "stride", "tokens", "train_len",
+                "trained_position"]
+_CPU_ENV = {"env.cpu": "AMD EPYC", "env.cpu_count": 2, "env.hostname": "vm", "env.torch": "2.13.0+cpu",
+            "env.gpu": None, "env.git_commit": "8a5b6682cb2d7372e9c28931f38e248990484535", "env.git_dirty": True}
+_EXTRAP_COMMON = {"schema_version": 1, "suite": "extrapolation", "status": "ok", "reason": "",
+                  "run_id": "20261123T112431Z-cadfe9", "preset": "tiny", "config_id": "fab0fac40a0d465b",
+                  "train_len": 64, "attention": "sdpa", "norm": "rmsnorm", "activation": "swiglu", "n_kv_heads": None,
+                  "data": "topics", "device": "cpu", "trained_position": "rope", "position": "rope",
+                  "rope_scale": 1.0, "seed": 0, "mode": "nonoverlap", "stride": None, "tokens": 16384,
+                  "train_status": "ok", "train_reason": "", "diverged_step": None, "train_steps": 500,
+                  "train_loss": 1.2901391983032227, "train_s": 30.277625585998976,
+                  "train_tokens_per_s": 33820.353484836, "peak_mem_bytes": 620687360, "n_params": 426368,
+                  "from_checkpoint": False, **_CPU_ENV}
+EXTRAP_CPU_ROWS = [
+    {**_EXTRAP_COMMON, "row_key": "05c24e0210b416cd", "key_fields": _EXTRAP_KEYS,
+     "timestamp": "2026-11-23T11:26:28.950615Z", "eval_len": 64, "metric": "ppl", "unit": "ppl", "scale_factor": 1.0,
+     "value": 4.4331046643162475, "loss": 1.4891001657517933, "ppl": 4.4331046643162475, "bpb": 2.1483174245170455,
+     "windows": 256, "pos_bin": 1, "eval_s": 0.23116860200025258},
+    {**_EXTRAP_COMMON, "row_key": "300f552ee50967a2", "key_fields": _EXTRAP_KEYS,
+     "timestamp": "2026-11-23T11:26:30.109801Z", "eval_len": 1024, "metric": "ppl", "unit": "ppl",
+     "scale_factor": 16.0, "value": 12.80665774835499, "loss": 2.5499651722916568, "ppl": 12.80665774835499,
+     "bpb": 3.6788221085047446, "windows": 16, "pos_bin": 16, "eval_s": 0.34401630600041244},
+    {**_EXTRAP_COMMON, "row_key": "5712f93e10bb381d",
+     "key_fields": ["activation", "attention", "config_id", "data", "depth", "device", "digits", "eval_len", "metric",
+                    "n_kv_heads", "norm", "position", "preset", "rope_scale", "seed", "train_len", "trained_position",
+                    "trials"],
+     "run_id": "20261123T112852Z-0dc56a", "timestamp": "2026-11-23T11:31:07.469199Z", "config_id": "b5e3db59c125d1c2",
+     "data": "passkey", "eval_len": 64, "metric": "passkey_acc", "depth": 0.5, "trials": 50, "digits": 2,
+     "unit": "fraction", "scale_factor": 1.0, "train_loss": 0.17798759043216705, "train_s": 30.18102047299908,
+     "train_tokens_per_s": 33928.60758025407, "peak_mem_bytes": 631083008, "value": 1.0},
+]
+for _r in EXTRAP_CPU_ROWS:
+    for _k in ("mode", "stride", "tokens") if _r["metric"] == "passkey_acc" else ():
+        _r.pop(_k)
+
+
+def resumed(rows, mem=1.25, slower=1.6, **extra):
+    """The same rows from a run killed and resumed: checkpoints loaded, the process's RSS high-water mark 25 % up,
+    training and evaluation wall times of the resumed process, same perplexities."""
+    out = []
+    for r in rows:
+        r = dict(r)
+        r.update(peak_mem_bytes=int(r["peak_mem_bytes"] * mem), from_checkpoint=True, train_s=r["train_s"] * slower,
+                 train_tokens_per_s=r["train_tokens_per_s"] / slower, run_id="20261124T090000Z-resume",
+                 timestamp="2026-11-24T09:00:00.000000Z", **extra)
+        if r.get("eval_s") is not None:
+            r["eval_s"] *= slower
+        out.append(r)
+    return out
+
+
+ALL_TIMINGS = ["--fail-if", "train_s:10%", "--fail-if", "eval_s:10%", "--fail-if", "train_tokens_per_s:10%"]
+
+
+def test_resumed_extrapolation_run_with_identical_science_passes(capsys, tmp_path):
+    base = write(tmp_path / "base" / "cpu-tiny.jsonl", EXTRAP_CPU_ROWS)
+    new = write(tmp_path / "new" / "cpu-tiny.jsonl", resumed(EXTRAP_CPU_ROWS))
+    code, out, err = cli(capsys, "compare", str(base), str(new))  # the defaults gate peak_mem_bytes:10%
+    assert code == 0, out + err
+    assert "compare: ok: 0 regression(s)" in out
+    assert "not gated: process-wide peak RSS on CPU" in out
+    # every metric of a checkpoint-loaded run's timing is reported only, as well
+    code, out, err = cli(capsys, "compare", str(base), str(new), "--fail-if", "ppl:1%", "--fail-if",
+                         "passkey_acc:0.01", "--fail-if", "peak_mem_bytes:10%", *ALL_TIMINGS)
+    assert code == 0, out + err
+    res = compare_paths(base, new, ["ppl:1%", "passkey_acc:0.01", "peak_mem_bytes:10%", "train_s:10%", "eval_s:10%",
+                                    "train_tokens_per_s:10%"])
+    assert not res.regressed and res.matched_rows == 3
+    reported = res.by("reported")
+    assert {e.metric for e in reported} == {"peak_mem_bytes", "train_s", "eval_s", "train_tokens_per_s"}
+    assert all(e.gated is False and e.note.startswith("not gated: ") for e in reported)
+    mem = [e for e in reported if e.metric == "peak_mem_bytes"]
+    assert len(mem) == 3 and all(e.change_pct == pytest.approx(25.0, abs=1e-3) for e in mem)
+    assert all("process-wide peak RSS on CPU" in e.note for e in mem)
+    assert all("checkpoint-loaded" in e.note for e in reported if e.metric != "peak_mem_bytes")
+    gates = res.metrics
+    assert gates["peak_mem_bytes"].status == "not gated" and gates["peak_mem_bytes"].reported_rows == 3
+    assert gates["ppl"].status == "gated" and gates["ppl"].gated_rows == 2
+    assert gates["passkey_acc"].status == "gated" and gates["passkey_acc"].gated_rows == 1
+    assert res.unchanged == 3 and res.reported_only == 3 + 3 + 2 + 3
+    md = render_markdown(res)
+    assert "### reported, not gated (11)" in md and "not gated: process-wide peak RSS on CPU" in md
+
+
+def test_resumed_run_still_catches_a_perplexity_regression(capsys, tmp_path):
+    new_rows = resumed(EXTRAP_CPU_ROWS)
+    new_rows[1] = {**new_rows[1], "ppl": new_rows[1]["ppl"] * 1.1, "value": new_rows[1]["value"] * 1.1}
+    base = write(tmp_path / "b.jsonl", EXTRAP_CPU_ROWS)
+    new = write(tmp_path / "n.jsonl", new_rows)
+    code, out, err = cli(capsys, "compare", str(base), str(new))
+    assert code == 1, out + err
+    res = compare_paths(base, new)
+    (reg,) = res.by("regression")  # the perplexity alone, not the +25 % process RSS
+    assert reg.metric == "ppl" and "eval_len=1024" in reg.config and reg.change_pct == pytest.approx(10.0)
+    assert reg.gated is True and "ppl:5%" in reg.noise_rule and "tolerance alone" in reg.noise_rule
+    assert {e.metric for e in res.by("reported")} == {"peak_mem_bytes"}
+    # a lost passkey is caught the same way
+    new_rows[2] = {**new_rows[2], "value": 0.5}
+    res = compare(EXTRAP_CPU_ROWS, new_rows)
+    assert {e.metric for e in res.by("regression")} == {"ppl", "passkey_acc"}
+
+
+def test_peak_memory_on_cuda_stays_gated():
+    gpu = {"env.gpu": "NVIDIA H100 80GB HBM3", "env.torch": "2.5.1+cu124", "env.hostname": "box1"}
+    key = {"config_id": "2ceb2b3e4384d413", "data": "topics", "device": "cuda", "point": "original+rope",
+           "preset": "gpu", "seed": 0}
+    metrics = {"val_loss": 1.69, "val_ppl": 5.417, "tokens_per_s": 2.2e6, "train_s": 36.9,
+               "peak_mem_bytes": 6_131_015_680, "peak_mem_kind": "cuda_max_allocated"}
+    b_train = make_row("training", "ok", key, metrics, env=gpu)
+    n_train = make_row("training", "ok", key, {**metrics, "peak_mem_bytes": int(6_131_015_680 * 1.25)}, env=gpu)
+    # the extrapolation suite records no kind: a CUDA row's peak is per run (allocator peak after a reset), even
+    # when the checkpoint was loaded; the latency suite's CUDA rows (per-call peak) neither
+    b_ex = {**extrap(), "peak_mem_bytes": 1000, "train_tokens_per_s": 1e6, "from_checkpoint": False}
+    n_ex = {**extrap(), "peak_mem_bytes": 1250, "train_tokens_per_s": 5e5, "from_checkpoint": True}
+    b_k, n_k = kernel(ms=1.0, peak_mem_bytes=1000), kernel(ms=1.0, peak_mem_bytes=1250)
+    res = compare([b_train, b_ex, b_k], [n_train, n_ex, n_k],
+                  ["peak_mem_bytes:10%", "val_loss:5%", "train_tokens_per_s:10%"])
+    regs = res.by("regression")
+    assert [e.metric for e in regs] == ["peak_mem_bytes"] * 3 and {e.suite for e in regs} == {
+        "training", "extrapolation", "latency"}
+    assert all(e.gated is True and "peak_mem_bytes:10%" in e.noise_rule for e in regs)
+    assert res.metrics["peak_mem_bytes"].status == "gated" and res.metrics["peak_mem_bytes"].gated_rows == 3
+    # ... while the training rate of the checkpoint-loaded extrapolation run is reported only
+    (rep,) = res.by("reported")
+    assert rep.metric == "train_tokens_per_s" and "checkpoint-loaded" in rep.note
+    # the same training rows on CPU (ru_maxrss) are not gated
+    cpu_key = {**key, "device": "cpu"}
+    b_cpu = make_row("training", "ok", cpu_key, {**metrics, "peak_mem_kind": "cpu_maxrss"}, env=_CPU_ENV)
+    n_cpu = make_row("training", "ok", cpu_key, {**metrics, "peak_mem_kind": "cpu_maxrss",
+                                                 "peak_mem_bytes": int(6_131_015_680 * 1.25)}, env=_CPU_ENV)
+    res = compare([b_cpu], [n_cpu], ["peak_mem_bytes:10%"])
+    assert not res.regressed and "peak_mem_kind=cpu_maxrss" in res.by("reported")[0].note
+
+
+def test_json_marks_gated_and_reported_metrics_with_their_noise_rules(capsys, tmp_path):
+    base = write(tmp_path / "b.jsonl", EXTRAP_CPU_ROWS + [kernel("sdpa", ms=1.0, env=_CPU_ENV, device_name="cpu")])
+    new = write(tmp_path / "n.jsonl", resumed(EXTRAP_CPU_ROWS) + [kernel("sdpa", ms=1.3, env=_CPU_ENV,
+                                                                         device_name="cpu")])
+    code, out, err = cli(capsys, "compare", str(base), str(new), "--format", "json", "--fail-if", "time_ms:10%",
+                         "--fail-if", "ppl:5%", "--fail-if", "peak_mem_bytes:10%", "--fail-if", "train_s:10%")
+    assert code == 1, err
+    data = json.loads(out)
+    gates = {m["metric"]: m for m in data["metrics"]}
+    t = gates["time_ms"]
+    assert t["gated"] is True and t["status"] == "gated" and t["fail_if"] == ["time_ms:10%"]
+    assert "10% of the baseline" in t["noise_rule"] and "p20–p80" in t["noise_rule"]
+    assert "both sides" in t["noise_rule"]
+    p = gates["ppl"]
+    assert p["gated"] is True and "ppl:5%" in p["noise_rule"] and "tolerance alone" in p["noise_rule"]
+    m = gates["peak_mem_bytes"]
+    assert m["gated"] is False and m["status"] == "not gated" and m["reported_rows"] == 3
+    assert any(w.startswith("process-wide peak RSS on CPU") for w in m["why_not_gated"])
+    assert gates["train_s"]["gated"] is False
+    assert any("checkpoint-loaded" in w for w in gates["train_s"]["why_not_gated"])
+    assert gates["tflops"]["gated"] is False and gates["tflops"]["fail_if"] == [] and gates["tflops"]["why_not_gated"]
+    (reg,) = [e for e in data["entries"] if e["category"] == "regression"]
+    assert reg["metric"] == "time_ms" and reg["gated"] is True and "both sides' p20–p80" in reg["noise_rule"]
+    rep = [e for e in data["entries"] if e["category"] == "reported"]
+    assert rep and all(e["gated"] is False and e["note"].startswith("not gated: ") for e in rep)
+    assert data["summary"]["reported_only"] == 3 + 3
+    # the table says the same, per metric
+    code, out, _ = cli(capsys, "compare", str(base), str(new), "--fail-if", "time_ms:10%", "--fail-if",
+                       "peak_mem_bytes:10%")
+    assert code == 1
+    assert "metrics:" in out and "p20–p80" in out and "not gated: process-wide peak RSS on CPU" in out
+    # github-action-benchmark data carries only gated metrics
+    res = compare_paths(base, new, ["time_ms:10%", "peak_mem_bytes:10%"])
+    assert {x["unit"] for x in res.github["customSmallerIsBetter"]} == {"ms"}
+
+
+def test_first_call_and_compile_times_are_reported_only():
+    base, new = [kernel(ms=1.0, first_call_s=0.5, compile_s=0.4)], [kernel(ms=1.0, first_call_s=5.0, compile_s=4.9)]
+    res = compare(base, new, ["first_call_s:10%", "compile_s:10%"])
+    assert not res.regressed and {e.metric for e in res.by("reported")} == {"first_call_s", "compile_s"}
+    assert all("first call" in e.note for e in res.by("reported"))
