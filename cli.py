@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import json
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -30,12 +31,14 @@ except ImportError:  # pragma: no cover - typer on top of the click package
     from click.exceptions import ClickException as _ClickException  # type: ignore[no-redef]
 
 from ablate import __version__
-from ablate.errors import AblateError, ConfigError
+from ablate.errors import AblateError, ConfigError, Terminated
 
 AXES = ("attention", "position", "norm", "activation")
 INTERRUPTED = "interrupted; finished rows are saved, re-run to resume"
+TERMINATED = "terminated (SIGTERM); finished rows are saved, re-run the same command to resume"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
 
 app = typer.Typer(
     name="ablate",
@@ -199,7 +202,7 @@ def run_cmd(
     grid: Optional[List[str]] = typer.Option(None, "--grid", help="Training grid axis AXIS=V1,V2 (repeatable), "
                                              "e.g. --grid norm=layernorm,rmsnorm --grid activation=relu,swiglu."),
     seeds: int = typer.Option(1, "--seeds", help="Number of seeds (0..K-1)."),
-    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder for the results (JSONL)."),
+    out: str = typer.Option("runs", "--out", "-o", help="Folder for the results (JSONL)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Data file or folder for suites that train."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if visible)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip measurements already in the results "
@@ -245,6 +248,9 @@ def run_cmd(
     from ablate import distributed
     from ablate.runner import RunOptions, run_suite
 
+    from ablate.runner import check_out_dir
+
+    out = check_out_dir(out)  # empty, a file, unwritable: one line before anything is written
     overrides = list(overrides or ())
     if grid:
         from ablate.grid import to_override
@@ -355,11 +361,14 @@ def status_cmd(
 @app.command("report")
 def report_cmd(
     results: List[Path] = typer.Argument(..., help="Results files (.jsonl) or folders of them."),
-    out: Path = typer.Option(Path("reports"), "--out", "-o", help="Folder for tables and figures."),
+    out: str = typer.Option("reports", "--out", "-o", help="Folder for tables and figures."),
 ) -> None:
     """Tables (Markdown + LaTeX) and figures (PNG + SVG) from results alone, one set per suite present, a
     cross-run view when the results span several commits or machines, and OUT/index.md linking them."""
     from ablate.report import build_report
+    from ablate.runner import check_out_dir
+
+    out = check_out_dir(out)
 
     rep = build_report(results, out)
     for suite, files in rep.files.items():
@@ -433,7 +442,7 @@ def nightly_cmd(
         None, "--preset-extrapolation", help="Extrapolation preset (default: gpu on CUDA, tiny on CPU)."),
     baseline: Path = typer.Option(Path("results/baselines"), "--baseline",
                                   help="Baseline results folder (one sub-folder per machine)."),
-    out: Path = typer.Option(Path("nightly"), "--out", "-o", help="Folder for results, report and comparison."),
+    out: str = typer.Option("nightly", "--out", "-o", help="Folder for results, report and comparison."),
     write_baseline: bool = typer.Option(False, "--write-baseline",
                                         help="Write the new rows as the baseline instead of comparing."),
     fail_if: Optional[List[str]] = typer.Option(None, "--fail-if", help="As in `ablate compare`; repeatable."),
@@ -452,7 +461,9 @@ def nightly_cmd(
     """The nightly GPU CI steps, runnable anywhere: run the latency and extrapolation presets, report, compare
     with the baseline (exit 1 on a regression) or write the baseline (docs/regressions.md)."""
     from ablate.nightly import NightlyOptions, run_nightly
+    from ablate.runner import check_out_dir
 
+    out = check_out_dir(out)
     opts = NightlyOptions(out=out, baseline=baseline, preset_latency=preset_latency,
                           preset_extrapolation=preset_extrapolation, set_latency=tuple(set_latency or ()),
                           set_extrapolation=tuple(set_extrapolation or ()),
@@ -512,16 +523,36 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     (file or sys.stderr).write(f"ablate: warning: {text}\n")
 
 
+_TERMINATED = [False]
+
+
+def _handle_sigterm():
+    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread, so it unwinds like Ctrl-C:
+    state files say it was terminated, and the process exits 143 with one line. Returns the previous handler."""
+
+    def on_term(signum, frame):  # noqa: ANN001
+        _TERMINATED[0] = True
+        raise Terminated(signum)
+
+    try:
+        return signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        return None
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry: run the app; user errors → one line on stderr and exit 2, Ctrl-C → exit 130."""
     command = typer.main.get_command(app)
     previous = warnings.showwarning
     warnings.showwarning = _show_warning
+    previous_term = _handle_sigterm()
     try:
         rc = command.main(args=argv, prog_name="ablate", standalone_mode=False)
     except AblateError as exc:
         _die(str(exc) or type(exc).__name__, EXIT_USAGE)
-    except (KeyboardInterrupt, typer.Abort):
+    except (KeyboardInterrupt, typer.Abort) as exc:
+        if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated) or _TERMINATED[0]:
+            _die(TERMINATED, EXIT_TERMINATED)
         _die(INTERRUPTED, EXIT_INTERRUPTED)
     except _ClickException as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `ablate`: show the help
@@ -533,8 +564,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         _die(exc.format_message() + hint, code if isinstance(code, int) and code else EXIT_USAGE)
     finally:
         warnings.showwarning = previous
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
     if rc == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130)
-        _die(INTERRUPTED, EXIT_INTERRUPTED)
+        _die(TERMINATED if _TERMINATED[0] else INTERRUPTED, EXIT_TERMINATED if _TERMINATED[0] else EXIT_INTERRUPTED)
     raise SystemExit(rc if isinstance(rc, int) else 0)
 
 

@@ -32,3 +32,11 @@ class PositionRangeError(AblateError, ValueError):
 
 class ResultsFileError(AblateError, ValueError):
     """A results file that cannot be read (corrupt JSONL, wrong schema)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, ``kill``): handled like Ctrl-C -- finished rows are kept, states say why it stopped."""
+
+    def __init__(self, signum: int = 15):
+        self.signum = signum
+        super().__init__(f"terminated by signal {signum} (SIGTERM)")

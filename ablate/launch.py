@@ -35,9 +35,9 @@ from queue import Queue
 from typing import Any
 
 from ablate import runstate
-from ablate.errors import ConfigError, UnavailableError
-from ablate.results import RUN_ID_ENV, current_run_id, launch_dir
-from ablate.runner import RunOptions, Task, resolve_device, run_suite, select_tasks, suite_tasks
+from ablate.errors import AblateError, ConfigError, UnavailableError
+from ablate.results import RUN_ID_ENV, current_run_id, launch_dir, shard_files
+from ablate.runner import RunOptions, Task, check_out_dir, resolve_device, run_suite, select_tasks, suite_tasks
 
 LAUNCHERS = ("local", "gpus", "slurm")
 SUBMITIT_CLUSTERS = ("slurm", "local")
@@ -289,6 +289,7 @@ def _record_submission(results: Path, plan: dict, lo: LaunchOptions, ids: list[s
 def launch(opts: RunOptions, lo: LaunchOptions, progress: bool = True) -> LaunchResult:
     """Run the sweep ``opts`` describes with launcher ``lo``; see the module docstring."""
     check_launch(opts, lo)
+    check_out_dir(opts.out)
     opts = dataclasses.replace(opts, device=resolve_device(opts.device))
     if lo.launcher == "local":
         return _launch_local(opts, lo)
@@ -337,6 +338,13 @@ def _launch_local(opts: RunOptions, lo: LaunchOptions) -> LaunchResult:
         results, tasks = suite_tasks(opts)
     except UnavailableError:
         tasks = []
+    # What this run may create, recorded before it does: removed again if the run is refused before any row.
+    existed: set[Path] = set()
+    new_dirs: list[Path] = []
+    if results is not None:
+        existed = {f for f in (runstate.plan_path(results), runstate.local_state_path(results)) if f.exists()}
+        new_dirs = [d for d in (runstate.local_state_path(results).parent, launch_dir(results) / runstate.CLAIM_DIR,
+                                launch_dir(results), results.parent) if not d.exists()]
     if results is not None and tasks and opts.only:
         select_tasks([t.id for t in tasks], opts.only, f"{opts.suite} task")
     if results is not None and tasks:
@@ -348,6 +356,7 @@ def _launch_local(opts: RunOptions, lo: LaunchOptions) -> LaunchResult:
                                    {"task": None, "plan_id": pid, "run_id": current_run_id(), "job_id": "local",
                                     "tasks": ids}).start()
     res = LaunchResult(results or Path(opts.out))
+    before = _footprint(results)
     try:
         if lo.dist.enabled:
             res.rc = _torchrun(opts, lo.dist)
@@ -356,6 +365,12 @@ def _launch_local(opts: RunOptions, lo: LaunchOptions) -> LaunchResult:
             res.results = results or res.results
         else:
             res.results = run_suite(opts)
+    except AblateError as exc:  # refused (a user error) before any row: leave nothing behind
+        if state is not None:
+            state.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        if results is not None and _footprint(results) == before:
+            _undo_launch_files(results, existed, new_dirs)
+        raise
     except BaseException as exc:
         if state is not None:
             state.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
@@ -363,6 +378,26 @@ def _launch_local(opts: RunOptions, lo: LaunchOptions) -> LaunchResult:
     if state is not None:
         state.finish()
     return res
+
+
+def _footprint(results: Path | None) -> tuple:
+    """Size of the results file and of its shards: unchanged means no row was written."""
+    if results is None:
+        return ()
+    files = [results] + shard_files(results)
+    return tuple((str(f), f.stat().st_size if f.exists() else -1) for f in files)
+
+
+def _undo_launch_files(results: Path, existed: set[Path], new_dirs: list[Path]) -> None:
+    """Remove the plan and state files and the (empty) folders this run created: it was refused before a row."""
+    for f in (runstate.plan_path(results), runstate.local_state_path(results)):
+        if f not in existed:
+            f.unlink(missing_ok=True)
+    for d in new_dirs:  # deepest first
+        try:
+            d.rmdir()  # only when empty
+        except OSError:
+            pass
 
 
 def _cli_args(opts: RunOptions) -> list[str]:
@@ -473,7 +508,7 @@ def _exit_reason(results: Path, task: str, rc: int, log: str) -> str:
     state = runstate.read_json(path) or {}
     if state.get("state") == "failed" and state.get("reason"):
         return f"{state['reason']} (log: {log})"
-    how = f"killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
+    how = runstate.killed_reason(state, -rc) if rc < 0 else f"exited with code {rc}"
     reason = f"worker {how} without finishing (log: {log})"
     if state.get("state") != "finished":
         runstate.write_json(path, {**state, "task": task, "state": "failed", "reason": reason,

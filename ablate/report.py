@@ -351,10 +351,10 @@ def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | No
     ``command`` is shown as the command that regenerates the folder (default: :func:`report_command`);
     ``data_commands`` are the commands that produced the results (e.g. from ``ablate nightly``), shown as given.
     """
-    from ablate.runner import report_rows
+    from ablate.runner import check_out_dir, report_rows
 
     inputs = list(inputs)
-    out = Path(out)
+    out = check_out_dir(out)  # empty, a file, unwritable: one line before anything is read or written
     files = iter_files(inputs)  # missing path → ResultsFileError
     raw = read_rows(inputs)
     if not raw:

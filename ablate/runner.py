@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -93,6 +95,32 @@ def _check_overrides(overrides: tuple[str, ...]) -> None:
         key = item.split("=", 1)[0].strip() if "=" in item else ""
         if not key:
             raise ConfigError(f"override {item!r} is not key=value (e.g. --set model.position=alibi)")
+
+
+def check_out_dir(out: str | os.PathLike, flag: str = "--out") -> Path:
+    """``out`` as a folder this process can write into, checked without creating anything: not empty, not a
+    file, and the folder (or, when it does not exist yet, its nearest existing parent) accepts a new file.
+    One-line :class:`ConfigError` otherwise."""
+    text = os.fspath(out)
+    if not str(text).strip():
+        raise ConfigError(f"{flag} is empty; give a folder, e.g. {flag} runs")
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file, not a folder; give a folder (results go to "
+                          f"{flag}/<name>.jsonl)")
+    anchor = path
+    while not anchor.exists() and anchor != anchor.parent:
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise ConfigError(f"{flag} {path} cannot be created: {anchor} is not a folder")
+    try:  # permission bits do not stop root, and a read-only mount ignores them: try it
+        fd, probe = tempfile.mkstemp(prefix=".ablate-write-check-", dir=anchor)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        what = "is not writable" if path == anchor else f"cannot be created in {anchor}"
+        raise ConfigError(f"{flag} {path} {what} ({exc.strerror or exc})") from None
+    return path
 
 
 def resolve_device(opt: str | None) -> str:

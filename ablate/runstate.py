@@ -136,7 +136,7 @@ class StateFile:
 
     def start(self) -> "StateFile":
         now = utc_now()
-        self._write(state="running", started=now, heartbeat=now, ended=None, reason="")
+        self._write(state="running", started=now, heartbeat=now, ended=None, reason="", **process_memory())
         self._thread = threading.Thread(target=self._beat, name="ablate-heartbeat", daemon=True)
         self._thread.start()
         return self
@@ -144,7 +144,7 @@ class StateFile:
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                self._write(heartbeat=utc_now())
+                self._write(heartbeat=utc_now(), **process_memory())
             except OSError:
                 pass
 
@@ -162,6 +162,158 @@ class StateFile:
 
     def fail(self, reason: str) -> None:
         self._end("failed", reason)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Task claims: two runs into one --out never measure the same task
+
+
+CLAIM_DIR = "claims"
+
+
+def claim_path(results: Path, task_id: str) -> Path:
+    return launch_dir(results) / CLAIM_DIR / f"{safe_name(task_id)}.json"
+
+
+class Claims:
+    """Per-task claim files ``X.launch/claims/<task>.json`` (host, pid, heartbeat), created atomically
+    (``O_CREAT | O_EXCL``) before a task runs and removed when it ends. A claim whose owner is gone (same host: its
+    pid is dead; another host: no heartbeat for ``STALE_S``) is taken over. A heartbeat thread refreshes the held
+    claims every ``HEARTBEAT_S``.
+
+        claims = Claims(results_file)
+        if claims.claim("rope-s0"):   # False: another live run holds it -- skip it
+            ... run the task ...
+            claims.release("rope-s0")
+    """
+
+    def __init__(self, results: Path):
+        self.results = Path(results)
+        self.held: set[str] = set()
+        self.skipped: dict[str, str] = {}  # task -> who holds it
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _record(self) -> dict[str, Any]:
+        return {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": utc_now()}
+
+    def claim(self, task_id: str) -> bool:
+        path = claim_path(self.results, task_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                other = read_json(path)
+                if other is not None and worker_alive(other) and not (
+                        other.get("host") == socket.gethostname() and other.get("pid") == os.getpid()):
+                    self.skipped[task_id] = f"{other.get('host')}:{other.get('pid')}"
+                    return False
+                try:  # its owner is gone (or it is ours): take it over
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({**self._record(), "task": task_id}, fh)
+            with self._lock:
+                self.held.add(task_id)
+            self._start()
+            return True
+        self.skipped[task_id] = "a claim that kept changing hands"
+        return False
+
+    def release(self, task_id: str) -> None:
+        with self._lock:
+            self.held.discard(task_id)
+        try:
+            os.unlink(claim_path(self.results, task_id))
+        except FileNotFoundError:
+            pass
+
+    def release_all(self) -> None:
+        for t in list(self.held):
+            self.release(t)
+        self._stop.set()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._beat, name="ablate-claims", daemon=True)
+            self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with self._lock:
+                held = list(self.held)
+            for t in held:
+                try:
+                    write_json(claim_path(self.results, t), {**self._record(), "task": t})
+                except OSError:
+                    pass
+
+    def __enter__(self) -> "Claims":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release_all()
+
+
+def process_memory() -> dict[str, int | None]:
+    """This process's resident memory now and at its peak (``VmRSS`` / ``VmHWM``) and the memory it may use
+    (cgroup ``memory.max`` when set, else ``MemTotal``), in bytes; None where /proc cannot say."""
+    out: dict[str, int | None] = {"rss_bytes": None, "peak_rss_bytes": None, "mem_limit_bytes": None}
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    out["rss_bytes"] = int(line.split()[1]) * 1024
+                elif line.startswith("VmHWM:"):
+                    out["peak_rss_bytes"] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    limit = None
+    try:
+        raw = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        limit = int(raw) if raw.isdigit() else None
+    except OSError:
+        pass
+    if limit is None:
+        try:
+            with open("/proc/meminfo", encoding="ascii") as fh:
+                for line in fh:
+                    if line.startswith("MemTotal:"):
+                        limit = int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+    out["mem_limit_bytes"] = limit
+    return out
+
+
+LIKELY_OOM_FRACTION = 0.8  # a SIGKILL after the process used this share of its memory limit: likely the OOM killer
+
+
+def killed_reason(state: dict, signum: int | None = None) -> str:
+    """Why a worker that left no exit behind stopped: the signal when known, and "likely out of memory" when its
+    last heartbeat showed it near the memory limit."""
+    import signal as _signal
+
+    if signum is not None:
+        try:
+            name = _signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        how = f"killed by {name}"
+    else:
+        how = "stopped without recording an exit (killed by a signal it could not catch, e.g. SIGKILL)"
+    rss, limit = state.get("peak_rss_bytes") or state.get("rss_bytes"), state.get("mem_limit_bytes")
+    if (signum in (None, 9)) and rss and limit and rss >= LIKELY_OOM_FRACTION * limit:
+        how += (f"; likely out of memory (the kernel's OOM killer): its memory reached {rss / 2**30:.1f} GiB of "
+                f"{limit / 2**30:.1f} GiB")
+    elif rss and limit:
+        how += f" (memory at its last heartbeat: {rss / 2**30:.1f} of {limit / 2**30:.1f} GiB)"
+    return how
 
 
 def worker_alive(state: dict) -> bool:
@@ -303,7 +455,7 @@ def _apply_local(out: PlanStatus, local: dict) -> None:
             t.standing, t.worker = ("running" if i == 0 else "queued"), f"local ({where})"
         return
     if local.get("state") == "running":
-        why = f"the local run ({where}) stopped without finishing (killed?)"
+        why = f"the local run ({where}) {killed_reason(local)}"
     elif local.get("state") == "failed":
         why = f"the local run ({where}) failed: {local.get('reason')}"
     else:
@@ -327,4 +479,5 @@ def find_plans(run_dir: Path) -> list[Path]:
 
 __all__ = ["PLAN_FILE", "STANDINGS", "StateFile", "TaskStanding", "PlanStatus", "plan_status", "find_plans",
            "plan_path", "state_path", "local_state_path", "safe_name", "write_json", "read_json", "plan_id", "task_standing",
-           "latest_rows", "worker_alive", "utc_now", "HEARTBEAT_S", "STALE_S"]
+           "latest_rows", "worker_alive", "utc_now", "HEARTBEAT_S", "STALE_S", "Claims", "claim_path",
+           "process_memory", "killed_reason"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,13 +31,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from ablate.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
 from ablate.config import ModelConfig, apply_overrides, flatten, unified_train_len
 from ablate.data import Batches, Corpus, DataSettings, check_eval_span, corpus_for
 from ablate.errors import ConfigError, PositionRangeError
 from ablate.evaluate import (MODES, PROBES, PasskeyBatches, Probe, evaluate, passkey_loss, probe_correct,
                              span_needed)
 from ablate.registry import POSITION, load_all
-from ablate.results import ResultWriter, row_key, status_from_exception, to_frame
+from ablate.results import ResultWriter, done_keys, row_key, status_from_exception, to_frame
+from ablate.runstate import Claims
 from ablate.train import TrainConfig, lm_loss, refuse_cpu_amp, train
 
 SUITE = "extrapolation"
@@ -369,10 +372,7 @@ def _ckpt_path(ckpt_dir: Path, job: Job, cid: str, scaled: bool = False) -> Path
 
 
 def _save(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_checkpoint(path, payload)
 
 
 def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, ckpt: Path,
@@ -382,15 +382,21 @@ def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, 
 
     mcfg = job_model(cfg, job.position)
     if reuse and ckpt.is_file():
-        payload = torch.load(ckpt, map_location="cpu", weights_only=False)
-        info = payload["info"]
-        if payload.get("state_dict") is None:
-            return None, info
-        torch.manual_seed(job.seed)
-        model = Transformer(mcfg)
-        model.load_state_dict(payload["state_dict"])
-        info = {**info, "from_checkpoint": True}
-        return model.to(device), info
+        try:
+            payload = load_checkpoint(ckpt)
+            info = payload["info"]
+            if payload.get("state_dict") is None:
+                return None, info
+            torch.manual_seed(job.seed)
+            model = Transformer(mcfg)
+            model.load_state_dict(payload["state_dict"])
+            info = {**info, "from_checkpoint": True}
+            return model.to(device), info
+        except (CorruptCheckpoint, KeyError, RuntimeError) as exc:  # truncated, tampered, from another model
+            why = exc.why if isinstance(exc, CorruptCheckpoint) else f"{type(exc).__name__}: {exc}"
+            sys.stderr.write(f"ablate: warning: checkpoint {ckpt} is unusable ({' '.join(why.split())[:200]}); "
+                             f"retraining {job.name}\n")
+            ckpt.unlink(missing_ok=True)
     torch.manual_seed(job.seed)
     model = Transformer(mcfg).to(device)
     tcfg = replace(cfg.train, seed=job.seed)
@@ -432,6 +438,12 @@ def _setup(opts):
     refuse_cpu_amp(cfg.train, opts.overrides, device)
     cfg, corpus = corpus_for(cfg, opts.data)
     validate_plan(cfg, device)
+    tokens, stride = eval_tokens(cfg), eval_stride(cfg)  # the data must hold the evaluation: refused before a plan
+    check_eval_span(corpus.val, span_needed(tokens, max(cfg.eval_lens), cfg.eval.mode, stride),
+                    f"evaluation at eval_len={max(cfg.eval_lens)} ({tokens} tokens, {cfg.eval.mode})")
+    if len(corpus.train) < cfg.train.seq_len + 1:
+        raise ConfigError(f"training split holds {len(corpus.train)} tokens, fewer than seq_len+1 = "
+                          f"{cfg.train.seq_len + 1}")
     seeds = [cfg.train.seed + i for i in range(int(opts.seeds))]
     return device, preset, cfg, corpus, plan_jobs(cfg, preset, corpus, device, seeds), results_path(opts)
 
@@ -455,9 +467,6 @@ def run(opts) -> Path:
                           "--launcher gpus or slurm instead of --nproc-per-node")
     t_start = time.perf_counter()
     device, preset, cfg, corpus, jobs, out = _setup(opts)
-    tokens, stride = eval_tokens(cfg), eval_stride(cfg)
-    check_eval_span(corpus.val, span_needed(tokens, max(cfg.eval_lens), cfg.eval.mode, stride),
-                    f"evaluation at eval_len={max(cfg.eval_lens)} ({tokens} tokens, {cfg.eval.mode})")
     chosen = select_tasks([j.name for j in jobs], opts.only, "extrapolation task")
     jobs = [j for j in jobs if j.name in chosen]
     ckpt_dir = _out_dir(opts) / "extrapolation.ckpt"
@@ -482,6 +491,7 @@ def run(opts) -> Path:
     prog = start_progress(opts.progress)
     overall = prog.add_task("extrapolation", total=sum(len(j.rows) for j in jobs), info="") if prog else None
     trained = 0
+    claims = Claims(out)
     try:
         for job in jobs:
             todo = [r for r in job.rows if not writer.done(r.key)]
@@ -489,40 +499,62 @@ def run(opts) -> Path:
                 prog.update(overall, advance=len(job.rows) - len(todo), info=job.name)
             if not todo:
                 continue
-            run_cfg = replace(cfg, model=job_model(cfg, job.position), train=replace(cfg.train,
-                                                                                                   seed=job.seed))
-            ckpt = _ckpt_path(ckpt_dir, job, config_id(cfg, corpus, job.kind),
-                              scaled=scales_embeddings(cfg, job.position))
+            if not claims.claim(job.name):  # another live run into this --out is on it
+                if prog:
+                    prog.update(overall, advance=len(todo))
+                continue
             try:
-                model, info = _train_job(cfg, job, corpus, device, ckpt, prog, reuse=opts.resume)
-                trained += 0 if info.get("from_checkpoint") else 1
-            except Exception as exc:  # OOM, a kernel that fails: every row of this job says so
-                if _is_oom(exc) and device == "cuda":
-                    torch.cuda.empty_cache()
-                for r in todo:
-                    writer.write_exception(exc, r.key, {"value": None, "unit": _unit(r)}, config=run_cfg)
-                if prog:
-                    prog.update(overall, advance=len(todo))
-                continue
-            if model is None:  # diverged
-                reason = f"training diverged at step {info.get('diverged_step')}: {info.get('train_reason')}"
-                for r in todo:
-                    writer.write("diverged", r.key, {"value": None, "unit": _unit(r), **info}, config=run_cfg,
-                                 reason=reason)
-                if prog:
-                    prog.update(overall, advance=len(todo))
-                continue
-            _evaluate_job(cfg, job, todo, model, corpus, device, writer, run_cfg, info, prog, overall)
-            del model
-            if device == "cuda":
-                torch.cuda.empty_cache()
+                if opts.resume:  # it may have finished it between our start and our claim
+                    finished = done_keys(out)
+                    todo = [r for r in todo if row_key(r.key) not in finished]
+                trained += _run_job(cfg, job, todo, corpus, device, writer, ckpt_dir, opts, prog, overall)
+            finally:
+                claims.release(job.name)
     finally:
+        claims.release_all()
         if prog:
             prog.stop()
         torch.set_num_threads(threads_before)
+    if claims.skipped:
+        sys.stderr.write(f"ablate: {len(claims.skipped)} task(s) were being run by another process into the same "
+                         f"--out and were left to it: " + ", ".join(f"{t} ({who})" for t, who in
+                                                                      claims.skipped.items()) + "\n")
     elapsed = time.perf_counter() - t_start
     _print_summary(out, cid, preset, elapsed, trained)
     return out
+
+
+def _run_job(cfg, job: Job, todo: list[RowSpec], corpus: Corpus, device: str, writer: ResultWriter, ckpt_dir: Path,
+             opts, prog, overall) -> int:
+    """Train (or load) one job's model and write its rows; returns 1 when a model was trained."""
+    if not todo:
+        return 0
+    run_cfg = replace(cfg, model=job_model(cfg, job.position), train=replace(cfg.train, seed=job.seed))
+    ckpt = _ckpt_path(ckpt_dir, job, config_id(cfg, corpus, job.kind), scaled=scales_embeddings(cfg, job.position))
+    try:
+        model, info = _train_job(cfg, job, corpus, device, ckpt, prog, reuse=opts.resume)
+    except Exception as exc:  # OOM, a kernel that fails: every row of this job says so
+        if _is_oom(exc) and device == "cuda":
+            torch.cuda.empty_cache()
+        for r in todo:
+            writer.write_exception(exc, r.key, {"value": None, "unit": _unit(r)}, config=run_cfg)
+        if prog:
+            prog.update(overall, advance=len(todo))
+        return 0
+    trained = 0 if info.get("from_checkpoint") else 1
+    if model is None:  # diverged
+        reason = f"training diverged at step {info.get('diverged_step')}: {info.get('train_reason')}"
+        for r in todo:
+            writer.write("diverged", r.key, {"value": None, "unit": _unit(r), **info}, config=run_cfg,
+                         reason=reason)
+        if prog:
+            prog.update(overall, advance=len(todo))
+        return trained
+    _evaluate_job(cfg, job, todo, model, corpus, device, writer, run_cfg, info, prog, overall)
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return trained
 
 
 def _unit(r: RowSpec) -> str:

@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +48,7 @@ from ablate.flops import (attention_flops, kv_cache_bytes, linear_attention_flop
 from ablate.progress import start_progress
 from ablate.registry import ATTENTION, POSITION, load_all
 from ablate.results import ResultWriter, read_rows, row_key, status_from_exception
+from ablate.runstate import Claims
 from ablate.timing import (DO_BENCH_REP_MS, DO_BENCH_WARMUP_MS, bench, bench_calls, first_call, free_memory,
                            is_cuda, peak_memory_and_ms, sync)
 
@@ -1435,6 +1437,24 @@ def run(opts) -> Path:
                           "slurm instead of --nproc-per-node")
     device, preset, cfg, out = _setup(opts)
     cfg = _only(cfg, opts.only)
+    # Two runs into one --out: each task (an attention key's kernel sweep, a part) is measured by one of them.
+    claims = Claims(out)
+    ids = _task_ids(cfg)
+    mine = tuple(t for t in ids if claims.claim(t))
+    if len(mine) < len(ids):
+        if not mine:
+            claims.release_all()
+            sys.stderr.write(f"ablate: every latency task is being run by another process into {out} "
+                             f"({', '.join(sorted(set(claims.skipped.values())))}); nothing left to run here\n")
+            return out
+        cfg = _only(cfg, mine)
+    try:
+        return _run_claimed(opts, device, preset, cfg, out, claims)
+    finally:
+        claims.release_all()
+
+
+def _run_claimed(opts, device: str, preset: str, cfg: LatencyConfig, out: Path, claims: Claims) -> Path:
     writer = ResultWriter(out, SUITE, resume=opts.resume, shard=opts.shard)
     clock = Clock(cfg.budget_s)
     if is_cuda(device) or _is_compiled("flex", device):
@@ -1461,9 +1481,10 @@ def run(opts) -> Path:
         if prog is not None:
             prog.stop()
         torch.set_num_threads(threads_before)
-    import sys
-
     msg = f"latency ({preset}, {device}: {ctx.device_name}): {clock.elapsed():.0f} s; results in {out}"
+    if claims.skipped:
+        msg += (f"\nlatency: {len(claims.skipped)} task(s) were being run by another process into the same --out and "
+                f"were left to it: {', '.join(sorted(claims.skipped))}")
     if clock.skipped:
         left = ", ".join(f"{n} {p}" for p, n in clock.skipped.items())
         msg += (f"\nlatency: time budget reached, {left} measurement(s) left for later: re-run the same command to "

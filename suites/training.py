@@ -39,6 +39,7 @@ resumes where it stopped.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,7 +54,8 @@ from ablate.errors import ConfigError
 from ablate.evaluate import evaluate, span_needed
 from ablate.flops import matmul_params, model_train_flops, peak_tflops
 from ablate.grid import GridPoint, GridSpec, build_grid, select
-from ablate.results import ResultWriter, row_key, status_from_exception
+from ablate.results import ResultWriter, done_keys, row_key, status_from_exception
+from ablate.runstate import Claims
 from ablate.train import TrainConfig, lm_loss, refuse_cpu_amp, train
 
 SUITE = "training"
@@ -439,6 +441,11 @@ def _setup(opts):
     cfg = resolve(preset, opts.overrides)
     refuse_cpu_amp(cfg.train, opts.overrides, device)
     cfg, corpus = corpus_for(cfg, opts.data)
+    seq = cfg.train.seq_len  # the data must hold the evaluation: refused before a plan is written
+    check_eval_span(corpus.val, span_needed(max(cfg.eval.tokens, cfg.eval.curve_tokens), seq),
+                    f"training-suite evaluation ({cfg.eval.tokens} tokens at {seq})")
+    if len(corpus.train) < seq + 1:
+        raise ConfigError(f"training split holds {len(corpus.train)} tokens, fewer than seq_len+1 = {seq + 1}")
     points, reference = grid_points(cfg)
     seeds = [cfg.train.seed + i for i in range(int(opts.seeds))]
     return device, preset, cfg, corpus, points, reference, seeds, results_file(opts, device, preset)
@@ -470,9 +477,6 @@ def run(opts) -> Path:
         if cfg.budget.kind == "time":
             raise ConfigError("budget.kind=time is calibrated on one device; with --nproc-per-node use "
                               "budget.kind=tokens or flops")
-    seq = cfg.train.seq_len
-    check_eval_span(corpus.val, span_needed(max(cfg.eval.tokens, cfg.eval.curve_tokens), seq),
-                    f"training-suite evaluation ({cfg.eval.tokens} tokens at {seq})")
     chosen = select_tasks([task_id(p, s) for s in seeds for p in points], opts.only, "training task")
     writer = ResultWriter(out, SUITE, resume=opts.resume, shard=opts.shard, enabled=dinfo.is_main)
     gid = grid_id(cfg, corpus)
@@ -502,6 +506,7 @@ def run(opts) -> Path:
     if prog:
         prog.update(overall, advance=len(jobs) - len(todo))
     ran, left = 0, 0
+    claims = Claims(out) if not dinfo.enabled else None  # DDP ranks are one run: rank 0 decides for all
     try:
         for n, i in enumerate(todo):
             seed, point = jobs[i]
@@ -512,28 +517,46 @@ def run(opts) -> Path:
                 break
             if prog:
                 prog.update(overall, info=f"{point.name} seed {seed}")
+            tid = task_id(point, seed)
+            if claims is not None:  # two runs into one --out: each task is measured by one of them
+                if not claims.claim(tid) or (opts.resume and row_key(key) in done_keys(out)):
+                    if tid in claims.held:
+                        claims.release(tid)
+                    if prog:
+                        prog.update(overall, advance=1)
+                    continue
             desc = {**_describe(point, gid, declared),
                     **{k: v for k, v in corpus.describe().items() if k not in key}}
             run_cfg = {"model": point.model, "train": point_train(cfg, point, seed), "budget": cfg.budget,
                        "grid": cfg.grid, "eval": cfg.eval, "data": cfg.data}
             try:
-                status, reason, metrics, tcfg = run_point(cfg, point, seed, corpus, device, budget, prog,
-                                                          unigram=unigram)
-                run_cfg["train"] = tcfg
-                writer.write(status, key, {**desc, **metrics}, config=run_cfg, reason=reason)
-            except Exception as exc:  # unsupported combination, OOM, a kernel that fails: a row, and the grid goes on
-                if status_from_exception(exc)[0] == "oom" and device == "cuda":
-                    torch.cuda.empty_cache()
-                writer.write_exception(exc, key, desc, config=run_cfg)
+                try:
+                    status, reason, metrics, tcfg = run_point(cfg, point, seed, corpus, device, budget, prog,
+                                                              unigram=unigram)
+                    run_cfg["train"] = tcfg
+                    writer.write(status, key, {**desc, **metrics}, config=run_cfg, reason=reason)
+                except Exception as exc:  # unsupported, OOM, a kernel that fails: a row, and the grid goes on
+                    if status_from_exception(exc)[0] == "oom" and device == "cuda":
+                        torch.cuda.empty_cache()
+                    writer.write_exception(exc, key, desc, config=run_cfg)
+            finally:
+                if claims is not None:
+                    claims.release(tid)
             ran += 1
             if device == "cuda":
                 torch.cuda.empty_cache()
             if prog:
                 prog.update(overall, advance=1)
     finally:
+        if claims is not None:
+            claims.release_all()
         if prog:
             prog.stop()
         torch.set_num_threads(threads_before)
+    if claims is not None and claims.skipped:
+        sys.stderr.write(f"ablate: {len(claims.skipped)} task(s) were being run by another process into the same "
+                         f"--out and were left to it: " + ", ".join(f"{t} ({who})" for t, who in
+                                                                      claims.skipped.items()) + "\n")
     if dinfo.is_main:
         _print_summary(out, gid, time.perf_counter() - t_start, ran, left, cfg.time_limit_s)
     if dinfo.enabled:
