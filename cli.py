@@ -307,14 +307,20 @@ def _gpu_ids(text: Optional[str]) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------------------------
 # status
 
+_SKIP_HELP = ("Leave out rows that break the results schema (docs/results-schema.md), with a warning saying how many "
+              "were skipped in which file (default: such a row is an error).")
+_SKIP_HINT = "fix or remove that line, or pass --skip-invalid to leave invalid rows out"
+
 
 @app.command("status")
 def status_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder (--out of `ablate run`) or one of its results files."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (human) or json (machine)."),
     all_tasks: bool = typer.Option(False, "--all", help="List done tasks too (default: only the others)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help=_SKIP_HELP),
 ) -> None:
     """Done / running / failed / queued / missing tasks of every sweep launched into RUN_DIR, with the reasons."""
+    from ablate.results import reading
     from ablate.runstate import find_plans, plan_status
 
     if not run_dir.exists():
@@ -323,7 +329,8 @@ def status_cmd(
     if not plans:
         raise ConfigError(f"no sweep plan under {run_dir} (ablate run writes one beside each results file: "
                           "X.launch/plan.json)")
-    statuses = [plan_status(p) for p in plans]
+    with reading(skip_invalid=skip_invalid, hint=_SKIP_HINT):
+        statuses = [plan_status(p) for p in plans]
     if fmt == Format.json:
         typer.echo(json.dumps([{"results": str(s.results), "suite": s.plan.get("suite"),
                                 "launcher": s.plan.get("launcher"), "counts": s.counts(),
@@ -362,15 +369,18 @@ def status_cmd(
 def report_cmd(
     results: List[Path] = typer.Argument(..., help="Results files (.jsonl) or folders of them."),
     out: str = typer.Option("reports", "--out", "-o", help="Folder for tables and figures."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help=_SKIP_HELP),
 ) -> None:
     """Tables (Markdown + LaTeX) and figures (PNG + SVG) from results alone, one set per suite present, a
     cross-run view when the results span several commits or machines, and OUT/index.md linking them."""
     from ablate.report import build_report
+    from ablate.results import reading
     from ablate.runner import check_out_dir
 
     out = check_out_dir(out)
 
-    rep = build_report(results, out)
+    with reading(skip_invalid=skip_invalid, hint=_SKIP_HINT):
+        rep = build_report(results, out)
     for suite, files in rep.files.items():
         typer.echo(f"{suite}: {len(files)} file(s)")
         for f in files:
@@ -410,11 +420,14 @@ def compare_cmd(
         None, "--github-json", help="Folder to write github-action-benchmark custom data into "
                                     "(customSmallerIsBetter.json, customBiggerIsBetter.json)."),
     output: Optional[Path] = typer.Option(None, "--output", help="Also write the --format output to this file."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help=_SKIP_HELP),
 ) -> None:
     """Compare NEW results with BASELINE row by row; exit 1 on a regression, 0 otherwise (docs/regressions.md)."""
     from ablate.compare import compare_paths, print_table, render_json, render_markdown, write_github_json
+    from ablate.results import reading
 
-    result = compare_paths(baseline, new, fail_if or None, allow_env_mismatch=allow_env_mismatch)
+    with reading(skip_invalid=skip_invalid, hint=_SKIP_HINT):
+        result = compare_paths(baseline, new, fail_if or None, allow_env_mismatch=allow_env_mismatch)
     if github_json is not None:
         write_github_json(result, github_json)
     if fmt == CompareFormat.table:

@@ -8,7 +8,11 @@ newline; :func:`read_rows` skips such a torn tail (with a warning) and the next 
 Resuming: every row carries ``row_key`` (:func:`row_key` of the fields that identify the measurement) and ``status``;
 :func:`done_keys` returns the keys whose status is terminal, which a suite skips on a re-run.
 
-The row schema is documented in ``docs/results-schema.md``; :func:`make_row` builds rows that follow it.
+The row schema is defined in :mod:`ablate.schema` (documented in ``docs/results-schema.md``, published as
+``docs/results.schema.json``); :func:`make_row` builds rows that follow it, and every read checks it: an invalid row
+raises :class:`InvalidRowError` (``file:line: why``) unless the reader is asked to skip invalid rows
+(``skip_invalid=True``, or within :func:`reading`), which it then does with one :class:`ResultsWarning` per file.
+Reading never rewrites a file.
 """
 
 from __future__ import annotations
@@ -21,11 +25,16 @@ import math
 import os
 import secrets
 import warnings
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Union
 
 from ablate.errors import AblateError, ConfigError, ResultsFileError, UnavailableError
+from ablate.schema import (CONFIG_PREFIX, ENV_PREFIX, RESERVED_COLUMNS, SCHEMA_VERSION, STATUSES, SUITES,
+                           TERMINAL_STATUSES, row_problem)
 
 try:  # POSIX; on other platforms O_APPEND single writes still keep lines whole on local disks
     import fcntl
@@ -39,29 +48,29 @@ __all__ = [
     "SCHEMA_VERSION", "STATUSES", "TERMINAL_STATUSES", "RESERVED_COLUMNS", "ResultsWarning", "PathLike", "Paths",
     "append_row", "read_rows", "iter_files", "row_key", "done_keys", "to_frame", "make_row", "new_run_id",
     "current_run_id", "status_from_exception", "to_jsonable", "ResultWriter", "launch_dir", "shard_path",
-    "shard_files", "RUN_ID_ENV",
+    "shard_files", "RUN_ID_ENV", "InvalidRowError", "reading", "named_suite",
 ]
 
-SCHEMA_VERSION = 1
-
-# ok: measured. unavailable: cannot run on this machine (package missing, no GPU) -- may work elsewhere or later.
-# unsupported: the variant cannot do this configuration (e.g. a kernel without arbitrary bias).
-# oom: ran out of memory. diverged: ran, but training/eval produced non-finite values. error: anything else.
-STATUSES = ("ok", "unavailable", "unsupported", "oom", "diverged", "error")
-# Re-running a key with one of these statuses would give the same answer, so a resumed sweep skips it.
-# `unavailable`, `oom` and `error` are retried: a package may have been installed, memory freed, a bug fixed.
-TERMINAL_STATUSES = frozenset({"ok", "unsupported", "diverged"})
-
-RESERVED_COLUMNS = ("schema_version", "suite", "status", "reason", "row_key", "key_fields", "run_id", "timestamp")
-CONFIG_PREFIX = "config."
-ENV_PREFIX = "env."
+# SCHEMA_VERSION, STATUSES, TERMINAL_STATUSES, RESERVED_COLUMNS, CONFIG_PREFIX, ENV_PREFIX: see ablate.schema
 
 PathLike = Union[str, "os.PathLike[str]"]
 Paths = Union[PathLike, Iterable[PathLike]]
 
 
 class ResultsWarning(UserWarning):
-    """Something in a results file was skipped or repaired (a torn final line)."""
+    """Something in a results file was skipped or repaired (a torn final line, invalid rows asked to be skipped)."""
+
+
+class InvalidRowError(ResultsFileError):
+    """A line of a results file that is not a valid result row: ``str()`` is ``file:line: why; hint`` (one line)."""
+
+    def __init__(self, path: PathLike, line: int, why: str, hint: str = "", text: str | None = None):
+        self.path, self.line, self.why, self.hint = Path(path), int(line), " ".join(str(why).split()), hint
+        self.text = text if text is not None else f"{self.path}:{self.line}: {self.why}"
+        super().__init__(f"{self.text}; {hint}" if hint else self.text)
+
+    def __reduce__(self):  # pickled whole (a worker's error reaches its launcher through submitit)
+        return type(self), (self.path, self.line, self.why, self.hint, self.text)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -239,54 +248,180 @@ def iter_files(paths: Paths, *, missing_ok: bool = False) -> list[Path]:
     return unique
 
 
-def _read_file(path: Path) -> list[dict[str, Any]]:
+class _NonFinite(Exception):
+    """A ``NaN``/``Infinity``/``-Infinity`` token: not strict JSON (a non-finite number is stored as null)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NonFinite(name)
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # strict JSON: NaN/Infinity tokens are errors
+_RUN_HINT = "fix or remove that line; ablate run never rewrites or skips rows of its results file"
+_READ_HINT = "fix or remove that line"
+
+
+@dataclass
+class _Reading:
+    skip_invalid: bool = False
+    hint: str = ""
+    warned: set = field(default_factory=set)
+
+
+_READING: ContextVar[_Reading | None] = ContextVar("ablate_results_reading", default=None)
+
+
+@contextmanager
+def reading(*, skip_invalid: bool = False, hint: str = "") -> Iterator[None]:
+    """Within the block, the readers (:func:`read_rows`, :func:`to_frame`, ...) that are not told otherwise skip
+    invalid rows when ``skip_invalid`` (else raise), each warning is given once however often a file is read, and
+    ``hint`` ends an invalid row's error (e.g. ``"... or pass --skip-invalid"``). The CLI wraps commands in it."""
+    token = _READING.set(_Reading(skip_invalid, hint))
+    try:
+        yield
+    finally:
+        _READING.reset(token)
+
+
+def _warn(msg: str) -> None:
+    ctx = _READING.get()
+    if ctx is not None:
+        if msg in ctx.warned:
+            return
+        ctx.warned.add(msg)
+    warnings.warn(msg, ResultsWarning, stacklevel=4)
+
+
+def _read_file(path: Path, *, skip_invalid: bool = False, expect_suite: str | None = None,
+               hint: str = _READ_HINT) -> list[dict[str, Any]]:
+    """The valid rows of one file. Lines that are not JSON objects are reported before rows that break the schema
+    (the first problem raises :class:`InvalidRowError`; with ``skip_invalid`` all are skipped, with one warning)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ResultsFileError(f"results file {path} cannot be read: {exc.strerror or exc}") from None
     lines = raw.split(b"\n")
     torn = lines[-1] != b""  # text after the last newline: an unfinished write
-    rows: list[dict[str, Any]] = []
+    parsed: list[tuple[int, dict[str, Any]]] = []
+    bad: list[InvalidRowError] = []
+    torn_line = 0  # warned about only when the file is read (an error elsewhere in it is the one line said)
+    decode = _DECODER.decode
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         last = n == len(lines)
         try:
-            obj = json.loads(line.decode("utf-8"))
+            obj = decode(line.decode("utf-8"))
+        except _NonFinite as exc:
+            if last and torn and not _complete_object(line):
+                torn_line = n
+                continue
+            bad.append(InvalidRowError(path, n, f"{exc.args[0]} is not strict JSON (the store writes a non-finite "
+                                                f"number as null)", hint))
+            continue
         except (ValueError, UnicodeDecodeError) as exc:
             if last and torn:
-                warnings.warn(f"results file {path} line {n} is incomplete (interrupted write); skipped",
-                              ResultsWarning, stacklevel=3)
+                torn_line = n
                 continue
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ResultsFileError(f"results file {path} line {n} is not valid JSON: {msg}") from None
-        if not isinstance(obj, dict):
-            raise ResultsFileError(f"results file {path} line {n} is not a JSON object "
-                                   f"(got {type(obj).__name__})")
-        rows.append(obj)
+            bad.append(InvalidRowError(path, n, f"not valid JSON: {msg}", hint,
+                                       text=f"results file {path} line {n} is not valid JSON: {msg}"))
+            continue
+        if type(obj) is not dict:
+            bad.append(InvalidRowError(path, n, f"not a JSON object (got {type(obj).__name__})", hint,
+                                       text=f"results file {path} line {n} is not a JSON object "
+                                            f"(got {type(obj).__name__})"))
+            continue
+        parsed.append((n, obj))
+    if bad and not skip_invalid:
+        raise bad[0]
+    if expect_suite is None:  # a file named for a suite that holds that suite's rows is that suite's results file
+        named = named_suite(path)
+        if named is not None and any(obj.get("suite") == named for _, obj in parsed):
+            expect_suite = named
+    rows: list[dict[str, Any]] = []
+    for n, obj in parsed:
+        why = row_problem(obj, expect_suite)
+        if why is None:
+            rows.append(obj)
+        elif skip_invalid:
+            bad.append(InvalidRowError(path, n, why, hint))
+        else:
+            raise InvalidRowError(path, n, why, hint)
+    if torn_line:
+        _warn(f"results file {path} line {torn_line} is incomplete (interrupted write); skipped")
+    if bad:
+        bad.sort(key=lambda e: e.line)
+        at = ", ".join(str(e.line) for e in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        _warn(f"results file {path}: skipped {len(bad)} invalid row(s) (line{'s' if len(bad) > 1 else ''} {at}); "
+              f"first: {bad[0].text}")
     return rows
 
 
-def read_rows(paths: Paths, *, missing_ok: bool = False) -> list[dict[str, Any]]:
+def named_suite(path: PathLike) -> str | None:
+    """The suite a results file is named for, if any: ``<suite>.jsonl``, a file in a folder named ``<suite>``
+    (``results/extrapolation/cpu-tiny.jsonl``, ``runs/training/cpu-tiny.jsonl``), or a worker shard of such a file.
+
+    When such a file holds rows of that suite, :func:`read_rows` reads it as that suite's results file: a row of
+    another suite in it is invalid. (A file named for a suite that holds none of its rows -- say ``--out`` was
+    named after another suite -- is read as it is.)"""
+    path = Path(path)
+    if path.parent.name == SHARD_DIR and path.parent.parent.name.endswith(".launch"):
+        launch = path.parent.parent
+        path = launch.parent / (launch.name[: -len(".launch")] + ".jsonl")
+    for name in (_stem(path), path.parent.name):
+        if name in SUITES:
+            return name
+    return None
+
+
+def _complete_object(line: bytes) -> bool:
+    """Whether ``line`` is a whole JSON object once NaN/Infinity tokens are allowed (else: a torn write)."""
+    try:
+        return isinstance(json.loads(line.decode("utf-8")), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
+def _options(skip_invalid: bool | None, expect_suite: str | None) -> tuple[bool, str]:
+    if expect_suite is not None and expect_suite not in SUITES:
+        raise ValueError(f"unknown suite {expect_suite!r}; valid: {', '.join(SUITES)}")
+    ctx = _READING.get()
+    skip = skip_invalid if skip_invalid is not None else bool(ctx and ctx.skip_invalid)
+    return skip, (ctx.hint if ctx is not None and ctx.hint else _READ_HINT)
+
+
+def read_rows(paths: Paths, *, missing_ok: bool = False, skip_invalid: bool | None = None,
+              expect_suite: str | None = None) -> list[dict[str, Any]]:
     """All rows of the given files/folders, in file order (files sorted within a folder).
 
-    A corrupt line raises :class:`ResultsFileError` naming file and line; a final line without newline (a write
-    that was killed) is skipped with a :class:`ResultsWarning`. ``missing_ok`` treats missing paths as empty.
+    Every row is checked against the schema (:mod:`ablate.schema`): a line that is not a valid row raises
+    :class:`InvalidRowError` (a :class:`ResultsFileError`) naming file and line -- or, with ``skip_invalid``, is
+    left out with one :class:`ResultsWarning` per file saying how many rows were skipped (``None``: as the enclosing
+    :func:`reading` says; not skipped outside one). ``expect_suite``: the files are that suite's own results, so a
+    row of another suite is invalid (``None``: a file named for a suite that holds that suite's rows expects it, see
+    :func:`named_suite`). A final line without newline (a write that was killed) is skipped with a
+    :class:`ResultsWarning`. ``missing_ok`` treats missing paths as empty. Files are never modified.
     """
+    skip, hint = _options(skip_invalid, expect_suite)
     rows: list[dict[str, Any]] = []
     for f in iter_files(paths, missing_ok=missing_ok):
-        rows.extend(_read_file(f))
+        rows.extend(_read_file(f, skip_invalid=skip, expect_suite=expect_suite, hint=hint))
     return rows
 
 
-def done_keys(paths: Paths) -> set[str]:
-    """``row_key`` of every row whose status is terminal (see :data:`TERMINAL_STATUSES`); missing files → empty."""
-    return {r["row_key"] for r in read_rows(paths, missing_ok=True)
-            if r.get("row_key") and r.get("status") in TERMINAL_STATUSES}
+def done_keys(paths: Paths, *, expect_suite: str | None = None, skip_invalid: bool | None = None) -> set[str]:
+    """``row_key`` of every row whose status is terminal (see :data:`TERMINAL_STATUSES`); missing files → empty.
+    Invalid rows raise as in :func:`read_rows`."""
+    return {r["row_key"] for r in read_rows(paths, missing_ok=True, skip_invalid=skip_invalid,
+                                            expect_suite=expect_suite)
+            if r["status"] in TERMINAL_STATUSES}
 
 
-def to_frame(paths: Paths, *, latest: bool = True) -> "pd.DataFrame":
-    """Rows as a DataFrame (columns = union of all rows' keys).
+def to_frame(paths: Paths, *, latest: bool = True, skip_invalid: bool | None = None,
+             expect_suite: str | None = None) -> "pd.DataFrame":
+    """Rows as a DataFrame (columns = union of all rows' keys); rows are read and checked as by :func:`read_rows`
+    (``skip_invalid``, ``expect_suite``).
 
     ``latest`` keeps only the newest row for each measurement -- same ``suite``, ``row_key`` and ``env.hostname``
     (e.g. an ``error`` row superseded by the ``ok`` row of a resumed run, or a ``--no-resume`` re-measurement).
@@ -294,7 +429,7 @@ def to_frame(paths: Paths, *, latest: bool = True) -> "pd.DataFrame":
     """
     import pandas as pd
 
-    rows = read_rows(paths)
+    rows = read_rows(paths, skip_invalid=skip_invalid, expect_suite=expect_suite)
     df = pd.DataFrame(rows)
     if latest and not df.empty and "row_key" in df.columns:
         ident = [c for c in ("suite", "row_key", "env.hostname") if c in df.columns]
@@ -450,13 +585,23 @@ class ResultWriter:
     def __init__(self, path: PathLike, suite: str, *, resume: bool = True, run_id: str | None = None,
                  shard: str | None = None, enabled: bool = True):
         """``path``: the results file. ``shard``: write to this worker's shard of it instead (resume still sees
-        every shard). ``enabled=False``: a writer that writes nothing (the non-zero ranks of a distributed run)."""
+        every shard). ``enabled=False``: a writer that writes nothing (the non-zero ranks of a distributed run).
+
+        The rows already there (the file and every shard) are checked first, resuming or not: a row that is not a
+        valid row of ``suite`` raises :class:`InvalidRowError` (``file:line: why``) -- a run never skips, rewrites or
+        appends past it."""
+        if suite not in SUITES:
+            raise ValueError(f"unknown suite {suite!r}; valid: {', '.join(SUITES)}")
         self.results = Path(path)
         self.path = shard_path(path, shard) if shard else self.results
         self.suite = suite
         self.run_id = run_id or current_run_id()
         self.enabled = enabled
-        self._done: set[str] = done_keys(self.results) if resume else set()
+        try:
+            rows = read_rows(self.results, missing_ok=True, skip_invalid=False, expect_suite=suite)
+        except InvalidRowError as exc:
+            raise InvalidRowError(exc.path, exc.line, exc.why, _RUN_HINT, text=exc.text) from None
+        self._done: set[str] = {r["row_key"] for r in rows if r["status"] in TERMINAL_STATUSES} if resume else set()
         self.counts: dict[str, int] = {}
 
     def done(self, key_fields: Mapping[str, Any]) -> bool:
