@@ -543,6 +543,11 @@ def make_row(suite: str, status: str, key_fields: Mapping[str, Any], metrics: Ma
     return row
 
 
+# Allocation failures by their message: CUDA ("CUDA out of memory"), the CPU allocator ("DefaultCPUAllocator: can't
+# allocate memory ... Error code 12 (Cannot allocate memory)"), MPS / HIP ("out of memory").
+_OOM_PATTERNS = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate")
+
+
 def status_from_exception(exc: BaseException) -> tuple[str, str]:
     """(status, reason) for a measurement that raised ``exc``: the usual mapping for suites.
 
@@ -558,8 +563,8 @@ def status_from_exception(exc: BaseException) -> tuple[str, str]:
         status = "unavailable"
     elif isinstance(exc, (ConfigError, AblateError)):
         status = "unsupported"
-    elif "OutOfMemoryError" in names or (isinstance(exc, (RuntimeError, MemoryError))
-                                         and ("out of memory" in text.lower() or isinstance(exc, MemoryError))):
+    elif "OutOfMemoryError" in names or isinstance(exc, MemoryError) or (
+            isinstance(exc, RuntimeError) and any(p in text.lower() for p in _OOM_PATTERNS)):
         status = "oom"
     else:
         status = "error"

@@ -421,7 +421,7 @@ def plan_status(results: Path, plan: dict | None = None) -> PlanStatus:
     plan = plan if plan is not None else read_json(plan_path(results))
     if plan is None:
         raise ResultsFileError(f"no plan for {results} (no {plan_path(results)})")
-    latest = latest_rows(read_rows(results, missing_ok=True))
+    latest = latest_rows(read_rows(results, missing_ok=True, expect_suite=plan.get("suite") or None))
     jobs: dict[str, str] = {}
     for sub in plan.get("submissions", []):
         jobs.update(sub.get("jobs") or {})

@@ -142,8 +142,8 @@ def fake_suite(monkeypatch):
     def run(opts: RunOptions) -> Path:
         calls.append(opts)
         path = runner.results_path(opts)
-        append_row(path, make_row("training", "ok", {"seed": 0}, {"loss": 1.0}))
-        append_row(path, make_row("training", "unavailable", {"seed": 1}, {}, reason="no GPU"))
+        append_row(path, make_row("training", "ok", {"point": "p", "seed": 0}, {"loss": 1.0}))
+        append_row(path, make_row("training", "unavailable", {"point": "p", "seed": 1}, {}, reason="no GPU"))
         return path
 
     def report(rows, out_dir):
@@ -178,7 +178,7 @@ def test_run_with_error_rows_exits_1(capsys, tmp_path, monkeypatch):
 
     def run(opts):
         path = runner.results_path(opts)
-        append_row(path, make_row("latency", "error", {"i": 0}, {}, reason="boom"))
+        append_row(path, make_row("latency", "error", {"part": "kernel", "i": 0}, {}, reason="boom"))
         return path
 
     mod.run = run
@@ -237,14 +237,15 @@ def test_resolve_device():
             resolve_device("cuda")
 
 
-def test_report_calls_suite_report_and_falls_back(capsys, tmp_path, fake_suite):
+def test_report_calls_suite_report_and_falls_back(capsys, tmp_path, fake_suite, monkeypatch):
     res = tmp_path / "res"
-    append_row(res / "training.jsonl", make_row("training", "ok", {"seed": 0}, {"loss": 1.0}))
-    append_row(res / "other.jsonl", make_row("mystery", "ok", {"x": 1}, {"y": 2.0}))
+    append_row(res / "training.jsonl", make_row("training", "ok", {"point": "p", "seed": 0}, {"loss": 1.0}))
+    append_row(res / "other.jsonl", make_row("latency", "ok", {"part": "kernel", "x": 1}, {"y": 2.0}))
+    monkeypatch.setitem(sys.modules, "ablate.suites.latency", types.ModuleType("ablate.suites.latency"))
     code, out, err = cli(capsys, "report", str(res), "--out", str(tmp_path / "rep"))
     assert code == 0, err
     assert (tmp_path / "rep" / "training_table.md").exists()
-    assert (tmp_path / "rep" / "mystery_status.md").exists()  # no report() for that suite: status counts
+    assert (tmp_path / "rep" / "latency_status.md").exists()  # no report() for that suite: status counts
     assert "training: 2 file(s)" in out
 
 
@@ -263,7 +264,7 @@ def test_report_errors(capsys, tmp_path):
 
 def test_torn_line_warning_is_one_line(capsys, tmp_path, fake_suite):
     path = tmp_path / "training.jsonl"
-    append_row(path, make_row("training", "ok", {"seed": 0}, {"loss": 1.0}))
+    append_row(path, make_row("training", "ok", {"point": "p", "seed": 0}, {"loss": 1.0}))
     with open(path, "a") as fh:
         fh.write('{"suite": "trai')
     code, _, err = cli(capsys, "report", str(path), "--out", str(tmp_path / "rep"))

@@ -226,7 +226,7 @@ def test_gpus_launcher_pins_one_gpu_per_worker(tmp_path, monkeypatch, serial):
     monkeypatch.setenv(launch.FAULT_ENV, "layernorm/gelu@s0")
     res = launch.launch(_opts(tmp_path), LaunchOptions(launcher="gpus", gpus=(3, 5)), progress=False)
     assert sorted(res.submitted) == sorted(TASKS4)
-    assert list(res.failed) == ["layernorm/gelu@s0"] and "killed by signal 9" in res.failed["layernorm/gelu@s0"]
+    assert list(res.failed) == ["layernorm/gelu@s0"] and "killed by SIGKILL" in res.failed["layernorm/gelu@s0"]
     path = tmp_path / "training" / "cpu-micro.jsonl"
     states = [runstate.read_json(runstate.state_path(path, t)) for t in TASKS4]
     assert {s["job_id"] for s in states} <= {"gpu3", "gpu5"}
@@ -259,15 +259,15 @@ def test_cli_slurm_local_end_to_end(tmp_path, capsys):
 
 def test_writer_shard_is_read_with_the_results_file(tmp_path):
     path = tmp_path / "x.jsonl"
-    ResultWriter(path, "latency").write("ok", {"i": 0})
+    ResultWriter(path, "latency").write("ok", {"part": "kernel", "i": 0})
     w = ResultWriter(path, "latency", shard="task-a")
     assert w.path == shard_path(path, "task-a") and w.path.parent.name == "shards"
-    w.write("ok", {"i": 1})
+    w.write("ok", {"part": "kernel", "i": 1})
     assert {r["i"] for r in read_rows(path)} == {0, 1}
     assert {r["i"] for r in read_rows(tmp_path)} == {0, 1}, "a folder lists each row once"
-    assert ResultWriter(path, "latency", shard="task-b").done({"i": 1}), "resume sees every shard"
+    assert ResultWriter(path, "latency", shard="task-b").done({"part": "kernel", "i": 1}), "resume sees every shard"
     quiet = ResultWriter(path, "latency", enabled=False)
-    quiet.write("ok", {"i": 2})
+    quiet.write("ok", {"part": "kernel", "i": 2})
     assert len(read_rows(path)) == 2, "a disabled writer (rank > 0) writes nothing"
 
 
@@ -368,7 +368,7 @@ def test_tasks_waiting_in_a_live_launcher_are_queued(tmp_path):
             "submissions": [{"launcher": "gpus", "tasks": ["a", "b"], "jobs": {}, "host": runstate.socket.gethostname(),
                              "pid": os.getpid(), "heartbeat": runstate.utc_now()}]}
     runstate.write_json(runstate.plan_path(path), plan)
-    ResultWriter(path, "training", shard="a").write("ok", {"k": "a"})  # a row for some other key
+    ResultWriter(path, "training", shard="a").write("ok", {"point": "a", "seed": 0})  # a row for some other key
     st = runstate.plan_status(path)
     assert [t.standing for t in st.tasks] == ["queued", "queued"]
     assert "waiting for a free worker slot" in st.tasks[0].reason

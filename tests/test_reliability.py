@@ -203,3 +203,19 @@ def test_a_corrupt_checkpoint_is_named_and_retrained(tmp_path):
     rows = read_rows(out / "extrapolation.jsonl")
     assert rows and all(r["status"] == "ok" for r in rows) and not any(r.get("from_checkpoint") for r in rows)
     assert load_checkpoint(ckpts[0])["state_dict"] is not None  # rewritten whole
+
+
+def test_cpu_allocation_failure_is_oom():
+    import torch
+
+    from ablate.results import status_from_exception
+
+    try:
+        torch.empty(2**46, dtype=torch.uint8)  # 64 TiB: the CPU allocator refuses
+    except RuntimeError as exc:
+        status, reason = status_from_exception(exc)
+    else:  # pragma: no cover - a machine with 64 TiB
+        pytest.skip("this machine allocated 64 TiB")
+    assert status == "oom" and "allocate" in reason
+    assert status_from_exception(MemoryError())[0] == "oom"
+    assert status_from_exception(RuntimeError("index out of range"))[0] == "error"

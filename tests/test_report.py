@@ -59,8 +59,10 @@ def texts(folder: Path, suffixes=(".md", ".tex")) -> dict[str, bytes]:
 
 def test_index_links_suites_with_env_and_command(tmp_path, fake_training, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    res = write(tmp_path / "results" / "t.jsonl", [row("base", 2.0), row("alibi", 2.1),
-                                                   make_row("mystery", "ok", {"x": 1}, {"y": 2.0}, env=ENV)])
+    monkeypatch.setitem(sys.modules, "ablate.suites.latency", types.ModuleType("ablate.suites.latency"))  # no report()
+    res = write(tmp_path / "results" / "t.jsonl",
+                [row("base", 2.0), row("alibi", 2.1),
+                 make_row("latency", "ok", {"part": "kernel", "x": 1}, {"y": 2.0}, env=ENV)])
     rep = build_report([Path("results/t.jsonl")], Path("rep"))
     idx = (tmp_path / "rep" / "index.md").read_text()
     assert idx.startswith(MARKER)
@@ -68,9 +70,9 @@ def test_index_links_suites_with_env_and_command(tmp_path, fake_training, monkey
     assert "| `gpu` | NVIDIA H100 80GB HBM3 |" in idx and "| `git_commit` | " + "a" * 40 in idx
     assert "[training_index.md](training_index.md)" in idx  # the suite's own index, renamed next to ours
     assert "[md](training_table.md) · [tex](training_table.tex)" in idx
-    assert "mystery_status" in idx  # a suite without report(): status counts
+    assert "latency_status" in idx  # a suite without report(): status counts
     assert "`results/t.jsonl`" in idx and "3 ok" in idx
-    assert set(rep.files) == {"training", "mystery"} and not rep.cross_run
+    assert set(rep.files) == {"training", "latency"} and not rep.cross_run
     assert "Across runs" not in idx and not (tmp_path / "rep" / "cross_run_runs.md").exists()
     assert res.exists()
 
