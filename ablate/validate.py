@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
-from ablate.config import ModelConfig
+from ablate.config import ModelConfig, check_fields
 from ablate.errors import ConfigError, UnavailableError
 from ablate.registry import ACTIVATION, ATTENTION, NORM, POSITION, load_all
+
+__all__ = ["validate_model", "is_valid", "variant_grid", "param_count", "estimate_memory_bytes",
+           "available_memory_bytes", "check_fits", "MATERIALISING", "NATIVE_BIAS"]
 
 PLACEMENTS = ("pre", "post")
 
@@ -43,21 +46,13 @@ def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: boo
     ACTIVATION.get(cfg.activation)
     if cfg.norm_placement not in PLACEMENTS:
         raise ConfigError(f"unknown norm_placement {cfg.norm_placement!r}; valid: {', '.join(PLACEMENTS)}")
-    for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_len", "train_len"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.d_model % cfg.n_heads:
-        raise ConfigError(f"d_model={cfg.d_model} is not divisible by n_heads={cfg.n_heads}")
-    if cfg.n_kv_heads is not None and (cfg.n_kv_heads < 1 or cfg.n_heads % cfg.n_kv_heads):
-        raise ConfigError(f"n_kv_heads={cfg.n_kv_heads} must divide n_heads={cfg.n_heads} (MHA: n_heads, MQA: 1)")
+    # Ranges of single fields (ablate.config.RANGES) and the shape rules (ablate.config.check_model_shape): the same
+    # rules --set applies, kept in one place.
+    check_fields(cfg)
     if cfg.kv_heads != cfg.n_heads and not has("gqa"):
         raise ConfigError(f"attention {cfg.attention!r} does not support grouped KV heads (n_kv_heads)")
     if pos.supports.get("kind") == "rotary" and cfg.head_dim % 2:
         raise ConfigError(f"position {cfg.position!r} needs an even head_dim, got {cfg.head_dim}")
-    if cfg.rope_scale <= 0:
-        raise ConfigError(f"rope_scale must be > 0, got {cfg.rope_scale}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
     if cfg.causal and not has("causal"):
         raise ConfigError(f"attention {cfg.attention!r} cannot do causal attention")
     if not cfg.causal and not has("bidirectional"):
@@ -70,8 +65,6 @@ def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: boo
     if cfg.attention == "sliding_window" and cfg.window is None:
         raise ConfigError("attention 'sliding_window' needs a window size: set window=W")
     if cfg.window is not None:
-        if cfg.window < 1:
-            raise ConfigError(f"window must be >= 1, got {cfg.window}")
         if not has("window"):
             raise ConfigError(f"attention {cfg.attention!r} has no sliding-window mode; unset window or use "
                               f"one of: {', '.join(k for k in ATTENTION.keys() if ATTENTION[k].supports_('window'))}")
@@ -115,3 +108,182 @@ def variant_grid(base: ModelConfig) -> Iterator[ModelConfig]:
                         window = base.window if base.window is not None else (4 if a == "sliding_window" else None)
                         yield replace(base, attention=a, position=p, norm=n, activation=act,
                                       norm_placement=place, window=window)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory: a closed-form lower bound of what a configuration needs, checked against the device before anything runs.
+
+GiB = 2 ** 30
+# Attention kernels that materialise the (B, H, Tq, Tk) score matrix (O(T^2) per head); every other kernel keeps
+# O(T) memory per head (flash-style tiling, linear attention, chunked sliding window).
+MATERIALISING = frozenset({"naive", "sdpa_math"})
+# Kernels that take a position's score bias without building the dense (H, Tq, Tk) bias tensor (ALiBi slopes or a
+# score_mod); for every other kernel a bias position (alibi, t5_bias) costs one such tensor per forward.
+NATIVE_BIAS = frozenset({"flash_attn", "flex"})
+
+
+def param_count(cfg: ModelConfig) -> int:
+    """Parameters of ``ablate.model.Transformer(cfg)``, in closed form (equal to ``num_params()``; tested for every
+    norm, activation, position, placement, bias and KV-head layout):
+
+    tied embedding ``V·d`` + position (``learned``: ``max_len·d``; ``t5_bias``: ``num_buckets·H``, shared by all
+    layers) + per layer [2 norms + attention ``d·H·hd + d·2·Hkv·hd + H·hd·d`` (+ biases ``H·hd + 2·Hkv·hd + d``)
+    + FFN (plain, ``f = int(ffn_mult·d)``: ``2·d·f`` (+ ``f + d``); GLU, ``h = max(1, int(2f/3))``: ``3·d·h``
+    (+ ``2h + d``))] + a final norm for pre-norm. A norm has ``d`` weights, plus ``d`` biases if it learns one.
+    """
+    load_all()
+    d, h, hd, hkv = cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.kv_heads
+    norm = d * (2 if NORM.get(cfg.norm).supports_("learned_bias") else 1)
+    attn = d * h * hd + d * 2 * hkv * hd + h * hd * d + ((h * hd + 2 * hkv * hd + d) if cfg.bias else 0)
+    f = int(cfg.ffn_mult * d)
+    if ACTIVATION.get(cfg.activation).supports_("glu"):
+        g = max(1, int(2 * f / 3))
+        ffn = 3 * d * g + ((2 * g + d) if cfg.bias else 0)
+    else:
+        ffn = 2 * d * f + ((f + d) if cfg.bias else 0)
+    pos = POSITION.get(cfg.position)
+    if cfg.position == "learned":
+        pos_params = cfg.max_len * d
+    elif pos.supports_("params"):
+        pos_params = int(pos.supports.get("num_buckets", 0)) * h
+    else:
+        pos_params = 0
+    final = norm if cfg.norm_placement == "pre" else 0
+    return cfg.vocab_size * d + pos_params + cfg.n_layers * (2 * norm + attn + ffn) + final
+
+
+def estimate_memory_bytes(cfg: ModelConfig, *, batch: int, seq_len: int, training: bool, dtype_bytes: int = 4,
+                          kv_cache_len: int | None = None, param_dtype_bytes: int | None = None) -> dict[str, int]:
+    """A closed-form *lower bound* of the memory a forward (``training=False``) or a training step needs, in bytes:
+    ``{"n_params", "params", "grads", "optimizer", "activations", "kv_cache", "total"}``.
+
+    ``dtype_bytes``: activations and KV cache (2 under bf16 autocast); ``param_dtype_bytes`` (default
+    ``dtype_bytes``): weights, gradients and AdamW's two moments (``training``: gradients ``P`` and moments ``2P``).
+    With ``B = batch``, ``T = seq_len`` (query tokens), ``Tk = kv_cache_len or T`` (keys attended), ``d``, ``H``,
+    ``kvd = Hkv·hd``, ``V = vocab_size``, FFN widths ``f``/``h`` as in :func:`param_count`, and
+    ``S = B·H·T·Tk`` for kernels in :data:`MATERIALISING` (else 0), ``Sb = H·T·Tk`` for a bias position on a kernel
+    outside :data:`NATIVE_BIAS` (else 0), in elements:
+
+    * training: what is alive when the forward ends (kept for backward, plus the logits). Per layer
+      ``B·T·(6d + 2·kvd + F) + S``: the block input, both norm outputs (inputs of the projections), q, k, v, the
+      attention output, the residual after attention, and F = ``f`` (plain FFN: the activation output) or ``3h``
+      (GLU: gate, up and their product); dropout masks, rotary copies and kernel workspaces are not counted. Times
+      ``n_layers``, plus ``B·T·2d`` for pre-norm (the final norm's input and output) or ``B·T·d`` for post-norm (the
+      last block's output, the head's input) and ``2·B·T·V`` (logits and the cross-entropy's log-softmax);
+      transients (the dense bias ``Sb``, pre-softmax scores) are not counted;
+    * forward only: nothing is kept across layers, so the largest live set: ``max(B·T·(3d + 2·kvd) + S,
+      B·T·(2d + F'), B·T·(d + V)) + Sb`` (attention: input, normed input, q, k, v; FFN: residual, normed input and
+      F' = ``f`` or ``2h``; head: hidden and logits);
+    * KV cache (``kv_cache_len``): ``2·n_layers·B·kvd·Tk``.
+    """
+    if batch < 1 or seq_len < 1 or dtype_bytes < 1 or (kv_cache_len is not None and kv_cache_len < 1):
+        raise ConfigError(f"estimate_memory_bytes: batch, seq_len, dtype_bytes and kv_cache_len must be >= 1 (got "
+                          f"{batch}, {seq_len}, {dtype_bytes}, {kv_cache_len})")
+    load_all()
+    pb = dtype_bytes if param_dtype_bytes is None else param_dtype_bytes
+    n = param_count(cfg)
+    B, T, d, H, V = batch, seq_len, cfg.d_model, cfg.n_heads, cfg.vocab_size
+    tk = kv_cache_len or T
+    kvd = cfg.kv_heads * cfg.head_dim
+    f = int(cfg.ffn_mult * d)
+    glu = ACTIVATION.get(cfg.activation).supports_("glu")
+    g = max(1, int(2 * f / 3))
+    scores = B * H * T * tk if cfg.attention in MATERIALISING else 0
+    bias = H * T * tk if POSITION.get(cfg.position).supports_("needs_bias") and cfg.attention not in NATIVE_BIAS else 0
+    if training:
+        per_layer = B * T * (6 * d + 2 * kvd + (3 * g if glu else f)) + scores
+        head_in = 2 * d if cfg.norm_placement == "pre" else d
+        act = cfg.n_layers * per_layer + B * T * head_in + 2 * B * T * V
+    else:
+        act = max(B * T * (3 * d + 2 * kvd) + scores, B * T * (2 * d + (2 * g if glu else f)), B * T * (d + V)) + bias
+    kv = 2 * cfg.n_layers * B * kvd * kv_cache_len if kv_cache_len else 0
+    out = {"n_params": n, "params": n * pb, "grads": n * pb if training else 0,
+           "optimizer": 2 * n * pb if training else 0, "activations": act * dtype_bytes, "kv_cache": kv * dtype_bytes}
+    out["total"] = out["params"] + out["grads"] + out["optimizer"] + out["activations"] + out["kv_cache"]
+    return out
+
+
+def _meminfo_available(path: str = "/proc/meminfo") -> int | None:
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cgroup_available(root: str = "/sys/fs/cgroup") -> int | None:
+    """Room left under a cgroup v2 memory limit (a container's), or None without one."""
+    import os
+
+    try:
+        with open(os.path.join(root, "memory.max")) as fh:
+            limit = fh.read().strip()
+        if limit == "max":
+            return None
+        with open(os.path.join(root, "memory.current")) as fh:
+            current = int(fh.read().strip())
+        return max(0, int(limit) - current)
+    except (OSError, ValueError):
+        return None
+
+
+def available_memory_bytes(device: Any) -> int | None:
+    """Memory a new allocation can still get on ``device``, or None where it cannot be told (then nothing is
+    refused). CUDA: free memory (``torch.cuda.mem_get_info``) plus what this process's caching allocator holds
+    unused. CPU: ``MemAvailable`` from /proc/meminfo (else ``os.sysconf`` available pages), capped by a cgroup v2
+    limit."""
+    import os
+
+    import torch
+
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return None
+        idx = dev.index if dev.index is not None else torch.cuda.current_device()
+        free, _total = torch.cuda.mem_get_info(idx)
+        return int(free + torch.cuda.memory_reserved(idx) - torch.cuda.memory_allocated(idx))
+    if dev.type != "cpu":
+        return None
+    avail = _meminfo_available()
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = None
+    cg = _cgroup_available()
+    if cg is not None:
+        avail = cg if avail is None else min(avail, cg)
+    return avail
+
+
+def _gib(b: int) -> str:
+    x = b / GiB
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}" if x >= 0.01 else f"{x:.1g}"
+
+
+def check_fits(estimate: dict[str, int], device: Any, *, what: str = "this configuration", hint: str | None = None,
+               available: int | None = None) -> int | None:
+    """Refuse (one-line :class:`ConfigError`) an :func:`estimate_memory_bytes` whose total exceeds the memory
+    available on ``device`` (``available``: given instead of measured, e.g. in tests). The estimate is a lower bound,
+    so a refusal is certain to be right and a borderline configuration runs. Returns the available bytes (None where
+    they cannot be told). ``hint``: what to lower, in the suite's setting names."""
+    avail = available if available is not None else available_memory_bytes(device)
+    total = int(estimate["total"])
+    if avail is None or total <= avail:
+        return avail
+    state = estimate["params"] + estimate.get("grads", 0) + estimate.get("optimizer", 0)
+    state_name = "params+grads+AdamW" if estimate.get("optimizer", 0) else "params"
+    parts = {"params": state, "activations": estimate["activations"], "kv_cache": estimate.get("kv_cache", 0)}
+    if hint is None:
+        biggest = max(parts, key=parts.get)
+        hint = {"params": "model.d_model, model.n_layers or the vocabulary",
+                "activations": "the batch size or sequence length (or use a flash-style attention)",
+                "kv_cache": "the batch size or context length (or use fewer KV heads)"}[biggest]
+    dev = str(device)
+    raise ConfigError(f"{what} needs ~{_gib(total)} GiB ({state_name} {_gib(state)} GiB, activations "
+                      f"{_gib(estimate['activations'])} GiB, KV cache {_gib(parts['kv_cache'])} GiB) but the {dev} has "
+                      f"{_gib(avail)} GiB available; lower {hint}")
