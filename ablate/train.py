@@ -52,6 +52,9 @@ class TrainConfig:
     amp: str | None = "bf16"  # "bf16" autocast on CUDA; None: full precision. Ignored on CPU.
 
     def __post_init__(self):
+        from ablate.config import check_fields
+
+        check_fields(self, "train.")  # one range table for every number (ablate.config.RANGES): nan, negative, ...
         if self.steps < 1 or self.batch_size < 1 or self.seq_len < 1:
             raise ConfigError(f"train: steps, batch_size and seq_len must be >= 1 (got {self.steps}, "
                               f"{self.batch_size}, {self.seq_len})")

@@ -351,6 +351,23 @@ def plan_caveats(cfg: ExtrapolationConfig) -> list[str]:
     return lines
 
 
+def check_memory(cfg: ExtrapolationConfig, device: str) -> None:
+    """Refuse (one line) a plan whose training step or longest evaluation cannot fit in the device's memory, by the
+    closed-form lower bound of :func:`ablate.validate.estimate_memory_bytes`."""
+    from ablate.validate import check_fits, estimate_memory_bytes
+
+    half = device == "cuda" and cfg.train.amp is not None
+    db = {"dtype_bytes": 2 if half else 4, "param_dtype_bytes": 4}
+    longest = max(cfg.eval_lens)
+    for pos in cfg.positions:
+        m = job_model(cfg, pos)
+        check_fits(estimate_memory_bytes(m, batch=cfg.train.batch_size, seq_len=cfg.train.seq_len, training=True,
+                                         **db), device, what=f"training {pos}", hint="train.batch_size or model.*")
+        check_fits(estimate_memory_bytes(m, batch=max(1, cfg.eval.batch_tokens // longest), seq_len=longest,
+                                         training=False, **db), device, what=f"evaluating {pos} at {longest}",
+                   hint="eval.batch_tokens or eval.factors")
+
+
 def validate_plan(cfg: ExtrapolationConfig, device: str) -> None:
     """Every model the plan builds or swaps to must be valid here, before any compute."""
     from ablate.validate import validate_model
@@ -438,6 +455,7 @@ def _setup(opts):
     refuse_cpu_amp(cfg.train, opts.overrides, device)
     cfg, corpus = corpus_for(cfg, opts.data)
     validate_plan(cfg, device)
+    check_memory(cfg, device)
     tokens, stride = eval_tokens(cfg), eval_stride(cfg)  # the data must hold the evaluation: refused before a plan
     check_eval_span(corpus.val, span_needed(tokens, max(cfg.eval_lens), cfg.eval.mode, stride),
                     f"evaluation at eval_len={max(cfg.eval_lens)} ({tokens} tokens, {cfg.eval.mode})")

@@ -1393,9 +1393,37 @@ def _setup(opts) -> tuple[str, str, LatencyConfig, Path]:
         if "kernels.compiled_seq_lens" in set_keys and not any(_is_compiled(k, device) for k in COMPILED_KEYS):
             raise ConfigError(f"kernels.compiled_seq_lens applies to kernels compiled per shape ("
                               f"{', '.join(COMPILED_KEYS)} on CUDA); on {device} they run eagerly at every length")
+    _check_memory(cfg, device)
     if device == "cpu" and preset == "gpu":
         raise ConfigError("the gpu latency preset needs CUDA; use --preset cpu (the CPU default) or micro")
     return device, preset, cfg, results_file(opts, preset)
+
+
+def _check_memory(cfg: LatencyConfig, device: str) -> None:
+    """Refuse (one line) model parts that cannot fit in the device's memory (closed-form lower bound); the kernel
+    and position parts are guarded by kernels.check_mb / caps and write oom rows."""
+    from ablate.validate import check_fits, estimate_memory_bytes
+
+    cuda = is_cuda(device)
+    if "train" in cfg.parts:
+        db = {"dtype_bytes": 2 if cuda and cfg.train.amp else 4, "param_dtype_bytes": 4}
+        for c in cfg.train.choices:
+            m = _train_cfg(cfg.train, c)
+            check_fits(estimate_memory_bytes(m, batch=cfg.train.batch, seq_len=cfg.train.seq_len, training=True,
+                                             **db), device, what=f"the train part's {c!r} step",
+                       hint="train.batch or model.*")
+    d = cfg.decode
+    el = DTYPES[d.dtype].itemsize if cuda else 4
+    for layout in d.layouts:
+        m = _decode_model_cfg(d, layout)
+        if "decode" in cfg.parts:
+            check_fits(estimate_memory_bytes(m, batch=d.batch, seq_len=1, kv_cache_len=max(d.contexts),
+                                             training=False, dtype_bytes=el), device,
+                       what=f"decoding ({layout}) at context {max(d.contexts)}", hint="decode.batch or decode.contexts")
+        if "prefill" in cfg.parts:
+            check_fits(estimate_memory_bytes(m, batch=d.prefill_batch, seq_len=max(d.prompt_lens),
+                                             kv_cache_len=max(d.prompt_lens), training=False, dtype_bytes=el), device,
+                       what=f"prefill ({layout}) of {max(d.prompt_lens)} tokens", hint="decode.prompt_lens")
 
 
 def _task_ids(cfg: LatencyConfig) -> list[str]:

@@ -448,7 +448,24 @@ def _setup(opts):
         raise ConfigError(f"training split holds {len(corpus.train)} tokens, fewer than seq_len+1 = {seq + 1}")
     points, reference = grid_points(cfg)
     seeds = [cfg.train.seed + i for i in range(int(opts.seeds))]
+    check_memory(cfg, points, device)
     return device, preset, cfg, corpus, points, reference, seeds, results_file(opts, device, preset)
+
+
+def check_memory(cfg: TrainingConfig, points: list[GridPoint], device: str) -> None:
+    """Refuse (one line) a grid with a point whose training step or evaluation cannot fit in the device's memory,
+    by the closed-form lower bound of :func:`ablate.validate.estimate_memory_bytes`, before any point trains."""
+    from ablate.validate import check_fits, estimate_memory_bytes
+
+    half = device == "cuda" and cfg.train.amp is not None
+    db = {"dtype_bytes": 2 if half else 4, "param_dtype_bytes": 4}
+    for p in points:
+        tcfg = point_train(cfg, p, cfg.train.seed)
+        check_fits(estimate_memory_bytes(p.model, batch=tcfg.batch_size, seq_len=tcfg.seq_len, training=True, **db),
+                   device, what=f"training grid point {p.name}", hint="train.batch_size or model.*")
+        check_fits(estimate_memory_bytes(p.model, batch=max(1, cfg.eval.batch_tokens // tcfg.seq_len),
+                                         seq_len=tcfg.seq_len, training=False, **db),
+                   device, what=f"evaluating grid point {p.name}", hint="eval.batch_tokens")
 
 
 def tasks(opts):

@@ -219,3 +219,14 @@ def test_cpu_allocation_failure_is_oom():
     assert status == "oom" and "allocate" in reason
     assert status_from_exception(MemoryError())[0] == "oom"
     assert status_from_exception(RuntimeError("index out of range"))[0] == "error"
+
+
+@pytest.mark.parametrize("suite", ["extrapolation", "training", "latency"])
+def test_a_model_that_cannot_fit_is_refused_before_anything_runs(tmp_path, suite):
+    prefix = "train.model." if suite == "latency" else "model."
+    out = tmp_path / "runs"
+    proc = ablate("run", "--suite", suite, "--preset", "micro", "--device", "cpu", "--no-progress", "--set",
+                  f"{prefix}d_model=65536", "--set", f"{prefix}n_layers=64", "--out", str(out))
+    line = one_line_error(proc)
+    assert "GiB" in line and "available" in line
+    assert not out.exists()
