@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 
 from ablate.config import ModelConfig, apply_overrides
 from ablate.errors import ConfigError
-from ablate.registry import REGISTRIES, load_all
+from ablate.registry import POSITION, REGISTRIES, load_all
 
 __all__ = ["Axis", "GridPoint", "GridSpec", "MODES", "BASES", "MODEL_AXES", "TRAIN_AXES", "valid_axes",
            "parse_axes", "build_grid", "default_grid", "axes_grid", "select", "to_override", "ORIGINAL", "MODERN",
@@ -223,7 +223,8 @@ def _complete(model: ModelConfig, spec: GridSpec) -> ModelConfig:
 def _with_embed_scale(p: GridPoint) -> GridPoint:
     """Sinusoids have unit amplitude: like Vaswani et al. (sec. 3.4), scale the token embeddings by sqrt(d_model)
     wherever they are added, or the 0.02-std embeddings drown and the model learns no context."""
-    return replace(p, model=replace(p.model, scale_embeddings=p.model.position == "sinusoidal"))
+    scale = POSITION.get(p.model.position).supports_("scale_embeddings")  # sinusoidal: sec. 3.4 of Vaswani et al.
+    return replace(p, model=replace(p.model, scale_embeddings=scale))
 
 
 def default_grid(model: ModelConfig, spec: GridSpec = GridSpec()) -> list[GridPoint]:

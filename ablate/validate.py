@@ -33,7 +33,7 @@ def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: boo
     if cfg.kv_heads != cfg.n_heads:
         needed.append((("gqa",), "grouped KV heads"))
     if pos.supports_("needs_bias"):
-        needed.append((("bias", "alibi") if cfg.position == "alibi" else ("bias",), f"the {cfg.position} score bias"))
+        needed.append((("bias", "alibi") if pos.supports_("alibi") else ("bias",), f"the {cfg.position} score bias"))
     if cfg.window is not None:
         needed.append((("window",), "a sliding window"))
 
@@ -58,7 +58,7 @@ def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: boo
     if not cfg.causal and not has("bidirectional"):
         raise ConfigError(f"attention {cfg.attention!r} is causal-only; it cannot run with causal=False")
     if pos.supports_("needs_bias"):
-        takes = has("bias") or (cfg.position == "alibi" and has("alibi"))
+        takes = has("bias") or (pos.supports_("alibi") and has("alibi"))
         if not takes:
             raise ConfigError(f"position {cfg.position!r} adds a bias to attention scores, which attention "
                               f"{cfg.attention!r} cannot take; use one of: {', '.join(_bias_attentions(cfg.position))}")
@@ -83,7 +83,7 @@ def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: boo
 
 
 def _bias_attentions(position: str) -> list[str]:
-    alibi = position == "alibi"
+    alibi = POSITION.get(position).supports_("alibi")  # an ALiBi bias also runs on kernels with native slopes
     return [k for k in ATTENTION.keys() if ATTENTION[k].supports_("bias") or (alibi and ATTENTION[k].supports_("alibi"))]
 
 
@@ -141,13 +141,7 @@ def param_count(cfg: ModelConfig) -> int:
         ffn = 3 * d * g + ((2 * g + d) if cfg.bias else 0)
     else:
         ffn = 2 * d * f + ((f + d) if cfg.bias else 0)
-    pos = POSITION.get(cfg.position)
-    if cfg.position == "learned":
-        pos_params = cfg.max_len * d
-    elif pos.supports_("params"):
-        pos_params = int(pos.supports.get("num_buckets", 0)) * h
-    else:
-        pos_params = 0
+    pos_params = POSITION.get(cfg.position).fn.param_count(cfg)  # the position slot states its own parameters
     final = norm if cfg.norm_placement == "pre" else 0
     return cfg.vocab_size * d + pos_params + cfg.n_layers * (2 * norm + attn + ffn) + final
 

@@ -152,10 +152,17 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
         raise ConfigError("positions is empty; valid: " + ", ".join(POSITION.keys()))
     for p in cfg.positions:
         POSITION.get(p)  # UnknownKeyError lists the valid keys
+    if "rope_scalings" not in keys_set:  # the preset's scalings apply to the trained models they rescale
+        cfg = replace(cfg, rope_scalings=tuple(s for s in cfg.rope_scalings if s in POSITION and
+                                               POSITION.get(s).supports.get("rescales") in cfg.positions))
     for s in cfg.rope_scalings:
         entry = POSITION.get(s)
-        if entry.supports.get("kind") != "rotary" or s == "rope":
-            valid = [k for k in POSITION.keys() if POSITION[k].supports.get("kind") == "rotary" and k != "rope"]
+        if entry.supports.get("rescales") and entry.supports["rescales"] not in cfg.positions:
+            raise ConfigError(f"rope_scalings: {s!r} rescales the {entry.supports['rescales']!r} model, which "
+                              f"positions does not train; add it to positions or drop the scaling "
+                              f"(--set rope_scalings=)")
+        if not entry.supports.get("rescales"):
+            valid = [k for k in POSITION.keys() if POSITION[k].supports.get("rescales")]
             raise ConfigError(f"rope_scalings: {s!r} is not a RoPE scaling; valid: {', '.join(valid)}")
     if e.decode_chunk < 1:
         raise ConfigError(f"eval.decode_chunk must be >= 1, got {e.decode_chunk}")
@@ -192,8 +199,8 @@ def _honour_model_slots(base: ExtrapolationConfig, cfg: ExtrapolationConfig, key
                               "is trained; set one of them")
         pos = cfg.model.position
         entry = POSITION.get(pos)  # UnknownKeyError lists the valid keys
-        if entry.supports.get("kind") == "rotary" and pos != "rope":
-            cfg = replace(cfg, positions=("rope",), rope_scalings=(pos,))
+        if entry.supports.get("rescales"):  # an inference-time scaling: the model it rescales, scored with it
+            cfg = replace(cfg, positions=(entry.supports["rescales"],), rope_scalings=(pos,))
         else:
             cfg = replace(cfg, positions=(pos,), rope_scalings=())
     decided = {"model.rope_scale": "the suite sets the RoPE scale of every rope_* row to eval_len / train_len",
@@ -283,11 +290,16 @@ class Job:
         return f"{'' if self.kind == 'lm' else self.kind + '-'}{self.position}-s{self.seed}"
 
 
+def evaluated_variants(cfg: ExtrapolationConfig, position: str) -> list[str]:
+    """The trained variant itself, then every inference-time scaling in ``rope_scalings`` that rescales it."""
+    return [position] + [s for s in cfg.rope_scalings if POSITION.get(s).supports.get("rescales") == position]
+
+
 def scales_embeddings(cfg: ExtrapolationConfig, position: str) -> bool:
     """A sinusoidal model multiplies its token embeddings by sqrt(d_model), as Vaswani et al. (2017, sec. 3.4)
     do and as the training grid does: otherwise unit-amplitude sinusoids drown the small embeddings and the model
     is handicapped at train_len already. (True here means: added for this variant, not set by the user.)"""
-    return position == "sinusoidal" and not cfg.model.scale_embeddings
+    return POSITION.get(position).supports_("scale_embeddings") and not cfg.model.scale_embeddings
 
 
 def job_model(cfg: ExtrapolationConfig, position: str) -> ModelConfig:
@@ -307,7 +319,7 @@ def plan_jobs(cfg: ExtrapolationConfig, preset: str, corpus: Corpus, device: str
                   "data": corpus.name if kind == "lm" else "passkey", "device": device}
         for seed in seeds:
             for pos in cfg.positions:
-                evaluated = [pos] + (list(cfg.rope_scalings) if pos == "rope" else [])
+                evaluated = evaluated_variants(cfg, pos)
                 rows = []
                 for ev in evaluated:
                     for L in cfg.eval_lens:
@@ -339,7 +351,7 @@ def plan_caveats(cfg: ExtrapolationConfig) -> list[str]:
 
     lines: list[str] = []
     for pos in cfg.positions:
-        evaluated = [pos] + (list(cfg.rope_scalings) if pos == "rope" else [])
+        evaluated = evaluated_variants(cfg, pos)
         for ev in evaluated:
             longest = max(cfg.eval_lens)
             scale = longest / cfg.model.train_len if ev != pos else 1.0
@@ -374,8 +386,8 @@ def validate_plan(cfg: ExtrapolationConfig, device: str) -> None:
 
     for pos in cfg.positions:
         validate_model(job_model(cfg, pos), device=device)
-    if "rope" in cfg.positions:
-        for s in cfg.rope_scalings:
+    for pos in cfg.positions:
+        for s in evaluated_variants(cfg, pos)[1:]:
             for L in cfg.eval_lens:
                 validate_model(replace(cfg.model, position=s, rope_scale=L / cfg.model.train_len), device=device)
 
@@ -455,13 +467,13 @@ def _setup(opts):
     refuse_cpu_amp(cfg.train, opts.overrides, device)
     cfg, corpus = corpus_for(cfg, opts.data)
     validate_plan(cfg, device)
-    check_memory(cfg, device)
     tokens, stride = eval_tokens(cfg), eval_stride(cfg)  # the data must hold the evaluation: refused before a plan
     check_eval_span(corpus.val, span_needed(tokens, max(cfg.eval_lens), cfg.eval.mode, stride),
                     f"evaluation at eval_len={max(cfg.eval_lens)} ({tokens} tokens, {cfg.eval.mode})")
     if len(corpus.train) < cfg.train.seq_len + 1:
         raise ConfigError(f"training split holds {len(corpus.train)} tokens, fewer than seq_len+1 = "
                           f"{cfg.train.seq_len + 1}")
+    check_memory(cfg, device)
     seeds = [cfg.train.seed + i for i in range(int(opts.seeds))]
     return device, preset, cfg, corpus, plan_jobs(cfg, preset, corpus, device, seeds), results_path(opts)
 
@@ -885,9 +897,11 @@ def _notes(summary, train_len: int, flags: dict[str, float], tol: float) -> list
     for pos, ratio in flags.items():
         notes.append(f"* **undertrained** `{pos}`: its perplexity at train_len is ×{ratio:.2f} the best trained "
                      f"variant's (tolerance ×{1 + tol:.2f}); its extrapolation is that of a weaker model.")
-    if "learned" in set(summary["position"]) and not any("`learned`" in n for n in notes):
-        notes.append("* `learned` has a table of train_len rows, as in the papers: longer positions have no "
-                     "parameters (—).")
+    bounded = [p for p in _variant_order(summary) if p in POSITION and POSITION.get(p).supports_("max_len_bound")]
+    for p in bounded:
+        if not any(f"`{p}`" in n for n in notes):
+            notes.append(f"* `{p}` has a table of train_len rows, as in the papers: longer positions have no "
+                         "parameters (—).")
     return (["### Notes", ""] + notes + [""]) if notes else []
 
 

@@ -754,8 +754,12 @@ class Finding:
 
     claim: str
     field: str
-    new: Any  # predicate (value, row) -> bool
+    new: Any  # the values it is about (a tuple), or a predicate (value, row) -> bool
     old: Any
+
+    @staticmethod
+    def matches(which: Any, value: Any, row: Any) -> bool:
+        return which(value, row) if callable(which) else value in which
     kind: str
     reference: str
     published: str = ""  # the published numbers
@@ -778,14 +782,14 @@ FINDINGS: tuple[Finding, ...] = (
             lambda v, r: _is_glu(v), lambda v, r: isinstance(v, str) and not _is_glu(v), "better",
             "Shazeer 2020 Table 1; Narang et al. 2021",
             "log-ppl ReLU 1.997, GELU 1.983 → SwiGLU 1.944, GEGLU 1.942 (Δ ≈ −0.05); Narang: 1.838 → 1.789"),
-    Finding("RMSNorm ≈ LayerNorm quality (slightly better), at lower cost", "norm",
-            lambda v, r: v == "rmsnorm", lambda v, r: v == "layernorm", "not_worse",
+    Finding("RMSNorm ≈ LayerNorm quality (slightly better), at lower cost", "norm", ("rmsnorm",), ("layernorm",),
+            "not_worse",
             "Narang et al. 2021", "final loss vanilla 1.838 → RMSNorm 1.821"),
-    Finding("pre-norm trains at least as well as post-norm (post-norm is fragile)", "norm_placement",
-            lambda v, r: v == "pre", lambda v, r: v == "post", "not_worse",
+    Finding("pre-norm trains at least as well as post-norm (post-norm is fragile)", "norm_placement", ("pre",),
+            ("post",), "not_worse",
             "Xiong et al. 2020; Nguyen & Salazar 2019", "no loss table in shared/"),
-    Finding("RoPE at least matches sinusoidal positions in-distribution", "position",
-            lambda v, r: v == "rope", lambda v, r: v == "sinusoidal", "not_worse",
+    Finding("RoPE at least matches sinusoidal positions in-distribution", "position", ("rope",), ("sinusoidal",),
+            "not_worse",
             "Su et al. 2021 (RoFormer); ALiBi paper appendix at L=512", "ppl sinusoidal 20.05 vs rotary 20.07"),
     Finding("GQA ≈ MHA quality with a smaller KV cache", "n_kv_heads",
             lambda v, r: _kv(r)[0] is not None and _kv(r)[0] != _kv(r)[1],
@@ -843,11 +847,11 @@ def finding_pairs(df) -> list[tuple[str, str, str, str, str, str]]:
     out = []
     for f in FINDINGS:
         for old_name, old_row in firsts.items():
-            if not f.old(old_row.get(f.field), old_row):
+            if not Finding.matches(f.old, old_row.get(f.field), old_row):
                 continue
             sig = _signature(old_row, f.field)
             for new_name, new_row in firsts.items():
-                if new_name != old_name and f.new(new_row.get(f.field), new_row) and \
+                if new_name != old_name and Finding.matches(f.new, new_row.get(f.field), new_row) and \
                         _signature(new_row, f.field) == sig:
                     out.append((f.claim, old_name, new_name, f.kind, f.reference, f.published))
     for claim, old_name, new_name, kind, ref, published in NAMED_FINDINGS:

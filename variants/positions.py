@@ -92,6 +92,11 @@ class Position(nn.Module):
         return self.embed(x, offset)
 
     @classmethod
+    def param_count(cls, cfg: ModelConfig) -> int:
+        """Parameters this position slot adds to a model of ``cfg`` (0: parameter-free)."""
+        return 0
+
+    @classmethod
     def caveats(cls, cfg: ModelConfig, eval_lens: list[int], incremental: bool = False) -> list[Caveat]:
         """What makes this variant degenerate or untrained when a model trained with ``cfg`` is evaluated on
         ``eval_lens`` (``incremental``: token by token with a KV cache rather than full windows)."""
@@ -134,7 +139,8 @@ def sinusoidal_table(n: int, d: int, base: float = 10000.0) -> Tensor:
 
 @POSITION.register("sinusoidal", description="fixed sin/cos absolute encodings added to the token embeddings",
                    paper="Vaswani et al. 2017, Attention Is All You Need",
-                   kind="absolute", extrapolates=True, params=False, needs_bias=False, max_len_bound=False)
+                   kind="absolute", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
+                   scale_embeddings=True)
 class Sinusoidal(Position):
     """Vaswani et al. fixed sinusoids (interleaved sin/cos), added to ``x``; any length."""
 
@@ -177,6 +183,10 @@ class Learned(Position):
         self.max_len = int(cfg.max_len)
         self.weight = nn.Parameter(torch.empty(self.max_len, cfg.d_model))
         nn.init.normal_(self.weight, mean=0.0, std=cfg.init_std)
+
+    @classmethod
+    def param_count(cls, cfg: ModelConfig) -> int:
+        return int(cfg.max_len) * int(cfg.d_model)
 
     def embed(self, x: Tensor, offset: int = 0) -> Tensor:
         offset = _check_offset(offset)
@@ -409,7 +419,7 @@ class RoPE(Rotary):
 @POSITION.register("rope_pi", description="RoPE with position interpolation: positions / cfg.rope_scale",
                    paper="Chen et al. 2023, Extending Context Window of LLMs via Positional Interpolation",
                    kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
-                   scaling="pi")
+                   scaling="pi", rescales="rope")
 class RoPEPI(Rotary):
     scaling = "pi"
 
@@ -417,7 +427,7 @@ class RoPEPI(Rotary):
 @POSITION.register("rope_ntk", description="NTK-aware RoPE: base * s^(d/(d-2)) with s = cfg.rope_scale",
                    paper="bloc97 2023, NTK-Aware Scaled RoPE (reddit r/LocalLLaMA); Peng et al. 2023 sec. 3.1",
                    kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
-                   scaling="ntk")
+                   scaling="ntk", rescales="rope")
 class RoPENTK(Rotary):
     scaling = "ntk"
 
@@ -426,7 +436,7 @@ class RoPENTK(Rotary):
                    description="dynamic NTK RoPE: NTK base at s = max(1, seq_len / cfg.train_len), per length",
                    paper="emozilla 2023, Dynamically Scaled RoPE (reddit r/LocalLLaMA); Peng et al. 2023 sec. 3.3",
                    kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
-                   scaling="dynamic_ntk", needs_raw_cache=True)
+                   scaling="dynamic_ntk", needs_raw_cache=True, rescales="rope")
 class RoPEDynamicNTK(Rotary):
     scaling = "dynamic_ntk"
     needs_raw_cache = True
@@ -449,7 +459,7 @@ class RoPEDynamicNTK(Rotary):
                                "linear in the dim index between them, mscale 0.1 ln s + 1",
                    paper="Peng et al. 2023, YaRN: Efficient Context Window Extension of Large Language Models",
                    kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
-                   scaling="yarn")
+                   scaling="yarn", rescales="rope")
 class RoPEYaRN(Rotary):
     scaling = "yarn"
 
@@ -494,7 +504,7 @@ def alibi_slopes(n_heads: int) -> list[float]:
 
 @POSITION.register("alibi", description="ALiBi: per-head linear distance penalty -slope*dist added to scores",
                    paper="Press et al. 2022, Train Short, Test Long: Attention with Linear Biases (ICLR)",
-                   kind="bias", extrapolates=True, params=False, needs_bias=True, max_len_bound=False)
+                   kind="bias", extrapolates=True, params=False, needs_bias=True, max_len_bound=False, alibi=True)
 class ALiBi(Position):
     """bias[h, i, j] = -slope[h] * (p - j) (causal) or -slope[h] * |p - j| (bidirectional), p = Tk - Tq + i."""
 
@@ -580,6 +590,10 @@ def t5_max_distance(cfg: ModelConfig, num_buckets: int = T5_NUM_BUCKETS) -> int:
 class T5Bias(Position):
     """One ``(num_buckets, n_heads)`` table shared by all layers; bidirectional buckets iff not ``cfg.causal``;
     ``max_distance = t5_max_distance(cfg)``."""
+
+    @classmethod
+    def param_count(cls, cfg: ModelConfig) -> int:
+        return T5_NUM_BUCKETS * int(cfg.n_heads)
 
     def __init__(self, cfg: ModelConfig, num_buckets: int = T5_NUM_BUCKETS):
         super().__init__(cfg)
