@@ -1013,10 +1013,30 @@ def _probe_report(df, out_dir: Path, pal: dict, markers: dict) -> tuple[list[Pat
             ax.legend(fontsize=7, ncol=2, frameon=False)
             written += list(savefig(fig, out_dir / f"extrapolation_{task}_vs_length"))
         written += _probe_heatmaps(pk, order, out_dir / f"extrapolation_{task}")
-        index += [f"## {PROBE_TITLES[task]}", "", md.read_text(), "",
+        index += [f"## {PROBE_TITLES[task]}", "", md.read_text(), ""] + _probe_notes(summ, chance, order) + [
                   f"![{task} vs length](extrapolation_{task}_vs_length.png)", "",
                   f"![{task} by depth](extrapolation_{task}.png)", ""]
     return written, index
+
+
+def _probe_notes(summ, chance: float, order: list[str]) -> list[str]:
+    """Variants that did not learn the probe: at the shortest length (train_len) their accuracy is not above chance
+    by a one-sided exact binomial test, so their accuracy past it says nothing about extrapolation."""
+    from ablate.stats import above_chance
+
+    shortest = int(summ["eval_len"].min())
+    at = summ[summ["eval_len"] == shortest]
+    failed = [p for p in order if len(at[at["position"] == p]) and
+              not above_chance(int(at[at["position"] == p]["correct"].iloc[0]),
+                               int(at[at["position"] == p]["trials"].iloc[0]), chance)]
+    if not failed:
+        return []
+    if len(failed) == len(at):
+        return [f"**Not learned:** no variant retrieves above chance ({chance:.2f}) at {shortest} tokens, where the "
+                f"models were trained (one-sided binomial test, 5%): the probe is too hard for this model and budget, "
+                f"and this table says nothing about extrapolation.", ""]
+    return [f"**Not learned** at {shortest} tokens (not above chance {chance:.2g}, one-sided binomial test, 5%): "
+            + ", ".join(f"`{p}`" for p in failed) + "; their accuracy past it says nothing about extrapolation.", ""]
 
 
 def _probe_heatmaps(pk, order: list[str], stem: Path) -> list[Path]:
