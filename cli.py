@@ -1,6 +1,6 @@
 """The ``ablate`` command line (installed as ``ablate.cli``; console script ``ablate = ablate.cli:main``).
 
-    ablate list [--axis A] [--format table|json]     registered variants and whether they run here
+    ablate list [--axis A] [--format table|json]     registered variants, whether they run here, where they come from
     ablate env [--format table|json]                 the environment fingerprint stored with every row
     ablate run --suite S [--preset P] [--set k=v]... run a suite (resumes by default)
         [--launcher local|gpus|slurm] [--nproc-per-node N]     ... spread over GPUs / Slurm, or DDP via torchrun
@@ -9,6 +9,9 @@
     ablate compare BASELINE NEW [--fail-if E]...     regressions between two sets of results (exit 1)
     ablate nightly [--write-baseline]                the nightly GPU CI steps, runnable locally
     ablate version
+
+``--plugin MODULE_OR_FILE`` (run, list, report; repeatable) and ``$ABLATE_PLUGINS`` add third-party variants
+(ablate.plugins, docs/adding-a-variant.md).
 
 User errors print one line ``ablate: error: <message>`` on stderr and exit 2; Ctrl-C exits 130.
 """
@@ -82,21 +85,29 @@ def _axis(name: str) -> str:
 
 
 def _load_registries() -> tuple[dict[str, Any], list[str]]:
-    """The registries by axis, filled by importing the variant modules; failures are returned, not raised."""
+    """The registries by axis, filled by importing the variant modules; failures of built-in modules are returned,
+    not raised; a plugin that cannot be loaded raises (PluginError: one line, exit 2)."""
     import importlib
 
-    from ablate import registry
+    from ablate import plugins, registry
 
     failures: list[str] = []
     try:
         registry.load_all()
+    except plugins.PluginError:
+        raise
     except Exception:
         for mod in ("attention", "positions", "norms", "activations"):
             try:
                 importlib.import_module(f"ablate.variants.{mod}")
             except Exception as exc:
                 failures.append(f"ablate.variants.{mod}: {type(exc).__name__}: {exc}")
+        plugins.load_plugins()
     return dict(registry.REGISTRIES), failures
+
+
+_PLUGIN_HELP = ("Also load the variants registered by this plugin: a module name or a .py file (repeatable; added to "
+                "$ABLATE_PLUGINS, so workers load it too). See docs/adding-a-variant.md.")
 
 
 def _warn(msg: str) -> None:
@@ -109,15 +120,21 @@ def list_variants(
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (human) or json (machine)."),
     device: Optional[str] = typer.Option(None, "--device", help="Check availability for cpu or cuda "
                                                                  "(default: this machine's best device)."),
+    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=_PLUGIN_HELP),
 ) -> None:
-    """List registered variants per axis, with whether each can run here and why not."""
+    """List registered variants per axis, with whether each can run here, why not, and where each comes from
+    (origin: ablate, entry point DIST:NAME, plugin MODULE_OR_FILE)."""
+    from ablate.plugins import use
+
     axes = [_axis(axis)] if axis is not None else list(AXES)
     if device is not None and device not in ("cpu", "cuda"):
         raise ConfigError(f"unknown device {device!r}; valid: cpu, cuda")
+    use(plugin, load=False)  # loaded with the built-ins just below
     registries, failures = _load_registries()
     for failure in failures:
         _warn(f"could not load {failure}")
-    data = {a: [e.as_dict(device) for e in registries[a].entries()] if a in registries else [] for a in axes}
+    data = {a: [{**e.as_dict(device), "origin": e.origin} for e in registries[a].entries()] if a in registries
+                else [] for a in axes}
     if fmt == Format.json:
         typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
@@ -128,13 +145,13 @@ def list_variants(
     console = Console()
     for a in axes:
         table = Table(title=f"{a} ({len(data[a])})", title_justify="left", show_lines=False)
-        for col in ("key", "available", "reason", "description", "paper"):
+        for col in ("key", "available", "reason", "description", "paper", "origin"):
             table.add_column(col, overflow="fold", no_wrap=col == "key")
         for row in data[a]:
             avail = "[green]yes[/green]" if row["available"] else "[red]no[/red]"
             # escape: reasons like "pip install 'ablate[flash]'" must not be read as rich markup
             table.add_row(escape(row["key"]), avail, escape(row["reason"] or ""), escape(row["description"] or ""),
-                          escape(row["paper"] or ""))
+                          escape(row["paper"] or ""), escape(row["origin"] or ""))
         console.print(table)
 
 
@@ -243,14 +260,17 @@ def run_cmd(
                                                        "repeatable."),
     slurm_cluster: str = typer.Option("slurm", "--slurm-cluster", rich_help_panel=_SCALE,
                                       help="submitit executor: slurm, or local (same code path on this machine)."),
+    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=_PLUGIN_HELP),
 ) -> None:
     """Run a suite; rows are appended to OUT as they finish, so an interrupted run resumes where it stopped."""
     from ablate import distributed
+    from ablate.plugins import use
     from ablate.runner import RunOptions, run_suite
 
     from ablate.runner import check_out_dir
 
     out = check_out_dir(out)  # empty, a file, unwritable: one line before anything is written
+    plugins = use(plugin)  # imported now: a broken plugin stops the run before anything starts
     overrides = list(overrides or ())
     if grid:
         from ablate.grid import to_override
@@ -259,7 +279,8 @@ def run_cmd(
             raise ConfigError(f"--grid is for the training suite, not {suite!r}")
         overrides.append(to_override(grid))
     opts = RunOptions(suite=suite, preset=preset, overrides=tuple(overrides), out=out, seeds=seeds,
-                      resume=resume, data=data, device=device, progress=progress, only=tuple(task or ()))
+                      resume=resume, data=data, device=device, progress=progress, only=tuple(task or ()),
+                      plugins=plugins)
     if distributed.launched():  # a torchrun rank: run the suite (rank 0 writes)
         run_suite(opts)
         return
@@ -370,6 +391,9 @@ def report_cmd(
     results: List[Path] = typer.Argument(..., help="Results files (.jsonl) or folders of them."),
     out: str = typer.Option("reports", "--out", "-o", help="Folder for tables and figures."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help=_SKIP_HELP),
+    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help="Load this plugin's variants first, so the "
+                                               "report knows their registered facts (GLU, kind, order); "
+                                               "repeatable, as in `ablate run`."),
 ) -> None:
     """Tables (Markdown + LaTeX) and figures (PNG + SVG) from results alone, one set per suite present, a
     cross-run view when the results span several commits or machines, and OUT/index.md linking them."""
@@ -378,6 +402,10 @@ def report_cmd(
     from ablate.runner import check_out_dir
 
     out = check_out_dir(out)
+    if plugin:
+        from ablate.plugins import use
+
+        use(plugin)
 
     with reading(skip_invalid=skip_invalid, hint=_SKIP_HINT):
         rep = build_report(results, out)

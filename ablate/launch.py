@@ -13,6 +13,10 @@ home-made scheduler.
   runs the same code path through submitit's local executor (tests, trying a sweep on a workstation). Jobs that
   time out or are pre-empted requeue themselves (submitit checkpointing) and resume from their stored rows.
 
+Plugins (``--plugin``, ``$ABLATE_PLUGINS``; :mod:`ablate.plugins`) reach every worker twice over: in the environment
+it inherits, and explicitly -- ``opts.plugins`` of the worker spec (gpus, slurm), ``--plugin`` on the ranks' command
+line (torchrun).
+
 Every worker writes its own shard (``X.launch/shards/<task>.jsonl``) and state (:mod:`ablate.runstate`);
 ``ablate report``, resume and ``ablate status`` read them all. A re-run with ``--resume`` (the default) submits only
 the tasks that are not done.
@@ -172,9 +176,12 @@ def slurm_extra(opts: tuple[str, ...]) -> dict[str, str]:
 
 
 def _spec_opts(opts: RunOptions) -> dict[str, Any]:
-    return {"suite": opts.suite, "preset": opts.preset, "overrides": list(opts.overrides), "out": str(opts.out),
-            "seeds": opts.seeds, "resume": opts.resume, "data": str(opts.data) if opts.data else None,
-            "device": opts.device}
+    d = {"suite": opts.suite, "preset": opts.preset, "overrides": list(opts.overrides), "out": str(opts.out),
+         "seeds": opts.seeds, "resume": opts.resume, "data": str(opts.data) if opts.data else None,
+         "device": opts.device}
+    if opts.plugins:  # only when there are some: a sweep without plugins keeps its plan id
+        d["plugins"] = list(opts.plugins)
+    return d
 
 
 def _plan_fields(opts: RunOptions) -> dict[str, Any]:
@@ -222,6 +229,11 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     opts = RunOptions(**spec["opts"], only=(task,), shard=runstate.safe_name(task), progress=False)
     t0 = time.perf_counter()
     try:
+        from ablate.plugins import use
+
+        # The launcher's plugins, whatever this worker's environment says, loaded with the built-ins and the entry
+        # points before the suite resolves its config (a broken one is recorded in this task's state).
+        use(opts.plugins)
         out = run_suite(opts)
     except BaseException as exc:
         state.fail(f"{type(exc).__name__}: {exc}")
@@ -291,6 +303,10 @@ def launch(opts: RunOptions, lo: LaunchOptions, progress: bool = True) -> Launch
     check_launch(opts, lo)
     check_out_dir(opts.out)
     opts = dataclasses.replace(opts, device=resolve_device(opts.device))
+    if opts.plugins:  # loaded here, and in $ABLATE_PLUGINS for every process started from here
+        from ablate.plugins import use
+
+        opts = dataclasses.replace(opts, plugins=use(opts.plugins))
     if lo.launcher == "local":
         return _launch_local(opts, lo)
     if lo.launcher == "gpus":
@@ -413,6 +429,8 @@ def _cli_args(opts: RunOptions) -> list[str]:
         args += ["--device", opts.device]
     for t in opts.only:
         args += ["--task", t]
+    for p in opts.plugins:
+        args += ["--plugin", p]
     args += ["--resume" if opts.resume else "--no-resume", "--progress" if opts.progress else "--no-progress"]
     return args
 

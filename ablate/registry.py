@@ -10,14 +10,51 @@ short keys, one call signature per axis, duplicate keys rejected, unknown keys a
 
     ATTENTION["naive"].fn(q, k, v, causal=True)
     ATTENTION.get("nope")  # UnknownKeyError: unknown attention 'nope'; valid: naive, sdpa, ...
+
+Variants defined outside the package register the same way (:mod:`ablate.plugins`, docs/adding-a-variant.md):
+:func:`load_all` imports the built-in ``ablate.variants`` first, then every plugin -- installed distributions'
+``ablate.variants`` entry points and the modules / ``.py`` files named by ``--plugin`` or ``$ABLATE_PLUGINS``.
+Every :class:`Entry` records its ``origin``: ``"ablate"`` for the built-ins, ``"entry point <dist>:<name>"`` or
+``"plugin <module or file>"`` for what a plugin registered (the loader sets it around each import with
+:func:`registering_from`), ``"module <name>"`` for a registration made by other code outside any loader.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
-from ablate.errors import UnknownKeyError
+from ablate.errors import AblateError, UnknownKeyError
+
+BUILTIN_ORIGIN = "ablate"
+_ORIGINS: list[str] = []  # stack of the loaders' origins; empty outside a plugin import
+
+
+@contextlib.contextmanager
+def registering_from(origin: str) -> Iterator[str]:
+    """Registrations made inside this block record ``origin`` (what :mod:`ablate.plugins` sets around each import)."""
+    _ORIGINS.append(origin)
+    try:
+        yield origin
+    finally:
+        _ORIGINS.pop()
+
+
+def current_origin(fn: Any = None) -> str:
+    """The origin a registration made now records: the innermost :func:`registering_from`; outside any, ``"ablate"``
+    for code of the ``ablate`` package and ``"module <name>"`` for ``fn`` defined elsewhere (a script, a notebook)."""
+    if _ORIGINS:
+        return _ORIGINS[-1]
+    module = getattr(fn, "__module__", None) or BUILTIN_ORIGIN
+    if module == "ablate" or module.startswith("ablate."):
+        return BUILTIN_ORIGIN
+    return f"module {module}"
+
+
+class DuplicateKeyError(AblateError, ValueError):
+    """A key registered twice (e.g. a plugin reusing a built-in key); the message names both origins."""
 
 Availability = tuple[bool, str]
 
@@ -36,6 +73,7 @@ class Entry:
     paper: str
     availability: Callable[..., Availability] = always_available
     supports: Mapping[str, Any] = field(default_factory=dict)
+    origin: str = ""  # "ablate", "entry point <dist>:<name>", "plugin <module or file>"; "" = set by Registry.add
 
     def available(self, device: str | None = None) -> Availability:
         """(ok, reason) for running this variant here; ``device`` None means this machine's best device."""
@@ -73,16 +111,29 @@ class Registry:
             raise ValueError(f"{self.axis} key must be short lower_snake_case, got {key!r}")
 
         def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-            self.add(Entry(key, fn, description, paper, available, dict(supports)))
+            self.add(Entry(key, fn, description, paper, available, dict(supports), current_origin(fn)))
             return fn
 
         return deco
 
     def add(self, entry: Entry) -> Entry:
-        if entry.key in self._entries:
-            raise ValueError(f"duplicate {self.axis} key {entry.key!r}")
+        """Register ``entry`` (its ``origin`` filled in when empty); a key already present is a
+        :class:`DuplicateKeyError` naming both origins."""
+        if not entry.origin:
+            entry = dataclasses.replace(entry, origin=current_origin(entry.fn))
+        old = self._entries.get(entry.key)
+        if old is not None:
+            raise DuplicateKeyError(f"duplicate {self.axis} key {entry.key!r}: registered by {old.origin} and again "
+                                    f"by {entry.origin}; a variant needs a key of its own")
         self._entries[entry.key] = entry
         return entry
+
+    def _forget(self, origin: str) -> list[str]:
+        """Drop the keys ``origin`` registered (a plugin that failed half-way); returns them."""
+        gone = [k for k, e in self._entries.items() if e.origin == origin]
+        for k in gone:
+            del self._entries[k]
+        return gone
 
     def get(self, key: str) -> Entry:
         try:
@@ -123,7 +174,12 @@ REGISTRIES: dict[str, Registry] = {r.axis: r for r in (ATTENTION, POSITION, NORM
 
 
 def load_all() -> dict[str, Registry]:
-    """Import every variant module so that all registries are filled; returns them by axis."""
+    """Fill every registry and return them by axis: the built-in ``ablate.variants`` first, then the plugins
+    (:func:`ablate.plugins.load_plugins`: ``ablate.variants`` entry points of installed distributions, then the
+    modules / files of ``--plugin`` and ``$ABLATE_PLUGINS``). Cheap after the first call; a plugin that cannot be
+    imported raises :class:`ablate.plugins.PluginError` (one line) every time."""
     import ablate.variants  # noqa: F401  (registers on import)
+    from ablate.plugins import load_plugins
 
+    load_plugins()
     return REGISTRIES

@@ -51,6 +51,7 @@ class RunOptions:
     progress: bool = True
     only: tuple[str, ...] = ()  # run only these tasks of the sweep (ids from the suite's tasks(); () = all)
     shard: str | None = None  # write rows to this worker shard of the results file (ablate.results.shard_path)
+    plugins: tuple[str, ...] = ()  # plugins (ablate.plugins) every process of the run loads: modules, absolute files
 
     def __post_init__(self) -> None:  # accept str paths and lists from Python callers
         object.__setattr__(self, "out", Path(self.out))
@@ -58,6 +59,7 @@ class RunOptions:
             object.__setattr__(self, "data", Path(self.data))
         object.__setattr__(self, "overrides", tuple(self.overrides))
         object.__setattr__(self, "only", tuple(self.only))
+        object.__setattr__(self, "plugins", tuple(self.plugins))
 
 
 @dataclass(frozen=True)
