@@ -7,9 +7,11 @@ Inputs are fresh random numbers on every run. A failure message carries the seed
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import zlib
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
@@ -17,6 +19,9 @@ import torch
 import torch.nn.functional as F
 
 import ablate.variants.attention as A
+from ablate.variants.attention import contract as A_contract
+from ablate.variants.attention import flex as A_flex
+from ablate.variants.attention import sdpa as A_sdpa
 from ablate.errors import AblateError, ConfigError, UnavailableError, UnknownKeyError
 from ablate.registry import ATTENTION
 
@@ -26,7 +31,8 @@ F64 = torch.float64
 
 CONTRACT_KEYS = {"naive", "sdpa", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math", "flash_attn",
                  "xformers", "flex", "sliding_window", "linear"}
-SOFTMAX_KEYS = [k for k in A.KEYS if k not in ("naive", "linear")]  # all compared against `naive`
+NAIVE = A.attention_fn("naive")
+SOFTMAX_KEYS = [k for k in A.KEYS if k != "naive" and A.spec(k).reference is NAIVE]  # all compared against `naive`
 
 
 def _gen(request: pytest.FixtureRequest, salt: str = "") -> torch.Generator:
@@ -213,7 +219,7 @@ def _expect_supported(key: str, case: Case, device: str) -> bool:
         ok = ok and (A.supports(key, "alibi", device) or A.supports(key, "bias", device))
     elif case.bias == "dense":
         ok = ok and A.supports(key, "bias", device)
-    if key == "sliding_window" and case.window is None:
+    if "window" in A.spec(key).requires and case.window is None:
         ok = False
     return ok
 
@@ -433,6 +439,118 @@ def test_entries_describe_themselves(key):
     e.as_dict()  # JSON-able summary works
 
 
+ENTRIES_SNAPSHOT = Path(__file__).parent / "data" / "attention_entries.json"
+# reasons that depend on which optional packages are installed (the snapshot was taken without them)
+_OPTIONAL_PACKAGE_KEYS = ("flash_attn", "xformers")
+
+
+def test_registry_view_matches_the_snapshot():
+    """``ablate list`` for attention (``Entry.as_dict`` of every key, in order) is what it was before the attention
+    module became a package of per-backend modules: keys, descriptions, papers, supports and CPU availability."""
+    want = json.loads(ENTRIES_SNAPSHOT.read_text())
+    got = [ATTENTION[k].as_dict("cpu") for k in ATTENTION.keys()]
+    assert [e["key"] for e in got] == [e["key"] for e in want] == list(A.KEYS)
+    for g, w in zip(got, want):
+        g = {f: g[f] for f in w}  # every field the snapshot has, unchanged (fields added to as_dict later are free)
+        if g["key"] in _OPTIONAL_PACKAGE_KEYS:
+            assert g["available"] is False and g["reason"].startswith("needs CUDA"), g
+            g, w = {**g, "reason": ""}, {**w, "reason": ""}
+        assert json.loads(json.dumps(g)) == w, g["key"]
+
+
+def _spec_shape_kwargs(**over: Any) -> dict[str, Any]:
+    kw = dict(batch=2, n_heads=4, n_kv_heads=2, seq_len=16, head_dim=8, causal=True, window=None)
+    kw.update(over)
+    return kw
+
+
+@pytest.mark.parametrize("key", sorted(CONTRACT_KEYS))
+def test_every_key_has_a_complete_spec(key, request):
+    """Registering a key states everything about it: the spec's fields are all set and consistent with the entry."""
+    s = A.spec(key)
+    e = ATTENTION[key]
+    assert isinstance(s, A.AttentionSpec) and A.SPECS[key] is s and s.key == key
+    assert s.fn is e.fn and s.description == e.description and s.paper == e.paper
+    assert s.static_supports() == dict(e.supports)
+    assert s.caps and set(s.caps) <= {"cpu", "cuda"}
+    for dev, caps in s.caps.items():
+        assert set(caps) == set(A.FEATURES) | {"dtypes"}, dev
+        assert all(isinstance(caps[f], bool) for f in A.FEATURES)
+        assert caps["dtypes"] and set(caps["dtypes"]) <= {"float16", "bfloat16", "float32", "float64"}
+    for dev in ("cpu", "cuda", "mps"):  # a missing device has a one-line reason
+        if dev not in s.caps:
+            ok, reason = s.available(dev)
+            assert ok is False and reason.strip() and "\n" not in reason
+    assert s.probe is None or callable(s.probe)
+    assert callable(s.backend_name) and callable(s.reference) and callable(s.flops)
+    assert isinstance(s.compiled, bool) and isinstance(s.materialises_scores, bool) and isinstance(s.native_bias, bool)
+    if s.compiled:
+        assert callable(s.compiles_on) and s.is_compiled("cuda")
+    else:
+        assert not s.is_compiled("cuda") and not s.is_compiled("cpu")
+    assert s.refusal is None or callable(s.refusal)
+    assert s.feature_check is None or callable(s.feature_check)
+    # requires: known settings, each a ModelConfig field
+    from dataclasses import fields
+
+    from ablate.config import ModelConfig
+
+    assert isinstance(s.requires, tuple) and set(s.requires) <= set(A.SETTINGS)
+    assert set(s.requires) <= {f.name for f in fields(ModelConfig)}
+    # flops: a positive count with a known convention, for every pass and mask
+    windows = (None, 5) if s.caps[next(iter(s.caps))]["window"] else (None,)
+    for pas in ("fwd", "bwd", "fwd_bwd"):
+        for causal in (True, False):
+            for window in windows if causal else (None,):
+                fl, conv = s.flops(pas, **_spec_shape_kwargs(causal=causal, window=window))
+                assert isinstance(fl, float) and fl > 0 and math.isfinite(fl), (pas, causal, window)
+                assert conv in (A_contract.FLOPS_FA, A_contract.FLOPS_LINEAR)
+    # the reference runs under the contract's signature (float64, the key's own features)
+    q, k, v, _ = make_inputs(CASE_BY_NAME["causal-kvcache-gqa"], _gen(request))
+    out = s.reference(q, k, v, causal=True, window=4 if s.requires else None)
+    assert out.shape == q.shape and out.dtype == F64 and torch.isfinite(out).all()
+
+
+def test_spec_flops_follow_each_kernels_convention():
+    """Softmax kernels: the FlashAttention convention (ablate.flops.attention_flops); linear: its algorithm's count
+    (ablate.flops.linear_attention_flops with LINEAR_CHUNK, or the chunk asked for)."""
+    from ablate.flops import attention_flops, linear_attention_flops
+
+    for key in A.KEYS:
+        for pas in ("fwd", "bwd", "fwd_bwd"):
+            for causal, window in ((True, None), (False, None), (True, 5)):
+                kw = _spec_shape_kwargs(causal=causal, window=window, seq_len=200)
+                fa = attention_flops(2, 4, 200, 200, 8, causal=causal, window=window, mode=pas)
+                lin = linear_attention_flops(2, 4, 2, 200, 200, 8, causal=causal, chunk=A.LINEAR_CHUNK, mode=pas)
+                want = (lin, "linear") if key == "linear" else (fa, "fa")
+                assert A.spec(key).flops(pas, **kw) == want, (key, pas, causal, window)
+    lin7 = linear_attention_flops(2, 4, 2, 200, 200, 8, causal=True, chunk=7, mode="fwd")
+    assert A.spec("linear").flops("fwd", **_spec_shape_kwargs(seq_len=200), chunk=7) == (lin7, "linear")
+    assert A.spec("sdpa").flops("fwd", **_spec_shape_kwargs(), chunk=7) == A.spec("sdpa").flops("fwd",
+                                                                                                **_spec_shape_kwargs())
+
+
+def test_spec_facts_that_replace_key_names(request):
+    """What callers ask the spec instead of comparing key names: required settings, compilation, reference, memory."""
+    assert [k for k in A.KEYS if A.spec(k).requires] == ["sliding_window"]
+    assert A.spec("sliding_window").requires == ("window",)
+    q, k, v, _ = make_inputs(CASES[0], _gen(request))
+    with pytest.raises(ConfigError, match=r"sliding_window needs a window \(cfg.window=W\)"):
+        A.check_call("sliding_window", q, k, v, True, None, None)
+    assert [k for k in A.KEYS if A.spec(k).compiled] == ["flex"]
+    assert A.spec("flex").is_compiled("cuda")
+    cpu_compiled = os.environ.get("ABLATE_FLEX_COMPILE_CPU", "") not in ("", "0")
+    assert A.spec("flex").is_compiled("cpu") == cpu_compiled
+    assert {k for k in A.KEYS if A.spec(k).materialises_scores} == {"naive", "sdpa_math"}
+    assert {k for k in A.KEYS if A.spec(k).native_bias} == {"flash_attn", "flex"}
+    assert [k for k in A.KEYS if A.spec(k).reference is not NAIVE] == ["linear"]
+    for causal in (True, False):  # linear's reference is its O(n^2) form
+        assert_close(A.spec("linear").reference(q, k, v, causal=causal), linear_quadratic(q, k, v, causal=causal),
+                     f"linear reference causal={causal}")
+    with pytest.raises(UnknownKeyError, match="flash3.*naive"):
+        A.spec("flash3")
+
+
 def test_unavailable_keys_give_reasons_and_raise_clearly():
     q, k, v, _ = make_inputs(CASES[0], torch.Generator().manual_seed(SEED))
     for key in sorted(CONTRACT_KEYS):
@@ -501,7 +619,7 @@ def test_forced_sdpa_refusal_becomes_unavailable_error_with_torchs_reason():
     q, k, v = (torch.randn(1, 2, 4, 8) for _ in range(3))
     bad_mask = torch.zeros(2, 4, 4)  # 3-D float masks are refused by the CPU flash kernel
     with pytest.raises(UnavailableError, match="sdpa_flash.*refused.*mask") as info:
-        A._run_forced("sdpa_flash", lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=bad_mask))
+        A_sdpa._run_forced("sdpa_flash", lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=bad_mask))
     assert "\n" not in str(info.value)
 
 
@@ -529,10 +647,10 @@ def test_lower_right_causal_bias_builds_under_a_dispatch_mode(request):
     broke sdpa_flash/sdpa_efficient with Tq < Tk causal on CUDA. The CPU run below goes through the same recorder."""
     case = CASE_BY_NAME["causal-kvcache-gqa"]
     q, k, v, _ = make_inputs(case, _gen(request))
-    ke, ve = A._expand_kv(k, v, H)
+    ke, ve = A_contract._expand_kv(k, v, H)
     outs = []
-    ops = A._record_aten_ops(lambda: outs.append(F.scaled_dot_product_attention(
-        q, ke, ve, attn_mask=A._causal_lower_right(case.tq, case.tk))))
+    ops = A_sdpa._record_aten_ops(lambda: outs.append(F.scaled_dot_product_attention(
+        q, ke, ve, attn_mask=A_sdpa._causal_lower_right(case.tq, case.tk))))
     assert ops  # the recorder saw the attention call itself
     assert_close(outs[0], call("naive", q, k, v, case, None), "CausalBias lower-right vs naive")
     with pytest.raises(AssertionError):  # and the bias really is bottom-right (top-left would differ)
@@ -556,7 +674,7 @@ ROUTES = [
 
 @pytest.mark.parametrize("args,expected", ROUTES)
 def test_sdpa_route_expands_kv_only_where_the_kernel_path_has_no_gqa(args, expected):
-    assert A._sdpa_route(*args) == expected
+    assert A_sdpa._sdpa_route(*args) == expected
 
 
 def test_flex_dense_bias_tile_dtype_and_kernel_options(request):
@@ -570,13 +688,13 @@ def test_flex_dense_bias_tile_dtype_and_kernel_options(request):
 
     for dtype, want in ((torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16),
                         (torch.float32, torch.float32), (F64, F64)):
-        (t,) = captured(A._flex_score_mod(dense, 12, 12, torch.device("cpu"), dtype))
+        (t,) = captured(A_flex._flex_score_mod(dense, 12, 12, torch.device("cpu"), dtype))
         assert t.dtype == want and t.is_contiguous() and t.shape == (H, 12, 12)
-    (sl,) = captured(A._flex_score_mod(alibi, 12, 12, torch.device("cpu"), torch.bfloat16))
+    (sl,) = captured(A_flex._flex_score_mod(alibi, 12, 12, torch.device("cpu"), torch.bfloat16))
     assert sl.dtype == torch.float32
-    assert A._flex_kernel_options("cuda", dense) == {"num_stages": 2}
-    assert A._flex_kernel_options("cuda", alibi) is None and A._flex_kernel_options("cuda", None) is None
-    assert A._flex_kernel_options("cpu", dense) is None
+    assert A_flex._flex_kernel_options("cuda", dense) == {"num_stages": 2}
+    assert A_flex._flex_kernel_options("cuda", alibi) is None and A_flex._flex_kernel_options("cuda", None) is None
+    assert A_flex._flex_kernel_options("cpu", dense) is None
 
 
 def test_compiled_kernel_never_falls_back_to_eager(monkeypatch):
@@ -589,15 +707,15 @@ def test_compiled_kernel_never_falls_back_to_eager(monkeypatch):
         return x.sin() + 1
 
     fn = torch.compile(toy, dynamic=False, fullgraph=True, backend="eager")
-    monkeypatch.setattr(A, "FLEX_RECOMPILE_LIMIT", 3)
+    monkeypatch.setattr(A_flex, "FLEX_RECOMPILE_LIMIT", 3)
     before = torch._dynamo.config.recompile_limit
     with torch._dynamo.config.patch(recompile_limit=2):
         for n in (1, 2, 3):
-            assert_close(A._run_compiled("flex", fn, torch.ones(n, dtype=F64)), torch.ones(n, dtype=F64).sin() + 1,
-                         f"compiled toy n={n}")
+            assert_close(A_flex._run_compiled("flex", fn, torch.ones(n, dtype=F64)),
+                         torch.ones(n, dtype=F64).sin() + 1, f"compiled toy n={n}")
         assert len(calls) == 3  # three compilations: the guard lifted the limit from 2 to 3
         with pytest.raises(UnavailableError, match="flex: torch.compile cache full .*uncompiled"):
-            A._run_compiled("flex", fn, torch.ones(4, dtype=F64))
+            A_flex._run_compiled("flex", fn, torch.ones(4, dtype=F64))
         assert torch._dynamo.config.recompile_limit == 2 and not torch._dynamo.config.fail_on_recompile_limit_hit
     assert torch._dynamo.config.recompile_limit == before
 
@@ -610,14 +728,14 @@ def test_compiled_kernel_shared_memory_overflow_is_a_clear_refusal():
         raise RuntimeError(text)
 
     with pytest.raises(UnavailableError, match=r"flex: .*shared memory \(out of resource: .*Required: 245760") as info:
-        A._run_compiled("flex", oor)
+        A_flex._run_compiled("flex", oor)
     assert "\n" not in str(info.value)
 
     def other():
         raise RuntimeError("some other inductor failure")
 
     with pytest.raises(RuntimeError, match="some other inductor failure"):
-        A._run_compiled("flex", other)
+        A_flex._run_compiled("flex", other)
 
 
 def test_bias_dense_is_used_for_non_native_kernels(request):
@@ -751,6 +869,10 @@ def _gpu_compare(key: str, dtype: torch.dtype, case: Case, request, rec: dict[st
     gout = torch.randn(B, H, case.tq, 64, generator=_gen(request, "g"), dtype=F64).to(dev)
     lp = [t.to(dtype).requires_grad_() for t in (q, k, v)]
     expected = _expect_supported(key, case, "cuda") and A.supports(key, dtype, "cuda")
+    # inputs require grad: training needs a backward pass, and one into a learned (T5-style) bias for a dense bias
+    expected = expected and A.supports(key, "backward", "cuda")
+    if case.bias == "dense":
+        expected = expected and A.supports(key, "bias_grad", "cuda")
     try:
         A.check_call(key, *lp, case.causal, bias, case.window)
     except (UnavailableError, ConfigError) as exc:
@@ -765,13 +887,9 @@ def _gpu_compare(key: str, dtype: torch.dtype, case: Case, request, rec: dict[st
         assert backend.endswith("+expand_kv"), backend
     if key == "flex":
         assert backend == "flex:compiled", backend
-    # float64 reference (linear attention is its own reference, in float64)
+    # float64 reference: naive for softmax kernels, the O(n^2) form for linear attention (spec(key).reference)
     ref_leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
-    if key == "linear":
-        ref = A.linear_attention(*ref_leaves, causal=case.causal)
-    else:
-        ref = A.attention_fn("naive")(*ref_leaves, causal=case.causal, bias=bias, window=case.window,
-                                      scale=case.scale)
+    ref = A.spec(key).reference(*ref_leaves, causal=case.causal, bias=bias, window=case.window, scale=case.scale)
     (ref * gout).sum().backward()
     out = call(key, *lp, case, bias)
     assert out.dtype == dtype and out.shape == ref.shape
