@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -179,6 +180,22 @@ def model_train_flops(n_matmul_params: int, batch: int, seq_len: int, *, n_layer
     attn = (attention_fwd_flops(batch, n_heads, seq_len, seq_len, head_dim, causal=causal, window=window)
             if attention_fwd is None else attention_fwd)
     return 6.0 * n_matmul_params * tokens + 3.0 * n_layers * attn
+
+
+def step_flops(n_matmul_params: int, mcfg: Any, batch: int, seq_len: int, *,
+               chunk: int | None = None) -> tuple[float, str]:
+    """(FLOPs of one training step of model config ``mcfg``, attention FLOP convention): :func:`model_train_flops`
+    with one layer's attention forward counted by the attention key's registration (``spec(key).flops``: the
+    FlashAttention convention for softmax kernels, the chunked algorithm that runs for ``linear``). The training and
+    latency suites both count with this; ``chunk`` recomputes rows measured with another chunk size."""
+    from ablate.variants.attention import spec  # lazy: the attention package imports this module
+
+    attn, conv = spec(mcfg.attention).flops("fwd", batch=batch, n_heads=mcfg.n_heads, n_kv_heads=mcfg.kv_heads,
+                                            seq_len=seq_len, head_dim=mcfg.head_dim, causal=mcfg.causal,
+                                            window=mcfg.window, chunk=chunk)
+    return (model_train_flops(n_matmul_params, batch, seq_len, n_layers=mcfg.n_layers, n_heads=mcfg.n_heads,
+                              head_dim=mcfg.head_dim, causal=mcfg.causal, window=mcfg.window, attention_fwd=attn),
+            conv)
 
 
 def kv_cache_bytes(n_layers: int, kv_heads: int, head_dim: int, n_tokens: int, bytes_per_el: int,

@@ -214,8 +214,11 @@ def _fill(model: ModelConfig, spec: GridSpec, changes: Mapping[str, Any]) -> Mod
 
 
 def _complete(model: ModelConfig, spec: GridSpec) -> ModelConfig:
-    """Give a sliding-window attention its window when none is set."""
-    if model.attention == "sliding_window" and model.window is None:
+    """Give an attention that requires a window (``spec(key).requires``) one when none is set."""
+    from ablate.variants.attention import spec
+
+    load_all()
+    if "window" in spec(model.attention).requires and model.window is None:
         return replace(model, window=spec.window or max(1, model.train_len // 4))
     return model
 

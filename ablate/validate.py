@@ -14,6 +14,15 @@ __all__ = ["validate_model", "is_valid", "variant_grid", "param_count", "estimat
 PLACEMENTS = ("pre", "post")
 
 
+def _attention_spec(key: str) -> Any:
+    """The registration facts of attention ``key`` (:class:`ablate.variants.attention.AttentionSpec`)."""
+    load_all()
+    ATTENTION.get(key)  # unknown key: UnknownKeyError naming the valid ones
+    from ablate.variants.attention import spec
+
+    return spec(key)
+
+
 def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: bool = False) -> None:
     """Raise :class:`ConfigError` for an impossible config (and :class:`UnavailableError` for a variant that
     cannot run on ``device``, when one is given). Unknown keys raise ``UnknownKeyError`` listing valid keys.
@@ -62,8 +71,9 @@ def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: boo
         if not takes:
             raise ConfigError(f"position {cfg.position!r} adds a bias to attention scores, which attention "
                               f"{cfg.attention!r} cannot take; use one of: {', '.join(_bias_attentions(cfg.position))}")
-    if cfg.attention == "sliding_window" and cfg.window is None:
-        raise ConfigError("attention 'sliding_window' needs a window size: set window=W")
+    for name in _attention_spec(cfg.attention).requires:
+        if getattr(cfg, name) is None:
+            raise ConfigError(f"attention {cfg.attention!r} needs a {name} size: set {name}=W")
     if cfg.window is not None:
         if not has("window"):
             raise ConfigError(f"attention {cfg.attention!r} has no sliding-window mode; unset window or use "
@@ -105,7 +115,7 @@ def variant_grid(base: ModelConfig) -> Iterator[ModelConfig]:
             for n in NORM.keys():
                 for act in ACTIVATION.keys():
                     for place in PLACEMENTS:
-                        window = base.window if base.window is not None else (4 if a == "sliding_window" else None)
+                        window = base.window if base.window is not None else (4 if "window" in _attention_spec(a).requires else None)
                         yield replace(base, attention=a, position=p, norm=n, activation=act,
                                       norm_placement=place, window=window)
 

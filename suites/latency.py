@@ -43,8 +43,7 @@ import torch
 
 from ablate.config import ModelConfig, apply_overrides, flatten
 from ablate.errors import AblateError, ConfigError
-from ablate.flops import (attention_flops, kv_cache_bytes, linear_attention_flops, matmul_params, mfu,
-                          model_train_flops, peak_tflops, tflops)
+from ablate.flops import attention_flops, kv_cache_bytes, matmul_params, mfu, peak_tflops, step_flops, tflops
 from ablate.progress import start_progress
 from ablate.registry import ATTENTION, POSITION, load_all
 from ablate.results import ResultWriter, read_rows, row_key, status_from_exception
@@ -512,7 +511,7 @@ def plan_kernels(cfg: LatencyConfig, device: str) -> list[tuple[Shape, list[str]
     def keys_for(shape: Shape) -> list[str]:
         out = []
         for key in keys:
-            if key == "sliding_window" and shape.window is None:
+            if "window" in attention_spec(key).requires and shape.window is None:
                 continue  # it is defined by its window: exercised by the window shapes
             if shape.group == "main" and _is_compiled(key, device) and shape.seq_len not in compiled_lens:
                 continue
@@ -578,24 +577,20 @@ def _slice_bias(bias, hs: int):
                      kind=bias.kind)
 
 
-def linear_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
-    """Linear attention (elu+1 features) in its O(n²) form: ``(A ⊙ M) V / (A ⊙ M) 1`` with ``A = φ(Q) φ(K)ᵀ``."""
-    g = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
-    a = (torch.nn.functional.elu(q) + 1) @ (torch.nn.functional.elu(k) + 1).transpose(-2, -1)
-    if causal:
-        tq, tk = q.shape[2], k.shape[2]
-        p = torch.arange(tk - tq, tk, device=q.device)[:, None]
-        j = torch.arange(tk, device=q.device)[None, :]
-        a = a.masked_fill(j > p, 0.0)
-    return (a @ v) / a.sum(-1, keepdim=True)
+def attention_spec(key: str) -> Any:
+    """The registration facts of attention ``key`` (:class:`ablate.variants.attention.AttentionSpec`)."""
+    load_all()
+    from ablate.variants.attention import spec
+
+    return spec(key)
 
 
 class Reference:
     """Reference outputs and gradients for a slice of the inputs (batch 0, query heads 0..hs-1, kv head 0)."""
 
-    def __init__(self, shape: Shape, q, k, v, dout, bias, device: str, check_mb: int, linear: bool,
+    def __init__(self, shape: Shape, q, k, v, dout, bias, device: str, check_mb: int, spec: Any,
                  need_grad: bool):
+        """``spec``: the :class:`~ablate.variants.attention.AttentionSpec` whose ``reference`` to run."""
         g = shape.n_heads // shape.n_kv_heads
         per_head = shape.seq_len * shape.seq_len * 4 * 3  # fp32 scores, softmax and a temporary
         hs = max(1, min(g, 2 if g == 1 else g, (check_mb << 20) // max(per_head, 1)))
@@ -606,13 +601,8 @@ class Reference:
         ks = k[:1, :1].detach().to(ref_dtype).requires_grad_(need_grad)
         vs = v[:1, :1].detach().to(ref_dtype).requires_grad_(need_grad)
         with torch.enable_grad() if need_grad else torch.no_grad():
-            if linear:
-                out = linear_reference(qs, ks, vs, shape.causal)
-                self.name = f"linear O(n^2) {self.dtype}"
-            else:
-                out = ATTENTION.get("naive").fn(qs, ks, vs, causal=shape.causal, bias=_slice_bias(bias, hs),
-                                                window=shape.window)
-                self.name = f"naive {self.dtype}"
+            out = spec.reference(qs, ks, vs, causal=shape.causal, bias=_slice_bias(bias, hs), window=shape.window)
+            self.name = f"{spec.reference_name} {self.dtype}"
             if need_grad:
                 out.backward(dout[:1, :hs].to(ref_dtype))
         self.out = out.detach()
@@ -697,15 +687,16 @@ def _run_shape(ctx: Ctx, shape: Shape, todo: list[tuple[str, list[str]]], conf: 
             ctx.advance(len(ps))
         free_memory(device, collect=True)
         return
-    refs: dict[bool, Reference | None] = {}
+    refs: dict[Any, Reference | None] = {}  # per reference function
 
-    def reference(linear: bool, need_grad: bool) -> Reference | None:
+    def reference(key: str, need_grad: bool) -> Reference | None:
         if not k.check:
             return None
-        r = refs.get(linear)
+        s = attention_spec(key)
+        r = refs.get(s.reference)
         if r is None or (need_grad and r.dq is None):
-            r = Reference(shape, q, k_, v, dout, bias, device, k.check_mb, linear, need_grad)
-            refs[linear] = r
+            r = Reference(shape, q, k_, v, dout, bias, device, k.check_mb, s, need_grad)
+            refs[s.reference] = r
         return r
 
     for key, passes in todo:
@@ -725,7 +716,8 @@ def _run_shape(ctx: Ctx, shape: Shape, todo: list[tuple[str, list[str]]], conf: 
 
 
 FLOPS_FA = "fa"  # FlashAttention convention (ablate.flops.attention_flops)
-FLOPS_LINEAR = "linear"  # the linear-attention algorithm that ran (ablate.flops.linear_attention_flops)
+# Kernel tables compare every key with the model's default attention ("× sdpa", speedup_vs_sdpa).
+BASELINE_ATTENTION = ModelConfig.attention
 
 
 def kernel_flops(key: str, pas: str, *, batch: int, n_heads: int, n_kv_heads: int, seq_len: int, head_dim: int,
@@ -733,14 +725,19 @@ def kernel_flops(key: str, pas: str, *, batch: int, n_heads: int, n_kv_heads: in
     """The FLOP columns of a kernel row (before timing): ``flops``, ``flops_convention`` and, for ``linear``, the
     chunk and the softmax-attention count (``equiv_flops``, only ever used for ``equiv_tflops``). Shared with
     ``scripts/recompute_flops.py``, which rewrites these columns of stored rows."""
+    from ablate.variants.attention import spec
+
+    s = spec(key)
+    chunk = s.chunk if linear_chunk is None else int(linear_chunk)
+    fl, conv = s.flops(pas, batch=batch, n_heads=n_heads, n_kv_heads=n_kv_heads, seq_len=seq_len, head_dim=head_dim,
+                       causal=causal, window=window, chunk=chunk)
+    if conv == FLOPS_FA:
+        return {"flops": fl, "flops_convention": FLOPS_FA}
     fa = attention_flops(batch, n_heads, seq_len, seq_len, head_dim, causal=causal, window=window, mode=pas)
-    if key != "linear":
-        return {"flops": fa, "flops_convention": FLOPS_FA}
-    if linear_chunk is None:
-        from ablate.variants.attention import LINEAR_CHUNK as linear_chunk
-    fl = linear_attention_flops(batch, n_heads, n_kv_heads, seq_len, seq_len, head_dim, causal=causal,
-                                chunk=int(linear_chunk), mode=pas)
-    return {"flops": fl, "flops_convention": FLOPS_LINEAR, "linear_chunk": int(linear_chunk), "equiv_flops": fa}
+    out = {"flops": fl, "flops_convention": conv, "equiv_flops": fa}
+    if chunk is not None:
+        out["linear_chunk"] = int(chunk)
+    return out
 
 
 def _no_donated_buffers(key: str, device: str) -> tuple[Any, str | None]:
@@ -882,7 +879,7 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
         opts = _no_donated_buffers(key, device)[1]
         if opts and "compiled" in str(common["backend"]):
             common["compile_opts"] = opts
-        ref = reference(key == "linear", need_grad)
+        ref = reference(key, need_grad)
         if ref is not None:
             err = ref.fwd_err(out)
             common.update(rel_err=err, check_ref=ref.name, tol=FWD_TOL[shape.dtype])
@@ -1089,17 +1086,7 @@ def train_flops(n_matmul: int, mcfg: ModelConfig, batch: int, seq_len: int,
     """(model FLOPs of one step, convention): ``6·N·tokens + 3·layers·attention_fwd``, the attention term by the
     FlashAttention convention, or for ``attention=linear`` the linear-attention algorithm that runs (so MFU counts the
     work the model needs, not a softmax it never computes). Shared with ``scripts/recompute_flops.py``."""
-    attn = None
-    conv = FLOPS_FA
-    if mcfg.attention == "linear":
-        if linear_chunk is None:
-            from ablate.variants.attention import LINEAR_CHUNK as linear_chunk
-        attn = linear_attention_flops(batch, mcfg.n_heads, mcfg.kv_heads, seq_len, seq_len, mcfg.head_dim,
-                                      causal=mcfg.causal, chunk=int(linear_chunk), mode="fwd")
-        conv = FLOPS_LINEAR
-    flops = model_train_flops(n_matmul, batch, seq_len, n_layers=mcfg.n_layers, n_heads=mcfg.n_heads,
-                              head_dim=mcfg.head_dim, causal=mcfg.causal, window=mcfg.window, attention_fwd=attn)
-    return flops, conv
+    return step_flops(n_matmul, mcfg, batch, seq_len, chunk=None if linear_chunk is None else int(linear_chunk))
 
 
 def run_train(ctx: Ctx) -> None:
@@ -1582,7 +1569,7 @@ def _kernel_frame(df):
     shape_cols = ["device_name", "dtype", "seq_len", "batch", "n_heads", "n_kv_heads", "head_dim", "causal",
                   "bias", "window", "pass"]
     ok = k[k["status"] == "ok"]
-    sdpa = ok[ok["attention"] == "sdpa"][shape_cols + ["time_ms"]].rename(columns={"time_ms": "_sdpa_ms"})
+    sdpa = ok[ok["attention"] == BASELINE_ATTENTION][shape_cols + ["time_ms"]].rename(columns={"time_ms": "_sdpa_ms"})
     k = k.merge(sdpa.astype({"window": float}), how="left", on=shape_cols) if not sdpa.empty else k.assign(_sdpa_ms=None)
     k["speedup_vs_sdpa"] = pd.to_numeric(k["_sdpa_ms"], errors="coerce") / k["time_ms"]
     return k.drop(columns=["_sdpa_ms"])
@@ -1640,11 +1627,18 @@ def _dev_slug(name: Any) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", str(name)).strip("-").lower()[:40]
 
 
+def _other_convention_keys(k) -> set:
+    """Attention keys with a row whose FLOPs follow another convention than FlashAttention's (``linear``: a
+    different function, counted by the algorithm that ran), read off the rows themselves."""
+    conv = _col(k, "flops_convention")
+    return set(k.loc[conv.notna() & (conv != FLOPS_FA), "attention"])
+
+
 def _softmax_rows(k):
-    """Kernel rows whose FLOPs follow the FlashAttention convention: every key but ``linear`` (a different function,
-    counted by the algorithm that ran; ``flops_convention = linear``). TFLOP/s tables and figures use these only."""
+    """Kernel rows whose FLOPs follow the FlashAttention convention (not those of a key counted by another one,
+    even in its status rows). TFLOP/s tables and figures use these only."""
     conv = _col(k, "flops_convention").fillna(FLOPS_FA)
-    return k[(k["attention"] != "linear") & (conv == FLOPS_FA)]
+    return k[~k["attention"].isin(_other_convention_keys(k)) & (conv == FLOPS_FA)]
 
 
 TFLOPS_FOOTNOTE = ("Linear attention is not in the TFLOP/s tables and figures: it computes a different function, and "
@@ -1681,7 +1675,7 @@ def best_table(k):
     """Per main shape and pass: the fastest correct kernel, its TFLOP/s, and sdpa's."""
     import pandas as pd
 
-    ok = k[(k["status"] == "ok") & (_col(k, "group") == "main") & (k["attention"] != "linear")]
+    ok = k[(k["status"] == "ok") & (_col(k, "group") == "main") & ~k["attention"].isin(_other_convention_keys(k))]
     if ok.empty:
         return pd.DataFrame()
     recs = []
@@ -1691,7 +1685,7 @@ def best_table(k):
         if g.empty:
             continue
         best = g.loc[g["tflops"].idxmax()]
-        s = g[g["attention"] == "sdpa"]
+        s = g[g["attention"] == BASELINE_ATTENTION]
         recs.append({"device": dev, "dtype": dtype, "hd": int(hd), "mask": "causal" if causal else "full",
                      "n": int(n), "pass": pas, "best kernel": best["attention"], "backend": best["backend"],
                      "best TFLOP/s": best["tflops"], "sdpa TFLOP/s": s["tflops"].iloc[0] if not s.empty else None,
@@ -2068,7 +2062,7 @@ def report(df, out_dir: Path) -> list[Path]:
                                             "batch fixed (batch = tokens / n). " + TFLOPS_FOOTNOTE, ".4g",
                       f"### TFLOP/s, {pas.replace('_', '+')}")
                 idx += [to_markdown(piv, floatfmt=".4g"), ""]
-                if (k["attention"] == "linear").any() and TFLOPS_FOOTNOTE not in idx:
+                if _other_convention_keys(k) and TFLOPS_FOOTNOTE not in idx:
                     idx += [TFLOPS_FOOTNOTE, ""]
                 figure(fig_tflops(k, pas, out_dir / f"latency_tflops_{pas}"), f"TFLOP/s {pas}")
         mem_files = fig_memory(k, out_dir / "latency_memory")
@@ -2128,4 +2122,4 @@ def report(df, out_dir: Path) -> list[Path]:
 
 __all__ = ["SUITE", "PARTS", "PASSES", "LAYOUTS", "KernelSweep", "PositionSweep", "TrainSweep", "DecodeSweep",
            "LatencyConfig", "PRESETS", "resolve", "run", "report", "plan_kernels", "Shape", "Reference",
-           "linear_reference", "results_file", "default_preset", "kernel_tables", "tflops_pivot", "best_table"]
+           "attention_spec", "results_file", "default_preset", "kernel_tables", "tflops_pivot", "best_table"]

@@ -52,7 +52,7 @@ from ablate.config import ModelConfig, apply_overrides, flatten, unified_train_l
 from ablate.data import Batches, Corpus, DataSettings, check_eval_span, corpus_for
 from ablate.errors import ConfigError
 from ablate.evaluate import evaluate, span_needed
-from ablate.flops import matmul_params, model_train_flops, peak_tflops
+from ablate.flops import matmul_params, peak_tflops, step_flops
 from ablate.grid import GridPoint, GridSpec, build_grid, select
 from ablate.results import ResultWriter, done_keys, row_key, status_from_exception
 from ablate.runstate import Claims
@@ -250,15 +250,8 @@ def results_file(opts, device: str, preset: str) -> Path:
 
 
 def flops_per_step(model, mcfg: ModelConfig, tcfg: TrainConfig) -> float:
-    """Training FLOPs of one step: ``6 N tokens`` + attention (``ablate.flops`` conventions); linear attention counts
-    its ``4 b h T d^2`` state products instead of the ``T^2`` score matrix."""
-    n = matmul_params(model)
-    b, t = tcfg.batch_size, tcfg.seq_len
-    if mcfg.attention == "linear":
-        attn_fwd = 4.0 * b * mcfg.n_heads * t * mcfg.head_dim * mcfg.head_dim
-        return 6.0 * n * b * t + 3.0 * mcfg.n_layers * attn_fwd
-    return model_train_flops(n, b, t, n_layers=mcfg.n_layers, n_heads=mcfg.n_heads, head_dim=mcfg.head_dim,
-                             causal=True, window=mcfg.window)
+    """Training FLOPs of one step (:func:`ablate.flops.step_flops`, the count the latency suite uses too)."""
+    return step_flops(matmul_params(model), mcfg, tcfg.batch_size, tcfg.seq_len)[0]
 
 
 def _calibrate(mcfg: ModelConfig, tcfg: TrainConfig, corpus: Corpus, device: str, steps: int) -> float:

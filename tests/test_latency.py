@@ -261,13 +261,17 @@ def test_presets_plan():
     assert "gpu" == L.default_preset("cuda") and "cpu" == L.default_preset("cpu")
 
 
-def test_linear_reference_matches_registered_linear():
+def test_the_reference_each_key_is_checked_against_is_its_registrations():
+    """The suite checks a kernel against ``spec(key).reference`` and names it by ``reference_name``: linear
+    attention against its O(n^2) form (which the chunked kernel must match), softmax kernels against naive."""
+    assert L.attention_spec("linear").reference_name == "linear O(n^2)"
+    assert L.attention_spec("sdpa").reference is L.attention_spec("naive").fn
     torch.manual_seed(0)
     q = torch.randn(1, 4, 33, 8, dtype=torch.float64)
     k = torch.randn(1, 2, 40, 8, dtype=torch.float64)
     v = torch.randn(1, 2, 40, 8, dtype=torch.float64)
     for causal in (False, True):
-        ref = L.linear_reference(q, k, v, causal)
+        ref = L.attention_spec("linear").reference(q, k, v, causal=causal)
         got = ATTENTION.get("linear").fn(q, k, v, causal=causal)
         assert torch.allclose(got, ref, rtol=1e-9, atol=1e-10)
 

@@ -276,7 +276,11 @@ def test_flops_per_step_conventions():
     full = training.flops_per_step(m, mc, tc)
     assert full == pytest.approx(6 * n * 64 + 3 * 2 * 4 * 4 * 2 * 16 * 16 * 16 / 2)
     lin = ModelConfig(d_model=32, n_layers=2, n_heads=2, train_len=16, attention="linear")
-    assert training.flops_per_step(m, lin, tc) == pytest.approx(6 * n * 64 + 3 * 2 * 4 * 4 * 2 * 16 * 16 * 16)
+    from ablate.flops import linear_attention_flops
+    from ablate.variants.attention import LINEAR_CHUNK
+
+    one_layer = linear_attention_flops(4, 2, 2, 16, 16, 16, causal=True, chunk=LINEAR_CHUNK, mode="fwd")
+    assert training.flops_per_step(m, lin, tc) == pytest.approx(6 * n * 64 + 3 * 2 * one_layer)
 
 
 def test_findings_pair_points_that_isolate_one_change(tmp_path):

@@ -231,6 +231,8 @@ class AttentionSpec:
       what is installed (checked last by :func:`check_call`);
     * ``feature_check``: ``(feature, device type) -> bool``, a further condition on a feature its caps grant
       (e.g. ``flash_attn``'s ALiBi needs FlashAttention-2 installed), used by :func:`supports`;
+    * ``reference_name``: how result rows name the reference (``check_ref``);
+    * ``chunk``: the algorithm's chunk size where its FLOPs depend on one (rows record it as ``linear_chunk``);
     * ``materialises_scores``: builds the ``(B, H, Tq, Tk)`` score matrix (O(T^2) memory per head);
     * ``native_bias``: takes a position's score bias without building the dense ``(H, Tq, Tk)`` tensor.
     """
@@ -252,6 +254,8 @@ class AttentionSpec:
     feature_check: Callable[[str, str], bool] | None = None
     materialises_scores: bool = False
     native_bias: bool = False
+    reference_name: str = "naive"
+    chunk: int | None = None
 
     def __post_init__(self) -> None:
         caps = {}

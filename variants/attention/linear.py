@@ -107,5 +107,7 @@ SPEC = AttentionSpec(
           "cuda": full_caps(bias=False, alibi=False, window=False, dtypes=ALL_DTYPES)},
     flops=_linear_flops,
     reference=linear_reference,
+    reference_name="linear O(n^2)",
+    chunk=LINEAR_CHUNK,
     backend_name=lambda q, k, v, causal, bias, window: "linear:chunked" if causal else "linear:parallel",
 ).register()
