@@ -76,4 +76,18 @@ class sdist_stamped(sdist):
             target.write_text(text, encoding="utf-8")
 
 
-setup(cmdclass={"build_py": build_py_stamped, "sdist": sdist_stamped})
+def namespace_packages() -> dict[str, str]:
+    """``ablate`` plus every package under the top-level folders variants/ and suites/, mapped into the ``ablate``
+    namespace: ``{"ablate.variants.attention": "variants/attention", ...}`` (paths relative to this file)."""
+    pkgs = {"ablate": "ablate"}
+    for folder in ("variants", "suites"):
+        for init in sorted((HERE / folder).rglob("__init__.py")):
+            rel = init.parent.relative_to(HERE)
+            if "__pycache__" not in rel.parts:
+                pkgs["ablate." + ".".join(rel.parts)] = rel.as_posix()
+    return pkgs
+
+
+PACKAGES = namespace_packages()
+setup(packages=list(PACKAGES), package_dir=PACKAGES,
+      cmdclass={"build_py": build_py_stamped, "sdist": sdist_stamped})
