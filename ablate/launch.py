@@ -542,7 +542,7 @@ def _launch_slurm(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan:
     try:
         import submitit
     except ImportError:
-        raise UnavailableError("--launcher slurm needs submitit: pip install 'ablate[slurm]'") from None
+        raise UnavailableError("--launcher slurm needs submitit: pip install 'ablate-bench[slurm]'") from None
     s = lo.slurm
     folder = launch_dir(res.results) / runstate.LOG_DIR / "submitit"
     executor = submitit.AutoExecutor(folder=folder, cluster=s.cluster)

@@ -36,7 +36,7 @@ def wheel(tmp_path_factory) -> Path:
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                            str(src), "-w", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    (whl,) = out.glob("ablate-*.whl")
+    (whl,) = out.glob("ablate_bench-*.whl")  # the distribution ablate-bench (wheel names spell "-" as "_")
     return whl
 
 
@@ -78,3 +78,16 @@ def test_wheel_imports_without_the_checkout(wheel, tmp_path):
                           env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"})
     assert proc.returncode == 0, proc.stderr
     assert all(line.startswith(str(site)) for line in proc.stdout.split())
+
+
+def test_wheel_metadata_names_the_free_distribution(wheel):
+    """Distribution ablate-bench (``ablate`` on PyPI is another project); import name and command stay ``ablate``;
+    the MIT LICENSE ships with it."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        text = zf.read(meta).decode()
+    assert "\nName: ablate-bench\n" in text
+    assert any(n.endswith("LICENSE") and ".dist-info/" in n for n in names), names
+    for extra in ("parquet", "wandb", "mlflow", "tensorboard"):
+        assert f"Provides-Extra: {extra}\n" in text, extra

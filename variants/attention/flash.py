@@ -42,7 +42,7 @@ def _flash_modules() -> dict[str, Callable[..., Any]]:
 
 
 def _flash_missing_reason() -> str:
-    return "flash-attn not installed: pip install 'ablate[flash]' (FA2) or 'ablate[flash4]' (FA4, sm90+)"
+    return "flash-attn not installed: pip install 'ablate-bench[flash]' (FA2) or 'ablate-bench[flash4]' (FA4, sm90+)"
 
 
 def _flash_variant(q: Tensor, bias: Any = None) -> str:
@@ -107,7 +107,7 @@ def _flash_refusal(q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, win
     if variant == "fa4" and d % 8:
         return f"flash_attn (FA4): head_dim must be a multiple of 8, got {d}"
     if bias is not None and variant != "fa2":
-        return ("flash_attn: ALiBi needs FlashAttention-2's alibi_slopes (pip install 'ablate[flash]'); "
+        return ("flash_attn: ALiBi needs FlashAttention-2's alibi_slopes (pip install 'ablate-bench[flash]'); "
                 f"FA4 offers no ALiBi here (installed: {', '.join(sorted(mods)) or 'none'})")
     return None
 
@@ -126,7 +126,7 @@ def _probe_flash(dev: str) -> Availability:
     variant = _flash_variant(q)
     if variant not in mods:
         return False, ("flash-attn-4 needs an sm90/sm100/sm110 GPU, FlashAttention-2 not installed: "
-                       "pip install 'ablate[flash]'")
+                       "pip install 'ablate-bench[flash]'")
     _flash_impl(q, k, v, True, None, None, None)
     torch.cuda.synchronize()
     return True, ""

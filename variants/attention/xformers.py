@@ -26,7 +26,7 @@ def _xformers_import() -> tuple[Any, str]:
         return xops, ""
     except Exception as exc:
         if isinstance(exc, ImportError):
-            return None, "xformers not installed: pip install 'ablate[xformers]'"
+            return None, "xformers not installed: pip install 'ablate-bench[xformers]'"
         return None, f"xformers import failed ({type(exc).__name__}: {_first_line(exc, 150)})"
 
 
