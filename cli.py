@@ -220,7 +220,12 @@ def run_cmd(
                                              "e.g. --grid norm=layernorm,rmsnorm --grid activation=relu,swiglu."),
     seeds: int = typer.Option(1, "--seeds", help="Number of seeds (0..K-1)."),
     out: str = typer.Option("runs", "--out", "-o", help="Folder for the results (JSONL)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Data file or folder for suites that train."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data for suites that train: a text file or folder, "
+                                        "a .bin token file, a datasets save_to_disk folder, or hf:NAME[:CONFIG] "
+                                        "from the local Hugging Face cache (docs/data.md)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="bytes (default), the path of a "
+                                            "tokenizer.json, or bpe:N (byte-level BPE of N tokens trained on the "
+                                            "training split); same as --set data.tokenizer=... (docs/data.md)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if visible)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip measurements already in the results "
                                 "(with a launcher: submit only the tasks that are not done)."),
@@ -278,6 +283,8 @@ def run_cmd(
         if suite != "training":
             raise ConfigError(f"--grid is for the training suite, not {suite!r}")
         overrides.append(to_override(grid))
+    if tokenizer is not None:
+        overrides.append(f"data.tokenizer={tokenizer}")
     opts = RunOptions(suite=suite, preset=preset, overrides=tuple(overrides), out=out, seeds=seeds,
                       resume=resume, data=data, device=device, progress=progress, only=tuple(task or ()),
                       plugins=plugins)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pickle
 import sysconfig
@@ -73,10 +74,49 @@ class Corpus:
     split: str  # how the held-out part was chosen, for the record
     hash: str | None = None
     documents: tuple[int, int] | None = None
+    tokenizer: str | None = None  # tokenizer id (ablate.tokenize); None: "bytes" for byte-level, a token file's own
+    text_hash: str | None = None  # hash of the byte corpus the tokens were made from (= hash when byte-level)
+    train_bytes: int | None = None  # UTF-8 bytes of the text of each split (= tokens when byte-level)
+    val_bytes: int | None = None
+    token_bytes: np.ndarray | None = None  # bytes of each vocabulary entry, when exact (scored bytes for bpb)
 
     def __post_init__(self):
         if self.hash is None:
             object.__setattr__(self, "hash", _hash_arrays(self.train, self.val))
+        if self.byte_level:
+            for f, v in (("tokenizer", "bytes"), ("text_hash", self.hash), ("train_bytes", len(self.train)),
+                         ("val_bytes", len(self.val))):
+                if getattr(self, f) is None:
+                    object.__setattr__(self, f, v)
+
+    @property
+    def token_unit(self) -> str:
+        """What one token is, for per-token numbers (perplexity): ``"byte"`` or the tokenizer id."""
+        return "byte" if self.byte_level else (self.tokenizer or "token")
+
+    def scored_bytes(self, tokens: int, start: int = 1) -> int | None:
+        """Bytes of the held-out text behind ``val[start : start + tokens]`` (the targets an evaluation scores):
+        exact from the per-token byte lengths where the tokenizer has them, else ``tokens`` times the held-out
+        split's bytes per token; None when the bytes are unknown (a token file)."""
+        if self.byte_level:
+            return int(tokens)
+        if self.token_bytes is not None:
+            total, step = 0, 1 << 22
+            for i in range(start, start + tokens, step):
+                ids = np.asarray(self.val[i:min(i + step, start + tokens)], dtype=np.int64)
+                total += int(self.token_bytes[ids].sum())
+            return total
+        if self.val_bytes and len(self.val):
+            return int(round(tokens * self.val_bytes / len(self.val)))
+        return None
+
+    def bpb(self, loss: float | None, tokens: int) -> float | None:
+        """Bits per byte of a mean loss (nats/token) over held-out targets ``val[1 .. tokens]``:
+        ``loss * tokens / (bytes * ln 2)``; None where the bytes are unknown."""
+        nbytes = self.scored_bytes(tokens)
+        if loss is None or not nbytes:
+            return None
+        return float(loss) * tokens / (nbytes * math.log(2))
 
     def tokens(self, split: str) -> np.ndarray:
         if split == "train":
@@ -92,7 +132,10 @@ class Corpus:
                 "data.train_tokens": int(len(self.train)), "data.val_tokens": int(len(self.val)),
                 "data.split": self.split, "data.hash": self.hash,
                 "data.train_docs": None if docs is None else int(docs[0]),
-                "data.val_docs": None if docs is None else int(docs[1])}
+                "data.val_docs": None if docs is None else int(docs[1]),
+                "data.tokenizer": self.tokenizer, "data.token_unit": self.token_unit,
+                "data.text_hash": self.text_hash, "data.train_bytes": self.train_bytes,
+                "data.val_bytes": self.val_bytes}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -141,6 +184,10 @@ def load_corpus(path: str | Path | None = None, *, default: str = "topics", val_
     """Load ``path`` (file, folder or ``.bin``), or the built-in ``default`` corpus when ``path`` is None."""
     if not 0.0 < val_frac < 1.0:
         raise ConfigError(f"val_frac must be in (0, 1), got {val_frac}")
+    if path is not None and str(path).startswith("hf:"):
+        from ablate.hfdata import load_hf
+
+        return load_hf(str(path)[3:], val_frac)
     if path is None or str(path) == "":
         if default == "topics":
             return _topics(val_frac)
@@ -153,6 +200,10 @@ def load_corpus(path: str | Path | None = None, *, default: str = "topics", val_
     if p.is_dir():
         if (p / "train.bin").is_file() and (p / "val.bin").is_file():
             return _bin_pair(p, vocab_size)
+        from ablate.hfdata import is_saved_dataset, load_saved
+
+        if is_saved_dataset(p):  # a datasets save_to_disk folder
+            return load_saved(p, val_frac)
         return _text_folder(p, val_frac)
     if p.suffix == ".bin":
         return _bin_file(p, val_frac, vocab_size)
@@ -338,7 +389,7 @@ def check_eval_span(val: np.ndarray, needed: int, what: str = "evaluation") -> N
 
 
 __all__ = ["Corpus", "load_corpus", "Batches", "step_rng", "check_eval_span", "DEFAULT_CORPORA", "DataSettings",
-           "corpus_for"]
+           "corpus_for", "data_fields"]
 
 
 @dataclass(frozen=True)
@@ -348,6 +399,21 @@ class DataSettings:
     corpus: str = "topics"  # built-in corpus when --data is not given: topics | stdlib
     val_frac: float = 0.1
     vocab_size: int | None = None  # for a .bin token file without a meta.json / meta.pkl sidecar
+    tokenizer: str | None = None  # None / "bytes": one token per byte; PATH (tokenizer.json); "bpe:N" (ablate.tokenize)
+
+
+def data_fields(data: DataSettings, corpus=None) -> dict:
+    """The ``data.*`` settings as they enter a config id: ``tokenizer`` is left out (byte-level ids stay what they
+    were before the setting existed; a path would make ids machine-dependent) and the corpus's tokenizer *id*
+    stands in for it when the corpus is tokenised (its token hash, ``corpus_hash``, differs anyway)."""
+    from ablate.config import flatten
+
+    out = flatten(data)
+    out.pop("tokenizer", None)
+    tok = getattr(corpus, "tokenizer", None)
+    if tok and tok != "bytes" and not getattr(corpus, "byte_level", True):
+        out["tokenizer"] = tok
+    return out
 
 
 def corpus_for(cfg, data_path):
@@ -355,6 +421,9 @@ def corpus_for(cfg, data_path):
     vocabulary set from that corpus, and the corpus."""
     from dataclasses import replace
 
+    from ablate.tokenize import tokenize
+
     corpus = load_corpus(data_path, default=cfg.data.corpus, val_frac=cfg.data.val_frac,
                          vocab_size=cfg.data.vocab_size)
+    corpus = tokenize(corpus, getattr(cfg.data, "tokenizer", None))
     return replace(cfg, model=replace(cfg.model, vocab_size=corpus.vocab_size)), corpus

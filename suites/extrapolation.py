@@ -33,7 +33,7 @@ import torch
 
 from ablate.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
 from ablate.config import ModelConfig, apply_overrides, flatten, unified_train_len
-from ablate.data import Batches, Corpus, DataSettings, check_eval_span, corpus_for
+from ablate.data import Batches, Corpus, DataSettings, check_eval_span, corpus_for, data_fields
 from ablate.errors import ConfigError, PositionRangeError
 from ablate.evaluate import (MODES, PROBES, PasskeyBatches, Probe, evaluate, passkey_loss, probe_correct,
                              span_needed)
@@ -245,7 +245,7 @@ def config_id(cfg: ExtrapolationConfig, corpus: Any, kind: str = "lm") -> str:
     tr = flatten(cfg.train)
     tr.pop("seed", None)  # a key field of its own
     name = getattr(corpus, "name", corpus)
-    fields: dict[str, Any] = {"model": model, "train": tr, "data": flatten(cfg.data), "corpus": name,
+    fields: dict[str, Any] = {"model": model, "train": tr, "data": data_fields(cfg.data, corpus), "corpus": name,
                               "protocol": PROTOCOL}
     if getattr(corpus, "hash", None):
         fields["corpus_hash"] = corpus.hash
@@ -627,7 +627,8 @@ def _evaluate_job(cfg, job: Job, todo: list[RowSpec], model, corpus: Corpus, dev
                                batch_tokens=cfg.eval.batch_tokens, byte_level=corpus.byte_level, device=device,
                                amp=amp, pos_bins=cfg.eval.pos_bins, decode_chunk=chunk,
                                prefill=cfg.model.train_len)
-                metrics.update(value=res.ppl, loss=res.loss, ppl=res.ppl, bpb=res.bpb, windows=res.windows,
+                metrics.update(value=res.ppl, loss=res.loss, ppl=res.ppl, bpb=corpus.bpb(res.loss, res.tokens),
+                               eval_bytes=corpus.scored_bytes(res.tokens), windows=res.windows,
                                pos_loss=res.pos_loss, pos_bin=res.pos_bin, eval_s=res.elapsed_s)
                 if "decode" not in r.key:
                     metrics["decode"] = "full"

@@ -49,7 +49,7 @@ import torch
 
 from ablate.progress import start_progress
 from ablate.config import ModelConfig, apply_overrides, flatten, unified_train_len
-from ablate.data import Batches, Corpus, DataSettings, check_eval_span, corpus_for
+from ablate.data import Batches, Corpus, DataSettings, check_eval_span, corpus_for, data_fields
 from ablate.errors import ConfigError
 from ablate.evaluate import evaluate, span_needed
 from ablate.flops import matmul_params, peak_tflops, step_flops
@@ -229,7 +229,7 @@ def grid_id(cfg: TrainingConfig, corpus: Any) -> str:
     tr.pop("seed", None)
     return row_key({"model": _model_id(cfg.model), "train": tr, "budget": flatten(cfg.budget),
                     "grid": {k: v for k, v in flatten(cfg.grid).items() if k != "only"}, "eval": flatten(cfg.eval),
-                    "data": flatten(cfg.data), **_corpus_id(corpus)})
+                    "data": data_fields(cfg.data, corpus), **_corpus_id(corpus)})
 
 
 def config_id(cfg: TrainingConfig, point: GridPoint, corpus: Any) -> str:
@@ -237,7 +237,7 @@ def config_id(cfg: TrainingConfig, point: GridPoint, corpus: Any) -> str:
     tr = flatten(point_train(cfg, point, 0))
     tr.pop("seed", None)  # a key field of its own
     return row_key({"model": _model_id(point.model), "train": tr, "budget": flatten(cfg.budget),
-                    "eval": flatten(cfg.eval), "data": flatten(cfg.data), **_corpus_id(corpus)})
+                    "eval": flatten(cfg.eval), "data": data_fields(cfg.data, corpus), **_corpus_id(corpus)})
 
 
 def results_file(opts, device: str, preset: str) -> Path:
@@ -410,7 +410,8 @@ def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, 
         return "ok", "", metrics, tcfg
     final = evaluate(model, corpus.val, seq, tokens=ev.tokens, batch_tokens=ev.batch_tokens,
                      byte_level=corpus.byte_level, device=device, amp=amp)
-    metrics.update(val_loss=final.loss, val_ppl=final.ppl, val_bpb=final.bpb, eval_s=final.elapsed_s)
+    metrics.update(val_loss=final.loss, val_ppl=final.ppl, val_bpb=corpus.bpb(final.loss, final.tokens),
+                   eval_bytes=corpus.scored_bytes(final.tokens), eval_s=final.elapsed_s)
     if not math.isfinite(final.loss):
         return "diverged", "non-finite validation loss after training", metrics, tcfg
     return "ok", "", metrics, tcfg

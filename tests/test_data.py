@@ -55,7 +55,10 @@ def test_corpus_is_deterministic_with_a_hash():
 def test_describe_columns():
     d = load_corpus().describe()
     assert list(d) == ["data", "data.vocab_size", "data.byte_level", "data.train_tokens", "data.val_tokens",
-                       "data.split", "data.hash", "data.train_docs", "data.val_docs"]
+                       "data.split", "data.hash", "data.train_docs", "data.val_docs", "data.tokenizer",
+                       "data.token_unit", "data.text_hash", "data.train_bytes", "data.val_bytes"]
+    assert d["data.tokenizer"] == "bytes" and d["data.token_unit"] == "byte" and d["data.text_hash"] == d["data.hash"]
+    assert (d["data.train_bytes"], d["data.val_bytes"]) == (d["data.train_tokens"], d["data.val_tokens"])
     assert d["data"] == "topics" and d["data.split"] == "by topic crc32 0.1"
     assert d["data.train_docs"] + d["data.val_docs"] == len(_topic_texts())
     assert isinstance(d["data.hash"], str)
