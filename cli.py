@@ -6,6 +6,8 @@
         [--launcher local|gpus|slurm] [--nproc-per-node N]     ... spread over GPUs / Slurm, or DDP via torchrun
     ablate status RUN_DIR                            done / running / failed / missing tasks of a sweep
     ablate report RESULTS... --out DIR               tables and figures from results files/folders
+    ablate show RESULTS... [--all]                   the summary tables of results, printed as Markdown
+    ablate export RESULTS... --to FORMAT [--out P]   parquet, csv, or a tracker: wandb, mlflow, tensorboard
     ablate compare BASELINE NEW [--fail-if E]...     regressions between two sets of results (exit 1)
     ablate nightly [--write-baseline]                the nightly GPU CI steps, runnable locally
     ablate version
@@ -425,6 +427,75 @@ def report_cmd(
         for f in rep.cross_run:
             typer.echo(f"  {f}")
     typer.echo(f"index: {rep.index}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# show
+
+
+@app.command("show")
+def show_cmd(
+    results: List[Path] = typer.Argument(..., help="Results files (.jsonl) or folders of them."),
+    all_tables: bool = typer.Option(False, "--all", help="Every table of the report, not only the summary ones."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help=_SKIP_HELP),
+    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help="Load this plugin's variants first, as in "
+                                               "`ablate report`; repeatable."),
+) -> None:
+    """Print the summary tables of results files as Markdown: the tables `ablate report` writes, nothing written."""
+    from ablate.results import reading
+    from ablate.show import render
+
+    if plugin:
+        from ablate.plugins import use
+
+        use(plugin)
+    with reading(skip_invalid=skip_invalid, hint=_SKIP_HINT):
+        text = render(results, all_tables=all_tables)
+    typer.echo(text, nl=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# export
+
+
+class ExportTarget(str, enum.Enum):
+    parquet = "parquet"
+    csv = "csv"
+    wandb = "wandb"
+    mlflow = "mlflow"
+    tensorboard = "tensorboard"
+
+
+@app.command("export")
+def export_cmd(
+    results: List[Path] = typer.Argument(..., help="Results files (.jsonl) or folders of them."),
+    to: ExportTarget = typer.Option(..., "--to", "-t", help="parquet or csv (one column per field), or a tracker: "
+                                    "wandb, mlflow, tensorboard (one run per suite and run id)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="csv/parquet: the file (default ./<results "
+                                      "name>.<ext>); tensorboard: the log folder (default runs/tensorboard); "
+                                      "wandb: its dir; mlflow: tracking URI or folder (default: MLflow's)."),
+    project: str = typer.Option("ablate", "--project", help="W&B project / MLflow experiment."),
+    all_rows: bool = typer.Option(False, "--all-rows", help="Every stored row, also those re-measured later "
+                                  "(default: the newest row per measurement, as the reports use)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help=_SKIP_HELP),
+) -> None:
+    """Export results to Parquet/CSV or an experiment tracker (README, "Export"; optional extras parquet, wandb,
+    mlflow, tensorboard)."""
+    from ablate.export import export
+    from ablate.results import reading
+
+    if out is not None and not out.strip():
+        raise ConfigError("--out is empty; give a file (csv, parquet), a folder or an MLflow tracking URI")
+    with reading(skip_invalid=skip_invalid, hint=_SKIP_HINT):
+        res = export(results, to.value, out, all_rows=all_rows, project=project)
+    if res.path is not None and to.value in ("csv", "parquet"):
+        typer.echo(f"{to.value}: {res.rows} rows x {res.columns} columns -> {res.path}")
+        return
+    typer.echo(f"{to.value}: {res.rows} rows in {len(res.runs)} run(s)" + (f" -> {res.path}" if res.path else ""))
+    for r in res.runs:
+        typer.echo(f"  {r}")
+    if to.value == "tensorboard":
+        typer.echo(f"view: tensorboard --logdir {res.path}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
