@@ -34,9 +34,16 @@ def _datasets():
     except ImportError:
         raise UnavailableError(f"--data hf:... and dataset folders need the `datasets` package ({_EXTRA})") from None
     offline = os.environ.get("HF_DATASETS_OFFLINE", "1").upper() in ("1", "ON", "YES", "TRUE")
-    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):  # in case datasets was imported before the env was set
-        if offline and hasattr(datasets.config, var):
-            setattr(datasets.config, var, True)
+    if offline:  # in case datasets / huggingface_hub were imported before the environment was set
+        for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
+            if hasattr(datasets.config, var):
+                setattr(datasets.config, var, True)
+        try:
+            import huggingface_hub.constants as hub
+
+            hub.HF_HUB_OFFLINE = True
+        except (ImportError, AttributeError):
+            pass
     return datasets
 
 

@@ -219,3 +219,33 @@ def test_eval_span_error():
 def test_unknown_default_corpus():
     with pytest.raises(ConfigError, match="valid: topics, stdlib"):
         load_corpus(default="wiki")
+
+
+def test_a_run_on_another_corpus_never_resumes_into_its_rows(tmp_path):
+    """Same settings, same out folder, another --data: new rows under another config id (the corpus hash is part
+    of it); the same data again: resumed, nothing new."""
+    from ablate.registry import load_all
+
+    load_all()  # the variants, as `ablate run` registers them (grid.only=... looks one up before it loads them)
+    from ablate.results import read_rows
+    from ablate.runner import RunOptions, run_suite
+
+    texts = _topic_texts()
+    for name, keys in (("a", sorted(texts)[::2]), ("b", sorted(texts)[1::2])):
+        (tmp_path / name).mkdir()
+        for k in keys:
+            (tmp_path / name / f"{k}.txt").write_bytes(texts[k])
+
+    def run(data):
+        return run_suite(RunOptions(suite="training", preset="micro", out=tmp_path / "out", device="cpu",
+                                    progress=False, data=tmp_path / data,
+                                    overrides=("grid.only=original", "train.steps=2", "data.val_frac=0.3")))
+
+    path = run("a")
+    assert len(read_rows(path)) == 1
+    run("b")
+    rows = read_rows(path)
+    assert len(rows) == 2 and rows[0]["data.hash"] != rows[1]["data.hash"]
+    assert rows[0]["config_id"] != rows[1]["config_id"] and rows[0]["row_key"] != rows[1]["row_key"]
+    run("a")
+    assert len(read_rows(path)) == 2
