@@ -16,8 +16,8 @@ i.e. per ``(suite, run_id)`` of the rows, named ``<suite>-<run_id>``:
   preset, ...), plus ``suite``, ``run_id`` and the results file(s);
 * its scalars, one per measured number of each ``ok`` row: ``<metric>/<label>`` for ``value`` (named by the row's
   ``metric``) and for each other measured column of :data:`ablate.schema.NUMBER_COLUMNS` present in the row, where
-  ``<label>`` is the row's key fields that vary within the run (``position-rope seed-0``; ``config_id`` and the
-  length axis left out). The step is the row's length axis (the first of :data:`STEP_AXES` among its key fields:
+  ``<label>`` is the row's key fields that vary within the run (``position-rope seed-0``; left out: the length
+  axis, ``config_id`` and any key the others determine). The step is the row's length axis (the first of :data:`STEP_AXES` among its key fields:
   ``eval_len``, ``seq_len``, ``context``, ``prompt_len``), so ``ppl/position-rope seed-0`` plots perplexity against
   evaluation length and ``time_ms/attention-sdpa ...`` time against sequence length; rows without one log at step
   0. Training curves (``curve.train_loss`` against ``curve.step``, ``curve.val_loss`` against ``curve.val_step``)
@@ -306,6 +306,13 @@ def _labels(rows: list[dict[str, Any]], *, skip: Sequence[str]) -> list[str]:
         for k in r.get("key_fields") or []:
             values.setdefault(k, set()).add(_hashable(r.get(k)))
     varying = [k for k in sorted(values) if len(values[k]) > 1 and k not in skip and k != "metric"]
+    for k in reversed(list(varying)):  # a key the others determine (trained_position beside position) says nothing
+        others = [x for x in varying if x != k]
+        seen: dict[tuple, set] = {}
+        for r in rows:
+            seen.setdefault(tuple(_hashable(r.get(x)) for x in others), set()).add(_hashable(r.get(k)))
+        if others and all(len(v) == 1 for v in seen.values()):
+            varying = others
     out = []
     for r in rows:
         axis, _ = _step_of(r)
