@@ -1,0 +1,104 @@
+"""Latency: speed, memory and FLOP/s of every attention kernel, position variant and model choice, measured honestly.
+
+    ablate run --suite latency                          # `cpu` preset on CPU (<= 3 min on 2 cores), `gpu` on CUDA
+    ablate run --suite latency --preset gpu --out results/latency
+    ablate run --suite latency --preset micro --set kernels.keys=sdpa,naive
+    ablate report results/latency/gpu.jsonl --out reports/latency/gpu
+
+Five parts, each a list of measurements written as rows as they finish (see ``docs/latency.md``):
+
+* ``kernel``: every attention key x pass (``fwd``, ``bwd``, ``fwd_bwd``) x shape. Shapes: sequence lengths at a fixed
+  number of tokens per batch (batch = tokens / n), heads = hidden / head_dim, causal and not, MHA; plus feature
+  shapes (GQA, MQA, a second dtype, ALiBi bias, sliding window) at one length. Every kernel is first checked against
+  the ``naive`` reference on the same inputs (a slice of batch 0 and the first heads, in float32 on CUDA / float64 on
+  CPU; ``linear`` against an O(n²) formulation of linear attention); a kernel off by more than the tolerance gets an
+  ``error`` row and is not timed, so a fast wrong kernel cannot win. Unavailable keys get one ``unavailable`` row.
+* ``position``: each position variant's hooks on their own (RoPE family ``rotate`` of q and k, ALiBi / T5 dense bias
+  build, absolute ``embed``), and all hooks together.
+* ``train``: one training step (forward, backward, grad clipping, AdamW) of the reference model for a few
+  attention / position / norm / activation choices: tokens/s, MFU (against the bf16 peak of ``ablate.flops``; the
+  peak used is in the row) and peak memory.
+* ``decode``: per-token latency with the KV cache at several context lengths for MHA / GQA / MQA, the cache's
+  measured bytes next to the closed form ``2 · layers · kv_heads · head_dim · n · bytes`` (× batch).
+* ``prefill``: latency of the forward pass that fills the cache, vs prompt length.
+
+Rows: ``metric="time_ms"``, ``value`` = median milliseconds (``unit="ms"``), ``p20_ms`` / ``p80_ms`` the spread,
+plus part-specific metrics (``tflops``, ``peak_mem_bytes``, ``rel_err``, ``backend``, ``tokens_per_s``, ``mfu``,
+``kv_bytes``...). Key fields: ``part`` and the shape / variant fields, ``device`` and ``device_name``.
+
+Modules: ``constants`` (names both sides share), ``config`` (sweeps, presets, ``resolve``, the kernel plan),
+``harness`` (run context, time budget, ``Ctx.measure``), ``reference`` (the correctness check), ``kernels``,
+``model_parts`` (position, train), ``decode`` (decode, prefill) and ``suite`` (``tasks``, ``run``); the report side,
+without torch: ``tables``, ``figures`` and ``reporting`` (``report``). The names below are reachable as
+``ablate.suites.latency.<name>``; a side's modules are imported on first use of one of its names, so ``ablate
+report`` never imports torch through this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
+
+from .constants import (BASELINE_ATTENTION, COMPILED_KEYS, FLOPS_FA, LAYOUTS, MASKS, PARTS,  # noqa: F401
+                        PASS_ORDER, PASSES, SUITE)
+
+# The measurement side (torch, imported together) and the report side (no torch), and the names each module gives
+# the package.
+_MEASURE = ("config", "reference", "harness", "kernels", "model_parts", "decode", "suite")
+_REPORT = ("tables", "figures", "reporting")
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "config": ("KernelSweep", "PositionSweep", "TrainSweep", "DecodeSweep", "LatencyConfig", "PRESETS",
+               "DEFAULT_TRAIN_CHOICES", "DTYPES", "DTYPE_ALIASES", "default_preset", "resolve", "Shape",
+               "kernel_keys", "kernel_passes", "plan_kernels", "attention_spec"),
+    "reference": ("Reference", "FWD_TOL", "GRAD_TOL"),
+    "harness": ("Clock", "Ctx", "model_id", "bench"),
+    "kernels": ("run_kernels", "kernel_flops", "bench_calls", "_no_donated_buffers", "_time_bwd"),
+    "model_parts": ("run_positions", "run_train", "train_flops"),
+    "decode": ("run_decode", "run_prefill"),
+    "suite": ("RUNNERS", "results_file", "tasks", "run"),
+    "tables": ("MIB", "TFLOPS_FOOTNOTE", "kernel_tables", "tflops_pivot", "best_table", "status_table",
+               "position_table", "train_table", "decode_table", "prefill_table"),
+    "figures": ("fig_tflops", "fig_memory", "fig_decode", "fig_prefill"),
+    "reporting": ("report",),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+_UNSET = object()
+
+__all__ = ["SUITE", "PARTS", "PASSES", "LAYOUTS", "KernelSweep", "PositionSweep", "TrainSweep", "DecodeSweep",
+           "LatencyConfig", "PRESETS", "resolve", "run", "report", "plan_kernels", "Shape", "Reference",
+           "attention_spec", "results_file", "default_preset", "kernel_tables", "tflops_pivot", "best_table"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for m in _MEASURE if module in _MEASURE else _REPORT:  # the whole side: see _Package
+        importlib.import_module(f"{__name__}.{m}")
+    value = getattr(sys.modules[f"{__name__}.{module}"], name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
+
+class _Package(types.ModuleType):
+    """Setting a name on the package (``monkeypatch.setattr(latency, "bench", fake)``) sets it in each of its loaded
+    modules that holds the same object, so the code there sees the change, as when the suite was one module."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        old = getattr(self, name, _UNSET)
+        super().__setattr__(name, value)
+        if old is _UNSET or isinstance(old, types.ModuleType):
+            return
+        for m in _MEASURE + _REPORT:
+            module = sys.modules.get(f"{self.__name__}.{m}")
+            if module is not None and module.__dict__.get(name, _UNSET) is old:
+                setattr(module, name, value)
+
+
+sys.modules[__name__].__class__ = _Package

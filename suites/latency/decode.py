@@ -1,0 +1,153 @@
+"""Parts 4 and 5, ``decode`` and ``prefill``: per-token latency with the KV cache at several contexts for MHA / GQA /
+MQA (the cache's measured bytes next to the closed form), and the forward pass that fills the cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, Iterable
+
+import torch
+
+from ablate.config import ModelConfig, flatten
+from ablate.flops import kv_cache_bytes
+from ablate.model import Transformer
+from ablate.timing import bench_calls, free_memory, is_cuda, peak_memory_and_ms, sync
+from ablate.variants.attention import backend_of
+
+from .config import DTYPES, DecodeSweep
+from .harness import Ctx, _timing_metrics, model_id
+
+
+def _decode_model_cfg(ds: DecodeSweep, layout: str) -> ModelConfig:
+    h = ds.model.n_heads
+    kv = {"mha": None, "gqa": h // ds.gqa_group, "mqa": 1}[layout]
+    return replace(ds.model, n_kv_heads=kv, causal=True,
+                   max_len=max(ds.model.max_len, max(ds.contexts + ds.prompt_lens) + ds.steps + 8))
+
+
+def _decode_dtype(ctx: Ctx) -> str:
+    return ctx.cfg.decode.dtype if is_cuda(ctx.device) else "float32"
+
+
+def _attn_backend(mcfg: ModelConfig, batch: int, tq: int, tk: int, device: str, dtype) -> str | None:
+    try:
+        q = torch.zeros(batch, mcfg.n_heads, tq, mcfg.head_dim, device=device, dtype=dtype)
+        kv = torch.zeros(batch, mcfg.kv_heads, tk, mcfg.head_dim, device=device, dtype=dtype)
+        with torch.no_grad():
+            return backend_of(mcfg.attention, q, kv, kv, causal=True, window=mcfg.window)
+    except Exception as exc:
+        return f"? ({type(exc).__name__})"
+
+
+@dataclass
+class _LayoutRun:
+    """One decode layout (MHA / GQA / MQA) to measure: its model and the lengths still owed."""
+
+    layout: str
+    mcfg: ModelConfig
+    model: Any
+    keys: dict[int, dict]
+    todo: list[int]
+    gen: torch.Generator
+    dtype: torch.dtype
+
+
+def _layout_runs(ctx: Ctx, part: str, lengths: Iterable[int], length_field: str, batch: int):
+    """For each decode layout, build the model once and yield a :class:`_LayoutRun`; a model that cannot be built
+    turns every owed row into a status row. The model is released after the caller's iteration."""
+    cfg, device = ctx.cfg, ctx.device
+    dname = _decode_dtype(ctx)
+    dt = DTYPES[dname]
+    lengths = list(lengths)
+    for layout in cfg.decode.layouts:
+        mcfg = _decode_model_cfg(cfg.decode, layout)
+        keys = {L: {**ctx.base_key(part), "attention": mcfg.attention, "position": mcfg.position,
+                    "layout": layout, "n_heads": mcfg.n_heads, "n_kv_heads": mcfg.kv_heads, "d_model": mcfg.d_model,
+                    "n_layers": mcfg.n_layers, "batch": batch, length_field: L, "dtype": dname,
+                    "model_id": model_id(mcfg)}
+                for L in lengths}
+        todo = [L for L in lengths if not ctx.done(keys[L])]
+        ctx.advance(len(lengths) - len(todo))
+        if not todo:
+            continue
+        try:
+            torch.manual_seed(cfg.seed)
+            model = Transformer(mcfg).to(device=device, dtype=dt).eval()
+        except Exception as exc:
+            ctx.write_failure(exc, [keys[L] for L in todo], {"model": flatten(mcfg)})
+            ctx.advance(len(todo))
+            continue
+        run = _LayoutRun(layout, mcfg, model, keys, todo, torch.Generator(device=device).manual_seed(cfg.seed), dt)
+        del model
+        yield run
+        run.model = None
+        free_memory(device, collect=True)
+
+
+def run_decode(ctx: Ctx) -> None:
+    ds = ctx.cfg.decode
+    for run in _layout_runs(ctx, "decode", ds.contexts, "context", ds.batch):
+        for L in run.todo:
+            ctx.measure("decode", run.keys[L], partial(_time_decode, ctx, run, L), {"model": flatten(run.mcfg)},
+                        info=f"decode {run.layout} context {L}", cleanup=partial(free_memory, ctx.device))
+
+
+def _time_decode(ctx: Ctx, run: _LayoutRun, L: int) -> dict[str, Any]:
+    """One decode step at context ``L`` (the cache is reset to ``L`` before each), timed; the decode row's metrics."""
+    device, ds = ctx.device, ctx.cfg.decode
+    mcfg, model, gen = run.mcfg, run.model, run.gen
+    prompt = torch.randint(0, mcfg.vocab_size, (ds.batch, L), device=device, generator=gen)
+    tok = torch.randint(0, mcfg.vocab_size, (ds.batch, 1), device=device, generator=gen)
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(prompt, cache)
+    sync(device)
+    kv_bytes = cache.nbytes()
+    allocated = sum(b.numel() * b.element_size() for b in cache.k + cache.v if b is not None)
+    el = next(b for b in cache.k if b is not None).element_size()
+    closed = kv_cache_bytes(mcfg.n_layers, mcfg.kv_heads, mcfg.head_dim, L, el, ds.batch)
+
+    def reset():
+        cache.length = L
+
+    def step():
+        with torch.no_grad():
+            model(tok, cache)
+
+    for _ in range(ds.warmup_steps):
+        reset()
+        step()
+    t = bench_calls(step, device, n=ds.steps, before=reset)
+    reset()
+    return {**_timing_metrics(t), "tokens_per_s": ds.batch / (t.median_ms / 1e3),
+            "kv_bytes": kv_bytes, "kv_bytes_closed_form": closed, "kv_bytes_allocated": allocated,
+            "kv_match": kv_bytes == closed, "kv_dtype": str(next(b for b in cache.k if b is not None)
+                                                           .dtype).replace("torch.", ""),
+            "attn_backend": _attn_backend(mcfg, ds.batch, 1, L + 1, device, run.dtype)}
+
+
+def run_prefill(ctx: Ctx) -> None:
+    ds = ctx.cfg.decode
+    for run in _layout_runs(ctx, "prefill", ds.prompt_lens, "prompt_len", ds.prefill_batch):
+        for L in run.todo:
+            ctx.measure("prefill", run.keys[L], partial(_time_prefill, ctx, run, L), {"model": flatten(run.mcfg)},
+                        info=f"prefill {run.layout} {L}", cleanup=partial(free_memory, ctx.device))
+
+
+def _time_prefill(ctx: Ctx, run: _LayoutRun, L: int) -> dict[str, Any]:
+    """The forward pass that fills a fresh cache with a prompt of ``L`` tokens, timed; the prefill row's metrics."""
+    device, ds = ctx.device, ctx.cfg.decode
+    mcfg, model = run.mcfg, run.model
+    prompt = torch.randint(0, mcfg.vocab_size, (ds.prefill_batch, L), device=device, generator=run.gen)
+
+    def fill():
+        with torch.no_grad():
+            return model(prompt, model.new_cache())
+
+    fill()
+    mem, est = peak_memory_and_ms(fill, device)
+    t = ctx.bench(fill, est_ms=est)
+    return {**_timing_metrics(t), "tokens_per_s": ds.prefill_batch * L / (t.median_ms / 1e3),
+            "peak_mem_bytes": mem, "mem_note": None if mem is not None else "n/a on cpu",
+            "attn_backend": _attn_backend(mcfg, ds.prefill_batch, L, L, device, run.dtype)}

@@ -1,0 +1,175 @@
+"""The latency report's figures (matplotlib / seaborn; no torch)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import seaborn as sns
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from ablate.tables import plot_style, savefig
+
+from .constants import LAYOUTS
+from .tables import MIB, _col, _key_order, _num, _softmax_rows
+
+import matplotlib.pyplot as plt  # noqa: E402,I001  (after ablate.tables, which picks the headless backend)
+
+
+def _log2_lengths(ax, lengths) -> None:
+    ax.set_xscale("log", base=2)
+    lengths = sorted({int(x) for x in lengths if x == x})
+    if lengths:
+        ax.set_xticks(lengths)
+        ax.set_xticklabels([f"{x // 1024}k" if x >= 1024 and x % 1024 == 0 else str(x) for x in lengths],
+                           fontsize=7)
+        ax.minorticks_off()
+
+
+def _log_y(ax) -> None:
+    """Log y axis with readable 1-2-5 tick labels (plain numbers, not powers of ten)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _palette(keys: list[str]) -> dict[str, Any]:
+    return dict(zip(keys, sns.color_palette("colorblind", n_colors=max(10, len(keys)))))
+
+
+def fig_tflops(k, pas: str, stem: Path) -> list[Path]:
+    """TFLOP/s vs sequence length per kernel, one panel per head dim x causal (FlashAttention-paper style)."""
+    k = _softmax_rows(k)
+    ok = k[(k["status"] == "ok") & (_col(k, "group") == "main") & (k["pass"] == pas) & k["tflops"].notna()]
+    if ok.empty:
+        return []
+    ok = ok.assign(mask=ok["causal"].map(lambda v: "causal" if v else "non-causal"),
+                   hd=ok["head_dim"].map(lambda v: f"head dim {int(v)}"))
+    unit, scale = ("TFLOP/s", 1.0) if ok["tflops"].max() >= 1 else ("GFLOP/s", 1e3)  # CPU numbers are small
+    ok = ok.assign(rate=ok["tflops"] * scale)
+    order = _key_order(ok["attention"])
+    hds = sorted(ok["head_dim"].unique())
+    masks = [m for m in ("non-causal", "causal") if m in set(ok["mask"])]
+    with plot_style():
+        fig, axes = plt.subplots(len(hds), len(masks), figsize=(4.2 * len(masks), 3.2 * len(hds)), squeeze=False,
+                                 sharey=True)
+        pal = _palette(order)
+        for i, hd in enumerate(hds):
+            for j, m in enumerate(masks):
+                ax = axes[i][j]
+                sub = ok[(ok["head_dim"] == hd) & (ok["mask"] == m)]
+                if not sub.empty:
+                    sns.lineplot(data=sub, x="seq_len", y="rate", hue="attention", hue_order=order, palette=pal,
+                                 marker="o", ax=ax, legend=False, errorbar=None)
+                _log2_lengths(ax, ok["seq_len"])
+                ax.set_title(f"head dim {int(hd)}, {m}", fontsize=9)
+                ax.set_xlabel("sequence length")
+                ax.set_ylabel(unit if j == 0 else "")
+        axes[0][0].set_ylim(0, float(ok["rate"].max()) * 1.06)  # shared y: one limit for every panel
+        _legend_on_top(fig, plt, order, pal, f"attention {pas.replace('_', '+')} "
+                       f"({', '.join(sorted(ok['dtype'].unique()))}), FlashAttention FLOP convention, on "
+                       + ", ".join(sorted(str(x) for x in ok["device_name"].unique())))
+        return list(savefig(fig, stem))
+
+
+def _legend_on_top(fig, plt, order: list[str], pal: dict, title: str) -> None:
+    """Title, then one legend row for every panel, above the panels (no overlap with panel titles)."""
+    handles = [plt.Line2D([], [], color=pal[a], marker="o", label=a) for a in order]
+    ncol = min(6, len(order))
+    rows = math.ceil(len(order) / ncol)
+    top = 1.0 - (0.05 + 0.035 * rows) * 6.4 / max(fig.get_figheight(), 1.0)
+    fig.tight_layout(rect=(0, 0, 1, top))
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, top))
+    fig.suptitle(title, fontsize=9, y=0.995)
+
+
+def fig_memory(k, stem: Path) -> list[Path]:
+    """Peak memory vs sequence length (log y); out-of-memory as crosses on the top edge: naive's n² wall."""
+    main = k[(_col(k, "group") == "main")]
+    pas = "fwd_bwd" if (main["pass"] == "fwd_bwd").any() else "fwd"
+    main = main[main["pass"] == pas]
+    ok = main[(main["status"] == "ok") & main["peak_mem_bytes"].notna()]
+    if ok.empty:
+        return []
+    ok = ok.assign(mib=ok["peak_mem_bytes"] / MIB)
+    oom = main[main["status"] == "oom"]
+    order = _key_order(list(ok["attention"]) + list(oom["attention"]))
+    hds = sorted(main["head_dim"].dropna().unique())
+    masks = [c for c in (False, True) if c in set(main["causal"])]
+    with plot_style():
+        fig, axes = plt.subplots(len(masks), len(hds), figsize=(4.2 * len(hds), 3.2 * len(masks)), squeeze=False,
+                                 sharey=True)
+        pal = _palette(order)
+        top = ok["mib"].max() * 3
+        for i, c in enumerate(masks):
+            for j, hd in enumerate(hds):
+                ax = axes[i][j]
+                sub = ok[(ok["head_dim"] == hd) & (ok["causal"] == c)]
+                if not sub.empty:
+                    sns.lineplot(data=sub, x="seq_len", y="mib", hue="attention", hue_order=order, palette=pal,
+                                 marker="o", ax=ax, legend=False, errorbar=None)
+                o = oom[(oom["head_dim"] == hd) & (oom["causal"] == c)]
+                for a, g in o.groupby("attention"):
+                    ax.scatter(g["seq_len"], [top] * len(g), marker="x", color=pal.get(a, "k"), s=40, zorder=5)
+                _log_y(ax)
+                _log2_lengths(ax, main["seq_len"])
+                ax.set_title(f"head dim {int(hd)}, {'causal' if c else 'non-causal'} ({pas.replace('_', '+')})",
+                             fontsize=9)
+                ax.set_xlabel("sequence length")
+                ax.set_ylabel("peak MiB above inputs (× = OOM)" if j == 0 else "")
+        _legend_on_top(fig, plt, order, pal, f"peak memory of {pas.replace('_', '+')} above the inputs "
+                       f"(log scale; × = out of memory) on "
+                       + ", ".join(sorted(str(x) for x in main["device_name"].dropna().unique())))
+        return list(savefig(fig, stem))
+
+
+def fig_decode(df, stem: Path) -> list[Path]:
+    """Per-token decode latency and KV-cache size vs context for MHA / GQA / MQA (closed form dashed)."""
+    d = df[(_col(df, "part") == "decode") & (df["status"] == "ok")]
+    if d.empty:
+        return []
+    d = d.assign(context=_num(d, "context"), ms=_num(d, "time_ms"), kv=_num(d, "kv_bytes") / MIB,
+                 closed=_num(d, "kv_bytes_closed_form") / MIB, layout=_col(d, "layout"))
+    order = [x for x in LAYOUTS if x in set(d["layout"])]
+    pal = dict(zip(order, sns.color_palette("colorblind", n_colors=3)))
+    with plot_style():
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.4, 3.2))
+        sns.lineplot(data=d, x="context", y="ms", hue="layout", hue_order=order, palette=pal, marker="o", ax=a1,
+                     errorbar=None)
+        a1.set_ylim(bottom=0)
+        a1.set_ylabel("ms per decode step (whole batch)")
+        a1.set_title(f"decode latency, batch {int(_num(d, 'batch').iloc[0])}", fontsize=9)
+        for lay in order:
+            s = d[d["layout"] == lay].sort_values("context")
+            a2.plot(s["context"], s["kv"], marker="o", color=pal[lay], label=f"{lay} measured")
+            a2.plot(s["context"], s["closed"], ls="--", color=pal[lay], alpha=0.7, label=f"{lay} closed form")
+        _log_y(a2)
+        a2.set_ylabel("KV cache MiB")
+        a2.set_title("KV cache: nbytes() vs 2·L·kv·d·n·bytes", fontsize=9)
+        a2.legend(fontsize=6, frameon=False)
+        for ax in (a1, a2):
+            _log2_lengths(ax, d["context"])
+            ax.set_xlabel("context length")
+        fig.tight_layout()
+        return list(savefig(fig, stem))
+
+
+def fig_prefill(df, stem: Path) -> list[Path]:
+    d = df[(_col(df, "part") == "prefill") & (df["status"] == "ok")]
+    if d.empty:
+        return []
+    d = d.assign(prompt=_num(d, "prompt_len"), ms=_num(d, "time_ms"), layout=_col(d, "layout"))
+    order = [x for x in LAYOUTS if x in set(d["layout"])]
+    with plot_style():
+        fig, ax = plt.subplots(figsize=(4.4, 3.2))
+        sns.lineplot(data=d, x="prompt", y="ms", hue="layout", hue_order=order, marker="o", ax=ax, errorbar=None,
+                     palette=dict(zip(order, sns.color_palette("colorblind", n_colors=3))))
+        _log_y(ax)
+        _log2_lengths(ax, d["prompt"])
+        ax.set_xlabel("prompt length")
+        ax.set_ylabel("prefill ms")
+        ax.set_title("prefill latency", fontsize=9)
+        return list(savefig(fig, stem))

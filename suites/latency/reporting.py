@@ -1,0 +1,144 @@
+"""The latency report: tables (Markdown + LaTeX), figures (PNG + SVG) and ``index.md`` from the rows alone (no
+torch)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ablate.tables import to_markdown, write_table
+
+from .constants import PASSES, SUITE
+from .figures import fig_decode, fig_memory, fig_prefill, fig_tflops
+from .tables import (TFLOPS_FOOTNOTE, _col, _kernel_frame, _other_convention_keys, best_table, decode_table,
+                     kernel_tables, position_table, prefill_table, status_table, tflops_pivot, train_table)
+
+
+def _env_lines(df) -> list[str]:
+    cols = ["env.gpu", "env.cpu", "env.cpu_count", "env.torch", "env.cuda", "env.cudnn", "env.triton",
+            "env.flash_attn", "env.flash_attn_4", "env.xformers", "env.driver", "env.git_commit", "env.git_dirty"]
+    lines = []
+    for c in cols:
+        if c in df.columns:
+            vals = sorted({str(v) for v in df[c].dropna().unique()})
+            if vals:
+                lines.append(f"- `{c[4:]}`: {', '.join(vals)}")
+    return lines
+
+
+def report(df, out_dir: Path) -> list[Path]:
+    """Tables (Markdown + LaTeX), figures (PNG + SVG) and ``index.md`` from latency rows alone."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if "suite" in df.columns:
+        df = df[df["suite"] == SUITE]
+    df = df.reset_index(drop=True)
+    if "status" not in df.columns:
+        df = df.assign(status="ok")
+    written: list[Path] = []
+    idx: list[str] = ["<!-- ablate:latency -->", "# Latency: attention kernels, positions, training, decoding", ""]
+    if df.empty:
+        idx.append("(no latency rows)")
+    devices = sorted({str(x) for x in _col(df, "device_name").dropna().unique()})
+    counts = df.groupby(["part", "status"], dropna=False).size() if "part" in df.columns else pd.Series(dtype=int)
+    idx += ["Measured on: " + ("; ".join(devices) or "?") + ".", "", "Environment:", ""] + _env_lines(df) + [""]
+    idx += ["Regenerate: `ablate report <results.jsonl> --out <this folder>`. Method and columns: "
+            "`docs/latency.md`. Times are medians (p20–p80 in the tables); TFLOP/s use the FlashAttention convention "
+            "(forward 4·b·h·n²·d, halved when causal, a sliding window counts its band; backward 2.5×, fwd+bwd 3.5×), "
+            "except linear attention, counted by the algorithm that ran. "
+            "Every timed kernel was first checked against the reference on the same inputs (rel err columns).", ""]
+    if not counts.empty:
+        ct = counts.rename("rows").reset_index()
+        idx += ["Rows by part and status:", "", to_markdown(ct), ""]
+
+    def table(t, stem: str, caption: str, floatfmt: Any = ".4g", heading: str | None = None) -> None:
+        nonlocal written
+        if t is None or t.empty:
+            return
+        md, tex = write_table(t, out_dir / f"latency_{stem}", caption=caption, floatfmt=floatfmt)
+        written += [md, tex]
+        if heading:
+            idx.extend([heading, "", f"[{md.name}]({md.name}) · [{tex.name}]({tex.name})", ""])
+
+    def figure(files: list[Path], title: str) -> None:
+        nonlocal written
+        if files:
+            written += files
+            png = next(f for f in files if f.suffix == ".png")
+            idx.extend([f"![{title}]({png.name})", ""])
+
+    k = _kernel_frame(df) if "part" in df.columns else pd.DataFrame()
+    if not k.empty:
+        idx += ["## Attention kernels", ""]
+        best = best_table(k)
+        if not best.empty:
+            cap = ("Fastest correct exact-attention kernel per shape and pass, and sdpa, TFLOP/s (linear attention "
+                   "computes a different function and is left out here; it is in the tables below).")
+            table(best, "kernel_best", cap)
+            idx += [cap, "", to_markdown(best, floatfmt=".4g"), ""]
+        for pas in PASSES:
+            piv = tflops_pivot(k, pas)
+            if not piv.empty:
+                table(piv, f"tflops_{pas}", f"TFLOP/s by sequence length ({pas.replace('_', '+')}), tokens per "
+                                            "batch fixed (batch = tokens / n). " + TFLOPS_FOOTNOTE, ".4g",
+                      f"### TFLOP/s, {pas.replace('_', '+')}")
+                idx += [to_markdown(piv, floatfmt=".4g"), ""]
+                if _other_convention_keys(k) and TFLOPS_FOOTNOTE not in idx:
+                    idx += [TFLOPS_FOOTNOTE, ""]
+                figure(fig_tflops(k, pas, out_dir / f"latency_tflops_{pas}"), f"TFLOP/s {pas}")
+        mem_files = fig_memory(k, out_dir / "latency_memory")
+        idx += ["### Peak memory", ""]
+        if mem_files:
+            figure(mem_files, "peak memory vs sequence length")
+        else:
+            idx += ["Peak memory is measured on CUDA only (`torch.cuda.max_memory_allocated`); these rows are "
+                    "from a CPU run, where it is n/a.", ""]
+        idx += ["### Per shape", ""]
+        for slug, cap, t in kernel_tables(k):
+            table(t, f"kernels_{slug}", cap, {"ms": ".4g", "TFLOP/s": ".4g", "peak MiB": ".4g", "× sdpa": ".3g",
+                                              "rel err": ".2e", "grad err": ".2e"})
+            idx.append(f"- [{slug}](latency_kernels_{slug}.md)")
+        idx.append("")
+    pt = position_table(df) if "part" in df.columns else pd.DataFrame()
+    if not pt.empty:
+        idx += ["## Position variants on their own", ""]
+        table(pt, "positions", "Cost of each position variant's hooks on their own: embed (absolute), rotate_qk "
+                               "(RoPE family, q and k), bias_dense (ALiBi / T5 dense (H, n, n) bias), all (every "
+                               "hook once).")
+        idx += [to_markdown(pt), ""]
+    tt = train_table(df) if "part" in df.columns else pd.DataFrame()
+    if not tt.empty:
+        idx += ["## Training step (forward + backward + clip + AdamW)", ""]
+        table(tt, "train", "Training step of the reference model: tokens/s, MFU against the listed bf16 peak, "
+                           "peak memory (weights + optimizer + activations).")
+        idx += [to_markdown(tt), ""]
+    dt = decode_table(df) if "part" in df.columns else pd.DataFrame()
+    if not dt.empty:
+        idx += ["## Decoding with the KV cache", ""]
+        table(dt, "decode", "Per-token decode latency at each context (cache reset to that context before every "
+                            "step) and KV-cache bytes: measured nbytes() vs the closed form "
+                            "2·layers·kv_heads·head_dim·n·bytes·batch.")
+        idx += [to_markdown(dt), ""]
+        figure(fig_decode(df, out_dir / "latency_decode"), "decode latency and KV cache vs context")
+    pf = prefill_table(df) if "part" in df.columns else pd.DataFrame()
+    if not pf.empty:
+        idx += ["## Prefill", ""]
+        table(pf, "prefill", "Prefill (one forward pass filling a fresh KV cache) vs prompt length.")
+        idx += [to_markdown(pf), ""]
+        figure(fig_prefill(df, out_dir / "latency_prefill"), "prefill latency vs prompt length")
+    st = status_table(df) if "part" in df.columns else pd.DataFrame()
+    if not st.empty:
+        idx += ["## Rows without a number (status and reason)", ""]
+        table(st, "status", "Measurements that did not produce a number, with the reason.")
+        idx += [to_markdown(st), ""]
+    index = out_dir / "index.md"
+    if index.exists() and not index.read_text(encoding="utf-8").startswith("<!-- ablate:latency -->"):
+        index = out_dir / "latency_index.md"  # another suite's index lives here
+    tmp = index.with_name(f".{index.name}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join(idx).rstrip() + "\n", encoding="utf-8")
+    os.replace(tmp, index)
+    written.append(index)
+    return written

@@ -1,0 +1,195 @@
+"""The suite's entry points: ``tasks`` (one per attention key's kernel sweep and per other part, for a launcher) and
+``run`` (the parts in order, under their time budgets, resuming a results file)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ablate import distributed
+from ablate.config import ModelConfig
+from ablate.errors import ConfigError
+from ablate.progress import start_progress
+from ablate.registry import POSITION
+from ablate.results import ResultWriter
+from ablate.runner import Task, resolve_device, select_tasks
+from ablate.runstate import Claims
+from ablate.timing import is_cuda
+from ablate.validate import check_fits, estimate_memory_bytes
+from ablate.variants.positions import build_position
+
+from .config import (DTYPES, LatencyConfig, _is_compiled, _train_cfg, default_preset, kernel_keys, kernel_passes,
+                     plan_kernels, resolve)
+from .constants import COMPILED_KEYS, PARTS, SUITE
+from .decode import _decode_model_cfg, run_decode, run_prefill
+from .harness import Clock, Ctx, _set_compile_limits
+from .kernels import run_kernels
+from .model_parts import _hooks, run_positions, run_train
+
+
+def _count(cfg: LatencyConfig, device: str) -> dict[str, int]:
+    n = {p: 0 for p in PARTS}
+    for shape, keys in plan_kernels(cfg, device):
+        n["kernel"] += sum(len(kernel_passes(cfg, shape, key)) for key in keys)
+    ps = cfg.positions
+    for key in (list(ps.keys) or POSITION.keys()):
+        try:
+            hooks = _hooks(build_position(key, ModelConfig(d_model=ps.n_heads * ps.head_dim, n_heads=ps.n_heads,
+                                                           max_len=16, train_len=16, position=key)))
+        except Exception:
+            hooks = []
+        n["position"] += (len(hooks) + 1) * len(ps.seq_lens)
+    n["train"] = len(cfg.train.choices)
+    n["decode"] = len(cfg.decode.layouts) * len(cfg.decode.contexts)
+    n["prefill"] = len(cfg.decode.layouts) * len(cfg.decode.prompt_lens)
+    return n
+
+
+RUNNERS = {"kernel": run_kernels, "position": run_positions, "train": run_train, "decode": run_decode,
+           "prefill": run_prefill}
+
+
+def _part_budget(cfg: LatencyConfig, part: str) -> float:
+    return {"kernel": cfg.kernels.budget_s, "position": cfg.positions.budget_s, "train": cfg.train.budget_s,
+            "decode": cfg.decode.budget_s, "prefill": cfg.decode.budget_s}[part]
+
+
+def results_file(opts, preset: str) -> Path:
+    """``<out>/<preset>.jsonl``: one file per preset (cpu.jsonl, gpu.jsonl), so runs on different machines never
+    resume into each other."""
+    return Path(opts.out) / f"{preset}.jsonl"
+
+
+def _setup(opts) -> tuple[str, str, LatencyConfig, Path]:
+    device = resolve_device(opts.device)
+    preset = opts.preset or default_preset(device)
+    cfg = resolve(preset, opts.overrides)
+    set_keys = {str(o).split("=", 1)[0].strip() for o in opts.overrides}
+    if not is_cuda(device):
+        for k in ("decode.dtype", "train.amp"):
+            if k in set_keys:
+                raise ConfigError(f"{k} applies on CUDA only; on {device} the model parts run in float32")
+        if "kernels.compiled_seq_lens" in set_keys and not any(_is_compiled(k, device) for k in COMPILED_KEYS):
+            raise ConfigError(f"kernels.compiled_seq_lens applies to kernels compiled per shape ("
+                              f"{', '.join(COMPILED_KEYS)} on CUDA); on {device} they run eagerly at every length")
+    _check_memory(cfg, device)
+    if device == "cpu" and preset == "gpu":
+        raise ConfigError("the gpu latency preset needs CUDA; use --preset cpu (the CPU default) or micro")
+    return device, preset, cfg, results_file(opts, preset)
+
+
+def _check_memory(cfg: LatencyConfig, device: str) -> None:
+    """Refuse (one line) model parts that cannot fit in the device's memory (closed-form lower bound); the kernel
+    and position parts are guarded by kernels.check_mb / caps and write oom rows."""
+    cuda = is_cuda(device)
+    if "train" in cfg.parts:
+        db = {"dtype_bytes": 2 if cuda and cfg.train.amp else 4, "param_dtype_bytes": 4}
+        for c in cfg.train.choices:
+            m = _train_cfg(cfg.train, c)
+            check_fits(estimate_memory_bytes(m, batch=cfg.train.batch, seq_len=cfg.train.seq_len, training=True,
+                                             **db), device, what=f"the train part's {c!r} step",
+                       hint="train.batch or model.*")
+    d = cfg.decode
+    el = DTYPES[d.dtype].itemsize if cuda else 4
+    for layout in d.layouts:
+        m = _decode_model_cfg(d, layout)
+        if "decode" in cfg.parts:
+            check_fits(estimate_memory_bytes(m, batch=d.batch, seq_len=1, kv_cache_len=max(d.contexts),
+                                             training=False, dtype_bytes=el), device,
+                       what=f"decoding ({layout}) at context {max(d.contexts)}", hint="decode.batch or decode.contexts")
+        if "prefill" in cfg.parts:
+            check_fits(estimate_memory_bytes(m, batch=d.prefill_batch, seq_len=max(d.prompt_lens),
+                                             kv_cache_len=max(d.prompt_lens), training=False, dtype_bytes=el), device,
+                       what=f"prefill ({layout}) of {max(d.prompt_lens)} tokens", hint="decode.prompt_lens")
+
+
+def _task_ids(cfg: LatencyConfig) -> list[str]:
+    """``kernel-<key>`` per attention key of the kernel part, then one task per other part."""
+    ids = []
+    for part in PARTS:
+        if part in cfg.parts:
+            ids += [f"kernel-{k}" for k in kernel_keys(cfg)] if part == "kernel" else [part]
+    return ids
+
+
+def tasks(opts):
+    """(results file, tasks): each attention key's kernel sweep, and each other part, is one task. A launcher gives
+    every task a device of its own (one process per GPU), so no two measurements ever share a GPU."""
+    *_, cfg, out = _setup(opts)
+    return out, [Task(t, None, t.replace("-", " ", 1)) for t in _task_ids(cfg)]
+
+
+def _only(cfg: LatencyConfig, only: tuple[str, ...]) -> LatencyConfig:
+    """The config restricted to the chosen tasks (parts, and attention keys of the kernel part)."""
+    if not only:
+        return cfg
+    chosen = select_tasks(_task_ids(cfg), only, "latency task")
+    keys = tuple(k for k in kernel_keys(cfg) if f"kernel-{k}" in chosen)
+    parts = tuple(p for p in cfg.parts if p in chosen or (p == "kernel" and keys))
+    return replace(cfg, parts=parts, kernels=replace(cfg.kernels, keys=keys) if keys else cfg.kernels)
+
+
+def run(opts) -> Path:
+    """Run the latency suite as ``opts`` (an :class:`ablate.runner.RunOptions`) asks; returns the JSONL file."""
+    if distributed.launched():
+        raise ConfigError("the latency suite measures one process per GPU; spread it with --launcher gpus or "
+                          "slurm instead of --nproc-per-node")
+    device, preset, cfg, out = _setup(opts)
+    cfg = _only(cfg, opts.only)
+    # Two runs into one --out: each task (an attention key's kernel sweep, a part) is measured by one of them.
+    claims = Claims(out)
+    ids = _task_ids(cfg)
+    mine = tuple(t for t in ids if claims.claim(t))
+    if len(mine) < len(ids):
+        if not mine:
+            claims.release_all()
+            sys.stderr.write(f"ablate: every latency task is being run by another process into {out} "
+                             f"({', '.join(sorted(set(claims.skipped.values())))}); nothing left to run here\n")
+            return out
+        cfg = _only(cfg, mine)
+    try:
+        return _run_claimed(opts, device, preset, cfg, out, claims)
+    finally:
+        claims.release_all()
+
+
+def _run_claimed(opts, device: str, preset: str, cfg: LatencyConfig, out: Path, claims: Claims) -> Path:
+    writer = ResultWriter(out, SUITE, resume=opts.resume, shard=opts.shard)
+    clock = Clock(cfg.budget_s)
+    if is_cuda(device) or _is_compiled("flex", device):
+        _set_compile_limits()
+    if is_cuda(device):
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 stays fp32 (bf16/fp16 are what the GPU preset times)
+    counts = _count(cfg, device)
+    threads_before = torch.get_num_threads()
+    if not is_cuda(device) and cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
+    prog = start_progress(opts.progress)
+    ctx = Ctx(cfg, device, writer, prog, preset, clock)
+    try:
+        for part in PARTS:
+            if part not in cfg.parts:
+                continue
+            if prog is not None:
+                ctx.task = prog.add_task(f"latency {part}", total=counts[part], info="")
+            clock.start_part(_part_budget(cfg, part))
+            RUNNERS[part](ctx)
+            if prog is not None:
+                prog.update(ctx.task, completed=counts[part], info="done")
+    finally:
+        if prog is not None:
+            prog.stop()
+        torch.set_num_threads(threads_before)
+    msg = f"latency ({preset}, {device}: {ctx.device_name}): {clock.elapsed():.0f} s; results in {out}"
+    if claims.skipped:
+        msg += (f"\nlatency: {len(claims.skipped)} task(s) were being run by another process into the same --out and "
+                f"were left to it: {', '.join(sorted(claims.skipped))}")
+    if clock.skipped:
+        left = ", ".join(f"{n} {p}" for p, n in clock.skipped.items())
+        msg += (f"\nlatency: time budget reached, {left} measurement(s) left for later: re-run the same command to "
+                "resume (or raise budget_s with --set)")
+    sys.stderr.write(msg + "\n")
+    return out
