@@ -231,6 +231,23 @@ GPU_BF16_PEAK_TFLOPS: list[tuple[str, str, float]] = [
 ]
 
 
+# HBM bandwidth peaks (GB/s, 1e9 bytes) from NVIDIA data sheets, matched like the TFLOP/s peaks.
+GPU_HBM_PEAK_GBPS: list[tuple[str, str, float]] = [
+    ("GH200", "GH200 HBM3 (data sheet)", 4000.0),
+    ("H200", "H200 HBM3e (data sheet)", 4800.0),
+    ("H100 NVL", "H100 NVL HBM3 (data sheet)", 3900.0),
+    ("H100 PCIe", "H100 PCIe HBM2e (data sheet)", 2000.0),
+    ("H100", "H100 SXM HBM3 (data sheet)", 3350.0),
+    ("H800", "H800 SXM HBM3 (data sheet)", 3350.0),
+    ("B200", "B200 HBM3e (data sheet)", 8000.0),
+    ("A100-SXM4-40GB", "A100 40GB SXM HBM2 (data sheet)", 1555.0),
+    ("A100", "A100 80GB HBM2e (data sheet)", 2039.0),
+    ("L40S", "L40S GDDR6 (data sheet)", 864.0),
+    ("L4", "L4 GDDR6 (data sheet)", 300.0),
+    ("RTX 4090", "RTX 4090 GDDR6X (data sheet)", 1008.0),
+]
+
+
 @dataclass(frozen=True)
 class Peak:
     tflops: float | None
@@ -252,6 +269,29 @@ def peak_tflops(device_name: str | None = None) -> Peak:
     return Peak(None, f"no peak known for {device_name!r} (set ABLATE_PEAK_TFLOPS)")
 
 
+def peak_bandwidth(device_name: str | None = None) -> Peak:
+    """The memory-bandwidth peak in GB/s (``Peak.tflops`` holds GB/s here) for ``device_name`` (default: the current
+    CUDA device); ``ABLATE_PEAK_GBPS`` overrides."""
+    env = os.environ.get("ABLATE_PEAK_GBPS")
+    if env:
+        return Peak(float(env), f"ABLATE_PEAK_GBPS={env}")
+    if device_name is None:
+        if not torch.cuda.is_available():
+            return Peak(None, "no bandwidth peak for CPU")
+        device_name = torch.cuda.get_device_name()
+    for needle, label, value in GPU_HBM_PEAK_GBPS:
+        if needle.lower() in device_name.lower():
+            return Peak(value, label)
+    return Peak(None, f"no bandwidth peak known for {device_name!r} (set ABLATE_PEAK_GBPS)")
+
+
+def decode_step_bytes(param_bytes: int, kv_bytes: int, *, n_layers: int, kv_heads: int, head_dim: int,
+                      el_bytes: int, batch: int) -> int:
+    """Bytes one decode step must move at least: every parameter read once, the whole KV cache read once, one new
+    key and value per layer written (activations are negligible at batch sizes where decode is memory-bound)."""
+    return int(param_bytes + kv_bytes + kv_cache_bytes(n_layers, kv_heads, head_dim, 1, el_bytes, batch))
+
+
 def mfu(flops: float, ms: float | None, peak: Peak) -> float | None:
     """Model FLOPs utilisation in [0, 1] (None without a time or a peak)."""
     t = tflops(flops, ms)
@@ -262,5 +302,6 @@ def mfu(flops: float, ms: float | None, peak: Peak) -> float | None:
 
 __all__ = ["attended_pairs", "attention_fwd_flops", "attention_flops", "linear_attention_flops",
            "linear_attention_flops_parts", "LINEAR_PASS_FACTOR", "tflops", "matmul_params",
-           "model_train_flops", "kv_cache_bytes", "GPU_BF16_PEAK_TFLOPS", "Peak", "peak_tflops", "mfu",
+           "model_train_flops", "step_flops", "kv_cache_bytes", "GPU_BF16_PEAK_TFLOPS", "Peak", "peak_tflops", "mfu",
+           "GPU_HBM_PEAK_GBPS", "peak_bandwidth", "decode_step_bytes",
            "BWD_FACTOR", "FWD_BWD_FACTOR", "PASS_FACTOR"]

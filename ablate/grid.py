@@ -215,10 +215,10 @@ def _fill(model: ModelConfig, spec: GridSpec, changes: Mapping[str, Any]) -> Mod
 
 def _complete(model: ModelConfig, spec: GridSpec) -> ModelConfig:
     """Give an attention that requires a window (``spec(key).requires``) one when none is set."""
-    from ablate.variants.attention import spec
+    from ablate.variants.attention import spec as attention_spec
 
     load_all()
-    if "window" in spec(model.attention).requires and model.window is None:
+    if "window" in attention_spec(model.attention).requires and model.window is None:
         return replace(model, window=spec.window or max(1, model.train_len // 4))
     return model
 
@@ -226,6 +226,7 @@ def _complete(model: ModelConfig, spec: GridSpec) -> ModelConfig:
 def _with_embed_scale(p: GridPoint) -> GridPoint:
     """Sinusoids have unit amplitude: like Vaswani et al. (sec. 3.4), scale the token embeddings by sqrt(d_model)
     wherever they are added, or the 0.02-std embeddings drown and the model learns no context."""
+    load_all()
     scale = POSITION.get(p.model.position).supports_("scale_embeddings")  # sinusoidal: sec. 3.4 of Vaswani et al.
     return replace(p, model=replace(p.model, scale_embeddings=scale))
 

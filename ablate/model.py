@@ -60,6 +60,32 @@ class KVCache:
         return total
 
 
+class StaticKVCache(KVCache):
+    """Key/value buffers allocated once at ``max_len`` (``(B, Hkv, max_len, D)`` per layer): a step writes its keys in
+    place and attends over a view of the first ``length + t`` positions, so nothing is allocated or copied while
+    decoding, and a step at a given length can be captured once as a CUDA graph and replayed
+    (:class:`ablate.decode.DecodeStep`)."""
+
+    def __init__(self, n_layers: int, *, batch: int, kv_heads: int, head_dim: int, max_len: int,
+                 dtype: torch.dtype, device: torch.device | str):
+        super().__init__(n_layers)
+        if max_len < 1:
+            raise ConfigError(f"a static KV cache needs max_len >= 1, got {max_len}")
+        self.max_len = max_len
+        shape = (batch, kv_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        start, t = self.length, k.shape[2]
+        if start + t > self.max_len:
+            raise ConfigError(f"static KV cache full: {start} + {t} tokens > max_len={self.max_len}")
+        buf_k, buf_v = self.k[layer], self.v[layer]
+        buf_k[:, :, start:start + t] = k
+        buf_v[:, :, start:start + t] = v
+        return buf_k[:, :, :start + t], buf_v[:, :, :start + t]
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -156,8 +182,15 @@ class Transformer(nn.Module):
         logits = self(idx)
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
-    def new_cache(self) -> KVCache:
-        return KVCache(self.cfg.n_layers)
+    def new_cache(self, *, static_len: int | None = None, batch: int = 1,
+                  dtype: torch.dtype | None = None) -> KVCache:
+        """A growing :class:`KVCache`, or with ``static_len`` a :class:`StaticKVCache` of that many positions for
+        ``batch`` sequences (dtype: the model's parameters' unless given)."""
+        if static_len is None:
+            return KVCache(self.cfg.n_layers)
+        ref = next(self.parameters())
+        return StaticKVCache(self.cfg.n_layers, batch=batch, kv_heads=self.cfg.kv_heads, head_dim=self.cfg.head_dim,
+                             max_len=static_len, dtype=dtype or ref.dtype, device=ref.device)
 
     def set_position(self, key: str, **changes) -> None:
         """Swap the position variant for evaluation, e.g. ``set_position("rope_ntk", rope_scale=4.0)``.

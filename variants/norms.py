@@ -6,6 +6,7 @@ Placement (pre / post residual) is the model config's ``norm_placement`` field, 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ablate.registry import NORM
@@ -28,8 +29,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in at least float32 (bf16 sums of squares lose too much), return in the input dtype.
+        # F.rms_norm is PyTorch's fused kernel (x * rsqrt(mean(x^2) + eps)); the tests check it against the formula.
         xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        y = F.rms_norm(xf, (xf.shape[-1],), eps=self.eps)
         return (y * self.weight).to(x.dtype)
 
 
