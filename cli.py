@@ -123,10 +123,24 @@ def list_variants(
     device: Optional[str] = typer.Option(None, "--device", help="Check availability for cpu or cuda "
                                                                  "(default: this machine's best device)."),
     plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=_PLUGIN_HELP),
+    sweeps: bool = typer.Option(False, "--sweeps", help="Instead: what `ablate run --sweep KEY=...` varies in "
+                                "each suite (KEY -> the suite setting that takes the values)."),
 ) -> None:
     """List registered variants per axis, with whether each can run here, why not, and where each comes from
     (origin: ablate, entry point DIST:NAME, plugin MODULE_OR_FILE)."""
     from ablate.plugins import use
+
+    if sweeps:
+        from ablate.runner import SUITES
+        from ablate.sweep import suite_sweeps
+
+        table = {s: suite_sweeps(s) for s in SUITES}
+        if fmt == Format.json:
+            typer.echo(json.dumps(table, indent=2))
+        else:
+            for s, t in table.items():
+                typer.echo(f"{s}: " + ", ".join(f"{k} -> {v}" for k, v in t.items()))
+        return
 
     axes = [_axis(axis)] if axis is not None else list(AXES)
     if device is not None and device not in ("cpu", "cuda"):
@@ -218,8 +232,14 @@ def run_cmd(
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Named preset of the suite."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a setting: key=value "
                                                   "(dotted keys reach nested settings); repeatable."),
-    grid: Optional[List[str]] = typer.Option(None, "--grid", help="Training grid axis AXIS=V1,V2 (repeatable), "
-                                             "e.g. --grid norm=layernorm,rmsnorm --grid activation=relu,swiglu."),
+    sweep: Optional[List[str]] = typer.Option(None, "--sweep", help="Vary a setting: KEY=V1,V2 (repeatable), the "
+                                              "same in every suite, e.g. --sweep model.position=rope,alibi "
+                                              "(extrapolation, latency), --sweep model.attention=sdpa,flex "
+                                              "(latency), --sweep model.norm=layernorm,rmsnorm (training: "
+                                              "factorial over model.* and train.*); `ablate list --sweeps` "
+                                              "shows what each suite sweeps."),
+    grid: Optional[List[str]] = typer.Option(None, "--grid", help="Training only, the same as --sweep "
+                                             "model.AXIS=V1,V2 (kept for old command lines)."),
     seeds: int = typer.Option(1, "--seeds", help="Number of seeds (0..K-1)."),
     out: str = typer.Option("runs", "--out", "-o", help="Folder for the results (JSONL)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Data for suites that train: a text file or folder, "
@@ -283,8 +303,15 @@ def run_cmd(
         from ablate.grid import to_override
 
         if suite != "training":
-            raise ConfigError(f"--grid is for the training suite, not {suite!r}")
+            raise ConfigError(f"--grid is for the training suite, not {suite!r}; use --sweep KEY=V1,V2")
+        if sweep:
+            raise ConfigError("--grid and --sweep both build the training grid; give every axis as --sweep "
+                              "(--grid norm=a,b is --sweep model.norm=a,b)")
         overrides.append(to_override(grid))
+    if sweep:
+        from ablate.sweep import sweep_overrides
+
+        overrides += sweep_overrides(suite, sweep, overrides)
     if tokenizer is not None:
         overrides.append(f"data.tokenizer={tokenizer}")
     opts = RunOptions(suite=suite, preset=preset, overrides=tuple(overrides), out=out, seeds=seeds,

@@ -45,6 +45,9 @@ from ablate.train import TrainConfig, lm_loss, refuse_cpu_amp, train
 SUITE = "extrapolation"
 POSITIONS = ("none", "sinusoidal", "learned", "rope", "alibi", "t5_bias")
 ROPE_SCALINGS = ("rope_pi", "rope_ntk", "rope_dynamic_ntk", "rope_yarn")
+# `ablate run --sweep KEY=V1,V2` (ablate.sweep): the trained position variants, and the inference-time scalings
+# swapped into a trained model at evaluation.
+SWEEPS = {"model.position": "positions", "eval.position": "rope_scalings"}
 METRIC_PPL = "ppl"
 METRIC_PASSKEY = "passkey_acc"
 FAIR_TOL = 0.10  # report: a trained variant more than 10% above the best perplexity at train_len is undertrained

@@ -60,6 +60,9 @@ from ablate.train import TrainConfig, lm_loss, refuse_cpu_amp, train
 
 SUITE = "training"
 BUDGET_KINDS = ("tokens", "flops", "time")
+# `ablate run --sweep KEY=V1,V2` (ablate.sweep): any model or training setting becomes an axis of a factorial grid
+# over the model.* base (ablate.grid validates the key and values).
+SWEEPS = {"model.*": "grid.axes", "train.*": "grid.axes"}
 VARIANT_COLUMNS = ("norm", "norm_placement", "activation", "position", "attention", "n_kv_heads", "window")
 
 
