@@ -14,3 +14,5 @@ COMPILED_KEYS = ("flex",)  # keys that compile once per new shape (on CUDA; on C
 FLOPS_FA = "fa"  # FlashAttention convention (ablate.flops.attention_flops)
 # Kernel tables compare every key with the model's default attention ("× sdpa", speedup_vs_sdpa).
 BASELINE_ATTENTION = ModelConfig.attention
+# `ablate run --sweep KEY=V1,V2` (ablate.sweep): the attention kernels and the position variants measured.
+SWEEPS = {"model.attention": "kernels.keys", "model.position": "positions.keys"}
