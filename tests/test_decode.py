@@ -140,3 +140,47 @@ def test_decode_bytes_and_bandwidth_peaks(monkeypatch):
     assert peak_bandwidth("Some GPU").tflops is None
     monkeypatch.setenv("ABLATE_PEAK_GBPS", "1234")
     assert peak_bandwidth("NVIDIA H100 80GB HBM3").tflops == 1234.0
+
+
+def test_latency_decode_part_rows_per_mode(tmp_path):
+    """The latency suite's decode part: one row per layout x context x mode; eager rows keep their old keys (no
+    decode_mode), a mode that cannot run here is a status row with the reason, and the table shows the mode."""
+    from ablate.results import read_rows
+    from ablate.runner import RunOptions, run_suite
+    from ablate.suites import latency as L
+
+    path = run_suite(RunOptions(suite="latency", preset="micro", device="cpu", progress=False, out=tmp_path,
+                                overrides=("parts=decode", "decode.modes=eager,graph", "decode.layouts=mha,mqa")))
+    rows = read_rows(path)
+    assert len(rows) == 2 * 2 * 2  # layouts x contexts (16, 32) x modes
+    eager = [r for r in rows if "decode_mode" not in r]
+    graph = [r for r in rows if r.get("decode_mode") == "graph"]
+    assert len(eager) == len(graph) == 4
+    for r in eager:
+        assert r["status"] == "ok" and r["decode_backend"] == "eager" and r["time_ms"] > 0
+        assert r["bytes_per_step"] == r["param_bytes"] + r["kv_bytes"] + 2 * r["n_layers"] * r["n_kv_heads"] * \
+            (r["d_model"] // r["n_heads"]) * 4 * r["batch"]
+        assert r["achieved_gbps"] == pytest.approx(r["bytes_per_step"] / (r["time_ms"] / 1e3) / 1e9)
+        assert r["bw_util"] is None and r["kv_match"] is True
+    for r in graph:
+        assert r["status"] == "unsupported" and "needs CUDA" in r["reason"]  # terminal on this device
+    from ablate.results import to_frame
+
+    table = L.decode_table(to_frame(path))
+    assert list(table["mode"]) == ["eager"] * 4 and "GB/s" in table.columns
+    again = run_suite(RunOptions(suite="latency", preset="micro", device="cpu", progress=False, out=tmp_path,
+                                 overrides=("parts=decode", "decode.modes=eager,graph", "decode.layouts=mha,mqa")))
+    assert len(read_rows(again)) == 8  # resumed: every point is done (status rows included)
+
+
+@pytest.mark.gpu
+def test_latency_decode_graph_rows_on_cuda(tmp_path):
+    from ablate.results import read_rows
+    from ablate.runner import RunOptions, run_suite
+
+    path = run_suite(RunOptions(suite="latency", preset="micro", device="cuda", progress=False, out=tmp_path,
+                                overrides=("parts=decode", "decode.modes=eager,graph")))
+    rows = read_rows(path)
+    assert {r["status"] for r in rows} == {"ok"}, [r.get("reason") for r in rows]
+    graph = [r for r in rows if r.get("decode_mode") == "graph"]
+    assert graph and all(r["decode_backend"] == "cuda_graph" and r["bw_util"] is not None for r in graph)

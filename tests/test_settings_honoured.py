@@ -41,6 +41,7 @@ CHANGES: dict[str, str] = {
     "kernels.windows": "8", "kernels.caps": "naive:32", "positions.keys": "rope", "positions.seq_lens": "32",
     "train.choices": "base", "train.model.position": "alibi", "decode.model.position": "alibi",
     "decode.layouts": "gqa", "decode.contexts": "16", "decode.prompt_lens": "16", "decode.dtype": "float64",
+    "decode.modes": "eager,compile",
     "train.model.attention": "naive", "decode.model.attention": "naive", "train.model.norm": "layernorm",
     "decode.model.norm": "layernorm", "train.model.activation": "gelu", "decode.model.activation": "gelu",
     "train.model.norm_placement": "post", "decode.model.norm_placement": "post", "train.model.n_kv_heads": "1",

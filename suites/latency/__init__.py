@@ -41,7 +41,7 @@ import sys
 import types
 from typing import Any
 
-from .constants import (BASELINE_ATTENTION, COMPILED_KEYS, FLOPS_FA, LAYOUTS, MASKS, PARTS,  # noqa: F401
+from .constants import (BASELINE_ATTENTION, DECODE_MODES, FLOPS_FA, LAYOUTS, MASKS, PARTS,  # noqa: F401
                         PASS_ORDER, PASSES, SUITE, SWEEPS)
 
 # The measurement side (torch, imported together) and the report side (no torch), and the names each module gives

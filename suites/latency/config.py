@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -13,10 +12,10 @@ import torch
 from ablate.config import ModelConfig, apply_overrides
 from ablate.errors import ConfigError
 from ablate.registry import ACTIVATION, ATTENTION, NORM, POSITION, load_all
-from ablate.timing import DO_BENCH_REP_MS, DO_BENCH_WARMUP_MS, is_cuda
+from ablate.timing import DO_BENCH_REP_MS, DO_BENCH_WARMUP_MS
 from ablate.variants.attention import spec
 
-from .constants import COMPILED_KEYS, LAYOUTS, MASKS, PARTS, PASSES
+from .constants import DECODE_MODES, LAYOUTS, MASKS, PARTS, PASSES
 
 if TYPE_CHECKING:
     from .harness import Ctx
@@ -98,6 +97,9 @@ class DecodeSweep:
     contexts: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384, 32768)
     batch: int = 8
     steps: int = 20  # timed decode steps per context (each at exactly that context: the cache is reset)
+    # how each step runs (ablate.decode): eager, a replayed CUDA graph (CUDA only), torch.compile; every mode is a
+    # row per layout and context, so eager and graphed steps sit side by side
+    modes: tuple[str, ...] = ("eager", "graph")
     warmup_steps: int = 3
     prompt_lens: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384, 32768)
     prefill_batch: int = 1
@@ -131,7 +133,8 @@ PRESETS: dict[str, LatencyConfig] = {
         train=TrainSweep(model=ModelConfig(d_model=32, n_layers=1, n_heads=2, max_len=512, train_len=32),
                          seq_len=32, batch=2, choices=("base", "position=alibi"), warmup_steps=1),
         decode=DecodeSweep(model=ModelConfig(d_model=32, n_layers=1, n_heads=4, max_len=512, train_len=32),
-                           gqa_group=2, contexts=(16, 32), batch=2, steps=3, warmup_steps=1, prompt_lens=(16, 32)),
+                           gqa_group=2, contexts=(16, 32), batch=2, steps=3, warmup_steps=1, prompt_lens=(16, 32),
+                           modes=("eager",)),
     ),
     # CPU default: every CPU-capable attention key, <= 3 minutes on 2 cores.
     "cpu": LatencyConfig(
@@ -144,7 +147,7 @@ PRESETS: dict[str, LatencyConfig] = {
                                   "norm=layernorm", "activation=gelu"), warmup_steps=1, budget_s=25.0),
         decode=DecodeSweep(model=replace(_CPU_MODEL, n_heads=4), gqa_group=2, contexts=(128, 256, 512, 1024),
                            batch=2, steps=8, warmup_steps=2, prompt_lens=(128, 256, 512, 1024), dtype="float32",
-                           budget_s=12.0),
+                           budget_s=12.0, modes=("eager",)),
         budget_s=170.0,
     ),
     # CUDA default: one H100 in <= 9 minutes (bf16; 16k tokens per batch, hidden 2048, as in the FlashAttention papers).
@@ -236,6 +239,9 @@ def resolve(preset: str, overrides: Iterable[str] = ()) -> LatencyConfig:
     d = cfg.decode
     if d.gqa_group < 1 or d.model.n_heads % d.gqa_group:
         raise ConfigError(f"decode.gqa_group={d.gqa_group} must divide decode.model.n_heads={d.model.n_heads}")
+    bad = [m for m in d.modes if m not in DECODE_MODES]
+    if bad or not d.modes or len(set(d.modes)) != len(d.modes):
+        raise ConfigError(f"decode.modes={','.join(d.modes)}: give distinct modes from {', '.join(DECODE_MODES)}")
     for c in cfg.train.choices:
         _train_cfg(cfg.train, c)  # parse errors surface before any compute
     return cfg
@@ -278,7 +284,14 @@ class Shape:
 
 
 def _is_compiled(key: str, device: str) -> bool:
-    return key in COMPILED_KEYS and (is_cuda(device) or os.environ.get("ABLATE_FLEX_COMPILE_CPU", "") not in ("", "0"))
+    """Whether ``key`` compiles once per new shape on ``device`` (its registration says: ``spec(key).is_compiled``)."""
+    return spec(key).is_compiled(device)
+
+
+def compiled_keys() -> list[str]:
+    """The attention keys that compile per shape somewhere (``spec(key).compiled``)."""
+    load_all()
+    return [k for k in ATTENTION.keys() if spec(k).compiled]
 
 
 def kernel_keys(cfg: LatencyConfig) -> list[str]:

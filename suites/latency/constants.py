@@ -9,8 +9,9 @@ PARTS = ("kernel", "position", "train", "decode", "prefill")
 PASSES = ("fwd", "bwd", "fwd_bwd")
 PASS_ORDER = {p: i for i, p in enumerate(PASSES)}
 LAYOUTS = ("mha", "gqa", "mqa")
+# How a decode step runs (ablate.decode.MODES): eager calls, a captured CUDA graph replayed, torch.compile.
+DECODE_MODES = ("eager", "graph", "compile")
 MASKS = ("causal", "full")
-COMPILED_KEYS = ("flex",)  # keys that compile once per new shape (on CUDA; on CPU only with ABLATE_FLEX_COMPILE_CPU=1)
 FLOPS_FA = "fa"  # FlashAttention convention (ablate.flops.attention_flops)
 # Kernel tables compare every key with the model's default attention ("× sdpa", speedup_vs_sdpa).
 BASELINE_ATTENTION = ModelConfig.attention

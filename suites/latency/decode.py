@@ -1,5 +1,10 @@
 """Parts 4 and 5, ``decode`` and ``prefill``: per-token latency with the KV cache at several contexts for MHA / GQA /
-MQA (the cache's measured bytes next to the closed form), and the forward pass that fills the cache."""
+MQA (the cache's measured bytes next to the closed form), and the forward pass that fills the cache.
+
+A decode step runs on a static KV cache (:class:`ablate.model.StaticKVCache`) in each of ``decode.modes``
+(:class:`ablate.decode.DecodeStep`: eager calls, a replayed CUDA graph, torch.compile); its row records the bytes a
+step must move (parameters + the KV cache, :func:`ablate.flops.decode_step_bytes`), the achieved GB/s and, on a GPU
+with a known peak, the fraction of the memory bandwidth. Eager rows keep the keys they had before modes existed."""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ from typing import Any, Iterable
 import torch
 
 from ablate.config import ModelConfig, flatten
-from ablate.flops import kv_cache_bytes
+from ablate.decode import DecodeStep
+from ablate.flops import decode_step_bytes, kv_cache_bytes, peak_bandwidth
 from ablate.model import Transformer
 from ablate.timing import bench_calls, free_memory, is_cuda, peak_memory_and_ms, sync
 from ablate.variants.attention import backend_of
@@ -47,28 +53,30 @@ class _LayoutRun:
     layout: str
     mcfg: ModelConfig
     model: Any
-    keys: dict[int, dict]
-    todo: list[int]
+    keys: dict[tuple[int, str], dict]
+    todo: list[tuple[int, str]]
     gen: torch.Generator
     dtype: torch.dtype
 
 
-def _layout_runs(ctx: Ctx, part: str, lengths: Iterable[int], length_field: str, batch: int):
-    """For each decode layout, build the model once and yield a :class:`_LayoutRun`; a model that cannot be built
-    turns every owed row into a status row. The model is released after the caller's iteration."""
+def _layout_runs(ctx: Ctx, part: str, lengths: Iterable[int], length_field: str, batch: int,
+                 modes: Iterable[str] = ("eager",)):
+    """For each decode layout, build the model once and yield a :class:`_LayoutRun` owing ``(length, mode)`` points
+    (a non-eager mode is the key field ``decode_mode``); a model that cannot be built turns every owed row into a
+    status row. The model is released after the caller's iteration."""
     cfg, device = ctx.cfg, ctx.device
     dname = _decode_dtype(ctx)
     dt = DTYPES[dname]
-    lengths = list(lengths)
+    points = [(L, m) for L in lengths for m in modes]
     for layout in cfg.decode.layouts:
         mcfg = _decode_model_cfg(cfg.decode, layout)
-        keys = {L: {**ctx.base_key(part), "attention": mcfg.attention, "position": mcfg.position,
-                    "layout": layout, "n_heads": mcfg.n_heads, "n_kv_heads": mcfg.kv_heads, "d_model": mcfg.d_model,
-                    "n_layers": mcfg.n_layers, "batch": batch, length_field: L, "dtype": dname,
-                    "model_id": model_id(mcfg)}
-                for L in lengths}
-        todo = [L for L in lengths if not ctx.done(keys[L])]
-        ctx.advance(len(lengths) - len(todo))
+        keys = {(L, m): {**ctx.base_key(part), "attention": mcfg.attention, "position": mcfg.position,
+                         "layout": layout, "n_heads": mcfg.n_heads, "n_kv_heads": mcfg.kv_heads,
+                         "d_model": mcfg.d_model, "n_layers": mcfg.n_layers, "batch": batch, length_field: L,
+                         "dtype": dname, "model_id": model_id(mcfg), **({} if m == "eager" else {"decode_mode": m})}
+                for L, m in points}
+        todo = [p for p in points if not ctx.done(keys[p])]
+        ctx.advance(len(points) - len(todo))
         if not todo:
             continue
         try:
@@ -87,51 +95,53 @@ def _layout_runs(ctx: Ctx, part: str, lengths: Iterable[int], length_field: str,
 
 def run_decode(ctx: Ctx) -> None:
     ds = ctx.cfg.decode
-    for run in _layout_runs(ctx, "decode", ds.contexts, "context", ds.batch):
-        for L in run.todo:
-            ctx.measure("decode", run.keys[L], partial(_time_decode, ctx, run, L), {"model": flatten(run.mcfg)},
-                        info=f"decode {run.layout} context {L}", cleanup=partial(free_memory, ctx.device))
+    for run in _layout_runs(ctx, "decode", ds.contexts, "context", ds.batch, ds.modes):
+        for L, mode in run.todo:
+            ctx.measure("decode", run.keys[(L, mode)], partial(_time_decode, ctx, run, L, mode),
+                        {"model": flatten(run.mcfg)}, info=f"decode {run.layout} {mode} context {L}",
+                        cleanup=partial(free_memory, ctx.device))
 
 
-def _time_decode(ctx: Ctx, run: _LayoutRun, L: int) -> dict[str, Any]:
-    """One decode step at context ``L`` (the cache is reset to ``L`` before each), timed; the decode row's metrics."""
+def _time_decode(ctx: Ctx, run: _LayoutRun, L: int, mode: str) -> dict[str, Any]:
+    """One decode step at context ``L`` run in ``mode`` (each call resets the static cache to ``L`` tokens), timed;
+    the decode row's metrics, with the bytes a step must move and the bandwidth that achieves."""
     device, ds = ctx.device, ctx.cfg.decode
     mcfg, model, gen = run.mcfg, run.model, run.gen
     prompt = torch.randint(0, mcfg.vocab_size, (ds.batch, L), device=device, generator=gen)
     tok = torch.randint(0, mcfg.vocab_size, (ds.batch, 1), device=device, generator=gen)
-    cache = model.new_cache()
+    cache = model.new_cache(static_len=L + 1, batch=ds.batch)
     with torch.no_grad():
         model(prompt, cache)
     sync(device)
     kv_bytes = cache.nbytes()
-    allocated = sum(b.numel() * b.element_size() for b in cache.k + cache.v if b is not None)
-    el = next(b for b in cache.k if b is not None).element_size()
+    allocated = sum(b.numel() * b.element_size() for b in cache.k + cache.v)
+    el = cache.k[0].element_size()
     closed = kv_cache_bytes(mcfg.n_layers, mcfg.kv_heads, mcfg.head_dim, L, el, ds.batch)
-
-    def reset():
-        cache.length = L
-
-    def step():
-        with torch.no_grad():
-            model(tok, cache)
-
-    for _ in range(ds.warmup_steps):
-        reset()
+    step = DecodeStep(model, cache, tok, L, mode=mode, warmup=ds.warmup_steps)  # graph: captured here
+    for _ in range(ds.warmup_steps):  # compile: compiles on the first call
         step()
-    t = bench_calls(step, device, n=ds.steps, before=reset)
-    reset()
+    t = bench_calls(step, device, n=ds.steps)
+    cache.length = L
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    moved = decode_step_bytes(param_bytes, kv_bytes, n_layers=mcfg.n_layers, kv_heads=mcfg.kv_heads,
+                              head_dim=mcfg.head_dim, el_bytes=el, batch=ds.batch)
+    gbps = moved / (t.median_ms / 1e3) / 1e9
+    peak = peak_bandwidth() if is_cuda(device) else None
     return {**_timing_metrics(t), "tokens_per_s": ds.batch / (t.median_ms / 1e3),
             "kv_bytes": kv_bytes, "kv_bytes_closed_form": closed, "kv_bytes_allocated": allocated,
-            "kv_match": kv_bytes == closed, "kv_dtype": str(next(b for b in cache.k if b is not None)
-                                                           .dtype).replace("torch.", ""),
-            "attn_backend": _attn_backend(mcfg, ds.batch, 1, L + 1, device, run.dtype)}
+            "kv_match": kv_bytes == closed, "kv_dtype": str(cache.k[0].dtype).replace("torch.", ""),
+            "attn_backend": _attn_backend(mcfg, ds.batch, 1, L + 1, device, run.dtype),
+            "decode_backend": step.backend, "param_bytes": param_bytes, "bytes_per_step": moved,
+            "achieved_gbps": gbps, "peak_gbps": peak.tflops if peak else None,
+            "peak_gbps_source": peak.source if peak else "no bandwidth peak for CPU",
+            "bw_util": gbps / peak.tflops if peak and peak.tflops else None}
 
 
 def run_prefill(ctx: Ctx) -> None:
     ds = ctx.cfg.decode
     for run in _layout_runs(ctx, "prefill", ds.prompt_lens, "prompt_len", ds.prefill_batch):
-        for L in run.todo:
-            ctx.measure("prefill", run.keys[L], partial(_time_prefill, ctx, run, L), {"model": flatten(run.mcfg)},
+        for L, _ in run.todo:
+            ctx.measure("prefill", run.keys[(L, "eager")], partial(_time_prefill, ctx, run, L), {"model": flatten(run.mcfg)},
                         info=f"prefill {run.layout} {L}", cleanup=partial(free_memory, ctx.device))
 
 

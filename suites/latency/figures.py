@@ -11,7 +11,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ablate.tables import plot_style, savefig
 
-from .constants import LAYOUTS
+from .constants import DECODE_MODES, LAYOUTS
 from .tables import MIB, _col, _key_order, _num, _softmax_rows
 
 import matplotlib.pyplot as plt  # noqa: E402,I001  (after ablate.tables, which picks the headless backend)
@@ -132,18 +132,20 @@ def fig_decode(df, stem: Path) -> list[Path]:
     if d.empty:
         return []
     d = d.assign(context=_num(d, "context"), ms=_num(d, "time_ms"), kv=_num(d, "kv_bytes") / MIB,
-                 closed=_num(d, "kv_bytes_closed_form") / MIB, layout=_col(d, "layout"))
+                 closed=_num(d, "kv_bytes_closed_form") / MIB, layout=_col(d, "layout"),
+                 mode=_col(d, "decode_mode").fillna("eager"))
     order = [x for x in LAYOUTS if x in set(d["layout"])]
     pal = dict(zip(order, sns.color_palette("colorblind", n_colors=3)))
+    modes = [m for m in DECODE_MODES if m in set(d["mode"])]
     with plot_style():
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.4, 3.2))
         sns.lineplot(data=d, x="context", y="ms", hue="layout", hue_order=order, palette=pal, marker="o", ax=a1,
-                     errorbar=None)
+                     errorbar=None, **({"style": "mode", "style_order": modes} if len(modes) > 1 else {}))
         a1.set_ylim(bottom=0)
         a1.set_ylabel("ms per decode step (whole batch)")
         a1.set_title(f"decode latency, batch {int(_num(d, 'batch').iloc[0])}", fontsize=9)
         for lay in order:
-            s = d[d["layout"] == lay].sort_values("context")
+            s = d[(d["layout"] == lay) & (d["mode"] == modes[0])].sort_values("context")
             a2.plot(s["context"], s["kv"], marker="o", color=pal[lay], label=f"{lay} measured")
             a2.plot(s["context"], s["closed"], ls="--", color=pal[lay], alpha=0.7, label=f"{lay} closed form")
         _log_y(a2)

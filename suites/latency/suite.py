@@ -21,9 +21,9 @@ from ablate.timing import is_cuda
 from ablate.validate import check_fits, estimate_memory_bytes
 from ablate.variants.positions import build_position
 
-from .config import (DTYPES, LatencyConfig, _is_compiled, _train_cfg, default_preset, kernel_keys, kernel_passes,
-                     plan_kernels, resolve)
-from .constants import COMPILED_KEYS, PARTS, SUITE
+from .config import (DTYPES, LatencyConfig, _is_compiled, _train_cfg, compiled_keys, default_preset, kernel_keys,
+                     kernel_passes, plan_kernels, resolve)
+from .constants import PARTS, SUITE
 from .decode import _decode_model_cfg, run_decode, run_prefill
 from .harness import Clock, Ctx, _set_compile_limits
 from .kernels import run_kernels
@@ -43,7 +43,7 @@ def _count(cfg: LatencyConfig, device: str) -> dict[str, int]:
             hooks = []
         n["position"] += (len(hooks) + 1) * len(ps.seq_lens)
     n["train"] = len(cfg.train.choices)
-    n["decode"] = len(cfg.decode.layouts) * len(cfg.decode.contexts)
+    n["decode"] = len(cfg.decode.layouts) * len(cfg.decode.contexts) * len(cfg.decode.modes)
     n["prefill"] = len(cfg.decode.layouts) * len(cfg.decode.prompt_lens)
     return n
 
@@ -72,9 +72,9 @@ def _setup(opts) -> tuple[str, str, LatencyConfig, Path]:
         for k in ("decode.dtype", "train.amp"):
             if k in set_keys:
                 raise ConfigError(f"{k} applies on CUDA only; on {device} the model parts run in float32")
-        if "kernels.compiled_seq_lens" in set_keys and not any(_is_compiled(k, device) for k in COMPILED_KEYS):
+        if "kernels.compiled_seq_lens" in set_keys and not any(_is_compiled(k, device) for k in compiled_keys()):
             raise ConfigError(f"kernels.compiled_seq_lens applies to kernels compiled per shape ("
-                              f"{', '.join(COMPILED_KEYS)} on CUDA); on {device} they run eagerly at every length")
+                              f"{', '.join(compiled_keys())} on CUDA); on {device} they run eagerly at every length")
     _check_memory(cfg, device)
     if device == "cpu" and preset == "gpu":
         raise ConfigError("the gpu latency preset needs CUDA; use --preset cpu (the CPU default) or micro")
@@ -159,7 +159,7 @@ def run(opts) -> Path:
 def _run_claimed(opts, device: str, preset: str, cfg: LatencyConfig, out: Path, claims: Claims) -> Path:
     writer = ResultWriter(out, SUITE, resume=opts.resume, shard=opts.shard)
     clock = Clock(cfg.budget_s)
-    if is_cuda(device) or _is_compiled("flex", device):
+    if is_cuda(device) or any(_is_compiled(k, device) for k in compiled_keys()):
         _set_compile_limits()
     if is_cuda(device):
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 stays fp32 (bf16/fp16 are what the GPU preset times)

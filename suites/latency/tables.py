@@ -10,7 +10,7 @@ import pandas as pd
 
 from ablate.registry import ATTENTION, POSITION, Registry, load_all
 
-from .constants import BASELINE_ATTENTION, FLOPS_FA, LAYOUTS, PASS_ORDER
+from .constants import BASELINE_ATTENTION, DECODE_MODES, FLOPS_FA, LAYOUTS, PASS_ORDER
 
 MIB = float(1 << 20)
 
@@ -252,15 +252,29 @@ def _spread_col(d) -> list[str]:
 
 
 def decode_table(df):
+    """Decode rows by layout, context (and mode, where rows have one: eager / graph / compile), with the bandwidth
+    a step achieves where rows record it (rows from before decode modes have neither column)."""
     d, head = _layout_rows(df, "decode", "context")
     if d.empty:
         return pd.DataFrame()
-    return pd.DataFrame({**head, "context": d["_c"].astype(int), "ms/token": _num(d, "time_ms"),
-                         "p20–p80 ms": _spread_col(d), "tokens/s": _num(d, "tokens_per_s"),
-                         "KV MiB": _num(d, "kv_bytes") / MIB,
-                         "closed form MiB": _num(d, "kv_bytes_closed_form") / MIB,
-                         "equal": _col(d, "kv_match"), "allocated MiB": _num(d, "kv_bytes_allocated") / MIB,
-                         "attention backend": _col(d, "attn_backend")}).reset_index(drop=True)
+    modes = "decode_mode" in d.columns or "decode_backend" in d.columns
+    if modes:
+        d = d.assign(_m=_col(d, "decode_mode").fillna("eager"))
+        d = d.assign(_mi=d["_m"].map({m: i for i, m in enumerate(DECODE_MODES)}))
+        d = d.sort_values(["_l", "_c", "_mi"], kind="stable")
+        head = {"layout": _col(d, "layout"),
+                "heads": [f"{int(a)}/{int(b)}" for a, b in zip(_num(d, "n_heads"), _num(d, "n_kv_heads"))],
+                "batch": _num(d, "batch").astype(int)}
+    cols = {**head, "context": d["_c"].astype(int)}
+    if modes:
+        cols["mode"] = d["_m"]
+    cols.update({"ms/token": _num(d, "time_ms"), "p20–p80 ms": _spread_col(d), "tokens/s": _num(d, "tokens_per_s")})
+    if "achieved_gbps" in d.columns:
+        cols.update({"GB/s": _num(d, "achieved_gbps"), "% peak BW": 100 * _num(d, "bw_util")})
+    cols.update({"KV MiB": _num(d, "kv_bytes") / MIB, "closed form MiB": _num(d, "kv_bytes_closed_form") / MIB,
+                 "equal": _col(d, "kv_match"), "allocated MiB": _num(d, "kv_bytes_allocated") / MIB,
+                 "attention backend": _col(d, "attn_backend")})
+    return pd.DataFrame(cols).reset_index(drop=True)
 
 
 def prefill_table(df):
