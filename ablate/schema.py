@@ -43,9 +43,10 @@ SCHEMA_VERSION = 1
 # ok: measured. unavailable: cannot run on this machine (package missing, no GPU) -- may work elsewhere or later.
 # unsupported: the variant cannot do this configuration (e.g. a kernel without arbitrary bias).
 # oom: ran out of memory. diverged: ran, but training/eval produced non-finite values. error: anything else.
-STATUSES = ("ok", "unavailable", "unsupported", "oom", "diverged", "error")
+STATUSES = ("ok", "unavailable", "unsupported", "oom", "diverged", "error", "skipped")
 # Re-running a key with one of these statuses would give the same answer, so a resumed sweep skips it.
-# `unavailable`, `oom` and `error` are retried: a package may have been installed, memory freed, a bug fixed.
+# `unavailable`, `oom` and `error` are retried: a package may have been installed, memory freed, a bug fixed;
+# `skipped` (a time budget ran out before the measurement) is what a resumed run is for.
 TERMINAL_STATUSES = frozenset({"ok", "unsupported", "diverged"})
 
 RESERVED_COLUMNS = ("schema_version", "suite", "status", "reason", "row_key", "key_fields", "run_id", "timestamp")

@@ -464,3 +464,22 @@ def test_recompute_flops_rewrites_only_derived_columns(kernel_rows, tmp_path):
         assert json.loads(a) == json.loads(b)
     assert rf.recompute_file(f) == {}  # idempotent
     assert rf.main(["--check", str(f)]) == 0
+
+
+def test_a_spent_budget_writes_skipped_rows_that_a_resumed_run_measures(tmp_path):
+    """budget_s so small that it is spent before the first measurement: every planned row is a `skipped` row naming
+    the budget (none silently missing); a resumed run with the budget lifted measures them all."""
+    first = run(tmp_path, *KERNEL_ONLY, "budget_s=0.000001")
+    # keys that cannot run here are told up front (unavailable); every other planned row is skipped, not missing
+    assert {r["status"] for r in first} == {"skipped", "unavailable"}
+    first = [r for r in first if r["status"] == "skipped"]
+    assert all(r["reason"].startswith("budget: the kernel part's time budget ran out") for r in first)
+    before = len(read_rows(tmp_path / "micro.jsonl"))
+    again = run(tmp_path, *KERNEL_ONLY, "budget_s=0.000001")
+    assert len(again) == before  # still over budget, same reason: nothing new written
+    final = run(tmp_path, *KERNEL_ONLY)
+    latest = {}
+    for r in final:
+        latest[r["row_key"]] = r
+    skipped_keys = {r["row_key"] for r in first}
+    assert skipped_keys <= set(latest) and all(latest[k]["status"] != "skipped" for k in skipped_keys)

@@ -99,15 +99,24 @@ class Ctx:
     def done(self, key: dict[str, Any]) -> bool:
         return self.writer.done(key)
 
-    def same_unavailable(self, key: dict[str, Any], reason: str) -> bool:
-        """An ``unavailable`` row with this exact reason is already stored: nothing changed, write nothing."""
-        return self.prior.get(row_key(key)) == ("unavailable", " ".join(str(reason).split()))
+    def same_status(self, status: str, key: dict[str, Any], reason: str) -> bool:
+        """A row with this status and this exact reason is already stored: nothing changed, write nothing."""
+        return self.prior.get(row_key(key)) == (status, " ".join(str(reason).split()))
 
     def write(self, status: str, key: dict[str, Any], metrics: dict[str, Any], config: Any = None,
               reason: str = "") -> None:
-        if status == "unavailable" and self.same_unavailable(key, reason):
-            return  # still unavailable for the same reason: a resumed run writes nothing new
+        if status in ("unavailable", "skipped") and self.same_status(status, key, reason):
+            return  # still unavailable / still over budget for the same reason: a resumed run writes nothing new
         self.writer.write(status, key, metrics, config, reason=reason)
+
+    def skip_over_budget(self, part: str, keys: Iterable[dict[str, Any]], config: Any) -> None:
+        """``skipped`` rows for ``keys``: the time budget ran out before them (a resumed run measures them)."""
+        keys = list(keys)
+        self.clock.skip(part, len(keys))
+        reason = (f"budget: the {part} part's time budget ran out before this measurement (budget_s); "
+                  "re-run the same command to resume, or raise the budget with --set")
+        for key in keys:
+            self.write("skipped", key, _empty_metrics(), config, reason=reason)
 
     def measure(self, part: str, key: dict[str, Any], fn: Callable[[], dict[str, Any]], config: Any, *,
                 info: str = "", error_config: Any = None, available: Callable[[], bool] | None = None,
@@ -121,7 +130,7 @@ class Ctx:
             self.advance(1)
             return
         if self.clock.over():
-            self.clock.skip(part)
+            self.skip_over_budget(part, [key], config if error_config is None else error_config)
             self.advance(1)
             return
         self.advance(0, info)

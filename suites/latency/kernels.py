@@ -49,7 +49,7 @@ def run_kernels(ctx: Ctx) -> None:
             continue
         if ctx.clock.over():
             n = sum(len(ps) for _, ps in todo)
-            ctx.clock.skip("kernel", n)
+            ctx.skip_over_budget("kernel", [shape.key(ctx, key, p) for key, ps in todo for p in ps], conf)
             ctx.advance(n)
             continue
         try:
@@ -83,7 +83,7 @@ def _run_shape(ctx: Ctx, shape: Shape, todo: list[tuple[str, list[str]]], conf: 
     for key, passes in todo:
         ctx.advance(0, f"{key} {shape.describe()}")
         if ctx.clock.over():
-            ctx.clock.skip("kernel", len(passes))
+            ctx.skip_over_budget("kernel", [shape.key(ctx, key, p) for p in passes], conf)
             ctx.advance(len(passes))
             continue
         try:
