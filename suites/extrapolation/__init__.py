@@ -1,0 +1,96 @@
+"""Length extrapolation: train short, test long (Press et al. 2022, Fig. 1; RoPE-scaling papers).
+
+    ablate run --suite extrapolation                       # tiny preset on CPU (<= 5 min on 2 cores), gpu on CUDA
+    ablate run --suite extrapolation --preset micro --set eval.mode=sliding --set eval.stride=8 --seeds 3
+    ablate run --suite extrapolation --set passkey=true    # add the passkey-retrieval probe
+
+For each trained position variant (``positions``) and seed: train one small causal LM at ``train_len`` (same seed,
+data order, steps and size for all), then evaluate it on the same held-out tokens at ``eval_len = train_len x
+factor``. The ``rope`` model is also evaluated with every inference-time scaling in ``rope_scalings`` (scale =
+eval_len / train_len, no retraining). ``learned`` has a table of ``train_len`` rows (as in the papers), so past it
+the suite writes an ``unsupported`` row "no positions past max_len" instead of a number.
+
+Rows (one per trained variant x evaluated variant x seed x eval_len; ``metric="ppl"``): ``value`` = perplexity,
+``loss`` (nats/token), ``bpb`` (bits per byte, byte-level data), the protocol (``mode``, ``stride``, ``tokens``)
+and ``pos_loss``: the mean loss per in-window position bin (a list; bin ``b`` covers positions ``b*pos_bin ..
+(b+1)*pos_bin - 1``). Passkey rows (``metric="passkey_acc"``) add ``depth``. Trained weights are kept in
+``<out>/extrapolation.ckpt/`` so that a resumed run never retrains a finished variant.
+
+Modules: ``constants`` (names both sides share), ``config`` (settings, presets, ``resolve``), ``plan`` (jobs and the
+rows they owe, checks before any compute), ``measure`` (train or load a model, score its rows: perplexity, passkey,
+multikey) and ``suite`` (``tasks``, ``run``); the report side, without torch: ``summary`` (frames both the report and
+the terminal print read), ``claims`` (weak baselines, notes, published claims), ``tables``, ``figures``, ``console``
+(the summary ``ablate run`` prints) and ``reporting`` (``report``). The names below are reachable as
+``ablate.suites.extrapolation.<name>``; a side's modules are imported on first use of one of its names, so ``ablate
+report`` never imports torch through this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
+
+from .constants import (FAIR_TOL, METRIC_PASSKEY, METRIC_PPL, POSITIONS, PROBE_TASKS, PROBE_TITLES,  # noqa: F401
+                        PROTOCOL, PROTOCOL_COLS, ROPE_SCALINGS, SUITE, SWEEPS)
+
+# The measurement side (torch, imported together) and the report side (no torch), and the names each module gives
+# the package.
+_MEASURE = ("config", "plan", "measure", "suite")
+_REPORT = ("summary", "claims", "tables", "figures", "console", "reporting")
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "config": ("EvalSettings", "PasskeySettings", "ExtrapolationConfig", "DataSettings", "PRESETS", "resolve",
+               "probe_of", "eval_tokens", "eval_stride", "config_id", "decodes_incrementally"),
+    "plan": ("RowSpec", "Job", "evaluated_variants", "scales_embeddings", "job_model", "plan_jobs", "plan_caveats",
+             "check_memory", "validate_plan"),
+    "measure": ("train", "evaluate", "_train_job", "_run_job", "_evaluate_job", "_caveats"),
+    "suite": ("tasks", "run"),
+    "summary": ("t_quantile_975", "mean_ci", "protocol_line", "ppl_summary", "per_seed_ppl", "effective_length",
+                "probe_chance", "probe_summary"),
+    "claims": ("undertrained", "claims_section"),
+    "tables": ("ppl_table", "effective_table", "probe_table"),
+    "figures": ("variant_style", "fig_ppl_vs_length", "fig_loss_vs_position", "fig_probe_vs_length"),
+    "console": ("_print_summary",),
+    "reporting": ("report",),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+_UNSET = object()
+
+__all__ = ["SUITE", "POSITIONS", "ROPE_SCALINGS", "EvalSettings", "DataSettings", "PasskeySettings",
+           "ExtrapolationConfig", "PRESETS", "resolve", "run", "report", "plan_jobs", "effective_length",
+           "mean_ci", "ppl_summary", "ppl_table", "effective_table", "t_quantile_975", "per_seed_ppl", "undertrained",
+           "probe_table", "probe_summary", "plan_caveats", "decodes_incrementally", "PROTOCOL", "variant_style"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for m in _MEASURE if module in _MEASURE else _REPORT:  # the whole side: see _Package
+        importlib.import_module(f"{__name__}.{m}")
+    value = getattr(sys.modules[f"{__name__}.{module}"], name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
+
+class _Package(types.ModuleType):
+    """Setting a name on the package (``monkeypatch.setattr(extrapolation, "train", fake)``) sets it in each of its
+    loaded modules that holds the same object, so the code there sees the change, as when the suite was one module."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        old = getattr(self, name, _UNSET)
+        super().__setattr__(name, value)
+        if old is _UNSET or isinstance(old, types.ModuleType):
+            return
+        for m in _MEASURE + _REPORT:
+            module = sys.modules.get(f"{self.__name__}.{m}")
+            if module is not None and module.__dict__.get(name, _UNSET) is old:
+                setattr(module, name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -1,0 +1,226 @@
+"""The suite's settings: eval / probe settings, ``ExtrapolationConfig``, the presets, ``resolve`` (``--set``
+overrides checked) and what a configuration implies (tokens scored, stride, the config id of its trained weights)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ablate.config import ModelConfig, apply_overrides, flatten, unified_train_len
+from ablate.data import DataSettings, data_fields
+from ablate.errors import ConfigError
+from ablate.evaluate import MODES, PROBES, Probe
+from ablate.registry import POSITION, load_all
+from ablate.results import row_key
+from ablate.train import TrainConfig
+
+from .constants import POSITIONS, PROTOCOL, ROPE_SCALINGS
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    mode: str = "nonoverlap"  # "nonoverlap" (ALiBi Fig. 1) or "sliding"
+    stride: int | None = None  # sliding stride in tokens; None = train_len
+    factors: tuple[int, ...] = (1, 2, 4, 8, 16)  # eval_len = train_len x factor
+    tokens: int = 32768  # targets scored at every eval_len (rounded down to a multiple of the longest eval_len)
+    batch_tokens: int = 16384  # tokens per evaluation forward
+    pos_bins: int = 64  # in-window position bins of the per-position loss
+    decode_chunk: int = 1  # length-dependent positions (dynamic NTK): tokens per decoding step past train_len
+
+
+@dataclass(frozen=True)
+class PasskeySettings:
+    tasks: tuple[str, ...] = PROBES  # passkey (classic) and multikey (RULER-style MK-NIAH)
+    keys: int = 4  # multikey: labelled needles per sequence, one queried (a random needle's value: 1/keys)
+    digits: int = 2  # answer digits (chance = 10^-digits)
+    depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    trials: int = 50  # sequences per (eval_len, depth)
+    steps: int | None = None  # training steps of the passkey models; None = train.steps
+    answer_weight: float = 1.0  # extra weight of the answer digits in the passkey models' training loss
+
+
+@dataclass(frozen=True)
+class ExtrapolationConfig:
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    positions: tuple[str, ...] = POSITIONS  # trained variants
+    rope_scalings: tuple[str, ...] = ROPE_SCALINGS  # applied to the `rope` model at evaluation
+    passkey: bool = False  # also train/score passkey-retrieval models (one per trained variant)
+    probe: PasskeySettings = field(default_factory=PasskeySettings)
+    cpu_threads: int = 0  # CPU: torch threads (0 = torch's default); 1 is robust on a machine shared with others
+
+    @property
+    def eval_lens(self) -> list[int]:
+        return [self.model.train_len * f for f in self.eval.factors]
+
+
+PRESETS: dict[str, ExtrapolationConfig] = {
+    # Tests: seconds on a CPU.
+    "micro": ExtrapolationConfig(
+        model=ModelConfig(d_model=32, n_layers=1, n_heads=2, train_len=16, max_len=16),
+        train=TrainConfig(steps=30, batch_size=8, seq_len=16, lr=3e-3, min_lr=3e-4, warmup=5, log_every=10,
+                          amp=None),
+        eval=EvalSettings(factors=(1, 2, 4), tokens=512, batch_tokens=4096, pos_bins=16),
+        probe=PasskeySettings(keys=2, digits=2, depths=(0.0, 1.0), trials=8),
+    ),
+    # CPU default: the whole suite in <= 5 minutes on 2 cores (see docs/extrapolation.md for the measured run).
+    "tiny": ExtrapolationConfig(
+        model=ModelConfig(d_model=128, n_layers=2, n_heads=4, train_len=64, max_len=64),
+        train=TrainConfig(steps=500, batch_size=32, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=50, log_every=50,
+                          amp=None),
+        eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=16384, batch_tokens=16384, pos_bins=64),
+    ),
+    # CUDA default: <= 15 minutes on one H100 (bf16 autocast, SDPA picks its fastest kernel that takes the bias).
+    "gpu": ExtrapolationConfig(
+        model=ModelConfig(d_model=512, n_layers=6, n_heads=8, train_len=256, max_len=256),
+        train=TrainConfig(steps=2000, batch_size=64, seq_len=256, lr=1e-3, min_lr=1e-4, warmup=100, log_every=100,
+                          amp="bf16"),
+        eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=131072, batch_tokens=65536, pos_bins=64),
+        data=DataSettings(corpus="stdlib"),
+        probe=PasskeySettings(digits=4, trials=100),
+    ),
+}
+
+
+def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> ExtrapolationConfig:
+    """The preset with ``--set`` overrides applied and checked (one-line ConfigError / UnknownKeyError)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown extrapolation preset {preset!r}; valid: {', '.join(PRESETS)}")
+    base = PRESETS[preset]
+    cfg = apply_overrides(base, list(overrides))
+    load_all()
+    keys_set = {str(o).split("=", 1)[0].strip() for o in overrides}
+    cfg = _honour_model_slots(base, cfg, keys_set)
+    # train.seq_len and model.train_len are one setting: follow whichever the user changed.
+    m, t = cfg.model, cfg.train
+    train_len = unified_train_len(base.model.train_len, base.train.seq_len, m.train_len, t.seq_len)
+    # The learned table covers train_len positions (as in the papers) unless model.max_len is set explicitly.
+    max_len = m.max_len if m.max_len != base.model.max_len else train_len
+    cfg = replace(cfg, model=replace(m, train_len=train_len, max_len=max_len), train=replace(t, seq_len=train_len))
+    e = cfg.eval
+    if e.mode not in MODES:
+        raise ConfigError(f"unknown eval.mode {e.mode!r}; valid: {', '.join(MODES)}")
+    if not e.factors or any(f < 1 for f in e.factors):
+        raise ConfigError(f"eval.factors must be integers >= 1, got {e.factors}")
+    if e.stride is not None and e.stride < 1:
+        raise ConfigError(f"eval.stride must be >= 1, got {e.stride}")
+    if e.stride is not None and e.mode != "sliding":
+        raise ConfigError(f"eval.stride applies to sliding-window evaluation only; add --set eval.mode=sliding "
+                          f"(eval.mode is {e.mode!r})")
+    if cfg.cpu_threads < 0:
+        raise ConfigError(f"cpu_threads must be >= 0 (0 = torch's default), got {cfg.cpu_threads}")
+    if not cfg.positions:
+        raise ConfigError("positions is empty; valid: " + ", ".join(POSITION.keys()))
+    for p in cfg.positions:
+        POSITION.get(p)  # UnknownKeyError lists the valid keys
+    if "rope_scalings" not in keys_set:  # the preset's scalings apply to the trained models they rescale
+        cfg = replace(cfg, rope_scalings=tuple(s for s in cfg.rope_scalings if s in POSITION and
+                                               POSITION.get(s).supports.get("rescales") in cfg.positions))
+    for s in cfg.rope_scalings:
+        entry = POSITION.get(s)
+        if entry.supports.get("rescales") and entry.supports["rescales"] not in cfg.positions:
+            raise ConfigError(f"rope_scalings: {s!r} rescales the {entry.supports['rescales']!r} model, which "
+                              f"positions does not train; add it to positions or drop the scaling "
+                              f"(--set rope_scalings=)")
+        if not entry.supports.get("rescales"):
+            valid = [k for k in POSITION.keys() if POSITION[k].supports.get("rescales")]
+            raise ConfigError(f"rope_scalings: {s!r} is not a RoPE scaling; valid: {', '.join(valid)}")
+    if e.decode_chunk < 1:
+        raise ConfigError(f"eval.decode_chunk must be >= 1, got {e.decode_chunk}")
+    probe_keys = sorted(k for k in keys_set if k.startswith("probe."))
+    if probe_keys and not cfg.passkey:
+        raise ConfigError(f"{probe_keys[0]} applies to the retrieval probes, which are off; add --set passkey=true")
+    if cfg.passkey:
+        pr = cfg.probe
+        if not pr.tasks:
+            raise ConfigError(f"probe.tasks is empty; valid: {', '.join(PROBES)}")
+        for task in pr.tasks:
+            if task not in PROBES:
+                raise ConfigError(f"unknown probe task {task!r}; valid: {', '.join(PROBES)}")
+        if pr.digits < 1 or pr.trials < 1 or not 1 <= pr.keys <= 26:
+            raise ConfigError(f"probe.digits and probe.trials must be >= 1 and probe.keys in 1..26 "
+                              f"(got {pr.digits}, {pr.trials}, {pr.keys})")
+        for task in pr.tasks:
+            probe = probe_of(cfg, task)
+            if cfg.model.train_len < probe.overhead - 1:
+                raise ConfigError(f"the {task} probe with {pr.digits} digits"
+                                  f"{f' and {pr.keys} keys' if task == 'multikey' else ''} needs train_len >= "
+                                  f"{probe.overhead - 1}, got {cfg.model.train_len}")
+        if any(not 0.0 <= d <= 1.0 for d in pr.depths):
+            raise ConfigError(f"probe.depths must lie in [0, 1], got {pr.depths}")
+    return cfg
+
+
+def _honour_model_slots(base: ExtrapolationConfig, cfg: ExtrapolationConfig, keys: set[str]) -> ExtrapolationConfig:
+    """``--set model.position=X`` restricts the sweep to X (a ``rope_*`` scaling: the rope model evaluated with
+    it); model settings the suite decides per job are refused rather than ignored."""
+    if "model.position" in keys:
+        if keys & {"positions", "rope_scalings"}:
+            raise ConfigError("model.position (one variant) and positions / rope_scalings (a sweep) both choose what "
+                              "is trained; set one of them")
+        pos = cfg.model.position
+        entry = POSITION.get(pos)  # UnknownKeyError lists the valid keys
+        if entry.supports.get("rescales"):  # an inference-time scaling: the model it rescales, scored with it
+            cfg = replace(cfg, positions=(entry.supports["rescales"],), rope_scalings=(pos,))
+        else:
+            cfg = replace(cfg, positions=(pos,), rope_scalings=())
+    decided = {"model.rope_scale": "the suite sets the RoPE scale of every rope_* row to eval_len / train_len",
+               "train.eval_every": "the suite evaluates each model once, after training",
+               "model.vocab_size": "the vocabulary comes from the data (data.vocab_size for a .bin file)"}
+    for k, why in decided.items():
+        if k in keys:
+            raise ConfigError(f"{k} cannot be set for the extrapolation suite: {why}")
+    if not cfg.model.causal:
+        raise ConfigError("model.causal=false: a language model that sees the tokens it predicts scores a leaked "
+                          "perplexity; the extrapolation suite trains causal models only")
+    return cfg
+
+
+def probe_of(cfg: ExtrapolationConfig, task: str) -> Probe:
+    """The :class:`ablate.evaluate.Probe` a probe task runs with these settings."""
+    return Probe(task, cfg.probe.digits, cfg.probe.keys)
+
+
+def eval_tokens(cfg: ExtrapolationConfig) -> int:
+    """Targets scored at every length: ``eval.tokens`` rounded down to a multiple of the longest eval_len."""
+    longest = max(cfg.eval_lens)
+    n = (cfg.eval.tokens // longest) * longest
+    if n < 1:
+        raise ConfigError(f"eval.tokens={cfg.eval.tokens} is shorter than the longest eval_len={longest}")
+    return n
+
+
+def eval_stride(cfg: ExtrapolationConfig) -> int | None:
+    return (cfg.eval.stride or cfg.model.train_len) if cfg.eval.mode == "sliding" else None
+
+
+def config_id(cfg: ExtrapolationConfig, corpus: Any, kind: str = "lm") -> str:
+    """Hash of everything that shapes the trained weights (model without its position slot, training, data and the
+    corpus's identity; a probe's settings for probe models), so switching the probes on or off never retrains the
+    LMs. ``corpus``: a :class:`ablate.data.Corpus` (or its name)."""
+    model = flatten(cfg.model)
+    model.pop("position", None)
+    tr = flatten(cfg.train)
+    tr.pop("seed", None)  # a key field of its own
+    name = getattr(corpus, "name", corpus)
+    fields: dict[str, Any] = {"model": model, "train": tr, "data": data_fields(cfg.data, corpus), "corpus": name,
+                              "protocol": PROTOCOL}
+    if getattr(corpus, "hash", None):
+        fields["corpus_hash"] = corpus.hash
+    if kind != "lm":  # probe models train on synthetic sequences
+        probe = flatten(cfg.probe)
+        probe.pop("tasks", None)
+        if kind == "passkey":
+            probe.pop("keys", None)
+        fields = {k: v for k, v in fields.items() if k not in ("data", "corpus", "corpus_hash")}
+        fields.update(kind=kind, probe=probe)
+    return row_key(fields)
+
+
+def decodes_incrementally(position: str) -> bool:
+    """Positions whose rotation depends on the current length (dynamic NTK) are scored as they are used: decoding
+    through the KV cache past train_len (a full-window forward would make them static)."""
+    return POSITION.get(position).supports_("needs_raw_cache")
+

@@ -1,0 +1,64 @@
+"""The terminal summary ``ablate run`` prints after the suite: perplexity by length, effective length and probe
+accuracy of this run's rows (rich tables; torch-free)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ablate.results import to_frame
+
+from .constants import PROBE_TASKS, SUITE
+from .summary import _protocol_groups, ppl_summary, probe_chance, protocol_line
+from .tables import effective_table, ppl_table, probe_table
+
+
+def _print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: int) -> None:
+    console = Console()
+    try:
+        df = to_frame(out)
+    except Exception as exc:  # the run itself succeeded; never fail on the print
+        console.print(f"[yellow]could not read {out}: {exc}[/]")
+        return
+    if "config_id" not in df.columns:
+        return
+    df = df[(df["config_id"] == cid) & (df["suite"] == SUITE)]
+    summary = ppl_summary(df)
+    if summary.empty:
+        return
+    for pdict, g in _protocol_groups(summary):
+        train_len = int(pdict.get("train_len") or g["eval_len"].min())
+        wide = ppl_table(g, train_len)
+        table = Table(title="extrapolation: perplexity by evaluation length", caption=protocol_line(pdict))
+        for c in wide.columns:
+            table.add_column(str(c), justify="left" if c == "variant" else "right")
+        for _, r in wide.iterrows():
+            table.add_row(*[("—" if v is None or (isinstance(v, float) and not math.isfinite(v))
+                             else f"{v:.2f}" if isinstance(v, float) else str(v)) for v in r.tolist()])
+        console.print(table)
+        eff = effective_table(g, train_len)
+        console.print("effective length (ppl within 10% of train_len): " + ", ".join(
+            f"{r['variant']}={r['effective length'] or '—'}" for _, r in eff.iterrows()))
+    try:
+        allrows = to_frame(out)
+        allrows = allrows[allrows["suite"] == SUITE]
+    except Exception:
+        allrows = None
+    for task in PROBE_TASKS:
+        if allrows is None or "metric" not in allrows.columns:
+            break
+        pk = allrows[(allrows["metric"] == f"{task}_acc") & (allrows["status"] == "ok")]
+        if pk.empty:
+            continue
+        wide = probe_table(pk)
+        table = Table(title=f"{task} retrieval accuracy [95% Wilson interval] (over depths and seeds)",
+                      caption=f"chance {probe_chance(pk):.2f}")
+        for c in wide.columns:
+            table.add_column(str(c), justify="left" if c == "variant" else "right")
+        for _, r in wide.iterrows():
+            table.add_row(*[str(v) for v in r.tolist()])
+        console.print(table)
+    console.print(f"{len(df)} rows in {out}; trained {trained} model(s); {elapsed:.1f} s")

@@ -1,0 +1,176 @@
+"""The measurement: train (or load from its checkpoint) one job's model, then score its rows: perplexity by length
+(:func:`ablate.evaluate.evaluate`) and the retrieval probes (:func:`ablate.evaluate.probe_correct`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ablate.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
+from ablate.data import Batches, Corpus
+from ablate.errors import PositionRangeError
+from ablate.evaluate import PasskeyBatches, evaluate, passkey_loss, probe_correct
+from ablate.model import Transformer
+from ablate.results import ResultWriter, status_from_exception
+from ablate.stats import wilson_interval
+from ablate.train import lm_loss, train
+from ablate.variants.positions import position_caveats
+
+from .config import ExtrapolationConfig, config_id, decodes_incrementally, eval_stride, eval_tokens, probe_of
+from .plan import Job, RowSpec, job_model, scales_embeddings
+
+
+def _ckpt_path(ckpt_dir: Path, job: Job, cid: str, scaled: bool = False) -> Path:
+    return ckpt_dir / f"{job.name}{'-xemb' if scaled else ''}-{cid}.pt"
+
+
+def _save(path: Path, payload: dict) -> None:
+    save_checkpoint(path, payload)
+
+
+def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, ckpt: Path,
+               progress: Any, reuse: bool = True) -> tuple[Any, dict]:
+    """(model or None, training info); loads the checkpoint when there is one (and ``reuse``)."""
+    mcfg = job_model(cfg, job.position)
+    if reuse and ckpt.is_file():
+        try:
+            payload = load_checkpoint(ckpt)
+            info = payload["info"]
+            if payload.get("state_dict") is None:
+                return None, info
+            torch.manual_seed(job.seed)
+            model = Transformer(mcfg)
+            model.load_state_dict(payload["state_dict"])
+            info = {**info, "from_checkpoint": True}
+            return model.to(device), info
+        except (CorruptCheckpoint, KeyError, RuntimeError) as exc:  # truncated, tampered, from another model
+            why = exc.why if isinstance(exc, CorruptCheckpoint) else f"{type(exc).__name__}: {exc}"
+            sys.stderr.write(f"ablate: warning: checkpoint {ckpt} is unusable ({' '.join(why.split())[:200]}); "
+                             f"retraining {job.name}\n")
+            ckpt.unlink(missing_ok=True)
+    torch.manual_seed(job.seed)
+    model = Transformer(mcfg).to(device)
+    tcfg = replace(cfg.train, seed=job.seed)
+    loss_fn = lm_loss
+    if job.kind != "lm":
+        tcfg = replace(tcfg, steps=cfg.probe.steps or tcfg.steps)
+        batches = PasskeyBatches(tcfg.batch_size, tcfg.seq_len, cfg.probe.digits, seed=job.seed, device=device,
+                                 probe=probe_of(cfg, job.kind))
+        loss_fn = passkey_loss(cfg.probe.digits, cfg.probe.answer_weight)
+    else:
+        batches = Batches(corpus.train, tcfg.batch_size, tcfg.seq_len, seed=job.seed, device=device)
+    res = train(model, tcfg, batches, device=device, progress=progress, description=f"train {job.name}",
+                **({"loss_fn": loss_fn} if loss_fn is not lm_loss else {}))
+    info = {"train_status": res.status, "train_reason": res.reason, "diverged_step": res.diverged_step,
+            "train_steps": res.steps, "train_loss": res.stats.get("final_train_loss"),
+            "train_s": res.stats.get("elapsed_s"), "train_tokens_per_s": res.stats.get("tokens_per_s"),
+            "peak_mem_bytes": res.stats.get("peak_mem_bytes"), "n_params": model.num_params(),
+            "from_checkpoint": False}
+    _save(ckpt, {"info": info, "state_dict": model.state_dict() if res.ok else None,
+                 "model_cfg": dataclasses.asdict(mcfg), "history": res.history})
+    return (model if res.ok else None), info
+
+
+
+def _run_job(cfg, job: Job, todo: list[RowSpec], corpus: Corpus, device: str, writer: ResultWriter, ckpt_dir: Path,
+             opts, prog, overall) -> int:
+    """Train (or load) one job's model and write its rows; returns 1 when a model was trained."""
+    if not todo:
+        return 0
+    run_cfg = replace(cfg, model=job_model(cfg, job.position), train=replace(cfg.train, seed=job.seed))
+    ckpt = _ckpt_path(ckpt_dir, job, config_id(cfg, corpus, job.kind), scaled=scales_embeddings(cfg, job.position))
+    try:
+        model, info = _train_job(cfg, job, corpus, device, ckpt, prog, reuse=opts.resume)
+    except Exception as exc:  # OOM, a kernel that fails: every row of this job says so
+        if _is_oom(exc) and device == "cuda":
+            torch.cuda.empty_cache()
+        for r in todo:
+            writer.write_exception(exc, r.key, {"value": None, "unit": _unit(r)}, config=run_cfg)
+        if prog:
+            prog.update(overall, advance=len(todo))
+        return 0
+    trained = 0 if info.get("from_checkpoint") else 1
+    if model is None:  # diverged
+        reason = f"training diverged at step {info.get('diverged_step')}: {info.get('train_reason')}"
+        for r in todo:
+            writer.write("diverged", r.key, {"value": None, "unit": _unit(r), **info}, config=run_cfg,
+                         reason=reason)
+        if prog:
+            prog.update(overall, advance=len(todo))
+        return trained
+    _evaluate_job(cfg, job, todo, model, corpus, device, writer, run_cfg, info, prog, overall)
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return trained
+
+
+def _unit(r: RowSpec) -> str:
+    return "fraction" if r.depth is not None else "ppl"
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return status_from_exception(exc)[0] == "oom"
+
+
+def _caveats(cfg: ExtrapolationConfig, job: Job, r: RowSpec) -> dict[str, Any]:
+    """The degenerate-setup caveats of this row's evaluated variant (codes and one-line messages)."""
+    mcfg = replace(job_model(cfg, job.position), position=r.evaluated, rope_scale=r.scale)
+    found = position_caveats(r.evaluated, mcfg, [r.eval_len], incremental=decodes_incrementally(r.evaluated))
+    return {"caveats": [c.code for c in found], "caveat": "; ".join(c.message for c in found)} if found else {}
+
+
+def _evaluate_job(cfg, job: Job, todo: list[RowSpec], model, corpus: Corpus, device: str, writer: ResultWriter,
+                  run_cfg, info: dict, prog, overall) -> None:
+    current = (job.position, 1.0)
+    amp = cfg.train.amp if device == "cuda" else None
+    tokens, stride = eval_tokens(cfg), eval_stride(cfg)
+    for r in todo:
+        want = (r.evaluated, r.scale)
+        metrics: dict[str, Any] = {"unit": _unit(r), "scale_factor": r.eval_len / cfg.model.train_len, **info,
+                                   **_caveats(cfg, job, r)}
+        if job.kind == "lm":
+            metrics.update({k: v for k, v in corpus.describe().items() if k not in r.key})
+        try:
+            if want != current:
+                model.set_position(r.evaluated, rope_scale=r.scale)
+                current = want
+            if r.depth is None:
+                chunk = cfg.eval.decode_chunk if decodes_incrementally(r.evaluated) else None
+                res = evaluate(model, corpus.val, r.eval_len, tokens=tokens, mode=cfg.eval.mode, stride=stride,
+                               batch_tokens=cfg.eval.batch_tokens, byte_level=corpus.byte_level, device=device,
+                               amp=amp, pos_bins=cfg.eval.pos_bins, decode_chunk=chunk,
+                               prefill=cfg.model.train_len)
+                metrics.update(value=res.ppl, loss=res.loss, ppl=res.ppl, bpb=corpus.bpb(res.loss, res.tokens),
+                               eval_bytes=corpus.scored_bytes(res.tokens), windows=res.windows,
+                               pos_loss=res.pos_loss, pos_bin=res.pos_bin, eval_s=res.elapsed_s)
+                if "decode" not in r.key:
+                    metrics["decode"] = "full"
+            else:
+                probe = probe_of(cfg, job.kind)
+                k = probe_correct(model, probe, r.eval_len, r.depth, trials=cfg.probe.trials, seed=job.seed,
+                                  device=device, amp=amp, batch_tokens=cfg.eval.batch_tokens)
+                lo, hi = wilson_interval(k, cfg.probe.trials)
+                metrics.update(value=k / cfg.probe.trials, correct=k, chance=probe.chance, ci_lo=lo, ci_hi=hi)
+            if r.depth is None and not math.isfinite(metrics["loss"]):
+                writer.write("diverged", r.key, {**metrics, "value": None}, config=run_cfg,
+                             reason="non-finite evaluation loss")
+            else:
+                writer.write("ok", r.key, metrics, config=run_cfg)
+        except PositionRangeError as exc:
+            writer.write("unsupported", r.key, {**metrics, "value": None}, config=run_cfg,
+                         reason=str(exc) if "no positions past max_len" in str(exc)
+                         else f"no positions past max_len: {exc}")
+        except Exception as exc:
+            if _is_oom(exc) and device == "cuda":
+                torch.cuda.empty_cache()
+            writer.write_exception(exc, r.key, {**metrics, "value": None}, config=run_cfg)
+        if prog:
+            prog.update(overall, advance=1, info=f"{job.name} {r.evaluated} L={r.eval_len}")
+

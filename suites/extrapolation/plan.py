@@ -1,0 +1,134 @@
+"""The plan: jobs (one trained model each: a position variant x seed [x probe]) and the rows each one owes, the
+models they train, and the checks made before any compute (caveats, memory, validity)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ablate.config import ModelConfig
+from ablate.data import Corpus
+from ablate.registry import POSITION
+from ablate.validate import check_fits, estimate_memory_bytes, validate_model
+from ablate.variants.positions import position_caveats
+
+from .config import ExtrapolationConfig, config_id, decodes_incrementally, eval_stride, eval_tokens
+from .constants import METRIC_PPL
+
+
+@dataclass
+class RowSpec:
+    key: dict[str, Any]
+    evaluated: str  # position key used at evaluation
+    eval_len: int
+    scale: float
+    depth: float | None = None
+
+
+@dataclass
+class Job:
+    kind: str  # "lm" or "passkey"
+    position: str  # trained variant
+    seed: int
+    rows: list[RowSpec]
+
+    @property
+    def name(self) -> str:
+        return f"{'' if self.kind == 'lm' else self.kind + '-'}{self.position}-s{self.seed}"
+
+
+def evaluated_variants(cfg: ExtrapolationConfig, position: str) -> list[str]:
+    """The trained variant itself, then every inference-time scaling in ``rope_scalings`` that rescales it."""
+    return [position] + [s for s in cfg.rope_scalings if POSITION.get(s).supports.get("rescales") == position]
+
+
+def scales_embeddings(cfg: ExtrapolationConfig, position: str) -> bool:
+    """A sinusoidal model multiplies its token embeddings by sqrt(d_model), as Vaswani et al. (2017, sec. 3.4)
+    do and as the training grid does: otherwise unit-amplitude sinusoids drown the small embeddings and the model
+    is handicapped at train_len already. (True here means: added for this variant, not set by the user.)"""
+    return POSITION.get(position).supports_("scale_embeddings") and not cfg.model.scale_embeddings
+
+
+def job_model(cfg: ExtrapolationConfig, position: str) -> ModelConfig:
+    """The model trained for ``position``."""
+    return replace(cfg.model, position=position,
+                   scale_embeddings=cfg.model.scale_embeddings or scales_embeddings(cfg, position))
+
+
+def plan_jobs(cfg: ExtrapolationConfig, preset: str, corpus: Corpus, device: str, seeds: list[int]) -> list[Job]:
+    m = cfg.model
+    tokens, stride = eval_tokens(cfg), eval_stride(cfg)
+    jobs: list[Job] = []
+    kinds = ["lm"] + (list(cfg.probe.tasks) if cfg.passkey else [])
+    for kind in kinds:
+        common = {"preset": preset, "config_id": config_id(cfg, corpus, kind), "train_len": m.train_len,
+                  "attention": m.attention, "norm": m.norm, "activation": m.activation, "n_kv_heads": m.n_kv_heads,
+                  "data": corpus.name if kind == "lm" else "passkey", "device": device}
+        for seed in seeds:
+            for pos in cfg.positions:
+                evaluated = evaluated_variants(cfg, pos)
+                rows = []
+                for ev in evaluated:
+                    for L in cfg.eval_lens:
+                        scale = L / m.train_len if ev != pos else 1.0
+                        base = {**common, "trained_position": pos, "position": ev, "rope_scale": scale, "seed": seed,
+                                "eval_len": L}
+                        if scales_embeddings(cfg, pos):  # a different model from the unscaled one: its own key
+                            base["scale_embeddings"] = True
+                        if kind == "lm":
+                            key = {**base, "metric": METRIC_PPL, "mode": cfg.eval.mode, "stride": stride,
+                                   "tokens": tokens, "pos_bins": cfg.eval.pos_bins}
+                            if decodes_incrementally(ev):
+                                key.update(decode="incremental", decode_chunk=cfg.eval.decode_chunk)
+                            rows.append(RowSpec(key, ev, L, scale))
+                        else:
+                            for d in cfg.probe.depths:
+                                key = {**base, "metric": f"{kind}_acc", "depth": float(d),
+                                       "trials": cfg.probe.trials, "digits": cfg.probe.digits}
+                                if kind == "multikey":
+                                    key["keys"] = cfg.probe.keys
+                                rows.append(RowSpec(key, ev, L, scale, float(d)))
+                jobs.append(Job(kind, pos, seed, rows))
+    return jobs
+
+
+def plan_caveats(cfg: ExtrapolationConfig) -> list[str]:
+    """One line per degenerate or untrained setup in the plan (``ablate run`` prints them before training)."""
+    lines: list[str] = []
+    for pos in cfg.positions:
+        evaluated = evaluated_variants(cfg, pos)
+        for ev in evaluated:
+            longest = max(cfg.eval_lens)
+            scale = longest / cfg.model.train_len if ev != pos else 1.0
+            mcfg = replace(job_model(cfg, pos), position=ev, rope_scale=scale)
+            for c in position_caveats(ev, mcfg, cfg.eval_lens, incremental=decodes_incrementally(ev)):
+                line = f"{ev}: {c.message}" if not c.message.startswith(ev) else c.message
+                if line not in lines:
+                    lines.append(line)
+    return lines
+
+
+def check_memory(cfg: ExtrapolationConfig, device: str) -> None:
+    """Refuse (one line) a plan whose training step or longest evaluation cannot fit in the device's memory, by the
+    closed-form lower bound of :func:`ablate.validate.estimate_memory_bytes`."""
+    half = device == "cuda" and cfg.train.amp is not None
+    db = {"dtype_bytes": 2 if half else 4, "param_dtype_bytes": 4}
+    longest = max(cfg.eval_lens)
+    for pos in cfg.positions:
+        m = job_model(cfg, pos)
+        check_fits(estimate_memory_bytes(m, batch=cfg.train.batch_size, seq_len=cfg.train.seq_len, training=True,
+                                         **db), device, what=f"training {pos}", hint="train.batch_size or model.*")
+        check_fits(estimate_memory_bytes(m, batch=max(1, cfg.eval.batch_tokens // longest), seq_len=longest,
+                                         training=False, **db), device, what=f"evaluating {pos} at {longest}",
+                   hint="eval.batch_tokens or eval.factors")
+
+
+def validate_plan(cfg: ExtrapolationConfig, device: str) -> None:
+    """Every model the plan builds or swaps to must be valid here, before any compute."""
+    for pos in cfg.positions:
+        validate_model(job_model(cfg, pos), device=device)
+    for pos in cfg.positions:
+        for s in evaluated_variants(cfg, pos)[1:]:
+            for L in cfg.eval_lens:
+                validate_model(replace(cfg.model, position=s, rope_scale=L / cfg.model.train_len), device=device)
+

@@ -1,0 +1,122 @@
+"""The extrapolation report: tables (Markdown + LaTeX), figures (PNG + SVG) and ``extrapolation_index.md`` from the
+rows alone (no torch)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from ablate.tables import write_table
+
+from .claims import _notes, _probe_notes, claims_section, undertrained
+from .constants import FAIR_TOL, METRIC_PPL, PROBE_TASKS, PROBE_TITLES, SUITE
+from .figures import _probe_heatmaps, fig_loss_vs_position, fig_ppl_vs_length, fig_probe_vs_length, variant_style
+from .summary import _number, _protocol_groups, _variant_order, ppl_summary, probe_chance, probe_summary, protocol_line
+from .tables import effective_table, ppl_table, probe_table
+
+
+def _slug(p: dict, many: bool) -> str:
+    if not many:
+        return ""
+    bits = [str(p.get("preset", "")), str(p.get("mode", "")), f"L{p.get('train_len')}"]
+    if p.get("mode") == "sliding":
+        bits.append(f"s{int(p['stride'])}")
+    bits.append(str(p.get("config_id", ""))[:6])
+    return "_" + "-".join(b for b in bits if b)
+
+
+def _probe_report(df, out_dir: Path, pal: dict, markers: dict) -> tuple[list[Path], list[str]]:
+    written: list[Path] = []
+    index: list[str] = []
+    for task in PROBE_TASKS:
+        pk = df[df["metric"] == f"{task}_acc"] if "metric" in df.columns else df.iloc[0:0]
+        pk = pk[pk["status"] == "ok"]
+        if pk.empty:
+            continue
+        chance = probe_chance(pk)
+        summ = probe_summary(pk)
+        order = _variant_order(summ)
+        seeds = int(summ["seeds"].max())
+        keys = int(pk["keys"].iloc[0]) if task == "multikey" and "keys" in pk and _number(pk["keys"].iloc[0]) \
+            else None
+        what = (f"chance {chance:.2f} = a random needle's value of {keys}" if keys else
+                f"chance {chance:.2g} = a random {int(round(-math.log10(chance)))}-digit number")
+        md, tex = write_table(probe_table(pk), out_dir / f"extrapolation_{task}",
+                              caption=f"{PROBE_TITLES[task]}: accuracy by context length, pooled over needle depths "
+                                      f"and {seeds} seed(s), with 95% Wilson intervals; {what}.")
+        written += [md, tex]
+        written += fig_probe_vs_length(summ, task, order, chance, pal, markers,
+                                       out_dir / f"extrapolation_{task}_vs_length")
+        written += _probe_heatmaps(pk, order, out_dir / f"extrapolation_{task}")
+        index += [f"## {PROBE_TITLES[task]}", "", md.read_text(), ""] + _probe_notes(summ, chance, order) + [
+                  f"![{task} vs length](extrapolation_{task}_vs_length.png)", "",
+                  f"![{task} by depth](extrapolation_{task}.png)", ""]
+    return written, index
+
+
+def report(df, out_dir: Path) -> list[Path]:
+    """Tables (Markdown + LaTeX), figures (PNG + SVG) and an index for the extrapolation rows in ``df``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if "suite" in df.columns:
+        df = df[df["suite"] == SUITE]
+    written: list[Path] = []
+    index: list[str] = ["<!-- ablate:extrapolation -->", "# Length extrapolation", "",
+                        "Train short, test long: each position variant is trained at `train_len` and evaluated on the "
+                        "same held-out tokens at longer lengths (Press et al. 2022, Fig. 1). The `rope_*` rows are the "
+                        "`rope` model evaluated with an inference-time RoPE scaling (scale = eval_len / train_len), "
+                        "without retraining; `rope_dynamic_ntk` is scored token by token through the KV cache past "
+                        "train_len, as it is used. Perplexity: lower is better; ± is the 95% t-interval over seeds.",
+                        ""]
+    if df.empty or "metric" not in df.columns:
+        index.append("(no extrapolation rows)")
+    pal, markers = variant_style()
+    ppl_rows = df[df["metric"] == METRIC_PPL] if "metric" in df.columns else df.iloc[0:0]
+    groups = _protocol_groups(ppl_rows) if not ppl_rows.empty else []
+    many = len(groups) > 1
+    for pdict, g in groups:
+        train_len = int(pdict["train_len"])
+        slug = _slug(pdict, many)
+        summary = ppl_summary(g)
+        seeds = int(summary["seeds"].max()) if not summary.empty else 0
+        line = protocol_line(pdict) + f"; {seeds} seed(s)"
+        tol = FAIR_TOL
+        flags = undertrained(summary, train_len, tol)
+        wide = ppl_table(summary, train_len, flags)
+        md, tex = write_table(wide, out_dir / f"extrapolation_ppl{slug}",
+                              caption=f"Perplexity by evaluation length ({line}). params: trained parameters. —: not "
+                                      "measurable (no positions past the learned table).", floatfmt=".2f")
+        eff = effective_table(summary, train_len)
+        md2, tex2 = write_table(eff, out_dir / f"extrapolation_effective_length{slug}",
+                                caption=f"Effective length: the longest eval_len whose perplexity stays within 10% of "
+                                        f"its perplexity at train_len ({line}).",
+                                floatfmt={"ppl at train_len": ".2f", "ppl there": ".2f", "ratio to train_len": ".2f",
+                                          "x train_len": ".0f", "effective length": ".0f", "longest measured": ".0f"})
+        written += [md, tex, md2, tex2]
+        index += [f"## Protocol{': ' + slug[1:] if slug else ''}", "", line, "",
+                  "### Perplexity", "", md.read_text(), "", "### Effective length", "", md2.read_text(), ""]
+        index += _notes(summary, train_len, flags, tol)
+
+        order = _variant_order(summary)
+        written += fig_ppl_vs_length(summary, order, train_len, pal, markers,
+                                     out_dir / f"extrapolation_ppl_vs_length{slug}")
+        loss_files = fig_loss_vs_position(g, order, train_len, pal, out_dir / f"extrapolation_loss_vs_position{slug}")
+        written += loss_files
+        index += ["### Figures", "", f"![perplexity vs length](extrapolation_ppl_vs_length{slug}.png)", "",
+                  f"![loss vs position](extrapolation_loss_vs_position{slug}.png)" if loss_files else "", ""]
+        claim_files, claim_index = claims_section(g, train_len, line, out_dir, slug)
+        written += claim_files
+        index += claim_index
+
+    probe_files, probe_index = _probe_report(df, out_dir, pal, markers)
+    written += probe_files
+    index += probe_index
+
+    idx = out_dir / "extrapolation_index.md"  # `ablate report` writes OUT/index.md linking every suite's index
+    tmp = idx.with_name(f".{idx.name}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join(index).rstrip() + "\n", encoding="utf-8")
+    os.replace(tmp, idx)
+    written.append(idx)
+    return written
+
