@@ -1,0 +1,143 @@
+"""Aggregation of the rows (shared by the terminal print and the report; no torch): the rows of one grid, one
+report folder per (device, preset, grid), per-point statistics over seeds and the verdict of a point vs its
+baseline."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from ablate.claims import LOSS_MARGIN
+from ablate.stats import summarize, verdict
+
+from .constants import STUCK_MARGIN, SUITE
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _col(df, name: str) -> list:
+    return df[name].tolist() if name in df.columns else [None] * len(df)
+
+
+def point_stats(df) -> list[dict[str, Any]]:
+    """One dict per grid point (grid order): seeds, statuses, per-seed val losses and the means of the metrics."""
+    if df.empty:
+        return []
+    d = df.copy()
+    d["_order"] = [(_num(v) if _num(v) is not None else 1e9) for v in _col(d, "point_index")]
+    out = []
+    for name in sorted(d["point"].unique(), key=lambda n: (d[d["point"] == n]["_order"].min(), str(n))):
+        g = d[d["point"] == name]
+        ok = g[g["status"] == "ok"]
+        by_seed = {int(s): _num(v) for s, v in zip(_col(ok, "seed"), _col(ok, "val_loss")) if _num(v) is not None}
+        first = g.iloc[0]
+
+        def mean(col: str, frame=ok):
+            return summarize([_num(v) for v in _col(frame, col)]).mean
+
+        div = g[g["status"] == "diverged"]
+        other = g[~g["status"].isin(["ok", "diverged"])]
+        params = [_num(v) for v in _col(g, "params") if _num(v) is not None]
+        out.append({
+            "point": name, "baseline": first.get("baseline") if isinstance(first.get("baseline"), str) else None,
+            "change": first.get("change"), "group": first.get("group"), "n": len(g), "n_ok": len(ok),
+            "n_diverged": len(div),
+            "diverged_steps": [int(v) for v in _col(div, "diverged_step") if _num(v) is not None],
+            "other_status": sorted(set(other["status"])) if len(other) else [],
+            "other_reason": (other["reason"].iloc[0] if len(other) else ""),
+            "val_by_seed": by_seed, "val": summarize(list(by_seed.values())),
+            "bpb": mean("val_bpb"), "ppl": mean("val_ppl"), "params": params[0] if params else None,
+            "tokens_per_s": mean("tokens_per_s"), "step_ms": mean("step_ms"), "mfu": mean("mfu"),
+            "tokens": mean("tokens"), "steps": mean("steps"),
+            "peak_mem_bytes": mean("peak_mem_bytes") if set(_col(ok, "peak_mem_kind")) == {"cuda_max_allocated"}
+            else None,
+            "mfu_peak": next((v for v in _col(ok, "mfu_peak") if isinstance(v, str)), None),
+            "unigram": next((_num(v) for v in _col(g, "unigram_loss") if _num(v) is not None), None),
+        })
+    for s in out:
+        s["stuck"] = _stuck(s)
+    return out
+
+
+def _stuck(s: dict) -> bool:
+    m, u = s["val"].mean, s["unigram"]
+    return m is not None and u is not None and m > u - STUCK_MARGIN
+
+
+def compare_points(base: dict, other: dict):
+    """Δ = other - base as an :class:`ablate.stats.Verdict` (better / worse / equivalent within ±LOSS_MARGIN /
+    inconclusive): paired over the seeds both ran when they share >= 2, else Welch over all seeds."""
+    a, b = base["val_by_seed"], other["val_by_seed"]
+    common = sorted(set(a) & set(b))
+    if len(common) >= 2:  # paired on the seeds both ran (same data order and init stream per seed)
+        return verdict([a[s] for s in common], [b[s] for s in common], margin=LOSS_MARGIN, paired=True)
+    return verdict(list(a.values()), list(b.values()), margin=LOSS_MARGIN)
+
+
+DESCRIPTIVE = ("baseline", "change", "group", "point_index")
+
+
+def grid_rows(df, gid: str):
+    """The rows of grid ``gid``: its own rows plus rows of the same (point, config_id, device) written by another
+    grid (a resumed run skips a point another grid already measured); those take this grid's description."""
+    if "grid_id" not in df.columns or "config_id" not in df.columns:
+        return df.iloc[0:0]
+    own = df[df["grid_id"] == gid]
+    if own.empty:
+        return own
+    declared: dict[str, dict] = {}
+    for decl in _col(own, "grid_points"):
+        if isinstance(decl, list):
+            for d in decl:
+                if isinstance(d, dict) and d.get("point") is not None:
+                    declared.setdefault(d["point"], d)
+    for _, r in own.drop_duplicates("point").iterrows():  # rows written before grid_points existed
+        declared.setdefault(r["point"], {"point": r["point"], "config_id": r["config_id"],
+                                         **{c: r.get(c) for c in DESCRIPTIVE}})
+    ident = pd.DataFrame([{"point": d["point"], "config_id": d.get("config_id")} for d in declared.values()])
+    devices = set(own["device"]) if "device" in own.columns else set()
+    rest = df[(df["grid_id"] != gid) & (df["device"].isin(devices) if devices else True)]
+    other = rest.merge(ident, on=["point", "config_id"], how="inner")
+    if other.empty:
+        return own
+    other = other.copy()
+    for c in DESCRIPTIVE:
+        if c in own.columns:
+            other[c] = other["point"].map(lambda n, c=c: declared[n].get(c))
+    for c in sorted({k for d in declared.values() for k in d if k.startswith("axis.")} |
+                    {c for c in other.columns if c.startswith("axis.")}):
+        other[c] = other["point"].map(lambda n, c=c: declared[n].get(c))
+    other["grid_id"] = gid
+    return pd.concat([own, other], ignore_index=True)
+
+
+def _group_dirs(df) -> list[tuple[str, Any]]:
+    """(folder name, rows) per (device, preset, grid_id): ``<device>-<preset>``; when one device-preset holds
+    several grids, one keeps the plain name -- the default grid (no ``grid.axes``), then the one with most rows, then
+    the newest -- and the others get ``-<grid_id[:6]>``."""
+    for c in ("device", "preset", "grid_id", "timestamp", "config.grid.axes"):
+        if c not in df.columns:
+            df = df.assign(**{c: ""})
+    groups = [(k, grid_rows(df, k[2])) for k, _ in df.groupby(["device", "preset", "grid_id"], sort=True,
+                                                              dropna=False)]
+    best: dict[tuple, tuple] = {}
+    for (dev, pre, gid), g in groups:
+        axes = g["config.grid.axes"].iloc[0]
+        rank = (not (isinstance(axes, str) and axes.strip()), len(g), str(g["timestamp"].max()), str(gid))
+        if (dev, pre) not in best or rank > best[(dev, pre)]:
+            best[(dev, pre)] = rank
+    out = []
+    for (dev, pre, gid), g in groups:
+        name = f"{dev}-{pre}" if (dev or pre) else SUITE
+        if str(gid) != best[(dev, pre)][-1]:
+            name += f"-{str(gid)[:6]}"
+        out.append((name, g))
+    return out

@@ -1,0 +1,183 @@
+"""Settings of the training suite: the config dataclasses, presets, ``resolve`` (``--set`` overrides checked), the grid
+points and the hashes (``grid_id``, ``config_id``) that identify a grid and a point's runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ablate.config import ModelConfig, apply_overrides, flatten, unified_train_len
+from ablate.data import DataSettings, data_fields
+from ablate.errors import ConfigError
+from ablate.grid import MODERN, ORIGINAL, GridPoint, GridSpec, build_grid, parse_axes, select
+from ablate.results import row_key
+from ablate.train import TrainConfig
+
+from .constants import _ID_OMIT_AT, BUDGET_KINDS, PROTOCOL
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    kind: str = "tokens"  # tokens | flops | time: what every grid point gets the same amount of
+    tokens: int = 0  # training tokens per run; 0 = train.steps x batch_size x seq_len
+    flops: float = 0.0  # training FLOPs per run; 0 = the reference point's FLOPs per step x train.steps
+    seconds: float = 0.0  # training seconds per run (evaluation excluded); 0 = the reference's time for train.steps
+    calib_steps: int = 8  # throw-away steps timed to turn seconds into a step count (kind=time)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    tokens: int = 32768  # held-out targets scored for the final validation loss (all points: the same tokens)
+    curve_tokens: int = 8192  # held-out targets scored at each curve point (every train.eval_every steps)
+    batch_tokens: int = 16384  # tokens per evaluation forward
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    model: ModelConfig  # sizes and lengths; the grid sets the variant fields
+    train: TrainConfig
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
+    grid: GridSpec = field(default_factory=GridSpec)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    time_limit_s: float = 0.0  # stop starting new runs after this many seconds (0 = no limit); re-run to resume
+    cpu_threads: int = 0  # CPU: torch threads (0 = torch's default); recorded in every row's config
+
+
+PRESETS: dict[str, TrainingConfig] = {
+    # Tests: seconds on a CPU.
+    "micro": TrainingConfig(
+        model=ModelConfig(d_model=32, n_layers=1, n_heads=2, train_len=16, max_len=64),
+        train=TrainConfig(steps=12, batch_size=8, seq_len=16, lr=3e-3, min_lr=3e-4, warmup=3, log_every=4,
+                          eval_every=6, amp=None),
+        grid=GridSpec(gqa_kv_heads=1, window=4),
+        eval=EvalSettings(tokens=512, curve_tokens=256, batch_tokens=4096),
+    ),
+    # CPU default: the whole default grid (14 points, 1 seed) in <= 10 minutes on 2 cores; see docs/training.md.
+    "tiny": TrainingConfig(
+        model=ModelConfig(d_model=128, n_layers=2, n_heads=4, train_len=64, max_len=64),
+        train=TrainConfig(steps=400, batch_size=32, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=40, log_every=20,
+                          eval_every=50, amp=None),
+        grid=GridSpec(gqa_kv_heads=2, window=16),
+        eval=EvalSettings(tokens=32768, curve_tokens=4096, batch_tokens=16384),
+    ),
+    # CUDA default: d=512, 6 layers, 16k tokens/step, bf16; see docs/training.md for its time on one H100.
+    "gpu": TrainingConfig(
+        model=ModelConfig(d_model=512, n_layers=6, n_heads=8, train_len=256, max_len=256),
+        train=TrainConfig(steps=1500, batch_size=64, seq_len=256, lr=1e-3, min_lr=1e-4, warmup=100, log_every=50,
+                          eval_every=250, amp="bf16"),
+        grid=GridSpec(gqa_kv_heads=2, window=64),
+        eval=EvalSettings(tokens=262144, curve_tokens=32768, batch_tokens=65536),
+        data=DataSettings(corpus="stdlib"),
+    ),
+}
+
+
+
+def _grid_alias(overrides: tuple[str, ...] | list[str]) -> list[str]:
+    """``grid=norm=a,b;activation=c`` is short for ``grid.axes=...``."""
+    out = []
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        out.append("grid.axes=" + item.split("=", 1)[1] if key == "grid" and "=" in item else item)
+    return out
+
+
+def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> TrainingConfig:
+    """The preset with ``--set`` overrides applied and checked (one-line ConfigError / UnknownKeyError)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown training preset {preset!r}; valid: {', '.join(PRESETS)}")
+    base = PRESETS[preset]
+    cfg = apply_overrides(base, _grid_alias(overrides))
+    # train.seq_len and model.train_len are one setting: follow whichever the user changed (as extrapolation does).
+    m, t = cfg.model, cfg.train
+    train_len = unified_train_len(base.model.train_len, base.train.seq_len, m.train_len, t.seq_len)
+    max_len = max(m.max_len, train_len)
+    cfg = replace(cfg, model=replace(m, train_len=train_len, max_len=max_len), train=replace(t, seq_len=train_len))
+    b = cfg.budget
+    if b.kind not in BUDGET_KINDS:
+        raise ConfigError(f"unknown budget.kind {b.kind!r}; valid: {', '.join(BUDGET_KINDS)}")
+    if b.tokens < 0 or b.flops < 0 or b.seconds < 0 or b.calib_steps < 2:
+        raise ConfigError("budget.tokens, budget.flops and budget.seconds must be >= 0 (0 = from train.steps) and "
+                          f"budget.calib_steps >= 2 (got {b.tokens}, {b.flops}, {b.seconds}, {b.calib_steps})")
+    e = cfg.eval
+    if e.tokens < 1 or e.curve_tokens < 1 or e.batch_tokens < 1:
+        raise ConfigError(f"eval.tokens, eval.curve_tokens and eval.batch_tokens must be >= 1 "
+                          f"(got {e.tokens}, {e.curve_tokens}, {e.batch_tokens})")
+    if cfg.time_limit_s < 0:
+        raise ConfigError(f"time_limit_s must be >= 0 (0 = no limit), got {cfg.time_limit_s}")
+    if cfg.cpu_threads < 0:
+        raise ConfigError(f"cpu_threads must be >= 0 (0 = torch's default), got {cfg.cpu_threads}")
+    _refuse_grid_governed(cfg, {str(o).split("=", 1)[0].strip() for o in _grid_alias(overrides)})
+    grid_points(cfg)  # grid errors (unknown axis, bad value, unknown point name) before any data or compute
+    return cfg
+
+
+def _refuse_grid_governed(cfg: TrainingConfig, keys: set[str]) -> None:
+    """A ``model.*`` setting that the grid's points overwrite would be ignored: refuse it, naming what governs it."""
+    if not cfg.model.causal:
+        raise ConfigError("model.causal=false: a language model that sees the tokens it predicts scores a leaked "
+                          "loss; the training suite trains causal models only")
+    if "model.vocab_size" in keys:
+        raise ConfigError("model.vocab_size cannot be set for the training suite: the vocabulary comes from the data "
+                          "(data.vocab_size for a .bin file)")
+    if "model.scale_embeddings" in keys:
+        raise ConfigError("model.scale_embeddings is set by the grid: on exactly the points whose position is "
+                          "sinusoidal (Vaswani et al. sec. 3.4)")
+    axes = {a.key for a in parse_axes(cfg.grid.axes)} if cfg.grid.axes.strip() else set()
+    for k in ("grid.mode", "grid.base"):
+        if k in keys and not axes:
+            raise ConfigError(f"{k} applies to an axes grid; give its axes with --grid key=a,b (or --set "
+                              f"grid.axes=...); the default grid is original vs modern")
+    for key in sorted(k for k in keys if k.startswith("model.")):
+        name = key[len("model."):]
+        if name in axes:
+            raise ConfigError(f"{key} is also a grid axis (grid.axes); give its values there only")
+        if name in ORIGINAL and (not axes or cfg.grid.base != "preset"):
+            where = "the default grid's points" if not axes else f"the grid base {cfg.grid.base!r}"
+            raise ConfigError(f"{key} is set by {where} (original: {ORIGINAL[name]}, modern: {MODERN[name]}); vary "
+                              f"it with --grid {name}=a,b, or make it the base of an axes grid with --set "
+                              f"grid.base=preset --grid <axes>")
+
+
+def grid_points(cfg: TrainingConfig) -> tuple[list[GridPoint], GridPoint]:
+    """(the points to run, the reference point of the whole grid -- its first, before ``grid.only``)."""
+    full = build_grid(cfg.model, replace(cfg.grid, only=()))
+    return select(full, cfg.grid.only), full[0]
+
+
+def point_train(cfg: TrainingConfig, point: GridPoint, seed: int) -> TrainConfig:
+    """The point's TrainConfig (grid training axes applied), before the budget sets ``steps``."""
+    tr = apply_overrides(cfg.train, list(point.train_overrides)) if point.train_overrides else cfg.train
+    return replace(tr, seed=seed)
+
+
+
+def _model_id(model: ModelConfig) -> dict[str, Any]:
+    """The model's settings as hashed into grid_id / config_id (see :data:`_ID_OMIT_AT`)."""
+    return {k: v for k, v in flatten(model).items() if not (k in _ID_OMIT_AT and v == _ID_OMIT_AT[k])}
+
+
+def _corpus_id(corpus: Any) -> dict[str, Any]:
+    """The corpus's name and, for a :class:`ablate.data.Corpus`, its content hash (runs on other data never mix)."""
+    out: dict[str, Any] = {"corpus": getattr(corpus, "name", corpus), "protocol": PROTOCOL}
+    if getattr(corpus, "hash", None):
+        out["corpus_hash"] = corpus.hash
+    return out
+
+
+def grid_id(cfg: TrainingConfig, corpus: Any) -> str:
+    """Hash of the settings shared by the whole grid (one report section per grid_id)."""
+    tr = flatten(cfg.train)
+    tr.pop("seed", None)
+    return row_key({"model": _model_id(cfg.model), "train": tr, "budget": flatten(cfg.budget),
+                    "grid": {k: v for k, v in flatten(cfg.grid).items() if k != "only"}, "eval": flatten(cfg.eval),
+                    "data": data_fields(cfg.data, corpus), **_corpus_id(corpus)})
+
+
+def config_id(cfg: TrainingConfig, point: GridPoint, corpus: Any) -> str:
+    """Hash of everything that shapes this point's runs (its model, training, budget, evaluation, data)."""
+    tr = flatten(point_train(cfg, point, 0))
+    tr.pop("seed", None)  # a key field of its own
+    return row_key({"model": _model_id(point.model), "train": tr, "budget": flatten(cfg.budget),
+                    "eval": flatten(cfg.eval), "data": data_fields(cfg.data, corpus), **_corpus_id(corpus)})

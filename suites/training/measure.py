@@ -1,0 +1,113 @@
+"""One run: train and score one grid point with one seed (:func:`run_point`), and the row fields it writes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from ablate import distributed
+from ablate.data import Batches, Corpus
+from ablate.evaluate import evaluate
+from ablate.flops import matmul_params, peak_tflops
+from ablate.grid import GridPoint
+from ablate.model import Transformer
+from ablate.train import TrainConfig, lm_loss, train
+from ablate.validate import validate_model
+
+from .budget import Budget, flops_per_step
+from .config import TrainingConfig, point_train
+from .constants import VARIANT_COLUMNS
+
+
+def unigram_loss(corpus: Corpus, tokens: int) -> float:
+    """Loss (nats/token) of the training split's add-one-smoothed unigram distribution on the scored held-out
+    targets ``val[1 .. tokens]``: what a model that ignores context reaches. A run near it learned nothing else."""
+    counts = np.bincount(np.asarray(corpus.train, dtype=np.int64), minlength=corpus.vocab_size).astype(np.float64)
+    p = (counts + 1.0) / (counts.sum() + len(counts))
+    tgt = np.asarray(corpus.val[1:tokens + 1], dtype=np.int64)
+    return float(-np.log(p[tgt]).mean())
+
+
+def _row_key_fields(point: GridPoint, preset: str, cid: str, seed: int, device: str, corpus: Corpus) -> dict:
+    return {"point": point.name, "preset": preset, "config_id": cid, "seed": seed, "device": device,
+            "data": corpus.name}
+
+
+def _describe(point: GridPoint, gid: str, declared: list[dict] | None = None) -> dict[str, Any]:
+    d = {k: v for k, v in point.describe().items() if k != "point"}
+    d["grid_id"] = gid
+    d["grid_points"] = declared or []
+    for c in VARIANT_COLUMNS:
+        d[c] = getattr(point.model, c)
+    return d
+
+
+def _curve(res) -> dict[str, list]:
+    return {"step": [h["step"] + 1 for h in res.history], "tokens": [h["tokens"] for h in res.history],
+            "train_loss": [h["train_loss"] for h in res.history],
+            "val_step": [e["step"] for e in res.evals if "val_loss" in e],
+            "val_loss": [e["val_loss"] for e in res.evals if "val_loss" in e]}
+
+
+def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, device: str, budget: Budget,
+              progress: Any = False, unigram: float | None = None) -> tuple[str, str, dict[str, Any], TrainConfig]:
+    """Train and score one grid point with one seed: (status, reason, metrics, the TrainConfig used)."""
+    validate_model(point.model, device=device)
+    tcfg = point_train(cfg, point, seed)
+    torch.manual_seed(seed)  # same initialisation stream per seed for every point
+    model = Transformer(point.model).to(device)
+    steps, info = budget.steps(model, point.model, tcfg)
+    tcfg = replace(tcfg, steps=steps)
+    amp = tcfg.amp if device == "cuda" else None
+    ev = cfg.eval
+    seq = tcfg.seq_len
+
+    def curve_eval(m) -> dict:
+        r = evaluate(m, corpus.val, seq, tokens=ev.curve_tokens, batch_tokens=ev.batch_tokens,
+                     byte_level=corpus.byte_level, device=device, amp=amp)
+        return {"val_loss": r.loss}
+
+    batches = Batches(corpus.train, tcfg.batch_size, seq, seed=seed, device=device)
+    res = train(model, tcfg, batches, device=device, loss_fn=lm_loss, eval_fn=curve_eval, progress=progress,
+                description=f"{point.name} s{seed}")
+    st = res.stats
+    fps = flops_per_step(model, point.model, tcfg)
+    tps = st.get("steady_tokens_per_s") or st.get("tokens_per_s")
+    per_step_tokens = tcfg.batch_size * seq
+    tflops = fps / per_step_tokens * tps / 1e12 if tps else None
+    peak = peak_tflops() if device == "cuda" else None
+    metrics: dict[str, Any] = {
+        **info,
+        "params": model.num_params(), "params_non_embedding": model.num_params(non_embedding=True),
+        "matmul_params": matmul_params(model),
+        "steps": res.steps, "steps_planned": steps, "tokens": st.get("tokens"), "tokens_per_step": per_step_tokens,
+        "train_loss": st.get("final_train_loss"), "tokens_per_s": tps,
+        "step_ms": 1000.0 * per_step_tokens / tps if tps else None,
+        "train_s": st.get("elapsed_s"), "first_step_s": st.get("first_step_s"),
+        "flops_per_step": fps, "flops": fps * res.steps, "tflops": tflops,
+        "mfu": (tflops / peak.tflops) if (peak is not None and peak.tflops and tflops) else None,
+        "mfu_peak_tflops": peak.tflops if peak is not None else None,
+        "mfu_peak": peak.source if peak is not None else "no peak for CPU (MFU n/a)",
+        "peak_mem_bytes": st.get("peak_mem_bytes"), "peak_mem_kind": st.get("peak_mem_kind"),
+        "amp": st.get("amp"), "compile": st.get("compile"),
+        "threads": torch.get_num_threads() if device == "cpu" else None,
+        "diverged_step": res.diverged_step, "curve": _curve(res),
+        "world_size": st.get("world_size"), "dist_backend": st.get("dist_backend"),
+        "val_loss": None, "val_ppl": None, "val_bpb": None, "eval_tokens": ev.tokens, "eval_s": None,
+        "unigram_loss": unigram,
+    }
+    if not res.ok:
+        return "diverged", f"training diverged: {res.reason}", metrics, tcfg
+    if not distributed.current().is_main:  # rank 0 scores the model and writes the row
+        return "ok", "", metrics, tcfg
+    final = evaluate(model, corpus.val, seq, tokens=ev.tokens, batch_tokens=ev.batch_tokens,
+                     byte_level=corpus.byte_level, device=device, amp=amp)
+    metrics.update(val_loss=final.loss, val_ppl=final.ppl, val_bpb=corpus.bpb(final.loss, final.tokens),
+                   eval_bytes=corpus.scored_bytes(final.tokens), eval_s=final.elapsed_s)
+    if not math.isfinite(final.loss):
+        return "diverged", "non-finite validation loss after training", metrics, tcfg
+    return "ok", "", metrics, tcfg

@@ -1,0 +1,94 @@
+"""The tables (no torch): the paper-style summary table, the setup lines of a report and the terminal cells."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from .aggregate import _col, _num, compare_points, point_stats
+from .constants import STUCK_MARGIN
+
+
+def _delta_cell(v) -> str:
+    """``-0.0312 better`` / ``+0.0021 equivalent (±0.02)`` / ``-0.0100 inconclusive (Δ ≥ 0.041 detectable)``."""
+    if v is None or v.delta is None:
+        return "—"
+    if v.label == "n/a":
+        return f"{v.delta:+.4f} (1 seed)"
+    if v.label == "equivalent":
+        return f"{v.delta:+.4f} equivalent (±{v.margin:g})"
+    if v.label == "inconclusive":
+        return f"{v.delta:+.4f} inconclusive (Δ ≥ {v.mde:.3f} detectable)" if v.mde is not None and \
+            math.isfinite(v.mde) else f"{v.delta:+.4f} inconclusive"
+    return f"{v.delta:+.4f} {v.label}" + (f" (within ±{v.margin:g})" if v.within_margin else "")
+
+
+def summary_table(df):
+    """The paper-style table: rows = grid points; val loss ± 95% CI, Δ vs baseline (with its verdict), cost."""
+    stats = point_stats(df)
+    by_name = {s["point"]: s for s in stats}
+    rows = []
+    for s in stats:
+        base = by_name.get(s["baseline"]) if s["baseline"] else None
+        comp = compare_points(base, s) if base else None
+        if s["n_ok"] == s["n"]:
+            seeds = str(s["n"])
+        else:
+            notes = []
+            if s["n_diverged"]:
+                notes.append(f"{s['n_diverged']} diverged" + (f" @ step {', '.join(map(str, s['diverged_steps']))}"
+                                                             if s["diverged_steps"] else ""))
+            if s["other_status"]:
+                notes.append("/".join(s["other_status"]))
+            seeds = f"{s['n_ok']}/{s['n']} ({'; '.join(notes)})"
+        rows.append({
+            "variant": s["point"], "change": s["change"], "seeds": seeds, "val loss": s["val"].fmt(".4f"),
+            "Δ vs baseline": _delta_cell(comp), "vs": s["baseline"] or "—",
+            "bpb": s["bpb"], "params": int(s["params"]) if s["params"] is not None else None,
+            "tokens/s": s["tokens_per_s"],
+            "peak mem (MiB)": s["peak_mem_bytes"] / 2 ** 20 if s["peak_mem_bytes"] is not None else None,
+            "MFU (%)": 100.0 * s["mfu"] if s["mfu"] is not None else None,
+            "note": f"≈ unigram ({s['unigram']:.3f}): no context learned" if s["stuck"] else "",
+        })
+    df = pd.DataFrame(rows)
+    if not df.empty and not df["note"].astype(bool).any():
+        df = df.drop(columns=["note"])
+    return df
+
+def _setup_lines(g) -> list[str]:
+    first = g.iloc[0]
+
+    def get(c, default="?"):
+        v = first.get(c, default)
+        return default if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+    seeds = sorted({int(s) for s in _col(g, "seed") if _num(s) is not None})
+    hw = get("env.gpu", None) if get("device") == "cuda" else f"{get('env.cpu')} ({get('env.cpu_count')} CPUs)"
+    lines = [
+        f"- device: **{get('device')}** — {hw}; torch {get('env.torch')}; git {str(get('env.git_commit'))[:10]}"
+        f"{' (dirty)' if get('env.git_dirty', False) is True else ''}",
+        f"- preset **{get('preset')}**: d_model {get('config.model.d_model')}, {get('config.model.n_layers')} layers, "
+        f"{get('config.model.n_heads')} heads, context {get('config.train.seq_len')}, batch "
+        f"{get('config.train.batch_size')}, AdamW lr {get('config.train.lr')} (warm-up {get('config.train.warmup')},"
+        f" cosine to {get('config.train.min_lr')}), clip {get('config.train.grad_clip')}, amp "
+        f"{get('config.train.amp', None) or 'none (fp32)'}",
+        f"- budget: equal **{get('budget_kind')}** per run = {float(get('budget_value', float('nan'))):.4g}"
+        f" ({'tokens' if get('budget_kind') == 'tokens' else 'FLOPs' if get('budget_kind') == 'flops' else 's'})",
+        f"- data: `{get('data')}` (byte-level vocab {get('config.model.vocab_size')}); validation loss on "
+        f"{get('eval_tokens')} held-out tokens, the same for every run",
+        f"- seeds: {', '.join(map(str, seeds))} ({len(seeds)}); rows: {len(g)}; grid_id `{get('grid_id')}`",
+    ]
+    uni = next((_num(v) for v in _col(g, "unigram_loss") if _num(v) is not None), None)
+    if uni is not None:
+        lines.append(f"- reference: the training split's unigram distribution scores {uni:.4f} nats/token on the "
+                     f"same held-out tokens (a run within {STUCK_MARGIN} of it learned no context)")
+    return lines
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
