@@ -140,6 +140,14 @@ def test_impossible_shape_gives_status_rows(tmp_path, monkeypatch):
     assert any("needs a window" in r["reason"] for r in rows)
 
 
+def _replace_sdpa(monkeypatch, entry, fn):
+    """``sdpa`` becomes ``fn``: its registered call and the package call the suite times (``spec.native``)."""
+    from ablate.variants.attention import contract as C
+
+    monkeypatch.setitem(ATTENTION._entries, "sdpa", dataclasses.replace(entry, fn=fn))
+    monkeypatch.setitem(C.SPECS, "sdpa", dataclasses.replace(C.SPECS["sdpa"], fn=fn, native=fn))
+
+
 def test_wrong_kernel_is_not_timed(tmp_path, monkeypatch):
     entry = ATTENTION.get("sdpa")
     real = entry.fn
@@ -147,7 +155,7 @@ def test_wrong_kernel_is_not_timed(tmp_path, monkeypatch):
     def off_by_a_bit(q, k, v, **kw):
         return real(q, k, v, **kw) * 1.05
 
-    monkeypatch.setitem(ATTENTION._entries, "sdpa", dataclasses.replace(entry, fn=off_by_a_bit))
+    _replace_sdpa(monkeypatch, entry, off_by_a_bit)
     rows = run(tmp_path, "parts=kernel", "kernels.keys=sdpa,naive", "kernels.seq_lens=32", "kernels.causal=true",
                "kernels.layouts=", "kernels.alibi=false", "kernels.windows=", "kernels.min_run_time=0.001")
     bad = [r for r in rows if r["attention"] == "sdpa"]
@@ -164,7 +172,7 @@ def test_wrong_gradients_are_not_timed(tmp_path, monkeypatch):
         out = real(q, k, v, **kw)
         return out.detach() + (out - out.detach()) * 1.5  # the same values, 1.5x the gradients
 
-    monkeypatch.setitem(ATTENTION._entries, "sdpa", dataclasses.replace(entry, fn=right_value_wrong_grad))
+    _replace_sdpa(monkeypatch, entry, right_value_wrong_grad)
     rows = run(tmp_path, "parts=kernel", "kernels.keys=sdpa", "kernels.seq_lens=32", "kernels.causal=true",
                "kernels.layouts=", "kernels.alibi=false", "kernels.windows=", "kernels.min_run_time=0.001")
     by = {r["pass"]: r for r in rows}
@@ -180,7 +188,7 @@ def test_oom_gives_status_row_and_sweep_goes_on(tmp_path, monkeypatch):
     def boom(q, k, v, **kw):
         raise oom("CUDA out of memory. Tried to allocate 80.00 GiB")
 
-    monkeypatch.setitem(ATTENTION._entries, "sdpa", dataclasses.replace(entry, fn=boom))
+    _replace_sdpa(monkeypatch, entry, boom)
     rows = run(tmp_path, "parts=kernel", "kernels.keys=sdpa,naive", "kernels.seq_lens=32", "kernels.causal=true",
                "kernels.layouts=", "kernels.alibi=false", "kernels.windows=", "kernels.min_run_time=0.001")
     assert {r["status"] for r in rows if r["attention"] == "sdpa"} == {"oom"}
@@ -483,3 +491,48 @@ def test_a_spent_budget_writes_skipped_rows_that_a_resumed_run_measures(tmp_path
         latest[r["row_key"]] = r
     skipped_keys = {r["row_key"] for r in first}
     assert skipped_keys <= set(latest) and all(latest[k]["status"] != "skipped" for k in skipped_keys)
+
+
+def test_a_key_in_another_layout_is_timed_through_its_own_call(tmp_path):
+    """A kernel whose package takes (B, T, H, D) (flash-attn's layout) gets contiguous inputs in that layout and its
+    native call is what is timed -- no layout copy inside the timed region; the conversion is timed apart
+    (layout_ms), and outputs and gradients are still checked against naive."""
+    import torch.nn.functional as F
+
+    from ablate.registry import ATTENTION
+    from ablate.variants.attention import contract as C
+
+    seen = []
+
+    def native(qt, kt, vt, *, causal, bias=None, window=None, scale=None):
+        seen.append(all(x.is_contiguous() for x in (qt, kt, vt)) and qt.shape[1] > qt.shape[2])
+        g = qt.shape[2] // kt.shape[2]
+        q, k, v = qt.transpose(1, 2), kt.transpose(1, 2), vt.transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1),
+                                             is_causal=causal, scale=scale)
+        return out.transpose(1, 2)
+
+    def fn(q, k, v, *, causal, bias=None, window=None, scale=None):
+        C.check_call("bthd_test", q, k, v, causal, bias, window)
+        return native(*(x.transpose(1, 2).contiguous() for x in (q, k, v)), causal=causal).transpose(1, 2)
+
+    entries, specs = dict(ATTENTION._entries), dict(C.SPECS)
+    try:
+        C.AttentionSpec(key="bthd_test", fn=fn, description="test kernel in (B, T, H, D)", paper="-",
+                        caps={"cpu": C.full_caps(bias=False, alibi=False, window=False, bias_grad=False,
+                                                 dtypes=C.ALL_DTYPES)},
+                        flops=C.fa_flops, reference=ATTENTION.get("naive").fn,
+                        backend_name=lambda *a: "bthd_test", layout="bthd", native=native,
+                        native_name="test.native").register()
+        rows = run(tmp_path, *KERNEL_ONLY, "kernels.keys=bthd_test")
+    finally:
+        ATTENTION._entries.clear()
+        ATTENTION._entries.update(entries)
+        C.SPECS.clear()
+        C.SPECS.update(specs)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok and {r["pass"] for r in ok} == {"fwd", "bwd", "fwd_bwd"}
+    for r in ok:
+        assert r["timed_call"] == "test.native" and r["input_layout"] == "bthd" and r["layout_ms"] > 0
+        assert r["rel_err"] <= r["tol"] and r["grad_rel_err"] <= r["grad_tol"]
+    assert seen and all(seen)  # every call got contiguous (B, T, H, D) tensors

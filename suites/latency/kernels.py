@@ -191,14 +191,40 @@ def _clear_grads(inputs) -> None:
         t.grad = None
 
 
+class _Grads:
+    """(B, T, H, D) leaves seen as (B, H, T, D) for the reference's gradient check (``.grad`` is all it reads)."""
+
+    def __init__(self, t):
+        self.grad = None if t.grad is None else t.grad.transpose(1, 2)
+
+
+def _native_inputs(spec, fn, q, k, v, dout):
+    """The kernel's inputs in the layout its package takes (contiguous, made outside any timed region), or the
+    registry's own when that is its layout. Returns (call, inputs, dout, to_bhtd, fields)."""
+    if spec.native is None:
+        return fn, [q, k, v], dout, (lambda o: o), {"input_layout": "bhtd", "timed_call": spec.key}
+    if spec.layout == "bhtd":
+        return spec.native, [q, k, v], dout, (lambda o: o), {"input_layout": "bhtd",
+                                                              "timed_call": spec.native_name or spec.key}
+    qn, kn, vn = (x.detach().transpose(1, 2).contiguous().requires_grad_(x.requires_grad) for x in (q, k, v))
+    return (spec.native, [qn, kn, vn], dout.transpose(1, 2).contiguous(), (lambda o: o.transpose(1, 2)),
+            {"input_layout": spec.layout, "timed_call": spec.native_name or spec.layout})
+
+
 def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout, bias, reference, conf) -> None:
+    """Check, then time, one kernel at one shape. The timed call is the package's own: a key whose package takes
+    another layout (``spec(key).layout``, e.g. flash-attn's (B, T, H, D)) gets contiguous inputs in that layout and
+    ``spec(key).native`` is timed; the conversion from the registry's layout is timed apart (``layout_ms``)."""
     device = ctx.device
-    fn = ATTENTION.get(key).fn
+    spec = attention_spec(key)
+    fn, inputs, dout_n, to_bhtd, native_fields = _native_inputs(spec, ATTENTION.get(key).fn, q, k, v, dout)
+    qi, ki, vi = inputs
     call_kw = {"causal": shape.causal, "bias": bias, "window": shape.window}
     has_bwd = supports(key, "backward", device)
     need_grad = any(p != "fwd" for p in passes) and has_bwd
     common: dict[str, Any] = {"layout": shape.layout, "group": shape.group, "tokens": shape.batch * shape.seq_len,
                               "fwd_grad": has_bwd}
+    common.update(native_fields)
     written: set[str] = set()
 
     def write(p: str, status: str, metrics: dict[str, Any], reason: str = "") -> None:
@@ -233,11 +259,11 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
 
     if has_bwd:  # the timed closure is the bare call: nothing of the harness runs inside the timed region
         def fwd():
-            return fn(q, k, v, **call_kw)
+            return fn(qi, ki, vi, **call_kw)
     else:
         def fwd():
             with torch.no_grad():
-                return fn(q, k, v, **call_kw)
+                return fn(qi, ki, vi, **call_kw)
 
     # 2. first call (compilation happens here), correctness of the output against the reference, backend
     out = None
@@ -251,9 +277,12 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
         opts = _no_donated_buffers(key, device)[1]
         if opts and "compiled" in str(common["backend"]):
             common["compile_opts"] = opts
+        if inputs[0] is not q:  # what converting the registry's layout to the package's costs, timed apart
+            convert = lambda: [x.transpose(1, 2).contiguous() for x in (q, k, v)]  # noqa: E731
+            common["layout_ms"] = ctx.bench(convert).median_ms
         ref = reference(key, need_grad)
         if ref is not None:
-            err = ref.fwd_err(out)
+            err = ref.fwd_err(to_bhtd(out))
             common.update(rel_err=err, check_ref=ref.name, tol=FWD_TOL[shape.dtype])
             if not err <= FWD_TOL[shape.dtype]:
                 write_rest("error", f"wrong output: relative error {err:.3g} vs {ref.name} exceeds "
@@ -272,10 +301,10 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
     # 2b. first backward and the gradients' correctness; a failure here still lets the forward be timed
     if need_grad:
         try:
-            first_b = first_call(lambda: out.backward(dout), device)
+            first_b = first_call(lambda: out.backward(dout_n), device)
             common["first_bwd_s"] = first_b
             if ref is not None:
-                gerr = ref.grad_err(q, k, v)
+                gerr = ref.grad_err(q, k, v) if inputs[0] is q else ref.grad_err(*(_Grads(t) for t in inputs))
                 common.update(grad_rel_err=gerr, grad_tol=GRAD_TOL[shape.dtype])
                 if not gerr <= GRAD_TOL[shape.dtype]:
                     for p in passes:
@@ -286,7 +315,7 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
             failure = _classify(exc)
         else:
             failure = None
-        for t in (q, k, v):
+        for t in inputs:
             t.grad = None
         if failure is not None:
             out = None
@@ -306,12 +335,12 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
                 t_ = ctx.bench(fwd, est_ms=est)
                 write(p, "ok", _kernel_metrics(t_, flops[p], mem, equiv[p]))
             elif p == "bwd":
-                t_, mem = _time_bwd(ctx, fwd, dout, [q, k, v])
+                t_, mem = _time_bwd(ctx, fwd, dout_n, inputs)
                 write(p, "ok", _kernel_metrics(t_, flops[p], mem, equiv[p]))
             else:
-                run = lambda: fwd().backward(dout)  # noqa: E731
+                run = lambda: fwd().backward(dout_n)  # noqa: E731
                 mem, est = peak_memory_and_ms(run, device)
-                t_ = ctx.bench(run, grad_to_none=[q, k, v], est_ms=est)
+                t_ = ctx.bench(run, grad_to_none=inputs, est_ms=est)
                 m = _kernel_metrics(t_, flops[p], mem, equiv[p])
                 if "first_call_s" in common and _is_compiled(key, device):
                     m["compile_s"] = max(0.0, common["first_call_s"] + common.get("first_bwd_s", 0.0)
@@ -322,7 +351,7 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
         else:
             failure = None
         out = run = None
-        for t in (q, k, v):
+        for t in inputs:
             t.grad = None
         if failure is not None:
             free_memory(device, collect=failure[0] == "oom")

@@ -57,7 +57,7 @@ from ablate.registry import ATTENTION, Availability
 
 __all__ = [
     "FEATURES", "SETTINGS", "ScoreBiasLike", "AttentionSpec", "SPECS", "spec", "attention_fn", "check_call",
-    "supports", "allowed_mask", "fa_flops", "FLOPS_FA", "FLOPS_LINEAR", "full_caps",
+    "supports", "allowed_mask", "fa_flops", "FLOPS_FA", "FLOPS_LINEAR", "full_caps", "LAYOUTS",
 ]
 
 FEATURES: tuple[str, ...] = ("causal", "bidirectional", "bias", "alibi", "window", "gqa", "kv_cache", "backward",
@@ -65,6 +65,8 @@ FEATURES: tuple[str, ...] = ("causal", "bidirectional", "bias", "alibi", "window
 # Call settings a key may require (AttentionSpec.requires), each with how a model config sets it; the names are also
 # ModelConfig fields.
 SETTINGS: dict[str, str] = {"window": "cfg.window=W"}
+# Memory layouts of q/k/v a package's own function takes: (batch, heads, tokens, dim) or (batch, tokens, heads, dim).
+LAYOUTS: tuple[str, ...] = ("bhtd", "bthd")
 
 _DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32",
                 torch.float64: "float64"}
@@ -233,6 +235,11 @@ class AttentionSpec:
       (e.g. ``flash_attn``'s ALiBi needs FlashAttention-2 installed), used by :func:`supports`;
     * ``reference_name``: how result rows name the reference (``check_ref``);
     * ``chunk``: the algorithm's chunk size where its FLOPs depend on one (rows record it as ``linear_chunk``);
+    * ``layout``: the memory layout the package's own function takes, ``"bhtd"`` (the registry's signature, SDPA's)
+      or ``"bthd"`` (flash-attn, xFormers); ``native``: that function as a callable on contiguous tensors in
+      ``layout`` (``(q, k, v, *, causal, bias, window, scale) -> out`` in ``layout``), so a benchmark can time the
+      package's own call with no layout copies inside (``fn`` = convert, ``native``, convert back);
+      ``native_name``: what ``native`` calls (e.g. ``flash_attn.cute.flash_attn_func``);
     * ``materialises_scores``: builds the ``(B, H, Tq, Tk)`` score matrix (O(T^2) memory per head);
     * ``native_bias``: takes a position's score bias without building the dense ``(H, Tq, Tk)`` tensor.
     """
@@ -256,6 +263,9 @@ class AttentionSpec:
     native_bias: bool = False
     reference_name: str = "naive"
     chunk: int | None = None
+    layout: str = "bhtd"
+    native: Callable[..., Tensor] | None = None
+    native_name: str = ""
 
     def __post_init__(self) -> None:
         caps = {}
@@ -272,6 +282,10 @@ class AttentionSpec:
                              f"known: {list(SETTINGS)}")
         if self.compiled and self.compiles_on is None:
             raise ValueError(f"attention {self.key!r} is compiled: say where (compiles_on)")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"attention {self.key!r}: layout {self.layout!r}; valid: {', '.join(LAYOUTS)}")
+        if self.layout != "bhtd" and self.native is None:
+            raise ValueError(f"attention {self.key!r}: a {self.layout} layout needs its native callable")
 
     # -- derived views -------------------------------------------------------------------------------------------
 

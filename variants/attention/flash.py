@@ -73,14 +73,23 @@ def _params(fn: Callable[..., Any]) -> frozenset[str]:
 
 def _flash_impl(q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, window: int | None,
                 scale: float | None) -> Tensor:
-    variant = _flash_variant(q, bias)
+    """The registry's (B, H, T, D) call: to the package's (B, T, H, D) layout (FA4 wants it contiguous: a copy
+    unless the caller's tensors already are (B, T, H, D) in memory, as a model's q projection is), the package's
+    own call (:func:`_flash_native`), and back."""
+    qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # (B, T, H, D) views
+    if _flash_variant(q, bias) == "fa4":
+        qt, kt, vt = qt.contiguous(), kt.contiguous(), vt.contiguous()
+    return _flash_native(qt, kt, vt, causal=causal, bias=bias, window=window, scale=scale).transpose(1, 2)
+
+
+def _flash_native(qt: Tensor, kt: Tensor, vt: Tensor, *, causal: bool, bias: Any = None, window: int | None = None,
+                  scale: float | None = None) -> Tensor:
+    """The package's own function on (B, T, H, D) tensors, nothing else: what a benchmark of flash-attn times."""
+    variant = _flash_variant(qt, bias)
     if variant not in _flash_modules():
         raise UnavailableError("flash_attn: FA4 needs an sm90/sm100 GPU and FlashAttention-2 is not installed")
     fn = _flash_modules()[variant]
     params = _params(fn)
-    qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # (B, T, H, D) views
-    if variant == "fa4":
-        qt, kt, vt = qt.contiguous(), kt.contiguous(), vt.contiguous()
     kw: dict[str, Any] = {"softmax_scale": scale, "causal": causal}
     if window is not None:
         if "window_size" not in params:
@@ -90,11 +99,11 @@ def _flash_impl(q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, window
         slopes = _bias_slopes(bias)
         if slopes is None or "alibi_slopes" not in params:
             raise UnavailableError(f"flash_attn ({variant}): no support for this score bias")
-        kw["alibi_slopes"] = slopes.to(device=q.device, dtype=torch.float32).contiguous()
+        kw["alibi_slopes"] = slopes.to(device=qt.device, dtype=torch.float32).contiguous()
     out = fn(qt, kt, vt, **kw)
     if isinstance(out, tuple):  # FA4 returns (out, lse)
         out = out[0]
-    return out.transpose(1, 2)
+    return out
 
 
 def _flash_refusal(q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, window: int | None) -> str | None:
@@ -151,4 +160,7 @@ SPEC = AttentionSpec(
     refusal=_flash_refusal,
     feature_check=lambda feature, dev: feature != "alibi" or "fa2" in _flash_modules(),
     native_bias=True,
+    layout="bthd",
+    native=_flash_native,
+    native_name="flash_attn.cute.flash_attn_func (FA4) / flash_attn.flash_attn_func (FA2)",
 ).register()

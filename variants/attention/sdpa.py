@@ -149,6 +149,40 @@ def _make_sdpa(key: str) -> Callable[..., Tensor]:
     return attn
 
 
+def _make_native(key: str, registered: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """The package's own call for ``key``: ``F.scaled_dot_product_attention`` (under ``sdpa_kernel(<backend>)`` for a
+    forced key) with no request check, warning capture or routing in between -- what a benchmark of SDPA times.
+    Inputs this key serves through a mask, a lower-right causal bias or expanded K/V heads (:func:`_sdpa_route`)
+    go through the registered call, since building those is part of what the key does; so does a refusal, which
+    then raises the registered call's one-line reason."""
+    backend = _FORCED.get(key)
+
+    def native(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, bias: Any = None, window: int | None = None,
+               scale: float | None = None) -> Tensor:
+        route, expand = _sdpa_route(key, q.device.type, q.shape[1], k.shape[1], q.shape[2], k.shape[2], causal,
+                                    bias is not None, window)
+        if route != "plain" or expand or (q.shape[1] != k.shape[1] and not _SDPA_HAS_GQA) or (
+                backend is not None and sdpa_kernel is None):
+            return registered(q, k, v, causal=causal, bias=bias, window=window, scale=scale)
+        kw: dict[str, Any] = {"is_causal": causal}
+        if scale is not None:
+            kw["scale"] = scale
+        if q.shape[1] != k.shape[1]:
+            kw["enable_gqa"] = True
+        if backend is None:
+            return F.scaled_dot_product_attention(q, k, v, **kw)
+        try:
+            with sdpa_kernel(getattr(SDPBackend, backend)):
+                return F.scaled_dot_product_attention(q, k, v, **kw)
+        except RuntimeError as exc:
+            if "No available kernel" not in str(exc) and "No viable backend" not in str(exc):
+                raise
+        return registered(q, k, v, causal=causal, bias=bias, window=window, scale=scale)  # its reason
+
+    native.__name__ = f"{key}_native"
+    return native
+
+
 def _probe_sdpa(key: str) -> Callable[[str], Availability]:
     def probe(dev: str) -> Availability:
         dtype = torch.float32 if dev == "cpu" else torch.float16
@@ -220,8 +254,11 @@ def _refuse_head_dim_not_multiple_of_8(key: str) -> Callable[..., str | None]:
 
 
 def _spec(key: str, description: str, paper: str, caps: dict[str, dict[str, Any]], **kw: Any) -> AttentionSpec:
-    return AttentionSpec(key=key, fn=_make_sdpa(key), description=description, paper=paper, caps=caps,
-                         flops=fa_flops, reference=_naive,
+    fn = _make_sdpa(key)
+    name = "torch.nn.functional.scaled_dot_product_attention" + (
+        f" under sdpa_kernel(SDPBackend.{_FORCED[key]})" if key in _FORCED else "")
+    return AttentionSpec(key=key, fn=fn, description=description, paper=paper, caps=caps,
+                         flops=fa_flops, reference=_naive, native=_make_native(key, fn), native_name=name,
                          backend_name=lambda q, k, v, causal, bias, window: sdpa_backend_name(key, q, k, v, causal,
                                                                                               bias, window),
                          **kw).register()
