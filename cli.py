@@ -21,12 +21,11 @@ User errors print one line ``ablate: error: <message>`` on stderr and exit 2; Ct
 from __future__ import annotations
 
 import enum
-import json
 import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
 
@@ -36,9 +35,9 @@ except ImportError:  # pragma: no cover - typer on top of the click package
     from click.exceptions import ClickException as _ClickException  # type: ignore[no-redef]
 
 from ablate import __version__
+from ablate.cli_views import AXES, one_line as _one_line, warn as _warn  # noqa: F401  (AXES: tests import it here)
 from ablate.errors import AblateError, ConfigError, Terminated
 
-AXES = ("attention", "position", "norm", "activation")
 INTERRUPTED = "interrupted; finished rows are saved, re-run to resume"
 TERMINATED = "terminated (SIGTERM); finished rows are saved, re-run the same command to resume"
 EXIT_USAGE = 2
@@ -78,42 +77,8 @@ def _root(
 # list
 
 
-def _axis(name: str) -> str:
-    low = name.strip().lower()
-    for axis in AXES:
-        if low in (axis, axis + "s") or (axis == "position" and low in ("pos", "positions")):
-            return axis
-    raise ConfigError(f"unknown axis {name!r}; valid: {', '.join(AXES)}")
-
-
-def _load_registries() -> tuple[dict[str, Any], list[str]]:
-    """The registries by axis, filled by importing the variant modules; failures of built-in modules are returned,
-    not raised; a plugin that cannot be loaded raises (PluginError: one line, exit 2)."""
-    import importlib
-
-    from ablate import plugins, registry
-
-    failures: list[str] = []
-    try:
-        registry.load_all()
-    except plugins.PluginError:
-        raise
-    except Exception:
-        for mod in ("attention", "positions", "norms", "activations"):
-            try:
-                importlib.import_module(f"ablate.variants.{mod}")
-            except Exception as exc:
-                failures.append(f"ablate.variants.{mod}: {type(exc).__name__}: {exc}")
-        plugins.load_plugins()
-    return dict(registry.REGISTRIES), failures
-
-
 _PLUGIN_HELP = ("Also load the variants registered by this plugin: a module name or a .py file (repeatable; added to "
                 "$ABLATE_PLUGINS, so workers load it too). See docs/adding-a-variant.md.")
-
-
-def _warn(msg: str) -> None:
-    sys.stderr.write(f"ablate: warning: {' '.join(msg.split())}\n")
 
 
 @app.command("list")
@@ -128,47 +93,9 @@ def list_variants(
 ) -> None:
     """List registered variants per axis, with whether each can run here, why not, and where each comes from
     (origin: ablate, entry point DIST:NAME, plugin MODULE_OR_FILE)."""
-    from ablate.plugins import use
+    from ablate.cli_views import list_variants as show
 
-    if sweeps:
-        from ablate.runner import SUITES
-        from ablate.sweep import suite_sweeps
-
-        table = {s: suite_sweeps(s) for s in SUITES}
-        if fmt == Format.json:
-            typer.echo(json.dumps(table, indent=2))
-        else:
-            for s, t in table.items():
-                typer.echo(f"{s}: " + ", ".join(f"{k} -> {v}" for k, v in t.items()))
-        return
-
-    axes = [_axis(axis)] if axis is not None else list(AXES)
-    if device is not None and device not in ("cpu", "cuda"):
-        raise ConfigError(f"unknown device {device!r}; valid: cpu, cuda")
-    use(plugin, load=False)  # loaded with the built-ins just below
-    registries, failures = _load_registries()
-    for failure in failures:
-        _warn(f"could not load {failure}")
-    data = {a: [{**e.as_dict(device), "origin": e.origin} for e in registries[a].entries()] if a in registries
-                else [] for a in axes}
-    if fmt == Format.json:
-        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
-        return
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = Console()
-    for a in axes:
-        table = Table(title=f"{a} ({len(data[a])})", title_justify="left", show_lines=False)
-        for col in ("key", "available", "reason", "description", "paper", "origin"):
-            table.add_column(col, overflow="fold", no_wrap=col == "key")
-        for row in data[a]:
-            avail = "[green]yes[/green]" if row["available"] else "[red]no[/red]"
-            # escape: reasons like "pip install 'ablate[flash]'" must not be read as rich markup
-            table.add_row(escape(row["key"]), avail, escape(row["reason"] or ""), escape(row["description"] or ""),
-                          escape(row["paper"] or ""), escape(row["origin"] or ""))
-        console.print(table)
+    show(axis, fmt == Format.json, device, plugin, sweeps)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -180,41 +107,13 @@ def env_cmd(
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (human) or json (machine)."),
 ) -> None:
     """Show the environment fingerprint recorded (as env.* columns) with every result row."""
-    from ablate.env import fingerprint
+    from ablate.cli_views import show_env
 
-    fp = fingerprint()
-    if fmt == Format.json:
-        typer.echo(json.dumps(fp, indent=2, ensure_ascii=False))
-        return
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(show_header=True)
-    table.add_column("key", no_wrap=True)
-    table.add_column("value", overflow="fold")
-    for k, v in fp.items():
-        table.add_row(escape(k), "-" if v is None else escape(str(v)))
-    Console().print(table)
+    show_env(fmt == Format.json)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # run
-
-
-def _summarize(path: Path) -> tuple[str, int]:
-    """One-line summary of the rows this process wrote, and how many of them have status ``error``."""
-    from ablate.results import current_run_id, read_rows
-
-    try:
-        rows = [r for r in read_rows(path, missing_ok=True) if r.get("run_id") == current_run_id()]
-    except AblateError as exc:
-        return f"results: {path} ({exc})", 0
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
-    detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (kv[0] != "ok", kv[0])))
-    return f"results: {path} ({len(rows)} new rows{': ' + detail if detail else ''})", counts.get("error", 0)
 
 
 class Launcher(str, enum.Enum):
@@ -290,75 +189,12 @@ def run_cmd(
     plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=_PLUGIN_HELP),
 ) -> None:
     """Run a suite; rows are appended to OUT as they finish, so an interrupted run resumes where it stopped."""
-    from ablate import distributed
-    from ablate.plugins import use
-    from ablate.runner import RunOptions, run_suite
+    params = dict(locals())  # every option, by name (first: before any other local name exists)
+    from ablate import cli_run
 
-    from ablate.runner import check_out_dir
-
-    out = check_out_dir(out)  # empty, a file, unwritable: one line before anything is written
-    plugins = use(plugin)  # imported now: a broken plugin stops the run before anything starts
-    overrides = list(overrides or ())
-    if grid:
-        from ablate.grid import to_override
-
-        if suite != "training":
-            raise ConfigError(f"--grid is for the training suite, not {suite!r}; use --sweep KEY=V1,V2")
-        if sweep:
-            raise ConfigError("--grid and --sweep both build the training grid; give every axis as --sweep "
-                              "(--grid norm=a,b is --sweep model.norm=a,b)")
-        overrides.append(to_override(grid))
-    if sweep:
-        from ablate.sweep import sweep_overrides
-
-        overrides += sweep_overrides(suite, sweep, overrides)
-    if tokenizer is not None:
-        overrides.append(f"data.tokenizer={tokenizer}")
-    opts = RunOptions(suite=suite, preset=preset, overrides=tuple(overrides), out=out, seeds=seeds,
-                      resume=resume, data=data, device=device, progress=progress, only=tuple(task or ()),
-                      plugins=plugins)
-    if distributed.launched():  # a torchrun rank: run the suite (rank 0 writes)
-        run_suite(opts)
-        return
-    from ablate.launch import DistOptions, LaunchOptions, SlurmOptions, launch
-
-    lo = LaunchOptions(
-        launcher=launcher.value, gpus=_gpu_ids(gpus), wait=wait,
-        dist=DistOptions(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
-                         rdzv_backend=rdzv_backend, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id,
-                         master_addr=master_addr, master_port=master_port),
-        slurm=SlurmOptions(partition=slurm_partition, time=slurm_time, gpus_per_task=slurm_gpus_per_task,
-                           cpus_per_task=slurm_cpus_per_task, mem_gb=slurm_mem_gb,
-                           array_parallelism=slurm_array_parallelism, opts=tuple(slurm_opt or ()),
-                           cluster=slurm_cluster))
-    res = launch(opts, lo, progress=progress)
-    if not res.waited:
-        return
-    path = Path(res.results)
-    summary, n_errors = _summarize(path)
-    typer.echo(summary)
-    if res.failed:
-        for t, why in res.failed.items():
-            sys.stderr.write(f"ablate: task {t} failed: {_one_line(why)}\n")
-        sys.stderr.write(f"ablate: {len(res.failed)} of {len(res.submitted)} task(s) did not finish; re-run the "
-                         f"same command to retry them (see: ablate status {path.parent})\n")
-        raise typer.Exit(1)
-    if n_errors:
-        sys.stderr.write(f"ablate: {n_errors} measurement(s) failed with status 'error' "
-                         f"(see the reason column in {path})\n")
-        raise typer.Exit(1)
-
-
-def _gpu_ids(text: Optional[str]) -> tuple[int, ...]:
-    if not text:
-        return ()
-    try:
-        ids = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(f"--gpus {text!r} is not a comma-separated list of GPU ids (e.g. 0,1,2)") from None
-    if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
-        raise ConfigError(f"--gpus {text!r}: ids must be distinct and >= 0")
-    return ids
+    rc = cli_run.run(**{**params, "launcher": launcher.value})
+    if rc:
+        raise typer.Exit(rc)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -377,45 +213,9 @@ def status_cmd(
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help=_SKIP_HELP),
 ) -> None:
     """Done / running / failed / queued / missing tasks of every sweep launched into RUN_DIR, with the reasons."""
-    from ablate.results import reading
-    from ablate.runstate import find_plans, plan_status
+    from ablate.cli_views import show_status
 
-    if not run_dir.exists():
-        raise ConfigError(f"{run_dir} does not exist")
-    plans = find_plans(run_dir)
-    if not plans:
-        raise ConfigError(f"no sweep plan under {run_dir} (ablate run writes one beside each results file: "
-                          "X.launch/plan.json)")
-    with reading(skip_invalid=skip_invalid, hint=_SKIP_HINT):
-        statuses = [plan_status(p) for p in plans]
-    if fmt == Format.json:
-        typer.echo(json.dumps([{"results": str(s.results), "suite": s.plan.get("suite"),
-                                "launcher": s.plan.get("launcher"), "counts": s.counts(),
-                                "tasks": [t.as_dict() for t in s.tasks]} for s in statuses], indent=2,
-                              ensure_ascii=False))
-        return
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = Console(width=None if Console().is_terminal else 160)
-    colour = {"done": "green", "running": "cyan", "failed": "red", "queued": "yellow", "missing": "yellow"}
-    for s in statuses:
-        counts = s.counts()
-        head = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no tasks"
-        console.print(f"[bold]{escape(str(s.results))}[/] ({s.plan.get('suite')}, launcher "
-                      f"{s.plan.get('launcher')}, {len(s.tasks)} tasks): {head}")
-        shown = [t for t in s.tasks if all_tasks or t.standing != "done"]
-        if not shown:
-            continue
-        table = Table(show_header=True, header_style="bold")
-        for col in ("task", "state", "rows", "worker", "reason"):
-            table.add_column(col, overflow="fold", no_wrap=col in ("task", "state"))
-        for t in shown:
-            rows = f"{t.rows}/{t.owed}" if t.owed is not None else str(t.rows or "")
-            table.add_row(escape(t.id), f"[{colour[t.standing]}]{t.standing}[/]", rows, escape(t.worker),
-                          escape(t.reason))
-        console.print(table)
+    show_status(run_dir, fmt == Format.json, all_tasks, skip_invalid, _SKIP_HINT)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -556,24 +356,12 @@ def compare_cmd(
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help=_SKIP_HELP),
 ) -> None:
     """Compare NEW results with BASELINE row by row; exit 1 on a regression, 0 otherwise (docs/regressions.md)."""
-    from ablate.compare import compare_paths, print_table, render_json, render_markdown, write_github_json
-    from ablate.results import reading
+    from ablate import cli_run
 
-    with reading(skip_invalid=skip_invalid, hint=_SKIP_HINT):
-        result = compare_paths(baseline, new, fail_if or None, allow_env_mismatch=allow_env_mismatch)
-    if github_json is not None:
-        write_github_json(result, github_json)
-    if fmt == CompareFormat.table:
-        print_table(result)
-        text = render_markdown(result) if output is not None else ""
-    else:
-        text = render_json(result) if fmt == CompareFormat.json else render_markdown(result)
-        typer.echo(text, nl=False)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
-    if result.regressed:
-        raise typer.Exit(1)
+    rc = cli_run.compare(baseline, new, fail_if, fmt.value, allow_env_mismatch, github_json, output, skip_invalid,
+                         _SKIP_HINT)
+    if rc:
+        raise typer.Exit(rc)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -606,35 +394,12 @@ def nightly_cmd(
 ) -> None:
     """The nightly GPU CI steps, runnable anywhere: run the latency and extrapolation presets, report, compare
     with the baseline (exit 1 on a regression) or write the baseline (docs/regressions.md)."""
-    from ablate.nightly import NightlyOptions, run_nightly
-    from ablate.runner import check_out_dir
+    params = dict(locals())  # every option, by name (first: before any other local name exists)
+    from ablate import cli_run
 
-    out = check_out_dir(out)
-    opts = NightlyOptions(out=out, baseline=baseline, preset_latency=preset_latency,
-                          preset_extrapolation=preset_extrapolation, set_latency=tuple(set_latency or ()),
-                          set_extrapolation=tuple(set_extrapolation or ()),
-                          suites=tuple(x.strip() for x in suites.split(",") if x.strip()), device=device,
-                          fail_if=tuple(fail_if or ()), allow_env_mismatch=allow_env_mismatch,
-                          write_baseline=write_baseline, report=report, pytest_benchmark=pytest_benchmark,
-                          resume=resume, progress=progress)
-    argv: list[str] = []
-    for flag, value in (("--preset-latency", preset_latency), ("--preset-extrapolation", preset_extrapolation)):
-        if value:
-            argv += [flag, value]
-    argv += ["--baseline", str(baseline), "--out", str(out)]
-    argv += [a for s in (set_latency or ()) for a in ("--set-latency", s)]
-    argv += [a for s in (set_extrapolation or ()) for a in ("--set-extrapolation", s)]
-    argv += [a for f in (fail_if or ()) for a in ("--fail-if", f)]
-    if suites != "latency,extrapolation":
-        argv += ["--suites", suites]
-    if device:
-        argv += ["--device", device]
-    argv += [flag for flag, on in (("--write-baseline", write_baseline), ("--allow-env-mismatch", allow_env_mismatch),
-                                   ("--no-report", not report), ("--pytest-benchmark", pytest_benchmark),
-                                   ("--resume", resume)) if on]
-    result = run_nightly(opts, argv=argv)
-    if result.rc:
-        raise typer.Exit(result.rc)
+    rc = cli_run.nightly(**params)
+    if rc:
+        raise typer.Exit(rc)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -649,10 +414,6 @@ def version_cmd() -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # entry point
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def _die(message: str, code: int) -> None:
