@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -536,3 +537,19 @@ def test_a_key_in_another_layout_is_timed_through_its_own_call(tmp_path):
         assert r["timed_call"] == "test.native" and r["input_layout"] == "bthd" and r["layout_ms"] > 0
         assert r["rel_err"] <= r["tol"] and r["grad_rel_err"] <= r["grad_tol"]
     assert seen and all(seen)  # every call got contiguous (B, T, H, D) tensors
+
+
+def test_train_step_eager_and_compiled_side_by_side(tmp_path):
+    """train.modes=eager,compiled: a compiled row beside each eager one (eager keys unchanged), its compile time
+    apart, both with MFU's FLOPs (causal halved) and PaLM's (unhalved) counted; the table shows the mode."""
+    rows = run(tmp_path, "parts=train", "train.choices=base", "train.modes=eager,compiled")
+    by = {r.get("train_mode", "eager"): r for r in rows}
+    assert set(by) == {"eager", "compiled"}, [(r["status"], r.get("reason")) for r in rows]
+    if by["compiled"]["status"] != "ok":  # no C++ toolchain for inductor: a status row saying so is the contract
+        pytest.skip(f"torch.compile cannot build here: {by['compiled']['reason'][:200]}")
+    assert by["eager"]["train_backend"] == "eager" and by["compiled"]["train_backend"] == "compiled"
+    assert by["compiled"]["compile_s"] is not None and by["eager"]["compile_s"] is None
+    for r in by.values():
+        assert r["model_flops_palm"] > r["model_flops"]  # causal attention: PaLM counts the masked half too
+    table = L.train_table(pd.DataFrame(rows))
+    assert list(table["mode"]) == ["eager", "compiled"] and "MFU % (PaLM)" in table.columns

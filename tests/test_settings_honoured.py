@@ -40,6 +40,7 @@ CHANGES: dict[str, str] = {
     "kernels.feature_passes": "fwd", "kernels.layouts": "", "kernels.extra_dtypes": "float64",
     "kernels.windows": "8", "kernels.caps": "naive:32", "positions.keys": "rope", "positions.seq_lens": "32",
     "train.choices": "base", "train.model.position": "alibi", "decode.model.position": "alibi",
+    "train.modes": "eager,compiled",
     "decode.layouts": "gqa", "decode.contexts": "16", "decode.prompt_lens": "16", "decode.dtype": "float64",
     "decode.modes": "eager,compile",
     "train.model.attention": "naive", "decode.model.attention": "naive", "train.model.norm": "layernorm",

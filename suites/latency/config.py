@@ -15,7 +15,7 @@ from ablate.registry import ACTIVATION, ATTENTION, NORM, POSITION, load_all
 from ablate.timing import DO_BENCH_REP_MS, DO_BENCH_WARMUP_MS
 from ablate.variants.attention import spec
 
-from .constants import DECODE_MODES, LAYOUTS, MASKS, PARTS, PASSES
+from .constants import DECODE_MODES, LAYOUTS, TRAIN_MODES, MASKS, PARTS, PASSES
 
 if TYPE_CHECKING:
     from .harness import Ctx
@@ -85,6 +85,9 @@ class TrainSweep:
     batch: int = 8
     amp: str | None = "bf16"  # autocast on CUDA (ignored on CPU)
     choices: tuple[str, ...] = DEFAULT_TRAIN_CHOICES  # "base" or "field=key" swaps applied to the model
+    # eager: the model as written; compiled: torch.compile(model) (forward and backward through inductor), timed
+    # beside the eager step so the table shows what compiling buys
+    modes: tuple[str, ...] = ("eager", "compiled")
     warmup_steps: int = 2
     budget_s: float = 0.0
 
@@ -131,7 +134,7 @@ PRESETS: dict[str, LatencyConfig] = {
         positions=PositionSweep(keys=("none", "rope", "alibi", "sinusoidal"), seq_lens=(64,), tokens=128, n_heads=2,
                                 head_dim=16),
         train=TrainSweep(model=ModelConfig(d_model=32, n_layers=1, n_heads=2, max_len=512, train_len=32),
-                         seq_len=32, batch=2, choices=("base", "position=alibi"), warmup_steps=1),
+                         seq_len=32, batch=2, choices=("base", "position=alibi"), warmup_steps=1, modes=("eager",)),
         decode=DecodeSweep(model=ModelConfig(d_model=32, n_layers=1, n_heads=4, max_len=512, train_len=32),
                            gqa_group=2, contexts=(16, 32), batch=2, steps=3, warmup_steps=1, prompt_lens=(16, 32),
                            modes=("eager",)),
@@ -144,7 +147,8 @@ PRESETS: dict[str, LatencyConfig] = {
         positions=PositionSweep(seq_lens=(512,), tokens=2048, n_heads=4, head_dim=32, budget_s=10.0),
         train=TrainSweep(model=_CPU_MODEL, seq_len=128, batch=8,
                          choices=("base", "attention=naive", "attention=linear", "position=alibi", "position=none",
-                                  "norm=layernorm", "activation=gelu"), warmup_steps=1, budget_s=25.0),
+                                  "norm=layernorm", "activation=gelu"), warmup_steps=1, budget_s=25.0,
+                         modes=("eager",)),
         decode=DecodeSweep(model=replace(_CPU_MODEL, n_heads=4), gqa_group=2, contexts=(128, 256, 512, 1024),
                            batch=2, steps=8, warmup_steps=2, prompt_lens=(128, 256, 512, 1024), dtype="float32",
                            budget_s=12.0, modes=("eager",)),
@@ -239,6 +243,9 @@ def resolve(preset: str, overrides: Iterable[str] = ()) -> LatencyConfig:
     d = cfg.decode
     if d.gqa_group < 1 or d.model.n_heads % d.gqa_group:
         raise ConfigError(f"decode.gqa_group={d.gqa_group} must divide decode.model.n_heads={d.model.n_heads}")
+    tm = cfg.train.modes
+    if not tm or len(set(tm)) != len(tm) or set(tm) - set(TRAIN_MODES):
+        raise ConfigError(f"train.modes={','.join(tm)}: give distinct modes from {', '.join(TRAIN_MODES)}")
     bad = [m for m in d.modes if m not in DECODE_MODES]
     if bad or not d.modes or len(set(d.modes)) != len(d.modes):
         raise ConfigError(f"decode.modes={','.join(d.modes)}: give distinct modes from {', '.join(DECODE_MODES)}")

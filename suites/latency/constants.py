@@ -11,6 +11,8 @@ PASS_ORDER = {p: i for i, p in enumerate(PASSES)}
 LAYOUTS = ("mha", "gqa", "mqa")
 # How a decode step runs (ablate.decode.MODES): eager calls, a captured CUDA graph replayed, torch.compile.
 DECODE_MODES = ("eager", "graph", "compile")
+# How a training step runs: the model as written, or torch.compile(model).
+TRAIN_MODES = ("eager", "compiled")
 MASKS = ("causal", "full")
 FLOPS_FA = "fa"  # FlashAttention convention (ablate.flops.attention_flops)
 # Kernel tables compare every key with the model's default attention ("× sdpa", speedup_vs_sdpa).

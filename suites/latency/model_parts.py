@@ -3,6 +3,7 @@ the reference model for a few attention / position / norm / activation choices."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -18,6 +19,7 @@ from ablate.validate import validate_model
 from ablate.variants.positions import Position, build_position
 
 from .config import DTYPES, _is_compiled, _train_cfg
+from .constants import FLOPS_FA
 from .harness import Ctx, _timing_metrics, model_id
 
 
@@ -109,23 +111,30 @@ def run_train(ctx: Ctx) -> None:
     peak = peak_tflops() if is_cuda(device) else None
     for choice in ts.choices:
         mcfg = _train_cfg(ts, choice)
-        key = {**ctx.base_key("train"), "choice": choice, "attention": mcfg.attention, "position": mcfg.position,
-               "norm": mcfg.norm, "activation": mcfg.activation, "n_kv_heads": mcfg.n_kv_heads,
-               "d_model": mcfg.d_model, "n_layers": mcfg.n_layers, "n_heads": mcfg.n_heads, "seq_len": ts.seq_len,
-               "batch": ts.batch, "amp": amp, "model_id": model_id(mcfg)}
-        ctx.measure("train", key, partial(_time_train_step, ctx, mcfg, amp, peak),
-                    {"model": flatten(mcfg), "train": flatten(ts)}, info=f"train {choice}",
-                    error_config={"model": flatten(mcfg)},
-                    available=partial(_available_here, mcfg.attention, device),
-                    cleanup=partial(free_memory, device, collect=True))
+        for mode in ts.modes:  # eager, then compiled: side by side in the table
+            key = {**ctx.base_key("train"), "choice": choice, "attention": mcfg.attention,
+                   "position": mcfg.position, "norm": mcfg.norm, "activation": mcfg.activation,
+                   "n_kv_heads": mcfg.n_kv_heads, "d_model": mcfg.d_model, "n_layers": mcfg.n_layers,
+                   "n_heads": mcfg.n_heads, "seq_len": ts.seq_len, "batch": ts.batch, "amp": amp,
+                   "model_id": model_id(mcfg), **({} if mode == "eager" else {"train_mode": mode})}
+            ctx.measure("train", key, partial(_time_train_step, ctx, mcfg, amp, peak, mode),
+                        {"model": flatten(mcfg), "train": flatten(ts)}, info=f"train {choice} {mode}",
+                        error_config={"model": flatten(mcfg)},
+                        available=partial(_available_here, mcfg.attention, device),
+                        cleanup=partial(free_memory, device, collect=True))
 
 
 def _available_here(attention: str, device: str) -> bool:
     return ATTENTION.get(attention).available(device)[0]
 
 
-def _time_train_step(ctx: Ctx, mcfg: ModelConfig, amp: str | None, peak) -> dict[str, Any]:
-    """One training step of ``mcfg`` (forward, backward, grad clipping, AdamW), timed; the train row's metrics."""
+def _time_train_step(ctx: Ctx, mcfg: ModelConfig, amp: str | None, peak, mode: str = "eager") -> dict[str, Any]:
+    """One training step of ``mcfg`` (forward, backward, grad clipping, AdamW), timed; the train row's metrics.
+    ``mode="compiled"``: the model runs as ``torch.compile(model)`` (its first step compiles: ``compile_s``).
+
+    MFU counts ``6 N tokens + 3 layers attention_fwd`` with causal attention's FLOPs halved (the FlashAttention
+    convention: the work a causal kernel does); ``mfu_palm`` counts attention unhalved as PaLM's appendix B does
+    (``6 N + 12 L H Q T`` per token), so it reads higher for the same step."""
     cfg, device = ctx.cfg, ctx.device
     ts = cfg.train
     dev = torch.device(device)
@@ -134,6 +143,7 @@ def _time_train_step(ctx: Ctx, mcfg: ModelConfig, amp: str | None, peak) -> dict
     model = Transformer(mcfg).to(dev)
     tcfg = TrainConfig(steps=10, batch_size=ts.batch, seq_len=ts.seq_len, lr=1e-4, warmup=0, amp=amp)
     opt = make_optimizer(model, tcfg, dev)
+    run_model = torch.compile(model) if mode == "compiled" else model
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     data = torch.randint(0, mcfg.vocab_size, (ts.batch, ts.seq_len + 1), device=device, generator=gen)
     xb, yb = data[:, :-1], data[:, 1:]
@@ -141,7 +151,7 @@ def _time_train_step(ctx: Ctx, mcfg: ModelConfig, amp: str | None, peak) -> dict
 
     def step():
         with autocast_for(dev, amp):
-            loss = lm_loss(model, xb, yb)
+            loss = lm_loss(run_model, xb, yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg.grad_clip:
@@ -158,13 +168,16 @@ def _time_train_step(ctx: Ctx, mcfg: ModelConfig, amp: str | None, peak) -> dict
     t = ctx.bench(step, est_ms=est)
     n_mm = matmul_params(model)
     flops, conv = train_flops(n_mm, mcfg, ts.batch, ts.seq_len)
+    palm = train_flops(n_mm, replace(mcfg, causal=False), ts.batch, ts.seq_len)[0] if conv == FLOPS_FA else None
     pk = peak
+    compiled = mode == "compiled" or _is_compiled(mcfg.attention, device)
     return {**_timing_metrics(t), "tokens_per_s": ts.batch * ts.seq_len / (t.median_ms / 1e3),
-            "model_flops": flops, "flops_convention": conv, "tflops": tflops(flops, t.median_ms),
-            "mfu": mfu(flops, t.median_ms, pk) if pk is not None else None,
+            "train_backend": mode, "model_flops": flops, "flops_convention": conv, "tflops": tflops(flops, t.median_ms),
+            "mfu": mfu(flops, t.median_ms, pk) if pk is not None else None, "model_flops_palm": palm,
+            "mfu_palm": mfu(palm, t.median_ms, pk) if pk is not None and palm is not None else None,
             "peak_tflops": pk.tflops if pk is not None else None,
             "peak_source": pk.source if pk is not None else "no peak for CPU (MFU n/a)",
             "peak_mem_bytes": (base_mem + extra) if extra is not None else None,
             "step_extra_mem_bytes": extra, "mem_note": None if extra is not None else "n/a on cpu",
             "params": model.num_params(), "matmul_params": n_mm, "first_step_s": first_s,
-            "compile_s": max(0.0, first_s - t.median_ms / 1e3) if _is_compiled(mcfg.attention, device) else None}
+            "compile_s": max(0.0, first_s - t.median_ms / 1e3) if compiled else None}

@@ -42,7 +42,7 @@ def _count(cfg: LatencyConfig, device: str) -> dict[str, int]:
         except Exception:
             hooks = []
         n["position"] += (len(hooks) + 1) * len(ps.seq_lens)
-    n["train"] = len(cfg.train.choices)
+    n["train"] = len(cfg.train.choices) * len(cfg.train.modes)
     n["decode"] = len(cfg.decode.layouts) * len(cfg.decode.contexts) * len(cfg.decode.modes)
     n["prefill"] = len(cfg.decode.layouts) * len(cfg.decode.prompt_lens)
     return n

@@ -222,17 +222,23 @@ def position_table(df):
 
 
 def train_table(df):
+    """One row per training step measured: eager and compiled side by side where rows have modes (``train_mode``),
+    MFU with causal attention halved and, where rows record it, PaLM's unhalved count (``MFU % (PaLM)``)."""
     t = df[(_col(df, "part") == "train") & (df["status"] == "ok")]
     if t.empty:
         return pd.DataFrame()
-    return pd.DataFrame({"choice": _col(t, "choice"), "attention": t["attention"], "position": _col(t, "position"),
-                         "norm": _col(t, "norm"), "activation": _col(t, "activation"),
-                         "ms/step": _num(t, "time_ms"),
-                         "p20–p80 ms": [_spread(a, b) for a, b in zip(_num(t, "p20_ms"), _num(t, "p80_ms"))],
-                         "tokens/s": _num(t, "tokens_per_s"), "TFLOP/s": _num(t, "tflops"),
-                         "MFU %": _num(t, "mfu") * 100, "peak GiB": _num(t, "peak_mem_bytes") / (1 << 30),
-                         "compile s": _num(t, "compile_s"), "peak used": _col(t, "peak_source")}
-                        ).reset_index(drop=True)
+    cols = {"choice": _col(t, "choice")}
+    if "train_backend" in t.columns:
+        cols["mode"] = _col(t, "train_mode").fillna("eager")
+    cols.update({"attention": t["attention"], "position": _col(t, "position"), "norm": _col(t, "norm"),
+                 "activation": _col(t, "activation"), "ms/step": _num(t, "time_ms"),
+                 "p20–p80 ms": [_spread(a, b) for a, b in zip(_num(t, "p20_ms"), _num(t, "p80_ms"))],
+                 "tokens/s": _num(t, "tokens_per_s"), "TFLOP/s": _num(t, "tflops"), "MFU %": _num(t, "mfu") * 100})
+    if "mfu_palm" in t.columns:
+        cols["MFU % (PaLM)"] = _num(t, "mfu_palm") * 100
+    cols.update({"peak GiB": _num(t, "peak_mem_bytes") / (1 << 30), "compile s": _num(t, "compile_s"),
+                 "peak used": _col(t, "peak_source")})
+    return pd.DataFrame(cols).reset_index(drop=True)
 
 
 def _layout_rows(df, part: str, length: str):
