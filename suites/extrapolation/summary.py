@@ -1,6 +1,6 @@
 """Summaries of the rows, torch-free (the report and the terminal print share them): perplexity per (variant,
-length) with its 95% interval over seeds, effective length, per-seed perplexities for the claims, protocol groups, and the retrieval
-probes pooled over depths and seeds."""
+length) with its 95% interval over seeds, effective length, per-seed perplexities for the claims, protocol groups,
+and the retrieval probes pooled over depths and seeds."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def effective_length(lens_ppl: list[tuple[int, float]], train_len: int, tol: flo
     return best
 
 
-def _probe_counts(pk) -> "Any":
+def _probe_counts(pk) -> Any:
     """Rows with integer ``correct`` / ``trials`` (older rows have only the accuracy)."""
     pk = pk.copy()
     trials = pd.to_numeric(pk["trials"], errors="coerce")
