@@ -11,11 +11,13 @@ The RoPE family (``rope``, ``rope_pi``, ``rope_ntk``, ``rope_dynamic_ntk``, ``ro
 :class:`Rotary`, whose frequencies come from :data:`ROPE_INIT_FUNCTIONS` (in the manner of transformers'
 ``ROPE_INIT_FUNCTIONS``). None of them holds parameters, so a model trained with ``rope`` is evaluated with any
 ``rope_*`` by swapping the module.
+
+The frequency rules and the rotation live in :mod:`ablate.variants.rope_init`, the ALiBi slopes and T5 buckets in
+:mod:`ablate.variants.score_bias`; every name of theirs is importable from here too.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,6 +27,13 @@ from torch import Tensor, nn
 from ablate.config import ModelConfig
 from ablate.errors import ConfigError, PositionRangeError
 from ablate.registry import POSITION
+from ablate.variants.rope_init import (_DYNAMIC_SCALINGS, ROPE_INIT_FUNCTIONS, YARN_BETA_FAST,  # noqa: F401
+                                       YARN_BETA_SLOW, _default_inv_freq, _ntk_base, _rope_default,
+                                       _rope_dynamic_ntk, _rope_ntk, _rope_pi, _rope_yarn, apply_rotary,
+                                       rotate_half, yarn_attention_factor, yarn_correction_range,
+                                       yarn_find_correction_dim)
+from ablate.variants.score_bias import (T5_MAX_DISTANCE, T5_NUM_BUCKETS, alibi_slopes, t5_max_distance,  # noqa: F401
+                                        t5_max_exact, t5_relative_position_bucket)
 
 __all__ = [
     "ScoreBias", "Position", "NoPE", "Sinusoidal", "Learned", "Rotary", "RoPE", "RoPEPI", "RoPENTK",
@@ -206,107 +215,7 @@ class Learned(Position):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Rotary family (Su et al. 2021 and its context-extension scalings)
-#
-# Each init function maps (head_dim, base, scale, train_len, seq_len) -> (inv_freq (head_dim/2,) float64 on CPU,
-# attention_factor). attention_factor multiplies cos and sin, i.e. both q and k, so logits scale by its square.
-
-
-def _default_inv_freq(head_dim: int, base: float) -> Tensor:
-    """theta_i = base^(-2i/d), i = 0..d/2-1."""
-    return 1.0 / (float(base) ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-
-
-def _rope_default(head_dim, base, scale, train_len, seq_len):
-    return _default_inv_freq(head_dim, base), 1.0
-
-
-def _rope_pi(head_dim, base, scale, train_len, seq_len):
-    """Position interpolation (Chen et al. 2023): positions / s, i.e. every frequency / s."""
-    return _default_inv_freq(head_dim, base) / float(scale), 1.0
-
-
-def _ntk_base(base: float, scale: float, head_dim: int) -> float:
-    return float(base) * float(scale) ** (head_dim / (head_dim - 2))
-
-
-def _rope_ntk(head_dim, base, scale, train_len, seq_len):
-    """NTK-aware scaling (bloc97 2023): base' = base * s^(d/(d-2))."""
-    return _default_inv_freq(head_dim, _ntk_base(base, scale, head_dim)), 1.0
-
-
-def _rope_dynamic_ntk(head_dim, base, scale, train_len, seq_len):
-    """Dynamic NTK (emozilla 2023): NTK at s_eff = max(1, seq_len / train_len), recomputed from the length.
-
-    ``scale`` is ignored (transformers' formula with factor 1: base * (seq_len/train_len)^(d/(d-2)))."""
-    s_eff = 1.0 if seq_len is None else max(1.0, float(seq_len) / float(train_len))
-    return _default_inv_freq(head_dim, _ntk_base(base, s_eff, head_dim)), 1.0
-
-
-YARN_BETA_FAST = 32.0  # rotations over the original context above which a dimension keeps its RoPE frequency
-YARN_BETA_SLOW = 1.0  # rotations below which a dimension is fully interpolated (frequency / s)
-
-
-def yarn_attention_factor(scale: float) -> float:
-    """mscale = 0.1 ln(s) + 1 for s > 1, else 1 (YaRN ``get_mscale``); multiplies cos and sin."""
-    return 1.0 if scale <= 1.0 else 0.1 * math.log(scale) + 1.0
-
-
-def yarn_find_correction_dim(num_rotations: float, head_dim: int, base: float, original_len: int) -> float:
-    """The (fractional) dimension index whose frequency turns ``num_rotations`` times over ``original_len`` tokens:
-    ``d * ln(L / (num_rotations * 2 pi)) / (2 ln base)``."""
-    return head_dim * math.log(original_len / (num_rotations * 2 * math.pi)) / (2 * math.log(base))
-
-
-def yarn_correction_range(head_dim: int, base: float, original_len: int, beta_fast: float = YARN_BETA_FAST,
-                          beta_slow: float = YARN_BETA_SLOW) -> tuple[int, int]:
-    """``(low, high)``: floor of the beta_fast dim clamped at 0, ceil of the beta_slow dim clamped at head_dim - 1."""
-    low = math.floor(yarn_find_correction_dim(beta_fast, head_dim, base, original_len))
-    high = math.ceil(yarn_find_correction_dim(beta_slow, head_dim, base, original_len))
-    return max(low, 0), min(high, head_dim - 1)
-
-
-def _rope_yarn(head_dim, base, scale, train_len, seq_len):
-    """YaRN as in its reference code: jquesnelle/yarn ``scaled_rope/LlamaYaRNScaledRotaryEmbedding.py``
-    (``yarn()``), which transformers' ``_compute_yarn_parameters`` (rope_type "yarn") follows.
-
-    ``(low, high) = yarn_correction_range(d, base, L)`` with L = train_len (original_max_position_embeddings);
-    ``ramp(i) = clamp((i - low) / (high - low), 0, 1)`` for i = 0..d/2-1 (high += 0.001 if low == high);
-    ``theta'_i = theta_i / s * ramp(i) + theta_i * (1 - ramp(i))``; attention factor ``yarn_attention_factor(s)``.
-    The ramp is linear in the dimension index, not in L / wavelength as in the paper's text. Computed in float64
-    (the reference uses float32). s == 1 returns plain RoPE exactly.
-    """
-    s = float(scale)
-    theta = _default_inv_freq(head_dim, base)
-    if s == 1.0:
-        return theta, 1.0
-    low, high = yarn_correction_range(head_dim, base, train_len)
-    hi = high + 0.001 if low == high else high
-    ramp = ((torch.arange(head_dim // 2, dtype=torch.float64) - low) / (hi - low)).clamp(0.0, 1.0)
-    extrapolation = 1.0 - ramp  # 1: keep theta_i, 0: theta_i / s
-    inv_freq = theta / s * (1.0 - extrapolation) + theta * extrapolation
-    return inv_freq, yarn_attention_factor(s)
-
-
-ROPE_INIT_FUNCTIONS: dict[str, Callable[..., tuple[Tensor, float]]] = {
-    "default": _rope_default,
-    "pi": _rope_pi,
-    "ntk": _rope_ntk,
-    "dynamic_ntk": _rope_dynamic_ntk,
-    "yarn": _rope_yarn,
-}
-_DYNAMIC_SCALINGS = frozenset({"dynamic_ntk"})
-
-
-def rotate_half(x: Tensor) -> Tensor:
-    """Half-split rotation (GPT-NeoX / LLaMA): (x1, x2) -> (-x2, x1)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """``x * cos + rotate_half(x) * sin``; cos/sin ``(T, D)`` already in x's dtype/device."""
-    return x * cos + rotate_half(x) * sin
+# Rotary family (Su et al. 2021 and its context-extension scalings; frequency rules in rope_init.py)
 
 
 class Rotary(Position):
@@ -487,21 +396,6 @@ class RoPEYaRN(Rotary):
 # ALiBi (Press et al. 2022)
 
 
-def alibi_slopes(n_heads: int) -> list[float]:
-    """Head slopes: geometric 2^(-8i/n), i = 1..n, for n a power of two; otherwise the slopes for the closest
-    lower power of two c, followed by every other slope of 2c (the odd-indexed ones), the first n - c of them."""
-    if n_heads < 1:
-        raise ConfigError(f"ALiBi needs n_heads >= 1, got {n_heads}")
-
-    def pow2(n: int) -> list[float]:
-        return [2.0 ** (-8.0 * i / n) for i in range(1, n + 1)]
-
-    if n_heads & (n_heads - 1) == 0:
-        return pow2(n_heads)
-    closest = 1 << (n_heads.bit_length() - 1)
-    return pow2(closest) + alibi_slopes(2 * closest)[0::2][: n_heads - closest]
-
-
 @POSITION.register("alibi", description="ALiBi: per-head linear distance penalty -slope*dist added to scores",
                    paper="Press et al. 2022, Train Short, Test Long: Attention with Linear Biases (ICLR)",
                    kind="bias", extrapolates=True, params=False, needs_bias=True, max_len_bound=False, alibi=True)
@@ -531,56 +425,6 @@ class ALiBi(Position):
 
 # ---------------------------------------------------------------------------------------------------------------
 # T5 relative position bias (Raffel et al. 2020)
-
-T5_NUM_BUCKETS = 32
-T5_MAX_DISTANCE = 128  # T5's value, for its 512-token training; t5_max_distance(cfg) ties it to train_len
-
-
-def t5_relative_position_bucket(relative_position: Tensor, bidirectional: bool = True,
-                                num_buckets: int = T5_NUM_BUCKETS, max_distance: int = T5_MAX_DISTANCE) -> Tensor:
-    """Bucket of ``relative_position = key_pos - query_pos`` (T5).
-
-    Bidirectional: half the buckets for keys after the query (offset num_buckets/2), half for keys at or before.
-    Causal: only keys at or before the query count (future keys share bucket 0). Within a half of ``nb`` buckets,
-    distances below nb/2 get their own bucket; larger ones are binned logarithmically up to ``max_distance``,
-    beyond which they all share the last bucket.
-    """
-    rel = relative_position.to(torch.long)
-    bucket = torch.zeros_like(rel)
-    nb = num_buckets
-    if bidirectional:
-        nb = nb // 2
-        bucket = bucket + (rel > 0).to(torch.long) * nb
-        n = rel.abs()
-    else:
-        n = (-rel).clamp(min=0)
-    max_exact = nb // 2
-    is_small = n < max_exact
-    nf = n.to(torch.float64).clamp(min=1.0)  # log(0) never used: those are small
-    large = max_exact + (torch.log(nf / max_exact) / math.log(max_distance / max_exact)
-                         * (nb - max_exact)).to(torch.long)
-    large = large.clamp(max=nb - 1)
-    return bucket + torch.where(is_small, n, large)
-
-
-def t5_max_exact(num_buckets: int, bidirectional: bool) -> int:
-    """Distances below this get one bucket each: half of the buckets of one direction."""
-    return (num_buckets // 2 if bidirectional else num_buckets) // 2
-
-
-def t5_max_distance(cfg: ModelConfig, num_buckets: int = T5_NUM_BUCKETS) -> int:
-    """``cfg.t5_max_distance``, or when None ``max(train_len // 4, 2 * max_exact)`` (T5 ties 128 to 512 tokens):
-    128 at train_len 512 bidirectional, 32 at train_len 64 causal. An explicit value must exceed max_exact."""
-    bidirectional = not bool(cfg.causal)
-    max_exact = t5_max_exact(num_buckets, bidirectional)
-    md = cfg.t5_max_distance
-    if md is None:
-        return max(int(cfg.train_len) // 4, 2 * max_exact)
-    if isinstance(md, bool) or int(md) != md or md <= max_exact:
-        kind = "bidirectional" if bidirectional else "causal"
-        raise ConfigError(f"t5_max_distance must be an integer > {max_exact} (the exact-distance buckets of "
-                          f"{num_buckets} {kind} buckets), got {md}")
-    return int(md)
 
 
 @POSITION.register("t5_bias", description="T5 relative bias: a learned scalar per (log-bucketed distance, head)",
