@@ -99,6 +99,7 @@ def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, 
         "world_size": st.get("world_size"), "dist_backend": st.get("dist_backend"),
         "val_loss": None, "val_ppl": None, "val_bpb": None, "eval_tokens": ev.tokens, "eval_s": None,
         "unigram_loss": unigram,
+        "metric": "val_loss", "value": None, "unit": "nats/token",  # the one convention every suite's rows share
     }
     if not res.ok:
         return "diverged", f"training diverged: {res.reason}", metrics, tcfg
@@ -106,7 +107,8 @@ def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, 
         return "ok", "", metrics, tcfg
     final = evaluate(model, corpus.val, seq, tokens=ev.tokens, batch_tokens=ev.batch_tokens,
                      byte_level=corpus.byte_level, device=device, amp=amp)
-    metrics.update(val_loss=final.loss, val_ppl=final.ppl, val_bpb=corpus.bpb(final.loss, final.tokens),
+    metrics.update(val_loss=final.loss, value=final.loss, val_ppl=final.ppl,
+                   val_bpb=corpus.bpb(final.loss, final.tokens),
                    eval_bytes=corpus.scored_bytes(final.tokens), eval_s=final.elapsed_s)
     if not math.isfinite(final.loss):
         return "diverged", "non-finite validation loss after training", metrics, tcfg
