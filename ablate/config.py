@@ -144,7 +144,7 @@ RANGES: dict[str, dict[str, Range]] = {
     },
     "DataSettings": {"val_frac": between(0, 1, lo_open=True, hi_open=True), "vocab_size": ONE_PLUS},  # ablate.data
     "GridSpec": {"gqa_kv_heads": NONNEG, "window": NONNEG},  # ablate.grid (0 = derived from the model)
-    # suites/extrapolation.py and suites/training.py (both name their eval settings EvalSettings)
+    # suites/extrapolation/ and suites/training/ (both name their eval settings EvalSettings)
     "EvalSettings": {"stride": ONE_PLUS, "factors": ge(1, nonempty=True), "tokens": ONE_PLUS,
                      "curve_tokens": ONE_PLUS, "batch_tokens": ONE_PLUS, "pos_bins": ONE_PLUS,
                      "decode_chunk": ONE_PLUS},
@@ -153,7 +153,7 @@ RANGES: dict[str, dict[str, Range]] = {
     "ExtrapolationConfig": {"cpu_threads": NONNEG},
     "BudgetSettings": {"tokens": NONNEG, "flops": NONNEG, "seconds": NONNEG, "calib_steps": ge(2)},
     "TrainingConfig": {"time_limit_s": NONNEG, "cpu_threads": NONNEG},
-    # suites/latency.py
+    # suites/latency/
     "KernelSweep": {"seq_lens": ge(1, nonempty=True), "compiled_seq_lens": ONE_PLUS, "tokens": ONE_PLUS,
                     "hidden": ONE_PLUS, "head_dims": ge(1, nonempty=True), "feature_seq_len": ONE_PLUS,
                     "feature_head_dim": ONE_PLUS, "gqa_group": ONE_PLUS, "windows": ONE_PLUS, "warmup_ms": NONNEG,

@@ -8,7 +8,7 @@ Attention (FlashAttention convention, Dao et al. 2022/2023, Shah et al. 2024):
   attended (query, key) pairs replaces ``Tq · Tk`` — only the band that is computed counts;
 * backward = 2.5 × forward (5 matmuls instead of 2), forward+backward = 3.5 × forward.
 
-Linear attention (``linear``, Katharopoulos et al. 2020, as implemented in ``variants/attention.py``) computes a
+Linear attention (``linear``, Katharopoulos et al. 2020, as implemented in ``variants/attention/linear.py``) computes a
 different function with a different algorithm, so it gets **the FLOPs of the algorithm that ran**
 (:func:`linear_attention_flops`), never the softmax count: products at 2 FLOPs per multiply-add, plus the element-wise
 work (feature map ``elu(x) + 1`` 2 per element, sums / additions / the normaliser's division 1 per element). The
