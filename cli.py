@@ -354,12 +354,35 @@ def compare_cmd(
                                     "(customSmallerIsBetter.json, customBiggerIsBetter.json)."),
     output: Optional[Path] = typer.Option(None, "--output", help="Also write the --format output to this file."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help=_SKIP_HELP),
+    noise: Optional[Path] = typer.Option(None, "--noise", help="Calibration file from `ablate calibrate`: changes on "
+                                         "rows it found noisy are reported as noise, never as regressions."),
 ) -> None:
     """Compare NEW results with BASELINE row by row; exit 1 on a regression, 0 otherwise (docs/regressions.md)."""
     from ablate import cli_run
 
     rc = cli_run.compare(baseline, new, fail_if, fmt.value, allow_env_mismatch, github_json, output, skip_invalid,
-                         _SKIP_HINT)
+                         _SKIP_HINT, noise)
+    if rc:
+        raise typer.Exit(rc)
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    run_a: Path = typer.Argument(..., help="A run of the preset: a .jsonl file or a folder of them."),
+    run_b: Path = typer.Argument(..., help="The same preset run again in another process, on the same machine."),
+    fail_if: Optional[List[str]] = typer.Option(None, "--fail-if", help="The rules to calibrate, as in `ablate "
+                                                "compare` (default: its defaults)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the calibration (JSON) here, for "
+                                       "`ablate compare --noise`."),
+    plant: float = typer.Option(5.0, "--plant", help="Percent slowdown planted in one row of RUN_B; the gate must "
+                                "catch it."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help=_SKIP_HELP),
+) -> None:
+    """Calibrate the regression gate on two repeats: false alarms (must be 0), each row's repeat spread (rows past
+    the threshold are noisy), and a planted slowdown (must be caught); exit 1 otherwise (docs/regressions.md)."""
+    from ablate import cli_run
+
+    rc = cli_run.calibrate(run_a, run_b, fail_if, out, plant, skip_invalid, _SKIP_HINT)
     if rc:
         raise typer.Exit(rc)
 

@@ -117,15 +117,35 @@ def run(*, suite: str, preset: Optional[str], overrides: Optional[Sequence[str]]
 # compare
 
 
+def read_noise(noise: Optional[Path]) -> set:
+    """The noisy rows of an ``ablate calibrate`` file (empty without one); one-line error for a bad file."""
+    if noise is None:
+        return set()
+    import json
+
+    from ablate.calibrate import noisy_identities
+
+    try:
+        data = json.loads(Path(noise).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--noise {noise}: cannot read a calibration file ({type(exc).__name__}: {exc}); make one "
+                          "with `ablate calibrate RUN_A RUN_B --out FILE`") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--noise {noise}: not an ablate calibration file (a JSON object is expected)")
+    return noisy_identities(data)
+
+
 def compare(baseline: Path, new: Path, fail_if: Optional[Sequence[str]], fmt: str, allow_env_mismatch: bool,
-            github_json: Optional[Path], output: Optional[Path], skip_invalid: bool, hint: str) -> int:
+            github_json: Optional[Path], output: Optional[Path], skip_invalid: bool, hint: str,
+            noise: Optional[Path] = None) -> int:
     """``ablate compare`` (``fmt``: table, json or markdown): print and write the comparison; returns the exit
     code (1 on a regression)."""
     from ablate.compare import compare_paths, print_table, render_json, render_markdown, write_github_json
     from ablate.results import reading
 
+    noisy = read_noise(noise)
     with reading(skip_invalid=skip_invalid, hint=hint):
-        result = compare_paths(baseline, new, fail_if or None, allow_env_mismatch=allow_env_mismatch)
+        result = compare_paths(baseline, new, fail_if or None, allow_env_mismatch=allow_env_mismatch, noisy=noisy)
     if github_json is not None:
         write_github_json(result, github_json)
     if fmt == "table":
@@ -138,6 +158,33 @@ def compare(baseline: Path, new: Path, fail_if: Optional[Sequence[str]], fmt: st
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
     return 1 if result.regressed else 0
+
+
+def calibrate(run_a: Path, run_b: Path, fail_if: Optional[Sequence[str]], out: Optional[Path], plant: float,
+              skip_invalid: bool, hint: str) -> int:
+    """``ablate calibrate``: the gate on two repeated runs (false alarms, repeat spread, noisy rows, a planted
+    slowdown); writes the calibration file; returns 1 when a false alarm remains or the planted change is missed."""
+    from ablate.calibrate import calibrate as run_calibration
+    from ablate.compare import load_rows
+    from ablate.results import reading
+
+    if out is not None and out.exists() and out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give the calibration file's path, e.g. --out noise.json")
+    with reading(skip_invalid=skip_invalid, hint=hint):
+        cal = run_calibration(load_rows(run_a, "run A"), load_rows(run_b, "run B"), fail_if or None,
+                              plant_percent=plant)
+    for row in cal.false_alarm_rows:
+        typer.echo(f"  false alarm: {row}")
+    for n in cal.noisy:
+        typer.echo(f"  noisy: {n['config']} {n['metric']}: repeat spread {n['spread_pct']:.2f}% ({n['rule']})")
+    typer.echo(cal.summary())
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(cal.to_json(), encoding="utf-8")
+        tmp.replace(out)
+        typer.echo(f"calibration: {out} (use it with `ablate compare --noise {out}`)")
+    return 0 if cal.ok else 1
 
 
 # ---------------------------------------------------------------------------------------------------------------

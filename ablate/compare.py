@@ -182,8 +182,11 @@ def _distinct(new_v: float, base_v: float, nb: tuple | None, bb: tuple | None, w
 
 
 def compare(baseline: list[dict[str, Any]], new: list[dict[str, Any]], fail_if: Sequence[str] | None = None, *,
-            allow_env_mismatch: bool = False) -> Comparison:
-    """Compare rows of NEW against BASELINE (both as returned by :func:`load_rows`)."""
+            allow_env_mismatch: bool = False, noisy: set[tuple[str, str, str]] | None = None) -> Comparison:
+    """Compare rows of NEW against BASELINE (both as returned by :func:`load_rows`). ``noisy``: ``(suite, identity,
+    metric)`` found noisy by a calibration on repeats (:mod:`ablate.calibrate`): a change there past the threshold is
+    reported as noise with the reason, never as a regression or an improvement."""
+    noisy = noisy or set()
     rules = parse_fail_if(fail_if if fail_if else DEFAULT_FAIL_IF)
     by_metric: dict[str, list[FailIf]] = {}
     for r in rules:
@@ -281,6 +284,13 @@ def compare(baseline: list[dict[str, Any]], new: list[dict[str, Any]], fail_if: 
                                             new_v, change, bb, nb, rule.text, f"not gated: {why_not}", False, ""))
                 continue
             entry_rule = _entry_rule(metric, rule, bb, nb)
+            if (suite, identity(ref)[1], metric) in noisy:
+                result.calibrated_noisy += 1
+                result.entries.append(Entry("noise", suite, config, metric, info.unit, info.better, base_v, new_v,
+                                            change, bb, nb, rule.text, ("worse" if worse else "better")
+                                            + " past the threshold, but the calibration found this row's repeat "
+                                              "spread larger than the threshold (noisy)", True, entry_rule))
+                continue
             if _distinct(new_v, base_v, nb, bb, went_up):
                 cat = "regression" if worse else "improvement"
                 note = ""
@@ -317,6 +327,7 @@ def _github(n: Mapping[str, Any], b: Mapping[str, Any] | None, suite: str, confi
 
 
 def compare_paths(baseline: PathLike | Sequence[PathLike], new: PathLike | Sequence[PathLike],
-                  fail_if: Sequence[str] | None = None, *, allow_env_mismatch: bool = False) -> Comparison:
+                  fail_if: Sequence[str] | None = None, *, allow_env_mismatch: bool = False,
+                  noisy: set[tuple[str, str, str]] | None = None) -> Comparison:
     return compare(load_rows(baseline, "baseline"), load_rows(new, "new"), fail_if,
-                   allow_env_mismatch=allow_env_mismatch)
+                   allow_env_mismatch=allow_env_mismatch, noisy=noisy)

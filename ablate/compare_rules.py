@@ -344,6 +344,7 @@ class Comparison:
     reported_only: int = 0  # metric comparisons with a --fail-if that are reported but not gated
     metrics: dict[str, MetricGate] = field(default_factory=dict)
     other_hardware: int = 0  # baseline rows from machines NEW did not run on
+    calibrated_noisy: int = 0  # changes past a threshold on rows a calibration found noisy (reported as noise)
     env_note: str = ""
     baseline_env: list[tuple[Any, Any, Any]] = field(default_factory=list)
     new_env: list[tuple[Any, Any, Any]] = field(default_factory=list)
@@ -375,6 +376,8 @@ class Comparison:
                 + f"; fail-if {', '.join(f.text for f in self.fail_if)}"
                 + (f"; {c['other_hardware']} baseline row(s) from other hardware not compared"
                    if c["other_hardware"] else "")
+                + (f"; {self.calibrated_noisy} change(s) on rows the calibration found noisy, reported as noise"
+                   if self.calibrated_noisy else "")
                 + (f"; {self.env_note}" if self.env_note else ""))
 
 
