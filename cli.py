@@ -187,6 +187,9 @@ def run_cmd(
     slurm_cluster: str = typer.Option("slurm", "--slurm-cluster", rich_help_panel=_SCALE,
                                       help="submitit executor: slurm, or local (same code path on this machine)."),
     plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=_PLUGIN_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration (presets, --set, "
+                                 "--sweep applied) and the plan (tasks, which are done), then exit: nothing runs "
+                                 "and nothing is written."),
 ) -> None:
     """Run a suite; rows are appended to OUT as they finish, so an interrupted run resumes where it stopped."""
     params = dict(locals())  # every option, by name (first: before any other local name exists)

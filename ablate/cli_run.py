@@ -52,7 +52,7 @@ def run(*, suite: str, preset: Optional[str], overrides: Optional[Sequence[str]]
         master_addr: Optional[str], master_port: Optional[int], slurm_partition: Optional[str],
         slurm_time: Optional[str], slurm_gpus_per_task: Optional[int], slurm_cpus_per_task: Optional[int],
         slurm_mem_gb: Optional[float], slurm_array_parallelism: int, slurm_opt: Optional[Sequence[str]],
-        slurm_cluster: str, plugin: Optional[Sequence[str]]) -> int:
+        slurm_cluster: str, plugin: Optional[Sequence[str]], dry_run: bool = False) -> int:
     """``ablate run`` with its parsed options (``launcher`` by name): run or launch the suite, print the summary;
     returns the exit code (1 when a task did not finish or a measurement failed)."""
     from ablate import distributed
@@ -80,6 +80,9 @@ def run(*, suite: str, preset: Optional[str], overrides: Optional[Sequence[str]]
     opts = RunOptions(suite=suite, preset=preset, overrides=tuple(overrides), out=out, seeds=seeds,
                       resume=resume, data=data, device=device, progress=progress, only=tuple(task or ()),
                       plugins=plugins)
+    if dry_run:
+        show_plan(opts)
+        return 0
     if distributed.launched():  # a torchrun rank: run the suite (rank 0 writes)
         run_suite(opts)
         return 0
@@ -224,3 +227,40 @@ def nightly(*, preset_latency: Optional[str], preset_extrapolation: Optional[str
                                    ("--no-report", not report), ("--pytest-benchmark", pytest_benchmark),
                                    ("--resume", resume)) if on]
     return run_nightly(opts, argv=argv).rc
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# run --dry-run
+
+
+def show_plan(opts) -> None:
+    """``ablate run --dry-run``: the resolved configuration (every setting, after presets, --set and --sweep) and the
+    plan (results file, tasks, which are done already), then exit without running or writing anything."""
+    import dataclasses
+    import importlib
+
+    from ablate.config import flatten
+    from ablate.results import done_keys
+    from ablate.runner import resolve_device, suite_tasks
+
+    device = resolve_device(opts.device)
+    opts = dataclasses.replace(opts, device=device)
+    path, tasks = suite_tasks(opts)  # resolves, validates and plans exactly as the run would
+    module = importlib.import_module(f"ablate.suites.{opts.suite}")
+    default = module.default_preset(device) if hasattr(module, "default_preset") else (
+        "gpu" if device == "cuda" else "tiny")
+    preset = opts.preset or default
+    cfg = module.resolve(preset, opts.overrides)
+    done = done_keys(path) if opts.resume and path.exists() else set()
+    typer.echo(f"suite: {opts.suite}   preset: {preset}   device: {device}   seeds: {opts.seeds}")
+    typer.echo(f"results: {path}" + ("" if opts.resume else "   (--no-resume: every task runs again)"))
+    typer.echo("configuration:")
+    for key, value in flatten(cfg).items():
+        typer.echo(f"  {key} = {value!r}")
+    owed = [t for t in tasks if not (t.keys and done and set(t.keys) <= done)]
+    typer.echo(f"plan: {len(tasks)} task(s), {len(tasks) - len(owed)} done already, {len(owed)} to run")
+    for t in tasks:
+        state = "done" if t not in owed else "todo"
+        rows = f"{len(t.keys)} row(s)" if t.keys is not None else "rows known when it runs"
+        typer.echo(f"  [{state}] {t.id}: {t.label} ({rows})")
+    typer.echo("dry run: nothing was run or written")

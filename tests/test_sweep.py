@@ -86,3 +86,17 @@ def test_list_sweeps(capsys):
     assert code == 0
     assert "extrapolation: model.position -> positions, eval.position -> rope_scalings" in out
     assert "training: model.* -> grid.axes, train.* -> grid.axes" in out
+
+
+def test_dry_run_prints_the_resolved_configuration_and_the_plan_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "runs"
+    code, stdout, _ = cli(capsys, "run", "-s", "extrapolation", "-p", "micro", "--device", "cpu",
+                          "--sweep", "model.position=rope,alibi", "--set", "model.norm=layernorm",
+                          "--out", str(out), "--dry-run")
+    assert code == 0 and not out.exists()
+    assert "model.norm = 'layernorm'" in stdout and "positions = ['rope', 'alibi']" in stdout
+    assert "plan: 2 task(s), 0 done already, 2 to run" in stdout and "[todo] alibi-s0" in stdout
+    assert stdout.rstrip().endswith("dry run: nothing was run or written")
+    code, _, err = cli(capsys, "run", "-s", "extrapolation", "--set", "model.position=nope", "--out", str(out),
+                       "--dry-run")
+    assert code == 2 and "unknown position 'nope'" in err and not out.exists()
