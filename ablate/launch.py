@@ -20,6 +20,10 @@ line (torchrun).
 Every worker writes its own shard (``X.launch/shards/<task>.jsonl``) and state (:mod:`ablate.runstate`);
 ``ablate report``, resume and ``ablate status`` read them all. A re-run with ``--resume`` (the default) submits only
 the tasks that are not done.
+
+Layout: this module holds the options, the checks, the worker (``run_task``, ``python -m ablate.launch SPEC``),
+:func:`launch` and the local / torchrun launcher; :mod:`ablate.launch_gpus` and :mod:`ablate.launch_slurm` the other
+two, :mod:`ablate.launch_common` what they share. Every name is importable from here, as before.
 """
 
 from __future__ import annotations
@@ -28,20 +32,22 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Queue
 from typing import Any
 
 from ablate import runstate
 from ablate.errors import AblateError, ConfigError, UnavailableError
+from ablate.launch_common import (_plan_fields, _Progress, _record_submission, _say, _spec_opts,  # noqa: F401
+                                  _write_plan)
+from ablate.launch_gpus import _exit_reason, _launch_gpus, visible_gpus  # noqa: F401
+from ablate.launch_slurm import (DEFAULT_SLURM_MIN, _job_failure, _launch_slurm, slurm_extra,  # noqa: F401
+                                 slurm_minutes)
 from ablate.results import RUN_ID_ENV, current_run_id, launch_dir, shard_files
-from ablate.runner import RunOptions, Task, check_out_dir, resolve_device, run_suite, select_tasks, suite_tasks
+from ablate.runner import RunOptions, check_out_dir, resolve_device, run_suite, select_tasks, suite_tasks
 
 LAUNCHERS = ("local", "gpus", "slurm")
 SUBMITIT_CLUSTERS = ("slurm", "local")
@@ -132,62 +138,8 @@ def check_launch(opts: RunOptions, lo: LaunchOptions) -> None:
     slurm_extra(s.opts)
 
 
-def slurm_minutes(text: str | None) -> int:
-    """``--slurm-time``: minutes ("90") or [D-]HH:MM[:SS] ("4:00:00", "1-12:00") → whole minutes."""
-    if text is None or str(text).strip() == "":
-        return DEFAULT_SLURM_MIN
-    t = str(text).strip()
-    try:
-        days = 0
-        if "-" in t:
-            d, t = t.split("-", 1)
-            days = int(d)
-        parts = [int(p) for p in t.split(":")]
-        if len(parts) == 1 and not days:
-            minutes = parts[0]
-        elif len(parts) in (2, 3) or (days and len(parts) == 1):
-            h, m, sec = (parts + [0, 0])[:3] if days and len(parts) == 1 else (parts + [0])[:3]
-            minutes = days * 1440 + h * 60 + m + (1 if sec else 0)
-        else:
-            raise ValueError
-    except ValueError:
-        raise ConfigError(f"--slurm-time {text!r} is not minutes or [D-]HH:MM[:SS] (e.g. 90, 4:00:00, 1-00:00)") \
-            from None
-    if minutes < 1:
-        raise ConfigError(f"--slurm-time must be at least one minute, got {text!r}")
-    return minutes
-
-
-DEFAULT_SLURM_MIN = 240
-
-
-def slurm_extra(opts: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for item in opts:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--slurm-opt {item!r} is not key=value (e.g. --slurm-opt account=myproj)")
-        out[key.strip().lstrip("-").replace("-", "_")] = value.strip()
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The worker: what every launcher runs for one task
-
-
-def _spec_opts(opts: RunOptions) -> dict[str, Any]:
-    d = {"suite": opts.suite, "preset": opts.preset, "overrides": list(opts.overrides), "out": str(opts.out),
-         "seeds": opts.seeds, "resume": opts.resume, "data": str(opts.data) if opts.data else None,
-         "device": opts.device}
-    if opts.plugins:  # only when there are some: a sweep without plugins keeps its plan id
-        d["plugins"] = list(opts.plugins)
-    return d
-
-
-def _plan_fields(opts: RunOptions) -> dict[str, Any]:
-    d = _spec_opts(opts)
-    d.pop("resume")
-    return d
 
 
 def _job_id(default: str = "") -> str:
@@ -276,28 +228,6 @@ def _worker_main(argv: list[str]) -> int:
 # Launch
 
 
-def _write_plan(results: Path, opts: RunOptions, lo: LaunchOptions, tasks: list[Task], pid: str) -> dict:
-    path = runstate.plan_path(results)
-    old = runstate.read_json(path) if path.is_file() else None
-    plan = {
-        "suite": opts.suite, "results": results.name, "plan_id": pid, "opts": _plan_fields(opts),
-        "launcher": lo.launcher, "updated": runstate.utc_now(),
-        "tasks": [{"id": t.id, "keys": list(t.keys) if t.keys is not None else None, "label": t.label}
-                  for t in tasks],
-        "submissions": (old or {}).get("submissions", []) if (old or {}).get("plan_id") == pid else [],
-    }
-    runstate.write_json(path, plan)
-    return plan
-
-
-def _record_submission(results: Path, plan: dict, lo: LaunchOptions, ids: list[str], jobs: dict[str, str],
-                       run_id: str) -> None:
-    plan["submissions"].append({"time": runstate.utc_now(), "launcher": lo.launcher, "run_id": run_id,
-                                "tasks": ids, "jobs": jobs, "argv": sys.argv[1:], "host": socket.gethostname(),
-                                "pid": os.getpid(), "heartbeat": runstate.utc_now()})
-    runstate.write_json(runstate.plan_path(results), plan)
-
-
 def launch(opts: RunOptions, lo: LaunchOptions, progress: bool = True) -> LaunchResult:
     """Run the sweep ``opts`` describes with launcher ``lo``; see the module docstring."""
     check_launch(opts, lo)
@@ -339,8 +269,10 @@ def launch(opts: RunOptions, lo: LaunchOptions, progress: bool = True) -> Launch
     return res
 
 
-def _say(msg: str) -> None:
-    sys.stderr.write(f"ablate: {msg}\n")
+def _check_gpu_device(device: str | None) -> None:
+    if device != "cuda":
+        raise ConfigError("--launcher gpus runs one worker per CUDA GPU but this sweep runs on cpu; use --launcher "
+                          "local, or --launcher slurm --slurm-cluster local for parallel CPU workers")
 
 
 # local -----------------------------------------------------------------------------------------------------------
@@ -465,205 +397,8 @@ def _torchrun(opts: RunOptions, d: DistOptions) -> int:
     return subprocess.call(torchrun_args(opts, d), env=env)
 
 
-# gpus ------------------------------------------------------------------------------------------------------------
 
 
-def visible_gpus() -> list[int]:
-    """GPU ids this process may use: ``$CUDA_VISIBLE_DEVICES`` (its entries) or ``range(device_count)``."""
-    import torch
-
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None and env.strip():
-        ids = [e.strip() for e in env.split(",") if e.strip()]
-        return [int(e) if e.isdigit() else i for i, e in enumerate(ids)][:n] if n else []
-    return list(range(n))
-
-
-def _check_gpu_device(device: str | None) -> None:
-    if device != "cuda":
-        raise ConfigError("--launcher gpus runs one worker per CUDA GPU but this sweep runs on cpu; use --launcher "
-                          "local, or --launcher slurm --slurm-cluster local for parallel CPU workers")
-
-
-def _launch_gpus(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan: dict, run_id: str,
-                 progress: bool) -> None:
-    gpus = list(lo.gpus) or visible_gpus()
-    if not gpus:
-        raise ConfigError("--launcher gpus needs CUDA GPUs and none is visible; use --launcher local (CPU) or name "
-                          "them with --gpus 0,1")
-    logs = launch_dir(res.results) / runstate.LOG_DIR
-    logs.mkdir(parents=True, exist_ok=True)
-    _record_submission(res.results, plan, lo, res.submitted, {}, run_id)
-    free: Queue = Queue()
-    for g in gpus:
-        free.put(g)
-
-    def work(spec: dict) -> tuple[str, int, str]:
-        gpu = free.get()
-        try:
-            spec = {**spec, "worker": f"gpu{gpu}"}
-            env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu), RUN_ID_ENV: run_id}
-            log = logs / f"{runstate.safe_name(spec['task'])}.log"
-            with open(log, "ab") as fh:
-                rc = subprocess.call([sys.executable, "-m", "ablate.launch", json.dumps(spec)], stdout=fh,
-                                     stderr=subprocess.STDOUT, env=env)
-            return spec["task"], rc, str(log)
-        finally:
-            free.put(gpu)
-
-    _say(f"launcher gpus: {len(specs)} task(s) over GPU(s) {', '.join(map(str, gpus))}; logs in {logs}")
-    with _Progress(progress, len(specs), "tasks") as bar, ThreadPoolExecutor(max_workers=len(gpus)) as pool:
-        for task, rc, log in pool.map(work, specs):
-            if rc != 0:
-                res.failed[task] = _exit_reason(res.results, task, rc, log)
-            bar.advance(task, ok=rc == 0)
-
-
-def _exit_reason(results: Path, task: str, rc: int, log: str) -> str:
-    """Why a worker did not finish; also marks its state failed when the worker could not (killed by a signal)."""
-    path = runstate.state_path(results, task)
-    state = runstate.read_json(path) or {}
-    if state.get("state") == "failed" and state.get("reason"):
-        return f"{state['reason']} (log: {log})"
-    how = runstate.killed_reason(state, -rc) if rc < 0 else f"exited with code {rc}"
-    reason = f"worker {how} without finishing (log: {log})"
-    if state.get("state") != "finished":
-        runstate.write_json(path, {**state, "task": task, "state": "failed", "reason": reason,
-                                   "ended": runstate.utc_now()})
-    return reason
-
-
-# slurm -----------------------------------------------------------------------------------------------------------
-
-
-def _launch_slurm(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan: dict, run_id: str, progress: bool,
-                  device: str | None) -> None:
-    try:
-        import submitit
-    except ImportError:
-        raise UnavailableError("--launcher slurm needs submitit: pip install 'ablate-bench[slurm]'") from None
-    s = lo.slurm
-    folder = launch_dir(res.results) / runstate.LOG_DIR / "submitit"
-    executor = submitit.AutoExecutor(folder=folder, cluster=s.cluster)
-    gpus = s.gpus_per_task if s.gpus_per_task is not None else (1 if device == "cuda" else 0)
-    params: dict[str, Any] = {"name": f"ablate-{specs[0]['opts']['suite']}", "timeout_min": slurm_minutes(s.time),
-                              "tasks_per_node": 1, "nodes": 1, "gpus_per_node": gpus,
-                              "slurm_array_parallelism": s.array_parallelism}
-    if s.cpus_per_task:
-        params["cpus_per_task"] = s.cpus_per_task
-    if s.mem_gb:
-        params["mem_gb"] = s.mem_gb
-    if s.partition:
-        params["slurm_partition"] = s.partition
-    extra = slurm_extra(s.opts)
-    if extra:
-        params["slurm_additional_parameters"] = extra
-    executor.update_parameters(**params)  # AutoExecutor applies slurm_* only on slurm
-    suite = specs[0]["opts"]["suite"]
-    # submitit's local executor has no queue: this process keeps at most `parallel` jobs running (latency: one, so
-    # timings never share the CPU); on Slurm the whole array goes in at once and Slurm applies the parallelism.
-    parallel = len(specs) if s.cluster == "slurm" else (1 if suite == "latency" else s.array_parallelism)
-    queue = list(specs)
-
-    def submit(batch: list[dict]) -> list[Any]:
-        env_before = os.environ.get(RUN_ID_ENV)
-        os.environ[RUN_ID_ENV] = run_id  # the local executor's workers inherit it (slurm ones read the spec)
-        try:
-            jobs = executor.map_array(SubmititTask(), batch)
-        except Exception as exc:
-            raise UnavailableError(f"submitit could not submit the jobs: {type(exc).__name__}: {exc}") from None
-        finally:
-            if env_before is None:
-                os.environ.pop(RUN_ID_ENV, None)
-            else:
-                os.environ[RUN_ID_ENV] = env_before
-        for spec, job in zip(batch, jobs):
-            res.jobs[spec["task"]] = str(job.job_id)
-            pending[spec["task"]] = job
-        plan["submissions"][-1]["jobs"] = dict(res.jobs)
-        runstate.write_json(runstate.plan_path(res.results), plan)
-        return jobs
-
-    pending: dict[str, Any] = {}
-    _record_submission(res.results, plan, lo, res.submitted, {}, run_id)
-    submit(queue[:parallel])
-    del queue[:parallel]
-    ids = sorted({j.split("_")[0] for j in res.jobs.values()})
-    _say(f"launcher slurm ({s.cluster}): {len(res.jobs)} of {len(specs)} task(s) submitted as job(s) "
-         f"{', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''}; logs in {folder}")
-    if not lo.wait:
-        res.waited = False
-        _say(f"not waiting; follow with: ablate status {res.results.parent}")
-        return
-    try:
-        with _Progress(progress, len(specs), "jobs") as bar:
-            while pending:
-                for task, job in list(pending.items()):
-                    if not job.done():
-                        continue
-                    del pending[task]
-                    ok = True
-                    try:
-                        job.result()
-                    except Exception as exc:
-                        ok = False
-                        res.failed[task] = _job_failure(res.results, task, job, exc)
-                    bar.advance(task, ok=ok)
-                    if queue:
-                        submit(queue[:1])
-                        del queue[:1]
-                if pending:
-                    time.sleep(0.5)
-    except KeyboardInterrupt:
-        _say(f"stopped waiting; {len(pending)} job(s) keep running: ablate status {res.results.parent}")
-        raise
-
-
-def _job_failure(results: Path, task: str, job: Any, exc: BaseException) -> str:
-    state = runstate.read_json(runstate.state_path(results, task)) or {}
-    if state.get("state") == "failed" and state.get("reason"):
-        return f"{state['reason']} (job {job.job_id})"
-    try:
-        log = str(job.paths.stderr)
-    except Exception:
-        log = "the submitit folder"
-    reason = (f"job {job.job_id} ended without finishing ({type(exc).__name__}, submitit state {job.state}: killed, "
-              f"pre-empted, out of time or crashed before reporting); log: {log}")
-    if state.get("state") != "finished":
-        runstate.write_json(runstate.state_path(results, task),
-                            {**state, "task": task, "state": "failed", "reason": reason, "ended": runstate.utc_now(),
-                             "job_id": str(job.job_id)})
-    return reason
-
-
-class _Progress:
-    """A rich bar of tasks finished (with failures counted); silent when disabled."""
-
-    def __init__(self, enabled: bool, total: int, what: str):
-        self.enabled, self.total, self.what = enabled, total, what
-        self.done = self.failed = 0
-        self.prog = self.task = None
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from ablate.progress import start_progress
-
-            self.prog = start_progress(True)
-            if self.prog is not None:
-                self.task = self.prog.add_task(f"{self.what}", total=self.total, info="")
-        return self
-
-    def advance(self, task: str, ok: bool) -> None:
-        self.done += 1
-        self.failed += 0 if ok else 1
-        if self.prog is not None:
-            self.prog.update(self.task, advance=1, info=f"{task} {'ok' if ok else 'FAILED'}"
-                             + (f" ({self.failed} failed)" if self.failed else ""))
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.prog is not None:
-            self.prog.stop()
 
 
 __all__ = ["LAUNCHERS", "LaunchOptions", "SlurmOptions", "DistOptions", "LaunchResult", "launch", "run_task",
