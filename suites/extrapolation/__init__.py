@@ -27,10 +27,7 @@ report`` never imports torch through this package.
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from typing import Any
+from ablate.suitekit import lazy_package
 
 from .constants import (FAIR_TOL, METRIC_PASSKEY, METRIC_PPL, POSITIONS, PROBE_TASKS, PROBE_TITLES,  # noqa: F401
                         PROTOCOL, PROTOCOL_COLS, ROPE_SCALINGS, SUITE, SWEEPS)
@@ -54,43 +51,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "console": ("_print_summary",),
     "reporting": ("report",),
 }
-_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
-_UNSET = object()
-
 __all__ = ["SUITE", "POSITIONS", "ROPE_SCALINGS", "EvalSettings", "DataSettings", "PasskeySettings",
            "ExtrapolationConfig", "PRESETS", "resolve", "run", "report", "plan_jobs", "effective_length",
            "mean_ci", "ppl_summary", "ppl_table", "effective_table", "t_quantile_975", "per_seed_ppl", "undertrained",
            "probe_table", "probe_summary", "plan_caveats", "decodes_incrementally", "PROTOCOL", "variant_style"]
 
-
-def __getattr__(name: str) -> Any:
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    for m in _MEASURE if module in _MEASURE else _REPORT:  # the whole side: see _Package
-        importlib.import_module(f"{__name__}.{m}")
-    value = getattr(sys.modules[f"{__name__}.{module}"], name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOME))
-
-
-class _Package(types.ModuleType):
-    """Setting a name on the package (``monkeypatch.setattr(extrapolation, "train", fake)``) sets it in each of its
-    loaded modules that holds the same object, so the code there sees the change, as when the suite was one module."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        old = getattr(self, name, _UNSET)
-        super().__setattr__(name, value)
-        if old is _UNSET or isinstance(old, types.ModuleType):
-            return
-        for m in _MEASURE + _REPORT:
-            module = sys.modules.get(f"{self.__name__}.{m}")
-            if module is not None and module.__dict__.get(name, _UNSET) is old:
-                setattr(module, name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+lazy_package(__name__, _MEASURE, _REPORT, _EXPORTS)

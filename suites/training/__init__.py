@@ -45,10 +45,7 @@ imported on first use of one of its names, so ``ablate report`` never imports to
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from typing import Any
+from ablate.suitekit import lazy_package
 
 from .constants import (_ID_OMIT_AT, BUDGET_KINDS, PROTOCOL, STUCK_MARGIN, SUITE, SWEEPS,  # noqa: F401
                         VARIANT_COLUMNS)
@@ -72,43 +69,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "figures": ("palette", "fig_curves", "fig_pareto", "_mean_curve", "_si"),
     "reporting": ("report",),
 }
-_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
-_UNSET = object()
-
 __all__ = ["SUITE", "BUDGET_KINDS", "BudgetSettings", "EvalSettings", "DataSettings", "TrainingConfig", "PRESETS",
            "resolve", "grid_points", "grid_id", "config_id", "results_file", "flops_per_step", "Budget", "run_point",
            "run", "report", "point_stats", "compare_points", "summary_table", "findings_table", "finding_pairs",
            "FINDINGS", "grid_rows", "unigram_loss"]
 
-
-def __getattr__(name: str) -> Any:
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    for m in _MEASURE if module in _MEASURE else _REPORT:  # the whole side: see _Package
-        importlib.import_module(f"{__name__}.{m}")
-    value = getattr(sys.modules[f"{__name__}.{module}"], name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOME))
-
-
-class _Package(types.ModuleType):
-    """Setting a name on the package (``monkeypatch.setattr(training, "run_point", fake)``) sets it in each of its
-    loaded modules that holds the same object, so the code there sees the change, as when the suite was one module."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        old = getattr(self, name, _UNSET)
-        super().__setattr__(name, value)
-        if old is _UNSET or isinstance(old, types.ModuleType):
-            return
-        for m in _MEASURE + _REPORT:
-            module = sys.modules.get(f"{self.__name__}.{m}")
-            if module is not None and module.__dict__.get(name, _UNSET) is old:
-                setattr(module, name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+lazy_package(__name__, _MEASURE, _REPORT, _EXPORTS)

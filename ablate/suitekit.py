@@ -1,0 +1,58 @@
+"""What every suite package shares: lazy loading of its two sides, and names set on the package reaching its modules.
+
+A suite is a package of small modules in two sides: the *measurement* side (torch; imported together) and the
+*report* side (pandas/matplotlib, no torch), so ``ablate report`` / ``ablate compare`` never import torch. The
+package re-exports every public name of both; :func:`lazy_package` makes a name load only its side on first use, and
+makes setting a name on the package (``monkeypatch.setattr(latency, "bench", fake)``) set it in each loaded module
+holding the same object, so the code there sees the change, as when the suite was one module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any, Mapping, Sequence
+
+__all__ = ["lazy_package"]
+
+_UNSET = object()
+
+
+class _SuitePackage(types.ModuleType):
+    _sides: tuple[str, ...] = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        old = getattr(self, name, _UNSET)
+        super().__setattr__(name, value)
+        if old is _UNSET or isinstance(old, types.ModuleType):
+            return
+        for m in self._sides:
+            module = sys.modules.get(f"{self.__name__}.{m}")
+            if module is not None and module.__dict__.get(name, _UNSET) is old:
+                setattr(module, name, value)
+
+
+def lazy_package(name: str, measure: Sequence[str], report: Sequence[str],
+                 exports: Mapping[str, Sequence[str]]) -> None:
+    """Make package ``name`` resolve ``exports`` (module -> names it gives the package) on first use, loading the
+    whole side (``measure`` or ``report`` modules) the name's module belongs to."""
+    package = sys.modules[name]
+    home = {n: module for module, names in exports.items() for n in names}
+    measure, report = tuple(measure), tuple(report)
+
+    def __getattr__(attr: str) -> Any:
+        module = home.get(attr)
+        if module is None:
+            raise AttributeError(f"module {name!r} has no attribute {attr!r}")
+        for m in measure if module in measure else report:
+            importlib.import_module(f"{name}.{m}")
+        value = getattr(sys.modules[f"{name}.{module}"], attr)
+        package.__dict__[attr] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(package.__dict__) | set(home))
+
+    package.__dict__.update(__getattr__=__getattr__, __dir__=__dir__, _HOME=home)
+    package.__class__ = type("SuitePackage", (_SuitePackage,), {"_sides": measure + report})
