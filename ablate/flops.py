@@ -254,35 +254,31 @@ class Peak:
     source: str  # which table entry (or override) was used, or why none
 
 
-def peak_tflops(device_name: str | None = None) -> Peak:
-    """The dense bf16 peak for ``device_name`` (default: the current CUDA device); ``ABLATE_PEAK_TFLOPS`` overrides."""
-    env = os.environ.get("ABLATE_PEAK_TFLOPS")
+def _lookup_peak(table: list[tuple[str, str, float]], device_name: str | None, env_var: str, what: str,
+                 cpu_note: str) -> Peak:
+    env = os.environ.get(env_var)
     if env:
-        return Peak(float(env), f"ABLATE_PEAK_TFLOPS={env}")
+        return Peak(float(env), f"{env_var}={env}")
     if device_name is None:
         if not torch.cuda.is_available():
-            return Peak(None, "no peak for CPU (MFU n/a)")
+            return Peak(None, cpu_note)
         device_name = torch.cuda.get_device_name()
-    for needle, label, value in GPU_BF16_PEAK_TFLOPS:
+    for needle, label, value in table:
         if needle.lower() in device_name.lower():
             return Peak(value, label)
-    return Peak(None, f"no peak known for {device_name!r} (set ABLATE_PEAK_TFLOPS)")
+    return Peak(None, f"no {what} known for {device_name!r} (set {env_var})")
+
+
+def peak_tflops(device_name: str | None = None) -> Peak:
+    """The dense bf16 peak for ``device_name`` (default: the current CUDA device); ``ABLATE_PEAK_TFLOPS`` overrides."""
+    return _lookup_peak(GPU_BF16_PEAK_TFLOPS, device_name, "ABLATE_PEAK_TFLOPS", "peak", "no peak for CPU (MFU n/a)")
 
 
 def peak_bandwidth(device_name: str | None = None) -> Peak:
     """The memory-bandwidth peak in GB/s (``Peak.tflops`` holds GB/s here) for ``device_name`` (default: the current
     CUDA device); ``ABLATE_PEAK_GBPS`` overrides."""
-    env = os.environ.get("ABLATE_PEAK_GBPS")
-    if env:
-        return Peak(float(env), f"ABLATE_PEAK_GBPS={env}")
-    if device_name is None:
-        if not torch.cuda.is_available():
-            return Peak(None, "no bandwidth peak for CPU")
-        device_name = torch.cuda.get_device_name()
-    for needle, label, value in GPU_HBM_PEAK_GBPS:
-        if needle.lower() in device_name.lower():
-            return Peak(value, label)
-    return Peak(None, f"no bandwidth peak known for {device_name!r} (set ABLATE_PEAK_GBPS)")
+    return _lookup_peak(GPU_HBM_PEAK_GBPS, device_name, "ABLATE_PEAK_GBPS", "bandwidth peak",
+                        "no bandwidth peak for CPU")
 
 
 def decode_step_bytes(param_bytes: int, kv_bytes: int, *, n_layers: int, kv_heads: int, head_dim: int,
