@@ -140,7 +140,8 @@ def run_cmd(
     grid: Optional[List[str]] = typer.Option(None, "--grid", help="Training only, the same as --sweep "
                                              "model.AXIS=V1,V2 (kept for old command lines)."),
     seeds: int = typer.Option(1, "--seeds", help="Number of seeds (0..K-1)."),
-    out: str = typer.Option("runs", "--out", "-o", help="Folder for the results (JSONL)."),
+    out: str = typer.Option("runs", "--out", "-o",
+                            help="Folder for the results: <out>/<suite>/<device>-<preset>.jsonl."),
     data: Optional[Path] = typer.Option(None, "--data", help="Data for suites that train: a text file or folder, "
                                         "a .bin token file, a datasets save_to_disk folder, or hf:NAME[:CONFIG] "
                                         "from the local Hugging Face cache (docs/data.md)."),

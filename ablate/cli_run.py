@@ -241,15 +241,13 @@ def show_plan(opts) -> None:
 
     from ablate.config import flatten
     from ablate.results import done_keys
-    from ablate.runner import resolve_device, suite_tasks
+    from ablate.runner import default_preset, resolve_device, suite_tasks
 
     device = resolve_device(opts.device)
     opts = dataclasses.replace(opts, device=device)
     path, tasks = suite_tasks(opts)  # resolves, validates and plans exactly as the run would
     module = importlib.import_module(f"ablate.suites.{opts.suite}")
-    default = module.default_preset(device) if hasattr(module, "default_preset") else (
-        "gpu" if device == "cuda" else "tiny")
-    preset = opts.preset or default
+    preset = opts.preset or default_preset(opts.suite, device)
     cfg = module.resolve(preset, opts.overrides)
     done = done_keys(path) if opts.resume and path.exists() else set()
     typer.echo(f"suite: {opts.suite}   preset: {preset}   device: {device}   seeds: {opts.seeds}")

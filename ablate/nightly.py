@@ -4,8 +4,9 @@ on any machine, so the workflow can be tested off GitHub.
 Steps (each recorded in ``OUT/nightly.json`` with the equivalent command line):
 
 1. environment: ``OUT/env.json`` (``ablate env``) and ``OUT/nvidia-smi.txt`` when ``nvidia-smi`` exists;
-2. ``ablate run --suite latency --preset P`` and ``ablate run --suite extrapolation --preset P`` into
-   ``OUT/results/<suite>/`` (fresh measurements: ``--no-resume`` unless ``resume``);
+2. ``ablate run --suite latency --preset P`` and ``ablate run --suite extrapolation --preset P`` with ``--out
+   OUT/results``, i.e. into ``OUT/results/<suite>/<device>-<preset>.jsonl`` (:func:`ablate.runner.results_path`;
+   fresh measurements: ``--no-resume`` unless ``resume``);
 3. optionally the pytest-benchmark set (``pytest tests/benchmarks -m benchmark --benchmark-enable
    --benchmark-json OUT/pytest-benchmark.json``);
 4. ``ablate report OUT/results --out OUT/report``;
@@ -229,7 +230,7 @@ def run_nightly(opts: NightlyOptions, *, argv: Sequence[str] | None = None) -> N
     from ablate.compare import compare, load_rows, render_json, render_markdown, write_github_json, format_table
     from ablate.env import fingerprint
     from ablate.results import current_run_id
-    from ablate.runner import RunOptions, resolve_device, run_suite
+    from ablate.runner import RunOptions, resolve_device, results_path, run_suite
 
     for s in opts.suites:
         if s not in NIGHTLY_SUITES:
@@ -276,7 +277,7 @@ def run_nightly(opts: NightlyOptions, *, argv: Sequence[str] | None = None) -> N
         for suite in opts.suites:
             preset = _preset_of(suite, opts, device)
             sets = opts.set_latency if suite == "latency" else opts.set_extrapolation
-            dest = out / "results" / suite
+            dest = out / "results"  # the run writes <dest>/<suite>/<device>-<preset>.jsonl (ablate.runner.results_path)
             cmd = ["ablate", "run", "--suite", suite, "--preset", preset, "--device", device, "--out", dest]
             for s in sets:
                 cmd += ["--set", s]
@@ -286,7 +287,8 @@ def run_nightly(opts: NightlyOptions, *, argv: Sequence[str] | None = None) -> N
             result.commands.append(command)
             ro = RunOptions(suite=suite, preset=preset, overrides=tuple(sets), out=dest, resume=opts.resume,
                             device=device, progress=opts.progress)
-            before = {f.resolve(): len(_read_jsonl(f)) for f in dest.glob("*.jsonl")} if dest.is_dir() else {}
+            expected = results_path(ro)
+            before = {expected.resolve(): len(_read_jsonl(expected))} if expected.is_file() else {}
             path = _step(result, f"run {suite}", command, lambda ro=ro: run_suite(ro))
             result.results[suite] = Path(path)
             presets[suite] = (Path(path), preset)

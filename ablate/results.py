@@ -576,7 +576,7 @@ class ResultWriter:
 
     ::
 
-        w = ResultWriter(opts.out / "extrapolation.jsonl", suite="extrapolation", resume=opts.resume)
+        w = ResultWriter(results_path(opts, device, preset), suite="extrapolation", resume=opts.resume)
         for cfg in sweep:
             key = {"position": cfg.position, "seq_len": n, "seed": seed, "device": device}
             if w.done(key):

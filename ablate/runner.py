@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["SUITES", "DEVICES", "RunOptions", "Task", "select_tasks", "suite_tasks", "run_suite", "resolve_device", "check_suite", "load_suite",
-           "results_path", "report_rows"]
+           "results_path", "default_preset", "report_rows"]
 
 SUITES = ("training", "extrapolation", "latency")
 DEVICES = ("cpu", "cuda")
@@ -109,7 +109,7 @@ def check_out_dir(out: str | os.PathLike, flag: str = "--out") -> Path:
     path = Path(text).expanduser()
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{flag} {path} is a file, not a folder; give a folder (results go to "
-                          f"{flag}/<name>.jsonl)")
+                          f"{flag}/<suite>/<device>-<preset>.jsonl)")
     anchor = path
     while not anchor.exists() and anchor != anchor.parent:
         anchor = anchor.parent
@@ -157,9 +157,26 @@ def load_suite(name: str, attr: str) -> Callable[..., Any] | None:
     return fn if callable(fn) else None
 
 
-def results_path(opts: RunOptions, name: str | None = None) -> Path:
-    """Conventional results file of a run: ``<out>/<suite>.jsonl`` (or ``<out>/<name>.jsonl``)."""
-    return opts.out / f"{name or opts.suite}.jsonl"
+def default_preset(suite: str, device: str) -> str:
+    """The preset a run of ``suite`` on ``device`` uses without ``--preset``: the suite's ``default_preset(device)``
+    when it has one (latency: ``cpu``/``gpu``), else ``gpu`` on CUDA and ``tiny`` elsewhere."""
+    fn = load_suite(suite, "default_preset")
+    return str(fn(device)) if fn is not None else ("gpu" if device == "cuda" else "tiny")
+
+
+def results_path(opts: RunOptions, device: str | None = None, preset: str | None = None) -> Path:
+    """The results file of a run, one rule for every suite: ``<out>/<suite>/<device>-<preset>.jsonl``
+    (``ablate run --suite latency --preset micro --device cpu --out runs`` → ``runs/latency/cpu-micro.jsonl``).
+
+    One file per suite, device and preset, so runs on different machines or presets never resume into each other;
+    a launched run keeps its plan, shards and logs beside it in ``<device>-<preset>.launch/``
+    (:func:`ablate.results.launch_dir`). ``device``/``preset``: the ones the suite resolved; by default
+    ``opts.device`` (resolved when unset or ``auto``) and ``opts.preset`` (else :func:`default_preset`)."""
+    device = device or opts.device
+    if device in (None, "", "auto"):
+        device = resolve_device(device)
+    preset = preset or opts.preset or default_preset(opts.suite, device)
+    return Path(opts.out) / opts.suite / f"{device}-{preset}.jsonl"
 
 
 def suite_tasks(opts: RunOptions) -> tuple[Path, list[Task]]:

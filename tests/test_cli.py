@@ -164,7 +164,7 @@ def test_run_calls_the_suite(capsys, tmp_path, fake_suite):
     (opts,) = fake_suite
     assert opts == RunOptions(suite="training", preset="tiny", overrides=("steps=3", "model.position=alibi"),
                               out=tmp_path, seeds=2, resume=False, data=None, device="cpu", progress=False)
-    assert "training.jsonl" in out and "2 new rows" in out and "1 ok" in out and "1 unavailable" in out
+    assert f"results: {tmp_path / 'training' / 'cpu-tiny.jsonl'} (2 new rows" in out and "2 new rows" in out and "1 ok" in out and "1 unavailable" in out
 
 
 def test_run_resolves_the_device(tmp_path, fake_suite):

@@ -131,6 +131,6 @@ def test_cli_runs_a_suite_on_a_saved_dataset_end_to_end(saved, tmp_path, capsys,
                        "--set", "positions=alibi", "--set", "rope_scalings=", "--set", "train.steps=3",
                        "--no-progress", "--device", "cpu", "-o", str(out))
     assert code == 0, err
-    ex = read_rows(out / "extrapolation.jsonl")
+    ex = read_rows(out / "extrapolation" / "cpu-micro.jsonl")  # <out>/<suite>/<device>-<preset>.jsonl
     assert ex and all(x["status"] == "ok" and x["data.token_unit"] == "byte" for x in ex)
     assert all(x["bpb"] == pytest.approx(x["loss"] / math.log(2)) for x in ex)

@@ -11,7 +11,7 @@ from ablate.data import load_corpus
 from ablate.errors import AblateError, ConfigError, UnknownKeyError
 from ablate.evaluate import evaluate, passkey_accuracy, passkey_sequences, plan_windows
 from ablate.results import ResultWriter, read_rows, to_frame
-from ablate.runner import RunOptions
+from ablate.runner import RunOptions, results_path
 
 REQUIRED = ("suite", "run_id", "status", "reason", "metric", "value", "unit", "seed", "attention", "position", "norm",
             "activation", "n_kv_heads", "train_len", "eval_len", "preset", "mode", "stride", "tokens", "row_key",
@@ -108,6 +108,7 @@ N_ROWS = (6 + 4) * 3  # (trained variants + rope scalings) x eval lengths
 def micro_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("micro")
     path = ex.run(_opts(out))
+    assert path == results_path(_opts(out)) == out / "extrapolation" / "cpu-micro.jsonl"  # the one rule
     return out, path
 
 
@@ -158,9 +159,9 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         ex.run(_opts(tmp_path))
     monkeypatch.setattr(ResultWriter, "write", real_write)
-    assert len(read_rows(tmp_path / "extrapolation.jsonl")) == 7
+    assert len(read_rows(results_path(_opts(tmp_path)))) == 7
     ex.run(_opts(tmp_path))
-    rows = read_rows(tmp_path / "extrapolation.jsonl")
+    rows = read_rows(results_path(_opts(tmp_path)))
     assert len(rows) == N_ROWS and len({r["row_key"] for r in rows}) == N_ROWS
 
 
@@ -175,7 +176,7 @@ def test_diverged_variant_writes_status_rows(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ex, "train", functools.partial(ex.train, loss_fn=nan_loss))
     ex.run(_opts(tmp_path, "positions=sinusoidal", "rope_scalings="))
-    rows = read_rows(tmp_path / "extrapolation.jsonl")
+    rows = read_rows(results_path(_opts(tmp_path)))
     assert len(rows) == 3 and {r["status"] for r in rows} == {"diverged"}
     assert all("step 0" in r["reason"] for r in rows)
 
@@ -217,7 +218,7 @@ def test_switching_passkey_on_does_not_retrain_the_lms(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ex, "train", counting)
     ex.run(_opts(tmp_path, "positions=alibi", "rope_scalings=", "passkey=true", "probe.steps=5"))
-    rows = read_rows(tmp_path / "extrapolation.jsonl")
+    rows = read_rows(results_path(_opts(tmp_path)))
     assert trained == ["PasskeyBatches", "PasskeyBatches"]  # the passkey and the multikey model, not the LM
     assert sum(r["metric"] == "ppl" for r in rows) == 3 and sum(r["metric"] == "passkey_acc" for r in rows) == 6
     assert sum(r["metric"] == "multikey_acc" for r in rows) == 6
@@ -238,7 +239,7 @@ def test_config_errors_are_one_line(tmp_path):
         ex.run(_opts(tmp_path, "eval.factors=1,4096", "eval.tokens=1048576"))
     for exc in (ConfigError,):
         assert issubclass(exc, AblateError)
-    assert not (tmp_path / "extrapolation.jsonl").exists()  # nothing ran
+    assert not (results_path(_opts(tmp_path))).exists()  # nothing ran
 
 
 def test_resolve_keeps_lengths_consistent():

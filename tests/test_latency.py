@@ -13,7 +13,7 @@ import torch
 from ablate.errors import ConfigError, UnknownKeyError
 from ablate.registry import ATTENTION, load_all
 from ablate.results import read_rows
-from ablate.runner import RunOptions, run_suite
+from ablate.runner import RunOptions, results_path, run_suite
 
 load_all()
 from ablate.suites import latency as L  # noqa: E402
@@ -23,10 +23,15 @@ KERNEL_ONLY = ("parts=kernel", "kernels.seq_lens=32", "kernels.causal=false,true
                "kernels.min_run_time=0.001")
 
 
+def micro_file(out: Path) -> Path:
+    """The results file of a ``--preset micro --device cpu`` latency run into ``out`` (the one rule of every suite)."""
+    return results_path(RunOptions(suite="latency", preset="micro", out=out, device="cpu"))
+
+
 def run(tmp_path: Path, *overrides: str, resume: bool = True) -> list[dict]:
     path = run_suite(RunOptions(suite="latency", preset="micro", overrides=overrides, out=tmp_path, device="cpu",
                                 progress=False, resume=resume))
-    assert path == tmp_path / "micro.jsonl"
+    assert path == micro_file(tmp_path) == tmp_path / "latency" / "cpu-micro.jsonl"
     return read_rows(path)
 
 
@@ -105,7 +110,7 @@ def test_status_rows_for_missing_package_and_missing_features(kernel_rows):
 
 def test_resume_adds_no_rows(kernel_rows):
     out, _ = kernel_rows
-    before = read_rows(out / "micro.jsonl")
+    before = read_rows(micro_file(out))
     again = run(out, *KERNEL_ONLY)
     assert len(again) == len(before)
 
@@ -225,7 +230,7 @@ def test_report_from_jsonl_alone(kernel_rows, model_rows, tmp_path):
     from ablate.results import to_frame
     from ablate.runner import report_rows
 
-    written = report_rows(to_frame(out / "micro.jsonl"), tmp_path / "rep")["latency"]
+    written = report_rows(to_frame(micro_file(out)), tmp_path / "rep")["latency"]
     names = {p.name for p in written}
     for need in ("index.md", "latency_tflops_fwd.md", "latency_tflops_fwd.tex", "latency_tflops_fwd.png",
                  "latency_tflops_fwd.svg", "latency_kernel_best.md", "latency_status.md", "latency_decode.md",
@@ -287,7 +292,7 @@ def test_the_reference_each_key_is_checked_against_is_its_registrations():
 
 def test_rows_are_strict_json(kernel_rows):
     out, _ = kernel_rows
-    for line in (out / "micro.jsonl").read_text().splitlines():
+    for line in micro_file(out).read_text().splitlines():
         json.loads(line, parse_constant=lambda c: pytest.fail(f"non-finite {c}"))
 
 
@@ -337,7 +342,7 @@ def test_report_tflops_tables_leave_linear_out(kernel_rows, tmp_path):
     from ablate.results import to_frame
     from ablate.runner import report_rows
 
-    report_rows(to_frame(out / "micro.jsonl"), tmp_path / "rep")
+    report_rows(to_frame(micro_file(out)), tmp_path / "rep")
     piv = (tmp_path / "rep" / "latency_tflops_fwd.md").read_text()
     assert "| linear" not in piv and "| sdpa" in piv and "Linear attention is not in the TFLOP/s" in piv
     assert "Linear attention is not in the TFLOP/s" in (tmp_path / "rep" / "index.md").read_text()
@@ -447,8 +452,8 @@ def test_recompute_flops_rewrites_only_derived_columns(kernel_rows, tmp_path):
     rf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rf)
     out, _ = kernel_rows
-    lines = (out / "micro.jsonl").read_text().splitlines(keepends=True)
-    assert rf.recompute_file(out / "micro.jsonl", write=False) == {}  # rows written now are already right
+    lines = micro_file(out).read_text().splitlines(keepends=True)
+    assert rf.recompute_file(micro_file(out), write=False) == {}  # rows written now are already right
     # an old-style linear row: softmax count, no convention column
     old = []
     for line in lines:
@@ -483,7 +488,7 @@ def test_a_spent_budget_writes_skipped_rows_that_a_resumed_run_measures(tmp_path
     assert {r["status"] for r in first} == {"skipped", "unavailable"}
     first = [r for r in first if r["status"] == "skipped"]
     assert all(r["reason"].startswith("budget: the kernel part's time budget ran out") for r in first)
-    before = len(read_rows(tmp_path / "micro.jsonl"))
+    before = len(read_rows(micro_file(tmp_path)))
     again = run(tmp_path, *KERNEL_ONLY, "budget_s=0.000001")
     assert len(again) == before  # still over budget, same reason: nothing new written
     final = run(tmp_path, *KERNEL_ONLY)

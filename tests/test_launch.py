@@ -18,7 +18,7 @@ from ablate.cli import main
 from ablate.errors import ConfigError
 from ablate.launch import DistOptions, LaunchOptions, SlurmOptions
 from ablate.results import ResultWriter, read_rows, shard_files, shard_path
-from ablate.runner import RunOptions, run_suite
+from ablate.runner import RunOptions, results_path, run_suite
 
 GRID4 = "grid.axes=norm=layernorm,rmsnorm;activation=relu,gelu"
 TASKS4 = ["layernorm/relu@s0", "layernorm/gelu@s0", "rmsnorm/relu@s0", "rmsnorm/gelu@s0"]
@@ -294,7 +294,8 @@ def test_latency_and_extrapolation_tasks(tmp_path):
     from ablate.suites import extrapolation, latency
 
     opts = RunOptions(suite="latency", preset="micro", out=tmp_path, device="cpu", progress=False)
-    _, tasks = latency.tasks(opts)
+    where, tasks = latency.tasks(opts)
+    assert where == results_path(opts) == tmp_path / "latency" / "cpu-micro.jsonl"  # the one rule of every suite
     ids = [t.id for t in tasks]
     assert ids[:2] == ["kernel-naive", "kernel-sdpa"] and ids[-4:] == ["position", "train", "decode", "prefill"]
     assert all(t.keys is None for t in tasks)
@@ -303,9 +304,12 @@ def test_latency_and_extrapolation_tasks(tmp_path):
     rows = read_rows(path)
     assert rows and {r["part"] for r in rows} == {"kernel", "decode"}
     assert {r["attention"] for r in rows if r["part"] == "kernel"} == {"naive"}
-    assert not path.exists() and len(shard_files(path)) == 1
+    assert path == where and not path.exists() and shard_files(path) == [shard_path(path, "w1")]
+    assert shard_path(path, "w1") == tmp_path / "latency" / "cpu-micro.launch" / "shards" / "w1.jsonl"  # beside it
 
-    _, tasks = extrapolation.tasks(RunOptions(suite="extrapolation", preset="micro", out=tmp_path, device="cpu"))
+    xopts = RunOptions(suite="extrapolation", preset="micro", out=tmp_path, device="cpu")
+    where, tasks = extrapolation.tasks(xopts)
+    assert where == results_path(xopts) == tmp_path / "extrapolation" / "cpu-micro.jsonl"
     assert all(t.keys for t in tasks) and len({t.id for t in tasks}) == len(tasks)
     assert any(t.id.startswith("rope-s0") or t.id == "rope-s0" for t in tasks)
 

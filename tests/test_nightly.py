@@ -82,6 +82,8 @@ def test_nightly_end_to_end(capsys, tmp_path, monkeypatch, fixed_timer):
     assert "No regression" in (n2 / "compare.md").read_text()
     assert json.loads((n2 / "github-benchmark" / "customSmallerIsBetter.json").read_text())
     assert (n2 / "env.json").exists()
+    assert sorted(p.relative_to(n2 / "results").as_posix() for p in (n2 / "results").rglob("*.jsonl")) == [
+        "extrapolation/cpu-micro.jsonl", "latency/cpu-micro.jsonl"]  # ablate.runner.results_path under OUT/results
 
     # 3. a planted 20 % slowdown fails the comparison
     monkeypatch.setenv(SLOWDOWN_ENV, "1.2")
@@ -95,7 +97,8 @@ def test_nightly_end_to_end(capsys, tmp_path, monkeypatch, fixed_timer):
     assert all(e["change_pct"] == pytest.approx(20.0) for e in regs if e["metric"] == "time_ms")
     assert not [e for e in data["entries"] if e["suite"] == "extrapolation"]  # ppl is not a timing: unchanged
     assert json.loads((tmp_path / "n3" / "nightly.json").read_text())["rc"] == 1
-    rows = [json.loads(x) for x in (tmp_path / "n3" / "results" / "latency" / "micro.jsonl").read_text().splitlines()]
+    path = tmp_path / "n3" / "results" / "latency" / "cpu-micro.jsonl"  # <out>/results/<suite>/<device>-<preset>.jsonl
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
     assert all(r.get("planted_slowdown") == 1.2 for r in rows if r["status"] == "ok")
 
 

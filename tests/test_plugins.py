@@ -195,9 +195,10 @@ def test_suite_runs_with_a_file_plugin(isolated, tmp_path, capsys):
                          "--set", "model.position=rope_partial", "--set", "train.steps=5", "--out", tmp_path,
                          "--device", "cpu", "--no-progress")
     assert code == 0, err[-3000:]
-    rows = read_rows(tmp_path / "extrapolation.jsonl")
+    path = tmp_path / "extrapolation" / "cpu-micro.jsonl"  # <out>/<suite>/<device>-<preset>.jsonl
+    rows = read_rows(path)
     assert rows and {r["position"] for r in rows} == {"rope_partial"} and {r["status"] for r in rows} == {"ok"}
-    plan = json.loads(next(tmp_path.glob("*.launch/plan.json")).read_text())
+    plan = json.loads((tmp_path / "extrapolation" / "cpu-micro.launch" / "plan.json").read_text())  # beside it
     assert plan["opts"]["plugins"] == [str(EXAMPLE)]  # what `ablate status` and a resumed sweep see
 
 

@@ -196,11 +196,12 @@ def test_a_corrupt_checkpoint_is_named_and_retrained(tmp_path):
     ckpts = list((out / "extrapolation.ckpt").glob("*.pt"))
     assert len(ckpts) == 1
     ckpts[0].write_bytes(ckpts[0].read_bytes()[:100])  # truncated
-    (out / "extrapolation.jsonl").unlink()  # its rows are gone: the model must be loaded or retrained
+    results = out / "extrapolation" / "cpu-micro.jsonl"  # <out>/<suite>/<device>-<preset>.jsonl
+    results.unlink()  # its rows are gone: the model must be loaded or retrained
     again = ablate(*args)
     assert again.returncode == 0, again.stderr
     assert f"checkpoint {ckpts[0]} is unusable (truncated" in " ".join(again.stderr.split())
-    rows = read_rows(out / "extrapolation.jsonl")
+    rows = read_rows(results)
     assert rows and all(r["status"] == "ok" for r in rows) and not any(r.get("from_checkpoint") for r in rows)
     assert load_checkpoint(ckpts[0])["state_dict"] is not None  # rewritten whole
 

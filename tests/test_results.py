@@ -17,6 +17,7 @@ from ablate import results, schema
 from ablate.errors import ConfigError, ResultsFileError, UnavailableError
 from ablate.results import (STATUSES, TERMINAL_STATUSES, InvalidRowError, ResultsWarning, ResultWriter, append_row,
                             done_keys, make_row, read_rows, reading, row_key, status_from_exception, to_frame)
+from ablate.runner import RunOptions, results_path
 
 ENV = {"env.hostname": "test-host", "env.gpu": None}
 ROOT = Path(__file__).resolve().parents[1]
@@ -517,7 +518,7 @@ def test_file_named_for_a_suite_expects_its_rows(tmp_path):
             read_rows(path)
     # a file named for nothing is read as it is; so is one named for a suite whose rows it does not hold
     assert len(read_rows(_file_with(tmp_path, TRAINING_ROW, name="mixed.jsonl"))) == 5
-    other = tmp_path / "training" / "cpu.jsonl"  # e.g. the latency suite run with --out runs/training
+    other = tmp_path / "training" / "cpu.jsonl"  # e.g. latency rows copied into a folder named training
     other.parent.mkdir()
     other.write_text("\n".join(line(lat(i)) for i in range(3)) + "\n")
     assert results.named_suite(other) == "training" and len(read_rows(other)) == 3
@@ -680,7 +681,8 @@ def test_run_refuses_a_foreign_row_in_its_results_file(tmp_path, capsys):
     """A resumed (or --no-resume) run of the real extrapolation suite: one line, exit 2, before any training,
     the file byte-identical and no plan or state left behind."""
     out = tmp_path / "out"
-    path = _file_with(out, TRAINING_ROW)
+    path = _file_with(out, TRAINING_ROW, name="extrapolation/cpu-tiny.jsonl")
+    assert path == results_path(RunOptions(suite="extrapolation", preset="tiny", device="cpu", out=out))
     before = path.read_bytes()
     for flag in ("--resume", "--no-resume"):
         code, _, err = cli(capsys, "run", "--suite", "extrapolation", "--preset", "tiny", "--out", out,
@@ -690,16 +692,21 @@ def test_run_refuses_a_foreign_row_in_its_results_file(tmp_path, capsys):
                              ignore="caveat: ")
         assert msg.endswith("fix or remove that line; ablate run never rewrites or skips rows of its results file")
         assert path.read_bytes() == before
-        assert sorted(p.name for p in out.rglob("*")) == ["extrapolation.jsonl"]
+        assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+            "extrapolation", "extrapolation/cpu-tiny.jsonl"]
 
 
 def test_run_refuses_string_metrics_in_its_results_file(tmp_path, capsys):
     rows = [json.loads(x) for x in (ROOT / "results" / "latency" / "cpu.jsonl").read_text().splitlines()]
     ok = next(r for r in rows if r["status"] == "ok")
-    path = tmp_path / "micro.jsonl"  # the latency suite's file for --preset micro
+    path = results_path(RunOptions(suite="latency", preset="micro", device="cpu", out=tmp_path))
+    assert path == tmp_path / "latency" / "cpu-micro.jsonl"  # the latency suite's file for --preset micro on CPU
+    path.parent.mkdir()
     path.write_text(line(rows[0]) + "\n" + line({**ok, "time_ms": "1.5"}) + "\n")
     before = path.read_bytes()
     code, _, err = cli(capsys, "run", "--suite", "latency", "--preset", "micro", "--out", tmp_path,
                        "--device", "cpu", "--no-progress")
     one_line_error(code, err, f"{path}:2: column 'time_ms' must be a finite number or null, got string '1.5'")
-    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["micro.jsonl"]
+    assert path.read_bytes() == before
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "latency", "latency/cpu-micro.jsonl"]

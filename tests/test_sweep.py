@@ -71,6 +71,7 @@ def test_a_sweep_runs_those_variants_and_a_conflict_writes_nothing(tmp_path, cap
                        "--sweep", "model.position=alibi,none", "--set", "rope_scalings=", "--out", str(out))
     assert code == 0, err
     (path,) = out.rglob("*.jsonl")
+    assert path == out / "extrapolation" / "cpu-micro.jsonl"  # <out>/<suite>/<device>-<preset>.jsonl
     assert {r["position"] for r in read_rows(path) if r["status"] == "ok"} == {"alibi", "none"}
 
 

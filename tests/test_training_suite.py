@@ -9,7 +9,7 @@ import torch
 
 from ablate.errors import AblateError, ConfigError
 from ablate.results import read_rows, row_key, to_frame
-from ablate.runner import RunOptions, run_suite
+from ablate.runner import RunOptions, results_path, run_suite
 from ablate.stats import summarize, t_ppf
 from ablate.suites import training
 
@@ -41,7 +41,9 @@ def two_seeds(tmp_path_factory):
 
 def test_schema(two_seeds):
     tmp, path, rows = two_seeds
-    assert path == tmp / "out" / "training" / "cpu-micro.jsonl"
+    assert path == tmp / "out" / "training" / "cpu-micro.jsonl"  # <out>/<suite>/<device>-<preset>.jsonl
+    opts = RunOptions(suite="training", preset="micro", out=tmp / "out", device="cpu")
+    assert path == results_path(opts) == training.results_file(opts, "cpu", "micro")  # the one rule, and its old name
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
     assert len({r["row_key"] for r in rows}) == 4
     for r in rows:

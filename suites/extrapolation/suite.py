@@ -47,7 +47,8 @@ def _setup(opts):
                           f"{cfg.train.seq_len + 1}")
     check_memory(cfg, device)
     seeds = [cfg.train.seed + i for i in range(int(opts.seeds))]
-    return device, preset, cfg, corpus, plan_jobs(cfg, preset, corpus, device, seeds), results_path(opts)
+    jobs = plan_jobs(cfg, preset, corpus, device, seeds)
+    return device, preset, cfg, corpus, jobs, results_path(opts, device, preset)
 
 
 def tasks(opts):

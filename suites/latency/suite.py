@@ -15,7 +15,7 @@ from ablate.errors import ConfigError
 from ablate.progress import start_progress
 from ablate.registry import POSITION
 from ablate.results import ResultWriter
-from ablate.runner import Task, resolve_device, select_tasks
+from ablate.runner import Task, resolve_device, results_path, select_tasks
 from ablate.runstate import Claims
 from ablate.timing import is_cuda
 from ablate.validate import check_fits, estimate_memory_bytes
@@ -57,10 +57,10 @@ def _part_budget(cfg: LatencyConfig, part: str) -> float:
             "decode": cfg.decode.budget_s, "prefill": cfg.decode.budget_s}[part]
 
 
-def results_file(opts, preset: str) -> Path:
-    """``<out>/<preset>.jsonl``: one file per preset (cpu.jsonl, gpu.jsonl), so runs on different machines never
-    resume into each other."""
-    return Path(opts.out) / f"{preset}.jsonl"
+def results_file(opts, preset: str, device: str | None = None) -> Path:
+    """The results file of a latency run: :func:`ablate.runner.results_path`, ``<out>/latency/<device>-<preset>.jsonl``
+    (``device``: ``opts.device`` unless given)."""
+    return results_path(opts, device, preset)
 
 
 def _setup(opts) -> tuple[str, str, LatencyConfig, Path]:
@@ -78,7 +78,7 @@ def _setup(opts) -> tuple[str, str, LatencyConfig, Path]:
     _check_memory(cfg, device)
     if device == "cpu" and preset == "gpu":
         raise ConfigError("the gpu latency preset needs CUDA; use --preset cpu (the CPU default) or micro")
-    return device, preset, cfg, results_file(opts, preset)
+    return device, preset, cfg, results_file(opts, preset, device)
 
 
 def _check_memory(cfg: LatencyConfig, device: str) -> None:

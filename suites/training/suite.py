@@ -18,7 +18,7 @@ from ablate.evaluate import span_needed
 from ablate.grid import GridPoint
 from ablate.progress import start_progress
 from ablate.results import ResultWriter, done_keys, row_key, status_from_exception, to_frame
-from ablate.runner import Task, resolve_device, select_tasks
+from ablate.runner import Task, resolve_device, results_path, select_tasks
 from ablate.runstate import Claims
 from ablate.train import refuse_cpu_amp
 from ablate.validate import check_fits, estimate_memory_bytes
@@ -32,8 +32,9 @@ from .tables import _cell, summary_table
 
 
 def results_file(opts, device: str, preset: str) -> Path:
-    """``<out>/training/<device>-<preset>.jsonl`` (e.g. ``results/training/cpu-tiny.jsonl``)."""
-    return Path(opts.out) / SUITE / f"{device}-{preset}.jsonl"
+    """The results file of a training run: :func:`ablate.runner.results_path`,
+    ``<out>/training/<device>-<preset>.jsonl`` (e.g. ``runs/training/cpu-tiny.jsonl``)."""
+    return results_path(opts, device, preset)
 
 
 def task_id(point: GridPoint, seed: int) -> str:
