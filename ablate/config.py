@@ -60,6 +60,8 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(d_model=128, n_layers=2, n_heads=4, train_len=64, max_len=4096),
     "small": ModelConfig(d_model=256, n_layers=4, n_heads=8, train_len=128, max_len=8192),
     "gpu": ModelConfig(d_model=512, n_layers=6, n_heads=8, train_len=256, max_len=16384),
+    # the GPU latency suite's training step (issue #15's MFU target: d=1024, 8 layers, T=2048)
+    "large": ModelConfig(d_model=1024, n_layers=8, n_heads=8, train_len=2048, max_len=4096),
 }
 
 

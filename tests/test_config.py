@@ -318,3 +318,16 @@ def test_cli_refuses_nan_lr_before_anything_is_written(suite, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == "ablate: error: train.lr must be a finite number > 0, got nan"
     assert not out.exists() or not any(out.rglob("*.jsonl"))  # no rows, error or otherwise
+
+
+def test_suite_models_are_named_model_presets():
+    """Every suite preset's model is a named model flavor (ablate.config.MODEL_PRESETS), adjusted: its size (width,
+    depth) is one of the flavors', so model sizes are declared once."""
+    import ablate.suites.extrapolation as ex
+    import ablate.suites.latency as lat
+    import ablate.suites.training as tr
+
+    sizes = {(m.d_model, m.n_layers) for m in MODEL_PRESETS.values()}
+    models = [p.model for p in list(ex.PRESETS.values()) + list(tr.PRESETS.values())]
+    models += [m for p in lat.PRESETS.values() for m in (p.train.model, p.decode.model)]
+    assert models and all((m.d_model, m.n_layers) in sizes for m in models)

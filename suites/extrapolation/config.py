@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ablate.config import ModelConfig, apply_overrides, flatten, unified_train_len
+from ablate.config import ModelConfig, apply_overrides, flatten, model_preset, unified_train_len
 from ablate.data import DataSettings, data_fields
 from ablate.errors import ConfigError
 from ablate.evaluate import MODES, PROBES, Probe
@@ -59,7 +59,7 @@ class ExtrapolationConfig:
 PRESETS: dict[str, ExtrapolationConfig] = {
     # Tests: seconds on a CPU.
     "micro": ExtrapolationConfig(
-        model=ModelConfig(d_model=32, n_layers=1, n_heads=2, train_len=16, max_len=16),
+        model=replace(model_preset("micro"), max_len=16),
         train=TrainConfig(steps=30, batch_size=8, seq_len=16, lr=3e-3, min_lr=3e-4, warmup=5, log_every=10,
                           amp=None),
         eval=EvalSettings(factors=(1, 2, 4), tokens=512, batch_tokens=4096, pos_bins=16),
@@ -67,14 +67,14 @@ PRESETS: dict[str, ExtrapolationConfig] = {
     ),
     # CPU default: the whole suite in <= 5 minutes on 2 cores (see docs/extrapolation.md for the measured run).
     "tiny": ExtrapolationConfig(
-        model=ModelConfig(d_model=128, n_layers=2, n_heads=4, train_len=64, max_len=64),
+        model=replace(model_preset("tiny"), max_len=64),
         train=TrainConfig(steps=500, batch_size=32, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=50, log_every=50,
                           amp=None),
         eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=16384, batch_tokens=16384, pos_bins=64),
     ),
     # CUDA default: <= 15 minutes on one H100 (bf16 autocast, SDPA picks its fastest kernel that takes the bias).
     "gpu": ExtrapolationConfig(
-        model=ModelConfig(d_model=512, n_layers=6, n_heads=8, train_len=256, max_len=256),
+        model=replace(model_preset("gpu"), max_len=256),
         train=TrainConfig(steps=2000, batch_size=64, seq_len=256, lr=1e-3, min_lr=1e-4, warmup=100, log_every=100,
                           amp="bf16"),
         eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=131072, batch_tokens=65536, pos_bins=64),

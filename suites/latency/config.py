@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 
-from ablate.config import ModelConfig, apply_overrides
+from ablate.config import ModelConfig, apply_overrides, model_preset
 from ablate.errors import ConfigError
 from ablate.registry import ACTIVATION, ATTENTION, NORM, POSITION, load_all
 from ablate.timing import DO_BENCH_REP_MS, DO_BENCH_WARMUP_MS
@@ -80,7 +80,7 @@ DEFAULT_TRAIN_CHOICES = ("base", "attention=naive", "attention=flash_attn", "att
 
 @dataclass(frozen=True)
 class TrainSweep:
-    model: ModelConfig = ModelConfig(d_model=1024, n_layers=8, n_heads=8, max_len=4096, train_len=2048)
+    model: ModelConfig = model_preset("large")
     seq_len: int = 2048
     batch: int = 8
     amp: str | None = "bf16"  # autocast on CUDA (ignored on CPU)
@@ -94,7 +94,7 @@ class TrainSweep:
 
 @dataclass(frozen=True)
 class DecodeSweep:
-    model: ModelConfig = ModelConfig(d_model=1024, n_layers=8, n_heads=16, max_len=65536, train_len=2048)
+    model: ModelConfig = replace(model_preset("large"), n_heads=16, max_len=65536)
     layouts: tuple[str, ...] = LAYOUTS
     gqa_group: int = 4
     contexts: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384, 32768)
@@ -122,7 +122,7 @@ class LatencyConfig:
     cpu_threads: int = 0  # CPU: torch threads for every measurement (0: torch's default); part of device_name
 
 
-_CPU_MODEL = ModelConfig(d_model=128, n_layers=2, n_heads=4, max_len=4096, train_len=128)
+_CPU_MODEL = replace(model_preset("tiny"), train_len=128)
 
 PRESETS: dict[str, LatencyConfig] = {
     # Tests: a few seconds on CPU.
@@ -133,9 +133,9 @@ PRESETS: dict[str, LatencyConfig] = {
                             windows=(16,), min_run_time=0.002, min_reps=1),
         positions=PositionSweep(keys=("none", "rope", "alibi", "sinusoidal"), seq_lens=(64,), tokens=128, n_heads=2,
                                 head_dim=16),
-        train=TrainSweep(model=ModelConfig(d_model=32, n_layers=1, n_heads=2, max_len=512, train_len=32),
+        train=TrainSweep(model=replace(model_preset("micro"), train_len=32),
                          seq_len=32, batch=2, choices=("base", "position=alibi"), warmup_steps=1, modes=("eager",)),
-        decode=DecodeSweep(model=ModelConfig(d_model=32, n_layers=1, n_heads=4, max_len=512, train_len=32),
+        decode=DecodeSweep(model=replace(model_preset("micro"), n_heads=4, train_len=32),
                            gqa_group=2, contexts=(16, 32), batch=2, steps=3, warmup_steps=1, prompt_lens=(16, 32),
                            modes=("eager",)),
     ),

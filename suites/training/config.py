@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ablate.config import ModelConfig, apply_overrides, flatten, unified_train_len
+from ablate.config import ModelConfig, apply_overrides, flatten, model_preset, unified_train_len
 from ablate.data import DataSettings, data_fields
 from ablate.errors import ConfigError
 from ablate.grid import MODERN, ORIGINAL, GridPoint, GridSpec, build_grid, parse_axes, select
@@ -47,7 +47,7 @@ class TrainingConfig:
 PRESETS: dict[str, TrainingConfig] = {
     # Tests: seconds on a CPU.
     "micro": TrainingConfig(
-        model=ModelConfig(d_model=32, n_layers=1, n_heads=2, train_len=16, max_len=64),
+        model=replace(model_preset("micro"), max_len=64),
         train=TrainConfig(steps=12, batch_size=8, seq_len=16, lr=3e-3, min_lr=3e-4, warmup=3, log_every=4,
                           eval_every=6, amp=None),
         grid=GridSpec(gqa_kv_heads=1, window=4),
@@ -55,7 +55,7 @@ PRESETS: dict[str, TrainingConfig] = {
     ),
     # CPU default: the whole default grid (14 points, 1 seed) in <= 10 minutes on 2 cores; see docs/training.md.
     "tiny": TrainingConfig(
-        model=ModelConfig(d_model=128, n_layers=2, n_heads=4, train_len=64, max_len=64),
+        model=replace(model_preset("tiny"), max_len=64),
         train=TrainConfig(steps=400, batch_size=32, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=40, log_every=20,
                           eval_every=50, amp=None),
         grid=GridSpec(gqa_kv_heads=2, window=16),
@@ -63,7 +63,7 @@ PRESETS: dict[str, TrainingConfig] = {
     ),
     # CUDA default: d=512, 6 layers, 16k tokens/step, bf16; see docs/training.md for its time on one H100.
     "gpu": TrainingConfig(
-        model=ModelConfig(d_model=512, n_layers=6, n_heads=8, train_len=256, max_len=256),
+        model=replace(model_preset("gpu"), max_len=256),
         train=TrainConfig(steps=1500, batch_size=64, seq_len=256, lr=1e-3, min_lr=1e-4, warmup=100, log_every=50,
                           eval_every=250, amp="bf16"),
         grid=GridSpec(gqa_kv_heads=2, window=64),
