@@ -56,3 +56,19 @@ def lazy_package(name: str, measure: Sequence[str], report: Sequence[str],
 
     package.__dict__.update(__getattr__=__getattr__, __dir__=__dir__, _HOME=home)
     package.__class__ = type("SuitePackage", (_SuitePackage,), {"_sides": measure + report})
+
+
+def training_setup(opts: Any, resolve: Any) -> tuple[str, str, Any, Any]:
+    """The preamble every suite that trains shares: ``(device, preset, cfg, corpus)`` -- the device resolved, the
+    preset defaulted (:func:`ablate.runner.default_preset`), the config resolved with ``--set`` (``resolve(preset,
+    overrides)``), bf16 autocast asked on CPU refused, and the corpus loaded (``cfg`` updated with its data)."""
+    from ablate.data import corpus_for
+    from ablate.runner import default_preset, resolve_device
+    from ablate.train import refuse_cpu_amp
+
+    device = resolve_device(opts.device)
+    preset = opts.preset or default_preset(opts.suite, device)
+    cfg = resolve(preset, opts.overrides)
+    refuse_cpu_amp(cfg.train, opts.overrides, device)
+    cfg, corpus = corpus_for(cfg, opts.data)
+    return device, preset, cfg, corpus

@@ -11,14 +11,14 @@ import torch
 from rich.console import Console
 
 from ablate import distributed
-from ablate.data import check_eval_span, corpus_for
+from ablate.data import check_eval_span
 from ablate.errors import ConfigError
 from ablate.evaluate import span_needed
 from ablate.progress import start_progress
 from ablate.results import ResultWriter, done_keys, row_key
-from ablate.runner import Task, resolve_device, results_path, select_tasks
+from ablate.runner import Task, results_path, select_tasks
+from ablate.suitekit import training_setup
 from ablate.runstate import Claims
-from ablate.train import refuse_cpu_amp
 
 from .config import config_id, eval_stride, eval_tokens, resolve
 from .console import _print_summary
@@ -33,11 +33,7 @@ def _out_dir(opts) -> Path:
 
 def _setup(opts):
     """(device, preset, cfg, corpus, jobs, results file): what run() and tasks() share."""
-    device = resolve_device(opts.device)
-    preset = opts.preset or ("gpu" if device == "cuda" else "tiny")
-    cfg = resolve(preset, opts.overrides)
-    refuse_cpu_amp(cfg.train, opts.overrides, device)
-    cfg, corpus = corpus_for(cfg, opts.data)
+    device, preset, cfg, corpus = training_setup(opts, resolve)
     validate_plan(cfg, device)
     tokens, stride = eval_tokens(cfg), eval_stride(cfg)  # the data must hold the evaluation: refused before a plan
     check_eval_span(corpus.val, span_needed(tokens, max(cfg.eval_lens), cfg.eval.mode, stride),

@@ -12,15 +12,15 @@ from rich.console import Console
 from rich.table import Table
 
 from ablate import distributed
-from ablate.data import check_eval_span, corpus_for
+from ablate.data import check_eval_span
 from ablate.errors import ConfigError
 from ablate.evaluate import span_needed
 from ablate.grid import GridPoint
 from ablate.progress import start_progress
 from ablate.results import ResultWriter, done_keys, row_key, status_from_exception, to_frame
-from ablate.runner import Task, resolve_device, results_path, select_tasks
+from ablate.runner import Task, results_path, select_tasks
+from ablate.suitekit import training_setup
 from ablate.runstate import Claims
-from ablate.train import refuse_cpu_amp
 from ablate.validate import check_fits, estimate_memory_bytes
 
 from .aggregate import grid_rows
@@ -44,11 +44,7 @@ def task_id(point: GridPoint, seed: int) -> str:
 
 def _setup(opts):
     """Everything run() and tasks() share: (device, preset, cfg, corpus, points, reference, seeds, results file)."""
-    device = resolve_device(opts.device)
-    preset = opts.preset or ("gpu" if device == "cuda" else "tiny")
-    cfg = resolve(preset, opts.overrides)
-    refuse_cpu_amp(cfg.train, opts.overrides, device)
-    cfg, corpus = corpus_for(cfg, opts.data)
+    device, preset, cfg, corpus = training_setup(opts, resolve)
     seq = cfg.train.seq_len  # the data must hold the evaluation: refused before a plan is written
     check_eval_span(corpus.val, span_needed(max(cfg.eval.tokens, cfg.eval.curve_tokens), seq),
                     f"training-suite evaluation ({cfg.eval.tokens} tokens at {seq})")
