@@ -26,7 +26,8 @@ i.e. per ``(suite, run_id)`` of the rows, named ``<suite>-<run_id>``:
   TensorBoard run folder.
 
 Names are restricted to letters, digits, ``_ - . /`` and spaces (what MLflow accepts everywhere), the same for
-every tracker. :func:`tracker_runs` gives exactly what is logged, as plain data (the tests compare it with the
+every tracker (the adapters, shared with ``ablate run --log-to``, are in :mod:`ablate.trackers`).
+:func:`tracker_runs` gives exactly what is logged, as plain data (the tests compare it with the
 rows and with what each tracker read back).
 """
 
@@ -35,7 +36,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
@@ -43,6 +43,9 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from ablate.errors import ConfigError, ResultsFileError, UnavailableError
 from ablate.results import PathLike, iter_files, read_rows, to_frame
 from ablate.schema import NUMBER_COLUMNS, RESERVED_COLUMNS
+from ablate.trackers import EXTRAS as TRACKER_EXTRAS
+from ablate.trackers import (TRACKERS, check_tracker, install_hint, markdown_table, mlflow_experiment, safe_name,
+                             tensorboard_writer, wandb_init)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,11 +54,9 @@ __all__ = ["TARGETS", "FILE_TARGETS", "TRACKERS", "EXTRAS", "STEP_AXES", "Tracke
            "export", "select_rows", "flat_frame", "tracker_runs", "safe_name", "default_out", "check_target"]
 
 FILE_TARGETS = ("csv", "parquet")
-TRACKERS = ("wandb", "mlflow", "tensorboard")
 TARGETS = FILE_TARGETS + TRACKERS
 # The optional extra of ablate-bench that installs each target's package (csv needs none).
-EXTRAS = {"parquet": ("pyarrow", "parquet"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow"),
-          "tensorboard": ("tensorboard", "tensorboard")}
+EXTRAS = {"parquet": ("pyarrow", "parquet"), **TRACKER_EXTRAS}
 STEP_AXES = ("eval_len", "seq_len", "context", "prompt_len")
 # Key fields left out of scalar labels: identifiers that vary with the variant keys beside them.
 LABEL_SKIP = ("config_id", "grid_id", "device_name")
@@ -64,27 +65,21 @@ DEFAULT_PROJECT = "ablate"
 
 
 def _install_hint(target: str) -> str:
-    package, extra = EXTRAS[target]
-    return f"--to {target} needs the {package} package: pip install 'ablate-bench[{extra}]'"
+    return install_hint(target, "--to", EXTRAS)
 
 
 def check_target(target: str) -> None:
     """Raise a one-line :class:`UnavailableError` naming the extra to install when ``target``'s package is missing."""
     if target not in TARGETS:
         raise ConfigError(f"unknown export target {target!r}; valid: {', '.join(TARGETS)}")
-    try:
-        if target == "parquet":
+    if target in TRACKERS:
+        check_tracker(target, "--to")
+    elif target == "parquet":
+        try:
             import pyarrow  # noqa: F401
             import pyarrow.parquet  # noqa: F401
-        elif target == "wandb":
-            import wandb  # noqa: F401
-        elif target == "mlflow":
-            import mlflow  # noqa: F401
-        elif target == "tensorboard":
-            import tensorboard  # noqa: F401
-            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
-    except ImportError:
-        raise UnavailableError(_install_hint(target)) from None
+        except ImportError:
+            raise UnavailableError(_install_hint(target)) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -246,18 +241,6 @@ def write_parquet(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
 # Trackers: what is logged, as plain data
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")
-
-
-def safe_name(text: str) -> str:
-    """``text`` as a metric / param name every tracker accepts: ``=`` → ``-``, ``,`` → space, any other character
-    outside letters, digits, ``_ - . /`` and space → ``_``; no leading ``/``, no ``..``, no empty path parts."""
-    out = _UNSAFE.sub("_", str(text).replace("=", "-").replace(",", " "))
-    parts = [p.strip() for p in out.split("/")]
-    parts = [p.replace("..", "__") or "_" for p in parts]
-    return "/".join(parts).strip() or "_"
-
-
 def _value_text(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
@@ -405,16 +388,8 @@ def _log_wandb(runs: list[TrackerRun], out: Path | None, project: str) -> list[s
 
     done = []
     for run in runs:
-        kwargs: dict[str, Any] = dict(project=project, name=run.name, group=run.suite, job_type="ablate-export",
-                                      tags=["ablate", run.suite], config=run.params)
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            kwargs["dir"] = str(out)
-        try:
-            kwargs["settings"] = wandb.Settings(silent=True)
-        except Exception:  # pragma: no cover - older wandb
-            pass
-        wb = wandb.init(**kwargs)
+        wb = wandb_init(project=project, name=run.name, group=run.suite, job_type="ablate-export",
+                        tags=["ablate", run.suite], config=run.params, out=out)
         try:
             steps = run.by_step()
             for step, metrics in steps:
@@ -427,31 +402,15 @@ def _log_wandb(runs: list[TrackerRun], out: Path | None, project: str) -> list[s
     return done
 
 
-def _mlflow_uri(out: str) -> str:
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", out) and not re.match(r"^[A-Za-z]:[\\/]", out):
-        return out  # a URI: file:..., http(s)://..., sqlite:///..., databricks
-    return Path(out).expanduser().resolve().as_uri()
-
-
 def _log_mlflow(runs: list[TrackerRun], out: str | None, project: str) -> list[str]:
     import time
 
-    import mlflow
     from mlflow.entities import Metric, Param
 
-    if out is not None:
-        uri = _mlflow_uri(out)
-        if uri.startswith("file:"):  # a folder asked for by name: MLflow >= 3.7 wants this opt-in for a file store
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        mlflow.set_tracking_uri(uri)
-    try:
-        client = mlflow.tracking.MlflowClient()
-        exp = mlflow.set_experiment(project)
-    except mlflow.exceptions.MlflowException as exc:  # no store there, server down, store refused: one line
-        raise ConfigError(f"mlflow: {' '.join(str(exc).split())[:400]}") from None
+    client, experiment_id = mlflow_experiment(out, project)
     done = []
     for run in runs:
-        r = client.create_run(exp.experiment_id, run_name=run.name,
+        r = client.create_run(experiment_id, run_name=run.name,
                               tags={"ablate.suite": run.suite, "ablate.run_id": run.run_id})
         run_id = r.info.run_id
         try:
@@ -472,18 +431,14 @@ def _log_mlflow(runs: list[TrackerRun], out: str | None, project: str) -> list[s
 
 
 def _log_tensorboard(runs: list[TrackerRun], out: Path) -> list[str]:
-    from torch.utils.tensorboard import SummaryWriter
-
     done = []
     for run in runs:
         logdir = out / run.name
-        writer = SummaryWriter(log_dir=str(logdir))
+        writer = tensorboard_writer(logdir)
         try:
             for tag, step, value in run.scalars:
                 writer.add_scalar(tag, value, global_step=step)
-            lines = ["| param | value |", "|---|---|"] + [
-                f"| {k} | {str(v).replace('|', '/')} |" for k, v in run.params.items()]
-            writer.add_text("params", "\n".join(lines), global_step=0)
+            writer.add_text("params", markdown_table(run.params), global_step=0)
         finally:
             writer.close()
         write_csv(run.rows, logdir / "rows.csv")
