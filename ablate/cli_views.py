@@ -44,7 +44,7 @@ def load_registries() -> tuple[dict[str, Any], list[str]]:
 
     failures: list[str] = []
     try:
-        registry.load_all()
+        registry.build()
     except plugins.PluginError:
         raise
     except Exception:

@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 
 from ablate.config import ModelConfig, apply_overrides
 from ablate.errors import ConfigError
-from ablate.registry import POSITION, REGISTRIES, load_all
+from ablate.registry import POSITION, REGISTRIES
 
 __all__ = ["Axis", "GridPoint", "GridSpec", "MODES", "BASES", "MODEL_AXES", "TRAIN_AXES", "valid_axes",
            "parse_axes", "build_grid", "default_grid", "axes_grid", "select", "to_override", "ORIGINAL", "MODERN",
@@ -153,7 +153,6 @@ def _split_items(spec: str | Sequence[str]) -> list[str]:
 def parse_axes(spec: str | Sequence[str]) -> list[Axis]:
     """``"norm=layernorm,rmsnorm;activation=relu,swiglu"`` (or space-separated, or a list of ``key=v1,v2``) →
     axes, checked: known keys, values parse into the field's type, registry keys exist. One-line errors."""
-    load_all()
     axes: list[Axis] = []
     seen: set[str] = set()
     probe = ModelConfig()
@@ -217,7 +216,6 @@ def _complete(model: ModelConfig, spec: GridSpec) -> ModelConfig:
     """Give an attention that requires a window (``spec(key).requires``) one when none is set."""
     from ablate.variants.attention import spec as attention_spec
 
-    load_all()
     if "window" in attention_spec(model.attention).requires and model.window is None:
         return replace(model, window=spec.window or max(1, model.train_len // 4))
     return model
@@ -226,7 +224,6 @@ def _complete(model: ModelConfig, spec: GridSpec) -> ModelConfig:
 def _with_embed_scale(p: GridPoint) -> GridPoint:
     """Sinusoids have unit amplitude: like Vaswani et al. (sec. 3.4), scale the token embeddings by sqrt(d_model)
     wherever they are added, or the 0.02-std embeddings drown and the model learns no context."""
-    load_all()
     scale = POSITION.get(p.model.position).supports_("scale_embeddings")  # sinusoidal: sec. 3.4 of Vaswani et al.
     return replace(p, model=replace(p.model, scale_embeddings=scale))
 

@@ -8,7 +8,7 @@ A plugin is a Python module, found in one of three ways:
       [project.entry-points."ablate.variants"]
       myvariants = "mypkg.variants"
 
-  Every such module is imported by :func:`ablate.registry.load_all` (after the built-in ``ablate.variants``), in
+  Every such module is imported by :func:`ablate.registry.build` (after the built-in tables of ``ablate.variants``), in
   every process, without being asked. Origin of its keys: ``"entry point <dist>:<name>"``.
 * **--plugin MODULE_OR_FILE** (``ablate run``, ``ablate list``, ``ablate report``; repeatable) -- a dotted module name
   (importable from ``sys.path``) or a ``.py`` file, imported under the stable name ``ablate_plugin_<stem>_<hash of
@@ -124,7 +124,7 @@ def requested() -> tuple[str, ...]:
 def use(specs: Iterable[str] | None = (), *, load: bool = True) -> tuple[str, ...]:
     """Make ``specs`` (module names or ``.py`` files) plugins of this process and of every process it starts: they
     are added to ``$ABLATE_PLUGINS`` (files as absolute paths). With ``load``, import them now, with the built-ins
-    and the entry points first (:func:`ablate.registry.load_all`), so a broken one fails before anything runs.
+    and the entry points first (:func:`ablate.registry.build`), so a broken one fails before anything runs.
     Returns every requested plugin (``$ABLATE_PLUGINS`` after the update) -- what a launcher passes to workers."""
     current = list(requested())
     for spec in specs or ():
@@ -134,9 +134,9 @@ def use(specs: Iterable[str] | None = (), *, load: bool = True) -> tuple[str, ..
     if current:
         os.environ[PLUGINS_ENV] = os.pathsep.join(current)
     if load:
-        from ablate.registry import load_all
+        from ablate.registry import build
 
-        load_all()
+        build()
     return tuple(current)
 
 

@@ -11,9 +11,14 @@ short keys, one call signature per axis, duplicate keys rejected, unknown keys a
     ATTENTION["naive"].fn(q, k, v, causal=True)
     ATTENTION.get("nope")  # UnknownKeyError: unknown attention 'nope'; valid: naive, sdpa, ...
 
-Variants defined outside the package register the same way (:mod:`ablate.plugins`, docs/adding-a-variant.md):
-:func:`load_all` imports the built-in ``ablate.variants`` first, then every plugin -- installed distributions'
+The four registries are built explicitly, in one place: :func:`build` copies the built-in tables that
+``ablate.variants`` declares (:data:`ablate.variants.BUILTIN_TABLES`: each variants module collects its keys in a
+table of its own, so importing it changes no global state), then loads every plugin -- installed distributions'
 ``ablate.variants`` entry points and the modules / ``.py`` files named by ``--plugin`` or ``$ABLATE_PLUGINS``.
+The first read of a registry (``get``, ``keys``, ``in``, iteration...) runs :func:`build`, so no caller has to
+remember to; :func:`build` again (what ``--plugin`` does) loads plugins requested since.
+Variants defined outside the package register the same way (:mod:`ablate.plugins`, docs/adding-a-variant.md), with
+``@POSITION.register(...)`` etc. on these registries.
 Every :class:`Entry` records its ``origin``: ``"ablate"`` for the built-ins, ``"entry point <dist>:<name>"`` or
 ``"plugin <module or file>"`` for what a plugin registered (the loader sets it around each import with
 :func:`registering_from`), ``"module <name>"`` for a registration made by other code outside any loader.
@@ -23,10 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
 from ablate.errors import AblateError, UnknownKeyError
+from ablate.plugins import PLUGINS_ENV
 
 BUILTIN_ORIGIN = "ablate"
 _ORIGINS: list[str] = []  # stack of the loaders' origins; empty outside a plugin import
@@ -98,11 +105,20 @@ def _jsonable(v: Any) -> Any:
 
 
 class Registry:
-    """An ordered map from short string keys to :class:`Entry`; duplicates are rejected."""
+    """An ordered map from short string keys to :class:`Entry`; duplicates are rejected.
 
-    def __init__(self, axis: str):
+    ``Registry(axis)`` is a plain table (what a variants module fills with its built-in keys); the four registries
+    below are made with ``built=True``: reading one first runs :func:`build`."""
+
+    def __init__(self, axis: str, *, built: bool = False):
         self.axis = axis
         self._entries: dict[str, Entry] = {}
+        self._built = built
+
+    def _ready(self) -> dict[str, Entry]:
+        if self._built and (not _STATE["tried"] or os.environ.get(PLUGINS_ENV, "") != _STATE["env"]):
+            build()
+        return self._entries
 
     def register(self, key: str, *, description: str, paper: str = "",
                  available: Callable[..., Availability] = always_available, **supports: Any):
@@ -137,49 +153,71 @@ class Registry:
 
     def get(self, key: str) -> Entry:
         try:
-            return self._entries[key]
+            return self._ready()[key]
         except KeyError:
             raise UnknownKeyError(self.axis, key, self.keys()) from None
 
     __getitem__ = get
 
     def keys(self) -> list[str]:
-        return list(self._entries)
+        return list(self._ready())
 
     def entries(self) -> list[Entry]:
-        return list(self._entries.values())
+        return list(self._ready().values())
 
     def available_keys(self, device: str | None = None) -> list[str]:
-        return [e.key for e in self._entries.values() if e.available(device)[0]]
+        return [e.key for e in self._ready().values() if e.available(device)[0]]
 
     def __contains__(self, key: object) -> bool:
-        return key in self._entries
+        return key in self._ready()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
+        return iter(self._ready())
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._ready())
 
     def __repr__(self) -> str:
         return f"Registry({self.axis!r}, keys={self.keys()})"
 
 
-ATTENTION = Registry("attention")
-POSITION = Registry("position")
-NORM = Registry("norm")
-ACTIVATION = Registry("activation")
+ATTENTION = Registry("attention", built=True)
+POSITION = Registry("position", built=True)
+NORM = Registry("norm", built=True)
+ACTIVATION = Registry("activation", built=True)
 
 REGISTRIES: dict[str, Registry] = {r.axis: r for r in (ATTENTION, POSITION, NORM, ACTIVATION)}
 
+# builtins: the built-in tables are in; tried: build() has run (a read builds only until then); building: inside it
+# env: $ABLATE_PLUGINS as the last build() saw it (a read after it changes loads the plugins it adds)
+_STATE: dict[str, Any] = {"builtins": False, "tried": False, "building": False, "env": ""}
 
-def load_all() -> dict[str, Registry]:
-    """Fill every registry and return them by axis: the built-in ``ablate.variants`` first, then the plugins
-    (:func:`ablate.plugins.load_plugins`: ``ablate.variants`` entry points of installed distributions, then the
-    modules / files of ``--plugin`` and ``$ABLATE_PLUGINS``). Cheap after the first call; a plugin that cannot be
-    imported raises :class:`ablate.plugins.PluginError` (one line) every time."""
-    import ablate.variants  # noqa: F401  (registers on import)
-    from ablate.plugins import load_plugins
 
-    load_plugins()
+def build() -> dict[str, Registry]:
+    """Build the registries and return them by axis: the built-in tables of :data:`ablate.variants.BUILTIN_TABLES`
+    first (once), then the plugins (:func:`ablate.plugins.load_plugins`: ``ablate.variants`` entry points of
+    installed distributions, then the modules / files of ``--plugin`` and ``$ABLATE_PLUGINS``, each once). Reads
+    made while it runs (a plugin subclassing a built-in) see what is in so far. A plugin that cannot be imported
+    raises :class:`ablate.plugins.PluginError` (one line) here and at every later call (what ``--plugin`` and
+    ``ablate list`` make); the registries keep nothing it registered."""
+    if _STATE["building"]:
+        return REGISTRIES
+    _STATE["building"] = _STATE["tried"] = True
+    _STATE["env"] = os.environ.get(PLUGINS_ENV, "")
+    try:
+        if not _STATE["builtins"]:
+            from ablate.variants import BUILTIN_TABLES
+
+            for table in BUILTIN_TABLES:
+                for entry in table._entries.values():
+                    REGISTRIES[table.axis].add(entry)
+            _STATE["builtins"] = True
+        from ablate.plugins import load_plugins
+
+        load_plugins()
+    finally:
+        _STATE["building"] = False
     return REGISTRIES
+
+
+load_all = build  # the name earlier releases (and plugins' docs) used

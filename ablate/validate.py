@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 from ablate.config import ModelConfig, check_fields
 from ablate.errors import ConfigError, UnavailableError
-from ablate.registry import ACTIVATION, ATTENTION, NORM, POSITION, load_all
+from ablate.registry import ACTIVATION, ATTENTION, NORM, POSITION
 
 __all__ = ["validate_model", "is_valid", "variant_grid", "param_count", "estimate_memory_bytes",
            "available_memory_bytes", "check_fits", "MATERIALISING", "NATIVE_BIAS"]
@@ -16,7 +16,6 @@ PLACEMENTS = ("pre", "post")
 
 def _attention_spec(key: str) -> Any:
     """The registration facts of attention ``key`` (:class:`ablate.variants.attention.AttentionSpec`)."""
-    load_all()
     ATTENTION.get(key)  # unknown key: UnknownKeyError naming the valid ones
     from ablate.variants.attention import spec
 
@@ -30,7 +29,6 @@ def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: boo
     Without ``device`` a feature counts as supported if the attention has it on any device; with ``device`` the
     check is exact for that device (and ``backward=True`` also requires a backward pass there, for training).
     """
-    load_all()
     from ablate.variants import attention as attention_variants
 
     attn, pos = ATTENTION.get(cfg.attention), POSITION.get(cfg.position)
@@ -109,7 +107,6 @@ def variant_grid(base: ModelConfig) -> Iterator[ModelConfig]:
     """Every combination of the registries' keys (and both norm placements) applied to ``base``."""
     from dataclasses import replace
 
-    load_all()
     for a in ATTENTION.keys():
         for p in POSITION.keys():
             for n in NORM.keys():
@@ -141,7 +138,6 @@ def param_count(cfg: ModelConfig) -> int:
     + FFN (plain, ``f = int(ffn_mult·d)``: ``2·d·f`` (+ ``f + d``); GLU, ``h = max(1, int(2f/3))``: ``3·d·h``
     (+ ``2h + d``))] + a final norm for pre-norm. A norm has ``d`` weights, plus ``d`` biases if it learns one.
     """
-    load_all()
     d, h, hd, hkv = cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.kv_heads
     norm = d * (2 if NORM.get(cfg.norm).supports_("learned_bias") else 1)
     attn = d * h * hd + d * 2 * hkv * hd + h * hd * d + ((h * hd + 2 * hkv * hd + d) if cfg.bias else 0)
@@ -183,7 +179,6 @@ def estimate_memory_bytes(cfg: ModelConfig, *, batch: int, seq_len: int, trainin
     if batch < 1 or seq_len < 1 or dtype_bytes < 1 or (kv_cache_len is not None and kv_cache_len < 1):
         raise ConfigError(f"estimate_memory_bytes: batch, seq_len, dtype_bytes and kv_cache_len must be >= 1 (got "
                           f"{batch}, {seq_len}, {dtype_bytes}, {kv_cache_len})")
-    load_all()
     pb = dtype_bytes if param_dtype_bytes is None else param_dtype_bytes
     n = param_count(cfg)
     B, T, d, H, V = batch, seq_len, cfg.d_model, cfg.n_heads, cfg.vocab_size

@@ -4,7 +4,7 @@
 
     python scripts/bench_overhead.py                       # CUDA if visible: sdpa, n=8192, hd 128, bf16, fwd
     python scripts/bench_overhead.py --key flex --pass fwd_bwd --seq-len 4096 --causal
-    python scripts/bench_overhead.py --device cpu          # CPU: cpu-preset shape (n=512, hd 64, fp32)
+    python scripts/bench_overhead.py --device cpu          # CPU: tiny-preset shape (n=512, hd 64, fp32)
 
 The suite's number comes from a real ``ablate run --suite latency`` restricted to that one measurement (into a
 temporary folder, no resume); the bare number times the *package's own function* -- ``spec(key).native``:
@@ -45,7 +45,7 @@ def suite_figure(args, out: Path) -> dict:
             "budget_s=0", "kernels.budget_s=0"]
     if args.device == "cuda":  # compiled kernels (flex) compile per shape on CUDA only
         over.append(f"kernels.compiled_seq_lens={args.seq_len}")
-    preset = "gpu" if args.device == "cuda" else "cpu"
+    preset = "gpu" if args.device == "cuda" else "tiny"
     path = run_suite(RunOptions(suite="latency", preset=preset, overrides=tuple(over), out=out, device=args.device,
                                 progress=False, resume=False))
     rows = [r for r in read_rows(path) if r.get("attention") == args.key and r.get("pass") == args.pass_]
@@ -57,10 +57,9 @@ def suite_figure(args, out: Path) -> dict:
 
 def bare_figure(args, registered: bool = False) -> float | None:
     """The package's own call on inputs in its layout (``registered``: the call through the registry instead)."""
-    from ablate.registry import ATTENTION, load_all
+    from ablate.registry import ATTENTION
     from ablate.variants.attention import spec
 
-    load_all()
     dt = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[args.dtype]
     b = max(1, args.tokens // args.seq_len)
     gen = torch.Generator(device=args.device).manual_seed(0)  # the suite's input recipe (seed 0, this order)

@@ -1,3 +1,10 @@
-"""Swappable Transformer components; importing this package fills the registries in :mod:`ablate.registry`."""
+"""Swappable Transformer components. Each module collects its built-in keys in a table of its own (``BUILTIN``);
+importing it changes no global state. :func:`ablate.registry.build` copies :data:`BUILTIN_TABLES` into the
+registries (attention, position, norm, activation order), then loads the plugins."""
 
-from ablate.variants import activations, attention, norms, positions  # noqa: F401  (register on import)
+from ablate.variants import activations, attention, norms, positions
+from ablate.variants.attention.contract import BUILTIN as _ATTENTION
+
+BUILTIN_TABLES = (_ATTENTION, positions.BUILTIN, norms.BUILTIN, activations.BUILTIN)
+
+__all__ = ["BUILTIN_TABLES", "activations", "attention", "norms", "positions"]

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.registry import ACTIVATION
+from ablate.registry import ACTIVATION, Registry
+
+BUILTIN = Registry("activation")  # this module's keys; ablate.registry.build() copies them into ACTIVATION
 
 SHAZEER = "Shazeer 2020, GLU Variants Improve Transformer"
 
@@ -58,7 +60,7 @@ class GLUFFN(nn.Module):
 
 def _register(key: str, base: type, act: Callable, description: str, paper: str) -> type:
     cls = type(f"{key.upper()}FFN", (base,), {"act": staticmethod(act), "__doc__": description})
-    ACTIVATION.register(key, description=description, paper=paper, glu=base is GLUFFN)(cls)
+    BUILTIN.register(key, description=description, paper=paper, glu=base is GLUFFN)(cls)
     return cls
 
 

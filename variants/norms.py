@@ -9,17 +9,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.registry import NORM
+from ablate.registry import NORM, Registry
+
+BUILTIN = Registry("norm")  # this module's keys; ablate.registry.build() copies them into NORM
 
 
-@NORM.register("layernorm", description="LayerNorm: subtract the mean, divide by the std, learned gain and bias",
+@BUILTIN.register("layernorm", description="LayerNorm: subtract the mean, divide by the std, learned gain and bias",
                paper="Ba, Kiros, Hinton 2016, Layer Normalization", learned_bias=True)
 class LayerNorm(nn.LayerNorm):
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__(dim, eps=eps)
 
 
-@NORM.register("rmsnorm", description="RMSNorm: divide by the root mean square, learned gain, no centring",
+@BUILTIN.register("rmsnorm", description="RMSNorm: divide by the root mean square, learned gain, no centring",
                paper="Zhang & Sennrich 2019, Root Mean Square Layer Normalization", learned_bias=False)
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5):

@@ -26,7 +26,9 @@ from torch import Tensor, nn
 
 from ablate.config import ModelConfig
 from ablate.errors import ConfigError, PositionRangeError
-from ablate.registry import POSITION
+from ablate.registry import POSITION, Registry
+
+BUILTIN = Registry("position")  # this module's keys; ablate.registry.build() copies them into POSITION
 from ablate.variants.rope_init import (_DYNAMIC_SCALINGS, ROPE_INIT_FUNCTIONS, YARN_BETA_FAST,  # noqa: F401
                                        YARN_BETA_SLOW, _default_inv_freq, _ntk_base, _rope_default,
                                        _rope_dynamic_ntk, _rope_ntk, _rope_pi, _rope_yarn, apply_rotary,
@@ -123,7 +125,7 @@ def _check_offset(offset: int) -> int:
 # NoPE
 
 
-@POSITION.register("none", description="NoPE: no position information (causal masking alone orders tokens)",
+@BUILTIN.register("none", description="NoPE: no position information (causal masking alone orders tokens)",
                    paper="Kazemnejad et al. 2023, The Impact of Positional Encoding on Length Generalization",
                    kind="none", extrapolates=True, params=False, needs_bias=False, max_len_bound=False)
 class NoPE(Position):
@@ -146,7 +148,7 @@ def sinusoidal_table(n: int, d: int, base: float = 10000.0) -> Tensor:
     return pe[:, :d]
 
 
-@POSITION.register("sinusoidal", description="fixed sin/cos absolute encodings added to the token embeddings",
+@BUILTIN.register("sinusoidal", description="fixed sin/cos absolute encodings added to the token embeddings",
                    paper="Vaswani et al. 2017, Attention Is All You Need",
                    kind="absolute", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
                    scale_embeddings=True)
@@ -181,7 +183,7 @@ class Sinusoidal(Position):
 # Learned absolute (GPT-2 / BERT)
 
 
-@POSITION.register("learned", description="learned absolute position table of cfg.max_len rows, added to x",
+@BUILTIN.register("learned", description="learned absolute position table of cfg.max_len rows, added to x",
                    paper="Gehring et al. 2017 (ConvS2S); Radford et al. 2018/2019 (GPT, GPT-2)",
                    kind="absolute", extrapolates=False, params=True, needs_bias=False, max_len_bound=True)
 class Learned(Position):
@@ -318,14 +320,14 @@ class Rotary(Position):
 _ROPE_PAPER = "Su et al. 2021, RoFormer: Enhanced Transformer with Rotary Position Embedding"
 
 
-@POSITION.register("rope", description="rotary position embedding (half-split, GPT-NeoX/LLaMA form)",
+@BUILTIN.register("rope", description="rotary position embedding (half-split, GPT-NeoX/LLaMA form)",
                    paper=_ROPE_PAPER, kind="rotary", extrapolates=False, params=False, needs_bias=False,
                    max_len_bound=False, scaling="default")
 class RoPE(Rotary):
     scaling = "default"
 
 
-@POSITION.register("rope_pi", description="RoPE with position interpolation: positions / cfg.rope_scale",
+@BUILTIN.register("rope_pi", description="RoPE with position interpolation: positions / cfg.rope_scale",
                    paper="Chen et al. 2023, Extending Context Window of LLMs via Positional Interpolation",
                    kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
                    scaling="pi", rescales="rope")
@@ -333,7 +335,7 @@ class RoPEPI(Rotary):
     scaling = "pi"
 
 
-@POSITION.register("rope_ntk", description="NTK-aware RoPE: base * s^(d/(d-2)) with s = cfg.rope_scale",
+@BUILTIN.register("rope_ntk", description="NTK-aware RoPE: base * s^(d/(d-2)) with s = cfg.rope_scale",
                    paper="bloc97 2023, NTK-Aware Scaled RoPE (reddit r/LocalLLaMA); Peng et al. 2023 sec. 3.1",
                    kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
                    scaling="ntk", rescales="rope")
@@ -341,7 +343,7 @@ class RoPENTK(Rotary):
     scaling = "ntk"
 
 
-@POSITION.register("rope_dynamic_ntk",
+@BUILTIN.register("rope_dynamic_ntk",
                    description="dynamic NTK RoPE: NTK base at s = max(1, seq_len / cfg.train_len), per length",
                    paper="emozilla 2023, Dynamically Scaled RoPE (reddit r/LocalLLaMA); Peng et al. 2023 sec. 3.3",
                    kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
@@ -363,7 +365,7 @@ class RoPEDynamicNTK(Rotary):
                        "only in token-by-token decoding")]
 
 
-@POSITION.register("rope_yarn",
+@BUILTIN.register("rope_yarn",
                    description="YaRN RoPE as in its reference code: beta_fast=32/beta_slow=1 correction dims, ramp "
                                "linear in the dim index between them, mscale 0.1 ln s + 1",
                    paper="Peng et al. 2023, YaRN: Efficient Context Window Extension of Large Language Models",
@@ -396,7 +398,7 @@ class RoPEYaRN(Rotary):
 # ALiBi (Press et al. 2022)
 
 
-@POSITION.register("alibi", description="ALiBi: per-head linear distance penalty -slope*dist added to scores",
+@BUILTIN.register("alibi", description="ALiBi: per-head linear distance penalty -slope*dist added to scores",
                    paper="Press et al. 2022, Train Short, Test Long: Attention with Linear Biases (ICLR)",
                    kind="bias", extrapolates=True, params=False, needs_bias=True, max_len_bound=False, alibi=True)
 class ALiBi(Position):
@@ -427,7 +429,7 @@ class ALiBi(Position):
 # T5 relative position bias (Raffel et al. 2020)
 
 
-@POSITION.register("t5_bias", description="T5 relative bias: a learned scalar per (log-bucketed distance, head)",
+@BUILTIN.register("t5_bias", description="T5 relative bias: a learned scalar per (log-bucketed distance, head)",
                    paper="Raffel et al. 2020, Exploring the Limits of Transfer Learning (T5), JMLR",
                    kind="bias", extrapolates=True, params=True, needs_bias=True, max_len_bound=False,
                    num_buckets=T5_NUM_BUCKETS, max_distance="cfg.t5_max_distance or max(train_len // 4, 2 * max_exact)")

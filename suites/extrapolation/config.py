@@ -10,7 +10,7 @@ from ablate.config import ModelConfig, apply_overrides, flatten, model_preset, u
 from ablate.data import DataSettings, data_fields
 from ablate.errors import ConfigError
 from ablate.evaluate import MODES, PROBES, Probe
-from ablate.registry import POSITION, load_all
+from ablate.registry import POSITION
 from ablate.results import row_key
 from ablate.train import TrainConfig
 
@@ -90,7 +90,6 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
         raise ConfigError(f"unknown extrapolation preset {preset!r}; valid: {', '.join(PRESETS)}")
     base = PRESETS[preset]
     cfg = apply_overrides(base, list(overrides))
-    load_all()
     keys_set = {str(o).split("=", 1)[0].strip() for o in overrides}
     cfg = _honour_model_slots(base, cfg, keys_set)
     # train.seq_len and model.train_len are one setting: follow whichever the user changed.

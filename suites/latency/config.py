@@ -11,7 +11,7 @@ import torch
 
 from ablate.config import ModelConfig, apply_overrides, model_preset
 from ablate.errors import ConfigError
-from ablate.registry import ACTIVATION, ATTENTION, NORM, POSITION, load_all
+from ablate.registry import ACTIVATION, ATTENTION, NORM, POSITION
 from ablate.timing import DO_BENCH_REP_MS, DO_BENCH_WARMUP_MS
 from ablate.variants.attention import spec
 
@@ -212,7 +212,6 @@ def resolve(preset: str, overrides: Iterable[str] = ()) -> LatencyConfig:
         k = str(item).split("=", 1)[0].strip()
         if k in decided:
             raise ConfigError(f"{k} cannot be set: {decided[k]}")
-    load_all()
     for p in cfg.parts:
         if p not in PARTS:
             raise ConfigError(f"unknown latency part {p!r}; valid: {', '.join(PARTS)}")
@@ -297,7 +296,6 @@ def _is_compiled(key: str, device: str) -> bool:
 
 def compiled_keys() -> list[str]:
     """The attention keys that compile per shape somewhere (``spec(key).compiled``)."""
-    load_all()
     return [k for k in ATTENTION.keys() if spec(k).compiled]
 
 
@@ -389,7 +387,6 @@ def plan_kernels(cfg: LatencyConfig, device: str) -> list[tuple[Shape, list[str]
 
 def attention_spec(key: str) -> Any:
     """The registration facts of attention ``key`` (:class:`ablate.variants.attention.AttentionSpec`)."""
-    load_all()
     return spec(key)
 
 

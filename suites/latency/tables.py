@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from ablate.registry import ATTENTION, POSITION, Registry, load_all
+from ablate.registry import ATTENTION, POSITION, Registry
 
 from .constants import BASELINE_ATTENTION, DECODE_MODES, FLOPS_FA, LAYOUTS, PASS_ORDER
 
@@ -26,7 +26,6 @@ def _num(df, name: str):
 def _registry_order(registry: Registry, keys: Iterable[str]) -> list[str]:
     """``keys`` (deduplicated) in ``registry``'s order, then the unregistered ones sorted."""
     try:
-        load_all()
         reg = registry.keys()
     except Exception:
         reg = []

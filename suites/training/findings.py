@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from ablate.claims import INCONCLUSIVE, LOSS_MARGIN, better_claim, parity_claim
-from ablate.registry import ACTIVATION, load_all
+from ablate.registry import ACTIVATION
 
 from .aggregate import _num, point_stats
 from .constants import _ID_OMIT_AT
@@ -36,7 +36,6 @@ class Finding:
 
 
 def _is_glu(v: Any, row: Any = None) -> bool:
-    load_all()
     return isinstance(v, str) and v in ACTIVATION and ACTIVATION[v].supports_("glu")
 
 

@@ -53,10 +53,10 @@ from torch import Tensor
 
 from ablate.errors import ConfigError, UnavailableError, UnknownKeyError
 from ablate.flops import attention_flops
-from ablate.registry import ATTENTION, Availability
+from ablate.registry import ATTENTION, Availability, Registry
 
 __all__ = [
-    "FEATURES", "SETTINGS", "ScoreBiasLike", "AttentionSpec", "SPECS", "spec", "attention_fn", "check_call",
+    "BUILTIN", "FEATURES", "SETTINGS", "ScoreBiasLike", "AttentionSpec", "SPECS", "spec", "attention_fn", "check_call",
     "supports", "allowed_mask", "fa_flops", "FLOPS_FA", "FLOPS_LINEAR", "full_caps", "LAYOUTS",
 ]
 
@@ -205,6 +205,7 @@ Refusal = Callable[[Tensor, Tensor, Tensor, bool, Any, "int | None"], "str | Non
 BackendName = Callable[[Tensor, Tensor, Tensor, bool, Any, "int | None"], str]
 
 SPECS: dict[str, "AttentionSpec"] = {}
+BUILTIN = Registry("attention")  # the built-in keys; ablate.registry.build() copies them into ATTENTION
 _AVAIL: dict[tuple[str, str], Availability] = {}  # availability probes, cached per key and device type
 
 
@@ -327,9 +328,11 @@ class AttentionSpec:
         """Whether calls on ``device`` run a ``torch.compile``'d kernel (compiling once per new shape)."""
         return bool(self.compiled and self.compiles_on is not None and self.compiles_on(_device_type(device)))
 
-    def register(self) -> "AttentionSpec":
-        """Put the key into :data:`ablate.registry.ATTENTION` (duplicates rejected there) and into :data:`SPECS`."""
-        ATTENTION.register(self.key, description=self.description, paper=self.paper, available=self.available,
+    def register(self, table: Registry | None = None) -> "AttentionSpec":
+        """Put the key into ``table`` -- the built-in modules pass :data:`BUILTIN`, which
+        :func:`ablate.registry.build` copies into :data:`ablate.registry.ATTENTION`; a plugin leaves it out and
+        registers in ``ATTENTION`` directly (duplicates rejected there) -- and into :data:`SPECS`."""
+        (ATTENTION if table is None else table).register(self.key, description=self.description, paper=self.paper, available=self.available,
                            **self.static_supports())(self.fn)
         SPECS[self.key] = self
         return self

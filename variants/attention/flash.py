@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ablate.errors import UnavailableError
 from ablate.registry import Availability
-from ablate.variants.attention.contract import (HALF, AttentionSpec, _bias_slopes, _first_line, _tiny, check_call,
+from ablate.variants.attention.contract import (BUILTIN, HALF, AttentionSpec, _bias_slopes, _first_line, _tiny, check_call,
                                                 fa_flops, full_caps)
 from ablate.variants.attention.reference import _naive
 
@@ -163,4 +163,4 @@ SPEC = AttentionSpec(
     layout="bthd",
     native=_flash_native,
     native_name="flash_attn.cute.flash_attn_func (FA4) / flash_attn.flash_attn_func (FA2)",
-).register()
+).register(BUILTIN)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ablate.errors import UnavailableError
 from ablate.registry import Availability
-from ablate.variants.attention.contract import (ALL_DTYPES, AttentionSpec, _bias_slopes, _first_line, _LRU,
+from ablate.variants.attention.contract import (BUILTIN, ALL_DTYPES, AttentionSpec, _bias_slopes, _first_line, _LRU,
                                                 check_call, fa_flops, full_caps)
 from ablate.variants.attention.reference import _naive
 
@@ -212,4 +212,4 @@ SPEC = AttentionSpec(
     compiles_on=lambda dev: _flex_mode(dev) == "compiled",
     refusal=_flex_refusal,
     native_bias=True,
-).register()
+).register(BUILTIN)

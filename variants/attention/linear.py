@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ablate.errors import ConfigError
 from ablate.flops import linear_attention_flops
-from ablate.variants.attention.contract import ALL_DTYPES, FLOPS_LINEAR, AttentionSpec, check_call, full_caps
+from ablate.variants.attention.contract import BUILTIN, ALL_DTYPES, FLOPS_LINEAR, AttentionSpec, check_call, full_caps
 
 __all__ = ["linear_attention", "linear_reference", "LINEAR_CHUNK", "SPEC"]
 
@@ -110,4 +110,4 @@ SPEC = AttentionSpec(
     reference_name="linear O(n^2)",
     chunk=LINEAR_CHUNK,
     backend_name=lambda q, k, v, causal, bias, window: "linear:chunked" if causal else "linear:parallel",
-).register()
+).register(BUILTIN)

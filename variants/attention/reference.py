@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ablate.variants.attention.contract import (ALL_DTYPES, AttentionSpec, _default_scale, _expand_kv, allowed_mask,
+from ablate.variants.attention.contract import (BUILTIN, ALL_DTYPES, AttentionSpec, _default_scale, _expand_kv, allowed_mask,
                                                 check_call, fa_flops, full_caps)
 
 __all__ = ["SPEC"]
@@ -39,4 +39,4 @@ SPEC = AttentionSpec(
     reference=_naive,  # its own reference; the tests check it against an independent loop
     backend_name=lambda q, k, v, causal, bias, window: "naive",
     materialises_scores=True,
-).register()
+).register(BUILTIN)

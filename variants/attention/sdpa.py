@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ablate.errors import UnavailableError
 from ablate.registry import Availability
-from ablate.variants.attention.contract import (ALL_DTYPES, HALF, AttentionSpec, _expand_kv, _first_line,
+from ablate.variants.attention.contract import (BUILTIN, ALL_DTYPES, HALF, AttentionSpec, _expand_kv, _first_line,
                                                 _masked_dense_bias, _tiny, allowed_mask, attention_fn, check_call,
                                                 fa_flops, full_caps)
 from ablate.variants.attention.reference import _naive
@@ -261,7 +261,7 @@ def _spec(key: str, description: str, paper: str, caps: dict[str, dict[str, Any]
                          flops=fa_flops, reference=_naive, native=_make_native(key, fn), native_name=name,
                          backend_name=lambda q, k, v, causal, bias, window: sdpa_backend_name(key, q, k, v, causal,
                                                                                               bias, window),
-                         **kw).register()
+                         **kw).register(BUILTIN)
 
 
 SPECS_SDPA: tuple[AttentionSpec, ...] = (

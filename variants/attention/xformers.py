@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ablate.errors import UnavailableError
 from ablate.registry import Availability
-from ablate.variants.attention.contract import (AttentionSpec, _expand_kv, _first_line, _masked_dense_bias, _tiny,
+from ablate.variants.attention.contract import (BUILTIN, AttentionSpec, _expand_kv, _first_line, _masked_dense_bias, _tiny,
                                                 allowed_mask, check_call, fa_flops, full_caps)
 from ablate.variants.attention.reference import _naive
 
@@ -131,4 +131,4 @@ SPEC = AttentionSpec(
     backend_name=_backend_name,
     no_device_reason={"*": _no_cuda_reason},
     probe=_probe_xformers,
-).register()
+).register(BUILTIN)
