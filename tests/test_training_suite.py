@@ -68,6 +68,8 @@ def test_schema(two_seeds):
         assert all(math.isfinite(v) for v in r["curve.val_loss"] + r["curve.train_loss"])
     by = {(r["point"], r["seed"]): r for r in rows}
     o, s = by[("original", 0)], by[("original+swiglu", 0)]
+    # what the report needs to know about the variant is in the row (the report side imports no torch)
+    assert o["activation_glu"] is False and s["activation_glu"] is True
     assert (o["activation"], s["activation"]) == ("relu", "swiglu")
     assert s["baseline"] == "original" and o["baseline"] is None
     assert abs(s["params"] - o["params"]) / o["params"] < 0.01  # GLU hidden 2/3: parameters matched

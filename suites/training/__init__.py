@@ -63,7 +63,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "suite": ("results_file", "task_id", "check_memory", "tasks", "run", "_setup", "_print_summary"),
     "aggregate": ("point_stats", "compare_points", "grid_rows", "DESCRIPTIVE", "_group_dirs", "_num", "_col",
                   "_stuck"),
-    "findings": ("Finding", "FINDINGS", "NAMED_FINDINGS", "finding_pairs", "findings_table", "_is_glu", "_kv",
+    "findings": ("Finding", "FINDINGS", "NAMED_FINDINGS", "finding_pairs", "findings_table", "_glu", "_kv",
                  "_signature", "_claim_verdict", "_SIGNATURE_SKIP", "_TESTS"),
     "tables": ("summary_table", "_delta_cell", "_setup_lines", "_cell"),
     "figures": ("palette", "fig_curves", "fig_pareto", "_mean_curve", "_si"),

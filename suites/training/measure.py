@@ -14,6 +14,7 @@ from ablate.data import Batches, Corpus
 from ablate.evaluate import evaluate
 from ablate.flops import matmul_params, peak_tflops
 from ablate.grid import GridPoint
+from ablate.registry import ACTIVATION
 from ablate.model import Transformer
 from ablate.train import TrainConfig, lm_loss, train
 from ablate.validate import validate_model
@@ -54,8 +55,10 @@ def _curve(res) -> dict[str, list]:
 
 
 def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, device: str, budget: Budget,
-              progress: Any = False, unigram: float | None = None) -> tuple[str, str, dict[str, Any], TrainConfig]:
-    """Train and score one grid point with one seed: (status, reason, metrics, the TrainConfig used)."""
+              progress: Any = False, unigram: float | None = None,
+              on_log: Any = None) -> tuple[str, str, dict[str, Any], TrainConfig]:
+    """Train and score one grid point with one seed: (status, reason, metrics, the TrainConfig used).
+    ``on_log``: :func:`ablate.train.train`'s live-logging callback (``--log-to``; None: none)."""
     validate_model(point.model, device=device)
     tcfg = point_train(cfg, point, seed)
     torch.manual_seed(seed)  # same initialisation stream per seed for every point
@@ -73,7 +76,7 @@ def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, 
 
     batches = Batches(corpus.train, tcfg.batch_size, seq, seed=seed, device=device)
     res = train(model, tcfg, batches, device=device, loss_fn=lm_loss, eval_fn=curve_eval, progress=progress,
-                description=f"{point.name} s{seed}")
+                description=f"{point.name} s{seed}", on_log=on_log)
     st = res.stats
     fps = flops_per_step(model, point.model, tcfg)
     tps = st.get("steady_tokens_per_s") or st.get("tokens_per_s")
@@ -84,6 +87,7 @@ def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, 
         **info,
         "params": model.num_params(), "params_non_embedding": model.num_params(non_embedding=True),
         "matmul_params": matmul_params(model),
+        "activation_glu": ACTIVATION[point.model.activation].supports_("glu"),  # the report reads it, torch-free
         "steps": res.steps, "steps_planned": steps, "tokens": st.get("tokens"), "tokens_per_step": per_step_tokens,
         "train_loss": st.get("final_train_loss"), "tokens_per_s": tps,
         "step_ms": 1000.0 * per_step_tokens / tps if tps else None,
