@@ -15,7 +15,8 @@ home-made scheduler.
 
 Plugins (``--plugin``, ``$ABLATE_PLUGINS``; :mod:`ablate.plugins`) reach every worker twice over: in the environment
 it inherits, and explicitly -- ``opts.plugins`` of the worker spec (gpus, slurm), ``--plugin`` on the ranks' command
-line (torchrun).
+line (torchrun). ``--log-to`` (:mod:`ablate.livelog`) travels the same way (``opts.log_to``, ``--log-to``): each
+worker logs the models it trains, rank 0 for a DDP run.
 
 Every worker writes its own shard (``X.launch/shards/<task>.jsonl``) and state (:mod:`ablate.runstate`);
 ``ablate report``, resume and ``ablate status`` read them all. A re-run with ``--resume`` (the default) submits only
@@ -363,6 +364,8 @@ def _cli_args(opts: RunOptions) -> list[str]:
         args += ["--task", t]
     for p in opts.plugins:
         args += ["--plugin", p]
+    for t in opts.log_to:
+        args += ["--log-to", t]
     args += ["--resume" if opts.resume else "--no-resume", "--progress" if opts.progress else "--no-progress"]
     return args
 

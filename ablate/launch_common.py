@@ -24,12 +24,15 @@ def _spec_opts(opts: RunOptions) -> dict[str, Any]:
          "device": opts.device}
     if opts.plugins:  # only when there are some: a sweep without plugins keeps its plan id
         d["plugins"] = list(opts.plugins)
+    if opts.log_to:  # --log-to: every worker logs the models it trains (ablate.livelog)
+        d["log_to"] = list(opts.log_to)
     return d
 
 
 def _plan_fields(opts: RunOptions) -> dict[str, Any]:
     d = _spec_opts(opts)
     d.pop("resume")
+    d.pop("log_to", None)  # where curves are logged is not what is measured: the same plan with or without
     return d
 
 

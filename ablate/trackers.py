@@ -81,24 +81,30 @@ def mlflow_uri(out: str) -> str:
 
 def mlflow_experiment(out: str | None, experiment: str) -> tuple[Any, str]:
     """(client, experiment id) of ``experiment`` (created when missing) in the store ``out`` (a URI or a folder;
-    ``None``: MLflow's own default, ``$MLFLOW_TRACKING_URI`` or ``./mlruns``). A store that cannot be reached or
-    refuses is one :class:`ConfigError` line."""
+    ``None``: MLflow's own default, ``$MLFLOW_TRACKING_URI`` or ``./mlruns``). Nothing process-wide is set (the
+    client is bound to the store). A store that cannot be reached or refuses is one :class:`ConfigError` line."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
+    uri = None
     if out is not None:
         uri = mlflow_uri(str(out))
         if uri.startswith("file:"):  # a folder asked for by name: MLflow >= 3.7 wants this opt-in for a file store
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        mlflow.set_tracking_uri(uri)
     try:
-        client = mlflow.tracking.MlflowClient()
-        try:
-            exp = mlflow.set_experiment(experiment)
-        except mlflow.exceptions.MlflowException:  # created by a parallel worker between the lookup and the create
-            exp = client.get_experiment_by_name(experiment)
-            if exp is None:
-                raise
-    except mlflow.exceptions.MlflowException as exc:  # no store there, server down, store refused: one line
+        client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            try:
+                return client, client.create_experiment(experiment)
+            except MlflowException:  # created by a parallel worker between the lookup and the create
+                exp = client.get_experiment_by_name(experiment)
+                if exp is None:
+                    raise
+        if getattr(exp, "lifecycle_stage", "active") == "deleted":
+            raise ConfigError(f"mlflow: experiment {experiment!r} is deleted; restore it (mlflow experiments "
+                              "restore) or use another name")
+    except MlflowException as exc:  # no store there, server down, store refused: one line
         raise ConfigError(f"mlflow: {' '.join(str(exc).split())[:400]}") from None
     return client, exp.experiment_id
 

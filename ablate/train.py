@@ -4,6 +4,7 @@
     result = train(model, cfg, Batches(corpus.train, cfg.batch_size, cfg.seq_len, cfg.seed))
     result.status        # "ok" or "diverged" (result.diverged_step: the first step with a NaN/inf loss)
     result.history       # [{"step", "train_loss", "lr", "tokens", "elapsed"}, ...] every log_every steps
+    train(..., on_log=print)  # each log point as it happens: {"step", "train_loss", "lr", "tokens", ...}
     result.stats         # tokens_per_s, peak_mem_bytes, elapsed_s, final_train_loss, ...
 
 AdamW (decoupled weight decay on matrices only) with linear warm-up and cosine decay to ``min_lr``; gradient-norm
@@ -148,13 +149,26 @@ def _progress_task(progress: Any, description: str, total: int):
     return progress, task, owned
 
 
+def log_entry(h: dict) -> dict:
+    """What ``on_log`` receives for a :attr:`TrainResult.history` entry: ``step`` as steps completed (the training
+    suite's ``curve.step``), ``train_loss``, ``lr``, ``tokens``, ``elapsed`` (training seconds) and
+    ``tokens_per_s`` (tokens / elapsed; None before any time has passed)."""
+    elapsed = h.get("elapsed") or 0.0
+    return {"step": int(h["step"]) + 1, "train_loss": h["train_loss"], "lr": h["lr"], "tokens": h["tokens"],
+            "elapsed": h.get("elapsed"), "tokens_per_s": h["tokens"] / elapsed if elapsed > 0 else None}
+
+
 def train(model: nn.Module, cfg: TrainConfig, batches: BatchFn, *, device: str | torch.device | None = None,
           loss_fn: LossFn = lm_loss, eval_fn: Callable[[nn.Module], dict] | None = None,
-          progress: Any = False, description: str = "train") -> TrainResult:
+          progress: Any = False, description: str = "train",
+          on_log: Callable[[dict], None] | None = None) -> TrainResult:
     """Train ``model`` in place for ``cfg.steps`` steps on ``batches(step) -> (x, y)``; returns a :class:`TrainResult`.
 
     ``eval_fn(model) -> dict`` runs (under ``no_grad``, in eval mode) every ``cfg.eval_every`` steps and at the end.
     ``progress``: False, True (own rich bar) or a running ``rich.progress.Progress`` to add a task to.
+    ``on_log(entry)``: called at each log point with :func:`log_entry` of the new history entry, and after each
+    evaluation with ``{"step": steps completed, **eval_fn(model)}`` (live logging, :mod:`ablate.livelog`); on the
+    main rank only. It sees the numbers the result keeps and changes nothing the training does.
     """
     from ablate import distributed
 
@@ -173,8 +187,8 @@ def train(model: nn.Module, cfg: TrainConfig, batches: BatchFn, *, device: str |
         fwd = DistributedDataParallel(model, device_ids=[device.index if device.index is not None
                                                          else torch.cuda.current_device()]
                                       if device.type == "cuda" else None)
-        if not dinfo.is_main:  # rank 0 evaluates and shows progress; the others only train
-            eval_fn, progress = None, False
+        if not dinfo.is_main:  # rank 0 evaluates, shows progress and logs; the others only train
+            eval_fn, progress, on_log = None, False, None
     fwd = torch.compile(fwd) if cfg.compile else fwd
     amp = cfg.amp if device.type == "cuda" else None
     if device.type == "cuda":
@@ -200,6 +214,8 @@ def train(model: nn.Module, cfg: TrainConfig, batches: BatchFn, *, device: str |
         model.train()
         out["step"] = step
         result.evals.append(out)
+        if on_log is not None:
+            on_log(dict(out))
         sync(device)
         t_mark = time.perf_counter()
 
@@ -223,6 +239,8 @@ def train(model: nn.Module, cfg: TrainConfig, batches: BatchFn, *, device: str |
         s_last, v_last = pending[-1][0], values[-1]
         result.history.append({"step": s_last, "train_loss": v_last, "lr": lr_at(s_last, cfg), "tokens": tokens,
                                "elapsed": elapsed})
+        if on_log is not None:
+            on_log(log_entry(result.history[-1]))
         if prog is not None:
             prog.update(task, completed=s_last + 1, info=f"loss {v_last:.3f}")
         pending.clear()
@@ -287,4 +305,4 @@ def train(model: nn.Module, cfg: TrainConfig, batches: BatchFn, *, device: str |
     return result
 
 
-__all__ = ["TrainConfig", "TrainResult", "train", "lr_at", "lm_loss", "make_optimizer", "autocast_for", "sync"]
+__all__ = ["TrainConfig", "TrainResult", "train", "log_entry", "lr_at", "lm_loss", "make_optimizer", "autocast_for", "sync"]

@@ -16,10 +16,11 @@ from ablate.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoin
 from ablate.data import Batches, Corpus
 from ablate.errors import PositionRangeError
 from ablate.evaluate import PasskeyBatches, evaluate, passkey_loss, probe_correct
+from ablate.livelog import model_run
 from ablate.model import Transformer
 from ablate.results import ResultWriter, status_from_exception
 from ablate.stats import wilson_interval
-from ablate.train import lm_loss, train
+from ablate.train import lm_loss, log_entry, train
 from ablate.variants.positions import position_caveats
 
 from .config import ExtrapolationConfig, config_id, decodes_incrementally, eval_stride, eval_tokens, probe_of
@@ -35,13 +36,18 @@ def _save(path: Path, payload: dict) -> None:
 
 
 def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, ckpt: Path,
-               progress: Any, reuse: bool = True) -> tuple[Any, dict]:
-    """(model or None, training info); loads the checkpoint when there is one (and ``reuse``)."""
+               progress: Any, reuse: bool = True, on_log: Any = None) -> tuple[Any, dict]:
+    """(model or None, training info); loads the checkpoint when there is one (and ``reuse``). ``on_log``: the
+    live-logging callback of :func:`ablate.train.train` (``--log-to``); a model loaded from its checkpoint replays
+    the training curve stored there."""
     mcfg = job_model(cfg, job.position)
     if reuse and ckpt.is_file():
         try:
             payload = load_checkpoint(ckpt)
             info = payload["info"]
+            if on_log is not None:
+                for h in payload.get("history") or []:
+                    on_log(log_entry(h))
             if payload.get("state_dict") is None:
                 return None, info
             torch.manual_seed(job.seed)
@@ -66,7 +72,8 @@ def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, 
     else:
         batches = Batches(corpus.train, tcfg.batch_size, tcfg.seq_len, seed=job.seed, device=device)
     res = train(model, tcfg, batches, device=device, progress=progress, description=f"train {job.name}",
-                **({"loss_fn": loss_fn} if loss_fn is not lm_loss else {}))
+                **({"loss_fn": loss_fn} if loss_fn is not lm_loss else {}),
+                **({"on_log": on_log} if on_log is not None else {}))
     info = {"train_status": res.status, "train_reason": res.reason, "diverged_step": res.diverged_step,
             "train_steps": res.steps, "train_loss": res.stats.get("final_train_loss"),
             "train_s": res.stats.get("elapsed_s"), "train_tokens_per_s": res.stats.get("tokens_per_s"),
@@ -79,14 +86,22 @@ def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, 
 
 
 def _run_job(cfg, job: Job, todo: list[RowSpec], corpus: Corpus, device: str, writer: ResultWriter, ckpt_dir: Path,
-             opts, prog, overall) -> int:
-    """Train (or load) one job's model and write its rows; returns 1 when a model was trained."""
+             opts, prog, overall, live: Any = None) -> int:
+    """Train (or load) one job's model and write its rows; returns 1 when a model was trained. ``live``: the
+    ``--log-to`` trackers (:mod:`ablate.livelog`; None: none), one tracker run for the job's model."""
     if not todo:
         return 0
     run_cfg = replace(cfg, model=job_model(cfg, job.position), train=replace(cfg.train, seed=job.seed))
+    with model_run(live, job.name, config=run_cfg, keys=[r.key for r in job.rows]) as lrun:
+        return _train_and_score(cfg, job, todo, corpus, device, lrun.tap(writer), ckpt_dir, opts, prog, overall,
+                                run_cfg, lrun.on_log)
+
+
+def _train_and_score(cfg, job: Job, todo: list[RowSpec], corpus: Corpus, device: str, writer: ResultWriter,
+                     ckpt_dir: Path, opts, prog, overall, run_cfg, on_log) -> int:
     ckpt = _ckpt_path(ckpt_dir, job, config_id(cfg, corpus, job.kind), scaled=scales_embeddings(cfg, job.position))
     try:
-        model, info = _train_job(cfg, job, corpus, device, ckpt, prog, reuse=opts.resume)
+        model, info = _train_job(cfg, job, corpus, device, ckpt, prog, reuse=opts.resume, on_log=on_log)
     except Exception as exc:  # OOM, a kernel that fails: every row of this job says so
         if _is_oom(exc) and device == "cuda":
             torch.cuda.empty_cache()

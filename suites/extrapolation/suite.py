@@ -14,6 +14,7 @@ from ablate import distributed
 from ablate.data import check_eval_span
 from ablate.errors import ConfigError
 from ablate.evaluate import span_needed
+from ablate.livelog import open_live
 from ablate.progress import start_progress
 from ablate.results import ResultWriter, done_keys, row_key
 from ablate.runner import Task, results_path, select_tasks
@@ -70,6 +71,7 @@ def run(opts) -> Path:
         for line in caveats:
             err.print(f"[yellow]caveat:[/] {line}", highlight=False, soft_wrap=True)
     writer = ResultWriter(out, SUITE, resume=opts.resume, shard=opts.shard)
+    live = open_live(opts, SUITE, device, preset)  # --log-to trackers: one tracker run per trained model
     cid = config_id(cfg, corpus)
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -96,7 +98,8 @@ def run(opts) -> Path:
                 if opts.resume:  # it may have finished it between our start and our claim
                     finished = done_keys(out)
                     todo = [r for r in todo if row_key(r.key) not in finished]
-                trained += _run_job(cfg, job, todo, corpus, device, writer, ckpt_dir, opts, prog, overall)
+                trained += _run_job(cfg, job, todo, corpus, device, writer, ckpt_dir, opts, prog, overall,
+                                    live=live)
             finally:
                 claims.release(job.name)
     finally:

@@ -16,6 +16,7 @@ from ablate.data import check_eval_span
 from ablate.errors import ConfigError
 from ablate.evaluate import span_needed
 from ablate.grid import GridPoint
+from ablate.livelog import model_run, open_live
 from ablate.progress import start_progress
 from ablate.results import ResultWriter, done_keys, row_key, status_from_exception, to_frame
 from ablate.runner import Task, results_path, select_tasks
@@ -93,6 +94,7 @@ def run(opts) -> Path:
                               "budget.kind=tokens or flops")
     chosen = select_tasks([task_id(p, s) for s in seeds for p in points], opts.only, "training task")
     writer = ResultWriter(out, SUITE, resume=opts.resume, shard=opts.shard, enabled=dinfo.is_main)
+    live = open_live(opts, SUITE, device, preset) if dinfo.is_main else None  # --log-to trackers (rank 0)
     gid = grid_id(cfg, corpus)
     budget = Budget(cfg, reference, corpus, device)
     unigram = unigram_loss(corpus, cfg.eval.tokens)
@@ -144,15 +146,17 @@ def run(opts) -> Path:
             run_cfg = {"model": point.model, "train": point_train(cfg, point, seed), "budget": cfg.budget,
                        "grid": cfg.grid, "eval": cfg.eval, "data": cfg.data}
             try:
-                try:
-                    status, reason, metrics, tcfg = run_point(cfg, point, seed, corpus, device, budget, prog,
-                                                              unigram=unigram)
-                    run_cfg["train"] = tcfg
-                    writer.write(status, key, {**desc, **metrics}, config=run_cfg, reason=reason)
-                except Exception as exc:  # unsupported, OOM, a kernel that fails: a row, and the grid goes on
-                    if status_from_exception(exc)[0] == "oom" and device == "cuda":
-                        torch.cuda.empty_cache()
-                    writer.write_exception(exc, key, desc, config=run_cfg)
+                # --log-to: a tracker run per point and seed (ablate.livelog); without it lrun does nothing
+                with model_run(live, f"{point.name}-s{seed}", config=run_cfg, keys=[key]) as lrun:
+                    try:
+                        status, reason, metrics, tcfg = run_point(cfg, point, seed, corpus, device, budget, prog,
+                                                                  unigram=unigram, on_log=lrun.on_log)
+                        run_cfg["train"] = tcfg
+                        lrun.tap(writer).write(status, key, {**desc, **metrics}, config=run_cfg, reason=reason)
+                    except Exception as exc:  # unsupported, OOM, a kernel that fails: a row, and the grid goes on
+                        if status_from_exception(exc)[0] == "oom" and device == "cuda":
+                            torch.cuda.empty_cache()
+                        lrun.tap(writer).write_exception(exc, key, desc, config=run_cfg)
             finally:
                 if claims is not None:
                     claims.release(tid)
