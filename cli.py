@@ -1,8 +1,9 @@
 """The ``ablate`` command line (installed as ``ablate.cli``; console script ``ablate = ablate.cli:main``).
 
-    ablate list [--axis A] [--format table|json]     registered variants, whether they run here, where they come from
+    ablate list [--axis A] [--format table|json]     registered variants, whether they run here, where they come from;
+                [--presets]                          the presets of each suite
     ablate env [--format table|json]                 the environment fingerprint stored with every row
-    ablate run --suite S [--preset P] [--set k=v]... run a suite (resumes by default)
+    ablate run --suite S [--preset P] [--set k=v]... run a suite (resumes by default), then print its summary tables
         [--launcher local|gpus|slurm] [--nproc-per-node N]     ... spread over GPUs / Slurm, or DDP via torchrun
     ablate status RUN_DIR                            done / running / failed / missing tasks of a sweep
     ablate report RESULTS... --out DIR               tables and figures from results files/folders
@@ -15,7 +16,9 @@
 ``--plugin MODULE_OR_FILE`` (run, list, report; repeatable) and ``$ABLATE_PLUGINS`` add third-party variants
 (ablate.plugins, docs/adding-a-variant.md).
 
-User errors print one line ``ablate: error: <message>`` on stderr and exit 2; Ctrl-C exits 130.
+User errors print one line ``ablate: error: <message>`` on stderr and exit 2 (a value outside an option's choices
+names the valid ones); Ctrl-C exits 130. ``ablate --install-completion`` installs shell completion, which lists the
+choices of every option with a fixed vocabulary (ablate.cli_choices).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ except ImportError:  # pragma: no cover - typer on top of the click package
     from click.exceptions import ClickException as _ClickException  # type: ignore[no-redef]
 
 from ablate import __version__
+from ablate.cli_choices import (Device, Suite, choice_error as _choice_error, complete_axis, complete_preset,
+                                complete_suites, plain as _plain)
 from ablate.cli_views import AXES, one_line as _one_line, warn as _warn  # noqa: F401  (AXES: tests import it here)
 from ablate.errors import AblateError, ConfigError, Terminated
 
@@ -48,7 +53,7 @@ app = typer.Typer(
     name="ablate",
     help="Benchmark and ablation harness for Transformer components.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion; choices below complete (ablate.cli_choices)
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -83,19 +88,29 @@ _PLUGIN_HELP = ("Also load the variants registered by this plugin: a module name
 
 @app.command("list")
 def list_variants(
-    axis: Optional[str] = typer.Option(None, "--axis", "-a", help=f"Only this axis: {', '.join(AXES)}."),
+    axis: Optional[str] = typer.Option(None, "--axis", "-a", help=f"Only this axis: {', '.join(AXES)}.",
+                                       autocompletion=complete_axis),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (human) or json (machine)."),
-    device: Optional[str] = typer.Option(None, "--device", help="Check availability for cpu or cuda "
-                                                                 "(default: this machine's best device)."),
+    device: Optional[Device] = typer.Option(None, "--device", case_sensitive=False,
+                                            help="Check availability for cpu or cuda (default, auto: this machine's "
+                                                 "best device)."),
     plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=_PLUGIN_HELP),
     sweeps: bool = typer.Option(False, "--sweeps", help="Instead: what `ablate run --sweep KEY=...` varies in "
                                 "each suite (KEY -> the suite setting that takes the values)."),
+    presets: bool = typer.Option(False, "--presets", help="Instead: the presets of each suite (`ablate run "
+                                 "--preset`), and which one a run uses by default on CPU and on CUDA."),
 ) -> None:
     """List registered variants per axis, with whether each can run here, why not, and where each comes from
-    (origin: ablate, entry point DIST:NAME, plugin MODULE_OR_FILE)."""
-    from ablate.cli_views import list_variants as show
+    (origin: ablate, entry point DIST:NAME, plugin MODULE_OR_FILE); then the presets of each suite."""
+    from ablate.cli_views import list_presets, list_variants as show
 
-    show(axis, fmt == Format.json, device, plugin, sweeps)
+    if presets:
+        list_presets(fmt == Format.json)
+        return
+    device_name = None if device in (None, Device.auto) else device.value
+    show(axis, fmt == Format.json, device_name, plugin, sweeps)
+    if fmt != Format.json and not sweeps:
+        list_presets(False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -122,13 +137,20 @@ class Launcher(str, enum.Enum):
     slurm = "slurm"
 
 
+class SlurmCluster(str, enum.Enum):
+    slurm = "slurm"
+    local = "local"
+
+
 _SCALE = "Scale-out (docs/scale-out.md)"
 
 
 @app.command("run")
 def run_cmd(
-    suite: str = typer.Option(..., "--suite", "-s", help="training, extrapolation or latency."),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Named preset of the suite."),
+    suite: Suite = typer.Option(..., "--suite", "-s", help="training, extrapolation or latency."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", autocompletion=complete_preset,
+                                         help="Preset of the suite: micro (seconds, tests), tiny (the CPU default), "
+                                              "gpu (the CUDA default); `ablate list --presets`."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a setting: key=value "
                                                   "(dotted keys reach nested settings); repeatable."),
     sweep: Optional[List[str]] = typer.Option(None, "--sweep", help="Vary a setting: KEY=V1,V2 (repeatable), the "
@@ -148,7 +170,8 @@ def run_cmd(
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="bytes (default), the path of a "
                                             "tokenizer.json, or bpe:N (byte-level BPE of N tokens trained on the "
                                             "training split); same as --set data.tokenizer=... (docs/data.md)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if visible)."),
+    device: Optional[Device] = typer.Option(None, "--device", case_sensitive=False,
+                                            help="cpu or cuda (default, auto: cuda if visible)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip measurements already in the results "
                                 "(with a launcher: submit only the tasks that are not done)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
@@ -185,18 +208,21 @@ def run_cmd(
     slurm_opt: Optional[List[str]] = typer.Option(None, "--slurm-opt", rich_help_panel=_SCALE,
                                                   help="Any other sbatch option, key=value (account=..., qos=...); "
                                                        "repeatable."),
-    slurm_cluster: str = typer.Option("slurm", "--slurm-cluster", rich_help_panel=_SCALE,
-                                      help="submitit executor: slurm, or local (same code path on this machine)."),
+    slurm_cluster: SlurmCluster = typer.Option(SlurmCluster.slurm, "--slurm-cluster", rich_help_panel=_SCALE,
+                                               help="submitit executor: slurm, or local (same code path on this "
+                                                    "machine)."),
     plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=_PLUGIN_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration (presets, --set, "
                                  "--sweep applied) and the plan (tasks, which are done), then exit: nothing runs "
                                  "and nothing is written."),
+    summary: bool = typer.Option(True, "--summary/--no-summary", help="End by printing the summary tables of the "
+                                 "results file, as `ablate show RESULTS` does."),
 ) -> None:
     """Run a suite; rows are appended to OUT as they finish, so an interrupted run resumes where it stopped."""
     params = dict(locals())  # every option, by name (first: before any other local name exists)
     from ablate import cli_run
 
-    rc = cli_run.run(**{**params, "launcher": launcher.value})
+    rc = cli_run.run(**_plain(params))  # choices (suite, device, launcher, ...) by name
     if rc:
         raise typer.Exit(rc)
 
@@ -397,10 +423,11 @@ def calibrate_cmd(
 
 @app.command("nightly")
 def nightly_cmd(
-    preset_latency: Optional[str] = typer.Option(None, "--preset-latency",
-                                                 help="Latency preset (default: gpu on CUDA, cpu on CPU)."),
+    preset_latency: Optional[str] = typer.Option(None, "--preset-latency", autocompletion=complete_preset,
+                                                 help="Latency preset (default: gpu on CUDA, tiny on CPU)."),
     preset_extrapolation: Optional[str] = typer.Option(
-        None, "--preset-extrapolation", help="Extrapolation preset (default: gpu on CUDA, tiny on CPU)."),
+        None, "--preset-extrapolation", autocompletion=complete_preset,
+        help="Extrapolation preset (default: gpu on CUDA, tiny on CPU)."),
     baseline: Path = typer.Option(Path("results/baselines"), "--baseline",
                                   help="Baseline results folder (one sub-folder per machine)."),
     out: str = typer.Option("nightly", "--out", "-o", help="Folder for results, report and comparison."),
@@ -411,8 +438,10 @@ def nightly_cmd(
     set_latency: Optional[List[str]] = typer.Option(None, "--set-latency", help="key=value for the latency run."),
     set_extrapolation: Optional[List[str]] = typer.Option(None, "--set-extrapolation",
                                                           help="key=value for the extrapolation run."),
-    suites: str = typer.Option("latency,extrapolation", "--suites", help="Comma-separated suites to run."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if visible)."),
+    suites: str = typer.Option("latency,extrapolation", "--suites", help="Comma-separated suites to run.",
+                               autocompletion=complete_suites),
+    device: Optional[Device] = typer.Option(None, "--device", case_sensitive=False,
+                                            help="cpu or cuda (default, auto: cuda if visible)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Make the report of the new results."),
     pytest_benchmark: bool = typer.Option(False, "--pytest-benchmark/--no-pytest-benchmark",
                                           help="Also run the pytest-benchmark set (tests/benchmarks)."),
@@ -424,7 +453,7 @@ def nightly_cmd(
     params = dict(locals())  # every option, by name (first: before any other local name exists)
     from ablate import cli_run
 
-    rc = cli_run.nightly(**params)
+    rc = cli_run.nightly(**_plain(params))
     if rc:
         raise typer.Exit(rc)
 
@@ -492,6 +521,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `ablate`: show the help
             exc.show()
             raise SystemExit(EXIT_USAGE) from None
+        choice = _choice_error(exc)  # a bad value of a choice option: "unknown suite 'x'; valid: ..."
+        if choice is not None:
+            _die(choice, EXIT_USAGE)
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         code = getattr(exc, "exit_code", EXIT_USAGE)

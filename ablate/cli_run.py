@@ -52,9 +52,11 @@ def run(*, suite: str, preset: Optional[str], overrides: Optional[Sequence[str]]
         master_addr: Optional[str], master_port: Optional[int], slurm_partition: Optional[str],
         slurm_time: Optional[str], slurm_gpus_per_task: Optional[int], slurm_cpus_per_task: Optional[int],
         slurm_mem_gb: Optional[float], slurm_array_parallelism: int, slurm_opt: Optional[Sequence[str]],
-        slurm_cluster: str, plugin: Optional[Sequence[str]], dry_run: bool = False) -> int:
-    """``ablate run`` with its parsed options (``launcher`` by name): run or launch the suite, print the summary;
-    returns the exit code (1 when a task did not finish or a measurement failed)."""
+        slurm_cluster: str, plugin: Optional[Sequence[str]], dry_run: bool = False,
+        summary: bool = True) -> int:
+    """``ablate run`` with its parsed options (``launcher`` by name): run or launch the suite, print the summary
+    line and (``summary``) the summary tables of the results file, as ``ablate show`` prints them; returns the exit
+    code (1 when a task did not finish or a measurement failed)."""
     from ablate import distributed
     from ablate.plugins import use
     from ablate.runner import RunOptions, check_out_dir, run_suite
@@ -101,8 +103,10 @@ def run(*, suite: str, preset: Optional[str], overrides: Optional[Sequence[str]]
     if not res.waited:
         return 0
     path = Path(res.results)
-    summary, n_errors = summarize(path)
-    typer.echo(summary)
+    if summary:
+        show_summary(path)
+    line, n_errors = summarize(path)
+    typer.echo(line)
     if res.failed:
         for t, why in res.failed.items():
             sys.stderr.write(f"ablate: task {t} failed: {one_line(why)}\n")
@@ -114,6 +118,25 @@ def run(*, suite: str, preset: Optional[str], overrides: Optional[Sequence[str]]
                          f"(see the reason column in {path})\n")
         return 1
     return 0
+
+
+def show_summary(path: Path) -> None:
+    """The summary tables of the results file ``path`` (what ``ablate show PATH`` prints), before the run's last line.
+    The rows are saved whatever happens here: a file that cannot be summarised gets a one-line warning, not an
+    error."""
+    from ablate.show import render
+
+    if not path.is_file():
+        return
+    try:
+        text = render([path])
+    except Exception as exc:  # noqa: BLE001  (the run is done; its exit code must not depend on the tables)
+        sys.stderr.write(f"ablate: warning: no summary table for {path} ({type(exc).__name__}: "
+                         f"{one_line(str(exc))}); see `ablate show {path}`\n")
+        return
+    typer.echo("")
+    typer.echo(text, nl=False)
+    typer.echo("")
 
 
 # ---------------------------------------------------------------------------------------------------------------

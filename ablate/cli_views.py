@@ -103,6 +103,32 @@ def list_variants(axis: Optional[str], as_json: bool, device: Optional[str], plu
         console.print(table)
 
 
+def preset_table() -> dict[str, dict[str, Any]]:
+    """Per suite: its presets (name -> what it is for), the one a run uses by default on each device (every suite:
+    tiny on CPU, gpu on CUDA; tests/test_cli.py checks it against :func:`ablate.runner.default_preset`), and the
+    deprecated names still accepted."""
+    from ablate.runner import PRESET_ALIASES, PRESET_HELP, SUITES, suite_presets
+
+    return {s: {"presets": {p: PRESET_HELP.get(p, "") for p in suite_presets(s)},
+                "default": {"cpu": "tiny", "cuda": "gpu"},
+                "deprecated_aliases": dict(PRESET_ALIASES)} for s in SUITES}
+
+
+def list_presets(as_json: bool) -> None:
+    """``ablate list --presets`` (and the end of ``ablate list``): the presets of each suite."""
+    table = preset_table()
+    if as_json:
+        typer.echo(json.dumps(table, indent=2))
+        return
+    typer.echo("presets (ablate run --suite S --preset P):")
+    for suite, t in table.items():
+        names = ", ".join(f"{p} ({why})" if why else p for p, why in t["presets"].items())
+        typer.echo(f"  {suite}: {names}")
+    aliases = {old: new for t in table.values() for old, new in t["deprecated_aliases"].items()}
+    if aliases:
+        typer.echo("  deprecated: " + ", ".join(f"{old} = {new}" for old, new in aliases.items()))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # env
 

@@ -50,7 +50,7 @@ _RATE_COLS = ("tflops", "tokens_per_s", "mfu", "train_tokens_per_s")
 class NightlyOptions:
     out: Path = Path("nightly")
     baseline: Path = Path("results/baselines")
-    preset_latency: str | None = None  # None: the suite's default for the device (gpu on CUDA, cpu on CPU)
+    preset_latency: str | None = None  # None: the suite's default for the device (gpu on CUDA, tiny on CPU)
     preset_extrapolation: str | None = None
     set_latency: tuple[str, ...] = ()
     set_extrapolation: tuple[str, ...] = ()
@@ -182,12 +182,10 @@ def _check_baseline_env(baseline: Path) -> None:
 
 
 def _preset_of(suite: str, opts: NightlyOptions, device: str) -> str:
-    given = opts.preset_latency if suite == "latency" else opts.preset_extrapolation
-    if given:
-        return given
-    if suite == "latency":
-        return "gpu" if device == "cuda" else "cpu"
-    return "gpu" if device == "cuda" else "tiny"
+    from ablate.runner import canonical_preset, default_preset
+
+    given = canonical_preset(opts.preset_latency if suite == "latency" else opts.preset_extrapolation)
+    return given or default_preset(suite, device)  # every suite: gpu on CUDA, tiny on CPU
 
 
 def _step(result: NightlyResult, name: str, command: str, fn: Callable[[], Any]) -> Any:

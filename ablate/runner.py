@@ -29,11 +29,52 @@ from ablate.errors import ConfigError, UnavailableError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SUITES", "DEVICES", "RunOptions", "Task", "select_tasks", "suite_tasks", "run_suite", "resolve_device", "check_suite", "load_suite",
+__all__ = ["SUITES", "DEVICES", "PRESETS", "PRESET_HELP", "PRESET_ALIASES", "suite_presets", "canonical_preset",
+           "RunOptions", "Task", "select_tasks", "suite_tasks", "run_suite", "resolve_device", "check_suite", "load_suite",
            "results_path", "default_preset", "report_rows"]
 
 SUITES = ("training", "extrapolation", "latency")
 DEVICES = ("cpu", "cuda")
+
+# One preset vocabulary for every suite (each suite's ``PRESETS`` has exactly these keys; tests/test_cli.py checks):
+# kept here, light, so shell completion and ``ablate list --presets`` need not import the suites (torch).
+PRESETS = ("micro", "tiny", "gpu")
+PRESET_HELP = {"micro": "seconds on a CPU, for tests", "tiny": "the CPU default", "gpu": "the CUDA default"}
+# Old names still accepted, with a one-line note on stderr: latency's CPU default was called ``cpu`` until every
+# suite said micro/tiny/gpu. Its rows never recorded the preset (row keys unchanged); only the results file name
+# follows the new name (<device>-tiny.jsonl, see :func:`results_path`).
+PRESET_ALIASES = {"cpu": "tiny"}
+_NOTED: set[str] = set()
+
+
+def suite_presets(suite: str) -> tuple[str, ...]:
+    """The presets of ``suite`` (every suite: micro, tiny, gpu)."""
+    check_suite(suite)
+    return PRESETS
+
+
+def _note(message: str) -> None:
+    """One line on stderr, once per process."""
+    if message not in _NOTED:
+        _NOTED.add(message)
+        import sys
+
+        sys.stderr.write(f"ablate: note: {message}\n")
+        sys.stderr.flush()
+
+
+def canonical_preset(preset: str | None) -> str | None:
+    """``preset`` under its current name: a deprecated alias (``cpu``) becomes its new name (``tiny``), with a
+    one-line note on stderr; anything else is returned unchanged (the suite's ``resolve`` checks it)."""
+    if preset is None:
+        return None
+    name = str(preset)
+    new = PRESET_ALIASES.get(name)
+    if new is None:
+        return name
+    _note(f"preset {name!r} is deprecated, now called {new!r} (every suite: {', '.join(PRESETS)}); "
+          f"running {new!r}")
+    return new
 
 
 @dataclass(frozen=True)
@@ -60,6 +101,7 @@ class RunOptions:
         object.__setattr__(self, "overrides", tuple(self.overrides))
         object.__setattr__(self, "only", tuple(self.only))
         object.__setattr__(self, "plugins", tuple(self.plugins))
+        object.__setattr__(self, "preset", canonical_preset(self.preset))
 
 
 @dataclass(frozen=True)
@@ -159,7 +201,7 @@ def load_suite(name: str, attr: str) -> Callable[..., Any] | None:
 
 def default_preset(suite: str, device: str) -> str:
     """The preset a run of ``suite`` on ``device`` uses without ``--preset``: the suite's ``default_preset(device)``
-    when it has one (latency: ``cpu``/``gpu``), else ``gpu`` on CUDA and ``tiny`` elsewhere."""
+    when it has one, else (every built-in suite) ``gpu`` on CUDA and ``tiny`` elsewhere."""
     fn = load_suite(suite, "default_preset")
     return str(fn(device)) if fn is not None else ("gpu" if device == "cuda" else "tiny")
 
@@ -175,8 +217,14 @@ def results_path(opts: RunOptions, device: str | None = None, preset: str | None
     device = device or opts.device
     if device in (None, "", "auto"):
         device = resolve_device(device)
-    preset = preset or opts.preset or default_preset(opts.suite, device)
-    return Path(opts.out) / opts.suite / f"{device}-{preset}.jsonl"
+    preset = canonical_preset(preset) or opts.preset or default_preset(opts.suite, device)
+    path = Path(opts.out) / opts.suite / f"{device}-{preset}.jsonl"
+    for old, new in PRESET_ALIASES.items():
+        legacy = path.with_name(f"{device}-{old}.jsonl")
+        if preset == new and legacy.exists() and not path.exists():
+            _note(f"{legacy} holds rows of the preset formerly called {old!r}; this run writes {path.name} "
+                  f"(same row keys): rename {legacy.name} to {path.name} to resume it")
+    return path
 
 
 def suite_tasks(opts: RunOptions) -> tuple[Path, list[Task]]:

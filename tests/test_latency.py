@@ -269,10 +269,10 @@ def test_presets_plan():
     assert {s.group for s, _ in plan} >= {"gqa", "mqa", "dtype", "alibi", "window"}
     flex_lens = {s.seq_len for s, keys in plan if s.group == "main" and "flex" in keys}
     assert flex_lens == {2048, 16384}  # compiled per shape: a lean subset on the GPU preset
-    cpu = L.resolve("cpu")
+    cpu = L.resolve("tiny")
     keys = {k for _, ks in L.plan_kernels(cpu, "cpu") for k in ks}
     assert keys == set(ATTENTION.keys())  # every key appears (unavailable ones as one status row each)
-    assert "gpu" == L.default_preset("cuda") and "cpu" == L.default_preset("cpu")
+    assert "gpu" == L.default_preset("cuda") and "tiny" == L.default_preset("cpu")
 
 
 def test_the_reference_each_key_is_checked_against_is_its_registrations():

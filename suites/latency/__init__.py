@@ -1,6 +1,6 @@
 """Latency: speed, memory and FLOP/s of every attention kernel, position variant and model choice, measured honestly.
 
-    ablate run --suite latency                          # `cpu` preset on CPU (<= 3 min on 2 cores), `gpu` on CUDA
+    ablate run --suite latency                          # `tiny` preset on CPU (<= 3 min on 2 cores), `gpu` on CUDA
     ablate run --suite latency --preset gpu --out runs    # rows in runs/latency/cuda-gpu.jsonl (<device>-<preset>)
     ablate run --suite latency --preset micro --set kernels.keys=sdpa,naive
     ablate report results/latency/gpu.jsonl --out reports/latency/gpu   # the committed H100 run

@@ -77,7 +77,7 @@ def _setup(opts) -> tuple[str, str, LatencyConfig, Path]:
                               f"{', '.join(compiled_keys())} on CUDA); on {device} they run eagerly at every length")
     _check_memory(cfg, device)
     if device == "cpu" and preset == "gpu":
-        raise ConfigError("the gpu latency preset needs CUDA; use --preset cpu (the CPU default) or micro")
+        raise ConfigError("the gpu latency preset needs CUDA; use --preset tiny (the CPU default) or micro")
     return device, preset, cfg, results_file(opts, preset, device)
 
 
