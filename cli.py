@@ -212,6 +212,10 @@ def run_cmd(
                                                help="submitit executor: slurm, or local (same code path on this "
                                                     "machine)."),
     plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=_PLUGIN_HELP),
+    log_to: Optional[List[str]] = typer.Option(None, "--log-to", help="Log live training curves and final metrics "
+                                               "to wandb, mlflow or tensorboard, one tracker run per trained model "
+                                               "(training, extrapolation; repeatable or a comma list; README, "
+                                               "Export)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration (presets, --set, "
                                  "--sweep applied) and the plan (tasks, which are done), then exit: nothing runs "
                                  "and nothing is written."),

@@ -53,6 +53,7 @@ def run(*, suite: str, preset: Optional[str], overrides: Optional[Sequence[str]]
         slurm_time: Optional[str], slurm_gpus_per_task: Optional[int], slurm_cpus_per_task: Optional[int],
         slurm_mem_gb: Optional[float], slurm_array_parallelism: int, slurm_opt: Optional[Sequence[str]],
         slurm_cluster: str, plugin: Optional[Sequence[str]], dry_run: bool = False,
+        log_to: Optional[Sequence[str]] = None,
         summary: bool = True) -> int:
     """``ablate run`` with its parsed options (``launcher`` by name): run or launch the suite, print the summary
     line and (``summary``) the summary tables of the results file, as ``ablate show`` prints them; returns the exit
@@ -62,6 +63,10 @@ def run(*, suite: str, preset: Optional[str], overrides: Optional[Sequence[str]]
     from ablate.runner import RunOptions, check_out_dir, run_suite
 
     out = check_out_dir(out)  # empty, a file, unwritable: one line before anything is written
+    if log_to:  # --log-to: an unknown tracker or a missing package is one line before anything runs
+        from ablate.livelog import parse_targets
+
+        log_to = parse_targets(log_to, suite)
     plugins = use(plugin)  # imported now: a broken plugin stops the run before anything starts
     overrides = list(overrides or ())
     if grid:
@@ -81,7 +86,7 @@ def run(*, suite: str, preset: Optional[str], overrides: Optional[Sequence[str]]
         overrides.append(f"data.tokenizer={tokenizer}")
     opts = RunOptions(suite=suite, preset=preset, overrides=tuple(overrides), out=out, seeds=seeds,
                       resume=resume, data=data, device=device, progress=progress, only=tuple(task or ()),
-                      plugins=plugins)
+                      plugins=plugins, log_to=tuple(log_to or ()))
     if dry_run:
         show_plan(opts)
         return 0

@@ -93,6 +93,7 @@ class RunOptions:
     only: tuple[str, ...] = ()  # run only these tasks of the sweep (ids from the suite's tasks(); () = all)
     shard: str | None = None  # write rows to this worker shard of the results file (ablate.results.shard_path)
     plugins: tuple[str, ...] = ()  # plugins (ablate.plugins) every process of the run loads: modules, absolute files
+    log_to: tuple[str, ...] = ()  # trackers for live training curves (ablate.livelog): wandb, mlflow, tensorboard
 
     def __post_init__(self) -> None:  # accept str paths and lists from Python callers
         object.__setattr__(self, "out", Path(self.out))
@@ -101,6 +102,7 @@ class RunOptions:
         object.__setattr__(self, "overrides", tuple(self.overrides))
         object.__setattr__(self, "only", tuple(self.only))
         object.__setattr__(self, "plugins", tuple(self.plugins))
+        object.__setattr__(self, "log_to", tuple(self.log_to))
         object.__setattr__(self, "preset", canonical_preset(self.preset))
 
 
