@@ -53,8 +53,7 @@ def run(*, suite: str, preset: Optional[str], overrides: Optional[Sequence[str]]
         slurm_time: Optional[str], slurm_gpus_per_task: Optional[int], slurm_cpus_per_task: Optional[int],
         slurm_mem_gb: Optional[float], slurm_array_parallelism: int, slurm_opt: Optional[Sequence[str]],
         slurm_cluster: str, plugin: Optional[Sequence[str]], dry_run: bool = False,
-        log_to: Optional[Sequence[str]] = None,
-        summary: bool = True) -> int:
+        log_to: Optional[Sequence[str]] = None, summary: bool = True) -> int:
     """``ablate run`` with its parsed options (``launcher`` by name): run or launch the suite, print the summary
     line and (``summary``) the summary tables of the results file, as ``ablate show`` prints them; returns the exit
     code (1 when a task did not finish or a measurement failed)."""
