@@ -30,7 +30,7 @@ if "ipykernel" not in sys.modules and "IPython" not in sys.modules and not os.en
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["write_table", "to_markdown", "to_latex", "latex_escape", "savefig", "plot_style", "SVG_HASHSALT"]
+__all__ = ["write_table", "to_markdown", "to_latex", "latex_escape", "fmt_sig", "savefig", "plot_style", "SVG_HASHSALT"]
 
 SVG_HASHSALT = "ablate"
 FloatFmt = Union[str, Mapping[str, str]]
@@ -71,6 +71,20 @@ def _fmt_cell(v: Any, fmt: str, na_rep: str) -> str:
     return " ".join(str(v).split())  # one line per cell
 
 
+def fmt_sig(x: float, digits: int = 4) -> str:
+    """``x`` with ``digits`` significant digits, trailing zeros kept (``2.730``, ``12.16``, ``0.004706``; whole
+    numbers of more digits print whole: ``12346``), so text cells built from several numbers (``lo–hi``) have one
+    precision down a column."""
+    x = float(x)
+    if not math.isfinite(x):
+        return "inf" if x > 0 else "-inf" if x < 0 else "nan"
+    text = format(x, f"#.{digits}g")
+    mant, _, exp = text.partition("e")
+    if exp and int(exp) > 0:
+        return format(x, ".0f")
+    return mant.rstrip(".") + (f"e{exp}" if exp else "")
+
+
 def _prepare(df: "pd.DataFrame") -> "pd.DataFrame":
     import pandas as pd
 
@@ -82,14 +96,13 @@ def _prepare(df: "pd.DataFrame") -> "pd.DataFrame":
     return df
 
 
-def _cells(df: "pd.DataFrame", floatfmt: FloatFmt, na_rep: str) -> tuple[list[str], list[list[str]], list[bool]]:
-    """Header, body cells as strings, and whether each column is numeric (right-aligned)."""
+def _columns(df: "pd.DataFrame", floatfmt: FloatFmt) -> tuple[list[str], list[list[Any]], list[bool], list[str]]:
+    """Header, each column's values, whether each column is numeric (right-aligned) and its float format."""
     import pandas as pd
 
     df = _prepare(df)
     headers = [str(c) for c in df.columns]
-    numeric = []
-    columns = []
+    numeric, columns, fmts = [], [], []
     for pos, name in enumerate(df.columns):
         col = df.iloc[:, pos]
         fmt = floatfmt.get(str(name), _DEFAULT_FLOATFMT) if isinstance(floatfmt, Mapping) else floatfmt
@@ -98,8 +111,16 @@ def _cells(df: "pd.DataFrame", floatfmt: FloatFmt, na_rep: str) -> tuple[list[st
             vals = [v for v in col.tolist() if not _is_missing(v)]
             is_num = bool(vals) and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in vals)
         numeric.append(is_num)
-        columns.append([_fmt_cell(v, fmt, na_rep) for v in col.tolist()])
-    body = [list(r) for r in zip(*columns)] if columns else []
+        columns.append(col.tolist())
+        fmts.append(fmt)
+    return headers, columns, numeric, fmts
+
+
+def _cells(df: "pd.DataFrame", floatfmt: FloatFmt, na_rep: str) -> tuple[list[str], list[list[str]], list[bool]]:
+    """Header, body cells as strings, and whether each column is numeric (right-aligned)."""
+    headers, columns, numeric, fmts = _columns(df, floatfmt)
+    cells = [[_fmt_cell(v, fmt, na_rep) for v in col] for col, fmt in zip(columns, fmts)]
+    body = [list(r) for r in zip(*cells)] if cells else []
     return headers, body, numeric
 
 
@@ -145,9 +166,76 @@ _LATEX_SPECIALS = {
 }
 
 
+_NUMBER_AFTER = re.compile(r"\.?\d")
+
+
 def latex_escape(s: str) -> str:
-    """Escape LaTeX special characters (``& % $ # _ { } ~ ^ \\ < >``) so the text prints literally."""
-    return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in str(s))
+    """Escape LaTeX special characters (``& % $ # _ { } ~ ^ \\ < >``) so the text prints literally; a minus sign
+    (``-`` starting a number, not inside a word, or ``−``) prints as a real minus, ``$-$``, not a hyphen."""
+    s = str(s)
+    out = []
+    for i, ch in enumerate(s):
+        if ch == "−" or (ch == "-" and _NUMBER_AFTER.match(s, i + 1) and not (i and (s[i - 1].isalnum() or
+                                                                                      s[i - 1] in "._-"))):
+            out.append("$-$")
+        else:
+            out.append(_LATEX_SPECIALS.get(ch, ch))
+    return "".join(out)
+
+
+_G_SPEC = re.compile(r"(?P<sign>[+ ]?)(?P<group>,?)(?:\.(?P<prec>\d+))?[gGn]?")
+_MAX_DECIMALS = 6
+
+
+def _latex_column_format(values: list[Any], fmt: str) -> tuple[str, int | None]:
+    """How a numeric column prints in LaTeX, one precision for the whole column: ``fmt`` itself unless it is a
+    general (``g``) spec, whose trailing-zero trimming gives ``0.5`` next to ``0.4821``; then fixed decimals (the
+    largest value keeps the spec's significant digits, integers none) when every value keeps at least two
+    significant digits that way, else the spec's significant digits everywhere (trailing zeros kept).
+    Returns (format spec, decimals or None)."""
+    m = _G_SPEC.fullmatch(fmt)
+    if not m:
+        return fmt, None  # f / e / % / d specs: already one precision per column
+    sign, group = m["sign"], m["group"]
+    prec = max(1, int(m["prec"])) if m["prec"] else 6
+    xs = [abs(float(v)) for v in values if isinstance(v, numbers.Real) and not isinstance(v, bool)
+          and not _is_missing(v) and math.isfinite(float(v))]
+    nonzero = [x for x in xs if x > 0]
+    if not nonzero or all(float(x).is_integer() for x in xs) and max(xs) < 1e15:
+        return f"{sign}{group}.0f", 0
+    hi, lo = max(nonzero), min(nonzero)
+    d = max(0, prec - 1 - math.floor(math.log10(hi)))
+    if d <= _MAX_DECIMALS and lo >= 10.0 ** (1 - d) and hi < 1e15:
+        return f"{sign}{group}.{d}f", d
+    return f"{sign}#.{prec}g", None
+
+
+def _latex_number(v: Any, spec: str, na_rep: str) -> str:
+    """One numeric cell in LaTeX (``spec`` from :func:`_latex_column_format`, ``"d"`` for a column of integers):
+    a real minus sign, ``$\\times10^{k}$`` instead of ``e+k``, ``$\\infty$``, no ``-0.00``."""
+    if _is_missing(v):
+        return latex_escape(na_rep)
+    if isinstance(v, bool) or type(v).__name__ == "bool_":
+        return "yes" if bool(v) else "no"
+    if not isinstance(v, numbers.Real):
+        return latex_escape(_fmt_cell(v, spec, na_rep))
+    f = float(v)
+    if math.isinf(f):
+        return r"$\infty$" if f > 0 else r"$-\infty$"
+    if spec == "d":
+        text = str(int(v))
+    else:
+        text = format(int(v) if isinstance(v, numbers.Integral) and spec.endswith("f") else f, spec)
+    if "#" in spec:
+        mant, _, exp = text.partition("e")
+        if exp and 0 < int(exp) < 15:  # 1.235e+04 -> 12346: whole numbers stay plain
+            text = format(f, spec.replace("#", "").rsplit(".", 1)[0] + ".0f")
+        else:
+            text = mant.rstrip(".") + (f"$\\times10^{{{int(exp)}}}$" if exp else "")
+    if text.startswith("-"):
+        digits = text[1:].split("$")[0]
+        text = text[1:] if not digits.strip("0.,") else "$-$" + text[1:]  # -0.00 prints as 0.00
+    return text
 
 
 def _label(stem: str) -> str:
@@ -156,12 +244,27 @@ def _label(stem: str) -> str:
 
 def to_latex(df: "pd.DataFrame", *, caption: str = "", label: str | None = None,
              floatfmt: FloatFmt = _DEFAULT_FLOATFMT, na_rep: str = "—") -> str:
-    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``); every cell and the caption escaped."""
-    headers, body, numeric = _cells(df, floatfmt, na_rep)
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``); every cell and the caption escaped.
+
+    Numbers print with a real minus sign (``$-$``) and one precision per column (see :func:`_latex_column_format`:
+    a ``g`` spec becomes fixed decimals, or significant digits with trailing zeros, for the whole column); text cells
+    get a real minus where a number starts with ``-``.
+    """
+    headers, columns, numeric, fmts = _columns(df, floatfmt)
     spec = "".join("r" if num else "l" for num in numeric) or "l"
+    cells = []
+    for col, num, fmt in zip(columns, numeric, fmts):
+        if num:
+            present = [v for v in col if not _is_missing(v)]
+            ints = bool(present) and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in present)
+            cfmt = "d" if ints else _latex_column_format(col, fmt)[0]  # integers print whole, as in Markdown
+            cells.append([_latex_number(v, cfmt, na_rep) for v in col])
+        else:
+            cells.append([latex_escape(_fmt_cell(v, fmt, na_rep)) for v in col])
+    body = [list(r) for r in zip(*cells)] if cells else []
 
     def line(cells: list[str]) -> str:
-        return " & ".join(latex_escape(c) for c in cells) + r" \\"
+        return " & ".join(cells) + r" \\"
 
     out = ["% generated by ablate (ablate.tables); edit the code that makes it, not this file",
            r"\begin{table}[t]", r"\centering"]
@@ -171,7 +274,7 @@ def to_latex(df: "pd.DataFrame", *, caption: str = "", label: str | None = None,
         out.append(r"\label{" + label + "}")
     out += [r"\begin{tabular}{" + spec + "}", r"\toprule"]
     if headers:
-        out.append(line(headers))
+        out.append(line([latex_escape(h) for h in headers]))
         out.append(r"\midrule")
     out += [line(r) for r in body]
     out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]

@@ -122,3 +122,54 @@ def test_headless_backend():
 def test_floatfmt(fmt):
     df = pd.DataFrame({"x": [math.pi]})
     assert format(math.pi, fmt) in to_markdown(df, floatfmt=fmt)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# LaTeX: real minus signs, one precision per column
+
+
+def _tex_body(tex: str) -> list[list[str]]:
+    lines = tex.splitlines()
+    body = lines[lines.index(r"\midrule") + 1: lines.index(r"\bottomrule")]
+    return [[c.strip() for c in ln.removesuffix(r" \\").split(" & ")] for ln in body]
+
+
+def _decimals(cell: str) -> int:
+    num = cell.replace("$-$", "").split("$")[0]
+    return len(num.split(".", 1)[1]) if "." in num else 0
+
+
+def test_latex_negative_numbers_print_a_real_minus():
+    df = pd.DataFrame({"delta": [-0.0312, 0.5], "n": [-3, 4], "note": ["-0.0312 better", "non-causal, x-1 [-2, 3]"],
+                       "tiny": [-1e-8, 2e-7], "edge": [-math.inf, -0.0]})
+    rows = _tex_body(to_latex(df))
+    assert rows[0][:2] == ["$-$0.0312", "$-$3"] and rows[1][0] == "0.5000" and rows[0][2] == "$-$0.0312 better"
+    assert rows[1][2] == r"non-causal, x-1 [$-$2, 3]"  # hyphens inside words stay hyphens
+    assert rows[0][3] == r"$-$1.000$\times10^{-8}$" and rows[0][4] == r"$-\infty$" and rows[1][4] == "0"
+    for row in rows:
+        for cell in row:
+            assert not cell.startswith("-") and "e-" not in cell
+    assert latex_escape("−0.5 and -1") == "$-$0.5 and $-$1"
+    assert "| -0.0312 |" in to_markdown(df)  # Markdown stays plain text
+
+
+@pytest.mark.parametrize("fmt", [".4g", ".3g", {"x": ".4g"}])
+def test_latex_column_has_one_precision(fmt):
+    df = pd.DataFrame({"x": [0.5, 0.48213, 0.031, 0.1], "ms": [14.26, 2.6081, 40.234, 11.0],
+                       "wide": [1.93e-7, 3e-7, 4.1e-6, 1e-7], "int-like": [1.0, 2.0, 3.0, np.nan],
+                       "ints": [1, 20, 300, 4000]})
+    rows = _tex_body(to_latex(df, floatfmt=fmt))
+    for j, name in enumerate(df.columns):
+        cells = [r[j] for r in rows if r[j] != "---"]
+        if name == "wide":  # four orders of magnitude: the same significant digits, as a power of ten
+            assert all(r"\times10^" in c for c in cells) and len({len(c.split("$")[0]) for c in cells}) == 1
+        else:
+            assert len({_decimals(c) for c in cells}) == 1, (name, cells)
+    assert [r[0] for r in rows][:2] == (["0.500", "0.482"] if fmt == ".3g" else ["0.5000", "0.4821"])
+    assert [r[3] for r in rows] == ["1", "2", "3", "---"] and [r[4] for r in rows] == ["1", "20", "300", "4000"]
+
+
+def test_latex_fixed_specs_are_kept():
+    df = pd.DataFrame({"tokens/s": [11003.4, 9895.0], "bpb": [3.25481, -1.0]})
+    rows = _tex_body(to_latex(df, floatfmt={"tokens/s": ",.0f", "bpb": ".4f"}))
+    assert rows == [["11,003", "3.2548"], ["9,895", "$-$1.0000"]]

@@ -9,6 +9,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from ablate.registry import ATTENTION, POSITION, Registry
+from ablate.tables import fmt_sig
 
 from .constants import BASELINE_ATTENTION, DECODE_MODES, FLOPS_FA, LAYOUTS, PASS_ORDER
 
@@ -44,7 +45,7 @@ def _spread(lo: Any, hi: Any) -> str:
         return "—"
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "—"
-    return f"{lo:.4g}–{hi:.4g}"
+    return f"{fmt_sig(lo)}–{fmt_sig(hi)}"  # four significant digits each, trailing zeros kept
 
 
 def _kernel_frame(df):
