@@ -12,6 +12,9 @@
   ``cross_run_runs`` (one line per commit x machine), ``cross_run_summary`` (geometric-mean ratio of each suite's
   primary metric against the oldest run, over the configurations both measured), one ``cross_run_<suite>_<metric>``
   table per primary metric (configurations x runs) and the ``cross_run`` figure.
+* ``DIR/index.html`` (and ``SUB/index.html`` next to a suite's ``SUB/index.md``) is the same folder as one
+  self-contained page: claims first, every table, every figure embedded, the provenance; ``python -m ablate.report
+  index reports`` writes the root page linking them all (:mod:`ablate.html_report`).
 
 Deterministic: the same inputs give byte-identical tables and index (nothing in them depends on the clock or on
 the output folder); figures use :func:`ablate.tables.savefig` (no timestamps, fixed SVG ids).
@@ -56,9 +59,10 @@ class Report:
     index: Path
     files: dict[str, list[Path]] = field(default_factory=dict)  # per suite
     cross_run: list[Path] = field(default_factory=list)
+    html: list[Path] = field(default_factory=list)  # index.html pages (ablate.html_report)
 
     def all_files(self) -> list[Path]:
-        return [f for fs in self.files.values() for f in fs] + self.cross_run + [self.index]
+        return [f for fs in self.files.values() for f in fs] + self.cross_run + [self.index] + self.html
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -446,6 +450,10 @@ def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | No
                 lines += ["![across runs](cross_run.png)", ""]
         lines += _link_list(rep.cross_run, out) + [""]
     _write(index, "\n".join(lines).rstrip() + "\n")
+    # ---- index.html: the same folder as one self-contained page (and one per suite sub-folder index.md)
+    from ablate.html_report import write_pages
+
+    rep.html = write_pages(out)
     return rep
 
 
@@ -474,10 +482,17 @@ def report_units(files: Iterable[str]) -> list[tuple[list[str], str]]:
 
 
 def _main(argv: Sequence[str]) -> int:
-    """``python -m ablate.report units [FILES...]``: one line per report folder, ``OUT<TAB>INPUT...``."""
+    """``python -m ablate.report units [FILES...]``: one line per report folder, ``OUT<TAB>INPUT...``;
+    ``index [ROOT]`` / ``html DIR...``: the HTML pages (:mod:`ablate.html_report`)."""
     args = list(argv)
+    if args and args[0] in ("index", "html"):
+        from ablate.html_report import main as html_main
+
+        return html_main(args)
     if not args or args[0] != "units":
-        sys.stderr.write("usage: python -m ablate.report units [results/<suite>/<name>.jsonl ...]\n")
+        sys.stderr.write("usage: python -m ablate.report units [results/<suite>/<name>.jsonl ...]\n"
+                         "       python -m ablate.report index [ROOT]   (ROOT/index.html linking every report page)\n"
+                         "       python -m ablate.report html DIR...    (rewrite the index.html of report folders)\n")
         return 2
     files = args[1:] or [p.as_posix() for p in sorted(Path("results").glob("*/*.jsonl"))]
     for inputs, out in report_units(files):

@@ -7,7 +7,9 @@
 #   bash scripts/regenerate_reports.sh                               # every results/<suite>/<name>.jsonl
 #   bash scripts/regenerate_reports.sh results/latency/cpu.jsonl     # just the folders these files map to
 #
-# Each output folder is deleted first, so no stale table survives, then made by `ablate report INPUTS --out DIR`.
+# Each output folder is deleted first, so no stale table survives, then made by `ablate report INPUTS --out DIR`
+# (which also writes DIR/index.html, the folder as one self-contained page); reports/index.html, the page linking
+# every report page, is rewritten at the end (`python -m ablate.report index reports`).
 # The same results give byte-identical tables, so `git diff reports/` afterwards shows only real changes;
 # tests/test_committed_reports.py checks the committed Markdown/LaTeX tables against a fresh report. The mapping
 # lives in ablate.report.report_units; results/baselines/ (nightly CI baselines) is not a report and is skipped.
@@ -36,4 +38,5 @@ while IFS=$'\t' read -r -a unit; do
     "${CMD[@]}" report "${inputs[@]}" --out "$out" >/dev/null
     n=$((n + 1))
 done <<< "$units"
-echo "regenerated $n report folder(s)"
+"$PYTHON" -m ablate.report index reports >/dev/null
+echo "regenerated $n report folder(s) and reports/index.html"
