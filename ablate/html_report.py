@@ -659,7 +659,7 @@ def folder_summary(folder: Path) -> dict:
         if not suites:
             m = re.match(r"<!--\s*ablate:(\w+)\s*-->", text)
             suites = [m.group(1)] if m else []
-    files = _owned_files(folder) if is_report else [f for f in _owned_files(folder)]
+    files = _owned_files(folder)
     verdicts: dict[str, int] = {}
     for f in files:
         if f.suffix == ".md" and not _is_index_md(f):
@@ -668,10 +668,8 @@ def folder_summary(folder: Path) -> dict:
                 for k, n in _verdicts(t).items():
                     verdicts[k] = verdicts.get(k, 0) + n
     if is_report:
-        own = sorted(f for f in files if _is_index_md(f) and f != idx and not f.name == "index.md")
-        titles = [_plain(_h1(_read(f))) for f in own] + [
-            _plain(_h1(_read(f))) for f in files if f.name == "index.md" and f != idx]
-        titles = [t for t in titles if t]
+        own = [f for f in files if _is_index_md(f) and f != idx]  # the suites' indexes, here and in sub-folders
+        titles = [t for t in (_plain(_h1(_read(f))) for f in own) if t]
         title = titles[0] if len(titles) == 1 else (_plain(_h1(text)) or "ablate report")
     else:
         title = _plain(_h1(text)) or folder.name
