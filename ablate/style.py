@@ -9,16 +9,16 @@ with the common colour-vision deficiencies; every series also gets a marker, so 
     ax.plot(x, y, color=st["rope"].color, marker=st["rope"].marker, label="rope")
 
 * Built-in keys come from :data:`KEYS`, a presentation table (names only, in display order per axis): the
-  ``g``-th key of the table gets colour ``g mod 8`` and marker ``g mod 9``, a pair no other key has, so the same
-  key looks the same in the extrapolation, training and latency figures, and neighbours on an axis differ in
-  colour. This module does not load the variant registries (reporting stays torch-free);
+  ``i``-th key of an axis gets colour ``i mod 8`` and a marker that makes its (colour, marker) pair unique over the
+  whole table, so the same key looks the same in the extrapolation, training and latency figures, and the keys of
+  one axis differ in colour (up to eight). This module does not load the variant registries (reporting stays torch-free);
   ``tests/test_style.py`` checks that every registered key is in the table.
 * Any other label (a plugin key, a grid point such as ``original+rope`` or ``norm=layernorm``, a series title) is
   styled by the last built-in key it names (:func:`series_key`: ``modern-swiglu→relu`` → ``relu``), or else by a
   stable hash (crc32) of the label into the colour × marker pairs. :func:`styles` resolves one figure's labels
   together: labels that are built-in keys keep their pair; the others move, deterministically, to the next pair
-  of a colour not used in that figure (up to eight series, then any unused pair), so no two series of one figure
-  look alike. Compute it once per report and pass it to every figure of that report.
+  of a colour not used in that figure (up to eight series; then of a least-used colour), so no two series of one
+  figure look alike. Compute it once per report and pass it to every figure of that report.
 """
 
 from __future__ import annotations
@@ -71,13 +71,19 @@ _PAIRS: tuple[tuple[int, int], ...] = tuple((i % len(PALETTE), i % len(MARKERS))
 
 
 def _builtin_table() -> dict[str, tuple[int, int]]:
-    """Key → (colour index, marker index): the ``g``-th key of the whole table (axes in order, each in display
-    order) gets colour ``g mod 8`` and marker ``g mod 9``: consecutive keys of an axis differ in colour, the axes
-    start on different colours, and no two keys share a pair (72 pairs)."""
+    """Key → (colour index, marker index): the ``i``-th key of an axis gets colour ``i mod 8`` (so every axis starts
+    on the strongest colours) and marker ``i mod 9``, or the next marker whose pair no earlier key of the table
+    holds: no two built-in keys look alike, whatever their axes."""
     table: dict[str, tuple[int, int]] = {}
-    for key in dict.fromkeys(k for keys in KEYS.values() for k in keys):  # a name on two axes: its first place
-        g = len(table)
-        table[key] = (g % len(PALETTE), g % len(MARKERS))
+    used: set[tuple[int, int]] = set()
+    for keys in KEYS.values():
+        for i, key in enumerate(keys):
+            if key in table:  # a name on two axes keeps its first place
+                continue
+            c = i % len(PALETTE)
+            m = next((i + j) % len(MARKERS) for j in range(len(MARKERS)) if (c, (i + j) % len(MARKERS)) not in used)
+            used.add((c, m))
+            table[key] = (c, m)
     return table
 
 
@@ -114,8 +120,8 @@ def style(label: str) -> Style:
 
 def styles(labels: Iterable[str]) -> dict[str, Style]:
     """One distinct style per label of one figure, deterministic: built-in keys keep their own; every other label
-    (in the order given) takes its own pair (its key's, or its hash's) when neither the pair nor its colour is taken
-    in this figure, else the next pair of an unused colour, else (more than eight series) the next unused pair."""
+    (in the order given) takes its own pair (its key's, or its hash's) when its colour is among the least used in
+    this figure so far (unused, up to eight series), else the next free pair of such a colour."""
     labels = list(dict.fromkeys(str(x) for x in labels))
     out: dict[str, tuple[int, int]] = {}
     used: set[tuple[int, int]] = set()
@@ -129,9 +135,9 @@ def styles(labels: Iterable[str]) -> dict[str, Style]:
         want = _pair(lab)
         start = _PAIRS.index(want)
         ring = [_PAIRS[(start + j) % len(_PAIRS)] for j in range(len(_PAIRS))]
-        colours = {c for c, _ in used}
-        pick = (next((p for p in ring if p not in used and p[0] not in colours), None)
-                or next((p for p in ring if p not in used), want))
+        count = {c: sum(1 for u in used if u[0] == c) for c in range(len(PALETTE))}
+        least = min(count.values())
+        pick = next((p for p in ring if p not in used and count[p[0]] == least), want)
         out[lab] = pick
         used.add(pick)
     return {lab: _make(out[lab]) for lab in labels}
@@ -155,3 +161,105 @@ def band_note(n_min: int, n_max: int | None = None, *, what: str = BAND_CI, unit
     if n_max <= 1:
         return f"{n} {unit}, no band"
     return f"band: {what}, {n} {unit}s"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Text that must not overlap (matplotlib imported lazily: the styles above need none)
+
+
+def _extent(artist, renderer):
+    """The box of a text's glyphs (an annotation's leader line left out)."""
+    from matplotlib.text import Annotation, Text
+
+    if isinstance(artist, Annotation):
+        artist.update_positions(renderer)  # where the text sits now (offset points from its point)
+    return Text.get_window_extent(artist, renderer) if isinstance(artist, Text) else artist.get_window_extent(renderer)
+
+
+def figure_texts(fig) -> list:
+    """The visible texts a reader must tell apart: every axes' texts and annotations, legend entries and titles,
+    figure texts and the suptitle (tick labels are laid out by matplotlib itself)."""
+    out = []
+    legends = list(fig.legends)
+    for ax in fig.axes:
+        out += [t for t in ax.texts if t.get_visible() and t.get_text().strip()]
+        if ax.get_legend() is not None:
+            legends.append(ax.get_legend())
+    for leg in legends:
+        if leg.get_visible():
+            out += [t for t in leg.get_texts() if t.get_text().strip()]
+            if leg.get_title().get_text().strip():
+                out.append(leg.get_title())
+    out += [t for t in fig.texts if t.get_visible() and t.get_text().strip()]
+    return out
+
+
+def overlapping_texts(fig) -> list[tuple[str, str]]:
+    """Pairs of :func:`figure_texts` whose rendered boxes intersect (empty when every label is readable)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = figure_texts(fig)
+    boxes = [(t.get_text(), _extent(t, renderer)) for t in texts]
+    pairs = []
+    for i, (a, ba) in enumerate(boxes):
+        for b, bb in boxes[i + 1:]:
+            if ba.width > 0 and bb.width > 0 and ba.overlaps(bb):
+                pairs.append((a, b))
+    return pairs
+
+
+def annotate_points(ax, xs, ys, labels, *, fontsize: float = 6.5, avoid=(), marker_radius: float = 4.0,
+                    **kw) -> list:
+    """Label the points ``(xs[i], ys[i])`` with ``labels[i]`` so that no two labels overlap (nor the texts in
+    ``avoid``), and, where there is room, none covers another point's marker (``marker_radius`` points): each
+    label tries, in order, the spots right-above, right-below, left-above and left-below its point,
+    then steps further up and down (with a thin leader line when it had to move); inside the axes when it can.
+    Deterministic. Call it once the axes limits and the figure layout are final (it freezes the limits)."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax.set_xlim(ax.get_xlim())
+    ax.set_ylim(ax.get_ylim())
+    from matplotlib.transforms import Bbox
+
+    placed = [_extent(t, renderer) for t in avoid]
+    frame = ax.get_window_extent(renderer)
+    pts = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
+    r = marker_radius * fig.dpi / 72.0
+    marks = [Bbox.from_extents(px - r, py - r, px + r, py + r) for px, py in pts]
+    order = sorted(range(len(labels)), key=lambda i: (-pts[i][1], pts[i][0], str(labels[i])))
+    spots = [(4, 3, "left", "bottom"), (4, -3, "left", "top"), (-4, 3, "right", "bottom"), (-4, -3, "right", "top")]
+    step = fontsize * 1.3
+    tries = spots + [(dx, dy + sgn * k * step, ha, va) for k in range(1, 30) for sgn in (1, -1)
+                     for dx, dy, ha, va in (spots[0], spots[2])]
+
+    def fits(box, inside: bool, i: int) -> bool:
+        if inside and not (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1):
+            return False
+        if inside and any(box.overlaps(m) for j, m in enumerate(marks) if j != i):
+            return False
+        return not any(box.overlaps(p) for p in placed)
+
+    out = []
+    for i in order:
+        chosen = None
+        for inside in (True, False):
+            for dx, dy, ha, va in tries:
+                t = ax.annotate(str(labels[i]), (xs[i], ys[i]), textcoords="offset points", xytext=(dx, dy),
+                                ha=ha, va=va, fontsize=fontsize, annotation_clip=False, **kw)
+                box = _extent(t, renderer)
+                t.remove()
+                if fits(box, inside, i):
+                    chosen = (dx, dy, ha, va, box)
+                    break
+            if chosen:
+                break
+        if chosen is None:
+            continue
+        dx, dy, ha, va, box = chosen
+        arrow = {"arrowprops": {"arrowstyle": "-", "color": "0.6", "lw": 0.5, "shrinkA": 0, "shrinkB": 3}} \
+            if abs(dy) > 3 else {}
+        out.append(ax.annotate(str(labels[i]), (xs[i], ys[i]), textcoords="offset points", xytext=(dx, dy), ha=ha,
+                               va=va, fontsize=fontsize, annotation_clip=False, **arrow, **kw))
+        placed.append(box)
+    return out

@@ -1,5 +1,7 @@
 """The report's figures (matplotlib / seaborn; no torch): perplexity vs evaluation length, loss vs token position in
-the window, probe accuracy vs context length and by needle depth. One colour and marker per variant throughout."""
+the window, probe accuracy vs context length and by needle depth. One colour and marker per variant throughout, the
+same as in every other suite's figures (:mod:`ablate.style`); legends sit outside the axes, clear of the text on
+them."""
 
 from __future__ import annotations
 
@@ -10,25 +12,32 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ablate.stats import t_ppf
+from ablate.style import BAND_CI, band_note, styles
 from ablate.tables import plot_style, savefig
 
 from .constants import POSITIONS, PROBE_TITLES, ROPE_SCALINGS
 
-# After ablate.tables, which picks the headless backend (seaborn imports pyplot too).
+# After ablate.tables, which picks the headless backend.
 import matplotlib.pyplot as plt  # noqa: E402,I001
-import seaborn as sns  # noqa: E402
 
 
-def variant_style() -> tuple[dict[str, Any], dict[str, str]]:
-    """One colour (colour-blind palette) and one marker per position key, the same in every figure."""
-    keys = list(POSITIONS) + list(ROPE_SCALINGS)
-    colors = sns.color_palette("colorblind", n_colors=len(keys))
-    marks = "osD^vP*Xph"
-    return dict(zip(keys, colors)), {k: marks[i % len(marks)] for i, k in enumerate(keys)}
+def variant_style(keys=()) -> tuple[dict[str, Any], dict[str, str]]:
+    """One colour (Okabe–Ito) and one marker per position key (the built-in ones and any other in ``keys``), the
+    same in every figure of every report (:func:`ablate.style.styles`)."""
+    st = styles(list(POSITIONS) + list(ROPE_SCALINGS) + sorted({str(k) for k in keys}))
+    return {k: v.color for k, v in st.items()}, {k: v.marker for k, v in st.items()}
+
+
+def _legend_outside(ax, title: str = "", ncol: int = 1):
+    """The legend to the right of the axes (never over a curve or the axes' own labels)."""
+    return ax.legend(fontsize=7, ncol=ncol, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                     title=title or None, title_fontsize=7, alignment="left")
 
 
 def fig_ppl_vs_length(summary, order: list[str], train_len: int, pal: dict, markers: dict, stem: Path) -> list[Path]:
-    """Figure 1: perplexity vs evaluation length, 95% CI bands over seeds."""
+    """Figure 1: perplexity vs evaluation length, 95% t-interval bands over seeds (none with one seed; the legend
+    title says which, and n)."""
     with plot_style():
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for pos in order:
@@ -42,24 +51,26 @@ def fig_ppl_vs_length(summary, order: list[str], train_len: int, pal: dict, mark
             if (ci > 0).any():
                 ax.fill_between(s["eval_len"], s["mean"] - ci, s["mean"] + ci, color=pal.get(pos), alpha=0.15,
                                 lw=0)
-        ax.axvline(train_len, color="0.3", ls=":", lw=1.2)
-        ax.text(train_len, 1.0, " train_len", transform=ax.get_xaxis_transform(), va="top", ha="left",
-                fontsize=8, color="0.3")
+        ax.axvline(train_len, color="0.3", ls=":", lw=1.2, label=f"train_len ({train_len})")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         lens = sorted(summary["eval_len"].unique())
         ax.set_xticks(lens)
         ax.set_xticklabels([str(int(L)) for L in lens])
         ax.set_xlabel("evaluation length (tokens)")
-        ax.set_ylabel("perplexity (log scale; 95% CI bands)")
+        ax.set_ylabel("perplexity (log scale)")
         ax.set_title(f"Extrapolation: trained at {train_len}")
-        ax.legend(fontsize=7, ncol=2, frameon=False)
+        ns = [int(n) for n in summary.loc[np.isfinite(summary["mean"]), "n"]] if "n" in summary else [1]
+        _legend_outside(ax, band_note(min(ns or [1]), max(ns or [1]), what=BAND_CI))
         return list(savefig(fig, stem))
 
 
-def fig_loss_vs_position(g, order: list[str], train_len: int, pal: dict, stem: Path) -> list[Path]:
-    """Figure 2: loss vs token position inside the window, one panel per eval length (no files when no row has a
-    per-position loss)."""
+def fig_loss_vs_position(g, order: list[str], train_len: int, pal: dict, stem: Path,
+                         markers: dict | None = None) -> list[Path]:
+    """Figure 2: loss vs token position inside the window, one panel per eval length, mean over seeds with its 95%
+    t-interval band (no band with one seed; the legend title says which, and n); no files when no row has a
+    per-position loss."""
+    markers = markers or {}
     ok = g[(g["status"] == "ok")] if "pos_loss" in g.columns else g.iloc[0:0]
     recs = []
     for r in ok.itertuples():
@@ -74,6 +85,7 @@ def fig_loss_vs_position(g, order: list[str], train_len: int, pal: dict, stem: P
         return []
     pdf = pd.DataFrame(recs)
     lens = sorted(pdf["eval_len"].unique())
+    ns: list[int] = []
     with plot_style():
         fig, axes = plt.subplots(1, len(lens), figsize=(3.0 * len(lens), 3.2), sharey=True, squeeze=False)
         for ax, L in zip(axes[0], lens):
@@ -82,9 +94,15 @@ def fig_loss_vs_position(g, order: list[str], train_len: int, pal: dict, stem: P
                 s = sub[sub["position"] == pos]
                 if s.empty:
                     continue
-                m = s.groupby("token position", sort=True)["loss"].mean()
-                ax.plot(m.index, m.values, lw=1.2, ls="--" if pos in ROPE_SCALINGS else "-",
-                        color=pal.get(pos), label=pos)
+                by = s.groupby("token position", sort=True)["loss"]
+                m, sd, n = by.mean(), by.std(ddof=1), by.count()
+                ax.plot(m.index, m.values, lw=1.2, ls="--" if pos in ROPE_SCALINGS else "-", color=pal.get(pos),
+                        marker=markers.get(pos, "o"), ms=3, markevery=max(1, len(m) // 5), label=pos)
+                half = np.array([t_ppf(0.975, k - 1) * v / math.sqrt(k) if k > 1 and np.isfinite(v) else 0.0
+                                 for v, k in zip(sd.values, n.values)])
+                if (half > 0).any():
+                    ax.fill_between(m.index, m.values - half, m.values + half, color=pal.get(pos), alpha=0.12, lw=0)
+                ns += [int(k) for k in n.values]
             ax.axvline(train_len, color="0.3", ls=":", lw=1.0)
             ax.set_title(f"eval_len {L}", fontsize=9)
             ax.set_xlabel("token position in window")
@@ -95,8 +113,12 @@ def fig_loss_vs_position(g, order: list[str], train_len: int, pal: dict, stem: P
                 seen.setdefault(lab, h)
         labels = [p for p in order if p in seen]
         handles = [seen[p] for p in labels]
-        fig.legend(handles, labels, loc="upper center", ncol=min(10, len(labels)), fontsize=7,
-                   frameon=False, bbox_to_anchor=(0.5, 1.08))
+        ncol = min(10, len(labels))
+        rows = math.ceil(len(labels) / ncol) + 1
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.07 * rows))
+        fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False,
+                   bbox_to_anchor=(0.5, 1 - 0.07 * rows), title=band_note(min(ns or [1]), max(ns or [1])),
+                   title_fontsize=7)
         return list(savefig(fig, stem))
 
 
@@ -110,18 +132,17 @@ def fig_probe_vs_length(summ, task: str, order: list[str], chance: float, pal: d
             ax.plot(s["eval_len"], s["acc"], marker=markers.get(pos, "o"), ms=4, lw=1.5, color=pal.get(pos),
                     ls="--" if pos in ROPE_SCALINGS else "-", label=pos)
             ax.fill_between(s["eval_len"], s["lo"], s["hi"], color=pal.get(pos), alpha=0.12, lw=0)
-        ax.axhline(chance, color="0.3", ls=":", lw=1.2)
-        ax.text(1.0, chance, " chance", transform=ax.get_yaxis_transform(), va="bottom", ha="right", fontsize=8,
-                color="0.3")
+        ax.axhline(chance, color="0.3", ls=":", lw=1.2, label=f"chance ({chance:.2g})")
         lens = sorted(summ["eval_len"].unique())
         ax.set_xscale("log", base=2)
         ax.set_xticks(lens)
         ax.set_xticklabels([str(int(L)) for L in lens])
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("context length (tokens)")
-        ax.set_ylabel("accuracy (95% Wilson band)")
+        ax.set_ylabel("accuracy")
         ax.set_title(PROBE_TITLES[task].split(" (")[0])
-        ax.legend(fontsize=7, ncol=2, frameon=False)
+        seeds = int(summ["seeds"].max()) if "seeds" in summ and len(summ) else 1
+        _legend_outside(ax, f"band: 95% Wilson interval pooled over depths, n={seeds} seed{'s' * (seeds != 1)}")
         return list(savefig(fig, stem))
 
 

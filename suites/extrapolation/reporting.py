@@ -71,7 +71,7 @@ def report(df, out_dir: Path) -> list[Path]:
                         ""]
     if df.empty or "metric" not in df.columns:
         index.append("(no extrapolation rows)")
-    pal, markers = variant_style()
+    pal, markers = variant_style(df["position"].dropna() if "position" in df.columns else ())
     ppl_rows = df[df["metric"] == METRIC_PPL] if "metric" in df.columns else df.iloc[0:0]
     groups = _protocol_groups(ppl_rows) if not ppl_rows.empty else []
     many = len(groups) > 1
@@ -101,7 +101,8 @@ def report(df, out_dir: Path) -> list[Path]:
         order = _variant_order(summary)
         written += fig_ppl_vs_length(summary, order, train_len, pal, markers,
                                      out_dir / f"extrapolation_ppl_vs_length{slug}")
-        loss_files = fig_loss_vs_position(g, order, train_len, pal, out_dir / f"extrapolation_loss_vs_position{slug}")
+        loss_files = fig_loss_vs_position(g, order, train_len, pal, out_dir / f"extrapolation_loss_vs_position{slug}",
+                                          markers)
         written += loss_files
         index += ["### Figures", "", f"![perplexity vs length](extrapolation_ppl_vs_length{slug}.png)", "",
                   f"![loss vs position](extrapolation_loss_vs_position{slug}.png)" if loss_files else "", ""]

@@ -1,4 +1,6 @@
-"""The latency report's figures (matplotlib / seaborn; no torch)."""
+"""The latency report's figures (matplotlib; no torch). One colour and marker per kernel / layout key, the same as in
+every other suite's figures (:mod:`ablate.style`); each line is the median over repeats with its p20–p80 band
+(none with one repeat; the legend title says which)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import seaborn as sns
+import numpy as np
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from ablate.style import BAND_P20_P80, Style, band_note, styles
 from ablate.tables import plot_style, savefig
 
 from .constants import DECODE_MODES, LAYOUTS
@@ -35,8 +38,32 @@ def _log_y(ax) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def _palette(keys: list[str]) -> dict[str, Any]:
-    return dict(zip(keys, sns.color_palette("colorblind", n_colors=max(10, len(keys)))))
+def _palette(keys: list[str]) -> dict[str, Style]:
+    return styles(keys)
+
+
+def _reps(d) -> list[int]:
+    r = _num(d, "reps")
+    return [int(x) for x in r if x == x] or [1]
+
+
+def _band_title(d) -> str:
+    reps = _reps(d)
+    return band_note(min(reps), max(reps), what=BAND_P20_P80.replace(" over repeats", ""), unit="repeat")
+
+
+def _line(ax, sub, x: str, y: str, st: Style, *, lo: str | None = None, hi: str | None = None, ls: str = "-",
+          label: str | None = None, **kw) -> None:
+    """One series: the median over duplicate rows at each x, and the p20–p80 band (``lo``/``hi`` columns) when the
+    rows were timed more than once."""
+    g = sub.groupby(x, sort=True)
+    m = g[y].median()
+    ax.plot(m.index, m.values, color=st.color, marker=st.marker, ms=4, lw=1.4, ls=ls, label=label, **kw)
+    if lo and hi and int(_num(sub, "reps").fillna(1).max()) > 1:
+        a, b = g[lo].median(), g[hi].median()
+        ok = np.isfinite(a.values) & np.isfinite(b.values)
+        if ok.any():
+            ax.fill_between(m.index[ok], a.values[ok], b.values[ok], color=st.color, alpha=0.15, lw=0)
 
 
 def fig_tflops(k, pas: str, stem: Path) -> list[Path]:
@@ -48,7 +75,9 @@ def fig_tflops(k, pas: str, stem: Path) -> list[Path]:
     ok = ok.assign(mask=ok["causal"].map(lambda v: "causal" if v else "non-causal"),
                    hd=ok["head_dim"].map(lambda v: f"head dim {int(v)}"))
     unit, scale = ("TFLOP/s", 1.0) if ok["tflops"].max() >= 1 else ("GFLOP/s", 1e3)  # CPU numbers are small
-    ok = ok.assign(rate=ok["tflops"] * scale)
+    # the rate at the p80 time is the band's low edge, at the p20 time its high edge
+    ok = ok.assign(rate=ok["tflops"] * scale, rate_lo=ok["tflops"] * scale * ok["time_ms"] / ok["p80_ms"],
+                   rate_hi=ok["tflops"] * scale * ok["time_ms"] / ok["p20_ms"])
     order = _key_order(ok["attention"])
     hds = sorted(ok["head_dim"].unique())
     masks = [m for m in ("non-causal", "causal") if m in set(ok["mask"])]
@@ -60,23 +89,25 @@ def fig_tflops(k, pas: str, stem: Path) -> list[Path]:
             for j, m in enumerate(masks):
                 ax = axes[i][j]
                 sub = ok[(ok["head_dim"] == hd) & (ok["mask"] == m)]
-                if not sub.empty:
-                    sns.lineplot(data=sub, x="seq_len", y="rate", hue="attention", hue_order=order, palette=pal,
-                                 marker="o", ax=ax, legend=False, errorbar=None)
+                for a in order:
+                    if (sub["attention"] == a).any():
+                        _line(ax, sub[sub["attention"] == a], "seq_len", "rate", pal[a], lo="rate_lo", hi="rate_hi",
+                              label=a)
                 _log2_lengths(ax, ok["seq_len"])
                 ax.set_title(f"head dim {int(hd)}, {m}", fontsize=9)
                 ax.set_xlabel("sequence length")
                 ax.set_ylabel(unit if j == 0 else "")
-        axes[0][0].set_ylim(0, float(ok["rate"].max()) * 1.06)  # shared y: one limit for every panel
+        top = float(np.nanmax(np.r_[ok["rate"].to_numpy(float), ok["rate_hi"].to_numpy(float)]))
+        axes[0][0].set_ylim(0, top * 1.06)  # shared y: one limit for every panel
         _legend_on_top(fig, plt, order, pal, f"attention {pas.replace('_', '+')} "
                        f"({', '.join(sorted(ok['dtype'].unique()))}), FlashAttention FLOP convention, on "
-                       + ", ".join(sorted(str(x) for x in ok["device_name"].unique())))
+                       + ", ".join(sorted(str(x) for x in ok["device_name"].unique())) + f"; {_band_title(ok)}")
         return list(savefig(fig, stem))
 
 
 def _legend_on_top(fig, plt, order: list[str], pal: dict, title: str) -> None:
     """Title, then one legend row for every panel, above the panels (no overlap with panel titles)."""
-    handles = [plt.Line2D([], [], color=pal[a], marker="o", label=a) for a in order]
+    handles = [plt.Line2D([], [], color=pal[a].color, marker=pal[a].marker, label=a) for a in order]
     ncol = min(6, len(order))
     rows = math.ceil(len(order) / ncol)
     top = 1.0 - (0.05 + 0.035 * rows) * 6.4 / max(fig.get_figheight(), 1.0)
@@ -108,12 +139,13 @@ def fig_memory(k, stem: Path) -> list[Path]:
             for j, hd in enumerate(hds):
                 ax = axes[i][j]
                 sub = ok[(ok["head_dim"] == hd) & (ok["causal"] == c)]
-                if not sub.empty:
-                    sns.lineplot(data=sub, x="seq_len", y="mib", hue="attention", hue_order=order, palette=pal,
-                                 marker="o", ax=ax, legend=False, errorbar=None)
+                for a in order:
+                    if (sub["attention"] == a).any():
+                        _line(ax, sub[sub["attention"] == a], "seq_len", "mib", pal[a], label=a)
                 o = oom[(oom["head_dim"] == hd) & (oom["causal"] == c)]
                 for a, g in o.groupby("attention"):
-                    ax.scatter(g["seq_len"], [top] * len(g), marker="x", color=pal.get(a, "k"), s=40, zorder=5)
+                    ax.scatter(g["seq_len"], [top] * len(g), marker="x", color=pal[a].color if a in pal else "k",
+                               s=40, zorder=5)
                 _log_y(ax)
                 _log2_lengths(ax, main["seq_len"])
                 ax.set_title(f"head dim {int(hd)}, {'causal' if c else 'non-causal'} ({pas.replace('_', '+')})",
@@ -135,19 +167,26 @@ def fig_decode(df, stem: Path) -> list[Path]:
                  closed=_num(d, "kv_bytes_closed_form") / MIB, layout=_col(d, "layout"),
                  mode=_col(d, "decode_mode").fillna("eager"))
     order = [x for x in LAYOUTS if x in set(d["layout"])]
-    pal = dict(zip(order, sns.color_palette("colorblind", n_colors=3)))
+    pal = _palette(order)
     modes = [m for m in DECODE_MODES if m in set(d["mode"])]
+    dashes = dict(zip(DECODE_MODES, ("-", "--", ":")))
+    d = d.assign(lo=_num(d, "p20_ms"), hi=_num(d, "p80_ms"))
     with plot_style():
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.4, 3.2))
-        sns.lineplot(data=d, x="context", y="ms", hue="layout", hue_order=order, palette=pal, marker="o", ax=a1,
-                     errorbar=None, **({"style": "mode", "style_order": modes} if len(modes) > 1 else {}))
+        for lay in order:
+            for mode in modes:
+                s = d[(d["layout"] == lay) & (d["mode"] == mode)]
+                if not s.empty:
+                    _line(a1, s, "context", "ms", pal[lay], lo="lo", hi="hi", ls=dashes.get(mode, "-"),
+                          label=lay if len(modes) == 1 else f"{lay}, {mode}")
         a1.set_ylim(bottom=0)
         a1.set_ylabel("ms per decode step (whole batch)")
         a1.set_title(f"decode latency, batch {int(_num(d, 'batch').iloc[0])}", fontsize=9)
+        a1.legend(fontsize=6, frameon=False, title=_band_title(d), title_fontsize=6)
         for lay in order:
             s = d[(d["layout"] == lay) & (d["mode"] == modes[0])].sort_values("context")
-            a2.plot(s["context"], s["kv"], marker="o", color=pal[lay], label=f"{lay} measured")
-            a2.plot(s["context"], s["closed"], ls="--", color=pal[lay], alpha=0.7, label=f"{lay} closed form")
+            a2.plot(s["context"], s["kv"], marker=pal[lay].marker, color=pal[lay].color, label=f"{lay} measured")
+            a2.plot(s["context"], s["closed"], ls="--", color=pal[lay].color, alpha=0.7, label=f"{lay} closed form")
         _log_y(a2)
         a2.set_ylabel("KV cache MiB")
         a2.set_title("KV cache: nbytes() vs 2·L·kv·d·n·bytes", fontsize=9)
@@ -165,13 +204,16 @@ def fig_prefill(df, stem: Path) -> list[Path]:
         return []
     d = d.assign(prompt=_num(d, "prompt_len"), ms=_num(d, "time_ms"), layout=_col(d, "layout"))
     order = [x for x in LAYOUTS if x in set(d["layout"])]
+    pal = _palette(order)
+    d = d.assign(lo=_num(d, "p20_ms"), hi=_num(d, "p80_ms"))
     with plot_style():
         fig, ax = plt.subplots(figsize=(4.4, 3.2))
-        sns.lineplot(data=d, x="prompt", y="ms", hue="layout", hue_order=order, marker="o", ax=ax, errorbar=None,
-                     palette=dict(zip(order, sns.color_palette("colorblind", n_colors=3))))
+        for lay in order:
+            _line(ax, d[d["layout"] == lay], "prompt", "ms", pal[lay], lo="lo", hi="hi", label=lay)
         _log_y(ax)
         _log2_lengths(ax, d["prompt"])
         ax.set_xlabel("prompt length")
         ax.set_ylabel("prefill ms")
         ax.set_title("prefill latency", fontsize=9)
+        ax.legend(fontsize=7, frameon=False, title=_band_title(d), title_fontsize=7)
         return list(savefig(fig, stem))

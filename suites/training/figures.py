@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import seaborn as sns
 from matplotlib.ticker import FuncFormatter
 
 from ablate.stats import pareto_front, t_ppf
+from ablate.style import BAND_CI, Style, annotate_points, band_note, styles
 from ablate.tables import plot_style, savefig
 
 from .aggregate import _col, _num
@@ -50,14 +50,16 @@ def _si(x: float, _pos: Any = None) -> str:
 
 
 
-def palette(names: list[str]) -> dict[str, Any]:
-    """One colour per grid point."""
-    return dict(zip(names, sns.color_palette("tab20" if len(names) > 10 else "tab10", n_colors=max(3, len(names)))))
+def palette(names: list[str]) -> dict[str, Style]:
+    """One colour and marker per grid point (:func:`ablate.style.styles`: a point is coloured by the variant key it
+    changes, ``original+rope`` like ``rope`` everywhere), computed once for every figure of a report."""
+    return styles(names)
 
 
-def fig_curves(g, stats: list[dict], pal: dict[str, Any], folder: Path) -> list[Path]:
-    """Figure 1: validation-loss curves, one panel per baseline family (``training_curves``); [] when no point has
-    a curve."""
+def fig_curves(g, stats: list[dict], pal: dict[str, Style], folder: Path) -> list[Path]:
+    """Figure 1: validation-loss curves, one panel per baseline family (``training_curves``), each the mean over
+    seeds with its 95% t-interval band (none with one seed: the title then says n=1); [] when no point has a
+    curve."""
     names = [s["point"] for s in stats]
     families: list[tuple[str, list[str]]] = []
     baselines = list(dict.fromkeys(s["baseline"] for s in stats if s["baseline"]))
@@ -66,7 +68,7 @@ def fig_curves(g, stats: list[dict], pal: dict[str, Any], folder: Path) -> list[
         families.append((b, [m for m in members if m in names]))
     if not families:
         families = [("grid", names)]
-    curves_ok = False
+    ns: list[int] = []
     with plot_style():
         fig, axes = plt.subplots(1, len(families), figsize=(5.2 * len(families), 3.9), squeeze=False,
                                  sharey=True)
@@ -78,55 +80,71 @@ def fig_curves(g, stats: list[dict], pal: dict[str, Any], folder: Path) -> list[
                 c = _mean_curve(sub, "curve.val_step", "curve.val_loss")
                 if c is None:
                     continue
-                x, mean, std, n = c
+                x, mean, half, n = c
                 tps = _num(sub["tokens_per_step"].iloc[0]) if "tokens_per_step" in sub.columns else None
                 xv = x * tps if tps else x
-                lw = 2.2 if m == fam else 1.3
-                ax.plot(xv, mean, color=pal[m], lw=lw, label=m + (f" (n={n})" if n > 1 else ""),
-                        ls="-" if m == fam else "-")
+                st = pal[m]
+                ax.plot(xv, mean, color=st.color, lw=2.2 if m == fam else 1.3, marker=st.marker, ms=3.5,
+                        markevery=max(1, len(xv) // 6), label=f"{m} (n={n})")
                 if n > 1:
-                    ax.fill_between(xv, mean - std, mean + std, color=pal[m], alpha=0.18, lw=0)
+                    ax.fill_between(xv, mean - half, mean + half, color=st.color, alpha=0.18, lw=0)
                 finals.append(float(mean[-1]))
-                tops.append(float(np.nanmax(mean + std)))
-                curves_ok = True
+                tops.append(float(np.nanmax(mean + half)))
+                ns.append(n)
             ax.set_title(f"vs {fam}" if len(families) > 1 else "validation loss", fontsize=10)
             ax.set_xlabel("training tokens")
             ax.xaxis.set_major_formatter(FuncFormatter(_si))
-            ax.legend(fontsize=6.5, frameon=False)
+            ax.legend(fontsize=6.5, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         axes[0][0].set_ylabel("validation loss (nats/token)")
         if finals:
             lo, hi = min(finals), max(finals)
             span = max(hi - lo, 0.05)
             axes[0][0].set_ylim(max(0.0, lo - 0.3 * span), min(max(tops) + 0.05, hi + 2.5 * span))
-        fig.suptitle("Validation loss during training (mean over seeds; band: 95% CI)", fontsize=10)
-        if curves_ok:
+        if ns:
+            fig.suptitle(f"Validation loss during training (mean over seeds; {band_note(min(ns), max(ns))})",
+                         fontsize=10)
+            fig.tight_layout()
             return list(savefig(fig, folder / "training_curves"))
         plt.close(fig)
         return []
 
 
-def fig_pareto(pts: list[dict], pal: dict[str, Any], folder: Path) -> tuple[list[Path], list[str]]:
-    """Figure 2: quality vs cost, Pareto front (higher tokens/s and lower loss are better) of the points ``pts``
-    (those with a mean val loss and a throughput): (files written, the Pareto-optimal points)."""
+def pareto_figure(pts: list[dict], pal: dict[str, Style]):
+    """The quality-vs-cost figure (not saved): (figure, the Pareto-optimal points). Each point is labelled next to
+    its marker, labels moved apart so none overlaps another (:func:`ablate.style.annotate_points`); bars: 95%
+    t-interval over seeds (none with one seed)."""
     xs = [s["tokens_per_s"] for s in pts]
     ys = [s["val"].mean for s in pts]
     front = pareto_front(xs, ys, x_better="high", y_better="low")
+    ns = [s["val"].n for s in pts]
+    fig, ax = plt.subplots(figsize=(6.6, 4.6))
+    for s, x, y, f in zip(pts, xs, ys, front):
+        hw = s["val"].half_width
+        st = pal[s["point"]]
+        ax.errorbar([x], [y], yerr=[[hw], [hw]] if hw else None, fmt=st.marker, ms=7 if f else 5, color=st.color,
+                    mec="black" if f else st.color, mew=1.2 if f else 0.5, capsize=2, lw=1)
+    fx = sorted((x, y) for x, y, f in zip(xs, ys, front) if f)
+    handles = []
+    if len(fx) > 1:
+        handles = ax.plot([p[0] for p in fx], [p[1] for p in fx], color="black", lw=1, ls="--", label="Pareto front")
+    ax.set_xlabel("training throughput (tokens/s, higher is better)")
+    ax.xaxis.set_major_formatter(FuncFormatter(_si))
+    ax.set_ylabel("final validation loss (lower is better)")
+    bars = band_note(min(ns), max(ns), what=BAND_CI).replace("band:", "bars:").replace("no band", "no bars")
+    ax.set_title(f"Quality vs cost (outlined: Pareto-optimal; {bars})", fontsize=10)
+    ax.margins(x=0.12, y=0.1)
+    legend = ax.legend(handles=handles, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0)) \
+        if handles else None
+    fig.tight_layout()
+    annotate_points(ax, xs, ys, [s["point"] for s in pts], fontsize=6.5,
+                    avoid=list(legend.get_texts()) if legend is not None else ())
+    return fig, [s["point"] for s, f in zip(pts, front) if f]
+
+
+def fig_pareto(pts: list[dict], pal: dict[str, Style], folder: Path) -> tuple[list[Path], list[str]]:
+    """Figure 2: quality vs cost, Pareto front (higher tokens/s and lower loss are better) of the points ``pts``
+    (those with a mean val loss and a throughput): (files written, the Pareto-optimal points)."""
     with plot_style():
-        fig, ax = plt.subplots(figsize=(6.6, 4.6))
-        for s, x, y, f in zip(pts, xs, ys, front):
-            err = s["val"].std
-            ax.errorbar([x], [y], yerr=[[err], [err]] if err else None, fmt="o" if f else "o",
-                        ms=7 if f else 5, color=pal[s["point"]], mec="black" if f else "none",
-                        mew=1.2 if f else 0, capsize=2, lw=1)
-            ax.annotate(s["point"], (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6.5)
-        fx = sorted((x, y) for x, y, f in zip(xs, ys, front) if f)
-        if len(fx) > 1:
-            ax.plot([p[0] for p in fx], [p[1] for p in fx], color="black", lw=1, ls="--",
-                    label="Pareto front")
-            ax.legend(fontsize=7, frameon=False)
-        ax.set_xlabel("training throughput (tokens/s, higher is better)")
-        ax.xaxis.set_major_formatter(FuncFormatter(_si))
-        ax.set_ylabel("final validation loss (lower is better)")
-        ax.set_title("Quality vs cost (outlined: Pareto-optimal; bars: ±1 std over seeds)", fontsize=10)
+        fig, front = pareto_figure(pts, pal)
         written = list(savefig(fig, folder / "training_pareto"))
-    return written, [s["point"] for s, f in zip(pts, front) if f]
+    return written, front
