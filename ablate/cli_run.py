@@ -288,4 +288,23 @@ def show_plan(opts) -> None:
         state = "done" if t not in owed else "todo"
         rows = f"{len(t.keys)} row(s)" if t.keys is not None else "rows known when it runs"
         typer.echo(f"  [{state}] {t.id}: {t.label} ({rows})")
+    for line in _estimate(module, cfg, opts, device):
+        typer.echo(line)
     typer.echo("dry run: nothing was run or written")
+
+
+def _estimate(module, cfg, opts, device: str) -> list[str]:
+    """The dry run's cost lines (:mod:`ablate.estimate`) for a suite that lists what it trains: FLOPs of the whole
+    plan and its time at the throughput earlier rows of this machine measured (results/ of the checkout, --out)."""
+    from pathlib import Path
+
+    from ablate.env import fingerprint, source_root
+    from ablate.estimate import estimate_lines, measured_rate
+
+    if not hasattr(module, "train_jobs"):
+        return []
+    jobs, evals = module.train_jobs(cfg, list(range(opts.seeds)))
+    fp = fingerprint()
+    where = [p for p in ((source_root() or Path(".")) / "results", Path(opts.out)) if p.exists()]
+    rate = measured_rate(device, where=where, gpu=fp.get("gpu"), cpu=fp.get("cpu"))
+    return estimate_lines(jobs, evals, rate, device=device)

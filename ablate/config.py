@@ -58,10 +58,15 @@ class ModelConfig:
 MODEL_PRESETS: dict[str, ModelConfig] = {
     "micro": ModelConfig(d_model=32, n_layers=1, n_heads=2, train_len=16, max_len=512),
     "tiny": ModelConfig(d_model=128, n_layers=2, n_heads=4, train_len=64, max_len=4096),
-    "small": ModelConfig(d_model=256, n_layers=4, n_heads=8, train_len=128, max_len=8192),
+    # the CPU `small` rung: tiny's width, one more layer, twice the context (docs/presets.md has the arithmetic)
+    "small": ModelConfig(d_model=128, n_layers=3, n_heads=4, train_len=128, max_len=8192),
     "gpu": ModelConfig(d_model=512, n_layers=6, n_heads=8, train_len=256, max_len=16384),
     # the GPU latency suite's training step (issue #15's MFU target: d=1024, 8 layers, T=2048)
     "large": ModelConfig(d_model=1024, n_layers=8, n_heads=8, train_len=2048, max_len=4096),
+    # the ALiBi paper's WikiText-103 model (Baevski & Auli 2019's transformer_lm_wiki103, as ALiBi's fairseq fork
+    # trains it): 16 pre-LN layers, d=1024, 8 heads, ReLU FFN 4096, biases, dropout 0.3, embeddings x sqrt(d)
+    "paper": ModelConfig(d_model=1024, n_layers=16, n_heads=8, train_len=512, max_len=512, norm="layernorm",
+                         activation="relu", bias=True, dropout=0.3, scale_embeddings=True),
 }
 
 

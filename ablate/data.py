@@ -188,12 +188,16 @@ def load_corpus(path: str | Path | None = None, *, default: str = "topics", val_
         from ablate.hfdata import load_hf
 
         return load_hf(str(path)[3:], val_frac)
+    if (path is None or str(path) == "") and default.startswith("hf:"):  # a preset's data.corpus = hf:NAME[:CONFIG]
+        from ablate.hfdata import load_hf
+
+        return load_hf(default[3:], val_frac)
     if path is None or str(path) == "":
         if default == "topics":
             return _topics(val_frac)
         if default == "stdlib":
             return _stdlib(val_frac)
-        raise ConfigError(f"unknown default corpus {default!r}; valid: {', '.join(DEFAULT_CORPORA)}")
+        raise ConfigError(f"unknown default corpus {default!r}; valid: {', '.join(DEFAULT_CORPORA)}, hf:NAME[:CONFIG]")
     p = Path(path).expanduser()
     if not p.exists():
         raise ConfigError(f"data path not found: {p}")
@@ -396,7 +400,7 @@ __all__ = ["Corpus", "load_corpus", "Batches", "step_rng", "check_eval_span", "D
 class DataSettings:
     """The ``data.*`` settings of the suites that train (extrapolation, training)."""
 
-    corpus: str = "topics"  # built-in corpus when --data is not given: topics | stdlib
+    corpus: str = "topics"  # corpus when --data is not given: topics | stdlib (built in) | hf:NAME[:CONFIG] (local cache)
     val_frac: float = 0.1
     vocab_size: int | None = None  # for a .bin token file without a meta.json / meta.pkl sidecar
     tokenizer: str | None = None  # None / "bytes": one token per byte; PATH (tokenizer.json); "bpe:N" (ablate.tokenize)

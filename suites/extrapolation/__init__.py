@@ -40,7 +40,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "config": ("EvalSettings", "PasskeySettings", "ExtrapolationConfig", "DataSettings", "PRESETS", "resolve",
                "probe_of", "eval_tokens", "eval_stride", "config_id", "decodes_incrementally"),
     "plan": ("RowSpec", "Job", "evaluated_variants", "scales_embeddings", "job_model", "plan_jobs", "plan_caveats",
-             "check_memory", "validate_plan"),
+             "check_memory", "validate_plan", "train_jobs"),
     "measure": ("train", "evaluate", "_train_job", "_run_job", "_evaluate_job", "_caveats"),
     "suite": ("tasks", "run"),
     "summary": ("t_quantile_975", "mean_ci", "protocol_line", "ppl_summary", "per_seed_ppl", "effective_length",

@@ -8,6 +8,7 @@ from typing import Any
 
 from ablate.config import ModelConfig
 from ablate.data import Corpus
+from ablate.estimate import EvalWork, TrainJob, planned_vocab
 from ablate.registry import POSITION
 from ablate.validate import check_fits, estimate_memory_bytes, validate_model
 from ablate.variants.positions import position_caveats
@@ -132,3 +133,26 @@ def validate_plan(cfg: ExtrapolationConfig, device: str) -> None:
             for L in cfg.eval_lens:
                 validate_model(replace(cfg.model, position=s, rope_scale=L / cfg.model.train_len), device=device)
 
+
+
+def train_jobs(cfg: ExtrapolationConfig, seeds: list[int]) -> tuple[list[TrainJob], list[EvalWork]]:
+    """What the run trains (one model per position, probe task and seed) and the forward passes that score them,
+    for :mod:`ablate.estimate` (``ablate run --dry-run``)."""
+    kinds = ["lm"] + (list(cfg.probe.tasks) if cfg.passkey else [])
+    tokens, stride = eval_tokens(cfg), eval_stride(cfg)
+    jobs: list[TrainJob] = []
+    evals: list[EvalWork] = []
+    for kind in kinds:
+        steps = cfg.train.steps if kind == "lm" else (cfg.probe.steps or cfg.train.steps)
+        for seed in seeds:
+            for pos in cfg.positions:
+                m = planned_vocab(job_model(cfg, pos), cfg.data.tokenizer)
+                jobs.append(TrainJob(m, cfg.train.batch_size, cfg.train.seq_len, steps, f"{kind}-{pos}-s{seed}"))
+                for _ev in evaluated_variants(cfg, pos):
+                    for L in cfg.eval_lens:
+                        if kind == "lm":  # sliding windows score `stride` new tokens per window of L
+                            fwd = tokens if stride is None else -(-tokens // min(stride, L)) * L
+                        else:
+                            fwd = cfg.probe.trials * len(cfg.probe.depths) * L
+                        evals.append(EvalWork(m, L, fwd))
+    return jobs, evals

@@ -58,7 +58,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "config": ("BudgetSettings", "EvalSettings", "TrainingConfig", "PRESETS", "resolve", "grid_points", "point_train",
                "grid_id", "config_id", "_grid_alias", "_refuse_grid_governed", "_model_id", "_corpus_id",
                "DataSettings", "ModelConfig", "TrainConfig", "GridSpec", "GridPoint"),
-    "budget": ("flops_per_step", "Budget", "_calibrate"),
+    "budget": ("flops_per_step", "Budget", "_calibrate", "train_jobs"),
     "measure": ("run_point", "unigram_loss", "lm_loss", "train", "_row_key_fields", "_describe", "_curve"),
     "suite": ("results_file", "task_id", "check_memory", "tasks", "run", "_setup", "_print_summary"),
     "aggregate": ("point_stats", "compare_points", "grid_rows", "DESCRIPTIVE", "_group_dirs", "_num", "_col",

@@ -10,12 +10,13 @@ import torch
 from ablate.config import ModelConfig
 from ablate.data import Batches, Corpus
 from ablate.errors import ConfigError
+from ablate.estimate import EvalWork, TrainJob, model_matmul_params, planned_vocab
 from ablate.flops import matmul_params, step_flops
 from ablate.grid import GridPoint
 from ablate.model import Transformer
 from ablate.train import TrainConfig, train
 
-from .config import TrainingConfig, point_train
+from .config import TrainingConfig, grid_points, point_train
 
 
 def flops_per_step(model, mcfg: ModelConfig, tcfg: TrainConfig) -> float:
@@ -80,3 +81,30 @@ class Budget:
             raise ConfigError(f"budget {kind}={self.value():.4g} is less than one training step of this model")
         return steps, info
 
+
+
+def train_jobs(cfg: TrainingConfig, seeds: list[int]) -> tuple[list[TrainJob], list[EvalWork]]:
+    """What the grid trains (one model per point and seed, its steps from the budget: equal tokens or FLOPs; a
+    time budget is taken as the reference's steps) and its evaluation forwards, for :mod:`ablate.estimate`."""
+    points, reference = grid_points(cfg)
+    b, tr = cfg.budget, cfg.train
+    ref_tcfg = point_train(cfg, reference, tr.seed)
+    ref_flops = b.flops or (step_flops(model_matmul_params(reference.model), reference.model, ref_tcfg.batch_size,
+                                       ref_tcfg.seq_len)[0] * tr.steps)
+    jobs: list[TrainJob] = []
+    evals: list[EvalWork] = []
+    for seed in seeds:
+        for p in points:
+            t = point_train(cfg, p, seed)
+            per_step = t.batch_size * t.seq_len
+            if b.kind == "tokens":
+                steps = int(float(b.tokens or tr.steps * tr.batch_size * tr.seq_len) // per_step)
+            elif b.kind == "flops":
+                steps = int(ref_flops // step_flops(model_matmul_params(p.model), p.model, t.batch_size, t.seq_len)[0])
+            else:
+                steps = tr.steps
+            m = planned_vocab(p.model, cfg.data.tokenizer)
+            jobs.append(TrainJob(m, t.batch_size, t.seq_len, max(1, steps), f"{p.name}-s{seed}"))
+            curves = (steps // t.eval_every) if t.eval_every else 0
+            evals.append(EvalWork(m, t.seq_len, cfg.eval.tokens + curves * cfg.eval.curve_tokens))
+    return jobs, evals

@@ -61,6 +61,15 @@ PRESETS: dict[str, TrainingConfig] = {
         grid=GridSpec(gqa_kv_heads=2, window=16),
         eval=EvalSettings(tokens=32768, curve_tokens=4096, batch_tokens=16384),
     ),
+    # CPU, the whole default grid with --seeds 3 in <= 60 minutes on 2 cores (docs/presets.md).
+    "small": TrainingConfig(
+        model=replace(model_preset("small"), max_len=128),
+        train=TrainConfig(steps=300, batch_size=32, seq_len=128, lr=3e-3, min_lr=3e-4, warmup=30, log_every=20,
+                          eval_every=100, amp=None),
+        grid=GridSpec(gqa_kv_heads=2, window=32),
+        eval=EvalSettings(tokens=32768, curve_tokens=4096, batch_tokens=16384),
+        data=DataSettings(corpus="stdlib"),
+    ),
     # CUDA default: d=512, 6 layers, 16k tokens/step, bf16; see docs/training.md for its time on one H100.
     "gpu": TrainingConfig(
         model=replace(model_preset("gpu"), max_len=256),
