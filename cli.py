@@ -38,7 +38,8 @@ except ImportError:  # pragma: no cover - typer on top of the click package
     from click.exceptions import ClickException as _ClickException  # type: ignore[no-redef]
 
 from ablate import __version__
-from ablate.cli_choices import (Device, Suite, choice_error as _choice_error, complete_axis, complete_preset,
+from ablate.cli_choices import (Device, Suite, choice_error as _choice_error, complete_axis,
+                                complete_extrapolation_preset, complete_latency_preset, complete_preset,
                                 complete_suites, plain as _plain)
 from ablate.cli_views import AXES, one_line as _one_line, warn as _warn  # noqa: F401  (AXES: tests import it here)
 from ablate.errors import AblateError, ConfigError, Terminated
@@ -150,7 +151,8 @@ def run_cmd(
     suite: Suite = typer.Option(..., "--suite", "-s", help="training, extrapolation or latency."),
     preset: Optional[str] = typer.Option(None, "--preset", "-p", autocompletion=complete_preset,
                                          help="Preset of the suite: micro (seconds, tests), tiny (the CPU default), "
-                                              "gpu (the CUDA default); `ablate list --presets`."),
+                                              "gpu (the CUDA default), and any of the suite's own; `ablate list "
+                                              "--presets`."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a setting: key=value "
                                                   "(dotted keys reach nested settings); repeatable."),
     sweep: Optional[List[str]] = typer.Option(None, "--sweep", help="Vary a setting: KEY=V1,V2 (repeatable), the "
@@ -427,10 +429,10 @@ def calibrate_cmd(
 
 @app.command("nightly")
 def nightly_cmd(
-    preset_latency: Optional[str] = typer.Option(None, "--preset-latency", autocompletion=complete_preset,
+    preset_latency: Optional[str] = typer.Option(None, "--preset-latency", autocompletion=complete_latency_preset,
                                                  help="Latency preset (default: gpu on CUDA, tiny on CPU)."),
     preset_extrapolation: Optional[str] = typer.Option(
-        None, "--preset-extrapolation", autocompletion=complete_preset,
+        None, "--preset-extrapolation", autocompletion=complete_extrapolation_preset,
         help="Extrapolation preset (default: gpu on CUDA, tiny on CPU)."),
     baseline: Path = typer.Option(Path("results/baselines"), "--baseline",
                                   help="Baseline results folder (one sub-folder per machine)."),

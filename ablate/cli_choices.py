@@ -6,7 +6,8 @@ Fixed sets are :class:`enum.Enum` options (typer completes and checks them): ``-
 vocabulary but stay strings, checked where they are used with a one-line error: ``--preset`` (the presets of the
 suite given, ``cpu`` being a deprecated alias of ``tiny``), ``--axis`` (plurals accepted), ``--suites`` (a comma list).
 
-Imports nothing heavy (no torch): completion runs the CLI on every <TAB>.
+Imports nothing heavy at import time: completion runs the CLI on every <TAB>; only completing a preset imports the
+suite, for its ``PRESETS``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any, Optional
 from ablate.cli_views import AXES
 from ablate.runner import DEVICES, PRESET_HELP, SUITES, suite_presets
 
-__all__ = ["Suite", "Device", "plain", "complete_preset", "complete_axis", "complete_suites", "choice_error"]
+__all__ = ["Suite", "Device", "plain", "complete_preset", "complete_latency_preset", "complete_extrapolation_preset",
+           "complete_axis", "complete_suites", "choice_error"]
 
 Suite = enum.Enum("Suite", {s: s for s in SUITES}, type=str)  # training, extrapolation, latency
 Suite.__doc__ = "The suites of ``ablate run --suite``."
@@ -40,11 +42,27 @@ def _suite_given(ctx: Any, name: str = "suite") -> Optional[str]:
     return value if value in SUITES else None
 
 
+def _presets(suites: Any, incomplete: str) -> list[tuple[str, str]]:
+    names: list[str] = []
+    for s in suites:
+        names += [p for p in suite_presets(s) if p not in names]
+    return [(p, PRESET_HELP.get(p, "")) for p in names if p.startswith(incomplete)]
+
+
 def complete_preset(ctx: Any, incomplete: str) -> list[tuple[str, str]]:
-    """``--preset``: the presets of the suite already on the command line (``ablate nightly --preset-SUITE``: of
-    that suite; every suite has the same names)."""
-    suite = _suite_given(ctx) or "latency"
-    return [(p, PRESET_HELP.get(p, "")) for p in suite_presets(suite) if p.startswith(incomplete)]
+    """``ablate run --preset``: the presets of the suite already on the command line (before it: of every suite)."""
+    suite = _suite_given(ctx)
+    return _presets([suite] if suite else SUITES, incomplete)
+
+
+def complete_latency_preset(incomplete: str) -> list[tuple[str, str]]:
+    """``ablate nightly --preset-latency``."""
+    return _presets(["latency"], incomplete)
+
+
+def complete_extrapolation_preset(incomplete: str) -> list[tuple[str, str]]:
+    """``ablate nightly --preset-extrapolation``."""
+    return _presets(["extrapolation"], incomplete)
 
 
 def complete_axis(incomplete: str) -> list[str]:

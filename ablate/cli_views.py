@@ -104,13 +104,12 @@ def list_variants(axis: Optional[str], as_json: bool, device: Optional[str], plu
 
 
 def preset_table() -> dict[str, dict[str, Any]]:
-    """Per suite: its presets (name -> what it is for), the one a run uses by default on each device (every suite:
-    tiny on CPU, gpu on CUDA; tests/test_cli.py checks it against :func:`ablate.runner.default_preset`), and the
-    deprecated names still accepted."""
-    from ablate.runner import PRESET_ALIASES, PRESET_HELP, SUITES, suite_presets
+    """Per suite: its presets (name -> what it is for, for the shared ones), the one a run uses by default on each
+    device (every suite: tiny on CPU, gpu on CUDA), and the deprecated names still accepted."""
+    from ablate.runner import DEVICES, PRESET_ALIASES, PRESET_HELP, SUITES, default_preset, suite_presets
 
     return {s: {"presets": {p: PRESET_HELP.get(p, "") for p in suite_presets(s)},
-                "default": {"cpu": "tiny", "cuda": "gpu"},
+                "default": {d: default_preset(s, d) for d in DEVICES},
                 "deprecated_aliases": dict(PRESET_ALIASES)} for s in SUITES}
 
 

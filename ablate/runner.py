@@ -30,14 +30,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["SUITES", "DEVICES", "PRESETS", "PRESET_HELP", "PRESET_ALIASES", "suite_presets", "canonical_preset",
-           "RunOptions", "Task", "select_tasks", "suite_tasks", "run_suite", "resolve_device", "check_suite", "load_suite",
-           "results_path", "default_preset", "report_rows"]
+           "RunOptions", "Task", "select_tasks", "suite_tasks", "run_suite", "resolve_device", "check_suite",
+           "load_suite", "results_path", "default_preset", "report_rows"]
 
 SUITES = ("training", "extrapolation", "latency")
 DEVICES = ("cpu", "cuda")
 
-# One preset vocabulary for every suite (each suite's ``PRESETS`` has exactly these keys; tests/test_cli.py checks):
-# kept here, light, so shell completion and ``ablate list --presets`` need not import the suites (torch).
+# One preset vocabulary for every suite: each suite's ``PRESETS`` has at least these, with these meanings
+# (tests/test_cli_choices.py checks); a suite may add presets of its own (:func:`suite_presets`).
 PRESETS = ("micro", "tiny", "gpu")
 PRESET_HELP = {"micro": "seconds on a CPU, for tests", "tiny": "the CPU default", "gpu": "the CUDA default"}
 # Old names still accepted, with a one-line note on stderr: latency's CPU default was called ``cpu`` until every
@@ -48,9 +48,13 @@ _NOTED: set[str] = set()
 
 
 def suite_presets(suite: str) -> tuple[str, ...]:
-    """The presets of ``suite`` (every suite: micro, tiny, gpu)."""
+    """The presets of ``suite``, in its order: its ``PRESETS`` (micro, tiny, gpu and any of its own), or the shared
+    vocabulary :data:`PRESETS` when the suite cannot be imported here."""
     check_suite(suite)
-    return PRESETS
+    try:
+        return tuple(importlib.import_module(f"ablate.suites.{suite}").PRESETS)
+    except (ImportError, AttributeError):
+        return PRESETS
 
 
 def _note(message: str) -> None:

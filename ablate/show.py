@@ -36,7 +36,15 @@ SUMMARY: dict[str, tuple[str, ...]] = {
 
 @contextlib.contextmanager
 def _no_figures() -> Iterator[None]:
-    """Within the block, :func:`ablate.tables.savefig` closes the figure and writes nothing."""
+    """Within the block, :func:`ablate.tables.savefig` closes the figure and writes nothing.
+
+    The suites' figure modules import it by name (``from ablate.tables import savefig``), so it is swapped in every
+    module holding it, after importing those modules: one first imported inside the block would otherwise keep the
+    stand-in for good, and every later report in the process (``ablate run`` prints these tables, then a test or a
+    notebook makes a report) would write no figure."""
+    import importlib
+    import sys
+
     from ablate import tables
 
     def skip(fig: Any, stem: Any, **_: Any) -> tuple:
@@ -47,11 +55,19 @@ def _no_figures() -> Iterator[None]:
         return ()
 
     real = tables.savefig
-    tables.savefig = skip
+    for suite in SUMMARY:
+        try:
+            importlib.import_module(f"ablate.suites.{suite}.figures")
+        except ImportError:
+            pass  # no such module, or matplotlib missing: the report says so itself
+    holders = [m for m in list(sys.modules.values()) if getattr(m, "__dict__", {}).get("savefig") is real]
+    for m in holders:
+        m.savefig = skip
     try:
         yield
     finally:
-        tables.savefig = real
+        for m in holders:
+            m.savefig = real
 
 
 def _rank(suite: str, stem: str) -> int | None:

@@ -50,7 +50,9 @@ def _fresh_notes(monkeypatch):
 @pytest.mark.parametrize("line, expected", [
     ("ablate run --suite ", ["training", "extrapolation", "latency"]),
     ("ablate run --suite l", ["latency"]),
-    ("ablate run --suite latency --preset ", ["micro", "tiny", "gpu"]),
+    ("ablate run --suite latency --preset ", list(runner.suite_presets("latency"))),
+    ("ablate run --suite training --preset ", list(runner.suite_presets("training"))),
+    ("ablate run --preset m", ["micro"]),
     ("ablate run -s training -p t", ["tiny"]),
     ("ablate run --device ", ["auto", "cpu", "cuda"]),
     ("ablate run --launcher ", ["local", "gpus", "slurm"]),
@@ -61,13 +63,16 @@ def _fresh_notes(monkeypatch):
     ("ablate list --axis ", ["attention", "position", "norm", "activation"]),
     ("ablate compare a b --format ", ["table", "json", "markdown"]),
     ("ablate status runs --format j", ["json"]),
-    ("ablate nightly --preset-latency ", ["micro", "tiny", "gpu"]),
+    ("ablate nightly --preset-latency ", list(runner.suite_presets("latency"))),
+    ("ablate nightly --preset-extrapolation ", list(runner.suite_presets("extrapolation"))),
     ("ablate nightly --preset-extrapolation g", ["gpu"]),
     ("ablate nightly --device ", ["auto", "cpu", "cuda"]),
     ("ablate nightly --suites latency,", ["latency,extrapolation"]),
 ])
 def test_completion_lists_the_valid_values(capsys, line, expected):
     assert complete(capsys, line) == expected
+    if "preset" in line and line.endswith(" "):
+        assert set(PRESETS) <= set(expected)  # the shared vocabulary, whatever else a suite offers
 
 
 def test_completion_of_commands_and_the_install_options(capsys):
@@ -88,9 +93,9 @@ def test_completion_through_the_click_params():
     ctx = run.make_context("run", ["--suite", "latency"], resilient_parsing=True)
     params = {p.name: p for p in run.params}
     assert [c.value for c in params["suite"].shell_complete(ctx, "")] == list(SUITES)
-    presets = params["preset"].shell_complete(ctx, "")
-    assert [c.value for c in presets] == list(PRESETS)
-    assert [c.help for c in presets] == ["seconds on a CPU, for tests", "the CPU default", "the CUDA default"]
+    presets = {c.value: c.help for c in params["preset"].shell_complete(ctx, "")}
+    assert list(presets) == list(runner.suite_presets("latency"))
+    assert [presets[p] for p in PRESETS] == ["seconds on a CPU, for tests", "the CPU default", "the CUDA default"]
     assert [c.value for c in params["device"].shell_complete(ctx, "cu")] == ["cuda"]
 
 
@@ -133,13 +138,18 @@ def test_device_is_case_insensitive(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("suite", SUITES)
-def test_every_suite_has_the_same_presets_and_defaults(suite):
+def test_every_suite_speaks_the_same_preset_vocabulary(suite):
+    """micro / tiny (the CPU default) / gpu (the CUDA default) in every suite, first and in that order; a suite may
+    add presets of its own after them."""
     import importlib
 
     from ablate.cli_views import preset_table
 
     module = importlib.import_module(f"ablate.suites.{suite}")
-    assert tuple(module.PRESETS) == PRESETS == ("micro", "tiny", "gpu")
+    assert PRESETS == ("micro", "tiny", "gpu")
+    assert [p for p in module.PRESETS if p in PRESETS] == list(PRESETS)
+    assert runner.suite_presets(suite) == tuple(module.PRESETS)
+    assert not set(module.PRESETS) & set(runner.PRESET_ALIASES)  # an alias never shadows a preset
     assert runner.default_preset(suite, "cpu") == "tiny" and runner.default_preset(suite, "cuda") == "gpu"
     assert preset_table()[suite]["default"] == {"cpu": "tiny", "cuda": "gpu"}
 
@@ -187,7 +197,7 @@ def test_committed_latency_rows_do_not_record_the_preset():
             if row.get("suite") == "latency":
                 assert "preset" not in row and "preset" not in row.get("key_fields", [])
             else:
-                assert row.get("preset", "tiny") in PRESETS
+                assert row.get("preset", "tiny") == "tiny"
 
 
 def test_list_shows_the_presets_per_suite(capsys):
@@ -195,12 +205,12 @@ def test_list_shows_the_presets_per_suite(capsys):
     assert code == 0
     data = json.loads(out)
     assert list(data) == list(SUITES)
-    for t in data.values():
-        assert list(t["presets"]) == list(PRESETS) and t["deprecated_aliases"] == {"cpu": "tiny"}
+    for suite, t in data.items():
+        assert list(t["presets"]) == list(runner.suite_presets(suite)) and t["deprecated_aliases"] == {"cpu": "tiny"}
     code, out, _ = cli(capsys, "list", "--presets")
     assert code == 0
     for suite in SUITES:
-        assert f"  {suite}: micro (seconds on a CPU, for tests), tiny (the CPU default), gpu (the CUDA default)" in out
+        assert f"  {suite}: micro (seconds on a CPU, for tests), tiny (the CPU default), " in out
     code, out, _ = cli(capsys, "list", "--axis", "norm")
     assert code == 0 and "presets (ablate run --suite S --preset P):" in out and "latency: micro" in out
     code, out, _ = cli(capsys, "list", "--axis", "norm", "--format", "json")
@@ -255,3 +265,19 @@ def test_console_script_bad_choice_in_a_subprocess(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr == "ablate: error: invalid value 'xls' for --to; valid: parquet, csv, wandb, mlflow, " \
                           "tensorboard\n"
+
+
+def test_the_summary_leaves_figures_on_for_later_reports(monkeypatch):
+    """``ablate run`` now makes the summary tables in-process with figures off: a suite figure module first imported
+    inside that block must still hold the real ``savefig`` afterwards (it imports it by name)."""
+    import importlib
+
+    from ablate import tables
+    from ablate.show import _no_figures
+
+    for suite in SUITES:
+        monkeypatch.delitem(sys.modules, f"ablate.suites.{suite}.figures", raising=False)
+    with _no_figures():
+        mods = [importlib.import_module(f"ablate.suites.{suite}.figures") for suite in SUITES]
+        assert all(m.savefig.__name__ == "skip" for m in mods)
+    assert all(m.savefig is tables.savefig and m.savefig.__name__ == "savefig" for m in mods)
