@@ -10,8 +10,9 @@
   the rows without a recorded commit and the rows that do not say whether their tree was dirty.
 * When the inputs span several commits or machines (several nights, several GPUs), a cross-run view is added:
   ``cross_run_runs`` (one line per commit x machine), ``cross_run_summary`` (geometric-mean ratio of each suite's
-  primary metric against the oldest run, over the configurations both measured), one ``cross_run_<suite>_<metric>``
-  table per primary metric (configurations x runs) and the ``cross_run`` figure.
+  primary metric against the oldest run, over the configurations -- same configuration, same config id -- every run
+  of the trend measured), one ``cross_run_<suite>_<metric>`` table per primary metric (configurations x runs) and
+  the ``cross_run`` figure. Runs that share no configuration are not compared: the index says so in one line.
 * ``DIR/index.html`` (and ``SUB/index.html`` next to a suite's ``SUB/index.md``) is the same folder as one
   self-contained page: claims first, every table, every figure embedded, the provenance; ``python -m ablate.report
   index reports`` writes the root page linking them all (:mod:`ablate.html_report`).
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["MARKER", "PRIMARY_METRICS", "FOLDER_SUITES", "Report", "build_report", "display_path",
-           "report_command", "run_groups", "cross_run_tables", "report_units"]
+           "report_command", "run_groups", "cross_run_tables", "cross_run_view", "report_units"]
 
 MARKER = "<!-- ablate:report -->"
 # The metric each suite's cross-run view follows (all lower-is-better except where METRICS says otherwise).
@@ -131,14 +132,38 @@ def _group_of(r: Mapping[str, Any]) -> tuple[str, str]:
     return (_s(r.get("env.git_commit")), _machine(r))
 
 
-def cross_run_tables(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> dict[str, "pd.DataFrame"]:
-    """``runs``, ``summary`` and one ``<suite>_<metric>`` pivot per primary metric (see the module docstring)."""
+def _shared_runs(vals: Mapping[tuple[str, tuple], float], labels: Sequence[str]) -> tuple[list[str], set, list[str]]:
+    """The runs a trend may compare and the configurations it compares them on: oldest first, each run joins while
+    it measured some of the configurations every earlier run in the trend measured (the set shrinks to those);
+    a run sharing none is left out. Returns (runs in the trend, their shared configurations, runs left out)."""
+    measured = {lab: {i for (lab_, i) in vals if lab_ == lab} for lab in labels}
+    present = [lab for lab in labels if measured[lab]]
+    if not present:
+        return [], set(), []
+    runs, common, left_out = [present[0]], set(measured[present[0]]), []
+    for lab in present[1:]:
+        shared = common & measured[lab]
+        if shared:
+            runs.append(lab)
+            common = shared
+        else:
+            left_out.append(lab)
+    return runs, common, left_out
+
+
+def cross_run_view(rows: list[dict[str, Any]], groups: list[dict[str, Any]]
+                   ) -> tuple[dict[str, "pd.DataFrame"], list[str]]:
+    """(tables, notes): ``runs``, ``summary`` and one ``<suite>_<metric>`` pivot per primary metric, compared only
+    on matching configurations (the same :func:`ablate.compare.identity`: suite, config id where rows have one, and
+    every key field but the hardware name); a metric no two runs measured on a shared configuration gets no pivot
+    and no trend, only a one-line note, and so does a run left out of a trend (see :func:`_shared_runs`)."""
     import pandas as pd
 
     from ablate.compare import METRICS, describe, identity, metric_values
 
     label = {(g["commit"], g["machine"]): g["label"] for g in groups}
     tables: dict[str, pd.DataFrame] = {}
+    notes: list[str] = []
     tables["runs"] = pd.DataFrame([{
         "run": g["label"], "commit": g["commit"][:10] or "—", "dirty": ", ".join(sorted(x for x in g["dirty"] if x))
         or "—", "machine": g["machine"], "torch": ", ".join(sorted(x for x in g["torch"] if x)) or "—",
@@ -162,43 +187,67 @@ def cross_run_tables(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -
     labels = [g["label"] for g in groups]
     for (suite, m), vals in sorted(values.items()):
         idents = sorted({i for _, i in vals}, key=lambda i: configs[i])
+        runs, common, left_out = _shared_runs(vals, labels)
+        if len(runs) < 2:
+            notes.append(f"{suite} {m}: not compared across runs -- no configuration was measured by two runs "
+                         f"(their configurations / config ids differ).")
+            continue
         pivot = pd.DataFrame([{"configuration": configs[i], **{lab: vals.get((lab, i)) for lab in labels}}
                               for i in idents])
         pivot = pivot[["configuration"] + [lab for lab in labels if pivot[lab].notna().any()]]
         tables[f"{suite}_{m}"] = pivot
-        present = [lab for lab in labels if lab in pivot.columns]
-        if not present:
-            continue
-        ref = present[0]
-        for lab in present:
-            ratios = [vals[(lab, i)] / vals[(ref, i)] for i in idents
-                      if (lab, i) in vals and (ref, i) in vals and vals[(ref, i)] > 0 and vals[(lab, i)] > 0]
+        if left_out:
+            notes.append(f"{suite} {m}: {', '.join(left_out)} left out of the trend -- "
+                         f"{'they share' if len(left_out) > 1 else 'it shares'} no configuration with "
+                         f"{', '.join(runs)}.")
+        ref = runs[0]
+        for lab in runs:
+            ratios = [vals[(lab, i)] / vals[(ref, i)] for i in sorted(common, key=lambda i: configs[i])
+                      if vals[(ref, i)] > 0 and vals[(lab, i)] > 0]
             gm = math.exp(sum(math.log(x) for x in ratios) / len(ratios)) if ratios else None
             summary_rows.append({"suite": suite, "metric": m, "better": METRICS[m].better, "run": lab,
                                  "vs run": ref, "geomean vs oldest": gm, "configurations": len(ratios)})
     if summary_rows:
         tables["summary"] = pd.DataFrame(summary_rows)
-    return tables
+    return tables, notes
+
+
+def cross_run_tables(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> dict[str, "pd.DataFrame"]:
+    """The tables of :func:`cross_run_view` (``runs``, ``summary``, ``<suite>_<metric>``)."""
+    return cross_run_view(rows, groups)[0]
 
 
 def _cross_run_figure(summary: "pd.DataFrame", stem: Path) -> list[Path]:
+    """The trend: per suite metric, each run's geometric mean vs the oldest, over the configurations all the runs
+    of that line measured (a line only where at least two runs share configurations)."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
+    from ablate.style import styles
     from ablate.tables import plot_style, savefig
 
     d = summary.dropna(subset=["geomean vs oldest"]).copy()
     if d.empty:
         return []
-    d["series"] = d["suite"] + " " + d["metric"] + " (" + d["better"] + " is better)"
+    d["series"] = d["suite"] + " " + d["metric"] + " (" + d["better"] + " is better; " + \
+        d["configurations"].astype(int).astype(str) + " shared configurations)"
+    series = [s for s in dict.fromkeys(d["series"]) if (d["series"] == s).sum() >= 2]
+    if not series:
+        return []
+    runs = list(dict.fromkeys(summary["run"]))
+    st = styles(series)
     with plot_style():
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
-        sns.lineplot(data=d, x="run", y="geomean vs oldest", hue="series", marker="o", ax=ax, sort=False)
+        for s in series:
+            sub = d[d["series"] == s]
+            ax.plot([runs.index(r) for r in sub["run"]], sub["geomean vs oldest"], color=st[s].color,
+                    marker=st[s].marker, lw=1.5, label=s)
+        ax.set_xticks(range(len(runs)))
+        ax.set_xticklabels(runs)
         ax.axhline(1.0, color="0.4", lw=1, ls=":")
         ax.set_xlabel("run (oldest first; see cross_run_runs)")
         ax.set_ylabel("geometric mean vs oldest run")
-        ax.set_title("Across commits / machines")
-        ax.legend(fontsize=7, frameon=False)
+        ax.set_title("Across commits / machines, on shared configurations")
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         return list(savefig(fig, stem))
 
 
@@ -376,13 +425,15 @@ def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | No
     machines = {g["machine"] for g in groups}
     spans = len(commits) > 1 or len(machines) > 1
     cross: dict[str, Any] = {}
+    cross_notes: list[str] = []
     if spans:
         from ablate.tables import write_table
 
-        cross = cross_run_tables(raw, groups)
+        cross, cross_notes = cross_run_view(raw, groups)
         captions = {"runs": "Runs in these results: one per commit x machine, oldest first.",
-                    "summary": "Geometric mean, over the configurations both runs measured, of each run's primary "
-                               "metric divided by the oldest run's (1 = unchanged; below 1 is faster / lower)."}
+                    "summary": "Geometric mean, over the configurations every run of the trend measured (same "
+                               "configuration and config id), of each run's primary metric divided by the oldest "
+                               "run's (1 = unchanged; below 1 is faster / lower)."}
         for name, t in cross.items():
             cap = captions.get(name) or (f"{name.split('_', 1)[1]} by configuration and run "
                                          f"({name.split('_', 1)[0]}; runs as in cross_run_runs).")
@@ -448,6 +499,8 @@ def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | No
             lines += [to_markdown(cross["summary"], floatfmt=".4g").rstrip(), ""]
             if (out / "cross_run.png").exists():
                 lines += ["![across runs](cross_run.png)", ""]
+        if cross_notes:
+            lines += [f"- {n}" for n in cross_notes] + [""]
         lines += _link_list(rep.cross_run, out) + [""]
     _write(index, "\n".join(lines).rstrip() + "\n")
     # ---- index.html: the same folder as one self-contained page (and one per suite sub-folder index.md)
