@@ -225,7 +225,7 @@ def test_switching_passkey_on_does_not_retrain_the_lms(tmp_path, monkeypatch):
 
 
 def test_config_errors_are_one_line(tmp_path):
-    with pytest.raises(ConfigError, match="unknown extrapolation preset 'huge'; valid: micro, tiny, gpu"):
+    with pytest.raises(ConfigError, match="unknown extrapolation preset 'huge'; valid: micro, tiny, small, gpu, paper"):
         ex.run(RunOptions(suite="extrapolation", preset="huge", out=tmp_path, device="cpu", progress=False))
     with pytest.raises(UnknownKeyError, match="unknown position 'nope'; valid:"):
         ex.run(_opts(tmp_path, "positions=rope,nope"))

@@ -245,7 +245,7 @@ def test_errors_are_one_line(tmp_path, overrides, match):
 
 
 def test_unknown_preset_and_cli_one_line(tmp_path, capsys):
-    with pytest.raises(ConfigError, match="unknown training preset 'huge'; valid: micro, tiny, gpu"):
+    with pytest.raises(ConfigError, match="unknown training preset 'huge'; valid: micro, tiny, small, gpu"):
         training.resolve("huge")
     from ablate.cli import main
 
