@@ -162,7 +162,7 @@ _LATEX_SPECIALS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
     "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
     "—": "---", "–": "--", "\n": " ", "→": r"$\rightarrow$", "Δ": r"$\Delta$", "±": r"$\pm$",
-    "≈": r"$\approx$", "×": r"$\times$",
+    "≈": r"$\approx$", "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$", "·": r"$\cdot$",
 }
 
 

@@ -150,6 +150,7 @@ def test_latex_negative_numbers_print_a_real_minus():
         for cell in row:
             assert not cell.startswith("-") and "e-" not in cell
     assert latex_escape("−0.5 and -1") == "$-$0.5 and $-$1"
+    assert latex_escape("Δ ≥ 0.7, 2·L") == r"$\Delta$ $\geq$ 0.7, 2$\cdot$L"  # no bare Unicode maths in TeX
     assert "| -0.0312 |" in to_markdown(df)  # Markdown stays plain text
 
 
