@@ -28,7 +28,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterable
 
-__all__ = ["PALETTE", "MARKERS", "KEYS", "Style", "style", "styles", "colors", "markers", "series_key",
+__all__ = ["PALETTE", "MARKERS", "KEYS", "Style", "order", "style", "styles", "colors", "markers", "series_key",
            "BAND_CI", "BAND_P20_P80", "band_note"]
 
 # Okabe–Ito, in the order used (black last: reference lines and the Pareto front are drawn in black/grey).
@@ -89,6 +89,15 @@ def _builtin_table() -> dict[str, tuple[int, int]]:
 
 _TABLE = _builtin_table()
 _SPLIT = re.compile(r"[\s=+→,;:/|()\[\]<>-]+")
+
+
+def order(axis: str, keys: Iterable[str]) -> list[str]:
+    """``keys`` (deduplicated) in the display order of :data:`KEYS` for ``axis``, then the keys it does not name
+    (plugins, new built-ins) sorted: the one row order every report's tables and legends use, without loading the
+    registries."""
+    keys = list(dict.fromkeys(str(k) for k in keys))
+    named = KEYS.get(axis, ())
+    return [k for k in named if k in keys] + sorted(k for k in keys if k not in named)
 
 
 def series_key(label: str) -> str:

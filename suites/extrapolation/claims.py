@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from ablate.claims import claims_frame, extrapolation_claims
-from ablate.registry import POSITION
 from ablate.stats import above_chance
 from ablate.tables import to_markdown, write_table
 
@@ -26,6 +25,14 @@ def undertrained(summary, train_len: int, tol: float = 0.10) -> dict[str, float]
     return {str(r.position): float(r.mean) / best for r in at.itertuples() if r.mean > (1.0 + tol) * best}
 
 
+def _table_bound(summary, pos: str, train_len: int) -> bool:
+    """The rows say ``pos`` has positions only up to train_len: ok there, ``unsupported`` at every longer length
+    (a learned table; read off the rows, so the report needs no registry and no torch)."""
+    s = summary[summary["position"] == pos]
+    at, past = s[s["eval_len"] == train_len], s[s["eval_len"] > train_len]
+    return bool(len(at) and (at["status"] == "ok").all() and len(past) and (past["status"] == "unsupported").all())
+
+
 def _notes(summary, train_len: int, flags: dict[str, float], tol: float) -> list[str]:
     """Reading notes: degenerate setups the rows carry (caveats), weak baselines, and method effects."""
     notes = []
@@ -36,7 +43,7 @@ def _notes(summary, train_len: int, flags: dict[str, float], tol: float) -> list
     for pos, ratio in flags.items():
         notes.append(f"* **undertrained** `{pos}`: its perplexity at train_len is ×{ratio:.2f} the best trained "
                      f"variant's (tolerance ×{1 + tol:.2f}); its extrapolation is that of a weaker model.")
-    bounded = [p for p in _variant_order(summary) if p in POSITION and POSITION.get(p).supports_("max_len_bound")]
+    bounded = [p for p in _variant_order(summary) if _table_bound(summary, p, train_len)]
     for p in bounded:
         if not any(f"`{p}`" in n for n in notes):
             notes.append(f"* `{p}` has a table of train_len rows, as in the papers: longer positions have no "

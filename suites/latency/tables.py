@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from ablate.registry import ATTENTION, POSITION, Registry
+from ablate.style import order as display_order
 from ablate.tables import fmt_sig
 
 from .constants import BASELINE_ATTENTION, DECODE_MODES, FLOPS_FA, LAYOUTS, PASS_ORDER
@@ -24,18 +24,8 @@ def _num(df, name: str):
     return pd.to_numeric(_col(df, name), errors="coerce")
 
 
-def _registry_order(registry: Registry, keys: Iterable[str]) -> list[str]:
-    """``keys`` (deduplicated) in ``registry``'s order, then the unregistered ones sorted."""
-    try:
-        reg = registry.keys()
-    except Exception:
-        reg = []
-    keys = list(dict.fromkeys(str(k) for k in keys))
-    return [k for k in reg if k in keys] + sorted(k for k in keys if k not in reg)
-
-
 def _key_order(keys: Iterable[str]) -> list[str]:
-    return _registry_order(ATTENTION, keys)
+    return display_order("attention", keys)
 
 
 def _spread(lo: Any, hi: Any) -> str:
@@ -209,7 +199,7 @@ def position_table(df):
     p = df[(_col(df, "part") == "position") & (df["status"] == "ok")]
     if p.empty:
         return pd.DataFrame()
-    order = {k: i for i, k in enumerate(_registry_order(POSITION, p["position"]))}
+    order = {k: i for i, k in enumerate(display_order("position", p["position"]))}
     ops = {"embed": 0, "rotate_qk": 1, "bias_dense": 2, "all": 3}
     p = p.assign(_a=p["position"].map(order), _b=_col(p, "op").map(ops), n=_num(p, "seq_len"))
     p = p.sort_values(["n", "_a", "_b"], kind="stable")
