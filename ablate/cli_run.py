@@ -4,6 +4,9 @@ the launchers and the comparison are imported when a command runs."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import json
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -151,7 +154,6 @@ def read_noise(noise: Optional[Path]) -> set:
     """The noisy rows of an ``ablate calibrate`` file (empty without one); one-line error for a bad file."""
     if noise is None:
         return set()
-    import json
 
     from ablate.calibrate import noisy_identities
 
@@ -263,9 +265,6 @@ def nightly(*, preset_latency: Optional[str], preset_extrapolation: Optional[str
 def show_plan(opts) -> None:
     """``ablate run --dry-run``: the resolved configuration (every setting, after presets, --set and --sweep) and the
     plan (results file, tasks, which are done already), then exit without running or writing anything."""
-    import dataclasses
-    import importlib
-
     from ablate.config import flatten
     from ablate.results import done_keys
     from ablate.runner import default_preset, resolve_device, suite_tasks
@@ -296,8 +295,6 @@ def show_plan(opts) -> None:
 def _estimate(module, cfg, opts, device: str) -> list[str]:
     """The dry run's cost lines (:mod:`ablate.estimate`) for a suite that lists what it trains: FLOPs of the whole
     plan and its time at the throughput earlier rows of this machine measured (results/ of the checkout, --out)."""
-    from pathlib import Path
-
     from ablate.env import fingerprint, source_root
     from ablate.estimate import estimate_lines, measured_rate
 

@@ -3,6 +3,7 @@ and the one-line messages every command shares. Imports nothing heavy at import 
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -38,8 +39,6 @@ def axis_name(name: str) -> str:
 def load_registries() -> tuple[dict[str, Any], list[str]]:
     """The registries by axis, filled by importing the variant modules; failures of built-in modules are returned,
     not raised; a plugin that cannot be loaded raises (PluginError: one line, exit 2)."""
-    import importlib
-
     from ablate import plugins, registry
 
     failures: list[str] = []

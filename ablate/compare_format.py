@@ -4,6 +4,7 @@ github-action-benchmark data of a :class:`~ablate.compare_rules.Comparison`."""
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,5 @@ def format_table(result: Comparison) -> str:
 
 
 def print_table(result: Comparison, file: Any = None) -> None:
-    import sys
 
     (file or sys.stdout).write(format_table(result))

@@ -45,7 +45,9 @@ import pickle
 import sysconfig
 import zlib
 from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
+from pydoc_data import topics
 
 import numpy as np
 import torch
@@ -262,7 +264,6 @@ def _by_document(docs, val_frac: float, name: str, unit: str) -> Corpus:
 
 
 def _topics(val_frac: float) -> Corpus:
-    from pydoc_data import topics  # ships with CPython
 
     return _by_document(((k, v.encode("utf-8")) for k, v in topics.topics.items()), val_frac, "topics", "topic")
 
@@ -423,8 +424,6 @@ def data_fields(data: DataSettings, corpus=None) -> dict:
 def corpus_for(cfg, data_path):
     """Load the corpus a suite config names (or the user's ``--data``); returns the config with the model's
     vocabulary set from that corpus, and the corpus."""
-    from dataclasses import replace
-
     from ablate.tokenize import tokenize
 
     corpus = load_corpus(data_path, default=cfg.data.corpus, val_frac=cfg.data.val_frac,

@@ -17,10 +17,12 @@ import importlib.util
 import json
 import os
 import platform
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -217,7 +219,6 @@ def parse_dirty(value: Any) -> bool | None:
 
 
 def _warn(message: str) -> None:
-    import warnings
 
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
@@ -334,9 +335,6 @@ COMMAND_ENV = "ABLATE_COMMAND"  # set by launchers: the user's command, for thei
 def _command() -> str | None:
     """This process's command line, with the console-script path shortened to ``ablate`` (or, in a launched worker,
     the command that launched it: ``$ABLATE_COMMAND``)."""
-    import shlex
-    import sys
-
     if os.environ.get(COMMAND_ENV):
         return os.environ[COMMAND_ENV]
     argv = list(getattr(sys, "argv", []) or [])

@@ -11,11 +11,14 @@ added as :class:`EvalWork` where the suite scores long windows (extrapolation).
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import math
 import statistics
 import sys
 from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -72,8 +75,6 @@ def model_matmul_params(model: ModelConfig) -> int:
 def planned_vocab(model: ModelConfig, tokenizer: str | None) -> ModelConfig:
     """``model`` with the vocabulary a ``bpe:N`` tokenizer will give it (the corpus is not loaded to plan; a
     tokenizer.json file or bytes leave the preset's size)."""
-    from dataclasses import replace
-
     from ablate.tokenize import parse
 
     kind, n = parse(tokenizer)
@@ -191,8 +192,6 @@ def estimate_lines(jobs: Sequence[TrainJob], evals: Sequence[EvalWork] = (), rat
 
 
 def _main(argv: Sequence[str]) -> int:
-    import argparse
-    import importlib
 
     from ablate.env import fingerprint
     from ablate.errors import AblateError

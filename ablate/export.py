@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
@@ -403,7 +404,6 @@ def _log_wandb(runs: list[TrackerRun], out: Path | None, project: str) -> list[s
 
 
 def _log_mlflow(runs: list[TrackerRun], out: str | None, project: str) -> list[str]:
-    import time
 
     from mlflow.entities import Metric, Param
 

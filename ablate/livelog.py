@@ -40,6 +40,7 @@ unchanged. The suites use it as::
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -106,7 +107,6 @@ def _number(v: Any) -> float | None:
 
 
 def _text(v: Any) -> str:
-    import json
 
     if isinstance(v, float) and v.is_integer():
         return str(int(v))

@@ -37,6 +37,7 @@ import re
 import sys
 import traceback
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Iterable
 
@@ -231,7 +232,6 @@ def _load_spec(spec: str) -> Plugin:
 
 
 def _entry_points() -> list:
-    from importlib.metadata import entry_points
 
     eps = entry_points(group=ENTRY_POINT_GROUP)
     return sorted(eps, key=lambda ep: (_dist_name(ep), ep.name, ep.value))

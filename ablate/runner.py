@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,6 @@ def _note(message: str) -> None:
     """One line on stderr, once per process."""
     if message not in _NOTED:
         _NOTED.add(message)
-        import sys
 
         sys.stderr.write(f"ablate: note: {message}\n")
         sys.stderr.flush()

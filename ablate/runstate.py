@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import signal as _signal
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -297,8 +298,6 @@ LIKELY_OOM_FRACTION = 0.8  # a SIGKILL after the process used this share of its 
 def killed_reason(state: dict, signum: int | None = None) -> str:
     """Why a worker that left no exit behind stopped: the signal when known, and "likely out of memory" when its
     last heartbeat showed it near the memory limit."""
-    import signal as _signal
-
     if signum is not None:
         try:
             name = _signal.Signals(signum).name

@@ -15,6 +15,8 @@ status counts. Each results file is listed first with its rows by status.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -42,9 +44,6 @@ def _no_figures() -> Iterator[None]:
     module holding it, after importing those modules: one first imported inside the block would otherwise keep the
     stand-in for good, and every later report in the process (``ablate run`` prints these tables, then a test or a
     notebook makes a report) would write no figure."""
-    import importlib
-    import sys
-
     from ablate import tables
 
     def skip(fig: Any, stem: Any, **_: Any) -> tuple:

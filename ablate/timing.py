@@ -31,6 +31,7 @@ CPU: not measured (no allocator statistics), reported as ``None``.
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -268,7 +269,6 @@ def free_memory(device: str | torch.device | None, collect: bool = False) -> Non
     """Release cached blocks after an OOM or a big shape, so the next measurement starts clean. ``collect`` also
     runs the garbage collector (slow with torch.compile loaded: use it after an OOM, not after every call)."""
     if collect:
-        import gc
 
         gc.collect()
     if is_cuda(device):

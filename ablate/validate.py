@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from typing import Any, Iterator
 
 from ablate.config import ModelConfig, check_fields
@@ -105,8 +107,6 @@ def is_valid(cfg: ModelConfig) -> tuple[bool, str]:
 
 def variant_grid(base: ModelConfig) -> Iterator[ModelConfig]:
     """Every combination of the registries' keys (and both norm placements) applied to ``base``."""
-    from dataclasses import replace
-
     for a in ATTENTION.keys():
         for p in POSITION.keys():
             for n in NORM.keys():
@@ -215,8 +215,6 @@ def _meminfo_available(path: str = "/proc/meminfo") -> int | None:
 
 def _cgroup_available(root: str = "/sys/fs/cgroup") -> int | None:
     """Room left under a cgroup v2 memory limit (a container's), or None without one."""
-    import os
-
     try:
         with open(os.path.join(root, "memory.max")) as fh:
             limit = fh.read().strip()
@@ -234,8 +232,6 @@ def available_memory_bytes(device: Any) -> int | None:
     refused). CUDA: free memory (``torch.cuda.mem_get_info``) plus what this process's caching allocator holds
     unused. CPU: ``MemAvailable`` from /proc/meminfo (else ``os.sysconf`` available pages), capped by a cgroup v2
     limit."""
-    import os
-
     import torch
 
     dev = torch.device(device) if not isinstance(device, torch.device) else device
