@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from ablate.atomic import write_atomic
 from ablate.errors import ConfigError, ResultsFileError, UnavailableError
 from ablate.results import PathLike, iter_files, read_rows, to_frame
 from ablate.schema import NUMBER_COLUMNS, RESERVED_COLUMNS
@@ -195,19 +196,7 @@ def flat_frame(rows: Sequence[Mapping[str, Any]], *, native_lists: bool = False)
 # Files
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def _write_atomic(path: Path, write) -> None:  # noqa: ANN001
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+_write_atomic = write_atomic  # ablate.atomic
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:

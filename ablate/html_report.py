@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ablate.atomic import write_text
 from ablate.html_markdown import (FIGURE_SUFFIXES, MdTable, _Figure, _is_claims, _is_table_start, _norm, _Page,
                                   _read_table, _slug, _tally, _verdicts, parse_md_table)
 
@@ -467,11 +468,7 @@ def write_pages(report_dir: Path) -> list[Path]:
     return written
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(text.encode("utf-8"))
-    os.replace(tmp, path)
+_write = write_text  # atomic (ablate.atomic)
 
 
 # ---------------------------------------------------------------------------------------------------------------

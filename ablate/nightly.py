@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ablate.atomic import write_text
 from ablate.errors import AblateError, ConfigError, ResultsFileError
 
 __all__ = ["NightlyOptions", "NightlyResult", "run_nightly", "SLOWDOWN_ENV", "NIGHTLY_SUITES", "machine_slug",
@@ -116,12 +117,8 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n")
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n"
+                             for r in rows))
 
 
 def plant_slowdown(path: Path, factor: float, skip: int = 0) -> int:

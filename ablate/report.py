@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from ablate.atomic import write_text
 from ablate.errors import ResultsFileError
 from ablate.results import PathLike, iter_files, read_rows, to_frame
 
@@ -389,11 +390,7 @@ def _link_list(files: Iterable[Path], out: Path) -> list[str]:
     return lines
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(text.encode("utf-8"))
-    os.replace(tmp, path)
+_write = write_text  # atomic (ablate.atomic)
 
 
 def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | None = None,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ablate.atomic import write_text
 from ablate.errors import ResultsFileError
 from ablate.results import TERMINAL_STATUSES, launch_dir, read_rows, row_key
 
@@ -78,10 +79,7 @@ def local_state_path(results: Path) -> Path:
 
 def write_json(path: Path, data: dict) -> None:
     """Atomically (write a temporary file, then rename over)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n")
 
 
 def read_json(path: Path) -> dict | None:

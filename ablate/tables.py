@@ -18,11 +18,12 @@ import numbers
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Union
 
 import matplotlib
+
+from ablate.atomic import write_text
 
 if "ipykernel" not in sys.modules and "IPython" not in sys.modules and not os.environ.get("MPLBACKEND"):
     matplotlib.use("Agg")  # headless: CI and GPU boxes have no display; notebooks keep their own backend
@@ -285,18 +286,7 @@ def to_latex(df: "pd.DataFrame", *, caption: str = "", label: str | None = None,
 # Files
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write atomically (temp file + rename) with '\\n' line endings and UTF-8, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode("utf-8"))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+_write_text = write_text  # atomic, UTF-8, '\n' line endings: readers never see half a file
 
 
 def write_table(df: "pd.DataFrame", stem: Union[str, os.PathLike], caption: str = "",

@@ -4,9 +4,9 @@ rows alone (no torch)."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
+from ablate.atomic import write_text
 from ablate.tables import write_table
 
 from .claims import _notes, _probe_notes, claims_section, undertrained
@@ -115,9 +115,7 @@ def report(df, out_dir: Path) -> list[Path]:
     index += probe_index
 
     idx = out_dir / "extrapolation_index.md"  # `ablate report` writes OUT/index.md linking every suite's index
-    tmp = idx.with_name(f".{idx.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(index).rstrip() + "\n", encoding="utf-8")
-    os.replace(tmp, idx)
+    write_text(idx, "\n".join(index).rstrip() + "\n")
     written.append(idx)
     return written
 

@@ -3,12 +3,12 @@ torch)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ablate.atomic import write_text
 from ablate.tables import to_markdown, write_table
 
 from .constants import PASSES, SUITE
@@ -137,8 +137,6 @@ def report(df, out_dir: Path) -> list[Path]:
     index = out_dir / "index.md"
     if index.exists() and not index.read_text(encoding="utf-8").startswith("<!-- ablate:latency -->"):
         index = out_dir / "latency_index.md"  # another suite's index lives here
-    tmp = index.with_name(f".{index.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(idx).rstrip() + "\n", encoding="utf-8")
-    os.replace(tmp, index)
+    write_text(index, "\n".join(idx).rstrip() + "\n")
     written.append(index)
     return written

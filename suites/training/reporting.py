@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ablate.atomic import write_text
 from ablate.claims import LOSS_MARGIN
 from ablate.tables import to_markdown, write_table
 
@@ -93,8 +94,6 @@ def report(df, out_dir: Path) -> list[Path]:
                   "`training_curves.png` / `.svg`, `training_pareto.png` / `.svg`; the rows are in the results JSONL "
                   "(curves as lists in `curve.*`).", ""]
         idx = folder / "index.md"
-        tmp = idx.with_name(f".{idx.name}.tmp")
-        tmp.write_text("\n".join(index).rstrip() + "\n", encoding="utf-8")
-        tmp.replace(idx)
+        write_text(idx, "\n".join(index).rstrip() + "\n")
         written.append(idx)
     return written
