@@ -211,12 +211,7 @@ def compare(base: Sequence[float | None], other: Sequence[float | None], *, pair
     ``paired=True``: ``base[i]`` and ``other[i]`` share seed ``i``; the interval is the t-interval of the per-seed
     differences (pairs with a missing side are dropped). Otherwise Welch's interval (unequal variances).
     """
-    if paired:
-        pairs = [(float(a), float(b)) for a, b in zip(base, other)
-                 if a is not None and b is not None and math.isfinite(float(a)) and math.isfinite(float(b))]
-        a_vals, b_vals = [p[0] for p in pairs], [p[1] for p in pairs]
-    else:
-        a_vals, b_vals = _finite(base), _finite(other)
+    a_vals, b_vals = _samples(base, other, paired)
     sa, sb = summarize(a_vals, confidence), summarize(b_vals, confidence)
     if sa.mean is None or sb.mean is None:
         return Comparison(None, None, None, None, "none", "n/a", sa.n, sb.n)
@@ -342,13 +337,18 @@ class _Diff:
     n_other: int
 
 
-def _difference(base: Sequence[float | None], other: Sequence[float | None], paired: bool) -> _Diff:
+def _samples(base: Sequence[float | None], other: Sequence[float | None], paired: bool) -> tuple[list, list]:
+    """The two samples a comparison uses: the seed pairs with both sides finite (``paired``), else each side's
+    finite values."""
     if paired:
         pairs = [(float(a), float(b)) for a, b in zip(base, other)
                  if a is not None and b is not None and math.isfinite(float(a)) and math.isfinite(float(b))]
-        a_vals, b_vals = [p[0] for p in pairs], [p[1] for p in pairs]
-    else:
-        a_vals, b_vals = _finite(base), _finite(other)
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+    return _finite(base), _finite(other)
+
+
+def _difference(base: Sequence[float | None], other: Sequence[float | None], paired: bool) -> _Diff:
+    a_vals, b_vals = _samples(base, other, paired)
     sa, sb = summarize(a_vals), summarize(b_vals)
     if sa.mean is None or sb.mean is None:
         return _Diff(None, None, None, None, "none", sa.n, sb.n)

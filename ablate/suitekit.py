@@ -58,6 +58,21 @@ def lazy_package(name: str, measure: Sequence[str], report: Sequence[str],
     package.__class__ = type("SuitePackage", (_SuitePackage,), {"_sides": measure + report})
 
 
+def set_threads(device: str, cpu_threads: int, *, tf32: bool | None = None) -> int:
+    """Apply a suite's torch settings for the run and return the thread count to restore afterwards: on CPU
+    ``cpu_threads`` torch threads (0: leave torch's default); on CUDA TF32 matmuls on or off when ``tf32`` says
+    (the suites that train allow them, the latency suite keeps fp32 fp32)."""
+    import torch  # lazy: the report side imports this module
+
+    if str(device).startswith("cuda") and tf32 is not None:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    before = torch.get_num_threads()
+    if str(device) == "cpu" and cpu_threads > 0:
+        torch.set_num_threads(cpu_threads)
+    return before
+
+
 def training_setup(opts: Any, resolve: Any) -> tuple[str, str, Any, Any]:
     """The preamble every suite that trains shares: ``(device, preset, cfg, corpus)`` -- the device resolved, the
     preset defaulted (:func:`ablate.runner.default_preset`), the config resolved with ``--set`` (``resolve(preset,

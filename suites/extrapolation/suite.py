@@ -18,7 +18,7 @@ from ablate.livelog import open_live
 from ablate.progress import start_progress
 from ablate.results import ResultWriter, done_keys, row_key
 from ablate.runner import Task, results_path, select_tasks
-from ablate.suitekit import training_setup
+from ablate.suitekit import set_threads, training_setup
 from ablate.runstate import Claims
 
 from .config import config_id, eval_stride, eval_tokens, resolve
@@ -73,12 +73,7 @@ def run(opts) -> Path:
     writer = ResultWriter(out, SUITE, resume=opts.resume, shard=opts.shard)
     live = open_live(opts, SUITE, device, preset)  # --log-to trackers: one tracker run per trained model
     cid = config_id(cfg, corpus)
-    if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    threads_before = torch.get_num_threads()
-    if device == "cpu" and cfg.cpu_threads:
-        torch.set_num_threads(cfg.cpu_threads)
+    threads_before = set_threads(device, cfg.cpu_threads, tf32=True)
     prog = start_progress(opts.progress)
     overall = prog.add_task("extrapolation", total=sum(len(j.rows) for j in jobs), info="") if prog else None
     trained = 0

@@ -20,7 +20,7 @@ from ablate.livelog import model_run, open_live
 from ablate.progress import start_progress
 from ablate.results import ResultWriter, done_keys, row_key, status_from_exception, to_frame
 from ablate.runner import Task, results_path, select_tasks
-from ablate.suitekit import training_setup
+from ablate.suitekit import set_threads, training_setup
 from ablate.runstate import Claims
 from ablate.validate import check_fits, estimate_memory_bytes
 
@@ -98,12 +98,7 @@ def run(opts) -> Path:
     gid = grid_id(cfg, corpus)
     budget = Budget(cfg, reference, corpus, device)
     unigram = unigram_loss(corpus, cfg.eval.tokens)
-    if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    threads_before = torch.get_num_threads()
-    if device == "cpu" and cfg.cpu_threads:
-        torch.set_num_threads(cfg.cpu_threads)
+    threads_before = set_threads(device, cfg.cpu_threads, tf32=True)
 
     # The grid's declaration, stored in each row: a report can then show points another grid measured.
     declared = [{"point": p.name, "config_id": config_id(cfg, p, corpus), "baseline": p.baseline,
