@@ -418,21 +418,25 @@ def done_keys(paths: Paths, *, expect_suite: str | None = None, skip_invalid: bo
             if r["status"] in TERMINAL_STATUSES}
 
 
+MACHINE_COLUMNS = ("env.hostname", "env.cpu", "env.gpu", "env.gpu_count")  # what tells two machines apart
+
+
 def to_frame(paths: Paths, *, latest: bool = True, skip_invalid: bool | None = None,
              expect_suite: str | None = None) -> "pd.DataFrame":
     """Rows as a DataFrame (columns = union of all rows' keys); rows are read and checked as by :func:`read_rows`
     (``skip_invalid``, ``expect_suite``).
 
-    ``latest`` keeps only the newest row for each measurement -- same ``suite``, ``row_key`` and ``env.hostname``
-    (e.g. an ``error`` row superseded by the ``ok`` row of a resumed run, or a ``--no-resume`` re-measurement).
-    Rows from different machines are all kept.
+    ``latest`` keeps only the newest row for each measurement on each machine -- same ``suite``, ``row_key`` and
+    machine (``env.hostname``, ``env.cpu``, ``env.gpu``, ``env.gpu_count``: hostnames alone repeat, e.g. two
+    cloud VMs both called ``vm``) -- e.g. an ``error`` row superseded by the ``ok`` row of a resumed run, or a
+    ``--no-resume`` re-measurement. Rows from different machines are all kept.
     """
     import pandas as pd
 
     rows = read_rows(paths, skip_invalid=skip_invalid, expect_suite=expect_suite)
     df = pd.DataFrame(rows)
     if latest and not df.empty and "row_key" in df.columns:
-        ident = [c for c in ("suite", "row_key", "env.hostname") if c in df.columns]
+        ident = [c for c in ("suite", "row_key") + MACHINE_COLUMNS if c in df.columns]
         order = df["timestamp"].fillna("") if "timestamp" in df.columns else pd.Series([""] * len(df))
         df = (df.assign(_order=order.astype(str).to_numpy(), _pos=range(len(df)))
                 .sort_values(["_order", "_pos"], kind="stable"))

@@ -276,6 +276,17 @@ def test_to_frame_keeps_latest_row_per_key(tmp_path):
     assert len(to_frame(path, latest=False)) == 4
 
 
+def test_to_frame_tells_machines_with_one_hostname_apart(tmp_path):
+    """Two cloud VMs both called ``vm``: an H100 and an A100 measurement of one key are two measurements."""
+    path = tmp_path / "r.jsonl"
+    h100 = {**ENV, "env.hostname": "vm", "env.gpu": "NVIDIA H100 80GB HBM3"}
+    append_row(path, lat(0, metrics={"ms": 1.0}, env=h100))
+    append_row(path, lat(0, metrics={"ms": 2.0}, env={**h100, "env.gpu": "NVIDIA A100-SXM4-80GB"}))
+    append_row(path, lat(0, metrics={"ms": 1.5}, env=h100))  # the same machine again: supersedes its first row
+    df = to_frame(path)
+    assert sorted(df["ms"].tolist()) == [1.5, 2.0]
+
+
 def test_result_writer_resumes(tmp_path):
     path = tmp_path / "r.jsonl"
     k0, k1 = {"part": "kernel", "i": 0}, {"part": "kernel", "i": 1}
