@@ -35,3 +35,16 @@ def test_every_command_the_docs_show_exists_and_its_help_runs():
     for command in sorted(shown):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0, f"`ablate {command} --help` failed: {result.output[-300:]}"
+
+
+DIARY = re.compile(r"\b(this session|in this session|not run in this|yesterday|today|last session|next session)\b",
+                   re.IGNORECASE)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[d.name for d in DOCS])
+def test_docs_describe_the_code_not_a_session(doc):
+    """Docs say what the code does and what was measured (with the command), never when a session did or did not
+    do something."""
+    hits = [f"{doc.name}:{i}: {line.strip()[:100]}" for i, line in enumerate(doc.read_text().splitlines(), 1)
+            if DIARY.search(line)]
+    assert not hits, "diary wording:\n" + "\n".join(hits)
