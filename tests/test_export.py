@@ -310,6 +310,30 @@ def test_mlflow_file_store_read_back(results, tmp_path, capsys, monkeypatch):
         assert len(Path(local).read_text(encoding="utf-8").splitlines()) > len(run.rows)
 
 
+def wandb_run(path: Path) -> dict:
+    """What a W&B offline run file holds: ``name``, ``project``, ``exit_code``, ``config`` (key -> value) and
+    ``history``, the logged numbers as ``(key, step, value)`` in order (W&B's own ``_*`` keys and the rows table
+    left out)."""
+    out: dict = {"name": None, "project": None, "exit_code": None, "config": {}, "history": []}
+    for rec in _wandb_records(Path(path)):
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            out["name"], out["project"] = rec.run.display_name, rec.run.project
+            for item in rec.run.config.update:
+                out["config"][item.key] = json.loads(item.value_json)
+        elif kind == "config":
+            for item in rec.config.update:
+                out["config"][item.key] = json.loads(item.value_json)
+        elif kind == "history":
+            items = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item}
+            for k, v in items.items():
+                if not k.startswith(("_", "rows")) and isinstance(v, (int, float)):  # rows*: the table
+                    out["history"].append((k, items["_step"], v))
+        elif kind == "exit":
+            out["exit_code"] = rec.exit.exit_code
+    return out
+
+
 def _wandb_records(path: Path):
     """The records of a W&B run file (``run-*.wandb``: a LevelDB-style log of protobuf records)."""
     from wandb.proto import wandb_internal_pb2
@@ -350,23 +374,9 @@ def test_wandb_offline_read_back(results, tmp_path, capsys, monkeypatch):
     assert code == 0, err
     (run,) = tracker_runs(read_rows(results / "training.jsonl"), [str(results / "training.jsonl")])
     (path,) = glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))
-    history: dict[tuple[str, int], float] = {}
-    config: dict[str, object] = {}
-    name = project = None
-    for rec in _wandb_records(Path(path)):
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            name, project = rec.run.display_name, rec.run.project
-            for item in rec.run.config.update:
-                config[item.key] = json.loads(item.value_json)
-        elif kind == "config":
-            for item in rec.config.update:
-                config[item.key] = json.loads(item.value_json)
-        elif kind == "history":
-            items = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item}
-            for k, v in items.items():
-                if not k.startswith(("_", "rows/")) and isinstance(v, (int, float)):  # rows/*: the table
-                    history[(k, items["_step"])] = v
+    got = wandb_run(Path(path))
+    name, project, config = got["name"], got["project"], got["config"]
+    history = {(k, s): v for k, s, v in got["history"]}
     assert (name, project) == (run.name, "abl")
     assert {k: v for k, v in config.items() if k in run.params} == run.params
     assert history == {(t, s): pytest.approx(v) for t, s, v in run.scalars}

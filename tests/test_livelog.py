@@ -5,7 +5,6 @@ unknown trackers, Ctrl-C, a tracker that fails mid-run, and the launchers passin
 from __future__ import annotations
 
 import glob
-import json
 import sys
 from pathlib import Path
 
@@ -266,7 +265,7 @@ def test_mlflow_file_store_under_out(tmp_path, capsys, monkeypatch):
 
 def test_wandb_offline(tmp_path, capsys, monkeypatch):
     pytest.importorskip("wandb")
-    from test_export import _wandb_records  # the reader of W&B's run file
+    from test_export import wandb_run  # the reader of W&B's run file
 
     for k, v in (("WANDB_MODE", "offline"), ("WANDB_SILENT", "true"), ("WANDB_DISABLE_GIT", "true")):
         monkeypatch.setenv(k, v)
@@ -277,25 +276,11 @@ def test_wandb_offline(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     (row,) = read_rows(out / "training" / "cpu-micro.jsonl")
     (path,) = glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))
+    got = wandb_run(Path(path))
+    name, project, exit_code, config = got["name"], got["project"], got["exit_code"], got["config"]
     history: dict[str, list[tuple[int, float]]] = {}
-    config: dict[str, object] = {}
-    name = project = exit_code = None
-    for rec in _wandb_records(Path(path)):
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            name, project = rec.run.display_name, rec.run.project
-            for item in rec.run.config.update:
-                config[item.key] = json.loads(item.value_json)
-        elif kind == "config":
-            for item in rec.config.update:
-                config[item.key] = json.loads(item.value_json)
-        elif kind == "history":
-            items = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item}
-            for k, v in items.items():
-                if not k.startswith(("_", "rows")) and isinstance(v, (int, float)):
-                    history.setdefault(k, []).append((items["_step"], v))
-        elif kind == "exit":
-            exit_code = rec.exit.exit_code
+    for k, step, v in got["history"]:
+        history.setdefault(k, []).append((step, v))
     assert (name, project, exit_code) == ("training-original-s0", "ablate", 0)
     assert config["config.model.d_model"] == str(row["config.model.d_model"])
     assert config["env.git_commit"] == str(row["env.git_commit"])
