@@ -81,6 +81,7 @@ class Corpus:
     train_bytes: int | None = None  # UTF-8 bytes of the text of each split (= tokens when byte-level)
     val_bytes: int | None = None
     token_bytes: np.ndarray | None = None  # bytes of each vocabulary entry, when exact (scored bytes for bpb)
+    val_docs: tuple[tuple[int, int], ...] | None = None  # (start, end) of each held-out document in ``val``
 
     def __post_init__(self):
         if self.hash is None:
@@ -259,8 +260,12 @@ def _by_document(docs, val_frac: float, name: str, unit: str) -> Corpus:
                 f"{'' if len(kept) == 1 else 's'}, "
                 f"{share:.1%} of the bytes; too {'few' if share < val_frac else 'many'} to split by {unit})")
         return Corpus(name, train, val, 256, True, rule)
+    bounds, at = [], 0
+    for part in val_parts:  # the separator after a document is not part of it
+        bounds.append((at, at + len(part)))
+        at += len(part) + len(DOC_SEP)
     return Corpus(name, train, val, 256, True, f"by {unit} crc32 {val_frac:g}",
-                  documents=(len(train_parts), len(val_parts)))
+                  documents=(len(train_parts), len(val_parts)), val_docs=tuple(bounds))
 
 
 def _topics(val_frac: float) -> Corpus:

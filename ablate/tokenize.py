@@ -234,7 +234,8 @@ def tokenize(corpus, spec: str | None):
     train, val, meta, table = loaded
     return replace(corpus, train=train, val=val, vocab_size=int(meta["vocab_size"]), byte_level=False,
                    hash=meta["hash"], tokenizer=tok_id, text_hash=corpus.hash,
-                   train_bytes=int(meta["train_bytes"]), val_bytes=int(meta["val_bytes"]), token_bytes=table)
+                   train_bytes=int(meta["train_bytes"]), val_bytes=int(meta["val_bytes"]), token_bytes=table,
+                   val_docs=None)  # document offsets are byte offsets: blocks of tokens stand in for them
 
 
 def _dtype(vocab: int) -> np.dtype:
