@@ -627,3 +627,70 @@ def above_chance(k: int, n: int, chance: float, alpha: float = 0.05) -> bool:
     _check_counts(k, n)
     _check_alpha(alpha)
     return binomial_sf(k, n, chance) <= alpha
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Proportions clustered by seed (retrieval probes: trials within one trained model are not independent of each other)
+
+
+@dataclass(frozen=True)
+class ClusteredProportion:
+    """An accuracy measured on several clusters (one trained model per seed) of binomial trials.
+
+    ``mean``: the mean of the per-cluster proportions (each cluster weighs the same). With two clusters or more,
+    ``lo``/``hi`` is the two-sided t-interval over the per-cluster proportions (n - 1 degrees of freedom), widened
+    to contain the Wilson interval of the pooled trials (so seeds that all score 1.00 keep a binomial interval, not a
+    zero-width one) and clipped to [0, 1]: ``method = "t over seeds"``. With one cluster it is the Wilson interval
+    of its trials: ``method = "wilson"``. ``method = "none"`` when there are no trials."""
+
+    mean: float | None
+    lo: float | None
+    hi: float | None
+    clusters: int
+    correct: int
+    trials: int
+    per_cluster: tuple[float, ...]
+    method: str
+
+
+def clustered_proportion(correct: Sequence[int], trials: Sequence[int],
+                         confidence: float = CONFIDENCE) -> ClusteredProportion:
+    """:class:`ClusteredProportion` of ``correct[i]`` successes out of ``trials[i]`` in cluster ``i`` (clusters
+    without trials are left out)."""
+    if len(correct) != len(trials):
+        raise ValueError(f"correct and trials differ in length ({len(correct)} vs {len(trials)})")
+    pairs = []
+    for k, n in zip(correct, trials):
+        _check_counts(k, n)
+        if n:
+            pairs.append((int(k), int(n)))
+    if not pairs:
+        return ClusteredProportion(None, None, None, 0, 0, 0, (), "none")
+    k_all, n_all = sum(k for k, _ in pairs), sum(n for _, n in pairs)
+    props = tuple(k / n for k, n in pairs)
+    w_lo, w_hi = wilson_interval(k_all, n_all, confidence)
+    if len(pairs) == 1:
+        return ClusteredProportion(props[0], w_lo, w_hi, 1, k_all, n_all, props, "wilson")
+    s = summarize(props, confidence)
+    lo, hi = max(0.0, min(s.lo, w_lo)), min(1.0, max(s.hi, w_hi))
+    return ClusteredProportion(s.mean, lo, hi, len(pairs), k_all, n_all, props, "t over seeds")
+
+
+def clustered_above_chance(correct: Sequence[int], trials: Sequence[int], chance: float,
+                           alpha: float = 0.05) -> bool:
+    """Is the accuracy of :func:`clustered_proportion` above ``chance``? One cluster: the one-sided exact binomial
+    test (:func:`above_chance`). Several: the one-sided t-test of the per-cluster proportions against ``chance``
+    (n - 1 degrees of freedom; with no spread between clusters, their common value must exceed ``chance``) *and* the
+    binomial test of the pooled trials must both reject at ``alpha``."""
+    _check_alpha(alpha)
+    c = clustered_proportion(correct, trials)
+    if c.clusters == 0:
+        return False
+    if not above_chance(c.correct, c.trials, chance, alpha):
+        return False
+    if c.clusters == 1:
+        return True
+    s = summarize(c.per_cluster)
+    if not s.sem:
+        return s.mean > chance
+    return 1.0 - t_cdf((s.mean - chance) / s.sem, c.clusters - 1) <= alpha
