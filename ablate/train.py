@@ -7,9 +7,10 @@
     train(..., on_log=print)  # each log point as it happens: {"step", "train_loss", "lr", "tokens", ...}
     result.stats         # tokens_per_s, peak_mem_bytes, elapsed_s, final_train_loss, ...
 
-AdamW (decoupled weight decay on matrices only) with linear warm-up and cosine decay to ``min_lr``; gradient-norm
-clipping; bf16 autocast on CUDA (``amp="bf16"``; ignored on CPU); optional ``torch.compile``. Inside a
-``torchrun`` process group (:mod:`ablate.distributed`) the model is wrapped in DistributedDataParallel and each rank
+AdamW (decoupled weight decay on matrices only; none on vectors or on a matrix a module exempts in its
+``no_weight_decay`` attribute, such as T5's relative-bias table: :func:`param_groups`) with linear warm-up and
+cosine decay to ``min_lr``; gradient-norm clipping; bf16 autocast on CUDA (``amp="bf16"``; ignored on CPU);
+optional ``torch.compile``. Inside a ``torchrun`` process group (:mod:`ablate.distributed`) the model is wrapped in DistributedDataParallel and each rank
 trains on its slice of the same global batch, so the run is the single-device run up to float rounding. Non-finite losses are
 detected without a host sync per step: the step losses stay on the device and are checked every ``log_every``
 steps, and the exact first bad step is reported. Timings synchronise CUDA before reading the clock.
@@ -103,14 +104,46 @@ def lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
 
 
+NO_DECAY_ATTR = "no_weight_decay"
+
+
+def no_decay_names(model: nn.Module) -> set[str]:
+    """Names of the matrices trained without weight decay: those a module lists in its ``no_weight_decay`` attribute
+    (a tuple of its own parameter names; a class attribute, so copies of the module keep it). The T5 relative-bias
+    table (:class:`ablate.variants.positions.T5Bias`) lists its table: T5 trains every parameter with Adafactor and
+    no weight decay, and the ALiBi paper's fairseq baselines use fairseq's default ``--weight-decay 0``."""
+    out: set[str] = set()
+    for mod_name, mod in model.named_modules():
+        for p_name in getattr(mod, NO_DECAY_ATTR, ()) or ():
+            out.add(f"{mod_name}.{p_name}" if mod_name else p_name)
+    return out
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: ``decay`` (matrices: linear weights, the token embedding / tied head, a learned position
+    table) with ``weight_decay``; ``no_decay`` (vectors: norm gains, biases; and the matrices of
+    :func:`no_decay_names`) with 0. Every group shares the one learning rate (T5 uses one rate for all parameters
+    too). Each group carries ``names`` (for tests and logs); empty groups are dropped."""
+    skip = no_decay_names(model)
+    decay, no_decay = ([], []), ([], [])
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        dst = no_decay if p.dim() < 2 or name in skip else decay
+        dst[0].append(p)
+        dst[1].append(name)
+    groups = [{"params": decay[0], "names": decay[1], "weight_decay": weight_decay, "group": "decay"},
+              {"params": no_decay[0], "names": no_decay[1], "weight_decay": 0.0, "group": "no_decay"}]
+    return [g for g in groups if g["params"]]
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """AdamW over :func:`param_groups` (decoupled weight decay on matrices; none on vectors or on the matrices a
+    module exempts, such as T5's bias table)."""
     kw: dict[str, Any] = {"lr": cfg.lr, "betas": tuple(cfg.betas)}
     if device.type == "cuda":
         kw["fused"] = True
-    return torch.optim.AdamW([g for g in groups if g["params"]], **kw)
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), **kw)
 
 
 def autocast_for(device: torch.device, amp: str | None):
@@ -305,4 +338,5 @@ def train(model: nn.Module, cfg: TrainConfig, batches: BatchFn, *, device: str |
     return result
 
 
-__all__ = ["TrainConfig", "TrainResult", "train", "log_entry", "lr_at", "lm_loss", "make_optimizer", "autocast_for", "sync"]
+__all__ = ["TrainConfig", "TrainResult", "train", "log_entry", "lr_at", "lm_loss", "make_optimizer", "param_groups",
+           "no_decay_names", "autocast_for", "sync"]

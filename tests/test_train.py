@@ -96,3 +96,46 @@ def test_bad_train_config():
         TrainConfig(steps=0)
     with pytest.raises(ConfigError):
         TrainConfig(amp="int8")
+
+
+def _group_of(opt, param):
+    return next(g for g in opt.param_groups if any(p is param for p in g["params"]))
+
+
+def test_t5_bias_table_is_trained_without_weight_decay_at_the_shared_lr():
+    """T5 trains its relative-bias table with no weight decay and the one learning rate (Adafactor, no decay; the
+    ALiBi paper's fairseq baselines use weight decay 0): the table lands in the no-decay group, matrices stay decayed."""
+    import copy
+
+    from ablate.train import make_optimizer, no_decay_names
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, train_len=16, max_len=16,
+                                    position="t5_bias"))
+    table = model.pos.relative_attention_bias.weight
+    assert table.dim() == 2  # a matrix: the old rule (dim >= 2 decays) would have decayed it
+    opt = make_optimizer(model, TrainConfig(weight_decay=0.1, lr=2e-3), torch.device("cpu"))
+    assert _group_of(opt, table)["weight_decay"] == 0.0
+    assert _group_of(opt, model.tok.weight)["weight_decay"] == 0.1
+    block_matrix = next(p for p in model.blocks[0].parameters() if p.dim() == 2)
+    assert _group_of(opt, block_matrix)["weight_decay"] == 0.1
+    assert {g["lr"] for g in opt.param_groups} == {2e-3}  # no separate learning rate (T5 has none)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    assert no_decay_names(copy.deepcopy(model)) == {"pos.relative_attention_bias.weight"}  # copies keep the rule
+
+
+def test_t5_bias_table_does_not_shrink_under_weight_decay_alone():
+    """With zero gradients, AdamW's decoupled decay shrinks decayed matrices and leaves the T5 table untouched."""
+    from ablate.train import make_optimizer
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, train_len=16, max_len=16,
+                                    position="t5_bias"))
+    table = model.pos.relative_attention_bias.weight
+    before_t, before_e = table.detach().clone(), model.tok.weight.detach().clone()
+    opt = make_optimizer(model, TrainConfig(weight_decay=0.5, lr=0.1), torch.device("cpu"))
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    assert torch.equal(table.detach(), before_t)
+    assert not torch.equal(model.tok.weight.detach(), before_e)

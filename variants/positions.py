@@ -7,8 +7,9 @@ Every variant offers the same three hooks (see ``docs/architecture.md``):
   ``seq_len`` is the total length so far (only dynamic scaling looks at it);
 * ``score_bias()``: an additive attention-score bias (:class:`ScoreBias`) or ``None``.
 
-The RoPE family (``rope``, ``rope_pi``, ``rope_ntk``, ``rope_dynamic_ntk``, ``rope_yarn``) is one class,
-:class:`Rotary`, whose frequencies come from :data:`ROPE_INIT_FUNCTIONS` (in the manner of transformers'
+The RoPE family (``rope``, ``rope_pi``, ``rope_ntk``, ``rope_dynamic_ntk``, ``rope_yarn``, and the temperature
+ablations ``rope_pi_temp``, ``rope_ntk_temp``, ``rope_yarn_notemp``) is one class, :class:`Rotary`, whose
+frequencies and attention factor come from :data:`ROPE_INIT_FUNCTIONS` (in the manner of transformers'
 ``ROPE_INIT_FUNCTIONS``). None of them holds parameters, so a model trained with ``rope`` is evaluated with any
 ``rope_*`` by swapping the module.
 
@@ -29,7 +30,8 @@ from ablate.errors import ConfigError, PositionRangeError
 from ablate.registry import POSITION, Registry
 
 BUILTIN = Registry("position")  # this module's keys; ablate.registry.build() copies them into POSITION
-from ablate.variants.rope_init import (_DYNAMIC_SCALINGS, ROPE_INIT_FUNCTIONS, YARN_BETA_FAST,  # noqa: F401
+from ablate.variants.rope_init import (_DYNAMIC_SCALINGS, ROPE_INIT_FUNCTIONS, ROPE_TEMPERATURE,  # noqa: F401
+                                       YARN_BETA_FAST, with_temperature,
                                        YARN_BETA_SLOW, _default_inv_freq, _ntk_base, _rope_default,
                                        _rope_dynamic_ntk, _rope_ntk, _rope_pi, _rope_yarn, apply_rotary,
                                        rotate_half, yarn_attention_factor, yarn_correction_range,
@@ -39,10 +41,10 @@ from ablate.variants.score_bias import (T5_MAX_DISTANCE, T5_NUM_BUCKETS, alibi_s
 
 __all__ = [
     "ScoreBias", "Position", "NoPE", "Sinusoidal", "Learned", "Rotary", "RoPE", "RoPEPI", "RoPENTK",
-    "RoPEDynamicNTK", "RoPEYaRN", "ALiBi", "T5Bias", "ROPE_INIT_FUNCTIONS", "build_position", "alibi_slopes",
+    "RoPEDynamicNTK", "RoPEYaRN", "RoPEPITemp", "RoPENTKTemp", "RoPEYaRNNoTemp", "ALiBi", "T5Bias", "ROPE_INIT_FUNCTIONS", "build_position", "alibi_slopes",
     "t5_relative_position_bucket", "sinusoidal_table", "rotate_half", "apply_rotary", "Caveat", "position_caveats",
     "t5_max_distance", "t5_max_exact", "YARN_BETA_FAST", "YARN_BETA_SLOW", "yarn_attention_factor",
-    "yarn_find_correction_dim", "yarn_correction_range",
+    "yarn_find_correction_dim", "yarn_correction_range", "ROPE_TEMPERATURE", "with_temperature", "rope_attention_factor",
 ]
 
 
@@ -330,7 +332,7 @@ class RoPE(Rotary):
 @BUILTIN.register("rope_pi", description="RoPE with position interpolation: positions / cfg.rope_scale",
                    paper="Chen et al. 2023, Extending Context Window of LLMs via Positional Interpolation",
                    kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
-                   scaling="pi", rescales="rope")
+                   scaling="pi", rescales="rope", temperature=False)
 class RoPEPI(Rotary):
     scaling = "pi"
 
@@ -338,7 +340,7 @@ class RoPEPI(Rotary):
 @BUILTIN.register("rope_ntk", description="NTK-aware RoPE: base * s^(d/(d-2)) with s = cfg.rope_scale",
                    paper="bloc97 2023, NTK-Aware Scaled RoPE (reddit r/LocalLLaMA); Peng et al. 2023 sec. 3.1",
                    kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
-                   scaling="ntk", rescales="rope")
+                   scaling="ntk", rescales="rope", temperature=False)
 class RoPENTK(Rotary):
     scaling = "ntk"
 
@@ -347,7 +349,7 @@ class RoPENTK(Rotary):
                    description="dynamic NTK RoPE: NTK base at s = max(1, seq_len / cfg.train_len), per length",
                    paper="emozilla 2023, Dynamically Scaled RoPE (reddit r/LocalLLaMA); Peng et al. 2023 sec. 3.3",
                    kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
-                   scaling="dynamic_ntk", needs_raw_cache=True, rescales="rope")
+                   scaling="dynamic_ntk", needs_raw_cache=True, rescales="rope", temperature=False)
 class RoPEDynamicNTK(Rotary):
     scaling = "dynamic_ntk"
     needs_raw_cache = True
@@ -370,9 +372,10 @@ class RoPEDynamicNTK(Rotary):
                                "linear in the dim index between them, mscale 0.1 ln s + 1",
                    paper="Peng et al. 2023, YaRN: Efficient Context Window Extension of Large Language Models",
                    kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
-                   scaling="yarn", rescales="rope")
+                   scaling="yarn", rescales="rope", temperature=True)
 class RoPEYaRN(Rotary):
     scaling = "yarn"
+    key = "rope_yarn"
 
     @classmethod
     def caveats(cls, cfg: ModelConfig, eval_lens: list[int], incremental: bool = False) -> list[Caveat]:
@@ -388,10 +391,52 @@ class RoPEYaRN(Rotary):
         if 4 * kept >= half:
             return []
         return [Caveat("yarn_mostly_interpolated",
-                       f"rope_yarn at scale {scale:g} from original length {L} (head_dim {d}, base {cfg.rope_base:g}): "
+                       f"{cls.key} at scale {scale:g} from original length {L} (head_dim {d}, base {cfg.rope_base:g}): "
                        f"only {kept} of {half} frequencies {'keeps its' if kept == 1 else 'keep their'} RoPE value "
                        f"(beta_fast={YARN_BETA_FAST:g} rotations need wavelengths <= {L / YARN_BETA_FAST:.1f} tokens); "
                        "it acts like position interpolation plus a temperature")]
+
+
+# YaRN's temperature on and off (the logit scaling sqrt(1/t) = 0.1 ln s + 1 on q and k; rope_init.with_temperature)
+
+_TEMP_PAPER = ("Peng et al. 2023, YaRN, sec. 3.4 (temperature sqrt(1/t) = 0.1 ln s + 1; transformers' get_mscale), "
+               "applied to {}")
+
+
+@BUILTIN.register("rope_pi_temp", description="position interpolation plus YaRN's temperature: q, k x (0.1 ln s + 1)",
+                   paper=_TEMP_PAPER.format("Chen et al. 2023 (PI)"),
+                   kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
+                   scaling="pi_temp", rescales="rope", temperature=True)
+class RoPEPITemp(Rotary):
+    scaling = "pi_temp"
+
+
+@BUILTIN.register("rope_ntk_temp", description="NTK-aware base scaling plus YaRN's temperature: q, k x (0.1 ln s + 1)",
+                   paper=_TEMP_PAPER.format("bloc97 2023 (NTK-aware)"),
+                   kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
+                   scaling="ntk_temp", rescales="rope", temperature=True)
+class RoPENTKTemp(Rotary):
+    scaling = "ntk_temp"
+
+
+@BUILTIN.register("rope_yarn_notemp",
+                   description="YaRN's frequencies (reference-code ramp) without its temperature: attention factor 1",
+                   paper="Peng et al. 2023, YaRN (transformers rope_type yarn with attention_factor=1.0)",
+                   kind="rotary", extrapolates=True, params=False, needs_bias=False, max_len_bound=False,
+                   scaling="yarn_notemp", rescales="rope", temperature=False)
+class RoPEYaRNNoTemp(RoPEYaRN):
+    scaling = "yarn_notemp"
+    key = "rope_yarn_notemp"
+
+
+def rope_attention_factor(key: str, cfg: ModelConfig) -> float:
+    """The attention factor (multiplying q and k) position ``key`` applies at ``cfg.rope_scale``: 1 for every
+    non-rotary variant and every rule without a temperature, ``0.1 ln s + 1`` with one (s > 1)."""
+    fn = POSITION.get(key).fn
+    if not (isinstance(fn, type) and issubclass(fn, Rotary)):
+        return 1.0
+    return float(ROPE_INIT_FUNCTIONS[fn.scaling](int(cfg.head_dim), float(cfg.rope_base), float(cfg.rope_scale),
+                                                 int(cfg.train_len), None)[1])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -436,6 +481,9 @@ class ALiBi(Position):
 class T5Bias(Position):
     """One ``(num_buckets, n_heads)`` table shared by all layers; bidirectional buckets iff not ``cfg.causal``;
     ``max_distance = t5_max_distance(cfg)``."""
+
+    # T5 trains its bias table without weight decay (Adafactor, no decay); ablate.train.param_groups reads this
+    no_weight_decay = ("relative_attention_bias.weight",)
 
     @classmethod
     def param_count(cls, cfg: ModelConfig) -> int:
