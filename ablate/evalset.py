@@ -81,6 +81,18 @@ class EvalSet:
                 "eval_doc_ids": list(self.ids), "eval_docs_cut": self.cut, "eval_max_doc_tokens": self.max_doc_tokens,
                 "eval_doc_seed": self.seed, "doc_tokens": [int(n) for n in self.unit_tokens]}
 
+    def scored_bytes(self, corpus) -> int | None:
+        """Bytes of text behind the scored targets (bits per byte): the targets themselves on byte-level data, the
+        tokenizer's exact byte lengths where known, else the held-out split's bytes per token; None if unknown."""
+        if corpus.byte_level:
+            return self.tokens
+        table = getattr(corpus, "token_bytes", None)
+        if table is not None:
+            return int(table[np.asarray(self.stream[1:], dtype=np.int64)].sum())
+        if getattr(corpus, "val_bytes", None) and len(corpus.val):
+            return int(round(self.tokens * corpus.val_bytes / len(corpus.val)))
+        return None
+
     def subsample(self, tokens: int) -> "EvalSet":
         """The first units of this set holding at least ``tokens`` targets (curves score a stated subsample)."""
         if tokens >= self.tokens:
@@ -157,7 +169,7 @@ def draw(corpus, tokens: int, *, max_doc_tokens: int | None = None, min_doc_toke
         if length - 1 >= tokens:
             break
     if length - 1 < tokens:
-        raise ConfigError(f"the validation split holds {length - 1} scorable tokens in {len(units)} {kind}s "
+        raise ConfigError(f"the validation split holds only {length - 1} scorable tokens in {len(units)} {kind}s "
                           f"(at most {max_doc_tokens} each), fewer than eval.tokens={tokens}; lower eval.tokens or "
                           "give more data")
     if reserve:

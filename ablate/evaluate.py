@@ -1,14 +1,18 @@
 """Held-out evaluation at a given context length, and a synthetic passkey-retrieval probe.
 
-Protocol (``evaluate``): the scored targets are always the held-out tokens ``val[1 .. tokens]`` — the same tokens,
-the same count, at every evaluation length and in both modes — so lengths and modes differ only in how much context
-each prediction sees.
+Protocol (``evaluate``): the scored targets are always the tokens ``val[1 .. tokens]`` of the array given — the
+same tokens, the same count, at every evaluation length and in both modes — so lengths and modes differ only in how
+much context each prediction sees. The suites pass the stream of an :class:`ablate.evalset.EvalSet` (whole held-out
+documents drawn across the split) and its unit bounds, and get the loss summed per document back (``unit_loss``).
 
 * ``mode="nonoverlap"`` (default; ALiBi paper Fig. 1): consecutive windows of ``eval_len`` tokens; every position
-  of every window is scored, so the loss averages over in-window positions ``0 .. eval_len-1``.
+  of every window is scored, so the loss averages over in-window positions ``0 .. eval_len-1``. When ``tokens`` is
+  not a multiple of ``eval_len`` the last window is moved back to end at the last target and scores only the targets
+  not scored before (they see more context, never less).
 * ``mode="sliding"``: windows of ``eval_len`` tokens advancing by ``stride``; the first window scores all its
   positions, every later one only its last ``stride`` positions (those not scored before), so almost every scored
   token sees at least ``eval_len - stride`` tokens of context. ``stride == eval_len`` is the non-overlapping case.
+  The ALiBi paper reports both protocols; YaRN's Table 1 uses sliding windows with S = 256.
 
 Metrics: mean loss in nats/token, perplexity ``exp(loss)``, bits per byte ``loss / ln 2`` when one token is one byte,
 and the mean loss at each in-window position (binned to at most ``pos_bins`` bins) — where a variant breaks.
@@ -48,7 +52,11 @@ def plan_windows(tokens: int, eval_len: int, mode: str = "nonoverlap", stride: i
     out: list[Window] = []
     if mode == "nonoverlap":
         for start in range(0, tokens, eval_len):
-            out.append(Window(start, 0, min(eval_len, tokens - start)))
+            n = min(eval_len, tokens - start)
+            if n < eval_len and start > 0:  # a short last window ends at the last target: more context, same targets
+                out.append(Window(tokens - eval_len, eval_len - n, eval_len))
+            else:
+                out.append(Window(start, 0, n))
         return out
     stride = eval_len if stride is None else int(stride)
     if not 1 <= stride <= eval_len:
@@ -58,9 +66,9 @@ def plan_windows(tokens: int, eval_len: int, mode: str = "nonoverlap", stride: i
     while scored < tokens:
         n = min(stride, tokens - scored)
         # score targets scored+1 .. scored+n at the end of a window: last target index = start + eval_len
-        end = scored + stride  # the window whose last stride targets are scored+1 .. scored+stride
+        end = scored + n  # the window whose last n targets are scored+1 .. scored+n (n < stride only at the end)
         start = end - eval_len
-        out.append(Window(start, eval_len - stride, eval_len - stride + n))
+        out.append(Window(start, eval_len - n, eval_len))
         scored += n
     return out
 
@@ -83,6 +91,7 @@ class EvalResult:
     pos_loss: list[float | None] = field(default_factory=list)  # mean loss per in-window position bin
     pos_bin: int = 1  # bin width in tokens: bin b covers positions b*pos_bin .. (b+1)*pos_bin - 1
     elapsed_s: float = 0.0
+    unit_loss: list[float] | None = None  # loss summed over each unit's targets (``units`` given), nats
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -106,7 +115,8 @@ def incremental_logits(model: nn.Module, x: torch.Tensor, prefill: int | None, c
 def evaluate(model: nn.Module, val: np.ndarray, eval_len: int, *, tokens: int, mode: str = "nonoverlap",
              stride: int | None = None, batch_tokens: int = 16384, byte_level: bool = True,
              device: str | torch.device | None = None, amp: str | None = None, pos_bins: int = 64,
-             decode_chunk: int | None = None, prefill: int | None = None) -> EvalResult:
+             decode_chunk: int | None = None, prefill: int | None = None,
+             units: np.ndarray | None = None) -> EvalResult:
     """Loss of ``model`` on the held-out ``val`` at context ``eval_len`` (no grad, batched windows).
 
     ``decode_chunk``: score each window as a model is used when it generates: ``prefill`` tokens in one forward
@@ -114,8 +124,15 @@ def evaluate(model: nn.Module, val: np.ndarray, eval_len: int, *, tokens: int, m
     cache (see :func:`incremental_logits`). Length-dependent positions (dynamic NTK) need it; for every other
     variant it equals the full forward up to float rounding.
 
+    ``units``: bounds ``b`` (ascending, ``b[0] = 1``, ``b[-1] = tokens + 1``) of the documents the targets belong to
+    (:attr:`ablate.evalset.EvalSet.bounds`): ``unit_loss[i]`` sums the loss of targets ``b[i] .. b[i+1]-1``.
+
     Position-range errors of the model (``learned`` past its table) propagate to the caller.
     """
+    if units is not None:
+        units = np.asarray(units, dtype=np.int64)
+        if len(units) < 2 or units[0] != 1 or units[-1] != tokens + 1 or (np.diff(units) <= 0).any():
+            raise ConfigError(f"unit bounds must rise from 1 to tokens + 1 = {tokens + 1}")
     windows = plan_windows(tokens, eval_len, mode, stride)
     need = max(w.start + eval_len + 1 for w in windows)
     check_eval_span(val, need, f"evaluation at eval_len={eval_len} ({tokens} tokens, {mode})")
@@ -129,6 +146,7 @@ def evaluate(model: nn.Module, val: np.ndarray, eval_len: int, *, tokens: int, m
     pos_cnt = torch.zeros(eval_len, dtype=torch.float64, device=device)
     offs = np.arange(eval_len + 1)
     ar = torch.arange(eval_len, device=device)
+    target_loss = torch.zeros(tokens + 1, dtype=torch.float64, device=device) if units is not None else None
     try:
         for i in range(0, len(windows), per_batch):
             chunk = windows[i:i + per_batch]
@@ -144,6 +162,10 @@ def evaluate(model: nn.Module, val: np.ndarray, eval_len: int, *, tokens: int, m
             mask = ((ar[None, :] >= lo) & (ar[None, :] < hi)).double()
             pos_sum += (loss * mask).sum(0)
             pos_cnt += mask.sum(0)
+            if target_loss is not None:  # target index of (window, position) = start + position + 1
+                starts = torch.tensor([w.start for w in chunk], device=device)[:, None]
+                idx = (starts + 1 + ar[None, :]).clamp(max=tokens)
+                target_loss.index_add_(0, idx.reshape(-1), (loss * mask).reshape(-1))
     finally:
         model.train(was_training)
     sync(device)
@@ -158,10 +180,14 @@ def evaluate(model: nn.Module, val: np.ndarray, eval_len: int, *, tokens: int, m
     s[:eval_len], c[:eval_len] = pos_sum, pos_cnt
     s, c = s.view(n_bins, width).sum(1).tolist(), c.view(n_bins, width).sum(1).tolist()
     pos_loss = [round(a / b, 5) if b else None for a, b in zip(s, c)]
+    unit_loss = None
+    if target_loss is not None:
+        per = target_loss[1:].cpu().numpy()
+        unit_loss = [float(x) for x in np.add.reduceat(per, units[:-1] - 1)]
     return EvalResult(eval_len=eval_len, mode=mode, stride=stride if mode == "sliding" else None, tokens=count,
                       windows=len(windows), loss=mean, ppl=math.exp(min(mean, 700.0)),
                       bpb=mean / math.log(2) if byte_level else None, pos_loss=pos_loss, pos_bin=width,
-                      elapsed_s=elapsed)
+                      elapsed_s=elapsed, unit_loss=unit_loss)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -237,6 +263,14 @@ def passkey_loss(digits: int, answer_weight: float = 1.0):
 # with ``keys`` labelled needles "C=47;" (distinct capital letters) planted in it; the sequence ends with the query
 # " C=" for one of them and its digits. Being digits no longer singles the needle out, and a model that copies the
 # value of a random needle is right 1 time in ``keys``: retrieval needs the label bound to the value that follows it.
+#
+# Placement: the needles are exchangeable. Every needle's insert point is drawn independently and uniformly from the
+# same window of the filler (``MULTIKEY_SPREAD`` of it, centred on the depth and shifted to fit inside the filler),
+# needles that share an insert point are put in a random order, and the queried needle is drawn uniformly among them.
+# So at every depth the queried needle is the first, the last or any other one of the needles with probability
+# 1/keys: "copy the latest needle" or "copy the first needle" is right no more often than copying a random one.
+# ``multikey_heuristics`` computes these accuracies exactly from the same placement rule; the chance level of a trial
+# is the best of them (``Probe.chance_at``).
 
 MULTIKEY_SENTENCES = ("There are {n} birds in the tree. ", "The river is {n} miles long. ", "Bus {n} goes to the sea. ",
                       "The sun rose at {n}. ", "We walked {n} steps today. ", "Room {n} is open. ",
@@ -244,11 +278,21 @@ MULTIKEY_SENTENCES = ("There are {n} birds in the tree. ", "The river is {n} mil
                       "The sky is blue. ")
 LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 PROBES = ("passkey", "multikey")
+MULTIKEY_SPREAD = 0.25  # fraction of the filler the needles of one sequence are spread over, centred on the depth
 
 
 def multikey_overhead(digits: int, keys: int) -> int:
     """Bytes that are not filler: ``keys`` needles ``C=D..D;`` plus the query `` C=D..D``."""
     return keys * (2 + digits + 1) + 3 + digits
+
+
+def multikey_window(filler_len: int, depth: float, spread: float = MULTIKEY_SPREAD) -> tuple[int, int]:
+    """The insert points ``lo .. hi`` (inclusive; 0 = before the first filler byte) the needles are drawn from at
+    ``depth``: ``spread`` of the filler centred on ``depth * filler_len``, shifted to fit inside the filler."""
+    width = min(filler_len, int(round(spread * filler_len)))
+    lo = int(round(depth * filler_len - width / 2))
+    lo = min(max(lo, 0), filler_len - width)
+    return lo, lo + width
 
 
 def _number_filler(n_bytes: int, digits: int, rng: np.random.Generator) -> bytes:
@@ -268,11 +312,14 @@ def _number_filler(n_bytes: int, digits: int, rng: np.random.Generator) -> bytes
 
 
 def multikey_sequences(n: int, length: int, depth: float | None, digits: int, keys: int,
-                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                       rng: np.random.Generator, *, queried: np.ndarray | None = None,
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` byte sequences of ``length`` + 1 bytes and their answers ``(n, digits)``.
 
-    ``depth``: fraction of the filler before the queried needle (None: uniform per sequence); the other
-    ``keys - 1`` needles sit at uniformly random places.
+    ``depth``: the centre of the window of the filler the ``keys`` needles are drawn from (:func:`multikey_window`;
+    None: a uniform depth per sequence). Every needle's insert point is uniform in that window, independently, and
+    the queried needle is one of them drawn uniformly, so no needle order (first, last) singles it out.
+    ``queried``: optional out-array ``(n,)`` that receives the rank (0 = first in the text) of the queried needle.
     """
     if keys < 1 or keys > len(LABELS):
         raise ConfigError(f"multikey needs 1 <= keys <= {len(LABELS)}, got {keys}")
@@ -287,18 +334,53 @@ def multikey_sequences(n: int, length: int, depth: float | None, digits: int, ke
         labels = rng.choice(len(LABELS), size=keys, replace=False)
         values = rng.integers(0, 10, size=(keys, digits))
         d = rng.random() if depth is None else float(depth)
-        at = [int(round(d * filler_len))] + [int(x) for x in rng.integers(0, filler_len + 1, size=keys - 1)]
-        order = sorted(range(keys), key=lambda j: (at[j], rng.random()))
+        lo, hi = multikey_window(filler_len, d)
+        at = rng.integers(lo, hi + 1, size=keys)
+        order = np.lexsort((rng.random(keys), at))  # by insert point; ties in a random order
+        q = int(rng.integers(0, keys))  # the queried needle: uniform among the needles
         seq, prev = [], 0
         needle = [f"{LABELS[labels[j]]}={''.join(map(str, values[j]))};".encode() for j in range(keys)]
         for j in order:
             seq += [fill[prev:at[j]], needle[j]]
-            prev = at[j]
+            prev = int(at[j])
         seq.append(fill[prev:])
-        seq.append(f" {LABELS[labels[0]]}={''.join(map(str, values[0]))}".encode())
+        seq.append(f" {LABELS[labels[q]]}={''.join(map(str, values[q]))}".encode())
         out[i] = np.frombuffer(b"".join(seq), dtype=np.uint8)
-        answers[i] = values[0]
+        answers[i] = values[q]
+        if queried is not None:
+            queried[i] = int(np.flatnonzero(order == q)[0])
     return out, answers
+
+
+def _order_odds(p_q: np.ndarray, p_o: np.ndarray, others: int) -> tuple[float, float]:
+    """P(the queried needle comes first), P(it comes last) when its insert point has pmf ``p_q``, each of the
+    ``others`` needles' has pmf ``p_o`` (independently) and needles at one insert point are in a random order."""
+    below = np.concatenate([[0.0], np.cumsum(p_o)[:-1]])  # P(other < x)
+    above = np.clip(1.0 - below - p_o, 0.0, 1.0)  # P(other > x)
+    first = last = 0.0
+    for j in range(others + 1):  # j others at the same insert point; the queried one wins the tie 1/(j+1)
+        ties = math.comb(others, j) * p_o ** j / (j + 1)
+        last += float((p_q * ties * below ** (others - j)).sum())
+        first += float((p_q * ties * above ** (others - j)).sum())
+    return first, last
+
+
+def multikey_heuristics(length: int, depth: float, digits: int, keys: int) -> dict[str, float]:
+    """Exact accuracy of the content-only answers to a multikey trial at ``length`` and ``depth``, from the placement
+    rule of :func:`multikey_sequences`: copy a random needle's value, the first needle's, the latest needle's, or
+    guess a random number. Copying a wrong needle is still right when its value happens to equal the answer."""
+    filler_len = length + 1 - multikey_overhead(digits, keys)
+    lo, hi = multikey_window(filler_len, depth)
+    p = np.zeros(filler_len + 1)
+    p[lo:hi + 1] = 1.0 / (hi - lo + 1)
+    first, last = _order_odds(p, p, keys - 1)
+    coincide = 10.0 ** -digits  # a wrong needle's value equals the answer
+
+    def copy(pick: float) -> float:
+        return pick + (1.0 - pick) * coincide
+
+    return {"random needle": copy(1.0 / keys), "first needle": copy(first), "latest needle": copy(last),
+            "random number": coincide}
 
 
 @dataclass(frozen=True)
@@ -322,9 +404,22 @@ class Probe:
 
     @property
     def chance(self) -> float:
-        """Accuracy of the best content-only guess: a random number (passkey), a random needle's value
-        (multikey)."""
-        return 10.0 ** -self.digits if self.name == "passkey" else max(1.0 / self.keys, 10.0 ** -self.digits)
+        """Accuracy of the best content-only guess at a depth-free level: a random number (passkey), a random
+        needle's value (multikey). The chance of a trial is :meth:`chance_at` (it depends on the placement)."""
+        return 10.0 ** -self.digits if self.name == "passkey" else \
+            max(1.0 / self.keys + (1.0 - 1.0 / self.keys) * 10.0 ** -self.digits, 10.0 ** -self.digits)
+
+    def heuristics(self, length: int, depth: float) -> dict[str, float]:
+        """Exact accuracy of each content-only answer at ``length`` and ``depth`` (computed from the generator's
+        placement rule): passkey, a random number (the filler has no digits, so copying the one number in the
+        sequence *is* retrieval by content, the probe's point); multikey, :func:`multikey_heuristics`."""
+        if self.name == "passkey":
+            return {"random number": 10.0 ** -self.digits}
+        return multikey_heuristics(length, depth, self.digits, self.keys)
+
+    def chance_at(self, length: int, depth: float) -> float:
+        """The chance level of a trial: the best content-only accuracy of :meth:`heuristics`."""
+        return max(self.heuristics(length, depth).values())
 
     def sequences(self, n: int, length: int, depth: float | None, rng: np.random.Generator):
         if self.name == "passkey":

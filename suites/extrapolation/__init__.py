@@ -38,7 +38,7 @@ _MEASURE = ("config", "plan", "measure", "suite")
 _REPORT = ("summary", "claims", "tables", "figures", "console", "reporting")
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "config": ("EvalSettings", "PasskeySettings", "ExtrapolationConfig", "DataSettings", "PRESETS", "resolve",
-               "probe_of", "eval_tokens", "eval_stride", "config_id", "decodes_incrementally"),
+               "probe_of", "eval_tokens", "eval_set", "eval_stride", "config_id", "decodes_incrementally"),
     "plan": ("RowSpec", "Job", "evaluated_variants", "scales_embeddings", "job_model", "plan_jobs", "plan_caveats",
              "check_memory", "validate_plan", "train_jobs"),
     "measure": ("train", "evaluate", "_train_job", "_run_job", "_evaluate_job", "_caveats"),

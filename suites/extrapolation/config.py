@@ -9,6 +9,7 @@ from typing import Any
 from ablate.config import ModelConfig, apply_overrides, flatten, model_preset, unified_train_len
 from ablate.data import DataSettings, data_fields
 from ablate.errors import ConfigError
+from ablate.evalset import EvalSet, draw
 from ablate.evaluate import MODES, PROBES, Probe
 from ablate.registry import POSITION
 from ablate.results import row_key
@@ -22,7 +23,9 @@ class EvalSettings:
     mode: str = "nonoverlap"  # "nonoverlap" (ALiBi Fig. 1) or "sliding"
     stride: int | None = None  # sliding stride in tokens; None = train_len
     factors: tuple[int, ...] = (1, 2, 4, 8, 16)  # eval_len = train_len x factor
-    tokens: int = 32768  # targets scored at every eval_len (rounded down to a multiple of the longest eval_len)
+    tokens: int = 32768  # at least this many targets scored at every eval_len: whole held-out documents (evalset)
+    doc_seed: int = 0  # which held-out documents are drawn (ablate.evalset.draw)
+    max_doc_tokens: int | None = None  # cap per document; None: 4 x the longest eval_len, doubled until they fit
     batch_tokens: int = 16384  # tokens per evaluation forward
     pos_bins: int = 64  # in-window position bins of the per-position loss
     decode_chunk: int = 1  # length-dependent positions (dynamic NTK): tokens per decoding step past train_len
@@ -77,7 +80,7 @@ PRESETS: dict[str, ExtrapolationConfig] = {
         model=replace(model_preset("small"), max_len=128),
         train=TrainConfig(steps=600, batch_size=32, seq_len=128, lr=3e-3, min_lr=3e-4, warmup=60, log_every=50,
                           amp=None),
-        eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=32768, batch_tokens=32768, pos_bins=64),
+        eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=131072, batch_tokens=32768, pos_bins=64),
         data=DataSettings(corpus="stdlib"),
     ),
     # CUDA default: <= 15 minutes on one H100 (bf16 autocast, SDPA picks its fastest kernel that takes the bias).
@@ -123,6 +126,11 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
         raise ConfigError(f"unknown eval.mode {e.mode!r}; valid: {', '.join(MODES)}")
     if not e.factors or any(f < 1 for f in e.factors):
         raise ConfigError(f"eval.factors must be integers >= 1, got {e.factors}")
+    if e.tokens < max(cfg.eval_lens):
+        raise ConfigError(f"eval.tokens={e.tokens} is shorter than the longest eval_len={max(cfg.eval_lens)}; raise "
+                          "eval.tokens or lower eval.factors")
+    if e.max_doc_tokens is not None and e.max_doc_tokens < 2:
+        raise ConfigError(f"eval.max_doc_tokens must be >= 2 (or unset), got {e.max_doc_tokens}")
     if e.stride is not None and e.stride < 1:
         raise ConfigError(f"eval.stride must be >= 1, got {e.stride}")
     if e.stride is not None and e.mode != "sliding":
@@ -203,12 +211,25 @@ def probe_of(cfg: ExtrapolationConfig, task: str) -> Probe:
 
 
 def eval_tokens(cfg: ExtrapolationConfig) -> int:
-    """Targets scored at every length: ``eval.tokens`` rounded down to a multiple of the longest eval_len."""
+    """Targets asked for at every length (``eval.tokens``; the drawn documents hold at least that many)."""
     longest = max(cfg.eval_lens)
-    n = (cfg.eval.tokens // longest) * longest
-    if n < 1:
+    if cfg.eval.tokens < longest:
         raise ConfigError(f"eval.tokens={cfg.eval.tokens} is shorter than the longest eval_len={longest}")
-    return n
+    return int(cfg.eval.tokens)
+
+
+_EVAL_SETS: dict[tuple, EvalSet] = {}
+
+
+def eval_set(cfg: ExtrapolationConfig, corpus: Any) -> EvalSet:
+    """The held-out documents every length scores (:func:`ablate.evalset.draw`, test role), cached per process."""
+    e = cfg.eval
+    key = (getattr(corpus, "hash", None), id(corpus.val), len(corpus.val), eval_tokens(cfg), e.doc_seed,
+           e.max_doc_tokens, max(cfg.eval_lens))
+    if key not in _EVAL_SETS:
+        _EVAL_SETS[key] = draw(corpus, eval_tokens(cfg), max_doc_tokens=e.max_doc_tokens,
+                               min_doc_tokens=4 * max(cfg.eval_lens), seed=e.doc_seed, role="test")
+    return _EVAL_SETS[key]
 
 
 def eval_stride(cfg: ExtrapolationConfig) -> int | None:

@@ -23,7 +23,7 @@ from ablate.stats import wilson_interval
 from ablate.train import lm_loss, log_entry, train
 from ablate.variants.positions import position_caveats
 
-from .config import ExtrapolationConfig, config_id, decodes_incrementally, eval_stride, eval_tokens, probe_of
+from .config import ExtrapolationConfig, config_id, decodes_incrementally, eval_set, eval_stride, probe_of
 from .plan import Job, RowSpec, job_model, scales_embeddings
 
 
@@ -145,26 +145,28 @@ def _evaluate_job(cfg, job: Job, todo: list[RowSpec], model, corpus: Corpus, dev
                   run_cfg, info: dict, prog, overall) -> None:
     current = (job.position, 1.0)
     amp = cfg.train.amp if device == "cuda" else None
-    tokens, stride = eval_tokens(cfg), eval_stride(cfg)
+    es, stride = eval_set(cfg, corpus), eval_stride(cfg)
     for r in todo:
         want = (r.evaluated, r.scale)
         metrics: dict[str, Any] = {"unit": _unit(r), "scale_factor": r.eval_len / cfg.model.train_len, **info,
                                    **_caveats(cfg, job, r)}
         if job.kind == "lm":
-            metrics.update({k: v for k, v in corpus.describe().items() if k not in r.key})
+            metrics.update({k: v for k, v in {**corpus.describe(), **es.describe()}.items() if k not in r.key})
         try:
             if want != current:
                 model.set_position(r.evaluated, rope_scale=r.scale)
                 current = want
             if r.depth is None:
                 chunk = cfg.eval.decode_chunk if decodes_incrementally(r.evaluated) else None
-                res = evaluate(model, corpus.val, r.eval_len, tokens=tokens, mode=cfg.eval.mode, stride=stride,
+                res = evaluate(model, es.stream, r.eval_len, tokens=es.tokens, mode=cfg.eval.mode, stride=stride,
                                batch_tokens=cfg.eval.batch_tokens, byte_level=corpus.byte_level, device=device,
                                amp=amp, pos_bins=cfg.eval.pos_bins, decode_chunk=chunk,
-                               prefill=cfg.model.train_len)
-                metrics.update(value=res.ppl, loss=res.loss, ppl=res.ppl, bpb=corpus.bpb(res.loss, res.tokens),
-                               eval_bytes=corpus.scored_bytes(res.tokens), windows=res.windows,
-                               pos_loss=res.pos_loss, pos_bin=res.pos_bin, eval_s=res.elapsed_s)
+                               prefill=cfg.model.train_len, units=es.bounds)
+                nbytes = es.scored_bytes(corpus)
+                metrics.update(value=res.ppl, loss=res.loss, ppl=res.ppl,
+                               bpb=res.loss * res.tokens / (nbytes * math.log(2)) if nbytes else None,
+                               eval_bytes=nbytes, windows=res.windows, pos_loss=res.pos_loss, pos_bin=res.pos_bin,
+                               eval_s=res.elapsed_s, doc_loss=[round(x, 4) for x in res.unit_loss])
                 if "decode" not in r.key:
                     metrics["decode"] = "full"
             else:
@@ -172,7 +174,8 @@ def _evaluate_job(cfg, job: Job, todo: list[RowSpec], model, corpus: Corpus, dev
                 k = probe_correct(model, probe, r.eval_len, r.depth, trials=cfg.probe.trials, seed=job.seed,
                                   device=device, amp=amp, batch_tokens=cfg.eval.batch_tokens)
                 lo, hi = wilson_interval(k, cfg.probe.trials)
-                metrics.update(value=k / cfg.probe.trials, correct=k, chance=probe.chance, ci_lo=lo, ci_hi=hi)
+                metrics.update(value=k / cfg.probe.trials, correct=k, chance=probe.chance_at(r.eval_len, r.depth),
+                               ci_lo=lo, ci_hi=hi)  # chance: of this length and depth, from the generator
             if r.depth is None and not math.isfinite(metrics["loss"]):
                 writer.write("diverged", r.key, {**metrics, "value": None}, config=run_cfg,
                              reason="non-finite evaluation loss")

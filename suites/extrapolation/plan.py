@@ -13,7 +13,7 @@ from ablate.registry import POSITION
 from ablate.validate import check_fits, estimate_memory_bytes, validate_model
 from ablate.variants.positions import position_caveats
 
-from .config import ExtrapolationConfig, config_id, decodes_incrementally, eval_stride, eval_tokens
+from .config import ExtrapolationConfig, config_id, decodes_incrementally, eval_set, eval_stride, eval_tokens
 from .constants import METRIC_PPL
 
 
@@ -58,7 +58,7 @@ def job_model(cfg: ExtrapolationConfig, position: str) -> ModelConfig:
 
 def plan_jobs(cfg: ExtrapolationConfig, preset: str, corpus: Corpus, device: str, seeds: list[int]) -> list[Job]:
     m = cfg.model
-    tokens, stride = eval_tokens(cfg), eval_stride(cfg)
+    es, stride = eval_set(cfg, corpus), eval_stride(cfg)
     jobs: list[Job] = []
     kinds = ["lm"] + (list(cfg.probe.tasks) if cfg.passkey else [])
     for kind in kinds:
@@ -78,7 +78,7 @@ def plan_jobs(cfg: ExtrapolationConfig, preset: str, corpus: Corpus, device: str
                             base["scale_embeddings"] = True
                         if kind == "lm":
                             key = {**base, "metric": METRIC_PPL, "mode": cfg.eval.mode, "stride": stride,
-                                   "tokens": tokens, "pos_bins": cfg.eval.pos_bins}
+                                   "tokens": es.tokens, "eval_set": es.hash, "pos_bins": cfg.eval.pos_bins}
                             if decodes_incrementally(ev):
                                 key.update(decode="incremental", decode_chunk=cfg.eval.decode_chunk)
                             rows.append(RowSpec(key, ev, L, scale))

@@ -21,7 +21,7 @@ from ablate.runner import Task, results_path, select_tasks
 from ablate.suitekit import set_threads, training_setup
 from ablate.runstate import Claims
 
-from .config import config_id, eval_stride, eval_tokens, resolve
+from .config import config_id, eval_set, eval_stride, resolve
 from .console import _print_summary
 from .constants import SUITE
 from .measure import _run_job
@@ -36,9 +36,9 @@ def _setup(opts):
     """(device, preset, cfg, corpus, jobs, results file): what run() and tasks() share."""
     device, preset, cfg, corpus = training_setup(opts, resolve)
     validate_plan(cfg, device)
-    tokens, stride = eval_tokens(cfg), eval_stride(cfg)  # the data must hold the evaluation: refused before a plan
-    check_eval_span(corpus.val, span_needed(tokens, max(cfg.eval_lens), cfg.eval.mode, stride),
-                    f"evaluation at eval_len={max(cfg.eval_lens)} ({tokens} tokens, {cfg.eval.mode})")
+    es, stride = eval_set(cfg, corpus), eval_stride(cfg)  # the data must hold the evaluation: refused before a plan
+    check_eval_span(es.stream, span_needed(es.tokens, max(cfg.eval_lens), cfg.eval.mode, stride),
+                    f"evaluation at eval_len={max(cfg.eval_lens)} ({es.tokens} tokens, {cfg.eval.mode})")
     if len(corpus.train) < cfg.train.seq_len + 1:
         raise ConfigError(f"training split holds {len(corpus.train)} tokens, fewer than seq_len+1 = "
                           f"{cfg.train.seq_len + 1}")
