@@ -47,7 +47,8 @@ MARKERS: tuple[str, ...] = ("o", "s", "D", "^", "v", "P", "X", "p", "*")
 # missing here is still drawn, by the hash fallback.
 KEYS: dict[str, tuple[str, ...]] = {
     "position": ("none", "sinusoidal", "learned", "rope", "alibi", "t5_bias",
-                 "rope_pi", "rope_ntk", "rope_dynamic_ntk", "rope_yarn"),
+                 "rope_pi", "rope_ntk", "rope_dynamic_ntk", "rope_yarn", "rope_pi_temp", "rope_ntk_temp",
+                 "rope_yarn_notemp"),
     "attention": ("sdpa", "naive", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math", "flash_attn",
                   "xformers", "flex", "sliding_window", "linear"),
     "norm": ("layernorm", "rmsnorm"),

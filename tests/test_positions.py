@@ -22,7 +22,8 @@ from ablate.registry import POSITION
 from ablate.variants import positions as P
 
 F64 = torch.float64
-ROPE_KEYS = ["rope", "rope_pi", "rope_ntk", "rope_dynamic_ntk", "rope_yarn"]
+ROPE_KEYS = ["rope", "rope_pi", "rope_ntk", "rope_dynamic_ntk", "rope_yarn", "rope_pi_temp", "rope_ntk_temp",
+             "rope_yarn_notemp"]
 ALL_KEYS = ["none", "sinusoidal", "learned", *ROPE_KEYS, "alibi", "t5_bias"]
 
 # d_model=256, 4 heads -> head_dim 64; train_len 256.
@@ -381,6 +382,69 @@ def test_yarn_temperature_through_rotation(gen):
                                    rtol=1e-10, atol=1e-10)
 
 
+def mscale_ref(s: float) -> float:
+    """YaRN's ``get_mscale`` (jquesnelle/yarn LlamaYaRNScaledRotaryEmbedding.py; transformers'
+    ``_compute_yarn_parameters`` with no attention_factor / mscale keys): 0.1 ln s + 1 for s > 1, else 1."""
+    return 1.0 if s <= 1 else 0.1 * math.log(s) + 1.0
+
+
+# (registered key, reference frequencies(d, base, s, L), attention factor(s)): PI is transformers' "linear"
+# (theta / s), NTK-aware jquesnelle/yarn LlamaNTKScaledRotaryEmbedding (base * s^(d/(d-2))), YaRN the reference
+# yarn() above; "temperature on" multiplies q and k by get_mscale(s), "off" (transformers' yarn with
+# attention_factor=1.0) by 1.
+TEMPERATURE_VARIANTS = [
+    ("rope_pi_temp", lambda d, b, s, L: [t / s for t in theta_ref(d, b)], mscale_ref),
+    ("rope_ntk_temp", lambda d, b, s, L: theta_ref(d, b * s ** (d / (d - 2))), mscale_ref),
+    ("rope_yarn_notemp", lambda d, b, s, L: yarn_ref(d, b, s, L)[0], lambda s: 1.0),
+]
+
+
+def test_temperature_switch_matches_references_on_random_configs(gen):
+    """Each temperature variant's frequencies and attention factor against the reference transcriptions, on random
+    (head_dim, base, s, L), and the registry metadata says which rules carry a temperature."""
+    r = random.Random(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    cases = [(32, 1e4, 16.0, 64), (64, 5e5, 4.0, 2048), (128, 1e4, 1.0, 256), (16, 1e4, 0.5, 64)]
+    for _ in range(30):
+        cases.append((2 * r.randint(2, 128), 10 ** r.uniform(2, 6.5), 2 ** r.uniform(0.1, 6),
+                      int(2 ** r.uniform(3, 16))))
+    for key, ref_inv, ref_factor in TEMPERATURE_VARIANTS:
+        scaling = POSITION[key].supports["scaling"]
+        assert POSITION[key].supports["rescales"] == "rope" and P.ROPE_TEMPERATURE[scaling] == (key != "rope_yarn_notemp")
+        assert POSITION[key].supports["temperature"] == P.ROPE_TEMPERATURE[scaling]
+        for d, base, s, L in cases:
+            inv, factor = P.ROPE_INIT_FUNCTIONS[scaling](d, base, s, L, None)
+            torch.testing.assert_close(inv, torch.tensor(ref_inv(d, base, s, L), dtype=F64), rtol=1e-12, atol=0)
+            assert factor == pytest.approx(ref_factor(s), rel=1e-15), (key, s)
+            cfg = ModelConfig(d_model=4 * d, n_heads=4, train_len=L, rope_base=base, rope_scale=s)
+            assert P.rope_attention_factor(key, cfg) == factor
+    for key in ("rope", "rope_pi", "rope_ntk", "rope_dynamic_ntk", "rope_yarn"):
+        scaling = POSITION[key].supports.get("scaling", "default")
+        assert P.ROPE_TEMPERATURE[scaling] == (key == "rope_yarn"), key
+    assert P.rope_attention_factor("alibi", replace(CFG, rope_scale=4.0)) == 1.0
+    assert P.rope_attention_factor("rope_yarn", replace(CFG, rope_scale=4.0)) == pytest.approx(1.138629436111989)
+
+
+@pytest.mark.parametrize("key", ["rope_pi_temp", "rope_ntk_temp", "rope_yarn_notemp"])
+def test_temperature_switch_through_rotation(key, gen):
+    """Rotated q.k at equal positions scale by the factor squared; the rotation equals the complex-number reference
+    with the reference frequencies and factor; switching the temperature changes exactly the factor."""
+    d, base, L = CFG.head_dim, CFG.rope_base, CFG.train_len
+    ref_inv, ref_factor = next((f, g) for k, f, g in TEMPERATURE_VARIANTS if k == key)
+    partner = {"rope_pi_temp": "rope_pi", "rope_ntk_temp": "rope_ntk", "rope_yarn_notemp": "rope_yarn"}[key]
+    for s in (2.0, 4.0, 16.0):
+        m, other = build(key, rope_scale=s), build(partner, rope_scale=s)
+        q, k = randn(gen, d), randn(gen, d)
+        got = torch.dot(_rot_at(m, q, 77, 1024), _rot_at(m, k, 77, 1024)).item()
+        assert got == pytest.approx(ref_factor(s) ** 2 * torch.dot(q, k).item(), rel=1e-9, abs=1e-9)
+        x = randn(gen, 1, 2, 4, d)
+        torch.testing.assert_close(m.rotate(x, 300, 304), rotate_ref(x, [300, 301, 302, 303], ref_inv(d, base, s, L),
+                                                                     ref_factor(s)), rtol=1e-10, atol=1e-10)
+        # the partner rule (temperature flipped) rotates by the same angles, scaled by its own factor
+        ratio = P.rope_attention_factor(partner, replace(CFG, rope_scale=s)) / ref_factor(s)
+        assert ratio != pytest.approx(1.0)
+        torch.testing.assert_close(other.rotate(x, 300, 304), m.rotate(x, 300, 304) * ratio, rtol=1e-12, atol=1e-12)
+
+
 def _hf_config(LlamaConfig, d, base, L, rope_scaling):
     """A minimal config every transformers >= 4.45 reads the same way: head_dim = hidden_size / heads, and
     max_position_embeddings = L doubles as YaRN's original length (no original_max_position_embeddings key,
@@ -413,6 +477,9 @@ def test_rope_init_matches_transformers():
                 for L in (64, 2048, 4096):
                     check("yarn", P.ROPE_INIT_FUNCTIONS["yarn"](d, base, s, L, None),
                           HF["yarn"](_hf_config(LlamaConfig, d, base, L, {"rope_type": "yarn", "factor": s}), None))
+                    check("yarn", P.ROPE_INIT_FUNCTIONS["yarn_notemp"](d, base, s, L, None),
+                          HF["yarn"](_hf_config(LlamaConfig, d, base, L, {"rope_type": "yarn", "factor": s,
+                                                                          "attention_factor": 1.0}), None))
                     check("linear", P.ROPE_INIT_FUNCTIONS["pi"](d, base, s, L, None),
                           HF["linear"](_hf_config(LlamaConfig, d, base, L, {"rope_type": "linear", "factor": s}),
                                        None))

@@ -10,8 +10,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["ROPE_INIT_FUNCTIONS", "rotate_half", "apply_rotary", "YARN_BETA_FAST", "YARN_BETA_SLOW",
-           "yarn_attention_factor", "yarn_find_correction_dim", "yarn_correction_range"]
+__all__ = ["ROPE_INIT_FUNCTIONS", "ROPE_TEMPERATURE", "rotate_half", "apply_rotary", "YARN_BETA_FAST", "YARN_BETA_SLOW",
+           "yarn_attention_factor", "yarn_find_correction_dim", "yarn_correction_range", "with_temperature"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -97,13 +97,36 @@ def _rope_yarn(head_dim, base, scale, train_len, seq_len):
     return inv_freq, yarn_attention_factor(s)
 
 
+def with_temperature(fn: Callable[..., tuple[Tensor, float]], on: bool) -> Callable[..., tuple[Tensor, float]]:
+    """``fn``'s frequencies with YaRN's temperature switched on or off: attention factor
+    ``yarn_attention_factor(s)`` (the logits scale by its square, i.e. by 1/t with sqrt(1/t) = 0.1 ln s + 1) or 1.
+
+    On for PI / NTK: YaRN's factor (Peng et al. 2023, eq. for sqrt(1/t); transformers' ``get_mscale``) applied
+    unchanged to their frequencies, an ablation: neither method defines a temperature of its own. Off for YaRN:
+    transformers' rope_type "yarn" with ``attention_factor=1.0`` (the frequencies of :func:`_rope_yarn`, no logit
+    scaling)."""
+    def init(head_dim, base, scale, train_len, seq_len):
+        inv, _ = fn(head_dim, base, scale, train_len, seq_len)
+        return inv, (yarn_attention_factor(float(scale)) if on else 1.0)
+
+    init.__name__ = f"{fn.__name__}_{'temp' if on else 'notemp'}"
+    init.__doc__ = f"{fn.__name__} with YaRN's temperature {'on' if on else 'off'} (see with_temperature)."
+    return init
+
+
 ROPE_INIT_FUNCTIONS: dict[str, Callable[..., tuple[Tensor, float]]] = {
     "default": _rope_default,
     "pi": _rope_pi,
     "ntk": _rope_ntk,
     "dynamic_ntk": _rope_dynamic_ntk,
     "yarn": _rope_yarn,
+    "pi_temp": with_temperature(_rope_pi, True),
+    "ntk_temp": with_temperature(_rope_ntk, True),
+    "yarn_notemp": with_temperature(_rope_yarn, False),
 }
+# Whether a frequency rule applies YaRN's logit temperature (attention factor 0.1 ln s + 1 on q and k).
+ROPE_TEMPERATURE: dict[str, bool] = {"default": False, "pi": False, "ntk": False, "dynamic_ntk": False,
+                                     "yarn": True, "pi_temp": True, "ntk_temp": True, "yarn_notemp": False}
 _DYNAMIC_SCALINGS = frozenset({"dynamic_ntk"})
 
 
