@@ -11,6 +11,11 @@ Two ways to declare a grid:
   (``norm``, ``position``, ``n_kv_heads``, ...) and a few training fields (``train.lr``, ...), on top of the
   "modern", "original" or preset configuration (``base``). The first value of every axis is the reference.
 
+Every point of every grid gets the same embedding treatment (``GridSpec.scale_embeddings``, default: token
+embeddings x sqrt(d_model), fairseq init) unless ``scale_embeddings`` is itself an axis, and a point with grouped
+KV heads gets its FFN widened to the parameter count of the same point with MHA (``GridSpec.gqa_equal_params``;
+the widths appear in the point's ``change``).
+
 Every point names the point it is compared against (``baseline``), so a report can print "Δ vs baseline".
 Parse errors are :class:`~ablate.errors.ConfigError` with a one-line message naming the valid axes or keys.
 
@@ -22,17 +27,19 @@ Parse errors are :class:`~ablate.errors.ConfigError` with a one-line message nam
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping, Sequence
 
 from ablate.config import ModelConfig, apply_overrides
 from ablate.errors import ConfigError
-from ablate.registry import POSITION, REGISTRIES
+from ablate.registry import ACTIVATION, REGISTRIES
 
 __all__ = ["Axis", "GridPoint", "GridSpec", "MODES", "BASES", "MODEL_AXES", "TRAIN_AXES", "valid_axes",
            "parse_axes", "build_grid", "default_grid", "axes_grid", "select", "to_override", "ORIGINAL", "MODERN",
-           "CHANGES"]
+           "CHANGES", "EQUAL_PARAMS_TOL", "param_count", "equal_params_model",
+           "ffn_width"]
 
 MODES = ("factorial", "oat")
 BASES = ("modern", "original", "preset")
@@ -93,6 +100,13 @@ class GridSpec:
     only: tuple[str, ...] = ()  # keep only these point names (after building)
     gqa_kv_heads: int = 0  # KV heads of "modern" (GQA); 0 = n_heads // 2 (at least 1)
     window: int = 0  # sliding-window size W; 0 = train_len // 4 (at least 1)
+    # One embedding treatment for every point: token embeddings x sqrt(d_model) with fairseq's N(0, d^-1/2) init
+    # (Vaswani et al. sec. 3.4; the ALiBi paper's fairseq models scale them for every position method). A
+    # `scale_embeddings` axis overrides it on its own points (then it is a factor of the grid, named in `change`).
+    scale_embeddings: bool = True
+    # GQA at equal parameters: a point with fewer KV heads than query heads gets its FFN widened until its parameter
+    # count matches the same point with MHA (within EQUAL_PARAMS_TOL; Ainslie et al. compare at equal size).
+    gqa_equal_params: bool = True
 
 
 @dataclass(frozen=True)
@@ -221,11 +235,93 @@ def _complete(model: ModelConfig, spec: GridSpec) -> ModelConfig:
     return model
 
 
-def _with_embed_scale(p: GridPoint) -> GridPoint:
-    """Sinusoids have unit amplitude: like Vaswani et al. (sec. 3.4), scale the token embeddings by sqrt(d_model)
-    wherever they are added, or the 0.02-std embeddings drown and the model learns no context."""
-    scale = POSITION.get(p.model.position).supports_("scale_embeddings")  # sinusoidal: sec. 3.4 of Vaswani et al.
-    return replace(p, model=replace(p.model, scale_embeddings=scale))
+def _with_embed_scale(p: GridPoint, spec: GridSpec) -> GridPoint:
+    """The grid's one embedding treatment (``spec.scale_embeddings``) on every point, except where a
+    ``scale_embeddings`` axis sets it (an explicit factor). Without scaling, unit-amplitude sinusoids drown the
+    0.02-std embeddings and a sinusoidal model learns no context; with it on sinusoidal points only, the position
+    change would carry a second change (the embedding scale and the tied output head's init)."""
+    if "scale_embeddings" in p.settings:
+        return p
+    return replace(p, model=replace(p.model, scale_embeddings=bool(spec.scale_embeddings)))
+
+
+EQUAL_PARAMS_TOL = 0.01  # relative parameter difference accepted as "equal parameters"
+_COUNTS: dict[ModelConfig, int] = {}
+
+
+def param_count(model: ModelConfig) -> int:
+    """Parameters of ``model`` (built on the meta device: no memory, any size; cached)."""
+    if model not in _COUNTS:
+        import torch
+
+        from ablate.model import Transformer
+
+        with torch.device("meta"):
+            _COUNTS[model] = sum(p.numel() for p in Transformer(model).parameters())
+    return _COUNTS[model]
+
+
+def _mult_for(width: int, d_model: int) -> float:
+    """The ``ffn_mult`` whose ``int(ffn_mult * d_model)`` is ``width`` exactly."""
+    m = width / d_model
+    while int(m * d_model) < width:
+        m = math.nextafter(m, math.inf)
+    return m
+
+
+def _ffn_params(model: ModelConfig, plain_width: int) -> int:
+    """Parameters of all FFNs of ``model`` at plain width ``plain_width`` (a GLU has three matrices of 2/3 of it)."""
+    glu = ACTIVATION.get(model.activation).supports_("glu")
+    h = max(1, int(2 * plain_width / 3)) if glu else plain_width
+    mats = 3 if glu else 2
+    bias = (mats - 1) * h + model.d_model if model.bias else 0
+    return model.n_layers * (mats * model.d_model * h + bias)
+
+
+def equal_params_model(model: ModelConfig) -> ModelConfig:
+    """``model`` with its FFN widened so its parameter count matches the same model with MHA (``n_kv_heads`` None):
+    the parameters GQA saves in the K/V projections go to the FFN. MHA models come back unchanged."""
+    if model.kv_heads >= model.n_heads:
+        return model
+    target = param_count(replace(model, n_kv_heads=None))
+    base = int(model.ffn_mult * model.d_model)
+    rest = param_count(model) - _ffn_params(model, base)  # everything but the FFNs
+    per_unit = max(1, 2 * model.n_layers * model.d_model)  # parameters per unit of plain width (both kinds)
+    hi = base + (target - rest - _ffn_params(model, base)) // per_unit + 8
+    best = min(range(base, max(base, hi) + 1), key=lambda w: (abs(rest + _ffn_params(model, w) - target), w))
+    return replace(model, ffn_mult=_mult_for(best, model.d_model))
+
+
+def ffn_width(model: ModelConfig) -> int:
+    """The FFN's hidden width as built (a GLU's is 2/3 of ``ffn_mult * d_model``, Shazeer 2020)."""
+    plain = int(model.ffn_mult * model.d_model)
+    return max(1, int(2 * plain / 3)) if ACTIVATION.get(model.activation).supports_("glu") else plain
+
+
+def _with_equal_params(p: GridPoint, spec: GridSpec) -> GridPoint:
+    """GQA points with the FFN widened to MHA's parameter count (``spec.gqa_equal_params``), unless ``ffn_mult``
+    is an axis of the grid."""
+    if not spec.gqa_equal_params or "ffn_mult" in p.settings:
+        return p
+    return replace(p, model=equal_params_model(p.model))
+
+
+def _finish(pts: list[GridPoint], spec: GridSpec) -> list[GridPoint]:
+    """The grid-wide treatments (embedding scale, GQA at equal parameters), the FFN widths named in each point's
+    ``change`` where they differ from its baseline's, and the report order."""
+    pts = [_with_equal_params(_with_embed_scale(p, spec), spec) for p in pts]
+    by = {p.name: p for p in pts}
+    out = []
+    for i, p in enumerate(pts):
+        base = by.get(p.baseline) if p.baseline else None
+        if base is not None and base.model.kv_heads != p.model.kv_heads and "ffn_mult" not in p.settings and \
+                base.model.ffn_mult != p.model.ffn_mult:
+            w0, w1 = ffn_width(base.model), ffn_width(p.model)
+            what = f"FFN width {w0}→{w1}" if base.model.activation == p.model.activation else \
+                f"FFN width {w1}"
+            p = replace(p, change=f"{p.change}; {what} (GQA at equal parameters)")
+        out.append(replace(p, index=i))
+    return out
 
 
 def default_grid(model: ModelConfig, spec: GridSpec = GridSpec()) -> list[GridPoint]:
@@ -248,7 +344,7 @@ def default_grid(model: ModelConfig, spec: GridSpec = GridSpec()) -> list[GridPo
         cfg = _fill(modern, spec, changes)
         what = ", ".join(f"{k}: {_show(getattr(modern, k), k)}→{_show(getattr(cfg, k), k)}" for k in changes)
         pts.append(GridPoint(f"modern+{suffix}", cfg, baseline="modern", change=what, group="modern"))
-    return [replace(_with_embed_scale(p), index=i) for i, p in enumerate(pts)]
+    return _finish(pts, spec)
 
 
 def _show(v: Any, key: str = "n_kv_heads") -> str:
@@ -314,7 +410,7 @@ def axes_grid(model: ModelConfig, spec: GridSpec) -> list[GridPoint]:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"grid has duplicate point names {dup}; make the axis values distinct")
-    return [replace(_with_embed_scale(p), index=i) for i, p in enumerate(pts)]
+    return _finish(pts, spec)
 
 
 def select(points: list[GridPoint], only: Sequence[str]) -> list[GridPoint]:

@@ -28,14 +28,16 @@ def test_default_grid_names_and_one_change_each():
         ("layernorm", "post", "relu", "sinusoidal", None, "sdpa", None)
     assert (m.norm, m.norm_placement, m.activation, m.position, m.n_kv_heads, m.attention) == \
         ("rmsnorm", "pre", "swiglu", "rope", 2, "sdpa")
-    # Sinusoidal points scale token embeddings by sqrt(d_model) (Vaswani sec. 3.4): part of the position change.
-    assert o.scale_embeddings and not m.scale_embeddings
-    assert all(p.model.scale_embeddings == (p.model.position == "sinusoidal") for p in pts)
+    # One embedding treatment for every point (x sqrt(d_model)): the position change carries no second change.
+    assert all(p.model.scale_embeddings for p in pts)
+    assert not any(p.model.scale_embeddings for p in default_grid(MODEL, GridSpec(gqa_kv_heads=2, window=4,
+                                                                                  scale_embeddings=False)))
 
-    def fields_of(c):
-        return {c.field, "scale_embeddings"} if c.field == "position" else {c.field}
+    def fields_of(c):  # GQA points get the FFN widened to MHA's parameter count
+        return {c.field, "ffn_mult"} if c.field == "n_kv_heads" else {c.field}
 
     assert _diff(o, m) == {f for c in CHANGES for f in fields_of(c)}
+    assert "FFN width" in by["original+gqa"].change and "FFN width" in by["modern-gqa→mha"].change
     for c in CHANGES:  # each change alone on original, each removed alone from modern
         assert _diff(by[f"original+{c.add}"].model, o) == fields_of(c)
         assert _diff(by[f"modern-{c.remove}"].model, m) == fields_of(c)
@@ -94,7 +96,8 @@ def test_one_at_a_time_axes():
     assert _diff(pts[1].model, pts[0].model) == {"activation"}
     assert pts[4].model == pts[0].model and pts[4].train_overrides == ("lr=0.01",)
     pre = build_grid(MODEL, GridSpec(axes="activation=gelu", mode="oat", base="preset"))
-    assert [p.name for p in pre] == ["preset", "preset+gelu"] and pre[0].model == MODEL
+    assert [p.name for p in pre] == ["preset", "preset+gelu"]
+    assert pre[0].model == replace(MODEL, scale_embeddings=True)  # the grid's one embedding treatment
 
 
 def test_select_and_to_override():
@@ -146,3 +149,30 @@ def test_valid_axes_cover_variant_slots_and_training():
     for k in ("attention", "position", "norm", "norm_placement", "activation", "n_kv_heads", "window", "d_model",
               "train.lr", "train.warmup"):
         assert k in axes
+
+
+@pytest.mark.parametrize("activation,bias", [("relu", False), ("swiglu", False), ("geglu", True)])
+def test_gqa_points_have_the_parameters_of_mha_within_one_percent(activation, bias):
+    """GQA vs MHA at equal parameters: the K/V parameters GQA saves go to a wider FFN (Ainslie et al. compare equal
+    sizes); without the widening GQA has ~8% fewer parameters at these sizes."""
+    from ablate.grid import EQUAL_PARAMS_TOL, ffn_width, param_count
+
+    model = ModelConfig(d_model=96, n_layers=2, n_heads=6, train_len=16, max_len=64, activation=activation,
+                        bias=bias)
+    for kv in (1, 2, 3):
+        pts = {p.name: p for p in default_grid(replace(model, activation=activation),
+                                               GridSpec(gqa_kv_heads=kv, window=4))}
+        gqa, mha = pts["original+gqa"].model, pts["original"].model
+        assert gqa.n_kv_heads == kv and ffn_width(gqa) > ffn_width(mha)
+        assert abs(param_count(gqa) / param_count(mha) - 1) < EQUAL_PARAMS_TOL
+        assert abs(param_count(pts["modern"].model) / param_count(pts["modern-gqa→mha"].model) - 1) < EQUAL_PARAMS_TOL
+    plain = default_grid(model, GridSpec(gqa_kv_heads=1, window=4, gqa_equal_params=False))
+    by = {p.name: p.model for p in plain}
+    assert param_count(by["original+gqa"]) < 0.99 * param_count(by["original"])  # what the widening fixes
+
+
+def test_scale_embeddings_as_an_axis_is_its_own_factor():
+    pts = build_grid(MODEL, GridSpec(axes="scale_embeddings=false,true;position=rope,sinusoidal"))
+    assert [(p.model.scale_embeddings, p.model.position) for p in pts] == \
+        [(False, "rope"), (False, "sinusoidal"), (True, "rope"), (True, "sinusoidal")]
+    assert "scale_embeddings=true" in pts[2].change

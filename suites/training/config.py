@@ -131,8 +131,8 @@ def _refuse_grid_governed(cfg: TrainingConfig, keys: set[str]) -> None:
         raise ConfigError("model.vocab_size cannot be set for the training suite: the vocabulary comes from the data "
                           "(data.vocab_size for a .bin file)")
     if "model.scale_embeddings" in keys:
-        raise ConfigError("model.scale_embeddings is set by the grid: on exactly the points whose position is "
-                          "sinusoidal (Vaswani et al. sec. 3.4)")
+        raise ConfigError("model.scale_embeddings is set by the grid, one treatment for every point: "
+                          "grid.scale_embeddings=true|false, or make it a factor with --grid scale_embeddings=false,true")
     axes = {a.key for a in parse_axes(cfg.grid.axes)} if cfg.grid.axes.strip() else set()
     for k in ("grid.mode", "grid.base"):
         if k in keys and not axes:

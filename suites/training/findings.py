@@ -81,8 +81,11 @@ def _signature(row: Any, field_name: str) -> tuple:
     skip = set(_SIGNATURE_SKIP) | {f"config.model.{field_name}"}
     if field_name == "attention":
         skip.add("config.model.window")
-    if field_name == "position":  # grids scale embeddings exactly where positions are sinusoidal: part of the change
+    if field_name == "position" and _num(row.get("config.grid.scale_embeddings")) is None:
+        # rows from before one embedding treatment (sinusoidal points alone scaled them): part of the change there
         skip.add("config.model.scale_embeddings")
+    if field_name == "n_kv_heads":  # GQA at equal parameters: the FFN width moves with the KV heads
+        skip.add("config.model.ffn_mult")
     items = []
     for k in sorted(row.index):
         if (k.startswith("config.model.") or k.startswith("config.train.")) and k not in skip:
