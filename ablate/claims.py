@@ -4,34 +4,49 @@ Each claim names its source and the published numbers (``shared/README.md``: the
 the RoPE-scaling papers, Shazeer 2020, Narang et al. 2021, Ainslie et al. 2023), the measurement that tests it here
 and the verdict:
 
-* **reproduced** -- the 95% interval of our measurement supports the claim;
-* **not reproduced** -- the interval contradicts it (a significant difference the other way, or equivalence within
-  the stated margin where the claim is a difference, or a difference beyond the margin where it is parity);
-* **inconclusive** -- neither, with the difference our seeds could have detected (or fewer than two seeds).
+* **reproduced** -- the 95% interval of our measurement supports the claim at every length (or rival) it covers;
+* **not reproduced** -- the evidence contradicts it at some length (a significant difference the other way, or
+  equivalence within the stated margin where the claim is a difference, or a difference beyond the margin where it
+  is parity);
+* **inconclusive** -- neither, with the difference our intervals could have detected (or fewer than two seeds);
+* **not testable** (at this rung) -- a variant the claim rests on is undertrained (its perplexity at train_len is
+  more than 10% above the best trained variant's), or the variants a claim compares past train_len are not on par
+  at train_len (beyond ``PARITY_TOL``, ±5% perplexity). The measured verdict is kept in the detail, never printed
+  as the verdict: an undertrained baseline cannot make a claim reproduced.
 
-Three kinds of test, all on per-seed values (seeds are paired: same data order and initialisation stream):
+Extrapolation claims (:func:`extrapolation_claims`) are contrasts of log-perplexities (:func:`contrast`): a ratio
+of ratios, a difference between variants, the growth of one variant past train_len. Where the rows carry the loss
+per held-out document (:mod:`ablate.evalset`), the 95% interval covers seeds *and* documents
+(:func:`ablate.crossed.crossed_estimate`: two-way random effects, Satterthwaite degrees of freedom); otherwise
+seeds only, and the caveats column says so. A claim covering several lengths (or rivals) is one family: each length
+is tested one-sided in the claim's direction and against it, Holm-adjusted (:func:`judge`); it is reproduced only
+when it holds at every one, and the per-length results are shown under it (``by length``). Lengths that a claim
+fixes in its definition (the ALiBi paper's "just past": 2x) are tested there alone. The caveats column names what
+the verdict rests on: undertrained variants, the parity gate, a variant out of its regime (the rows' caveat), the
+protocol (non-overlapping windows' early-token effect), the text (seeds only).
 
-* ``threshold`` -- a ratio (e.g. perplexity at 2x train_len over perplexity at train_len) against a threshold:
-  the t-interval of the per-seed log ratios lies entirely above (or below) ``log(threshold)``;
-* ``better`` -- one variant beats another: :func:`ablate.stats.verdict` says *better*;
-* ``parity`` -- two variants are on par: *equivalent within ±m*, or significantly different but inside ±m.
-
-Perplexities are compared on log scale (the margin ±5% is ``log 1.05``); losses in nats (margin ±0.02 nats, half
-the GLU effect in Shazeer 2020). Torch-free: reports import it.
+The per-seed helpers the training findings use (``threshold_claim``, ``better_claim``, ``parity_claim``) test
+per-seed values: ``threshold`` (a ratio against a threshold), ``better`` (:func:`ablate.stats.verdict` says
+*better*), ``parity`` (*equivalent within ±m*, or significantly different but inside ±m). Perplexities are compared
+on log scale (the margin ±5% is ``log 1.05``); losses in nats (margin ±0.02 nats, half the GLU effect in Shazeer
+2020). Torch-free: reports import it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from ablate.crossed import Estimate, crossed_estimate, holm, seed_estimate, weighted_matrix
 from ablate.stats import summarize, verdict
 
-__all__ = ["REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "ClaimResult", "PPL_MARGIN", "LOSS_MARGIN",
-           "threshold_claim", "better_claim", "parity_claim", "extrapolation_claims", "claims_frame"]
+__all__ = ["REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "NOT_TESTABLE", "ClaimResult", "PPL_MARGIN",
+           "LOSS_MARGIN", "threshold_claim", "better_claim", "parity_claim", "extrapolation_claims", "claims_frame",
+           "Cell", "contrast", "Check", "judge", "Context", "PARITY_TOL"]
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+NOT_TESTABLE = "not testable"  # at this rung: a compared variant undertrained or off parity at train_len
 PPL_MARGIN = math.log(1.05)  # equivalence margin on log perplexity: ±5%
 LOSS_MARGIN = 0.02  # equivalence margin on validation loss, nats
 
@@ -45,12 +60,16 @@ class ClaimResult:
     published: str
     ours: str  # our number with its 95% interval
     test: str  # what decides the verdict
-    verdict: str  # REPRODUCED | NOT_REPRODUCED | INCONCLUSIVE
+    verdict: str  # REPRODUCED | NOT_REPRODUCED | INCONCLUSIVE | NOT_TESTABLE
     detail: str = ""  # the statistics behind the verdict
+    caveats: str = ""  # undertrained, parity gate, regime, protocol, text
+    by_length: str = ""  # per-length (per-rival) results under the verdict: "2× ×0.90 [0.85, 0.95] ✓; ..."
+    protocol: str = ""  # the evaluation protocol the numbers come from
 
     def as_row(self) -> dict[str, str]:
         return {"claim": self.claim, "published": self.published, "source": self.source, "ours (95% CI)": self.ours,
-                "test": self.test, "verdict": self.verdict, "detail": self.detail}
+                "test": self.test, "verdict": self.verdict, "detail": self.detail, "caveats": self.caveats,
+                "by length": self.by_length, "protocol": self.protocol}
 
 
 def _finite(v) -> bool:
@@ -149,15 +168,161 @@ def _diff_text(v, log_scale: bool) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The claims engine: contrasts over seeds x documents, per-length tests under Holm, gates and caveats
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement (a variant at one eval length) over seeds: the perplexity per seed and, where the rows carry
+    them, the loss summed per held-out document (``doc_loss[seed]``, aligned with ``doc_tokens``) on the document
+    sample ``eval_set`` (:mod:`ablate.evalset`)."""
+
+    ppl: Mapping[int, float]
+    doc_loss: Mapping[int, Sequence[float]] = field(default_factory=dict)
+    doc_tokens: tuple[int, ...] | None = None
+    eval_set: str | None = None
+    caveat: str = ""  # the rows' degenerate-setup caveat for this variant at this length, if any
+
+
+def contrast(terms: Sequence[tuple[float, Cell]]) -> Estimate:
+    """``sum(coef * log ppl)`` over the seeds every term measured, with an interval over seeds *and* documents when
+    every term carries per-document losses on the same document sample (:func:`ablate.crossed.crossed_estimate`),
+    else over seeds alone (:func:`ablate.crossed.seed_estimate`)."""
+    sets = [{s for s, v in c.ppl.items() if _finite(v)} for _, c in terms]
+    seeds = sorted(set.intersection(*sets)) if sets else []
+    if not seeds:
+        return Estimate(float("nan"), None, None, 0, 0, "none")
+    docs = (len({c.eval_set for _, c in terms}) == 1 and terms[0][1].eval_set is not None
+            and all(c.doc_tokens and len({len(c.doc_tokens)} | {len(c.doc_loss.get(s) or ()) for s in seeds}) == 1
+                    and tuple(c.doc_tokens) == tuple(terms[0][1].doc_tokens) for _, c in terms))
+    if docs:
+        y = sum(coef * weighted_matrix([list(c.doc_loss[s]) for s in seeds], c.doc_tokens) for coef, c in terms)
+        return crossed_estimate(y)
+    return seed_estimate([math.fsum(coef * math.log(c.ppl[s]) for coef, c in terms) for s in seeds])
+
+
+def _ratio(e: Estimate) -> str:
+    """``×1.23 [1.10, 1.37]`` for a log-ratio estimate."""
+    if not math.isfinite(e.delta):
+        return "—"
+    lo, hi = e.interval()
+    if lo is None:
+        return f"×{math.exp(e.delta):.2f} (1 seed: no interval)"
+    return f"×{math.exp(e.delta):.2f} [{math.exp(lo):.2f}, {math.exp(hi):.2f}]"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One length (or one rival) of a claim: the estimate and what the claim says of it.
+
+    ``kind``: ``above`` / ``below`` (``delta`` beyond ``log(threshold)``), ``better`` (``delta < 0``: the first
+    term is lower), ``parity`` (``|delta| < margin``), ``not_worse`` (``delta < margin``)."""
+
+    label: str
+    est: Estimate
+    kind: str
+    threshold: float = 1.0
+    margin: float = PPL_MARGIN
+
+    def p_claim(self) -> float:
+        e, t = self.est, math.log(self.threshold)
+        if self.kind == "above":
+            return e.p_above(t)
+        if self.kind == "below":
+            return e.p_below(t)
+        if self.kind == "better":
+            return e.p_below(0.0)
+        if self.kind == "parity":
+            return max(e.p_above(-self.margin), e.p_below(self.margin))  # TOST
+        if self.kind == "not_worse":
+            return e.p_below(self.margin)
+        raise ValueError(f"unknown test kind {self.kind!r}")
+
+    def p_against(self) -> float:
+        """Evidence against the claim: the opposite direction (a ``better`` claim: significantly worse, or
+        equivalent within the margin; Bonferroni over the two)."""
+        e, t = self.est, math.log(self.threshold)
+        if self.kind == "above":
+            return e.p_below(t)
+        if self.kind == "below":
+            return e.p_above(t)
+        if self.kind == "better":
+            tost = max(e.p_above(-self.margin), e.p_below(self.margin))
+            return min(1.0, 2.0 * min(e.p_above(0.0), tost))
+        if self.kind == "parity":
+            return min(1.0, 2.0 * min(e.p_above(self.margin), e.p_below(-self.margin)))
+        if self.kind == "not_worse":
+            return e.p_above(self.margin)
+        raise ValueError(f"unknown test kind {self.kind!r}")
+
+
+def judge(tests: Sequence[Check], alpha: float = 0.05) -> tuple[str, str, str]:
+    """(verdict, per-test text, detail) of a claim that holds at *every* test (every length it covers, every rival):
+    Holm-adjusted p-values of the claim and of the evidence against it. Reproduced: the claim is significant at every
+    test; not reproduced: the evidence against it is significant at some test; else inconclusive (with the smallest
+    difference the intervals could have detected)."""
+    tests = [t for t in tests if math.isfinite(t.est.delta)]
+    if not tests:
+        return INCONCLUSIVE, "—", "no finished pair of rows"
+    if any(t.est.se is None for t in tests):
+        return INCONCLUSIVE, "; ".join(f"{t.label} {_ratio(t.est)}" for t in tests), \
+            "1 seed: no interval (needs >= 2)"
+    pc, pa = holm([t.p_claim() for t in tests]), holm([t.p_against() for t in tests])
+    parts, marks = [], []
+    for t, c, a in zip(tests, pc, pa):
+        mark = "✓" if c < alpha else ("✗" if a < alpha else "?")
+        marks.append(mark)
+        parts.append(f"{t.label} {_ratio(t.est)} {mark}")
+    by = "; ".join(parts)
+    fam = f"Holm over {len(tests)} tests" if len(tests) > 1 else "one test"
+    what = tests[0].est.what
+    if "✗" in marks:
+        bad = [t.label for t, m in zip(tests, marks) if m == "✗"]
+        return NOT_REPRODUCED, by, f"contradicted at {', '.join(bad)} ({fam}, 95%, {what})"
+    if all(m == "✓" for m in marks):
+        return REPRODUCED, by, f"holds at every test ({fam}, 95%, {what})"
+    open_ = [t for t, m in zip(tests, marks) if m == "?"]
+    mde = max((t.est.detectable() or 0.0) for t in open_)
+    held = [t.label for t, m in zip(tests, marks) if m == "✓"]
+    return INCONCLUSIVE, by, (f"{'holds at ' + ', '.join(held) + '; ' if held else ''}open at "
+                              f"{', '.join(t.label for t in open_)} (detectable ×{math.exp(mde):.2f} with {what}; "
+                              f"{fam})")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Extrapolation (ALiBi paper, RoPE-scaling papers)
 
 ALIBI = "Press et al. 2022 (ALiBi), appendix table, WikiText-103, L=512"
-YARN = "Peng et al. 2023 (YaRN) Table 1; Chen et al. 2023 (PI); bloc97 2023 (NTK-aware)"
+ROPE_NO_FT = ("NTK-aware / dynamic NTK write-ups (bloc97, emozilla 2023), YaRN (Peng et al. 2023) dynamic-scaling "
+              "figure: no fine-tuning")
+PI_NO_FT = "Chen et al. 2023 (PI) and the NTK-aware write-up: interpolation without fine-tuning"
+PARITY_TOL = 0.05  # the gate: variants compared past train_len within ±5% perplexity at train_len
 
 
-def extrapolation_claims(ppl: Mapping[tuple[str, int], PerSeed], train_len: int) -> list[ClaimResult]:
-    """The published extrapolation claims, tested on ``ppl[(position, eval_len)] = {seed: perplexity}``."""
-    lens = sorted({L for _, L in ppl})
+@dataclass(frozen=True)
+class Context:
+    """What the claims know besides the numbers: the trained model behind each evaluated variant, the trained
+    variants too weak at train_len (``undertrained``: ratio to the best), and the evaluation protocol."""
+
+    trained: Mapping[str, str] = field(default_factory=dict)  # evaluated variant -> trained variant
+    undertrained: Mapping[str, float] = field(default_factory=dict)
+    protocol: str = "non-overlapping windows"
+    mode: str = "nonoverlap"
+    parity_tol: float = PARITY_TOL
+
+    def model(self, pos: str) -> str:
+        return self.trained.get(pos, pos)
+
+
+def extrapolation_claims(cells: Mapping[tuple[str, int], Cell | Mapping[int, float]], train_len: int,
+                         ctx: Context | None = None) -> list[ClaimResult]:
+    """The published extrapolation claims, tested on ``cells[(position, eval_len)]`` (a :class:`Cell`, or
+    ``{seed: perplexity}``). Each claim covers the lengths it names; a claim comparing methods past train_len is
+    scored only when their trained models are on par at train_len (``ctx.parity_tol``) and none is undertrained;
+    otherwise it is *not testable* at this rung, with the gap."""
+    ctx = ctx or Context()
+    cells = {k: (v if isinstance(v, Cell) else Cell(dict(v))) for k, v in cells.items()}
+    lens = sorted({L for _, L in cells})
     longer = [L for L in lens if L > train_len]
     out: list[ClaimResult] = []
     if train_len not in lens or not longer:
@@ -168,69 +333,113 @@ def extrapolation_claims(ppl: Mapping[tuple[str, int], PerSeed], train_len: int)
     f = lambda L: f"{L // train_len}×" if L % train_len == 0 else f"{L / train_len:.1f}×"  # noqa: E731
 
     def has(p, *Ls):
-        return all(ppl.get((p, L)) for L in Ls)
+        return all(cells.get((p, L)) and cells[(p, L)].ppl for L in Ls)
 
-    def add(claim, source, published, test, result):
-        out.append(ClaimResult(claim, source, published, result[1], test, result[0], result[2]))
+    def c(p, L):
+        return cells[(p, L)]
+
+    def growth(p, L):  # log ppl(L) - log ppl(train_len)
+        return contrast([(1.0, c(p, L)), (-1.0, c(p, train_len))])
+
+    def diff(a, b, L):  # log ppl_a(L) - log ppl_b(L)
+        return contrast([(1.0, c(a, L)), (-1.0, c(b, L))])
+
+    def add(claim, source, published, test, tests, involved, compared=(), gate_exempt=False, extra=()):
+        verdict, by, detail = judge(tests)
+        caveats, blocked = _caveats(cells, involved, compared, train_len, ctx, gate_exempt, f)
+        caveats += list(extra)
+        ours = "; ".join(f"{t.label} {_ratio(t.est)}" for t in tests) if len(tests) > 1 else (
+            _ratio(tests[0].est) if tests else "—")
+        if blocked:
+            detail = f"not testable at this rung: {blocked} (measured: {verdict}; {detail})"
+            verdict = NOT_TESTABLE
+        out.append(ClaimResult(claim, source, published, ours, test, verdict, detail, caveats="; ".join(caveats),
+                               by_length=by if len(tests) > 1 else "", protocol=ctx.protocol))
+
+    early = ("protocol: non-overlapping windows: at 1× half the scored tokens see < train_len/2 tokens of context, at "
+             "16× about 3%; the ratio includes this early-token effect (the sliding-window rows measure without it)"
+             ) if ctx.mode == "nonoverlap" else ""
 
     if has("sinusoidal", train_len, L2):
         add("Sinusoidal perplexity explodes just past the training length", ALIBI,
-            "20.05 → 43.54 at 2× (×2.17)", f"ppl({f(L2)}) / ppl(1×) > 1.5",
-            threshold_claim(ppl[("sinusoidal", L2)], ppl[("sinusoidal", train_len)], 1.5, above=True))
+            "20.05 → 43.54 at 2× (×2.17)", f"ppl({f(L2)}) / ppl(1×) > 1.5 (at {f(L2)}, fixed by the claim)",
+            [Check(f(L2), growth("sinusoidal", L2), "above", 1.5)], ["sinusoidal"])
     if has("rope", train_len, L4):
         add("Rotary degrades within a few hundred tokens past the training length", ALIBI,
-            "20.07 → 21.37 at 2×, 31.58 at 4.9× (×1.57)", f"ppl({f(L4)}) / ppl(1×) > 1.1",
-            threshold_claim(ppl[("rope", L4)], ppl[("rope", train_len)], 1.1, above=True))
+            "20.07 → 21.37 at 2×, 31.58 at 4.9× (×1.57)", f"ppl({f(L4)}) / ppl(1×) > 1.1 (at {f(L4)}, fixed)",
+            [Check(f(L4), growth("rope", L4), "above", 1.1)], ["rope"])
     if has("t5_bias", train_len, L4) and has("rope", train_len, L4):
-        t5 = {s: ppl[("t5_bias", L4)][s] / ppl[("t5_bias", train_len)][s] for s in _common(ppl, "t5_bias", L4, train_len)}
-        ro = {s: ppl[("rope", L4)][s] / ppl[("rope", train_len)][s] for s in _common(ppl, "rope", L4, train_len)}
+        est = contrast([(1.0, c("t5_bias", L4)), (-1.0, c("t5_bias", train_len)), (-1.0, c("rope", L4)),
+                        (1.0, c("rope", train_len))])
         add("T5 bias degrades more slowly than rotary", ALIBI, "×1.04 vs rotary ×1.57 at 4.9×",
-            f"ratio ppl({f(L4)}) / ppl(1×): T5 lower than rotary", better_claim(t5, ro))
-    if has("alibi", train_len, Lmax):
+            f"ratio ppl({f(L4)}) / ppl(1×): T5 lower than rotary (at {f(L4)}, fixed)", [Check(f(L4), est, "better")],
+            ["t5_bias", "rope"], compared=[("t5_bias", "rope")])
+    if has("alibi", train_len) and longer and all(has("alibi", L) for L in longer):
         add("ALiBi stays flat (even improves) far past the training length", ALIBI,
-            "19.73 → 18.34 at 16.6× (×0.93)", f"ppl({f(Lmax)}) / ppl(1×) < 1.1",
-            threshold_claim(ppl[("alibi", Lmax)], ppl[("alibi", train_len)], 1.1, above=False))
+            "19.73 → 18.34 at 16.6× (×0.93)", f"ppl(L) / ppl(1×) < 1.1 at every L in {f(longer[0])}–{f(Lmax)}",
+            [Check(f(L), growth("alibi", L), "below", 1.1) for L in longer], ["alibi"], extra=[early] if early else [])
     rivals = [p for p in ("sinusoidal", "rope", "t5_bias") if has(p, Lmax)]
     if has("alibi", Lmax) and rivals:
-        results = [better_claim(ppl[("alibi", Lmax)], ppl[(p, Lmax)]) for p in rivals]
-        verdicts = [r[0] for r in results]
-        v = REPRODUCED if all(x == REPRODUCED for x in verdicts) else (
-            NOT_REPRODUCED if NOT_REPRODUCED in verdicts else INCONCLUSIVE)
-        ours = "; ".join(f"vs {p} {r[1]}" for p, r in zip(rivals, results))
-        out.append(ClaimResult("ALiBi has the lowest perplexity at the longest length", ALIBI,
-                               "ALiBi 18.34 vs T5 43.08, rotary 54.98, sinusoidal 305.65 at 16.6×",
-                               ours, f"ALiBi better than each of {', '.join(rivals)} at {f(Lmax)} (paired)", v,
-                               "; ".join(r[2] for r in results)))
+        add("ALiBi has the lowest perplexity at the longest length", ALIBI,
+            "ALiBi 18.34 vs T5 43.08, rotary 54.98, sinusoidal 305.65 at 16.6×",
+            f"ALiBi better than each of {', '.join(rivals)} at {f(Lmax)} (paired; Holm over rivals)",
+            [Check(f"vs {p}", diff("alibi", p, Lmax), "better") for p in rivals], ["alibi"] + rivals,
+            compared=[("alibi", p) for p in rivals])
     pars = [p for p in ("sinusoidal", "rope", "t5_bias") if has(p, train_len)]
     if has("alibi", train_len) and pars:
-        results = [parity_claim(ppl[("alibi", train_len)], ppl[(p, train_len)]) for p in pars]
-        verdicts = [r[0] for r in results]
-        v = REPRODUCED if all(x == REPRODUCED for x in verdicts) else (
-            NOT_REPRODUCED if NOT_REPRODUCED in verdicts else INCONCLUSIVE)
-        out.append(ClaimResult("At the training length the position methods are on par", ALIBI,
-                               "sinusoidal 20.05, rotary 20.07, T5 19.65, ALiBi 19.73 (within 2%)",
-                               "; ".join(f"{p} {r[1]}" for p, r in zip(pars, results)),
-                               f"each of {', '.join(pars)} within ±5% of ALiBi at 1×", v,
-                               "; ".join(r[2] for r in results)))
+        add("At the training length the position methods are on par", ALIBI,
+            "sinusoidal 20.05, rotary 20.07, T5 19.65, ALiBi 19.73 (within 2%)",
+            f"each of {', '.join(pars)} within ±5% of ALiBi at 1× (TOST; Holm over variants)",
+            [Check(p, diff(p, "alibi", train_len), "parity") for p in pars], ["alibi"] + pars, gate_exempt=True)
     for key, name in (("rope_ntk", "NTK-aware scaling"), ("rope_dynamic_ntk", "Dynamic NTK"), ("rope_yarn", "YaRN")):
-        if has(key, Lmax) and has("rope", Lmax):
-            add(f"{name} without fine-tuning keeps perplexity lower than plain RoPE past the training length", YARN,
-                "far lower than plain RoPE (no table in shared/)", f"{key} better than rope at {f(Lmax)} (paired)",
-                better_claim(ppl[(key, Lmax)], ppl[("rope", Lmax)]))
-    if has("rope_pi", Lmax) and has("rope_ntk", Lmax):
-        add("Position interpolation without fine-tuning hurts: NTK-aware does better", YARN,
-            "PI 8.07 vs NTK 6.24 (Llama-2 7B, 4k → 10k tokens)", f"rope_ntk better than rope_pi at {f(Lmax)} (paired)",
-            better_claim(ppl[("rope_ntk", Lmax)], ppl[("rope_pi", Lmax)]))
-    if has("rope_yarn", Lmax) and has("rope_ntk", Lmax):
-        add("YaRN at least matches NTK-aware scaling", YARN, "YaRN 6.04 vs NTK 6.24",
-            f"rope_yarn better than or within ±5% of rope_ntk at {f(Lmax)} (paired)",
-            parity_claim(ppl[("rope_ntk", Lmax)], ppl[("rope_yarn", Lmax)], not_worse=True))
+        if has("rope", *longer) and has(key, *longer):
+            add(f"{name} without fine-tuning keeps perplexity lower than plain RoPE past the training length",
+                ROPE_NO_FT, "far lower than plain RoPE (qualitative; not fine-tuned)",
+                f"{key} better than rope at every L in {f(longer[0])}–{f(Lmax)} (paired; Holm over lengths)",
+                [Check(f(L), diff(key, "rope", L), "better") for L in longer], [key, "rope"],
+                compared=[(key, "rope")])
+    if has("rope_pi", *longer) and has("rope_ntk", *longer):
+        add("Position interpolation without fine-tuning hurts: NTK-aware does better", PI_NO_FT,
+            "PI degrades without fine-tuning; NTK-aware does not need it (qualitative)",
+            f"rope_ntk better than rope_pi at every L in {f(longer[0])}–{f(Lmax)} (paired; Holm over lengths)",
+            [Check(f(L), diff("rope_ntk", "rope_pi", L), "better") for L in longer], ["rope_ntk", "rope_pi"],
+            compared=[("rope_ntk", "rope_pi")])
+    if has("rope_yarn", *longer) and has("rope_ntk", *longer):
+        add("YaRN without fine-tuning at least matches NTK-aware scaling", ROPE_NO_FT,
+            "YaRN ≤ NTK-aware past the original length (qualitative; not fine-tuned)",
+            f"rope_yarn below ×1.05 of rope_ntk at every L in {f(longer[0])}–{f(Lmax)} (non-inferiority; Holm)",
+            [Check(f(L), diff("rope_yarn", "rope_ntk", L), "not_worse") for L in longer], ["rope_yarn", "rope_ntk"],
+            compared=[("rope_yarn", "rope_ntk")])
     return out
 
 
-def _common(ppl, p: str, L1: int, L0: int) -> list[int]:
-    a, b = ppl[(p, L1)], ppl[(p, L0)]
-    return sorted(s for s in set(a) & set(b) if _finite(a[s]) and _finite(b[s]))
+def _caveats(cells, involved, compared, train_len: int, ctx: Context, gate_exempt: bool, f) -> tuple[list[str], str]:
+    """(caveat lines, the reason the claim is not testable or "") for the variants a claim rests on."""
+    lines: list[str] = []
+    blocked: list[str] = []
+    for p in dict.fromkeys(involved):
+        m = ctx.model(p)
+        if m in ctx.undertrained:
+            lines.append(f"undertrained: {m} ×{ctx.undertrained[m]:.2f} the best trained variant at 1×")
+            if not gate_exempt:
+                blocked.append(f"{m} undertrained (×{ctx.undertrained[m]:.2f} the best at 1×)")
+        cav = [cell.caveat for (q, _), cell in sorted(cells.items(), key=lambda kv: kv[0][1]) if q == p and cell.caveat]
+        if cav:  # the caveat at the longest length that has one says the most
+            msg = cav[-1]
+            lines.append(f"regime: {msg}" if msg.startswith(p) else f"regime: {p}: {msg}")
+        if any((q == p) and (cells[(q, L)].doc_tokens is None) for (q, L) in cells):
+            if not any(x.startswith("text:") for x in lines):
+                lines.append("text: interval over seeds only (rows without per-document losses)")
+    for a, b in compared:
+        ma, mb = ctx.model(a), ctx.model(b)
+        if ma == mb or gate_exempt or not (cells.get((ma, train_len)) and cells.get((mb, train_len))):
+            continue
+        gap = contrast([(1.0, cells[(ma, train_len)]), (-1.0, cells[(mb, train_len)])])
+        if math.isfinite(gap.delta) and abs(gap.delta) > math.log(1.0 + ctx.parity_tol):
+            lines.append(f"parity gate: {ma} ×{math.exp(gap.delta):.2f} of {mb} at 1× (tolerance ±"
+                         f"{100 * ctx.parity_tol:.0f}%)")
+            blocked.append(f"{ma} ×{math.exp(gap.delta):.2f} of {mb} at 1×, beyond ±{100 * ctx.parity_tol:.0f}%")
+    return lines, "; ".join(dict.fromkeys(blocked))
 
 
 def claims_frame(results: Sequence[ClaimResult]):
@@ -238,4 +447,5 @@ def claims_frame(results: Sequence[ClaimResult]):
     import pandas as pd
 
     return pd.DataFrame([r.as_row() for r in results],
-                        columns=["claim", "published", "source", "ours (95% CI)", "test", "verdict", "detail"])
+                        columns=["claim", "published", "source", "ours (95% CI)", "test", "verdict", "detail",
+                                 "caveats", "by length", "protocol"])

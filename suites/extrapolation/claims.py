@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ablate.claims import claims_frame, extrapolation_claims
-from ablate.stats import above_chance
+from ablate.claims import Context, claims_frame, extrapolation_claims
+from ablate.stats import above_chance, clustered_above_chance
 from ablate.tables import to_markdown, write_table
 
-from .summary import _variant_order, per_seed_ppl
+from .constants import FAIR_TOL
+from .summary import _number, _variant_order, claim_cells, ppl_summary
 
 
 def undertrained(summary, train_len: int, tol: float = 0.10) -> dict[str, float]:
@@ -51,33 +52,71 @@ def _notes(summary, train_len: int, flags: dict[str, float], tol: float) -> list
     return (["### Notes", ""] + notes + [""]) if notes else []
 
 
+def _learned(row, chance: float) -> bool:
+    """Is this summary cell above chance? Clustered by seed (:func:`ablate.stats.clustered_above_chance`): the one-sided
+    binomial test with one seed; with several, a one-sided t-test over the per-seed accuracies and the binomial test
+    of the pooled trials, both at 5%."""
+    if "seed_correct" in row and isinstance(row["seed_correct"], list):
+        return clustered_above_chance(row["seed_correct"], row["seed_trials"], chance)
+    return above_chance(int(row["correct"]), int(row["trials"]), chance)
+
+
 def _probe_notes(summ, chance: float, order: list[str]) -> list[str]:
     """Variants that did not learn the probe: at the shortest length (train_len) their accuracy is not above chance
-    by a one-sided exact binomial test, so their accuracy past it says nothing about extrapolation."""
+    (the summary's ``chance`` at that length, else ``chance``; :func:`_learned`), so their accuracy past it says
+    nothing about extrapolation. When no variant learned it, the note says so and the probe scores no claim."""
     shortest = int(summ["eval_len"].min())
     at = summ[summ["eval_len"] == shortest]
+    level = float(at["chance"].mean()) if "chance" in at and at["chance"].notna().any() else chance
     failed = [p for p in order if len(at[at["position"] == p]) and
-              not above_chance(int(at[at["position"] == p]["correct"].iloc[0]),
-                               int(at[at["position"] == p]["trials"].iloc[0]), chance)]
+              not _learned(at[at["position"] == p].iloc[0], level)]
     if not failed:
         return []
+    test = ("one-sided t-test over seeds and binomial test of the pooled trials, 5%"
+            if int(at["seeds"].max()) >= 2 else "one-sided binomial test, 5%")
     if len(failed) == len(at):
-        return [f"**Not learned:** no variant retrieves above chance ({chance:.2f}) at {shortest} tokens, where the "
-                f"models were trained (one-sided binomial test, 5%): the probe is too hard for this model and budget, "
-                f"and this table says nothing about extrapolation.", ""]
-    return [f"**Not learned** at {shortest} tokens (not above chance {chance:.2g}, one-sided binomial test, 5%): "
+        return [f"**No variant learned the probe:** none retrieves above chance ({level:.2g}) at {shortest} tokens, "
+                f"where the models were trained ({test}). The probe is too hard for this model and budget: this table "
+                f"says nothing about extrapolation, and no claim is scored on it.", ""]
+    return [f"**Not learned** at {shortest} tokens (not above chance {level:.2g}, {test}): "
             + ", ".join(f"`{p}`" for p in failed) + "; their accuracy past it says nothing about extrapolation.", ""]
+
 
 def claims_section(g, train_len: int, line: str, out_dir: Path, slug: str) -> tuple[list[Path], list[str]]:
     """The published claims tested on one protocol group's perplexity rows: (table files, index lines); nothing
     when no claim applies to the variants and lengths measured."""
-    claims = extrapolation_claims(per_seed_ppl(g), train_len)
+    summary = ppl_summary(g)
+    trained = {str(r.position): str(r.trained) for r in summary.itertuples()} if not summary.empty else {}
+    first = g.iloc[0] if len(g) else {}
+    mode = str(first.get("mode", "nonoverlap")) if len(g) else "nonoverlap"
+    stride = first.get("stride") if len(g) else None
+    protocol = (f"sliding window, stride {int(stride)}" if mode == "sliding" and _number(stride)
+                else "non-overlapping windows")
+    ctx = Context(trained=trained, undertrained=undertrained(summary, train_len, FAIR_TOL), protocol=protocol,
+                  mode=mode)
+    cells = claim_cells(g)
+    claims = extrapolation_claims(cells, train_len, ctx)
     if not claims:
         return [], []
     cf = claims_frame(claims)
+    what = ("seeds × held-out documents (two-way random effects)" if all(c.doc_tokens for c in cells.values())
+            else "seeds only (these rows carry no per-document losses: the text is held fixed)")
     md3, tex3 = write_table(cf, out_dir / f"extrapolation_claims{slug}",
-                            caption=f"Published claims vs this run ({line}); verdicts from 95% intervals over "
-                                    "seeds (see ablate.claims).")
+                            caption=f"Published claims vs this run ({line}); verdicts from 95% intervals over {what}; "
+                                    "a claim covering several lengths or rivals holds only at every one (Holm); a "
+                                    "comparison whose variants are undertrained or off parity at train_len is not "
+                                    "testable (see ablate.claims, docs/claims.md).")
     counts = cf["verdict"].value_counts()
-    tally = ", ".join(f"{int(counts.get(v, 0))} {v}" for v in ("reproduced", "not reproduced", "inconclusive"))
-    return [md3, tex3], ["### Published claims vs this run", "", f"{tally} (of {len(cf)}).", "", to_markdown(cf), ""]
+    tally = ", ".join(f"{int(counts.get(v, 0))} {v}" for v in ("reproduced", "not reproduced", "inconclusive",
+                                                                  "not testable"))
+    return [md3, tex3], ["### Published claims vs this run", "", f"{tally} (of {len(cf)}).", "",
+                         to_markdown(cf), "", *why_lines(claims), ""]
+
+
+def why_lines(claims) -> list[str]:
+    """One line per claim saying why its verdict came out as it did (the detail and the caveats in words)."""
+    out = ["#### Why each verdict", ""]
+    for c in claims:
+        bits = [c.detail] + ([f"caveats: {c.caveats}"] if c.caveats else [])
+        out.append(f"* **{c.claim}** — *{c.verdict}*: " + "; ".join(b for b in bits if b) + ".")
+    return out

@@ -1,6 +1,6 @@
 """Summaries of the rows, torch-free (the report and the terminal print share them): perplexity per (variant,
 length) with its 95% interval over seeds, effective length, per-seed perplexities for the claims, protocol groups,
-and the retrieval probes pooled over depths and seeds."""
+and the retrieval probes (pooled over depths, intervals clustered by seed)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate.stats import summarize, t_ppf, wilson_interval
+from ablate.stats import clustered_proportion, summarize, t_ppf
 
 from .constants import METRIC_PPL, POSITIONS, PROTOCOL_COLS, ROPE_SCALINGS
 
@@ -86,6 +86,39 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def claim_cells(df) -> dict[tuple[str, int], Any]:
+    """``{(position, eval_len): ablate.claims.Cell}`` over the ok perplexity rows: per-seed perplexity, and the
+    per-document losses where the rows carry them (rows made before they existed give seed-only cells)."""
+    from ablate.claims import Cell
+
+    out: dict[tuple[str, int], Any] = {}
+    sub = df[(df["metric"] == METRIC_PPL) & (df["status"] == "ok")] if "metric" in df.columns else df.iloc[0:0]
+    cols = set(sub.columns)
+    acc: dict[tuple[str, int], dict] = {}
+    for r in sub.to_dict("records"):
+        if not _number(r.get("value")):
+            continue
+        k = (str(r["position"]), int(r["eval_len"]))
+        a = acc.setdefault(k, {"ppl": {}, "doc_loss": {}, "tokens": set(), "sets": set(), "caveat": ""})
+        seed = int(r["seed"])
+        a["ppl"][seed] = float(r["value"])
+        dl, dt = r.get("doc_loss"), r.get("doc_tokens")
+        if "doc_loss" in cols and isinstance(dl, (list, tuple)) and isinstance(dt, (list, tuple)) and len(dl) == len(dt):
+            a["doc_loss"][seed] = tuple(float(x) for x in dl)
+            a["tokens"].add(tuple(int(x) for x in dt))
+            a["sets"].add(str(r.get("eval_set")))
+        else:
+            a["tokens"].add(None)
+        cav = r.get("caveat")
+        if isinstance(cav, str) and cav:
+            a["caveat"] = cav
+    for k, a in acc.items():
+        whole = len(a["tokens"]) == 1 and None not in a["tokens"] and len(a["sets"]) == 1
+        out[k] = Cell(a["ppl"], a["doc_loss"] if whole else {}, next(iter(a["tokens"])) if whole else None,
+                      next(iter(a["sets"])) if whole else None, a["caveat"])
+    return out
+
+
 def per_seed_ppl(df) -> dict[tuple[str, int], dict[int, float]]:
     """``{(position, eval_len): {seed: perplexity}}`` over the ok perplexity rows (claims are paired by seed)."""
     out: dict[tuple[str, int], dict[int, float]] = {}
@@ -126,6 +159,7 @@ def _probe_counts(pk) -> Any:
 
 
 def probe_chance(pk) -> float:
+    """The highest chance level of the rows (older rows without a ``chance`` column: a random number)."""
     vals = [float(v) for v in pk.get("chance", []).tolist() if _number(v)] if "chance" in pk else []
     if vals:
         return max(vals)
@@ -133,14 +167,48 @@ def probe_chance(pk) -> float:
     return 10.0 ** -digits
 
 
+def _chance_of(g, fallback: float) -> float:
+    """Mean chance level of a group of rows (each depth has the same number of trials, so the chance of the
+    accuracy pooled over depths is the mean of the per-depth chances); ``fallback`` for rows without one."""
+    vals = [float(v) for v in g["chance"].tolist() if _number(v)] if "chance" in g else []
+    return float(np.mean(vals)) if vals else fallback
+
+
 def probe_summary(pk):
-    """Long frame: position, eval_len, correct, trials, acc, Wilson lo/hi -- pooled over depths and seeds."""
+    """Long frame: position, eval_len, acc, lo, hi, correct, trials, seeds, seed_correct / seed_trials (per seed,
+    pooled over depths), chance (from the rows: per depth, averaged over the depths) and ``interval``.
+
+    Trials of one trained model are not independent of each other, so the interval is clustered by seed
+    (:func:`ablate.stats.clustered_proportion`): with two seeds or more, ``acc`` is the mean of the per-seed
+    accuracies and ``lo``/``hi`` the 95% t-interval over seeds (at least as wide as the pooled Wilson interval);
+    with one seed, the 95% Wilson interval of its trials."""
     pk = _probe_counts(pk)
+    fallback = probe_chance(pk)
     rows = []
     for (pos, L), g in pk.groupby(["position", "eval_len"], sort=False):
-        k, n = int(g["correct_n"].sum()), int(g["trials_n"].sum())
-        lo, hi = wilson_interval(k, n) if n else (float("nan"), float("nan"))
-        rows.append({"position": pos, "eval_len": int(L), "correct": k, "trials": n, "acc": k / n if n else
-                     float("nan"), "lo": lo, "hi": hi, "seeds": int(g["seed"].nunique())})
+        per = g.groupby("seed", sort=True)[["correct_n", "trials_n"]].sum()
+        c = clustered_proportion(per["correct_n"].tolist(), per["trials_n"].tolist())
+        nan = float("nan")
+        rows.append({"position": pos, "eval_len": int(L), "correct": c.correct, "trials": c.trials,
+                     "acc": nan if c.mean is None else c.mean, "lo": nan if c.lo is None else c.lo,
+                     "hi": nan if c.hi is None else c.hi, "seeds": int(g["seed"].nunique()),
+                     "seed_correct": [int(x) for x in per["correct_n"]], "seed_trials": [int(x) for x in per["trials_n"]],
+                     "interval": c.method, "chance": _chance_of(g, fallback)})
     return pd.DataFrame(rows)
+
+
+def probe_chance_by_depth(pk) -> dict[float, float]:
+    """``{depth: chance}`` of the rows (averaged over lengths; the multikey placement makes it the same at every
+    length and depth, the rows carry what the generator computed)."""
+    fallback = probe_chance(pk)
+    return {float(d): _chance_of(g, fallback) for d, g in pk.groupby("depth", sort=True)}
+
+
+def interval_note(summ) -> str:
+    """The caption's words for the intervals of a :func:`probe_summary`."""
+    seeds = int(summ["seeds"].max()) if len(summ) else 1
+    if seeds >= 2:
+        return (f"mean of the {seeds} per-seed accuracies (each pooled over depths) with the 95% t-interval over seeds, "
+                "widened to at least the pooled Wilson interval (clustered by seed, not pooled)")
+    return "accuracy pooled over depths with the 95% Wilson interval of the one seed's trials"
 
