@@ -34,7 +34,7 @@ import numpy as np
 from ablate.data import DOC_SEP
 from ablate.errors import ConfigError
 
-__all__ = ["EvalSet", "draw", "ROLES"]
+__all__ = ["EvalSet", "draw", "ROLES", "unigram_loss"]
 
 ROLES = ("test", "tune")
 
@@ -182,3 +182,20 @@ def draw(corpus, tokens: int, *, max_doc_tokens: int | None = None, min_doc_toke
                               "eval.tokens or give more data")
     stream = np.concatenate(parts)
     return _make(stream, bounds, ids, kind, max_doc_tokens, seed, role, cut)
+
+
+_UNIGRAM: dict[tuple, np.ndarray] = {}
+
+
+def unigram_loss(corpus, es: EvalSet) -> float:
+    """Mean loss (nats/token) of a context-free unigram model on ``es``'s targets: add-one token counts of the
+    training split. A reference line: a model scoring above it past train_len is worse than using no context."""
+    key = (getattr(corpus, "hash", None), len(corpus.train), int(corpus.vocab_size))
+    if key not in _UNIGRAM:
+        counts = np.ones(int(corpus.vocab_size), dtype=np.float64)
+        step = 1 << 24
+        for i in range(0, len(corpus.train), step):
+            counts += np.bincount(np.asarray(corpus.train[i:i + step], dtype=np.int64), minlength=len(counts))
+        _UNIGRAM[key] = np.log(counts / counts.sum())
+    logp = _UNIGRAM[key]
+    return float(-logp[np.asarray(es.stream[1:], dtype=np.int64)].mean())

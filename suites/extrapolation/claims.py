@@ -34,7 +34,38 @@ def _table_bound(summary, pos: str, train_len: int) -> bool:
     return bool(len(at) and (at["status"] == "ok").all() and len(past) and (past["status"] == "unsupported").all())
 
 
-def _notes(summary, train_len: int, flags: dict[str, float], tol: float) -> list[str]:
+def _reference_notes(summary, rows, train_len: int) -> list[str]:
+    """Where variants fall behind the two references: a context-free unigram model (the rows' ``unigram_loss``) and
+    NoPE (``none``), past train_len."""
+    out = []
+    if "unigram_loss" in rows.columns:
+        u = [v for v in rows["unigram_loss"].tolist() if _number(v)]
+        if u:
+            uni = float(np.exp(np.median(u)))
+            past = summary[(summary["eval_len"] > train_len) & np.isfinite(summary["mean"])]
+            worse = {}
+            for r in past.itertuples():
+                if r.mean > uni:
+                    worse.setdefault(str(r.position), []).append(f"{int(r.eval_len) // train_len}×")
+            line = (f"* **unigram reference**: a context-free unigram model (add-one counts of the training split) "
+                    f"scores perplexity {uni:.2f} on the same documents.")
+            if worse:
+                line += " Worse than it past train_len: " + "; ".join(
+                    f"`{p}` at {', '.join(ls)}" for p, ls in worse.items()) + " (these use their context harmfully)."
+            out.append(line)
+    if "none" in set(summary["position"]):
+        nope = summary[summary["position"] == "none"].set_index("eval_len")["mean"]
+        beat = {}
+        for r in summary[(summary["eval_len"] > train_len) & (summary["position"] != "none")].itertuples():
+            if r.eval_len in nope.index and np.isfinite(r.mean) and r.mean > nope[r.eval_len]:
+                beat.setdefault(str(r.position), []).append(f"{int(r.eval_len) // train_len}×")
+        if beat:
+            out.append("* **NoPE reference** (`none`, no position signal) has lower perplexity than "
+                       + "; ".join(f"`{p}` at {', '.join(ls)}" for p, ls in beat.items()) + ".")
+    return out
+
+
+def _notes(summary, train_len: int, flags: dict[str, float], tol: float, rows=None) -> list[str]:
     """Reading notes: degenerate setups the rows carry (caveats), weak baselines, and method effects."""
     notes = []
     for pos in _variant_order(summary):  # the caveat at the longest length that has one says the most
@@ -44,6 +75,7 @@ def _notes(summary, train_len: int, flags: dict[str, float], tol: float) -> list
     for pos, ratio in flags.items():
         notes.append(f"* **undertrained** `{pos}`: its perplexity at train_len is ×{ratio:.2f} the best trained "
                      f"variant's (tolerance ×{1 + tol:.2f}); its extrapolation is that of a weaker model.")
+    notes += _reference_notes(summary, rows, train_len) if rows is not None else []
     bounded = [p for p in _variant_order(summary) if _table_bound(summary, p, train_len)]
     for p in bounded:
         if not any(f"`{p}`" in n for n in notes):

@@ -68,8 +68,9 @@ def fig_ppl_vs_length(summary, order: list[str], train_len: int, pal: dict, mark
 def fig_loss_vs_position(g, order: list[str], train_len: int, pal: dict, stem: Path,
                          markers: dict | None = None) -> list[Path]:
     """Figure 2: loss vs token position inside the window, one panel per eval length, mean over seeds with its 95%
-    t-interval band (no band with one seed; the legend title says which, and n); no files when no row has a
-    per-position loss."""
+    t-interval band (no band with one seed; the legend title says which, and n); a dashed grey line at the loss of a
+    context-free unigram model on the same documents, and ``none`` (NoPE) among the curves as the no-position
+    reference; no files when no row has a per-position loss."""
     markers = markers or {}
     ok = g[(g["status"] == "ok")] if "pos_loss" in g.columns else g.iloc[0:0]
     recs = []
@@ -104,6 +105,9 @@ def fig_loss_vs_position(g, order: list[str], train_len: int, pal: dict, stem: P
                     ax.fill_between(m.index, m.values - half, m.values + half, color=pal.get(pos), alpha=0.12, lw=0)
                 ns += [int(k) for k in n.values]
             ax.axvline(train_len, color="0.3", ls=":", lw=1.0)
+            uni = _unigram(ok, L)
+            if uni is not None:  # reference: a context-free model on the same documents
+                ax.axhline(uni, color="0.45", ls=(0, (4, 2)), lw=1.0, label="unigram (no context)")
             ax.set_title(f"eval_len {L}", fontsize=9)
             ax.set_xlabel("token position in window")
         axes[0][0].set_ylabel("loss (nats/token, mean over seeds)")
@@ -111,7 +115,7 @@ def fig_loss_vs_position(g, order: list[str], train_len: int, pal: dict, stem: P
         for ax in axes[0]:
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 seen.setdefault(lab, h)
-        labels = [p for p in order if p in seen]
+        labels = [p for p in order if p in seen] + [x for x in ("unigram (no context)",) if x in seen]
         handles = [seen[p] for p in labels]
         ncol = min(10, len(labels))
         rows = math.ceil(len(labels) / ncol) + 1
@@ -122,9 +126,20 @@ def fig_loss_vs_position(g, order: list[str], train_len: int, pal: dict, stem: P
         return list(savefig(fig, stem))
 
 
-def fig_probe_vs_length(summ, task: str, order: list[str], chance: float, pal: dict, markers: dict,
+def _unigram(rows, L: int) -> float | None:
+    """The unigram reference loss the rows at eval length ``L`` carry (the same for every row of a document
+    sample), or None for rows made before it was recorded."""
+    if "unigram_loss" not in rows.columns:
+        return None
+    v = pd.to_numeric(rows.loc[rows["eval_len"] == L, "unigram_loss"], errors="coerce").dropna()
+    return float(v.median()) if len(v) else None
+
+
+def fig_probe_vs_length(summ, task: str, order: list[str], chance: float | None, pal: dict, markers: dict,
                         stem: Path) -> list[Path]:
-    """A probe's accuracy vs context length with 95% Wilson bands, and the chance level."""
+    """A probe's accuracy vs context length with 95% bands (t-interval over seeds with two seeds or more, Wilson
+    with one: :func:`probe_summary`), and the chance level at each length as the generator computed it (the
+    summary's ``chance`` column; ``chance``: a level for summaries without one)."""
     with plot_style():
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
         for pos in order:
@@ -132,8 +147,15 @@ def fig_probe_vs_length(summ, task: str, order: list[str], chance: float, pal: d
             ax.plot(s["eval_len"], s["acc"], marker=markers.get(pos, "o"), ms=4, lw=1.5, color=pal.get(pos),
                     ls="--" if pos in ROPE_SCALINGS else "-", label=pos)
             ax.fill_between(s["eval_len"], s["lo"], s["hi"], color=pal.get(pos), alpha=0.12, lw=0)
-        ax.axhline(chance, color="0.3", ls=":", lw=1.2, label=f"chance ({chance:.2g})")
         lens = sorted(summ["eval_len"].unique())
+        if "chance" in summ and summ["chance"].notna().any():
+            ch = summ.groupby("eval_len")["chance"].mean().reindex(lens)
+            lo_c, hi_c = float(ch.min()), float(ch.max())
+            what = f"{lo_c:.2g}" if math.isclose(lo_c, hi_c, rel_tol=1e-3) else f"{lo_c:.2g}–{hi_c:.2g}"
+            ax.plot(lens, ch.to_numpy(dtype=float), color="0.3", ls=":", lw=1.2, drawstyle="steps-mid",
+                    label=f"chance ({what})")
+        elif chance is not None:
+            ax.axhline(chance, color="0.3", ls=":", lw=1.2, label=f"chance ({chance:.2g})")
         ax.set_xscale("log", base=2)
         ax.set_xticks(lens)
         ax.set_xticklabels([str(int(L)) for L in lens])
@@ -142,12 +164,20 @@ def fig_probe_vs_length(summ, task: str, order: list[str], chance: float, pal: d
         ax.set_ylabel("accuracy")
         ax.set_title(PROBE_TITLES[task].split(" (")[0])
         seeds = int(summ["seeds"].max()) if "seeds" in summ and len(summ) else 1
-        _legend_outside(ax, f"band: 95% Wilson interval pooled over depths, n={seeds} seed{'s' * (seeds != 1)}")
+        band = (f"band: 95% t-interval over n={seeds} seeds" if seeds >= 2 else
+                "band: 95% Wilson interval, n=1 seed")
+        _legend_outside(ax, band + ";\naccuracy pooled over depths")
         return list(savefig(fig, stem))
 
 
-def _probe_heatmaps(pk, order: list[str], stem: Path) -> list[Path]:
-    """A probe's accuracy by needle depth x context length, one heatmap per variant (mean over seeds)."""
+def _chance_label(chance: dict, depth: float) -> str:
+    c = chance.get(float(depth))
+    return "—" if c is None or not np.isfinite(c) else (f"{c:.2f}" if c >= 0.01 else f"{c:.2g}")
+
+
+def _probe_heatmaps(pk, order: list[str], stem: Path, chance: dict | None = None) -> list[Path]:
+    """A probe's accuracy by needle depth x context length, one heatmap per variant (mean over seeds). ``chance``:
+    ``{depth: chance level}`` (:func:`probe_chance_by_depth`), printed beside each depth's label."""
     pk = pk.copy()
     pk["acc"] = pd.to_numeric(pk["value"], errors="coerce")
     agg = pk.groupby(["position", "eval_len", "depth"], sort=False)["acc"].mean().reset_index()
@@ -169,10 +199,11 @@ def _probe_heatmaps(pk, order: list[str], stem: Path) -> list[Path]:
             ax.set_xticks(range(len(all_lens)))
             ax.set_xticklabels([str(L) for L in all_lens], fontsize=7, rotation=45)
             ax.set_yticks(range(len(all_depths)))
-            ax.set_yticklabels([f"{d:g}" for d in all_depths], fontsize=7)
+            ax.set_yticklabels([f"{d:g}" if chance is None else f"{d:g} ({_chance_label(chance, d)})"
+                                for d in all_depths], fontsize=7)
             ax.grid(False)
             if i % cols == 0:
-                ax.set_ylabel("needle depth")
+                ax.set_ylabel("needle depth" if chance is None else "needle depth (chance)")
             if i // cols == rows_ - 1 or i + cols >= n:
                 ax.set_xlabel("eval_len")
         for j in range(n, rows_ * cols):

@@ -15,15 +15,18 @@ import torch
 from ablate.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
 from ablate.data import Batches, Corpus
 from ablate.errors import PositionRangeError
+from ablate.evalset import unigram_loss
 from ablate.evaluate import PasskeyBatches, evaluate, passkey_loss, probe_correct
 from ablate.livelog import model_run
 from ablate.model import Transformer
 from ablate.results import ResultWriter, status_from_exception
 from ablate.stats import wilson_interval
 from ablate.train import lm_loss, log_entry, train
-from ablate.variants.positions import position_caveats
+from ablate.registry import POSITION
+from ablate.variants.positions import ROPE_TEMPERATURE, position_caveats, rope_attention_factor
 
 from .config import ExtrapolationConfig, config_id, decodes_incrementally, eval_set, eval_stride, probe_of
+from .finetune import run_finetune
 from .plan import Job, RowSpec, job_model, scales_embeddings
 
 
@@ -99,9 +102,8 @@ def _run_job(cfg, job: Job, todo: list[RowSpec], corpus: Corpus, device: str, wr
 
 def _train_and_score(cfg, job: Job, todo: list[RowSpec], corpus: Corpus, device: str, writer: ResultWriter,
                      ckpt_dir: Path, opts, prog, overall, run_cfg, on_log) -> int:
-    ckpt = _ckpt_path(ckpt_dir, job, config_id(cfg, corpus, job.kind), scaled=scales_embeddings(cfg, job.position))
     try:
-        model, info = _train_job(cfg, job, corpus, device, ckpt, prog, reuse=opts.resume, on_log=on_log)
+        model, info = _train_or_finetune(cfg, job, corpus, device, ckpt_dir, prog, opts.resume, on_log)
     except Exception as exc:  # OOM, a kernel that fails: every row of this job says so
         if _is_oom(exc) and device == "cuda":
             torch.cuda.empty_cache()
@@ -126,6 +128,50 @@ def _train_and_score(cfg, job: Job, todo: list[RowSpec], corpus: Corpus, device:
     return trained
 
 
+def _train_or_finetune(cfg, job: Job, corpus: Corpus, device: str, ckpt_dir: Path, prog, reuse: bool, on_log):
+    """(model or None, info): the job's pre-trained model; for a fine-tuning job (``job.finetune``), the pre-trained
+    model of the same variant and seed (its checkpoint, trained first when missing) fine-tuned or loaded from the
+    fine-tuned checkpoint (suites/extrapolation/finetune.py)."""
+    cid = config_id(cfg, corpus, job.kind)
+    base = Job(job.kind, job.position, job.seed, [])
+    base_ckpt = _ckpt_path(ckpt_dir, base, cid, scaled=scales_embeddings(cfg, job.position))
+    if job.finetune is None:
+        return _train_job(cfg, job, corpus, device, base_ckpt, prog, reuse=reuse, on_log=on_log)
+    model, info = _train_job(cfg, base, corpus, device, base_ckpt, prog, reuse=reuse)
+    if model is None:
+        return None, info
+    ft = job.finetune
+    return run_finetune(cfg, ft, model, corpus, job.seed, device, ckpt_dir / f"{job.name}-{cid}-{ft.id}.pt", prog,
+                        reuse, info, job.name, _load_payload, _save)
+
+
+def _load_payload(path: Path) -> dict | None:
+    """A checkpoint's payload, or None when there is none or it is unusable (removed, with a warning)."""
+    if not path.is_file():
+        return None
+    try:
+        return load_checkpoint(path)
+    except CorruptCheckpoint as exc:
+        sys.stderr.write(f"ablate: warning: checkpoint {path} is unusable ({' '.join(exc.why.split())[:200]}); "
+                         "fine-tuning again\n")
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _scaling_fields(cfg, job: Job, r: RowSpec) -> dict[str, Any]:
+    """What a RoPE row really ran: the attention factor on q and k, whether YaRN's temperature was on, and the
+    fine-tuning steps behind the model (0: none; fine-tuned rows carry theirs in the key)."""
+    entry = POSITION.get(r.evaluated)
+    if entry.supports.get("kind") != "rotary":
+        return {}
+    mcfg = replace(job_model(cfg, job.position), position=r.evaluated, rope_scale=r.scale)
+    out: dict[str, Any] = {"attention_factor": rope_attention_factor(r.evaluated, mcfg),
+                           "rope_temperature": ROPE_TEMPERATURE[entry.supports.get("scaling", "default")]}
+    if "finetune_steps" not in r.key:
+        out["finetune_steps"] = 0
+    return out
+
+
 def _unit(r: RowSpec) -> str:
     return "fraction" if r.depth is not None else "ppl"
 
@@ -146,10 +192,11 @@ def _evaluate_job(cfg, job: Job, todo: list[RowSpec], model, corpus: Corpus, dev
     current = (job.position, 1.0)
     amp = cfg.train.amp if device == "cuda" else None
     es, stride = eval_set(cfg, corpus), eval_stride(cfg)
+    scored: dict[tuple, Any] = {}  # (evaluated, scale, eval_len) -> result: a fixed s equal to the ideal one runs once
     for r in todo:
         want = (r.evaluated, r.scale)
         metrics: dict[str, Any] = {"unit": _unit(r), "scale_factor": r.eval_len / cfg.model.train_len, **info,
-                                   **_caveats(cfg, job, r)}
+                                   **_caveats(cfg, job, r), **_scaling_fields(cfg, job, r)}
         if job.kind == "lm":
             metrics.update({k: v for k, v in {**corpus.describe(), **es.describe()}.items() if k not in r.key})
         try:
@@ -158,15 +205,19 @@ def _evaluate_job(cfg, job: Job, todo: list[RowSpec], model, corpus: Corpus, dev
                 current = want
             if r.depth is None:
                 chunk = cfg.eval.decode_chunk if decodes_incrementally(r.evaluated) else None
-                res = evaluate(model, es.stream, r.eval_len, tokens=es.tokens, mode=cfg.eval.mode, stride=stride,
-                               batch_tokens=cfg.eval.batch_tokens, byte_level=corpus.byte_level, device=device,
-                               amp=amp, pos_bins=cfg.eval.pos_bins, decode_chunk=chunk,
-                               prefill=cfg.model.train_len, units=es.bounds)
+                same = (r.evaluated, r.scale, r.eval_len)
+                res = scored.get(same) or evaluate(model, es.stream, r.eval_len, tokens=es.tokens, mode=cfg.eval.mode,
+                                                   stride=stride, batch_tokens=cfg.eval.batch_tokens,
+                                                   byte_level=corpus.byte_level, device=device, amp=amp,
+                                                   pos_bins=cfg.eval.pos_bins, decode_chunk=chunk,
+                                                   prefill=cfg.model.train_len, units=es.bounds)
+                scored[same] = res
                 nbytes = es.scored_bytes(corpus)
                 metrics.update(value=res.ppl, loss=res.loss, ppl=res.ppl,
                                bpb=res.loss * res.tokens / (nbytes * math.log(2)) if nbytes else None,
                                eval_bytes=nbytes, windows=res.windows, pos_loss=res.pos_loss, pos_bin=res.pos_bin,
-                               eval_s=res.elapsed_s, doc_loss=[round(x, 4) for x in res.unit_loss])
+                               eval_s=res.elapsed_s, doc_loss=[round(x, 4) for x in res.unit_loss],
+                               unigram_loss=unigram_loss(corpus, es))
                 if "decode" not in r.key:
                     metrics["decode"] = "full"
             else:

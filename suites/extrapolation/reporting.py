@@ -12,7 +12,8 @@ from ablate.tables import write_table
 from .claims import _notes, _probe_notes, claims_section, undertrained
 from .constants import FAIR_TOL, METRIC_PPL, PROBE_TASKS, PROBE_TITLES, SUITE
 from .figures import _probe_heatmaps, fig_loss_vs_position, fig_ppl_vs_length, fig_probe_vs_length, variant_style
-from .summary import _number, _protocol_groups, _variant_order, ppl_summary, probe_chance, probe_summary, protocol_line
+from .summary import (_number, _protocol_groups, _variant_order, interval_note, ppl_summary, probe_chance,
+                      probe_chance_by_depth, probe_summary, protocol_line)
 from .tables import effective_table, ppl_table, probe_table
 
 
@@ -36,19 +37,22 @@ def _probe_report(df, out_dir: Path, pal: dict, markers: dict) -> tuple[list[Pat
             continue
         chance = probe_chance(pk)
         summ = probe_summary(pk)
+        by_depth = probe_chance_by_depth(pk)
         order = _variant_order(summ)
-        seeds = int(summ["seeds"].max())
         keys = int(pk["keys"].iloc[0]) if task == "multikey" and "keys" in pk and _number(pk["keys"].iloc[0]) \
             else None
-        what = (f"chance {chance:.2f} = a random needle's value of {keys}" if keys else
-                f"chance {chance:.2g} = a random {int(round(-math.log10(chance)))}-digit number")
+        lo_c, hi_c = min(by_depth.values()), max(by_depth.values())
+        level = f"{lo_c:.2g}" if math.isclose(lo_c, hi_c, rel_tol=1e-3) else f"{lo_c:.2g} to {hi_c:.2g}"
+        what = (f"chance (row *chance*, {level} at every depth) = the best content-only answer, copying a random, the "
+                f"first or the latest of the {keys} needles' values, computed exactly from the generator's placement"
+                if keys else f"chance {chance:.2g} = a random {int(round(-math.log10(chance)))}-digit number")
         md, tex = write_table(probe_table(pk), out_dir / f"extrapolation_{task}",
-                              caption=f"{PROBE_TITLES[task]}: accuracy by context length, pooled over needle depths "
-                                      f"and {seeds} seed(s), with 95% Wilson intervals; {what}.")
+                              caption=f"{PROBE_TITLES[task]}: accuracy by context length: {interval_note(summ)}; "
+                                      f"{what}.")
         written += [md, tex]
         written += fig_probe_vs_length(summ, task, order, chance, pal, markers,
                                        out_dir / f"extrapolation_{task}_vs_length")
-        written += _probe_heatmaps(pk, order, out_dir / f"extrapolation_{task}")
+        written += _probe_heatmaps(pk, order, out_dir / f"extrapolation_{task}", chance=by_depth)
         index += [f"## {PROBE_TITLES[task]}", "", md.read_text(), ""] + _probe_notes(summ, chance, order) + [
                   f"![{task} vs length](extrapolation_{task}_vs_length.png)", "",
                   f"![{task} by depth](extrapolation_{task}.png)", ""]
@@ -96,7 +100,7 @@ def report(df, out_dir: Path) -> list[Path]:
         written += [md, tex, md2, tex2]
         index += [f"## Protocol{': ' + slug[1:] if slug else ''}", "", line, "",
                   "### Perplexity", "", md.read_text(), "", "### Effective length", "", md2.read_text(), ""]
-        index += _notes(summary, train_len, flags, tol)
+        index += _notes(summary, train_len, flags, tol, rows=g)
 
         order = _variant_order(summary)
         written += fig_ppl_vs_length(summary, order, train_len, pal, markers,
