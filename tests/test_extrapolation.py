@@ -261,14 +261,19 @@ def test_effective_length_and_interval():
     assert math.isnan(ex.mean_ci([5.0])[1])
 
 
-def test_sinusoidal_model_scales_its_embeddings_and_says_so_in_its_key():
-    """Vaswani et al. sec. 3.4: the sinusoidal variant multiplies token embeddings by sqrt(d); its rows carry that
-    in their key (a different model from an unscaled one) and the other variants are untouched."""
+def test_one_embedding_treatment_for_every_variant_named_in_every_row():
+    """The ALiBi paper's fairseq decoder scales token embeddings by sqrt(d) for every variant it trains: the presets
+    do the same for every trained variant (not for sinusoidal alone), every row says so in its key, and
+    ``model.scale_embeddings=false`` turns it off for all (a factor of its own: other config ids, other rows)."""
+    for preset in ("micro", "tiny", "small", "gpu", "paper"):
+        cfg = ex.resolve(preset)
+        assert all(ex.job_model(cfg, p).scale_embeddings for p in ex.POSITIONS), preset
     cfg = ex.resolve("micro")
-    assert ex.job_model(cfg, "sinusoidal").scale_embeddings and not ex.job_model(cfg, "rope").scale_embeddings
     corpus = load_corpus(None, default=cfg.data.corpus, val_frac=cfg.data.val_frac)
-    jobs = {j.position: j for j in ex.plan_jobs(cfg, "micro", corpus, "cpu", [0]) if j.kind == "lm"}
-    assert all(r.key.get("scale_embeddings") is True for r in jobs["sinusoidal"].rows)
-    assert all("scale_embeddings" not in r.key for r in jobs["rope"].rows)
-    user = ex.resolve("micro", ["model.scale_embeddings=true"])  # the user's choice for every variant
-    assert ex.job_model(user, "rope").scale_embeddings and not ex.scales_embeddings(user, "sinusoidal")
+    jobs = ex.plan_jobs(cfg, "micro", corpus, "cpu", [0])
+    assert jobs and all(r.key["scale_embeddings"] is True for j in jobs for r in j.rows)
+    off = ex.resolve("micro", ["model.scale_embeddings=false"])
+    assert not any(ex.job_model(off, p).scale_embeddings for p in ex.POSITIONS)
+    off_jobs = ex.plan_jobs(off, "micro", corpus, "cpu", [0])
+    assert all(r.key["scale_embeddings"] is False for j in off_jobs for r in j.rows)
+    assert ex.config_id(off, corpus) != ex.config_id(cfg, corpus)

@@ -50,7 +50,7 @@ CHANGES: dict[str, str] = {
     "train.model.t5_max_distance": "64", "decode.model.t5_max_distance": "64", "train.model.rope_scale": "2",
     "decode.model.rope_scale": "2", "kernels.tokens": "64", "kernels.hidden": "64", "kernels.feature_seq_len": "32",
     "kernels.feature_head_dim": "8", "kernels.gqa_group": "4", "decode.gqa_group": "4",
-    "cpu_threads": "1", "probe.keys": "3",
+    "cpu_threads": "1", "probe.keys": "3", "eval.rope_scales": "ideal,2", "finetune.scalings": "rope_pi",
 }
 
 # Settings that do not change what is measured but how it runs, and the code they reach (checked below).

@@ -34,15 +34,18 @@ from .constants import (FAIR_TOL, METRIC_PASSKEY, METRIC_PPL, POSITIONS, PROBE_T
 
 # The measurement side (torch, imported together) and the report side (no torch), and the names each module gives
 # the package.
-_MEASURE = ("config", "plan", "measure", "suite")
-_REPORT = ("summary", "claims", "tables", "figures", "console", "reporting")
+_MEASURE = ("config", "finetune", "plan", "measure", "suite")
+_REPORT = ("labels", "summary", "claims", "tables", "figures", "console", "reporting")
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "config": ("EvalSettings", "PasskeySettings", "ExtrapolationConfig", "DataSettings", "PRESETS", "resolve",
-               "probe_of", "eval_tokens", "eval_set", "eval_stride", "config_id", "decodes_incrementally"),
+               "probe_of", "eval_tokens", "eval_set", "eval_stride", "config_id", "decodes_incrementally",
+               "FinetuneSettings", "rope_scale_specs"),
+    "finetune": ("FineTune", "finetunes", "finetune_train_config", "run_finetune"),
     "plan": ("RowSpec", "Job", "evaluated_variants", "scales_embeddings", "job_model", "plan_jobs", "plan_caveats",
-             "check_memory", "validate_plan", "train_jobs"),
+             "check_memory", "validate_plan", "train_jobs", "rope_scale_rows", "finetune_jobs"),
     "measure": ("train", "evaluate", "_train_job", "_run_job", "_evaluate_job", "_caveats"),
     "suite": ("tasks", "run"),
+    "labels": ("SERIES_FIELDS", "series", "fine_tuned", "scale_mode"),
     "summary": ("t_quantile_975", "mean_ci", "protocol_line", "ppl_summary", "per_seed_ppl", "effective_length",
                 "probe_chance", "probe_summary"),
     "claims": ("undertrained", "claims_section"),

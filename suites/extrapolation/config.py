@@ -29,6 +29,9 @@ class EvalSettings:
     batch_tokens: int = 16384  # tokens per evaluation forward
     pos_bins: int = 64  # in-window position bins of the per-position loss
     decode_chunk: int = 1  # length-dependent positions (dynamic NTK): tokens per decoding step past train_len
+    # RoPE scale s of the static scalings: "ideal" (s = eval_len / train_len at each length) and/or fixed numbers
+    # (one s at every length, as a deployed model: past s x train_len it extrapolates); every entry is scored
+    rope_scales: tuple[str, ...] = ("ideal",)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,18 @@ class PasskeySettings:
 
 
 @dataclass(frozen=True)
+class FinetuneSettings:
+    """The RoPE-scaling fine-tuning stage (Chen et al. 2023: ~1,000 steps; Peng et al. 2023: ~400): the trained
+    ``rope`` model continues ``steps`` steps at ``scale x train_len`` with each scaling at fixed ``scale``, then is
+    scored at every eval_len (suites/extrapolation/finetune.py)."""
+
+    scalings: tuple[str, ...] = ()  # RoPE scalings to fine-tune with (empty: no fine-tuning stage)
+    scale: float = 4.0  # s: fine-tuned at s x train_len, scored at fixed s
+    steps: int = 50  # fine-tuning steps; tokens per step as in pre-training (batch_size / s sequences)
+    lr: float | None = None  # constant after a 5% warm-up; None: train.min_lr (the end of pre-training's schedule)
+
+
+@dataclass(frozen=True)
 class ExtrapolationConfig:
     model: ModelConfig
     train: TrainConfig
@@ -52,6 +67,7 @@ class ExtrapolationConfig:
     rope_scalings: tuple[str, ...] = ROPE_SCALINGS  # applied to the `rope` model at evaluation
     passkey: bool = False  # also train/score passkey-retrieval models (one per trained variant)
     probe: PasskeySettings = field(default_factory=PasskeySettings)
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     cpu_threads: int = 0  # CPU: torch threads (0 = torch's default); 1 is robust on a machine shared with others
 
     @property
@@ -59,10 +75,12 @@ class ExtrapolationConfig:
         return [self.model.train_len * f for f in self.eval.factors]
 
 
+FINETUNED = ("rope_pi", "rope_ntk", "rope_yarn")  # the scalings the presets fine-tune (the methods of YaRN Table 1)
+
 PRESETS: dict[str, ExtrapolationConfig] = {
     # Tests: seconds on a CPU.
     "micro": ExtrapolationConfig(
-        model=replace(model_preset("micro"), max_len=16),
+        model=replace(model_preset("micro"), max_len=16, scale_embeddings=True),
         train=TrainConfig(steps=30, batch_size=8, seq_len=16, lr=3e-3, min_lr=3e-4, warmup=5, log_every=10,
                           amp=None),
         eval=EvalSettings(factors=(1, 2, 4), tokens=512, batch_tokens=4096, pos_bins=16),
@@ -70,27 +88,34 @@ PRESETS: dict[str, ExtrapolationConfig] = {
     ),
     # CPU default: the whole suite in <= 5 minutes on 2 cores (see docs/extrapolation.md for the measured run).
     "tiny": ExtrapolationConfig(
-        model=replace(model_preset("tiny"), max_len=64),
+        model=replace(model_preset("tiny"), max_len=64, scale_embeddings=True),
         train=TrainConfig(steps=500, batch_size=32, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=50, log_every=50,
                           amp=None),
-        eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=16384, batch_tokens=16384, pos_bins=64),
+        eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=16384, batch_tokens=16384, pos_bins=64,
+                          rope_scales=("ideal", "4")),
+        # RoPE-scaling fine-tuning at 4 x train_len: 10% of the pre-training steps (docs/extrapolation.md)
+        finetune=FinetuneSettings(scalings=FINETUNED, scale=4.0, steps=50),
     ),
     # CPU, <= 60 minutes on 2 cores with --seeds 3 (docs/presets.md: the arithmetic and the measured run).
     "small": ExtrapolationConfig(
-        model=replace(model_preset("small"), max_len=128),
+        model=replace(model_preset("small"), max_len=128, scale_embeddings=True),
         train=TrainConfig(steps=600, batch_size=32, seq_len=128, lr=3e-3, min_lr=3e-4, warmup=60, log_every=50,
                           amp=None),
-        eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=131072, batch_tokens=32768, pos_bins=64),
+        eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=131072, batch_tokens=32768, pos_bins=64,
+                          rope_scales=("ideal", "2", "4", "16")),
         data=DataSettings(corpus="stdlib"),
+        finetune=FinetuneSettings(scalings=FINETUNED, scale=4.0, steps=60),  # 10% of the pre-training steps
     ),
     # CUDA default: <= 15 minutes on one H100 (bf16 autocast, SDPA picks its fastest kernel that takes the bias).
     "gpu": ExtrapolationConfig(
-        model=replace(model_preset("gpu"), max_len=256),
+        model=replace(model_preset("gpu"), max_len=256, scale_embeddings=True),
         train=TrainConfig(steps=2000, batch_size=64, seq_len=256, lr=1e-3, min_lr=1e-4, warmup=100, log_every=100,
                           amp="bf16"),
-        eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=131072, batch_tokens=65536, pos_bins=64),
+        eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=131072, batch_tokens=65536, pos_bins=64,
+                          rope_scales=("ideal", "2", "4", "16")),
         data=DataSettings(corpus="stdlib"),
         probe=PasskeySettings(digits=4, trials=100),
+        finetune=FinetuneSettings(scalings=FINETUNED, scale=4.0, steps=200),  # 10% of the pre-training steps
     ),
     # The ALiBi paper's WikiText-103 runs (Press et al. 2022; fairseq `transformer_lm_wiki103`, --max-update 286000,
     # --max-tokens 9216 on 8 GPUs = 144 x 512 tokens a step, warm-up 16000, clip 0.1, L=512), evaluated to 16x.
@@ -156,6 +181,8 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
             raise ConfigError(f"rope_scalings: {s!r} is not a RoPE scaling; valid: {', '.join(valid)}")
     if e.decode_chunk < 1:
         raise ConfigError(f"eval.decode_chunk must be >= 1, got {e.decode_chunk}")
+    rope_scale_specs(cfg)  # refuses a bad eval.rope_scales
+    cfg = _resolve_finetune(cfg, keys_set)
     probe_keys = sorted(k for k in keys_set if k.startswith("probe."))
     if probe_keys and not cfg.passkey:
         raise ConfigError(f"{probe_keys[0]} applies to the retrieval probes, which are off; add --set passkey=true")
@@ -193,7 +220,8 @@ def _honour_model_slots(base: ExtrapolationConfig, cfg: ExtrapolationConfig, key
             cfg = replace(cfg, positions=(entry.supports["rescales"],), rope_scalings=(pos,))
         else:
             cfg = replace(cfg, positions=(pos,), rope_scalings=())
-    decided = {"model.rope_scale": "the suite sets the RoPE scale of every rope_* row to eval_len / train_len",
+    decided = {"model.rope_scale": "the suite sets the RoPE scale of every rope_* row (eval.rope_scales: ideal = "
+                                   "eval_len / train_len, or fixed numbers; finetune.scale for fine-tuned rows)",
                "train.eval_every": "the suite evaluates each model once, after training",
                "model.vocab_size": "the vocabulary comes from the data (data.vocab_size for a .bin file)"}
     for k, why in decided.items():
@@ -203,6 +231,62 @@ def _honour_model_slots(base: ExtrapolationConfig, cfg: ExtrapolationConfig, key
         raise ConfigError("model.causal=false: a language model that sees the tokens it predicts scores a leaked "
                           "perplexity; the extrapolation suite trains causal models only")
     return cfg
+
+
+def rope_scale_specs(cfg: ExtrapolationConfig) -> list[tuple[str, float | None]]:
+    """``eval.rope_scales`` parsed: ``("ideal", None)`` (s = eval_len / train_len) or ``("fixed", s)``, in order."""
+    out: list[tuple[str, float | None]] = []
+    for v in cfg.eval.rope_scales:
+        v = str(v).strip()
+        if v == "ideal":
+            spec: tuple[str, float | None] = ("ideal", None)
+        else:
+            try:
+                s = float(v)
+            except ValueError:
+                s = float("nan")
+            if not s >= 1.0 or s == float("inf"):
+                raise ConfigError(f"eval.rope_scales: {v!r} is neither 'ideal' nor a number >= 1 (e.g. "
+                                  "eval.rope_scales=ideal,2,4,16)")
+            spec = ("fixed", s)
+        if spec in out:
+            raise ConfigError(f"eval.rope_scales lists {v!r} twice")
+        out.append(spec)
+    if not out:
+        raise ConfigError("eval.rope_scales is empty; valid: ideal and/or numbers >= 1 (e.g. ideal,2,4,16)")
+    return out
+
+
+def _resolve_finetune(cfg: ExtrapolationConfig, keys: set[str]) -> ExtrapolationConfig:
+    """The fine-tuning stage checked: the preset's scalings follow ``rope_scalings`` (a scaling not scored is not
+    fine-tuned either) unless ``finetune.scalings`` is set; a ``finetune.*`` setting without a stage is refused."""
+    ft = cfg.finetune
+    if "finetune.scalings" not in keys:
+        ft = replace(ft, scalings=tuple(s for s in ft.scalings if s in cfg.rope_scalings))
+    set_keys = sorted(k for k in keys if k.startswith("finetune.") and k != "finetune.scalings")
+    if set_keys and not ft.scalings:
+        raise ConfigError(f"{set_keys[0]} applies to the fine-tuning stage, which is off; add --set "
+                          "finetune.scalings=rope_pi,rope_ntk,rope_yarn")
+    for s in ft.scalings:
+        entry = POSITION.get(s)  # UnknownKeyError lists the valid keys
+        rescales = entry.supports.get("rescales")
+        if not rescales or entry.supports_("needs_raw_cache"):
+            valid = [k for k in POSITION.keys() if POSITION[k].supports.get("rescales")
+                     and not POSITION[k].supports_("needs_raw_cache")]
+            raise ConfigError(f"finetune.scalings: {s!r} is not a static RoPE scaling; valid: {', '.join(valid)}")
+        if rescales not in cfg.positions:
+            raise ConfigError(f"finetune.scalings: {s!r} fine-tunes the {rescales!r} model, which positions does not "
+                              "train; add it to positions or drop the scaling (--set finetune.scalings=)")
+    if len(set(ft.scalings)) != len(ft.scalings):
+        raise ConfigError(f"finetune.scalings lists a scaling twice: {', '.join(ft.scalings)}")
+    if ft.scalings:
+        if not ft.scale > 1.0 or ft.scale == float("inf"):
+            raise ConfigError(f"finetune.scale must be > 1, got {ft.scale}")
+        if ft.steps < 1:
+            raise ConfigError(f"finetune.steps must be >= 1, got {ft.steps}")
+        if ft.lr is not None and not ft.lr > 0:
+            raise ConfigError(f"finetune.lr must be > 0 (or unset: train.min_lr), got {ft.lr}")
+    return replace(cfg, finetune=ft)
 
 
 def probe_of(cfg: ExtrapolationConfig, task: str) -> Probe:

@@ -13,8 +13,10 @@ from ablate.registry import POSITION
 from ablate.validate import check_fits, estimate_memory_bytes, validate_model
 from ablate.variants.positions import position_caveats
 
-from .config import ExtrapolationConfig, config_id, decodes_incrementally, eval_set, eval_stride, eval_tokens
+from .config import (ExtrapolationConfig, config_id, decodes_incrementally, eval_set, eval_stride, eval_tokens,
+                     rope_scale_specs)
 from .constants import METRIC_PPL
+from .finetune import FineTune, finetune_key, finetunes
 
 
 @dataclass
@@ -32,10 +34,12 @@ class Job:
     position: str  # trained variant
     seed: int
     rows: list[RowSpec]
+    finetune: FineTune | None = None  # the fine-tuning stage this job's model goes through (suites/.../finetune.py)
 
     @property
     def name(self) -> str:
-        return f"{'' if self.kind == 'lm' else self.kind + '-'}{self.position}-s{self.seed}"
+        ft = f"{self.finetune.tag}-" if self.finetune is not None else ""
+        return f"{'' if self.kind == 'lm' else self.kind + '-'}{ft}{self.position}-s{self.seed}"
 
 
 def evaluated_variants(cfg: ExtrapolationConfig, position: str) -> list[str]:
@@ -44,16 +48,29 @@ def evaluated_variants(cfg: ExtrapolationConfig, position: str) -> list[str]:
 
 
 def scales_embeddings(cfg: ExtrapolationConfig, position: str) -> bool:
-    """A sinusoidal model multiplies its token embeddings by sqrt(d_model), as Vaswani et al. (2017, sec. 3.4)
-    do and as the training grid does: otherwise unit-amplitude sinusoids drown the small embeddings and the model
-    is handicapped at train_len already. (True here means: added for this variant, not set by the user.)"""
-    return POSITION.get(position).supports_("scale_embeddings") and not cfg.model.scale_embeddings
+    """Whether ``position``'s model multiplies its token embeddings by sqrt(d_model): ``model.scale_embeddings``,
+    one treatment for every variant. The ALiBi paper's fairseq decoder scales the embeddings of every variant it
+    trains (``embed_scale = sqrt(embed_dim)`` unless ``--no-scale-embedding``; embeddings N(0, d^-1/2), the tied
+    output head unscaled), so the presets set it on; ``--set model.scale_embeddings=false`` turns it off for all."""
+    return bool(cfg.model.scale_embeddings)
 
 
 def job_model(cfg: ExtrapolationConfig, position: str) -> ModelConfig:
     """The model trained for ``position``."""
-    return replace(cfg.model, position=position,
-                   scale_embeddings=cfg.model.scale_embeddings or scales_embeddings(cfg, position))
+    return replace(cfg.model, position=position)
+
+
+def rope_scale_rows(cfg: ExtrapolationConfig, trained: str, evaluated: str, eval_len: int
+                    ) -> list[tuple[str | None, float]]:
+    """``(rope_scale_mode, s)`` of each row of ``evaluated`` at ``eval_len``: ``(None, 1.0)`` for the trained variant
+    itself; ``("dynamic", eval_len / train_len)`` for a length-dependent scaling (it finds s itself); otherwise one
+    row per ``eval.rope_scales`` entry, ``("ideal", eval_len / train_len)`` or ``("fixed", s)``."""
+    ideal = eval_len / cfg.model.train_len
+    if evaluated == trained:
+        return [(None, 1.0)]
+    if decodes_incrementally(evaluated):
+        return [("dynamic", ideal)]
+    return [(mode, ideal if s is None else float(s)) for mode, s in rope_scale_specs(cfg)]
 
 
 def plan_jobs(cfg: ExtrapolationConfig, preset: str, corpus: Corpus, device: str, seeds: list[int]) -> list[Job]:
@@ -69,13 +86,12 @@ def plan_jobs(cfg: ExtrapolationConfig, preset: str, corpus: Corpus, device: str
             for pos in cfg.positions:
                 evaluated = evaluated_variants(cfg, pos)
                 rows = []
-                for ev in evaluated:
-                    for L in cfg.eval_lens:
-                        scale = L / m.train_len if ev != pos else 1.0
+                for ev, L, (mode, scale) in ((ev, L, ms) for ev in evaluated for L in cfg.eval_lens
+                                             for ms in rope_scale_rows(cfg, pos, ev, L)):
                         base = {**common, "trained_position": pos, "position": ev, "rope_scale": scale, "seed": seed,
-                                "eval_len": L}
-                        if scales_embeddings(cfg, pos):  # a different model from the unscaled one: its own key
-                            base["scale_embeddings"] = True
+                                "eval_len": L, "scale_embeddings": scales_embeddings(cfg, pos)}
+                        if mode is not None:
+                            base["rope_scale_mode"] = mode
                         if kind == "lm":
                             key = {**base, "metric": METRIC_PPL, "mode": cfg.eval.mode, "stride": stride,
                                    "tokens": es.tokens, "eval_set": es.hash, "pos_bins": cfg.eval.pos_bins}
@@ -90,6 +106,27 @@ def plan_jobs(cfg: ExtrapolationConfig, preset: str, corpus: Corpus, device: str
                                     key["keys"] = cfg.probe.keys
                                 rows.append(RowSpec(key, ev, L, scale, float(d)))
                 jobs.append(Job(kind, pos, seed, rows))
+                if kind == "lm":
+                    jobs += finetune_jobs(cfg, common, pos, seed, es, stride)
+    return jobs
+
+
+def finetune_jobs(cfg: ExtrapolationConfig, common: dict[str, Any], pos: str, seed: int, es, stride) -> list[Job]:
+    """One job per fine-tuning of ``pos``'s model (``finetune.scalings`` that rescale it): the fine-tuned model
+    scored with its scaling at the fixed ``finetune.scale`` at every eval_len; rows keyed with ``finetune_steps``,
+    ``finetune_len``, ``finetune_lr`` besides ``rope_scale_mode="fixed"`` and ``rope_scale``."""
+    jobs = []
+    for ft in finetunes(cfg):
+        if POSITION.get(ft.scaling).supports.get("rescales") != pos:
+            continue
+        rows = []
+        for L in cfg.eval_lens:
+            key = {**common, "trained_position": pos, "position": ft.scaling, "rope_scale": ft.scale, "seed": seed,
+                   "eval_len": L, "scale_embeddings": scales_embeddings(cfg, pos), "rope_scale_mode": "fixed",
+                   **finetune_key(ft), "metric": METRIC_PPL, "mode": cfg.eval.mode, "stride": stride,
+                   "tokens": es.tokens, "eval_set": es.hash, "pos_bins": cfg.eval.pos_bins}
+            rows.append(RowSpec(key, ft.scaling, L, ft.scale))
+        jobs.append(Job("lm", pos, seed, rows, finetune=ft))
     return jobs
 
 
@@ -122,6 +159,10 @@ def check_memory(cfg: ExtrapolationConfig, device: str) -> None:
         check_fits(estimate_memory_bytes(m, batch=max(1, cfg.eval.batch_tokens // longest), seq_len=longest,
                                          training=False, **db), device, what=f"evaluating {pos} at {longest}",
                    hint="eval.batch_tokens or eval.factors")
+    for ft in finetunes(cfg):
+        check_fits(estimate_memory_bytes(job_model(cfg, POSITION.get(ft.scaling).supports["rescales"]),
+                                         batch=ft.batch_size, seq_len=ft.seq_len, training=True, **db), device,
+                   what=f"fine-tuning with {ft.scaling} at {ft.seq_len}", hint="finetune.scale or train.batch_size")
 
 
 def validate_plan(cfg: ExtrapolationConfig, device: str) -> None:
@@ -131,7 +172,10 @@ def validate_plan(cfg: ExtrapolationConfig, device: str) -> None:
     for pos in cfg.positions:
         for s in evaluated_variants(cfg, pos)[1:]:
             for L in cfg.eval_lens:
-                validate_model(replace(cfg.model, position=s, rope_scale=L / cfg.model.train_len), device=device)
+                for _mode, scale in rope_scale_rows(cfg, pos, s, L):
+                    validate_model(replace(cfg.model, position=s, rope_scale=scale), device=device)
+    for ft in finetunes(cfg):
+        validate_model(replace(cfg.model, position=ft.scaling, rope_scale=ft.scale), device=device)
 
 
 
@@ -148,11 +192,21 @@ def train_jobs(cfg: ExtrapolationConfig, seeds: list[int]) -> tuple[list[TrainJo
             for pos in cfg.positions:
                 m = planned_vocab(job_model(cfg, pos), cfg.data.tokenizer)
                 jobs.append(TrainJob(m, cfg.train.batch_size, cfg.train.seq_len, steps, f"{kind}-{pos}-s{seed}"))
-                for _ev in evaluated_variants(cfg, pos):
+                for ev in evaluated_variants(cfg, pos):
                     for L in cfg.eval_lens:
                         if kind == "lm":  # sliding windows score `stride` new tokens per window of L
                             fwd = tokens if stride is None else -(-tokens // min(stride, L)) * L
                         else:
                             fwd = cfg.probe.trials * len(cfg.probe.depths) * L
-                        evals.append(EvalWork(m, L, fwd))
+                        # one forward per distinct scale: a fixed s equal to the ideal one is scored once
+                        for _scale in sorted({sc for _m, sc in rope_scale_rows(cfg, pos, ev, L)}):
+                            evals.append(EvalWork(m, L, fwd))
+                if kind != "lm":
+                    continue
+                for ft in finetunes(cfg):  # the fine-tuning stage: k steps at s x train_len, then every length
+                    if POSITION.get(ft.scaling).supports.get("rescales") != pos:
+                        continue
+                    jobs.append(TrainJob(m, ft.batch_size, ft.seq_len, ft.steps, f"{ft.tag}-{pos}-s{seed}"))
+                    for L in cfg.eval_lens:
+                        evals.append(EvalWork(m, L, tokens if stride is None else -(-tokens // min(stride, L)) * L))
     return jobs, evals
