@@ -28,7 +28,7 @@ from ablate.config import ModelConfig
 from ablate.flops import attention_fwd_flops, matmul_params, step_flops
 from ablate.model import Transformer
 
-__all__ = ["TrainJob", "EvalWork", "Rate", "model_matmul_params", "planned_vocab", "job_flops", "eval_flops", "measured_rate",
+__all__ = ["TrainJob", "EvalWork", "SWEEP_LABEL", "Rate", "model_matmul_params", "planned_vocab", "job_flops", "eval_flops", "measured_rate",
            "estimate_lines", "format_duration"]
 
 
@@ -41,6 +41,9 @@ class TrainJob:
     seq_len: int
     steps: int
     label: str = ""
+
+
+SWEEP_LABEL = "lr_sweep:"  # TrainJob labels of a learning-rate sweep's runs (ablate.lr_sweep), counted apart
 
 
 @dataclass(frozen=True)
@@ -176,9 +179,16 @@ def estimate_lines(jobs: Sequence[TrainJob], evals: Sequence[EvalWork] = (), rat
     tokens = sum(j.batch * j.seq_len * j.steps for j in jobs)
     params = sorted({model_matmul_params(j.model) for j in jobs})
     p = (f"{params[0] / 1e6:.2f} M" if len(params) == 1 else f"{params[0] / 1e6:.2f}-{params[-1] / 1e6:.2f} M")
-    lines = [f"estimate: {len(jobs)} model(s) of {p} matmul parameters, {_count(tokens / len(jobs))} training "
-             f"tokens each ({tokens / len(jobs) / params[-1]:.2g} tokens per parameter); "
+    runs = [j for j in jobs if not j.label.startswith(SWEEP_LABEL)]
+    sweep = [j for j in jobs if j.label.startswith(SWEEP_LABEL)]
+    per_run = sum(j.batch * j.seq_len * j.steps for j in runs) / max(1, len(runs))
+    lines = [f"estimate: {len(runs)} model(s) of {p} matmul parameters, {_count(per_run)} training "
+             f"tokens each ({per_run / params[-1]:.2g} tokens per parameter); "
              f"{train:.3g} training FLOPs" + (f" + {ev:.3g} evaluation FLOPs (forward)" if ev else "")]
+    if sweep:
+        sf = sum(job_flops(j) for j in sweep)
+        lines.append(f"estimate: of which the learning-rate sweep: {len(sweep)} short run(s), {sf:.3g} training "
+                     f"FLOPs ({100 * sf / train:.0f}% of training)")
     if rate is None:
         lines.append(f"estimate: no measured throughput for this {device} under results/ -- time unknown "
                      "(run a preset once; its rows give the rate)")

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping, Sequence
 
 from ablate.config import ModelConfig, apply_overrides
-from ablate.errors import ConfigError
+from ablate.errors import AblateError, ConfigError
 from ablate.registry import ACTIVATION, REGISTRIES
 
 __all__ = ["Axis", "GridPoint", "GridSpec", "MODES", "BASES", "MODEL_AXES", "TRAIN_AXES", "valid_axes",
@@ -283,7 +283,11 @@ def equal_params_model(model: ModelConfig) -> ModelConfig:
     the parameters GQA saves in the K/V projections go to the FFN. MHA models come back unchanged."""
     if model.kv_heads >= model.n_heads:
         return model
-    target = param_count(replace(model, n_kv_heads=None))
+    try:
+        target = param_count(replace(model, n_kv_heads=None))
+        param_count(model)
+    except AblateError:  # an impossible combination: left as it is, its row will say why (status unsupported)
+        return model
     base = int(model.ffn_mult * model.d_model)
     rest = param_count(model) - _ffn_params(model, base)  # everything but the FFNs
     per_unit = max(1, 2 * model.n_layers * model.d_model)  # parameters per unit of plain width (both kinds)

@@ -10,10 +10,11 @@
 AdamW (decoupled weight decay on matrices only; none on vectors or on a matrix a module exempts in its
 ``no_weight_decay`` attribute, such as T5's relative-bias table: :func:`param_groups`) with linear warm-up and
 cosine decay to ``min_lr``; gradient-norm clipping; bf16 autocast on CUDA (``amp="bf16"``; ignored on CPU);
-optional ``torch.compile``. Inside a ``torchrun`` process group (:mod:`ablate.distributed`) the model is wrapped in DistributedDataParallel and each rank
-trains on its slice of the same global batch, so the run is the single-device run up to float rounding. Non-finite losses are
-detected without a host sync per step: the step losses stay on the device and are checked every ``log_every``
-steps, and the exact first bad step is reported. Timings synchronise CUDA before reading the clock.
+optional ``torch.compile``. Inside a ``torchrun`` process group (:mod:`ablate.distributed`) the model is wrapped in
+DistributedDataParallel and each rank trains on its slice of the same global batch, so the run is the single-device
+run up to float rounding. Non-finite losses are detected without a host sync per step: the step losses stay on the
+device and are checked every ``log_every`` steps, and the exact first bad step is reported. Timings synchronise
+CUDA before reading the clock.
 """
 
 from __future__ import annotations

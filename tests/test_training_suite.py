@@ -77,16 +77,27 @@ def test_schema(two_seeds):
     # seeds differ (init and data order), points share the data order of a seed
     assert by[("original", 0)]["val_loss"] != by[("original", 1)]["val_loss"]
     json.dumps(rows)  # strict JSON
-    # the context-free reference: unigram loss of the training split on the scored held-out targets
+    # the context-free reference: unigram loss of the training split on the scored test documents
     import numpy as np
 
     from ablate.data import load_corpus
+    from ablate.evalset import draw
 
     c = load_corpus(None)
+    es = draw(c, 512, role="test")
     counts = np.bincount(np.asarray(c.train), minlength=256) + 1.0
     p = counts / counts.sum()
-    want = float(-np.log(p[np.asarray(c.val[1:513])]).mean())
+    want = float(-np.log(p[np.asarray(es.stream[1:])]).mean())
     assert all(r["unigram_loss"] == pytest.approx(want) for r in rows)
+    # the final loss and the curve score the same test documents (the curve: the first of them), named in the row
+    for r in rows:
+        assert r["eval_set"] == es.hash and r["eval_doc_ids"] == list(es.ids) and r["eval_tokens"] == es.tokens
+        assert r["curve_eval_tokens"] == es.subsample(256).tokens and r["curve_eval_docs"] >= 1
+        assert len(r["doc_loss"]) == len(es.ids)
+        assert sum(r["doc_loss"]) / es.tokens == pytest.approx(r["val_loss"], rel=1e-3)
+        # the last curve point and the final loss are the same model at the same step, on the same documents
+        if r["curve_eval_tokens"] == r["eval_tokens"]:
+            assert r["curve.val_loss"][-1] == pytest.approx(r["val_loss"], rel=1e-4)
     stats = training.point_stats(to_frame(path))
     assert all(s["stuck"] == (s["val"].mean > want - training.STUCK_MARGIN) for s in stats)
 

@@ -13,10 +13,11 @@ from ablate.errors import ConfigError
 from ablate.estimate import EvalWork, TrainJob, model_matmul_params, planned_vocab
 from ablate.flops import matmul_params, step_flops
 from ablate.grid import GridPoint
+from ablate.lr_sweep import sweep_jobs
 from ablate.model import Transformer
 from ablate.train import TrainConfig, train
 
-from .config import TrainingConfig, grid_points, point_train
+from .config import TrainingConfig, grid_points, point_train, sweeps_lr
 
 
 def flops_per_step(model, mcfg: ModelConfig, tcfg: TrainConfig) -> float:
@@ -85,7 +86,8 @@ class Budget:
 
 def train_jobs(cfg: TrainingConfig, seeds: list[int]) -> tuple[list[TrainJob], list[EvalWork]]:
     """What the grid trains (one model per point and seed, its steps from the budget: equal tokens or FLOPs; a
-    time budget is taken as the reference's steps) and its evaluation forwards, for :mod:`ablate.estimate`."""
+    time budget is taken as the reference's steps; plus each point's learning-rate sweep, labelled ``lr_sweep:``)
+    and its evaluation forwards, for :mod:`ablate.estimate`."""
     points, reference = grid_points(cfg)
     b, tr = cfg.budget, cfg.train
     ref_tcfg = point_train(cfg, reference, tr.seed)
@@ -104,6 +106,10 @@ def train_jobs(cfg: TrainingConfig, seeds: list[int]) -> tuple[list[TrainJob], l
             else:
                 steps = tr.steps
             m = planned_vocab(p.model, cfg.data.tokenizer)
+            if seed == seeds[0] and sweeps_lr(cfg, p):  # the point's learning-rate sweep, once for all seeds
+                sj, se = sweep_jobs(m, replace(t, steps=max(1, steps)), cfg.lr_sweep, p.name)
+                jobs += sj
+                evals += se
             jobs.append(TrainJob(m, t.batch_size, t.seq_len, max(1, steps), f"{p.name}-s{seed}"))
             curves = (steps // t.eval_every) if t.eval_every else 0
             evals.append(EvalWork(m, t.seq_len, cfg.eval.tokens + curves * cfg.eval.curve_tokens))

@@ -10,6 +10,7 @@ from ablate.config import ModelConfig, apply_overrides, flatten, model_preset, u
 from ablate.data import DataSettings, data_fields
 from ablate.errors import ConfigError
 from ablate.grid import MODERN, ORIGINAL, GridPoint, GridSpec, build_grid, parse_axes, select
+from ablate.lr_sweep import SweepSettings
 from ablate.results import row_key
 from ablate.train import TrainConfig
 
@@ -27,8 +28,9 @@ class BudgetSettings:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    tokens: int = 32768  # held-out targets scored for the final validation loss (all points: the same tokens)
-    curve_tokens: int = 8192  # held-out targets scored at each curve point (every train.eval_every steps)
+    tokens: int = 32768  # held-out targets scored for the final validation loss: whole test documents drawn across
+    #                      the held-out split (ablate.evalset, role "test"), the same for every point
+    curve_tokens: int = 8192  # the first test documents holding this many targets, scored at each curve point
     batch_tokens: int = 16384  # tokens per evaluation forward
 
 
@@ -40,6 +42,7 @@ class TrainingConfig:
     grid: GridSpec = field(default_factory=GridSpec)
     eval: EvalSettings = field(default_factory=EvalSettings)
     data: DataSettings = field(default_factory=DataSettings)
+    lr_sweep: SweepSettings = field(default_factory=SweepSettings)  # a learning rate per point (ablate.lr_sweep)
     time_limit_s: float = 0.0  # stop starting new runs after this many seconds (0 = no limit); re-run to resume
     cpu_threads: int = 0  # CPU: torch threads (0 = torch's default); recorded in every row's config
 
@@ -53,31 +56,35 @@ PRESETS: dict[str, TrainingConfig] = {
         grid=GridSpec(gqa_kv_heads=1, window=4),
         eval=EvalSettings(tokens=512, curve_tokens=256, batch_tokens=4096),
     ),
-    # CPU default: the whole default grid (14 points, 1 seed) in <= 10 minutes on 2 cores; see docs/training.md.
+    # CPU default: the whole default grid (14 points, 1 seed) in <= 10 minutes on the slower 2-core machines
+    # (about 4 minutes on the faster ones); no learning-rate sweep (it would cost +75%); see docs/training.md.
     "tiny": TrainingConfig(
         model=replace(model_preset("tiny"), max_len=64),
-        train=TrainConfig(steps=400, batch_size=32, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=40, log_every=20,
-                          eval_every=50, amp=None),
+        train=TrainConfig(steps=200, batch_size=16, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=20, log_every=10,
+                          eval_every=20, amp=None),
         grid=GridSpec(gqa_kv_heads=2, window=16),
-        eval=EvalSettings(tokens=32768, curve_tokens=4096, batch_tokens=16384),
+        eval=EvalSettings(tokens=16384, curve_tokens=4096, batch_tokens=16384),
     ),
-    # CPU, the whole default grid with --seeds 3 in <= 60 minutes on 2 cores (docs/presets.md).
+    # CPU, the whole default grid with --seeds 3 in <= 60 minutes on 2 cores (docs/presets.md); a learning rate per
+    # point from 3 candidates (lr/2, lr, 2 lr) trained a quarter of the steps each, scored on tune documents.
     "small": TrainingConfig(
         model=replace(model_preset("small"), max_len=128),
-        train=TrainConfig(steps=300, batch_size=32, seq_len=128, lr=3e-3, min_lr=3e-4, warmup=30, log_every=20,
-                          eval_every=100, amp=None),
+        train=TrainConfig(steps=300, batch_size=32, seq_len=128, lr=3e-3, min_lr=3e-4, warmup=30, log_every=10,
+                          eval_every=30, amp=None),
         grid=GridSpec(gqa_kv_heads=2, window=32),
-        eval=EvalSettings(tokens=32768, curve_tokens=4096, batch_tokens=16384),
+        eval=EvalSettings(tokens=131072, curve_tokens=16384, batch_tokens=16384),
         data=DataSettings(corpus="stdlib"),
+        lr_sweep=SweepSettings(points=3, spacing=2.0, fraction=0.25, tokens=32768),
     ),
     # CUDA default: d=512, 6 layers, 16k tokens/step, bf16; see docs/training.md for its time on one H100.
     "gpu": TrainingConfig(
         model=replace(model_preset("gpu"), max_len=256),
         train=TrainConfig(steps=1500, batch_size=64, seq_len=256, lr=1e-3, min_lr=1e-4, warmup=100, log_every=50,
-                          eval_every=250, amp="bf16"),
+                          eval_every=150, amp="bf16"),
         grid=GridSpec(gqa_kv_heads=2, window=64),
         eval=EvalSettings(tokens=262144, curve_tokens=32768, batch_tokens=65536),
         data=DataSettings(corpus="stdlib"),
+        lr_sweep=SweepSettings(points=3, spacing=2.0, fraction=0.25, tokens=65536),
     ),
 }
 
@@ -113,6 +120,12 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Trainin
     if e.tokens < 1 or e.curve_tokens < 1 or e.batch_tokens < 1:
         raise ConfigError(f"eval.tokens, eval.curve_tokens and eval.batch_tokens must be >= 1 "
                           f"(got {e.tokens}, {e.curve_tokens}, {e.batch_tokens})")
+    cfg.lr_sweep.check()
+    off = sorted(k for k in {str(o).split("=", 1)[0].strip() for o in overrides}
+                 if k.startswith("lr_sweep.") and k != "lr_sweep.points")
+    if off and not cfg.lr_sweep.enabled:
+        raise ConfigError(f"{off[0]} applies to a learning-rate sweep; turn one on with lr_sweep.points=N (N >= 2 "
+                          "candidates around train.lr)")
     if cfg.time_limit_s < 0:
         raise ConfigError(f"time_limit_s must be >= 0 (0 = no limit), got {cfg.time_limit_s}")
     if cfg.cpu_threads < 0:
@@ -132,7 +145,7 @@ def _refuse_grid_governed(cfg: TrainingConfig, keys: set[str]) -> None:
                           "(data.vocab_size for a .bin file)")
     if "model.scale_embeddings" in keys:
         raise ConfigError("model.scale_embeddings is set by the grid, one treatment for every point: "
-                          "grid.scale_embeddings=true|false, or make it a factor with --grid scale_embeddings=false,true")
+                          "grid.scale_embeddings=true|false, or a factor: --grid scale_embeddings=false,true")
     axes = {a.key for a in parse_axes(cfg.grid.axes)} if cfg.grid.axes.strip() else set()
     for k in ("grid.mode", "grid.base"):
         if k in keys and not axes:
@@ -175,18 +188,30 @@ def _corpus_id(corpus: Any) -> dict[str, Any]:
     return out
 
 
+def sweeps_lr(cfg: TrainingConfig, point: GridPoint) -> bool:
+    """Whether ``point`` gets its learning rate from the sweep: the sweep is on and no ``train.lr`` axis sets it."""
+    return cfg.lr_sweep.enabled and not any(o.split("=", 1)[0] in ("lr", "min_lr") for o in point.train_overrides)
+
+
+def _sweep_id(cfg: TrainingConfig) -> dict[str, Any]:
+    """The sweep's settings as hashed (nothing when it is off: ids from before the sweep existed stay valid)."""
+    return {"lr_sweep": flatten(cfg.lr_sweep)} if cfg.lr_sweep.enabled else {}
+
+
 def grid_id(cfg: TrainingConfig, corpus: Any) -> str:
     """Hash of the settings shared by the whole grid (one report section per grid_id)."""
     tr = flatten(cfg.train)
     tr.pop("seed", None)
     return row_key({"model": _model_id(cfg.model), "train": tr, "budget": flatten(cfg.budget),
                     "grid": {k: v for k, v in flatten(cfg.grid).items() if k != "only"}, "eval": flatten(cfg.eval),
-                    "data": data_fields(cfg.data, corpus), **_corpus_id(corpus)})
+                    "data": data_fields(cfg.data, corpus), **_corpus_id(corpus), **_sweep_id(cfg)})
 
 
 def config_id(cfg: TrainingConfig, point: GridPoint, corpus: Any) -> str:
-    """Hash of everything that shapes this point's runs (its model, training, budget, evaluation, data)."""
+    """Hash of everything that shapes this point's runs (its model, training, budget, evaluation, data, and the
+    learning-rate sweep where it picks the point's rate)."""
     tr = flatten(point_train(cfg, point, 0))
     tr.pop("seed", None)  # a key field of its own
     return row_key({"model": _model_id(point.model), "train": tr, "budget": flatten(cfg.budget),
-                    "eval": flatten(cfg.eval), "data": data_fields(cfg.data, corpus), **_corpus_id(corpus)})
+                    "eval": flatten(cfg.eval), "data": data_fields(cfg.data, corpus), **_corpus_id(corpus),
+                    **(_sweep_id(cfg) if sweeps_lr(cfg, point) else {})})

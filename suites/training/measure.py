@@ -11,9 +11,11 @@ import torch
 
 from ablate import distributed
 from ablate.data import Batches, Corpus
+from ablate.evalset import EvalSet, draw
 from ablate.evaluate import evaluate
 from ablate.flops import matmul_params, peak_tflops
 from ablate.grid import GridPoint
+from ablate.lr_sweep import SweepResult, tune_set
 from ablate.registry import ACTIVATION
 from ablate.model import Transformer
 from ablate.train import TrainConfig, lm_loss, train
@@ -24,13 +26,24 @@ from .config import TrainingConfig, point_train
 from .constants import VARIANT_COLUMNS
 
 
-def unigram_loss(corpus: Corpus, tokens: int) -> float:
-    """Loss (nats/token) of the training split's add-one-smoothed unigram distribution on the scored held-out
-    targets ``val[1 .. tokens]``: what a model that ignores context reaches. A run near it learned nothing else."""
+def unigram_loss(corpus: Corpus, es: EvalSet) -> float:
+    """Loss (nats/token) of the training split's add-one-smoothed unigram distribution on the scored test targets
+    ``es.stream[1:]``: what a model that ignores context reaches. A run near it learned nothing else."""
     counts = np.bincount(np.asarray(corpus.train, dtype=np.int64), minlength=corpus.vocab_size).astype(np.float64)
     p = (counts + 1.0) / (counts.sum() + len(counts))
-    tgt = np.asarray(corpus.val[1:tokens + 1], dtype=np.int64)
+    tgt = np.asarray(es.stream[1:es.tokens + 1], dtype=np.int64)
     return float(-np.log(p[tgt]).mean())
+
+
+def eval_sets(cfg: TrainingConfig, corpus: Corpus) -> tuple[EvalSet, EvalSet, EvalSet | None]:
+    """(test set, its curve subsample, tune set or None): the final loss scores whole test documents drawn across the
+    held-out split (:func:`ablate.evalset.draw`, role "test", ``eval.tokens``); the curve points score the first of
+    them holding ``eval.curve_tokens`` (:meth:`EvalSet.subsample`); a learning-rate sweep scores tune documents
+    the test set never holds (role "tune", ``lr_sweep.tokens``, drawn at the test set's cap)."""
+    ev, sw = cfg.eval, cfg.lr_sweep
+    test = draw(corpus, ev.tokens, role="test", reserve=sw.tokens if sw.enabled else 0)
+    tune = tune_set(corpus, sw, test_tokens=ev.tokens, max_doc_tokens=test.max_doc_tokens) if sw.enabled else None
+    return test, test.subsample(ev.curve_tokens), tune
 
 
 def _row_key_fields(point: GridPoint, preset: str, cid: str, seed: int, device: str, corpus: Corpus) -> dict:
@@ -55,12 +68,18 @@ def _curve(res) -> dict[str, list]:
 
 
 def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, device: str, budget: Budget,
-              progress: Any = False, unigram: float | None = None,
-              on_log: Any = None) -> tuple[str, str, dict[str, Any], TrainConfig]:
+              progress: Any = False, unigram: float | None = None, on_log: Any = None, *,
+              sets: tuple[EvalSet, EvalSet, Any] | None = None,
+              sweep: SweepResult | None = None) -> tuple[str, str, dict[str, Any], TrainConfig]:
     """Train and score one grid point with one seed: (status, reason, metrics, the TrainConfig used).
-    ``on_log``: :func:`ablate.train.train`'s live-logging callback (``--log-to``; None: none)."""
+    ``on_log``: :func:`ablate.train.train`'s live-logging callback (``--log-to``; None: none). ``sets``:
+    :func:`eval_sets` (drawn here when None). ``sweep``: the point's learning-rate sweep (its rate replaces
+    ``train.lr``, ``min_lr`` scaled with it)."""
     validate_model(point.model, device=device)
+    test, curve, _ = sets if sets is not None else eval_sets(cfg, corpus)
     tcfg = point_train(cfg, point, seed)
+    if sweep is not None:
+        tcfg = replace(tcfg, lr=sweep.lr, min_lr=sweep.min_lr)
     torch.manual_seed(seed)  # same initialisation stream per seed for every point
     model = Transformer(point.model).to(device)
     steps, info = budget.steps(model, point.model, tcfg)
@@ -70,7 +89,7 @@ def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, 
     seq = tcfg.seq_len
 
     def curve_eval(m) -> dict:
-        r = evaluate(m, corpus.val, seq, tokens=ev.curve_tokens, batch_tokens=ev.batch_tokens,
+        r = evaluate(m, curve.stream, seq, tokens=curve.tokens, batch_tokens=ev.batch_tokens,
                      byte_level=corpus.byte_level, device=device, amp=amp)
         return {"val_loss": r.loss}
 
@@ -101,7 +120,10 @@ def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, 
         "threads": torch.get_num_threads() if device == "cpu" else None,
         "diverged_step": res.diverged_step, "curve": _curve(res),
         "world_size": st.get("world_size"), "dist_backend": st.get("dist_backend"),
-        "val_loss": None, "val_ppl": None, "val_bpb": None, "eval_tokens": ev.tokens, "eval_s": None,
+        "val_loss": None, "val_ppl": None, "val_bpb": None, "eval_s": None,
+        **test.describe(), "eval_tokens": test.tokens,
+        "curve_eval_tokens": curve.tokens, "curve_eval_docs": len(curve.ids),  # the first docs of the test set
+        "lr": tcfg.lr, "lr_sweep": sweep.as_row() if sweep is not None else None,
         "unigram_loss": unigram,
         "metric": "val_loss", "value": None, "unit": "nats/token",  # the one convention every suite's rows share
     }
@@ -109,11 +131,13 @@ def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, 
         return "diverged", f"training diverged: {res.reason}", metrics, tcfg
     if not distributed.current().is_main:  # rank 0 scores the model and writes the row
         return "ok", "", metrics, tcfg
-    final = evaluate(model, corpus.val, seq, tokens=ev.tokens, batch_tokens=ev.batch_tokens,
-                     byte_level=corpus.byte_level, device=device, amp=amp)
+    final = evaluate(model, test.stream, seq, tokens=test.tokens, batch_tokens=ev.batch_tokens,
+                     byte_level=corpus.byte_level, device=device, amp=amp, units=test.bounds)
+    nbytes = test.scored_bytes(corpus)
     metrics.update(val_loss=final.loss, value=final.loss, val_ppl=final.ppl,
-                   val_bpb=corpus.bpb(final.loss, final.tokens),
-                   eval_bytes=corpus.scored_bytes(final.tokens), eval_s=final.elapsed_s)
+                   val_bpb=final.loss * final.tokens / (nbytes * math.log(2)) if nbytes else None,
+                   eval_bytes=nbytes, eval_s=final.elapsed_s,
+                   doc_loss=[round(x, 4) for x in final.unit_loss] if final.unit_loss is not None else None)
     if not math.isfinite(final.loss):
         return "diverged", "non-finite validation loss after training", metrics, tcfg
     return "ok", "", metrics, tcfg

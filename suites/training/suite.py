@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -12,11 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ablate import distributed
-from ablate.data import check_eval_span
 from ablate.errors import ConfigError
-from ablate.evaluate import span_needed
 from ablate.grid import GridPoint
+from ablate.model import Transformer
 from ablate.livelog import model_run, open_live
+from ablate.lr_sweep import sweep as lr_sweep
 from ablate.progress import start_progress
 from ablate.results import ResultWriter, done_keys, row_key, status_from_exception, to_frame
 from ablate.runner import Task, results_path, select_tasks
@@ -26,9 +27,9 @@ from ablate.validate import check_fits, estimate_memory_bytes
 
 from .aggregate import grid_rows
 from .budget import Budget
-from .config import TrainingConfig, config_id, grid_id, grid_points, point_train, resolve
+from .config import TrainingConfig, config_id, grid_id, grid_points, point_train, resolve, sweeps_lr
 from .constants import SUITE
-from .measure import _describe, _row_key_fields, run_point, unigram_loss
+from .measure import _describe, _row_key_fields, eval_sets, run_point, unigram_loss
 from .tables import _cell, summary_table
 
 
@@ -46,9 +47,8 @@ def task_id(point: GridPoint, seed: int) -> str:
 def _setup(opts):
     """Everything run() and tasks() share: (device, preset, cfg, corpus, points, reference, seeds, results file)."""
     device, preset, cfg, corpus = training_setup(opts, resolve)
-    seq = cfg.train.seq_len  # the data must hold the evaluation: refused before a plan is written
-    check_eval_span(corpus.val, span_needed(max(cfg.eval.tokens, cfg.eval.curve_tokens), seq),
-                    f"training-suite evaluation ({cfg.eval.tokens} tokens at {seq})")
+    seq = cfg.train.seq_len
+    eval_sets(cfg, corpus)  # the held-out split must hold the test (and tune) documents: refused before a plan
     if len(corpus.train) < seq + 1:
         raise ConfigError(f"training split holds {len(corpus.train)} tokens, fewer than seq_len+1 = {seq + 1}")
     points, reference = grid_points(cfg)
@@ -97,7 +97,24 @@ def run(opts) -> Path:
     live = open_live(opts, SUITE, device, preset) if dinfo.is_main else None  # --log-to trackers (rank 0)
     gid = grid_id(cfg, corpus)
     budget = Budget(cfg, reference, corpus, device)
-    unigram = unigram_loss(corpus, cfg.eval.tokens)
+    sets = eval_sets(cfg, corpus)
+    unigram = unigram_loss(corpus, sets[0])
+    sweeps: dict[str, object] = {}  # point name -> its learning-rate sweep (ablate.lr_sweep; cached on disk too)
+
+    def point_sweep(point: GridPoint):
+        """The point's sweep, run once (the first seed's initialisation and data order) and kept beside the results
+        file (``<results>.lr_sweep.json``), so other seeds and resumed runs reuse the choice."""
+        if not sweeps_lr(cfg, point):
+            return None
+        if point.name not in sweeps:
+            tcfg = point_train(cfg, point, cfg.train.seed)
+            steps, _ = budget.steps(Transformer(point.model), point.model, tcfg)  # the run's steps
+            sweeps[point.name] = lr_sweep(point.model, replace(tcfg, steps=steps), corpus, cfg.lr_sweep,
+                                          test_tokens=cfg.eval.tokens, device=device, tune=sets[2],
+                                          cache=out.with_name(out.stem + ".lr_sweep.json"),
+                                          batch_tokens=cfg.eval.batch_tokens, progress=prog or False,
+                                          label=f"{point.name} lr sweep")
+        return sweeps[point.name]
     threads_before = set_threads(device, cfg.cpu_threads, tf32=True)
 
     # The grid's declaration, stored in each row: a report can then show points another grid measured.
@@ -144,8 +161,10 @@ def run(opts) -> Path:
                 # --log-to: a tracker run per point and seed (ablate.livelog); without it lrun does nothing
                 with model_run(live, f"{point.name}-s{seed}", config=run_cfg, keys=[key]) as lrun:
                     try:
+                        swept = point_sweep(point)
                         status, reason, metrics, tcfg = run_point(cfg, point, seed, corpus, device, budget, prog,
-                                                                  unigram=unigram, on_log=lrun.on_log)
+                                                                  unigram=unigram, on_log=lrun.on_log, sets=sets,
+                                                                  sweep=swept)
                         run_cfg["train"] = tcfg
                         lrun.tap(writer).write(status, key, {**desc, **metrics}, config=run_cfg, reason=reason)
                     except Exception as exc:  # unsupported, OOM, a kernel that fails: a row, and the grid goes on
