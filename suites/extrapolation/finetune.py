@@ -10,7 +10,7 @@ steps at the new window; Peng et al. 2023, Table 1: Llama-2 7B fine-tuned to 8k,
   tokens as a pre-training step;
 * AdamW state starts fresh (as both papers' fine-tuning does), weight decay 0 (both papers), a linear warm-up over 5%
   of the steps (YaRN: 20 of 400), then a constant rate ``finetune.lr`` (default ``train.min_lr``, where the
-  pre-training schedule ended; both papers fine-tune at 2e-5, about a tenth of their models' peak rates);
+  pre-training schedule ended; both papers fine-tune at 2e-5, below Llama's peak pre-training rate of 3e-4);
 * batches continue the pre-training data stream: fine-tuning step ``i`` draws from generator ``(seed, train.steps +
   i)``, windows the pre-training never drew as such;
 * ``train_len`` stays the pre-training length (YaRN's and dynamic NTK's original context), so ``rope_scale = s`` means
