@@ -154,7 +154,7 @@ RANGES: dict[str, dict[str, Range]] = {
     # suites/extrapolation/ and suites/training/ (both name their eval settings EvalSettings)
     "EvalSettings": {"stride": ONE_PLUS, "factors": ge(1, nonempty=True), "tokens": ONE_PLUS,
                      "curve_tokens": ONE_PLUS, "batch_tokens": ONE_PLUS, "pos_bins": ONE_PLUS,
-                     "decode_chunk": ONE_PLUS},
+                     "decode_chunk": ONE_PLUS, "doc_seed": SEED, "max_doc_tokens": ge(2)},
     "PasskeySettings": {"keys": between(1, 26), "digits": ONE_PLUS, "depths": between(0, 1, nonempty=True),
                         "trials": ONE_PLUS, "steps": ONE_PLUS, "answer_weight": NONNEG},
     "ExtrapolationConfig": {"cpu_threads": NONNEG},
