@@ -622,6 +622,10 @@ def test_learned_offset_and_range(gen):
     m = P.build_position("learned", cfg).to(F64)
     assert m.weight.shape == (16, 16)
     assert 0.2 < m.weight.std().item() < 0.8  # init normal(0, init_std)
+    # with fairseq's embedding treatment the table is N(0, d^-1/2), as fairseq's learned positional embedding
+    fs = P.build_position("learned", ModelConfig(d_model=256, n_heads=2, max_len=512, init_std=0.5,
+                                                 scale_embeddings=True))
+    assert 0.055 < fs.weight.std().item() < 0.07  # 256^-1/2 = 0.0625 (131k samples: +-1% at 3 sigma)
     x = randn(gen, 2, 6, 16)
     torch.testing.assert_close(m.embed(x, 10), x + m.weight[10:16], rtol=0, atol=0)
     full = m.embed(torch.zeros(1, 16, 16, dtype=F64), 0)

@@ -189,13 +189,18 @@ class Sinusoidal(Position):
                    paper="Gehring et al. 2017 (ConvS2S); Radford et al. 2018/2019 (GPT, GPT-2)",
                    kind="absolute", extrapolates=False, params=True, needs_bias=False, max_len_bound=True)
 class Learned(Position):
-    """A trainable ``(max_len, d_model)`` table; positions at or past ``max_len`` raise PositionRangeError."""
+    """A trainable ``(max_len, d_model)`` table; positions at or past ``max_len`` raise PositionRangeError.
+
+    Initialised N(0, init_std) (GPT-2), or N(0, d^-1/2) with ``cfg.scale_embeddings``: fairseq's learned positional
+    embedding, the treatment that goes with its sqrt(d)-scaled token embeddings (``PositionalEmbedding(learned=True)``
+    in fairseq/modules/positional_embedding.py)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.max_len = int(cfg.max_len)
         self.weight = nn.Parameter(torch.empty(self.max_len, cfg.d_model))
-        nn.init.normal_(self.weight, mean=0.0, std=cfg.init_std)
+        std = cfg.d_model ** -0.5 if cfg.scale_embeddings else cfg.init_std
+        nn.init.normal_(self.weight, mean=0.0, std=std)
 
     @classmethod
     def param_count(cls, cfg: ModelConfig) -> int:
