@@ -12,7 +12,7 @@ import pandas as pd
 from ablate.claims import LOSS_MARGIN
 from ablate.stats import summarize, verdict
 
-from .constants import STUCK_MARGIN, SUITE
+from .constants import CONVERGENCE_DROP, CONVERGENCE_WINDOW, STUCK_MARGIN, SUITE
 
 
 def _num(v: Any) -> float | None:
@@ -25,6 +25,34 @@ def _num(v: Any) -> float | None:
 
 def _col(df, name: str) -> list:
     return df[name].tolist() if name in df.columns else [None] * len(df)
+
+
+def last_drop(steps: Any, losses: Any, total: Any = None, window: float = CONVERGENCE_WINDOW) -> float | None:
+    """How much the validation curve still falls over the last ``window`` of the run: minus the least-squares slope
+    (nats per step) of the curve points with ``step >= (1 - window) * total``, times ``window * total`` steps
+    (positive = still improving). Fewer than two points in the window: the last two points of the curve. None
+    without a curve of two finite points."""
+    if not isinstance(steps, (list, tuple)) or not isinstance(losses, (list, tuple)) or len(steps) != len(losses):
+        return None
+    pts = [(float(a), _num(b)) for a, b in zip(steps, losses) if _num(a) is not None and _num(b) is not None]
+    if len(pts) < 2:
+        return None
+    end = _num(total) or pts[-1][0]
+    tail = [p for p in pts if p[0] >= (1.0 - window) * end - 1e-9]
+    if len(tail) < 2:
+        tail = pts[-2:]
+    n = len(tail)
+    mx, my = sum(p[0] for p in tail) / n, sum(p[1] for p in tail) / n
+    sxx = sum((p[0] - mx) ** 2 for p in tail)
+    if sxx <= 0:
+        return None
+    slope = sum((p[0] - mx) * (p[1] - my) for p in tail) / sxx
+    return -slope * window * end
+
+
+def row_drop(row: Any) -> float | None:
+    """:func:`last_drop` of a row's validation curve (``curve.val_step`` / ``curve.val_loss``)."""
+    return last_drop(row.get("curve.val_step"), row.get("curve.val_loss"), row.get("steps"))
 
 
 def point_stats(df) -> list[dict[str, Any]]:
@@ -46,6 +74,11 @@ def point_stats(df) -> list[dict[str, Any]]:
         div = g[g["status"] == "diverged"]
         other = g[~g["status"].isin(["ok", "diverged"])]
         params = [_num(v) for v in _col(g, "params") if _num(v) is not None]
+        drops = [row_drop(r) for _, r in ok.iterrows()]
+        drop = summarize(drops).mean
+        lrs = sorted({_num(v) for v in (_col(ok, "lr") if "lr" in ok.columns else _col(ok, "config.train.lr"))
+                      if _num(v) is not None})
+        sweep_row = next((r for _, r in ok.iterrows() if isinstance(r.get("lr_sweep.lrs"), list)), None)
         out.append({
             "point": name, "baseline": first.get("baseline") if isinstance(first.get("baseline"), str) else None,
             "change": first.get("change"), "group": first.get("group"), "n": len(g), "n_ok": len(ok),
@@ -61,6 +94,13 @@ def point_stats(df) -> list[dict[str, Any]]:
             else None,
             "mfu_peak": next((v for v in _col(ok, "mfu_peak") if isinstance(v, str)), None),
             "unigram": next((_num(v) for v in _col(g, "unigram_loss") if _num(v) is not None), None),
+            "tps": summarize([_num(v) for v in _col(ok, "tokens_per_s")]),
+            "drop": drop, "still_improving": drop is not None and drop > CONVERGENCE_DROP,
+            "lr": lrs[0] if len(lrs) == 1 else None, "lrs_used": lrs,
+            "sweep": None if sweep_row is None else {
+                "lrs": list(sweep_row["lr_sweep.lrs"]), "losses": list(sweep_row.get("lr_sweep.losses") or []),
+                "at_edge": bool(sweep_row.get("lr_sweep.at_edge")), "chosen_by": sweep_row.get("lr_sweep.chosen_by"),
+                "steps": sweep_row.get("lr_sweep.steps"), "tune_tokens": sweep_row.get("lr_sweep.tune_tokens")},
         })
     for s in out:
         s["stuck"] = _stuck(s)

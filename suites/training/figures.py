@@ -56,6 +56,18 @@ def palette(names: list[str]) -> dict[str, Style]:
     return styles(names)
 
 
+def _curve_text(g) -> str:
+    """Which text the curve points scored, in a few words (the index gives the full caption)."""
+    first = g.iloc[0]
+    ct, et = _num(first.get("curve_eval_tokens")), _num(first.get("eval_tokens"))
+    cd = _num(first.get("curve_eval_docs"))
+    if ct is None or et is None:
+        return "first tokens of the held-out split, not the final loss's text"
+    if ct >= et:
+        return "the final loss's test documents"
+    return f"{int(cd or 0)} of the final loss's test documents, {int(ct):,} tokens"
+
+
 def fig_curves(g, stats: list[dict], pal: dict[str, Style], folder: Path) -> list[Path]:
     """Figure 1: validation-loss curves, one panel per baseline family (``training_curves``), each the mean over
     seeds with its 95% t-interval band (none with one seed: the title then says n=1); [] when no point has a
@@ -101,18 +113,37 @@ def fig_curves(g, stats: list[dict], pal: dict[str, Style], folder: Path) -> lis
             span = max(hi - lo, 0.05)
             axes[0][0].set_ylim(max(0.0, lo - 0.3 * span), min(max(tops) + 0.05, hi + 2.5 * span))
         if ns:
-            fig.suptitle(f"Validation loss during training (mean over seeds; {band_note(min(ns), max(ns))})",
-                         fontsize=10)
+            fig.suptitle(f"Validation loss during training ({_curve_text(g)}; mean over seeds; "
+                         f"{band_note(min(ns), max(ns))})", fontsize=9)
             fig.tight_layout()
             return list(savefig(fig, folder / "training_curves"))
         plt.close(fig)
         return []
 
 
+def _apart(a: dict, b: dict) -> bool:
+    """Whether two points' 95% intervals separate on both axes (throughput and loss): a step of the front that the
+    seeds can tell from noise. False without intervals (one seed)."""
+    def sep(sa, sb) -> bool:
+        if sa.half_width is None or sb.half_width is None:
+            return False
+        return sa.hi < sb.lo or sb.hi < sa.lo
+    return sep(a["tps"], b["tps"]) and sep(a["val"], b["val"])
+
+
+def front_segments(pts: list[dict], front: list[bool]) -> list[tuple[str, str]]:
+    """Neighbouring Pareto-optimal points (by throughput) the front may join: those whose intervals separate on
+    both axes (:func:`_apart`). Points that overlap are not a resolved trade-off, so no line is drawn through them."""
+    on = sorted((p for p, f in zip(pts, front) if f), key=lambda p: p["tokens_per_s"])
+    return [(a["point"], b["point"]) for a, b in zip(on, on[1:]) if _apart(a, b)]
+
+
 def pareto_figure(pts: list[dict], pal: dict[str, Style]):
-    """The quality-vs-cost figure (not saved): (figure, the Pareto-optimal points). Each point is labelled next to
-    its marker, labels moved apart so none overlaps another (:func:`ablate.style.annotate_points`); bars: 95%
-    t-interval over seeds (none with one seed)."""
+    """The quality-vs-cost figure (not saved): (figure, the Pareto-optimal points, the front's drawn segments).
+    Each point is labelled next to its marker, labels moved apart so none overlaps another
+    (:func:`ablate.style.annotate_points`); bars: 95% t-intervals over seeds of the loss *and* of the throughput
+    (none with one seed). Pareto-optimal points (on the means) are outlined; the dashed front joins only neighbours
+    whose intervals separate on both axes (:func:`front_segments`)."""
     xs = [s["tokens_per_s"] for s in pts]
     ys = [s["val"].mean for s in pts]
     front = pareto_front(xs, ys, x_better="high", y_better="low")
@@ -120,31 +151,40 @@ def pareto_figure(pts: list[dict], pal: dict[str, Style]):
     fig, ax = plt.subplots(figsize=(6.6, 4.6))
     for s, x, y, f in zip(pts, xs, ys, front):
         hw = s["val"].half_width
+        tps = s.get("tps")
+        xw = tps.half_width if tps is not None else None
         st = pal[s["point"]]
-        ax.errorbar([x], [y], yerr=[[hw], [hw]] if hw else None, fmt=st.marker, ms=7 if f else 5, color=st.color,
-                    mec="black" if f else st.color, mew=1.2 if f else 0.5, capsize=2, lw=1)
-    fx = sorted((x, y) for x, y, f in zip(xs, ys, front) if f)
+        ax.errorbar([x], [y], yerr=[[hw], [hw]] if hw else None, xerr=[[xw], [xw]] if xw else None, fmt=st.marker,
+                    ms=7 if f else 5, color=st.color, mec="black" if f else st.color, mew=1.2 if f else 0.5,
+                    capsize=2, lw=1)
+    segments = front_segments(pts, front) if all(s.get("tps") is not None for s in pts) else []
+    by = {s["point"]: s for s in pts}
     handles = []
-    if len(fx) > 1:
-        handles = ax.plot([p[0] for p in fx], [p[1] for p in fx], color="black", lw=1, ls="--", label="Pareto front")
+    for i, (a, b) in enumerate(segments):
+        handles += ax.plot([by[a]["tokens_per_s"], by[b]["tokens_per_s"]], [by[a]["val"].mean, by[b]["val"].mean],
+                           color="black", lw=1, ls="--", label="Pareto front (intervals apart)" if i == 0 else None)
     ax.set_xlabel("training throughput (tokens/s, higher is better)")
     ax.xaxis.set_major_formatter(FuncFormatter(_si))
     ax.set_ylabel("final validation loss (lower is better)")
-    bars = band_note(min(ns), max(ns), what=BAND_CI).replace("band:", "bars:").replace("no band", "no bars")
-    ax.set_title(f"Quality vs cost (outlined: Pareto-optimal; {bars})", fontsize=10)
+    bars = band_note(min(ns), max(ns), what=BAND_CI).replace("band:", "bars (both axes):").replace("no band",
+                                                                                                    "no bars")
+    ax.set_title(f"Quality vs cost (outlined: Pareto-optimal on means; {bars})", fontsize=9)
     ax.margins(x=0.12, y=0.1)
+    handles = handles[:1]
     legend = ax.legend(handles=handles, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0)) \
         if handles else None
     fig.tight_layout()
     annotate_points(ax, xs, ys, [s["point"] for s in pts], fontsize=6.5,
                     avoid=list(legend.get_texts()) if legend is not None else ())
-    return fig, [s["point"] for s, f in zip(pts, front) if f]
+    return fig, [s["point"] for s, f in zip(pts, front) if f], segments
 
 
-def fig_pareto(pts: list[dict], pal: dict[str, Style], folder: Path) -> tuple[list[Path], list[str]]:
+def fig_pareto(pts: list[dict], pal: dict[str, Style], folder: Path) -> tuple[list[Path], list[str],
+                                                                                list[tuple[str, str]]]:
     """Figure 2: quality vs cost, Pareto front (higher tokens/s and lower loss are better) of the points ``pts``
-    (those with a mean val loss and a throughput): (files written, the Pareto-optimal points)."""
+    (those with a mean val loss and a throughput): (files written, the Pareto-optimal points, the front's drawn
+    segments)."""
     with plot_style():
-        fig, front = pareto_figure(pts, pal)
+        fig, front, segments = pareto_figure(pts, pal)
         written = list(savefig(fig, folder / "training_pareto"))
-    return written, front
+    return written, front, segments

@@ -9,10 +9,11 @@ from typing import Any
 
 import pandas as pd
 
-from ablate.claims import INCONCLUSIVE, LOSS_MARGIN, better_claim, parity_claim
+from ablate.claims import INCONCLUSIVE, LOSS_MARGIN, REPRODUCED, better_claim, parity_claim
+from ablate.grid import EQUAL_PARAMS_TOL
 
 from .aggregate import _num, point_stats
-from .constants import _ID_OMIT_AT
+from .constants import _ID_OMIT_AT, CONVERGENCE_DROP, CONVERGENCE_WINDOW
 
 
 @dataclass(frozen=True)
@@ -137,10 +138,28 @@ _TESTS = {"better": "lower val loss (paired 95% CI < 0)", "same": "equivalent wi
           "not_worse": "lower, or equivalent within ±{m} nats"}
 
 
+def caveats(base_name: str, base: dict, other_name: str, other: dict, field_name: str | None) -> list[str]:
+    """What limits a comparison of two points: a point still improving at the end of its run (undertrained: see
+    :data:`CONVERGENCE_DROP`), and for GQA vs MHA a parameter count that is not equal (beyond ±1%)."""
+    out = []
+    for name, p in ((base_name, base), (other_name, other)):
+        if p.get("still_improving"):
+            out.append(f"undertrained: {name} still improving ({-p['drop']:+.3f} nats over the last "
+                       f"{CONVERGENCE_WINDOW:.0%} of its steps)")
+    if field_name == "n_kv_heads" and base.get("params") and other.get("params"):
+        rel = other["params"] / base["params"] - 1.0
+        if abs(rel) > EQUAL_PARAMS_TOL:
+            out.append(f"not equal ({rel:+.0%} params)")
+    return out
+
+
 def findings_table(df):
     """The published findings, each checked on every pair of points of this grid that isolates its change, with
-    a verdict (reproduced / not reproduced / inconclusive) from paired 95% intervals over seeds."""
+    a verdict (reproduced / not reproduced / inconclusive) from paired 95% intervals over seeds, and its caveats
+    (:func:`caveats`). An undertrained point (its curve still falling, :data:`CONVERGENCE_DROP`) never makes a
+    finding *reproduced*: the verdict becomes *inconclusive* and the caveat says why."""
     by_name = {s["point"]: s for s in point_stats(df)}
+    fields_of = {f.claim: f.field for f in FINDINGS}
     rows = []
     for claim, base_name, other_name, kind, ref, published in finding_pairs(df):
         base, other = by_name[base_name], by_name[other_name]
@@ -150,8 +169,13 @@ def findings_table(df):
             verdict, detail = "inconclusive", f"both ≈ unigram loss {base['unigram']:.3f}: nothing learned"
         elif stuck:
             detail += f"; {stuck[0]} ≈ unigram"
+        notes = caveats(base_name, base, other_name, other, fields_of.get(claim))
+        if verdict == REPRODUCED and any(c.startswith("undertrained") for c in notes):
+            verdict = INCONCLUSIVE
+            detail += "; would be reproduced, but an undertrained point cannot reproduce a claim"
         rows.append({"published claim": claim, "published": published, "source": ref,
                      "comparison": f"{other_name} vs {base_name}", "ours: Δ val loss (95% CI)": ours,
-                     "test": _TESTS[kind].format(m=LOSS_MARGIN), "verdict": verdict, "detail": detail})
+                     "test": _TESTS[kind].format(m=LOSS_MARGIN), "verdict": verdict,
+                     "caveats": "; ".join(notes) or "—", "detail": detail})
     return pd.DataFrame(rows, columns=["published claim", "published", "source", "comparison",
-                                       "ours: Δ val loss (95% CI)", "test", "verdict", "detail"])
+                                       "ours: Δ val loss (95% CI)", "test", "verdict", "caveats", "detail"])

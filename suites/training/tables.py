@@ -47,7 +47,9 @@ def summary_table(df):
             "variant": s["point"], "change": s["change"], "seeds": seeds, "val loss": s["val"].fmt(".4f"),
             "Δ vs baseline": _delta_cell(comp), "vs": s["baseline"] or "—",
             "bpb": s["bpb"], "params": int(s["params"]) if s["params"] is not None else None,
-            "tokens/s": s["tokens_per_s"],
+            "tokens/s": s["tokens_per_s"], "± tokens/s": s["tps"].half_width,
+            "lr": _lr_cell(s),
+            "last 20%": _drop_cell(s),
             "peak mem (MiB)": s["peak_mem_bytes"] / 2 ** 20 if s["peak_mem_bytes"] is not None else None,
             "MFU (%)": 100.0 * s["mfu"] if s["mfu"] is not None else None,
             "note": f"≈ unigram ({s['unigram']:.3f}): no context learned" if s["stuck"] else "",
@@ -55,7 +57,26 @@ def summary_table(df):
     df = pd.DataFrame(rows)
     if not df.empty and not df["note"].astype(bool).any():
         df = df.drop(columns=["note"])
+    if not df.empty and df["± tokens/s"].isna().all():
+        df = df.drop(columns=["± tokens/s"])
     return df
+
+
+def _lr_cell(s: dict) -> str:
+    """The learning rate the point trained with (``*`` = chosen by the sweep; ``edge`` = at the edge of its
+    candidates, so the best rate may lie outside them)."""
+    if s["lr"] is None:
+        return "/".join(f"{v:g}" for v in s["lrs_used"]) or "—"
+    mark = "*" if s["sweep"] else ""
+    edge = " (edge)" if s["sweep"] and s["sweep"]["at_edge"] else ""
+    return f"{s['lr']:g}{mark}{edge}"
+
+
+def _drop_cell(s: dict) -> str:
+    """Change of the validation loss over the last 20% of the steps, flagged when still improving."""
+    if s["drop"] is None:
+        return "—"
+    return f"{-s['drop']:+.3f}" + (" still improving" if s["still_improving"] else "")
 
 def _setup_lines(g) -> list[str]:
     first = g.iloc[0]
@@ -65,19 +86,34 @@ def _setup_lines(g) -> list[str]:
         return default if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
     seeds = sorted({int(s) for s in _col(g, "seed") if _num(s) is not None})
+    swept = any(isinstance(v, list) for v in _col(g, "lr_sweep.lrs"))
+    lrs = sorted({_num(v) for v in _col(g, "config.train.lr") if _num(v) is not None})
+    lr = "lr chosen per point by a sweep (see *Learning rate per point*)" if swept else \
+        f"lr {'/'.join(f'{v:g}' for v in lrs) or '?'}"
+    min_lr = "the preset's min_lr / lr ratio" if swept else get("config.train.min_lr")
+    nodecay = ", nor on T5's bias table" if _num(first.get("eval_docs")) is not None else ""  # rows since PROTOCOL 3
+    docs = _num(first.get("eval_docs"))
+    scales = {v for v in _col(g, "config.model.scale_embeddings") if isinstance(v, bool)}
+    embed = ("x sqrt(d_model) on every point (fairseq init), the same treatment for all" if scales == {True} else
+             "unscaled on every point" if scales == {False} else
+             "scaled on some points only" + (" (a grid factor)" if "axis.scale_embeddings" in g.columns else
+                                             " (sinusoidal points: rows from before one treatment for all)"))
     hw = get("env.gpu", None) if get("device") == "cuda" else f"{get('env.cpu')} ({get('env.cpu_count')} CPUs)"
     lines = [
         f"- device: **{get('device')}** — {hw}; torch {get('env.torch')}; git {str(get('env.git_commit'))[:10]}"
         f"{' (dirty)' if get('env.git_dirty', False) is True else ''}",
         f"- preset **{get('preset')}**: d_model {get('config.model.d_model')}, {get('config.model.n_layers')} layers, "
         f"{get('config.model.n_heads')} heads, context {get('config.train.seq_len')}, batch "
-        f"{get('config.train.batch_size')}, AdamW lr {get('config.train.lr')} (warm-up {get('config.train.warmup')},"
-        f" cosine to {get('config.train.min_lr')}), clip {get('config.train.grad_clip')}, amp "
-        f"{get('config.train.amp', None) or 'none (fp32)'}",
+        f"{get('config.train.batch_size')}, AdamW {lr} (warm-up {get('config.train.warmup')}, cosine to "
+        f"{min_lr}), weight decay {get('config.train.weight_decay')} on matrices (none on norms and biases"
+        f"{nodecay}), clip {get('config.train.grad_clip')}, amp {get('config.train.amp', None) or 'none (fp32)'}",
         f"- budget: equal **{get('budget_kind')}** per run = {float(get('budget_value', float('nan'))):.4g}"
         f" ({'tokens' if get('budget_kind') == 'tokens' else 'FLOPs' if get('budget_kind') == 'flops' else 's'})",
         f"- data: `{get('data')}` (byte-level vocab {get('config.model.vocab_size')}); validation loss on "
-        f"{get('eval_tokens')} held-out tokens, the same for every run",
+        + (f"{get('eval_tokens')} tokens of {int(docs)} test document{'s' if docs != 1 else ''} drawn across the "
+           f"held-out split (eval set `{get('eval_set')}`), the same for every run" if docs is not None else
+           f"{get('eval_tokens')} held-out tokens (the start of the held-out split), the same for every run"),
+        f"- embeddings: {embed}",
         f"- seeds: {', '.join(map(str, seeds))} ({len(seeds)}); rows: {len(g)}; grid_id `{get('grid_id')}`",
     ]
     uni = next((_num(v) for v in _col(g, "unigram_loss") if _num(v) is not None), None)
