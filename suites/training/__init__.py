@@ -11,7 +11,10 @@ The grid (:mod:`ablate.grid`): by default "original" (post-LN LayerNorm, ReLU, s
 "modern" (pre-RMSNorm, SwiGLU, RoPE, GQA), every change applied alone to original and removed alone from modern,
 plus sliding-window and linear attention on modern. Every point x seed trains one model from scratch with the shared
 loop (:func:`ablate.train.train`: AdamW, warm-up + cosine, clipping, bf16 autocast on CUDA, optional compile) on the
-same data order per seed, and is then scored on the same held-out tokens.
+same data order per seed, and is then scored on the same held-out test documents (:mod:`ablate.evalset`). Fair
+training: one embedding treatment for every point, GQA at equal parameters (FFN widened), T5's bias table without
+weight decay, a learning rate per point from a short sweep scored on tune documents (``lr_sweep.*``,
+:mod:`ablate.lr_sweep`; on at small and gpu), and a flag on every run still improving at its end.
 
 Budget (``budget.kind``): ``tokens`` (default; every point trains ``budget.tokens``, default ``train.steps x
 batch x seq_len``), ``flops`` (steps = ``budget.flops`` / the point's FLOPs per step; default budget = the reference
@@ -21,7 +24,8 @@ timed over ``budget.calib_steps`` throw-away steps; default seconds = the refere
 
 Rows (results file ``<out>/training/<device>-<preset>.jsonl``): one per grid point x seed. Key fields: ``point``,
 ``preset``, ``config_id`` (hash of everything that shapes the run), ``seed``, ``device``, ``data``. Metrics:
-``val_loss`` (nats/token on ``eval.tokens`` held-out tokens), ``val_ppl``, ``val_bpb`` (byte-level data),
+``val_loss`` (nats/token on the test documents: ``eval_tokens`` targets, ``eval_set``, ``eval_doc_ids``,
+``doc_loss``), ``lr`` and ``lr_sweep.*`` (the rate used and the sweep that chose it), ``val_ppl``, ``val_bpb``,
 ``train_loss``, ``params`` (+ ``params_non_embedding``, ``matmul_params``), ``steps``, ``tokens``,
 ``tokens_per_s`` (steady state, first step excluded), ``step_ms``, ``train_s``, ``flops_per_step``, ``tflops``,
 ``mfu`` with ``mfu_peak_tflops`` / ``mfu_peak`` (the peak used; CUDA only), ``peak_mem_bytes`` /
@@ -30,7 +34,8 @@ run), ``diverged_step``, the grid description (``baseline``, ``change``, ``group
 ``axis.*``), the variant columns (``norm``, ``norm_placement``, ``activation``, ``position``, ``attention``,
 ``n_kv_heads``, ``window``) and **the curve as compact lists in the same row**: ``curve.step`` / ``curve.tokens`` /
 ``curve.train_loss`` (every ``train.log_every`` steps; the loss of that step) and ``curve.val_step`` /
-``curve.val_loss`` (every ``train.eval_every`` steps and at the end, on ``eval.curve_tokens`` held-out tokens).
+``curve.val_loss`` (every ``train.eval_every`` steps and at the end, on the first test documents holding
+``eval.curve_tokens`` targets).
 A run whose loss goes non-finite gets status ``diverged`` with ``diverged_step`` and its curve so far; the grid
 goes on. Finished rows (``ok``, ``diverged``, ``unsupported``) are skipped on a re-run, so an interrupted grid
 resumes where it stopped.
@@ -47,8 +52,8 @@ from __future__ import annotations
 
 from ablate.suitekit import lazy_package
 
-from .constants import (_ID_OMIT_AT, BUDGET_KINDS, PROTOCOL, STUCK_MARGIN, SUITE, SWEEPS,  # noqa: F401
-                        VARIANT_COLUMNS)
+from .constants import (_ID_OMIT_AT, BUDGET_KINDS, CONVERGENCE_DROP, CONVERGENCE_WINDOW, PROTOCOL,  # noqa: F401
+                        STUCK_MARGIN, SUITE, SWEEPS, VARIANT_COLUMNS)
 
 # The measurement side (torch, imported together) and the report side (no torch), and the names each module gives
 # the package.
@@ -56,18 +61,20 @@ _MEASURE = ("config", "budget", "measure", "suite")
 _REPORT = ("aggregate", "findings", "tables", "figures", "reporting")
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "config": ("BudgetSettings", "EvalSettings", "TrainingConfig", "PRESETS", "resolve", "grid_points", "point_train",
+               "sweeps_lr", "SweepSettings",
                "grid_id", "config_id", "_grid_alias", "_refuse_grid_governed", "_model_id", "_corpus_id",
                "DataSettings", "ModelConfig", "TrainConfig", "GridSpec", "GridPoint"),
     "budget": ("flops_per_step", "Budget", "_calibrate", "train_jobs"),
-    "measure": ("run_point", "unigram_loss", "lm_loss", "train", "_row_key_fields", "_describe", "_curve"),
+    "measure": ("run_point", "unigram_loss", "eval_sets", "lm_loss", "train", "_row_key_fields", "_describe",
+                "_curve"),
     "suite": ("results_file", "task_id", "check_memory", "tasks", "run", "_setup", "_print_summary"),
     "aggregate": ("point_stats", "compare_points", "grid_rows", "DESCRIPTIVE", "_group_dirs", "_num", "_col",
-                  "_stuck"),
-    "findings": ("Finding", "FINDINGS", "NAMED_FINDINGS", "finding_pairs", "findings_table", "_glu", "_kv",
+                  "_stuck", "last_drop", "row_drop"),
+    "findings": ("Finding", "FINDINGS", "NAMED_FINDINGS", "finding_pairs", "findings_table", "caveats", "_glu", "_kv",
                  "_signature", "_claim_verdict", "_SIGNATURE_SKIP", "_TESTS"),
     "tables": ("summary_table", "_delta_cell", "_setup_lines", "_cell"),
-    "figures": ("palette", "fig_curves", "fig_pareto", "_mean_curve", "_si"),
-    "reporting": ("report",),
+    "figures": ("palette", "fig_curves", "fig_pareto", "_mean_curve", "_si", "front_segments"),
+    "reporting": ("report", "curve_caption", "pareto_caption"),
 }
 __all__ = ["SUITE", "BUDGET_KINDS", "BudgetSettings", "EvalSettings", "DataSettings", "TrainingConfig", "PRESETS",
            "resolve", "grid_points", "grid_id", "config_id", "results_file", "flops_per_step", "Budget", "run_point",
