@@ -45,7 +45,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
              "check_memory", "validate_plan", "train_jobs", "rope_scale_rows", "finetune_jobs"),
     "measure": ("train", "evaluate", "_train_job", "_run_job", "_evaluate_job", "_caveats"),
     "suite": ("tasks", "run"),
-    "labels": ("SERIES_FIELDS", "series", "fine_tuned", "scale_mode"),
+    "labels": ("SERIES_FIELDS", "series", "relabel", "fine_tuned", "scale_mode"),
     "summary": ("t_quantile_975", "mean_ci", "protocol_line", "ppl_summary", "per_seed_ppl", "effective_length",
                 "probe_chance", "probe_summary"),
     "claims": ("undertrained", "claims_section"),

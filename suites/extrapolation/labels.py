@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-__all__ = ["SERIES_FIELDS", "series", "fine_tuned", "scale_mode"]
+__all__ = ["SERIES_FIELDS", "series", "relabel", "fine_tuned", "scale_mode"]
 
 # The key fields that, with ``position``, tell the series apart (absent on rows that predate them).
 SERIES_FIELDS = ("position", "rope_scale_mode", "finetune_steps", "finetune_len")
@@ -39,15 +39,27 @@ def scale_mode(row: Mapping[str, Any]) -> str | None:
 
 def series(row: Mapping[str, Any]) -> str:
     """The row's series label: the position, plus ``s=<s>`` at a fixed scale and ``ft<steps>@<len>`` when
-    fine-tuned. The ideal and dynamic scales keep the bare key (what every earlier report showed)."""
+    fine-tuned. The ideal and dynamic scales keep the bare key (what every earlier report showed). Idempotent: a
+    row whose position already carries its label keeps it."""
     pos = str(row.get("position"))
     mode = scale_mode(row)
-    label = pos
+    suffix = ""
     s = _num(row.get("rope_scale"))
     if mode == "fixed" and s is not None:
-        label += f" s={s:g}"
+        suffix += f" s={s:g}"
     if fine_tuned(row):
         steps = int(_num(row.get("finetune_steps")) or 0)
         length = _num(row.get("finetune_len"))
-        label += f" ft{steps}" + (f"@{int(length)}" if length is not None else "")
-    return label
+        suffix += f" ft{steps}" + (f"@{int(length)}" if length is not None else "")
+    return pos if not suffix or pos.endswith(suffix) else pos + suffix
+
+
+def relabel(df):
+    """``df`` (a pandas frame of rows) with ``position`` replaced by :func:`series` where a row has a fixed scale or
+    a fine-tuning, so that every grouping by position keeps the protocols apart; unchanged otherwise."""
+    if not len(df) or not ({"rope_scale_mode", "finetune_steps"} & set(df.columns)):
+        return df
+    labels = [series(r) for r in df.to_dict("records")]
+    if labels == df["position"].astype(str).tolist():
+        return df
+    return df.assign(position=labels)

@@ -13,6 +13,7 @@ import pandas as pd
 from ablate.stats import clustered_proportion, summarize, t_ppf
 
 from .constants import METRIC_PPL, POSITIONS, PROTOCOL_COLS, ROPE_SCALINGS
+from .labels import relabel
 
 
 def t_quantile_975(dof: int) -> float:
@@ -33,6 +34,7 @@ def _variant_order(df) -> list[str]:
 
 
 def _protocol_groups(df):
+    df = relabel(df)  # fixed-scale and fine-tuned RoPE rows are series of their own (labels.series)
     cols = [c for c in PROTOCOL_COLS if c in df.columns]
     if not cols:
         return [({}, df)]
