@@ -154,3 +154,22 @@ def test_micro_run_finetunes_caches_and_says_what_ran(tmp_path):
              for r in _rows(ex.run(opts)) if r["status"] == "ok"}
     for k, r in by.items():
         assert rows2[k]["value"] == r["value"] and rows2[k]["from_checkpoint"] is True, k
+
+
+def test_report_keeps_fixed_scale_and_fine_tuned_rows_apart():
+    """The summary groups by series: a fixed-scale or fine-tuned row never enters the ideal-scale cell of its
+    position (before, all three averaged into one 'rope_pi' cell)."""
+    import pandas as pd
+
+    base = {"metric": "ppl", "status": "ok", "trained_position": "rope", "train_len": 16, "seed": 0, "mode": "nonoverlap",
+            "tokens": 512, "preset": "micro", "data": "topics", "device": "cpu", "config_id": "x", "stride": None}
+    rows = [{**base, "position": "rope", "eval_len": 32, "value": 9.0},
+            {**base, "position": "rope_pi", "rope_scale_mode": "ideal", "rope_scale": 2.0, "eval_len": 32, "value": 5.0},
+            {**base, "position": "rope_pi", "rope_scale_mode": "fixed", "rope_scale": 4.0, "eval_len": 32, "value": 7.0},
+            {**base, "position": "rope_pi", "rope_scale_mode": "fixed", "rope_scale": 4.0, "eval_len": 32, "value": 3.0,
+             "finetune_steps": 5, "finetune_len": 64, "finetune_lr": 3e-4}]
+    s = ex.ppl_summary(pd.DataFrame(rows))
+    got = dict(zip(s["position"], s["mean"]))
+    assert got == {"rope": 9.0, "rope_pi": 5.0, "rope_pi s=4": 7.0, "rope_pi s=4 ft5@64": 3.0}
+    assert (s["seeds"] == 1).all()
+    assert ex.series({"position": "rope_pi s=4", "rope_scale_mode": "fixed", "rope_scale": 4.0}) == "rope_pi s=4"
