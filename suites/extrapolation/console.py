@@ -12,7 +12,7 @@ from rich.table import Table
 from ablate.results import to_frame
 
 from .constants import PROBE_TASKS, SUITE
-from .summary import _protocol_groups, ppl_summary, probe_chance, protocol_line
+from .summary import _protocol_groups, ppl_summary, protocol_line
 from .tables import effective_table, ppl_table, probe_table
 
 
@@ -54,8 +54,10 @@ def _print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: in
         if pk.empty:
             continue
         wide = probe_table(pk)
-        table = Table(title=f"{task} retrieval accuracy [95% Wilson interval] (over depths and seeds)",
-                      caption=f"chance {probe_chance(pk):.2f}")
+        seeds = int(pk["seed"].nunique()) if "seed" in pk else 1
+        table = Table(title=f"{task} retrieval accuracy (over depths) [95% "
+                            f"{'t-interval over seeds' if seeds >= 2 else 'Wilson interval'}]",
+                      caption="last row: chance, from the generator")
         for c in wide.columns:
             table.add_column(str(c), justify="left" if c == "variant" else "right")
         for _, r in wide.iterrows():

@@ -64,7 +64,9 @@ def effective_table(summary, train_len: int):
 
 
 def probe_table(pk):
-    """Wide table: variants x eval lengths, cells ``acc [lo, hi]`` (95% Wilson, pooled over depths and seeds)."""
+    """Wide table: variants x eval lengths, cells ``acc [lo, hi]`` (pooled over depths; 95% interval clustered by
+    seed, :func:`probe_summary`), and a last row ``chance``: the chance level at each length, computed by the
+    generator (the mean over depths of the per-depth chance the rows carry)."""
     summ = probe_summary(pk)
     lens = sorted(summ["eval_len"].unique())
     out = []
@@ -76,5 +78,12 @@ def probe_table(pk):
             row[str(int(L))] = (f"{c['acc'].iloc[0]:.2f} [{c['lo'].iloc[0]:.2f}, {c['hi'].iloc[0]:.2f}]"
                                 if len(c) and c["trials"].iloc[0] else "—")
         out.append(row)
+    if "chance" in summ and len(summ):
+        chance = summ.groupby("eval_len")["chance"].mean()
+        out.append({"variant": "chance", **{str(int(L)): _fmt_chance(float(chance[L])) for L in lens}})
     return pd.DataFrame(out)
+
+
+def _fmt_chance(c: float) -> str:
+    return f"{c:.2f}" if c >= 0.01 else f"{c:.2g}"
 
