@@ -93,7 +93,7 @@ PRESETS: dict[str, ExtrapolationConfig] = {
         train=TrainConfig(steps=500, batch_size=32, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=50, log_every=50,
                           amp=None),
         eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=16384, batch_tokens=16384, pos_bins=64,
-                          rope_scales=("ideal", "4")),
+                          rope_scales=("ideal", "4"), decode_chunk=8),
         # RoPE-scaling fine-tuning at 4 x train_len: 10% of the pre-training steps (docs/extrapolation.md)
         finetune=FinetuneSettings(scalings=FINETUNED, scale=4.0, steps=50),
     ),
