@@ -28,7 +28,7 @@ from ablate.config import ModelConfig
 from ablate.flops import attention_fwd_flops, matmul_params, step_flops
 from ablate.model import Transformer
 
-__all__ = ["TrainJob", "EvalWork", "SWEEP_LABEL", "Rate", "model_matmul_params", "planned_vocab", "job_flops", "eval_flops", "measured_rate",
+__all__ = ["TrainJob", "EvalWork", "SWEEP_LABEL", "FINETUNE_LABEL", "Rate", "model_matmul_params", "planned_vocab", "job_flops", "eval_flops", "measured_rate",
            "estimate_lines", "format_duration"]
 
 
@@ -44,6 +44,7 @@ class TrainJob:
 
 
 SWEEP_LABEL = "lr_sweep:"  # TrainJob labels of a learning-rate sweep's runs (ablate.lr_sweep), counted apart
+FINETUNE_LABEL = "ft-"  # TrainJob labels of fine-tuning runs (the extrapolation suite's RoPE-scaling stage)
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,9 @@ def _num(v: Any) -> float | None:
 def measured_rate(device: str, *, where: Sequence[Path] = (Path("results"),), gpu: str | None = None,
                   cpu: str | None = None) -> Rate | None:
     """The median training FLOP/s that ok rows under ``where`` measured on this kind of machine: on ``cuda`` the
-    rows whose ``env.gpu`` contains ``gpu`` (training rows' ``flops / train_s``, latency training-step rows'
-    ``tflops``); on ``cpu`` training rows whose ``env.cpu`` equals ``cpu``. None when nothing matches."""
+    rows whose ``env.gpu`` contains ``gpu`` (training rows' ``flops / train_s``, extrapolation rows'
+    ``train_flops / train_s``, latency training-step rows' ``tflops``); on ``cpu`` training and extrapolation rows
+    whose ``env.cpu`` equals ``cpu``. None when nothing matches."""
     rates: list[float] = []
     files: set[str] = set()
     threads_seen: set[Any] = set()
@@ -139,6 +141,8 @@ def measured_rate(device: str, *, where: Sequence[Path] = (Path("results"),), gp
         flops, secs, tf = _num(r.get("flops")), _num(r.get("train_s")), _num(r.get("tflops"))
         if r.get("suite") == "training" and flops and secs:
             rates.append(flops / secs)
+        elif r.get("suite") == "extrapolation" and _num(r.get("train_flops")) and secs:
+            rates.append(_num(r.get("train_flops")) / secs)  # one value per trained model's row, as it was run
         elif r.get("suite") == "latency" and r.get("choice") is not None and tf:
             rates.append(tf * 1e12)
         else:
@@ -179,8 +183,9 @@ def estimate_lines(jobs: Sequence[TrainJob], evals: Sequence[EvalWork] = (), rat
     tokens = sum(j.batch * j.seq_len * j.steps for j in jobs)
     params = sorted({model_matmul_params(j.model) for j in jobs})
     p = (f"{params[0] / 1e6:.2f} M" if len(params) == 1 else f"{params[0] / 1e6:.2f}-{params[-1] / 1e6:.2f} M")
-    runs = [j for j in jobs if not j.label.startswith(SWEEP_LABEL)]
+    runs = [j for j in jobs if not j.label.startswith((SWEEP_LABEL, FINETUNE_LABEL))]
     sweep = [j for j in jobs if j.label.startswith(SWEEP_LABEL)]
+    tuned = [j for j in jobs if j.label.startswith(FINETUNE_LABEL)]
     per_run = sum(j.batch * j.seq_len * j.steps for j in runs) / max(1, len(runs))
     lines = [f"estimate: {len(runs)} model(s) of {p} matmul parameters, {_count(per_run)} training "
              f"tokens each ({per_run / params[-1]:.2g} tokens per parameter); "
@@ -189,6 +194,11 @@ def estimate_lines(jobs: Sequence[TrainJob], evals: Sequence[EvalWork] = (), rat
         sf = sum(job_flops(j) for j in sweep)
         lines.append(f"estimate: of which the learning-rate sweep: {len(sweep)} short run(s), {sf:.3g} training "
                      f"FLOPs ({100 * sf / train:.0f}% of training)")
+    if tuned:
+        tf = sum(job_flops(j) for j in tuned)
+        lines.append(f"estimate: of which fine-tuning: {len(tuned)} run(s) of {_count(tuned[0].steps)} steps x "
+                     f"{tuned[0].batch} x {tuned[0].seq_len} tokens, {tf:.3g} training FLOPs "
+                     f"({100 * tf / train:.0f}% of training)")
     if rate is None:
         lines.append(f"estimate: no measured throughput for this {device} under results/ -- time unknown "
                      "(run a preset once; its rows give the rate)")

@@ -173,3 +173,19 @@ def test_report_keeps_fixed_scale_and_fine_tuned_rows_apart():
     assert got == {"rope": 9.0, "rope_pi": 5.0, "rope_pi s=4": 7.0, "rope_pi s=4 ft5@64": 3.0}
     assert (s["seeds"] == 1).all()
     assert ex.series({"position": "rope_pi s=4", "rope_scale_mode": "fixed", "rope_scale": 4.0}) == "rope_pi s=4"
+
+
+def test_estimate_counts_finetuning_apart_and_takes_the_rate_from_extrapolation_rows(tmp_path):
+    from ablate.estimate import estimate_lines, measured_rate
+
+    cfg = ex.resolve("tiny")
+    jobs, evals = ex.train_jobs(cfg, [0])
+    lines = estimate_lines(jobs, evals)
+    assert lines[0].startswith("estimate: 6 model(s) of 0.11 M") and "1.02 M training tokens each" in lines[0]
+    assert lines[1].startswith("estimate: of which fine-tuning: 3 run(s) of 50 steps x 8 x 256 tokens")
+    base = {"status": "ok", "suite": "extrapolation", "device": "cpu", "env.cpu": "CPU X"}
+    (tmp_path / "x.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {**base, "train_flops": 4e11, "train_s": 2.0}, {**base, "train_flops": 6e11, "train_s": 2.0},
+        {**base, "train_flops": 5e11, "train_s": 2.0}, {**base, "train_s": 2.0}]))  # the last: no FLOPs, no rate
+    r = measured_rate("cpu", where=[tmp_path], cpu="CPU X")
+    assert r is not None and r.flops_per_s == pytest.approx(2.5e11) and "extrapolation" in r.source

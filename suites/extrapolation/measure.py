@@ -15,6 +15,7 @@ import torch
 from ablate.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
 from ablate.data import Batches, Corpus
 from ablate.errors import PositionRangeError
+from ablate.estimate import TrainJob, job_flops
 from ablate.evalset import unigram_loss
 from ablate.evaluate import PasskeyBatches, evaluate, passkey_loss, probe_correct
 from ablate.livelog import model_run
@@ -81,6 +82,7 @@ def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, 
             "train_steps": res.steps, "train_loss": res.stats.get("final_train_loss"),
             "train_s": res.stats.get("elapsed_s"), "train_tokens_per_s": res.stats.get("tokens_per_s"),
             "peak_mem_bytes": res.stats.get("peak_mem_bytes"), "n_params": model.num_params(),
+            "train_flops": job_flops(TrainJob(mcfg, tcfg.batch_size, tcfg.seq_len, res.steps)),
             "from_checkpoint": False}
     _save(ckpt, {"info": info, "state_dict": model.state_dict() if res.ok else None,
                  "model_cfg": dataclasses.asdict(mcfg), "history": res.history})
