@@ -106,6 +106,8 @@ PRESETS: dict[str, ExtrapolationConfig] = {
                           rope_scales=("ideal", "2", "4", "16")),
         data=DataSettings(corpus="stdlib"),
         finetune=FinetuneSettings(scalings=FINETUNED, scale=4.0, steps=60),  # 10% of the pre-training steps
+        # retrieval probes: one passkey and one multikey model per variant and seed, half the LM's steps each
+        passkey=True, probe=PasskeySettings(trials=20, steps=300),
     ),
     # CUDA default: <= 15 minutes on one H100 (bf16 autocast, SDPA picks its fastest kernel that takes the bias).
     "gpu": ExtrapolationConfig(

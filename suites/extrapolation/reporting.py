@@ -6,13 +6,15 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
+
 from ablate.atomic import write_text
 from ablate.tables import write_table
 
 from .claims import _notes, _probe_notes, claims_section, undertrained
 from .constants import FAIR_TOL, METRIC_PPL, PROBE_TASKS, PROBE_TITLES, SUITE
 from .figures import _probe_heatmaps, fig_loss_vs_position, fig_ppl_vs_length, fig_probe_vs_length, variant_style
-from .summary import (_number, _protocol_groups, _variant_order, interval_note, ppl_summary, probe_chance,
+from .summary import (_protocol_groups, _variant_order, interval_note, ppl_summary, probe_chance,
                       probe_chance_by_depth, probe_summary, protocol_line)
 from .tables import effective_table, ppl_table, probe_table
 
@@ -39,12 +41,13 @@ def _probe_report(df, out_dir: Path, pal: dict, markers: dict) -> tuple[list[Pat
         summ = probe_summary(pk)
         by_depth = probe_chance_by_depth(pk)
         order = _variant_order(summ)
-        keys = int(pk["keys"].iloc[0]) if task == "multikey" and "keys" in pk and _number(pk["keys"].iloc[0]) \
-            else None
+        kv = pd.to_numeric(pk["keys"], errors="coerce").dropna() if task == "multikey" and "keys" in pk else []
+        keys = int(kv.iloc[0]) if len(kv) else None
         lo_c, hi_c = min(by_depth.values()), max(by_depth.values())
-        level = f"{lo_c:.2g}" if math.isclose(lo_c, hi_c, rel_tol=1e-3) else f"{lo_c:.2g} to {hi_c:.2g}"
-        what = (f"chance (row *chance*, {level} at every depth) = the best content-only answer, copying a random, the "
-                f"first or the latest of the {keys} needles' values, computed exactly from the generator's placement"
+        level = (f"{lo_c:.2g} at every depth" if math.isclose(lo_c, hi_c, rel_tol=1e-3) else
+                 f"{lo_c:.2g}–{hi_c:.2g} over the depths")
+        what = (f"chance (row *chance*: {level}) = the best content-only answer, copying a random, the first or the "
+                f"latest of the {keys} needles' values, computed exactly from the generator's placement"
                 if keys else f"chance {chance:.2g} = a random {int(round(-math.log10(chance)))}-digit number")
         md, tex = write_table(probe_table(pk), out_dir / f"extrapolation_{task}",
                               caption=f"{PROBE_TITLES[task]}: accuracy by context length: {interval_note(summ)}; "
