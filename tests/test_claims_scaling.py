@@ -93,3 +93,17 @@ def test_claims_fail_on_data_that_contradicts_them_and_gate_on_an_undertrained_b
 def test_nothing_is_claimed_without_the_series():
     only_rope = {k: v for k, v in GOOD.items() if k[0] == "rope"}
     assert scaling_claims(_rows(only_rope), L0) == []
+
+
+def test_claims_read_a_relabelled_frame_the_same():
+    """The report hands the claims its protocol groups, whose positions are series labels already."""
+    import pandas as pd
+
+    from ablate.suites.extrapolation.labels import relabel
+
+    rows = _rows(GOOD)
+    df = relabel(pd.DataFrame(rows))
+    assert "rope_pi s=4 ft50@256" in set(df["position"])
+    a = [(r.claim, r.verdict, r.ours) for r in scaling_claims(rows, L0)]
+    b = [(r.claim, r.verdict, r.ours) for r in scaling_claims(df.to_dict("records"), L0)]
+    assert a == b and len(a) == 8

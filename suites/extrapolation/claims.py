@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ablate.claims import Context, claims_frame, extrapolation_claims
+from ablate.claims_scaling import scaling_claims
 from ablate.stats import above_chance, clustered_above_chance
 from ablate.tables import to_markdown, write_table
 
@@ -127,7 +128,7 @@ def claims_section(g, train_len: int, line: str, out_dir: Path, slug: str) -> tu
     ctx = Context(trained=trained, undertrained=undertrained(summary, train_len, FAIR_TOL), protocol=protocol,
                   mode=mode)
     cells = claim_cells(g)
-    claims = extrapolation_claims(cells, train_len, ctx)
+    claims = extrapolation_claims(cells, train_len, ctx) + scaling_claims(g.to_dict("records"), train_len, ctx)
     if not claims:
         return [], []
     cf = claims_frame(claims)
