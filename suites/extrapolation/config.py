@@ -103,7 +103,7 @@ PRESETS: dict[str, ExtrapolationConfig] = {
         train=TrainConfig(steps=600, batch_size=32, seq_len=128, lr=3e-3, min_lr=3e-4, warmup=60, log_every=50,
                           amp=None),
         eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=131072, batch_tokens=32768, pos_bins=64,
-                          rope_scales=("ideal", "2", "4", "16")),
+                          rope_scales=("ideal", "4", "16")),  # fixed: the fine-tuned window, and the longest length
         data=DataSettings(corpus="stdlib"),
         finetune=FinetuneSettings(scalings=FINETUNED, scale=4.0, steps=60),  # 10% of the pre-training steps
         # retrieval probes: one passkey and one multikey model per variant and seed, half the LM's steps each
