@@ -105,7 +105,9 @@ def test_suites_list_what_they_train():
 def test_module_command_prices_a_preset(capsys, tmp_path):
     assert _main(["extrapolation", "small", "--seeds", "3", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "18 model(s)" in out and "time unknown" in out
+    small = extrapolation.PRESETS["small"]  # trained positions x 3 seeds x (the LM + one model per probe task)
+    models = 3 * len(small.positions) * (1 + (len(small.probe.tasks) if small.passkey else 0))
+    assert f"{models} model(s)" in out and "time unknown" in out
     assert _main(["training", "nope"]) == 2
     assert "unknown training preset 'nope'" in capsys.readouterr().err
 
