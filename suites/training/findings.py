@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from ablate.claims import INCONCLUSIVE, LOSS_MARGIN, REPRODUCED, better_claim, parity_claim
+from ablate.claims import INCONCLUSIVE, LOSS_MARGIN, NOT_TESTABLE, REPRODUCED, better_claim, parity_claim
 from ablate.grid import EQUAL_PARAMS_TOL
 
 from .aggregate import _num, point_stats
@@ -157,7 +157,8 @@ def findings_table(df):
     """The published findings, each checked on every pair of points of this grid that isolates its change, with
     a verdict (reproduced / not reproduced / inconclusive) from paired 95% intervals over seeds, and its caveats
     (:func:`caveats`). An undertrained point (its curve still falling, :data:`CONVERGENCE_DROP`) never makes a
-    finding *reproduced*: the verdict becomes *inconclusive* and the caveat says why."""
+    finding *reproduced*: the verdict becomes *not testable* (at this rung; the measured verdict stays in the detail)
+    and the caveat says why."""
     by_name = {s["point"]: s for s in point_stats(df)}
     fields_of = {f.claim: f.field for f in FINDINGS}
     rows = []
@@ -170,9 +171,9 @@ def findings_table(df):
         elif stuck:
             detail += f"; {stuck[0]} ≈ unigram"
         notes = caveats(base_name, base, other_name, other, fields_of.get(claim))
-        if verdict == REPRODUCED and any(c.startswith("undertrained") for c in notes):
-            verdict = INCONCLUSIVE
-            detail += "; would be reproduced, but an undertrained point cannot reproduce a claim"
+        if any(c.startswith("undertrained") for c in notes):  # as in ablate.claims: measured, not signed
+            detail = f"not testable at this rung: a point is still improving (measured: {verdict}; {detail})"
+            verdict = NOT_TESTABLE
         rows.append({"published claim": claim, "published": published, "source": ref,
                      "comparison": f"{other_name} vs {base_name}", "ours: Δ val loss (95% CI)": ours,
                      "test": _TESTS[kind].format(m=LOSS_MARGIN), "verdict": verdict,

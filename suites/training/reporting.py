@@ -96,7 +96,7 @@ def report(df, out_dir: Path) -> list[Path]:
         if not findings.empty:
             counts = findings["verdict"].value_counts()
             tally = ", ".join(f"{int(counts.get(v, 0))} {v}" for v in ("reproduced", "not reproduced",
-                                                                         "inconclusive"))
+                                                                         "inconclusive", "not testable"))
             index += ["## Published claims vs this run", "", f"{tally} (of {len(findings)} comparisons).", "",
                       to_markdown(findings), ""]
         index += ["## Files", "", "`training_table.md` / `.tex`, `training_findings.md` / `.tex`, "
