@@ -107,7 +107,8 @@ PRESETS: dict[str, ExtrapolationConfig] = {
         data=DataSettings(corpus="stdlib"),
         finetune=FinetuneSettings(scalings=FINETUNED, scale=4.0, steps=60),  # 10% of the pre-training steps
         # retrieval probes: one passkey and one multikey model per variant and seed, half the LM's steps each
-        passkey=True, probe=PasskeySettings(trials=20, steps=300),
+        # (docs/extrapolation.md: at train_len 128 neither probe is learned within 600 steps; the report says so)
+        passkey=True, probe=PasskeySettings(trials=10, steps=300),
     ),
     # CUDA default: <= 15 minutes on one H100 (bf16 autocast, SDPA picks its fastest kernel that takes the bias).
     "gpu": ExtrapolationConfig(
