@@ -10,6 +10,7 @@ from ablate.config import ModelConfig, apply_overrides, flatten, model_preset, u
 from ablate.data import DataSettings, data_fields
 from ablate.errors import ConfigError
 from ablate.evalset import EvalSet, draw
+from ablate.lr_sweep import SweepSettings
 from ablate.evaluate import MODES, PROBES, Probe
 from ablate.registry import POSITION
 from ablate.results import row_key
@@ -68,6 +69,7 @@ class ExtrapolationConfig:
     passkey: bool = False  # also train/score passkey-retrieval models (one per trained variant)
     probe: PasskeySettings = field(default_factory=PasskeySettings)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    lr_sweep: SweepSettings = field(default_factory=SweepSettings)  # a learning rate per variant (ablate.lr_sweep)
     cpu_threads: int = 0  # CPU: torch threads (0 = torch's default); 1 is robust on a machine shared with others
 
     @property
@@ -87,15 +89,17 @@ PRESETS: dict[str, ExtrapolationConfig] = {
         probe=PasskeySettings(keys=2, digits=2, depths=(0.0, 1.0), trials=8),
     ),
     # CPU default: the whole suite in <= 5 minutes on 2 cores of the slower machines (<= ~1:40 on a fast one; see
-    # docs/extrapolation.md for the measured runs): d=64 (0.11 M parameters, 9 tokens per parameter), 4 heads of 16.
+    # docs/extrapolation.md for the measured runs): d=64 (0.11 M parameters, 7 tokens per parameter), 4 heads of 16,
+    # the five variants of the ALiBi paper's comparison plus NoPE (`learned` is scored at train_len only: small has it)
     "tiny": ExtrapolationConfig(
         model=replace(model_preset("tiny"), max_len=64, d_model=64, n_heads=4, scale_embeddings=True),
-        train=TrainConfig(steps=500, batch_size=32, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=50, log_every=50,
+        train=TrainConfig(steps=400, batch_size=32, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=40, log_every=50,
                           amp=None),
         eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=16384, batch_tokens=16384, pos_bins=64,
                           rope_scales=("ideal", "4"), decode_chunk=8),
+        positions=("none", "sinusoidal", "rope", "alibi", "t5_bias"),
         # RoPE-scaling fine-tuning at 4 x train_len: 10% of the pre-training steps (docs/extrapolation.md)
-        finetune=FinetuneSettings(scalings=FINETUNED, scale=4.0, steps=50),
+        finetune=FinetuneSettings(scalings=FINETUNED, scale=4.0, steps=40),
     ),
     # CPU, <= 60 minutes on 2 cores with --seeds 3 (docs/presets.md: the arithmetic and the measured run).
     "small": ExtrapolationConfig(
@@ -109,6 +113,8 @@ PRESETS: dict[str, ExtrapolationConfig] = {
         # retrieval probes: one passkey and one multikey model per variant and seed, half the LM's steps each
         # (docs/extrapolation.md: at train_len 128 neither probe is learned within 600 steps; the report says so)
         passkey=True, probe=PasskeySettings(trials=10, steps=300),
+        # a learning rate per variant: 1.5e-3 / 3e-3 / 6e-3, a quarter of the steps each, on 32k tune tokens
+        lr_sweep=SweepSettings(points=3, spacing=2.0, fraction=0.25, tokens=32768),
     ),
     # CUDA default: <= 15 minutes on one H100 (bf16 autocast, SDPA picks its fastest kernel that takes the bias).
     "gpu": ExtrapolationConfig(
@@ -155,6 +161,14 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
         raise ConfigError(f"unknown eval.mode {e.mode!r}; valid: {', '.join(MODES)}")
     if not e.factors or any(f < 1 for f in e.factors):
         raise ConfigError(f"eval.factors must be integers >= 1, got {e.factors}")
+    cfg.lr_sweep.check()
+    off = sorted(k for k in keys_set if k.startswith("lr_sweep.") and k != "lr_sweep.points")
+    if off and not cfg.lr_sweep.enabled:
+        raise ConfigError(f"{off[0]} applies to a learning-rate sweep; turn one on with lr_sweep.points=N (N >= 2 "
+                          "candidates)")
+    if cfg.lr_sweep.enabled and "train.lr" in keys_set:
+        raise ConfigError("train.lr is chosen per variant by the learning-rate sweep; set lr_sweep.points=0 to fix "
+                          "it yourself")
     if e.tokens < max(cfg.eval_lens):
         raise ConfigError(f"eval.tokens={e.tokens} is shorter than the longest eval_len={max(cfg.eval_lens)}; raise "
                           "eval.tokens or lower eval.factors")
@@ -316,7 +330,8 @@ def eval_set(cfg: ExtrapolationConfig, corpus: Any) -> EvalSet:
            e.max_doc_tokens, max(cfg.eval_lens))
     if key not in _EVAL_SETS:
         _EVAL_SETS[key] = draw(corpus, eval_tokens(cfg), max_doc_tokens=e.max_doc_tokens,
-                               min_doc_tokens=4 * max(cfg.eval_lens), seed=e.doc_seed, role="test")
+                               min_doc_tokens=4 * max(cfg.eval_lens), seed=e.doc_seed, role="test",
+                               reserve=cfg.lr_sweep.tokens if cfg.lr_sweep.enabled else 0)
     return _EVAL_SETS[key]
 
 
@@ -333,6 +348,8 @@ def config_id(cfg: ExtrapolationConfig, corpus: Any, kind: str = "lm") -> str:
     tr = flatten(cfg.train)
     tr.pop("seed", None)  # a key field of its own
     name = getattr(corpus, "name", corpus)
+    if cfg.lr_sweep.enabled and kind == "lm":  # the rate is the sweep's choice: its settings shape the weights
+        tr["lr_sweep"] = flatten(cfg.lr_sweep)
     fields: dict[str, Any] = {"model": model, "train": tr, "data": data_fields(cfg.data, corpus), "corpus": name,
                               "protocol": PROTOCOL}
     if getattr(corpus, "hash", None):

@@ -19,6 +19,7 @@ from ablate.estimate import TrainJob, job_flops
 from ablate.evalset import unigram_loss
 from ablate.evaluate import PasskeyBatches, evaluate, passkey_loss, probe_correct
 from ablate.livelog import model_run
+from ablate.lr_sweep import sweep as lr_sweep, tune_set
 from ablate.model import Transformer
 from ablate.results import ResultWriter, status_from_exception
 from ablate.stats import wilson_interval
@@ -37,6 +38,19 @@ def _ckpt_path(ckpt_dir: Path, job: Job, cid: str, scaled: bool = False) -> Path
 
 def _save(path: Path, payload: dict) -> None:
     save_checkpoint(path, payload)
+
+
+def _lr_sweep(cfg: ExtrapolationConfig, mcfg, corpus: Corpus, device: str, folder: Path):
+    """The learning rate of one position variant (:mod:`ablate.lr_sweep`; None when the sweep is off): swept once
+    per variant with the first seed's initialisation and data order, scored on tune documents the test sample never
+    holds, cached in ``folder/lr_sweep.json`` so the other seeds and resumed runs reuse it."""
+    if not cfg.lr_sweep.enabled:
+        return None
+    es = eval_set(cfg, corpus)
+    tune = tune_set(corpus, cfg.lr_sweep, test_tokens=es.tokens, seed=cfg.eval.doc_seed,
+                    max_doc_tokens=es.max_doc_tokens)
+    return lr_sweep(mcfg, cfg.train, corpus, cfg.lr_sweep, test_tokens=es.tokens, device=device,
+                    cache=folder / "lr_sweep.json", tune=tune)
 
 
 def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, ckpt: Path,
@@ -75,6 +89,9 @@ def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, 
         loss_fn = passkey_loss(cfg.probe.digits, cfg.probe.answer_weight)
     else:
         batches = Batches(corpus.train, tcfg.batch_size, tcfg.seq_len, seed=job.seed, device=device)
+        swept = _lr_sweep(cfg, mcfg, corpus, device, ckpt.parent)
+        if swept is not None:
+            tcfg = replace(tcfg, lr=swept.lr, min_lr=swept.min_lr)
     res = train(model, tcfg, batches, device=device, progress=progress, description=f"train {job.name}",
                 **({"loss_fn": loss_fn} if loss_fn is not lm_loss else {}),
                 **({"on_log": on_log} if on_log is not None else {}))
@@ -83,7 +100,9 @@ def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, 
             "train_s": res.stats.get("elapsed_s"), "train_tokens_per_s": res.stats.get("tokens_per_s"),
             "peak_mem_bytes": res.stats.get("peak_mem_bytes"), "n_params": model.num_params(),
             "train_flops": job_flops(TrainJob(mcfg, tcfg.batch_size, tcfg.seq_len, res.steps)),
-            "from_checkpoint": False}
+            "from_checkpoint": False, "lr": tcfg.lr}
+    if job.kind == "lm" and cfg.lr_sweep.enabled:
+        info["lr_sweep"] = swept.as_row()
     _save(ckpt, {"info": info, "state_dict": model.state_dict() if res.ok else None,
                  "model_cfg": dataclasses.asdict(mcfg), "history": res.history})
     return (model if res.ok else None), info

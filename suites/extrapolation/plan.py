@@ -8,6 +8,7 @@ from typing import Any
 
 from ablate.config import ModelConfig
 from ablate.data import Corpus
+from ablate.lr_sweep import sweep_jobs
 from ablate.estimate import EvalWork, TrainJob, planned_vocab
 from ablate.registry import POSITION
 from ablate.validate import check_fits, estimate_memory_bytes, validate_model
@@ -186,6 +187,10 @@ def train_jobs(cfg: ExtrapolationConfig, seeds: list[int]) -> tuple[list[TrainJo
     tokens, stride = eval_tokens(cfg), eval_stride(cfg)
     jobs: list[TrainJob] = []
     evals: list[EvalWork] = []
+    for pos in cfg.positions:  # the learning-rate sweep: once per variant, before its first seed
+        sj, se = sweep_jobs(planned_vocab(job_model(cfg, pos), cfg.data.tokenizer), cfg.train, cfg.lr_sweep,
+                            label=f"-{pos}")
+        jobs, evals = jobs + sj, evals + se
     for kind in kinds:
         steps = cfg.train.steps if kind == "lm" else (cfg.probe.steps or cfg.train.steps)
         for seed in seeds:

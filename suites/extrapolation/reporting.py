@@ -14,7 +14,7 @@ from ablate.tables import write_table
 from .claims import _notes, _probe_notes, claims_section, undertrained
 from .constants import FAIR_TOL, METRIC_PPL, PROBE_TASKS, PROBE_TITLES, SUITE
 from .figures import _probe_heatmaps, fig_loss_vs_position, fig_ppl_vs_length, fig_probe_vs_length, variant_style
-from .summary import (_protocol_groups, _variant_order, interval_note, ppl_summary, probe_chance,
+from .summary import (_number, _protocol_groups, _variant_order, interval_note, ppl_summary, probe_chance,
                       probe_chance_by_depth, probe_summary, protocol_line)
 from .tables import effective_table, ppl_table, probe_table
 
@@ -62,6 +62,32 @@ def _probe_report(df, out_dir: Path, pal: dict, markers: dict) -> tuple[list[Pat
     return written, index
 
 
+def _lr_lines(g) -> list[str]:
+    """The learning rate each trained variant used: the sweep's choice with every candidate's tune loss, or the
+    shared rate when no sweep ran (rows made before the sweep existed carry no ``lr``: nothing is said)."""
+    if "lr" not in g.columns or "trained_position" not in g.columns:
+        return []
+    lines = []
+    for pos, sub in g.groupby("trained_position", sort=False):
+        lr = [v for v in sub["lr"].tolist() if _number(v)]
+        if not lr:
+            continue
+        cands = sub["lr_sweep.lrs"].dropna().tolist() if "lr_sweep.lrs" in sub else []
+        losses = sub["lr_sweep.losses"].dropna().tolist() if "lr_sweep.losses" in sub else []
+        if cands and losses and isinstance(cands[0], list):
+            cand = ", ".join(f"{a:.3g}: {'diverged' if b is None else f'{b:.3f}'}" for a, b in zip(cands[0], losses[0]))
+            edge = sub["lr_sweep.at_edge"].dropna().tolist() if "lr_sweep.at_edge" in sub else []
+            lines.append(f"* `{pos}`: {lr[0]:.3g} (tune loss per candidate, nats/token: {cand}"
+                         f"{'; at the edge of the candidates' if edge and edge[0] else ''})")
+        else:
+            lines.append(f"* `{pos}`: {lr[0]:.3g} (no sweep: the preset's shared rate)")
+    if not lines:
+        return []
+    return ["### Learning rate per variant", "",
+            "Chosen per trained variant by a short sweep (ablate.lr_sweep) scored on tune documents the test sample "
+            "never holds; every seed of a variant uses its choice.", ""] + lines + [""]
+
+
 def report(df, out_dir: Path) -> list[Path]:
     """Tables (Markdown + LaTeX), figures (PNG + SVG) and an index for the extrapolation rows in ``df``."""
     out_dir = Path(out_dir)
@@ -104,6 +130,7 @@ def report(df, out_dir: Path) -> list[Path]:
         index += [f"## Protocol{': ' + slug[1:] if slug else ''}", "", line, "",
                   "### Perplexity", "", md.read_text(), "", "### Effective length", "", md2.read_text(), ""]
         index += _notes(summary, train_len, flags, tol, rows=g)
+        index += _lr_lines(g)
 
         order = _variant_order(summary)
         written += fig_ppl_vs_length(summary, order, train_len, pal, markers,
