@@ -52,20 +52,20 @@ def test_finetune_jobs_are_keyed_with_what_runs():
     L0 = cfg.model.train_len
     for j in ft_jobs:
         ft = j.finetune
-        assert (ft.scale, ft.seq_len, ft.batch_size, ft.steps) == (4.0, 4 * L0, cfg.train.batch_size // 4, 50)
-        assert ft.steps == cfg.train.steps // 10 and ft.lr == cfg.train.min_lr and ft.warmup == 3
+        assert (ft.scale, ft.seq_len, ft.batch_size, ft.steps) == (4.0, 4 * L0, cfg.train.batch_size // 4, 40)
+        assert ft.steps == cfg.train.steps // 10 and ft.lr == cfg.train.min_lr and ft.warmup == 2
         assert [r.eval_len for r in j.rows] == cfg.eval_lens
         for r in j.rows:
             assert r.key["position"] == ft.scaling == r.evaluated and r.key["trained_position"] == "rope"
             assert (r.key["rope_scale_mode"], r.key["rope_scale"], r.scale) == ("fixed", 4.0, 4.0)
-            assert (r.key["finetune_steps"], r.key["finetune_len"], r.key["finetune_lr"]) == (50, 4 * L0, 3e-4)
+            assert (r.key["finetune_steps"], r.key["finetune_len"], r.key["finetune_lr"]) == (40, 4 * L0, 3e-4)
     plain = [r.key for j in jobs if j.finetune is None for r in j.rows]
     assert not any("finetune_steps" in k for k in plain)
     all_keys = [json.dumps(r.key, sort_keys=True) for j in jobs for r in j.rows]
     assert len(set(all_keys)) == len(all_keys)
     tcfg = ex.finetune_train_config(cfg, ft_jobs[0].finetune, 7)
     assert (tcfg.steps, tcfg.batch_size, tcfg.seq_len, tcfg.lr, tcfg.min_lr, tcfg.weight_decay, tcfg.seed) == \
-        (50, 8, 256, 3e-4, 3e-4, 0.0, 7)
+        (40, 8, 256, 3e-4, 3e-4, 0.0, 7)
     assert tcfg.batch_size * tcfg.seq_len == cfg.train.batch_size * cfg.train.seq_len  # tokens per step kept
 
 
@@ -100,7 +100,7 @@ def test_dry_run_counts_the_finetuning_and_each_distinct_scale():
     # fixed 4 and 16 coincide with the ideal scale at 4x and 16x: one forward there, two elsewhere
     assert len(evals1) == 2 * n + 2 * n - 2
     (ft,) = [j for j in jobs2 if j.label.startswith("ft-")]
-    assert (ft.batch, ft.seq_len, ft.steps) == (8, 256, 50) and len(evals2) == 2 * n + n
+    assert (ft.batch, ft.seq_len, ft.steps) == (8, 256, 40) and len(evals2) == 2 * n + n
 
 
 def test_series_labels_keep_protocols_apart():
@@ -181,8 +181,8 @@ def test_estimate_counts_finetuning_apart_and_takes_the_rate_from_extrapolation_
     cfg = ex.resolve("tiny")
     jobs, evals = ex.train_jobs(cfg, [0])
     lines = estimate_lines(jobs, evals)
-    assert lines[0].startswith("estimate: 6 model(s) of 0.11 M") and "1.02 M training tokens each" in lines[0]
-    assert lines[1].startswith("estimate: of which fine-tuning: 3 run(s) of 50 steps x 8 x 256 tokens")
+    assert lines[0].startswith("estimate: 5 model(s) of 0.11 M") and "819 k training tokens each" in lines[0]
+    assert lines[1].startswith("estimate: of which fine-tuning: 3 run(s) of 40 steps x 8 x 256 tokens")
     base = {"status": "ok", "suite": "extrapolation", "device": "cpu", "env.cpu": "CPU X"}
     (tmp_path / "x.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
         {**base, "train_flops": 4e11, "train_s": 2.0}, {**base, "train_flops": 6e11, "train_s": 2.0},
