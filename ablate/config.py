@@ -58,6 +58,8 @@ class ModelConfig:
 MODEL_PRESETS: dict[str, ModelConfig] = {
     "micro": ModelConfig(d_model=32, n_layers=1, n_heads=2, train_len=16, max_len=512),
     "tiny": ModelConfig(d_model=128, n_layers=2, n_heads=4, train_len=64, max_len=4096),
+    # the extrapolation suite's CPU default: tiny at half the width (the whole suite in <= 5 min on slower machines)
+    "tiny-narrow": ModelConfig(d_model=64, n_layers=2, n_heads=4, train_len=64, max_len=4096),
     # the CPU `small` rung: tiny's width, one more layer, twice the context (docs/presets.md has the arithmetic)
     "small": ModelConfig(d_model=128, n_layers=3, n_heads=4, train_len=128, max_len=8192),
     "gpu": ModelConfig(d_model=512, n_layers=6, n_heads=8, train_len=256, max_len=16384),
@@ -158,6 +160,7 @@ RANGES: dict[str, dict[str, Range]] = {
     "PasskeySettings": {"keys": between(1, 26), "digits": ONE_PLUS, "depths": between(0, 1, nonempty=True),
                         "trials": ONE_PLUS, "steps": ONE_PLUS, "answer_weight": NONNEG},
     "ExtrapolationConfig": {"cpu_threads": NONNEG},
+    "FinetuneSettings": {"scale": gt(1), "steps": ONE_PLUS, "lr": POS},  # suites/extrapolation/finetune.py
     "BudgetSettings": {"tokens": NONNEG, "flops": NONNEG, "seconds": NONNEG, "calib_steps": ge(2)},
     "TrainingConfig": {"time_limit_s": NONNEG, "cpu_threads": NONNEG},
     # suites/latency/

@@ -252,7 +252,7 @@ def test_pareto_labels_do_not_overlap():
     stats = point_stats(_training_frame())
     pts = [s for s in stats if s["val"].mean is not None and s["tokens_per_s"]]
     with plot_style():
-        fig, front = pareto_figure(pts, palette([s["point"] for s in stats]))
+        fig, front, _segments = pareto_figure(pts, palette([s["point"] for s in stats]))
         try:
             texts = [t.get_text() for t in fig.axes[0].texts]
             assert sorted(texts) == sorted(s["point"] for s in pts)  # every point labelled
@@ -321,7 +321,7 @@ def test_figures_are_still_deterministic(tmp_path):
     out = []
     for i in range(2):
         with plot_style():
-            fig, _ = pareto_figure(pts, palette([s["point"] for s in stats]))
+            fig, _, _ = pareto_figure(pts, palette([s["point"] for s in stats]))
             out.append(savefig(fig, tmp_path / str(i) / "p")[1].read_bytes())
     assert out[0] == out[1]
 

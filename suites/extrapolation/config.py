@@ -92,7 +92,7 @@ PRESETS: dict[str, ExtrapolationConfig] = {
     # docs/extrapolation.md for the measured runs): d=64 (0.11 M parameters, 7 tokens per parameter), 4 heads of 16,
     # the five variants of the ALiBi paper's comparison plus NoPE (`learned` is scored at train_len only: small has it)
     "tiny": ExtrapolationConfig(
-        model=replace(model_preset("tiny"), max_len=64, d_model=64, n_heads=4, scale_embeddings=True),
+        model=replace(model_preset("tiny-narrow"), max_len=64, scale_embeddings=True),
         train=TrainConfig(steps=400, batch_size=32, seq_len=64, lr=3e-3, min_lr=3e-4, warmup=40, log_every=50,
                           amp=None),
         eval=EvalSettings(factors=(1, 2, 4, 8, 16), tokens=16384, batch_tokens=16384, pos_bins=64,

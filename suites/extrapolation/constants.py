@@ -11,7 +11,9 @@ SWEEPS = {"model.position": "positions", "eval.position": "rope_scalings"}
 METRIC_PPL = "ppl"
 METRIC_PASSKEY = "passkey_acc"
 FAIR_TOL = 0.10  # report: a trained variant more than 10% above the best perplexity at train_len is undertrained
-PROTOCOL = 2  # what a row measures; v2: held-out documents, corpus hash, fairseq sinusoidal init, reference YaRN
+PROTOCOL = 3  # what a row measures; v3: documents drawn across the held-out split, exchangeable multikey needles,
+# fairseq embedding scale for every variant, T5 table without weight decay (v2: held-out documents, corpus hash, fairseq
+# sinusoidal init, reference YaRN)
 # Key fields that make rows comparable: the report and the terminal summary group rows by them.
 PROTOCOL_COLS = ("preset", "config_id", "train_len", "mode", "stride", "tokens", "eval_set", "data", "device")
 # The retrieval probes (ablate.evaluate.PROBES, in its order, named here without importing torch) and their titles.
