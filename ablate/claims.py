@@ -258,19 +258,23 @@ class Check:
 
 def judge(tests: Sequence[Check], alpha: float = 0.05) -> tuple[str, str, str]:
     """(verdict, per-test text, detail) of a claim that holds at *every* test (every length it covers, every rival):
-    Holm-adjusted p-values of the claim and of the evidence against it. Reproduced: the claim is significant at every
-    test; not reproduced: the evidence against it is significant at some test; else inconclusive (with the smallest
-    difference the intervals could have detected)."""
+    Holm-adjusted p-values of the claim and of the evidence against it, one-sided at ``alpha / 2`` (so that one test
+    holds exactly when its two-sided ``1 - alpha`` interval excludes the threshold; TOST parity at ``alpha``).
+    Reproduced: the claim is significant at every test; not reproduced: the evidence against it is significant at
+    some test; else inconclusive (with the smallest difference the intervals could have detected)."""
     tests = [t for t in tests if math.isfinite(t.est.delta)]
     if not tests:
         return INCONCLUSIVE, "—", "no finished pair of rows"
     if any(t.est.se is None for t in tests):
         return INCONCLUSIVE, "; ".join(f"{t.label} {_ratio(t.est)}" for t in tests), \
             "1 seed: no interval (needs >= 2)"
+    # Directional tests at alpha/2 one-sided: a single test holds exactly when the two-sided 95% interval shown
+    # excludes the threshold. Parity (TOST) is at alpha per side, its usual level (the 90% interval inside ±m).
+    level = alpha if all(t.kind == "parity" for t in tests) else alpha / 2.0
     pc, pa = holm([t.p_claim() for t in tests]), holm([t.p_against() for t in tests])
     parts, marks = [], []
     for t, c, a in zip(tests, pc, pa):
-        mark = "✓" if c < alpha else ("✗" if a < alpha else "?")
+        mark = "✓" if c < level else ("✗" if a < level else "?")
         marks.append(mark)
         parts.append(f"{t.label} {_ratio(t.est)} {mark}")
     by = "; ".join(parts)

@@ -91,11 +91,12 @@ def test_judge_holds_only_at_every_length():
 
 
 def test_holm_makes_a_marginal_length_open():
-    """p = 0.03 at each of 4 lengths: significant alone, not after Holm (4 x 0.03 > 0.05 for the smallest)."""
+    """One-sided p = 0.02 at each of 4 lengths: significant alone (< 0.025: the 95% interval excludes 0), not after
+    Holm (4 x 0.02 > 0.025 for the smallest)."""
     from ablate.stats import t_ppf
 
     se = 1.0
-    delta = -t_ppf(0.97, 10) * se  # one-sided p = 0.03
+    delta = -t_ppf(0.98, 10) * se  # one-sided p = 0.02
     tests = [Check(f"{k}×", _est(delta, se=se), "better") for k in (2, 4, 8, 16)]
     assert judge(tests[:1])[0] == REPRODUCED
     assert judge(tests)[0] == INCONCLUSIVE
@@ -149,3 +150,12 @@ def test_claims_name_the_protocol_and_show_every_length():
     assert [p.split()[0] for p in flat.by_length.split("; ")] == ["2×", "4×", "8×", "16×"]
     nonover = extrapolation_claims(cells, 64, Context(trained=trained))
     assert "early-token" in next(c for c in nonover if c.claim.startswith("ALiBi stays flat")).caveats
+
+
+def test_a_single_test_holds_exactly_when_the_shown_interval_excludes_the_threshold():
+    from ablate.stats import t_ppf
+
+    for q, want in ((0.97, INCONCLUSIVE), (0.98, REPRODUCED)):  # one-sided p 0.03 (CI spans 0) / 0.02 (excludes)
+        e = _est(-t_ppf(q, 10) * 1.0, se=1.0)
+        lo, hi = e.interval()
+        assert judge([Check("2×", e, "better")])[0] == want and (hi < 0) == (want == REPRODUCED)
