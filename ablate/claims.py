@@ -43,7 +43,7 @@ from ablate.stats import summarize, verdict
 
 __all__ = ["REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "NOT_TESTABLE", "ClaimResult", "PPL_MARGIN",
            "LOSS_MARGIN", "threshold_claim", "better_claim", "parity_claim", "extrapolation_claims", "claims_frame",
-           "Cell", "contrast", "Check", "judge", "Context", "PARITY_TOL"]
+           "Cell", "cells_from_rows", "contrast", "Check", "judge", "Context", "PARITY_TOL"]
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 NOT_TESTABLE = "not testable"  # at this rung: a compared variant undertrained or off parity at train_len
@@ -182,6 +182,39 @@ class Cell:
     doc_tokens: tuple[int, ...] | None = None
     eval_set: str | None = None
     caveat: str = ""  # the rows' degenerate-setup caveat for this variant at this length, if any
+
+
+def cells_from_rows(records, key) -> dict:
+    """``{key(row): Cell}`` over rows (dicts) with a finite ``value``: the per-seed perplexity and, where every row of
+    a cell carries them on one document sample, the per-document losses (else a seed-only cell); the rows' caveat.
+    ``key(row)``: the cell a row belongs to, or None to skip the row."""
+    acc: dict = {}
+    for r in records:
+        v = r.get("value")
+        if not _finite(v):
+            continue
+        k = key(r)
+        if k is None:
+            continue
+        a = acc.setdefault(k, {"ppl": {}, "doc_loss": {}, "tokens": set(), "sets": set(), "caveat": ""})
+        seed = int(r["seed"])
+        a["ppl"][seed] = float(v)
+        dl, dt = r.get("doc_loss"), r.get("doc_tokens")
+        if isinstance(dl, (list, tuple)) and isinstance(dt, (list, tuple)) and len(dl) == len(dt):
+            a["doc_loss"][seed] = tuple(float(x) for x in dl)
+            a["tokens"].add(tuple(int(x) for x in dt))
+            a["sets"].add(str(r.get("eval_set")))
+        else:
+            a["tokens"].add(None)
+        cav = r.get("caveat")
+        if isinstance(cav, str) and cav:
+            a["caveat"] = cav
+    out = {}
+    for k, a in acc.items():
+        whole = len(a["tokens"]) == 1 and None not in a["tokens"] and len(a["sets"]) == 1
+        out[k] = Cell(a["ppl"], a["doc_loss"] if whole else {}, next(iter(a["tokens"])) if whole else None,
+                      next(iter(a["sets"])) if whole else None, a["caveat"])
+    return out
 
 
 def contrast(terms: Sequence[tuple[float, Cell]]) -> Estimate:

@@ -29,8 +29,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
 
-from ablate.claims import (NOT_TESTABLE, PPL_MARGIN, Cell, Check, ClaimResult, Context, _caveats, _ratio, contrast,
-                           judge)
+from ablate.claims import (NOT_TESTABLE, PPL_MARGIN, Cell, Check, ClaimResult, Context, _caveats, _ratio,
+                           cells_from_rows, contrast, judge)
 from ablate.suites.extrapolation.labels import fine_tuned, scale_mode, series
 
 __all__ = ["YARN_T1", "ROPE_DEPLOYED", "YARN_TEMPERATURE", "Series", "scaling_cells", "scaling_claims"]
@@ -65,13 +65,12 @@ def _num(v: Any) -> float | None:
 def scaling_cells(records: Iterable[Mapping[str, Any]]) -> tuple[dict[tuple[str, int], Cell], dict[str, Series]]:
     """``({(series label, eval_len): Cell}, {label: Series})`` over ok perplexity rows (dicts): per-seed perplexity
     and, where every row of a cell carries them on one document sample, the per-document losses."""
-    acc: dict[tuple[str, int], dict] = {}
     info: dict[str, Series] = {}
-    for r in records:
+
+    def key(r):
         if r.get("metric") != "ppl" or r.get("status") != "ok" or _num(r.get("value")) is None:
-            continue
+            return None
         label = series(r)
-        k = (label, int(r["eval_len"]))
         mode = scale_mode(r)
         pos = str(r["position"]).split(" ", 1)[0]  # the registry key (a relabelled frame carries the label)
         info.setdefault(label, Series(label, pos, str(r.get("trained_position") or pos),
@@ -79,24 +78,9 @@ def scaling_cells(records: Iterable[Mapping[str, Any]]) -> tuple[dict[tuple[str,
                                       int(_num(r.get("finetune_steps")) or 0) if fine_tuned(r) else 0,
                                       int(_num(r.get("finetune_len"))) if fine_tuned(r) and
                                       _num(r.get("finetune_len")) else None))
-        a = acc.setdefault(k, {"ppl": {}, "doc_loss": {}, "tokens": set(), "sets": set(), "caveat": ""})
-        seed = int(r["seed"])
-        a["ppl"][seed] = float(r["value"])
-        dl, dt = r.get("doc_loss"), r.get("doc_tokens")
-        if isinstance(dl, (list, tuple)) and isinstance(dt, (list, tuple)) and len(dl) == len(dt):
-            a["doc_loss"][seed] = tuple(float(x) for x in dl)
-            a["tokens"].add(tuple(int(x) for x in dt))
-            a["sets"].add(str(r.get("eval_set")))
-        else:
-            a["tokens"].add(None)
-        cav = r.get("caveat")
-        if isinstance(cav, str) and cav:
-            a["caveat"] = cav
-    cells = {}
-    for k, a in acc.items():
-        whole = len(a["tokens"]) == 1 and None not in a["tokens"] and len(a["sets"]) == 1
-        cells[k] = Cell(a["ppl"], a["doc_loss"] if whole else {}, next(iter(a["tokens"])) if whole else None,
-                        next(iter(a["sets"])) if whole else None, a["caveat"])
+        return (label, int(r["eval_len"]))
+
+    cells = cells_from_rows(records, key)
     return cells, info
 
 

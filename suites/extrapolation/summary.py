@@ -91,34 +91,10 @@ def _number(v: Any) -> bool:
 def claim_cells(df) -> dict[tuple[str, int], Any]:
     """``{(position, eval_len): ablate.claims.Cell}`` over the ok perplexity rows: per-seed perplexity, and the
     per-document losses where the rows carry them (rows made before they existed give seed-only cells)."""
-    from ablate.claims import Cell
+    from ablate.claims import cells_from_rows
 
-    out: dict[tuple[str, int], Any] = {}
     sub = df[(df["metric"] == METRIC_PPL) & (df["status"] == "ok")] if "metric" in df.columns else df.iloc[0:0]
-    cols = set(sub.columns)
-    acc: dict[tuple[str, int], dict] = {}
-    for r in sub.to_dict("records"):
-        if not _number(r.get("value")):
-            continue
-        k = (str(r["position"]), int(r["eval_len"]))
-        a = acc.setdefault(k, {"ppl": {}, "doc_loss": {}, "tokens": set(), "sets": set(), "caveat": ""})
-        seed = int(r["seed"])
-        a["ppl"][seed] = float(r["value"])
-        dl, dt = r.get("doc_loss"), r.get("doc_tokens")
-        if "doc_loss" in cols and isinstance(dl, (list, tuple)) and isinstance(dt, (list, tuple)) and len(dl) == len(dt):
-            a["doc_loss"][seed] = tuple(float(x) for x in dl)
-            a["tokens"].add(tuple(int(x) for x in dt))
-            a["sets"].add(str(r.get("eval_set")))
-        else:
-            a["tokens"].add(None)
-        cav = r.get("caveat")
-        if isinstance(cav, str) and cav:
-            a["caveat"] = cav
-    for k, a in acc.items():
-        whole = len(a["tokens"]) == 1 and None not in a["tokens"] and len(a["sets"]) == 1
-        out[k] = Cell(a["ppl"], a["doc_loss"] if whole else {}, next(iter(a["tokens"])) if whole else None,
-                      next(iter(a["sets"])) if whole else None, a["caveat"])
-    return out
+    return cells_from_rows(sub.to_dict("records"), lambda r: (str(r["position"]), int(r["eval_len"])))
 
 
 def per_seed_ppl(df) -> dict[tuple[str, int], dict[int, float]]:
