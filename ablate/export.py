@@ -278,6 +278,9 @@ def _labels(rows: list[dict[str, Any]], *, skip: Sequence[str]) -> list[str]:
     for r in rows:
         for k in r.get("key_fields") or []:
             values.setdefault(k, set()).add(_hashable(r.get(k)))
+    for k in values:  # a key field some rows lack (a fine-tuning stage) varies: absent is a value of its own
+        if any(k not in (r.get("key_fields") or []) for r in rows):
+            values[k].add(None)
     varying = [k for k in sorted(values) if len(values[k]) > 1 and k not in skip and k != "metric"]
     for k in reversed(list(varying)):  # a key the others determine (trained_position beside position) says nothing
         others = [x for x in varying if x != k]

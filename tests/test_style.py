@@ -157,6 +157,8 @@ def test_same_key_same_colour_and_marker_across_suites(captured, tmp_path):
     assert {"rope", "alibi", "sinusoidal"} <= set(ex) and {"sdpa", "naive"} <= set(la)
     for series in (ex, la):  # a key looks as the table says, in every suite
         for key, (color, marker) in series.items():
+            if " " in key:  # a series of a key (`rope_ntk s=4`: a fixed scale), not a key of its own
+                continue
             assert (color, marker) == (st.style(key).color.upper(), st.style(key).marker), key
     # the training point that adds RoPE looks like RoPE in the extrapolation figure
     assert tr["original+rope"] == ex["rope"]

@@ -17,6 +17,7 @@ from ablate.style import BAND_CI, band_note, styles
 from ablate.tables import plot_style, savefig
 
 from .constants import POSITIONS, PROBE_TITLES, ROPE_SCALINGS
+from .labels import relabel
 
 # After ablate.tables, which picks the headless backend.
 import matplotlib.pyplot as plt  # noqa: E402,I001
@@ -72,6 +73,7 @@ def fig_loss_vs_position(g, order: list[str], train_len: int, pal: dict, stem: P
     context-free unigram model on the same documents, and ``none`` (NoPE) among the curves as the no-position
     reference; no files when no row has a per-position loss."""
     markers = markers or {}
+    g = relabel(g)  # fixed-scale and fine-tuned RoPE rows are series of their own, never averaged into the key's
     ok = g[(g["status"] == "ok")] if "pos_loss" in g.columns else g.iloc[0:0]
     recs = []
     for r in ok.itertuples():
