@@ -12,6 +12,7 @@ from ablate.data import DOC_SEP, Corpus, load_corpus
 from ablate.errors import ConfigError
 from ablate.evalset import draw
 from ablate.evaluate import evaluate, plan_windows
+from test_extrapolation import Bigram  # context-free predictions (one model for both files)
 
 
 def _docs_corpus(sizes, seed=0) -> Corpus:
@@ -91,16 +92,6 @@ def test_stdlib_sample_is_not_dominated_by_one_file():
     es = draw(c, 131072, min_doc_tokens=8192)
     share = es.unit_tokens.max() / es.tokens
     assert len(es.ids) >= 20 and share < 0.1, (len(es.ids), share)
-
-
-class Bigram(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.e = torch.nn.Embedding(256, 256)
-
-    def forward(self, x):
-        return self.e(x)
 
 
 @pytest.mark.parametrize("mode,stride", [("nonoverlap", None), ("sliding", 8), ("sliding", 32)])
