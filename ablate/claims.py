@@ -236,12 +236,7 @@ def contrast(terms: Sequence[tuple[float, Cell]]) -> Estimate:
 
 def _ratio(e: Estimate) -> str:
     """``×1.23 [1.10, 1.37]`` for a log-ratio estimate."""
-    if not math.isfinite(e.delta):
-        return "—"
-    lo, hi = e.interval()
-    if lo is None:
-        return f"×{math.exp(e.delta):.2f} (1 seed: no interval)"
-    return f"×{math.exp(e.delta):.2f} [{math.exp(lo):.2f}, {math.exp(hi):.2f}]"
+    return _ratio_text(e.delta, *e.interval()) if math.isfinite(e.delta) else "—"
 
 
 @dataclass(frozen=True)
@@ -257,6 +252,10 @@ class Check:
     threshold: float = 1.0
     margin: float = PPL_MARGIN
 
+    def _tost(self) -> float:
+        """Two one-sided tests: the p-value for ``|delta| < margin``."""
+        return max(self.est.p_above(-self.margin), self.est.p_below(self.margin))
+
     def p_claim(self) -> float:
         e, t = self.est, math.log(self.threshold)
         if self.kind == "above":
@@ -266,7 +265,7 @@ class Check:
         if self.kind == "better":
             return e.p_below(0.0)
         if self.kind == "parity":
-            return max(e.p_above(-self.margin), e.p_below(self.margin))  # TOST
+            return self._tost()
         if self.kind == "not_worse":
             return e.p_below(self.margin)
         raise ValueError(f"unknown test kind {self.kind!r}")
@@ -280,8 +279,7 @@ class Check:
         if self.kind == "below":
             return e.p_above(t)
         if self.kind == "better":
-            tost = max(e.p_above(-self.margin), e.p_below(self.margin))
-            return min(1.0, 2.0 * min(e.p_above(0.0), tost))
+            return min(1.0, 2.0 * min(e.p_above(0.0), self._tost()))
         if self.kind == "parity":
             return min(1.0, 2.0 * min(e.p_above(self.margin), e.p_below(-self.margin)))
         if self.kind == "not_worse":

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ablate.stats import t_cdf, t_ppf
+from ablate.stats import summarize, t_cdf, t_ppf
 
 __all__ = ["Estimate", "crossed_estimate", "seed_estimate", "weighted_matrix", "holm"]
 
@@ -84,16 +84,13 @@ class Estimate:
 
 
 def seed_estimate(values) -> Estimate:
-    """The one-sample t-estimate over per-seed values (text held fixed)."""
-    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    n = len(xs)
-    if n == 0:
+    """The one-sample t-estimate over per-seed values (text held fixed; :func:`ablate.stats.summarize`)."""
+    s = summarize(values)
+    if s.n == 0:
         return Estimate(float("nan"), None, None, 0, 0, "none")
-    mean = math.fsum(xs) / n
-    if n < 2:
-        return Estimate(mean, None, None, 1, 1, "none")
-    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
-    return Estimate(mean, sd / math.sqrt(n), n - 1, n, 1, "seeds")
+    if s.n < 2:
+        return Estimate(s.mean, None, None, 1, 1, "none")
+    return Estimate(s.mean, s.sem, s.n - 1, s.n, 1, "seeds")
 
 
 def crossed_estimate(y) -> Estimate:
