@@ -14,11 +14,11 @@
     ablate version
 
 ``--plugin MODULE_OR_FILE`` (run, list, report; repeatable) and ``$ABLATE_PLUGINS`` add third-party variants
-(ablate.plugins, docs/adding-a-variant.md).
+(ablate.registry.plugins, docs/adding-a-variant.md).
 
 User errors print one line ``ablate: error: <message>`` on stderr and exit 2 (a value outside an option's choices
 names the valid ones); Ctrl-C exits 130. ``ablate --install-completion`` installs shell completion, which lists the
-choices of every option with a fixed vocabulary (ablate.cli_choices).
+choices of every option with a fixed vocabulary (ablate.commands.choices).
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ except ImportError:  # pragma: no cover - typer on top of the click package
     from click.exceptions import ClickException as _ClickException  # type: ignore[no-redef]
 
 from ablate import __version__
-from ablate.cli_choices import (Device, Suite, choice_error as _choice_error, complete_axis,
+from ablate.commands.choices import (Device, Suite, choice_error as _choice_error, complete_axis,
                                 complete_extrapolation_preset, complete_latency_preset, complete_preset,
                                 complete_suites, plain as _plain)
-from ablate.cli_views import AXES, one_line as _one_line, warn as _warn  # noqa: F401  (AXES: tests import it here)
+from ablate.commands.views import AXES, one_line as _one_line, warn as _warn  # noqa: F401  (AXES: tests import it here)
 from ablate.errors import AblateError, ConfigError, Terminated
 
 INTERRUPTED = "interrupted; finished rows are saved, re-run to resume"
@@ -54,7 +54,7 @@ app = typer.Typer(
     name="ablate",
     help="Benchmark and ablation harness for Transformer components.",
     no_args_is_help=True,
-    add_completion=True,  # --install-completion / --show-completion; choices below complete (ablate.cli_choices)
+    add_completion=True,  # --install-completion / --show-completion; choices below complete (ablate.commands.choices)
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -103,7 +103,7 @@ def list_variants(
 ) -> None:
     """List registered variants per axis, with whether each can run here, why not, and where each comes from
     (origin: ablate, entry point DIST:NAME, plugin MODULE_OR_FILE); then the presets of each suite."""
-    from ablate.cli_views import list_presets, list_variants as show
+    from ablate.commands.views import list_presets, list_variants as show
 
     if presets:
         list_presets(fmt == Format.json)
@@ -123,7 +123,7 @@ def env_cmd(
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (human) or json (machine)."),
 ) -> None:
     """Show the environment fingerprint recorded (as env.* columns) with every result row."""
-    from ablate.cli_views import show_env
+    from ablate.commands.views import show_env
 
     show_env(fmt == Format.json)
 
@@ -226,7 +226,7 @@ def run_cmd(
 ) -> None:
     """Run a suite; rows are appended to OUT as they finish, so an interrupted run resumes where it stopped."""
     params = dict(locals())  # every option, by name (first: before any other local name exists)
-    from ablate import cli_run
+    from ablate.commands import run as cli_run
 
     rc = cli_run.run(**_plain(params))  # choices (suite, device, launcher, ...) by name
     if rc:
@@ -249,7 +249,7 @@ def status_cmd(
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help=_SKIP_HELP),
 ) -> None:
     """Done / running / failed / queued / missing tasks of every sweep launched into RUN_DIR, with the reasons."""
-    from ablate.cli_views import show_status
+    from ablate.commands.views import show_status
 
     show_status(run_dir, fmt == Format.json, all_tasks, skip_invalid, _SKIP_HINT)
 
@@ -269,13 +269,13 @@ def report_cmd(
 ) -> None:
     """Tables (Markdown + LaTeX) and figures (PNG + SVG) from results alone, one set per suite present, a
     cross-run view when the results span several commits or machines, and OUT/index.md linking them."""
-    from ablate.report import build_report
-    from ablate.results import reading
-    from ablate.runner import check_out_dir
+    from ablate.reporting.report import build_report
+    from ablate.store.results import reading
+    from ablate.plan.runner import check_out_dir
 
     out = check_out_dir(out)
     if plugin:
-        from ablate.plugins import use
+        from ablate.registry.plugins import use
 
         use(plugin)
 
@@ -305,11 +305,11 @@ def show_cmd(
                                                "`ablate report`; repeatable."),
 ) -> None:
     """Print the summary tables of results files as Markdown: the tables `ablate report` writes, nothing written."""
-    from ablate.results import reading
-    from ablate.show import render
+    from ablate.store.results import reading
+    from ablate.reporting.show import render
 
     if plugin:
-        from ablate.plugins import use
+        from ablate.registry.plugins import use
 
         use(plugin)
     with reading(skip_invalid=skip_invalid, hint=_SKIP_HINT):
@@ -344,8 +344,8 @@ def export_cmd(
 ) -> None:
     """Export results to Parquet/CSV or an experiment tracker (README, "Export"; optional extras parquet, wandb,
     mlflow, tensorboard)."""
-    from ablate.export import export
-    from ablate.results import reading
+    from ablate.io.export import export
+    from ablate.store.results import reading
 
     if out is not None and not out.strip():
         raise ConfigError("--out is empty; give a file (csv, parquet), a folder or an MLflow tracking URI")
@@ -365,7 +365,7 @@ def export_cmd(
 # compare
 
 
-from ablate.compare import DEFAULT_FAIL_IF as _DEFAULT_FAIL_IF  # noqa: E402  (light: no torch, no pandas)
+from ablate.regress.compare import DEFAULT_FAIL_IF as _DEFAULT_FAIL_IF  # noqa: E402  (light: no torch, no pandas)
 
 
 class CompareFormat(str, enum.Enum):
@@ -394,7 +394,7 @@ def compare_cmd(
                                          "rows it found noisy are reported as noise, never as regressions."),
 ) -> None:
     """Compare NEW results with BASELINE row by row; exit 1 on a regression, 0 otherwise (docs/regressions.md)."""
-    from ablate import cli_run
+    from ablate.commands import run as cli_run
 
     rc = cli_run.compare(baseline, new, fail_if, fmt.value, allow_env_mismatch, github_json, output, skip_invalid,
                          _SKIP_HINT, noise)
@@ -416,7 +416,7 @@ def calibrate_cmd(
 ) -> None:
     """Calibrate the regression gate on two repeats: false alarms (must be 0), each row's repeat spread (rows past
     the threshold are noisy), and a planted slowdown (must be caught); exit 1 otherwise (docs/regressions.md)."""
-    from ablate import cli_run
+    from ablate.commands import run as cli_run
 
     rc = cli_run.calibrate(run_a, run_b, fail_if, out, plant, skip_invalid, _SKIP_HINT)
     if rc:
@@ -457,7 +457,7 @@ def nightly_cmd(
     """The nightly GPU CI steps, runnable anywhere: run the latency and extrapolation presets, report, compare
     with the baseline (exit 1 on a regression) or write the baseline (docs/regressions.md)."""
     params = dict(locals())  # every option, by name (first: before any other local name exists)
-    from ablate import cli_run
+    from ablate.commands import run as cli_run
 
     rc = cli_run.nightly(**_plain(params))
     if rc:

@@ -2,7 +2,7 @@
 
 A wheel built from a git checkout carries ``ablate/_build_stamp.json`` (``{"git_commit", "git_dirty"}``, dirty with
 the rows' meaning: changes outside results/, reports/, runs/), so rows measured with the installed package still
-record the commit they came from (``env.git_source`` = "stamp"; see ``ablate.env.provenance``). An sdist made from a
+record the commit they came from (``env.git_source`` = "stamp"; see ``ablate.store.env.provenance``). An sdist made from a
 git checkout ships the stamp too, so a wheel built later from that sdist (no ``.git`` then) keeps it.
 
 Nothing is stamped, and nothing fails, where no commit is known (a copy of the tree without ``.git``, an sdist from
@@ -28,7 +28,7 @@ STAMP = Path("ablate") / "_build_stamp.json"
 def _stamp_text() -> str | None:
     """The stamp for this source tree: from git when it is a checkout, else the stamp an sdist shipped, else None."""
     try:
-        spec = importlib.util.spec_from_file_location("_ablate_env_for_build", HERE / "ablate" / "env.py")
+        spec = importlib.util.spec_from_file_location("_ablate_env_for_build", HERE / "ablate" / "store" / "env.py")
         env = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(env)
         root = env.checkout_root(HERE)
@@ -77,9 +77,12 @@ class sdist_stamped(sdist):
 
 
 def namespace_packages() -> dict[str, str]:
-    """``ablate`` plus every package under the top-level folders variants/ and suites/, mapped into the ``ablate``
-    namespace: ``{"ablate.variants.attention": "variants/attention", ...}`` (paths relative to this file)."""
+    """``ablate`` and its sub-packages, plus every package under the top-level folders variants/ and suites/, mapped
+    into the ``ablate`` namespace: ``{"ablate.variants.attention": "variants/attention", ...}`` (paths relative to this file)."""
     pkgs = {"ablate": "ablate"}
+    for init in sorted((HERE / "ablate").glob("*/__init__.py")):  # ablate's own rooms: ablate.core, ablate.store, ...
+        rel = init.parent.relative_to(HERE)
+        pkgs["ablate." + rel.name] = rel.as_posix()
     for folder in ("variants", "suites"):
         for init in sorted((HERE / folder).rglob("__init__.py")):
             rel = init.parent.relative_to(HERE)

@@ -19,7 +19,7 @@ The bare figure is ``triton.testing.do_bench`` with its defaults (warm-up 25 ms,
 the same function with the same settings (``kernels.warmup_ms`` / ``rep_ms``; a call slower than
 ``rep_ms / min_reps`` gets more reps, which does not apply to the default shape). An earlier GPU preset used
 5 ms / 30 ms: its figure came out 7% lower than the bare one and unrepeatable, because those reps ran before the GPU
-settled at its sustained clock (see ``ablate.timing``).
+settled at its sustained clock (see ``ablate.core.timing``).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import torch
 
 
 def suite_figure(args, out: Path) -> dict:
-    from ablate.results import read_rows
-    from ablate.runner import RunOptions, run_suite
+    from ablate.store.results import read_rows
+    from ablate.plan.runner import RunOptions, run_suite
 
     hidden = args.heads * args.head_dim
     over = ["parts=kernel", f"kernels.keys={args.key}", f"kernels.seq_lens={args.seq_len}",
@@ -57,7 +57,7 @@ def suite_figure(args, out: Path) -> dict:
 
 def bare_figure(args, registered: bool = False) -> float | None:
     """The package's own call on inputs in its layout (``registered``: the call through the registry instead)."""
-    from ablate.registry import ATTENTION
+    from ablate.registry.keys import ATTENTION
     from ablate.variants.attention import spec
 
     dt = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[args.dtype]

@@ -8,7 +8,7 @@ training the same model on the same batches.
 The suite's figure comes from a real ``ablate run --suite training`` restricted to the grid's reference point (one
 seed, ``--steps`` steps, into a temporary folder, no resume): the row's ``tokens_per_s``, the steady throughput it
 reports (first step and evaluations excluded, as the suite documents). The bare figure trains a fresh model of the
-row's configuration (``ablate.model.Transformer`` -- the thing being measured, not the harness) with a loop written
+row's configuration (``ablate.core.model.Transformer`` -- the thing being measured, not the harness) with a loop written
 here: batches drawn exactly as the suite draws them, AdamW with the same groups and settings, cross-entropy,
 gradient clipping, no logging, no progress bar, no loss sync; wall time of steps 2..N with ``time.perf_counter``
 (CPU work is synchronous; on CUDA the loop synchronises before reading the clock). The two alternate ``--rounds``
@@ -29,8 +29,8 @@ import torch
 
 
 def suite_figure(args, out: Path) -> tuple[float, dict]:
-    from ablate.results import read_rows
-    from ablate.runner import RunOptions, run_suite
+    from ablate.store.results import read_rows
+    from ablate.plan.runner import RunOptions, run_suite
     from ablate.suites import training
 
     ref = training.grid_points(training.resolve(args.preset, []))[1].name
@@ -46,9 +46,9 @@ def suite_figure(args, out: Path) -> tuple[float, dict]:
 
 
 def bare_figure(args, row: dict) -> float:
-    from ablate.config import ModelConfig
-    from ablate.data import Batches, load_corpus
-    from ablate.model import Transformer
+    from ablate.core.config import ModelConfig
+    from ablate.io.data import Batches, load_corpus
+    from ablate.core.model import Transformer
 
     fields = {k.split(".", 2)[2]: v for k, v in row.items() if k.startswith("config.model.")}
     fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in fields.items()}

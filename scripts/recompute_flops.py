@@ -36,13 +36,13 @@ NUMBERS = ("flops", "tflops", "model_flops", "mfu")  # derived values that exist
 
 
 def _dumps(row: dict[str, Any]) -> str:
-    # exactly the writer's serialisation (ablate.results._serialize)
+    # exactly the writer's serialisation (ablate.store.results._serialize)
     return json.dumps(row, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def recompute_row(row: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``row`` with its derived FLOP columns recomputed (the row itself when nothing applies)."""
-    from ablate.flops import tflops
+    from ablate.core.flops import tflops
     from ablate.suites.latency import FLOPS_FA, kernel_flops, train_flops
 
     if row.get("suite") != "latency" or row.get("status") != "ok" or not row.get("time_ms"):
@@ -66,7 +66,7 @@ def recompute_row(row: dict[str, Any]) -> dict[str, Any]:
         if row.get("attention") != "linear":
             new["flops_convention"] = FLOPS_FA
             return new
-        from ablate.config import ModelConfig
+        from ablate.core.config import ModelConfig
 
         mcfg = ModelConfig(d_model=int(row["d_model"]), n_layers=int(row["n_layers"]), n_heads=int(row["n_heads"]),
                            n_kv_heads=row.get("n_kv_heads"), attention="linear",

@@ -9,10 +9,10 @@
 #
 # Each output folder is deleted first, so no stale table survives, then made by `ablate report INPUTS --out DIR`
 # (which also writes DIR/index.html, the folder as one self-contained page); reports/index.html, the page linking
-# every report page, is rewritten at the end (`python -m ablate.report index reports`).
+# every report page, is rewritten at the end (`python -m ablate.reporting.report index reports`).
 # The same results give byte-identical tables, so `git diff reports/` afterwards shows only real changes;
-# tests/test_committed_reports.py checks the committed Markdown/LaTeX tables against a fresh report. The mapping
-# lives in ablate.report.report_units; results/baselines/ (nightly CI baselines) is not a report and is skipped.
+# tests/reporting/test_committed_reports.py checks the committed Markdown/LaTeX tables against a fresh report. The mapping
+# lives in ablate.reporting.report.report_units; results/baselines/ (nightly CI baselines) is not a report and is skipped.
 # ABLATE=... picks the command (default: `ablate`, else `python -m ablate.cli`); PYTHON=... the interpreter.
 set -euo pipefail
 
@@ -27,7 +27,7 @@ else
     CMD=("$PYTHON" -m ablate.cli)
 fi
 
-units="$("$PYTHON" -m ablate.report units "$@")"
+units="$("$PYTHON" -m ablate.reporting.report units "$@")"
 n=0
 while IFS=$'\t' read -r -a unit; do
     [ "${#unit[@]}" -ge 2 ] || continue
@@ -38,5 +38,5 @@ while IFS=$'\t' read -r -a unit; do
     "${CMD[@]}" report "${inputs[@]}" --out "$out" >/dev/null
     n=$((n + 1))
 done <<< "$units"
-"$PYTHON" -m ablate.report index reports >/dev/null
+"$PYTHON" -m ablate.reporting.report index reports >/dev/null
 echo "regenerated $n report folder(s) and reports/index.html"

@@ -8,9 +8,9 @@
     ssh gpu-host "cd copy && env $(python scripts/stamp_commit.py) ablate run ..."
 
 The rows then record ``env.git_commit``/``env.git_dirty`` from these variables, with ``env.git_source`` = "env"
-(see ablate.env.provenance). Dirty has the rows' meaning: uncommitted changes outside results/, reports/, runs/.
+(see ablate.store.env.provenance). Dirty has the rows' meaning: uncommitted changes outside results/, reports/, runs/.
 Exits 1 (printing nothing on stdout) when the commit is unknown. Needs only the standard library and git: it loads
-ablate/env.py by path, without importing the package.
+ablate/store/env.py by path, without importing the package.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _env_module():
-    spec = importlib.util.spec_from_file_location("_ablate_env_stamp", ROOT / "ablate" / "env.py")
+    spec = importlib.util.spec_from_file_location("_ablate_env_stamp", ROOT / "ablate" / "store" / "env.py")
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(module)

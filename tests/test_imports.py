@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted([*ROOT.glob("ablate/*.py"), *ROOT.glob("suites/**/*.py"), *ROOT.glob("variants/**/*.py"),
+SOURCES = sorted([*ROOT.glob("ablate/**/*.py"), *ROOT.glob("suites/**/*.py"), *ROOT.glob("variants/**/*.py"),
                   ROOT / "cli.py"])
 
 OPTIONAL = {"flash_attn", "xformers", "triton", "submitit", "datasets", "huggingface_hub", "tokenizers", "wandb",

@@ -47,9 +47,9 @@ def test_wheel_layout(wheel):
         cli_text = zf.read("ablate/cli.py").decode()
     top = {n.split("/", 1)[0] for n in names}
     assert {n for n in top if not n.endswith(".dist-info")} == {"ablate"}, top
-    for needed in ("ablate/__init__.py", "ablate/registry.py", "ablate/cli.py", "ablate/variants/__init__.py",
-                   "ablate/suites/__init__.py", "ablate/results.py", "ablate/runner.py", "ablate/env.py",
-                   "ablate/tables.py"):
+    for needed in ("ablate/__init__.py", "ablate/registry/keys.py", "ablate/cli.py", "ablate/variants/__init__.py",
+                   "ablate/suites/__init__.py", "ablate/store/results.py", "ablate/plan/runner.py", "ablate/store/env.py",
+                   "ablate/reporting/tables.py"):
         assert needed in names, needed
     assert any(n.startswith("ablate/variants/") and n.endswith(".py") and "__init__" not in n for n in names)
     for stray in ("variants/", "suites/", "cli.py", "tests/"):
@@ -72,7 +72,7 @@ def test_wheel_imports_without_the_checkout(wheel, tmp_path):
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)
-    code = ("import ablate, ablate.suites, ablate.registry, ablate.cli, ablate.results; "
+    code = ("import ablate, ablate.suites, ablate.registry.keys, ablate.cli, ablate.store.results; "
             "print(ablate.__file__); print(ablate.cli.__file__)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"})

@@ -1,5 +1,5 @@
 """Swappable Transformer components. Each module collects its built-in keys in a table of its own (``BUILTIN``);
-importing it changes no global state. :func:`ablate.registry.build` copies :data:`BUILTIN_TABLES` into the
+importing it changes no global state. :func:`ablate.registry.keys.build` copies :data:`BUILTIN_TABLES` into the
 registries (attention, position, norm, activation order), then loads the plugins."""
 
 from ablate.variants import activations, attention, norms, positions

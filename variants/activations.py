@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.registry import ACTIVATION, Registry
+from ablate.registry.keys import ACTIVATION, Registry
 
-BUILTIN = Registry("activation")  # this module's keys; ablate.registry.build() copies them into ACTIVATION
+BUILTIN = Registry("activation")  # this module's keys; ablate.registry.keys.build() copies them into ACTIVATION
 
 SHAZEER = "Shazeer 2020, GLU Variants Improve Transformer"
 

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.registry import NORM, Registry
+from ablate.registry.keys import NORM, Registry
 
-BUILTIN = Registry("norm")  # this module's keys; ablate.registry.build() copies them into NORM
+BUILTIN = Registry("norm")  # this module's keys; ablate.registry.keys.build() copies them into NORM
 
 
 @BUILTIN.register("layernorm", description="LayerNorm: subtract the mean, divide by the std, learned gain and bias",

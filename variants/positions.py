@@ -25,11 +25,11 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ablate.config import ModelConfig
+from ablate.core.config import ModelConfig
 from ablate.errors import ConfigError, PositionRangeError
-from ablate.registry import POSITION, Registry
+from ablate.registry.keys import POSITION, Registry
 
-BUILTIN = Registry("position")  # this module's keys; ablate.registry.build() copies them into POSITION
+BUILTIN = Registry("position")  # this module's keys; ablate.registry.keys.build() copies them into POSITION
 from ablate.variants.rope_init import (_DYNAMIC_SCALINGS, ROPE_INIT_FUNCTIONS, ROPE_TEMPERATURE,  # noqa: F401
                                        YARN_BETA_FAST, with_temperature,
                                        YARN_BETA_SLOW, _default_inv_freq, _ntk_base, _rope_default,
@@ -487,7 +487,7 @@ class T5Bias(Position):
     """One ``(num_buckets, n_heads)`` table shared by all layers; bidirectional buckets iff not ``cfg.causal``;
     ``max_distance = t5_max_distance(cfg)``."""
 
-    # T5 trains its bias table without weight decay (Adafactor, no decay); ablate.train.param_groups reads this
+    # T5 trains its bias table without weight decay (Adafactor, no decay); ablate.core.train.param_groups reads this
     no_weight_decay = ("relative_attention_bias.weight",)
 
     @classmethod

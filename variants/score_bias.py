@@ -9,7 +9,7 @@ import math
 import torch
 from torch import Tensor
 
-from ablate.config import ModelConfig
+from ablate.core.config import ModelConfig
 from ablate.errors import ConfigError
 
 __all__ = ["alibi_slopes", "T5_NUM_BUCKETS", "T5_MAX_DISTANCE", "t5_relative_position_bucket", "t5_max_exact",

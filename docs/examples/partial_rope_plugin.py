@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor, cat
 
-from ablate.config import ModelConfig
+from ablate.core.config import ModelConfig
 from ablate.errors import ConfigError
 from ablate.registry import POSITION
 from ablate.variants.positions import Rotary

@@ -27,7 +27,7 @@ report`` never imports torch through this package.
 
 from __future__ import annotations
 
-from ablate.suitekit import lazy_package
+from ablate.plan.suitekit import lazy_package
 
 from .constants import (FAIR_TOL, METRIC_PASSKEY, METRIC_PPL, POSITIONS, PROBE_TASKS, PROBE_TITLES,  # noqa: F401
                         PROTOCOL, PROTOCOL_COLS, ROPE_SCALINGS, SUITE, SWEEPS)

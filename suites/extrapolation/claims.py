@@ -1,5 +1,5 @@
 """What the rows say, torch-free: weak baselines (undertrained variants), the reading notes of the
-report, probes a variant did not learn, and the published claims tested on this run (:mod:`ablate.claims`)."""
+report, probes a variant did not learn, and the published claims tested on this run (:mod:`ablate.analysis.claims`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ablate.claims import Context, claims_frame, extrapolation_claims
-from ablate.claims_scaling import scaling_claims
-from ablate.stats import above_chance, clustered_above_chance
-from ablate.tables import to_markdown, write_table
+from ablate.analysis.claims import Context, claims_frame, extrapolation_claims
+from ablate.analysis.claims_scaling import scaling_claims
+from ablate.analysis.stats import above_chance, clustered_above_chance
+from ablate.reporting.tables import to_markdown, write_table
 
 from .constants import FAIR_TOL
 from .summary import _number, _variant_order, claim_cells, ppl_summary
@@ -86,7 +86,7 @@ def _notes(summary, train_len: int, flags: dict[str, float], tol: float, rows=No
 
 
 def _learned(row, chance: float) -> bool:
-    """Is this summary cell above chance? Clustered by seed (:func:`ablate.stats.clustered_above_chance`): the one-sided
+    """Is this summary cell above chance? Clustered by seed (:func:`ablate.analysis.stats.clustered_above_chance`): the one-sided
     binomial test with one seed; with several, a one-sided t-test over the per-seed accuracies and the binomial test
     of the pooled trials, both at 5%."""
     if "seed_correct" in row and isinstance(row["seed_correct"], list):
@@ -138,7 +138,7 @@ def claims_section(g, train_len: int, line: str, out_dir: Path, slug: str) -> tu
                             caption=f"Published claims vs this run ({line}); verdicts from 95% intervals over {what}; "
                                     "a claim covering several lengths or rivals holds only at every one (Holm); a "
                                     "comparison whose variants are undertrained or off parity at train_len is not "
-                                    "testable (see ablate.claims, docs/claims.md).")
+                                    "testable (see ablate.analysis.claims, docs/claims.md).")
     counts = cf["verdict"].value_counts()
     tally = ", ".join(f"{int(counts.get(v, 0))} {v}" for v in ("reproduced", "not reproduced", "inconclusive",
                                                                   "not testable"))

@@ -6,15 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ablate.config import ModelConfig, apply_overrides, flatten, model_preset, unified_train_len
-from ablate.data import DataSettings, data_fields
+from ablate.core.config import ModelConfig, apply_overrides, flatten, model_preset, unified_train_len
+from ablate.io.data import DataSettings, data_fields
 from ablate.errors import ConfigError
-from ablate.evalset import EvalSet, draw
-from ablate.lr_sweep import SweepSettings
-from ablate.evaluate import MODES, PROBES, Probe
-from ablate.registry import POSITION
-from ablate.results import row_key
-from ablate.train import TrainConfig
+from ablate.core.evalset import EvalSet, draw
+from ablate.core.lr_sweep import SweepSettings
+from ablate.core.evaluate import MODES, PROBES, Probe
+from ablate.registry.keys import POSITION
+from ablate.store.results import row_key
+from ablate.core.train import TrainConfig
 
 from .constants import POSITIONS, PROTOCOL, ROPE_SCALINGS
 
@@ -25,7 +25,7 @@ class EvalSettings:
     stride: int | None = None  # sliding stride in tokens; None = train_len
     factors: tuple[int, ...] = (1, 2, 4, 8, 16)  # eval_len = train_len x factor
     tokens: int = 32768  # at least this many targets scored at every eval_len: whole held-out documents (evalset)
-    doc_seed: int = 0  # which held-out documents are drawn (ablate.evalset.draw)
+    doc_seed: int = 0  # which held-out documents are drawn (ablate.core.evalset.draw)
     max_doc_tokens: int | None = None  # cap per document; None: 4 x the longest eval_len, doubled until they fit
     batch_tokens: int = 16384  # tokens per evaluation forward
     pos_bins: int = 64  # in-window position bins of the per-position loss
@@ -69,7 +69,7 @@ class ExtrapolationConfig:
     passkey: bool = False  # also train/score passkey-retrieval models (one per trained variant)
     probe: PasskeySettings = field(default_factory=PasskeySettings)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
-    lr_sweep: SweepSettings = field(default_factory=SweepSettings)  # a learning rate per variant (ablate.lr_sweep)
+    lr_sweep: SweepSettings = field(default_factory=SweepSettings)  # a learning rate per variant (ablate.core.lr_sweep)
     cpu_threads: int = 0  # CPU: torch threads (0 = torch's default); 1 is robust on a machine shared with others
 
     @property
@@ -310,7 +310,7 @@ def _resolve_finetune(cfg: ExtrapolationConfig, keys: set[str]) -> Extrapolation
 
 
 def probe_of(cfg: ExtrapolationConfig, task: str) -> Probe:
-    """The :class:`ablate.evaluate.Probe` a probe task runs with these settings."""
+    """The :class:`ablate.core.evaluate.Probe` a probe task runs with these settings."""
     return Probe(task, cfg.probe.digits, cfg.probe.keys)
 
 
@@ -326,7 +326,7 @@ _EVAL_SETS: dict[tuple, EvalSet] = {}
 
 
 def eval_set(cfg: ExtrapolationConfig, corpus: Any) -> EvalSet:
-    """The held-out documents every length scores (:func:`ablate.evalset.draw`, test role), cached per process."""
+    """The held-out documents every length scores (:func:`ablate.core.evalset.draw`, test role), cached per process."""
     e = cfg.eval
     key = (getattr(corpus, "hash", None), id(corpus.val), len(corpus.val), eval_tokens(cfg), e.doc_seed,
            e.max_doc_tokens, max(cfg.eval_lens))
@@ -344,7 +344,7 @@ def eval_stride(cfg: ExtrapolationConfig) -> int | None:
 def config_id(cfg: ExtrapolationConfig, corpus: Any, kind: str = "lm") -> str:
     """Hash of everything that shapes the trained weights (model without its position slot, training, data and the
     corpus's identity; a probe's settings for probe models), so switching the probes on or off never retrains the
-    LMs. ``corpus``: a :class:`ablate.data.Corpus` (or its name)."""
+    LMs. ``corpus``: a :class:`ablate.io.data.Corpus` (or its name)."""
     model = flatten(cfg.model)
     model.pop("position", None)
     tr = flatten(cfg.train)

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ablate.results import to_frame
+from ablate.store.results import to_frame
 
 from .constants import PROBE_TASKS, SUITE
 from .summary import _protocol_groups, ppl_summary, protocol_line

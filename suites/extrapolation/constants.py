@@ -5,7 +5,7 @@ from __future__ import annotations
 SUITE = "extrapolation"
 POSITIONS = ("none", "sinusoidal", "learned", "rope", "alibi", "t5_bias")
 ROPE_SCALINGS = ("rope_pi", "rope_ntk", "rope_dynamic_ntk", "rope_yarn")
-# `ablate run --sweep KEY=V1,V2` (ablate.sweep): the trained position variants, and the inference-time scalings
+# `ablate run --sweep KEY=V1,V2` (ablate.plan.sweep): the trained position variants, and the inference-time scalings
 # swapped into a trained model at evaluation.
 SWEEPS = {"model.position": "positions", "eval.position": "rope_scalings"}
 METRIC_PPL = "ppl"
@@ -16,7 +16,7 @@ PROTOCOL = 3  # what a row measures; v3: documents drawn across the held-out spl
 # sinusoidal init, reference YaRN)
 # Key fields that make rows comparable: the report and the terminal summary group rows by them.
 PROTOCOL_COLS = ("preset", "config_id", "train_len", "mode", "stride", "tokens", "eval_set", "data", "device")
-# The retrieval probes (ablate.evaluate.PROBES, in its order, named here without importing torch) and their titles.
+# The retrieval probes (ablate.core.evaluate.PROBES, in its order, named here without importing torch) and their titles.
 PROBE_TITLES = {"passkey": "Passkey retrieval (one needle, digit-free filler)",
                 "multikey": "Multi-key needle in a haystack (RULER-style: labelled needles, numbers in the filler)"}
 PROBE_TASKS = tuple(PROBE_TITLES)

@@ -1,6 +1,6 @@
 """The report's figures (matplotlib / seaborn; no torch): perplexity vs evaluation length, loss vs token position in
 the window, probe accuracy vs context length and by needle depth. One colour and marker per variant throughout, the
-same as in every other suite's figures (:mod:`ablate.style`); legends sit outside the axes, clear of the text on
+same as in every other suite's figures (:mod:`ablate.reporting.style`); legends sit outside the axes, clear of the text on
 them."""
 
 from __future__ import annotations
@@ -12,20 +12,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate.stats import t_ppf
-from ablate.style import BAND_CI, band_note, styles
-from ablate.tables import plot_style, savefig
+from ablate.analysis.stats import t_ppf
+from ablate.reporting.style import BAND_CI, band_note, styles
+from ablate.reporting.tables import plot_style, savefig
 
 from .constants import POSITIONS, PROBE_TITLES, ROPE_SCALINGS
 from .labels import relabel
 
-# After ablate.tables, which picks the headless backend.
+# After ablate.reporting.tables, which picks the headless backend.
 import matplotlib.pyplot as plt  # noqa: E402,I001
 
 
 def variant_style(keys=()) -> tuple[dict[str, Any], dict[str, str]]:
     """One colour (Okabe–Ito) and one marker per position key (the built-in ones and any other in ``keys``), the
-    same in every figure of every report (:func:`ablate.style.styles`)."""
+    same in every figure of every report (:func:`ablate.reporting.style.styles`)."""
     st = styles(list(POSITIONS) + list(ROPE_SCALINGS) + sorted({str(k) for k in keys}))
     return {k: v.color for k, v in st.items()}, {k: v.marker for k, v in st.items()}
 

@@ -30,9 +30,9 @@ from typing import Any, Callable
 
 import torch
 
-from ablate.data import Batches
-from ablate.results import row_key
-from ablate.train import train
+from ablate.io.data import Batches
+from ablate.store.results import row_key
+from ablate.core.train import train
 
 from .config import ExtrapolationConfig
 
@@ -86,7 +86,7 @@ def finetune_key(ft: FineTune) -> dict[str, Any]:
 
 
 def finetune_train_config(cfg: ExtrapolationConfig, ft: FineTune, seed: int):
-    """The :class:`ablate.train.TrainConfig` of one fine-tuning run: ``lr`` constant after the warm-up, no decay."""
+    """The :class:`ablate.core.train.TrainConfig` of one fine-tuning run: ``lr`` constant after the warm-up, no decay."""
     return replace(cfg.train, steps=ft.steps, batch_size=ft.batch_size, seq_len=ft.seq_len, lr=ft.lr, min_lr=ft.lr,
                    warmup=ft.warmup, weight_decay=0.0, seed=seed, eval_every=0,
                    log_every=max(1, min(cfg.train.log_every, ft.steps)))

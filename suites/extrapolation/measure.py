@@ -1,5 +1,5 @@
 """The measurement: train (or load from its checkpoint) one job's model, then score its rows: perplexity by length
-(:func:`ablate.evaluate.evaluate`) and the retrieval probes (:func:`ablate.evaluate.probe_correct`)."""
+(:func:`ablate.core.evaluate.evaluate`) and the retrieval probes (:func:`ablate.core.evaluate.probe_correct`)."""
 
 from __future__ import annotations
 
@@ -12,19 +12,19 @@ from typing import Any
 
 import torch
 
-from ablate.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
-from ablate.data import Batches, Corpus
+from ablate.core.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
+from ablate.io.data import Batches, Corpus
 from ablate.errors import PositionRangeError
-from ablate.estimate import TrainJob, job_flops
-from ablate.evalset import unigram_loss
-from ablate.evaluate import PasskeyBatches, evaluate, passkey_loss, probe_correct
-from ablate.livelog import model_run
-from ablate.lr_sweep import sweep as lr_sweep, tune_set
-from ablate.model import Transformer
-from ablate.results import ResultWriter, status_from_exception
-from ablate.stats import wilson_interval
-from ablate.train import lm_loss, log_entry, train
-from ablate.registry import POSITION
+from ablate.plan.estimate import TrainJob, job_flops
+from ablate.core.evalset import unigram_loss
+from ablate.core.evaluate import PasskeyBatches, evaluate, passkey_loss, probe_correct
+from ablate.store.livelog import model_run
+from ablate.core.lr_sweep import sweep as lr_sweep, tune_set
+from ablate.core.model import Transformer
+from ablate.store.results import ResultWriter, status_from_exception
+from ablate.analysis.stats import wilson_interval
+from ablate.core.train import lm_loss, log_entry, train
+from ablate.registry.keys import POSITION
 from ablate.variants.positions import ROPE_TEMPERATURE, position_caveats, rope_attention_factor
 
 from .config import ExtrapolationConfig, config_id, decodes_incrementally, eval_set, eval_stride, probe_of
@@ -41,7 +41,7 @@ def _save(path: Path, payload: dict) -> None:
 
 
 def _lr_sweep(cfg: ExtrapolationConfig, mcfg, corpus: Corpus, device: str, folder: Path):
-    """The learning rate of one position variant (:mod:`ablate.lr_sweep`; None when the sweep is off): swept once
+    """The learning rate of one position variant (:mod:`ablate.core.lr_sweep`; None when the sweep is off): swept once
     per variant with the first seed's initialisation and data order, scored on tune documents the test sample never
     holds, cached in ``folder/lr_sweep.json`` so the other seeds and resumed runs reuse it."""
     if not cfg.lr_sweep.enabled:
@@ -56,7 +56,7 @@ def _lr_sweep(cfg: ExtrapolationConfig, mcfg, corpus: Corpus, device: str, folde
 def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, ckpt: Path,
                progress: Any, reuse: bool = True, on_log: Any = None) -> tuple[Any, dict]:
     """(model or None, training info); loads the checkpoint when there is one (and ``reuse``). ``on_log``: the
-    live-logging callback of :func:`ablate.train.train` (``--log-to``); a model loaded from its checkpoint replays
+    live-logging callback of :func:`ablate.core.train.train` (``--log-to``); a model loaded from its checkpoint replays
     the training curve stored there."""
     mcfg = job_model(cfg, job.position)
     if reuse and ckpt.is_file():
@@ -112,7 +112,7 @@ def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, 
 def _run_job(cfg, job: Job, todo: list[RowSpec], corpus: Corpus, device: str, writer: ResultWriter, ckpt_dir: Path,
              opts, prog, overall, live: Any = None) -> int:
     """Train (or load) one job's model and write its rows; returns 1 when a model was trained. ``live``: the
-    ``--log-to`` trackers (:mod:`ablate.livelog`; None: none), one tracker run for the job's model."""
+    ``--log-to`` trackers (:mod:`ablate.store.livelog`; None: none), one tracker run for the job's model."""
     if not todo:
         return 0
     run_cfg = replace(cfg, model=job_model(cfg, job.position), train=replace(cfg.train, seed=job.seed))

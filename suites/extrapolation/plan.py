@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ablate.config import ModelConfig
-from ablate.data import Corpus
-from ablate.lr_sweep import sweep_jobs
-from ablate.estimate import EvalWork, TrainJob, planned_vocab
-from ablate.registry import POSITION
-from ablate.validate import check_fits, estimate_memory_bytes, validate_model
+from ablate.core.config import ModelConfig
+from ablate.io.data import Corpus
+from ablate.core.lr_sweep import sweep_jobs
+from ablate.plan.estimate import EvalWork, TrainJob, planned_vocab
+from ablate.registry.keys import POSITION
+from ablate.core.validate import check_fits, estimate_memory_bytes, validate_model
 from ablate.variants.positions import position_caveats
 
 from .config import (ExtrapolationConfig, config_id, decodes_incrementally, eval_set, eval_stride, eval_tokens,
@@ -149,7 +149,7 @@ def plan_caveats(cfg: ExtrapolationConfig) -> list[str]:
 
 def check_memory(cfg: ExtrapolationConfig, device: str) -> None:
     """Refuse (one line) a plan whose training step or longest evaluation cannot fit in the device's memory, by the
-    closed-form lower bound of :func:`ablate.validate.estimate_memory_bytes`."""
+    closed-form lower bound of :func:`ablate.core.validate.estimate_memory_bytes`."""
     half = device == "cuda" and cfg.train.amp is not None
     db = {"dtype_bytes": 2 if half else 4, "param_dtype_bytes": 4}
     longest = max(cfg.eval_lens)
@@ -182,7 +182,7 @@ def validate_plan(cfg: ExtrapolationConfig, device: str) -> None:
 
 def train_jobs(cfg: ExtrapolationConfig, seeds: list[int]) -> tuple[list[TrainJob], list[EvalWork]]:
     """What the run trains (one model per position, probe task and seed) and the forward passes that score them,
-    for :mod:`ablate.estimate` (``ablate run --dry-run``)."""
+    for :mod:`ablate.plan.estimate` (``ablate run --dry-run``)."""
     kinds = ["lm"] + (list(cfg.probe.tasks) if cfg.passkey else [])
     tokens, stride = eval_tokens(cfg), eval_stride(cfg)
     jobs: list[TrainJob] = []

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablate.atomic import write_text
-from ablate.tables import write_table
+from ablate.store.atomic import write_text
+from ablate.reporting.tables import write_table
 
 from .claims import _notes, _probe_notes, claims_section, undertrained
 from .constants import FAIR_TOL, METRIC_PPL, PROBE_TASKS, PROBE_TITLES, SUITE
@@ -84,7 +84,7 @@ def _lr_lines(g) -> list[str]:
     if not lines:
         return []
     return ["### Learning rate per variant", "",
-            "Chosen per trained variant by a short sweep (ablate.lr_sweep) scored on tune documents the test sample "
+            "Chosen per trained variant by a short sweep (ablate.core.lr_sweep) scored on tune documents the test sample "
             "never holds; every seed of a variant uses its choice.", ""] + lines + [""]
 
 

@@ -10,16 +10,16 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from ablate import distributed
-from ablate.data import check_eval_span
+from ablate.launchers import distributed
+from ablate.io.data import check_eval_span
 from ablate.errors import ConfigError
-from ablate.evaluate import span_needed
-from ablate.livelog import open_live
-from ablate.progress import start_progress
-from ablate.results import ResultWriter, done_keys, row_key
-from ablate.runner import Task, results_path, select_tasks
-from ablate.suitekit import set_threads, training_setup
-from ablate.runstate import Claims
+from ablate.core.evaluate import span_needed
+from ablate.store.livelog import open_live
+from ablate.plan.progress import start_progress
+from ablate.store.results import ResultWriter, done_keys, row_key
+from ablate.plan.runner import Task, results_path, select_tasks
+from ablate.plan.suitekit import set_threads, training_setup
+from ablate.store.runstate import Claims
 
 from .config import config_id, eval_set, eval_stride, resolve
 from .console import _print_summary
@@ -49,14 +49,14 @@ def _setup(opts):
 
 
 def tasks(opts):
-    """(results file, one :class:`ablate.runner.Task` per trained model: a position variant x seed [x passkey])."""
+    """(results file, one :class:`ablate.plan.runner.Task` per trained model: a position variant x seed [x passkey])."""
     *_, jobs, out = _setup(opts)
     return out, [Task(j.name, tuple(row_key(r.key) for r in j.rows), f"{j.kind} {j.position} seed {j.seed}")
                  for j in jobs]
 
 
 def run(opts) -> Path:
-    """Run the suite as ``opts`` (an :class:`ablate.runner.RunOptions`) asks; returns the JSONL results file."""
+    """Run the suite as ``opts`` (an :class:`ablate.plan.runner.RunOptions`) asks; returns the JSONL results file."""
     if distributed.launched():
         raise ConfigError("the extrapolation suite runs one process per device; spread its trained variants with "
                           "--launcher gpus or slurm instead of --nproc-per-node")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate.stats import clustered_proportion, summarize, t_ppf
+from ablate.analysis.stats import clustered_proportion, summarize, t_ppf
 
 from .constants import METRIC_PPL, POSITIONS, PROTOCOL_COLS, ROPE_SCALINGS
 from .labels import relabel
@@ -22,7 +22,7 @@ def t_quantile_975(dof: int) -> float:
 
 
 def mean_ci(values) -> tuple[float, float, int]:
-    """(mean, half-width of the 95% t-interval, n) via :func:`ablate.stats.summarize`; NaNs when undefined."""
+    """(mean, half-width of the 95% t-interval, n) via :func:`ablate.analysis.stats.summarize`; NaNs when undefined."""
     s = summarize([None if v is None else float(v) for v in values], confidence=0.95)
     nan = float("nan")
     return (nan if s.mean is None else s.mean), (nan if s.half_width is None else s.half_width), s.n
@@ -89,9 +89,9 @@ def _number(v: Any) -> bool:
 
 
 def claim_cells(df) -> dict[tuple[str, int], Any]:
-    """``{(position, eval_len): ablate.claims.Cell}`` over the ok perplexity rows: per-seed perplexity, and the
+    """``{(position, eval_len): ablate.analysis.claims.Cell}`` over the ok perplexity rows: per-seed perplexity, and the
     per-document losses where the rows carry them (rows made before they existed give seed-only cells)."""
-    from ablate.claims import cells_from_rows
+    from ablate.analysis.claims import cells_from_rows
 
     sub = df[(df["metric"] == METRIC_PPL) & (df["status"] == "ok")] if "metric" in df.columns else df.iloc[0:0]
     return cells_from_rows(sub.to_dict("records"), lambda r: (str(r["position"]), int(r["eval_len"])))
@@ -157,7 +157,7 @@ def probe_summary(pk):
     pooled over depths), chance (from the rows: per depth, averaged over the depths) and ``interval``.
 
     Trials of one trained model are not independent of each other, so the interval is clustered by seed
-    (:func:`ablate.stats.clustered_proportion`): with two seeds or more, ``acc`` is the mean of the per-seed
+    (:func:`ablate.analysis.stats.clustered_proportion`): with two seeds or more, ``acc`` is the mean of the per-seed
     accuracies and ``lo``/``hi`` the 95% t-interval over seeds (at least as wide as the pooled Wilson interval);
     with one seed, the 95% Wilson interval of its trials."""
     pk = _probe_counts(pk)

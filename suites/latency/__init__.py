@@ -16,7 +16,7 @@ Five parts, each a list of measurements written as rows as they finish (see ``do
 * ``position``: each position variant's hooks on their own (RoPE family ``rotate`` of q and k, ALiBi / T5 dense bias
   build, absolute ``embed``), and all hooks together.
 * ``train``: one training step (forward, backward, grad clipping, AdamW) of the reference model for a few
-  attention / position / norm / activation choices: tokens/s, MFU (against the bf16 peak of ``ablate.flops``; the
+  attention / position / norm / activation choices: tokens/s, MFU (against the bf16 peak of ``ablate.core.flops``; the
   peak used is in the row) and peak memory.
 * ``decode``: per-token latency with the KV cache at several context lengths for MHA / GQA / MQA, the cache's
   measured bytes next to the closed form ``2 · layers · kv_heads · head_dim · n · bytes`` (× batch).
@@ -36,7 +36,7 @@ report`` never imports torch through this package.
 
 from __future__ import annotations
 
-from ablate.suitekit import lazy_package
+from ablate.plan.suitekit import lazy_package
 
 from .constants import (BASELINE_ATTENTION, DECODE_MODES, FLOPS_FA, LAYOUTS, MASKS, PARTS,  # noqa: F401
                         PASS_ORDER, PASSES, SUITE, SWEEPS)

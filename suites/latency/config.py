@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 
-from ablate.config import ModelConfig, apply_overrides, model_preset
+from ablate.core.config import ModelConfig, apply_overrides, model_preset
 from ablate.errors import ConfigError
-from ablate.registry import ACTIVATION, ATTENTION, NORM, POSITION
-from ablate.timing import DO_BENCH_REP_MS, DO_BENCH_WARMUP_MS
+from ablate.registry.keys import ACTIVATION, ATTENTION, NORM, POSITION
+from ablate.core.timing import DO_BENCH_REP_MS, DO_BENCH_WARMUP_MS
 from ablate.variants.attention import spec
 
 from .constants import DECODE_MODES, LAYOUTS, TRAIN_MODES, MASKS, PARTS, PASSES
@@ -52,7 +52,7 @@ class KernelSweep:
     # capped measurement (as for lengths outside seq_lens); rows already in the results file stay.
     caps: tuple[str, ...] = ()
     # timing: triton.testing.do_bench's own warm-up and rep times (CUDA). Not a knob to save time: shorter ones
-    # measure the GPU before its clock settles under load (see ablate.timing), so the suite would no longer agree
+    # measure the GPU before its clock settles under load (see ablate.core.timing), so the suite would no longer agree
     # with a bare do_bench. Every timing setting applies to all parts (kernel, position, train, prefill).
     warmup_ms: float = DO_BENCH_WARMUP_MS
     rep_ms: float = DO_BENCH_REP_MS
@@ -100,7 +100,7 @@ class DecodeSweep:
     contexts: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384, 32768)
     batch: int = 8
     steps: int = 20  # timed decode steps per context (each at exactly that context: the cache is reset)
-    # how each step runs (ablate.decode): eager, a replayed CUDA graph (CUDA only), torch.compile; every mode is a
+    # how each step runs (ablate.core.decode): eager, a replayed CUDA graph (CUDA only), torch.compile; every mode is a
     # row per layout and context, so eager and graphed steps sit side by side
     modes: tuple[str, ...] = ("eager", "graph")
     warmup_steps: int = 3
@@ -140,7 +140,7 @@ PRESETS: dict[str, LatencyConfig] = {
                            modes=("eager",)),
     ),
     # CPU default: every CPU-capable attention key, <= 3 minutes on 2 cores. Called "cpu" until every suite said
-    # micro/tiny/gpu; "cpu" is still accepted (ablate.runner.PRESET_ALIASES, with a note).
+    # micro/tiny/gpu; "cpu" is still accepted (ablate.plan.runner.PRESET_ALIASES, with a note).
     "tiny": LatencyConfig(
         kernels=KernelSweep(seq_lens=(128, 256, 512), tokens=1024, hidden=128, head_dims=(32, 64),
                             causal=(False, True), dtype="float32", feature_seq_len=256, feature_head_dim=32,
@@ -201,8 +201,8 @@ def _model_alias(overrides: Iterable[str]) -> list[str]:
 
 def resolve(preset: str, overrides: Iterable[str] = ()) -> LatencyConfig:
     """The preset with ``--set`` overrides applied and checked (one-line errors); ``cpu``, the old name of ``tiny``,
-    is accepted with a note (:func:`ablate.runner.canonical_preset`)."""
-    from ablate.runner import canonical_preset
+    is accepted with a note (:func:`ablate.plan.runner.canonical_preset`)."""
+    from ablate.plan.runner import canonical_preset
 
     preset = canonical_preset(preset)
     if preset not in PRESETS:

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from ablate.config import ModelConfig
+from ablate.core.config import ModelConfig
 
 SUITE = "latency"
 PARTS = ("kernel", "position", "train", "decode", "prefill")
 PASSES = ("fwd", "bwd", "fwd_bwd")
 PASS_ORDER = {p: i for i, p in enumerate(PASSES)}
 LAYOUTS = ("mha", "gqa", "mqa")
-# How a decode step runs (ablate.decode.MODES): eager calls, a captured CUDA graph replayed, torch.compile.
+# How a decode step runs (ablate.core.decode.MODES): eager calls, a captured CUDA graph replayed, torch.compile.
 DECODE_MODES = ("eager", "graph", "compile")
 # How a training step runs: the model as written, or torch.compile(model).
 TRAIN_MODES = ("eager", "compiled")
 MASKS = ("causal", "full")
-FLOPS_FA = "fa"  # FlashAttention convention (ablate.flops.attention_flops)
+FLOPS_FA = "fa"  # FlashAttention convention (ablate.core.flops.attention_flops)
 # Kernel tables compare every key with the model's default attention ("× sdpa", speedup_vs_sdpa).
 BASELINE_ATTENTION = ModelConfig.attention
-# `ablate run --sweep KEY=V1,V2` (ablate.sweep): the attention kernels and the position variants measured.
+# `ablate run --sweep KEY=V1,V2` (ablate.plan.sweep): the attention kernels and the position variants measured.
 SWEEPS = {"model.attention": "kernels.keys", "model.position": "positions.keys"}

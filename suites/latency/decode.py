@@ -1,9 +1,9 @@
 """Parts 4 and 5, ``decode`` and ``prefill``: per-token latency with the KV cache at several contexts for MHA / GQA /
 MQA (the cache's measured bytes next to the closed form), and the forward pass that fills the cache.
 
-A decode step runs on a static KV cache (:class:`ablate.model.StaticKVCache`) in each of ``decode.modes``
-(:class:`ablate.decode.DecodeStep`: eager calls, a replayed CUDA graph, torch.compile); its row records the bytes a
-step must move (parameters + the KV cache, :func:`ablate.flops.decode_step_bytes`), the achieved GB/s and, on a GPU
+A decode step runs on a static KV cache (:class:`ablate.core.model.StaticKVCache`) in each of ``decode.modes``
+(:class:`ablate.core.decode.DecodeStep`: eager calls, a replayed CUDA graph, torch.compile); its row records the bytes a
+step must move (parameters + the KV cache, :func:`ablate.core.flops.decode_step_bytes`), the achieved GB/s and, on a GPU
 with a known peak, the fraction of the memory bandwidth. Eager rows keep the keys they had before modes existed."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any, Iterable
 
 import torch
 
-from ablate.config import ModelConfig, flatten
-from ablate.decode import DecodeStep
-from ablate.flops import decode_step_bytes, kv_cache_bytes, peak_bandwidth
-from ablate.model import Transformer
-from ablate.timing import bench_calls, free_memory, is_cuda, peak_memory_and_ms, sync
+from ablate.core.config import ModelConfig, flatten
+from ablate.core.decode import DecodeStep
+from ablate.core.flops import decode_step_bytes, kv_cache_bytes, peak_bandwidth
+from ablate.core.model import Transformer
+from ablate.core.timing import bench_calls, free_memory, is_cuda, peak_memory_and_ms, sync
 from ablate.variants.attention import backend_of
 
 from .config import DTYPES, DecodeSweep

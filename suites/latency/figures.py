@@ -1,5 +1,5 @@
 """The latency report's figures (matplotlib; no torch). One colour and marker per kernel / layout key, the same as in
-every other suite's figures (:mod:`ablate.style`); each line is the median over repeats with its p20–p80 band
+every other suite's figures (:mod:`ablate.reporting.style`); each line is the median over repeats with its p20–p80 band
 (none with one repeat; the legend title says which)."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from ablate.style import BAND_P20_P80, Style, band_note, styles
-from ablate.tables import plot_style, savefig
+from ablate.reporting.style import BAND_P20_P80, Style, band_note, styles
+from ablate.reporting.tables import plot_style, savefig
 
 from .constants import DECODE_MODES, LAYOUTS
 from .tables import MIB, _col, _key_order, _num, _softmax_rows
 
-import matplotlib.pyplot as plt  # noqa: E402,I001  (after ablate.tables, which picks the headless backend)
+import matplotlib.pyplot as plt  # noqa: E402,I001  (after ablate.reporting.tables, which picks the headless backend)
 
 
 def _log2_lengths(ax, lengths) -> None:

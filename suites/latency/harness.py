@@ -12,11 +12,11 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from ablate.config import ModelConfig, flatten
-from ablate.env import fingerprint
+from ablate.core.config import ModelConfig, flatten
+from ablate.store.env import fingerprint
 from ablate.errors import AblateError
-from ablate.results import ResultWriter, read_rows, row_key, status_from_exception
-from ablate.timing import bench, is_cuda
+from ablate.store.results import ResultWriter, read_rows, row_key, status_from_exception
+from ablate.core.timing import bench, is_cuda
 
 from .config import LatencyConfig
 

@@ -8,9 +8,9 @@ from typing import Any, Callable
 
 import torch
 
-from ablate.flops import attention_flops, tflops
-from ablate.registry import ATTENTION
-from ablate.timing import bench_calls, first_call, free_memory, is_cuda, peak_memory_and_ms
+from ablate.core.flops import attention_flops, tflops
+from ablate.registry.keys import ATTENTION
+from ablate.core.timing import bench_calls, first_call, free_memory, is_cuda, peak_memory_and_ms
 from ablate.variants.attention import backend_of, check_call, spec, supports
 
 from .config import LatencyConfig, Shape, _is_compiled, attention_spec, kernel_keys, kernel_passes, plan_kernels

@@ -9,13 +9,13 @@ from typing import Any
 
 import torch
 
-from ablate.config import ModelConfig, flatten
-from ablate.flops import matmul_params, mfu, peak_tflops, step_flops, tflops
-from ablate.model import Transformer
-from ablate.registry import ATTENTION, POSITION
-from ablate.timing import first_call, free_memory, is_cuda, peak_memory_and_ms, sync
-from ablate.train import TrainConfig, autocast_for, lm_loss, make_optimizer
-from ablate.validate import validate_model
+from ablate.core.config import ModelConfig, flatten
+from ablate.core.flops import matmul_params, mfu, peak_tflops, step_flops, tflops
+from ablate.core.model import Transformer
+from ablate.registry.keys import ATTENTION, POSITION
+from ablate.core.timing import first_call, free_memory, is_cuda, peak_memory_and_ms, sync
+from ablate.core.train import TrainConfig, autocast_for, lm_loss, make_optimizer
+from ablate.core.validate import validate_model
 from ablate.variants.positions import Position, build_position
 
 from .config import DTYPES, _is_compiled, _train_cfg

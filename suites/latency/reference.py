@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from ablate.config import ModelConfig
-from ablate.timing import is_cuda
+from ablate.core.config import ModelConfig
+from ablate.core.timing import is_cuda
 from ablate.variants.positions import ScoreBias, build_position
 
 from .config import DTYPES, Shape

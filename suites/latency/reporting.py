@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from ablate.atomic import write_text
-from ablate.tables import to_markdown, write_table
+from ablate.store.atomic import write_text
+from ablate.reporting.tables import to_markdown, write_table
 
 from .constants import PASSES, SUITE
 from .figures import fig_decode, fig_memory, fig_prefill, fig_tflops

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import torch
 
-from ablate import distributed
-from ablate.config import ModelConfig
+from ablate.launchers import distributed
+from ablate.core.config import ModelConfig
 from ablate.errors import ConfigError
-from ablate.progress import start_progress
-from ablate.registry import POSITION
-from ablate.results import ResultWriter
-from ablate.runner import Task, resolve_device, results_path, select_tasks
-from ablate.runstate import Claims
-from ablate.timing import is_cuda
-from ablate.validate import check_fits, estimate_memory_bytes
+from ablate.plan.progress import start_progress
+from ablate.registry.keys import POSITION
+from ablate.store.results import ResultWriter
+from ablate.plan.runner import Task, resolve_device, results_path, select_tasks
+from ablate.store.runstate import Claims
+from ablate.core.timing import is_cuda
+from ablate.core.validate import check_fits, estimate_memory_bytes
 from ablate.variants.positions import build_position
 
 from .config import (DTYPES, LatencyConfig, _is_compiled, _train_cfg, compiled_keys, default_preset, kernel_keys,
@@ -58,7 +58,7 @@ def _part_budget(cfg: LatencyConfig, part: str) -> float:
 
 
 def results_file(opts, preset: str, device: str | None = None) -> Path:
-    """The results file of a latency run: :func:`ablate.runner.results_path`, ``<out>/latency/<device>-<preset>.jsonl``
+    """The results file of a latency run: :func:`ablate.plan.runner.results_path`, ``<out>/latency/<device>-<preset>.jsonl``
     (``device``: ``opts.device`` unless given)."""
     return results_path(opts, device, preset)
 
@@ -133,7 +133,7 @@ def _only(cfg: LatencyConfig, only: tuple[str, ...]) -> LatencyConfig:
 
 
 def run(opts) -> Path:
-    """Run the latency suite as ``opts`` (an :class:`ablate.runner.RunOptions`) asks; returns the JSONL file."""
+    """Run the latency suite as ``opts`` (an :class:`ablate.plan.runner.RunOptions`) asks; returns the JSONL file."""
     if distributed.launched():
         raise ConfigError("the latency suite measures one process per GPU; spread it with --launcher gpus or "
                           "slurm instead of --nproc-per-node")

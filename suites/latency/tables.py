@@ -8,8 +8,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from ablate.style import order as display_order
-from ablate.tables import fmt_sig
+from ablate.reporting.style import order as display_order
+from ablate.reporting.tables import fmt_sig
 
 from .constants import BASELINE_ATTENTION, DECODE_MODES, FLOPS_FA, LAYOUTS, PASS_ORDER
 

@@ -7,14 +7,14 @@
     ablate run --suite training --set budget.kind=flops   # equal FLOPs (or time) instead of equal tokens
     ablate report results/training --out reports/training
 
-The grid (:mod:`ablate.grid`): by default "original" (post-LN LayerNorm, ReLU, sinusoidal, MHA, full attention),
+The grid (:mod:`ablate.plan.grid`): by default "original" (post-LN LayerNorm, ReLU, sinusoidal, MHA, full attention),
 "modern" (pre-RMSNorm, SwiGLU, RoPE, GQA), every change applied alone to original and removed alone from modern,
 plus sliding-window and linear attention on modern. Every point x seed trains one model from scratch with the shared
-loop (:func:`ablate.train.train`: AdamW, warm-up + cosine, clipping, bf16 autocast on CUDA, optional compile) on the
-same data order per seed, and is then scored on the same held-out test documents (:mod:`ablate.evalset`). Fair
+loop (:func:`ablate.core.train.train`: AdamW, warm-up + cosine, clipping, bf16 autocast on CUDA, optional compile) on the
+same data order per seed, and is then scored on the same held-out test documents (:mod:`ablate.core.evalset`). Fair
 training: one embedding treatment for every point, GQA at equal parameters (FFN widened), T5's bias table without
 weight decay, a learning rate per point from a short sweep scored on tune documents (``lr_sweep.*``,
-:mod:`ablate.lr_sweep`; on at small and gpu), and a flag on every run still improving at its end.
+:mod:`ablate.core.lr_sweep`; on at small and gpu), and a flag on every run still improving at its end.
 
 Budget (``budget.kind``): ``tokens`` (default; every point trains ``budget.tokens``, default ``train.steps x
 batch x seq_len``), ``flops`` (steps = ``budget.flops`` / the point's FLOPs per step; default budget = the reference
@@ -50,7 +50,7 @@ imported on first use of one of its names, so ``ablate report`` never imports to
 
 from __future__ import annotations
 
-from ablate.suitekit import lazy_package
+from ablate.plan.suitekit import lazy_package
 
 from .constants import (_ID_OMIT_AT, BUDGET_KINDS, CONVERGENCE_DROP, CONVERGENCE_WINDOW, PROTOCOL,  # noqa: F401
                         STUCK_MARGIN, SUITE, SWEEPS, VARIANT_COLUMNS)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from ablate.claims import LOSS_MARGIN
-from ablate.stats import summarize, verdict
+from ablate.analysis.claims import LOSS_MARGIN
+from ablate.analysis.stats import summarize, verdict
 
 from .constants import CONVERGENCE_DROP, CONVERGENCE_WINDOW, STUCK_MARGIN, SUITE
 
@@ -113,7 +113,7 @@ def _stuck(s: dict) -> bool:
 
 
 def compare_points(base: dict, other: dict):
-    """Δ = other - base as an :class:`ablate.stats.Verdict` (better / worse / equivalent within ±LOSS_MARGIN /
+    """Δ = other - base as an :class:`ablate.analysis.stats.Verdict` (better / worse / equivalent within ±LOSS_MARGIN /
     inconclusive): paired over the seeds both ran when they share >= 2, else Welch over all seeds."""
     a, b = base["val_by_seed"], other["val_by_seed"]
     common = sorted(set(a) & set(b))

@@ -7,21 +7,21 @@ from typing import Any
 
 import torch
 
-from ablate.config import ModelConfig
-from ablate.data import Batches, Corpus
+from ablate.core.config import ModelConfig
+from ablate.io.data import Batches, Corpus
 from ablate.errors import ConfigError
-from ablate.estimate import EvalWork, TrainJob, model_matmul_params, planned_vocab
-from ablate.flops import matmul_params, step_flops
-from ablate.grid import GridPoint
-from ablate.lr_sweep import sweep_jobs
-from ablate.model import Transformer
-from ablate.train import TrainConfig, train
+from ablate.plan.estimate import EvalWork, TrainJob, model_matmul_params, planned_vocab
+from ablate.core.flops import matmul_params, step_flops
+from ablate.plan.grid import GridPoint
+from ablate.core.lr_sweep import sweep_jobs
+from ablate.core.model import Transformer
+from ablate.core.train import TrainConfig, train
 
 from .config import TrainingConfig, grid_points, point_train, sweeps_lr
 
 
 def flops_per_step(model, mcfg: ModelConfig, tcfg: TrainConfig) -> float:
-    """Training FLOPs of one step (:func:`ablate.flops.step_flops`, the count the latency suite uses too)."""
+    """Training FLOPs of one step (:func:`ablate.core.flops.step_flops`, the count the latency suite uses too)."""
     return step_flops(matmul_params(model), mcfg, tcfg.batch_size, tcfg.seq_len)[0]
 
 
@@ -87,7 +87,7 @@ class Budget:
 def train_jobs(cfg: TrainingConfig, seeds: list[int]) -> tuple[list[TrainJob], list[EvalWork]]:
     """What the grid trains (one model per point and seed, its steps from the budget: equal tokens or FLOPs; a
     time budget is taken as the reference's steps; plus each point's learning-rate sweep, labelled ``lr_sweep:``)
-    and its evaluation forwards, for :mod:`ablate.estimate`."""
+    and its evaluation forwards, for :mod:`ablate.plan.estimate`."""
     points, reference = grid_points(cfg)
     b, tr = cfg.budget, cfg.train
     ref_tcfg = point_train(cfg, reference, tr.seed)

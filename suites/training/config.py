@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ablate.config import ModelConfig, apply_overrides, flatten, model_preset, unified_train_len
-from ablate.data import DataSettings, data_fields
+from ablate.core.config import ModelConfig, apply_overrides, flatten, model_preset, unified_train_len
+from ablate.io.data import DataSettings, data_fields
 from ablate.errors import ConfigError
-from ablate.grid import MODERN, ORIGINAL, GridPoint, GridSpec, build_grid, parse_axes, select
-from ablate.lr_sweep import SweepSettings
-from ablate.results import row_key
-from ablate.train import TrainConfig
+from ablate.plan.grid import MODERN, ORIGINAL, GridPoint, GridSpec, build_grid, parse_axes, select
+from ablate.core.lr_sweep import SweepSettings
+from ablate.store.results import row_key
+from ablate.core.train import TrainConfig
 
 from .constants import _ID_OMIT_AT, BUDGET_KINDS, PROTOCOL
 
@@ -29,7 +29,7 @@ class BudgetSettings:
 @dataclass(frozen=True)
 class EvalSettings:
     tokens: int = 32768  # held-out targets scored for the final validation loss: whole test documents drawn across
-    #                      the held-out split (ablate.evalset, role "test"), the same for every point
+    #                      the held-out split (ablate.core.evalset, role "test"), the same for every point
     curve_tokens: int = 8192  # the first test documents holding this many targets, scored at each curve point
     batch_tokens: int = 16384  # tokens per evaluation forward
 
@@ -42,7 +42,7 @@ class TrainingConfig:
     grid: GridSpec = field(default_factory=GridSpec)
     eval: EvalSettings = field(default_factory=EvalSettings)
     data: DataSettings = field(default_factory=DataSettings)
-    lr_sweep: SweepSettings = field(default_factory=SweepSettings)  # a learning rate per point (ablate.lr_sweep)
+    lr_sweep: SweepSettings = field(default_factory=SweepSettings)  # a learning rate per point (ablate.core.lr_sweep)
     time_limit_s: float = 0.0  # stop starting new runs after this many seconds (0 = no limit); re-run to resume
     cpu_threads: int = 0  # CPU: torch threads (0 = torch's default); recorded in every row's config
 
@@ -181,7 +181,7 @@ def _model_id(model: ModelConfig) -> dict[str, Any]:
 
 
 def _corpus_id(corpus: Any) -> dict[str, Any]:
-    """The corpus's name and, for a :class:`ablate.data.Corpus`, its content hash (runs on other data never mix)."""
+    """The corpus's name and, for a :class:`ablate.io.data.Corpus`, its content hash (runs on other data never mix)."""
     out: dict[str, Any] = {"corpus": getattr(corpus, "name", corpus), "protocol": PROTOCOL}
     if getattr(corpus, "hash", None):
         out["corpus_hash"] = corpus.hash

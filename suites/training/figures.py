@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 from matplotlib.ticker import FuncFormatter
 
-from ablate.stats import pareto_front, t_ppf
-from ablate.style import BAND_CI, Style, annotate_points, band_note, styles
-from ablate.tables import plot_style, savefig
+from ablate.analysis.stats import pareto_front, t_ppf
+from ablate.reporting.style import BAND_CI, Style, annotate_points, band_note, styles
+from ablate.reporting.tables import plot_style, savefig
 
 from .aggregate import _col, _num
 
-import matplotlib.pyplot as plt  # noqa: E402,I001  (after ablate.tables, which picks the headless backend)
+import matplotlib.pyplot as plt  # noqa: E402,I001  (after ablate.reporting.tables, which picks the headless backend)
 
 
 def _mean_curve(g, xcol: str, ycol: str):
@@ -51,7 +51,7 @@ def _si(x: float, _pos: Any = None) -> str:
 
 
 def palette(names: list[str]) -> dict[str, Style]:
-    """One colour and marker per grid point (:func:`ablate.style.styles`: a point is coloured by the variant key it
+    """One colour and marker per grid point (:func:`ablate.reporting.style.styles`: a point is coloured by the variant key it
     changes, ``original+rope`` like ``rope`` everywhere), computed once for every figure of a report."""
     return styles(names)
 
@@ -141,7 +141,7 @@ def front_segments(pts: list[dict], front: list[bool]) -> list[tuple[str, str]]:
 def pareto_figure(pts: list[dict], pal: dict[str, Style]):
     """The quality-vs-cost figure (not saved): (figure, the Pareto-optimal points, the front's drawn segments).
     Each point is labelled next to its marker, labels moved apart so none overlaps another
-    (:func:`ablate.style.annotate_points`); bars: 95% t-intervals over seeds of the loss *and* of the throughput
+    (:func:`ablate.reporting.style.annotate_points`); bars: 95% t-intervals over seeds of the loss *and* of the throughput
     (none with one seed). Pareto-optimal points (on the means) are outlined; the dashed front joins only neighbours
     whose intervals separate on both axes (:func:`front_segments`)."""
     xs = [s["tokens_per_s"] for s in pts]

@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from ablate.claims import INCONCLUSIVE, LOSS_MARGIN, NOT_TESTABLE, REPRODUCED, better_claim, parity_claim
-from ablate.grid import EQUAL_PARAMS_TOL
+from ablate.analysis.claims import INCONCLUSIVE, LOSS_MARGIN, NOT_TESTABLE, REPRODUCED, better_claim, parity_claim
+from ablate.plan.grid import EQUAL_PARAMS_TOL
 
 from .aggregate import _num, point_stats
 from .constants import _ID_OMIT_AT, CONVERGENCE_DROP, CONVERGENCE_WINDOW
@@ -171,7 +171,7 @@ def findings_table(df):
         elif stuck:
             detail += f"; {stuck[0]} ≈ unigram"
         notes = caveats(base_name, base, other_name, other, fields_of.get(claim))
-        if any(c.startswith("undertrained") for c in notes):  # as in ablate.claims: measured, not signed
+        if any(c.startswith("undertrained") for c in notes):  # as in ablate.analysis.claims: measured, not signed
             detail = f"not testable at this rung: a point is still improving (measured: {verdict}; {detail})"
             verdict = NOT_TESTABLE
         rows.append({"published claim": claim, "published": published, "source": ref,

@@ -9,17 +9,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ablate import distributed
-from ablate.data import Batches, Corpus
-from ablate.evalset import EvalSet, draw
-from ablate.evaluate import evaluate
-from ablate.flops import matmul_params, peak_tflops
-from ablate.grid import GridPoint
-from ablate.lr_sweep import SweepResult, tune_set
-from ablate.registry import ACTIVATION
-from ablate.model import Transformer
-from ablate.train import TrainConfig, lm_loss, train
-from ablate.validate import validate_model
+from ablate.launchers import distributed
+from ablate.io.data import Batches, Corpus
+from ablate.core.evalset import EvalSet, draw
+from ablate.core.evaluate import evaluate
+from ablate.core.flops import matmul_params, peak_tflops
+from ablate.plan.grid import GridPoint
+from ablate.core.lr_sweep import SweepResult, tune_set
+from ablate.registry.keys import ACTIVATION
+from ablate.core.model import Transformer
+from ablate.core.train import TrainConfig, lm_loss, train
+from ablate.core.validate import validate_model
 
 from .budget import Budget, flops_per_step
 from .config import TrainingConfig, point_train
@@ -37,7 +37,7 @@ def unigram_loss(corpus: Corpus, es: EvalSet) -> float:
 
 def eval_sets(cfg: TrainingConfig, corpus: Corpus) -> tuple[EvalSet, EvalSet, EvalSet | None]:
     """(test set, its curve subsample, tune set or None): the final loss scores whole test documents drawn across the
-    held-out split (:func:`ablate.evalset.draw`, role "test", ``eval.tokens``); the curve points score the first of
+    held-out split (:func:`ablate.core.evalset.draw`, role "test", ``eval.tokens``); the curve points score the first of
     them holding ``eval.curve_tokens`` (:meth:`EvalSet.subsample`); a learning-rate sweep scores tune documents
     the test set never holds (role "tune", ``lr_sweep.tokens``, drawn at the test set's cap)."""
     ev, sw = cfg.eval, cfg.lr_sweep
@@ -72,7 +72,7 @@ def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, 
               sets: tuple[EvalSet, EvalSet, Any] | None = None,
               sweep: SweepResult | None = None) -> tuple[str, str, dict[str, Any], TrainConfig]:
     """Train and score one grid point with one seed: (status, reason, metrics, the TrainConfig used).
-    ``on_log``: :func:`ablate.train.train`'s live-logging callback (``--log-to``; None: none). ``sets``:
+    ``on_log``: :func:`ablate.core.train.train`'s live-logging callback (``--log-to``; None: none). ``sets``:
     :func:`eval_sets` (drawn here when None). ``sweep``: the point's learning-rate sweep (its rate replaces
     ``train.lr``, ``min_lr`` scaled with it)."""
     validate_model(point.model, device=device)

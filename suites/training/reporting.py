@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ablate.atomic import write_text
-from ablate.claims import LOSS_MARGIN
-from ablate.tables import to_markdown, write_table
+from ablate.store.atomic import write_text
+from ablate.analysis.claims import LOSS_MARGIN
+from ablate.reporting.tables import to_markdown, write_table
 
 from .aggregate import _group_dirs, _num, point_stats
 from .constants import CONVERGENCE_DROP, CONVERGENCE_WINDOW, SUITE
@@ -120,7 +120,7 @@ def curve_caption(g) -> str:
         what = (f"the {n} test document{'s' if n != 1 else ''} ({int(et):,} tokens) the final loss scores, all of "
                 "them: the last curve point is the final loss") if same else (
             f"the first {int(cd or 0)} of the {int(ed or 0)} test documents the final loss scores ({int(ct):,} of "
-            f"{int(et):,} tokens; documents drawn across the held-out split, ablate.evalset)")
+            f"{int(et):,} tokens; documents drawn across the held-out split, ablate.core.evalset)")
         return f"Curve points score {what}. Band: 95% t-interval over seeds."
     tokens = _num(first.get("config.eval.curve_tokens"))
     return (f"Curve points score the first {int(tokens or 0):,} tokens of the held-out split, the final loss "
@@ -168,7 +168,7 @@ def _lr_lines(stats: list[dict]) -> list[str]:
             f"Each point's rate is chosen by a sweep over {len(sw['lrs'])} candidates, each trained "
             f"{sw['steps']} steps (the initialisation and data order of the grid's first seed) and scored on "
             f"{int(_num(sw['tune_tokens']) or 0):,} tokens of *tune* documents, which the test documents never "
-            "include (ablate.lr_sweep); the lowest tune loss wins. *edge*: the choice is the smallest or "
+            "include (ablate.core.lr_sweep); the lowest tune loss wins. *edge*: the choice is the smallest or "
             "largest candidate, so the best rate may lie outside the candidates.", "")
     cands = sorted({float(v) for s in swept for v in s["sweep"]["lrs"]})
     lines = ["| point | lr | " + " | ".join(f"tune loss @ {c:g}" for c in cands) + " |",

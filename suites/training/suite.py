@@ -1,5 +1,5 @@
 """The run: ``tasks`` (one launcher task per grid point x seed) and ``run`` (the grid, seed-major, resumable, under
-a time limit and the run-claims of :class:`ablate.runstate.Claims`), with the terminal summary."""
+a time limit and the run-claims of :class:`ablate.store.runstate.Claims`), with the terminal summary."""
 
 from __future__ import annotations
 
@@ -12,18 +12,18 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from ablate import distributed
+from ablate.launchers import distributed
 from ablate.errors import ConfigError
-from ablate.grid import GridPoint
-from ablate.model import Transformer
-from ablate.livelog import model_run, open_live
-from ablate.lr_sweep import sweep as lr_sweep
-from ablate.progress import start_progress
-from ablate.results import ResultWriter, done_keys, row_key, status_from_exception, to_frame
-from ablate.runner import Task, results_path, select_tasks
-from ablate.suitekit import set_threads, training_setup
-from ablate.runstate import Claims
-from ablate.validate import check_fits, estimate_memory_bytes
+from ablate.plan.grid import GridPoint
+from ablate.core.model import Transformer
+from ablate.store.livelog import model_run, open_live
+from ablate.core.lr_sweep import sweep as lr_sweep
+from ablate.plan.progress import start_progress
+from ablate.store.results import ResultWriter, done_keys, row_key, status_from_exception, to_frame
+from ablate.plan.runner import Task, results_path, select_tasks
+from ablate.plan.suitekit import set_threads, training_setup
+from ablate.store.runstate import Claims
+from ablate.core.validate import check_fits, estimate_memory_bytes
 
 from .aggregate import grid_rows
 from .budget import Budget
@@ -34,7 +34,7 @@ from .tables import _cell, summary_table
 
 
 def results_file(opts, device: str, preset: str) -> Path:
-    """The results file of a training run: :func:`ablate.runner.results_path`,
+    """The results file of a training run: :func:`ablate.plan.runner.results_path`,
     ``<out>/training/<device>-<preset>.jsonl`` (e.g. ``runs/training/cpu-tiny.jsonl``)."""
     return results_path(opts, device, preset)
 
@@ -59,7 +59,7 @@ def _setup(opts):
 
 def check_memory(cfg: TrainingConfig, points: list[GridPoint], device: str) -> None:
     """Refuse (one line) a grid with a point whose training step or evaluation cannot fit in the device's memory,
-    by the closed-form lower bound of :func:`ablate.validate.estimate_memory_bytes`, before any point trains."""
+    by the closed-form lower bound of :func:`ablate.core.validate.estimate_memory_bytes`, before any point trains."""
     half = device == "cuda" and cfg.train.amp is not None
     db = {"dtype_bytes": 2 if half else 4, "param_dtype_bytes": 4}
     for p in points:
@@ -72,7 +72,7 @@ def check_memory(cfg: TrainingConfig, points: list[GridPoint], device: str) -> N
 
 
 def tasks(opts):
-    """(results file, one :class:`ablate.runner.Task` per grid point x seed, seed-major as run() goes)."""
+    """(results file, one :class:`ablate.plan.runner.Task` per grid point x seed, seed-major as run() goes)."""
     device, preset, cfg, corpus, points, _, seeds, out = _setup(opts)
     return out, [Task(task_id(p, s), (row_key(_row_key_fields(p, preset, config_id(cfg, p, corpus), s, device,
                                                               corpus)),), f"{p.name} seed {s}")
@@ -80,10 +80,10 @@ def tasks(opts):
 
 
 def run(opts) -> Path:
-    """Run the grid as ``opts`` (an :class:`ablate.runner.RunOptions`) asks; returns the JSONL results file.
+    """Run the grid as ``opts`` (an :class:`ablate.plan.runner.RunOptions`) asks; returns the JSONL results file.
 
     Under torchrun (``--nproc-per-node``) every rank calls this: rank 0 decides what to run and writes the rows,
-    every grid point trains with DDP on all ranks (:mod:`ablate.distributed`)."""
+    every grid point trains with DDP on all ranks (:mod:`ablate.launchers.distributed`)."""
     t_start = time.perf_counter()
     device, preset, cfg, corpus, points, reference, seeds, out = _setup(opts)
     dinfo = distributed.init(device)
@@ -99,7 +99,7 @@ def run(opts) -> Path:
     budget = Budget(cfg, reference, corpus, device)
     sets = eval_sets(cfg, corpus)
     unigram = unigram_loss(corpus, sets[0])
-    sweeps: dict[str, object] = {}  # point name -> its learning-rate sweep (ablate.lr_sweep; cached on disk too)
+    sweeps: dict[str, object] = {}  # point name -> its learning-rate sweep (ablate.core.lr_sweep; cached on disk too)
 
     def point_sweep(point: GridPoint):
         """The point's sweep, run once (the first seed's initialisation and data order) and kept beside the results
@@ -158,7 +158,7 @@ def run(opts) -> Path:
             run_cfg = {"model": point.model, "train": point_train(cfg, point, seed), "budget": cfg.budget,
                        "grid": cfg.grid, "eval": cfg.eval, "data": cfg.data}
             try:
-                # --log-to: a tracker run per point and seed (ablate.livelog); without it lrun does nothing
+                # --log-to: a tracker run per point and seed (ablate.store.livelog); without it lrun does nothing
                 with model_run(live, f"{point.name}-s{seed}", config=run_cfg, keys=[key]) as lrun:
                     try:
                         swept = point_sweep(point)

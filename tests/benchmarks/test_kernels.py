@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ablate.registry import ATTENTION, load_all
+from ablate.registry.keys import ATTENTION, load_all
 
 from _shapes import CPU_ATTN, GPU_ATTN, qkv, synced
 

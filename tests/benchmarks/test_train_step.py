@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ablate.config import ModelConfig
-from ablate.model import Transformer
-from ablate.train import TrainConfig, autocast_for, lm_loss, make_optimizer
+from ablate.core.config import ModelConfig
+from ablate.core.model import Transformer
+from ablate.core.train import TrainConfig, autocast_for, lm_loss, make_optimizer
 
 from _shapes import synced
 

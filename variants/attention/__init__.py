@@ -1,4 +1,4 @@
-"""Attention kernels behind one signature, registered in :data:`ablate.registry.ATTENTION`.
+"""Attention kernels behind one signature, registered in :data:`ablate.registry.keys.ATTENTION`.
 
 The contract (call signature, capabilities, validation, masks, :class:`AttentionSpec`) is in
 :mod:`ablate.variants.attention.contract`; each backend module declares the spec of its key(s) next to its code:

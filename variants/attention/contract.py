@@ -1,5 +1,5 @@
 """The attention contract: one call signature, the capability vocabulary, request validation, masks, and the
-:class:`AttentionSpec` through which every key is registered in :data:`ablate.registry.ATTENTION`.
+:class:`AttentionSpec` through which every key is registered in :data:`ablate.registry.keys.ATTENTION`.
 
 Every entry is called as::
 
@@ -52,8 +52,8 @@ import torch
 from torch import Tensor
 
 from ablate.errors import ConfigError, UnavailableError, UnknownKeyError
-from ablate.flops import attention_flops
-from ablate.registry import ATTENTION, Availability, Registry
+from ablate.core.flops import attention_flops
+from ablate.registry.keys import ATTENTION, Availability, Registry
 
 __all__ = [
     "BUILTIN", "FEATURES", "SETTINGS", "ScoreBiasLike", "AttentionSpec", "SPECS", "spec", "attention_fn", "check_call",
@@ -73,8 +73,8 @@ _DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.floa
 HALF = ("float16", "bfloat16")
 ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
-FLOPS_FA = "fa"  # FlashAttention convention (ablate.flops.attention_flops)
-FLOPS_LINEAR = "linear"  # the linear-attention algorithm that ran (ablate.flops.linear_attention_flops)
+FLOPS_FA = "fa"  # FlashAttention convention (ablate.core.flops.attention_flops)
+FLOPS_LINEAR = "linear"  # the linear-attention algorithm that ran (ablate.core.flops.linear_attention_flops)
 
 
 class ScoreBiasLike(Protocol):
@@ -97,7 +97,7 @@ class FlopsFn(Protocol):
 
 def fa_flops(pass_: str, *, batch: int, n_heads: int, n_kv_heads: int, seq_len: int, head_dim: int, causal: bool,
              window: int | None, chunk: int | None = None) -> tuple[float, str]:
-    """The FlashAttention-convention count of softmax attention (:func:`ablate.flops.attention_flops`)."""
+    """The FlashAttention-convention count of softmax attention (:func:`ablate.core.flops.attention_flops`)."""
     return (attention_flops(batch, n_heads, seq_len, seq_len, head_dim, causal=causal, window=window, mode=pass_),
             FLOPS_FA)
 
@@ -205,7 +205,7 @@ Refusal = Callable[[Tensor, Tensor, Tensor, bool, Any, "int | None"], "str | Non
 BackendName = Callable[[Tensor, Tensor, Tensor, bool, Any, "int | None"], str]
 
 SPECS: dict[str, "AttentionSpec"] = {}
-BUILTIN = Registry("attention")  # the built-in keys; ablate.registry.build() copies them into ATTENTION
+BUILTIN = Registry("attention")  # the built-in keys; ablate.registry.keys.build() copies them into ATTENTION
 _AVAIL: dict[tuple[str, str], Availability] = {}  # availability probes, cached per key and device type
 
 
@@ -330,7 +330,7 @@ class AttentionSpec:
 
     def register(self, table: Registry | None = None) -> "AttentionSpec":
         """Put the key into ``table`` -- the built-in modules pass :data:`BUILTIN`, which
-        :func:`ablate.registry.build` copies into :data:`ablate.registry.ATTENTION`; a plugin leaves it out and
+        :func:`ablate.registry.keys.build` copies into :data:`ablate.registry.keys.ATTENTION`; a plugin leaves it out and
         registers in ``ATTENTION`` directly (duplicates rejected there) -- and into :data:`SPECS`."""
         (ATTENTION if table is None else table).register(self.key, description=self.description, paper=self.paper, available=self.available,
                            **self.static_supports())(self.fn)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ablate.errors import UnavailableError
-from ablate.registry import Availability
+from ablate.registry.keys import Availability
 from ablate.variants.attention.contract import (BUILTIN, ALL_DTYPES, AttentionSpec, _bias_slopes, _first_line, _LRU,
                                                 check_call, fa_flops, full_caps)
 from ablate.variants.attention.reference import _naive

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ablate.errors import ConfigError
-from ablate.flops import linear_attention_flops
+from ablate.core.flops import linear_attention_flops
 from ablate.variants.attention.contract import BUILTIN, ALL_DTYPES, FLOPS_LINEAR, AttentionSpec, check_call, full_caps
 
 __all__ = ["linear_attention", "linear_reference", "LINEAR_CHUNK", "SPEC"]
@@ -93,7 +93,7 @@ def linear_reference(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, bias: Any
 
 def _linear_flops(pass_: str, *, batch: int, n_heads: int, n_kv_heads: int, seq_len: int, head_dim: int,
                   causal: bool, window: int | None, chunk: int | None = None) -> tuple[float, str]:
-    """The FLOPs of the algorithm that runs (:func:`ablate.flops.linear_attention_flops`), chunk ``LINEAR_CHUNK``."""
+    """The FLOPs of the algorithm that runs (:func:`ablate.core.flops.linear_attention_flops`), chunk ``LINEAR_CHUNK``."""
     return (linear_attention_flops(batch, n_heads, n_kv_heads, seq_len, seq_len, head_dim, causal=causal,
                                    chunk=int(LINEAR_CHUNK if chunk is None else chunk), mode=pass_), FLOPS_LINEAR)
 

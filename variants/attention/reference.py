@@ -1,5 +1,5 @@
 """``naive``: materialised softmax attention in the input dtype, the reference every softmax kernel is compared
-against (it is itself checked against an independent loop in ``tests/test_attention.py``)."""
+against (it is itself checked against an independent loop in ``tests/variants/test_attention.py``)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ablate.errors import UnavailableError
-from ablate.registry import Availability
+from ablate.registry.keys import Availability
 from ablate.variants.attention.contract import (BUILTIN, ALL_DTYPES, HALF, AttentionSpec, _expand_kv, _first_line,
                                                 _masked_dense_bias, _tiny, allowed_mask, attention_fn, check_call,
                                                 fa_flops, full_caps)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ablate.errors import UnavailableError
-from ablate.registry import ATTENTION
+from ablate.registry.keys import ATTENTION
 from ablate.variants.attention.contract import BUILTIN, ALL_DTYPES, AttentionSpec, check_call, fa_flops, full_caps
 from ablate.variants.attention.flash import _flash_impl, _flash_refusal, _flash_variant
 from ablate.variants.attention.flex import _flex_impl, _flex_mode

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ablate.errors import UnavailableError
-from ablate.registry import Availability
+from ablate.registry.keys import Availability
 from ablate.variants.attention.contract import (BUILTIN, AttentionSpec, _expand_kv, _first_line, _masked_dense_bias, _tiny,
                                                 allowed_mask, check_call, fa_flops, full_caps)
 from ablate.variants.attention.reference import _naive

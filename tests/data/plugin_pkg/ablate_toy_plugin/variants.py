@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from ablate.registry import NORM
+from ablate.registry.keys import NORM
 
 
 @NORM.register("toy_scalenorm", description="ScaleNorm: one learned scalar g times x / ||x|| (no per-channel gain)",

@@ -1,0 +1,1 @@
+"""Statistics and verdicts: intervals over seeds and documents, equivalence tests, and the claims engine."""

@@ -1,0 +1,535 @@
+"""``ablate export RESULTS... --to parquet|csv|wandb|mlflow|tensorboard [--out PATH]``: results outside ablate.
+
+Which rows: those the reports use -- the newest row of each measurement (:func:`ablate.store.results.to_frame`), read and
+checked as everywhere (``skip_invalid``); ``all_rows=True`` keeps every stored row (re-measured ones too).
+
+**Files** (``csv``, ``parquet``): one line per row, one column per field (rows are flat already: ``config.*``,
+``env.*``, ``curve.*`` and the rest, in the order they first appear). A column keeps its JSON type where it has one
+(booleans, integers -- nullable --, floats, text); a list (``key_fields``, ``curve.val_loss``, ``grid_points``,
+...) is JSON text in CSV, and a native list column in Parquet when its items are scalars of one type (else JSON
+text); a column mixing types (say text and numbers) is text. Written atomically: a failure leaves no file.
+
+**Trackers** (``wandb``, ``mlflow``, ``tensorboard``): one tracker run per ``ablate run`` invocation of a suite,
+i.e. per ``(suite, run_id)`` of the rows, named ``<suite>-<run_id>``:
+
+* its config / params: the columns holding one value in all of the run's rows (``config.*``, ``env.*``, device,
+  preset, ...), plus ``suite``, ``run_id`` and the results file(s);
+* its scalars, one per measured number of each ``ok`` row: ``<metric>/<label>`` for ``value`` (named by the row's
+  ``metric``) and for each other measured column of :data:`ablate.store.schema.NUMBER_COLUMNS` present in the row, where
+  ``<label>`` is the row's key fields that vary within the run (``position-rope seed-0``; left out: the length
+  axis, ``config_id`` and any key the others determine). The step is the row's length axis (the first of :data:`STEP_AXES` among its key fields:
+  ``eval_len``, ``seq_len``, ``context``, ``prompt_len``), so ``ppl/position-rope seed-0`` plots perplexity against
+  evaluation length and ``time_ms/attention-sdpa ...`` time against sequence length; rows without one log at step
+  0. Training curves (``curve.train_loss`` against ``curve.step``, ``curve.val_loss`` against ``curve.val_step``)
+  are logged as ``curve.<name>/<label>`` at their own steps -- the loss curves of every grid point and seed;
+* the rows themselves as a table: a W&B Table ``rows``; ``rows.csv`` as an MLflow artifact; ``rows.csv`` in the
+  TensorBoard run folder.
+
+Names are restricted to letters, digits, ``_ - . /`` and spaces (what MLflow accepts everywhere), the same for
+every tracker (the adapters, shared with ``ablate run --log-to``, are in :mod:`ablate.io.trackers`).
+:func:`tracker_runs` gives exactly what is logged, as plain data (the tests compare it with the
+rows and with what each tracker read back).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from ablate.store.atomic import write_atomic
+from ablate.errors import ConfigError, ResultsFileError, UnavailableError
+from ablate.store.results import PathLike, iter_files, read_rows, to_frame
+from ablate.store.schema import NUMBER_COLUMNS, RESERVED_COLUMNS
+from ablate.io.trackers import EXTRAS as TRACKER_EXTRAS
+from ablate.io.trackers import (TRACKERS, check_tracker, install_hint, markdown_table, mlflow_experiment, safe_name,
+                             tensorboard_writer, wandb_init)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["TARGETS", "FILE_TARGETS", "TRACKERS", "EXTRAS", "STEP_AXES", "TrackerRun", "ExportResult", "export_rows",
+           "export", "select_rows", "flat_frame", "tracker_runs", "safe_name", "default_out", "check_target"]
+
+FILE_TARGETS = ("csv", "parquet")
+TARGETS = FILE_TARGETS + TRACKERS
+# The optional extra of ablate-bench that installs each target's package (csv needs none).
+EXTRAS = {"parquet": ("pyarrow", "parquet"), **TRACKER_EXTRAS}
+STEP_AXES = ("eval_len", "seq_len", "context", "prompt_len")
+# Key fields left out of scalar labels: identifiers that vary with the variant keys beside them.
+LABEL_SKIP = ("config_id", "grid_id", "device_name")
+CURVE_PREFIX = "curve."
+DEFAULT_PROJECT = "ablate"
+
+
+def _install_hint(target: str) -> str:
+    return install_hint(target, "--to", EXTRAS)
+
+
+def check_target(target: str) -> None:
+    """Raise a one-line :class:`UnavailableError` naming the extra to install when ``target``'s package is missing."""
+    if target not in TARGETS:
+        raise ConfigError(f"unknown export target {target!r}; valid: {', '.join(TARGETS)}")
+    if target in TRACKERS:
+        check_tracker(target, "--to")
+    elif target == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise UnavailableError(_install_hint(target)) from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rows
+
+
+def select_rows(paths: Sequence[PathLike], *, all_rows: bool = False) -> list[dict[str, Any]]:
+    """The rows to export, as stored (JSON types kept): the newest row per measurement, as :func:`to_frame` keeps
+    them (``all_rows``: every row), in file order."""
+    rows = read_rows(paths)
+    if all_rows or not rows:
+        return rows
+    df = to_frame(paths)
+    ident = [c for c in ("suite", "row_key", "env.hostname", "timestamp", "run_id") if c in df.columns]
+
+    def key(r: Mapping[str, Any]) -> tuple:
+        return tuple(_hashable(r.get(c)) for c in ident)
+
+    wanted: dict[tuple, int] = {}
+    for rec in df[ident].astype(object).where(df[ident].notna(), None).itertuples(index=False, name=None):
+        k = tuple(_hashable(v) for v in rec)
+        wanted[k] = wanted.get(k, 0) + 1
+    kept: list[dict[str, Any]] = []
+    for r in reversed(rows):  # to_frame keeps the last of equal rows
+        k = key(r)
+        if wanted.get(k, 0) > 0:
+            wanted[k] -= 1
+            kept.append(r)
+    kept.reverse()
+    return kept
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, sort_keys=True)
+    return v
+
+
+def _columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for r in rows:
+        for c in r:
+            seen.setdefault(c, None)
+    return list(seen)
+
+
+def _json(v: Any) -> str:
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+
+
+def _scalar_kind(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float"
+    if isinstance(v, str):
+        return "str"
+    if isinstance(v, (list, tuple)):
+        return "list"
+    return "other"
+
+
+def _list_kind(values: list[Any]) -> str | None:
+    """The one item type of lists of scalars (``number``, ``str``, ``bool``), or None (records, mixed, nested)."""
+    kinds: set[str] = set()
+    for v in values:
+        for item in v:
+            if item is None:
+                continue
+            k = _scalar_kind(item)
+            kinds.add("number" if k in ("int", "float") else k)
+    if not kinds:
+        return "str"
+    return kinds.pop() if len(kinds) == 1 and kinds <= {"number", "str", "bool"} else None
+
+
+def flat_frame(rows: Sequence[Mapping[str, Any]], *, native_lists: bool = False) -> "pd.DataFrame":
+    """One column per field, one line per row, typed as described in the module docstring."""
+    import pandas as pd
+
+    cols = _columns(rows)
+    data: dict[str, Any] = {}
+    for c in cols:
+        values = [r.get(c) for r in rows]
+        present = [v for v in values if v is not None]
+        kinds = {_scalar_kind(v) for v in present}
+        if not present:
+            data[c] = pd.Series([None] * len(values), dtype=object)
+        elif kinds == {"bool"}:
+            data[c] = pd.array(values, dtype="boolean")
+        elif kinds == {"int"}:
+            data[c] = pd.array(values, dtype="Int64")
+        elif kinds <= {"int", "float"}:
+            data[c] = pd.array([float(v) if v is not None else None for v in values], dtype="Float64")
+        elif kinds == {"str"}:
+            data[c] = pd.Series(values, dtype=object)
+        elif kinds == {"list"} and native_lists and _list_kind(present) is not None:
+            kind = _list_kind(present)
+            conv = (lambda x: None if x is None else float(x)) if kind == "number" else (lambda x: x)
+            data[c] = pd.Series([None if v is None else [conv(x) for x in v] for v in values], dtype=object)
+        else:  # lists of records, nested or mixed lists, or a mix of types: text
+            data[c] = pd.Series([None if v is None else v if isinstance(v, str) else _json(v) for v in values],
+                                dtype=object)
+    return pd.DataFrame(data, columns=cols)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files
+
+
+_write_atomic = write_atomic  # ablate.store.atomic
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    df = flat_frame(rows)
+    _write_atomic(path, lambda tmp: df.to_csv(tmp, index=False))
+    return path
+
+
+def write_parquet(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    df = flat_frame(rows, native_lists=True)
+    arrays, names = [], []
+    for c in df.columns:
+        col = df[c]
+        try:
+            arr = pa.Array.from_pandas(col)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):  # pragma: no cover - flat_frame types it
+            arr = pa.array([None if v is None else v if isinstance(v, str) else _json(v) for v in col],
+                           type=pa.string())
+        if pa.types.is_null(arr.type):
+            arr = arr.cast(pa.string())
+        arrays.append(arr)
+        names.append(c)
+    table = pa.Table.from_arrays(arrays, names=names)
+    _write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trackers: what is logged, as plain data
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return v if isinstance(v, str) else _json(v)
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+@dataclass
+class TrackerRun:
+    """One tracker run: ``name`` (``<suite>-<run_id>``), ``params`` (the run's constant columns, as text),
+    ``scalars`` ((tag, step, value), sorted by step then tag) and ``rows`` (the run's rows)."""
+
+    name: str
+    suite: str
+    run_id: str
+    params: dict[str, str] = field(default_factory=dict)
+    scalars: list[tuple[str, int, float]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def by_step(self) -> list[tuple[int, dict[str, float]]]:
+        steps: dict[int, dict[str, float]] = {}
+        for tag, step, value in self.scalars:
+            steps.setdefault(step, {})[tag] = value
+        return sorted(steps.items())
+
+
+def _step_of(r: Mapping[str, Any]) -> tuple[str | None, int]:
+    kf = r.get("key_fields") or []
+    for axis in STEP_AXES:
+        if axis in kf:
+            v = r.get(axis)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                return axis, int(v)
+    return None, 0
+
+
+def _labels(rows: list[dict[str, Any]], *, skip: Sequence[str]) -> list[str]:
+    """Each row's label: its key fields whose values vary within ``rows`` (minus ``skip``), ``k=v`` joined by ``,``."""
+    values: dict[str, set] = {}
+    for r in rows:
+        for k in r.get("key_fields") or []:
+            values.setdefault(k, set()).add(_hashable(r.get(k)))
+    for k in values:  # a key field some rows lack (a fine-tuning stage) varies: absent is a value of its own
+        if any(k not in (r.get("key_fields") or []) for r in rows):
+            values[k].add(None)
+    varying = [k for k in sorted(values) if len(values[k]) > 1 and k not in skip and k != "metric"]
+    for k in reversed(list(varying)):  # a key the others determine (trained_position beside position) says nothing
+        others = [x for x in varying if x != k]
+        seen: dict[tuple, set] = {}
+        for r in rows:
+            seen.setdefault(tuple(_hashable(r.get(x)) for x in others), set()).add(_hashable(r.get(k)))
+        if others and all(len(v) == 1 for v in seen.values()):
+            varying = others
+    out = []
+    for r in rows:
+        axis, _ = _step_of(r)
+        parts = [f"{k}={_value_text(r.get(k))}" for k in varying
+                 if k in (r.get("key_fields") or []) and k != axis and r.get(k) is not None]
+        out.append(",".join(parts) or "all")
+    return out
+
+
+def _points(r: Mapping[str, Any], label: str, many_metrics: bool = False) -> list[tuple[str, int, float]]:
+    """The scalars of one ``ok`` row: its ``value`` (named by ``metric``), its other measured number columns (their
+    label names the row's metric too when the run holds several), and its ``curve.*`` lists against their steps."""
+    _, step = _step_of(r)
+    pts: list[tuple[str, int, float]] = []
+    metric = r.get("metric") if isinstance(r.get("metric"), str) and r.get("metric") else None
+    v = _number(r.get("value"))
+    if metric is not None and v is not None:
+        pts.append((safe_name(f"{metric}/{label}"), step, v))
+    other = f"{label},metric={metric}" if metric is not None and many_metrics else label
+    for c in NUMBER_COLUMNS:
+        if c == "value" or c == metric or c not in r:
+            continue
+        v = _number(r.get(c))
+        if v is not None:
+            pts.append((safe_name(f"{c}/{other}"), step, v))
+    for c, ys in r.items():
+        if not c.startswith(CURVE_PREFIX) or not isinstance(ys, list):
+            continue
+        name = c[len(CURVE_PREFIX):]
+        if name in ("step", "val_step", "tokens"):
+            continue
+        xs = r.get(f"{CURVE_PREFIX}val_step" if name.startswith("val_") else f"{CURVE_PREFIX}step")
+        if not isinstance(xs, list) or len(xs) != len(ys):
+            continue
+        for x, y in zip(xs, ys):
+            xv, yv = _number(x), _number(y)
+            if xv is not None and yv is not None:
+                pts.append((safe_name(f"{c}/{label}"), int(xv), yv))
+    return pts
+
+
+def tracker_runs(rows: Sequence[Mapping[str, Any]], sources: Sequence[PathLike] = ()) -> list[TrackerRun]:
+    """The tracker runs for ``rows``: one per ``(suite, run_id)``, in order of first appearance."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((str(r.get("suite")), str(r.get("run_id"))), []).append(dict(r))
+    runs = []
+    for (suite, run_id), rs in groups.items():
+        run = TrackerRun(name=safe_name(f"{suite}-{run_id}").replace("/", "_"), suite=suite, run_id=run_id, rows=rs)
+        params: dict[str, str] = {"suite": suite, "run_id": run_id}
+        if sources:
+            params["results"] = ", ".join(str(s) for s in sources)
+        for c in _columns(rs):
+            if c in RESERVED_COLUMNS or c.startswith(CURVE_PREFIX):
+                continue
+            vals = {_hashable(r.get(c)) for r in rs}
+            if len(vals) == 1 and all(c in r for r in rs):
+                v = rs[0].get(c)
+                if v is not None:
+                    params[safe_name(c)] = _value_text(v)[:500]
+        run.params = params
+        ok = [r for r in rs if r.get("status") == "ok"]
+        many = len({r.get("metric") for r in ok if r.get("metric") is not None}) > 1
+        scalars: dict[tuple[str, int], float] = {}
+        for skip in (LABEL_SKIP, ()):  # labels without the identifier columns unless they are needed to tell apart
+            labels = _labels(ok, skip=skip)
+            scalars, clash = {}, False
+            for r, label in zip(ok, labels):
+                for tag, step, value in _points(r, label, many):
+                    clash = clash or (tag, step) in scalars
+                    scalars[(tag, step)] = value
+            if not clash:
+                break
+        if clash:  # still ambiguous (rows differing in no key field): the row key tells them apart
+            scalars = {}
+            for r, label in zip(ok, _labels(ok, skip=())):
+                for tag, step, value in _points(r, f"{label},row={r.get('row_key')}", many):
+                    scalars[(tag, step)] = value
+        run.scalars = sorted(((t, s, v) for (t, s), v in scalars.items()), key=lambda p: (p[1], p[0]))
+        runs.append(run)
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trackers: logging
+
+
+def _log_wandb(runs: list[TrackerRun], out: Path | None, project: str) -> list[str]:
+    import wandb
+
+    done = []
+    for run in runs:
+        wb = wandb_init(project=project, name=run.name, group=run.suite, job_type="ablate-export",
+                        tags=["ablate", run.suite], config=run.params, out=out)
+        try:
+            steps = run.by_step()
+            for step, metrics in steps:
+                wb.log(metrics, step=step)
+            table = wandb.Table(dataframe=flat_frame(run.rows).astype(object).where(lambda d: d.notna(), None))
+            wb.log({"rows": table}, step=steps[-1][0] if steps else 0)
+            done.append(getattr(wb, "dir", None) or run.name)
+        finally:
+            wb.finish()
+    return done
+
+
+def _log_mlflow(runs: list[TrackerRun], out: str | None, project: str) -> list[str]:
+
+    from mlflow.entities import Metric, Param
+
+    client, experiment_id = mlflow_experiment(out, project)
+    done = []
+    for run in runs:
+        r = client.create_run(experiment_id, run_name=run.name,
+                              tags={"ablate.suite": run.suite, "ablate.run_id": run.run_id})
+        run_id = r.info.run_id
+        try:
+            params = [Param(k, v) for k, v in run.params.items()]
+            for i in range(0, len(params), 100):
+                client.log_batch(run_id, params=params[i:i + 100])
+            now = int(time.time() * 1000)
+            metrics = [Metric(tag, value, now, step) for tag, step, value in run.scalars]
+            for i in range(0, len(metrics), 1000):
+                client.log_batch(run_id, metrics=metrics[i:i + 1000])
+            client.log_text(run_id, flat_frame(run.rows).to_csv(index=False), "rows.csv")
+            client.set_terminated(run_id, "FINISHED")
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        done.append(run_id)
+    return done
+
+
+def _log_tensorboard(runs: list[TrackerRun], out: Path) -> list[str]:
+    done = []
+    for run in runs:
+        logdir = out / run.name
+        writer = tensorboard_writer(logdir)
+        try:
+            for tag, step, value in run.scalars:
+                writer.add_scalar(tag, value, global_step=step)
+            writer.add_text("params", markdown_table(run.params), global_step=0)
+        finally:
+            writer.close()
+        write_csv(run.rows, logdir / "rows.csv")
+        done.append(str(logdir))
+    return done
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Entry
+
+
+def default_out(target: str, inputs: Sequence[PathLike]) -> Path | None:
+    """Where a target writes when ``--out`` is not given: ``<name>.csv`` / ``<name>.parquet`` in the current folder
+    (``name``: the results file's stem, or the folder's name), ``runs/tensorboard`` for TensorBoard; W&B and MLflow
+    use their own defaults (``./wandb``, ``$MLFLOW_TRACKING_URI`` or ``./mlruns``)."""
+    if target in FILE_TARGETS:
+        first = Path(inputs[0]) if inputs else Path("results")
+        stem = first.name[: -len(".jsonl")] if first.name.endswith(".jsonl") else first.name
+        if len(inputs) > 1 or not stem or stem in (".", ".."):
+            stem = "results"
+        return Path(f"{stem}.{target}")
+    if target == "tensorboard":
+        return Path("runs") / "tensorboard"
+    return None
+
+
+def _check_out(target: str, out: Path | None) -> None:
+    if out is None:
+        return
+    if target in FILE_TARGETS:
+        if out.is_dir():
+            raise ConfigError(f"--out {out} is a folder; give the {target} file to write, e.g. --out "
+                              f"{out / ('results.' + target)}")
+        anchor = out.parent
+        while not anchor.exists() and anchor != anchor.parent:
+            anchor = anchor.parent
+        if not anchor.is_dir():
+            raise ConfigError(f"--out {out} cannot be created: {anchor} is not a folder")
+        if not os.access(anchor, os.W_OK):
+            raise ConfigError(f"--out {out} cannot be written: {anchor} is not writable")
+    elif target in ("tensorboard", "wandb"):
+        from ablate.plan.runner import check_out_dir
+
+        check_out_dir(out)
+
+
+@dataclass
+class ExportResult:
+    target: str
+    rows: int
+    columns: int = 0
+    path: Path | None = None
+    runs: list[str] = field(default_factory=list)
+
+
+def export_rows(rows: Sequence[Mapping[str, Any]], target: str, out: PathLike | None = None, *,
+                project: str = DEFAULT_PROJECT, sources: Sequence[PathLike] = ()) -> ExportResult:
+    """Write ``rows`` to ``target`` (see the module docstring); ``out`` as for :func:`export`."""
+    check_target(target)
+    rows = [dict(r) for r in rows]
+    if target == "csv":
+        path = write_csv(rows, Path(out))
+        return ExportResult(target, len(rows), len(_columns(rows)), path)
+    if target == "parquet":
+        path = write_parquet(rows, Path(out))
+        return ExportResult(target, len(rows), len(_columns(rows)), path)
+    runs = tracker_runs(rows, sources)
+    if target == "tensorboard":
+        return ExportResult(target, len(rows), path=Path(out), runs=_log_tensorboard(runs, Path(out)))
+    if target == "mlflow":
+        return ExportResult(target, len(rows), path=None if out is None else Path(str(out)),
+                            runs=_log_mlflow(runs, None if out is None else str(out), project))
+    return ExportResult(target, len(rows), path=None if out is None else Path(out),
+                        runs=_log_wandb(runs, None if out is None else Path(out), project))
+
+
+def export(inputs: Sequence[PathLike], target: str, out: PathLike | None = None, *, all_rows: bool = False,
+           project: str = DEFAULT_PROJECT) -> ExportResult:
+    """Export the rows of ``inputs`` (results files or folders) to ``target``.
+
+    ``out``: the file (csv, parquet), the log folder (tensorboard, one sub-folder per run), the W&B ``dir``, or the
+    MLflow tracking URI or folder (a file store); ``None``: :func:`default_out`. ``project``: the W&B project or
+    MLflow experiment. Everything the user can get wrong (unknown target, missing package, missing results, no
+    rows, an ``out`` that cannot be written) raises a one-line :class:`ablate.errors.AblateError` before anything is
+    written."""
+    if target not in TARGETS:
+        raise ConfigError(f"unknown export target {target!r}; valid: {', '.join(TARGETS)}")
+    inputs = list(inputs)
+    if not inputs:
+        raise ConfigError("no results given; name results files (.jsonl) or folders of them")
+    out_path: Any = out
+    if out is None:
+        out_path = default_out(target, inputs)
+    elif target != "mlflow":
+        out_path = Path(out).expanduser()
+    _check_out(target, out_path if isinstance(out_path, Path) else None)
+    check_target(target)
+    iter_files(inputs)  # a missing path: one line
+    rows = select_rows(inputs, all_rows=all_rows)
+    if not rows:
+        raise ResultsFileError(f"no result rows in {', '.join(str(p) for p in inputs)}")
+    return export_rows(rows, target, out_path, project=project, sources=[str(p) for p in inputs])

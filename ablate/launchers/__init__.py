@@ -1,0 +1,1 @@
+"""Running a suite's tasks: one process, several GPUs, Slurm, torchrun."""

@@ -1,0 +1,1 @@
+"""Rows to tables, figures and HTML pages (torch-free)."""
