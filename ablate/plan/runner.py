@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ablate.errors import ConfigError, UnavailableError
+from ablate.plan.suitekit import canonical_task_id
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,7 +105,7 @@ class RunOptions:
         if self.data is not None:
             object.__setattr__(self, "data", Path(self.data))
         object.__setattr__(self, "overrides", tuple(self.overrides))
-        object.__setattr__(self, "only", tuple(self.only))
+        object.__setattr__(self, "only", tuple(canonical_task_id(t) for t in self.only))
         object.__setattr__(self, "plugins", tuple(self.plugins))
         object.__setattr__(self, "log_to", tuple(self.log_to))
         object.__setattr__(self, "preset", canonical_preset(self.preset))
@@ -123,14 +124,15 @@ class Task:
 
 
 def select_tasks(ids: list[str], only: tuple[str, ...], what: str = "task") -> set[str]:
-    """The ids of ``ids`` to run: all when ``only`` is empty; an unknown id is a one-line ConfigError."""
+    """The ids of ``ids`` to run: all when ``only`` is empty; an unknown id is a one-line ConfigError. An id in an
+    older form (``modern-prenorm→postnorm@s0``, ``rope-s0``) names its task (:func:`canonical_task_id`)."""
     if not only:
         return set(ids)
-    unknown = [t for t in only if t not in ids]
+    unknown = [t for t in only if canonical_task_id(t) not in ids]
     if unknown:
         shown = ", ".join(ids[:40]) + (f", ... ({len(ids)} in all)" if len(ids) > 40 else "")
         raise ConfigError(f"unknown {what} {unknown[0]!r}; valid: {shown}")
-    return set(only)
+    return {canonical_task_id(t) for t in only}
 
 
 def check_suite(name: str) -> str:
@@ -242,8 +244,13 @@ def suite_tasks(opts: RunOptions) -> tuple[Path, list[Task]]:
     if fn is None:
         raise UnavailableError(f"suite {opts.suite!r} cannot be split into tasks for a launcher")
     _check_overrides(opts.overrides)
-    path, tasks = fn(dataclasses.replace(opts, device=resolve_device(opts.device)))
+    resolved = dataclasses.replace(opts, device=resolve_device(opts.device))
+    _RESOLVED[:] = [(opts, resolved)]  # run_suite(opts) next runs the plan tasks() made (ablate.plan.suitekit)
+    path, tasks = fn(resolved)
     return Path(path), list(tasks)
+
+
+_RESOLVED: list[tuple[RunOptions, RunOptions]] = []  # (options given to suite_tasks, the options its suite saw)
 
 
 def run_suite(opts: RunOptions) -> Path:
@@ -252,7 +259,8 @@ def run_suite(opts: RunOptions) -> Path:
     if opts.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {opts.seeds}")
     _check_overrides(opts.overrides)
-    opts = dataclasses.replace(opts, device=resolve_device(opts.device))
+    same = _RESOLVED.pop() if _RESOLVED else None
+    opts = same[1] if same and same[0] is opts else dataclasses.replace(opts, device=resolve_device(opts.device))
     run = load_suite(opts.suite, "run")
     if run is None:
         raise UnavailableError(f"suite {opts.suite!r} is not implemented yet")

@@ -4,12 +4,13 @@ models they train, and the checks made before any compute (caveats, memory, vali
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Iterator
 
 from ablate.core.config import ModelConfig
 from ablate.io.data import Corpus
 from ablate.core.lr_sweep import sweep_jobs
 from ablate.plan.estimate import EvalWork, TrainJob, planned_vocab
+from ablate.plan.suitekit import task_id
 from ablate.registry.keys import POSITION
 from ablate.core.validate import check_fits, estimate_memory_bytes, validate_model
 from ablate.variants.positions import position_caveats
@@ -39,8 +40,36 @@ class Job:
 
     @property
     def name(self) -> str:
-        ft = f"{self.finetune.tag}-" if self.finetune is not None else ""
-        return f"{'' if self.kind == 'lm' else self.kind + '-'}{ft}{self.position}-s{self.seed}"
+        """The checkpoint and tracker-run name (``rope-s0``, ``passkey-rope-s0``): stored checkpoints keep it."""
+        return f"{self.stem}-s{self.seed}"
+
+    @property
+    def stem(self) -> str:
+        """What the job trains, without its seed: ``rope``, ``passkey-rope``, ``ft-rope_pi-x4-rope``."""
+        return job_stem(self.kind, self.position, self.finetune)
+
+    @property
+    def task_id(self) -> str:
+        """The launcher task id (:func:`ablate.plan.suitekit.task_id`): ``rope@s0``, ``passkey-rope@s0``."""
+        return task_id(self.stem, self.seed)
+
+
+def job_stem(kind: str, position: str, finetune: FineTune | None = None) -> str:
+    ft = f"{finetune.tag}-" if finetune is not None else ""
+    return f"{'' if kind == 'lm' else kind + '-'}{ft}{position}"
+
+
+def job_grid(cfg: ExtrapolationConfig, seeds: list[int]) -> Iterator[tuple[str, int, str, FineTune | None]]:
+    """``(kind, seed, position, fine-tuning or None)`` of every model the run trains, in run order: per kind (the
+    LM, then each probe task), per seed, per position variant -- each LM followed by its fine-tunings."""
+    for kind in ["lm"] + (list(cfg.probe.tasks) if cfg.passkey else []):
+        for seed in seeds:
+            for pos in cfg.positions:
+                yield kind, seed, pos, None
+                if kind == "lm":
+                    for ft in finetunes(cfg):
+                        if POSITION.get(ft.scaling).supports.get("rescales") == pos:
+                            yield kind, seed, pos, ft
 
 
 def evaluated_variants(cfg: ExtrapolationConfig, position: str) -> list[str]:
@@ -75,60 +104,65 @@ def rope_scale_rows(cfg: ExtrapolationConfig, trained: str, evaluated: str, eval
 
 
 def plan_jobs(cfg: ExtrapolationConfig, preset: str, corpus: Corpus, device: str, seeds: list[int]) -> list[Job]:
+    """Every job of the run (:func:`job_grid` order) with the rows it owes."""
     m = cfg.model
     es, stride = eval_set(cfg, corpus), eval_stride(cfg)
+    commons: dict[str, dict[str, Any]] = {}
     jobs: list[Job] = []
-    kinds = ["lm"] + (list(cfg.probe.tasks) if cfg.passkey else [])
-    for kind in kinds:
-        common = {"preset": preset, "config_id": config_id(cfg, corpus, kind), "train_len": m.train_len,
-                  "attention": m.attention, "norm": m.norm, "activation": m.activation, "n_kv_heads": m.n_kv_heads,
-                  "data": corpus.name if kind == "lm" else "passkey", "device": device}
-        for seed in seeds:
-            for pos in cfg.positions:
-                evaluated = evaluated_variants(cfg, pos)
-                rows = []
-                for ev, L, (mode, scale) in ((ev, L, ms) for ev in evaluated for L in cfg.eval_lens
-                                             for ms in rope_scale_rows(cfg, pos, ev, L)):
-                        base = {**common, "trained_position": pos, "position": ev, "rope_scale": scale, "seed": seed,
-                                "eval_len": L, "scale_embeddings": scales_embeddings(cfg, pos)}
-                        if mode is not None:
-                            base["rope_scale_mode"] = mode
-                        if kind == "lm":
-                            key = {**base, "metric": METRIC_PPL, "mode": cfg.eval.mode, "stride": stride,
-                                   "tokens": es.tokens, "eval_set": es.hash, "pos_bins": cfg.eval.pos_bins}
-                            if decodes_incrementally(ev):
-                                key.update(decode="incremental", decode_chunk=cfg.eval.decode_chunk)
-                            rows.append(RowSpec(key, ev, L, scale))
-                        else:
-                            for d in cfg.probe.depths:
-                                key = {**base, "metric": f"{kind}_acc", "depth": float(d),
-                                       "trials": cfg.probe.trials, "digits": cfg.probe.digits}
-                                if kind == "multikey":
-                                    key["keys"] = cfg.probe.keys
-                                rows.append(RowSpec(key, ev, L, scale, float(d)))
-                jobs.append(Job(kind, pos, seed, rows))
-                if kind == "lm":
-                    jobs += finetune_jobs(cfg, common, pos, seed, es, stride)
+    for kind, seed, pos, ft in job_grid(cfg, seeds):
+        common = commons.get(kind)
+        if common is None:
+            common = commons[kind] = {
+                "preset": preset, "config_id": config_id(cfg, corpus, kind), "train_len": m.train_len,
+                "attention": m.attention, "norm": m.norm, "activation": m.activation, "n_kv_heads": m.n_kv_heads,
+                "data": corpus.name if kind == "lm" else "passkey", "device": device}
+        rows = (_finetune_rows(cfg, common, pos, seed, es, stride, ft) if ft is not None
+                else _rows(cfg, kind, common, pos, seed, es, stride))
+        jobs.append(Job(kind, pos, seed, rows, finetune=ft))
     return jobs
+
+
+def _rows(cfg: ExtrapolationConfig, kind: str, common: dict[str, Any], pos: str, seed: int, es, stride
+          ) -> list[RowSpec]:
+    """The rows of a pre-trained model: every evaluated variant x eval_len x scale [x probe depth]."""
+    rows = []
+    for ev, L, (mode, scale) in ((ev, L, ms) for ev in evaluated_variants(cfg, pos) for L in cfg.eval_lens
+                                 for ms in rope_scale_rows(cfg, pos, ev, L)):
+        base = {**common, "trained_position": pos, "position": ev, "rope_scale": scale, "seed": seed,
+                "eval_len": L, "scale_embeddings": scales_embeddings(cfg, pos)}
+        if mode is not None:
+            base["rope_scale_mode"] = mode
+        if kind == "lm":
+            key = {**base, "metric": METRIC_PPL, "mode": cfg.eval.mode, "stride": stride,
+                   "tokens": es.tokens, "eval_set": es.hash, "pos_bins": cfg.eval.pos_bins}
+            if decodes_incrementally(ev):
+                key.update(decode="incremental", decode_chunk=cfg.eval.decode_chunk)
+            rows.append(RowSpec(key, ev, L, scale))
+        else:
+            for d in cfg.probe.depths:
+                key = {**base, "metric": f"{kind}_acc", "depth": float(d),
+                       "trials": cfg.probe.trials, "digits": cfg.probe.digits}
+                if kind == "multikey":
+                    key["keys"] = cfg.probe.keys
+                rows.append(RowSpec(key, ev, L, scale, float(d)))
+    return rows
+
+
+def _finetune_rows(cfg: ExtrapolationConfig, common: dict[str, Any], pos: str, seed: int, es, stride,
+                   ft: FineTune) -> list[RowSpec]:
+    """The rows of ``pos``'s model fine-tuned with ``ft``: its scaling at the fixed ``finetune.scale`` at every
+    eval_len, keyed with ``finetune_steps``, ``finetune_len``, ``finetune_lr`` besides ``rope_scale_mode="fixed"``."""
+    return [RowSpec({**common, "trained_position": pos, "position": ft.scaling, "rope_scale": ft.scale, "seed": seed,
+                     "eval_len": L, "scale_embeddings": scales_embeddings(cfg, pos), "rope_scale_mode": "fixed",
+                     **finetune_key(ft), "metric": METRIC_PPL, "mode": cfg.eval.mode, "stride": stride,
+                     "tokens": es.tokens, "eval_set": es.hash, "pos_bins": cfg.eval.pos_bins},
+                    ft.scaling, L, ft.scale) for L in cfg.eval_lens]
 
 
 def finetune_jobs(cfg: ExtrapolationConfig, common: dict[str, Any], pos: str, seed: int, es, stride) -> list[Job]:
-    """One job per fine-tuning of ``pos``'s model (``finetune.scalings`` that rescale it): the fine-tuned model
-    scored with its scaling at the fixed ``finetune.scale`` at every eval_len; rows keyed with ``finetune_steps``,
-    ``finetune_len``, ``finetune_lr`` besides ``rope_scale_mode="fixed"`` and ``rope_scale``."""
-    jobs = []
-    for ft in finetunes(cfg):
-        if POSITION.get(ft.scaling).supports.get("rescales") != pos:
-            continue
-        rows = []
-        for L in cfg.eval_lens:
-            key = {**common, "trained_position": pos, "position": ft.scaling, "rope_scale": ft.scale, "seed": seed,
-                   "eval_len": L, "scale_embeddings": scales_embeddings(cfg, pos), "rope_scale_mode": "fixed",
-                   **finetune_key(ft), "metric": METRIC_PPL, "mode": cfg.eval.mode, "stride": stride,
-                   "tokens": es.tokens, "eval_set": es.hash, "pos_bins": cfg.eval.pos_bins}
-            rows.append(RowSpec(key, ft.scaling, L, ft.scale))
-        jobs.append(Job("lm", pos, seed, rows, finetune=ft))
-    return jobs
+    """One job per fine-tuning of ``pos``'s model (``finetune.scalings`` that rescale it)."""
+    return [Job("lm", pos, seed, _finetune_rows(cfg, common, pos, seed, es, stride, ft), finetune=ft)
+            for ft in finetunes(cfg) if POSITION.get(ft.scaling).supports.get("rescales") == pos]
 
 
 def plan_caveats(cfg: ExtrapolationConfig) -> list[str]:
@@ -181,9 +215,8 @@ def validate_plan(cfg: ExtrapolationConfig, device: str) -> None:
 
 
 def train_jobs(cfg: ExtrapolationConfig, seeds: list[int]) -> tuple[list[TrainJob], list[EvalWork]]:
-    """What the run trains (one model per position, probe task and seed) and the forward passes that score them,
-    for :mod:`ablate.plan.estimate` (``ablate run --dry-run``)."""
-    kinds = ["lm"] + (list(cfg.probe.tasks) if cfg.passkey else [])
+    """What the run trains (the models of :func:`job_grid`, labelled with their task ids) and the forward passes that
+    score them, for :mod:`ablate.plan.estimate` (``ablate run --dry-run``)."""
     tokens, stride = eval_tokens(cfg), eval_stride(cfg)
     jobs: list[TrainJob] = []
     evals: list[EvalWork] = []
@@ -191,27 +224,23 @@ def train_jobs(cfg: ExtrapolationConfig, seeds: list[int]) -> tuple[list[TrainJo
         sj, se = sweep_jobs(planned_vocab(job_model(cfg, pos), cfg.data.tokenizer), cfg.train, cfg.lr_sweep,
                             label=f"-{pos}")
         jobs, evals = jobs + sj, evals + se
-    for kind in kinds:
+    for kind, seed, pos, ft in job_grid(cfg, seeds):
+        m = planned_vocab(job_model(cfg, pos), cfg.data.tokenizer)
+        label = task_id(job_stem(kind, pos, ft), seed)
+        if ft is not None:  # the fine-tuning stage: k steps at s x train_len, then every length
+            jobs.append(TrainJob(m, ft.batch_size, ft.seq_len, ft.steps, label))
+            for L in cfg.eval_lens:
+                evals.append(EvalWork(m, L, tokens if stride is None else -(-tokens // min(stride, L)) * L))
+            continue
         steps = cfg.train.steps if kind == "lm" else (cfg.probe.steps or cfg.train.steps)
-        for seed in seeds:
-            for pos in cfg.positions:
-                m = planned_vocab(job_model(cfg, pos), cfg.data.tokenizer)
-                jobs.append(TrainJob(m, cfg.train.batch_size, cfg.train.seq_len, steps, f"{kind}-{pos}-s{seed}"))
-                for ev in evaluated_variants(cfg, pos):
-                    for L in cfg.eval_lens:
-                        if kind == "lm":  # sliding windows score `stride` new tokens per window of L
-                            fwd = tokens if stride is None else -(-tokens // min(stride, L)) * L
-                        else:
-                            fwd = cfg.probe.trials * len(cfg.probe.depths) * L
-                        # one forward per distinct scale: a fixed s equal to the ideal one is scored once
-                        for _scale in sorted({sc for _m, sc in rope_scale_rows(cfg, pos, ev, L)}):
-                            evals.append(EvalWork(m, L, fwd))
-                if kind != "lm":
-                    continue
-                for ft in finetunes(cfg):  # the fine-tuning stage: k steps at s x train_len, then every length
-                    if POSITION.get(ft.scaling).supports.get("rescales") != pos:
-                        continue
-                    jobs.append(TrainJob(m, ft.batch_size, ft.seq_len, ft.steps, f"{ft.tag}-{pos}-s{seed}"))
-                    for L in cfg.eval_lens:
-                        evals.append(EvalWork(m, L, tokens if stride is None else -(-tokens // min(stride, L)) * L))
+        jobs.append(TrainJob(m, cfg.train.batch_size, cfg.train.seq_len, steps, label))
+        for ev in evaluated_variants(cfg, pos):
+            for L in cfg.eval_lens:
+                if kind == "lm":  # sliding windows score `stride` new tokens per window of L
+                    fwd = tokens if stride is None else -(-tokens // min(stride, L)) * L
+                else:
+                    fwd = cfg.probe.trials * len(cfg.probe.depths) * L
+                # one forward per distinct scale: a fixed s equal to the ideal one is scored once
+                for _scale in sorted({sc for _m, sc in rope_scale_rows(cfg, pos, ev, L)}):
+                    evals.append(EvalWork(m, L, fwd))
     return jobs, evals
