@@ -187,7 +187,7 @@ class Run(Generic[C]):
     claims: Any = None
     rows: Any = None
     on_log: Any = None
-    measured: int = 0  # what measure() returned, summed (models trained, tasks run)
+    measured: int = 0  # what measure() returned, summed (models trained; tasks run, failed ones too)
     left: int = 0  # tasks left when the suite said stop (a time limit)
     t_start: float = field(default_factory=time.perf_counter)
     state: dict[str, Any] = field(default_factory=dict)
@@ -421,6 +421,7 @@ def _measure(suite: Suite, run: Run, task: SuiteTask, idx: list[int]) -> None:
             got = suite.measure(run, task, [task.rows[i] for i in idx])
             run.measured += 1 if got is None else int(got)
         except Exception as exc:  # OOM, unsupported, a kernel that fails: status rows, and the sweep goes on
+            run.measured += 1
             if status_from_exception(exc)[0] == "oom" and run.device == "cuda":
                 torch.cuda.empty_cache()
             for i in idx:

@@ -1,29 +1,26 @@
-"""The run: ``tasks`` (one launcher task per grid point x seed) and ``run`` (the grid, seed-major, resumable, under
-a time limit and the run-claims of :class:`ablate.store.runstate.Claims`), with the terminal summary."""
+"""The run: the training suite's part of the run loop (:mod:`ablate.plan.suitekit`): the plan (one task per grid
+point x seed), the measurement (:func:`run_point`, its row) and the terminal summary; resume, claims, failure rows,
+the time limit's stop and the torchrun ranks are the loop's."""
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 from rich.console import Console
 from rich.table import Table
 
-from ablate.launchers import distributed
-from ablate.errors import ConfigError
-from ablate.plan.grid import GridPoint
-from ablate.core.model import Transformer
-from ablate.store.livelog import model_run, open_live
 from ablate.core.lr_sweep import sweep as lr_sweep
-from ablate.plan.progress import start_progress
-from ablate.store.results import ResultWriter, done_keys, row_key, status_from_exception, to_frame
-from ablate.plan.runner import Task, results_path, select_tasks
-from ablate.plan.suitekit import set_threads, training_setup
-from ablate.store.runstate import Claims
+from ablate.core.model import Transformer
 from ablate.core.validate import check_fits, estimate_memory_bytes
+from ablate.errors import ConfigError
+from ablate.launchers import distributed
+from ablate.plan.grid import GridPoint
+from ablate.plan.runner import results_path
+from ablate.plan.suitekit import Plan, Run, Suite, SuiteTask, training_setup
+from ablate.plan.suitekit import task_id as kit_task_id
+from ablate.store.results import to_frame
 
 from .aggregate import grid_rows
 from .budget import Budget
@@ -40,12 +37,13 @@ def results_file(opts, device: str, preset: str) -> Path:
 
 
 def task_id(point: GridPoint, seed: int) -> str:
-    """A grid point x seed as a launcher task: ``"<point>@s<seed>"`` (e.g. ``modern@s0``)."""
-    return f"{point.name}@s{seed}"
+    """A grid point x seed as a launcher task (:func:`ablate.plan.suitekit.task_id`): ``modern@s0``,
+    ``modern-swiglu-to-relu@s0``."""
+    return kit_task_id(point.name, seed)
 
 
 def _setup(opts):
-    """Everything run() and tasks() share: (device, preset, cfg, corpus, points, reference, seeds, results file)."""
+    """Everything the plan holds: (device, preset, cfg, corpus, points, reference, seeds, results file)."""
     device, preset, cfg, corpus = training_setup(opts, resolve)
     seq = cfg.train.seq_len
     eval_sets(cfg, corpus)  # the held-out split must hold the test (and tune) documents: refused before a plan
@@ -71,129 +69,97 @@ def check_memory(cfg: TrainingConfig, points: list[GridPoint], device: str) -> N
                    device, what=f"evaluating grid point {p.name}", hint="eval.batch_tokens")
 
 
+class Training(Suite[TrainingConfig]):
+    """The grid, seed-major (every point once before any point twice, so a time limit still leaves a whole grid),
+    one task and one row per grid point x seed. Under torchrun (``--nproc-per-node``) every rank runs the loop:
+    rank 0 decides what to run and writes the rows, every point trains with DDP on all ranks."""
+
+    name = SUITE
+    title = "training grid"
+
+    def plan(self, opts) -> Plan[TrainingConfig]:
+        device, preset, cfg, corpus, points, reference, seeds, out = _setup(opts)
+        tasks = []
+        for seed in seeds:
+            for p in points:
+                key = _row_key_fields(p, preset, config_id(cfg, p, corpus), seed, device, corpus)
+                run_cfg = {"model": p.model, "train": point_train(cfg, p, seed), "budget": cfg.budget,
+                           "grid": cfg.grid, "eval": cfg.eval, "data": cfg.data}
+                tasks.append(SuiteTask(task_id(p, seed), f"{p.name} seed {seed}", (key,), (key,),
+                                       run_name=f"{p.name}-s{seed}", config=run_cfg, work=(p, seed)))
+        return Plan(device, preset, cfg, out, tasks, corpus, cfg.cpu_threads,
+                    {"points": points, "reference": reference})
+
+    def check_distributed(self, plan: Plan[TrainingConfig], dist) -> None:
+        distributed.check_batch(plan.cfg.train.batch_size, dist.world_size)
+        if plan.cfg.budget.kind == "time":
+            raise ConfigError("budget.kind=time is calibrated on one device; with --nproc-per-node use "
+                              "budget.kind=tokens or flops")
+
+    def begin(self, run: Run[TrainingConfig]) -> None:
+        cfg, corpus, points = run.cfg, run.plan.corpus, run.plan.extra["points"]
+        sets = eval_sets(cfg, corpus)
+        gid = grid_id(cfg, corpus)
+        # The grid's declaration, stored in each row: a report can then show points another grid measured.
+        declared = [{"point": p.name, "config_id": config_id(cfg, p, corpus), "baseline": p.baseline,
+                     "change": p.change, "group": p.group, "point_index": p.index,
+                     **{f"axis.{k}": v for k, v in p.settings.items()}} for p in points]
+        run.state.update(gid=gid, declared=declared, sets=sets, unigram=unigram_loss(corpus, sets[0]), sweeps={},
+                         budget=Budget(cfg, run.plan.extra["reference"], corpus, run.device))
+
+    def stop(self, run: Run[TrainingConfig]) -> bool:
+        limit = run.cfg.time_limit_s
+        return bool(limit and time.perf_counter() - run.t_start > limit)
+
+    def failure_fields(self, run: Run[TrainingConfig], task: SuiteTask, key: dict) -> dict:
+        point, _seed = task.work
+        return {**_describe(point, run.state["gid"], run.state["declared"]),
+                **{k: v for k, v in run.plan.corpus.describe().items() if k not in key}}
+
+    def measure(self, run: Run[TrainingConfig], task: SuiteTask, todo: list[dict]) -> None:
+        (key,), (point, seed), st = todo, task.work, run.state
+        swept = _point_sweep(run, point)
+        status, reason, metrics, tcfg = run_point(run.cfg, point, seed, run.plan.corpus, run.device, st["budget"],
+                                                  run.progress, unigram=st["unigram"], on_log=run.on_log,
+                                                  sets=st["sets"], sweep=swept)
+        run.rows.write(status, key, {**self.failure_fields(run, task, key), **metrics},
+                       config={**task.config, "train": tcfg}, reason=reason)
+
+    def summary(self, run: Run[TrainingConfig]) -> None:
+        _print_summary(run.plan.results, run.state["gid"], time.perf_counter() - run.t_start, run.measured,
+                       run.left, run.cfg.time_limit_s)
+
+
+def _point_sweep(run: Run[TrainingConfig], point: GridPoint):
+    """The point's learning-rate sweep (:mod:`ablate.core.lr_sweep`; None when it sweeps none), run once (the first
+    seed's initialisation and data order) and kept beside the results file (``<results>.lr_sweep.json``), so other
+    seeds and resumed runs reuse the choice."""
+    cfg, sweeps = run.cfg, run.state["sweeps"]
+    if not sweeps_lr(cfg, point):
+        return None
+    if point.name not in sweeps:
+        tcfg = point_train(cfg, point, cfg.train.seed)
+        steps, _ = run.state["budget"].steps(Transformer(point.model), point.model, tcfg)  # the run's steps
+        out = run.plan.results
+        sweeps[point.name] = lr_sweep(point.model, replace(tcfg, steps=steps), run.plan.corpus, cfg.lr_sweep,
+                                      test_tokens=cfg.eval.tokens, device=run.device, tune=run.state["sets"][2],
+                                      cache=out.with_name(out.stem + ".lr_sweep.json"),
+                                      batch_tokens=cfg.eval.batch_tokens, progress=run.progress or False,
+                                      label=f"{point.name} lr sweep")
+    return sweeps[point.name]
+
+
+SUITE_KIT = Training()
+
+
 def tasks(opts):
     """(results file, one :class:`ablate.plan.runner.Task` per grid point x seed, seed-major as run() goes)."""
-    device, preset, cfg, corpus, points, _, seeds, out = _setup(opts)
-    return out, [Task(task_id(p, s), (row_key(_row_key_fields(p, preset, config_id(cfg, p, corpus), s, device,
-                                                              corpus)),), f"{p.name} seed {s}")
-                 for s in seeds for p in points]
+    return SUITE_KIT.tasks(opts)
 
 
 def run(opts) -> Path:
-    """Run the grid as ``opts`` (an :class:`ablate.plan.runner.RunOptions`) asks; returns the JSONL results file.
-
-    Under torchrun (``--nproc-per-node``) every rank calls this: rank 0 decides what to run and writes the rows,
-    every grid point trains with DDP on all ranks (:mod:`ablate.launchers.distributed`)."""
-    t_start = time.perf_counter()
-    device, preset, cfg, corpus, points, reference, seeds, out = _setup(opts)
-    dinfo = distributed.init(device)
-    if dinfo.enabled:
-        distributed.check_batch(cfg.train.batch_size, dinfo.world_size)
-        if cfg.budget.kind == "time":
-            raise ConfigError("budget.kind=time is calibrated on one device; with --nproc-per-node use "
-                              "budget.kind=tokens or flops")
-    chosen = select_tasks([task_id(p, s) for s in seeds for p in points], opts.only, "training task")
-    writer = ResultWriter(out, SUITE, resume=opts.resume, shard=opts.shard, enabled=dinfo.is_main)
-    live = open_live(opts, SUITE, device, preset) if dinfo.is_main else None  # --log-to trackers (rank 0)
-    gid = grid_id(cfg, corpus)
-    budget = Budget(cfg, reference, corpus, device)
-    sets = eval_sets(cfg, corpus)
-    unigram = unigram_loss(corpus, sets[0])
-    sweeps: dict[str, object] = {}  # point name -> its learning-rate sweep (ablate.core.lr_sweep; cached on disk too)
-
-    def point_sweep(point: GridPoint):
-        """The point's sweep, run once (the first seed's initialisation and data order) and kept beside the results
-        file (``<results>.lr_sweep.json``), so other seeds and resumed runs reuse the choice."""
-        if not sweeps_lr(cfg, point):
-            return None
-        if point.name not in sweeps:
-            tcfg = point_train(cfg, point, cfg.train.seed)
-            steps, _ = budget.steps(Transformer(point.model), point.model, tcfg)  # the run's steps
-            sweeps[point.name] = lr_sweep(point.model, replace(tcfg, steps=steps), corpus, cfg.lr_sweep,
-                                          test_tokens=cfg.eval.tokens, device=device, tune=sets[2],
-                                          cache=out.with_name(out.stem + ".lr_sweep.json"),
-                                          batch_tokens=cfg.eval.batch_tokens, progress=prog or False,
-                                          label=f"{point.name} lr sweep")
-        return sweeps[point.name]
-    threads_before = set_threads(device, cfg.cpu_threads, tf32=True)
-
-    # The grid's declaration, stored in each row: a report can then show points another grid measured.
-    declared = [{"point": p.name, "config_id": config_id(cfg, p, corpus), "baseline": p.baseline,
-                 "change": p.change, "group": p.group, "point_index": p.index,
-                 **{f"axis.{k}": v for k, v in p.settings.items()}} for p in points]
-
-    def key_of(seed: int, point: GridPoint) -> dict:
-        return _row_key_fields(point, preset, config_id(cfg, point, corpus), seed, device, corpus)
-
-    # Seed-major: every point once before any point twice, so a time limit still leaves a whole grid.
-    jobs = [(seed, p) for seed in seeds for p in points if task_id(p, seed) in chosen]
-    # Rank 0's view of what is done decides for every rank (the others must train the same points).
-    todo = distributed.broadcast([i for i, (s, p) in enumerate(jobs) if not writer.done(key_of(s, p))], dinfo)
-    prog = start_progress(opts.progress and dinfo.is_main)
-    overall = prog.add_task("training grid", total=len(jobs), info="") if prog else None
-    if prog:
-        prog.update(overall, advance=len(jobs) - len(todo))
-    ran, left = 0, 0
-    claims = Claims(out) if not dinfo.enabled else None  # DDP ranks are one run: rank 0 decides for all
-    try:
-        for n, i in enumerate(todo):
-            seed, point = jobs[i]
-            key = key_of(seed, point)
-            stop = bool(cfg.time_limit_s and time.perf_counter() - t_start > cfg.time_limit_s)
-            if distributed.broadcast(stop, dinfo):
-                left = len(todo) - n
-                break
-            if prog:
-                prog.update(overall, info=f"{point.name} seed {seed}")
-            tid = task_id(point, seed)
-            if claims is not None:  # two runs into one --out: each task is measured by one of them
-                if not claims.claim(tid) or (opts.resume and row_key(key) in done_keys(out)):
-                    if tid in claims.held:
-                        claims.release(tid)
-                    if prog:
-                        prog.update(overall, advance=1)
-                    continue
-            desc = {**_describe(point, gid, declared),
-                    **{k: v for k, v in corpus.describe().items() if k not in key}}
-            run_cfg = {"model": point.model, "train": point_train(cfg, point, seed), "budget": cfg.budget,
-                       "grid": cfg.grid, "eval": cfg.eval, "data": cfg.data}
-            try:
-                # --log-to: a tracker run per point and seed (ablate.store.livelog); without it lrun does nothing
-                with model_run(live, f"{point.name}-s{seed}", config=run_cfg, keys=[key]) as lrun:
-                    try:
-                        swept = point_sweep(point)
-                        status, reason, metrics, tcfg = run_point(cfg, point, seed, corpus, device, budget, prog,
-                                                                  unigram=unigram, on_log=lrun.on_log, sets=sets,
-                                                                  sweep=swept)
-                        run_cfg["train"] = tcfg
-                        lrun.tap(writer).write(status, key, {**desc, **metrics}, config=run_cfg, reason=reason)
-                    except Exception as exc:  # unsupported, OOM, a kernel that fails: a row, and the grid goes on
-                        if status_from_exception(exc)[0] == "oom" and device == "cuda":
-                            torch.cuda.empty_cache()
-                        lrun.tap(writer).write_exception(exc, key, desc, config=run_cfg)
-            finally:
-                if claims is not None:
-                    claims.release(tid)
-            ran += 1
-            if device == "cuda":
-                torch.cuda.empty_cache()
-            if prog:
-                prog.update(overall, advance=1)
-    finally:
-        if claims is not None:
-            claims.release_all()
-        if prog:
-            prog.stop()
-        torch.set_num_threads(threads_before)
-    if claims is not None and claims.skipped:
-        sys.stderr.write(f"ablate: {len(claims.skipped)} task(s) were being run by another process into the same "
-                         f"--out and were left to it: " + ", ".join(f"{t} ({who})" for t, who in
-                                                                      claims.skipped.items()) + "\n")
-    if dinfo.is_main:
-        _print_summary(out, gid, time.perf_counter() - t_start, ran, left, cfg.time_limit_s)
-    if dinfo.enabled:
-        distributed.shutdown()
-    return out
+    """Run the grid as ``opts`` (an :class:`ablate.plan.runner.RunOptions`) asks; returns the JSONL results file."""
+    return SUITE_KIT.run(opts)
 
 
 def _print_summary(out: Path, gid: str, elapsed: float, ran: int, left: int, limit: float) -> None:
