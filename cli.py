@@ -10,45 +10,39 @@
     ablate show RESULTS... [--all]                   the summary tables of results, printed as Markdown
     ablate export RESULTS... --to FORMAT [--out P]   parquet, csv, or a tracker: wandb, mlflow, tensorboard
     ablate compare BASELINE NEW [--fail-if E]...     regressions between two sets of results (exit 1)
+    ablate calibrate RUN_A RUN_B [--out F]           the regression gate's noise on two repeats of a preset
     ablate nightly [--write-baseline]                the nightly GPU CI steps, runnable locally
     ablate version
 
 ``--plugin MODULE_OR_FILE`` (run, list, report; repeatable) and ``$ABLATE_PLUGINS`` add third-party variants
 (ablate.registry.plugins, docs/adding-a-variant.md).
 
+The commands and their options (with help texts; `ablate run --help` groups its options in panels: what to run,
+where results go, resuming & selection, logging & trackers, and the launchers) are here; the work behind them is in
+ablate.commands (run: run/compare/calibrate/nightly, views: what list/env/status/report/show/export print,
+choices: the fixed vocabularies and shell completion, entry: the console-script entry). Stdout carries results;
+progress bars and messages go to stderr.
+
 User errors print one line ``ablate: error: <message>`` on stderr and exit 2 (a value outside an option's choices
-names the valid ones); Ctrl-C exits 130. ``ablate --install-completion`` installs shell completion, which lists the
-choices of every option with a fixed vocabulary (ablate.commands.choices).
+names the valid ones); Ctrl-C exits 130, SIGTERM 143. ``ablate --install-completion`` installs shell completion,
+which lists the choices of every option with a fixed vocabulary (ablate.commands.choices).
 """
 
 from __future__ import annotations
 
-import enum
-import signal
-import sys
-import warnings
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-try:  # typer >= 0.2x vendors click
-    from typer._click.exceptions import ClickException as _ClickException
-except ImportError:  # pragma: no cover - typer on top of the click package
-    from click.exceptions import ClickException as _ClickException  # type: ignore[no-redef]
-
 from ablate import __version__
-from ablate.commands.choices import (Device, Suite, choice_error as _choice_error, complete_axis,
-                                complete_extrapolation_preset, complete_latency_preset, complete_preset,
-                                complete_suites, plain as _plain)
-from ablate.commands.views import AXES, one_line as _one_line, warn as _warn  # noqa: F401  (AXES: tests import it here)
-from ablate.errors import AblateError, ConfigError, Terminated
+from ablate.commands.choices import (CompareFormat, Device, ExportTarget, Format, Launcher, SlurmCluster, Suite,
+                                     complete_axis, complete_extrapolation_preset, complete_latency_preset,
+                                     complete_preset, complete_suites)
+from ablate.commands.helpfmt import fold_long_words
+from ablate.commands.views import AXES  # noqa: F401  (tests import it from here)
 
-INTERRUPTED = "interrupted; finished rows are saved, re-run to resume"
-TERMINATED = "terminated (SIGTERM); finished rows are saved, re-run the same command to resume"
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
+fold_long_words()  # --help wraps a long word (model.norm=layernorm,rmsnorm) instead of cutting it
 
 app = typer.Typer(
     name="ablate",
@@ -58,11 +52,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-class Format(str, enum.Enum):
-    table = "table"
-    json = "json"
 
 
 def _version_callback(value: bool) -> None:
@@ -132,103 +121,138 @@ def env_cmd(
 # run
 
 
-class Launcher(str, enum.Enum):
-    local = "local"
-    gpus = "gpus"
-    slurm = "slurm"
-
-
-class SlurmCluster(str, enum.Enum):
-    slurm = "slurm"
-    local = "local"
-
-
-_SCALE = "Scale-out (docs/scale-out.md)"
+# The panels of `ablate run --help`, in this order.
+_WHAT = "What to run"
+_WHERE = "Where results go"
+_RESUME = "Resuming & selection"
+_LOG = "Logging & trackers"
+_LAUNCH = "Launchers: GPUs and Slurm (docs/scale-out.md)"
+_TORCHRUN = "Launchers: torchrun, DDP training (docs/scale-out.md)"
 
 
 @app.command("run")
 def run_cmd(
-    suite: Suite = typer.Option(..., "--suite", "-s", help="training, extrapolation or latency."),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", autocompletion=complete_preset,
+    # What to run
+    suite: Suite = typer.Option(..., "--suite", "-s", rich_help_panel=_WHAT,
+                                help="training, extrapolation or latency."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", autocompletion=complete_preset, rich_help_panel=_WHAT,
                                          help="Preset of the suite: micro (seconds, tests), tiny (the CPU default), "
                                               "gpu (the CUDA default), and any of the suite's own; `ablate list "
                                               "--presets`."),
-    overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a setting: key=value "
-                                                  "(dotted keys reach nested settings); repeatable."),
-    sweep: Optional[List[str]] = typer.Option(None, "--sweep", help="Vary a setting: KEY=V1,V2 (repeatable), the "
-                                              "same in every suite, e.g. --sweep model.position=rope,alibi "
-                                              "(extrapolation, latency), --sweep model.attention=sdpa,flex "
-                                              "(latency), --sweep model.norm=layernorm,rmsnorm (training: "
-                                              "factorial over model.* and train.*); `ablate list --sweeps` "
-                                              "shows what each suite sweeps."),
-    grid: Optional[List[str]] = typer.Option(None, "--grid", help="Training only, the same as --sweep "
-                                             "model.AXIS=V1,V2 (kept for old command lines)."),
-    seeds: int = typer.Option(1, "--seeds", help="Number of seeds (0..K-1)."),
-    out: str = typer.Option("runs", "--out", "-o",
-                            help="Folder for the results: <out>/<suite>/<device>-<preset>.jsonl."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Data for suites that train: a text file or folder, "
-                                        "a .bin token file, a datasets save_to_disk folder, or hf:NAME[:CONFIG] "
-                                        "from the local Hugging Face cache (docs/data.md)."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="bytes (default), the path of a "
-                                            "tokenizer.json, or bpe:N (byte-level BPE of N tokens trained on the "
-                                            "training split); same as --set data.tokenizer=... (docs/data.md)."),
-    device: Optional[Device] = typer.Option(None, "--device", case_sensitive=False,
+    overrides: Optional[List[str]] = typer.Option(None, "--set", rich_help_panel=_WHAT,
+                                                  help="Override a setting: key=value (dotted keys reach nested "
+                                                       "settings); repeatable."),
+    sweep: Optional[List[str]] = typer.Option(None, "--sweep", rich_help_panel=_WHAT,
+                                              help="Vary a setting: KEY=V1,V2 (repeatable), the same in every suite, "
+                                                   "e.g. --sweep model.position=rope,alibi (extrapolation, latency), "
+                                                   "--sweep model.attention=sdpa,flex (latency), --sweep "
+                                                   "model.norm=layernorm,rmsnorm (training: factorial over model.* "
+                                                   "and train.*); `ablate list --sweeps` shows what each suite "
+                                                   "sweeps."),
+    grid: Optional[List[str]] = typer.Option(None, "--grid", rich_help_panel=_WHAT,
+                                             help="Training only, the same as --sweep model.AXIS=V1,V2 (kept for old "
+                                                  "command lines)."),
+    seeds: int = typer.Option(1, "--seeds", rich_help_panel=_WHAT, help="Number of seeds (0..K-1)."),
+    data: Optional[Path] = typer.Option(None, "--data", rich_help_panel=_WHAT,
+                                        help="Data for suites that train: a text file or folder, a .bin token file, "
+                                             "a datasets save_to_disk folder, or hf:NAME[:CONFIG] from the local "
+                                             "Hugging Face cache (docs/data.md)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", rich_help_panel=_WHAT,
+                                            help="bytes (default), the path of a tokenizer.json, or bpe:N (byte-level "
+                                                 "BPE of N tokens trained on the training split); same as --set "
+                                                 "data.tokenizer=... (docs/data.md)."),
+    device: Optional[Device] = typer.Option(None, "--device", case_sensitive=False, rich_help_panel=_WHAT,
                                             help="cpu or cuda (default, auto: cuda if visible)."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip measurements already in the results "
-                                "(with a launcher: submit only the tasks that are not done)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
-    task: Optional[List[str]] = typer.Option(None, "--task", help="Run only this task of the sweep (training: "
-                                             "POINT@sSEED; see `ablate status`); repeatable."),
-    launcher: Launcher = typer.Option(Launcher.local, "--launcher", rich_help_panel=_SCALE,
+    plugin: Optional[List[str]] = typer.Option(None, "--plugin", rich_help_panel=_WHAT, help=_PLUGIN_HELP),
+    # Where results go
+    out: str = typer.Option("runs", "--out", "-o", rich_help_panel=_WHERE,
+                            help="Folder for the results: <out>/<suite>/<device>-<preset>.jsonl."),
+    summary: bool = typer.Option(True, "--summary/--no-summary", rich_help_panel=_WHERE,
+                                 help="End by printing the summary tables of the results file on stdout, as `ablate "
+                                      "show RESULTS` does (--no-summary: only the line counting the rows)."),
+    # Resuming & selection
+    resume: bool = typer.Option(True, "--resume/--no-resume", rich_help_panel=_RESUME,
+                                help="Skip measurements already in the results (with a launcher: submit only the "
+                                     "tasks that are not done)."),
+    task: Optional[List[str]] = typer.Option(None, "--task", rich_help_panel=_RESUME,
+                                             help="Run only this task of the sweep (training: POINT@sSEED); "
+                                                  "repeatable. --dry-run lists the task ids; so does `ablate status`."),
+    dry_run: bool = typer.Option(False, "--dry-run", rich_help_panel=_RESUME,
+                                 help="Print the resolved configuration (presets, --set, --sweep applied) and the "
+                                      "plan (the tasks, or those --task selects, and which are done), then exit: "
+                                      "nothing runs and nothing is written."),
+    # Logging & trackers
+    progress: bool = typer.Option(True, "--progress/--no-progress", rich_help_panel=_LOG,
+                                  help="Show progress bars (on stderr; stdout carries the results only)."),
+    log_to: Optional[List[str]] = typer.Option(None, "--log-to", rich_help_panel=_LOG,
+                                               help="Log live training curves and final metrics to wandb, mlflow or "
+                                                    "tensorboard, one tracker run per trained model (training, "
+                                                    "extrapolation; repeatable or a comma list; README, Export)."),
+    # Launchers: GPUs and Slurm
+    launcher: Launcher = typer.Option(Launcher.local, "--launcher", rich_help_panel=_LAUNCH,
                                       help="local: this process; gpus: one worker per visible GPU; slurm: a "
                                            "submitit job array, one task per element."),
-    gpus: Optional[str] = typer.Option(None, "--gpus", rich_help_panel=_SCALE,
+    gpus: Optional[str] = typer.Option(None, "--gpus", rich_help_panel=_LAUNCH,
                                        help="--launcher gpus: GPU ids to use, e.g. 0,1,2 (default: all visible)."),
-    wait: bool = typer.Option(True, "--wait/--no-wait", rich_help_panel=_SCALE,
+    wait: bool = typer.Option(True, "--wait/--no-wait", rich_help_panel=_LAUNCH,
                               help="--launcher slurm: wait for the jobs (--no-wait: submit and return)."),
-    nproc_per_node: int = typer.Option(1, "--nproc-per-node", rich_help_panel=_SCALE,
-                                       help="Training: DDP processes per node, started by torchrun (each grid "
-                                            "point trains on all of them; same global batch)."),
-    nnodes: str = typer.Option("1", "--nnodes", rich_help_panel=_SCALE, help="torchrun: nodes (N or MIN:MAX)."),
-    node_rank: Optional[int] = typer.Option(None, "--node-rank", rich_help_panel=_SCALE, help="torchrun."),
-    rdzv_backend: Optional[str] = typer.Option(None, "--rdzv-backend", rich_help_panel=_SCALE,
-                                               help="torchrun (e.g. c10d)."),
-    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", rich_help_panel=_SCALE,
-                                                help="torchrun: HOST:PORT of the rendezvous."),
-    rdzv_id: Optional[str] = typer.Option(None, "--rdzv-id", rich_help_panel=_SCALE, help="torchrun."),
-    master_addr: Optional[str] = typer.Option(None, "--master-addr", rich_help_panel=_SCALE, help="torchrun."),
-    master_port: Optional[int] = typer.Option(None, "--master-port", rich_help_panel=_SCALE, help="torchrun."),
-    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", rich_help_panel=_SCALE),
-    slurm_time: Optional[str] = typer.Option(None, "--slurm-time", rich_help_panel=_SCALE,
-                                             help="Per task: minutes or [D-]HH:MM[:SS] (default 4:00:00)."),
-    slurm_gpus_per_task: Optional[int] = typer.Option(None, "--slurm-gpus-per-task", rich_help_panel=_SCALE,
-                                                      help="Default: 1 for a CUDA sweep, 0 for a CPU one."),
-    slurm_cpus_per_task: Optional[int] = typer.Option(None, "--slurm-cpus-per-task", rich_help_panel=_SCALE),
-    slurm_mem_gb: Optional[float] = typer.Option(None, "--slurm-mem-gb", rich_help_panel=_SCALE),
-    slurm_array_parallelism: int = typer.Option(64, "--slurm-array-parallelism", rich_help_panel=_SCALE,
-                                                help="Array elements running at once."),
-    slurm_opt: Optional[List[str]] = typer.Option(None, "--slurm-opt", rich_help_panel=_SCALE,
-                                                  help="Any other sbatch option, key=value (account=..., qos=...); "
-                                                       "repeatable."),
-    slurm_cluster: SlurmCluster = typer.Option(SlurmCluster.slurm, "--slurm-cluster", rich_help_panel=_SCALE,
-                                               help="submitit executor: slurm, or local (same code path on this "
-                                                    "machine)."),
-    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=_PLUGIN_HELP),
-    log_to: Optional[List[str]] = typer.Option(None, "--log-to", help="Log live training curves and final metrics "
-                                               "to wandb, mlflow or tensorboard, one tracker run per trained model "
-                                               "(training, extrapolation; repeatable or a comma list; README, "
-                                               "Export)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration (presets, --set, "
-                                 "--sweep applied) and the plan (tasks, which are done), then exit: nothing runs "
-                                 "and nothing is written."),
-    summary: bool = typer.Option(True, "--summary/--no-summary", help="End by printing the summary tables of the "
-                                 "results file, as `ablate show RESULTS` does."),
+    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", rich_help_panel=_LAUNCH,
+                                                  help="--launcher slurm: the partition (sbatch --partition; "
+                                                       "default: the cluster's)."),
+    slurm_time: Optional[str] = typer.Option(None, "--slurm-time", rich_help_panel=_LAUNCH,
+                                             help="--launcher slurm, per task: minutes or [D-]HH:MM[:SS] (default "
+                                                  "4:00:00)."),
+    slurm_gpus_per_task: Optional[int] = typer.Option(None, "--slurm-gpus-per-task", rich_help_panel=_LAUNCH,
+                                                      help="--launcher slurm: GPUs per task (default: 1 for a CUDA "
+                                                           "sweep, 0 for a CPU one)."),
+    slurm_cpus_per_task: Optional[int] = typer.Option(None, "--slurm-cpus-per-task", rich_help_panel=_LAUNCH,
+                                                      help="--launcher slurm: CPU cores per task (default: the "
+                                                           "cluster's)."),
+    slurm_mem_gb: Optional[float] = typer.Option(None, "--slurm-mem-gb", rich_help_panel=_LAUNCH,
+                                                 help="--launcher slurm: memory per task in GB (default: the "
+                                                      "cluster's)."),
+    slurm_array_parallelism: int = typer.Option(64, "--slurm-array-parallelism", rich_help_panel=_LAUNCH,
+                                                help="--launcher slurm: array elements running at once."),
+    slurm_opt: Optional[List[str]] = typer.Option(None, "--slurm-opt", rich_help_panel=_LAUNCH,
+                                                  help="--launcher slurm: any other sbatch option, key=value "
+                                                       "(account=..., qos=...); repeatable."),
+    slurm_cluster: SlurmCluster = typer.Option(SlurmCluster.slurm, "--slurm-cluster", rich_help_panel=_LAUNCH,
+                                               help="--launcher slurm: the submitit executor, slurm, or local (the "
+                                                    "same code path on this machine)."),
+    # Launchers: torchrun
+    nproc_per_node: int = typer.Option(1, "--nproc-per-node", rich_help_panel=_TORCHRUN,
+                                       help="Training: DDP processes per node, started by torchrun (each grid point "
+                                            "trains on all of them; same global batch)."),
+    nnodes: str = typer.Option("1", "--nnodes", rich_help_panel=_TORCHRUN,
+                               help="torchrun --nnodes: the number of nodes (N or MIN:MAX)."),
+    node_rank: Optional[int] = typer.Option(None, "--node-rank", rich_help_panel=_TORCHRUN,
+                                            help="torchrun --node-rank: this node's rank (0..nnodes-1)."),
+    rdzv_backend: Optional[str] = typer.Option(None, "--rdzv-backend", rich_help_panel=_TORCHRUN,
+                                               help="torchrun --rdzv-backend: the rendezvous backend (e.g. c10d)."),
+    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", rich_help_panel=_TORCHRUN,
+                                                help="torchrun --rdzv-endpoint: HOST:PORT of the rendezvous."),
+    rdzv_id: Optional[str] = typer.Option(None, "--rdzv-id", rich_help_panel=_TORCHRUN,
+                                          help="torchrun --rdzv-id: the job id every node of the run shares."),
+    master_addr: Optional[str] = typer.Option(None, "--master-addr", rich_help_panel=_TORCHRUN,
+                                              help="torchrun --master-addr: address of the rank-0 node (static "
+                                                   "rendezvous)."),
+    master_port: Optional[int] = typer.Option(None, "--master-port", rich_help_panel=_TORCHRUN,
+                                              help="torchrun --master-port: port on the rank-0 node (static "
+                                                   "rendezvous)."),
 ) -> None:
-    """Run a suite; rows are appended to OUT as they finish, so an interrupted run resumes where it stopped."""
-    params = dict(locals())  # every option, by name (first: before any other local name exists)
-    from ablate.commands import run as cli_run
+    """Run a suite; rows are appended to OUT as they finish, so an interrupted run resumes where it stopped. Stdout
+    carries the results (the summary tables, the results line); progress and messages go to stderr."""
+    from ablate.commands.run import RunArgs, run
 
-    rc = cli_run.run(**_plain(params))  # choices (suite, device, launcher, ...) by name
+    rc = run(RunArgs(
+        suite=suite, preset=preset, overrides=overrides, sweep=sweep, grid=grid, seeds=seeds, data=data,
+        tokenizer=tokenizer, device=device, plugin=plugin, out=out, summary=summary, resume=resume, task=task,
+        dry_run=dry_run, progress=progress, log_to=log_to, launcher=launcher, gpus=gpus, wait=wait,
+        slurm_partition=slurm_partition, slurm_time=slurm_time, slurm_gpus_per_task=slurm_gpus_per_task,
+        slurm_cpus_per_task=slurm_cpus_per_task, slurm_mem_gb=slurm_mem_gb,
+        slurm_array_parallelism=slurm_array_parallelism, slurm_opt=slurm_opt, slurm_cluster=slurm_cluster,
+        nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank, rdzv_backend=rdzv_backend,
+        rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id, master_addr=master_addr, master_port=master_port))
     if rc:
         raise typer.Exit(rc)
 
@@ -269,27 +293,9 @@ def report_cmd(
 ) -> None:
     """Tables (Markdown + LaTeX) and figures (PNG + SVG) from results alone, one set per suite present, a
     cross-run view when the results span several commits or machines, and OUT/index.md linking them."""
-    from ablate.reporting.report import build_report
-    from ablate.store.results import reading
-    from ablate.plan.runner import check_out_dir
+    from ablate.commands.views import make_report
 
-    out = check_out_dir(out)
-    if plugin:
-        from ablate.registry.plugins import use
-
-        use(plugin)
-
-    with reading(skip_invalid=skip_invalid, hint=_SKIP_HINT):
-        rep = build_report(results, out)
-    for suite, files in rep.files.items():
-        typer.echo(f"{suite}: {len(files)} file(s)")
-        for f in files:
-            typer.echo(f"  {f}")
-    if rep.cross_run:
-        typer.echo(f"across runs: {len(rep.cross_run)} file(s)")
-        for f in rep.cross_run:
-            typer.echo(f"  {f}")
-    typer.echo(f"index: {rep.index}")
+    make_report(results, out, skip_invalid, plugin, _SKIP_HINT)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -305,28 +311,13 @@ def show_cmd(
                                                "`ablate report`; repeatable."),
 ) -> None:
     """Print the summary tables of results files as Markdown: the tables `ablate report` writes, nothing written."""
-    from ablate.store.results import reading
-    from ablate.reporting.show import render
+    from ablate.commands.views import show_results
 
-    if plugin:
-        from ablate.registry.plugins import use
-
-        use(plugin)
-    with reading(skip_invalid=skip_invalid, hint=_SKIP_HINT):
-        text = render(results, all_tables=all_tables)
-    typer.echo(text, nl=False)
+    show_results(results, all_tables, skip_invalid, plugin, _SKIP_HINT)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # export
-
-
-class ExportTarget(str, enum.Enum):
-    parquet = "parquet"
-    csv = "csv"
-    wandb = "wandb"
-    mlflow = "mlflow"
-    tensorboard = "tensorboard"
 
 
 @app.command("export")
@@ -344,21 +335,9 @@ def export_cmd(
 ) -> None:
     """Export results to Parquet/CSV or an experiment tracker (README, "Export"; optional extras parquet, wandb,
     mlflow, tensorboard)."""
-    from ablate.io.export import export
-    from ablate.store.results import reading
+    from ablate.commands.views import export_results
 
-    if out is not None and not out.strip():
-        raise ConfigError("--out is empty; give a file (csv, parquet), a folder or an MLflow tracking URI")
-    with reading(skip_invalid=skip_invalid, hint=_SKIP_HINT):
-        res = export(results, to.value, out, all_rows=all_rows, project=project)
-    if res.path is not None and to.value in ("csv", "parquet"):
-        typer.echo(f"{to.value}: {res.rows} rows x {res.columns} columns -> {res.path}")
-        return
-    typer.echo(f"{to.value}: {res.rows} rows in {len(res.runs)} run(s)" + (f" -> {res.path}" if res.path else ""))
-    for r in res.runs:
-        typer.echo(f"  {r}")
-    if to.value == "tensorboard":
-        typer.echo(f"view: tensorboard --logdir {res.path}")
+    export_results(results, to.value, out, project, all_rows, skip_invalid, _SKIP_HINT)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -366,12 +345,6 @@ def export_cmd(
 
 
 from ablate.regress.compare import DEFAULT_FAIL_IF as _DEFAULT_FAIL_IF  # noqa: E402  (light: no torch, no pandas)
-
-
-class CompareFormat(str, enum.Enum):
-    table = "table"
-    json = "json"
-    markdown = "markdown"
 
 
 @app.command("compare")
@@ -452,14 +425,17 @@ def nightly_cmd(
     pytest_benchmark: bool = typer.Option(False, "--pytest-benchmark/--no-pytest-benchmark",
                                           help="Also run the pytest-benchmark set (tests/benchmarks)."),
     resume: bool = typer.Option(False, "--resume/--no-resume", help="Resume an interrupted nightly in OUT."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars (on stderr)."),
 ) -> None:
     """The nightly GPU CI steps, runnable anywhere: run the latency and extrapolation presets, report, compare
     with the baseline (exit 1 on a regression) or write the baseline (docs/regressions.md)."""
-    params = dict(locals())  # every option, by name (first: before any other local name exists)
-    from ablate.commands import run as cli_run
+    from ablate.commands.run import NightlyArgs, nightly
 
-    rc = cli_run.nightly(**_plain(params))
+    rc = nightly(NightlyArgs(
+        preset_latency=preset_latency, preset_extrapolation=preset_extrapolation, baseline=baseline, out=out,
+        write_baseline=write_baseline, fail_if=fail_if, allow_env_mismatch=allow_env_mismatch,
+        set_latency=set_latency, set_extrapolation=set_extrapolation, suites=suites, device=device, report=report,
+        pytest_benchmark=pytest_benchmark, resume=resume, progress=progress))
     if rc:
         raise typer.Exit(rc)
 
@@ -478,69 +454,12 @@ def version_cmd() -> None:
 # entry point
 
 
-def _die(message: str, code: int) -> None:
-    sys.stderr.write(f"ablate: error: {_one_line(message)}\n")
-    sys.stderr.flush()
-    raise SystemExit(code)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    """Warnings as one line each; ablate's own (e.g. a skipped torn line) without the category name."""
-    text = _one_line(str(message))
-    if not (category.__module__ or "").startswith("ablate"):
-        text = f"{category.__name__}: {text}"
-    (file or sys.stderr).write(f"ablate: warning: {text}\n")
-
-
-_TERMINATED = [False]
-
-
-def _handle_sigterm():
-    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread, so it unwinds like Ctrl-C:
-    state files say it was terminated, and the process exits 143 with one line. Returns the previous handler."""
-
-    def on_term(signum, frame):  # noqa: ANN001
-        _TERMINATED[0] = True
-        raise Terminated(signum)
-
-    try:
-        return signal.signal(signal.SIGTERM, on_term)
-    except ValueError:  # not the main thread (embedded use): leave signals alone
-        return None
-
-
 def main(argv: Optional[List[str]] = None) -> None:
-    """Console-script entry: run the app; user errors → one line on stderr and exit 2, Ctrl-C → exit 130."""
-    command = typer.main.get_command(app)
-    previous = warnings.showwarning
-    warnings.showwarning = _show_warning
-    previous_term = _handle_sigterm()
-    try:
-        rc = command.main(args=argv, prog_name="ablate", standalone_mode=False)
-    except AblateError as exc:
-        _die(str(exc) or type(exc).__name__, EXIT_USAGE)
-    except (KeyboardInterrupt, typer.Abort) as exc:
-        if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated) or _TERMINATED[0]:
-            _die(TERMINATED, EXIT_TERMINATED)
-        _die(INTERRUPTED, EXIT_INTERRUPTED)
-    except _ClickException as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `ablate`: show the help
-            exc.show()
-            raise SystemExit(EXIT_USAGE) from None
-        choice = _choice_error(exc)  # a bad value of a choice option: "unknown suite 'x'; valid: ..."
-        if choice is not None:
-            _die(choice, EXIT_USAGE)
-        ctx = getattr(exc, "ctx", None)
-        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        code = getattr(exc, "exit_code", EXIT_USAGE)
-        _die(exc.format_message() + hint, code if isinstance(code, int) and code else EXIT_USAGE)
-    finally:
-        warnings.showwarning = previous
-        if previous_term is not None:
-            signal.signal(signal.SIGTERM, previous_term)
-    if rc == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130)
-        _die(TERMINATED if _TERMINATED[0] else INTERRUPTED, EXIT_TERMINATED if _TERMINATED[0] else EXIT_INTERRUPTED)
-    raise SystemExit(rc if isinstance(rc, int) else 0)
+    """Console-script entry: run the app; user errors → one line on stderr and exit 2, Ctrl-C → exit 130, SIGTERM →
+    143 (ablate.commands.entry)."""
+    from ablate.commands.entry import main as run_app
+
+    run_app(app, argv)
 
 
 if __name__ == "__main__":

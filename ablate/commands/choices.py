@@ -1,8 +1,8 @@
 """The fixed vocabularies of the ``ablate`` command line, as choices that shell completion lists
 (``ablate --install-completion``), and the one line a bad choice gets.
 
-Fixed sets are :class:`enum.Enum` options (typer completes and checks them): ``--suite``, ``--device``, and in
-``ablate.cli`` ``--format``, ``--launcher``, ``--to``, ``--slurm-cluster``. Open-ended values complete from their
+Fixed sets are :class:`enum.Enum` options (typer completes and checks them): ``--suite``, ``--device``, ``--format``,
+``--launcher``, ``--to``, ``--slurm-cluster``. Open-ended values complete from their
 vocabulary but stay strings, checked where they are used with a one-line error: ``--preset`` (the presets of the
 suite given, ``cpu`` being a deprecated alias of ``tiny``), ``--axis`` (plurals accepted), ``--suites`` (a comma list).
 
@@ -18,13 +18,49 @@ from typing import Any, Optional
 from ablate.commands.views import AXES
 from ablate.plan.runner import DEVICES, PRESET_HELP, SUITES, suite_presets
 
-__all__ = ["Suite", "Device", "plain", "complete_preset", "complete_latency_preset", "complete_extrapolation_preset",
+__all__ = ["Suite", "Device", "Format", "CompareFormat", "Launcher", "SlurmCluster", "ExportTarget", "plain", "complete_preset", "complete_latency_preset", "complete_extrapolation_preset",
            "complete_axis", "complete_suites", "choice_error"]
 
 Suite = enum.Enum("Suite", {s: s for s in SUITES}, type=str)  # training, extrapolation, latency
 Suite.__doc__ = "The suites of ``ablate run --suite``."
 Device = enum.Enum("Device", {d: d for d in ("auto",) + DEVICES}, type=str)  # auto, cpu, cuda
 Device.__doc__ = "``--device``: auto (cuda if visible, else cpu), cpu, cuda."
+
+
+class Format(str, enum.Enum):
+    """``--format`` of list, env, status."""
+    table = "table"
+    json = "json"
+
+
+class CompareFormat(str, enum.Enum):
+    """``ablate compare --format``."""
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
+class Launcher(str, enum.Enum):
+    """``ablate run --launcher``."""
+    local = "local"
+    gpus = "gpus"
+    slurm = "slurm"
+
+
+class SlurmCluster(str, enum.Enum):
+    """``ablate run --slurm-cluster``: the submitit executor."""
+    slurm = "slurm"
+    local = "local"
+
+
+class ExportTarget(str, enum.Enum):
+    """``ablate export --to``."""
+    parquet = "parquet"
+    csv = "csv"
+    wandb = "wandb"
+    mlflow = "mlflow"
+    tensorboard = "tensorboard"
+
 
 # A bad choice names what was asked for: "unknown suite 'x'; valid: ..." (as ablate.plan.runner says it); options not
 # listed here say "invalid value 'x' for --flag; valid: ...".

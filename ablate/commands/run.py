@@ -1,15 +1,18 @@
 """The work behind ``ablate run``, ``ablate compare`` and ``ablate nightly`` once typer has parsed the options (the
-commands, their options and help texts are in ``ablate.cli``). Imports nothing heavy at import time: the runner,
-the launchers and the comparison are imported when a command runs."""
+commands, their options and help texts are in ``ablate.cli``): ``run`` and ``nightly`` take their options as one
+typed object (:class:`RunArgs`, :class:`NightlyArgs`). Imports nothing heavy at import time: the runner, the
+launchers and the comparison are imported when a command runs."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import enum
 import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import typer
 
@@ -47,70 +50,96 @@ def gpu_ids(text: Optional[str]) -> tuple[int, ...]:
     return ids
 
 
-def run(*, suite: str, preset: Optional[str], overrides: Optional[Sequence[str]], sweep: Optional[Sequence[str]],
-        grid: Optional[Sequence[str]], seeds: int, out: str, data: Optional[Path], tokenizer: Optional[str],
-        device: Optional[str], resume: bool, progress: bool, task: Optional[Sequence[str]], launcher: str,
-        gpus: Optional[str], wait: bool, nproc_per_node: int, nnodes: str, node_rank: Optional[int],
-        rdzv_backend: Optional[str], rdzv_endpoint: Optional[str], rdzv_id: Optional[str],
-        master_addr: Optional[str], master_port: Optional[int], slurm_partition: Optional[str],
-        slurm_time: Optional[str], slurm_gpus_per_task: Optional[int], slurm_cpus_per_task: Optional[int],
-        slurm_mem_gb: Optional[float], slurm_array_parallelism: int, slurm_opt: Optional[Sequence[str]],
-        slurm_cluster: str, plugin: Optional[Sequence[str]], dry_run: bool = False,
-        log_to: Optional[Sequence[str]] = None, summary: bool = True) -> int:
-    """``ablate run`` with its parsed options (``launcher`` by name): run or launch the suite, print the summary
-    line and (``summary``) the summary tables of the results file, as ``ablate show`` prints them; returns the exit
-    code (1 when a task did not finish or a measurement failed)."""
+def _strings(values: Optional[Sequence[str]]) -> tuple[str, ...]:
+    return tuple(values or ())
+
+
+def _name(value: Any) -> Any:
+    """A choice (an :class:`enum.Enum` typer parsed) by its name; anything else unchanged."""
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+@dataclasses.dataclass(frozen=True)
+class RunArgs:
+    """Every option of ``ablate run``, as typed on the command line, grouped as ``ablate run --help`` shows them.
+    Choices (``suite``, ``device``, ``launcher``, ``slurm_cluster``) are kept by name; repeatable options are tuples
+    (an option not given: ``()``)."""
+
+    # What to run
+    suite: str
+    preset: Optional[str] = None
+    overrides: tuple[str, ...] = ()  # --set
+    sweep: tuple[str, ...] = ()
+    grid: tuple[str, ...] = ()  # legacy, training only: --grid AXIS=V1,V2 is --sweep model.AXIS=V1,V2
+    seeds: int = 1
+    data: Optional[Path] = None
+    tokenizer: Optional[str] = None
+    device: Optional[str] = None
+    plugin: tuple[str, ...] = ()
+    # Where results go
+    out: str = "runs"
+    summary: bool = True
+    # Resuming & selection
+    resume: bool = True
+    task: tuple[str, ...] = ()
+    dry_run: bool = False
+    # Logging & trackers
+    progress: bool = True
+    log_to: tuple[str, ...] = ()
+    # Launchers (GPUs, Slurm)
+    launcher: str = "local"
+    gpus: Optional[str] = None
+    wait: bool = True
+    slurm_partition: Optional[str] = None
+    slurm_time: Optional[str] = None
+    slurm_gpus_per_task: Optional[int] = None
+    slurm_cpus_per_task: Optional[int] = None
+    slurm_mem_gb: Optional[float] = None
+    slurm_array_parallelism: int = 64
+    slurm_opt: tuple[str, ...] = ()
+    slurm_cluster: str = "slurm"
+    # Distributed training (torchrun)
+    nproc_per_node: int = 1
+    nnodes: str = "1"
+    node_rank: Optional[int] = None
+    rdzv_backend: Optional[str] = None
+    rdzv_endpoint: Optional[str] = None
+    rdzv_id: Optional[str] = None
+    master_addr: Optional[str] = None
+    master_port: Optional[int] = None
+
+    def __post_init__(self) -> None:  # typer gives None for a repeatable option not given, and enums for choices
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "tuple[str, ...]":
+                object.__setattr__(self, f.name, _strings(value))
+            else:
+                object.__setattr__(self, f.name, _name(value))
+
+
+def run(args: RunArgs) -> int:
+    """``ablate run``: run or launch the suite, print the summary tables of the results file (``args.summary``, as
+    ``ablate show`` prints them) and its summary line; returns the exit code (1 when a task did not finish or a
+    measurement failed). ``--dry-run`` prints the plan instead. While the suite runs, what it prints (progress bars,
+    its own tables and status lines) goes to stderr: stdout carries the results only, as tqdm and lm-eval do."""
     from ablate.launchers import distributed
-    from ablate.registry.plugins import use
-    from ablate.plan.runner import RunOptions, check_out_dir, run_suite
+    from ablate.plan.runner import run_suite
 
-    out = check_out_dir(out)  # empty, a file, unwritable: one line before anything is written
-    if log_to:  # --log-to: an unknown tracker or a missing package is one line before anything runs
-        from ablate.store.livelog import parse_targets
-
-        log_to = parse_targets(log_to, suite)
-    plugins = use(plugin)  # imported now: a broken plugin stops the run before anything starts
-    overrides = list(overrides or ())
-    if grid:
-        from ablate.plan.grid import to_override
-
-        if suite != "training":
-            raise ConfigError(f"--grid is for the training suite, not {suite!r}; use --sweep KEY=V1,V2")
-        if sweep:
-            raise ConfigError("--grid and --sweep both build the training grid; give every axis as --sweep "
-                              "(--grid norm=a,b is --sweep model.norm=a,b)")
-        overrides.append(to_override(grid))
-    if sweep:
-        from ablate.plan.sweep import sweep_overrides
-
-        overrides += sweep_overrides(suite, sweep, overrides)
-    if tokenizer is not None:
-        overrides.append(f"data.tokenizer={tokenizer}")
-    opts = RunOptions(suite=suite, preset=preset, overrides=tuple(overrides), out=out, seeds=seeds,
-                      resume=resume, data=data, device=device, progress=progress, only=tuple(task or ()),
-                      plugins=plugins, log_to=tuple(log_to or ()))
-    if dry_run:
+    opts = run_options(args)
+    if args.dry_run:
         show_plan(opts)
         return 0
-    if distributed.launched():  # a torchrun rank: run the suite (rank 0 writes)
-        run_suite(opts)
-        return 0
-    from ablate.launchers.launch import DistOptions, LaunchOptions, SlurmOptions, launch
+    with contextlib.redirect_stdout(sys.stderr):
+        if distributed.launched():  # a torchrun rank: run the suite (rank 0 writes)
+            run_suite(opts)
+            return 0
+        from ablate.launchers.launch import launch
 
-    lo = LaunchOptions(
-        launcher=launcher, gpus=gpu_ids(gpus), wait=wait,
-        dist=DistOptions(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
-                         rdzv_backend=rdzv_backend, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id,
-                         master_addr=master_addr, master_port=master_port),
-        slurm=SlurmOptions(partition=slurm_partition, time=slurm_time, gpus_per_task=slurm_gpus_per_task,
-                           cpus_per_task=slurm_cpus_per_task, mem_gb=slurm_mem_gb,
-                           array_parallelism=slurm_array_parallelism, opts=tuple(slurm_opt or ()),
-                           cluster=slurm_cluster))
-    res = launch(opts, lo, progress=progress)
+        res = launch(opts, launch_options(args), progress=args.progress)
     if not res.waited:
         return 0
     path = Path(res.results)
-    if summary:
+    if args.summary:
         show_summary(path)
     line, n_errors = summarize(path)
     typer.echo(line)
@@ -125,6 +154,55 @@ def run(*, suite: str, preset: Optional[str], overrides: Optional[Sequence[str]]
                          f"(see the reason column in {path})\n")
         return 1
     return 0
+
+
+def run_options(a: RunArgs):
+    """The :class:`ablate.plan.runner.RunOptions` of ``a``, checked before anything runs or is written: ``--out``,
+    ``--log-to`` trackers, plugins (imported now), ``--grid``/``--sweep``/``--tokenizer`` turned into ``--set``."""
+    from ablate.registry.plugins import use
+    from ablate.plan.runner import RunOptions, check_out_dir
+
+    out = check_out_dir(a.out)  # empty, a file, unwritable: one line before anything is written
+    log_to: Sequence[str] = a.log_to
+    if log_to:  # --log-to: an unknown tracker or a missing package is one line before anything runs
+        from ablate.store.livelog import parse_targets
+
+        log_to = parse_targets(log_to, a.suite)
+    plugins = use(a.plugin or None)  # imported now: a broken plugin stops the run before anything starts
+    overrides = list(a.overrides)
+    if a.grid:
+        from ablate.plan.grid import to_override
+
+        if a.suite != "training":
+            raise ConfigError(f"--grid is for the training suite, not {a.suite!r}; use --sweep KEY=V1,V2")
+        if a.sweep:
+            raise ConfigError("--grid and --sweep both build the training grid; give every axis as --sweep "
+                              "(--grid norm=a,b is --sweep model.norm=a,b)")
+        overrides.append(to_override(list(a.grid)))
+    if a.sweep:
+        from ablate.plan.sweep import sweep_overrides
+
+        overrides += sweep_overrides(a.suite, list(a.sweep), overrides)
+    if a.tokenizer is not None:
+        overrides.append(f"data.tokenizer={a.tokenizer}")
+    return RunOptions(suite=a.suite, preset=a.preset, overrides=tuple(overrides), out=out, seeds=a.seeds,
+                      resume=a.resume, data=a.data, device=a.device, progress=a.progress, only=a.task,
+                      plugins=plugins, log_to=tuple(log_to or ()))
+
+
+def launch_options(a: RunArgs):
+    """The :class:`ablate.launchers.launch.LaunchOptions` of ``a`` (launcher, GPUs, torchrun, Slurm)."""
+    from ablate.launchers.launch import DistOptions, LaunchOptions, SlurmOptions
+
+    return LaunchOptions(
+        launcher=a.launcher, gpus=gpu_ids(a.gpus), wait=a.wait,
+        dist=DistOptions(nproc_per_node=a.nproc_per_node, nnodes=a.nnodes, node_rank=a.node_rank,
+                         rdzv_backend=a.rdzv_backend, rdzv_endpoint=a.rdzv_endpoint, rdzv_id=a.rdzv_id,
+                         master_addr=a.master_addr, master_port=a.master_port),
+        slurm=SlurmOptions(partition=a.slurm_partition, time=a.slurm_time, gpus_per_task=a.slurm_gpus_per_task,
+                           cpus_per_task=a.slurm_cpus_per_task, mem_gb=a.slurm_mem_gb,
+                           array_parallelism=a.slurm_array_parallelism, opts=a.slurm_opt,
+                           cluster=a.slurm_cluster))
 
 
 def show_summary(path: Path) -> None:
@@ -223,38 +301,59 @@ def calibrate(run_a: Path, run_b: Path, fail_if: Optional[Sequence[str]], out: O
 # nightly
 
 
-def nightly(*, preset_latency: Optional[str], preset_extrapolation: Optional[str], baseline: Path, out: str,
-            write_baseline: bool, fail_if: Optional[Sequence[str]], allow_env_mismatch: bool,
-            set_latency: Optional[Sequence[str]], set_extrapolation: Optional[Sequence[str]], suites: str,
-            device: Optional[str], report: bool, pytest_benchmark: bool, resume: bool, progress: bool) -> int:
-    """``ablate nightly`` with its parsed options; returns the exit code of :func:`ablate.regress.nightly.run_nightly`.
-    The command line it records (``argv``) names only the options given, as typed."""
+@dataclasses.dataclass(frozen=True)
+class NightlyArgs:
+    """Every option of ``ablate nightly``, as typed (``device`` by name; repeatable options as tuples)."""
+
+    preset_latency: Optional[str] = None
+    preset_extrapolation: Optional[str] = None
+    baseline: Path = Path("results/baselines")
+    out: str = "nightly"
+    write_baseline: bool = False
+    fail_if: tuple[str, ...] = ()
+    allow_env_mismatch: bool = False
+    set_latency: tuple[str, ...] = ()
+    set_extrapolation: tuple[str, ...] = ()
+    suites: str = "latency,extrapolation"
+    device: Optional[str] = None
+    report: bool = True
+    pytest_benchmark: bool = False
+    resume: bool = False
+    progress: bool = True
+
+    __post_init__ = RunArgs.__post_init__
+
+
+def nightly(a: NightlyArgs) -> int:
+    """``ablate nightly``; returns the exit code of :func:`ablate.regress.nightly.run_nightly`. The command line it
+    records (``argv``) names only the options given, as typed."""
     from ablate.regress.nightly import NightlyOptions, run_nightly
     from ablate.plan.runner import check_out_dir
 
-    out = check_out_dir(out)
-    opts = NightlyOptions(out=out, baseline=baseline, preset_latency=preset_latency,
-                          preset_extrapolation=preset_extrapolation, set_latency=tuple(set_latency or ()),
-                          set_extrapolation=tuple(set_extrapolation or ()),
-                          suites=tuple(x.strip() for x in suites.split(",") if x.strip()), device=device,
-                          fail_if=tuple(fail_if or ()), allow_env_mismatch=allow_env_mismatch,
-                          write_baseline=write_baseline, report=report, pytest_benchmark=pytest_benchmark,
-                          resume=resume, progress=progress)
+    out = check_out_dir(a.out)
+    opts = NightlyOptions(out=out, baseline=a.baseline, preset_latency=a.preset_latency,
+                          preset_extrapolation=a.preset_extrapolation, set_latency=a.set_latency,
+                          set_extrapolation=a.set_extrapolation,
+                          suites=tuple(x.strip() for x in a.suites.split(",") if x.strip()), device=a.device,
+                          fail_if=a.fail_if, allow_env_mismatch=a.allow_env_mismatch,
+                          write_baseline=a.write_baseline, report=a.report, pytest_benchmark=a.pytest_benchmark,
+                          resume=a.resume, progress=a.progress)
     argv: list[str] = []
-    for flag, value in (("--preset-latency", preset_latency), ("--preset-extrapolation", preset_extrapolation)):
+    for flag, value in (("--preset-latency", a.preset_latency), ("--preset-extrapolation", a.preset_extrapolation)):
         if value:
             argv += [flag, value]
-    argv += ["--baseline", str(baseline), "--out", str(out)]
-    argv += [a for s in (set_latency or ()) for a in ("--set-latency", s)]
-    argv += [a for s in (set_extrapolation or ()) for a in ("--set-extrapolation", s)]
-    argv += [a for f in (fail_if or ()) for a in ("--fail-if", f)]
-    if suites != "latency,extrapolation":
-        argv += ["--suites", suites]
-    if device:
-        argv += ["--device", device]
-    argv += [flag for flag, on in (("--write-baseline", write_baseline), ("--allow-env-mismatch", allow_env_mismatch),
-                                   ("--no-report", not report), ("--pytest-benchmark", pytest_benchmark),
-                                   ("--resume", resume)) if on]
+    argv += ["--baseline", str(a.baseline), "--out", str(out)]
+    argv += [x for v in a.set_latency for x in ("--set-latency", v)]
+    argv += [x for v in a.set_extrapolation for x in ("--set-extrapolation", v)]
+    argv += [x for v in a.fail_if for x in ("--fail-if", v)]
+    if a.suites != "latency,extrapolation":
+        argv += ["--suites", a.suites]
+    if a.device:
+        argv += ["--device", a.device]
+    argv += [flag for flag, on in (("--write-baseline", a.write_baseline), ("--allow-env-mismatch",
+                                                                            a.allow_env_mismatch),
+                                   ("--no-report", not a.report), ("--pytest-benchmark", a.pytest_benchmark),
+                                   ("--resume", a.resume)) if on]
     return run_nightly(opts, argv=argv).rc
 
 
@@ -272,6 +371,8 @@ def show_plan(opts) -> None:
     device = resolve_device(opts.device)
     opts = dataclasses.replace(opts, device=device)
     path, tasks = suite_tasks(opts)  # resolves, validates and plans exactly as the run would
+    planned = len(tasks)
+    tasks = selected_tasks(opts, tasks)
     module = importlib.import_module(f"ablate.suites.{opts.suite}")
     preset = opts.preset or default_preset(opts.suite, device)
     cfg = module.resolve(preset, opts.overrides)
@@ -282,14 +383,31 @@ def show_plan(opts) -> None:
     for key, value in flatten(cfg).items():
         typer.echo(f"  {key} = {value!r}")
     owed = [t for t in tasks if not (t.keys and done and set(t.keys) <= done)]
-    typer.echo(f"plan: {len(tasks)} task(s), {len(tasks) - len(owed)} done already, {len(owed)} to run")
+    chosen = f" (--task: {len(tasks)} of {planned})" if opts.only else ""
+    typer.echo(f"plan: {len(tasks)} task(s){chosen}, {len(tasks) - len(owed)} done already, {len(owed)} to run")
     for t in tasks:
         state = "done" if t not in owed else "todo"
         rows = f"{len(t.keys)} row(s)" if t.keys is not None else "rows known when it runs"
         typer.echo(f"  [{state}] {t.id}: {t.label} ({rows})")
     for line in _estimate(module, cfg, opts, device):
-        typer.echo(line)
+        typer.echo(line + (f" [the whole plan of {planned} task(s)]" if opts.only else ""))
     typer.echo("dry run: nothing was run or written")
+
+
+def selected_tasks(opts, tasks: list) -> list:
+    """The tasks of the plan that ``--task`` selects (all without it). An id the plan does not have is one line
+    that says how to list the valid ones: the same command without ``--task``."""
+    from ablate.plan.runner import select_tasks
+
+    if not opts.only:
+        return tasks
+    try:
+        chosen = select_tasks([t.id for t in tasks], opts.only, f"{opts.suite} task")
+    except ConfigError as exc:
+        head = str(exc).split("; valid:")[0]
+        raise ConfigError(f"{head}; the same command without --task lists the {len(tasks)} valid task ids (e.g. "
+                          f"ablate run --suite {opts.suite} --dry-run)") from None
+    return [t for t in tasks if t.id in chosen]
 
 
 def _estimate(module, cfg, opts, device: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""What ``ablate list``, ``ablate env`` and ``ablate status`` print (the commands themselves are in ``ablate.cli``),
+"""What ``ablate list``, ``ablate env``, ``ablate status``, ``ablate report``, ``ablate show`` and ``ablate export`` print (the commands themselves are in ``ablate.cli``),
 and the one-line messages every command shares. Imports nothing heavy at import time (no torch, no rich)."""
 
 from __future__ import annotations
@@ -197,3 +197,68 @@ def show_status(run_dir: Path, as_json: bool, all_tasks: bool, skip_invalid: boo
             table.add_row(escape(t.id), f"[{colour[t.standing]}]{t.standing}[/]", rows, escape(t.worker),
                           escape(t.reason))
         console.print(table)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# report, show, export
+
+
+def use_plugins(plugin: Optional[Sequence[str]]) -> None:
+    if plugin:
+        from ablate.registry.plugins import use
+
+        use(plugin)
+
+
+def make_report(results: Sequence[Path], out: str, skip_invalid: bool, plugin: Optional[Sequence[str]],
+                hint: str) -> None:
+    """``ablate report``: build the report of ``results`` into ``out`` and list the files written."""
+    from ablate.plan.runner import check_out_dir
+    from ablate.reporting.report import build_report
+    from ablate.store.results import reading
+
+    out = check_out_dir(out)
+    use_plugins(plugin)
+    with reading(skip_invalid=skip_invalid, hint=hint):
+        rep = build_report(results, out)
+    for suite, files in rep.files.items():
+        typer.echo(f"{suite}: {len(files)} file(s)")
+        for f in files:
+            typer.echo(f"  {f}")
+    if rep.cross_run:
+        typer.echo(f"across runs: {len(rep.cross_run)} file(s)")
+        for f in rep.cross_run:
+            typer.echo(f"  {f}")
+    typer.echo(f"index: {rep.index}")
+
+
+def show_results(results: Sequence[Path], all_tables: bool, skip_invalid: bool, plugin: Optional[Sequence[str]],
+                 hint: str) -> None:
+    """``ablate show``: the summary tables (or ``all_tables``) of ``results``, as Markdown."""
+    from ablate.reporting.show import render
+    from ablate.store.results import reading
+
+    use_plugins(plugin)
+    with reading(skip_invalid=skip_invalid, hint=hint):
+        text = render(results, all_tables=all_tables)
+    typer.echo(text, nl=False)
+
+
+def export_results(results: Sequence[Path], to: str, out: Optional[str], project: str, all_rows: bool,
+                   skip_invalid: bool, hint: str) -> None:
+    """``ablate export``: write ``results`` as ``to`` (csv, parquet or a tracker) and say where."""
+    from ablate.io.export import export
+    from ablate.store.results import reading
+
+    if out is not None and not out.strip():
+        raise ConfigError("--out is empty; give a file (csv, parquet), a folder or an MLflow tracking URI")
+    with reading(skip_invalid=skip_invalid, hint=hint):
+        res = export(results, to, out, all_rows=all_rows, project=project)
+    if res.path is not None and to in ("csv", "parquet"):
+        typer.echo(f"{to}: {res.rows} rows x {res.columns} columns -> {res.path}")
+        return
+    typer.echo(f"{to}: {res.rows} rows in {len(res.runs)} run(s)" + (f" -> {res.path}" if res.path else ""))
+    for r in res.runs:
+        typer.echo(f"  {r}")
+    if to == "tensorboard":
+        typer.echo(f"view: tensorboard --logdir {res.path}")
