@@ -360,6 +360,7 @@ def _claimed(suite: Suite, run: Run, tasks: list[SuiteTask]) -> None:
         sys.stderr.write(f"ablate: every {suite.name} task is being run by another process into "
                          f"{run.plan.results} ({', '.join(sorted(set(run.claims.skipped.values())))}); "
                          "nothing left to run here\n")
+        run.claims.skipped.clear()  # said
         return
     suite.measure_claimed(run, mine)
 

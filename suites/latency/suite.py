@@ -1,5 +1,5 @@
-"""The suite's entry points: ``tasks`` (one per attention key's kernel sweep and per other part, for a launcher) and
-``run`` (the parts in order, under their time budgets, resuming a results file)."""
+"""The latency suite's part of the run loop (:mod:`ablate.plan.suitekit`): the plan (one task per attention key's
+kernel sweep and per other part), the measurement (the parts in order, under their time budgets) and the summary."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ from pathlib import Path
 
 import torch
 
-from ablate.launchers import distributed
 from ablate.core.config import ModelConfig
 from ablate.errors import ConfigError
 from ablate.plan.progress import start_progress
 from ablate.registry.keys import POSITION
-from ablate.store.results import ResultWriter
-from ablate.plan.runner import Task, resolve_device, results_path, select_tasks
-from ablate.store.runstate import Claims
+from ablate.plan.runner import resolve_device, results_path, select_tasks
+from ablate.plan.suitekit import Plan, Run, Suite, SuiteTask
 from ablate.core.timing import is_cuda
 from ablate.core.validate import check_fits, estimate_memory_bytes
 from ablate.variants.positions import build_position
@@ -115,11 +113,60 @@ def _task_ids(cfg: LatencyConfig) -> list[str]:
     return ids
 
 
-def tasks(opts):
-    """(results file, tasks): each attention key's kernel sweep, and each other part, is one task. A launcher gives
-    every task a device of its own (one process per GPU), so no two measurements ever share a GPU."""
-    *_, cfg, out = _setup(opts)
-    return out, [Task(t, None, t.replace("-", " ", 1)) for t in _task_ids(cfg)]
+class Latency(Suite[LatencyConfig]):
+    """The parts in order, under their time budgets; every task (an attention key's kernel sweep, a part) is claimed
+    at the start, then the claimed ones are measured together (the kernel part shape-major across keys, sharing
+    inputs and references); resume and failure rows are per measurement (:meth:`Ctx.measure`)."""
+
+    name = SUITE
+    tf32 = None  # set in measure_claimed: matmuls only
+    torchrun = ("the latency suite measures one process per GPU; spread it with --launcher gpus or slurm instead of "
+                "--nproc-per-node")
+    whole_run_claims = True
+
+    def plan(self, opts) -> Plan[LatencyConfig]:
+        device, preset, cfg, out = _setup(opts)
+        tasks = [SuiteTask(t, t.replace("-", " ", 1)) for t in _task_ids(cfg)]
+        return Plan(device, preset, cfg, out, tasks, cpu_threads=cfg.cpu_threads)
+
+    def measure_claimed(self, run: Run[LatencyConfig], tasks: list[SuiteTask]) -> None:
+        device, cfg = run.device, _only(run.cfg, run.opts.only)
+        if len(tasks) < len(_task_ids(cfg)):
+            cfg = _only(cfg, tuple(t.id for t in tasks))
+        clock = Clock(cfg.budget_s)
+        if is_cuda(device) or any(_is_compiled(k, device) for k in compiled_keys()):
+            _set_compile_limits()
+        if is_cuda(device):
+            torch.backends.cuda.matmul.allow_tf32 = False  # fp32 stays fp32 (bf16/fp16 are what the GPU preset times)
+        counts = _count(cfg, device)
+        prog = start_progress(run.opts.progress)
+        ctx = Ctx(cfg, device, run.writer, prog, run.plan.preset, clock)
+        run.state.update(clock=clock, device_name=ctx.device_name)
+        try:
+            for part in PARTS:
+                if part not in cfg.parts:
+                    continue
+                if prog is not None:
+                    ctx.task = prog.add_task(f"latency {part}", total=counts[part], info="")
+                clock.start_part(_part_budget(cfg, part))
+                RUNNERS[part](ctx)
+                if prog is not None:
+                    prog.update(ctx.task, completed=counts[part], info="done")
+        finally:
+            if prog is not None:
+                prog.stop()
+
+    def summary(self, run: Run[LatencyConfig]) -> None:
+        clock = run.state.get("clock")
+        if clock is None:  # nothing was measured here
+            return
+        msg = (f"latency ({run.plan.preset}, {run.device}: {run.state['device_name']}): {clock.elapsed():.0f} s; "
+               f"results in {run.plan.results}")
+        if clock.skipped:
+            left = ", ".join(f"{n} {p}" for p, n in clock.skipped.items())
+            msg += (f"\nlatency: time budget reached, {left} measurement(s) left for later: re-run the same command "
+                    "to resume (or raise budget_s with --set)")
+        sys.stderr.write(msg + "\n")
 
 
 def _only(cfg: LatencyConfig, only: tuple[str, ...]) -> LatencyConfig:
@@ -132,64 +179,15 @@ def _only(cfg: LatencyConfig, only: tuple[str, ...]) -> LatencyConfig:
     return replace(cfg, parts=parts, kernels=replace(cfg.kernels, keys=keys) if keys else cfg.kernels)
 
 
+SUITE_KIT = Latency()
+
+
+def tasks(opts):
+    """(results file, tasks): each attention key's kernel sweep, and each other part, is one task. A launcher gives
+    every task a device of its own (one process per GPU), so no two measurements ever share a GPU."""
+    return SUITE_KIT.tasks(opts)
+
+
 def run(opts) -> Path:
     """Run the latency suite as ``opts`` (an :class:`ablate.plan.runner.RunOptions`) asks; returns the JSONL file."""
-    if distributed.launched():
-        raise ConfigError("the latency suite measures one process per GPU; spread it with --launcher gpus or "
-                          "slurm instead of --nproc-per-node")
-    device, preset, cfg, out = _setup(opts)
-    cfg = _only(cfg, opts.only)
-    # Two runs into one --out: each task (an attention key's kernel sweep, a part) is measured by one of them.
-    claims = Claims(out)
-    ids = _task_ids(cfg)
-    mine = tuple(t for t in ids if claims.claim(t))
-    if len(mine) < len(ids):
-        if not mine:
-            claims.release_all()
-            sys.stderr.write(f"ablate: every latency task is being run by another process into {out} "
-                             f"({', '.join(sorted(set(claims.skipped.values())))}); nothing left to run here\n")
-            return out
-        cfg = _only(cfg, mine)
-    try:
-        return _run_claimed(opts, device, preset, cfg, out, claims)
-    finally:
-        claims.release_all()
-
-
-def _run_claimed(opts, device: str, preset: str, cfg: LatencyConfig, out: Path, claims: Claims) -> Path:
-    writer = ResultWriter(out, SUITE, resume=opts.resume, shard=opts.shard)
-    clock = Clock(cfg.budget_s)
-    if is_cuda(device) or any(_is_compiled(k, device) for k in compiled_keys()):
-        _set_compile_limits()
-    if is_cuda(device):
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 stays fp32 (bf16/fp16 are what the GPU preset times)
-    counts = _count(cfg, device)
-    threads_before = torch.get_num_threads()
-    if not is_cuda(device) and cfg.cpu_threads > 0:
-        torch.set_num_threads(cfg.cpu_threads)
-    prog = start_progress(opts.progress)
-    ctx = Ctx(cfg, device, writer, prog, preset, clock)
-    try:
-        for part in PARTS:
-            if part not in cfg.parts:
-                continue
-            if prog is not None:
-                ctx.task = prog.add_task(f"latency {part}", total=counts[part], info="")
-            clock.start_part(_part_budget(cfg, part))
-            RUNNERS[part](ctx)
-            if prog is not None:
-                prog.update(ctx.task, completed=counts[part], info="done")
-    finally:
-        if prog is not None:
-            prog.stop()
-        torch.set_num_threads(threads_before)
-    msg = f"latency ({preset}, {device}: {ctx.device_name}): {clock.elapsed():.0f} s; results in {out}"
-    if claims.skipped:
-        msg += (f"\nlatency: {len(claims.skipped)} task(s) were being run by another process into the same --out and "
-                f"were left to it: {', '.join(sorted(claims.skipped))}")
-    if clock.skipped:
-        left = ", ".join(f"{n} {p}" for p, n in clock.skipped.items())
-        msg += (f"\nlatency: time budget reached, {left} measurement(s) left for later: re-run the same command to "
-                "resume (or raise budget_s with --set)")
-    sys.stderr.write(msg + "\n")
-    return out
+    return SUITE_KIT.run(opts)
