@@ -11,15 +11,11 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from queue import Queue
-from typing import TYPE_CHECKING
 
 from ablate.store import runstate
 from ablate.errors import ConfigError
-from ablate.launchers.common import _Progress, _record_submission, _say
+from ablate.launchers.common import LaunchOptions, LaunchResult, TaskProgress, record_submission, say
 from ablate.store.results import RUN_ID_ENV, launch_dir
-
-if TYPE_CHECKING:
-    from ablate.launchers.launch import LaunchOptions, LaunchResult
 
 
 def visible_gpus() -> list[int]:
@@ -36,7 +32,7 @@ def visible_gpus() -> list[int]:
 
 
 
-def _launch_gpus(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan: dict, run_id: str,
+def launch_gpus(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan: dict, run_id: str,
                  progress: bool) -> None:
     gpus = list(lo.gpus) or visible_gpus()
     if not gpus:
@@ -44,7 +40,7 @@ def _launch_gpus(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan: 
                           "them with --gpus 0,1")
     logs = launch_dir(res.results) / runstate.LOG_DIR
     logs.mkdir(parents=True, exist_ok=True)
-    _record_submission(res.results, plan, lo, res.submitted, {}, run_id)
+    record_submission(res.results, plan, lo, res.submitted, {}, run_id)
     free: Queue = Queue()
     for g in gpus:
         free.put(g)
@@ -62,15 +58,15 @@ def _launch_gpus(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan: 
         finally:
             free.put(gpu)
 
-    _say(f"launcher gpus: {len(specs)} task(s) over GPU(s) {', '.join(map(str, gpus))}; logs in {logs}")
-    with _Progress(progress, len(specs), "tasks") as bar, ThreadPoolExecutor(max_workers=len(gpus)) as pool:
+    say(f"launcher gpus: {len(specs)} task(s) over GPU(s) {', '.join(map(str, gpus))}; logs in {logs}")
+    with TaskProgress(progress, len(specs), "tasks") as bar, ThreadPoolExecutor(max_workers=len(gpus)) as pool:
         for task, rc, log in pool.map(work, specs):
             if rc != 0:
-                res.failed[task] = _exit_reason(res.results, task, rc, log)
+                res.failed[task] = exit_reason(res.results, task, rc, log)
             bar.advance(task, ok=rc == 0)
 
 
-def _exit_reason(results: Path, task: str, rc: int, log: str) -> str:
+def exit_reason(results: Path, task: str, rc: int, log: str) -> str:
     """Why a worker did not finish; also marks its state failed when the worker could not (killed by a signal)."""
     path = runstate.state_path(results, task)
     state = runstate.read_json(path) or {}

@@ -36,16 +36,15 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ablate.store import runstate
 from ablate.errors import AblateError, ConfigError, UnavailableError
-from ablate.launchers.common import (_plan_fields, _Progress, _record_submission, _say, _spec_opts,  # noqa: F401
-                                  _write_plan)
-from ablate.launchers.gpus import _exit_reason, _launch_gpus, visible_gpus  # noqa: F401
-from ablate.launchers.slurm import (DEFAULT_SLURM_MIN, _job_failure, _launch_slurm, slurm_extra,  # noqa: F401
+from ablate.launchers.common import (DistOptions, LaunchOptions, LaunchResult, SlurmOptions, TaskProgress,  # noqa: F401
+                                     plan_fields, record_submission, say, spec_opts, write_plan)
+from ablate.launchers.gpus import exit_reason, launch_gpus, visible_gpus  # noqa: F401
+from ablate.launchers.slurm import (DEFAULT_SLURM_MIN, job_failure, launch_slurm, slurm_extra,  # noqa: F401
                                  slurm_minutes)
 from ablate.store.results import RUN_ID_ENV, current_run_id, launch_dir, shard_files
 from ablate.plan.runner import RunOptions, check_out_dir, resolve_device, run_suite, select_tasks, suite_tasks
@@ -54,57 +53,6 @@ LAUNCHERS = ("local", "gpus", "slurm")
 SUBMITIT_CLUSTERS = ("slurm", "local")
 FAULT_ENV = "ABLATE_FAULT_KILL_TASKS"  # fault drill: comma-separated task ids whose worker kills itself (SIGKILL)
 DISTRIBUTED_SUITES = ("training",)
-
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    partition: str | None = None
-    time: str | None = None  # minutes ("90") or [D-]HH:MM[:SS]; default DEFAULT_SLURM_MIN
-    gpus_per_task: int | None = None  # default: 1 on a CUDA sweep, 0 on a CPU one
-    cpus_per_task: int | None = None
-    mem_gb: float | None = None
-    array_parallelism: int = 64  # array elements running at once
-    opts: tuple[str, ...] = ()  # any other sbatch option as key=value (account=..., qos=..., constraint=...)
-    cluster: str = "slurm"  # submitit executor: slurm, or local (submitit's local executor)
-
-
-@dataclass(frozen=True)
-class DistOptions:
-    """torchrun's rendezvous options (``python -m torch.distributed.run --help``)."""
-
-    nproc_per_node: int = 1
-    nnodes: str = "1"  # "N" or "MIN:MAX"
-    node_rank: int | None = None
-    rdzv_backend: str | None = None
-    rdzv_endpoint: str | None = None
-    rdzv_id: str | None = None
-    master_addr: str | None = None
-    master_port: int | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.nproc_per_node > 1 or self.nnodes not in ("1", "1:1")
-
-
-@dataclass(frozen=True)
-class LaunchOptions:
-    launcher: str = "local"
-    gpus: tuple[int, ...] = ()  # gpus launcher: GPU ids to use (default: every visible GPU)
-    slurm: SlurmOptions = field(default_factory=SlurmOptions)
-    dist: DistOptions = field(default_factory=DistOptions)
-    wait: bool = True  # wait for the workers (False: submit and return; follow with `ablate status`)
-
-
-@dataclass
-class LaunchResult:
-    results: Path
-    tasks: int = 0  # tasks in the sweep
-    skipped: int = 0  # already done
-    submitted: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # task id -> reason (workers that did not finish)
-    jobs: dict[str, str] = field(default_factory=dict)  # task id -> job id (slurm)
-    waited: bool = True
-    rc: int = 0  # exit code of an in-process / torchrun run
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -244,29 +192,29 @@ def launch(opts: RunOptions, lo: LaunchOptions, progress: bool = True) -> Launch
         _check_gpu_device(opts.device)
     results, tasks = suite_tasks(opts)
     chosen = select_tasks([t.id for t in tasks], opts.only, f"{opts.suite} task")
-    pid = runstate.plan_id(_plan_fields(opts))
-    plan = _write_plan(results, opts, lo, tasks, pid)
+    pid = runstate.plan_id(plan_fields(opts))
+    plan = write_plan(results, opts, lo, tasks, pid)
     status = runstate.plan_status(results, plan) if opts.resume else None
     done = {t.id for t in status.tasks if t.standing == "done"} if status else set()
     busy = {t.id for t in status.tasks if t.standing == "running"} if status else set()
     todo = [t for t in tasks if t.id in chosen and t.id not in done and t.id not in busy]
     res = LaunchResult(results, tasks=len(tasks), skipped=len([t for t in tasks if t.id in chosen]) - len(todo))
     if busy & chosen:
-        _say(f"{len(busy & chosen)} task(s) still running elsewhere are left alone: {', '.join(sorted(busy))}")
+        say(f"{len(busy & chosen)} task(s) still running elsewhere are left alone: {', '.join(sorted(busy))}")
     if not todo:
-        _say(f"{opts.suite}: all {len(chosen)} task(s) are done or running; nothing to launch ({results})")
+        say(f"{opts.suite}: all {len(chosen)} task(s) are done or running; nothing to launch ({results})")
         return res
     run_id = current_run_id()
-    from ablate.store.env import _command, provenance_env
+    from ablate.store.env import command_line, provenance_env
 
     prov = provenance_env()  # the launcher's commit, for workers on machines without .git
-    specs = [{"opts": _spec_opts(opts), "task": t.id, "results": str(results), "plan_id": pid, "run_id": run_id,
-              "command": _command(), "provenance": prov} for t in todo]
+    specs = [{"opts": spec_opts(opts), "task": t.id, "results": str(results), "plan_id": pid, "run_id": run_id,
+              "command": command_line(), "provenance": prov} for t in todo]
     res.submitted = [t.id for t in todo]
     if lo.launcher == "gpus":
-        _launch_gpus(specs, lo, res, plan, run_id, progress)
+        launch_gpus(specs, lo, res, plan, run_id, progress)
     else:
-        _launch_slurm(specs, lo, res, plan, run_id, progress, opts.device)
+        launch_slurm(specs, lo, res, plan, run_id, progress, opts.device, SubmititTask())
     return res
 
 
@@ -297,10 +245,10 @@ def _launch_local(opts: RunOptions, lo: LaunchOptions) -> LaunchResult:
     if results is not None and tasks and opts.only:
         select_tasks([t.id for t in tasks], opts.only, f"{opts.suite} task")
     if results is not None and tasks:
-        pid = runstate.plan_id(_plan_fields(opts))
-        plan = _write_plan(results, opts, lo, tasks, pid)
+        pid = runstate.plan_id(plan_fields(opts))
+        plan = write_plan(results, opts, lo, tasks, pid)
         ids = [t.id for t in tasks if not opts.only or t.id in opts.only]
-        _record_submission(results, plan, lo, ids, {}, current_run_id())
+        record_submission(results, plan, lo, ids, {}, current_run_id())
         state = runstate.StateFile(runstate.local_state_path(results),
                                    {"task": None, "plan_id": pid, "run_id": current_run_id(), "job_id": "local",
                                     "tasks": ids}).start()
@@ -386,11 +334,11 @@ def torchrun_args(opts: RunOptions, d: DistOptions) -> list[str]:
 
 
 def _torchrun(opts: RunOptions, d: DistOptions) -> int:
-    from ablate.store.env import COMMAND_ENV, _command
+    from ablate.store.env import COMMAND_ENV, command_line
 
     env = dict(os.environ)
     env[RUN_ID_ENV] = current_run_id()
-    env[COMMAND_ENV] = _command() or ""
+    env[COMMAND_ENV] = command_line() or ""
     from ablate.store.env import provenance_env
 
     for k, v in provenance_env().items():

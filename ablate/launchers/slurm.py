@@ -1,22 +1,19 @@
 """``--launcher slurm`` of :mod:`ablate.launchers.launch`: a submitit job array, one task per element (``--slurm-cluster local``:
 submitit's local executor, same code path), and the ``--slurm-time`` / ``--slurm-opt`` parsing. The callable
-submitit pickles, :class:`ablate.launchers.launch.SubmititTask`, stays beside the worker in :mod:`ablate.launchers.launch`. Every name
-is importable from :mod:`ablate.launchers.launch` too."""
+submitit pickles, :class:`ablate.launchers.launch.SubmititTask`, stays beside the worker in :mod:`ablate.launchers.launch`
+(which passes it in). Every name is importable from :mod:`ablate.launchers.launch` too."""
 
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 from ablate.store import runstate
 from ablate.errors import ConfigError, UnavailableError
-from ablate.launchers.common import _Progress, _record_submission, _say
+from ablate.launchers.common import LaunchOptions, LaunchResult, TaskProgress, record_submission, say
 from ablate.store.results import RUN_ID_ENV, launch_dir
-
-if TYPE_CHECKING:
-    from ablate.launchers.launch import LaunchOptions, LaunchResult
 
 
 def slurm_minutes(text: str | None) -> int:
@@ -58,10 +55,10 @@ def slurm_extra(opts: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _launch_slurm(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan: dict, run_id: str, progress: bool,
-                  device: str | None) -> None:
-    from ablate.launchers.launch import SubmititTask  # beside the worker it runs (its pickled name stays ablate.launchers.launch)
-
+def launch_slurm(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan: dict, run_id: str, progress: bool,
+                 device: str | None, task_fn: Callable[[dict], Any]) -> None:
+    """Submit ``specs`` as a job array of ``task_fn`` (:class:`ablate.launchers.launch.SubmititTask`, passed in by the
+    launcher: it stays beside the worker it runs, and its pickled name with it)."""
     try:
         import submitit
     except ImportError:
@@ -93,7 +90,7 @@ def _launch_slurm(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan:
         env_before = os.environ.get(RUN_ID_ENV)
         os.environ[RUN_ID_ENV] = run_id  # the local executor's workers inherit it (slurm ones read the spec)
         try:
-            jobs = executor.map_array(SubmititTask(), batch)
+            jobs = executor.map_array(task_fn, batch)
         except Exception as exc:
             raise UnavailableError(f"submitit could not submit the jobs: {type(exc).__name__}: {exc}") from None
         finally:
@@ -109,18 +106,18 @@ def _launch_slurm(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan:
         return jobs
 
     pending: dict[str, Any] = {}
-    _record_submission(res.results, plan, lo, res.submitted, {}, run_id)
+    record_submission(res.results, plan, lo, res.submitted, {}, run_id)
     submit(queue[:parallel])
     del queue[:parallel]
     ids = sorted({j.split("_")[0] for j in res.jobs.values()})
-    _say(f"launcher slurm ({s.cluster}): {len(res.jobs)} of {len(specs)} task(s) submitted as job(s) "
+    say(f"launcher slurm ({s.cluster}): {len(res.jobs)} of {len(specs)} task(s) submitted as job(s) "
          f"{', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''}; logs in {folder}")
     if not lo.wait:
         res.waited = False
-        _say(f"not waiting; follow with: ablate status {res.results.parent}")
+        say(f"not waiting; follow with: ablate status {res.results.parent}")
         return
     try:
-        with _Progress(progress, len(specs), "jobs") as bar:
+        with TaskProgress(progress, len(specs), "jobs") as bar:
             while pending:
                 for task, job in list(pending.items()):
                     if not job.done():
@@ -131,7 +128,7 @@ def _launch_slurm(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan:
                         job.result()
                     except Exception as exc:
                         ok = False
-                        res.failed[task] = _job_failure(res.results, task, job, exc)
+                        res.failed[task] = job_failure(res.results, task, job, exc)
                     bar.advance(task, ok=ok)
                     if queue:
                         submit(queue[:1])
@@ -139,11 +136,11 @@ def _launch_slurm(specs: list[dict], lo: LaunchOptions, res: LaunchResult, plan:
                 if pending:
                     time.sleep(0.5)
     except KeyboardInterrupt:
-        _say(f"stopped waiting; {len(pending)} job(s) keep running: ablate status {res.results.parent}")
+        say(f"stopped waiting; {len(pending)} job(s) keep running: ablate status {res.results.parent}")
         raise
 
 
-def _job_failure(results: Path, task: str, job: Any, exc: BaseException) -> str:
+def job_failure(results: Path, task: str, job: Any, exc: BaseException) -> str:
     state = runstate.read_json(runstate.state_path(results, task)) or {}
     if state.get("state") == "failed" and state.get("reason"):
         return f"{state['reason']} (job {job.job_id})"

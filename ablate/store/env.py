@@ -326,13 +326,13 @@ def fingerprint() -> dict[str, Any]:
     git_dirty, git_source (where the commit came from: "git", "env", "stamp" or None; see :func:`provenance`), ablate, flash_attn, flash_attn_4, xformers, triton, numpy, pandas, command (the command line that
     produced the row, as ``ablate ...`` when run through the CLI). Unknown values are None.
     """
-    return {**dict(_fingerprint()), "command": _command()}
+    return {**dict(_fingerprint()), "command": command_line()}
 
 
 COMMAND_ENV = "ABLATE_COMMAND"  # set by launchers: the user's command, for their workers and torchrun ranks
 
 
-def _command() -> str | None:
+def command_line() -> str | None:
     """This process's command line, with the console-script path shortened to ``ablate`` (or, in a launched worker,
     the command that launched it: ``$ABLATE_COMMAND``)."""
     if os.environ.get(COMMAND_ENV):

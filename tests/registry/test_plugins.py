@@ -330,10 +330,10 @@ def test_no_plugin_state_leaks_out_of_a_test():
 
 def test_launchers_pass_plugins_on():
     base = RunOptions(suite="training", preset="micro", out=Path("o"), device="cpu")
-    assert "plugins" not in launch._spec_opts(base)  # no plugins: the plan id of existing sweeps is unchanged
+    assert "plugins" not in launch.spec_opts(base)  # no plugins: the plan id of existing sweeps is unchanged
     opts = dataclasses.replace(base, plugins=(str(EXAMPLE), "mypkg.variants"))
-    assert launch._spec_opts(opts)["plugins"] == [str(EXAMPLE), "mypkg.variants"]
-    assert RunOptions(**launch._spec_opts(opts)).plugins == opts.plugins  # what run_task rebuilds
+    assert launch.spec_opts(opts)["plugins"] == [str(EXAMPLE), "mypkg.variants"]
+    assert RunOptions(**launch.spec_opts(opts)).plugins == opts.plugins  # what run_task rebuilds
     cmd = launch.torchrun_args(opts, launch.DistOptions(nproc_per_node=2))
     i = cmd.index("ablate.cli")
     assert [cmd[j + 1] for j in range(i, len(cmd)) if cmd[j] == "--plugin"] == [str(EXAMPLE), "mypkg.variants"]
@@ -348,7 +348,7 @@ def test_worker_process_loads_the_spec_plugins(isolated, tmp_path, monkeypatch):
                       plugins=(str(EXAMPLE),))
     results, tasks = suite_tasks(opts)
     assert len(tasks) == 1
-    spec = {"opts": launch._spec_opts(opts), "task": tasks[0].id, "results": str(results), "plan_id": "test",
+    spec = {"opts": launch.spec_opts(opts), "task": tasks[0].id, "results": str(results), "plan_id": "test",
             "run_id": "plugin-test-run", "worker": "w0"}
     proc = subprocess.run([sys.executable, "-m", "ablate.launchers.launch", json.dumps(spec)], capture_output=True,
                           text=True, env=clean_env(), timeout=300)

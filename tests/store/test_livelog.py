@@ -227,9 +227,9 @@ def test_launchers_pass_log_to_on(tmp_path):
 
     base = RunOptions(suite="training", preset="micro", out=tmp_path, device="cpu")
     opts = RunOptions(suite="training", preset="micro", out=tmp_path, device="cpu", log_to=("tensorboard", "mlflow"))
-    assert "log_to" not in launch._spec_opts(base)
-    assert RunOptions(**launch._spec_opts(opts)).log_to == opts.log_to  # what run_task rebuilds (gpus, slurm)
-    assert launch._plan_fields(opts) == launch._plan_fields(base)  # same sweep, same plan id: resume unaffected
+    assert "log_to" not in launch.spec_opts(base)
+    assert RunOptions(**launch.spec_opts(opts)).log_to == opts.log_to  # what run_task rebuilds (gpus, slurm)
+    assert launch.plan_fields(opts) == launch.plan_fields(base)  # same sweep, same plan id: resume unaffected
     args = launch._cli_args(opts)  # the torchrun ranks' command line
     assert args[args.index("--log-to") + 1] == "tensorboard" and args.count("--log-to") == 2
 
