@@ -4,7 +4,8 @@ Every variant offers the same three hooks (see ``docs/architecture.md``):
 
 * ``embed(x, offset)``: add an absolute encoding to token embeddings ``(B, T, C)`` at positions ``offset..``;
 * ``rotate(x, offset, seq_len)``: rotate queries or keys ``(B, H, T, D)`` at positions ``offset..offset+T-1``;
-  ``seq_len`` is the total length so far (only dynamic scaling looks at it);
+  ``seq_len`` is the total length so far (only dynamic scaling looks at it); the layer calls ``rotate_q`` and
+  ``rotate_k``, which default to it, so a variant may transform q and k apart (xPos);
 * ``score_bias()``: an additive attention-score bias (:class:`ScoreBias`) or ``None``.
 
 The RoPE family (``rope``, ``rope_pi``, ``rope_ntk``, ``rope_dynamic_ntk``, ``rope_yarn``, and the temperature
@@ -97,6 +98,14 @@ class Position(nn.Module):
 
     def rotate(self, x: Tensor, offset: int = 0, seq_len: int | None = None) -> Tensor:
         return x
+
+    def rotate_q(self, q: Tensor, offset: int = 0, seq_len: int | None = None) -> Tensor:
+        """The transform of queries (default :meth:`rotate`); xPos-like variants scale q and k apart."""
+        return self.rotate(q, offset, seq_len)
+
+    def rotate_k(self, k: Tensor, offset: int = 0, seq_len: int | None = None) -> Tensor:
+        """The transform of keys (default :meth:`rotate`)."""
+        return self.rotate(k, offset, seq_len)
 
     def score_bias(self) -> ScoreBias | None:
         return None

@@ -185,23 +185,27 @@ def model_train_flops(n_matmul_params: int, batch: int, seq_len: int, *, n_layer
 def step_flops(n_matmul_params: int, mcfg: Any, batch: int, seq_len: int, *,
                chunk: int | None = None) -> tuple[float, str]:
     """(FLOPs of one training step of model config ``mcfg``, attention FLOP convention): :func:`model_train_flops`
-    with one layer's attention forward counted by the attention key's registration (``spec(key).flops``: the
-    FlashAttention convention for softmax kernels, the chunked algorithm that runs for ``linear``). The training and
-    latency suites both count with this; ``chunk`` recomputes rows measured with another chunk size."""
-    from ablate.variants.attention import spec  # lazy: the attention package imports this module
+    with one layer's attention forward counted by the attention layer's spec
+    (:meth:`ablate.variants.attention.LayerSpec.attention_flops`: the kernel's FlashAttention-convention count for
+    softmax kernels, the chunked algorithm that runs for ``linear``). The training and latency suites both count
+    with this; ``chunk`` recomputes rows measured with another chunk size."""
+    from ablate.variants.attention import layer_spec  # lazy: the attention package imports this module
 
-    attn, conv = spec(mcfg.attention).flops("fwd", batch=batch, n_heads=mcfg.n_heads, n_kv_heads=mcfg.kv_heads,
-                                            seq_len=seq_len, head_dim=mcfg.head_dim, causal=mcfg.causal,
-                                            window=mcfg.window, chunk=chunk)
+    attn, conv = layer_spec(mcfg.attention).attention_flops("fwd", mcfg, batch=batch, seq_len=seq_len, chunk=chunk)
     return (model_train_flops(n_matmul_params, batch, seq_len, n_layers=mcfg.n_layers, n_heads=mcfg.n_heads,
                               head_dim=mcfg.head_dim, causal=mcfg.causal, window=mcfg.window, attention_fwd=attn),
             conv)
 
 
-def kv_cache_bytes(n_layers: int, kv_heads: int, head_dim: int, n_tokens: int, bytes_per_el: int,
-                   batch: int = 1) -> int:
-    """Closed form of the KV cache: ``2 · layers · kv_heads · head_dim · n · bytes`` (per sequence, × batch)."""
-    return 2 * n_layers * kv_heads * head_dim * n_tokens * bytes_per_el * batch
+def cache_bytes(mcfg: Any, n_tokens: int, el_bytes: int, batch: int = 1, *, window: int | None = None) -> int:
+    """Bytes of the attention cache of model config ``mcfg`` after ``n_tokens`` tokens of ``batch`` sequences, as
+    the attention layer's spec states them (:meth:`ablate.variants.attention.LayerSpec.cache_bytes`; the standard
+    layer: ``2 · layers · kv_heads · head_dim · n · bytes · batch``); ``window``: a rolling cache keeping that many
+    tokens."""
+    from ablate.variants.attention import layer_spec  # lazy: the attention package imports this module
+
+    held = n_tokens if window is None else min(n_tokens, window)
+    return layer_spec(mcfg.attention).cache_bytes(mcfg, held, el_bytes, batch)
 
 
 # -- peaks ------------------------------------------------------------------------------------------------------
@@ -281,11 +285,11 @@ def peak_bandwidth(device_name: str | None = None) -> Peak:
                         "no bandwidth peak for CPU")
 
 
-def decode_step_bytes(param_bytes: int, kv_bytes: int, *, n_layers: int, kv_heads: int, head_dim: int,
-                      el_bytes: int, batch: int) -> int:
-    """Bytes one decode step must move at least: every parameter read once, the whole KV cache read once, one new
-    key and value per layer written (activations are negligible at batch sizes where decode is memory-bound)."""
-    return int(param_bytes + kv_bytes + kv_cache_bytes(n_layers, kv_heads, head_dim, 1, el_bytes, batch))
+def decode_step_bytes(param_bytes: int, kv_bytes: int, mcfg: Any, *, el_bytes: int, batch: int) -> int:
+    """Bytes one decode step must move at least: every parameter read once, the whole cache read once, one new
+    token's cache entries per layer written (:func:`cache_bytes` of one token; activations are negligible at batch
+    sizes where decode is memory-bound)."""
+    return int(param_bytes + kv_bytes + cache_bytes(mcfg, 1, el_bytes, batch))
 
 
 def mfu(flops: float, ms: float | None, peak: Peak) -> float | None:
@@ -298,6 +302,6 @@ def mfu(flops: float, ms: float | None, peak: Peak) -> float | None:
 
 __all__ = ["attended_pairs", "attention_fwd_flops", "attention_flops", "linear_attention_flops",
            "linear_attention_flops_parts", "LINEAR_PASS_FACTOR", "tflops", "matmul_params",
-           "model_train_flops", "step_flops", "kv_cache_bytes", "GPU_BF16_PEAK_TFLOPS", "Peak", "peak_tflops", "mfu",
+           "model_train_flops", "step_flops", "cache_bytes", "GPU_BF16_PEAK_TFLOPS", "Peak", "peak_tflops", "mfu",
            "GPU_HBM_PEAK_GBPS", "peak_bandwidth", "decode_step_bytes",
            "BWD_FACTOR", "FWD_BWD_FACTOR", "PASS_FACTOR"]

@@ -4,9 +4,11 @@
     Block (pre):  x + Attn(Norm(x)),  then  x + FFN(Norm(x))
     Block (post): Norm(x + Attn(x)),  then  Norm(x + FFN(x))       (Vaswani et al. 2017)
 
-Rotary variants rotate q/k inside attention, bias variants (ALiBi, T5) hand the attention an additive
-``ScoreBias``. ``causal=False`` gives encoder-style blocks (the latency suite uses them). Incremental decoding:
-pass a :class:`KVCache` to ``forward``; positions continue from the cache's length.
+``Attn`` is the layer ``cfg.attention`` names (:func:`ablate.variants.attention.layer_spec`: the standard
+multi-head layer over a kernel, or a layer of its own). Rotary variants rotate q and k inside it, bias variants
+(ALiBi, T5) hand it an additive ``ScoreBias``. ``causal=False`` gives encoder-style blocks (the latency suite uses
+them). Incremental decoding: pass a cache (:meth:`Transformer.new_cache`) to ``forward``; positions continue from
+the cache's length.
 """
 
 from __future__ import annotations
@@ -20,100 +22,15 @@ from torch import nn
 
 from ablate.core.config import ModelConfig
 from ablate.errors import ConfigError
-from ablate.registry.keys import ATTENTION, POSITION
+from ablate.registry.keys import POSITION
 from ablate.core.validate import validate_model
+from ablate.variants.attention.cache import KVCache, RollingKVCache, StaticKVCache
+from ablate.variants.attention.layer import layer_spec
 from ablate.variants.activations import build_ffn
 from ablate.variants.norms import build_norm
-from ablate.variants.positions import Position, ScoreBias, build_position
+from ablate.variants.positions import build_position
 
-
-class KVCache:
-    """Per-layer key/value buffers for incremental decoding; grows by doubling, returns views."""
-
-    def __init__(self, n_layers: int):
-        self.k: list[torch.Tensor | None] = [None] * n_layers
-        self.v: list[torch.Tensor | None] = [None] * n_layers
-        self.length = 0  # tokens already in the cache (positions 0..length-1)
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append ``k, v`` (B, Hkv, T, D) at position ``self.length``; return all keys/values so far."""
-        start, t = self.length, k.shape[2]
-        buf_k, buf_v = self.k[layer], self.v[layer]
-        if buf_k is None or buf_k.shape[2] < start + t:
-            cap = max(16, 2 * (start + t))
-            new_k = k.new_empty(k.shape[0], k.shape[1], cap, k.shape[3])
-            new_v = v.new_empty(v.shape[0], v.shape[1], cap, v.shape[3])
-            if buf_k is not None:
-                new_k[:, :, :start] = buf_k[:, :, :start]
-                new_v[:, :, :start] = buf_v[:, :, :start]
-            buf_k, buf_v = self.k[layer], self.v[layer] = new_k, new_v
-        buf_k[:, :, start:start + t] = k
-        buf_v[:, :, start:start + t] = v
-        return buf_k[:, :, :start + t], buf_v[:, :, :start + t]
-
-    def nbytes(self) -> int:
-        """Bytes of keys and values actually held (the first ``length`` positions of every layer)."""
-        total = 0
-        for buf in self.k + self.v:
-            if buf is not None:
-                total += buf[:, :, :self.length].numel() * buf.element_size()
-        return total
-
-
-class StaticKVCache(KVCache):
-    """Key/value buffers allocated once at ``max_len`` (``(B, Hkv, max_len, D)`` per layer): a step writes its keys in
-    place and attends over a view of the first ``length + t`` positions, so nothing is allocated or copied while
-    decoding, and a step at a given length can be captured once as a CUDA graph and replayed
-    (:class:`ablate.core.decode.DecodeStep`)."""
-
-    def __init__(self, n_layers: int, *, batch: int, kv_heads: int, head_dim: int, max_len: int,
-                 dtype: torch.dtype, device: torch.device | str):
-        super().__init__(n_layers)
-        if max_len < 1:
-            raise ConfigError(f"a static KV cache needs max_len >= 1, got {max_len}")
-        self.max_len = max_len
-        shape = (batch, kv_heads, max_len, head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        start, t = self.length, k.shape[2]
-        if start + t > self.max_len:
-            raise ConfigError(f"static KV cache full: {start} + {t} tokens > max_len={self.max_len}")
-        buf_k, buf_v = self.k[layer], self.v[layer]
-        buf_k[:, :, start:start + t] = k
-        buf_v[:, :, start:start + t] = v
-        return buf_k[:, :, :start + t], buf_v[:, :, :start + t]
-
-
-class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.n_heads, self.n_kv, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
-        self.q = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=cfg.bias)
-        self.kv = nn.Linear(cfg.d_model, 2 * cfg.kv_heads * cfg.head_dim, bias=cfg.bias)
-        self.out = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=cfg.bias)
-        self.attn = ATTENTION.get(cfg.attention).fn
-        self.causal, self.window = cfg.causal, cfg.window
-
-    def forward(self, x: torch.Tensor, pos: Position, bias: ScoreBias | None,
-                cache: KVCache | None, layer: int) -> torch.Tensor:
-        b, t, _ = x.shape
-        q = self.q(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k, v = self.kv(x).view(b, t, 2, self.n_kv, self.head_dim).permute(2, 0, 3, 1, 4)
-        offset = cache.length if cache is not None else 0
-        seq_len = offset + t
-        q = pos.rotate(q, offset, seq_len)
-        if cache is not None and pos.needs_raw_cache:
-            # Length-dependent rotation (dynamic NTK): keep raw keys, rotate all of them at the current length.
-            k, v = cache.update(layer, k, v)
-            k = pos.rotate(k, 0, seq_len)
-        else:
-            k = pos.rotate(k, offset, seq_len)
-            if cache is not None:
-                k, v = cache.update(layer, k, v)
-        y = self.attn(q, k, v, causal=self.causal, bias=bias, window=self.window)
-        return self.out(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
+__all__ = ["Transformer", "Block", "KVCache", "StaticKVCache", "RollingKVCache"]
 
 
 class Block(nn.Module):
@@ -122,7 +39,7 @@ class Block(nn.Module):
         self.pre = cfg.norm_placement == "pre"
         self.norm1 = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
         self.norm2 = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
-        self.attn = Attention(cfg)
+        self.attn = layer_spec(cfg.attention).build(cfg)
         self.ffn = build_ffn(cfg.activation, cfg.d_model, int(cfg.ffn_mult * cfg.d_model), cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
@@ -182,15 +99,24 @@ class Transformer(nn.Module):
         logits = self(idx)
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
-    def new_cache(self, *, static_len: int | None = None, batch: int = 1,
-                  dtype: torch.dtype | None = None) -> KVCache:
-        """A growing :class:`KVCache`, or with ``static_len`` a :class:`StaticKVCache` of that many positions for
-        ``batch`` sequences (dtype: the model's parameters' unless given)."""
+    def new_cache(self, *, static_len: int | None = None, batch: int = 1, dtype: torch.dtype | None = None,
+                  window: int | None = None) -> KVCache:
+        """A cache in the layout of this model's attention layer: growing (default); with ``static_len`` a
+        :class:`StaticKVCache` of that many positions for ``batch`` sequences (dtype: the model's parameters'
+        unless given); with ``window`` a :class:`RollingKVCache` keeping the last ``window`` tokens."""
+        layout = layer_spec(self.cfg.attention).cache
+        if window is not None:
+            if static_len is not None:
+                raise ConfigError("a cache is either static (static_len) or rolling (window), not both")
+            if self.pos.needs_raw_cache:
+                raise ConfigError(f"position {self.cfg.position!r} re-rotates every cached key at each length; "
+                                  "a rolling cache cannot keep its positions")
+            return RollingKVCache(self.cfg.n_layers, window, layout)
         if static_len is None:
-            return KVCache(self.cfg.n_layers)
+            return KVCache(self.cfg.n_layers, layout)
         ref = next(self.parameters())
-        return StaticKVCache(self.cfg.n_layers, batch=batch, kv_heads=self.cfg.kv_heads, head_dim=self.cfg.head_dim,
-                             max_len=static_len, dtype=dtype or ref.dtype, device=ref.device)
+        return StaticKVCache(self.cfg.n_layers, layout=layout, cfg=self.cfg, batch=batch, max_len=static_len,
+                             dtype=dtype or ref.dtype, device=ref.device)
 
     def set_position(self, key: str, **changes) -> None:
         """Swap the position variant for evaluation, e.g. ``set_position("rope_ntk", rope_scale=4.0)``.

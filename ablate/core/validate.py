@@ -11,17 +11,25 @@ from ablate.errors import ConfigError, UnavailableError
 from ablate.registry.keys import ACTIVATION, ATTENTION, NORM, POSITION
 
 __all__ = ["validate_model", "is_valid", "variant_grid", "param_count", "estimate_memory_bytes",
-           "available_memory_bytes", "check_fits", "MATERIALISING", "NATIVE_BIAS"]
+           "available_memory_bytes", "check_fits"]
 
 PLACEMENTS = ("pre", "post")
 
 
 def _attention_spec(key: str) -> Any:
-    """The registration facts of attention ``key`` (:class:`ablate.variants.attention.AttentionSpec`)."""
+    """The registration facts of the kernel attention ``key`` runs (:class:`ablate.variants.attention.AttentionSpec`)."""
     ATTENTION.get(key)  # unknown key: UnknownKeyError naming the valid ones
     from ablate.variants.attention import spec
 
     return spec(key)
+
+
+def _layer(key: str) -> Any:
+    """The layer attention ``key`` names (:class:`ablate.variants.attention.LayerSpec`): counts and capabilities."""
+    ATTENTION.get(key)  # unknown key: UnknownKeyError naming the valid ones
+    from ablate.variants.attention import layer_spec
+
+    return layer_spec(key)
 
 
 def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: bool = False) -> None:
@@ -31,9 +39,8 @@ def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: boo
     Without ``device`` a feature counts as supported if the attention has it on any device; with ``device`` the
     check is exact for that device (and ``backward=True`` also requires a backward pass there, for training).
     """
-    from ablate.variants import attention as attention_variants
-
     attn, pos = ATTENTION.get(cfg.attention), POSITION.get(cfg.position)
+    layer = _layer(cfg.attention)
 
     has = attn.supports_  # supported on some device: anything else is a config error
     # Features this config needs from the attention, each (alternatives, what), re-checked per device at the end.
@@ -71,6 +78,9 @@ def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: boo
         if not takes:
             raise ConfigError(f"position {cfg.position!r} adds a bias to attention scores, which attention "
                               f"{cfg.attention!r} cannot take; use one of: {', '.join(_bias_attentions(cfg.position))}")
+    why = layer.check(cfg) if layer.check is not None else None
+    if why:
+        raise ConfigError(f"attention {cfg.attention!r}: {why}")
     for name in _attention_spec(cfg.attention).requires:
         if getattr(cfg, name) is None:
             raise ConfigError(f"attention {cfg.attention!r} needs a {name} size: set {name}=W")
@@ -82,12 +92,12 @@ def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: boo
             raise ConfigError("a sliding window is defined for causal models only (causal=True)")
     if device is not None:
         for alternatives, what in needed:
-            if not any(attention_variants.supports(cfg.attention, f, device) for f in alternatives):
+            if not any(layer.supports_on(f, device) for f in alternatives):
                 raise UnavailableError(f"attention {cfg.attention!r} cannot take {what} on {device}")
-        if backward and not attention_variants.supports(cfg.attention, "backward", device):
+        if backward and not layer.supports_on("backward", device):
             raise UnavailableError(f"attention {cfg.attention!r} has no backward pass on {device}, so it cannot train there")
         if (backward and pos.supports_("needs_bias") and pos.supports_("params")
-                and not attention_variants.supports(cfg.attention, "bias_grad", device)):
+                and not layer.supports_on("bias_grad", device)):
             raise UnavailableError(f"attention {cfg.attention!r} cannot backpropagate into the learned "
                                    f"{cfg.position} bias on {device}, so it cannot train with it there")
 
@@ -121,12 +131,6 @@ def variant_grid(base: ModelConfig) -> Iterator[ModelConfig]:
 # Memory: a closed-form lower bound of what a configuration needs, checked against the device before anything runs.
 
 GiB = 2 ** 30
-# Attention kernels that materialise the (B, H, Tq, Tk) score matrix (O(T^2) per head); every other kernel keeps
-# O(T) memory per head (flash-style tiling, linear attention, chunked sliding window).
-MATERIALISING = frozenset({"naive", "sdpa_math"})
-# Kernels that take a position's score bias without building the dense (H, Tq, Tk) bias tensor (ALiBi slopes or a
-# score_mod); for every other kernel a bias position (alibi, t5_bias) costs one such tensor per forward.
-NATIVE_BIAS = frozenset({"flash_attn", "flex"})
 
 
 def param_count(cfg: ModelConfig) -> int:
@@ -134,13 +138,13 @@ def param_count(cfg: ModelConfig) -> int:
     norm, activation, position, placement, bias and KV-head layout):
 
     tied embedding ``V·d`` + position (``learned``: ``max_len·d``; ``t5_bias``: ``num_buckets·H``, shared by all
-    layers) + per layer [2 norms + attention ``d·H·hd + d·2·Hkv·hd + H·hd·d`` (+ biases ``H·hd + 2·Hkv·hd + d``)
-    + FFN (plain, ``f = int(ffn_mult·d)``: ``2·d·f`` (+ ``f + d``); GLU, ``h = max(1, int(2f/3))``: ``3·d·h``
+    layers) + per layer [2 norms + the attention layer's own count (its spec's ``param_count``; the standard layer:
+    ``d·H·hd + d·2·Hkv·hd + H·hd·d``, + biases ``H·hd + 2·Hkv·hd + d``) + FFN (plain, ``f = int(ffn_mult·d)``: ``2·d·f`` (+ ``f + d``); GLU, ``h = max(1, int(2f/3))``: ``3·d·h``
     (+ ``2h + d``))] + a final norm for pre-norm. A norm has ``d`` weights, plus ``d`` biases if it learns one.
     """
-    d, h, hd, hkv = cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.kv_heads
+    d = cfg.d_model
     norm = d * (2 if NORM.get(cfg.norm).supports_("learned_bias") else 1)
-    attn = d * h * hd + d * 2 * hkv * hd + h * hd * d + ((h * hd + 2 * hkv * hd + d) if cfg.bias else 0)
+    attn = _layer(cfg.attention).param_count(cfg)
     f = int(cfg.ffn_mult * d)
     if ACTIVATION.get(cfg.activation).supports_("glu"):
         g = max(1, int(2 * f / 3))
@@ -160,9 +164,10 @@ def estimate_memory_bytes(cfg: ModelConfig, *, batch: int, seq_len: int, trainin
     ``dtype_bytes``: activations and KV cache (2 under bf16 autocast); ``param_dtype_bytes`` (default
     ``dtype_bytes``): weights, gradients and AdamW's two moments (``training``: gradients ``P`` and moments ``2P``).
     With ``B = batch``, ``T = seq_len`` (query tokens), ``Tk = kv_cache_len or T`` (keys attended), ``d``, ``H``,
-    ``kvd = Hkv·hd``, ``V = vocab_size``, FFN widths ``f``/``h`` as in :func:`param_count`, and
-    ``S = B·H·T·Tk`` for kernels in :data:`MATERIALISING` (else 0), ``Sb = H·T·Tk`` for a bias position on a kernel
-    outside :data:`NATIVE_BIAS` (else 0), in elements:
+    ``2·kvd`` the elements per token the attention layer caches (its spec's ``cache_per_token``; the standard
+    layer: k and v, ``2·Hkv·hd``), ``V = vocab_size``, FFN widths ``f``/``h`` as in :func:`param_count`, and
+    ``S = B·H·T·Tk`` for a layer whose spec says ``materialises_scores`` (else 0), ``Sb = H·T·Tk`` for a bias
+    position on a layer without ``native_bias`` (else 0), in elements:
 
     * training: what is alive when the forward ends (kept for backward, plus the logits). Per layer
       ``B·T·(6d + 2·kvd + F) + S``: the block input, both norm outputs (inputs of the projections), q, k, v, the
@@ -174,7 +179,7 @@ def estimate_memory_bytes(cfg: ModelConfig, *, batch: int, seq_len: int, trainin
     * forward only: nothing is kept across layers, so the largest live set: ``max(B·T·(3d + 2·kvd) + S,
       B·T·(2d + F'), B·T·(d + V)) + Sb`` (attention: input, normed input, q, k, v; FFN: residual, normed input and
       F' = ``f`` or ``2h``; head: hidden and logits);
-    * KV cache (``kv_cache_len``): ``2·n_layers·B·kvd·Tk``.
+    * KV cache (``kv_cache_len``): the layer spec's ``cache_bytes`` for ``Tk`` tokens (``2·n_layers·B·kvd·Tk``).
     """
     if batch < 1 or seq_len < 1 or dtype_bytes < 1 or (kv_cache_len is not None and kv_cache_len < 1):
         raise ConfigError(f"estimate_memory_bytes: batch, seq_len, dtype_bytes and kv_cache_len must be >= 1 (got "
@@ -183,21 +188,22 @@ def estimate_memory_bytes(cfg: ModelConfig, *, batch: int, seq_len: int, trainin
     n = param_count(cfg)
     B, T, d, H, V = batch, seq_len, cfg.d_model, cfg.n_heads, cfg.vocab_size
     tk = kv_cache_len or T
-    kvd = cfg.kv_heads * cfg.head_dim
+    layer = _layer(cfg.attention)
+    kv2 = layer.cache_per_token(cfg)  # 2·kvd for the standard layer
     f = int(cfg.ffn_mult * d)
     glu = ACTIVATION.get(cfg.activation).supports_("glu")
     g = max(1, int(2 * f / 3))
-    scores = B * H * T * tk if cfg.attention in MATERIALISING else 0
-    bias = H * T * tk if POSITION.get(cfg.position).supports_("needs_bias") and cfg.attention not in NATIVE_BIAS else 0
+    scores = B * H * T * tk if layer.materialises_scores else 0
+    bias = H * T * tk if POSITION.get(cfg.position).supports_("needs_bias") and not layer.native_bias else 0
     if training:
-        per_layer = B * T * (6 * d + 2 * kvd + (3 * g if glu else f)) + scores
+        per_layer = B * T * (6 * d + kv2 + (3 * g if glu else f)) + scores
         head_in = 2 * d if cfg.norm_placement == "pre" else d
         act = cfg.n_layers * per_layer + B * T * head_in + 2 * B * T * V
     else:
-        act = max(B * T * (3 * d + 2 * kvd) + scores, B * T * (2 * d + (2 * g if glu else f)), B * T * (d + V)) + bias
-    kv = 2 * cfg.n_layers * B * kvd * kv_cache_len if kv_cache_len else 0
+        act = max(B * T * (3 * d + kv2) + scores, B * T * (2 * d + (2 * g if glu else f)), B * T * (d + V)) + bias
+    kv = layer.cache_bytes(cfg, kv_cache_len, dtype_bytes, B) if kv_cache_len else 0
     out = {"n_params": n, "params": n * pb, "grads": n * pb if training else 0,
-           "optimizer": 2 * n * pb if training else 0, "activations": act * dtype_bytes, "kv_cache": kv * dtype_bytes}
+           "optimizer": 2 * n * pb if training else 0, "activations": act * dtype_bytes, "kv_cache": kv}
     out["total"] = out["params"] + out["grads"] + out["optimizer"] + out["activations"] + out["kv_cache"]
     return out
 

@@ -19,7 +19,8 @@ Five parts, each a list of measurements written as rows as they finish (see ``do
   attention / position / norm / activation choices: tokens/s, MFU (against the bf16 peak of ``ablate.core.flops``; the
   peak used is in the row) and peak memory.
 * ``decode``: per-token latency with the KV cache at several context lengths for MHA / GQA / MQA, the cache's
-  measured bytes next to the closed form ``2 · layers · kv_heads · head_dim · n · bytes`` (× batch).
+  measured bytes next to what the attention layer's spec states (``ablate.core.flops.cache_bytes``; the standard
+  layer: ``2 · layers · kv_heads · head_dim · n · bytes`` × batch).
 * ``prefill``: latency of the forward pass that fills the cache, vs prompt length.
 
 Rows: ``metric="time_ms"``, ``value`` = median milliseconds (``unit="ms"``), ``p20_ms`` / ``p80_ms`` the spread,

@@ -13,7 +13,7 @@ from ablate.core.config import ModelConfig, apply_overrides, model_preset
 from ablate.errors import ConfigError
 from ablate.registry.keys import ACTIVATION, ATTENTION, NORM, POSITION
 from ablate.core.timing import DO_BENCH_REP_MS, DO_BENCH_WARMUP_MS
-from ablate.variants.attention import spec
+from ablate.variants.attention import kernel_keys as standard_kernels, spec
 
 from .constants import DECODE_MODES, LAYOUTS, TRAIN_MODES, MASKS, PARTS, PASSES
 
@@ -301,11 +301,13 @@ def _is_compiled(key: str, device: str) -> bool:
 
 def compiled_keys() -> list[str]:
     """The attention keys that compile per shape somewhere (``spec(key).compiled``)."""
-    return [k for k in ATTENTION.keys() if spec(k).compiled]
+    return [k for k in ATTENTION.keys() if spec(k).compiled]  # a layer: its kernel's
 
 
 def kernel_keys(cfg: LatencyConfig) -> list[str]:
-    return list(cfg.kernels.keys) or ATTENTION.keys()
+    """The kernels part times kernels: the keys asked for, else every key whose layer is the standard layer over a
+    kernel of its own name (a layer of its own has no kernel call to time apart from its model)."""
+    return list(cfg.kernels.keys) or standard_kernels()
 
 
 def _parse_caps(caps: Iterable[str]) -> list[tuple[str, str | None, str | None, int]]:

@@ -1,5 +1,5 @@
 """Parts 4 and 5, ``decode`` and ``prefill``: per-token latency with the KV cache at several contexts for MHA / GQA /
-MQA (the cache's measured bytes next to the closed form), and the forward pass that fills the cache.
+MQA (the cache's measured bytes next to what the layer's spec states), and the forward pass that fills the cache.
 
 A decode step runs on a static KV cache (:class:`ablate.core.model.StaticKVCache`) in each of ``decode.modes``
 (:class:`ablate.core.decode.DecodeStep`: eager calls, a replayed CUDA graph, torch.compile); its row records the bytes a
@@ -16,10 +16,10 @@ import torch
 
 from ablate.core.config import ModelConfig, flatten
 from ablate.core.decode import DecodeStep
-from ablate.core.flops import decode_step_bytes, kv_cache_bytes, peak_bandwidth
+from ablate.core.flops import cache_bytes, decode_step_bytes, peak_bandwidth
 from ablate.core.model import Transformer
 from ablate.core.timing import bench_calls, free_memory, is_cuda, peak_memory_and_ms, sync
-from ablate.variants.attention import backend_of
+from ablate.variants.attention import backend_of, layer_spec
 
 from .config import DTYPES, DecodeSweep
 from .harness import Ctx, _timing_metrics, model_id
@@ -41,7 +41,7 @@ def _attn_backend(mcfg: ModelConfig, batch: int, tq: int, tk: int, device: str, 
         q = torch.zeros(batch, mcfg.n_heads, tq, mcfg.head_dim, device=device, dtype=dtype)
         kv = torch.zeros(batch, mcfg.kv_heads, tk, mcfg.head_dim, device=device, dtype=dtype)
         with torch.no_grad():
-            return backend_of(mcfg.attention, q, kv, kv, causal=True, window=mcfg.window)
+            return backend_of(layer_spec(mcfg.attention).kernel, q, kv, kv, causal=True, window=mcfg.window)
     except Exception as exc:
         return f"? ({type(exc).__name__})"
 
@@ -114,22 +114,22 @@ def _time_decode(ctx: Ctx, run: _LayoutRun, L: int, mode: str) -> dict[str, Any]
         model(prompt, cache)
     sync(device)
     kv_bytes = cache.nbytes()
-    allocated = sum(b.numel() * b.element_size() for b in cache.k + cache.v)
-    el = cache.k[0].element_size()
-    closed = kv_cache_bytes(mcfg.n_layers, mcfg.kv_heads, mcfg.head_dim, L, el, ds.batch)
+    buffers = cache.tensors()
+    allocated = sum(b.numel() * b.element_size() for b in buffers)
+    el = buffers[0].element_size()
+    closed = cache_bytes(mcfg, L, el, ds.batch)  # what the attention layer's spec says it holds
     step = DecodeStep(model, cache, tok, L, mode=mode, warmup=ds.warmup_steps)  # graph: captured here
     for _ in range(ds.warmup_steps):  # compile: compiles on the first call
         step()
     t = bench_calls(step, device, n=ds.steps)
     cache.length = L
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    moved = decode_step_bytes(param_bytes, kv_bytes, n_layers=mcfg.n_layers, kv_heads=mcfg.kv_heads,
-                              head_dim=mcfg.head_dim, el_bytes=el, batch=ds.batch)
+    moved = decode_step_bytes(param_bytes, kv_bytes, mcfg, el_bytes=el, batch=ds.batch)
     gbps = moved / (t.median_ms / 1e3) / 1e9
     peak = peak_bandwidth() if is_cuda(device) else None
     return {**_timing_metrics(t), "tokens_per_s": ds.batch / (t.median_ms / 1e3),
             "kv_bytes": kv_bytes, "kv_bytes_closed_form": closed, "kv_bytes_allocated": allocated,
-            "kv_match": kv_bytes == closed, "kv_dtype": str(cache.k[0].dtype).replace("torch.", ""),
+            "kv_match": kv_bytes == closed, "kv_dtype": str(buffers[0].dtype).replace("torch.", ""),
             "attn_backend": _attn_backend(mcfg, ds.batch, 1, L + 1, device, run.dtype),
             "decode_backend": step.backend, "param_bytes": param_bytes, "bytes_per_step": moved,
             "achieved_gbps": gbps, "peak_gbps": peak.tflops if peak else None,

@@ -8,7 +8,7 @@ import torch
 from ablate.core.config import ModelConfig
 from ablate.core.decode import MODES, DecodeStep
 from ablate.errors import ConfigError, UnavailableError
-from ablate.core.flops import decode_step_bytes, kv_cache_bytes, peak_bandwidth
+from ablate.core.flops import cache_bytes, decode_step_bytes, peak_bandwidth
 from ablate.core.model import KVCache, StaticKVCache, Transformer
 
 POSITIONS = ["rope", "alibi", "rope_dynamic_ntk", "learned", "t5_bias", "sinusoidal", "none"]
@@ -45,7 +45,7 @@ def test_static_cache_decodes_what_the_full_forward_computes(position, n_kv_head
     else:
         assert torch.allclose(got_s, full, atol=1e-10, rtol=1e-9), (got_s - full).abs().max()
     assert static.length == 23 and static.nbytes() == growing.nbytes()
-    assert static.nbytes() == kv_cache_bytes(2, n_kv_heads or 4, 8, 23, 8, batch=2)
+    assert static.nbytes() == cache_bytes(model.cfg, 23, 8, batch=2) == 2 * 2 * (n_kv_heads or 4) * 8 * 23 * 8 * 2
 
 
 def test_static_cache_refuses_to_overflow_and_never_reallocates():
@@ -129,10 +129,10 @@ def test_graphed_and_compiled_steps_match_eager_on_cuda(mode):
 
 
 def test_decode_bytes_and_bandwidth_peaks(monkeypatch):
-    kv = kv_cache_bytes(8, 16, 64, 32768, 2, batch=1)
+    mcfg = ModelConfig(d_model=1024, n_layers=8, n_heads=16)  # head_dim 64
+    kv = cache_bytes(mcfg, 32768, 2, batch=1)
     assert kv == 2 * 8 * 16 * 64 * 32768 * 2
-    assert decode_step_bytes(10**9, kv, n_layers=8, kv_heads=16, head_dim=64, el_bytes=2, batch=1) == \
-        10**9 + kv + 2 * 8 * 16 * 64 * 2
+    assert decode_step_bytes(10**9, kv, mcfg, el_bytes=2, batch=1) == 10**9 + kv + 2 * 8 * 16 * 64 * 2
     monkeypatch.delenv("ABLATE_PEAK_GBPS", raising=False)
     assert peak_bandwidth("NVIDIA H100 80GB HBM3").tflops == 3350.0
     assert peak_bandwidth("NVIDIA H200").tflops == 4800.0

@@ -170,7 +170,7 @@ def test_kv_cache_closed_form_equals_measured_nbytes(n_kv_heads):
     with torch.no_grad():
         model(torch.randint(0, 32, (2, 37)), cache)
         model(torch.randint(0, 32, (2, 1)), cache)
-    closed = F.kv_cache_bytes(cfg.n_layers, cfg.kv_heads, cfg.head_dim, 38, 4, batch=2)
+    closed = F.cache_bytes(cfg, 38, 4, batch=2)
     assert cache.nbytes() == closed == 2 * 3 * cfg.kv_heads * 8 * 38 * 4 * 2
 
 

@@ -1,4 +1,8 @@
-"""Attention kernels behind one signature, registered in :data:`ablate.registry.keys.ATTENTION`.
+"""Attention layers and the kernels behind them, registered in :data:`ablate.registry.keys.ATTENTION`.
+
+An attention key names a *layer* (:mod:`.layer`: :class:`LayerSpec`, :func:`layer_spec`; projections, q/k hooks,
+cache layout, parameter count, cache bytes, FLOPs); every kernel below is the kernel of the standard multi-head
+layer. Caches (growing, static, rolling) are in :mod:`.cache`.
 
 The contract (call signature, capabilities, validation, masks, :class:`AttentionSpec`) is in
 :mod:`ablate.variants.attention.contract`; each backend module declares the spec of its key(s) next to its code:
@@ -28,11 +32,14 @@ from ablate.variants.attention.contract import (FEATURES, SETTINGS, SPECS, Atten
                                                 _expand_kv, _LRU, allowed_mask, attention_fn, check_call, spec,
                                                 supports)
 from ablate.variants.attention.linear import LINEAR_CHUNK, linear_attention, linear_reference
+from ablate.variants.attention.cache import CACHES, CacheLayout, KVCache, RollingKVCache, StaticKVCache
+from ablate.variants.attention.layer import KV_LAYOUT, LAYERS, LayerSpec, MultiHeadAttention, kernel_keys, layer_spec
 
 __all__ = [
     "KEYS", "FEATURES", "ScoreBiasLike", "attention_fn", "check_call", "supports", "backend_of",
     "linear_attention", "allowed_mask", "LINEAR_CHUNK", "SPECS", "spec", "AttentionSpec", "SETTINGS",
-    "linear_reference",
+    "linear_reference", "LayerSpec", "LAYERS", "layer_spec", "MultiHeadAttention", "KV_LAYOUT", "kernel_keys",
+    "CacheLayout", "KVCache", "StaticKVCache", "RollingKVCache", "CACHES",
 ]
 
 KEYS: tuple[str, ...] = tuple(SPECS)

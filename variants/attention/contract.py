@@ -339,11 +339,16 @@ class AttentionSpec:
 
 
 def spec(key: str) -> AttentionSpec:
-    """The :class:`AttentionSpec` of ``key`` (UnknownKeyError lists the valid keys)."""
+    """The :class:`AttentionSpec` of ``key``'s kernel (a layer key: the kernel its layer calls; UnknownKeyError
+    lists the valid keys)."""
     try:
         return SPECS[key]
     except KeyError:
         ATTENTION.get(key)  # unknown: UnknownKeyError lists the registered keys
+        from ablate.variants.attention.layer import LAYERS  # lazy: the layer module imports this one
+
+        if key in LAYERS:
+            return SPECS[LAYERS[key].kernel]
         raise UnknownKeyError("attention spec", key, list(SPECS)) from None  # registered without a spec
 
 
