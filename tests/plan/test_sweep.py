@@ -96,7 +96,7 @@ def test_dry_run_prints_the_resolved_configuration_and_the_plan_and_writes_nothi
                           "--out", str(out), "--dry-run")
     assert code == 0 and not out.exists()
     assert "model.norm = 'layernorm'" in stdout and "positions = ['rope', 'alibi']" in stdout
-    assert "plan: 2 task(s), 0 done already, 2 to run" in stdout and "[todo] alibi-s0" in stdout
+    assert "plan: 2 task(s), 0 done already, 2 to run" in stdout and "[todo] alibi@s0" in stdout
     assert stdout.rstrip().endswith("dry run: nothing was run or written")
     code, _, err = cli(capsys, "run", "-s", "extrapolation", "--set", "model.position=nope", "--out", str(out),
                        "--dry-run")

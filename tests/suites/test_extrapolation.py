@@ -277,3 +277,20 @@ def test_one_embedding_treatment_for_every_variant_named_in_every_row():
     off_jobs = ex.plan_jobs(off, "micro", corpus, "cpu", [0])
     assert all(r.key["scale_embeddings"] is False for j in off_jobs for r in j.rows)
     assert ex.config_id(off, corpus) != ex.config_id(cfg, corpus)
+
+
+def test_ablate_run_makes_its_plan_once_and_takes_old_task_ids(tmp_path, monkeypatch, capsys):
+    from ablate.cli import main
+    from ablate.suites.extrapolation import suite
+
+    calls = []
+    real = suite.training_setup
+    monkeypatch.setattr(suite, "training_setup", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    with pytest.raises(SystemExit) as exc:  # the old id form of a task (rope-s0): now rope@s0
+        main(["run", "-s", "extrapolation", "-p", "micro", "--device", "cpu", "--out", str(tmp_path),
+              "--no-progress", "--task", "rope-s0", "--set", "train.steps=2"])
+    assert exc.value.code in (0, None), capsys.readouterr().err
+    assert len(calls) == 1  # config, corpus and plan: once per run (the launcher's task list and the run share it)
+    rows = read_rows(results_path(_opts(tmp_path)))
+    assert rows and {(r["trained_position"], r["seed"]) for r in rows} == {("rope", 0)}
+    assert all(r["status"] in ("ok", "unsupported") for r in rows)
