@@ -6,7 +6,7 @@ uniformly at random (a fixed seed) from **every** document of the held-out split
 split, and records which documents it drew, so intervals can resample them (:mod:`ablate.analysis.stats`,
 ``crossed_difference``: seeds *and* documents).
 
-* **Documents.** Where the corpus records its held-out documents (:attr:`ablate.io.data.Corpus.val_docs`: the built-in
+* **Documents.** Where the corpus records its held-out documents (:attr:`ablate.io.corpus.Corpus.val_docs`: the built-in
   corpora and folders of text files) a unit is one document; elsewhere (one text file, a ``.bin`` token file, a
   tokenised corpus) the held-out split is cut into consecutive *blocks* of ``max_doc_tokens`` tokens and a unit is
   one block.
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ablate.io.data import DOC_SEP
+from ablate.io.corpus import DOC_SEP
 from ablate.errors import ConfigError
 
 __all__ = ["EvalSet", "draw", "ROLES", "unigram_loss"]

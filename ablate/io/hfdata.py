@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ablate.errors import ConfigError, UnavailableError
+from ablate.io.corpus import Corpus, by_document
 
 VAL_SPLITS = ("validation", "valid", "val", "test")
 _EXTRA = "the `hf` extra: pip install 'datasets>=2.14' 'tokenizers>=0.15'"
@@ -111,8 +112,6 @@ def _split_bytes(d, col: str) -> np.ndarray:
 
 
 def _corpus(obj, name: str, val_frac: float):
-    from ablate.io.data import Corpus, _by_document
-
     splits = dict(obj) if hasattr(obj, "keys") else {"train": obj}
     if not splits:
         raise ConfigError(f"dataset {name} has no splits")
@@ -128,7 +127,7 @@ def _corpus(obj, name: str, val_frac: float):
     d = splits[only]
     col = _text_column(d)
     docs = ((f"{i:012d}", (t if t.endswith("\n") else t + "\n").encode("utf-8")) for i, t in enumerate(_rows(d, col)))
-    return _by_document(docs, val_frac, name, "row")
+    return by_document(docs, val_frac, name, "row")
 
 
 __all__ = ["load_hf", "load_saved", "is_saved_dataset", "VAL_SPLITS"]

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ablate.errors import ConfigError, UnavailableError
+from ablate.io.corpus import hash_arrays, hash_files
 
 CACHE_FORMAT = 1
 _PIECE = 1 << 20  # bytes of text per encoded piece
@@ -198,7 +199,7 @@ def _install(tmp: Path, folder: Path) -> None:
 
 def tokenize(corpus, spec: str | None):
     """``corpus`` (byte-level) under the tokenizer ``spec``: the corpus itself for ``bytes``, else a tokenised
-    :class:`ablate.io.data.Corpus` from the cache (built on a miss)."""
+    :class:`ablate.io.corpus.Corpus` from the cache (built on a miss)."""
     kind, arg = parse(spec)
     if kind == "bytes":
         return corpus
@@ -267,8 +268,6 @@ def _encode_split(tok, arr: np.ndarray, out: Path, dtype: np.dtype) -> tuple[int
 
 
 def _build_tokens(folder: Path, corpus, tok, expect: dict) -> None:
-    from ablate.io.data import _hash_arrays
-
     vocab = int(tok.get_vocab_size(with_added_tokens=True))
     dtype = _dtype(vocab)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -287,7 +286,7 @@ def _build_tokens(folder: Path, corpus, tok, expect: dict) -> None:
         if exact:
             np.save(tmp / "token_bytes.npy", np.pad(table, (0, vocab - len(table))).astype(np.int32))
         meta = {"format": CACHE_FORMAT, **expect, "name": corpus.name, "split": corpus.split,
-                "vocab_size": vocab, "dtype": dtype.name, "hash": _hash_arrays(train, val),
+                "vocab_size": vocab, "dtype": dtype.name, "hash": hash_arrays(train, val),
                 "train_tokens": counts["train"][0], "val_tokens": counts["val"][0],
                 "train_bytes": counts["train"][1], "val_bytes": counts["val"][1], "bytes_exact": bool(exact)}
         del train, val
@@ -306,8 +305,6 @@ def _table_sum(table: np.ndarray, arr: np.ndarray) -> int:
 
 def _load_tokens(folder: Path, expect: dict):
     """``(train, val, meta, token_bytes | None)`` of a valid cache entry, else None (missing or not trusted)."""
-    from ablate.io.data import _hash_files
-
     try:
         meta = json.loads((folder / "meta.json").read_text())
         if meta.get("format") != CACHE_FORMAT or any(meta.get(k) != v for k, v in expect.items()):
@@ -321,7 +318,7 @@ def _load_tokens(folder: Path, expect: dict):
                 return None
         train = np.memmap(files[0], dtype=dtype, mode="r")
         val = np.memmap(files[1], dtype=dtype, mode="r")
-        if _hash_files(train, val, files) != meta["hash"]:
+        if hash_files(train, val, files) != meta["hash"]:
             return None
         table = None
         if meta.get("bytes_exact"):

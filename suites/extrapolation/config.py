@@ -344,7 +344,7 @@ def eval_stride(cfg: ExtrapolationConfig) -> int | None:
 def config_id(cfg: ExtrapolationConfig, corpus: Any, kind: str = "lm") -> str:
     """Hash of everything that shapes the trained weights (model without its position slot, training, data and the
     corpus's identity; a probe's settings for probe models), so switching the probes on or off never retrains the
-    LMs. ``corpus``: a :class:`ablate.io.data.Corpus` (or its name)."""
+    LMs. ``corpus``: a :class:`ablate.io.corpus.Corpus` (or its name)."""
     model = flatten(cfg.model)
     model.pop("position", None)
     tr = flatten(cfg.train)

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from ablate.core.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
-from ablate.io.data import Batches, Corpus
+from ablate.io.corpus import Corpus
+from ablate.io.data import Batches
 from ablate.errors import PositionRangeError
 from ablate.plan.estimate import TrainJob, job_flops
 from ablate.core.evalset import unigram_loss

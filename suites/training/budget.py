@@ -8,7 +8,8 @@ from typing import Any
 import torch
 
 from ablate.core.config import ModelConfig
-from ablate.io.data import Batches, Corpus
+from ablate.io.corpus import Corpus
+from ablate.io.data import Batches
 from ablate.errors import ConfigError
 from ablate.plan.estimate import EvalWork, TrainJob, model_matmul_params, planned_vocab
 from ablate.core.flops import matmul_params, step_flops

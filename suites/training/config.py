@@ -181,7 +181,7 @@ def _model_id(model: ModelConfig) -> dict[str, Any]:
 
 
 def _corpus_id(corpus: Any) -> dict[str, Any]:
-    """The corpus's name and, for a :class:`ablate.io.data.Corpus`, its content hash (runs on other data never mix)."""
+    """The corpus's name and, for a :class:`ablate.io.corpus.Corpus`, its content hash (runs on other data never mix)."""
     out: dict[str, Any] = {"corpus": getattr(corpus, "name", corpus), "protocol": PROTOCOL}
     if getattr(corpus, "hash", None):
         out["corpus_hash"] = corpus.hash

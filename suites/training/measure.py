@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from ablate.launchers import distributed
-from ablate.io.data import Batches, Corpus
+from ablate.io.corpus import Corpus
+from ablate.io.data import Batches
 from ablate.core.evalset import EvalSet, draw
 from ablate.core.evaluate import evaluate
 from ablate.core.flops import matmul_params, peak_tflops

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from ablate.io.data import DOC_SEP, Batches, Corpus, _hash_arrays, _held_out, check_eval_span, load_corpus
+from ablate.io.corpus import DOC_SEP, Corpus, hash_arrays, held_out
+from ablate.io.data import Batches, check_eval_span, load_corpus
 from ablate.errors import ConfigError
 
 
@@ -25,8 +26,8 @@ def test_topics_holds_out_whole_topics():
     assert c.vocab_size == 256 and c.byte_level
     assert c.split == "by topic crc32 0.1"
     texts = _topic_texts()
-    held = sorted(k for k in texts if _held_out(k, 0.1))
-    kept = sorted(k for k in texts if not _held_out(k, 0.1))
+    held = sorted(k for k in texts if held_out(k, 0.1))
+    kept = sorted(k for k in texts if not held_out(k, 0.1))
     assert held and kept
     # each split is exactly its whole topics, in sorted-key order, joined by the separator: no topic straddles
     assert bytes(c.val) == DOC_SEP.join(texts[k] for k in held)
@@ -85,7 +86,7 @@ def test_one_file_rules_and_file_hash(tmp_path):
     f.write_bytes(b"hello world\n" * 1000)
     c = load_corpus(f)
     assert c.split == "tail 0.1 (one file: no document boundaries)" and c.documents is None
-    assert c.hash == _hash_arrays(np.array(c.train), np.array(c.val))  # streamed from the file = from the arrays
+    assert c.hash == hash_arrays(np.array(c.train), np.array(c.val))  # streamed from the file = from the arrays
     assert load_corpus(f).hash == c.hash
     # one byte changed (same size): another hash, even within the process cache
     st = os.stat(f)
@@ -101,7 +102,7 @@ def test_one_file_rules_and_file_hash(tmp_path):
     (np.arange(5000) % 300).astype(np.uint16).tofile(tok)
     cb = load_corpus(tok, vocab_size=300)
     assert cb.split == "tail 0.1 (one file: no document boundaries)"
-    assert cb.hash == _hash_arrays(np.array(cb.train), np.array(cb.val))
+    assert cb.hash == hash_arrays(np.array(cb.train), np.array(cb.val))
     assert cb.describe()["data.val_docs"] is None
 
 
@@ -111,9 +112,9 @@ def test_bin_pair_hash(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({"vocab_size": 600}))
     c = load_corpus(tmp_path)
     assert c.split == "train.bin / val.bin"
-    assert c.hash == _hash_arrays(np.arange(500, dtype=np.uint16), np.arange(100, dtype=np.uint16))
+    assert c.hash == hash_arrays(np.arange(500, dtype=np.uint16), np.arange(100, dtype=np.uint16))
     # the same tokens split elsewhere are another corpus
-    assert c.hash != _hash_arrays(np.arange(499, dtype=np.uint16), np.arange(499, 600, dtype=np.uint16))
+    assert c.hash != hash_arrays(np.arange(499, dtype=np.uint16), np.arange(499, 600, dtype=np.uint16))
 
 
 def test_folder_split_by_whole_files(tmp_path):
@@ -123,7 +124,7 @@ def test_folder_split_by_whole_files(tmp_path):
     for name, data in texts.items():
         (folder / name).write_bytes(data)
     c = load_corpus(folder)
-    held = sorted(k for k in texts if _held_out(k, 0.1))
+    held = sorted(k for k in texts if held_out(k, 0.1))
     assert c.split == "by file crc32 0.1" and c.documents == (60 - len(held), len(held))
     assert bytes(c.val) == DOC_SEP.join(texts[k] for k in held)
     assert load_corpus(folder).hash == c.hash
@@ -138,7 +139,7 @@ def test_stdlib_split_by_file():
     val = bytes(c.val[:200_000])
     root = Path(sysconfig.get_paths()["stdlib"])
     held = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py") if "site-packages" not in p.parts
-                  and _held_out(p.relative_to(root).as_posix(), 0.1) and p.stat().st_size > 0)
+                  and held_out(p.relative_to(root).as_posix(), 0.1) and p.stat().st_size > 0)
     first = (root / held[0]).read_bytes()
     assert val.startswith(first[:1000])  # the held-out files, whole, from the first byte
 

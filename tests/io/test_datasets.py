@@ -64,13 +64,13 @@ def test_saved_folder_uses_the_datasets_own_splits(saved):
 
 
 def test_one_split_dataset_holds_out_rows_by_the_crc32_rule(tmp_path):
-    from ablate.io.data import _held_out
+    from ablate.io.corpus import held_out
 
     rows = [f"document {i}: " + "word " * (20 + i % 7) for i in range(400)]
     datasets.Dataset.from_dict({"text": rows}).save_to_disk(str(tmp_path / "one"))
     c = load_corpus(tmp_path / "one", val_frac=0.1)
     assert c.split == "by row crc32 0.1"
-    held = [r for i, r in enumerate(rows) if _held_out(f"{i:012d}", 0.1)]
+    held = [r for i, r in enumerate(rows) if held_out(f"{i:012d}", 0.1)]
     assert c.documents == (len(rows) - len(held), len(held))
     assert bytes(c.val) == b"\n\n".join((r + "\n").encode() for r in held)
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from ablate.io import tokenize as tk
-from ablate.io.data import Corpus, load_corpus
+from ablate.io.corpus import Corpus
+from ablate.io.data import load_corpus
 from ablate.errors import ConfigError, UnavailableError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,8 +79,8 @@ def test_bpe_is_deterministic_across_processes_and_caches(tmp_path, monkeypatch)
     b = tk.tokenize(c, "bpe:300")
     assert a.tokenizer == b.tokenizer and a.tokenizer.startswith("bpe300:")
     assert a.hash == b.hash and np.array_equal(a.train, b.train) and np.array_equal(a.val, b.val)
-    code = ("import numpy as np; from ablate.io.data import Corpus; from ablate import tokenize as tk; "
-            "import tests.test_tokenize as t; c = tk.tokenize(t._text_corpus(), 'bpe:300'); "
+    code = ("import numpy as np; from ablate.io.corpus import Corpus; from ablate.io import tokenize as tk; "
+            "import tests.io.test_tokenize as t; c = tk.tokenize(t._text_corpus(), 'bpe:300'); "
             "print(c.tokenizer, c.hash)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "ABLATE_CACHE": str(tmp_path / "third"),
