@@ -187,7 +187,8 @@ def run_options(a: RunArgs):
         overrides.append(f"data.tokenizer={a.tokenizer}")
     return RunOptions(suite=a.suite, preset=a.preset, overrides=tuple(overrides), out=out, seeds=a.seeds,
                       resume=a.resume, data=a.data, device=a.device, progress=a.progress, only=a.task,
-                      plugins=plugins, log_to=tuple(log_to or ()))
+                      plugins=plugins, log_to=tuple(log_to or ()),
+                      summary_tables=False)  # one summary: ablate show's tables, below (none with --no-summary)
 
 
 def launch_options(a: RunArgs):

@@ -99,6 +99,7 @@ class RunOptions:
     shard: str | None = None  # write rows to this worker shard of the results file (ablate.store.results.shard_path)
     plugins: tuple[str, ...] = ()  # plugins (ablate.registry.plugins) every process of the run loads: modules, absolute files
     log_to: tuple[str, ...] = ()  # trackers for live training curves (ablate.store.livelog): wandb, mlflow, tensorboard
+    summary_tables: bool = True  # the suite ends with its own summary tables (`ablate run` prints `ablate show`'s)
 
     def __post_init__(self) -> None:  # accept str paths and lists from Python callers
         object.__setattr__(self, "out", Path(self.out))

@@ -16,8 +16,9 @@ from .summary import _protocol_groups, ppl_summary, protocol_line
 from .tables import effective_table, ppl_table, probe_table
 
 
-def _print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: int) -> None:
+def _print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: int, tables: bool = True) -> None:
     console = Console()
+    show = console.print if tables else (lambda *a, **k: None)  # tables: off under `ablate run`
     try:
         df = to_frame(out)
     except Exception as exc:  # the run itself succeeded; never fail on the print
@@ -38,9 +39,9 @@ def _print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: in
         for _, r in wide.iterrows():
             table.add_row(*[("—" if v is None or (isinstance(v, float) and not math.isfinite(v))
                              else f"{v:.2f}" if isinstance(v, float) else str(v)) for v in r.tolist()])
-        console.print(table)
+        show(table)
         eff = effective_table(g, train_len)
-        console.print("effective length (ppl within 10% of train_len): " + ", ".join(
+        show("effective length (ppl within 10% of train_len): " + ", ".join(
             f"{r['variant']}={r['effective length'] or '—'}" for _, r in eff.iterrows()))
     try:
         allrows = to_frame(out)
@@ -62,5 +63,5 @@ def _print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: in
             table.add_column(str(c), justify="left" if c == "variant" else "right")
         for _, r in wide.iterrows():
             table.add_row(*[str(v) for v in r.tolist()])
-        console.print(table)
+        show(table)
     console.print(f"{len(df)} rows in {out}; trained {trained} model(s); {elapsed:.1f} s")

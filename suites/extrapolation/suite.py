@@ -63,7 +63,7 @@ class Extrapolation(Suite[ExtrapolationConfig]):
 
     def summary(self, run: Run[ExtrapolationConfig]) -> None:
         _print_summary(run.plan.results, config_id(run.cfg, run.plan.corpus), run.plan.preset,
-                       time.perf_counter() - run.t_start, run.measured)
+                       time.perf_counter() - run.t_start, run.measured, tables=run.opts.summary_tables)
 
 
 SUITE_KIT = Extrapolation()

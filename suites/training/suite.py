@@ -127,7 +127,7 @@ class Training(Suite[TrainingConfig]):
 
     def summary(self, run: Run[TrainingConfig]) -> None:
         _print_summary(run.plan.results, run.state["gid"], time.perf_counter() - run.t_start, run.measured,
-                       run.left, run.cfg.time_limit_s)
+                       run.left, run.cfg.time_limit_s, tables=run.opts.summary_tables)
 
 
 def _point_sweep(run: Run[TrainingConfig], point: GridPoint):
@@ -162,14 +162,14 @@ def run(opts) -> Path:
     return SUITE_KIT.run(opts)
 
 
-def _print_summary(out: Path, gid: str, elapsed: float, ran: int, left: int, limit: float) -> None:
+def _print_summary(out: Path, gid: str, elapsed: float, ran: int, left: int, limit: float, tables: bool = True) -> None:
     console = Console(width=None if Console().is_terminal else 140)
     try:
         df = to_frame(out) if out.exists() else None
     except Exception as exc:  # the run itself succeeded; never fail on the print
         console.print(f"[yellow]could not read {out}: {exc}[/]")
         df = None
-    if df is not None and "grid_id" in df.columns:
+    if tables and df is not None and "grid_id" in df.columns:
         df = grid_rows(df[df["suite"] == SUITE], gid)
         if not df.empty:
             summ = summary_table(df)

@@ -164,7 +164,8 @@ def test_run_calls_the_suite(capsys, tmp_path, fake_suite):
     assert code == 0, err
     (opts,) = fake_suite
     assert opts == RunOptions(suite="training", preset="tiny", overrides=("steps=3", "model.position=alibi"),
-                              out=tmp_path, seeds=2, resume=False, data=None, device="cpu", progress=False)
+                              out=tmp_path, seeds=2, resume=False, data=None, device="cpu", progress=False,
+                              summary_tables=False)
     assert f"results: {tmp_path / 'training' / 'cpu-tiny.jsonl'} (2 new rows" in out and "2 new rows" in out and "1 ok" in out and "1 unavailable" in out
 
 
