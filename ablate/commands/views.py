@@ -97,7 +97,7 @@ def list_variants(axis: Optional[str], as_json: bool, device: Optional[str], plu
             table.add_column(col, overflow="fold", no_wrap=col == "key")
         for row in data[a]:
             avail = "[green]yes[/green]" if row["available"] else "[red]no[/red]"
-            # escape: reasons like "pip install 'ablate[flash]'" must not be read as rich markup
+            # escape: reasons like "pip install 'ablate-bench[flash]'" must not be read as rich markup
             table.add_row(escape(row["key"]), avail, escape(row["reason"] or ""), escape(row["description"] or ""),
                           escape(row["paper"] or ""), escape(row["origin"] or ""))
         console.print(table)

@@ -145,11 +145,11 @@ def _refuse_grid_governed(cfg: TrainingConfig, keys: set[str]) -> None:
                           "(data.vocab_size for a .bin file)")
     if "model.scale_embeddings" in keys:
         raise ConfigError("model.scale_embeddings is set by the grid, one treatment for every point: "
-                          "grid.scale_embeddings=true|false, or a factor: --grid scale_embeddings=false,true")
+                          "grid.scale_embeddings=true|false, or a factor: --sweep model.scale_embeddings=false,true")
     axes = {a.key for a in parse_axes(cfg.grid.axes)} if cfg.grid.axes.strip() else set()
     for k in ("grid.mode", "grid.base"):
         if k in keys and not axes:
-            raise ConfigError(f"{k} applies to an axes grid; give its axes with --grid key=a,b (or --set "
+            raise ConfigError(f"{k} applies to an axes grid; give its axes with --sweep model.KEY=a,b (or --set "
                               f"grid.axes=...); the default grid is original vs modern")
     for key in sorted(k for k in keys if k.startswith("model.")):
         name = key[len("model."):]
@@ -158,8 +158,8 @@ def _refuse_grid_governed(cfg: TrainingConfig, keys: set[str]) -> None:
         if name in ORIGINAL and (not axes or cfg.grid.base != "preset"):
             where = "the default grid's points" if not axes else f"the grid base {cfg.grid.base!r}"
             raise ConfigError(f"{key} is set by {where} (original: {ORIGINAL[name]}, modern: {MODERN[name]}); vary "
-                              f"it with --grid {name}=a,b, or make it the base of an axes grid with --set "
-                              f"grid.base=preset --grid <axes>")
+                              f"it with --sweep {key}=a,b, or make it the base of an axes grid with --set "
+                              f"grid.base=preset --sweep model.AXIS=a,b")
 
 
 def grid_points(cfg: TrainingConfig) -> tuple[list[GridPoint], GridPoint]:

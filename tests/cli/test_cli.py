@@ -277,15 +277,15 @@ def test_torn_line_warning_is_one_line(capsys, tmp_path, fake_suite):
 
 
 def test_list_table_shows_brackets_literally(capsys, monkeypatch):
-    """Reasons like "pip install 'ablate[flash]'" must not be eaten as rich markup."""
+    """Reasons like "pip install 'ablate-bench[flash]'" must not be eaten as rich markup."""
     import ablate.commands.views as cli_views
     from ablate.registry.keys import Registry
 
     reg = Registry("attention")
     reg.register("fake", description="uses [bold]x[/bold]", paper="[1]",
-                 available=lambda device=None: (False, "pip install 'ablate[flash]'"))(lambda *a, **k: None)
+                 available=lambda device=None: (False, "pip install 'ablate-bench[flash]'"))(lambda *a, **k: None)
     monkeypatch.setattr(cli_views, "load_registries", lambda: ({"attention": reg}, []))
     monkeypatch.setenv("COLUMNS", "200")
     code, out, _ = cli(capsys, "list", "--axis", "attention")
     assert code == 0
-    assert "ablate[flash]" in out and "[bold]x[/bold]" in out and "[1]" in out
+    assert "ablate-bench[flash]" in out and "[bold]x[/bold]" in out and "[1]" in out

@@ -456,7 +456,7 @@ def _hf_config(LlamaConfig, d, base, L, rope_scaling):
 def test_rope_init_matches_transformers():
     """Ours against transformers' own rope init functions ("yarn", "linear", "dynamic") on the full grid."""
     transformers = pytest.importorskip("transformers", minversion="4.45",
-                                       reason="transformers not installed (pip install 'ablate[refs]')")
+                                       reason="transformers not installed (pip install 'ablate-bench[refs]')")
     from transformers import LlamaConfig
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS as HF
 
