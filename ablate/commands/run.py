@@ -390,8 +390,12 @@ def show_plan(opts) -> None:
         state = "done" if t not in owed else "todo"
         rows = f"{len(t.keys)} row(s)" if t.keys is not None else "rows known when it runs"
         typer.echo(f"  [{state}] {t.id}: {t.label} ({rows})")
-    for line in _estimate(module, cfg, opts, device):
-        typer.echo(line + (f" [the whole plan of {planned} task(s)]" if opts.only else ""))
+    if tasks and not owed and hasattr(module, "train_jobs"):
+        typer.echo("estimate: nothing left to run (every task is done; --no-resume runs them again)")
+    else:
+        whole = f" [the whole plan: {planned} task(s), {len(owed)} to run]" if len(owed) < planned else ""
+        for line in _estimate(module, cfg, opts, device):
+            typer.echo(line + whole)
     typer.echo("dry run: nothing was run or written")
 
 

@@ -1,6 +1,6 @@
 """`ablate run` as users of tqdm and lm-eval expect it (issue 23): stdout carries the results only (the summary
 tables, the results line), progress bars and status lines go to stderr; `--no-summary` prints no summary table
-anywhere; one summary table, not two; `--dry-run` honours `--task`."""
+anywhere; one summary table, not two; `--dry-run` honours `--task` and prices nothing when nothing is left."""
 
 from __future__ import annotations
 
@@ -43,6 +43,11 @@ def test_no_summary_prints_no_summary_table(capsys, tmp_path):
     assert not _tables(out) and not _tables(err), _tables(out) + _tables(err)
     path = tmp_path / "extrapolation" / "cpu-micro.jsonl"
     assert out.splitlines() == [f"results: {path} (3 new rows: 3 ok)"]
+    code, out, err = cli(capsys, "run", *ONE_MODEL, "--out", str(tmp_path), "--dry-run")
+    assert code == 0, err  # the estimate counts what is left to run, not the whole plan again
+    assert "plan: 1 task(s), 1 done already, 0 to run" in out
+    assert "estimate: nothing left to run (every task is done; --no-resume runs them again)" in out
+    assert "FLOP" not in out
 
 
 def test_training_no_summary_prints_no_summary_table(capsys, tmp_path):
@@ -72,6 +77,7 @@ def test_dry_run_lists_only_the_selected_tasks(capsys, tmp_path):
               if line.startswith("  [todo]") or line.startswith("  [done]")]
     assert sorted(listed) == ["modern@s0", "original@s0"]
     assert "plan: 2 task(s) (--task: 2 of 14), 0 done already, 2 to run" in out
+    assert "[the whole plan: 14 task(s), 2 to run]" in out  # the estimate still prices every task
     assert out.rstrip().endswith("dry run: nothing was run or written")
     code, out, _ = cli(capsys, "run", *TRAINING, "--out", str(tmp_path), "--dry-run")
     assert code == 0 and "plan: 14 task(s), 0 done already, 14 to run" in out
