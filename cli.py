@@ -175,8 +175,9 @@ def run_cmd(
                                 help="Skip measurements already in the results (with a launcher: submit only the "
                                      "tasks that are not done)."),
     task: Optional[List[str]] = typer.Option(None, "--task", rich_help_panel=_RESUME,
-                                             help="Run only this task of the sweep (training: POINT@sSEED); "
-                                                  "repeatable. --dry-run lists the task ids; so does `ablate status`."),
+                                             help="Run only this task of the sweep, by its id (modern@s0, "
+                                                  "alibi@s0, kernel-sdpa); repeatable. --dry-run lists the ids; so "
+                                                  "does `ablate status`."),
     dry_run: bool = typer.Option(False, "--dry-run", rich_help_panel=_RESUME,
                                  help="Print the resolved configuration (presets, --set, --sweep applied) and the "
                                       "plan (the tasks, or those --task selects, and which are done), then exit: "
