@@ -1,12 +1,16 @@
 """The suite contract: how ``ablate run`` and ``ablate report`` reach a suite.
 
-A suite is a module ``ablate.suites.<name>`` (file ``suites/<name>.py``) offering
+A suite is a package ``ablate.suites.<name>`` (folder ``suites/<name>/``) offering
 
+    def tasks(opts: RunOptions) -> tuple[Path, list[Task]]
     def run(opts: RunOptions) -> Path
-        Run the sweep described by ``opts`` and return the results file (JSONL, see ablate.store.results).
-        ``opts.device`` is already resolved to "cpu" or "cuda". Skip rows already done when ``opts.resume``
-        (``ablate.store.results.ResultWriter`` does this), apply ``opts.overrides`` with ``ablate.core.config.apply_overrides``
-        (unknown keys → ConfigError), run ``opts.seeds`` seeds, write under ``opts.out`` (see :func:`results_path`).
+        Both come from one :class:`ablate.plan.suitekit.Suite` object (``SUITE_KIT.tasks`` / ``SUITE_KIT.run``):
+        the suite supplies its plan (config, data, tasks and the rows each owes), its measurement and its summary;
+        :func:`ablate.plan.suitekit.run_loop` owns resume (rows already stored are skipped unless ``opts.resume`` is
+        off), claims of tasks, failure rows, progress and trackers, and writes under ``opts.out`` (see
+        :func:`results_path`). ``opts.device`` is already resolved to "cpu" or "cuda"; overrides are applied with
+        ``ablate.core.config.apply_overrides`` (unknown keys → ConfigError). Task ids have one ASCII form
+        (:func:`ablate.plan.suitekit.task_id`: ``modern@s0``, ``rope@s0``, ``kernel-sdpa``).
 
     def report(rows: pandas.DataFrame, out_dir: Path) -> list[Path]      # optional
         Make tables/figures (ablate.reporting.tables) from this suite's rows; return the files written.
