@@ -39,13 +39,12 @@ from ablate import __version__
 from ablate.commands.choices import (CompareFormat, Device, ExportTarget, Format, Launcher, SlurmCluster, Suite,
                                      complete_axis, complete_extrapolation_preset, complete_latency_preset,
                                      complete_preset, complete_suites)
-from ablate.commands.helpfmt import fold_long_words
+from ablate.commands.entry import HelpCommand, HelpGroup  # --help wraps long words instead of cutting them
 from ablate.commands.views import AXES  # noqa: F401  (tests import it from here)
-
-fold_long_words()  # --help wraps a long word (model.norm=layernorm,rmsnorm) instead of cutting it
 
 app = typer.Typer(
     name="ablate",
+    cls=HelpGroup,
     help="Benchmark and ablation harness for Transformer components.",
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion; choices below complete (ablate.commands.choices)
@@ -76,7 +75,7 @@ _PLUGIN_HELP = ("Also load the variants registered by this plugin: a module name
                 "$ABLATE_PLUGINS, so workers load it too). See docs/adding-a-variant.md.")
 
 
-@app.command("list")
+@app.command("list", cls=HelpCommand)
 def list_variants(
     axis: Optional[str] = typer.Option(None, "--axis", "-a", help=f"Only this axis: {', '.join(AXES)}.",
                                        autocompletion=complete_axis),
@@ -107,7 +106,7 @@ def list_variants(
 # env
 
 
-@app.command("env")
+@app.command("env", cls=HelpCommand)
 def env_cmd(
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (human) or json (machine)."),
 ) -> None:
@@ -130,7 +129,7 @@ _LAUNCH = "Launchers: GPUs and Slurm (docs/scale-out.md)"
 _TORCHRUN = "Launchers: torchrun, DDP training (docs/scale-out.md)"
 
 
-@app.command("run")
+@app.command("run", cls=HelpCommand)
 def run_cmd(
     # What to run
     suite: Suite = typer.Option(..., "--suite", "-s", rich_help_panel=_WHAT,
@@ -266,7 +265,7 @@ _SKIP_HELP = ("Leave out rows that break the results schema (docs/results-schema
 _SKIP_HINT = "fix or remove that line, or pass --skip-invalid to leave invalid rows out"
 
 
-@app.command("status")
+@app.command("status", cls=HelpCommand)
 def status_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder (--out of `ablate run`) or one of its results files."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (human) or json (machine)."),
@@ -283,7 +282,7 @@ def status_cmd(
 # report
 
 
-@app.command("report")
+@app.command("report", cls=HelpCommand)
 def report_cmd(
     results: List[Path] = typer.Argument(..., help="Results files (.jsonl) or folders of them."),
     out: str = typer.Option("reports", "--out", "-o", help="Folder for tables and figures."),
@@ -303,7 +302,7 @@ def report_cmd(
 # show
 
 
-@app.command("show")
+@app.command("show", cls=HelpCommand)
 def show_cmd(
     results: List[Path] = typer.Argument(..., help="Results files (.jsonl) or folders of them."),
     all_tables: bool = typer.Option(False, "--all", help="Every table of the report, not only the summary ones."),
@@ -321,7 +320,7 @@ def show_cmd(
 # export
 
 
-@app.command("export")
+@app.command("export", cls=HelpCommand)
 def export_cmd(
     results: List[Path] = typer.Argument(..., help="Results files (.jsonl) or folders of them."),
     to: ExportTarget = typer.Option(..., "--to", "-t", help="parquet or csv (one column per field), or a tracker: "
@@ -348,7 +347,7 @@ def export_cmd(
 from ablate.regress.compare import DEFAULT_FAIL_IF as _DEFAULT_FAIL_IF  # noqa: E402  (light: no torch, no pandas)
 
 
-@app.command("compare")
+@app.command("compare", cls=HelpCommand)
 def compare_cmd(
     baseline: Path = typer.Argument(..., help="Baseline results: a .jsonl file or a folder of them."),
     new: Path = typer.Argument(..., help="New results: a .jsonl file or a folder of them."),
@@ -376,7 +375,7 @@ def compare_cmd(
         raise typer.Exit(rc)
 
 
-@app.command("calibrate")
+@app.command("calibrate", cls=HelpCommand)
 def calibrate_cmd(
     run_a: Path = typer.Argument(..., help="A run of the preset: a .jsonl file or a folder of them."),
     run_b: Path = typer.Argument(..., help="The same preset run again in another process, on the same machine."),
@@ -401,7 +400,7 @@ def calibrate_cmd(
 # nightly
 
 
-@app.command("nightly")
+@app.command("nightly", cls=HelpCommand)
 def nightly_cmd(
     preset_latency: Optional[str] = typer.Option(None, "--preset-latency", autocompletion=complete_latency_preset,
                                                  help="Latency preset (default: gpu on CUDA, tiny on CPU)."),
@@ -445,7 +444,7 @@ def nightly_cmd(
 # version
 
 
-@app.command("version")
+@app.command("version", cls=HelpCommand)
 def version_cmd() -> None:
     """Print the ablate version."""
     typer.echo(f"ablate {__version__}")

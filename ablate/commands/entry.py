@@ -1,5 +1,6 @@
 """The console-script entry of the ``ablate`` command line: run the typer app with one-line errors, one-line
-warnings and signals turned into exit codes (``ablate.cli.main`` calls :func:`main` with the app).
+warnings and signals turned into exit codes (``ablate.cli.main`` calls :func:`main` with the app); and the command
+classes of the app, whose help wraps long words instead of cutting them (:mod:`ablate.commands.helpfmt`).
 
 User errors print one line ``ablate: error: <message>`` on stderr and exit 2 (a value outside an option's choices
 names the valid ones); Ctrl-C exits 130, SIGTERM 143. Imports nothing heavy at import time."""
@@ -12,6 +13,7 @@ import warnings
 from typing import Any, List, Optional
 
 import typer
+import typer.core
 
 try:  # typer >= 0.2x vendors click
     from typer._click.exceptions import ClickException as _ClickException
@@ -22,13 +24,34 @@ from ablate.commands.choices import choice_error
 from ablate.commands.views import one_line
 from ablate.errors import AblateError, Terminated
 
-__all__ = ["INTERRUPTED", "TERMINATED", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "main"]
+__all__ = ["INTERRUPTED", "TERMINATED", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "HelpCommand",
+           "HelpGroup", "main"]
 
 INTERRUPTED = "interrupted; finished rows are saved, re-run to resume"
 TERMINATED = "terminated (SIGTERM); finished rows are saved, re-run the same command to resume"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
+
+
+class HelpCommand(typer.core.TyperCommand):
+    """A command whose help folds long words (``model.norm=layernorm,rmsnorm``) instead of cutting them."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from ablate.commands.helpfmt import fold_long_words  # rich: only when help is shown
+
+        fold_long_words()
+        return super().format_help(ctx, formatter)
+
+
+class HelpGroup(typer.core.TyperGroup):
+    """``ablate --help``, folding as :class:`HelpCommand` does."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from ablate.commands.helpfmt import fold_long_words
+
+        fold_long_words()
+        return super().format_help(ctx, formatter)
 
 
 def die(message: str, code: int) -> None:

@@ -1,11 +1,15 @@
 """Help that wraps instead of cutting: typer's rich help sets each option in a table whose cells cut a word longer
 than their column with an ellipsis (``model.position=rop…``, ``--slurm-array-para…`` at 80 columns, the width rich
 assumes when stdout is not a terminal). :func:`fold_long_words` makes such words wrap onto the next line instead.
-Applied once, when ``ablate.cli`` is imported; a typer without these hooks keeps its own behaviour."""
+
+Imported only when a help text is formatted (``ablate.commands.entry.HelpCommand``), so a command that shows no
+help never loads rich; a typer without these hooks keeps its own behaviour."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from typer import rich_utils
 
 __all__ = ["fold_long_words"]
 
@@ -20,10 +24,6 @@ def _fold(renderable: Any) -> Any:
 
 def fold_long_words() -> bool:
     """Make the cells of typer's rich help fold long words; returns whether typer offered the hooks."""
-    try:
-        from typer import rich_utils
-    except ImportError:  # pragma: no cover - typer without rich
-        return False
     help_of = getattr(rich_utils, "_get_parameter_help", None)
     table = getattr(rich_utils, "Table", None)
     if help_of is None or table is None:

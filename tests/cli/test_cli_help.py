@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,15 @@ def test_help_wraps_long_words_instead_of_cutting_them(path):
     result = CliRunner().invoke(app, argv, terminal_width=80)
     assert result.exit_code == 0, result.output
     assert "…" not in result.output, "\n".join(line for line in result.output.splitlines() if "…" in line)
+
+
+def test_the_help_fold_costs_nothing_until_help_is_shown():
+    """Folding long words patches typer's rich help only when help is formatted: importing the CLI (what shell
+    completion does on every <TAB>) loads neither rich nor typer's rich help."""
+    code = "import sys, ablate.cli; print(sorted(m for m in ('rich', 'typer.rich_utils') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("command, args", [("run", RunArgs), ("nightly", NightlyArgs)])
