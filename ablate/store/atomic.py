@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Callable
 
@@ -17,12 +17,11 @@ __all__ = ["write_atomic", "write_text"]
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Create ``path``'s folder, call ``write(tmp)`` to fill a fresh temporary file next to it (unique per process
     and thread; it ends in ``.tmp``), then rename it over ``path``. On any failure the temporary file is removed and
-    the target is left as it was."""
+    the target is left as it was. The file gets the mode a plain ``open()`` would give it (``0o666`` less the umask),
+    not ``tempfile.mkstemp``'s private ``0o600``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _fresh(path)
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -31,6 +30,20 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
             tmp.unlink()
         raise
     return path
+
+
+def _fresh(path: Path) -> Path:
+    """A new, empty file next to ``path``, created by the kernel with ``0o666 & ~umask`` (as ``open(path, "w")``
+    would): ``O_EXCL`` under a random name, so two writers never share one."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name next to {path}")
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -25,3 +25,20 @@ def test_a_failing_write_leaves_the_old_file_and_no_temporary(tmp_path):
         write_atomic(p, half)
     assert p.read_text() == "old\n"
     assert sorted(f.name for f in tmp_path.iterdir()) == ["table.csv"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_honour_the_umask(tmp_path, umask, mode):
+    """A report or export gets the mode a plain open() would give it, not mkstemp's 0600."""
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        p = write_text(tmp_path / "out.csv", "a,b\n")
+        write_text(p, "a,b\n1,2\n")  # replacing keeps the umask's mode too
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == mode == stat.S_IMODE(plain.stat().st_mode)
