@@ -25,7 +25,8 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from ablate.core.config import ModelConfig
-from ablate.core.flops import attention_fwd_flops, matmul_params, step_flops
+from ablate.core.attention_cost import attention_fwd_flops
+from ablate.core.flops import matmul_params, step_flops
 from ablate.core.model import Transformer
 
 __all__ = ["TrainJob", "EvalWork", "SWEEP_LABEL", "FINETUNE_LABEL", "Rate", "model_matmul_params", "planned_vocab", "job_flops", "eval_flops", "measured_rate",

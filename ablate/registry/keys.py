@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
 from ablate.errors import AblateError, UnknownKeyError
-from ablate.registry.plugins import PLUGINS_ENV
 
 BUILTIN_ORIGIN = "ablate"
+PLUGINS_ENV = "ABLATE_PLUGINS"  # the plugins of this process and its children (ablate.registry.plugins)
 _ORIGINS: list[str] = []  # stack of the loaders' origins; empty outside a plugin import
 
 
@@ -188,33 +188,36 @@ ACTIVATION = Registry("activation", built=True)
 
 REGISTRIES: dict[str, Registry] = {r.axis: r for r in (ATTENTION, POSITION, NORM, ACTIVATION)}
 
-# builtins: the built-in tables are in; tried: build() has run (a read builds only until then); building: inside it
+# tried: build() has run (a read builds only until then); building: inside it
 # env: $ABLATE_PLUGINS as the last build() saw it (a read after it changes loads the plugins it adds)
-_STATE: dict[str, Any] = {"builtins": False, "tried": False, "building": False, "env": ""}
+_STATE: dict[str, Any] = {"tried": False, "building": False, "env": ""}
+# What build() runs, in order: installed by ablate.registry.plugins (the built-in tables of ablate.variants, then the
+# plugins). The ablate.registry package imports that module, so they are in place before any registry is read; this
+# module imports neither (the registries sit below the variants and the loader that fill them).
+_LOADERS: list[Callable[[], Any]] = []
+
+
+def add_loader(load: Callable[[], Any]) -> None:
+    """Have :func:`build` run ``load`` (after the loaders added before it); adding one twice adds it once."""
+    if load not in _LOADERS:
+        _LOADERS.append(load)
 
 
 def build() -> dict[str, Registry]:
     """Build the registries and return them by axis: the built-in tables of :data:`ablate.variants.BUILTIN_TABLES`
     first (once), then the plugins (:func:`ablate.registry.plugins.load_plugins`: ``ablate.variants`` entry points of
-    installed distributions, then the modules / files of ``--plugin`` and ``$ABLATE_PLUGINS``, each once). Reads
-    made while it runs (a plugin subclassing a built-in) see what is in so far. A plugin that cannot be imported
-    raises :class:`ablate.registry.plugins.PluginError` (one line) here and at every later call (what ``--plugin`` and
+    installed distributions, then the modules / files of ``--plugin`` and ``$ABLATE_PLUGINS``, each once) -- the
+    loaders :mod:`ablate.registry.plugins` adds (:func:`add_loader`). Reads made while it runs (a plugin subclassing
+    a built-in) see what is in so far. A plugin that cannot be imported raises
+    :class:`ablate.registry.plugins.PluginError` (one line) here and at every later call (what ``--plugin`` and
     ``ablate list`` make); the registries keep nothing it registered."""
     if _STATE["building"]:
         return REGISTRIES
     _STATE["building"] = _STATE["tried"] = True
     _STATE["env"] = os.environ.get(PLUGINS_ENV, "")
     try:
-        if not _STATE["builtins"]:
-            from ablate.variants import BUILTIN_TABLES
-
-            for table in BUILTIN_TABLES:
-                for entry in table._entries.values():
-                    REGISTRIES[table.axis].add(entry)
-            _STATE["builtins"] = True
-        from ablate.registry.plugins import load_plugins
-
-        load_plugins()
+        for load in list(_LOADERS):
+            load()
     finally:
         _STATE["building"] = False
     return REGISTRIES

@@ -42,9 +42,10 @@ from pathlib import Path
 from typing import Iterable
 
 from ablate.errors import AblateError
+from ablate.registry.keys import (PLUGINS_ENV, REGISTRIES, DuplicateKeyError, add_loader, build,  # noqa: F401
+                                  registering_from)
 
 ENTRY_POINT_GROUP = "ablate.variants"
-PLUGINS_ENV = "ABLATE_PLUGINS"
 DISABLE_ENTRY_POINTS_ENV = "ABLATE_DISABLE_ENTRY_POINTS"
 
 _MODULE_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -135,8 +136,6 @@ def use(specs: Iterable[str] | None = (), *, load: bool = True) -> tuple[str, ..
     if current:
         os.environ[PLUGINS_ENV] = os.pathsep.join(current)
     if load:
-        from ablate.registry.keys import build
-
         build()
     return tuple(current)
 
@@ -163,8 +162,6 @@ def _where(exc: BaseException) -> str:
 
 
 def _fail(origin: str, source: str, exc: BaseException, hint: str) -> PluginError:
-    from ablate.registry.keys import REGISTRIES, DuplicateKeyError
-
     for reg in REGISTRIES.values():  # no half-registered plugin
         reg._forget(origin)
     if isinstance(exc, DuplicateKeyError):
@@ -201,8 +198,6 @@ def _import_file(path: str) -> str:
 
 def _load_spec(spec: str) -> Plugin:
     """Import one ``--plugin`` / ``$ABLATE_PLUGINS`` plugin (normalized) under its origin."""
-    from ablate.registry.keys import registering_from
-
     origin = _origin(spec)
     if origin in _LOADED:
         return _LOADED[origin]
@@ -244,8 +239,6 @@ def _dist_name(ep) -> str:  # noqa: ANN001
 
 
 def _load_entry_point(ep) -> Plugin:  # noqa: ANN001
-    from ablate.registry.keys import registering_from
-
     dist = _dist_name(ep)
     origin = f"entry point {dist}:{ep.name}"
     if origin in _LOADED:
@@ -266,6 +259,22 @@ def _load_entry_point(ep) -> Plugin:  # noqa: ANN001
 
 def _entry_points_disabled() -> bool:
     return os.environ.get(DISABLE_ENTRY_POINTS_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+_BUILTINS_IN: list[bool] = [False]
+
+
+def load_builtins() -> None:
+    """Copy the built-in tables of :data:`ablate.variants.BUILTIN_TABLES` into the registries, once (the first loader
+    :func:`ablate.registry.keys.build` runs)."""
+    if _BUILTINS_IN[0]:
+        return
+    from ablate.variants import BUILTIN_TABLES  # lazy: the variants import torch, and they register on the registries
+
+    for table in BUILTIN_TABLES:
+        for entry in table._entries.values():
+            REGISTRIES[table.axis].add(entry)
+    _BUILTINS_IN[0] = True
 
 
 def load_plugins() -> list[Plugin]:
@@ -290,3 +299,7 @@ def load_plugins() -> list[Plugin]:
         _load_spec(spec)
     return loaded()
 
+
+# What ablate.registry.keys.build() runs: the built-ins, then the plugins.
+add_loader(load_builtins)
+add_loader(load_plugins)

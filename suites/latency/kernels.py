@@ -8,7 +8,8 @@ from typing import Any, Callable
 
 import torch
 
-from ablate.core.flops import attention_flops, tflops
+from ablate.core.attention_cost import attention_flops
+from ablate.core.flops import tflops
 from ablate.registry.keys import ATTENTION
 from ablate.core.timing import bench_calls, first_call, free_memory, is_cuda, peak_memory_and_ms
 from ablate.variants.attention import backend_of, check_call, spec, supports

@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from ablate.errors import ConfigError, UnavailableError, UnknownKeyError
-from ablate.core.flops import attention_flops
+from ablate.core.attention_cost import attention_flops
 from ablate.registry.keys import ATTENTION, Availability, Registry
 
 __all__ = [

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ablate.errors import ConfigError
-from ablate.core.flops import linear_attention_flops
+from ablate.core.attention_cost import linear_attention_flops
 from ablate.variants.attention.contract import BUILTIN, ALL_DTYPES, FLOPS_LINEAR, AttentionSpec, check_call, full_caps
 
 __all__ = ["linear_attention", "linear_reference", "LINEAR_CHUNK", "SPEC"]
