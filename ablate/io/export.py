@@ -33,24 +33,20 @@ rows and with what each tracker read back).
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from ablate.store.atomic import write_atomic
 from ablate.errors import ConfigError, ResultsFileError, UnavailableError
 from ablate.store.results import PathLike, iter_files, read_rows, to_frame
-from ablate.store.schema import NUMBER_COLUMNS, RESERVED_COLUMNS
+from ablate.io.frames import columns, flat_frame, hashable, write_csv, write_parquet  # noqa: F401
+from ablate.io.tracker_runs import (CURVE_PREFIX, LABEL_SKIP, STEP_AXES, TrackerRun, scalar_labels,  # noqa: F401
+                                   step_of, tracker_runs)
 from ablate.io.trackers import EXTRAS as TRACKER_EXTRAS
 from ablate.io.trackers import (TRACKERS, check_tracker, install_hint, markdown_table, mlflow_experiment, safe_name,
                              tensorboard_writer, wandb_init)
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 __all__ = ["TARGETS", "FILE_TARGETS", "TRACKERS", "EXTRAS", "STEP_AXES", "TrackerRun", "ExportResult", "export_rows",
            "export", "select_rows", "flat_frame", "tracker_runs", "safe_name", "default_out", "check_target"]
@@ -59,10 +55,6 @@ FILE_TARGETS = ("csv", "parquet")
 TARGETS = FILE_TARGETS + TRACKERS
 # The optional extra of ablate-bench that installs each target's package (csv needs none).
 EXTRAS = {"parquet": ("pyarrow", "parquet"), **TRACKER_EXTRAS}
-STEP_AXES = ("eval_len", "seq_len", "context", "prompt_len")
-# Key fields left out of scalar labels: identifiers that vary with the variant keys beside them.
-LABEL_SKIP = ("config_id", "grid_id", "device_name")
-CURVE_PREFIX = "curve."
 DEFAULT_PROJECT = "ablate"
 
 
@@ -98,11 +90,11 @@ def select_rows(paths: Sequence[PathLike], *, all_rows: bool = False) -> list[di
     ident = [c for c in ("suite", "row_key", "env.hostname", "timestamp", "run_id") if c in df.columns]
 
     def key(r: Mapping[str, Any]) -> tuple:
-        return tuple(_hashable(r.get(c)) for c in ident)
+        return tuple(hashable(r.get(c)) for c in ident)
 
     wanted: dict[tuple, int] = {}
     for rec in df[ident].astype(object).where(df[ident].notna(), None).itertuples(index=False, name=None):
-        k = tuple(_hashable(v) for v in rec)
+        k = tuple(hashable(v) for v in rec)
         wanted[k] = wanted.get(k, 0) + 1
     kept: list[dict[str, Any]] = []
     for r in reversed(rows):  # to_frame keeps the last of equal rows
@@ -112,264 +104,6 @@ def select_rows(paths: Sequence[PathLike], *, all_rows: bool = False) -> list[di
             kept.append(r)
     kept.reverse()
     return kept
-
-
-def _hashable(v: Any) -> Any:
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    if isinstance(v, (list, dict)):
-        return json.dumps(v, sort_keys=True)
-    return v
-
-
-def _columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for r in rows:
-        for c in r:
-            seen.setdefault(c, None)
-    return list(seen)
-
-
-def _json(v: Any) -> str:
-    return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
-
-
-def _scalar_kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float"
-    if isinstance(v, str):
-        return "str"
-    if isinstance(v, (list, tuple)):
-        return "list"
-    return "other"
-
-
-def _list_kind(values: list[Any]) -> str | None:
-    """The one item type of lists of scalars (``number``, ``str``, ``bool``), or None (records, mixed, nested)."""
-    kinds: set[str] = set()
-    for v in values:
-        for item in v:
-            if item is None:
-                continue
-            k = _scalar_kind(item)
-            kinds.add("number" if k in ("int", "float") else k)
-    if not kinds:
-        return "str"
-    return kinds.pop() if len(kinds) == 1 and kinds <= {"number", "str", "bool"} else None
-
-
-def flat_frame(rows: Sequence[Mapping[str, Any]], *, native_lists: bool = False) -> "pd.DataFrame":
-    """One column per field, one line per row, typed as described in the module docstring."""
-    import pandas as pd
-
-    cols = _columns(rows)
-    data: dict[str, Any] = {}
-    for c in cols:
-        values = [r.get(c) for r in rows]
-        present = [v for v in values if v is not None]
-        kinds = {_scalar_kind(v) for v in present}
-        if not present:
-            data[c] = pd.Series([None] * len(values), dtype=object)
-        elif kinds == {"bool"}:
-            data[c] = pd.array(values, dtype="boolean")
-        elif kinds == {"int"}:
-            data[c] = pd.array(values, dtype="Int64")
-        elif kinds <= {"int", "float"}:
-            data[c] = pd.array([float(v) if v is not None else None for v in values], dtype="Float64")
-        elif kinds == {"str"}:
-            data[c] = pd.Series(values, dtype=object)
-        elif kinds == {"list"} and native_lists and _list_kind(present) is not None:
-            kind = _list_kind(present)
-            conv = (lambda x: None if x is None else float(x)) if kind == "number" else (lambda x: x)
-            data[c] = pd.Series([None if v is None else [conv(x) for x in v] for v in values], dtype=object)
-        else:  # lists of records, nested or mixed lists, or a mix of types: text
-            data[c] = pd.Series([None if v is None else v if isinstance(v, str) else _json(v) for v in values],
-                                dtype=object)
-    return pd.DataFrame(data, columns=cols)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Files
-
-
-_write_atomic = write_atomic  # ablate.store.atomic
-
-
-def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    df = flat_frame(rows)
-    _write_atomic(path, lambda tmp: df.to_csv(tmp, index=False))
-    return path
-
-
-def write_parquet(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    df = flat_frame(rows, native_lists=True)
-    arrays, names = [], []
-    for c in df.columns:
-        col = df[c]
-        try:
-            arr = pa.Array.from_pandas(col)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):  # pragma: no cover - flat_frame types it
-            arr = pa.array([None if v is None else v if isinstance(v, str) else _json(v) for v in col],
-                           type=pa.string())
-        if pa.types.is_null(arr.type):
-            arr = arr.cast(pa.string())
-        arrays.append(arr)
-        names.append(c)
-    table = pa.Table.from_arrays(arrays, names=names)
-    _write_atomic(path, lambda tmp: pq.write_table(table, tmp))
-    return path
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Trackers: what is logged, as plain data
-
-
-def _value_text(v: Any) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return v if isinstance(v, str) else _json(v)
-
-
-def _number(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v) if math.isfinite(v) else None
-
-
-@dataclass
-class TrackerRun:
-    """One tracker run: ``name`` (``<suite>-<run_id>``), ``params`` (the run's constant columns, as text),
-    ``scalars`` ((tag, step, value), sorted by step then tag) and ``rows`` (the run's rows)."""
-
-    name: str
-    suite: str
-    run_id: str
-    params: dict[str, str] = field(default_factory=dict)
-    scalars: list[tuple[str, int, float]] = field(default_factory=list)
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    def by_step(self) -> list[tuple[int, dict[str, float]]]:
-        steps: dict[int, dict[str, float]] = {}
-        for tag, step, value in self.scalars:
-            steps.setdefault(step, {})[tag] = value
-        return sorted(steps.items())
-
-
-def _step_of(r: Mapping[str, Any]) -> tuple[str | None, int]:
-    kf = r.get("key_fields") or []
-    for axis in STEP_AXES:
-        if axis in kf:
-            v = r.get(axis)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                return axis, int(v)
-    return None, 0
-
-
-def _labels(rows: list[dict[str, Any]], *, skip: Sequence[str]) -> list[str]:
-    """Each row's label: its key fields whose values vary within ``rows`` (minus ``skip``), ``k=v`` joined by ``,``."""
-    values: dict[str, set] = {}
-    for r in rows:
-        for k in r.get("key_fields") or []:
-            values.setdefault(k, set()).add(_hashable(r.get(k)))
-    for k in values:  # a key field some rows lack (a fine-tuning stage) varies: absent is a value of its own
-        if any(k not in (r.get("key_fields") or []) for r in rows):
-            values[k].add(None)
-    varying = [k for k in sorted(values) if len(values[k]) > 1 and k not in skip and k != "metric"]
-    for k in reversed(list(varying)):  # a key the others determine (trained_position beside position) says nothing
-        others = [x for x in varying if x != k]
-        seen: dict[tuple, set] = {}
-        for r in rows:
-            seen.setdefault(tuple(_hashable(r.get(x)) for x in others), set()).add(_hashable(r.get(k)))
-        if others and all(len(v) == 1 for v in seen.values()):
-            varying = others
-    out = []
-    for r in rows:
-        axis, _ = _step_of(r)
-        parts = [f"{k}={_value_text(r.get(k))}" for k in varying
-                 if k in (r.get("key_fields") or []) and k != axis and r.get(k) is not None]
-        out.append(",".join(parts) or "all")
-    return out
-
-
-def _points(r: Mapping[str, Any], label: str, many_metrics: bool = False) -> list[tuple[str, int, float]]:
-    """The scalars of one ``ok`` row: its ``value`` (named by ``metric``), its other measured number columns (their
-    label names the row's metric too when the run holds several), and its ``curve.*`` lists against their steps."""
-    _, step = _step_of(r)
-    pts: list[tuple[str, int, float]] = []
-    metric = r.get("metric") if isinstance(r.get("metric"), str) and r.get("metric") else None
-    v = _number(r.get("value"))
-    if metric is not None and v is not None:
-        pts.append((safe_name(f"{metric}/{label}"), step, v))
-    other = f"{label},metric={metric}" if metric is not None and many_metrics else label
-    for c in NUMBER_COLUMNS:
-        if c == "value" or c == metric or c not in r:
-            continue
-        v = _number(r.get(c))
-        if v is not None:
-            pts.append((safe_name(f"{c}/{other}"), step, v))
-    for c, ys in r.items():
-        if not c.startswith(CURVE_PREFIX) or not isinstance(ys, list):
-            continue
-        name = c[len(CURVE_PREFIX):]
-        if name in ("step", "val_step", "tokens"):
-            continue
-        xs = r.get(f"{CURVE_PREFIX}val_step" if name.startswith("val_") else f"{CURVE_PREFIX}step")
-        if not isinstance(xs, list) or len(xs) != len(ys):
-            continue
-        for x, y in zip(xs, ys):
-            xv, yv = _number(x), _number(y)
-            if xv is not None and yv is not None:
-                pts.append((safe_name(f"{c}/{label}"), int(xv), yv))
-    return pts
-
-
-def tracker_runs(rows: Sequence[Mapping[str, Any]], sources: Sequence[PathLike] = ()) -> list[TrackerRun]:
-    """The tracker runs for ``rows``: one per ``(suite, run_id)``, in order of first appearance."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((str(r.get("suite")), str(r.get("run_id"))), []).append(dict(r))
-    runs = []
-    for (suite, run_id), rs in groups.items():
-        run = TrackerRun(name=safe_name(f"{suite}-{run_id}").replace("/", "_"), suite=suite, run_id=run_id, rows=rs)
-        params: dict[str, str] = {"suite": suite, "run_id": run_id}
-        if sources:
-            params["results"] = ", ".join(str(s) for s in sources)
-        for c in _columns(rs):
-            if c in RESERVED_COLUMNS or c.startswith(CURVE_PREFIX):
-                continue
-            vals = {_hashable(r.get(c)) for r in rs}
-            if len(vals) == 1 and all(c in r for r in rs):
-                v = rs[0].get(c)
-                if v is not None:
-                    params[safe_name(c)] = _value_text(v)[:500]
-        run.params = params
-        ok = [r for r in rs if r.get("status") == "ok"]
-        many = len({r.get("metric") for r in ok if r.get("metric") is not None}) > 1
-        scalars: dict[tuple[str, int], float] = {}
-        for skip in (LABEL_SKIP, ()):  # labels without the identifier columns unless they are needed to tell apart
-            labels = _labels(ok, skip=skip)
-            scalars, clash = {}, False
-            for r, label in zip(ok, labels):
-                for tag, step, value in _points(r, label, many):
-                    clash = clash or (tag, step) in scalars
-                    scalars[(tag, step)] = value
-            if not clash:
-                break
-        if clash:  # still ambiguous (rows differing in no key field): the row key tells them apart
-            scalars = {}
-            for r, label in zip(ok, _labels(ok, skip=())):
-                for tag, step, value in _points(r, f"{label},row={r.get('row_key')}", many):
-                    scalars[(tag, step)] = value
-        run.scalars = sorted(((t, s, v) for (t, s), v in scalars.items()), key=lambda p: (p[1], p[0]))
-        runs.append(run)
-    return runs
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -493,10 +227,10 @@ def export_rows(rows: Sequence[Mapping[str, Any]], target: str, out: PathLike | 
     rows = [dict(r) for r in rows]
     if target == "csv":
         path = write_csv(rows, Path(out))
-        return ExportResult(target, len(rows), len(_columns(rows)), path)
+        return ExportResult(target, len(rows), len(columns(rows)), path)
     if target == "parquet":
         path = write_parquet(rows, Path(out))
-        return ExportResult(target, len(rows), len(_columns(rows)), path)
+        return ExportResult(target, len(rows), len(columns(rows)), path)
     runs = tracker_runs(rows, sources)
     if target == "tensorboard":
         return ExportResult(target, len(rows), path=Path(out), runs=_log_tensorboard(runs, Path(out)))

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ablate.errors import ConfigError, UnavailableError
 from ablate.plan.suitekit import canonical_task_id
+from ablate.store.schema import SUITES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,7 +40,6 @@ __all__ = ["SUITES", "DEVICES", "PRESETS", "PRESET_HELP", "PRESET_ALIASES", "sui
            "RunOptions", "Task", "select_tasks", "suite_tasks", "run_suite", "resolve_device", "check_suite",
            "load_suite", "results_path", "default_preset", "report_rows"]
 
-SUITES = ("training", "extrapolation", "latency")
 DEVICES = ("cpu", "cuda")
 
 # One preset vocabulary for every suite: each suite's ``PRESETS`` has at least these, with these meanings

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ablate.errors import ConfigError
-from ablate.plan.runner import SUITES
+from ablate.store.schema import SUITES
 from ablate.io.trackers import TRACKERS, check_tracker, markdown_table, safe_name
 
 __all__ = ["FLAG", "TRAINING_SUITES", "CURVE_TAGS", "parse_targets", "tensorboard_dir", "mlflow_store", "LiveLog",
@@ -116,12 +116,12 @@ def _text(v: Any) -> str:
 def row_scalars(row: Mapping[str, Any], label: str = "") -> tuple[str | None, int | None, dict[str, float]]:
     """(length axis, its value, {tag: value}) of an ``ok`` row: ``value`` as ``<metric>``, each other measured
     number column by name, each tag followed by ``/<label>`` when there is one. The axis is the first of
-    :data:`ablate.io.export.STEP_AXES` among the row's key fields (None: none)."""
+    :data:`ablate.io.tracker_runs.STEP_AXES` among the row's key fields (None: none)."""
     from ablate.store.schema import NUMBER_COLUMNS
 
-    from ablate.io.export import _step_of
+    from ablate.io.tracker_runs import step_of
 
-    axis, step = _step_of(row)
+    axis, step = step_of(row)
     suffix = f"/{label}" if label else ""
     metric = row.get("metric") if isinstance(row.get("metric"), str) and row.get("metric") else None
     values: dict[str, float] = {}
@@ -162,7 +162,7 @@ class _TensorBoardSink:
         finally:
             self.writer.close()
         if rows:
-            from ablate.io.export import write_csv
+            from ablate.io.frames import write_csv
 
             write_csv(rows, self.logdir / "rows.csv")
 
@@ -190,7 +190,7 @@ class _MLflowSink:
     def finish(self, status: str, rows: list[dict]) -> None:
         try:
             if rows:
-                from ablate.io.export import flat_frame
+                from ablate.io.frames import flat_frame
 
                 self.client.log_text(self.run_id, flat_frame(rows).to_csv(index=False), "rows.csv")
         finally:
@@ -225,7 +225,7 @@ class _WandbSink:
             if rows:
                 import wandb
 
-                from ablate.io.export import flat_frame
+                from ablate.io.frames import flat_frame
 
                 frame = flat_frame(rows).astype(object)
                 self.wb.log({"rows": wandb.Table(dataframe=frame.where(frame.notna(), None))})
@@ -369,14 +369,14 @@ class ModelRun:
 
 def _row_labels(keys: list[dict]) -> dict[str, str]:
     """row_key -> label of the rows a model owes: the key fields that vary between them (as
-    :func:`ablate.io.export.tracker_runs` labels them), "" when none does."""
+    :func:`ablate.io.tracker_runs.tracker_runs` labels them), "" when none does."""
     if len(keys) < 2:
         return {}
-    from ablate.io.export import LABEL_SKIP, _labels
+    from ablate.io.tracker_runs import LABEL_SKIP, scalar_labels
     from ablate.store.results import row_key
 
     rows = [{**k, "key_fields": sorted(k)} for k in keys]
-    return {row_key(k): ("" if label == "all" else label) for k, label in zip(keys, _labels(rows, skip=LABEL_SKIP))}
+    return {row_key(k): ("" if label == "all" else label) for k, label in zip(keys, scalar_labels(rows, skip=LABEL_SKIP))}
 
 
 class _Tap:

@@ -32,8 +32,6 @@ import math
 import re
 from typing import Any, Mapping
 
-from ablate.plan.runner import SUITES
-
 __all__ = ["SCHEMA_VERSION", "SUITES", "STATUSES", "TERMINAL_STATUSES", "RESERVED_COLUMNS", "CONFIG_PREFIX",
            "ENV_PREFIX", "SUITE_KEY_FIELDS", "NUMBER_COLUMNS", "RECORD_LIST_COLUMNS", "row_problem", "hash_key_fields",
            "json_schema", "schema_text"]
@@ -85,6 +83,7 @@ _RECORD_LIST_SET = frozenset(RECORD_LIST_COLUMNS)
 _RESERVED_SET = frozenset(RESERVED_COLUMNS)
 _PREFIXES = (CONFIG_PREFIX, ENV_PREFIX)
 _SCALARS = (str, int, bool, type(None))  # float: checked for finiteness
+SUITES = ("training", "extrapolation", "latency")  # what a row's ``suite`` may be (ablate.plan.runner runs them)
 _SUITE_SET = frozenset(SUITES)
 _STATUS_SET = frozenset(STATUSES)
 _STR_TYPE = frozenset({str})

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from ablate.cli import main
-from ablate.io.export import STEP_AXES, flat_frame, safe_name, select_rows, tracker_runs
+from ablate.io.export import select_rows
+from ablate.io.frames import flat_frame
+from ablate.io.tracker_runs import STEP_AXES, tracker_runs
+from ablate.io.trackers import safe_name
 from ablate.store.results import read_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -393,9 +396,9 @@ def test_wandb_offline_read_back(results, tmp_path, capsys, monkeypatch):
 
 def test_a_key_field_only_some_rows_have_tells_them_apart():
     """A fine-tuned row keys finetune_steps, its plain twin does not: the labels must differ (no row-key fallback)."""
-    from ablate.io.export import _labels
+    from ablate.io.tracker_runs import scalar_labels
 
     base = {"key_fields": ["position", "eval_len"], "position": "rope_pi", "eval_len": 64}
     tuned = {**base, "key_fields": ["position", "eval_len", "finetune_steps"], "finetune_steps": 40}
-    a, b = _labels([base, tuned], skip=())
+    a, b = scalar_labels([base, tuned], skip=())
     assert a != b and "finetune_steps=40" in b
