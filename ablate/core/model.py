@@ -24,13 +24,13 @@ from ablate.core.config import ModelConfig
 from ablate.errors import ConfigError
 from ablate.registry.keys import POSITION
 from ablate.core.validate import validate_model
-from ablate.variants.attention.cache import KVCache, RollingKVCache, StaticKVCache
+from ablate.variants.attention.cache import KVCache, RollingKVCache, SinkKVCache, StaticKVCache
 from ablate.variants.attention.layer import layer_spec
 from ablate.variants.activations import build_ffn
 from ablate.variants.norms import build_norm
 from ablate.variants.positions import build_position
 
-__all__ = ["Transformer", "Block", "KVCache", "StaticKVCache", "RollingKVCache"]
+__all__ = ["Transformer", "Block", "KVCache", "StaticKVCache", "RollingKVCache", "SinkKVCache"]
 
 
 class Block(nn.Module):
@@ -100,23 +100,38 @@ class Transformer(nn.Module):
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
     def new_cache(self, *, static_len: int | None = None, batch: int = 1, dtype: torch.dtype | None = None,
-                  window: int | None = None) -> KVCache:
+                  window: int | None = None, sinks: int | None = None) -> KVCache:
         """A cache in the layout of this model's attention layer: growing (default); with ``static_len`` a
         :class:`StaticKVCache` of that many positions for ``batch`` sequences (dtype: the model's parameters'
-        unless given); with ``window`` a :class:`RollingKVCache` keeping the last ``window`` tokens."""
-        layout = layer_spec(self.cfg.attention).cache
-        if window is not None:
-            if static_len is not None:
-                raise ConfigError("a cache is either static (static_len) or rolling (window), not both")
-            if self.pos.needs_raw_cache:
-                raise ConfigError(f"position {self.cfg.position!r} re-rotates every cached key at each length; "
-                                  "a rolling cache cannot keep its positions")
-            return RollingKVCache(self.cfg.n_layers, window, layout)
-        if static_len is None:
-            return KVCache(self.cfg.n_layers, layout)
-        ref = next(self.parameters())
-        return StaticKVCache(self.cfg.n_layers, layout=layout, cfg=self.cfg, batch=batch, max_len=static_len,
-                             dtype=dtype or ref.dtype, device=ref.device)
+        unless given); with ``window`` a :class:`RollingKVCache` keeping the last ``window`` tokens, and with
+        ``sinks`` as well a :class:`SinkKVCache` keeping the first ``sinks`` tokens and the last ``window - 1``."""
+        spec = layer_spec(self.cfg.attention)
+        layout = spec.cache
+        if window is None and sinks is None:
+            if static_len is None:
+                return KVCache(self.cfg.n_layers, layout)
+            ref = next(self.parameters())
+            return StaticKVCache(self.cfg.n_layers, layout=layout, cfg=self.cfg, batch=batch, max_len=static_len,
+                                 dtype=dtype or ref.dtype, device=ref.device)
+        kind = "rolling" if sinks is None else "sink"
+        why = None
+        if window is None:
+            why = "a sink-keeping cache needs a window too (window=W, sinks=S)"
+        elif static_len is not None:
+            why = "a cache is either static (static_len) or evicting (window), not both"
+        elif kind not in spec.cache_kinds():
+            why = f"attention {self.cfg.attention!r} cannot mask a window, so it cannot decode with a rolling cache"
+        elif self.pos.needs_raw_cache:
+            why = (f"position {self.cfg.position!r} re-rotates every cached key at each length; an evicting cache "
+                   "cannot keep its positions")
+        elif kind == "sink" and (self.pos.score_bias() is not None or self.cfg.window is not None):
+            why = (f"a sink-keeping cache keeps keys that are not contiguous: no score bias (position "
+                   f"{self.cfg.position!r}) and no window of the model's own (window={self.cfg.window})")
+        if why:
+            raise ConfigError(why)
+        if kind == "sink":
+            return SinkKVCache(self.cfg.n_layers, window, sinks, layout)
+        return RollingKVCache(self.cfg.n_layers, window, layout)
 
     def set_position(self, key: str, **changes) -> None:
         """Swap the position variant for evaluation, e.g. ``set_position("rope_ntk", rope_scale=4.0)``.

@@ -10,6 +10,7 @@ from ablate.errors import ConfigError, PositionRangeError, UnavailableError
 from ablate.core.model import Transformer
 from ablate.registry.keys import ATTENTION, POSITION, load_all
 from ablate.core.validate import is_valid, validate_model, variant_grid
+from ablate.variants.attention import layer_spec
 
 load_all()
 MICRO = ModelConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=4, n_kv_heads=2, ffn_mult=2.0,
@@ -117,6 +118,7 @@ def test_kv_cache_bytes_closed_form():
     with torch.no_grad():
         model(torch.randint(0, 32, (2, 10)), cache)
     assert cache.nbytes() == 2 * cfg.n_layers * cfg.kv_heads * cfg.head_dim * 10 * 2 * 4
+    assert cache.nbytes() == layer_spec(cfg.attention).cache_bytes(cfg, 10, 4, batch=2)  # what the spec states
 
 
 def test_cache_needs_causal():

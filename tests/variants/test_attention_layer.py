@@ -26,7 +26,7 @@ from ablate.errors import ConfigError
 from ablate.registry import plugins
 from ablate.registry.keys import ATTENTION, REGISTRIES, load_all
 from ablate.registry.plugins import PLUGINS_ENV
-from ablate.variants.attention import (LAYERS, SPECS, KVCache, LayerSpec, MultiHeadAttention, RollingKVCache,
+from ablate.variants.attention import (LAYERS, SPECS, KVCache, MultiHeadAttention, RollingKVCache, SinkKVCache,
                                        StaticKVCache, layer_spec)
 from ablate.variants.positions import NoPE, Position, build_position
 
@@ -114,6 +114,19 @@ def test_every_layer_matches_the_float64_reference(key, position):
         got = layer(x, pos, pos.score_bias(), None, 0)
         want = _reference_layer(layer, x, pos, cfg)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, msg=lambda m: f"{key}/{position} {NOTE}: {m}")
+
+
+def test_the_reference_catches_a_layer_that_skips_the_key_transform():
+    class Wrong(MultiHeadAttention):
+        def transform_k(self, k, pos, offset, seq_len):
+            return k
+
+    cfg = _cfg("naive", "rope")
+    _seed("wrong")
+    layer, pos = Wrong(cfg).double(), build_position("rope", cfg)
+    x = torch.randn(2, 9, cfg.d_model, dtype=F64)
+    with torch.no_grad():
+        assert not torch.allclose(layer(x, pos, None, None, 0), _reference_layer(layer, x, pos, cfg), atol=1e-6)
 
 
 def test_kernel_keys_are_standard_layers_with_unchanged_parameter_names():
@@ -257,19 +270,67 @@ def test_rolling_cache_keeps_the_window_and_decodes_windowed_attention(key, posi
     assert cache.nbytes() == layer_spec(key).cache_bytes(cfg, W, el, 2) == cache_bytes(cfg, n, el, 2, window=W)
 
 
+def _sinks_and_window(sinks: int, recent: int):
+    """Naive attention where query p sees keys j < sinks and p - recent < j <= p (written out here)."""
+    def attn(q, k, v, *, causal, bias=None, window=None, scale=None):
+        tq, tk = q.shape[2], k.shape[2]
+        g = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+        p, j = torch.arange(tk - tq, tk)[:, None], torch.arange(tk)[None, :]
+        keep = (j <= p) & ((j < sinks) | (j > p - recent))
+        s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        return torch.softmax(s.masked_fill(~keep, float("-inf")), -1) @ v
+
+    return attn
+
+
+@pytest.mark.parametrize("position", ["rope", "none"])
+def test_sink_cache_keeps_the_sinks_and_the_recent_tokens(position):
+    S, W, n = 2, 4, 14
+    cfg = _cfg("naive", position)
+    _seed("sink" + position)
+    model = Transformer(cfg).double().eval()
+    reference = Transformer(cfg).double().eval()
+    reference.load_state_dict(model.state_dict())
+    for block in reference.blocks:
+        block.attn.attn = _sinks_and_window(S, W)
+    idx = torch.randint(0, cfg.vocab_size, (2, n))
+    with torch.no_grad():
+        want = reference(idx)
+        cache = model.new_cache(window=W, sinks=S)
+        outs = [model(idx[:, :S + W - 1], cache)]  # a prompt the reference also attends in full
+        for t in range(S + W - 1, n):
+            outs.append(model(idx[:, t:t + 1], cache))
+            assert all(b.shape[2] == S + W - 1 for b in cache.tensors())
+        every = model.new_cache()
+        model(idx, every)
+    torch.testing.assert_close(torch.cat(outs, 1), want, rtol=1e-9, atol=1e-9, msg=lambda m: f"{NOTE} {m}")
+    for kept, full in zip(cache.buffers, every.buffers):  # layer 0: its keys depend on the tokens alone
+        torch.testing.assert_close(kept[0], torch.cat([full[0][:, :, :S], full[0][:, :, n - (W - 1):n]], 2),
+                                   rtol=1e-12, atol=1e-12)
+    assert cache.nbytes() == cache_bytes(cfg, n, 8, 2, window=W, sinks=S) == layer_spec("naive").cache_bytes(
+        cfg, S + W - 1, 8, 2)
+    with pytest.raises(ConfigError, match="no score bias"):
+        Transformer(_cfg("naive", "alibi")).new_cache(window=W, sinks=S)
+
+
 def test_rolling_cache_refusals_are_one_line():
     model = Transformer(_cfg("sdpa", "rope_dynamic_ntk"))
-    with pytest.raises(ConfigError, match="rolling cache") as info:
+    with pytest.raises(ConfigError, match="an evicting cache cannot keep its positions") as info:
         model.new_cache(window=4)
     assert "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="window >= 1"):
         Transformer(_cfg("sdpa")).new_cache(window=0)
     with pytest.raises(ConfigError, match="either static"):
         Transformer(_cfg("sdpa")).new_cache(window=4, static_len=8)
+    with pytest.raises(ConfigError, match="'linear' cannot mask a window"):
+        Transformer(_cfg("linear")).new_cache(window=4)
+    assert layer_spec("linear").cache_kinds() == ("growing", "static", "sink")
+    assert layer_spec("sdpa").cache_kinds() == ("growing", "static", "sink", "rolling")
 
 
 def test_cache_classes_share_one_protocol():
-    for cls in (KVCache, StaticKVCache, RollingKVCache):
+    for cls in (KVCache, StaticKVCache, RollingKVCache, SinkKVCache):
         for name in ("update", "held", "window", "tensors", "nbytes"):
             assert callable(getattr(cls, name)), (cls, name)
     assert Transformer(_cfg("sdpa")).new_cache(window=3).window() == 3 and KVCache(1).window() is None
@@ -373,3 +434,4 @@ def test_a_plugin_layer_runs_in_the_model(toy_layer):
         assert cache.nbytes() == toy_layer.cache_bytes(cfg, 10, 8, 2) == cfg.n_layers * 10 * 8 * 8 * 2
         assert sum(b.numel() * b.element_size() for b in cache.tensors()) == toy_layer.cache_bytes(cfg, 16, 8, 2)
     assert not toy_layer.supports_on("window", "cpu") and toy_layer.supports_on("causal", "cpu")
+    assert toy_layer.cache_kinds() == ("growing", "static", "sink")

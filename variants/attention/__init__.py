@@ -2,7 +2,7 @@
 
 An attention key names a *layer* (:mod:`.layer`: :class:`LayerSpec`, :func:`layer_spec`; projections, q/k hooks,
 cache layout, parameter count, cache bytes, FLOPs); every kernel below is the kernel of the standard multi-head
-layer. Caches (growing, static, rolling) are in :mod:`.cache`.
+layer. Caches (growing, static, rolling, sink-keeping) are in :mod:`.cache`.
 
 The contract (call signature, capabilities, validation, masks, :class:`AttentionSpec`) is in
 :mod:`ablate.variants.attention.contract`; each backend module declares the spec of its key(s) next to its code:
@@ -32,14 +32,14 @@ from ablate.variants.attention.contract import (FEATURES, SETTINGS, SPECS, Atten
                                                 _expand_kv, _LRU, allowed_mask, attention_fn, check_call, spec,
                                                 supports)
 from ablate.variants.attention.linear import LINEAR_CHUNK, linear_attention, linear_reference
-from ablate.variants.attention.cache import CACHES, CacheLayout, KVCache, RollingKVCache, StaticKVCache
+from ablate.variants.attention.cache import CACHES, CacheLayout, KVCache, RollingKVCache, SinkKVCache, StaticKVCache
 from ablate.variants.attention.layer import KV_LAYOUT, LAYERS, LayerSpec, MultiHeadAttention, kernel_keys, layer_spec
 
 __all__ = [
     "KEYS", "FEATURES", "ScoreBiasLike", "attention_fn", "check_call", "supports", "backend_of",
     "linear_attention", "allowed_mask", "LINEAR_CHUNK", "SPECS", "spec", "AttentionSpec", "SETTINGS",
     "linear_reference", "LayerSpec", "LAYERS", "layer_spec", "MultiHeadAttention", "KV_LAYOUT", "kernel_keys",
-    "CacheLayout", "KVCache", "StaticKVCache", "RollingKVCache", "CACHES",
+    "CacheLayout", "KVCache", "StaticKVCache", "RollingKVCache", "SinkKVCache", "CACHES",
 ]
 
 KEYS: tuple[str, ...] = tuple(SPECS)

@@ -7,7 +7,8 @@ seen: the next position), ``held()`` (tokens kept), ``tensors()`` and ``nbytes()
 
 * :class:`KVCache` -- growing (capacity doubles, returns views);
 * :class:`StaticKVCache` -- allocated once at ``max_len``, written in place (graph-safe);
-* :class:`RollingKVCache` -- evicting: keeps the last ``window`` tokens (a sliding-window layer's whole need).
+* :class:`RollingKVCache` -- evicting: keeps the last ``window`` tokens (a sliding-window layer's whole need);
+* :class:`SinkKVCache` -- evicting: keeps ``sinks`` first tokens and the last ``window - 1`` (StreamingLLM).
 
 The model advances ``length`` once per forward, after every layer has updated.
 """
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from ablate.errors import ConfigError
 
-__all__ = ["CacheLayout", "KVCache", "StaticKVCache", "RollingKVCache", "CACHES"]
+__all__ = ["CacheLayout", "KVCache", "StaticKVCache", "RollingKVCache", "SinkKVCache", "CACHES"]
 
 Shape = tuple[int, ...]
 
@@ -134,8 +135,8 @@ class RollingKVCache(KVCache):
 
     A step sees the kept tokens plus its own (``window - 1 + t`` at most) and the layer masks each query to its last
     ``window`` keys, so decoding equals full attention restricted to the window; memory stays ``window`` tokens
-    however long the sequence. (A sink-keeping cache would keep the first ``sinks`` tokens as well; a latent cache
-    is any layout of its own -- both fit this protocol.)"""
+    however long the sequence. (A latent cache
+    is any layout of its own: the protocol takes it.)"""
 
     kind = "rolling"
 
@@ -166,4 +167,39 @@ class RollingKVCache(KVCache):
         return sum(b.numel() * b.element_size() for b in self.tensors())
 
 
-CACHES: dict[str, type[KVCache]] = {c.kind: c for c in (KVCache, StaticKVCache, RollingKVCache)}
+class SinkKVCache(RollingKVCache):
+    """An evicting cache that keeps the first ``sinks`` tokens (attention sinks) and the last ``window - 1``
+    (StreamingLLM, Xiao et al. 2023): a step sees them plus its own tokens, unmasked, so a decoded token attends to
+    the sinks and to its last ``window`` tokens (a prompt attends to itself in full). Keys keep the positions they
+    were transformed at; the kept keys are not contiguous, so a score bias (which assumes they are) is refused by
+    :meth:`ablate.core.model.Transformer.new_cache`."""
+
+    kind = "sink"
+
+    def __init__(self, n_layers: int, window: int, sinks: int, layout: CacheLayout | None = None):
+        super().__init__(n_layers, window, layout)
+        if isinstance(sinks, bool) or not isinstance(sinks, int) or sinks < 1:
+            raise ConfigError(f"a sink-keeping cache needs sinks >= 1, got {sinks!r}")
+        self.sinks = sinks
+
+    def held(self) -> int:
+        return min(self.length, self.sinks + self.size - 1)
+
+    def window(self) -> int | None:
+        return None  # every kept key is visible: the eviction is the mask
+
+    def update(self, layer: int, *new: Tensor) -> tuple[Tensor, ...]:
+        td, cap = self.time_dim, self.sinks + self.size - 1
+        out = []
+        for i, x in enumerate(new):
+            old = self.buffers[i][layer]
+            seen = x if old is None else torch.cat([old, x], dim=td)
+            n = seen.shape[td]
+            kept = seen if n <= cap else torch.cat([seen.narrow(td, 0, self.sinks),
+                                                    seen.narrow(td, n - (self.size - 1), self.size - 1)], dim=td)
+            self.buffers[i][layer] = kept.clone()
+            out.append(seen)
+        return tuple(out)
+
+
+CACHES: dict[str, type[KVCache]] = {c.kind: c for c in (KVCache, StaticKVCache, RollingKVCache, SinkKVCache)}

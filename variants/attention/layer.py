@@ -145,6 +145,11 @@ class LayerSpec:
     def build(self, cfg: Any) -> nn.Module:
         return self.module(cfg)
 
+    def cache_kinds(self) -> tuple[str, ...]:
+        """The caches (:data:`ablate.variants.attention.cache.CACHES`) this layer decodes with: growing, static and
+        sink-keeping (no mask needed) always, rolling where it can mask a window."""
+        return ("growing", "static", "sink") + (("rolling",) if self.supports().get("window") else ())
+
     # -- counts ----------------------------------------------------------------------------------------------------
 
     def param_count(self, cfg: Any) -> int:
