@@ -132,8 +132,9 @@ _TORCHRUN = "Launchers: torchrun, DDP training (docs/scale-out.md)"
 @app.command("run", cls=HelpCommand)
 def run_cmd(
     # What to run
-    suite: Suite = typer.Option(..., "--suite", "-s", rich_help_panel=_WHAT,
-                                help="training, extrapolation or latency."),
+    suite: Optional[Suite] = typer.Option(None, "--suite", "-s", rich_help_panel=_WHAT,
+                                          help="training, extrapolation or latency (required unless --config names "
+                                               "it)."),
     preset: Optional[str] = typer.Option(None, "--preset", "-p", autocompletion=complete_preset, rich_help_panel=_WHAT,
                                          help="Preset of the suite: micro (seconds, tests), tiny (the CPU default), "
                                               "gpu (the CUDA default), and any of the suite's own; `ablate list "
@@ -148,10 +149,19 @@ def run_cmd(
                                                    "model.norm=layernorm,rmsnorm (training: factorial over model.* "
                                                    "and train.*); `ablate list --sweeps` shows what each suite "
                                                    "sweeps."),
-    grid: Optional[List[str]] = typer.Option(None, "--grid", rich_help_panel=_WHAT,
-                                             help="Training only, the same as --sweep model.AXIS=V1,V2 (kept for old "
-                                                  "command lines)."),
-    seeds: int = typer.Option(1, "--seeds", rich_help_panel=_WHAT, help="Number of seeds (0..K-1)."),
+    grid: Optional[List[str]] = typer.Option(None, "--grid", hidden=True, rich_help_panel=_WHAT,
+                                             help="Legacy, undocumented: --grid AXIS=V1,V2 is --sweep "
+                                                  "model.AXIS=V1,V2 (training)."),
+    config: Optional[Path] = typer.Option(None, "--config", rich_help_panel=_WHAT,
+                                          help="A sweep file (TOML; YAML with the yaml extra): suite, preset, seeds, "
+                                               "a [set] table (as --set) and a [sweep] table of lists (as --sweep); "
+                                               "the command line adds to it (docs/training.md, Sweep files)."),
+    print_config: bool = typer.Option(False, "--print-config", rich_help_panel=_WHAT,
+                                      help="Print what to run (suite, preset, seeds, --set, --sweep) as a --config "
+                                           "TOML file on stdout, with every resolved setting as comments; nothing "
+                                           "runs."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", rich_help_panel=_WHAT,
+                                        help="Number of seeds (0..K-1; default 1, or the --config file's)."),
     data: Optional[Path] = typer.Option(None, "--data", rich_help_panel=_WHAT,
                                         help="Data for suites that train: a text file or folder, a .bin token file, "
                                              "a datasets save_to_disk folder, or hf:NAME[:CONFIG] from the local "
@@ -245,7 +255,8 @@ def run_cmd(
     from ablate.commands.run import RunArgs, run
 
     rc = run(RunArgs(
-        suite=suite, preset=preset, overrides=overrides, sweep=sweep, grid=grid, seeds=seeds, data=data,
+        suite=suite, preset=preset, overrides=overrides, sweep=sweep, grid=grid, config=config,
+        print_config=print_config, seeds=seeds, data=data,
         tokenizer=tokenizer, device=device, plugin=plugin, out=out, summary=summary, resume=resume, task=task,
         dry_run=dry_run, progress=progress, log_to=log_to, launcher=launcher, gpus=gpus, wait=wait,
         slurm_partition=slurm_partition, slurm_time=slurm_time, slurm_gpus_per_task=slurm_gpus_per_task,
@@ -365,12 +376,16 @@ def compare_cmd(
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help=_SKIP_HELP),
     noise: Optional[Path] = typer.Option(None, "--noise", help="Calibration file from `ablate calibrate`: changes on "
                                          "rows it found noisy are reported as noise, never as regressions."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Pass even when no row matched or baseline "
+                                       "rows are missing from NEW (default: exit 1, a gate that compared nothing "
+                                       "does not pass)."),
 ) -> None:
-    """Compare NEW results with BASELINE row by row; exit 1 on a regression, 0 otherwise (docs/regressions.md)."""
+    """Compare NEW results with BASELINE row by row; exit 1 on a regression, when no row matched or when a baseline
+    row is missing (unless --allow-missing), 0 otherwise (docs/regressions.md)."""
     from ablate.commands import run as cli_run
 
     rc = cli_run.compare(baseline, new, fail_if, fmt.value, allow_env_mismatch, github_json, output, skip_invalid,
-                         _SKIP_HINT, noise)
+                         _SKIP_HINT, noise, allow_missing)
     if rc:
         raise typer.Exit(rc)
 
@@ -412,8 +427,12 @@ def nightly_cmd(
     out: str = typer.Option("nightly", "--out", "-o", help="Folder for results, report and comparison."),
     write_baseline: bool = typer.Option(False, "--write-baseline",
                                         help="Write the new rows as the baseline instead of comparing."),
+    first_night: bool = typer.Option(False, "--first-night", help="When the baseline has no rows for this machine, "
+                                     "write this run as the baseline and say so (exit 0) instead of refusing; "
+                                     "compare as usual once there is one."),
     fail_if: Optional[List[str]] = typer.Option(None, "--fail-if", help="As in `ablate compare`; repeatable."),
     allow_env_mismatch: bool = typer.Option(False, "--allow-env-mismatch", help="As in `ablate compare`."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="As in `ablate compare`."),
     set_latency: Optional[List[str]] = typer.Option(None, "--set-latency", help="key=value for the latency run."),
     set_extrapolation: Optional[List[str]] = typer.Option(None, "--set-extrapolation",
                                                           help="key=value for the extrapolation run."),
@@ -428,12 +447,13 @@ def nightly_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars (on stderr)."),
 ) -> None:
     """The nightly GPU CI steps, runnable anywhere: run the latency and extrapolation presets, report, compare
-    with the baseline (exit 1 on a regression) or write the baseline (docs/regressions.md)."""
+    with the baseline (exit 1 on a regression, or when rows are missing) or write the baseline (docs/regressions.md)."""
     from ablate.commands.run import NightlyArgs, nightly
 
     rc = nightly(NightlyArgs(
         preset_latency=preset_latency, preset_extrapolation=preset_extrapolation, baseline=baseline, out=out,
-        write_baseline=write_baseline, fail_if=fail_if, allow_env_mismatch=allow_env_mismatch,
+        write_baseline=write_baseline, first_night=first_night, fail_if=fail_if,
+        allow_env_mismatch=allow_env_mismatch, allow_missing=allow_missing,
         set_latency=set_latency, set_extrapolation=set_extrapolation, suites=suites, device=device, report=report,
         pytest_benchmark=pytest_benchmark, resume=resume, progress=progress))
     if rc:

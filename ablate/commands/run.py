@@ -66,12 +66,14 @@ class RunArgs:
     (an option not given: ``()``)."""
 
     # What to run
-    suite: str
+    suite: Optional[str] = None  # from --config when not given; one of the two is needed
     preset: Optional[str] = None
     overrides: tuple[str, ...] = ()  # --set
     sweep: tuple[str, ...] = ()
-    grid: tuple[str, ...] = ()  # legacy, training only: --grid AXIS=V1,V2 is --sweep model.AXIS=V1,V2
-    seeds: int = 1
+    grid: tuple[str, ...] = ()  # legacy, undocumented, training only: --grid AXIS=V1,V2 is --sweep model.AXIS=V1,V2
+    config: Optional[Path] = None  # a sweep file (ablate.commands.config_file)
+    print_config: bool = False
+    seeds: Optional[int] = None  # 1 unless --seeds or the --config file says otherwise
     data: Optional[Path] = None
     tokenizer: Optional[str] = None
     device: Optional[str] = None
@@ -125,6 +127,10 @@ def run(args: RunArgs) -> int:
     from ablate.launchers import distributed
     from ablate.plan.runner import run_suite
 
+    args = with_config(args)
+    if args.print_config:
+        print_config(args)
+        return 0
     opts = run_options(args)
     if args.dry_run:
         show_plan(opts)
@@ -156,6 +162,104 @@ def run(args: RunArgs) -> int:
     return 0
 
 
+def with_config(a: RunArgs) -> RunArgs:
+    """``a`` with its ``--config`` file merged in (suite, preset, seeds; the file's --set before the command line's,
+    its --sweep next to them), every item of the file checked as the command line's are, a mistake named by
+    ``FILE:LINE``. Without a file: ``a`` with its defaults filled in (``--suite`` is then required)."""
+    from ablate.plan.runner import check_suite
+
+    if a.config is None:
+        if not a.suite:
+            raise ConfigError("--suite is required (or --config FILE with suite = \"...\" in it); e.g. ablate run "
+                              "--suite training")
+        return dataclasses.replace(a, seeds=1 if a.seeds is None else a.seeds)
+    from ablate.commands.config_file import checked, load
+
+    rf = load(a.config)
+    if a.suite and rf.suite and a.suite != rf.suite:
+        raise ConfigError(f"{rf.where('suite')}: suite = {rf.suite!r}, but --suite {a.suite}; give one of them")
+    suite = a.suite or rf.suite
+    if not suite:
+        raise ConfigError(f"{rf.path}: no suite: add suite = \"training\" (or extrapolation, latency) to the file, "
+                          f"or pass --suite")
+    checked(rf, lambda: check_suite(suite), key="suite" if rf.suite else None)
+    if rf.preset and not a.preset:
+        from ablate.plan.runner import canonical_preset
+
+        module = importlib.import_module(f"ablate.suites.{suite}")
+        checked(rf, lambda: module.resolve(canonical_preset(rf.preset), ()), key="preset")
+    merged = dataclasses.replace(a, suite=suite, preset=a.preset or rf.preset,
+                                 seeds=a.seeds if a.seeds is not None else (rf.seeds or 1),
+                                 overrides=tuple(i.text for i in rf.sets) + a.overrides,
+                                 sweep=tuple(i.text for i in rf.sweeps) + a.sweep)
+    _check_config_items(merged, rf)
+    return merged
+
+
+def _check_config_items(a: RunArgs, rf) -> None:
+    """Resolve the merged settings as the run will; when that fails, the first file item whose addition fails it
+    names its line (the command line's own items keep their plain message)."""
+    from ablate.commands.config_file import checked
+    from ablate.plan.runner import canonical_preset, default_preset, resolve_device
+    from ablate.plan.sweep import parse_sweeps, sweep_overrides
+
+    module = importlib.import_module(f"ablate.suites.{a.suite}")
+    preset = canonical_preset(a.preset) or default_preset(a.suite, resolve_device(a.device))
+    for item in rf.sweeps:  # the form of each sweep item, alone
+        checked(rf, lambda item=item: parse_sweeps([item.text]), item)
+
+    def attempt(sets: Sequence[str], sweeps: Sequence[str]) -> None:
+        module.resolve(preset, list(sets) + sweep_overrides(a.suite, list(sweeps), list(sets)))
+
+    n_file_sets = len(rf.sets)
+    try:
+        attempt(a.overrides, a.sweep)
+        return
+    except ConfigError as whole:
+        # items in order: the file's sets, the file's sweeps, then the command line's
+        sets, sweeps = list(a.overrides), list(a.sweep)
+        order = [("set", i) for i in range(len(sets))] + [("sweep", j) for j in range(len(sweeps))]
+        order = ([o for o in order if o[0] == "set" and o[1] < n_file_sets]
+                 + [o for o in order if o[0] == "sweep" and o[1] < len(rf.sweeps)]
+                 + [o for o in order if (o[0] == "set" and o[1] >= n_file_sets)
+                    or (o[0] == "sweep" and o[1] >= len(rf.sweeps))])
+        for k in range(1, len(order) + 1):
+            chosen = order[:k]
+            try_sets = [sets[i] for kind, i in chosen if kind == "set"]
+            try_sweeps = [sweeps[j] for kind, j in chosen if kind == "sweep"]
+            try:
+                attempt(try_sets, try_sweeps)
+            except ConfigError as exc:
+                kind, i = order[k - 1]
+                file_item = (rf.sets[i] if kind == "set" and i < n_file_sets
+                             else rf.sweeps[i] if kind == "sweep" and i < len(rf.sweeps) else None)
+                if file_item is None:
+                    raise whole from None
+                raise ConfigError(f"{rf.where(line=file_item.line)}: {exc}") from None
+        raise ConfigError(f"{rf.path}: {whole}") from None
+
+
+def print_config(a: RunArgs) -> None:
+    """``ablate run ... --print-config``: the run's "what to run" as a TOML sweep file on stdout (``--config`` reads
+    it back to the same plan), every resolved setting as comments; checked as the run would be, nothing runs."""
+    from ablate.commands.config_file import dump
+    from ablate.core.config import flatten
+    from ablate.plan.runner import default_preset, resolve_device
+
+    opts = run_options(a)  # the same checks as a run
+    module = importlib.import_module(f"ablate.suites.{opts.suite}")
+    preset = opts.preset or default_preset(opts.suite, resolve_device(opts.device))
+    resolved = flatten(module.resolve(preset, opts.overrides))
+    sets = list(a.overrides)
+    if a.grid:  # legacy --grid: its --set form
+        from ablate.plan.grid import to_override
+
+        sets.append(to_override(list(a.grid)))
+    if a.tokenizer is not None:
+        sets.append(f"data.tokenizer={a.tokenizer}")
+    typer.echo(dump(opts.suite, a.preset, opts.seeds, sets, list(a.sweep), resolved), nl=False)
+
+
 def run_options(a: RunArgs):
     """The :class:`ablate.plan.runner.RunOptions` of ``a``, checked before anything runs or is written: ``--out``,
     ``--log-to`` trackers, plugins (imported now), ``--grid``/``--sweep``/``--tokenizer`` turned into ``--set``."""
@@ -185,7 +289,8 @@ def run_options(a: RunArgs):
         overrides += sweep_overrides(a.suite, list(a.sweep), overrides)
     if a.tokenizer is not None:
         overrides.append(f"data.tokenizer={a.tokenizer}")
-    return RunOptions(suite=a.suite, preset=a.preset, overrides=tuple(overrides), out=out, seeds=a.seeds,
+    return RunOptions(suite=a.suite, preset=a.preset, overrides=tuple(overrides), out=out,
+                      seeds=1 if a.seeds is None else a.seeds,
                       resume=a.resume, data=a.data, device=a.device, progress=a.progress, only=a.task,
                       plugins=plugins, log_to=tuple(log_to or ()),
                       summary_tables=False)  # one summary: ablate show's tables, below (none with --no-summary)
@@ -248,15 +353,17 @@ def read_noise(noise: Optional[Path]) -> set:
 
 def compare(baseline: Path, new: Path, fail_if: Optional[Sequence[str]], fmt: str, allow_env_mismatch: bool,
             github_json: Optional[Path], output: Optional[Path], skip_invalid: bool, hint: str,
-            noise: Optional[Path] = None) -> int:
+            noise: Optional[Path] = None, allow_missing: bool = False) -> int:
     """``ablate compare`` (``fmt``: table, json or markdown): print and write the comparison; returns the exit
-    code (1 on a regression)."""
+    code: 1 on a regression, and when no row matched or a baseline row is missing (unless ``allow_missing``), with
+    one line on stderr saying why."""
     from ablate.regress.compare import compare_paths, print_table, render_json, render_markdown, write_github_json
     from ablate.store.results import reading
 
     noisy = read_noise(noise)
     with reading(skip_invalid=skip_invalid, hint=hint):
-        result = compare_paths(baseline, new, fail_if or None, allow_env_mismatch=allow_env_mismatch, noisy=noisy)
+        result = compare_paths(baseline, new, fail_if or None, allow_env_mismatch=allow_env_mismatch, noisy=noisy,
+                               allow_missing=allow_missing)
     if github_json is not None:
         write_github_json(result, github_json)
     if fmt == "table":
@@ -268,7 +375,10 @@ def compare(baseline: Path, new: Path, fail_if: Optional[Sequence[str]], fmt: st
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
-    return 1 if result.regressed else 0
+    if result.failed:
+        typer.echo(f"compare: FAIL: {result.fail_reason}", err=True)
+        return 1
+    return 0
 
 
 def calibrate(run_a: Path, run_b: Path, fail_if: Optional[Sequence[str]], out: Optional[Path], plant: float,
@@ -311,8 +421,10 @@ class NightlyArgs:
     baseline: Path = Path("results/baselines")
     out: str = "nightly"
     write_baseline: bool = False
+    first_night: bool = False
     fail_if: tuple[str, ...] = ()
     allow_env_mismatch: bool = False
+    allow_missing: bool = False
     set_latency: tuple[str, ...] = ()
     set_extrapolation: tuple[str, ...] = ()
     suites: str = "latency,extrapolation"
@@ -337,7 +449,8 @@ def nightly(a: NightlyArgs) -> int:
                           set_extrapolation=a.set_extrapolation,
                           suites=tuple(x.strip() for x in a.suites.split(",") if x.strip()), device=a.device,
                           fail_if=a.fail_if, allow_env_mismatch=a.allow_env_mismatch,
-                          write_baseline=a.write_baseline, report=a.report, pytest_benchmark=a.pytest_benchmark,
+                          write_baseline=a.write_baseline, first_night=a.first_night,
+                          allow_missing=a.allow_missing, report=a.report, pytest_benchmark=a.pytest_benchmark,
                           resume=a.resume, progress=a.progress)
     argv: list[str] = []
     for flag, value in (("--preset-latency", a.preset_latency), ("--preset-extrapolation", a.preset_extrapolation)):
@@ -351,8 +464,9 @@ def nightly(a: NightlyArgs) -> int:
         argv += ["--suites", a.suites]
     if a.device:
         argv += ["--device", a.device]
-    argv += [flag for flag, on in (("--write-baseline", a.write_baseline), ("--allow-env-mismatch",
-                                                                            a.allow_env_mismatch),
+    argv += [flag for flag, on in (("--write-baseline", a.write_baseline), ("--first-night", a.first_night),
+                                   ("--allow-env-mismatch", a.allow_env_mismatch),
+                                   ("--allow-missing", a.allow_missing),
                                    ("--no-report", not a.report), ("--pytest-benchmark", a.pytest_benchmark),
                                    ("--resume", a.resume)) if on]
     return run_nightly(opts, argv=argv).rc

@@ -26,6 +26,11 @@ configuration alone). Baseline rows from other machines than any in NEW are set 
 Statuses: a row ``ok`` in the baseline that became ``error``, ``diverged`` or ``oom`` is a regression; one that
 became ``unavailable``/``unsupported`` or disappeared is ``missing``; a row only NEW measured is ``new``.
 
+A gate cannot pass on nothing: the comparison fails (``Comparison.failed``, exit 1) when no row matched or a
+baseline row is missing from NEW, unless ``allow_missing`` (``--allow-missing``); ``Comparison.fail_reason`` says
+why in one line. Corpus-trained rows are matched by the corpus hash (``data.hash``) and their recorded settings,
+never by the corpus's name, which holds a machine path for ``stdlib`` (:func:`identity`).
+
 Gated or reported only (:func:`not_gated_reason`): some columns measure the process rather than the variant, and are
 compared and shown but never fail the run (category ``reported``, note ``not gated: <why>``):
 
@@ -52,14 +57,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ablate.regress.compare_format import (_band_text, _change_text, _num_text, format_table,  # noqa: F401
+from ablate.regress.compare_format import (band_text, change_text, num_text, format_table,  # noqa: F401
                                    github_benchmark_json, metric_rows, print_table, render_json, render_markdown,
                                    table_rows, write_github_json)
-from ablate.regress.compare_rules import (_EXPR, ALIASES, CATEGORIES, DEFAULT_FAIL_IF, FIRST_CALL_METRICS,  # noqa: F401
+from ablate.regress.compare_rules import (EXPR, ALIASES, CATEGORIES, DEFAULT_FAIL_IF, FIRST_CALL_METRICS,  # noqa: F401
                                   HW_KEY_FIELDS, MEASURED_MEM_METRICS, METRICS, PER_RUN_MEM_KINDS, QUALITY_METRICS,
                                   REGRESSION_STATUSES, SPREAD_HI, SPREAD_LO, SPREAD_MID, TIMING_METRICS, Comparison,
-                                  Entry, FailIf, Metric, MetricGate, _band, _device_class, _entry_rule, _m, _num,
-                                  _process_memory, _threshold_text, metric_values, noise_rule, not_gated_reason,
+                                  Entry, FailIf, Metric, MetricGate, timing_band, device_class, applied_rule, metric_entry, number_or_none,
+                                  process_memory, threshold_text, metric_values, noise_rule, not_gated_reason,
                                   parse_fail_if)
 from ablate.errors import AblateError, ResultsFileError
 from ablate.store.results import PathLike, read_rows, row_key
@@ -67,7 +72,7 @@ from ablate.store.results import PathLike, read_rows, row_key
 __all__ = ["METRICS", "ALIASES", "DEFAULT_FAIL_IF", "HW_KEY_FIELDS", "REGRESSION_STATUSES", "Metric", "FailIf",
            "MEASURED_MEM_METRICS", "PER_RUN_MEM_KINDS", "TIMING_METRICS", "FIRST_CALL_METRICS", "QUALITY_METRICS",
            "not_gated_reason", "noise_rule", "MetricGate", "Entry", "Comparison", "EnvMismatchError", "parse_fail_if",
-           "load_rows", "hw_signature", "identity",
+           "load_rows", "hw_signature", "identity", "settings_keys",
            "describe", "compare", "compare_paths", "render_markdown", "render_json", "github_benchmark_json",
            "write_github_json", "metric_values", "print_table", "format_table", "table_rows", "metric_rows",
            "CATEGORIES"]
@@ -116,12 +121,53 @@ def _key_fields(row: Mapping[str, Any]) -> list[str]:
     return [str(k) for k in kf] if isinstance(kf, list) else []
 
 
-def identity(row: Mapping[str, Any]) -> tuple[str, str]:
-    """(suite, hash of the identifying fields without the hardware name): the configuration a row measured."""
+# The settings a corpus-trained row's ``config_id`` hashes, as its ``config.*`` columns record them, by suite (other
+# suites: the default). ``config_id`` also hashes the corpus's *name*, which holds a machine path for ``stdlib``
+# (``stdlib (/usr/lib/python3.11)``) and ``--data PATH``; rows with a corpus hash (``data.hash``) are matched by
+# these settings and the hash instead, so the same corpus under another Python prefix or folder still matches.
+_SETTINGS_GROUPS = {"training": ("model", "train", "budget", "eval", "data"),
+                    "extrapolation": ("model", "train", "data")}
+_DEFAULT_SETTINGS_GROUPS = ("model", "train", "budget", "data")
+_NOT_SETTINGS = frozenset({"config.train.seed", "config.data.tokenizer"})  # a key field; a path (the hash covers it)
+_PATH_KEY_FIELDS = frozenset({"data", "config_id"})  # replaced by the corpus hash and the settings
+
+
+def settings_keys(row: Mapping[str, Any]) -> list[str]:
+    """The ``config.*`` columns of ``row`` that stand in for its ``config_id`` (see :func:`identity`)."""
+    groups = _SETTINGS_GROUPS.get(str(row.get("suite")), _DEFAULT_SETTINGS_GROUPS)
+    prefixes = tuple(f"config.{g}." for g in groups)
+    return sorted(k for k in row if k.startswith(prefixes) and k not in _NOT_SETTINGS)
+
+
+def identity(row: Mapping[str, Any], shared: set[str] | frozenset[str] | None = None) -> tuple[str, str]:
+    """(suite, hash of the identifying fields without the hardware name): the configuration a row measured.
+
+    A row trained on a corpus (it carries the corpus hash ``data.hash``) is identified by that hash and its recorded
+    settings instead of ``data`` and ``config_id``, which hold the corpus's name -- a machine path for ``stdlib`` and
+    ``--data PATH``. ``shared``: only these ``config.*`` columns count (:func:`compare` passes those both sides
+    record, so a setting added by a newer version does not split otherwise equal rows)."""
     kf = _key_fields(row)
     if not kf:
         return str(row.get("suite")), str(row.get("row_key"))
-    return str(row.get("suite")), row_key({k: row.get(k) for k in kf if k not in HW_KEY_FIELDS})
+    fields = {k: row.get(k) for k in kf if k not in HW_KEY_FIELDS}
+    corpus = row.get("data.hash")
+    if corpus and _PATH_KEY_FIELDS & set(fields):
+        for k in _PATH_KEY_FIELDS:
+            fields.pop(k, None)
+        fields["corpus_hash"] = str(corpus)
+        fields["settings"] = {k: row.get(k) for k in settings_keys(row) if shared is None or k in shared}
+    return str(row.get("suite")), row_key(fields)
+
+
+def _data_text(row: Mapping[str, Any]) -> str:
+    """The corpus of a row without a machine path: ``stdlib#b60ac180`` for ``stdlib (/usr/lib/python3.11)``."""
+    name = str(row.get("data"))
+    if row.get("data.hash"):
+        name = name.split(" (", 1)[0]
+        if "/" in name or "\\" in name:
+            name = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or name
+        return f"{name}#{str(row['data.hash'])[:8]}"
+    return name
 
 
 def _fmt_value(v: Any) -> str:
@@ -135,7 +181,8 @@ def _fmt_value(v: Any) -> str:
 def describe(row: Mapping[str, Any]) -> str:
     """``k=v`` of the identifying fields (without device_name and empty ones), in key order: a readable config."""
     kf = _key_fields(row)
-    parts = [f"{k}={_fmt_value(row.get(k))}" for k in kf if k not in HW_KEY_FIELDS and row.get(k) is not None]
+    parts = [f"{k}={_data_text(row) if k == 'data' else _fmt_value(row.get(k))}" for k in kf
+             if k not in HW_KEY_FIELDS and row.get(k) is not None]
     return " ".join(parts) if parts else str(row.get("row_key"))
 
 
@@ -182,16 +229,22 @@ def _distinct(new_v: float, base_v: float, nb: tuple | None, bb: tuple | None, w
 
 
 def compare(baseline: list[dict[str, Any]], new: list[dict[str, Any]], fail_if: Sequence[str] | None = None, *,
-            allow_env_mismatch: bool = False, noisy: set[tuple[str, str, str]] | None = None) -> Comparison:
+            allow_env_mismatch: bool = False, noisy: set[tuple[str, str, str]] | None = None,
+            allow_missing: bool = False) -> Comparison:
     """Compare rows of NEW against BASELINE (both as returned by :func:`load_rows`). ``noisy``: ``(suite, identity,
     metric)`` found noisy by a calibration on repeats (:mod:`ablate.regress.calibrate`): a change there past the threshold is
-    reported as noise with the reason, never as a regression or an improvement."""
+    reported as noise with the reason, never as a regression or an improvement. The comparison fails
+    (:attr:`Comparison.failed`) on a regression, and also when no row matched or a baseline row is missing from NEW,
+    unless ``allow_missing``."""
     noisy = noisy or set()
     rules = parse_fail_if(fail_if if fail_if else DEFAULT_FAIL_IF)
     by_metric: dict[str, list[FailIf]] = {}
     for r in rules:
         by_metric.setdefault(r.metric, []).append(r)
-    result = Comparison(fail_if=rules)
+    result = Comparison(fail_if=rules, allow_missing=allow_missing)
+    # the settings columns both sides record (a newer version's added setting does not split equal rows)
+    shared = ({k for r in baseline for k in r if k.startswith("config.")}
+              & {k for r in new for k in r if k.startswith("config.")})
     for m in sorted(by_metric):
         info = METRICS[m]
         result.metrics[m] = MetricGate(m, info.unit, info.better, [r.text for r in by_metric[m]],
@@ -212,10 +265,10 @@ def compare(baseline: list[dict[str, Any]], new: list[dict[str, Any]], fail_if: 
         if not loose and sig not in common:
             result.other_hardware += 1
             continue
-        b_rows.append({**r, "_match": identity(r) + (() if loose else (sig,))})
+        b_rows.append({**r, "_match": identity(r, shared) + (() if loose else (sig,))})
     for r in new:
         sig = hw_signature(r)
-        n_rows.append({**r, "_match": identity(r) + (() if loose else (sig,))})
+        n_rows.append({**r, "_match": identity(r, shared) + (() if loose else (sig,))})
     bmap, nmap = _newest(b_rows), _newest(n_rows)
 
     def order(k: Any) -> tuple:
@@ -261,7 +314,7 @@ def compare(baseline: list[dict[str, Any]], new: list[dict[str, Any]], fail_if: 
             gate = result.metrics[metric]
             why_not = not_gated_reason(metric, (b, n))
             base_v, new_v = bv[metric], nv[metric]
-            bb, nb = _band(b, metric, base_v), _band(n, metric, new_v)
+            bb, nb = timing_band(b, metric, base_v), timing_band(n, metric, new_v)
             worse_flags = [(r, *r.exceeds(base_v, new_v, info.better)) for r in by_metric[metric]]
             worse_rule = next((r for r, w, _ in worse_flags if w), None)
             better_rule = next((r for r, _, g in worse_flags if g), None)
@@ -283,7 +336,7 @@ def compare(baseline: list[dict[str, Any]], new: list[dict[str, Any]], fail_if: 
                 result.entries.append(Entry("reported", suite, config, metric, info.unit, info.better, base_v,
                                             new_v, change, bb, nb, rule.text, f"not gated: {why_not}", False, ""))
                 continue
-            entry_rule = _entry_rule(metric, rule, bb, nb)
+            entry_rule = applied_rule(metric, rule, bb, nb)
             if (suite, identity(ref)[1], metric) in noisy:
                 result.calibrated_noisy += 1
                 result.entries.append(Entry("noise", suite, config, metric, info.unit, info.better, base_v, new_v,
@@ -314,7 +367,7 @@ def _github(n: Mapping[str, Any], b: Mapping[str, Any] | None, suite: str, confi
             continue
         info = METRICS[metric]
         extra = []
-        band = _band(n, metric, nv[metric])
+        band = timing_band(n, metric, nv[metric])
         if band:
             extra.append(f"p20-p80 {band[0]:.4g}-{band[1]:.4g}")
         if metric in bv:
@@ -328,6 +381,6 @@ def _github(n: Mapping[str, Any], b: Mapping[str, Any] | None, suite: str, confi
 
 def compare_paths(baseline: PathLike | Sequence[PathLike], new: PathLike | Sequence[PathLike],
                   fail_if: Sequence[str] | None = None, *, allow_env_mismatch: bool = False,
-                  noisy: set[tuple[str, str, str]] | None = None) -> Comparison:
+                  noisy: set[tuple[str, str, str]] | None = None, allow_missing: bool = False) -> Comparison:
     return compare(load_rows(baseline, "baseline"), load_rows(new, "new"), fail_if,
-                   allow_env_mismatch=allow_env_mismatch, noisy=noisy)
+                   allow_env_mismatch=allow_env_mismatch, noisy=noisy, allow_missing=allow_missing)

@@ -14,7 +14,7 @@ from ablate.errors import ConfigError
 from ablate.store.results import PathLike
 
 
-def _num_text(v: Any) -> str:
+def num_text(v: Any) -> str:
     if v is None:
         return "—"
     if isinstance(v, float):
@@ -22,13 +22,13 @@ def _num_text(v: Any) -> str:
     return str(v)
 
 
-def _change_text(e: Entry) -> str:
+def change_text(e: Entry) -> str:
     if e.change_pct is None:
         return "—"
     return f"{e.change_pct:+.1f}%"
 
 
-def _band_text(b: tuple[float, float] | None) -> str:
+def band_text(b: tuple[float, float] | None) -> str:
     return "—" if b is None else f"{b[0]:.4g}–{b[1]:.4g}"
 
 
@@ -38,8 +38,8 @@ def table_rows(result: Comparison) -> list[dict[str, str]]:
     out = []
     for e in sorted(result.entries, key=lambda e: order[e.category]):
         out.append({"": e.category, "suite": e.suite, "configuration": e.config, "metric": e.metric,
-                    "baseline": _num_text(e.baseline), "new": _num_text(e.new), "change": _change_text(e),
-                    "baseline p20–p80": _band_text(e.baseline_band), "new p20–p80": _band_text(e.new_band),
+                    "baseline": num_text(e.baseline), "new": num_text(e.new), "change": change_text(e),
+                    "baseline p20–p80": band_text(e.baseline_band), "new p20–p80": band_text(e.new_band),
                     "rule": e.rule, "gated": "—" if e.gated is None else ("yes" if e.gated else "no"),
                     "noise rule": e.noise_rule, "note": e.note})
     return out
@@ -65,8 +65,10 @@ def render_markdown(result: Comparison, title: str = "ablate compare") -> str:
 
     from ablate.reporting.tables import to_markdown
 
-    lines = [f"## {title}", "", ("**Regression**" if result.regressed else "**No regression**") + ": "
-             + result.summary().split(": ", 2)[-1], ""]
+    head = "**Regression**" if result.regressed else ("**FAIL**" if result.failed else "**No regression**")
+    lines = [f"## {title}", "", head + ": " + result.summary().split(": ", 2)[-1], ""]
+    if result.failed and not result.regressed:
+        lines += [f"**Why it fails**: {result.fail_reason}", ""]
     rows = table_rows(result)
     for cat in CATEGORIES:
         sub = [r for r in rows if r[""] == cat]
@@ -87,7 +89,8 @@ def render_markdown(result: Comparison, title: str = "ablate compare") -> str:
 
 
 def render_json(result: Comparison) -> str:
-    data = {"regressed": result.regressed, "summary": result.counts(),
+    data = {"regressed": result.regressed, "failed": result.failed, "fail_reason": result.fail_reason,
+            "allow_missing": result.allow_missing, "summary": result.counts(),
             "fail_if": [asdict(f) for f in result.fail_if], "env_note": result.env_note,
             "baseline_env": [list(s) for s in result.baseline_env], "new_env": [list(s) for s in result.new_env],
             "metrics": [g.as_dict() for g in sorted(result.metrics.values(), key=lambda g: (not g.fail_if, g.metric))],

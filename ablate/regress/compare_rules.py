@@ -26,7 +26,7 @@ class Metric:
     seconds_per_unit: float | None = None  # for pytest-benchmark aliases: absolute amounts given in seconds
 
 
-def _m(name: str, better: str, unit: str, kind: str = "other", spu: float | None = None) -> tuple[str, Metric]:
+def metric_entry(name: str, better: str, unit: str, kind: str = "other", spu: float | None = None) -> tuple[str, Metric]:
     return name, Metric(name, better, unit, kind, spu)
 
 
@@ -34,32 +34,32 @@ def _m(name: str, better: str, unit: str, kind: str = "other", spu: float | None
 # against the reference) are never compared.
 METRICS: dict[str, Metric] = dict([
     # latency suite (suites/latency.py): time_ms is the median; p20_ms/p80_ms its spread
-    _m("time_ms", "lower", "ms", "time", 1e-3),
-    _m("mean_ms", "lower", "ms", "time", 1e-3),
-    _m("tflops", "higher", "TFLOP/s", "rate"),
-    _m("tokens_per_s", "higher", "tokens/s", "rate"),
-    _m("mfu", "higher", "fraction", "rate"),
-    _m("peak_mem_bytes", "lower", "bytes"),
-    _m("step_extra_mem_bytes", "lower", "bytes"),
-    _m("kv_bytes", "lower", "bytes"),
-    _m("kv_bytes_allocated", "lower", "bytes"),
-    _m("first_call_s", "lower", "s"),
-    _m("compile_s", "lower", "s"),
+    metric_entry("time_ms", "lower", "ms", "time", 1e-3),
+    metric_entry("mean_ms", "lower", "ms", "time", 1e-3),
+    metric_entry("tflops", "higher", "TFLOP/s", "rate"),
+    metric_entry("tokens_per_s", "higher", "tokens/s", "rate"),
+    metric_entry("mfu", "higher", "fraction", "rate"),
+    metric_entry("peak_mem_bytes", "lower", "bytes"),
+    metric_entry("step_extra_mem_bytes", "lower", "bytes"),
+    metric_entry("kv_bytes", "lower", "bytes"),
+    metric_entry("kv_bytes_allocated", "lower", "bytes"),
+    metric_entry("first_call_s", "lower", "s"),
+    metric_entry("compile_s", "lower", "s"),
     # wall times of a whole training / evaluation (extrapolation and training suites)
-    _m("train_s", "lower", "s"),
-    _m("eval_s", "lower", "s"),
+    metric_entry("train_s", "lower", "s"),
+    metric_entry("eval_s", "lower", "s"),
     # extrapolation suite
-    _m("ppl", "lower", "ppl"),
-    _m("loss", "lower", "nats/token"),
-    _m("bpb", "lower", "bits/byte"),
-    _m("passkey_acc", "higher", "fraction"),  # the `value` of metric=passkey_acc rows
-    _m("train_loss", "lower", "nats/token"),
-    _m("train_tokens_per_s", "higher", "tokens/s"),
+    metric_entry("ppl", "lower", "ppl"),
+    metric_entry("loss", "lower", "nats/token"),
+    metric_entry("bpb", "lower", "bits/byte"),
+    metric_entry("passkey_acc", "higher", "fraction"),  # the `value` of metric=passkey_acc rows
+    metric_entry("train_loss", "lower", "nats/token"),
+    metric_entry("train_tokens_per_s", "higher", "tokens/s"),
     # training suite
-    _m("val_loss", "lower", "nats/token"),
-    _m("val_ppl", "lower", "ppl"),
-    _m("val_bpb", "lower", "bits/byte"),
-    _m("step_ms", "lower", "ms", "other", 1e-3),
+    metric_entry("val_loss", "lower", "nats/token"),
+    metric_entry("val_ppl", "lower", "ppl"),
+    metric_entry("val_bpb", "lower", "bits/byte"),
+    metric_entry("step_ms", "lower", "ms", "other", 1e-3),
 ])
 
 # pytest-benchmark stat names -> our columns (absolute amounts for these are in seconds, as in pytest-benchmark)
@@ -108,7 +108,7 @@ class FailIf:
         return worse > self.amount, -worse > self.amount
 
 
-_EXPR = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%?)\s*$")
+EXPR = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%?)\s*$")
 
 
 def parse_fail_if(exprs: Iterable[str]) -> list[FailIf]:
@@ -119,7 +119,7 @@ def parse_fail_if(exprs: Iterable[str]) -> list[FailIf]:
     """
     out: list[FailIf] = []
     for text in exprs:
-        m = _EXPR.match(str(text))
+        m = EXPR.match(str(text))
         if not m:
             raise ConfigError(f"--fail-if {text!r} is not METRIC:AMOUNT or METRIC:AMOUNT% (e.g. median:5%, "
                               f"time_ms:0.5, tflops:10%)")
@@ -141,7 +141,7 @@ def parse_fail_if(exprs: Iterable[str]) -> list[FailIf]:
 # A row's values and timing spread
 
 
-def _num(v: Any) -> float | None:
+def number_or_none(v: Any) -> float | None:
     if isinstance(v, bool) or v is None:
         return None
     if isinstance(v, (int, float)):
@@ -155,25 +155,25 @@ def metric_values(row: Mapping[str, Any]) -> dict[str, float]:
     the metric the row names (``metric``) when no column of that name exists (e.g. ``passkey_acc``)."""
     out: dict[str, float] = {}
     for name in METRICS:
-        v = _num(row.get(name))
+        v = number_or_none(row.get(name))
         if v is not None:
             out[name] = v
     named = row.get("metric")
     if isinstance(named, str) and named in METRICS and named not in row:
-        v = _num(row.get("value"))
+        v = number_or_none(row.get("value"))
         if v is not None:
             out[named] = v
     return out
 
 
-def _band(row: Mapping[str, Any], metric: str, value: float) -> tuple[float, float] | None:
+def timing_band(row: Mapping[str, Any], metric: str, value: float) -> tuple[float, float] | None:
     """The p20..p80 band of ``metric`` from the row's timing spread, or None when the row has none."""
     kind = METRICS[metric].kind
     if kind not in ("time", "rate"):
         return None
-    mid, lo, hi = _num(row.get(SPREAD_MID)), _num(row.get(SPREAD_LO)), _num(row.get(SPREAD_HI))
+    mid, lo, hi = number_or_none(row.get(SPREAD_MID)), number_or_none(row.get(SPREAD_LO)), number_or_none(row.get(SPREAD_HI))
     if mid is None and row.get("unit") == "ms":
-        mid = _num(row.get("value"))
+        mid = number_or_none(row.get("value"))
     if not mid or lo is None or hi is None or mid <= 0 or lo <= 0 or hi < lo:
         return None
     rlo, rhi = lo / mid, hi / mid
@@ -186,14 +186,14 @@ def _band(row: Mapping[str, Any], metric: str, value: float) -> tuple[float, flo
 # Gated or reported only; noise rules
 
 
-def _device_class(row: Mapping[str, Any]) -> str:
+def device_class(row: Mapping[str, Any]) -> str:
     return str(row.get("device") or "").split(":")[0].strip().lower()
 
 
-def _process_memory(row: Mapping[str, Any]) -> str:
+def process_memory(row: Mapping[str, Any]) -> str:
     """Why the row's measured peak memory is process-wide rather than per run ("" when it is per run)."""
     kind = row.get("peak_mem_kind")
-    dev = _device_class(row)
+    dev = device_class(row)
     where = "CPU" if dev in ("cpu", "") else dev.upper()
     if kind:
         if kind in PER_RUN_MEM_KINDS:
@@ -219,7 +219,7 @@ def not_gated_reason(metric: str, rows: Iterable[Mapping[str, Any] | None]) -> s
     rows = [r for r in rows if r is not None]
     if metric in MEASURED_MEM_METRICS:
         for r in rows:
-            why = _process_memory(r)
+            why = process_memory(r)
             if why:
                 return why
         kinds = sorted({str(r.get("peak_mem_kind")) for r in rows if r.get("peak_mem_kind")})
@@ -233,7 +233,7 @@ def not_gated_reason(metric: str, rows: Iterable[Mapping[str, Any] | None]) -> s
     return ""
 
 
-def _threshold_text(rule: FailIf, unit: str) -> str:
+def threshold_text(rule: FailIf, unit: str) -> str:
     if rule.percent:
         return f"{rule.text} (worse by more than {rule.amount:g}% of the baseline)"
     return f"{rule.text} (worse by more than {rule.amount:g} {unit}, absolute)"
@@ -242,7 +242,7 @@ def _threshold_text(rule: FailIf, unit: str) -> str:
 def noise_rule(metric: str, rules: Sequence[FailIf]) -> str:
     """The rule that decides whether a change of ``metric`` counts: its thresholds, then the spread rule."""
     info = METRICS[metric]
-    thr = " or ".join(_threshold_text(r, info.unit) for r in rules) or "no --fail-if expression"
+    thr = " or ".join(threshold_text(r, info.unit) for r in rules) or "no --fail-if expression"
     if info.kind in ("time", "rate"):
         band = ("the p20–p80 band" if info.kind == "time"
                 else "the timing's p20–p80 band carried over (a rate is inversely proportional to the time)")
@@ -253,10 +253,10 @@ def noise_rule(metric: str, rules: Sequence[FailIf]) -> str:
     return f"{thr}; no spread measured: the threshold alone"
 
 
-def _entry_rule(metric: str, tripped: FailIf, bb: tuple | None, nb: tuple | None) -> str:
+def applied_rule(metric: str, tripped: FailIf, bb: tuple | None, nb: tuple | None) -> str:
     """The noise rule as applied to one comparison (short: the expression that tripped and the spread used)."""
     info = METRICS[metric]
-    thr = _threshold_text(tripped, info.unit)
+    thr = threshold_text(tripped, info.unit)
     if info.kind in ("time", "rate"):
         if bb is not None and nb is not None:
             return f"{thr} + outside both sides' p20–p80 bands"
@@ -349,6 +349,7 @@ class Comparison:
     baseline_env: list[tuple[Any, Any, Any]] = field(default_factory=list)
     new_env: list[tuple[Any, Any, Any]] = field(default_factory=list)
     github: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    allow_missing: bool = False  # no match / missing baseline rows do not fail (--allow-missing)
 
     def by(self, category: str) -> list[Entry]:
         return [e for e in self.entries if e.category == category]
@@ -356,6 +357,30 @@ class Comparison:
     @property
     def regressed(self) -> bool:
         return any(e.category == "regression" for e in self.entries)
+
+    @property
+    def failed(self) -> bool:
+        """A regression, or (unless ``allow_missing``) nothing matched or a baseline row is missing: a gate that
+        compared nothing does not pass."""
+        return bool(self.fail_reason)
+
+    @property
+    def fail_reason(self) -> str:
+        """Why the comparison fails, in one line ("" when it passes)."""
+        n_reg = len(self.by("regression"))
+        if n_reg:
+            return f"{n_reg} regression(s)"
+        if self.allow_missing:
+            return ""
+        missing = self.by("missing")
+        if not self.matched_rows:
+            return (f"no row matched: baseline and new share no configuration ({len(self.by('new'))} new, "
+                    f"{len(missing)} missing), so nothing was compared; pass --allow-missing to accept that")
+        if missing:
+            first = missing[0]
+            return (f"{len(missing)} baseline row(s) missing from new results (first: {first.suite} {first.config}: "
+                    f"{first.note or first.new}); pass --allow-missing to accept that")
+        return ""
 
     def counts(self) -> dict[str, int]:
         c = {k: len(self.by(k)) for k in CATEGORIES}
@@ -367,7 +392,7 @@ class Comparison:
 
     def summary(self) -> str:
         c = self.counts()
-        verdict = "FAIL" if self.regressed else "ok"
+        verdict = "FAIL" if self.failed else "ok"
         return (f"compare: {verdict}: {c['regression']} regression(s), {c['improvement']} improvement(s), "
                 f"{c['noise']} within noise, {c['new']} new, {c['missing']} missing; {c['matched_rows']} rows "
                 f"matched, {c['unchanged']} metric(s) unchanged"

@@ -11,8 +11,17 @@ Steps (each recorded in ``OUT/nightly.json`` with the equivalent command line):
    --benchmark-json OUT/pytest-benchmark.json``);
 4. ``ablate report OUT/results --out OUT/report``;
 5. either ``write_baseline``: copy the new rows to ``BASELINE/<machine>/<suite>-<preset>.jsonl`` (no comparison),
-   or ``ablate compare BASELINE OUT/results`` writing ``OUT/compare.md``, ``OUT/compare.json`` and
-   github-action-benchmark data in ``OUT/github-benchmark/``; exit 1 on a regression.
+   or ``ablate compare BASELINE OUT/results`` (the baseline rows of the suites run) writing ``OUT/compare.md``,
+   ``OUT/compare.json`` and github-action-benchmark data in ``OUT/github-benchmark/``; exit 1 on a regression, and
+   when no row matched or a baseline row is missing (unless ``allow_missing``).
+
+First night (``first_night``, ``--first-night``): when BASELINE holds no rows of these suites for this machine
+(GPU and torch major version), the nightly writes this run's rows as the baseline instead of refusing, says so
+(``first night: ...`` on stderr, ``first_night: true`` in ``nightly.json``) and exits 0; any later night with a
+baseline compares as usual. Without it a missing baseline is refused before anything runs (exit 2).
+
+The suites' progress and status lines go to stderr; stdout carries only the comparison (their own summary tables are
+off: ``RunOptions.summary_tables=False``, as ``ablate run`` does).
 
 Test hook: ``ABLATE_NIGHTLY_SLOWDOWN=1.2`` multiplies the timing metrics of the rows this nightly just measured by
 1.2 (and divides the rates -- TFLOP/s, tokens/s, MFU -- by it) before the report and the comparison, and marks those
@@ -60,6 +69,8 @@ class NightlyOptions:
     fail_if: tuple[str, ...] = ()
     allow_env_mismatch: bool = False
     write_baseline: bool = False
+    first_night: bool = False  # no baseline for this machine: write it (and say so) instead of refusing
+    allow_missing: bool = False  # as `ablate compare --allow-missing`
     report: bool = True
     pytest_benchmark: bool = False
     resume: bool = False
@@ -81,6 +92,7 @@ class NightlyResult:
     regressed: bool = False
     baseline_files: list[Path] = field(default_factory=list)
     summary: str = ""
+    first_night: bool = False  # no baseline for this machine: this run's rows were written as the baseline
 
 
 def _q(p: Any) -> str:
@@ -160,22 +172,39 @@ def write_baseline(results: dict[str, tuple[Path, str]], baseline: Path) -> list
     return written
 
 
-def _check_baseline_env(baseline: Path) -> None:
-    """Refuse before measuring anything when no baseline row shares this machine's GPU and torch major version
-    (the comparison would refuse afterwards anyway, after the whole GPU run)."""
-    from ablate.regress.compare import EnvMismatchError, hw_signature, load_rows
+def _baseline_rows(baseline: Path, suites: Sequence[str]) -> list[dict[str, Any]]:
+    """The baseline's rows of ``suites`` (newest per measurement); [] when there is no baseline file."""
+    from ablate.regress.compare import load_rows
+    from ablate.store.results import iter_files
+
+    if not baseline.exists() or not iter_files(baseline):
+        return []
+    return [r for r in load_rows(baseline, "baseline") if r.get("suite") in suites]
+
+
+def _same_machine(rows: Sequence[dict[str, Any]]) -> bool:
+    """Whether a baseline row (``rows``) shares this machine's GPU and torch major version; without one the
+    comparison would refuse afterwards anyway, after the whole GPU run."""
+    from ablate.regress.compare import hw_signature
     from ablate.store.env import env_columns
 
     here = hw_signature(env_columns())[:2]
-    sigs = {hw_signature(r)[:2] for r in load_rows(baseline, "baseline")}
-    if here not in sigs:
-        def text(sig: tuple) -> str:
-            return (f"GPU {sig[0]!r}" if sig[0] else "no GPU") + f", torch {sig[1] or '?'}"
+    return here in {hw_signature(r)[:2] for r in rows}
 
-        have = " / ".join(sorted(text(s) for s in sigs))
-        raise EnvMismatchError(f"environments differ: the baseline under {baseline} was measured on {have}; this "
-                               f"machine has {text(here)}; pass --allow-env-mismatch to compare anyway, or write a "
-                               f"baseline for this machine with --write-baseline")
+
+def _env_mismatch(baseline: Path, rows: Sequence[dict[str, Any]]) -> Exception:
+    """The one-line refusal when no baseline row is from this machine."""
+    from ablate.regress.compare import EnvMismatchError, hw_signature
+    from ablate.store.env import env_columns
+
+    def text(sig: tuple) -> str:
+        return (f"GPU {sig[0]!r}" if sig[0] else "no GPU") + f", torch {sig[1] or '?'}"
+
+    here = hw_signature(env_columns())[:2]
+    have = " / ".join(sorted(text(s) for s in {hw_signature(r)[:2] for r in rows}))
+    return EnvMismatchError(f"environments differ: the baseline under {baseline} was measured on {have}; this "
+                                f"machine has {text(here)}; pass --allow-env-mismatch to compare anyway, or write a "
+                                f"baseline for this machine with --write-baseline (or --first-night)")
 
 
 def _preset_of(suite: str, opts: NightlyOptions, device: str) -> str:
@@ -239,19 +268,30 @@ def run_nightly(opts: NightlyOptions, *, argv: Sequence[str] | None = None) -> N
         raise ConfigError(f"{SLOWDOWN_ENV}={slowdown_text!r} is not a number") from None
     if slowdown is not None and not slowdown > 0:
         raise ConfigError(f"{SLOWDOWN_ENV} must be > 0, got {slowdown_text}")
-    # Refuse early (before an hour of GPU time) when there is nothing to compare against.
+    # Refuse early (before an hour of GPU time) when there is nothing to compare against -- or, on the first night,
+    # write this run as the baseline.
+    first_night = False
     if not opts.write_baseline:
-        from ablate.store.results import iter_files
-
-        if not opts.baseline.exists() or not iter_files(opts.baseline):
-            raise ResultsFileError(f"no baseline results under {opts.baseline}; make one on the reference machine "
-                                   f"with: ablate nightly --write-baseline --baseline {opts.baseline}")
+        base_rows = _baseline_rows(opts.baseline, opts.suites)
+        if not base_rows:
+            if not opts.first_night:
+                raise ResultsFileError(
+                    f"no baseline results for {', '.join(opts.suites)} under {opts.baseline}; make one on the "
+                    f"reference machine with: ablate nightly --write-baseline --baseline {opts.baseline} (or pass "
+                    f"--first-night to write it on a night without one)")
+            first_night = True
+        elif not opts.allow_env_mismatch and not _same_machine(base_rows):
+            if not opts.first_night:
+                raise _env_mismatch(opts.baseline, base_rows)
+            first_night = True
     device = resolve_device(opts.device)
-    if not opts.write_baseline and not opts.allow_env_mismatch:
-        _check_baseline_env(opts.baseline)
+    writes_baseline = opts.write_baseline or first_night
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
-    result = NightlyResult(rc=0, out=out)
+    result = NightlyResult(rc=0, out=out, first_night=first_night)
+    if first_night:
+        _echo(f"first night: no baseline for this machine under {_q(opts.baseline)}: this run's rows become the "
+              f"baseline; nothing is compared tonight")
     nightly_cmd = shlex.join(["ablate", "nightly", *argv]) if argv is not None else "ablate nightly (Python API)"
 
     presets: dict[str, tuple[Path, str]] = {}
@@ -281,7 +321,8 @@ def run_nightly(opts: NightlyOptions, *, argv: Sequence[str] | None = None) -> N
             command = _cmd(*cmd)
             result.commands.append(command)
             ro = RunOptions(suite=suite, preset=preset, overrides=tuple(sets), out=dest, resume=opts.resume,
-                            device=device, progress=opts.progress)
+                            device=device, progress=opts.progress,
+                            summary_tables=False)  # stdout: the comparison only; progress and status on stderr
             expected = results_path(ro)
             before = {expected.resolve(): len(_read_jsonl(expected))} if expected.is_file() else {}
             path = _step(result, f"run {suite}", command, lambda ro=ro: run_suite(ro))
@@ -315,7 +356,7 @@ def run_nightly(opts: NightlyOptions, *, argv: Sequence[str] | None = None) -> N
             _step(result, "report", rcmd, report_step)
 
         # 5. baseline or comparison
-        if opts.write_baseline:
+        if writes_baseline:
             bcmd = f"copy {_q(results_dir)} -> {_q(opts.baseline)}/<machine>/<suite>-<preset>.jsonl"
             result.baseline_files = _step(result, "write baseline", bcmd,
                                           lambda: write_baseline(presets, opts.baseline))
@@ -324,6 +365,9 @@ def run_nightly(opts: NightlyOptions, *, argv: Sequence[str] | None = None) -> N
             _echo(f"commit it: git add {' '.join(_q(f) for f in result.baseline_files)} && git commit -m 'nightly "
                   f"baseline'")
             result.summary = f"baseline written ({len(result.baseline_files)} file(s))"
+            if first_night:
+                result.summary = (f"first night: no baseline for this machine, so nothing was compared; "
+                                  f"{result.summary}: commit it to gate the next night")
         else:
             ccmd = ["ablate", "compare", opts.baseline, results_dir, "--format", "markdown", "--output",
                     out / "compare.md", "--github-json", out / "github-benchmark"]
@@ -331,11 +375,14 @@ def run_nightly(opts: NightlyOptions, *, argv: Sequence[str] | None = None) -> N
                 ccmd += ["--fail-if", f]
             if opts.allow_env_mismatch:
                 ccmd.append("--allow-env-mismatch")
+            if opts.allow_missing:
+                ccmd.append("--allow-missing")
 
             def compare_step():
-                res = compare(load_rows(opts.baseline, "baseline"),
+                res = compare(_baseline_rows(opts.baseline, opts.suites),
                               load_rows([presets[s][0] for s in opts.suites], "new"),
-                              list(opts.fail_if) or None, allow_env_mismatch=opts.allow_env_mismatch)
+                              list(opts.fail_if) or None, allow_env_mismatch=opts.allow_env_mismatch,
+                              allow_missing=opts.allow_missing)
                 (out / "compare.md").write_text(render_markdown(res, "ablate nightly: compare"), encoding="utf-8")
                 (out / "compare.json").write_text(render_json(res), encoding="utf-8")
                 write_github_json(res, out / "github-benchmark")
@@ -345,7 +392,8 @@ def run_nightly(opts: NightlyOptions, *, argv: Sequence[str] | None = None) -> N
             sys.stdout.write(format_table(res))
             result.regressed = res.regressed
             result.summary = res.summary()
-            if res.regressed:
+            if res.failed:
+                _echo(f"compare: FAIL: {res.fail_reason}")
                 result.rc = 1
 
     failure: BaseException | None = None
@@ -359,6 +407,7 @@ def run_nightly(opts: NightlyOptions, *, argv: Sequence[str] | None = None) -> N
     if errors:
         _echo(f"{errors} new row(s) with status 'error' (a failing measurement; see the reason column)")
     manifest = {"command": nightly_cmd, "device": device, "rc": result.rc, "regressed": result.regressed,
+                "first_night": result.first_night,
                 "summary": result.summary, "planted_slowdown": slowdown, "run_id": run_id, "error_rows": errors,
                 "results": {k: _q(v) for k, v in result.results.items()}, "steps": result.steps,
                 "baseline_files": [_q(f) for f in result.baseline_files]}

@@ -461,3 +461,91 @@ def test_first_call_and_compile_times_are_reported_only():
     res = compare(base, new, ["first_call_s:10%", "compile_s:10%"])
     assert not res.regressed and {e.metric for e in res.by("reported")} == {"first_call_s", "compile_s"}
     assert all("first call" in e.note for e in res.by("reported"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A gate cannot pass on nothing; rows match by the corpus hash, never a machine path
+
+
+def test_no_row_matched_fails_in_one_line(capsys, tmp_path):
+    base = write(tmp_path / "b.jsonl", [kernel("sdpa"), kernel("naive")])
+    other = write(tmp_path / "o.jsonl", [kernel("flex"), kernel("linear")])
+    res = compare_paths(base, other)
+    assert not res.regressed and res.failed and res.matched_rows == 0
+    assert res.fail_reason.startswith("no row matched") and "--allow-missing" in res.fail_reason
+    code, out, err = cli(capsys, "compare", str(base), str(other))
+    assert code == 1 and "compare: FAIL:" in out
+    assert err.strip().splitlines() == [f"compare: FAIL: {res.fail_reason}"]
+    code, out, err = cli(capsys, "compare", str(base), str(other), "--format", "json")
+    data = json.loads(out)
+    assert code == 1 and data["failed"] and not data["regressed"] and data["fail_reason"] == res.fail_reason
+    code, out, err = cli(capsys, "compare", str(base), str(other), "--format", "markdown")
+    assert code == 1 and "**FAIL**" in out and "**Why it fails**: no row matched" in out
+    code, out, err = cli(capsys, "compare", str(base), str(other), "--allow-missing")
+    assert code == 0 and "compare: ok" in out and not err
+
+
+def test_a_missing_baseline_row_fails_unless_allowed(capsys, tmp_path):
+    base = write(tmp_path / "b.jsonl", [kernel("sdpa"), kernel("naive"), kernel("flex")])
+    new = write(tmp_path / "n.jsonl", [kernel("sdpa"), kernel("naive"), kernel("xformers")])
+    code, out, err = cli(capsys, "compare", str(base), str(new))
+    assert code == 1
+    (line,) = err.strip().splitlines()
+    assert line.startswith("compare: FAIL: 1 baseline row(s) missing from new results (first: latency "
+                           "part=kernel attention=flex") and line.endswith("pass --allow-missing to accept that")
+    code, out, err = cli(capsys, "compare", str(base), str(new), "--allow-missing")
+    assert code == 0, err
+    assert compare([kernel("sdpa")], [kernel("sdpa"), kernel("flex")]).failed is False  # new rows are fine
+    unavailable = compare([kernel("sdpa"), kernel("flex")], [kernel("sdpa"), kernel("flex", status="unavailable")])
+    assert unavailable.failed and "missing" in unavailable.fail_reason
+
+
+CPU = {"env.gpu": None, "env.torch": "2.5.1+cpu", "env.hostname": "vm"}
+
+
+def corpus_row(data="stdlib (/root/.pyenv/versions/3.11.7/lib/python3.11)", corpus_hash="b60ac18034a48cd6",
+               config_id="43170b06414674f9", val_loss=2.0, lr=1e-3, **settings):
+    """A training row as the suite writes it: ``data`` and ``config_id`` fold in the corpus's name (a path)."""
+    key = {"config_id": config_id, "data": data, "device": "cpu", "point": "original", "preset": "small", "seed": 0}
+    metrics = {"val_loss": val_loss, "data.hash": corpus_hash, "config.data.corpus": "stdlib",
+               "config.model.d_model": 64, "config.train.lr": lr, "config.train.seed": 0,
+               "config.data.tokenizer": None, **settings}
+    return make_row("training", "ok", key, metrics, env=CPU)
+
+
+def test_rows_match_by_the_corpus_hash_not_its_path():
+    here = corpus_row()
+    there = corpus_row(data="stdlib (/usr/lib/python3.12)", config_id="0123456789abcdef")
+    assert identity(here) == identity(there)
+    res = compare([here], [there])
+    assert res.matched_rows == 1 and not res.failed
+    assert "/" not in res.summary()
+    # the readable configuration names the corpus by its name and hash, never its folder
+    res = compare([here], [corpus_row(data="stdlib (/usr/lib/python3.12)", val_loss=2.5)])
+    (reg,) = res.by("regression")
+    assert "data=stdlib#b60ac180" in reg.config and "/usr" not in reg.config
+    # another corpus (other hash), or other settings, is another configuration
+    assert identity(corpus_row(corpus_hash="5d1d4e8878ce0f8d")) != identity(here)
+    assert identity(corpus_row(lr=3e-3)) != identity(here)
+    # a setting only the newer version records does not split the rows; nor does the tokenizer path
+    newer = corpus_row(data="stdlib", config_id="fedcba9876543210", **{"config.model.new_knob": 1,
+                                                                      "config.data.tokenizer": "/home/u/tok.json"})
+    res = compare([here], [newer])
+    assert res.matched_rows == 1 and not res.failed
+
+
+def test_committed_rows_match_under_another_python_prefix(tmp_path):
+    """The committed stdlib rows, as another machine (another Python prefix) would write them, match."""
+    src = Path(__file__).resolve().parents[2] / "results" / "training" / "cpu-small.jsonl"
+    if not src.is_file():
+        pytest.skip("no committed results/training/cpu-small.jsonl")
+    rows = load_rows(src)
+    moved = []
+    for r in rows:
+        r = dict(r)
+        if r.get("data.hash"):
+            r["data"] = "stdlib (/opt/python/3.12/lib/python3.12)"
+            r["config_id"] = "0" * 16  # it hashes the corpus name, path and all
+        moved.append(r)
+    res = compare(rows, moved, allow_env_mismatch=True)
+    assert res.matched_rows == len([r for r in rows if r.get("status") == "ok"]) and not res.failed

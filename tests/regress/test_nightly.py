@@ -55,23 +55,31 @@ def test_nightly_end_to_end(capsys, tmp_path, monkeypatch, fixed_timer):
     monkeypatch.delenv(SLOWDOWN_ENV, raising=False)
     # 0. no baseline yet: refused before anything runs, in one line
     code, _, err = nightly(capsys, tmp_path, "n0")
-    assert code == 2 and "no baseline results under" in err and "--write-baseline" in err
+    assert code == 2 and "no baseline results for latency, extrapolation under" in err and "--write-baseline" in err
+    assert "--first-night" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "n0" / "results").exists()
 
-    # 1. write the baseline
-    code, out, err = nightly(capsys, tmp_path, "n1", "--write-baseline", "--no-report")
+    # 1. the first night writes the baseline and says so (the committed workflow passes --first-night)
+    code, out, err = nightly(capsys, tmp_path, "n1", "--first-night", "--no-report")
     assert code == 0, err
+    assert "first night: no baseline for this machine" in err and "baseline written:" in err
+    assert "compare:" not in out
+    manifest = json.loads((tmp_path / "n1" / "nightly.json").read_text())
+    assert manifest["first_night"] is True and manifest["summary"].startswith("first night:")
     assert fixed_timer["n"] > 0
     base = sorted(p.relative_to(tmp_path / "baselines").as_posix() for p in (tmp_path / "baselines").rglob("*.jsonl"))
     assert [p.split("/", 1)[1] for p in base] == ["extrapolation-micro.jsonl", "latency-micro.jsonl"]
     assert base[0].startswith("cpu-")
 
-    # 2. an unchanged run passes (and makes the report)
-    code, out, err = nightly(capsys, tmp_path, "n2")
+    # 2. an unchanged run passes (and makes the report); with a baseline, --first-night compares as usual
+    code, out, err = nightly(capsys, tmp_path, "n2", "--first-night")
     assert code == 0, out + err
     n2 = tmp_path / "n2"
-    assert "compare: ok: 0 regression(s)" in out
+    assert "compare: ok: 0 regression(s)" in out and "first night" not in err
+    assert out.lstrip().startswith("compare") or "regression" in out.splitlines()[0]  # stdout: the comparison only
+    assert "it/s" not in out and "perplexity" not in out.lower()  # progress and the suites' tables: not on stdout
     manifest = json.loads((n2 / "nightly.json").read_text())
+    assert manifest["first_night"] is False
     assert manifest["rc"] == 0 and [s["step"] for s in manifest["steps"]] == [
         "env", "run latency", "run extrapolation", "report", "compare"]
     assert all(s["status"] == "ok" for s in manifest["steps"])
@@ -115,8 +123,28 @@ def test_nightly_refuses_another_machine(capsys, tmp_path, monkeypatch, fixed_ti
     lines = err.strip().splitlines()
     assert code == 2 and lines[-1].startswith("ablate: error: environments differ") and "H100" in lines[-1]
     code, out, err = nightly(capsys, tmp_path, "n", "--suites", "latency", "--no-report", "--allow-env-mismatch")
+    assert code == 1, err  # compared across machines, nothing matched: a gate that compared nothing fails
+    assert "nightly: compare: FAIL: no row matched" in err and "--allow-missing" in err
+    code, out, err = nightly(capsys, tmp_path, "n", "--suites", "latency", "--no-report", "--allow-env-mismatch",
+                             "--allow-missing", "--resume")
     assert code == 0, err
     assert "new" in out and "missing" in out
+
+
+def test_nightly_first_night_on_another_machine(capsys, tmp_path, monkeypatch, fixed_timer):
+    """--first-night with a baseline from other hardware only: this machine's rows are written next to it."""
+    from ablate.store.results import append_row, make_row
+
+    monkeypatch.delenv(SLOWDOWN_ENV, raising=False)
+    env = {"env.gpu": "NVIDIA H100 80GB HBM3", "env.torch": "2.5.1+cu124", "env.hostname": "gpu-box"}
+    append_row(tmp_path / "baselines" / "nvidia-h100" / "latency-gpu.jsonl",
+               make_row("latency", "ok", {"part": "kernel", "attention": "sdpa", "device": "cuda",
+                                          "device_name": "NVIDIA H100 80GB HBM3"}, {"time_ms": 1.0}, env=env))
+    code, out, err = nightly(capsys, tmp_path, "n", "--suites", "latency", "--no-report", "--first-night")
+    assert code == 0, err
+    assert "first night" in err
+    written = sorted(p.parent.name for p in (tmp_path / "baselines").rglob("latency-*.jsonl"))
+    assert written[0].startswith("cpu-") and written[1] == "nvidia-h100"
 
 
 def test_bad_slowdown_and_suite(capsys, tmp_path, monkeypatch):
@@ -148,6 +176,8 @@ def test_workflow_calls_the_same_entry_point():
     cmd = typer.main.get_command(app).commands["nightly"]
     known = {o for p in cmd.params for o in list(p.opts) + list(p.secondary_opts)}
     assert used and used <= known, used - known
-    assert {"--preset-latency", "--preset-extrapolation", "--baseline", "--write-baseline"} <= used
+    assert {"--preset-latency", "--preset-extrapolation", "--baseline", "--write-baseline", "--first-night"} <= used
+    # the first night's baseline is uploaded, and said to be one
+    assert "steps.nightly.outputs.first_night == 'true'" in text and "::warning title=first night::" in text
     ci = (root / ".github" / "workflows" / "ci.yml").read_text()
     assert "bash .ci/run" in ci and "push:" in ci and "pull_request:" in ci
