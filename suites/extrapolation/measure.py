@@ -41,6 +41,12 @@ def _save(path: Path, payload: dict) -> None:
     save_checkpoint(path, payload)
 
 
+def _task_identity(job: Job, ckpt: Path) -> dict[str, Any]:
+    """What a checkpoint is saved for besides its model settings (checked when it is loaded): the job (its kind,
+    variant, seed) and the file name that carries the config id."""
+    return {"kind": job.kind, "position": job.position, "seed": job.seed, "file": ckpt.name}
+
+
 def _lr_sweep(cfg: ExtrapolationConfig, mcfg, corpus: Corpus, device: str, folder: Path):
     """The learning rate of one position variant (:mod:`ablate.core.lr_sweep`; None when the sweep is off): swept once
     per variant with the first seed's initialisation and data order, scored on tune documents the test sample never
@@ -60,9 +66,12 @@ def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, 
     live-logging callback of :func:`ablate.core.train.train` (``--log-to``); a model loaded from its checkpoint replays
     the training curve stored there."""
     mcfg = job_model(cfg, job.position)
+    task = _task_identity(job, ckpt)
     if reuse and ckpt.is_file():
         try:
-            payload = load_checkpoint(ckpt)
+            # saved for this model and task, or retrained: another variant's weights (same shapes) never load
+            payload = load_checkpoint(ckpt, expect={"model_cfg": dataclasses.asdict(mcfg)},
+                                      expect_if_saved={"task": task})
             info = payload["info"]
             if on_log is not None:
                 for h in payload.get("history") or []:
@@ -105,7 +114,7 @@ def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, 
     if job.kind == "lm" and cfg.lr_sweep.enabled:
         info["lr_sweep"] = swept.as_row()
     _save(ckpt, {"info": info, "state_dict": model.state_dict() if res.ok else None,
-                 "model_cfg": dataclasses.asdict(mcfg), "history": res.history})
+                 "model_cfg": dataclasses.asdict(mcfg), "task": task, "history": res.history})
     return (model if res.ok else None), info
 
 
@@ -163,16 +172,23 @@ def _train_or_finetune(cfg, job: Job, corpus: Corpus, device: str, ckpt_dir: Pat
     if model is None:
         return None, info
     ft = job.finetune
-    return run_finetune(cfg, ft, model, corpus, job.seed, device, ckpt_dir / f"{job.name}-{cid}-{ft.id}.pt", prog,
-                        reuse, info, job.name, _load_payload, _save)
+    ft_ckpt = ckpt_dir / f"{job.name}-{cid}-{ft.id}.pt"
+    # the fine-tuned weights load only for this fine-tuning of this base model and task (saved with them)
+    ident = {"finetune": dataclasses.asdict(ft), "base_model_cfg": dataclasses.asdict(job_model(cfg, job.position)),
+             "task": _task_identity(job, ft_ckpt)}
+    return run_finetune(cfg, ft, model, corpus, job.seed, device, ft_ckpt, prog, reuse, info, job.name,
+                        lambda path: _load_payload(path, expect={"finetune": ident["finetune"]},
+                                                   expect_if_saved={k: ident[k] for k in ("base_model_cfg", "task")}),
+                        lambda path, payload: _save(path, {**payload, **ident}))
 
 
-def _load_payload(path: Path) -> dict | None:
-    """A checkpoint's payload, or None when there is none or it is unusable (removed, with a warning)."""
+def _load_payload(path: Path, expect: dict | None = None, expect_if_saved: dict | None = None) -> dict | None:
+    """A checkpoint's payload, or None when there is none or it is unusable or saved for another model or task
+    (removed, with a warning)."""
     if not path.is_file():
         return None
     try:
-        return load_checkpoint(path)
+        return load_checkpoint(path, expect=expect, expect_if_saved=expect_if_saved)
     except CorruptCheckpoint as exc:
         sys.stderr.write(f"ablate: warning: checkpoint {path} is unusable ({' '.join(exc.why.split())[:200]}); "
                          "fine-tuning again\n")
