@@ -234,7 +234,7 @@ def contrast(terms: Sequence[tuple[float, Cell]]) -> Estimate:
     return seed_estimate([math.fsum(coef * math.log(c.ppl[s]) for coef, c in terms) for s in seeds])
 
 
-def _ratio(e: Estimate) -> str:
+def ratio_cell(e: Estimate) -> str:
     """``×1.23 [1.10, 1.37]`` for a log-ratio estimate."""
     return _ratio_text(e.delta, *e.interval()) if math.isfinite(e.delta) else "—"
 
@@ -297,7 +297,7 @@ def judge(tests: Sequence[Check], alpha: float = 0.05) -> tuple[str, str, str]:
     if not tests:
         return INCONCLUSIVE, "—", "no finished pair of rows"
     if any(t.est.se is None for t in tests):
-        return INCONCLUSIVE, "; ".join(f"{t.label} {_ratio(t.est)}" for t in tests), \
+        return INCONCLUSIVE, "; ".join(f"{t.label} {ratio_cell(t.est)}" for t in tests), \
             "1 seed: no interval (needs >= 2)"
     # Directional tests at alpha/2 one-sided: a single test holds exactly when the two-sided 95% interval shown
     # excludes the threshold. Parity (TOST) is at alpha per side, its usual level (the 90% interval inside ±m).
@@ -307,7 +307,7 @@ def judge(tests: Sequence[Check], alpha: float = 0.05) -> tuple[str, str, str]:
     for t, c, a in zip(tests, pc, pa):
         mark = "✓" if c < level else ("✗" if a < level else "?")
         marks.append(mark)
-        parts.append(f"{t.label} {_ratio(t.est)} {mark}")
+        parts.append(f"{t.label} {ratio_cell(t.est)} {mark}")
     by = "; ".join(parts)
     fam = f"Holm over {len(tests)} tests" if len(tests) > 1 else "one test"
     what = tests[0].est.what
@@ -381,10 +381,10 @@ def extrapolation_claims(cells: Mapping[tuple[str, int], Cell | Mapping[int, flo
 
     def add(claim, source, published, test, tests, involved, compared=(), gate_exempt=False, extra=()):
         verdict, by, detail = judge(tests)
-        caveats, blocked = _caveats(cells, involved, compared, train_len, ctx, gate_exempt, f)
+        caveats, blocked = claim_caveats(cells, involved, compared, train_len, ctx, gate_exempt, f)
         caveats += list(extra)
-        ours = "; ".join(f"{t.label} {_ratio(t.est)}" for t in tests) if len(tests) > 1 else (
-            _ratio(tests[0].est) if tests else "—")
+        ours = "; ".join(f"{t.label} {ratio_cell(t.est)}" for t in tests) if len(tests) > 1 else (
+            ratio_cell(tests[0].est) if tests else "—")
         if blocked:
             detail = f"not testable at this rung: {blocked} (measured: {verdict}; {detail})"
             verdict = NOT_TESTABLE
@@ -448,7 +448,7 @@ def extrapolation_claims(cells: Mapping[tuple[str, int], Cell | Mapping[int, flo
     return out
 
 
-def _caveats(cells, involved, compared, train_len: int, ctx: Context, gate_exempt: bool, f) -> tuple[list[str], str]:
+def claim_caveats(cells, involved, compared, train_len: int, ctx: Context, gate_exempt: bool, f) -> tuple[list[str], str]:
     """(caveat lines, the reason the claim is not testable or "") for the variants a claim rests on."""
     lines: list[str] = []
     blocked: list[str] = []

@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
 
-from ablate.analysis.claims import (NOT_TESTABLE, PPL_MARGIN, Cell, Check, ClaimResult, Context, _caveats, _ratio,
+from ablate.analysis.claims import (NOT_TESTABLE, PPL_MARGIN, Cell, Check, ClaimResult, Context, claim_caveats, ratio_cell,
                            cells_from_rows, contrast, judge)
 from ablate.suites.extrapolation.labels import fine_tuned, scale_mode, series
 
@@ -108,9 +108,9 @@ def scaling_claims(records: Iterable[Mapping[str, Any]], train_len: int, ctx: Co
 
     def add(claim, source, published, test, tests: Sequence[Check], involved, compared=(), extra=()):
         verdict, by, detail = judge(tests)
-        caveats, blocked = _caveats(cells, involved, compared, train_len, ctx, False, f)
+        caveats, blocked = claim_caveats(cells, involved, compared, train_len, ctx, False, f)
         caveats += [e for e in extra if e]
-        ours = "; ".join(f"{t.label} {_ratio(t.est)}" for t in tests) if len(tests) > 1 else _ratio(tests[0].est)
+        ours = "; ".join(f"{t.label} {ratio_cell(t.est)}" for t in tests) if len(tests) > 1 else ratio_cell(tests[0].est)
         if blocked:
             detail = f"not testable at this rung: {blocked} (measured: {verdict}; {detail})"
             verdict = NOT_TESTABLE

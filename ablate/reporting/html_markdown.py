@@ -1,5 +1,5 @@
 """Markdown, as ``ablate report`` writes it, rendered to HTML for the report pages (:mod:`ablate.reporting.html_report`):
-tables (:class:`MdTable`, :func:`parse_md_table`), inline markup, and :class:`_Page`, the page under construction
+tables (:class:`MdTable`, :func:`parse_md_table`), inline markup, and :class:`Page`, the page under construction
 that embeds figures as ``data:`` URIs and keeps track of what it has shown. Standard library only."""
 
 from __future__ import annotations
@@ -61,12 +61,12 @@ def _split_row(line: str) -> list[str]:
     return cells
 
 
-def _is_table_start(lines: list[str], i: int) -> bool:
+def is_table_start(lines: list[str], i: int) -> bool:
     return (i + 1 < len(lines) and lines[i].lstrip().startswith("|")
             and bool(_RULE.match(lines[i + 1].strip())))
 
 
-def _read_table(lines: list[str], i: int) -> tuple[MdTable, int]:
+def read_table(lines: list[str], i: int) -> tuple[MdTable, int]:
     """The table starting at ``lines[i]`` and its ``Table: caption`` line (after blank lines); the next index."""
     header = _split_row(lines[i])
     rule = _split_row(lines[i + 1])
@@ -93,22 +93,22 @@ def parse_md_table(text: str) -> MdTable | None:
     """The first Markdown table in ``text`` (with its ``Table:`` caption), or None."""
     lines = text.splitlines()
     for i in range(len(lines)):
-        if _is_table_start(lines, i):
-            return _read_table(lines, i)[0]
+        if is_table_start(lines, i):
+            return read_table(lines, i)[0]
     if text.strip() == "(empty table)" or text.rstrip().endswith("(empty table)"):
         cap = text.strip().split("\n\n")[0] if "\n\n" in text.strip() else ""
         return MdTable([], [], [], cap)
     return None
 
 
-def _is_claims(path: Path, table: MdTable) -> bool:
+def is_claims(path: Path, table: MdTable) -> bool:
     if path.stem.endswith("_claims"):
         return True
     heads = [h.lower() for h in table.header]
     return "verdict" in heads and bool(heads) and "claim" in heads[0]
 
 
-def _verdicts(table: MdTable) -> dict[str, int]:
+def verdict_counts(table: MdTable) -> dict[str, int]:
     heads = [h.lower() for h in table.header]
     if "verdict" not in heads:
         return {}
@@ -121,7 +121,7 @@ def _verdicts(table: MdTable) -> dict[str, int]:
     return out
 
 
-def _tally(counts: dict[str, int]) -> list[tuple[str, int]]:
+def verdict_tally(counts: dict[str, int]) -> list[tuple[str, int]]:
     keys = sorted(counts, key=lambda k: (VERDICT_ORDER.index(k) if k in VERDICT_ORDER else len(VERDICT_ORDER), k))
     return [(k, counts[k]) for k in keys]
 
@@ -139,12 +139,12 @@ _INLINE = re.compile(
 )
 
 
-def _slug(s: str) -> str:
+def slug(s: str) -> str:
     s = re.sub(r"[^a-z0-9]+", "-", s.lower()).strip("-")
     return s or "x"
 
 
-def _norm(p: Path) -> Path:
+def norm(p: Path) -> Path:
     return Path(os.path.normpath(p))
 
 
@@ -153,21 +153,21 @@ def _has_scheme(s: str) -> bool:
 
 
 @dataclass
-class _Figure:
+class FigureRef:
     stem: Path  # absolute-ish stem (folder / name without suffix)
     files: list[Path]
     id: str
 
 
 @dataclass
-class _Page:
+class Page:
     """One page under construction: the tables and figures it must show, what it has shown, unique ids."""
 
     folder: Path
     tables: dict[Path, MdTable] = field(default_factory=dict)  # normalised path of a .md table -> parsed
     table_ids: dict[Path, str] = field(default_factory=dict)
     by_key: dict[tuple, Path] = field(default_factory=dict)
-    figures: dict[Path, _Figure] = field(default_factory=dict)  # normalised stem -> figure
+    figures: dict[Path, FigureRef] = field(default_factory=dict)  # normalised stem -> figure
     shown: set[Path] = field(default_factory=set)  # table paths and figure stems already on the page
     sections: dict[Path, str] = field(default_factory=dict)  # a rendered .md file -> the id of its section
     pages: set[Path] = field(default_factory=set)  # other index.md files that get their own index.html
@@ -175,7 +175,7 @@ class _Page:
     toc: list[tuple[int, str, str]] = field(default_factory=list)
 
     def uid(self, base: str) -> str:
-        base = _slug(base)
+        base = slug(base)
         uid, n = base, 2
         while uid in self.ids:
             uid, n = f"{base}-{n}", n + 1
@@ -208,7 +208,7 @@ class _Page:
     def target(self, href: str, base: Path) -> Path | None:
         if _has_scheme(href) or href.startswith("#") or href.startswith("/"):
             return None
-        return _norm(base / href.split("#")[0])
+        return norm(base / href.split("#")[0])
 
     def anchor_for(self, p: Path) -> str | None:
         """The id on this page that shows file ``p`` (a table, a figure file, a rendered index), if any."""
@@ -250,7 +250,7 @@ class _Page:
             return f'<p class="see">Figure <a href="#{fig.id}">{html.escape(alt or stem.name)}</a> (above).</p>'
         return self.figure(fig, alt)
 
-    def figure(self, fig: _Figure, caption: str = "") -> str:
+    def figure(self, fig: FigureRef, caption: str = "") -> str:
         self.shown.add(fig.stem)
         f = fig.files[0]
         names = " · ".join(html.escape(self.rel(x)) for x in fig.files)
@@ -278,7 +278,7 @@ class _Page:
             for i, (c, num) in enumerate(zip(r, t.numeric)):
                 cls = ["num"] if num else []
                 if i == vcol and c.strip():
-                    cls.append("v-" + _slug(c.strip("* ")))
+                    cls.append("v-" + slug(c.strip("* ")))
                 klass = f' class="{" ".join(cls)}"' if cls else ""
                 cells.append(f"<td{klass}>{self.inline(c, base)}</td>")
             out.append("<tr>" + "".join(cells) + "</tr>")
@@ -386,8 +386,8 @@ class _Page:
                 out.append(f'<h{level} id="{hid}">{body}</h{level}>')
                 i += 1
                 continue
-            if _is_table_start(lines, i):
-                t, i = _read_table(lines, i)
+            if is_table_start(lines, i):
+                t, i = read_table(lines, i)
                 out.append(self.inline_table(t, base))
                 continue
             if s.startswith(">"):
@@ -417,7 +417,7 @@ class _Page:
                     out.append("<ul>\n" + "\n".join(f"<li>{self.inline(it, base)}</li>" for it in items) + "\n</ul>")
                 continue
             para = []
-            while i < len(lines) and lines[i].strip() and not _is_table_start(lines, i) \
+            while i < len(lines) and lines[i].strip() and not is_table_start(lines, i) \
                     and not re.match(r"^(#{1,6}\s|```|>|[-*]\s)", lines[i].strip()):
                 para.append(lines[i].strip())
                 i += 1

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ablate.store.atomic import write_text
-from ablate.reporting.html_markdown import (FIGURE_SUFFIXES, MdTable, _Figure, _is_claims, _is_table_start, _norm, _Page,
-                                  _read_table, _slug, _tally, _verdicts, parse_md_table)
+from ablate.reporting.html_markdown import (FIGURE_SUFFIXES, MdTable, FigureRef, is_claims, is_table_start, norm, Page,
+                                  read_table, slug, verdict_tally, verdict_counts, parse_md_table)
 
 __all__ = ["write_pages", "write_folder_page", "write_root_index", "render_folder", "render_root",
            "parse_md_table", "folder_summary", "main"]
@@ -121,7 +121,7 @@ def _owned_files(folder: Path) -> list[Path]:
         d = Path(dirpath)
         dirnames[:] = sorted(x for x in dirnames if not x.startswith(".")
                              and not _is_report_index(d / x / "index.md"))
-        out += [_norm(d / f) for f in sorted(filenames) if not f.startswith(".")]
+        out += [norm(d / f) for f in sorted(filenames) if not f.startswith(".")]
     return out
 
 
@@ -129,7 +129,7 @@ def _is_index_md(p: Path) -> bool:
     return p.name == "index.md" or p.name.endswith("_index.md")
 
 
-def _collect(page: _Page, files: Iterable[Path]) -> None:
+def _collect(page: Page, files: Iterable[Path]) -> None:
     stems: dict[Path, list[Path]] = {}
     for f in files:
         if f.suffix == ".md" and not _is_index_md(f):
@@ -139,13 +139,13 @@ def _collect(page: _Page, files: Iterable[Path]) -> None:
                 page.by_key.setdefault(t.key(), f)
         elif f.suffix in FIGURE_SUFFIXES:
             stems.setdefault(f.with_suffix(""), []).append(f)
-        elif f.name == "index.md" and _norm(f.parent) != _norm(page.folder):
+        elif f.name == "index.md" and norm(f.parent) != norm(page.folder):
             page.pages.add(f)
     for p in sorted(page.tables):
         page.table_ids[p] = page.uid("table-" + page.rel(p.with_suffix("")))
     for stem in sorted(stems):
         fs = sorted(stems[stem], key=lambda x: FIGURE_SUFFIXES.index(x.suffix))
-        page.figures[stem] = _Figure(stem, fs, page.uid("figure-" + page.rel(stem)))
+        page.figures[stem] = FigureRef(stem, fs, page.uid("figure-" + page.rel(stem)))
 
 
 def _sections(text: str) -> list[tuple[str, str]]:
@@ -176,8 +176,8 @@ def _data_table(report_md: str) -> MdTable | None:
         if head == "Data":
             lines = body.splitlines()
             for i in range(len(lines)):
-                if _is_table_start(lines, i):
-                    t = _read_table(lines, i)[0]
+                if is_table_start(lines, i):
+                    t = read_table(lines, i)[0]
                     if t.header and t.header[0] == "results file":
                         return t
     return None
@@ -206,7 +206,7 @@ def _report_root(folder: Path) -> Path | None:
 def folder_summary(folder: Path) -> dict:
     """Title, suites, device-preset names, row and status counts, claim verdicts and commits of one page's folder
     (from its Markdown alone)."""
-    folder = _norm(Path(folder))
+    folder = norm(Path(folder))
     idx = folder / "index.md"
     text = _read(idx) if idx.exists() else ""
     is_report = _is_report_index(idx)
@@ -242,8 +242,8 @@ def folder_summary(folder: Path) -> dict:
     for f in files:
         if f.suffix == ".md" and not _is_index_md(f):
             t = parse_md_table(_read(f))
-            if t is not None and _is_claims(f, t):
-                for k, n in _verdicts(t).items():
+            if t is not None and is_claims(f, t):
+                for k, n in verdict_counts(t).items():
                     verdicts[k] = verdicts.get(k, 0) + n
     if is_report:
         own = [f for f in files if _is_index_md(f) and f != idx]  # the suites' indexes, here and in sub-folders
@@ -275,7 +275,7 @@ def _tally_html(counts: dict[str, int]) -> str:
         return ""
     total = sum(counts.values())
     return ('<span class="tally">' + "".join(
-        f'<span class="v-{_slug(k)}">{n} {html.escape(k)}</span>' for k, n in _tally(counts))
+        f'<span class="v-{slug(k)}">{n} {html.escape(k)}</span>' for k, n in verdict_tally(counts))
         + f"<span>(of {total})</span></span>")
 
 
@@ -322,12 +322,12 @@ def _provenance_parts(sections: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def render_folder(folder: Path) -> str:
     """The HTML page of a report folder (``index.md`` with the report marker) or of a suite sub-folder (its own
     ``index.md``) -- see the module docstring."""
-    folder = _norm(Path(folder))
+    folder = norm(Path(folder))
     idx = folder / "index.md"
     is_report = _is_report_index(idx)
     root = _report_root(folder)
     root_md = _read(root / "index.md") if root is not None else ""
-    page = _Page(folder)
+    page = Page(folder)
     for reserved in ("contents", "claims", "provenance", "more"):
         page.ids.add(reserved)
     files = _owned_files(folder)
@@ -345,11 +345,11 @@ def render_folder(folder: Path) -> str:
 
     body: list[str] = []
     # claims first
-    claims = [p for p in sorted(page.tables) if _is_claims(p, page.tables[p])]
+    claims = [p for p in sorted(page.tables) if is_claims(p, page.tables[p])]
     if claims:
         counts: dict[str, int] = {}
         for p in claims:
-            for k, n in _verdicts(page.tables[p]).items():
+            for k, n in verdict_counts(page.tables[p]).items():
                 counts[k] = counts.get(k, 0) + n
         page.toc.append((2, "claims", "Published claims vs these results"))
         body.append('<section class="claims" id="claims">\n<h2>Published claims vs these results</h2>')
@@ -463,7 +463,7 @@ def write_pages(report_dir: Path) -> list[Path]:
     report_dir = Path(report_dir)
     written = [write_folder_page(report_dir)]
     for f in _owned_files(report_dir):
-        if f.name == "index.md" and _norm(f.parent) != _norm(report_dir):
+        if f.name == "index.md" and norm(f.parent) != norm(report_dir):
             written.append(write_folder_page(f.parent))
     return written
 
@@ -480,14 +480,14 @@ def _pages_below(root: Path) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(x for x in dirnames if not x.startswith("."))
         d = Path(dirpath)
-        if "index.html" in filenames and "index.md" in filenames and _norm(d) != _norm(root):
-            out.append(_norm(d / "index.html"))
+        if "index.html" in filenames and "index.md" in filenames and norm(d) != norm(root):
+            out.append(norm(d / "index.html"))
     return sorted(out, key=lambda p: p.parent.as_posix())
 
 
 def render_root(root: Path) -> str:
     """The page linking every report page below ``root`` (relative links), one row each."""
-    root = _norm(Path(root))
+    root = norm(Path(root))
     pages = _pages_below(root)
     body = ["<h1>Reports</h1>",
             f'<p class="summary">{len(pages)} report page(s) below this folder, each one self-contained '

@@ -304,7 +304,7 @@ class ModelRun:
 
     def __init__(self, live: LiveLog, name: str, config: Any, keys: Sequence[Mapping[str, Any]]):
         from ablate.store.env import env_columns
-        from ablate.store.results import _flatten, to_jsonable
+        from ablate.store.results import flatten, to_jsonable
 
         self.live, self.name = live, safe_name(name).replace("/", "_")
         self.full_name = safe_name(f"{live.suite}-{name}").replace("/", "_")
@@ -316,7 +316,7 @@ class ModelRun:
                 if all(k in other and other[k] == v for other in keys[1:]) and v is not None:
                     params[safe_name(k)] = _text(to_jsonable(v))
         if config is not None:
-            for k, v in _flatten(to_jsonable({"config": config})).items():
+            for k, v in flatten(to_jsonable({"config": config})).items():
                 if v is not None:
                     params[safe_name(k)] = _text(v)
         self.params = params

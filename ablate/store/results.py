@@ -108,13 +108,13 @@ def to_jsonable(value: Any) -> Any:
     return str(value)  # torch.dtype, torch.device, ...
 
 
-def _flatten(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in row.items():
         if not isinstance(k, str):
             raise TypeError(f"result row keys must be strings, got {k!r}")
         if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[prefix + k] = v
     return out
@@ -123,7 +123,7 @@ def _flatten(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _serialize(row: Mapping[str, Any]) -> bytes:
     if not isinstance(row, Mapping):
         raise TypeError(f"a result row must be a dict, got {type(row).__name__}")
-    flat = to_jsonable(_flatten(row))
+    flat = to_jsonable(flatten(row))
     line = json.dumps(flat, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     return (line + "\n").encode("utf-8")
 
@@ -531,14 +531,14 @@ def make_row(suite: str, status: str, key_fields: Mapping[str, Any], metrics: Ma
         "run_id": run_id or current_run_id(),
         "timestamp": _utc_now(),
     }
-    row.update(to_jsonable(_flatten(key_fields)))
-    row.update(to_jsonable(_flatten(metrics)))
+    row.update(to_jsonable(flatten(key_fields)))
+    row.update(to_jsonable(flatten(metrics)))
     if config is not None:
         if dataclasses.is_dataclass(config) and not isinstance(config, type):
             config = dataclasses.asdict(config)
         if not isinstance(config, Mapping):
             raise TypeError(f"config must be a dict or a dataclass, got {type(config).__name__}")
-        row.update(to_jsonable(_flatten(config, CONFIG_PREFIX)))
+        row.update(to_jsonable(flatten(config, CONFIG_PREFIX)))
     if env is None:
         from ablate.store.env import env_columns
 

@@ -13,7 +13,7 @@ from ablate.analysis.stats import above_chance, clustered_above_chance
 from ablate.reporting.tables import to_markdown, write_table
 
 from .constants import FAIR_TOL
-from .summary import _number, _variant_order, claim_cells, ppl_summary
+from .summary import is_number, variant_order, claim_cells, ppl_summary
 
 
 def undertrained(summary, train_len: int, tol: float = 0.10) -> dict[str, float]:
@@ -40,7 +40,7 @@ def _reference_notes(summary, rows, train_len: int) -> list[str]:
     NoPE (``none``), past train_len."""
     out = []
     if "unigram_loss" in rows.columns:
-        u = [v for v in rows["unigram_loss"].tolist() if _number(v)]
+        u = [v for v in rows["unigram_loss"].tolist() if is_number(v)]
         if u:
             uni = float(np.exp(np.median(u)))
             past = summary[(summary["eval_len"] > train_len) & np.isfinite(summary["mean"])]
@@ -66,10 +66,10 @@ def _reference_notes(summary, rows, train_len: int) -> list[str]:
     return out
 
 
-def _notes(summary, train_len: int, flags: dict[str, float], tol: float, rows=None) -> list[str]:
+def reading_notes(summary, train_len: int, flags: dict[str, float], tol: float, rows=None) -> list[str]:
     """Reading notes: degenerate setups the rows carry (caveats), weak baselines, and method effects."""
     notes = []
-    for pos in _variant_order(summary):  # the caveat at the longest length that has one says the most
+    for pos in variant_order(summary):  # the caveat at the longest length that has one says the most
         s = summary[(summary["position"] == pos) & (summary["caveat"] != "")] if "caveat" in summary else summary[:0]
         if len(s):
             notes.append(f"* **caveat** `{pos}`: {s.sort_values('eval_len')['caveat'].iloc[-1]}")
@@ -77,7 +77,7 @@ def _notes(summary, train_len: int, flags: dict[str, float], tol: float, rows=No
         notes.append(f"* **undertrained** `{pos}`: its perplexity at train_len is ×{ratio:.2f} the best trained "
                      f"variant's (tolerance ×{1 + tol:.2f}); its extrapolation is that of a weaker model.")
     notes += _reference_notes(summary, rows, train_len) if rows is not None else []
-    bounded = [p for p in _variant_order(summary) if _table_bound(summary, p, train_len)]
+    bounded = [p for p in variant_order(summary) if _table_bound(summary, p, train_len)]
     for p in bounded:
         if not any(f"`{p}`" in n for n in notes):
             notes.append(f"* `{p}` has a table of train_len rows, as in the papers: longer positions have no "
@@ -94,7 +94,7 @@ def _learned(row, chance: float) -> bool:
     return above_chance(int(row["correct"]), int(row["trials"]), chance)
 
 
-def _probe_notes(summ, chance: float, order: list[str]) -> list[str]:
+def probe_notes(summ, chance: float, order: list[str]) -> list[str]:
     """Variants that did not learn the probe: at the shortest length (train_len) their accuracy is not above chance
     (the summary's ``chance`` at that length, else ``chance``; :func:`_learned`), so their accuracy past it says
     nothing about extrapolation. When no variant learned it, the note says so and the probe scores no claim."""
@@ -123,7 +123,7 @@ def claims_section(g, train_len: int, line: str, out_dir: Path, slug: str) -> tu
     first = g.iloc[0] if len(g) else {}
     mode = str(first.get("mode", "nonoverlap")) if len(g) else "nonoverlap"
     stride = first.get("stride") if len(g) else None
-    protocol = (f"sliding window, stride {int(stride)}" if mode == "sliding" and _number(stride)
+    protocol = (f"sliding window, stride {int(stride)}" if mode == "sliding" and is_number(stride)
                 else "non-overlapping windows")
     ctx = Context(trained=trained, undertrained=undertrained(summary, train_len, FAIR_TOL), protocol=protocol,
                   mode=mode)

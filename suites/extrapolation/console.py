@@ -12,11 +12,11 @@ from rich.table import Table
 from ablate.store.results import to_frame
 
 from .constants import PROBE_TASKS, SUITE
-from .summary import _protocol_groups, ppl_summary, protocol_line
+from .summary import protocol_groups, ppl_summary, protocol_line
 from .tables import effective_table, ppl_table, probe_table
 
 
-def _print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: int, tables: bool = True) -> None:
+def print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: int, tables: bool = True) -> None:
     console = Console()
     show = console.print if tables else (lambda *a, **k: None)  # tables: off under `ablate run`
     try:
@@ -30,7 +30,7 @@ def _print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: in
     summary = ppl_summary(df)
     if summary.empty:
         return
-    for pdict, g in _protocol_groups(summary):
+    for pdict, g in protocol_groups(summary):
         train_len = int(pdict.get("train_len") or g["eval_len"].min())
         wide = ppl_table(g, train_len)
         table = Table(title="extrapolation: perplexity by evaluation length", caption=protocol_line(pdict))

@@ -177,7 +177,7 @@ def _chance_label(chance: dict, depth: float) -> str:
     return "—" if c is None or not np.isfinite(c) else (f"{c:.2f}" if c >= 0.01 else f"{c:.2g}")
 
 
-def _probe_heatmaps(pk, order: list[str], stem: Path, chance: dict | None = None) -> list[Path]:
+def probe_heatmaps(pk, order: list[str], stem: Path, chance: dict | None = None) -> list[Path]:
     """A probe's accuracy by needle depth x context length, one heatmap per variant (mean over seeds). ``chance``:
     ``{depth: chance level}`` (:func:`probe_chance_by_depth`), printed beside each depth's label."""
     pk = pk.copy()

@@ -11,10 +11,10 @@ import pandas as pd
 from ablate.store.atomic import write_text
 from ablate.reporting.tables import write_table
 
-from .claims import _notes, _probe_notes, claims_section, undertrained
+from .claims import reading_notes, probe_notes, claims_section, undertrained
 from .constants import FAIR_TOL, METRIC_PPL, PROBE_TASKS, PROBE_TITLES, SUITE
-from .figures import _probe_heatmaps, fig_loss_vs_position, fig_ppl_vs_length, fig_probe_vs_length, variant_style
-from .summary import (_number, _protocol_groups, _variant_order, interval_note, ppl_summary, probe_chance,
+from .figures import probe_heatmaps, fig_loss_vs_position, fig_ppl_vs_length, fig_probe_vs_length, variant_style
+from .summary import (is_number, protocol_groups, variant_order, interval_note, ppl_summary, probe_chance,
                       probe_chance_by_depth, probe_summary, protocol_line)
 from .tables import effective_table, ppl_table, probe_table
 
@@ -40,7 +40,7 @@ def _probe_report(df, out_dir: Path, pal: dict, markers: dict) -> tuple[list[Pat
         chance = probe_chance(pk)
         summ = probe_summary(pk)
         by_depth = probe_chance_by_depth(pk)
-        order = _variant_order(summ)
+        order = variant_order(summ)
         kv = pd.to_numeric(pk["keys"], errors="coerce").dropna() if task == "multikey" and "keys" in pk else []
         keys = int(kv.iloc[0]) if len(kv) else None
         lo_c, hi_c = min(by_depth.values()), max(by_depth.values())
@@ -55,8 +55,8 @@ def _probe_report(df, out_dir: Path, pal: dict, markers: dict) -> tuple[list[Pat
         written += [md, tex]
         written += fig_probe_vs_length(summ, task, order, chance, pal, markers,
                                        out_dir / f"extrapolation_{task}_vs_length")
-        written += _probe_heatmaps(pk, order, out_dir / f"extrapolation_{task}", chance=by_depth)
-        index += [f"## {PROBE_TITLES[task]}", "", md.read_text(), ""] + _probe_notes(summ, chance, order) + [
+        written += probe_heatmaps(pk, order, out_dir / f"extrapolation_{task}", chance=by_depth)
+        index += [f"## {PROBE_TITLES[task]}", "", md.read_text(), ""] + probe_notes(summ, chance, order) + [
                   f"![{task} vs length](extrapolation_{task}_vs_length.png)", "",
                   f"![{task} by depth](extrapolation_{task}.png)", ""]
     return written, index
@@ -69,7 +69,7 @@ def _lr_lines(g) -> list[str]:
         return []
     lines = []
     for pos, sub in g.groupby("trained_position", sort=False):
-        lr = [v for v in sub["lr"].tolist() if _number(v)]
+        lr = [v for v in sub["lr"].tolist() if is_number(v)]
         if not lr:
             continue
         cands = sub["lr_sweep.lrs"].dropna().tolist() if "lr_sweep.lrs" in sub else []
@@ -109,7 +109,7 @@ def report(df, out_dir: Path) -> list[Path]:
         index.append("(no extrapolation rows)")
     pal, markers = variant_style(df["position"].dropna() if "position" in df.columns else ())
     ppl_rows = df[df["metric"] == METRIC_PPL] if "metric" in df.columns else df.iloc[0:0]
-    groups = _protocol_groups(ppl_rows) if not ppl_rows.empty else []
+    groups = protocol_groups(ppl_rows) if not ppl_rows.empty else []
     many = len(groups) > 1
     for pdict, g in groups:
         train_len = int(pdict["train_len"])
@@ -117,7 +117,7 @@ def report(df, out_dir: Path) -> list[Path]:
         summary = ppl_summary(g)
         seeds = int(summary["seeds"].max()) if not summary.empty else 0
         line = protocol_line(pdict) + f"; {seeds} seed(s)"
-        docs = [int(v) for v in g.get("eval_docs", []) if _number(v)] if "eval_docs" in g.columns else []
+        docs = [int(v) for v in g.get("eval_docs", []) if is_number(v)] if "eval_docs" in g.columns else []
         if docs:
             line += f"; {max(docs)} held-out document(s) drawn across the split"
         tol = FAIR_TOL
@@ -135,10 +135,10 @@ def report(df, out_dir: Path) -> list[Path]:
         written += [md, tex, md2, tex2]
         index += [f"## Protocol{': ' + slug[1:] if slug else ''}", "", line, "",
                   "### Perplexity", "", md.read_text(), "", "### Effective length", "", md2.read_text(), ""]
-        index += _notes(summary, train_len, flags, tol, rows=g)
+        index += reading_notes(summary, train_len, flags, tol, rows=g)
         index += _lr_lines(g)
 
-        order = _variant_order(summary)
+        order = variant_order(summary)
         written += fig_ppl_vs_length(summary, order, train_len, pal, markers,
                                      out_dir / f"extrapolation_ppl_vs_length{slug}")
         loss_files = fig_loss_vs_position(g, order, train_len, pal, out_dir / f"extrapolation_loss_vs_position{slug}",

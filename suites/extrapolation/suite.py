@@ -16,7 +16,7 @@ from ablate.plan.runner import results_path
 from ablate.plan.suitekit import Plan, Run, Suite, SuiteTask, training_setup
 
 from .config import ExtrapolationConfig, config_id, eval_set, eval_stride, resolve
-from .console import _print_summary
+from .console import print_summary as _print_summary
 from .constants import SUITE
 from .measure import _train_and_score, _unit
 from .plan import RowSpec, check_memory, job_model, plan_caveats, plan_jobs, validate_plan

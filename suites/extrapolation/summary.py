@@ -27,13 +27,13 @@ def mean_ci(values) -> tuple[float, float, int]:
     nan = float("nan")
     return (nan if s.mean is None else s.mean), (nan if s.half_width is None else s.half_width), s.n
 
-def _variant_order(df) -> list[str]:
+def variant_order(df) -> list[str]:
     present = list(dict.fromkeys(df["position"].tolist()))
     order = [p for p in POSITIONS if p in present] + [s for s in ROPE_SCALINGS if s in present]
     return order + sorted(p for p in present if p not in order)
 
 
-def _protocol_groups(df):
+def protocol_groups(df):
     df = relabel(df)  # fixed-scale and fine-tuned RoPE rows are series of their own (labels.series)
     cols = [c for c in PROTOCOL_COLS if c in df.columns]
     if not cols:
@@ -69,12 +69,12 @@ def ppl_summary(df):
     trained variant, its parameter count and the row caveats."""
     rows = []
     sub = df[df.get("metric", pd.Series(dtype=str)) == METRIC_PPL]
-    for pdict, g in _protocol_groups(sub):
+    for pdict, g in protocol_groups(sub):
         for (pos, L), cell in g.groupby(["position", "eval_len"], sort=False):
             ok = cell[cell["status"] == "ok"]
             mean, ci, n = mean_ci(ok["value"].tolist())
             bad = cell[cell["status"] != "ok"]
-            params = [v for v in cell.get("n_params", pd.Series(dtype=float)).tolist() if _number(v)]
+            params = [v for v in cell.get("n_params", pd.Series(dtype=float)).tolist() if is_number(v)]
             caveat = [c for c in cell.get("caveat", pd.Series(dtype=str)).tolist() if isinstance(c, str) and c]
             rows.append({**pdict, "position": pos, "eval_len": int(L), "mean": mean, "ci": ci, "n": n,
                          "seeds": len(cell), "status": "ok" if len(bad) == 0 else str(bad["status"].iloc[0]),
@@ -84,7 +84,7 @@ def ppl_summary(df):
     return pd.DataFrame(rows)
 
 
-def _number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -102,7 +102,7 @@ def per_seed_ppl(df) -> dict[tuple[str, int], dict[int, float]]:
     out: dict[tuple[str, int], dict[int, float]] = {}
     sub = df[(df["metric"] == METRIC_PPL) & (df["status"] == "ok")] if "metric" in df.columns else df.iloc[0:0]
     for r in sub.itertuples():
-        if _number(r.value):
+        if is_number(r.value):
             out.setdefault((str(r.position), int(r.eval_len)), {})[int(r.seed)] = float(r.value)
     return out
 
@@ -138,17 +138,17 @@ def _probe_counts(pk) -> Any:
 
 def probe_chance(pk) -> float:
     """The highest chance level of the rows (older rows without a ``chance`` column: a random number)."""
-    vals = [float(v) for v in pk.get("chance", []).tolist() if _number(v)] if "chance" in pk else []
+    vals = [float(v) for v in pk.get("chance", []).tolist() if is_number(v)] if "chance" in pk else []
     if vals:
         return max(vals)
-    digits = int(pk["digits"].iloc[0]) if "digits" in pk and _number(pk["digits"].iloc[0]) else 2
+    digits = int(pk["digits"].iloc[0]) if "digits" in pk and is_number(pk["digits"].iloc[0]) else 2
     return 10.0 ** -digits
 
 
 def _chance_of(g, fallback: float) -> float:
     """Mean chance level of a group of rows (each depth has the same number of trials, so the chance of the
     accuracy pooled over depths is the mean of the per-depth chances); ``fallback`` for rows without one."""
-    vals = [float(v) for v in g["chance"].tolist() if _number(v)] if "chance" in g else []
+    vals = [float(v) for v in g["chance"].tolist() if is_number(v)] if "chance" in g else []
     return float(np.mean(vals)) if vals else fallback
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .summary import _number, _variant_order, effective_length, probe_summary
+from .summary import is_number, variant_order, effective_length, probe_summary
 
 
 def _cell(mean: float, ci: float, n: int, status: str) -> Any:
@@ -25,9 +25,9 @@ def ppl_table(summary, train_len: int, flags: dict[str, float] | None = None):
     flags = flags or {}
     lens = sorted(summary["eval_len"].unique())
     out = []
-    for pos in _variant_order(summary):
+    for pos in variant_order(summary):
         s = summary[summary["position"] == pos]
-        params = next((int(v) for v in s["params"].tolist() if _number(v)), None) if "params" in s else None
+        params = next((int(v) for v in s["params"].tolist() if is_number(v)), None) if "params" in s else None
         row: dict[str, Any] = {"variant": pos, "params": f"{params:,}" if params is not None else None}
         for L in lens:
             c = s[s["eval_len"] == L]
@@ -47,7 +47,7 @@ def ppl_table(summary, train_len: int, flags: dict[str, float] | None = None):
 
 def effective_table(summary, train_len: int):
     out = []
-    for pos in _variant_order(summary):
+    for pos in variant_order(summary):
         s = summary[summary["position"] == pos].sort_values("eval_len")
         pairs = [(int(L), m) for L, m in zip(s["eval_len"], s["mean"])]
         eff = effective_length(pairs, train_len)
@@ -70,7 +70,7 @@ def probe_table(pk):
     summ = probe_summary(pk)
     lens = sorted(summ["eval_len"].unique())
     out = []
-    for pos in _variant_order(summ):
+    for pos in variant_order(summ):
         s = summ[summ["position"] == pos]
         row: dict[str, Any] = {"variant": pos}
         for L in lens:

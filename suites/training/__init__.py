@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from ablate.plan.suitekit import lazy_package
 
-from .constants import (_ID_OMIT_AT, BUDGET_KINDS, CONVERGENCE_DROP, CONVERGENCE_WINDOW, PROTOCOL,  # noqa: F401
+from .constants import (ID_OMIT_AT, BUDGET_KINDS, CONVERGENCE_DROP, CONVERGENCE_WINDOW, PROTOCOL,  # noqa: F401
                         STUCK_MARGIN, SUITE, SWEEPS, VARIANT_COLUMNS)
 
 # The measurement side (torch, imported together) and the report side (no torch), and the names each module gives
@@ -65,14 +65,14 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
                "grid_id", "config_id", "_grid_alias", "_refuse_grid_governed", "_model_id", "_corpus_id",
                "DataSettings", "ModelConfig", "TrainConfig", "GridSpec", "GridPoint"),
     "budget": ("flops_per_step", "Budget", "_calibrate", "train_jobs"),
-    "measure": ("run_point", "unigram_loss", "eval_sets", "lm_loss", "train", "_row_key_fields", "_describe",
+    "measure": ("run_point", "unigram_loss", "eval_sets", "lm_loss", "train", "row_key_fields", "describe",
                 "_curve"),
     "suite": ("results_file", "task_id", "check_memory", "tasks", "run", "_setup", "_print_summary"),
-    "aggregate": ("point_stats", "compare_points", "grid_rows", "DESCRIPTIVE", "_group_dirs", "_num", "_col",
+    "aggregate": ("point_stats", "compare_points", "grid_rows", "DESCRIPTIVE", "group_dirs", "to_float", "column_values",
                   "_stuck", "last_drop", "row_drop"),
     "findings": ("Finding", "FINDINGS", "NAMED_FINDINGS", "finding_pairs", "findings_table", "caveats", "_glu", "_kv",
                  "_signature", "_claim_verdict", "_SIGNATURE_SKIP", "_TESTS"),
-    "tables": ("summary_table", "_delta_cell", "_setup_lines", "_cell"),
+    "tables": ("summary_table", "_delta_cell", "setup_lines", "cell"),
     "figures": ("palette", "fig_curves", "fig_pareto", "_mean_curve", "_si", "front_segments"),
     "reporting": ("report", "curve_caption", "pareto_caption"),
 }

@@ -15,7 +15,7 @@ from ablate.analysis.stats import summarize, verdict
 from .constants import CONVERGENCE_DROP, CONVERGENCE_WINDOW, STUCK_MARGIN, SUITE
 
 
-def _num(v: Any) -> float | None:
+def to_float(v: Any) -> float | None:
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -23,7 +23,7 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _col(df, name: str) -> list:
+def column_values(df, name: str) -> list:
     return df[name].tolist() if name in df.columns else [None] * len(df)
 
 
@@ -34,10 +34,10 @@ def last_drop(steps: Any, losses: Any, total: Any = None, window: float = CONVER
     without a curve of two finite points."""
     if not isinstance(steps, (list, tuple)) or not isinstance(losses, (list, tuple)) or len(steps) != len(losses):
         return None
-    pts = [(float(a), _num(b)) for a, b in zip(steps, losses) if _num(a) is not None and _num(b) is not None]
+    pts = [(float(a), to_float(b)) for a, b in zip(steps, losses) if to_float(a) is not None and to_float(b) is not None]
     if len(pts) < 2:
         return None
-    end = _num(total) or pts[-1][0]
+    end = to_float(total) or pts[-1][0]
     tail = [p for p in pts if p[0] >= (1.0 - window) * end - 1e-9]
     if len(tail) < 2:
         tail = pts[-2:]
@@ -60,41 +60,41 @@ def point_stats(df) -> list[dict[str, Any]]:
     if df.empty:
         return []
     d = df.copy()
-    d["_order"] = [(_num(v) if _num(v) is not None else 1e9) for v in _col(d, "point_index")]
+    d["_order"] = [(to_float(v) if to_float(v) is not None else 1e9) for v in column_values(d, "point_index")]
     out = []
     for name in sorted(d["point"].unique(), key=lambda n: (d[d["point"] == n]["_order"].min(), str(n))):
         g = d[d["point"] == name]
         ok = g[g["status"] == "ok"]
-        by_seed = {int(s): _num(v) for s, v in zip(_col(ok, "seed"), _col(ok, "val_loss")) if _num(v) is not None}
+        by_seed = {int(s): to_float(v) for s, v in zip(column_values(ok, "seed"), column_values(ok, "val_loss")) if to_float(v) is not None}
         first = g.iloc[0]
 
         def mean(col: str, frame=ok):
-            return summarize([_num(v) for v in _col(frame, col)]).mean
+            return summarize([to_float(v) for v in column_values(frame, col)]).mean
 
         div = g[g["status"] == "diverged"]
         other = g[~g["status"].isin(["ok", "diverged"])]
-        params = [_num(v) for v in _col(g, "params") if _num(v) is not None]
+        params = [to_float(v) for v in column_values(g, "params") if to_float(v) is not None]
         drops = [row_drop(r) for _, r in ok.iterrows()]
         drop = summarize(drops).mean
-        lrs = sorted({_num(v) for v in (_col(ok, "lr") if "lr" in ok.columns else _col(ok, "config.train.lr"))
-                      if _num(v) is not None})
+        lrs = sorted({to_float(v) for v in (column_values(ok, "lr") if "lr" in ok.columns else column_values(ok, "config.train.lr"))
+                      if to_float(v) is not None})
         sweep_row = next((r for _, r in ok.iterrows() if isinstance(r.get("lr_sweep.lrs"), list)), None)
         out.append({
             "point": name, "baseline": first.get("baseline") if isinstance(first.get("baseline"), str) else None,
             "change": first.get("change"), "group": first.get("group"), "n": len(g), "n_ok": len(ok),
             "n_diverged": len(div),
-            "diverged_steps": [int(v) for v in _col(div, "diverged_step") if _num(v) is not None],
+            "diverged_steps": [int(v) for v in column_values(div, "diverged_step") if to_float(v) is not None],
             "other_status": sorted(set(other["status"])) if len(other) else [],
             "other_reason": (other["reason"].iloc[0] if len(other) else ""),
             "val_by_seed": by_seed, "val": summarize(list(by_seed.values())),
             "bpb": mean("val_bpb"), "ppl": mean("val_ppl"), "params": params[0] if params else None,
             "tokens_per_s": mean("tokens_per_s"), "step_ms": mean("step_ms"), "mfu": mean("mfu"),
             "tokens": mean("tokens"), "steps": mean("steps"),
-            "peak_mem_bytes": mean("peak_mem_bytes") if set(_col(ok, "peak_mem_kind")) == {"cuda_max_allocated"}
+            "peak_mem_bytes": mean("peak_mem_bytes") if set(column_values(ok, "peak_mem_kind")) == {"cuda_max_allocated"}
             else None,
-            "mfu_peak": next((v for v in _col(ok, "mfu_peak") if isinstance(v, str)), None),
-            "unigram": next((_num(v) for v in _col(g, "unigram_loss") if _num(v) is not None), None),
-            "tps": summarize([_num(v) for v in _col(ok, "tokens_per_s")]),
+            "mfu_peak": next((v for v in column_values(ok, "mfu_peak") if isinstance(v, str)), None),
+            "unigram": next((to_float(v) for v in column_values(g, "unigram_loss") if to_float(v) is not None), None),
+            "tps": summarize([to_float(v) for v in column_values(ok, "tokens_per_s")]),
             "drop": drop, "still_improving": drop is not None and drop > CONVERGENCE_DROP,
             "lr": lrs[0] if len(lrs) == 1 else None, "lrs_used": lrs,
             "sweep": None if sweep_row is None else {
@@ -134,7 +134,7 @@ def grid_rows(df, gid: str):
     if own.empty:
         return own
     declared: dict[str, dict] = {}
-    for decl in _col(own, "grid_points"):
+    for decl in column_values(own, "grid_points"):
         if isinstance(decl, list):
             for d in decl:
                 if isinstance(d, dict) and d.get("point") is not None:
@@ -159,7 +159,7 @@ def grid_rows(df, gid: str):
     return pd.concat([own, other], ignore_index=True)
 
 
-def _group_dirs(df) -> list[tuple[str, Any]]:
+def group_dirs(df) -> list[tuple[str, Any]]:
     """(folder name, rows) per (device, preset, grid_id): ``<device>-<preset>``; when one device-preset holds
     several grids, one keeps the plain name -- the default grid (no ``grid.axes``), then the one with most rows, then
     the newest -- and the others get ``-<grid_id[:6]>``."""

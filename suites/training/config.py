@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ablate.core.config import ModelConfig, apply_overrides, flatten, model_preset, unified_train_len
+from ablate.core.config import (ModelConfig, apply_overrides, check_max_len, check_model_keys, flatten,
+                                model_preset,
+                                override_keys, unified_train_len)
 from ablate.io.data import DataSettings, data_fields
 from ablate.errors import ConfigError
 from ablate.plan.grid import MODERN, ORIGINAL, GridPoint, GridSpec, build_grid, parse_axes, select
@@ -14,7 +16,7 @@ from ablate.core.lr_sweep import SweepSettings
 from ablate.store.results import row_key
 from ablate.core.train import TrainConfig
 
-from .constants import _ID_OMIT_AT, BUDGET_KINDS, PROTOCOL
+from .constants import ID_OMIT_AT, BUDGET_KINDS, PROTOCOL
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,13 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Trainin
         raise ConfigError(f"unknown training preset {preset!r}; valid: {', '.join(PRESETS)}")
     base = PRESETS[preset]
     cfg = apply_overrides(base, _grid_alias(overrides))
-    # train.seq_len and model.train_len are one setting: follow whichever the user changed (as extrapolation does).
+    keys = override_keys(_grid_alias(overrides))
+    # train.seq_len and model.train_len are one setting: follow whichever the user set (as extrapolation does); both
+    # set to different values is refused naming both. A model.max_len set below it is refused, not raised.
     m, t = cfg.model, cfg.train
-    train_len = unified_train_len(base.model.train_len, base.train.seq_len, m.train_len, t.seq_len)
-    max_len = max(m.max_len, train_len)
+    train_len = unified_train_len(base.model.train_len, base.train.seq_len, m.train_len, t.seq_len, keys)
+    check_max_len(m.max_len, train_len, keys, what="train.seq_len" if "train.seq_len" in keys else "model.train_len")
+    max_len = m.max_len if "model.max_len" in keys else max(m.max_len, train_len)
     cfg = replace(cfg, model=replace(m, train_len=train_len, max_len=max_len), train=replace(t, seq_len=train_len))
     b = cfg.budget
     if b.kind not in BUDGET_KINDS:
@@ -120,6 +125,10 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Trainin
     if e.tokens < 1 or e.curve_tokens < 1 or e.batch_tokens < 1:
         raise ConfigError(f"eval.tokens, eval.curve_tokens and eval.batch_tokens must be >= 1 "
                           f"(got {e.tokens}, {e.curve_tokens}, {e.batch_tokens})")
+    for name, n in (("eval.tokens", e.tokens), ("eval.curve_tokens", e.curve_tokens)):
+        if n < train_len:  # as the extrapolation suite refuses eval.tokens below its longest evaluation length
+            raise ConfigError(f"{name}={n} is shorter than train.seq_len={train_len}, the length every point is "
+                              f"scored at; raise {name} or lower train.seq_len")
     cfg.lr_sweep.check()
     off = sorted(k for k in {str(o).split("=", 1)[0].strip() for o in overrides}
                  if k.startswith("lr_sweep.") and k != "lr_sweep.points")
@@ -132,7 +141,24 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Trainin
         raise ConfigError(f"cpu_threads must be >= 0 (0 = torch's default), got {cfg.cpu_threads}")
     _refuse_grid_governed(cfg, {str(o).split("=", 1)[0].strip() for o in _grid_alias(overrides)})
     grid_points(cfg)  # grid errors (unknown axis, bad value, unknown point name) before any data or compute
+    for p in build_grid(cfg.model, replace(cfg.grid, only=())):
+        check_model_keys(p.model)  # a variant key the grid's base carries (grid.base=preset)
+    _refuse_ignored_grid_settings(cfg, keys)
     return cfg
+
+
+def _refuse_ignored_grid_settings(cfg: TrainingConfig, keys: set[str]) -> None:
+    """``grid.window`` / ``grid.gqa_kv_heads`` set where no point of the grid uses them (an axes grid without a
+    windowed attention or a GQA base) would be accepted and ignored: refuse them, saying what uses them."""
+    uses = {"grid.window": "a point whose attention needs a window (e.g. --sweep model.attention=sdpa,sliding_window, "
+                           "or the default grid's modern+sliding_window)",
+            "grid.gqa_kv_heads": "a point with GQA (the 'modern' base or the default grid)"}
+    for key in sorted(k for k in keys if k in uses):
+        name = key.split(".", 1)[1]
+        other = replace(cfg.grid, **{name: getattr(cfg.grid, name) + 1})
+        if [p.model for p in build_grid(cfg.model, cfg.grid)] == [p.model for p in build_grid(cfg.model, other)]:
+            raise ConfigError(f"{key}={getattr(cfg.grid, name)} is used by no point of this grid; it applies to "
+                              f"{uses[key]}; drop it")
 
 
 def _refuse_grid_governed(cfg: TrainingConfig, keys: set[str]) -> None:
@@ -176,8 +202,8 @@ def point_train(cfg: TrainingConfig, point: GridPoint, seed: int) -> TrainConfig
 
 
 def _model_id(model: ModelConfig) -> dict[str, Any]:
-    """The model's settings as hashed into grid_id / config_id (see :data:`_ID_OMIT_AT`)."""
-    return {k: v for k, v in flatten(model).items() if not (k in _ID_OMIT_AT and v == _ID_OMIT_AT[k])}
+    """The model's settings as hashed into grid_id / config_id (see :data:`ID_OMIT_AT`)."""
+    return {k: v for k, v in flatten(model).items() if not (k in ID_OMIT_AT and v == ID_OMIT_AT[k])}
 
 
 def _corpus_id(corpus: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ VARIANT_COLUMNS = ("norm", "norm_placement", "activation", "position", "attentio
 
 # Model fields added after results were committed, with the value that reproduces the behaviour from before they
 # existed: left out of the hashes at that value, so adding a field does not change (and retrain) every config_id.
-_ID_OMIT_AT: dict[str, Any] = {"scale_embeddings": False, "t5_max_distance": None}
+ID_OMIT_AT: dict[str, Any] = {"scale_embeddings": False, "t5_max_distance": None}
 PROTOCOL = 3  # what a row measures; v2: held-out documents + corpus hash, fairseq init for sinusoidal points;
 #              v3: final loss and curves on test documents drawn across the split (ablate.core.evalset), one embedding
 #              treatment for every point, GQA at equal parameters, T5's bias table without weight decay

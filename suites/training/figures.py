@@ -13,7 +13,7 @@ from ablate.analysis.stats import pareto_front, t_ppf
 from ablate.reporting.style import BAND_CI, Style, annotate_points, band_note, styles
 from ablate.reporting.tables import plot_style, savefig
 
-from .aggregate import _col, _num
+from .aggregate import column_values, to_float
 
 import matplotlib.pyplot as plt  # noqa: E402,I001  (after ablate.reporting.tables, which picks the headless backend)
 
@@ -22,9 +22,9 @@ def _mean_curve(g, xcol: str, ycol: str):
     """Mean and 95% t-interval half-width of list-valued curve columns across seeds, on the x values all seeds
     share (half-width 0 with one seed)."""
     series = []
-    for xs, ys in zip(_col(g, xcol), _col(g, ycol)):
+    for xs, ys in zip(column_values(g, xcol), column_values(g, ycol)):
         if isinstance(xs, (list, tuple)) and isinstance(ys, (list, tuple)) and len(xs) == len(ys) and xs:
-            series.append({int(x): _num(y) for x, y in zip(xs, ys)})
+            series.append({int(x): to_float(y) for x, y in zip(xs, ys)})
     if not series:
         return None
     common = sorted(set.intersection(*[set(s) for s in series]))
@@ -59,8 +59,8 @@ def palette(names: list[str]) -> dict[str, Style]:
 def _curve_text(g) -> str:
     """Which text the curve points scored, in a few words (the index gives the full caption)."""
     first = g.iloc[0]
-    ct, et = _num(first.get("curve_eval_tokens")), _num(first.get("eval_tokens"))
-    cd = _num(first.get("curve_eval_docs"))
+    ct, et = to_float(first.get("curve_eval_tokens")), to_float(first.get("eval_tokens"))
+    cd = to_float(first.get("curve_eval_docs"))
     if ct is None or et is None:
         return "first tokens of the held-out split, not the final loss's text"
     if ct >= et:
@@ -93,7 +93,7 @@ def fig_curves(g, stats: list[dict], pal: dict[str, Style], folder: Path) -> lis
                 if c is None:
                     continue
                 x, mean, half, n = c
-                tps = _num(sub["tokens_per_step"].iloc[0]) if "tokens_per_step" in sub.columns else None
+                tps = to_float(sub["tokens_per_step"].iloc[0]) if "tokens_per_step" in sub.columns else None
                 xv = x * tps if tps else x
                 st = pal[m]
                 ax.plot(xv, mean, color=st.color, lw=2.2 if m == fam else 1.3, marker=st.marker, ms=3.5,

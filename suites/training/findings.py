@@ -12,8 +12,8 @@ import pandas as pd
 from ablate.analysis.claims import INCONCLUSIVE, LOSS_MARGIN, NOT_TESTABLE, REPRODUCED, better_claim, parity_claim
 from ablate.plan.grid import EQUAL_PARAMS_TOL
 
-from .aggregate import _num, point_stats
-from .constants import _ID_OMIT_AT, CONVERGENCE_DROP, CONVERGENCE_WINDOW
+from .aggregate import to_float, point_stats
+from .constants import ID_OMIT_AT, CONVERGENCE_DROP, CONVERGENCE_WINDOW
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def _glu(v: Any, row: Any) -> bool | None:
 
 def _kv(row: Any) -> tuple[Any, Any]:
     kv = row.get("config.model.n_kv_heads", row.get("n_kv_heads"))
-    return (None if _num(kv) is None else int(_num(kv))), _num(row.get("config.model.n_heads"))
+    return (None if to_float(kv) is None else int(to_float(kv))), to_float(row.get("config.model.n_heads"))
 
 
 FINDINGS: tuple[Finding, ...] = (
@@ -82,7 +82,7 @@ def _signature(row: Any, field_name: str) -> tuple:
     skip = set(_SIGNATURE_SKIP) | {f"config.model.{field_name}"}
     if field_name == "attention":
         skip.add("config.model.window")
-    if field_name == "position" and _num(row.get("config.grid.scale_embeddings")) is None:
+    if field_name == "position" and to_float(row.get("config.grid.scale_embeddings")) is None:
         # rows from before one embedding treatment (sinusoidal points alone scaled them): part of the change there
         skip.add("config.model.scale_embeddings")
     if field_name == "n_kv_heads":  # GQA at equal parameters: the FFN width moves with the KV heads
@@ -93,8 +93,8 @@ def _signature(row: Any, field_name: str) -> tuple:
             v = row[k]
             v = None if v is None or (isinstance(v, float) and math.isnan(v)) else (tuple(v) if isinstance(v, list)
                                                                                     else v)
-            if v is None and k[len("config.model."):] in _ID_OMIT_AT:  # a row from before the field existed
-                v = _ID_OMIT_AT[k[len("config.model."):]]
+            if v is None and k[len("config.model."):] in ID_OMIT_AT:  # a row from before the field existed
+                v = ID_OMIT_AT[k[len("config.model."):]]
             items.append((k, v))
     return tuple(items)
 

@@ -47,12 +47,12 @@ def eval_sets(cfg: TrainingConfig, corpus: Corpus) -> tuple[EvalSet, EvalSet, Ev
     return test, test.subsample(ev.curve_tokens), tune
 
 
-def _row_key_fields(point: GridPoint, preset: str, cid: str, seed: int, device: str, corpus: Corpus) -> dict:
+def row_key_fields(point: GridPoint, preset: str, cid: str, seed: int, device: str, corpus: Corpus) -> dict:
     return {"point": point.name, "preset": preset, "config_id": cid, "seed": seed, "device": device,
             "data": corpus.name}
 
 
-def _describe(point: GridPoint, gid: str, declared: list[dict] | None = None) -> dict[str, Any]:
+def describe(point: GridPoint, gid: str, declared: list[dict] | None = None) -> dict[str, Any]:
     d = {k: v for k, v in point.describe().items() if k != "point"}
     d["grid_id"] = gid
     d["grid_points"] = declared or []

@@ -9,11 +9,11 @@ from ablate.store.atomic import write_text
 from ablate.analysis.claims import LOSS_MARGIN
 from ablate.reporting.tables import to_markdown, write_table
 
-from .aggregate import _group_dirs, _num, point_stats
+from .aggregate import group_dirs, to_float, point_stats
 from .constants import CONVERGENCE_DROP, CONVERGENCE_WINDOW, SUITE
 from .figures import fig_curves, fig_pareto, palette
 from .findings import findings_table
-from .tables import _setup_lines, summary_table
+from .tables import setup_lines, summary_table
 
 
 def report(df, out_dir: Path) -> list[Path]:
@@ -25,7 +25,7 @@ def report(df, out_dir: Path) -> list[Path]:
     written: list[Path] = []
     if df.empty or "point" not in df.columns:
         return written
-    for name, g in _group_dirs(df):
+    for name, g in group_dirs(df):
         folder = out_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         stats = point_stats(g)
@@ -69,7 +69,7 @@ def report(df, out_dir: Path) -> list[Path]:
                  "Each grid point trains the same small byte-level LM from scratch under the same budget and data "
                  "order per seed, then is scored on the same held-out tokens. Rows compare against the point named "
                  "in *vs*: `original+X` adds one modern change to the 2017 block, `modern-X→Y` removes one from "
-                 "today's block.", "", "## Setup", "", *_setup_lines(g), "",
+                 "today's block.", "", "## Setup", "", *setup_lines(g), "",
                  "## Results", "", md.read_text(encoding="utf-8"), ""]
         if device != "cuda":
             index += ["Peak memory and MFU are reported on CUDA only (on CPU the process RSS high-water mark is not "
@@ -112,8 +112,8 @@ def curve_caption(g) -> str:
     """Which text the curve points scored: the first test documents (a stated subsample of the final loss's
     documents), or, for rows from before held-out documents, the first tokens of the held-out split."""
     first = g.iloc[0]
-    ct, cd = _num(first.get("curve_eval_tokens")), _num(first.get("curve_eval_docs"))
-    et, ed = _num(first.get("eval_tokens")), _num(first.get("eval_docs"))
+    ct, cd = to_float(first.get("curve_eval_tokens")), to_float(first.get("curve_eval_docs"))
+    et, ed = to_float(first.get("eval_tokens")), to_float(first.get("eval_docs"))
     if ct is not None and et is not None:
         same = ct >= et
         n = int(ed or 0)
@@ -122,7 +122,7 @@ def curve_caption(g) -> str:
             f"the first {int(cd or 0)} of the {int(ed or 0)} test documents the final loss scores ({int(ct):,} of "
             f"{int(et):,} tokens; documents drawn across the held-out split, ablate.core.evalset)")
         return f"Curve points score {what}. Band: 95% t-interval over seeds."
-    tokens = _num(first.get("config.eval.curve_tokens"))
+    tokens = to_float(first.get("config.eval.curve_tokens"))
     return (f"Curve points score the first {int(tokens or 0):,} tokens of the held-out split, the final loss "
             "another, longer stretch (rows from before held-out documents): curve and table are not on the same "
             "text, and the curve's last point need not match the final loss.")
@@ -167,7 +167,7 @@ def _lr_lines(stats: list[dict]) -> list[str]:
     head = ("## Learning rate per point", "",
             f"Each point's rate is chosen by a sweep over {len(sw['lrs'])} candidates, each trained "
             f"{sw['steps']} steps (the initialisation and data order of the grid's first seed) and scored on "
-            f"{int(_num(sw['tune_tokens']) or 0):,} tokens of *tune* documents, which the test documents never "
+            f"{int(to_float(sw['tune_tokens']) or 0):,} tokens of *tune* documents, which the test documents never "
             "include (ablate.core.lr_sweep); the lowest tune loss wins. *edge*: the choice is the smallest or "
             "largest candidate, so the best rate may lie outside the candidates.", "")
     cands = sorted({float(v) for s in swept for v in s["sweep"]["lrs"]})
@@ -178,7 +178,7 @@ def _lr_lines(stats: list[dict]) -> list[str]:
         cells = []
         for c in cands:
             v = got.get(c)
-            cells.append("—" if c not in got else "diverged" if _num(v) is None else
+            cells.append("—" if c not in got else "diverged" if to_float(v) is None else
                          (f"**{v:.4f}**" if s["lr"] is not None and abs(c - s["lr"]) < 1e-12 else f"{v:.4f}"))
         lines.append(f"| {s['point']} | {s['lr']:g}{' (edge)' if s['sweep']['at_edge'] else ''} | "
                      + " | ".join(cells) + " |")

@@ -26,8 +26,8 @@ from .aggregate import grid_rows
 from .budget import Budget
 from .config import TrainingConfig, config_id, grid_id, grid_points, point_train, resolve, sweeps_lr
 from .constants import SUITE
-from .measure import _describe, _row_key_fields, eval_sets, run_point, unigram_loss
-from .tables import _cell, summary_table
+from .measure import describe as _describe, eval_sets, row_key_fields as _row_key_fields, run_point, unigram_loss
+from .tables import cell as _cell, summary_table
 
 
 def results_file(opts, device: str, preset: str) -> Path:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from .aggregate import _col, _num, compare_points, point_stats
+from .aggregate import column_values, to_float, compare_points, point_stats
 from .constants import STUCK_MARGIN
 
 
@@ -78,22 +78,22 @@ def _drop_cell(s: dict) -> str:
         return "—"
     return f"{-s['drop']:+.3f}" + (" still improving" if s["still_improving"] else "")
 
-def _setup_lines(g) -> list[str]:
+def setup_lines(g) -> list[str]:
     first = g.iloc[0]
 
     def get(c, default="?"):
         v = first.get(c, default)
         return default if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
-    seeds = sorted({int(s) for s in _col(g, "seed") if _num(s) is not None})
-    swept = any(isinstance(v, list) for v in _col(g, "lr_sweep.lrs"))
-    lrs = sorted({_num(v) for v in _col(g, "config.train.lr") if _num(v) is not None})
+    seeds = sorted({int(s) for s in column_values(g, "seed") if to_float(s) is not None})
+    swept = any(isinstance(v, list) for v in column_values(g, "lr_sweep.lrs"))
+    lrs = sorted({to_float(v) for v in column_values(g, "config.train.lr") if to_float(v) is not None})
     lr = "lr chosen per point by a sweep (see *Learning rate per point*)" if swept else \
         f"lr {'/'.join(f'{v:g}' for v in lrs) or '?'}"
     min_lr = "the preset's min_lr / lr ratio" if swept else get("config.train.min_lr")
-    nodecay = ", nor on T5's bias table" if _num(first.get("eval_docs")) is not None else ""  # rows since PROTOCOL 3
-    docs = _num(first.get("eval_docs"))
-    scales = {v for v in _col(g, "config.model.scale_embeddings") if isinstance(v, bool)}
+    nodecay = ", nor on T5's bias table" if to_float(first.get("eval_docs")) is not None else ""  # rows since PROTOCOL 3
+    docs = to_float(first.get("eval_docs"))
+    scales = {v for v in column_values(g, "config.model.scale_embeddings") if isinstance(v, bool)}
     embed = ("x sqrt(d_model) on every point (fairseq init), the same treatment for all" if scales == {True} else
              "unscaled on every point" if scales == {False} else
              "scaled on some points only" + (" (a grid factor)" if "axis.scale_embeddings" in g.columns else
@@ -116,13 +116,13 @@ def _setup_lines(g) -> list[str]:
         f"- embeddings: {embed}",
         f"- seeds: {', '.join(map(str, seeds))} ({len(seeds)}); rows: {len(g)}; grid_id `{get('grid_id')}`",
     ]
-    uni = next((_num(v) for v in _col(g, "unigram_loss") if _num(v) is not None), None)
+    uni = next((to_float(v) for v in column_values(g, "unigram_loss") if to_float(v) is not None), None)
     if uni is not None:
         lines.append(f"- reference: the training split's unigram distribution scores {uni:.4f} nats/token on the "
                      f"same held-out tokens (a run within {STUCK_MARGIN} of it learned no context)")
     return lines
 
-def _cell(v: Any) -> str:
+def cell(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     if isinstance(v, float):

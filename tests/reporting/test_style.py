@@ -137,7 +137,7 @@ def _training_frame():
 
 def test_same_key_same_colour_and_marker_across_suites(captured, tmp_path):
     from ablate.suites.extrapolation.figures import fig_ppl_vs_length, variant_style
-    from ablate.suites.extrapolation.summary import _variant_order, ppl_summary
+    from ablate.suites.extrapolation.summary import variant_order, ppl_summary
     from ablate.suites.latency.figures import fig_tflops
     from ablate.suites.latency.tables import _kernel_frame
     from ablate.suites.training.aggregate import point_stats
@@ -146,7 +146,7 @@ def test_same_key_same_colour_and_marker_across_suites(captured, tmp_path):
     df = _extrapolation_frame()
     summ = ppl_summary(df[df["metric"] == "ppl"])
     pal, marks = variant_style(summ["position"])
-    fig_ppl_vs_length(summ, _variant_order(summ), 64, pal, marks, tmp_path / "ppl")
+    fig_ppl_vs_length(summ, variant_order(summ), 64, pal, marks, tmp_path / "ppl")
     g = _training_frame()
     stats = point_stats(g)
     fig_curves(g, stats, palette([s["point"] for s in stats]), tmp_path)
@@ -219,14 +219,14 @@ def test_training_curves_band_with_seeds_and_none_with_one(captured, tmp_path):
 
 def test_extrapolation_bands_say_which_and_n(captured, tmp_path):
     from ablate.suites.extrapolation.figures import fig_loss_vs_position, fig_ppl_vs_length, variant_style
-    from ablate.suites.extrapolation.summary import _variant_order, ppl_summary
+    from ablate.suites.extrapolation.summary import variant_order, ppl_summary
 
     df = _extrapolation_frame()
     ppl = df[df["metric"] == "ppl"]
     for name, frame in (("three", ppl), ("one", ppl[ppl["seed"] == ppl["seed"].min()])):
         summ = ppl_summary(frame)
         pal, marks = variant_style(summ["position"])
-        order = _variant_order(summ)
+        order = variant_order(summ)
         fig_ppl_vs_length(summ, order, 64, pal, marks, tmp_path / f"ppl_{name}")
         fig_loss_vs_position(frame, order, 64, pal, tmp_path / f"pos_{name}", marks)
         fig, pos = captured[f"ppl_{name}"], captured[f"pos_{name}"]
@@ -288,7 +288,7 @@ def test_annotate_points_separates_a_tight_cluster():
 
 def test_other_figures_have_no_overlapping_text(captured, tmp_path):
     from ablate.suites.extrapolation.figures import fig_ppl_vs_length, fig_probe_vs_length, variant_style
-    from ablate.suites.extrapolation.summary import _variant_order, ppl_summary, probe_chance, probe_summary
+    from ablate.suites.extrapolation.summary import variant_order, ppl_summary, probe_chance, probe_summary
     from ablate.suites.latency.figures import fig_memory, fig_tflops
     from ablate.suites.latency.tables import _kernel_frame
     from ablate.suites.training.aggregate import point_stats
@@ -297,10 +297,10 @@ def test_other_figures_have_no_overlapping_text(captured, tmp_path):
     df = _extrapolation_frame()
     summ = ppl_summary(df[df["metric"] == "ppl"])
     pal, marks = variant_style(summ["position"])
-    fig_ppl_vs_length(summ, _variant_order(summ), 64, pal, marks, tmp_path / "ppl")
+    fig_ppl_vs_length(summ, variant_order(summ), 64, pal, marks, tmp_path / "ppl")
     pk = df[(df["metric"] == "passkey_acc") & (df["status"] == "ok")]
     ps = probe_summary(pk)
-    fig_probe_vs_length(ps, "passkey", _variant_order(ps), probe_chance(pk), pal, marks, tmp_path / "probe")
+    fig_probe_vs_length(ps, "passkey", variant_order(ps), probe_chance(pk), pal, marks, tmp_path / "probe")
     g = _training_frame()
     stats = point_stats(g)
     fig_curves(g, stats, palette([s["point"] for s in stats]), tmp_path)

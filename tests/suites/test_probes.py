@@ -147,17 +147,17 @@ def test_probe_summary_is_clustered_by_seed():
 
 
 def test_probe_table_and_notes():
-    from ablate.suites.extrapolation.claims import _probe_notes
+    from ablate.suites.extrapolation.claims import probe_notes
     from ablate.suites.extrapolation.summary import probe_summary
     from ablate.suites.extrapolation.tables import probe_table
 
     pk = _probe_rows({"rope": [1, 0, 0], "alibi": [0, 2, 1]})
     t = probe_table(pk)
     assert t["variant"].tolist() == ["rope", "alibi", "chance"] and t["64"].iloc[-1] == "0.26"
-    notes = " ".join(_probe_notes(probe_summary(pk), 0.25, ["rope", "alibi"]))
+    notes = " ".join(probe_notes(probe_summary(pk), 0.25, ["rope", "alibi"]))
     assert "No variant learned the probe" in notes and "no claim is scored" in notes
     pk = _probe_rows({"rope": [50, 50, 49], "sinusoidal": [12, 50, 0]})
-    notes = " ".join(_probe_notes(probe_summary(pk), 0.25, ["rope", "sinusoidal"]))
+    notes = " ".join(probe_notes(probe_summary(pk), 0.25, ["rope", "sinusoidal"]))
     assert "`sinusoidal`" in notes and "`rope`" not in notes and "t-test over seeds" in notes
 
 

@@ -316,7 +316,7 @@ def test_report_borrows_points_measured_by_another_grid(tmp_path):
     _run(tmp_path, "grid=activation=swiglu,geglu", "grid.mode=oat", "train.steps=4", seeds=2)
     rows = read_rows(first)
     assert len(rows) == 6  # modern was not retrained
-    groups = dict(training._group_dirs(to_frame(first)))
+    groups = dict(training.group_dirs(to_frame(first)))
     assert set(groups) == {"cpu-micro", f"cpu-micro-{rows[-1]['grid_id'][:6]}"}
     oat = training.point_stats(groups[f"cpu-micro-{rows[-1]['grid_id'][:6]}"])
     assert [(s["point"], s["n"], s["baseline"]) for s in oat] == [("modern", 2, None), ("modern+geglu", 2, "modern")]
