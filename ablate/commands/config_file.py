@@ -61,8 +61,16 @@ class RunFile:
     sweeps: tuple[Item, ...] = ()
     lines: Mapping[str, int] = dataclasses.field(default_factory=dict)  # "suite", "set.KEY", ... -> line
 
+    def line_of(self, key: str | None) -> Optional[int]:
+        """The line ``key`` is written on; an inline table's key: the line of the key that holds it."""
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            key = key.rpartition(".")[0]
+        return None
+
     def where(self, key: str | None = None, line: int | None = None) -> str:
-        line = line if line is not None else (self.lines.get(key) if key else None)
+        line = line if line is not None else self.line_of(key)
         return f"{self.path}:{line}" if line else str(self.path)
 
 
@@ -216,7 +224,7 @@ def _from_data(path: Path, data: dict, lines: Mapping[str, int]) -> RunFile:
             text = ",".join(_text(v, where, key) for v in value)
         else:
             text = _text(value, where, key)
-        sets.append(Item(f"{key}={text}", rf.lines.get(f"set.{key}")))
+        sets.append(Item(f"{key}={text}", rf.line_of(f"set.{key}")))
     sweeps = []
     for key, value in _flat(data.get("sweep") or {}):
         where = rf.where(f"sweep.{key}")
@@ -230,7 +238,7 @@ def _from_data(path: Path, data: dict, lines: Mapping[str, int]) -> RunFile:
         else:
             raise ConfigError(f"{where}: sweep {key} must be a list of values, e.g. {key} = [\"a\", \"b\"]; got "
                               f"{value!r}")
-        sweeps.append(Item(f"{key}={text}", rf.lines.get(f"sweep.{key}")))
+        sweeps.append(Item(f"{key}={text}", rf.line_of(f"sweep.{key}")))
     return dataclasses.replace(rf, sets=tuple(sets), sweeps=tuple(sweeps), **fields)
 
 
