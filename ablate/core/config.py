@@ -303,6 +303,22 @@ def check_model_shape(cfg: ModelConfig, prefix: str = "") -> None:
 
 CHECKS["ModelConfig"] = check_model_shape
 
+NORM_PLACEMENTS = ("pre", "post")
+
+
+def check_model_keys(cfg: ModelConfig, prefix: str = "model.") -> None:
+    """Every variant slot of ``cfg`` names a registered key (``UnknownKeyError``, one line listing the valid ones,
+    with the dotted setting) and ``norm_placement`` is pre or post: checked when a suite resolves its settings, so
+    a misspelt variant is refused before any work, not when the part that builds the model is reached."""
+    from ablate.registry.keys import ACTIVATION, ATTENTION, NORM, POSITION
+
+    for name, reg in (("attention", ATTENTION), ("position", POSITION), ("norm", NORM), ("activation", ACTIVATION)):
+        key = getattr(cfg, name)
+        if key not in reg:
+            raise ConfigError(f"{prefix}{name}={key!r} is not a known {name}; valid: {', '.join(reg.keys())}")
+    if cfg.norm_placement not in NORM_PLACEMENTS:
+        raise ConfigError(f"{prefix}norm_placement={cfg.norm_placement!r}; valid: {', '.join(NORM_PLACEMENTS)}")
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # `--set key=value` overrides on (nested) frozen dataclasses.
@@ -327,7 +343,7 @@ def _coerce(value: str, tp: Any, name: str, rng: Range | None = None) -> Any:
         raise ConfigError(errors[0] if errors else f"{name}: cannot parse {value!r}")
     if origin in (tuple, list):
         args = typing.get_args(tp) or (str, Ellipsis)
-        parts = [p.strip() for p in value.split(",") if p.strip() != ""]
+        parts = split_list(value, name)
         if Ellipsis not in args and len(parts) != len(args):
             raise ConfigError(f"{name} takes exactly {len(args)} comma-separated values, got {len(parts)} "
                               f"({value!r})")
@@ -340,6 +356,9 @@ def _coerce(value: str, tp: Any, name: str, rng: Range | None = None) -> Any:
         if low in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{name}: expected true/false, got {value!r}")
+    if tp in (int, float) and not value.isascii():  # int("٣٢") and float("３２") are 32: read as written or refuse
+        raise ConfigError(f"{name}: expected {'an integer' if tp is int else 'a number'} in ASCII digits (0-9), "
+                          f"got {value!r}")
     if tp is int:
         try:
             n = int(value)
@@ -368,6 +387,40 @@ def _coerce(value: str, tp: Any, name: str, rng: Range | None = None) -> Any:
     if tp is str:
         return value
     raise ConfigError(f"{name}: cannot set a field of type {tp}")
+
+
+_SEPARATORS = {";": "a semicolon", "\n": "a newline", "\r": "a carriage return", "\t": "a tab"}
+
+
+def split_list(value: str, name: str) -> list[str]:
+    """The items of a comma-separated list setting, as ``--dry-run`` prints it or as typed: ``1,2``, ``[1,2]``,
+    ``[1, 2]``, ``["rope", "alibi"]`` (quotes around an item are dropped), ``""`` or ``[]`` for none. Refused in one
+    line: an empty item (``rope,,alibi``, a trailing comma) -- it would be dropped silently -- and a separator
+    (``;``, a newline, a tab) inside the list."""
+    text = value.strip()
+    if text.startswith("[") and text.endswith("]") or text.startswith("(") and text.endswith(")"):
+        text = text[1:-1].strip()
+    if text == "":
+        return []
+    for sep, what in _SEPARATORS.items():
+        if sep in text:
+            raise ConfigError(f"{name}: {what} inside the list {value!r}; separate values with commas "
+                              f"(e.g. {name}=a,b)")
+    parts = []
+    for item in text.split(","):
+        item = item.strip()
+        if len(item) >= 2 and item[0] == item[-1] and item[0] in "'\"":
+            item = item[1:-1]
+        if item == "":
+            raise ConfigError(f"{name}: empty value in the list {value!r}; give each value once between commas "
+                              f"(e.g. {name}=a,b), or nothing for an empty list")
+        parts.append(item)
+    return parts
+
+
+def override_keys(overrides: Any) -> set[str]:
+    """The keys that ``key=value`` overrides set (as the user wrote them)."""
+    return {str(o).split("=", 1)[0].strip() for o in overrides if "=" in str(o)}
 
 
 def apply_overrides(cfg: Any, overrides: list[str] | tuple[str, ...]) -> Any:
@@ -418,12 +471,28 @@ def _all_paths(obj: Any, prefix: str = "") -> list[str]:
     return out
 
 
-def unified_train_len(base_train_len: int, base_seq_len: int, train_len: int, seq_len: int) -> int:
-    """``model.train_len`` and ``train.seq_len`` are one setting: follow whichever an override changed."""
-    tl_changed, sl_changed = train_len != base_train_len, seq_len != base_seq_len
-    if tl_changed and sl_changed and train_len != seq_len:
-        raise ConfigError(f"model.train_len={train_len} and train.seq_len={seq_len} differ; set one of them")
-    return seq_len if sl_changed else train_len
+def unified_train_len(base_train_len: int, base_seq_len: int, train_len: int, seq_len: int,
+                      keys: set[str] | None = None) -> int:
+    """``model.train_len`` and ``train.seq_len`` are one setting: follow whichever an override set. ``keys``: the
+    keys the user set (:func:`override_keys`); when both are set to different values -- or, without ``keys``, both
+    differ from the preset and from each other -- the conflict is refused naming both, never resolved silently."""
+    if keys is not None:
+        tl_set, sl_set = "model.train_len" in keys, "train.seq_len" in keys
+    else:
+        tl_set, sl_set = train_len != base_train_len, seq_len != base_seq_len
+    if tl_set and sl_set and train_len != seq_len:
+        raise ConfigError(f"model.train_len={train_len} and train.seq_len={seq_len} conflict: they are one setting "
+                          f"(the training context); set one of them, or both to the same value")
+    return seq_len if sl_set else train_len
+
+
+def check_max_len(max_len: int, train_len: int, keys: set[str], key: str = "model.max_len",
+                  what: str = "model.train_len") -> None:
+    """A ``max_len`` the user set below the training length is refused (it would be raised silently, or leave a
+    learned position table shorter than the sequences it is trained on)."""
+    if key in keys and max_len < train_len:
+        raise ConfigError(f"{key}={max_len} is below {what}={train_len}: the model trains on {train_len} positions; "
+                          f"set {key} >= {train_len} or leave it out")
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
@@ -439,4 +508,5 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
 
 
 __all__ = ["ModelConfig", "MODEL_PRESETS", "model_preset", "apply_overrides", "flatten", "unified_train_len", "field",
+           "split_list", "override_keys", "check_max_len", "check_model_keys", "NORM_PLACEMENTS",
            "Range", "RANGES", "CHECKS", "range_of", "check_value", "check_fields", "check_model_shape"]

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ablate.core.config import ModelConfig, apply_overrides, flatten, model_preset, unified_train_len
+from ablate.core.config import (ModelConfig, apply_overrides, check_max_len, check_model_keys, flatten,
+                                model_preset,
+                                unified_train_len)
 from ablate.io.data import DataSettings, data_fields
 from ablate.errors import ConfigError
 from ablate.core.evalset import EvalSet, draw
@@ -154,15 +156,19 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
     cfg = _honour_model_slots(base, cfg, keys_set)
     # train.seq_len and model.train_len are one setting: follow whichever the user changed.
     m, t = cfg.model, cfg.train
-    train_len = unified_train_len(base.model.train_len, base.train.seq_len, m.train_len, t.seq_len)
-    # The learned table covers train_len positions (as in the papers) unless model.max_len is set explicitly.
-    max_len = m.max_len if m.max_len != base.model.max_len else train_len
+    train_len = unified_train_len(base.model.train_len, base.train.seq_len, m.train_len, t.seq_len, keys_set)
+    # The learned table covers train_len positions (as in the papers) unless model.max_len is set explicitly: then
+    # it is kept as given, and refused below train_len (the learned variant would train past its table).
+    check_max_len(m.max_len, train_len, keys_set)
+    max_len = m.max_len if "model.max_len" in keys_set else train_len
     cfg = replace(cfg, model=replace(m, train_len=train_len, max_len=max_len), train=replace(t, seq_len=train_len))
     e = cfg.eval
     if e.mode not in MODES:
         raise ConfigError(f"unknown eval.mode {e.mode!r}; valid: {', '.join(MODES)}")
     if not e.factors or any(f < 1 for f in e.factors):
         raise ConfigError(f"eval.factors must be integers >= 1, got {e.factors}")
+    if len(set(e.factors)) != len(e.factors):  # each factor is a row: a repeat would be one row written twice
+        raise ConfigError(f"eval.factors repeats a value: {','.join(map(str, e.factors))}; give each factor once")
     cfg.lr_sweep.check()
     off = sorted(k for k in keys_set if k.startswith("lr_sweep.") and k != "lr_sweep.points")
     if off and not cfg.lr_sweep.enabled:
@@ -250,6 +256,7 @@ def _honour_model_slots(base: ExtrapolationConfig, cfg: ExtrapolationConfig, key
     if not cfg.model.causal:
         raise ConfigError("model.causal=false: a language model that sees the tokens it predicts scores a leaked "
                           "perplexity; the extrapolation suite trains causal models only")
+    check_model_keys(replace(cfg.model, position=cfg.positions[0] if cfg.positions else "rope"))  # positions: below
     return cfg
 
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 
-from ablate.core.config import ModelConfig, apply_overrides, model_preset
+from ablate.core.config import (ModelConfig, apply_overrides, check_max_len, check_model_keys, model_preset,
+                                override_keys)
 from ablate.errors import ConfigError
 from ablate.registry.keys import ACTIVATION, ATTENTION, NORM, POSITION
 from ablate.core.timing import DO_BENCH_REP_MS, DO_BENCH_WARMUP_MS
@@ -253,6 +254,13 @@ def resolve(preset: str, overrides: Iterable[str] = ()) -> LatencyConfig:
     bad = [m for m in d.modes if m not in DECODE_MODES]
     if bad or not d.modes or len(set(d.modes)) != len(d.modes):
         raise ConfigError(f"decode.modes={','.join(d.modes)}: give distinct modes from {', '.join(DECODE_MODES)}")
+    # the models of the train and decode parts: variant keys exist (model.X sets both parts; name the one the user
+    # wrote), a max_len set below the train part's sequence length is refused (it was raised silently)
+    keys = override_keys(overrides)
+    for part, m in (("train", cfg.train.model), ("decode", cfg.decode.model)):
+        check_model_keys(m, prefix=f"{part}.model.")
+    check_max_len(cfg.train.model.max_len, cfg.train.seq_len, keys, key="train.model.max_len",
+                  what="train.seq_len")
     for c in cfg.train.choices:
         _train_cfg(cfg.train, c)  # parse errors surface before any compute
     return cfg
