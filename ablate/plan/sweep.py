@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import Mapping, Sequence
 
+from ablate.core.config import split_list
 from ablate.errors import ConfigError
 
 __all__ = ["GRID", "parse_sweeps", "suite_sweeps", "sweep_overrides", "sweepable"]
@@ -33,7 +34,14 @@ def parse_sweeps(values: Sequence[str]) -> dict[str, tuple[str, ...]]:
         if "=" not in item or not item.split("=", 1)[0].strip():
             raise ConfigError(f"--sweep {item!r} is not KEY=V1,V2 (e.g. --sweep model.position=rope,alibi)")
         key, raw = (s.strip() for s in item.split("=", 1))
-        vals = tuple(v.strip() for v in raw.split(",") if v.strip())
+        if not raw.strip():
+            raise ConfigError(f"--sweep {key} has no values (e.g. --sweep {key}=V1,V2)")
+        # an empty value (rope,,alibi) is refused, not dropped; a ; or newline would split the sweep into grid axes
+        vals = tuple(split_list(raw, f"--sweep {key}"))
+        bad = [v for v in vals if "=" in v or any(c.isspace() for c in v)]
+        if bad:
+            raise ConfigError(f"--sweep {key}: value {bad[0]!r} holds '=' or a space; one --sweep per key, values "
+                              f"separated by commas (e.g. --sweep {key}=V1,V2)")
         if not vals:
             raise ConfigError(f"--sweep {key} has no values (e.g. --sweep {key}=V1,V2)")
         if len(set(vals)) != len(vals):
