@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted([*ROOT.glob("ablate/**/*.py"), *ROOT.glob("suites/**/*.py"), *ROOT.glob("variants/**/*.py"),
                   ROOT / "cli.py"])
 
-OPTIONAL = {"flash_attn", "xformers", "triton", "submitit", "datasets", "huggingface_hub", "tokenizers", "wandb",
+OPTIONAL = {"flash_attn", "xformers", "triton", "submitit", "datasets", "huggingface_hub", "tokenizers", "wandb", "yaml",
             "mlflow", "tensorboard", "pyarrow", "pynvml", "transformers"}
 # torch APIs that are private, version-dependent or pull in optional machinery (dynamo, tensorboard, NCCL)
 TORCH_OPTIONAL = {"torch.nn.attention.flex_attention", "torch.nn.attention.bias", "torch.utils._python_dispatch",

@@ -29,6 +29,14 @@ nothing; ``--config`` reads it back to the same plan (compare their ``--dry-run`
 
 from __future__ import annotations
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the tomli backport (a dependency there)
+    try:
+        import tomli as tomllib  # type: ignore[no-redef]
+    except ModuleNotFoundError:
+        tomllib = None  # type: ignore[assignment]
+
 import dataclasses
 import math
 import re
@@ -99,13 +107,8 @@ def load(path: str | Path) -> RunFile:
 
 
 def _read_toml(path: Path, text: str) -> tuple[dict, dict[str, int]]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise ConfigError(f"--config {path}: reading TOML on Python 3.10 needs tomli (pip install tomli)") from None
+    if tomllib is None:
+        raise ConfigError(f"--config {path}: reading TOML on Python 3.10 needs tomli (pip install tomli)")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
