@@ -187,7 +187,7 @@ def test_model_position_restricts_the_extrapolation_sweep():
 
 
 def test_model_position_on_the_training_grid_names_the_grid_setting():
-    with pytest.raises(AblateError, match="--grid position=a,b"):
+    with pytest.raises(AblateError, match="--sweep model.position=a,b"):
         tr.resolve("micro", ["model.position=alibi"])
     cfg = tr.resolve("micro", ["model.position=alibi", "grid.base=preset", "grid.axes=norm=layernorm,rmsnorm"])
     points, _ = tr.grid_points(cfg)

@@ -507,10 +507,11 @@ def corpus_row(data="stdlib (/root/.pyenv/versions/3.11.7/lib/python3.11)", corp
                config_id="43170b06414674f9", val_loss=2.0, lr=1e-3, **settings):
     """A training row as the suite writes it: ``data`` and ``config_id`` fold in the corpus's name (a path)."""
     key = {"config_id": config_id, "data": data, "device": "cpu", "point": "original", "preset": "small", "seed": 0}
-    metrics = {"val_loss": val_loss, "data.hash": corpus_hash, "config.data.corpus": "stdlib",
-               "config.model.d_model": 64, "config.train.lr": lr, "config.train.seed": 0,
-               "config.data.tokenizer": None, **settings}
-    return make_row("training", "ok", key, metrics, env=CPU)
+    config = {"data.corpus": "stdlib", "model.d_model": 64, "train.lr": lr, "train.seed": 0, "data.tokenizer": None,
+              **{k.removeprefix("config."): v for k, v in settings.items() if k.startswith("config.")}}
+    metrics = {"val_loss": val_loss, "data.hash": corpus_hash,
+               **{k: v for k, v in settings.items() if not k.startswith("config.")}}
+    return make_row("training", "ok", key, metrics, config, env=CPU)
 
 
 def test_rows_match_by_the_corpus_hash_not_its_path():

@@ -663,9 +663,12 @@ def test_compare_refuses_nan_instead_of_calling_it_unchanged(tmp_path, capsys):
     before = new.read_bytes()
     code, _, err = cli(capsys, "compare", base, new, "--format", "json")
     one_line_error(code, err, f"{new}:1: NaN is not strict JSON")
+    # the skipped row leaves a baseline row missing: a gate fails on that unless told to accept it
     code, out, err = cli(capsys, "compare", base, new, "--format", "json", "--skip-invalid")
-    assert err.strip() == (f"ablate: warning: results file {new}: skipped 1 invalid row(s) (line 1); first: {new}:1: "
+    assert code == 1 and "1 baseline row(s) missing" in err
+    assert err.strip().splitlines()[0] == (f"ablate: warning: results file {new}: skipped 1 invalid row(s) (line 1); first: {new}:1: "
                            f"NaN is not strict JSON (the store writes a non-finite number as null)"), err
+    code, out, err = cli(capsys, "compare", base, new, "--format", "json", "--skip-invalid", "--allow-missing")
     data = json.loads(out)
     assert not data["regressed"] and data["summary"]["missing"] == 1 and code == 0
     assert new.read_bytes() == before

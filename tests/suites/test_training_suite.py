@@ -246,7 +246,7 @@ def test_grid_override_factorial_and_unsupported_rows(tmp_path):
     (("grid.only=original,gpt2",), "unknown grid point 'gpt2' in grid.only; valid: original, original+prenorm"),
     (("budget.kind=dollars",), "unknown budget.kind 'dollars'; valid: tokens, flops, time"),
     (("budget.wallclock=3",), "unknown setting 'budget.wallclock'; valid: "),
-    (("model.train_len=32", "train.seq_len=8"), "model.train_len=32 and train.seq_len=8 differ"),
+    (("model.train_len=32", "train.seq_len=8"), "model.train_len=32 and train.seq_len=8 conflict"),
 ])
 def test_errors_are_one_line(tmp_path, overrides, match):
     with pytest.raises(AblateError) as info:
