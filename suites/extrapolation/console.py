@@ -18,11 +18,12 @@ from .tables import effective_table, ppl_table, probe_table
 
 def print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: int, tables: bool = True) -> None:
     console = Console()
+    status = Console(stderr=True)  # status lines on stderr: stdout carries results only
     show = console.print if tables else (lambda *a, **k: None)  # tables: off under `ablate run`
     try:
         df = to_frame(out)
     except Exception as exc:  # the run itself succeeded; never fail on the print
-        console.print(f"[yellow]could not read {out}: {exc}[/]")
+        status.print(f"[yellow]could not read {out}: {exc}[/]")
         return
     if "config_id" not in df.columns:
         return
@@ -64,4 +65,4 @@ def print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: int
         for _, r in wide.iterrows():
             table.add_row(*[str(v) for v in r.tolist()])
         show(table)
-    console.print(f"{len(df)} rows in {out}; trained {trained} model(s); {elapsed:.1f} s")
+    status.print(f"{len(df)} rows in {out}; trained {trained} model(s); {elapsed:.1f} s")

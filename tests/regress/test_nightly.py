@@ -76,7 +76,9 @@ def test_nightly_end_to_end(capsys, tmp_path, monkeypatch, fixed_timer):
     assert code == 0, out + err
     n2 = tmp_path / "n2"
     assert "compare: ok: 0 regression(s)" in out and "first night" not in err
-    assert out.lstrip().startswith("compare") or "regression" in out.splitlines()[0]  # stdout: the comparison only
+    # stdout: the comparison only (its metrics table, then its verdict line); the suites' chatter is on stderr
+    assert out.lstrip().startswith(("compare", "metrics:")), out
+    assert "rows in" not in out and "rows in" in err
     assert "it/s" not in out and "perplexity" not in out.lower()  # progress and the suites' tables: not on stdout
     manifest = json.loads((n2 / "nightly.json").read_text())
     assert manifest["first_night"] is False
