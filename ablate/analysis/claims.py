@@ -456,8 +456,8 @@ def claim_caveats(cells, involved, compared, train_len: int, ctx: Context, gate_
         m = ctx.model(p)
         if m in ctx.undertrained:
             lines.append(f"undertrained: {m} ×{ctx.undertrained[m]:.2f} the best trained variant at 1×")
-            if not gate_exempt:
-                blocked.append(f"{m} undertrained (×{ctx.undertrained[m]:.2f} the best at 1×)")
+            # a parity claim too: an undertrained variant off parity says nothing about converged models
+            blocked.append(f"{m} undertrained (×{ctx.undertrained[m]:.2f} the best at 1×)")
         cav = [cell.caveat for (q, _), cell in sorted(cells.items(), key=lambda kv: kv[0][1]) if q == p and cell.caveat]
         if cav:  # the caveat at the longest length that has one says the most
             msg = cav[-1]
