@@ -34,6 +34,19 @@ class ResultsFileError(AblateError, ValueError):
     """A results file that cannot be read (corrupt JSONL, wrong schema)."""
 
 
+class StorageError(AblateError, OSError):
+    """A file the run writes cannot be written: a full disk, a read-only file or file system, no permission, too
+    many open files. One line naming the file, the errno and what to do; built by
+    :func:`ablate.store.atomic.storage_error`. Never a status row: the run stops (rows already written are kept)."""
+
+    def __init__(self, message: str, errno: int | None = None, filename: str | None = None):
+        super().__init__(message)
+        self.errno, self.filename = errno, filename
+
+    def __str__(self) -> str:  # OSError would print "[Errno n] ..."
+        return self.args[0]
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler, ``kill``): handled like Ctrl-C -- finished rows are kept, states say why it stopped."""
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Union
 
 from ablate.errors import AblateError, ConfigError, ResultsFileError, UnavailableError
+from ablate.store.atomic import append_all, check_appendable, writing
 from ablate.store.schema import (CONFIG_PREFIX, ENV_PREFIX, RESERVED_COLUMNS, SCHEMA_VERSION, STATUSES, SUITES,
                            TERMINAL_STATUSES, row_problem)
 
@@ -168,18 +169,15 @@ def append_row(path: PathLike, row: Mapping[str, Any]) -> dict[str, Any]:
     """
     data = _serialize(row)  # serialize first: a bad value never leaves half a line behind
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    with writing(path, "append to"):  # a full disk, a read-only file, too many open files: one line
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             _drop_torn_tail(fd, path)
-            view = memoryview(data)
-            while view:  # one write for a whole line in practice; loop only on a short write (still under lock)
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
+            append_all(fd, data, path)  # the whole line or, on an OS error, nothing (the file cut back)
         finally:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -595,6 +593,7 @@ class ResultWriter:
                  shard: str | None = None, enabled: bool = True):
         """``path``: the results file. ``shard``: write to this worker's shard of it instead (resume still sees
         every shard). ``enabled=False``: a writer that writes nothing (the non-zero ranks of a distributed run).
+        A file that cannot be appended (read-only, a full or read-only file system) raises :class:`StorageError`.
 
         The rows already there (the file and every shard) are checked first, resuming or not: a row that is not a
         valid row of ``suite`` raises :class:`InvalidRowError` (``file:line: why``) -- a run never skips, rewrites or
@@ -612,6 +611,8 @@ class ResultWriter:
             raise InvalidRowError(exc.path, exc.line, exc.why, _RUN_HINT, text=exc.text) from None
         self._done: set[str] = {r["row_key"] for r in rows if r["status"] in TERMINAL_STATUSES} if resume else set()
         self.counts: dict[str, int] = {}
+        if enabled:  # a file that cannot be appended is refused now, not after the first model trained
+            check_appendable(self.path)
 
     def done(self, key_fields: Mapping[str, Any]) -> bool:
         return row_key(key_fields) in self._done
