@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Union
 
 from ablate.errors import AblateError, ConfigError, ResultsFileError, UnavailableError
-from ablate.store.atomic import append_all, check_appendable, writing
+from ablate.store.atomic import append_all, check_appendable, is_storage_error, storage_error, writing
 from ablate.store.schema import (CONFIG_PREFIX, ENV_PREFIX, RESERVED_COLUMNS, SCHEMA_VERSION, STATUSES, SUITES,
                            TERMINAL_STATUSES, row_problem)
 
@@ -628,5 +628,7 @@ class ResultWriter:
 
     def write_exception(self, exc: BaseException, key_fields: Mapping[str, Any],
                         metrics: Mapping[str, Any] | None = None, config: Any = None) -> dict[str, Any]:
+        if is_storage_error(exc):  # a full disk / read-only file is no measurement's outcome: the run stops
+            raise storage_error(exc) from None
         status, reason = status_from_exception(exc)
         return self.write(status, key_fields, metrics, config, reason=reason)
