@@ -3,8 +3,9 @@ importing it changes no global state. :func:`ablate.registry.keys.build` copies 
 registries (attention, position, norm, activation order), then loads the plugins."""
 
 from ablate.variants import activations, attention, norms, positions
+from ablate.variants import xpos  # noqa: F401  (registers into positions.BUILTIN)
 from ablate.variants.attention.contract import BUILTIN as _ATTENTION
 
 BUILTIN_TABLES = (_ATTENTION, positions.BUILTIN, norms.BUILTIN, activations.BUILTIN)
 
-__all__ = ["BUILTIN_TABLES", "activations", "attention", "norms", "positions"]
+__all__ = ["BUILTIN_TABLES", "activations", "attention", "norms", "positions", "xpos"]

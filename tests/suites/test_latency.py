@@ -12,6 +12,7 @@ import torch
 
 from ablate.errors import ConfigError, UnknownKeyError
 from ablate.registry.keys import ATTENTION, load_all
+from ablate.variants.attention import kernel_keys
 from ablate.store.results import read_rows
 from ablate.plan.runner import RunOptions, results_path, run_suite
 
@@ -271,7 +272,7 @@ def test_presets_plan():
     assert flex_lens == {2048, 16384}  # compiled per shape: a lean subset on the GPU preset
     cpu = L.resolve("tiny")
     keys = {k for _, ks in L.plan_kernels(cpu, "cpu") for k in ks}
-    assert keys == set(ATTENTION.keys())  # every key appears (unavailable ones as one status row each)
+    assert keys == set(kernel_keys())  # every kernel appears (unavailable ones as one status row each)
     assert "gpu" == L.default_preset("cuda") and "tiny" == L.default_preset("cpu")
 
 

@@ -104,7 +104,7 @@ def test_every_layer_matches_the_float64_reference(key, position):
         pytest.skip(why)
     _seed(key + position)
     layer = layer_spec(key).build(cfg).double()
-    if not isinstance(layer, MultiHeadAttention):
+    if type(layer) is not MultiHeadAttention:  # a subclass (qknorm, sinks, diff) changes what the layer computes
         pytest.skip("a layer of its own: checked by its own test")
     pos = build_position(position, cfg).double()
     for p in pos.parameters():

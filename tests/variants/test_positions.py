@@ -24,7 +24,7 @@ from ablate.variants import positions as P
 F64 = torch.float64
 ROPE_KEYS = ["rope", "rope_pi", "rope_ntk", "rope_dynamic_ntk", "rope_yarn", "rope_pi_temp", "rope_ntk_temp",
              "rope_yarn_notemp"]
-ALL_KEYS = ["none", "sinusoidal", "learned", *ROPE_KEYS, "alibi", "t5_bias"]
+ALL_KEYS = ["none", "sinusoidal", "learned", *ROPE_KEYS, "alibi", "t5_bias", "xpos"]  # xpos: tests/variants/test_xpos.py
 
 # d_model=256, 4 heads -> head_dim 64; train_len 256.
 CFG = ModelConfig(d_model=256, n_heads=4, train_len=256, max_len=1024, rope_base=10000.0)

@@ -46,7 +46,7 @@ class MultiHeadAttention(nn.Module):
     """The standard layer: ``q``, ``kv`` and ``out`` projections around the kernel of ``kernel`` (default
     ``cfg.attention``). Hooks, in order: :meth:`project` (x -> q, k, v), :meth:`transform_q` / :meth:`transform_k`
     (applied separately: the position's ``rotate_q`` / ``rotate_k``; a subclass adds QK-norm or per-head scales
-    here), the cache's ``update``, the kernel, ``out``."""
+    here), the cache's ``update``, :meth:`attend` (the kernel), ``out``."""
 
     def __init__(self, cfg: Any, kernel: str | None = None):
         super().__init__()
@@ -88,8 +88,13 @@ class MultiHeadAttention(nn.Module):
             k = self.transform_k(k, pos, offset, seq_len)
             if cache is not None:
                 k, v = cache.update(layer, k, v)
-        y = self.attn(q, k, v, causal=self.causal, bias=bias, window=self.attend_window(cache))
-        return self.out(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
+        y = self.attend(q, k, v, bias, self.attend_window(cache), layer)
+        return self.out(y.transpose(1, 2).reshape(b, t, -1))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Any, window: int | None, layer: int) -> Tensor:
+        """The attention core over the kept keys, ``(B, H, Tq, Dv)``: the kernel (a subclass adds sink logits or a
+        second softmax map here; ``layer`` is the block's index)."""
+        return self.attn(q, k, v, causal=self.causal, bias=bias, window=window)
 
 
 @dataclass(frozen=True, eq=False)
