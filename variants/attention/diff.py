@@ -50,9 +50,10 @@ class DiffAttention(MultiHeadAttention):
         self.subln = nn.Parameter(torch.ones(2 * hd))  # the RMSNorm's gain (its eps: SUBLN_EPS)
 
     def lam(self, dtype: torch.dtype) -> Tensor:
-        """The re-parameterised lambda less ``lambda_init`` (a scalar)."""
-        l1 = torch.exp(torch.sum(self.lambda_q1 * self.lambda_k1).float())
-        l2 = torch.exp(torch.sum(self.lambda_q2 * self.lambda_k2).float())
+        """The re-parameterised lambda less ``lambda_init`` (a scalar), computed in at least float32."""
+        ct = torch.promote_types(self.lambda_q1.dtype, torch.float32)
+        l1 = torch.exp(torch.sum(self.lambda_q1 * self.lambda_k1).to(ct))
+        l2 = torch.exp(torch.sum(self.lambda_q2 * self.lambda_k2).to(ct))
         return (l1 - l2).to(dtype)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Any, window: int | None, layer: int) -> Tensor:
