@@ -3,7 +3,8 @@ warnings and signals turned into exit codes (``ablate.cli.main`` calls :func:`ma
 classes of the app, whose help wraps long words instead of cutting them (:mod:`ablate.commands.helpfmt`).
 
 User errors print one line ``ablate: error: <message>`` on stderr and exit 2 (a value outside an option's choices
-names the valid ones); Ctrl-C exits 130, SIGTERM 143. Imports nothing heavy at import time."""
+names the valid ones); an OS error (a full disk, a read-only file, too many open files) is one line naming the
+file and the errno, exit 2; Ctrl-C exits 130, SIGTERM 143. Imports nothing heavy at import time."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ except ImportError:  # pragma: no cover - typer on top of the click package
 from ablate.commands.choices import choice_error
 from ablate.commands.views import one_line
 from ablate.errors import AblateError, Terminated
+from ablate.store.atomic import storage_error
 
 __all__ = ["INTERRUPTED", "TERMINATED", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "HelpCommand",
            "HelpGroup", "main"]
@@ -95,6 +97,8 @@ def main(app: Any, argv: Optional[List[str]] = None) -> None:
         rc = command.main(args=argv, prog_name="ablate", standalone_mode=False)
     except AblateError as exc:
         die(str(exc) or type(exc).__name__, EXIT_USAGE)
+    except OSError as exc:  # where no caller named the file it was writing: the errno and the file the OS names
+        die(str(storage_error(exc, doing="read or write")), EXIT_USAGE)
     except (KeyboardInterrupt, typer.Abort) as exc:
         if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated) or _TERMINATED[0]:
             die(TERMINATED, EXIT_TERMINATED)

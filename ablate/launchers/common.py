@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ablate.store import runstate
+from ablate.store.atomic import check_appendable
 
 if TYPE_CHECKING:
     from ablate.plan.runner import RunOptions, Task
@@ -87,6 +88,10 @@ def plan_fields(opts: RunOptions) -> dict[str, Any]:
 
 
 def write_plan(results: Path, opts: RunOptions, lo: LaunchOptions, tasks: list[Task], pid: str) -> dict:
+    """Write ``X.launch/plan.json`` (atomically: a full disk leaves the old plan or none, and one
+    :class:`ablate.errors.StorageError` line); first refuse a results file that cannot be appended, before any
+    file of the run is written."""
+    check_appendable(results)
     path = runstate.plan_path(results)
     old = runstate.read_json(path) if path.is_file() else None
     plan = {

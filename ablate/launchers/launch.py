@@ -245,13 +245,17 @@ def _launch_local(opts: RunOptions, lo: LaunchOptions) -> LaunchResult:
     if results is not None and tasks and opts.only:
         select_tasks([t.id for t in tasks], opts.only, f"{opts.suite} task")
     if results is not None and tasks:
-        pid = runstate.plan_id(plan_fields(opts))
-        plan = write_plan(results, opts, lo, tasks, pid)
-        ids = [t.id for t in tasks if not opts.only or t.id in opts.only]
-        record_submission(results, plan, lo, ids, {}, current_run_id())
-        state = runstate.StateFile(runstate.local_state_path(results),
-                                   {"task": None, "plan_id": pid, "run_id": current_run_id(), "job_id": "local",
-                                    "tasks": ids}).start()
+        try:  # a results file that cannot be appended, a full disk: refused before any work, nothing left behind
+            pid = runstate.plan_id(plan_fields(opts))
+            plan = write_plan(results, opts, lo, tasks, pid)
+            ids = [t.id for t in tasks if not opts.only or t.id in opts.only]
+            record_submission(results, plan, lo, ids, {}, current_run_id())
+            state = runstate.StateFile(runstate.local_state_path(results),
+                                       {"task": None, "plan_id": pid, "run_id": current_run_id(), "job_id": "local",
+                                        "tasks": ids}).start()
+        except AblateError:
+            _undo_launch_files(results, existed, new_dirs)
+            raise
     res = LaunchResult(results or Path(opts.out))
     before = _footprint(results)
     try:

@@ -410,6 +410,7 @@ def _loop(suite: Suite, run: Run, tasks: list[SuiteTask]) -> None:
 def _measure(suite: Suite, run: Run, task: SuiteTask, idx: list[int]) -> None:
     import torch
 
+    from ablate.store.atomic import is_storage_error, storage_error
     from ablate.store.livelog import model_run
     from ablate.store.results import row_key, status_from_exception
 
@@ -422,6 +423,8 @@ def _measure(suite: Suite, run: Run, task: SuiteTask, idx: list[int]) -> None:
             got = suite.measure(run, task, [task.rows[i] for i in idx])
             run.measured += 1 if got is None else int(got)
         except Exception as exc:  # OOM, unsupported, a kernel that fails: status rows, and the sweep goes on
+            if is_storage_error(exc):  # a full disk / read-only file is not a measurement: stop, in one line
+                raise storage_error(exc) from None
             run.measured += 1
             if status_from_exception(exc)[0] == "oom" and run.device == "cuda":
                 torch.cuda.empty_cache()

@@ -25,14 +25,14 @@ import hashlib
 import json
 import os
 import re
-import signal as _signal
 import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ablate.store.atomic import write_text
+from ablate.store.atomic import storage_error, write_text, writing
+from ablate.store.procinfo import LIKELY_OOM_FRACTION, killed_reason, pid_alive, process_memory  # noqa: F401
 from ablate.errors import ResultsFileError
 from ablate.store.results import TERMINAL_STATUSES, launch_dir, read_rows, row_key
 
@@ -101,23 +101,6 @@ def plan_id(fields: dict[str, Any]) -> str:
 # Worker states
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    # a zombie (exited, not yet reaped by its parent) is not alive
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 class StateFile:
     """A worker's state file: ``start()`` (running + heartbeat thread), then ``finish()`` or ``fail(reason)``."""
 
@@ -152,7 +135,10 @@ class StateFile:
         if self._thread is not None:
             self._thread.join(timeout=5)
         now = utc_now()
-        self._write(state=state, heartbeat=now, ended=now, reason=" ".join(reason.split())[:500])
+        try:  # a full disk must not hide why the run ended: the state then says it stopped without an exit
+            self._write(state=state, heartbeat=now, ended=now, reason=" ".join(reason.split())[:500])
+        except OSError:
+            pass
 
     def finish(self, **extra: Any) -> None:
         with self._lock:
@@ -172,6 +158,19 @@ CLAIM_DIR = "claims"
 
 def claim_path(results: Path, task_id: str) -> Path:
     return launch_dir(results) / CLAIM_DIR / f"{safe_name(task_id)}.json"
+
+
+def _claim_holder(path: Path) -> dict | None:
+    """Who holds the claim at ``path``; one being written this instant (empty or partial JSON) is held by a live
+    process while it is younger than ``STALE_S``, else nobody's."""
+    try:
+        return read_json(path)
+    except ResultsFileError:
+        try:
+            young = _dt.datetime.now().timestamp() - path.stat().st_mtime < STALE_S
+        except OSError:
+            return None
+        return {"host": "?", "pid": "?", "heartbeat": utc_now()} if young else None
 
 
 class Claims:
@@ -199,12 +198,13 @@ class Claims:
 
     def claim(self, task_id: str) -> bool:
         path = claim_path(self.results, task_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with writing(path, "create the claim"):
+            path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                other = read_json(path)
+                other = _claim_holder(path)
                 if other is not None and worker_alive(other) and not (
                         other.get("host") == socket.gethostname() and other.get("pid") == os.getpid()):
                     self.skipped[task_id] = f"{other.get('host')}:{other.get('pid')}"
@@ -214,8 +214,14 @@ class Claims:
                 except FileNotFoundError:
                     pass
                 continue
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({**self._record(), "task": task_id}, fh)
+            except OSError as exc:  # no inodes left, a read-only folder, too many open files
+                raise storage_error(exc, path, "create the claim") from None
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    json.dump({**self._record(), "task": task_id}, fh)
+            except OSError as exc:  # a claim half-written (disk full) is removed, never left to others
+                path.unlink(missing_ok=True)
+                raise storage_error(exc, path, "write the claim") from None
             with self._lock:
                 self.held.add(task_id)
             self._start()
@@ -256,61 +262,6 @@ class Claims:
 
     def __exit__(self, *exc: Any) -> None:
         self.release_all()
-
-
-def process_memory() -> dict[str, int | None]:
-    """This process's resident memory now and at its peak (``VmRSS`` / ``VmHWM``) and the memory it may use
-    (cgroup ``memory.max`` when set, else ``MemTotal``), in bytes; None where /proc cannot say."""
-    out: dict[str, int | None] = {"rss_bytes": None, "peak_rss_bytes": None, "mem_limit_bytes": None}
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    out["rss_bytes"] = int(line.split()[1]) * 1024
-                elif line.startswith("VmHWM:"):
-                    out["peak_rss_bytes"] = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    limit = None
-    try:
-        raw = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        limit = int(raw) if raw.isdigit() else None
-    except OSError:
-        pass
-    if limit is None:
-        try:
-            with open("/proc/meminfo", encoding="ascii") as fh:
-                for line in fh:
-                    if line.startswith("MemTotal:"):
-                        limit = int(line.split()[1]) * 1024
-                        break
-        except OSError:
-            pass
-    out["mem_limit_bytes"] = limit
-    return out
-
-
-LIKELY_OOM_FRACTION = 0.8  # a SIGKILL after the process used this share of its memory limit: likely the OOM killer
-
-
-def killed_reason(state: dict, signum: int | None = None) -> str:
-    """Why a worker that left no exit behind stopped: the signal when known, and "likely out of memory" when its
-    last heartbeat showed it near the memory limit."""
-    if signum is not None:
-        try:
-            name = _signal.Signals(signum).name
-        except ValueError:
-            name = f"signal {signum}"
-        how = f"killed by {name}"
-    else:
-        how = "stopped without recording an exit (killed by a signal it could not catch, e.g. SIGKILL)"
-    rss, limit = state.get("peak_rss_bytes") or state.get("rss_bytes"), state.get("mem_limit_bytes")
-    if (signum in (None, 9)) and rss and limit and rss >= LIKELY_OOM_FRACTION * limit:
-        how += (f"; likely out of memory (the kernel's OOM killer): its memory reached {rss / 2**30:.1f} GiB of "
-                f"{limit / 2**30:.1f} GiB")
-    elif rss and limit:
-        how += f" (memory at its last heartbeat: {rss / 2**30:.1f} of {limit / 2**30:.1f} GiB)"
-    return how
 
 
 def worker_alive(state: dict) -> bool:
