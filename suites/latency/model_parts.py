@@ -66,7 +66,7 @@ def run_positions(ctx: Ctx) -> None:
                 return pos.embed(x, 0)
 
             def rotate():
-                return pos.rotate(q, 0, n), pos.rotate(kk, 0, n)
+                return pos.rotate_q(q, 0, n), pos.rotate_k(kk, 0, n)  # what the layer calls (xpos: apart)
 
             def dense():
                 sb = pos.score_bias()
