@@ -39,6 +39,7 @@ exactly, ``above_chance(k, n, chance)`` (one-sided exact binomial test); ``norm_
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -106,6 +107,7 @@ def t_cdf(t: float, df: float) -> float:
     return 1.0 - tail if t > 0 else tail
 
 
+@functools.lru_cache(maxsize=4096)  # reports ask the same few (p, df) thousands of times (one bisection is ~50 t_cdf)
 def t_ppf(p: float, df: float) -> float:
     """The quantile: ``t`` with ``t_cdf(t, df) == p`` (bisection to ~1e-12). ``t_ppf(0.975, 2) = 4.3027``."""
     if not 0.0 < p < 1.0:

@@ -1,0 +1,89 @@
+"""Rows as the reports use them: the newest row of each measurement (:func:`latest_rows`, kept while streaming, so
+memory follows the measurements kept, not the file) and as a pandas DataFrame (:func:`to_frame`)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Collection, Iterable, Iterator
+
+from ablate.store.paths import Paths
+from ablate.store.reader import iter_rows
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["MACHINE_COLUMNS", "IDENTITY_COLUMNS", "latest_rows", "to_frame"]
+
+MACHINE_COLUMNS = ("env.hostname", "env.cpu", "env.gpu", "env.gpu_count")  # what tells two machines apart
+IDENTITY_COLUMNS = ("suite", "row_key", "timestamp") + MACHINE_COLUMNS  # what :func:`latest_rows` compares
+
+
+def _hashable(v: Any) -> Any:
+    return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
+
+
+class _Columns:
+    """Every column of the rows passed through, in the order they first appear."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, None] = {}
+
+    def watch(self, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        seen = self.seen
+        for r in rows:
+            if not seen.keys() >= r.keys():
+                for k in r:
+                    seen.setdefault(k, None)
+            yield r
+
+
+def latest_rows(rows: Iterable[dict[str, Any]], machine: Collection[str] = MACHINE_COLUMNS) -> list[dict[str, Any]]:
+    """The newest row of each measurement, in the order the rows came: one per ``suite``, ``row_key`` and machine
+    (the ``machine`` columns, by default ``env.hostname``, ``env.cpu``, ``env.gpu``, ``env.gpu_count``: hostnames
+    alone repeat, e.g. two cloud VMs both called ``vm``). Newest: the latest ``timestamp``, then the later row.
+    Rows without a ``row_key`` are all kept. Only the rows kept so far are held."""
+    machine = tuple(machine)
+    best: dict[tuple, tuple[str, int]] = {}
+    kept: dict[int, dict[str, Any]] = {}  # by position; insertion order is position order
+    for pos, r in enumerate(rows):
+        key = r.get("row_key")
+        if not key:
+            kept[pos] = r
+            continue
+        ident = (r.get("suite"), key) + tuple(_hashable(r.get(c)) for c in machine)
+        ts = r.get("timestamp")
+        ts = ts if type(ts) is str else ("" if ts is None else str(ts))
+        prev = best.get(ident)
+        if prev is None or ts >= prev[0]:
+            if prev is not None:
+                del kept[prev[1]]
+            best[ident] = (ts, pos)
+            kept[pos] = r
+    return list(kept.values())
+
+
+def to_frame(paths: Paths, *, latest: bool = True, skip_invalid: bool | None = None,
+             expect_suite: str | None = None, columns: Collection[str] | None = None) -> "pd.DataFrame":
+    """Rows as a DataFrame (columns = union of all rows' keys, in the order they first appear); rows are read and
+    checked as by :func:`ablate.store.reader.read_rows` (``skip_invalid``, ``expect_suite``), one at a time.
+
+    ``latest`` keeps only the newest row for each measurement on each machine (:func:`latest_rows`) -- e.g. an
+    ``error`` row superseded by the ``ok`` row of a resumed run, or a ``--no-resume`` re-measurement; rows from
+    different machines are all kept. ``columns``: only these columns (those present in some row). Text columns are
+    plain ``object`` columns (one block with the other object columns, so selecting rows stays cheap).
+    """
+    import pandas as pd
+
+    wanted = None if columns is None else tuple(dict.fromkeys(columns))
+    read = wanted if wanted is None or not latest else tuple(dict.fromkeys(wanted + IDENTITY_COLUMNS))
+    cols = _Columns()
+    rows: Iterable[dict[str, Any]] = cols.watch(iter_rows(paths, skip_invalid=skip_invalid,
+                                                          expect_suite=expect_suite, columns=read))
+    rows = latest_rows(rows) if latest else list(rows)
+    names = list(cols.seen) if wanted is None else [c for c in wanted if c in cols.seen]
+    df = pd.DataFrame(rows, columns=names) if rows else pd.DataFrame(columns=names)
+    del rows
+    text = [c for c, t in df.dtypes.items() if isinstance(t, pd.StringDtype)]
+    if text:
+        df = df.astype(dict.fromkeys(text, object))
+    return df
