@@ -364,7 +364,8 @@ def compare_cmd(
     new: Path = typer.Argument(..., help="New results: a .jsonl file or a folder of them."),
     fail_if: Optional[List[str]] = typer.Option(
         None, "--fail-if", help="METRIC:AMOUNT% or METRIC:AMOUNT (pytest-benchmark syntax, e.g. median:5%, "
-                                "time_ms:10%, tflops:10%, ppl:2%); repeatable. Default: "
+                                "time_ms:10%, tflops:10%, ppl:2%); repeatable. A metric no compared row has is "
+                                "refused unless marked optional: tflops?:10%. Default: "
                                 + ", ".join(_DEFAULT_FAIL_IF) + "."),
     fmt: CompareFormat = typer.Option(CompareFormat.table, "--format", "-f", help="table, json or markdown."),
     allow_env_mismatch: bool = typer.Option(False, "--allow-env-mismatch",

@@ -55,6 +55,7 @@ class Timing:
     iqr_ms: float  # p75 - p25
     reps: int
     method: str  # "triton.do_bench" | "cuda_events" | "torch.utils.benchmark"
+    samples: int = 0  # timed samples the quantiles come from (blocks of blocked_autorange, calls otherwise)
 
     def as_dict(self, prefix: str = "") -> dict[str, Any]:
         return {f"{prefix}{k}": v for k, v in asdict(self).items()}
@@ -75,7 +76,7 @@ def summarize(times_ms: Sequence[float], method: str, reps: int | None = None) -
     times = [float(t) for t in times_ms]
     return Timing(median_ms=_quantile(times, 0.5), p20_ms=_quantile(times, 0.2), p80_ms=_quantile(times, 0.8),
                   mean_ms=statistics.fmean(times), iqr_ms=_quantile(times, 0.75) - _quantile(times, 0.25),
-                  reps=len(times) if reps is None else reps, method=method)
+                  reps=len(times) if reps is None else reps, method=method, samples=len(times))
 
 
 def triton_available() -> bool:

@@ -11,12 +11,14 @@ Thresholds use pytest-benchmark's ``--benchmark-compare-fail`` syntax, repeatabl
     tflops:10%        TFLOP/s may drop by at most 10 % (the direction comes from the metric)
     median:0.001      pytest-benchmark's stat names are accepted too; their absolute amounts are in seconds
     peak_mem_bytes:1048576   an absolute amount in the metric's own unit
+    tflops?:10%       optional: without "?", a metric no compared row carries is refused (exit 2, one line)
 
 Noise: a latency row carries the spread of its timing (``p20_ms`` / ``p80_ms`` around the median ``time_ms``). A
 change counts as a regression only when it clears the spread measured on *both* sides: the new median lies outside
 the baseline's p20..p80 band *and* the baseline median lies outside the new band. Metrics derived from the same
 timing (TFLOP/s, tokens/s, MFU) get the same relative band. A change past the threshold but inside the spread is
-listed as ``noise`` and does not fail.
+listed as ``noise`` and does not fail. A band is at least ±0.25/√n of the median (n timed samples) and the timer's
+resolution (:func:`ablate.regress.compare_rules.band_floor`), so a zero-width band does not fail an unchanged re-run.
 
 Environments: each row's hardware signature is (GPU name, torch major version, ``device_name``). Rows are compared
 only between equal signatures; when the two sides share none (a different GPU, torch 2 vs 3, another CPU or thread
@@ -66,7 +68,7 @@ from ablate.regress.compare_rules import (EXPR, ALIASES, CATEGORIES, DEFAULT_FAI
                                   Entry, FailIf, Metric, MetricGate, timing_band, device_class, applied_rule, metric_entry, number_or_none,
                                   process_memory, threshold_text, metric_values, noise_rule, not_gated_reason,
                                   parse_fail_if)
-from ablate.errors import AblateError, ResultsFileError
+from ablate.errors import AblateError, ConfigError, ResultsFileError
 from ablate.store.results import PathLike, read_rows, row_key
 
 __all__ = ["METRICS", "ALIASES", "DEFAULT_FAIL_IF", "HW_KEY_FIELDS", "REGRESSION_STATUSES", "Metric", "FailIf",
@@ -237,7 +239,7 @@ def compare(baseline: list[dict[str, Any]], new: list[dict[str, Any]], fail_if: 
     (:attr:`Comparison.failed`) on a regression, and also when no row matched or a baseline row is missing from NEW,
     unless ``allow_missing``."""
     noisy = noisy or set()
-    rules = parse_fail_if(fail_if if fail_if else DEFAULT_FAIL_IF)
+    rules = parse_fail_if(fail_if) if fail_if else parse_fail_if(DEFAULT_FAIL_IF, optional=True)
     by_metric: dict[str, list[FailIf]] = {}
     for r in rules:
         by_metric.setdefault(r.metric, []).append(r)
@@ -275,6 +277,7 @@ def compare(baseline: list[dict[str, Any]], new: list[dict[str, Any]], fail_if: 
         r = nmap.get(k) or bmap.get(k)
         return (str(r.get("suite")), describe(r), str(k))
 
+    carried: set[str] = set()  # the metrics matched rows carry on both sides
     github_small: list[dict[str, Any]] = []
     github_big: list[dict[str, Any]] = []
     for key in sorted(set(bmap) | set(nmap), key=order):
@@ -302,6 +305,7 @@ def compare(baseline: list[dict[str, Any]], new: list[dict[str, Any]], fail_if: 
             continue
         result.matched_rows += 1
         bv, nv = metric_values(b), metric_values(n)
+        carried.update(set(bv) & set(nv))
         _github(n, b, suite, config, by_metric, github_small, github_big)
         for metric in sorted(set(bv) & set(nv)):
             info = METRICS[metric]
@@ -353,7 +357,24 @@ def compare(baseline: list[dict[str, Any]], new: list[dict[str, Any]], fail_if: 
             result.entries.append(Entry(cat, suite, config, metric, info.unit, info.better, base_v, new_v, change,
                                         bb, nb, rule.text, note, True, entry_rule))
     result.github = {"customSmallerIsBetter": github_small, "customBiggerIsBetter": github_big}
+    _refuse_blind_gates(result, by_metric, carried)
     return result
+
+
+def _refuse_blind_gates(result: Comparison, by_metric: Mapping[str, list[FailIf]], carried: set[str]) -> None:
+    """A ``--fail-if`` metric that no compared row carries (on both sides) gates nothing: refused in one line
+    (exit 2) unless the expression is optional (``tflops?:10%``). Nothing compared at all is ``fail_reason``'s."""
+    if not result.matched_rows:
+        return
+    for metric, rules in sorted(by_metric.items()):
+        gate = result.metrics[metric]
+        if gate.gated_rows or gate.reported_rows or gate.contended_rows or all(r.optional for r in rules):
+            continue
+        text = next(r.text for r in rules if not r.optional)
+        name, _, amount = text.partition(":")
+        has = ", ".join(sorted(carried)) or "none of the compared metrics"
+        raise ConfigError(f"--fail-if {text}: no compared row has {metric} ({result.matched_rows} row(s) matched; "
+                          f"they carry {has}); drop it, or mark it optional: --fail-if {name.strip()}?:{amount}")
 
 
 def _github(n: Mapping[str, Any], b: Mapping[str, Any] | None, suite: str, config: str,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -95,6 +96,7 @@ class FailIf:
     metric: str
     amount: float
     percent: bool
+    optional: bool = False  # ``METRIC?:AMOUNT``: no compared row carrying the metric is fine (else exit 2)
 
     def exceeds(self, base: float, new: float, better: str) -> tuple[bool, bool]:
         """(worse past the threshold, better past the threshold)."""
@@ -108,22 +110,25 @@ class FailIf:
         return worse > self.amount, -worse > self.amount
 
 
-EXPR = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%?)\s*$")
+EXPR = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(\??)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%?)\s*$")
 
 
-def parse_fail_if(exprs: Iterable[str]) -> list[FailIf]:
+def parse_fail_if(exprs: Iterable[str], optional: bool = False) -> list[FailIf]:
     """Parse ``METRIC:AMOUNT%`` (relative) or ``METRIC:AMOUNT`` (absolute) expressions (pytest-benchmark syntax).
 
     ``METRIC`` is a column of :data:`METRICS` or a pytest-benchmark stat alias (``median`` → ``time_ms``, ``mean`` →
     ``mean_ms``); an alias's absolute amount is in seconds (``median:0.001`` = 1 ms), a column's in its own unit.
+    A gate must see its metric: :func:`ablate.regress.compare.compare` refuses (exit 2) an expression whose metric no
+    compared row carries, unless it is marked optional with ``?`` after the name (``tflops?:10%``). ``optional``
+    marks every expression so (the defaults: :data:`DEFAULT_FAIL_IF` spans every suite's metrics).
     """
     out: list[FailIf] = []
     for text in exprs:
         m = EXPR.match(str(text))
         if not m:
             raise ConfigError(f"--fail-if {text!r} is not METRIC:AMOUNT or METRIC:AMOUNT% (e.g. median:5%, "
-                              f"time_ms:0.5, tflops:10%)")
-        name, amount, pct = m.group(1), float(m.group(2)), bool(m.group(3))
+                              f"time_ms:0.5, tflops:10%; METRIC?:AMOUNT when the rows may lack the metric)")
+        name, opt, amount, pct = m.group(1), bool(m.group(2)), float(m.group(3)), bool(m.group(4))
         alias = name in ALIASES
         metric = ALIASES.get(name, name)
         if metric not in METRICS:
@@ -132,7 +137,7 @@ def parse_fail_if(exprs: Iterable[str]) -> list[FailIf]:
         if alias and not pct:
             spu = METRICS[metric].seconds_per_unit or 1.0
             amount = amount / spu  # seconds -> the column's unit
-        out.append(FailIf(str(text).strip(), metric, amount, pct))
+        out.append(FailIf(str(text).strip(), metric, amount, pct, opt or optional))
     return out
 
 
@@ -166,8 +171,29 @@ def metric_values(row: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+# The noise floor of a timing band (so an unchanged re-run passes where p20..p80 has no width: one timed block, or
+# identical samples). A band is widened to at least +-FLOOR_SPREAD / sqrt(n) of the median, n the timed samples it
+# came from (``samples``; a zero-width band without it counts as one sample), and to at least the timer's resolution.
+# 0.25: the run-to-run spread of one timed sample taken as a quarter of the median -- measured re-runs of the CPU
+# micro preset differ by far more on a loaded machine (those rows are marked contended, docs/reliability.md).
+FLOOR_SPREAD = 0.25
+TIMER_RESOLUTION_MS = {"cuda_events": 5e-4, "triton.do_bench": 5e-4}  # CUDA events: ~0.5 us; else perf_counter's
+PERF_COUNTER_MS = time.get_clock_info("perf_counter").resolution * 1e3
+
+
+def band_floor(row: Mapping[str, Any], mid: float, lo: float, hi: float) -> float:
+    """The least half-width of the row's timing band, relative to its median ``mid`` (see :data:`FLOOR_SPREAD`)."""
+    n = number_or_none(row.get("samples"))
+    if n is None and hi <= lo:
+        n = 1.0
+    res = TIMER_RESOLUTION_MS.get(str(row.get("timing")), PERF_COUNTER_MS)
+    floor = max(res / mid, FLOOR_SPREAD / math.sqrt(n) if n and n >= 1 else 0.0)
+    return min(floor, 0.9)
+
+
 def timing_band(row: Mapping[str, Any], metric: str, value: float) -> tuple[float, float] | None:
-    """The p20..p80 band of ``metric`` from the row's timing spread, or None when the row has none."""
+    """The p20..p80 band of ``metric`` from the row's timing spread (widened to :func:`band_floor`), or None when
+    the row has none."""
     kind = METRICS[metric].kind
     if kind not in ("time", "rate"):
         return None
@@ -176,7 +202,8 @@ def timing_band(row: Mapping[str, Any], metric: str, value: float) -> tuple[floa
         mid = number_or_none(row.get("value"))
     if not mid or lo is None or hi is None or mid <= 0 or lo <= 0 or hi < lo:
         return None
-    rlo, rhi = lo / mid, hi / mid
+    floor = band_floor(row, mid, lo, hi)
+    rlo, rhi = min(lo / mid, 1.0 - floor), max(hi / mid, 1.0 + floor)
     if kind == "time":
         return value * rlo, value * rhi
     return value / rhi, value / rlo
@@ -247,7 +274,8 @@ def noise_rule(metric: str, rules: Sequence[FailIf]) -> str:
         band = ("the p20–p80 band" if info.kind == "time"
                 else "the timing's p20–p80 band carried over (a rate is inversely proportional to the time)")
         return (f"{thr}; then it counts only if it clears {band} of both sides (new value outside the baseline band "
-                f"and baseline value outside the new band), else it is noise; rows without p20/p80: threshold alone")
+                f"and baseline value outside the new band), else it is noise; a band is at least ±{FLOOR_SPREAD:g}/√n "
+                f"of the median (n timed samples) and the timer's resolution; rows without p20/p80: threshold alone")
     if metric in QUALITY_METRICS:
         return f"{thr}; deterministic for a fixed seed, data and device, no spread measured: the tolerance alone"
     return f"{thr}; no spread measured: the threshold alone"
@@ -280,6 +308,7 @@ class MetricGate:
     gated_rows: int = 0  # matched rows on which a --fail-if expression judged it
     reported_rows: int = 0  # matched rows on which it has a --fail-if expression but measures the process
     unjudged_rows: int = 0  # matched rows carrying it when no --fail-if expression names it
+    contended_rows: int = 0  # matched rows on which a side was timed while another writer ran (never gated)
     why_not_gated: dict[str, int] = field(default_factory=dict)
 
     @property

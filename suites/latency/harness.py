@@ -47,8 +47,8 @@ def _timing_metrics(t) -> dict[str, Any]:
     """The timing columns every ok row carries; ``load_1m`` (the 1-minute load average) shows when a CPU timing was
     taken on a busy machine."""
     return {"metric": "time_ms", "value": t.median_ms, "unit": "ms", "time_ms": t.median_ms, "p20_ms": t.p20_ms,
-            "p80_ms": t.p80_ms, "iqr_ms": t.iqr_ms, "mean_ms": t.mean_ms, "reps": t.reps, "timing": t.method,
-            "load_1m": _load_1m()}
+            "p80_ms": t.p80_ms, "iqr_ms": t.iqr_ms, "mean_ms": t.mean_ms, "reps": t.reps, "samples": t.samples,
+            "timing": t.method, "load_1m": _load_1m()}
 
 
 def _empty_metrics() -> dict[str, Any]:
