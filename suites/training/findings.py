@@ -14,6 +14,7 @@ from ablate.plan.grid import EQUAL_PARAMS_TOL
 
 from .aggregate import to_float, point_stats
 from .constants import ID_OMIT_AT, CONVERGENCE_DROP, CONVERGENCE_WINDOW
+from .lr_sensitivity import lr_sensitivity_rows
 
 
 @dataclass(frozen=True)
@@ -178,5 +179,6 @@ def findings_table(df):
                      "comparison": f"{other_name} vs {base_name}", "ours: Δ val loss (95% CI)": ours,
                      "test": _TESTS[kind].format(m=LOSS_MARGIN), "verdict": verdict,
                      "caveats": "; ".join(notes) or "—", "detail": detail})
+    rows += lr_sensitivity_rows(df)  # QK-norm's claim is about a learning-rate sweep, not a pair of points
     return pd.DataFrame(rows, columns=["published claim", "published", "source", "comparison",
                                        "ours: Δ val loss (95% CI)", "test", "verdict", "caveats", "detail"])

@@ -21,6 +21,7 @@ from ablate.registry.keys import ACTIVATION
 from ablate.core.model import Transformer
 from ablate.core.train import TrainConfig, lm_loss, train
 from ablate.core.validate import validate_model
+from ablate.variants.attention.logits import max_attention_logit
 
 from .budget import Budget, flops_per_step
 from .config import TrainingConfig, point_train
@@ -108,6 +109,8 @@ def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, 
         "params": model.num_params(), "params_non_embedding": model.num_params(non_embedding=True),
         "matmul_params": matmul_params(model),
         "activation_glu": ACTIVATION[point.model.activation].supports_("glu"),  # the report reads it, torch-free
+        # whether the attention layer normalises q and k (its q_norm / k_norm): the LR-sensitivity claim reads it
+        "attention_qk_norm": all(hasattr(b.attn, "q_norm") and hasattr(b.attn, "k_norm") for b in model.blocks),
         "steps": res.steps, "steps_planned": steps, "tokens": st.get("tokens"), "tokens_per_step": per_step_tokens,
         "train_loss": st.get("final_train_loss"), "tokens_per_s": tps,
         "step_ms": 1000.0 * per_step_tokens / tps if tps else None,
@@ -132,6 +135,9 @@ def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, 
         return "diverged", f"training diverged: {res.reason}", metrics, tcfg
     if not distributed.current().is_main:  # rank 0 scores the model and writes the row
         return "ok", "", metrics, tcfg
+    n_seq = max(1, min(4, test.tokens // seq))  # Wortsman et al.'s instability signal, on the first test tokens
+    probe = torch.as_tensor(np.asarray(test.stream[:n_seq * seq], dtype=np.int64), device=device).view(n_seq, -1)
+    metrics["max_attn_logit"] = max_attention_logit(model, probe)
     final = evaluate(model, test.stream, seq, tokens=test.tokens, batch_tokens=ev.batch_tokens,
                      byte_level=corpus.byte_level, device=device, amp=amp, units=test.bounds)
     nbytes = test.scored_bytes(corpus)

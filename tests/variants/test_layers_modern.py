@@ -362,3 +362,35 @@ def test_cached_decoding_equals_the_full_forward_and_it_trains(key):
         opt.step()
         first = loss.item() if first is None else first
     assert loss.item() < first and all(p.grad is not None for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The max-attention-logit probe (the QK-norm claim's instability signal)
+
+
+@pytest.mark.parametrize("key", ["sdpa", "qknorm", "mla", "diff"])
+def test_max_attention_logit_is_the_largest_scaled_score(key):
+    from ablate.variants.attention.logits import max_attention_logit
+
+    cfg = replace(BASE, attention=key, window=5 if key == "sdpa" else None)
+    _seed("logit" + key)
+    model = Transformer(cfg).double().eval()
+    idx = torch.randint(0, cfg.vocab_size, (2, 9))
+    seen = []
+    for block in model.blocks:  # the scores each layer's kernel sees, written out from its inputs
+        fn = block.attn.attn
+
+        def spy(q, k, v, *, causal, bias=None, window=None, scale=None, fn=fn):
+            k2 = k.repeat_interleave(q.shape[1] // k.shape[1], 1)
+            s = q @ k2.transpose(-1, -2) * (scale or q.shape[-1] ** -0.5)
+            i, j = torch.arange(s.shape[-2])[:, None], torch.arange(s.shape[-1])[None, :]
+            keep = (j <= i) & ((j > i - window) if window else True)
+            seen.append(s.abs().masked_fill(~keep, 0).max().item())
+            return fn(q, k, v, causal=causal, bias=bias, window=window, scale=scale)
+
+        block.attn.attn = spy
+    with torch.no_grad():
+        model(idx)
+    got = max_attention_logit(model, idx)  # wraps the spies: they run again, but only the probe's value counts
+    assert got == pytest.approx(max(seen), rel=1e-6) and got > 0
+    assert all(block.attn.attn.__name__ == "spy" for block in model.blocks)  # the kernels are put back
