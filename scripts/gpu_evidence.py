@@ -53,7 +53,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = "scripts/gpu_evidence.py"
 PY = "python"  # shown in plans; the running interpreter when executed
 ABLATE = [PY, "-m", "ablate.cli"]
-RUN = [*ABLATE, "run", "--suite", "latency", "--preset", "gpu", "--device", "cuda", "--no-summary", "--no-progress"]
 
 DEFAULT_BUDGET_S = 600.0
 # Allowances (seconds) where no earlier row says: a process's start (interpreter, torch, CUDA context) before its
@@ -133,6 +132,28 @@ class Context:
     rounds: int = 3
     rows: list[dict[str, Any]] = field(default_factory=list)  # earlier latency rows of this GPU
     steps: tuple[str, ...] = STEP_NAMES
+    device: str = "cuda"  # cpu and preset micro: a rehearsal of the glue (--rehearse)
+    preset: str = "gpu"
+    overhead_args: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The results file name every suite writes for this device and preset."""
+        return f"{self.device}-{self.preset}.jsonl"
+
+    @property
+    def script(self) -> str:
+        return SCRIPT if self.root.resolve() == ROOT else str(ROOT / SCRIPT)
+
+    @property
+    def tag(self) -> list[str]:
+        """What the sub-commands need to find this machine's files."""
+        return ["--gpu", self.gpu] + (["--device", self.device, "--preset", self.preset]
+                                      if (self.device, self.preset) != ("cuda", "gpu") else [])
+
+    def run_argv(self, suite: str = "latency") -> list[str]:
+        return [*ABLATE, "run", "--suite", suite, "--preset", self.preset, "--device", self.device, "--no-summary",
+                "--no-progress"]
 
     @property
     def work(self) -> str:
@@ -170,10 +191,11 @@ def _ts(r: dict[str, Any]) -> float:
         return math.nan
 
 
-def machine_slug(gpu: str) -> str:
+def machine_slug(gpu: str, device: str = "cuda") -> str:
+    """The folder name ``results/baselines/`` gives the machine (``gpu``: its CPU name on cpu)."""
     from ablate.regress.nightly import machine_slug as slug
 
-    return slug([{"device": "cuda", "env.gpu": gpu}])
+    return slug([{"device": "cuda", "env.gpu": gpu} if device == "cuda" else {"device": "cpu", "env.cpu": gpu}])
 
 
 def earlier_rows(root: Path, gpu: str) -> list[dict[str, Any]]:
@@ -312,15 +334,17 @@ def rung_estimate(ctx: Context, suite: str) -> tuple[float | None, str]:
 
     try:
         mod = importlib.import_module(f"ablate.suites.{suite}")
-        cfg = mod.resolve("gpu", [])
+        cfg = mod.resolve(ctx.preset, [])
         jobs, evals = mod.train_jobs(cfg, [0])
     except Exception as exc:  # a suite without a gpu preset or a train_jobs: no estimate, said
         return None, f"no estimate ({type(exc).__name__}: {str(exc)[:120]})"
-    rate = measured_rate("cuda", where=[ctx.root / "results"], gpu=ctx.gpu)
+    cuda = ctx.device == "cuda"
+    rate = measured_rate(ctx.device, where=[ctx.root / "results"], gpu=ctx.gpu if cuda else None,
+                         cpu=None if cuda else ctx.gpu)
     if rate is None:
-        return None, "no FLOP/s measured on this GPU under results/"
+        return None, "no FLOP/s measured on this machine under results/"
     flops = sum(job_flops(j) for j in jobs) + sum(eval_flops(w) for w in evals)
-    line = estimate_lines(jobs, evals, rate, device="cuda")[-1]
+    line = estimate_lines(jobs, evals, rate, device=ctx.device)[-1]
     return START_S + flops / rate.flops_per_s + PUBLISH_S, line.removeprefix("estimate: ")
 
 
@@ -329,19 +353,20 @@ def build_steps(ctx: Context) -> list[Step]:
     from ablate.plan.runner import SUITES, suite_presets
     from ablate.suites.latency.config import resolve
 
-    cfg = resolve("gpu")
-    w = ctx.work
-    a, b = f"{w}/a/latency/cuda-gpu.jsonl", f"{w}/b/latency/cuda-gpu.jsonl"
-    publish = Command([PY, SCRIPT, "publish", "--gpu", ctx.gpu])
-    baseline = f"results/baselines/{ctx.slug}/latency-gpu.jsonl"
+    cfg = resolve(ctx.preset)
+    w, run = ctx.work, ctx.run_argv()
+    a, b = f"{w}/a/latency/{ctx.name}", f"{w}/b/latency/{ctx.name}"
+    publish = Command([PY, ctx.script, "publish", *ctx.tag])
+    baseline = f"results/baselines/{ctx.slug}/latency-{ctx.preset}.jsonl"
     lat_s, lat_src, _ = latency_estimate(ctx, cfg)
     parts = part_estimates(ctx.rows, cfg)
     steps = [Step("latency", "the GPU latency preset, with provenance",
-                  [Command([*RUN, "--out", f"{w}/a"], (0, 1), budgeted=True), publish],
+                  [Command([*run, "--out", f"{w}/a"], (0, 1), budgeted=True), publish],
                   [a, ctx.latency_target, baseline], lat_s, lat_src, partial_ok=True)]
     ov_s, ov_src = overhead_estimate(ctx, cfg)
     steps.append(Step("overhead", "harness figure vs a bare do_bench of the package's own call",
-                      [Command([PY, SCRIPT, "overhead", "--out", f"{w}/overhead.jsonl", "--rounds", str(ctx.rounds)]),
+                      [Command([PY, ctx.script, "overhead", "--out", f"{w}/overhead.jsonl", "--rounds",
+                                str(ctx.rounds), *ctx.overhead_args]),
                        publish], [f"{w}/overhead.jsonl", f"results/gpu-evidence/{ctx.slug}/overhead.jsonl"],
                       ov_s, ov_src))
     # train/decode resume into run A: what A's part budget already measured is not measured again
@@ -354,34 +379,33 @@ def build_steps(ctx: Context) -> list[Step]:
     base_s = eager_s + compile_s
     dec_s = parts.get("decode", (cfg.decode.budget_s or 60.0, ""))[0]
     steps.append(Step("train", "training step eager vs compiled, MFU",
-                      [Command([*RUN, "--out", f"{w}/a", "--set", "parts=train", "--set", "train.choices=base",
+                      [Command([*run, "--out", f"{w}/a", "--set", "parts=train", "--set", "train.choices=base",
                                 "--set", "train.budget_s=0"], (0, 1)), publish], [a, ctx.latency_target],
                       START_S + PUBLISH_S + base_s, f"the base step, eager {eager_s:.0f} s from earlier rows"
                       + (f" + compiled {compile_s:.0f} s ({'earlier rows' if compiled else 'allowance'})"
                          if compile_s else ""),
                       covered=("latency", _budget(cfg, "train")), work_s=base_s))
     steps.append(Step("decode", "decode 1k-32k, static cache + CUDA graphs, GB/s vs peak",
-                      [Command([*RUN, "--out", f"{w}/a", "--set", "parts=decode", "--set", "decode.budget_s=0"],
+                      [Command([*run, "--out", f"{w}/a", "--set", "parts=decode", "--set", "decode.budget_s=0"],
                                (0, 1)), publish], [a, ctx.latency_target],
                       START_S + PUBLISH_S + dec_s, f"decode part from earlier rows ({dec_s:.0f} s)",
                       covered=("latency", _budget(cfg, "decode")), work_s=dec_s))
-    noise = f"results/baselines/{ctx.slug}/latency-gpu.noise.json"
+    noise = f"results/baselines/{ctx.slug}/latency-{ctx.preset}.noise.json"
     steps.append(Step("repeat", "second latency run in a separate process, ablate calibrate, planted 5% slowdown",
-                      [Command([*RUN, "--out", f"{w}/b"], (0, 1), budgeted=True),
+                      [Command([*run, "--out", f"{w}/b"], (0, 1), budgeted=True),
                        Command([*ABLATE, "calibrate", a, b, "--fail-if", CALIBRATE_FAIL_IF, "--plant",
                                 f"{PLANT_PERCENT:g}", "--out", noise], (0, 1)), publish],
                       [b, noise, f"results/gpu-evidence/{ctx.slug}/latency-repeat.jsonl"],
                       lat_s + CALIBRATE_S, f"as the latency step + calibrate {CALIBRATE_S:.0f} s",
                       needs=("latency",), partial_ok=True))
     for suite in RUNG_SUITES:
-        if suite not in SUITES or "gpu" not in suite_presets(suite):
+        if suite not in SUITES or ctx.preset not in suite_presets(suite):
             continue
         est, src = rung_estimate(ctx, suite)
         steps.append(Step(f"rung-{suite}", f"the gpu rung of {suite} (estimate first)",
-                          [Command([PY, SCRIPT, "estimate", suite, "--gpu", ctx.gpu]),
-                           Command([*ABLATE, "run", "--suite", suite, "--preset", "gpu", "--device", "cuda",
-                                    "--out", f"{w}/rungs", "--no-summary", "--no-progress"], (0, 1)), publish],
-                          [f"{w}/rungs/{suite}/cuda-gpu.jsonl", f"results/{suite}/cuda-gpu.jsonl"], est, src))
+                          [Command([PY, ctx.script, "estimate", suite, *ctx.tag]),
+                           Command([*ctx.run_argv(suite), "--out", f"{w}/rungs"], (0, 1)), publish],
+                          [f"{w}/rungs/{suite}/{ctx.name}", f"results/{suite}/{ctx.name}"], est, src))
     return [s for s in steps if s.name in ctx.steps]
 
 
@@ -397,7 +421,7 @@ def finish_commands(ctx: Context, results_files: Sequence[str]) -> list[Command]
             files |= ({p.relative_to(ctx.root).as_posix() for p in (ctx.root / "results" / parts[1]).glob("*.jsonl")}
                       if parts[1] in FOLDER_SUITES else set()) | {f}
     cmds = [Command(["bash", "scripts/regenerate_reports.sh", *sorted(files)])] if ctx.reports and files else []
-    return cmds + [Command([PY, SCRIPT, "summary", "--gpu", ctx.gpu])]
+    return cmds + [Command([PY, ctx.script, "summary", *ctx.tag])]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -613,6 +637,8 @@ def execute(ctx: Context, steps: Sequence[Step], *, runner: Runner = run_command
         ledger.save()
         if export is not None:
             export_to(ctx, export, export_paths(ctx, _results_files(ran)))
+    inv["measure_wall_s"] = round(clock() - t0, 3)
+    ledger.save()
     for i, cmd in enumerate(finish_commands(ctx, _results_files(ran)), 1):
         say("$ " + shlex.join(cmd.argv))
         rc = runner(_resolved(cmd.argv), None, env, ctx.root, ctx.root / ctx.work / "logs" / f"finish-{i}.log")
@@ -656,28 +682,33 @@ def append_new_lines(src: Path, dst: Path) -> int:
     return len(new)
 
 
-def publish(root: Path, gpu: str, say: Callable[[str], None] = print) -> None:
+def _context(root: Path, gpu: str, device: str = "cuda", preset: str = "gpu") -> Context:
+    return Context(root, gpu, machine_slug(gpu, device), device=device, preset=preset)
+
+
+def publish(root: Path, gpu: str, device: str = "cuda", preset: str = "gpu",
+            say: Callable[[str], None] = print) -> None:
     """Copy what the work folder holds to where it is committed (idempotent)."""
     from ablate.regress.nightly import write_baseline
     from ablate.store.atomic import write_text
 
-    ctx = Context(root, gpu, machine_slug(gpu))
+    ctx = _context(root, gpu, device, preset)
     w = root / ctx.work
-    a = w / "a/latency/cuda-gpu.jsonl"
+    a = w / "a/latency" / ctx.name
     if a.exists():
         n = append_new_lines(a, root / ctx.latency_target)
-        for p in write_baseline({"latency": (a, "gpu")}, root / "results/baselines"):
+        for p in write_baseline({"latency": (a, preset)}, root / "results/baselines"):
             say(f"publish: baseline {p.relative_to(root)}")
         say(f"publish: {n} new latency row(s) -> {ctx.latency_target}")
     evidence = root / "results/gpu-evidence" / ctx.slug
-    for src, name in ((w / "overhead.jsonl", "overhead.jsonl"), (w / "b/latency/cuda-gpu.jsonl",
+    for src, name in ((w / "overhead.jsonl", "overhead.jsonl"), (w / "b/latency" / ctx.name,
                                                                   "latency-repeat.jsonl")):
         if src.exists():
             evidence.mkdir(parents=True, exist_ok=True)
             write_text(evidence / name, src.read_text(encoding="utf-8"))
             say(f"publish: {src.relative_to(root)} -> {(evidence / name).relative_to(root)}")
-    for f in sorted((w / "rungs").glob("*/cuda-gpu.jsonl")):
-        dst = root / "results" / f.parent.name / "cuda-gpu.jsonl"
+    for f in sorted((w / "rungs").glob(f"*/{ctx.name}")):
+        dst = root / "results" / f.parent.name / ctx.name
         say(f"publish: {append_new_lines(f, dst)} new {f.parent.name} row(s) -> {dst.relative_to(root)}")
 
 
@@ -762,16 +793,17 @@ def overhead(out: Path, *, device: str = "cuda", keys: Sequence[str] = OVERHEAD_
     return bad
 
 
-def estimate(root: Path, suite: str, gpu: str) -> list[str]:
-    """``ablate.plan.estimate``'s lines for ``suite``'s gpu preset at the FLOP/s measured on ``gpu``."""
+def estimate(root: Path, suite: str, gpu: str, device: str = "cuda", preset: str = "gpu") -> list[str]:
+    """``ablate.plan.estimate``'s lines for ``suite``'s preset at the FLOP/s measured on this machine."""
     import importlib
 
     from ablate.plan.estimate import estimate_lines, measured_rate
 
     mod = importlib.import_module(f"ablate.suites.{suite}")
-    jobs, evals = mod.train_jobs(mod.resolve("gpu", []), [0])
-    rate = measured_rate("cuda", where=[root / "results"], gpu=gpu)
-    return [f"{suite} gpu: {line}" for line in estimate_lines(jobs, evals, rate, device="cuda")]
+    jobs, evals = mod.train_jobs(mod.resolve(preset, []), [0])
+    cuda = device == "cuda"
+    rate = measured_rate(device, where=[root / "results"], gpu=gpu if cuda else None, cpu=None if cuda else gpu)
+    return [f"{suite} {preset}: {line}" for line in estimate_lines(jobs, evals, rate, device=device)]
 
 
 def _newest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -790,18 +822,18 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
         "| " + " | ".join(str(c) for c in r) + " |" for r in rows]
 
 
-def summary(root: Path, gpu: str) -> Path:
+def summary(root: Path, gpu: str, device: str = "cuda", preset: str = "gpu") -> Path:
     """``reports/gpu-evidence/<machine>/README.md`` (and ``evidence.json``): every figure the issue asks for, from
     the work folder's rows, the ledger and the calibration file."""
     from ablate.store.atomic import write_text
 
-    ctx = Context(root, gpu, machine_slug(gpu))
+    ctx = _context(root, gpu, device, preset)
     w = root / ctx.work
     led = Ledger(root, ctx.work).data
-    a = _newest(_read_jsonl(w / "a/latency/cuda-gpu.jsonl"))
+    a = _newest(_read_jsonl(w / "a/latency" / ctx.name))
     out = [f"# GPU evidence: {gpu}", "",
            "Made by `python scripts/gpu_evidence.py` (docs/gpu.md) from the rows in "
-           f"`{ctx.work}/`; regenerate with `python scripts/gpu_evidence.py summary --gpu \"{gpu}\"`.", ""]
+           f"`{ctx.work}/`; regenerate with `python {SCRIPT} summary {shlex.join(ctx.tag)}`.", ""]
     commits = sorted({f"{r.get('env.git_commit')} (dirty: {r.get('env.git_dirty')})" for r in a})
     if a:
         out += [f"Rows' commit: {', '.join(commits)}; torch {a[0].get('env.torch')}, CUDA {a[0].get('env.cuda')}, "
@@ -815,7 +847,8 @@ def summary(root: Path, gpu: str) -> Path:
                           ", ".join(str(c.get("rc")) for c in s.get("commands", []))])
     inv = led.get("invocations", [])
     out += ["## Steps", "", *_table(["step", "state", "wall s", "estimate s", "exit codes"], steps), "",
-            f"{len(inv)} invocation(s); wall time " + ", ".join(_f(i.get("wall_s"), ".0f") + " s" for i in inv)
+            f"{len(inv)} invocation(s); wall time of the steps " + ", ".join(
+                _f(i.get("measure_wall_s"), ".0f") + f" s of {_f(i.get('budget_s'), '.0f')} s" for i in inv)
             + "; skipped steps and why: " + ("; ".join(
                 f"{k}: {v['reason']}" for k, v in (inv[-1].get("steps", {}) if inv else {}).items()
                 if v.get("decision") == "skip") or "none"), ""]
@@ -829,16 +862,19 @@ def summary(root: Path, gpu: str) -> Path:
         runs: dict[Any, list[float]] = {}
         for r in a:
             runs.setdefault(r.get("run_id"), []).append(_ts(r))
-        out += ["## 1. Latency preset (`ablate run --suite latency --preset gpu`)", "",
+        out += [f"## 1. Latency preset (`ablate run --suite latency --preset {preset}`)", "",
                 *_table(["part", *stats], [[p, *(counts.get((p, s), 0) for s in stats)] for p in parts]), "",
                 f"{len(a)} rows; first to last row per run: " + ", ".join(
                     f"{k} {max(v) - min(v):.0f} s" for k, v in runs.items()), ""]
     ov = _newest([{**r, "row_key": (r.get("key"), r.get("seq_len"), r.get("pass"))}
                   for r in _read_jsonl(w / "overhead.jsonl")])
     if ov:
+        shapes = sorted({f"hd {r.get('head_dim')}, {r.get('n_heads')} heads, {(r.get('batch') or 0) * r['seq_len']} "
+                         f"tokens per batch, {r.get('dtype')}" for r in ov})
         out += ["## 2. Overhead: the harness figure vs a bare `do_bench` of the package's own call", "",
-                f"hd {OVERHEAD_HEAD_DIM}, {OVERHEAD_TOKENS} tokens per batch, hidden {OVERHEAD_HIDDEN}, non-causal, "
-                "bf16; medians of alternating rounds (`scripts/bench_overhead.py`).", "",
+                f"{'; '.join(shapes)}; non-causal; medians of {ov[0].get('rounds')} alternating rounds "
+                "(`scripts/bench_overhead.py`'s two figures; the bare call is the package's own function in its "
+                "layout).", "",
                 *_table(["key", "n", "pass", "harness ms", "bare ms", "ratio", f"within {OVERHEAD_TOLERANCE:.0%}",
                          "backend / status"],
                         [[r["key"], r["seq_len"], r["pass"], _f(r.get("harness_ms"), ".4f"), _f(r.get("bare_ms"), ".4f"),
@@ -864,9 +900,9 @@ def summary(root: Path, gpu: str) -> Path:
         out += ["## 4. Decode (static KV cache; `graph` = one captured CUDA graph replayed per step)", "",
                 *_table(["layout", "kv heads", "mode", "context", "status", "ms/step", "GB/s", "of peak"],
                         [[r.get("layout"), r.get("n_kv_heads"), _mode(r), r.get("context"), r.get("status"),
-                          _f(r.get("time_ms"), ".3f"), _f(r.get("achieved_gbps"), ".0f"), _f(r.get("bw_util"), ".1%")]
+                          _f(r.get("time_ms"), ".3f"), _f(r.get("achieved_gbps"), ".4g"), _f(r.get("bw_util"), ".1%")]
                          for r in de]), ""]
-    cal_path = root / "results/baselines" / ctx.slug / "latency-gpu.noise.json"
+    cal_path = root / "results/baselines" / ctx.slug / f"latency-{preset}.noise.json"
     if cal_path.exists():
         cal = json.loads(cal_path.read_text(encoding="utf-8"))
         p = cal.get("planted", {})
@@ -878,16 +914,16 @@ def summary(root: Path, gpu: str) -> Path:
                                                  for m, q in sorted(cal.get("spread_quantiles", {}).items())),
                 f"- planted {p.get('percent')}% slowdown of {p.get('config')}: "
                 + ("caught" if p.get("caught") else "noisy row, reported" if p.get("noisy") else "MISSED"),
-                f"- baseline: `results/baselines/{ctx.slug}/latency-gpu.jsonl`", ""]
+                f"- baseline: `results/baselines/{ctx.slug}/latency-{preset}.jsonl`", ""]
     for suite in RUNG_SUITES:
-        rows = _newest(_read_jsonl(w / "rungs" / suite / "cuda-gpu.jsonl"))
+        rows = _newest(_read_jsonl(w / "rungs" / suite / ctx.name))
         log = w / "logs" / f"rung-{suite}-1.log"
         if rows or log.exists():
             st: dict[str, int] = {}
             for r in rows:
                 st[str(r.get("status"))] = st.get(str(r.get("status")), 0) + 1
             est = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() if log.exists() else []
-            out += [f"## 6. The gpu rung of {suite}", "", *(f"    {line}" for line in est), "",
+            out += [f"## 6. The {preset} rung of {suite}", "", *(f"    {line}" for line in est), "",
                     f"rows: {', '.join(f'{v} {k}' for k, v in sorted(st.items())) or 'none'}", ""]
     dest = root / "reports/gpu-evidence" / ctx.slug
     write_text(dest / "README.md", "\n".join(out).rstrip() + "\n")
@@ -960,11 +996,12 @@ def _sub(argv: list[str]) -> int:
         ap.add_argument("--tokens", type=int, default=OVERHEAD_TOKENS)
         ap.add_argument("--dtype", default="bfloat16")
         ap.add_argument("--rounds", type=int, default=3)
-    elif argv[0] == "estimate":
-        ap.add_argument("suite", choices=RUNG_SUITES)
-        ap.add_argument("--gpu", required=True)
     else:
-        ap.add_argument("--gpu", required=True)
+        if argv[0] == "estimate":
+            ap.add_argument("suite", choices=RUNG_SUITES)
+        ap.add_argument("--gpu", required=True, help="the GPU's name (with --device cpu: the CPU's)")
+        ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+        ap.add_argument("--preset", default="gpu")
     a = ap.parse_args(argv[1:])
     root = Path(a.root)
     if argv[0] == "overhead":
@@ -979,15 +1016,37 @@ def _sub(argv: list[str]) -> int:
         print(f"overhead: {bad} key/shape/pass pair(s) more than {OVERHEAD_TOLERANCE:.0%} apart")
         return 0
     if argv[0] == "publish":
-        publish(root, a.gpu)
+        publish(root, a.gpu, a.device, a.preset)
     elif argv[0] == "estimate":
-        print("\n".join(estimate(root, a.suite, a.gpu)))
+        print("\n".join(estimate(root, a.suite, a.gpu, a.device, a.preset)))
     else:
-        print(f"summary: {summary(root, a.gpu)}")
+        print(f"summary: {summary(root, a.gpu, a.device, a.preset)}")
     return 0
 
 
 SUBCOMMANDS = ("overhead", "publish", "estimate", "summary")
+REHEARSAL_OVERHEAD = ("--device", "cpu", "--keys", "sdpa_math", "--seq-lens", "64", "--passes", "fwd", "--head-dim",
+                      "16", "--hidden", "64", "--tokens", "128", "--dtype", "float32")
+REHEARSAL_S = 60.0  # a step's allowance in a rehearsal (no earlier rows of the micro presets)
+
+
+def _rehearse(root: Path, budget: float, steps: tuple[str, ...], rounds: int) -> int:
+    """Every step on this CPU at the micro presets, into ``root``: the same commands, publishing and summary."""
+    from ablate.store.env import fingerprint, provenance_env
+
+    root = root.resolve()
+    if root == ROOT or ROOT in root.parents and root.relative_to(ROOT).parts[0] in ("results", "reports"):
+        raise UserError(f"--rehearse {root}: give a scratch folder, not the checkout's results or reports")
+    root.mkdir(parents=True, exist_ok=True)
+    cpu = str(fingerprint().get("cpu") or "cpu")
+    ctx = Context(root, cpu, machine_slug(cpu, "cpu"), budget, reports=False, rounds=rounds, steps=steps,
+                  device="cpu", preset="micro", overhead_args=REHEARSAL_OVERHEAD)
+    built = build_steps(ctx)
+    for s in built:
+        if s.estimate_s is None or not math.isfinite(s.estimate_s):
+            s.estimate_s, s.source = REHEARSAL_S, f"rehearsal allowance {REHEARSAL_S:.0f} s"
+    print_plan(ctx, plan(ctx, built, Ledger(root, ctx.work)))
+    return execute(ctx, built, env={**os.environ, **provenance_env(ROOT), "PYTHONUNBUFFERED": "1"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1011,11 +1070,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                   "to resume elsewhere) under this folder")
         ap.add_argument("--allow-dirty", action="store_true", help="measure from a tree with uncommitted changes "
                                                                    "(the rows say git_dirty: true)")
+        ap.add_argument("--rehearse", type=Path, default=None, metavar="DIR",
+                        help="run every step on this CPU at the micro presets, writing under DIR (a scratch folder, "
+                             "not the checkout): checks the glue before GPU time is spent")
         a = ap.parse_args(argv)
         budget, steps = parse_budget(a.budget), parse_steps(a.steps)
         if a.rounds < 1:
             raise UserError("--rounds must be >= 1")
         prov: dict[str, str] = {}
+        if a.rehearse is not None:
+            return _rehearse(a.rehearse, budget, steps, a.rounds)
         if a.dry_run:
             gpu = a.gpu or committed_gpu(ROOT)
             if not gpu:

@@ -303,10 +303,11 @@ def test_summary_states_every_figure(tmp_path):
     w = tmp_path / ctx.work
     (w / "a/latency").mkdir(parents=True)
     (w / "a/latency/cuda-gpu.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _a_rows()))
-    ov = [{"key": "flash_attn", "seq_len": 2048, "pass": "fwd", "status": "ok", "harness_ms": 0.4242,
-           "bare_ms": 0.4201, "ratio": 0.4242 / 0.4201, "within": True, "backend": "flash_attn:fa4"},
-          {"key": "sdpa_cudnn", "seq_len": 16384, "pass": "bwd", "status": "ok", "harness_ms": 9.5, "bare_ms": 9.0,
-           "ratio": 9.5 / 9.0, "within": False, "backend": "sdpa:cudnn"}]
+    shape = {"head_dim": 128, "n_heads": 16, "dtype": "bfloat16", "rounds": 3}
+    ov = [{"key": "flash_attn", "seq_len": 2048, "batch": 8, "pass": "fwd", "status": "ok", "harness_ms": 0.4242,
+           "bare_ms": 0.4201, "ratio": 0.4242 / 0.4201, "within": True, "backend": "flash_attn:fa4", **shape},
+          {"key": "sdpa_cudnn", "seq_len": 16384, "batch": 1, "pass": "bwd", "status": "ok", "harness_ms": 9.5,
+           "bare_ms": 9.0, "ratio": 9.5 / 9.0, "within": False, "backend": "sdpa:cudnn", **shape}]
     (w / "overhead.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ov))
     cal = tmp_path / "results/baselines" / ctx.slug / "latency-gpu.noise.json"
     cal.parent.mkdir(parents=True)
@@ -314,6 +315,7 @@ def test_summary_states_every_figure(tmp_path):
                                "spread_quantiles": {"time_ms": {"p50": 0.4, "p90": 1.9, "max": 6.1}},
                                "planted": {"percent": 5.0, "config": "sdpa fwd n=512", "caught": True}}))
     page = ge.summary(tmp_path, GPU).read_text()
+    assert "hd 128, 16 heads, 16384 tokens per batch, bfloat16; non-causal; medians of 3 alternating" in page
     assert "| flash_attn | 2048 | fwd | 0.4242 | 0.4201 | 1.0098 | yes |" in page
     assert "| sdpa_cudnn | 16384 | bwd | 9.5000 | 9.0000 | 1.0556 | **no** |" in page
     assert "| compiled | ok | 40.0 |" in page and "41.0%" in page and "31.5" in page
@@ -367,3 +369,33 @@ def test_overhead_on_the_gpu_within_tolerance(tmp_path):
     r = json.loads(out.read_text().splitlines()[0])
     assert r["status"] == "ok" and r["backend"].startswith("sdpa:cudnn")
     assert bad == 0, f"harness {r['harness_ms']:.4f} ms vs bare {r['bare_ms']:.4f} ms"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The real runner, the rungs' estimate, the rehearsal's guard
+
+
+def test_run_command_returns_the_exit_status_and_stops_at_the_timeout(tmp_path):
+    import time
+
+    log = tmp_path / "logs" / "x-1.log"
+    code = "import sys; print('measured', flush=True); sys.exit(1)"
+    assert ge.run_command([sys.executable, "-c", code], 30, {}, tmp_path, log) == 1
+    assert "measured" in log.read_text()
+    slow = "import time; print('started', flush=True); time.sleep(60)"
+    t = time.monotonic()
+    assert ge.run_command([sys.executable, "-c", slow], 2, {}, tmp_path, log) is None  # SIGINT at the timeout
+    assert time.monotonic() - t < 30 and "started" in log.read_text()
+
+
+@needs_rows
+def test_the_rung_estimate_is_printed_from_measured_rates():
+    lines = ge.estimate(ROOT, "extrapolation", GPU)
+    assert lines[0].startswith("extrapolation gpu: estimate: ") and "TFLOP/s" in lines[-1]
+    est, src = ge.rung_estimate(_ctx(ROOT), "extrapolation")
+    assert est > ge.START_S and "TFLOP/s" in src
+
+
+def test_a_rehearsal_refuses_to_write_into_the_checkout(capsys):
+    assert ge.main(["--rehearse", str(ROOT / "results" / "x")]) == 2
+    assert "scratch folder" in capsys.readouterr().err
