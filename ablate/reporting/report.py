@@ -221,10 +221,9 @@ def cross_run_tables(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -
 def _cross_run_figure(summary: "pd.DataFrame", stem: Path) -> list[Path]:
     """The trend: per suite metric, each run's geometric mean vs the oldest, over the configurations all the runs
     of that line measured (a line only where at least two runs share configurations)."""
-    import matplotlib.pyplot as plt
-
     from ablate.reporting.style import styles
     from ablate.reporting.tables import plot_style, savefig
+    from ablate.reporting.tables import pyplot as plt
 
     d = summary.dropna(subset=["geomean vs oldest"]).copy()
     if d.empty:

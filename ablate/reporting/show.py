@@ -2,8 +2,10 @@
 
 The tables are the ones ``ablate report`` writes (each suite's ``report()``, through
 :func:`ablate.plan.runner.report_rows`), made in a temporary folder and printed -- nothing is written beside the
-results, and no table is computed twice in two places. Figures are skipped (``ablate.reporting.tables.savefig`` does nothing
-while the tables are made), which is most of a report's time.
+results, and no table is computed twice in two places. No figure is made (:func:`ablate.reporting.tables.no_figures`:
+the figure functions return at once), which was most of a report's time. The results are read once, streaming
+(:func:`ablate.store.reader.iter_rows`): only the newest row of each measurement is kept, so memory follows the
+measurements shown, not the size of the files.
 
 By default each suite shows its summary tables (:data:`SUMMARY`): latency -- the fastest kernel per shape, position
 hooks, training step, decode, prefill; extrapolation -- perplexity by length, effective length, the probe
@@ -14,17 +16,20 @@ status counts. Each results file is listed first with its rows by status.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ablate.errors import ResultsFileError
-from ablate.store.results import PathLike, iter_files, read_rows, to_frame
+from ablate.reporting.tables import no_figures
+from ablate.store.frame import Columns, latest_rows, rows_frame
+from ablate.store.paths import PathLike, iter_files
+from ablate.store.reader import iter_rows
 
-__all__ = ["SUMMARY", "summary_tables", "render"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["SUMMARY", "read", "summary_tables", "render"]
 
 # Per suite, the report tables shown by default: a table file <stem>.md is shown when its stem is one of these or
 # starts with one of these plus "_" (tables split per protocol / task carry a suffix).
@@ -34,39 +39,6 @@ SUMMARY: dict[str, tuple[str, ...]] = {
                       "extrapolation_multikey"),
     "training": ("training_table",),
 }
-
-
-@contextlib.contextmanager
-def _no_figures() -> Iterator[None]:
-    """Within the block, :func:`ablate.reporting.tables.savefig` closes the figure and writes nothing.
-
-    The suites' figure modules import it by name (``from ablate.reporting.tables import savefig``), so it is swapped in every
-    module holding it, after importing those modules: one first imported inside the block would otherwise keep the
-    stand-in for good, and every later report in the process (``ablate run`` prints these tables, then a test or a
-    notebook makes a report) would write no figure."""
-    from ablate.reporting import tables
-
-    def skip(fig: Any, stem: Any, **_: Any) -> tuple:
-        import matplotlib.pyplot as plt
-
-        figure = fig if hasattr(fig, "canvas") or not hasattr(fig, "figure") else fig.figure
-        plt.close(figure)
-        return ()
-
-    real = tables.savefig
-    for suite in SUMMARY:
-        try:
-            importlib.import_module(f"ablate.suites.{suite}.figures")
-        except ImportError:
-            pass  # no such module, or matplotlib missing: the report says so itself
-    holders = [m for m in list(sys.modules.values()) if getattr(m, "__dict__", {}).get("savefig") is real]
-    for m in holders:
-        m.savefig = skip
-    try:
-        yield
-    finally:
-        for m in holders:
-            m.savefig = real
 
 
 def _rank(suite: str, stem: str) -> int | None:
@@ -81,17 +53,44 @@ def _is_index(path: Path) -> bool:
     return path.name == "index.md" or path.name.endswith("_index.md")
 
 
-def summary_tables(inputs: Sequence[PathLike], *, all_tables: bool = False) -> list[tuple[str, str, str]]:
-    """``(suite, title, markdown)`` of each table shown for ``inputs`` (files or folders), in display order."""
+def read(inputs: Sequence[PathLike]) -> tuple[list[str], "pd.DataFrame"]:
+    """One streaming pass over ``inputs``: (a line per results file with its rows by status, the newest row of each
+    measurement as a frame, as :func:`ablate.store.frame.to_frame` makes it)."""
+    files = iter_files(inputs)  # a missing path: one line
+    counts: dict = {f: {} for f in files}
+    suites: dict = {f: set() for f in files}
+
+    def counted():
+        for f, r in iter_rows(files, with_file=True):
+            c = counts[f]
+            c[str(r["status"])] = c.get(str(r["status"]), 0) + 1
+            suites[f].add(str(r["suite"]))
+            yield r
+
+    cols = Columns()
+    df = rows_frame(latest_rows(cols.watch(counted())), list(cols.seen))
+    lines = []
+    for f in files:
+        c = counts[f]
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(c.items(), key=lambda kv: (kv[0] != "ok", kv[0])))
+        lines.append(f"{f}: {', '.join(sorted(suites[f])) or 'no rows'}, {sum(c.values())} rows"
+                     + (f" ({detail})" if detail else ""))
+    return lines, df
+
+
+def summary_tables(inputs: Sequence[PathLike], *, all_tables: bool = False,
+                   frame: "pd.DataFrame | None" = None) -> list[tuple[str, str, str]]:
+    """``(suite, title, markdown)`` of each table shown for ``inputs`` (files or folders), in display order;
+    ``frame``: their rows, already read (:func:`read`)."""
     from ablate.plan.runner import report_rows
 
-    df = to_frame(inputs)
+    df = read(inputs)[1] if frame is None else frame
     if df.empty:
         raise ResultsFileError(f"no result rows in {', '.join(str(p) for p in inputs)}")
     with tempfile.TemporaryDirectory(prefix="ablate-show-") as tmp:
         out = Path(tmp)
         try:
-            with _no_figures():
+            with no_figures():
                 written = report_rows(df, out)
         except Exception:  # a suite that needs its figures' files: make the report as `ablate report` does
             written = report_rows(df, out / "full")
@@ -112,25 +111,15 @@ def summary_tables(inputs: Sequence[PathLike], *, all_tables: bool = False) -> l
     return shown
 
 
-def _status_line(path: Path) -> str:
-    rows = read_rows(path)
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
-    detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (kv[0] != "ok", kv[0])))
-    suites = ", ".join(sorted({str(r.get("suite")) for r in rows})) or "no rows"
-    return f"{path}: {suites}, {len(rows)} rows" + (f" ({detail})" if detail else "")
-
-
 def render(inputs: Sequence[PathLike], *, all_tables: bool = False) -> str:
     """The text ``ablate show`` prints: one line per results file, then each table under a ``## suite: name``
     heading (Markdown)."""
     inputs = list(inputs)
-    files = iter_files(inputs)  # a missing path: one line
-    if not files:
+    if not iter_files(inputs):  # a missing path: one line
         raise ResultsFileError(f"no results files (*.jsonl) in {', '.join(str(p) for p in inputs)}")
-    lines = [_status_line(f) for f in files] + [""]
-    tables = summary_tables(inputs, all_tables=all_tables)
+    lines, df = read(inputs)
+    lines.append("")
+    tables = summary_tables(inputs, all_tables=all_tables, frame=df)
     for suite, title, md in tables:
         lines += [f"## {suite}: {title}", "", md, ""]
     if not tables:

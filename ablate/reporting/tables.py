@@ -13,25 +13,23 @@ Same input → byte-identical files, so committed reports only change in review 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 import os
 import re
 import sys
+from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Union
-
-import matplotlib
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar, Union
 
 from ablate.store.atomic import write_text
-
-if "ipykernel" not in sys.modules and "IPython" not in sys.modules and not os.environ.get("MPLBACKEND"):
-    matplotlib.use("Agg")  # headless: CI and GPU boxes have no display; notebooks keep their own backend
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["write_table", "to_markdown", "to_latex", "latex_escape", "fmt_sig", "savefig", "plot_style", "SVG_HASHSALT"]
+__all__ = ["write_table", "to_markdown", "to_latex", "latex_escape", "fmt_sig", "savefig", "plot_style", "SVG_HASHSALT",
+           "figure", "no_figures", "figures_on", "pyplot"]
 
 SVG_HASHSALT = "ablate"
 FloatFmt = Union[str, Mapping[str, str]]
@@ -307,10 +305,35 @@ def write_table(df: "pd.DataFrame", stem: Union[str, os.PathLike], caption: str 
 # Figures
 
 
+def _matplotlib() -> Any:
+    """matplotlib, imported at first use (``ablate show`` makes no figure and never imports it), with the headless
+    backend chosen before pyplot is imported: CI and GPU boxes have no display; notebooks keep their own."""
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules and "ipykernel" not in sys.modules and "IPython" not in sys.modules \
+            and not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg")
+    return matplotlib
+
+
+class _Pyplot:
+    """``matplotlib.pyplot``, imported at its first use (after :func:`_matplotlib` chose the backend)."""
+
+    def __getattr__(self, name: str) -> Any:
+        _matplotlib()
+        import matplotlib.pyplot as plt
+
+        return getattr(plt, name)
+
+
+pyplot: Any = _Pyplot()  # ``from ablate.reporting.tables import pyplot as plt`` in the figure modules
+
+
 @contextlib.contextmanager
 def plot_style(context: str = "paper", style: str = "whitegrid", font_scale: float = 1.0,
                **rc: Any) -> Iterator[None]:
     """Apply the ablate seaborn theme inside the block; global matplotlib settings are restored afterwards."""
+    matplotlib = _matplotlib()
     import seaborn as sns
 
     with matplotlib.rc_context():
@@ -320,16 +343,54 @@ def plot_style(context: str = "paper", style: str = "whitegrid", font_scale: flo
         yield
 
 
+_FIGURES: ContextVar[bool] = ContextVar("ablate_figures", default=True)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def no_figures() -> Iterator[None]:
+    """Within the block no figure is made: a function marked :func:`figure` returns ``[]`` without computing
+    anything, and :func:`savefig` closes the figure and writes nothing (``ablate show``: the tables alone)."""
+    token = _FIGURES.set(False)
+    try:
+        yield
+    finally:
+        _FIGURES.reset(token)
+
+
+def figures_on() -> bool:
+    """False within :func:`no_figures`."""
+    return _FIGURES.get()
+
+
+def figure(fn: _F) -> _F:
+    """Mark a function that makes figure files and returns their paths (a list): within :func:`no_figures` it
+    returns ``[]`` at once (the data it would plot is not even computed)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs) if _FIGURES.get() else []
+
+    return wrapper  # type: ignore[return-value]
+
+
 def savefig(fig: Any, stem: Union[str, os.PathLike], *, dpi: int = 200, close: bool = True) -> tuple[Path, Path]:
     """Save ``fig`` (a Figure, or anything with ``.figure`` such as a seaborn FacetGrid) as ``stem.png`` and
-    ``stem.svg``, without timestamps and with fixed SVG ids, so re-running gives identical files."""
+    ``stem.svg``, without timestamps and with fixed SVG ids, so re-running gives identical files (within
+    :func:`no_figures`: close it, write nothing and return ``()``)."""
     figure = fig
+    if not _FIGURES.get():
+        if not hasattr(figure, "canvas") and hasattr(figure, "figure"):
+            figure = figure.figure
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+        return ()  # type: ignore[return-value]
     if not hasattr(figure, "canvas") and hasattr(figure, "figure"):  # FacetGrid / Axes -> its Figure
         figure = figure.figure
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     png, svg = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")
-    with matplotlib.rc_context({"svg.hashsalt": SVG_HASHSALT}):
+    with _matplotlib().rc_context({"svg.hashsalt": SVG_HASHSALT}):
         figure.savefig(png, format="png", dpi=dpi, metadata={"Software": None}, bbox_inches="tight")
         figure.savefig(svg, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
     if close:

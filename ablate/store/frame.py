@@ -12,7 +12,7 @@ from ablate.store.reader import iter_rows
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["MACHINE_COLUMNS", "IDENTITY_COLUMNS", "latest_rows", "to_frame"]
+__all__ = ["MACHINE_COLUMNS", "IDENTITY_COLUMNS", "Columns", "latest_rows", "rows_frame", "to_frame"]
 
 MACHINE_COLUMNS = ("env.hostname", "env.cpu", "env.gpu", "env.gpu_count")  # what tells two machines apart
 IDENTITY_COLUMNS = ("suite", "row_key", "timestamp") + MACHINE_COLUMNS  # what :func:`latest_rows` compares
@@ -22,8 +22,8 @@ def _hashable(v: Any) -> Any:
     return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
 
 
-class _Columns:
-    """Every column of the rows passed through, in the order they first appear."""
+class Columns:
+    """Every column of the rows passed through :meth:`watch`, in the order they first appear (``seen``)."""
 
     def __init__(self) -> None:
         self.seen: dict[str, None] = {}
@@ -72,18 +72,21 @@ def to_frame(paths: Paths, *, latest: bool = True, skip_invalid: bool | None = N
     different machines are all kept. ``columns``: only these columns (those present in some row). Text columns are
     plain ``object`` columns (one block with the other object columns, so selecting rows stays cheap).
     """
-    import pandas as pd
-
     wanted = None if columns is None else tuple(dict.fromkeys(columns))
     read = wanted if wanted is None or not latest else tuple(dict.fromkeys(wanted + IDENTITY_COLUMNS))
-    cols = _Columns()
+    cols = Columns()
     rows: Iterable[dict[str, Any]] = cols.watch(iter_rows(paths, skip_invalid=skip_invalid,
                                                           expect_suite=expect_suite, columns=read))
     rows = latest_rows(rows) if latest else list(rows)
-    names = list(cols.seen) if wanted is None else [c for c in wanted if c in cols.seen]
-    df = pd.DataFrame(rows, columns=names) if rows else pd.DataFrame(columns=names)
-    del rows
+    return rows_frame(rows, list(cols.seen) if wanted is None else [c for c in wanted if c in cols.seen])
+
+
+def rows_frame(rows: list[dict[str, Any]], columns: list[str]) -> "pd.DataFrame":
+    """``rows`` as a DataFrame with these ``columns``, text columns as ``object`` (as :func:`to_frame` makes it)."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
     text = [c for c, t in df.dtypes.items() if isinstance(t, pd.StringDtype)]
     if text:
-        df = df.astype(dict.fromkeys(text, object))
+        df = df.astype(dict.fromkeys(text, object)).copy()  # the copy consolidates: one block per dtype
     return df

@@ -203,9 +203,11 @@ def _iter_file(path: Path, *, skip: bool, expect_suite: str | None, hint: str, c
 
 
 def iter_rows(paths: Paths, *, missing_ok: bool = False, skip_invalid: bool | None = None,
-              expect_suite: str | None = None, columns: Collection[str] | None = None) -> Iterator[dict[str, Any]]:
+              expect_suite: str | None = None, columns: Collection[str] | None = None,
+              with_file: bool = False) -> Iterator[Any]:
     """The rows of the given files/folders as they are read, in file order (files sorted within a folder),
-    each checked against the schema first; ``columns``: keep only these columns of each row.
+    each checked against the schema first; ``columns``: keep only these columns of each row; ``with_file``:
+    yield ``(file, row)`` pairs (the file of :func:`ablate.store.paths.iter_files` each row was read from).
 
     Arguments as for :func:`read_rows`. Missing paths and a bad ``expect_suite`` raise here, at the call; invalid
     rows raise (or are skipped) while iterating. Memory: what the caller keeps."""
@@ -216,9 +218,14 @@ def iter_rows(paths: Paths, *, missing_ok: bool = False, skip_invalid: bool | No
     hint = ctx.hint if ctx is not None and ctx.hint else _READ_HINT
     files = iter_files(paths, missing_ok=missing_ok)
 
-    def rows() -> Iterator[dict[str, Any]]:
+    def rows() -> Iterator[Any]:
         for f in files:
-            yield from _iter_file(f, skip=skip, expect_suite=expect_suite, hint=hint, ctx=ctx, columns=columns)
+            it = _iter_file(f, skip=skip, expect_suite=expect_suite, hint=hint, ctx=ctx, columns=columns)
+            if with_file:
+                for r in it:
+                    yield f, r
+            else:
+                yield from it
 
     return rows()
 

@@ -14,13 +14,12 @@ import pandas as pd
 
 from ablate.analysis.stats import t_ppf
 from ablate.reporting.style import BAND_CI, band_note, styles
-from ablate.reporting.tables import plot_style, savefig
+from ablate.reporting.tables import figure, plot_style, savefig
+from ablate.reporting.tables import pyplot as plt
 
 from .constants import POSITIONS, PROBE_TITLES, ROPE_SCALINGS
 from .labels import relabel
 
-# After ablate.reporting.tables, which picks the headless backend.
-import matplotlib.pyplot as plt  # noqa: E402,I001
 
 
 def variant_style(keys=()) -> tuple[dict[str, Any], dict[str, str]]:
@@ -36,6 +35,7 @@ def _legend_outside(ax, title: str = "", ncol: int = 1):
                      title=title or None, title_fontsize=7, alignment="left")
 
 
+@figure
 def fig_ppl_vs_length(summary, order: list[str], train_len: int, pal: dict, markers: dict, stem: Path) -> list[Path]:
     """Figure 1: perplexity vs evaluation length, 95% t-interval bands over seeds (none with one seed; the legend
     title says which, and n)."""
@@ -66,6 +66,7 @@ def fig_ppl_vs_length(summary, order: list[str], train_len: int, pal: dict, mark
         return list(savefig(fig, stem))
 
 
+@figure
 def fig_loss_vs_position(g, order: list[str], train_len: int, pal: dict, stem: Path,
                          markers: dict | None = None) -> list[Path]:
     """Figure 2: loss vs token position inside the window, one panel per eval length, mean over seeds with its 95%
@@ -137,6 +138,7 @@ def _unigram(rows, L: int) -> float | None:
     return float(v.median()) if len(v) else None
 
 
+@figure
 def fig_probe_vs_length(summ, task: str, order: list[str], chance: float | None, pal: dict, markers: dict,
                         stem: Path) -> list[Path]:
     """A probe's accuracy vs context length with 95% bands (t-interval over seeds with two seeds or more, Wilson
@@ -177,6 +179,7 @@ def _chance_label(chance: dict, depth: float) -> str:
     return "—" if c is None or not np.isfinite(c) else (f"{c:.2f}" if c >= 0.01 else f"{c:.2g}")
 
 
+@figure
 def probe_heatmaps(pk, order: list[str], stem: Path, chance: dict | None = None) -> list[Path]:
     """A probe's accuracy by needle depth x context length, one heatmap per variant (mean over seeds). ``chance``:
     ``{depth: chance level}`` (:func:`probe_chance_by_depth`), printed beside each depth's label."""

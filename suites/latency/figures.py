@@ -8,15 +8,14 @@ import math
 from pathlib import Path
 
 import numpy as np
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ablate.reporting.style import BAND_P20_P80, Style, band_note, styles
-from ablate.reporting.tables import plot_style, savefig
+from ablate.reporting.tables import figure, plot_style, savefig
+from ablate.reporting.tables import pyplot as plt
 
 from .constants import DECODE_MODES, LAYOUTS
 from .tables import MIB, _col, _key_order, _num, _softmax_rows
 
-import matplotlib.pyplot as plt  # noqa: E402,I001  (after ablate.reporting.tables, which picks the headless backend)
 
 
 def _log2_lengths(ax, lengths) -> None:
@@ -31,6 +30,8 @@ def _log2_lengths(ax, lengths) -> None:
 
 def _log_y(ax) -> None:
     """Log y axis with readable 1-2-5 tick labels (plain numbers, not powers of ten)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
@@ -65,6 +66,7 @@ def _line(ax, sub, x: str, y: str, st: Style, *, lo: str | None = None, hi: str 
             ax.fill_between(m.index[ok], a.values[ok], b.values[ok], color=st.color, alpha=0.15, lw=0)
 
 
+@figure
 def fig_tflops(k, pas: str, stem: Path) -> list[Path]:
     """TFLOP/s vs sequence length per kernel, one panel per head dim x causal (FlashAttention-paper style)."""
     k = _softmax_rows(k)
@@ -116,6 +118,7 @@ def _legend_on_top(fig, plt, order: list[str], pal: dict, title: str) -> None:
     fig.suptitle(title, fontsize=9, y=0.995)
 
 
+@figure
 def fig_memory(k, stem: Path) -> list[Path]:
     """Peak memory vs sequence length (log y); out-of-memory as crosses on the top edge: naive's n² wall."""
     main = k[(_col(k, "group") == "main")]
@@ -157,6 +160,7 @@ def fig_memory(k, stem: Path) -> list[Path]:
         return list(savefig(fig, stem))
 
 
+@figure
 def fig_decode(df, stem: Path) -> list[Path]:
     """Per-token decode latency and KV-cache size vs context for MHA / GQA / MQA (closed form dashed)."""
     d = df[(_col(df, "part") == "decode") & (df["status"] == "ok")]
@@ -197,6 +201,7 @@ def fig_decode(df, stem: Path) -> list[Path]:
         return list(savefig(fig, stem))
 
 
+@figure
 def fig_prefill(df, stem: Path) -> list[Path]:
     d = df[(_col(df, "part") == "prefill") & (df["status"] == "ok")]
     if d.empty:

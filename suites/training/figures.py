@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.ticker import FuncFormatter
 
 from ablate.analysis.stats import pareto_front, t_ppf
 from ablate.reporting.style import BAND_CI, Style, annotate_points, band_note, styles
-from ablate.reporting.tables import plot_style, savefig
+from ablate.reporting.tables import figure, plot_style, savefig
+from ablate.reporting.tables import pyplot as plt
 
 from .aggregate import column_values, to_float
 
-import matplotlib.pyplot as plt  # noqa: E402,I001  (after ablate.reporting.tables, which picks the headless backend)
 
 
 def _mean_curve(g, xcol: str, ycol: str):
@@ -68,10 +67,13 @@ def _curve_text(g) -> str:
     return f"{int(cd or 0)} of the final loss's test documents, {int(ct):,} tokens"
 
 
+@figure
 def fig_curves(g, stats: list[dict], pal: dict[str, Style], folder: Path) -> list[Path]:
     """Figure 1: validation-loss curves, one panel per baseline family (``training_curves``), each the mean over
     seeds with its 95% t-interval band (none with one seed: the title then says n=1); [] when no point has a
     curve."""
+    from matplotlib.ticker import FuncFormatter
+
     names = [s["point"] for s in stats]
     families: list[tuple[str, list[str]]] = []
     baselines = list(dict.fromkeys(s["baseline"] for s in stats if s["baseline"]))
@@ -144,6 +146,8 @@ def pareto_figure(pts: list[dict], pal: dict[str, Style]):
     (:func:`ablate.reporting.style.annotate_points`); bars: 95% t-intervals over seeds of the loss *and* of the throughput
     (none with one seed). Pareto-optimal points (on the means) are outlined; the dashed front joins only neighbours
     whose intervals separate on both axes (:func:`front_segments`)."""
+    from matplotlib.ticker import FuncFormatter
+
     xs = [s["tokens_per_s"] for s in pts]
     ys = [s["val"].mean for s in pts]
     front = pareto_front(xs, ys, x_better="high", y_better="low")
