@@ -1,7 +1,8 @@
 """``ablate export RESULTS... --to parquet|csv|wandb|mlflow|tensorboard [--out PATH]``: results outside ablate.
 
-Which rows: those the reports use -- the newest row of each measurement (:func:`ablate.store.results.to_frame`), read and
-checked as everywhere (``skip_invalid``); ``all_rows=True`` keeps every stored row (re-measured ones too).
+Which rows: those the reports use -- the newest row of each measurement (:func:`ablate.store.frame.latest_rows`, as
+:func:`ablate.store.frame.to_frame` keeps them), read once, streaming, and checked as everywhere (``skip_invalid``);
+``all_rows=True`` keeps every stored row (re-measured ones too).
 
 **Files** (``csv``, ``parquet``): one line per row, one column per field (rows are flat already: ``config.*``,
 ``env.*``, ``curve.*`` and the rest, in the order they first appear). A column keeps its JSON type where it has one
@@ -40,7 +41,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ablate.errors import ConfigError, ResultsFileError, UnavailableError
-from ablate.store.results import PathLike, iter_files, read_rows, to_frame
+from ablate.store.frame import latest_rows
+from ablate.store.paths import PathLike, iter_files
+from ablate.store.reader import iter_rows
 from ablate.io.frames import columns, flat_frame, hashable, write_csv, write_parquet  # noqa: F401
 from ablate.io.tracker_runs import (CURVE_PREFIX, LABEL_SKIP, STEP_AXES, TrackerRun, scalar_labels,  # noqa: F401
                                    step_of, tracker_runs)
@@ -81,29 +84,11 @@ def check_target(target: str) -> None:
 
 
 def select_rows(paths: Sequence[PathLike], *, all_rows: bool = False) -> list[dict[str, Any]]:
-    """The rows to export, as stored (JSON types kept): the newest row per measurement, as :func:`to_frame` keeps
-    them (``all_rows``: every row), in file order."""
-    rows = read_rows(paths)
-    if all_rows or not rows:
-        return rows
-    df = to_frame(paths)
-    ident = [c for c in ("suite", "row_key", "env.hostname", "timestamp", "run_id") if c in df.columns]
-
-    def key(r: Mapping[str, Any]) -> tuple:
-        return tuple(hashable(r.get(c)) for c in ident)
-
-    wanted: dict[tuple, int] = {}
-    for rec in df[ident].astype(object).where(df[ident].notna(), None).itertuples(index=False, name=None):
-        k = tuple(hashable(v) for v in rec)
-        wanted[k] = wanted.get(k, 0) + 1
-    kept: list[dict[str, Any]] = []
-    for r in reversed(rows):  # to_frame keeps the last of equal rows
-        k = key(r)
-        if wanted.get(k, 0) > 0:
-            wanted[k] -= 1
-            kept.append(r)
-    kept.reverse()
-    return kept
+    """The rows to export, as stored (JSON types kept): the newest row per measurement, as
+    :func:`ablate.store.frame.to_frame` keeps them (``all_rows``: every row), in file order. Read in one streaming
+    pass: only the rows kept are held."""
+    rows = iter_rows(paths)
+    return list(rows) if all_rows else latest_rows(rows)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -69,7 +69,9 @@ from ablate.regress.compare_rules import (EXPR, ALIASES, CATEGORIES, DEFAULT_FAI
                                   process_memory, threshold_text, metric_values, noise_rule, not_gated_reason,
                                   parse_fail_if)
 from ablate.errors import AblateError, ConfigError, ResultsFileError
-from ablate.store.results import PathLike, read_rows, row_key
+from ablate.store.frame import latest_rows
+from ablate.store.reader import iter_rows
+from ablate.store.results import PathLike, row_key
 
 __all__ = ["METRICS", "ALIASES", "DEFAULT_FAIL_IF", "HW_KEY_FIELDS", "REGRESSION_STATUSES", "Metric", "FailIf",
            "MEASURED_MEM_METRICS", "PER_RUN_MEM_KINDS", "TIMING_METRICS", "FIRST_CALL_METRICS", "QUALITY_METRICS",
@@ -89,22 +91,14 @@ class EnvMismatchError(AblateError):
 
 
 def load_rows(paths: PathLike | Sequence[PathLike], what: str = "results") -> list[dict[str, Any]]:
-    """Rows of files/folders, newest per (suite, row_key, env.hostname) as in ``to_frame``; empty → error."""
+    """Rows of files/folders, newest per (suite, row_key, env.hostname) as in ``to_frame``; empty → error. Read in
+    one streaming pass (:func:`ablate.store.frame.latest_rows`): only the rows kept are held."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    rows = read_rows(list(paths))
+    rows = latest_rows(iter_rows(list(paths)), machine=("env.hostname",))
     if not rows:
         raise ResultsFileError(f"no result rows in {what} {', '.join(str(p) for p in paths)}")
-    indexed = sorted(enumerate(rows), key=lambda ir: (str(ir[1].get("timestamp") or ""), ir[0]))
-    newest: dict[Any, int] = {}
-    keyless: list[int] = []
-    for pos, r in indexed:
-        if not r.get("row_key"):
-            keyless.append(pos)
-            continue
-        newest[(r.get("suite"), r.get("row_key"), r.get("env.hostname"))] = pos
-    keep = sorted(set(newest.values()) | set(keyless))
-    return [rows[i] for i in keep]
+    return rows
 
 
 def _torch_major(v: Any) -> str | None:
