@@ -502,15 +502,17 @@ Runner = Callable[[list[str], "float | None", "dict[str, str]", Path, Path], "in
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """SIGINT to the command's process group (a suite stops between rows), SIGKILL after GRACE_S."""
-    try:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=GRACE_S)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    """SIGINT to the command's process group (a suite stops between rows; each row is one atomic line), then SIGTERM
+    and SIGKILL, GRACE_S apart."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=GRACE_S)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def run_command(argv: list[str], timeout: float | None, env: dict[str, str], cwd: Path, log: Path) -> int | None:
@@ -568,8 +570,8 @@ def export_paths(ctx: Context, results: Sequence[str]) -> list[str]:
 def export_to(ctx: Context, dest: Path, paths: Sequence[str]) -> None:
     for rel in paths:
         src = ctx.root / rel
-        if src.is_dir():
-            shutil.copytree(src, dest / rel, dirs_exist_ok=True)
+        if src.is_dir():  # training checkpoints stay behind: too large to hand back (a rung retrains them)
+            shutil.copytree(src, dest / rel, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.ckpt"))
         elif src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
@@ -1078,6 +1080,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.rounds < 1:
             raise UserError("--rounds must be >= 1")
         prov: dict[str, str] = {}
+        if not a.dry_run:  # Ctrl-C / SIGINT stops cleanly, also when started in the background (SIGINT ignored)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         if a.rehearse is not None:
             return _rehearse(a.rehearse, budget, steps, a.rounds)
         if a.dry_run:
@@ -1110,6 +1114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, AblateError) as exc:
         print(f"gpu_evidence: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("gpu_evidence: interrupted; the ledger keeps what completed: a re-run resumes", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
