@@ -185,6 +185,7 @@ class Run(Generic[C]):
     progress: Any = None
     overall: Any = None
     claims: Any = None
+    writers: Any = None  # this run among the live writers of --out (ablate.store.writers): contended timings
     rows: Any = None
     on_log: Any = None
     measured: int = 0  # what measure() returned, summed (models trained; tasks run, failed ones too)
@@ -317,6 +318,7 @@ def run_loop(suite: Suite, opts: Any) -> Path:
     from ablate.store.livelog import open_live
     from ablate.store.results import ResultWriter
     from ablate.store.runstate import Claims
+    from ablate.store.writers import Writers
 
     if suite.torchrun is not None and distributed.launched():
         raise ConfigError(suite.torchrun)
@@ -331,9 +333,12 @@ def run_loop(suite: Suite, opts: Any) -> Path:
     live = open_live(opts, suite.name, plan.device, plan.preset) if dist.is_main else None
     run = Run(opts, plan, writer, dist, live=live, t_start=t_start,
               claims=None if dist.enabled else Claims(plan.results))  # DDP ranks are one run: rank 0 decides
-    suite.begin(run)
     threads_before = set_threads(plan.device, plan.cpu_threads, tf32=suite.tf32)
+    if dist.is_main:
+        run.writers = Writers(opts.out, plan.device, per_row=suite.whole_run_claims).start()
+        _share_cores(run)
     try:
+        suite.begin(run)
         if suite.whole_run_claims:
             _claimed(suite, run, tasks)
         else:
@@ -341,6 +346,8 @@ def run_loop(suite: Suite, opts: Any) -> Path:
     finally:
         if run.claims is not None:
             run.claims.release_all()
+        if run.writers is not None:
+            run.writers.stop()
         torch.set_num_threads(threads_before)
     if run.claims is not None and run.claims.skipped:
         who = run.claims.skipped
@@ -351,6 +358,24 @@ def run_loop(suite: Suite, opts: Any) -> Path:
     if dist.enabled:
         distributed.shutdown()
     return plan.results
+
+
+def _share_cores(run: Run) -> None:
+    """A CPU run asked for every core (``cpu_threads`` 0) that finds other runs writing into its ``--out`` takes its
+    share of the cores, and says so; its rows are marked contended either way (``env.contended``)."""
+    import torch
+
+    from ablate.store.writers import cpu_count
+
+    others = run.writers.seen
+    if run.device != "cpu" or run.plan.cpu_threads > 0 or not others:
+        return
+    share = max(1, cpu_count() // (len(others) + 1))
+    if share < torch.get_num_threads():
+        torch.set_num_threads(share)
+    sys.stderr.write(f"ablate: {len(others)} other run(s) write into {run.opts.out} ({', '.join(sorted(others))}): "
+                     f"this run uses {torch.get_num_threads()} of {cpu_count()} CPU threads, and its timings are "
+                     "marked contended (env.contended), which ablate compare does not gate on\n")
 
 
 def _claimed(suite: Suite, run: Run, tasks: list[SuiteTask]) -> None:
@@ -398,6 +423,8 @@ def _loop(suite: Suite, run: Run, tasks: list[SuiteTask]) -> None:
                     run.advance(len(todo[n]) - len(idx))
             try:
                 if idx:
+                    if run.writers is not None:
+                        run.writers.begin_task()
                     _measure(suite, run, task, idx)
             finally:
                 if run.claims is not None:

@@ -67,7 +67,7 @@ from ablate.regress.compare_rules import (EXPR, ALIASES, CATEGORIES, DEFAULT_FAI
                                   REGRESSION_STATUSES, SPREAD_HI, SPREAD_LO, SPREAD_MID, TIMING_METRICS, Comparison,
                                   Entry, FailIf, Metric, MetricGate, timing_band, device_class, applied_rule, metric_entry, number_or_none,
                                   process_memory, threshold_text, metric_values, noise_rule, not_gated_reason,
-                                  parse_fail_if)
+                                  parse_fail_if, SKIPPED_CONTENDED, contended_note)
 from ablate.errors import AblateError, ConfigError, ResultsFileError
 from ablate.store.frame import latest_rows
 from ablate.store.reader import iter_rows
@@ -300,6 +300,7 @@ def compare(baseline: list[dict[str, Any]], new: list[dict[str, Any]], fail_if: 
         result.matched_rows += 1
         bv, nv = metric_values(b), metric_values(n)
         carried.update(set(bv) & set(nv))
+        busy, skipped = contended_note(b, n), []
         _github(n, b, suite, config, by_metric, github_small, github_big)
         for metric in sorted(set(bv) & set(nv)):
             info = METRICS[metric]
@@ -310,6 +311,11 @@ def compare(baseline: list[dict[str, Any]], new: list[dict[str, Any]], fail_if: 
                 gate.why_not_gated[why] = gate.why_not_gated.get(why, 0) + 1
                 continue
             gate = result.metrics[metric]
+            if busy and metric in TIMING_METRICS:  # never gate on a contended timing
+                gate.contended_rows += 1
+                gate.why_not_gated[SKIPPED_CONTENDED] = gate.why_not_gated.get(SKIPPED_CONTENDED, 0) + 1
+                skipped.append(metric)
+                continue
             why_not = not_gated_reason(metric, (b, n))
             base_v, new_v = bv[metric], nv[metric]
             bb, nb = timing_band(b, metric, base_v), timing_band(n, metric, new_v)
@@ -350,6 +356,9 @@ def compare(baseline: list[dict[str, Any]], new: list[dict[str, Any]], fail_if: 
                 note = ("worse" if worse else "better") + " past the threshold but inside the p20..p80 spread"
             result.entries.append(Entry(cat, suite, config, metric, info.unit, info.better, base_v, new_v, change,
                                         bb, nb, rule.text, note, True, entry_rule))
+        if skipped:
+            result.entries.append(Entry("skipped-contended", suite, config, ", ".join(skipped), note=busy,
+                                        gated=False, noise_rule="a contended timing is never gated"))
     result.github = {"customSmallerIsBetter": github_small, "customBiggerIsBetter": github_big}
     _refuse_blind_gates(result, by_metric, carried)
     return result
@@ -378,7 +387,7 @@ def _github(n: Mapping[str, Any], b: Mapping[str, Any] | None, suite: str, confi
     nv = metric_values(n)
     bv = metric_values(b) if b is not None else {}
     for metric in sorted(set(nv) & set(by_metric)):
-        if not_gated_reason(metric, (b, n)):
+        if not_gated_reason(metric, (b, n)) or (metric in TIMING_METRICS and contended_note(None, n)):
             continue
         info = METRICS[metric]
         extra = []

@@ -52,7 +52,8 @@ def metric_rows(result: Comparison) -> list[dict[str, str]]:
     out = []
     for g in gates:
         if g.fail_if:
-            rows = f"{g.gated_rows} gated" + (f", {g.reported_rows} reported only" if g.reported_rows else "")
+            rows = (f"{g.gated_rows} gated" + (f", {g.reported_rows} reported only" if g.reported_rows else "")
+                    + (f", {g.contended_rows} skipped-contended" if g.contended_rows else ""))
         else:
             rows = f"{g.unjudged_rows} not judged"
         out.append({"metric": g.metric, "gate": g.status, "rows": rows, "fail-if": ", ".join(g.fail_if) or "—",
@@ -79,6 +80,8 @@ def render_markdown(result: Comparison, title: str = "ablate compare") -> str:
             df = df[["suite", "configuration", "metric", "baseline", "new", "note"]]
         elif cat == "reported":
             df = df[["suite", "configuration", "metric", "baseline", "new", "change", "note"]]
+        elif cat == "skipped-contended":
+            df = df[["suite", "configuration", "metric", "note"]]
         title_ = f"{cat} ({len(sub)})" if cat != "reported" else f"reported, not gated ({len(sub)})"
         lines += [f"### {title_}", "", to_markdown(df, na_rep="—").rstrip(), ""]
     mrows = metric_rows(result)

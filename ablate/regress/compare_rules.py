@@ -260,6 +260,20 @@ def not_gated_reason(metric: str, rows: Iterable[Mapping[str, Any] | None]) -> s
     return ""
 
 
+SKIPPED_CONTENDED = "skipped-contended: timed while another run shared the device (env.contended)"
+
+
+def contended_note(b: Mapping[str, Any] | None, n: Mapping[str, Any] | None) -> str:
+    """Why the timings of this row pair are not gated: a side was measured while another run shared its device
+    (``env.contended``, :mod:`ablate.store.writers`); "" when neither was."""
+    parts = []
+    for side, r in (("baseline", b), ("new", n)):
+        if r is not None and (r.get("env.contended") is True or r.get("contended") is True):
+            who = r.get("env.contended_by") or r.get("contended_by") or "another run"
+            parts.append(f"{side} timed while {who} shared the device")
+    return "; ".join(parts)
+
+
 def threshold_text(rule: FailIf, unit: str) -> str:
     if rule.percent:
         return f"{rule.text} (worse by more than {rule.amount:g}% of the baseline)"
@@ -313,6 +327,8 @@ class MetricGate:
 
     @property
     def status(self) -> str:
+        if self.contended_rows and not (self.gated_rows or self.reported_rows):
+            return "skipped (contended)"
         if self.gated_rows and self.reported_rows:
             return "partly gated"
         if self.gated_rows:
@@ -361,7 +377,7 @@ class Entry:
         return d
 
 
-CATEGORIES = ("regression", "improvement", "noise", "reported", "new", "missing")
+CATEGORIES = ("regression", "improvement", "noise", "reported", "skipped-contended", "new", "missing")
 
 
 @dataclass
@@ -428,6 +444,8 @@ class Comparison:
                 + (f", {c['reported_only']} reported only (not gated: {self._not_gated_metrics()})"
                    if c["reported_only"] else "")
                 + f"; fail-if {', '.join(f.text for f in self.fail_if)}"
+                + (f"; {c['skipped-contended']} row(s) timed while another run shared the device: timings not "
+                   f"gated (skipped-contended)" if c["skipped-contended"] else "")
                 + (f"; {c['other_hardware']} baseline row(s) from other hardware not compared"
                    if c["other_hardware"] else "")
                 + (f"; {self.calibrated_noisy} change(s) on rows the calibration found noisy, reported as noise"

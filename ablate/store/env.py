@@ -26,6 +26,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ablate.store.writers import run_conditions
+
 __all__ = ["fingerprint", "env_columns", "OPTIONAL_PACKAGES", "ENV_PREFIX", "provenance", "provenance_env",
            "GIT_COMMIT_ENV", "GIT_DIRTY_ENV", "STAMP_FILE"]
 
@@ -346,8 +348,10 @@ def command_line() -> str | None:
 
 
 def env_columns() -> dict[str, Any]:
-    """The fingerprint as result-row columns: every key prefixed with ``env.``."""
-    return {ENV_PREFIX + k: v for k, v in fingerprint().items()}
+    """The fingerprint as result-row columns: every key prefixed with ``env.``; during a run also the threads it
+    uses and whether another run shared its device (``env.threads``, ``env.contended``, ``env.contended_by``:
+    :mod:`ablate.store.writers`)."""
+    return {ENV_PREFIX + k: v for k, v in {**fingerprint(), **run_conditions()}.items()}
 
 
 def clear_cache() -> None:
