@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -133,6 +134,10 @@ def test_two_runs_into_one_out_measure_every_key_once(tmp_path):
     keys = [r["row_key"] for r in rows]
     assert len(keys) == 8 and len(set(keys)) == 8  # 4 points x 2 seeds, none measured twice
     assert not list((out / "training" / "cpu-micro.launch" / "claims").glob("*.json"))  # all released
+    # the run that started second saw the first: its timings say so, and it took its share of the cores (#24)
+    assert any("other run(s) write into" in err and "marked contended" in err for _, err in outs), outs
+    assert any(r["env.contended"] is True for r in rows) and all(r["env.threads"] >= 1 for r in rows)
+    assert not (out / ".ablate-writers").exists()  # both runs removed their entries
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -231,3 +236,14 @@ def test_a_model_that_cannot_fit_is_refused_before_anything_runs(tmp_path, suite
     line = one_line_error(proc)
     assert "GiB" in line and "available" in line
     assert not out.exists()
+
+
+def test_every_test_docs_reliability_names_exists():
+    """docs/reliability.md pins each case to a test: every test (and test file) it names exists."""
+    doc = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    defined = {m for p in (ROOT / "tests").rglob("test_*.py")
+               for m in re.findall(r"^def (test_\w+)", p.read_text(encoding="utf-8"), flags=re.M)}
+    named = set(re.findall(r"\b(test_\w+)\b(?!\.py)", doc))
+    assert named and not sorted(named - defined)
+    for f in re.findall(r"`(tests/[\w/]+\.py)", doc):
+        assert (ROOT / f).is_file(), f
