@@ -171,16 +171,20 @@ class SinkKVCache(RollingKVCache):
     """An evicting cache that keeps the first ``sinks`` tokens (attention sinks) and the last ``window - 1``
     (StreamingLLM, Xiao et al. 2023): a step sees them plus its own tokens, unmasked, so a decoded token attends to
     the sinks and to its last ``window`` tokens (a prompt attends to itself in full). Keys keep the positions they
-    were transformed at; the kept keys are not contiguous, so a score bias (which assumes they are) is refused by
+    were transformed at (``reposition=True``: StreamingLLM's positions within the cache instead); the kept keys are not contiguous, so a score bias (which assumes they are) is refused by
     :meth:`ablate.core.model.Transformer.new_cache`."""
 
     kind = "sink"
 
-    def __init__(self, n_layers: int, window: int, sinks: int, layout: CacheLayout | None = None):
+    def __init__(self, n_layers: int, window: int, sinks: int, layout: CacheLayout | None = None, *,
+                 reposition: bool = False):
         super().__init__(n_layers, window, layout)
         if isinstance(sinks, bool) or not isinstance(sinks, int) or sinks < 1:
             raise ConfigError(f"a sink-keeping cache needs sinks >= 1, got {sinks!r}")
         self.sinks = sinks
+        # StreamingLLM's positions: keys are kept raw and every step places the kept ones at 0..n-1 (positions
+        # within the cache, not in the text), so no query-key distance exceeds the cache (the standard layer)
+        self.reposition = bool(reposition)
 
     def held(self) -> int:
         return min(self.length, self.sinks + self.size - 1)

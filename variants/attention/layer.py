@@ -79,12 +79,18 @@ class MultiHeadAttention(nn.Module):
         q, k, v = self.project(x)
         offset = cache.length if cache is not None else 0
         seq_len = offset + t
-        q = self.transform_q(q, pos, offset, seq_len)
-        if cache is not None and pos.needs_raw_cache:
+        if cache is not None and getattr(cache, "reposition", False):
+            # StreamingLLM: raw keys kept; the n kept and new tokens sit at positions 0..n-1 within the cache.
+            k, v = cache.update(layer, k, v)
+            n = k.shape[2]
+            q, k = self.transform_q(q, pos, n - t, n), self.transform_k(k, pos, 0, n)
+        elif cache is not None and pos.needs_raw_cache:
             # Length-dependent rotation (dynamic NTK): keep raw keys, rotate all of them at the current length.
+            q = self.transform_q(q, pos, offset, seq_len)
             k, v = cache.update(layer, k, v)
             k = self.transform_k(k, pos, 0, seq_len)
         else:
+            q = self.transform_q(q, pos, offset, seq_len)
             k = self.transform_k(k, pos, offset, seq_len)
             if cache is not None:
                 k, v = cache.update(layer, k, v)

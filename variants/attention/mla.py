@@ -117,13 +117,18 @@ class LatentAttention(nn.Module):
         seq_len = offset + t
         rope = self.rope(pos)
         q_nope, q_pe = self.queries(x).split([self.hd, self.dr], dim=-1)
-        q_pe = rope.rotate_q(q_pe, offset, seq_len)
         c, k_pe = self.kv_a(x).split([self.dc, self.dr], dim=-1)
         c = _rms(c, self.kv_norm, self.eps)
-        if cache is not None and pos.needs_raw_cache:  # length-dependent rotation: keep raw keys, rotate them all
+        if cache is not None and getattr(cache, "reposition", False):  # StreamingLLM: positions within the cache
+            c, k_pe = cache.update(layer, c, k_pe)
+            n = c.shape[1]
+            q_pe, k_pe = rope.rotate_q(q_pe, n - t, n), rope.rotate_k(k_pe[:, None], 0, n)[:, 0]
+        elif cache is not None and pos.needs_raw_cache:  # length-dependent rotation: keep raw keys, rotate them all
+            q_pe = rope.rotate_q(q_pe, offset, seq_len)
             c, k_pe = cache.update(layer, c, k_pe)
             k_pe = rope.rotate_k(k_pe[:, None], 0, seq_len)[:, 0]
         else:
+            q_pe = rope.rotate_q(q_pe, offset, seq_len)
             k_pe = rope.rotate_k(k_pe[:, None], offset, seq_len)[:, 0]
             if cache is not None:
                 c, k_pe = cache.update(layer, c, k_pe)
