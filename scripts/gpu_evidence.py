@@ -232,12 +232,29 @@ def _mode(r: dict[str, Any]) -> str:
     return str(r.get("train_mode") or r.get("decode_mode") or "eager")
 
 
-def part_estimates(rows: list[dict[str, Any]], cfg: Any) -> dict[str, tuple[float, str]]:
-    """Per latency part: (seconds uncapped, how it was estimated) from the newest run of each part. Kernel rows timed
-    with shorter do_bench settings than the preset's get the difference added; modes no earlier row measured scale
-    the part by the modes now planned (plus a compile allowance for a compiled training step)."""
+def _train_sequence(prs: list[dict[str, Any]], gaps: dict[int, float], cfg: Any) -> list[float]:
+    """Seconds of each planned training measurement, in the suite's order (choice, then mode): an earlier row's
+    time, or for a compiled step without one the eager step plus the compile allowance."""
+    seen = {(r.get("choice"), _mode(r)): gaps.get(id(r), 0.0) for r in prs if id(r) in gaps}
+    eager = [v for (_, m), v in seen.items() if m == "eager"]
+    typical = sorted(eager)[len(eager) // 2] if eager else START_S
+    out = []
+    for choice in cfg.train.choices:
+        e = seen.get((choice, "eager"), typical)
+        for mode in cfg.train.modes:
+            out.append(seen.get((choice, mode), e if mode == "eager" else e + COMPILE_TRAIN_S))
+    return out
+
+
+def part_estimates(rows: list[dict[str, Any]], cfg: Any) -> dict[str, tuple[float, str, float]]:
+    """Per latency part: (seconds without a budget, how it was estimated, seconds under the part's budget) from
+    the newest run of each part. Kernel rows timed with shorter do_bench settings than the preset's get the
+    difference added; decode modes no earlier row measured scale the part; the training part is walked measurement
+    by measurement (a compiled step without an earlier row: its eager step plus a compile allowance). A part's
+    budget stops new measurements, not the one running: under a budget a part takes the budget plus its longest
+    measurement (training: until the first measurement that starts past the budget)."""
     gaps = row_gaps(rows)
-    out: dict[str, tuple[float, str]] = {}
+    out: dict[str, tuple[float, str, float]] = {}
     for part in cfg.parts:
         prs = [r for r in rows if r.get("part") == part]
         if not prs:
@@ -245,24 +262,27 @@ def part_estimates(rows: list[dict[str, Any]], cfg: Any) -> dict[str, tuple[floa
         newest = max(prs, key=_ts).get("run_id")
         prs = [r for r in prs if r.get("run_id") == newest]
         secs = sum(gaps.get(id(r), 0.0) for r in prs)
+        longest = max((gaps.get(id(r), 0.0) for r in prs), default=0.0)
         how = f"{len(prs)} rows of run {newest}"
         if part == "kernel":
             want = cfg.kernels.warmup_ms + cfg.kernels.rep_ms
             extra = sum(max(0.0, want - float(r.get("config.kernels.warmup_ms") or want)
                             - float(r.get("config.kernels.rep_ms") or 0.0)) for r in prs if r.get("status") == "ok")
-            if extra > 0:
-                secs += extra / 1e3
-                how += f", +{extra / 1e3:.0f} s for do_bench {cfg.kernels.warmup_ms:g}/{cfg.kernels.rep_ms:g} ms"
-        modes = {"train": cfg.train.modes, "decode": cfg.decode.modes}.get(part)
-        if modes:
+            secs += extra / 1e3
+        if part == "train":
+            seq = _train_sequence(prs, gaps, cfg)
+            t = 0.0
+            for d in seq:
+                if t >= _budget(cfg, part):
+                    break
+                t += d
+            out[part] = (sum(seq), how, t)
+            continue
+        if part == "decode":
             seen = {_mode(r) for r in prs}
-            missing = [m for m in modes if m not in seen]
-            if missing:
-                secs *= len(modes) / max(1, len(seen & set(modes)))
-                if "compiled" in missing:
-                    secs += COMPILE_TRAIN_S * len(cfg.train.choices)
-                how += f"; modes {', '.join(missing)} never measured: scaled"
-        out[part] = (secs, how)
+            if set(cfg.decode.modes) - seen:
+                secs *= len(cfg.decode.modes) / max(1, len(seen & set(cfg.decode.modes)))
+        out[part] = (secs, how, min(secs, _budget(cfg, part) + longest))
     return out
 
 
@@ -276,16 +296,16 @@ def latency_estimate(ctx: Context, cfg: Any) -> tuple[float, str, dict[str, floa
     """(seconds, source, per-part seconds under the preset's budgets) of one run of the latency preset."""
     parts = part_estimates(ctx.rows, cfg)
     per: dict[str, float] = {}
-    notes = []
     for part in cfg.parts:
-        full, how = parts.get(part, (math.inf, "no earlier row"))
-        per[part] = min(full, _budget(cfg, part))
+        per[part] = parts[part][2] if part in parts else _budget(cfg, part)
         if math.isinf(per[part]):
             return math.inf, f"{part}: no earlier row and no budget", per
-        notes.append(f"{part} {per[part]:.0f} s")
-    total = min(sum(per.values()), cfg.budget_s if cfg.budget_s > 0 else math.inf)
-    return START_S + total + PUBLISH_S, (f"{len(ctx.rows)} earlier rows of {ctx.gpu} under the preset's budgets: "
-                                         + ", ".join(notes)), per
+    total = sum(per.values())
+    if cfg.budget_s > 0:
+        total = min(total, cfg.budget_s + max(g for g in [0.0, *row_gaps(ctx.rows).values()]))
+    notes = ", ".join(f"{p} {v:.0f} s" for p, v in per.items())
+    return START_S + total + PUBLISH_S, f"{len(ctx.rows)} earlier rows of {ctx.gpu}, under the preset's budgets: " \
+                                        f"{notes} (the run's budget {cfg.budget_s:g} s)", per
 
 
 def overhead_combos(cfg: Any, keys: Sequence[str] = OVERHEAD_KEYS, seq_lens: Sequence[int] = OVERHEAD_SEQ_LENS,
@@ -384,12 +404,12 @@ def build_steps(ctx: Context) -> list[Step]:
                       START_S + PUBLISH_S + base_s, f"the base step, eager {eager_s:.0f} s from earlier rows"
                       + (f" + compiled {compile_s:.0f} s ({'earlier rows' if compiled else 'allowance'})"
                          if compile_s else ""),
-                      covered=("latency", _budget(cfg, "train")), work_s=base_s))
+                      covered=("latency", parts.get("train", (0, "", 0.0))[2]), work_s=base_s))
     steps.append(Step("decode", "decode 1k-32k, static cache + CUDA graphs, GB/s vs peak",
                       [Command([*run, "--out", f"{w}/a", "--set", "parts=decode", "--set", "decode.budget_s=0"],
                                (0, 1)), publish], [a, ctx.latency_target],
                       START_S + PUBLISH_S + dec_s, f"decode part from earlier rows ({dec_s:.0f} s)",
-                      covered=("latency", _budget(cfg, "decode")), work_s=dec_s))
+                      covered=("latency", parts.get("decode", (0, "", 0.0))[2]), work_s=dec_s))
     noise = f"results/baselines/{ctx.slug}/latency-{ctx.preset}.noise.json"
     steps.append(Step("repeat", "second latency run in a separate process, ablate calibrate, planted 5% slowdown",
                       [Command([*run, "--out", f"{w}/b"], (0, 1), budgeted=True),
@@ -399,7 +419,7 @@ def build_steps(ctx: Context) -> list[Step]:
                       lat_s + CALIBRATE_S, f"as the latency step + calibrate {CALIBRATE_S:.0f} s",
                       needs=("latency",), partial_ok=True))
     for suite in RUNG_SUITES:
-        if suite not in SUITES or ctx.preset not in suite_presets(suite):
+        if f"rung-{suite}" not in ctx.steps or suite not in SUITES or ctx.preset not in suite_presets(suite):
             continue
         est, src = rung_estimate(ctx, suite)
         steps.append(Step(f"rung-{suite}", f"the gpu rung of {suite} (estimate first)",
