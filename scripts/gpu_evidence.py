@@ -66,7 +66,7 @@ COMPILE_TRAIN_S = 90.0  # torch.compile of the d=1024 8-layer step (forward and 
 PARTIAL_MIN_S = 120.0  # a latency run is started under a cut budget only with at least this long
 GAP_MAX_S = 300.0  # a gap between rows of one run longer than this is a pause (a resume), not measuring
 COMBO_FALLBACK_S = 10.0  # one overhead round of a key and shape without an earlier row
-GRACE_S = 20.0  # after the budget: SIGINT, then this long before SIGKILL
+GRACE_S = 20.0  # a command stopped at the budget: SIGINT, SIGTERM, SIGKILL, this far apart
 
 OVERHEAD_KEYS = ("flash_attn", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math", "flex")
 OVERHEAD_SEQ_LENS = (2048, 16384)
@@ -478,7 +478,8 @@ def decide(step: Step, left: float, ledger: Ledger, root: Path, settled: dict[st
     """Run, run partly, done already, or skip (and why), for ``left`` seconds."""
     if is_complete(step, ledger, root):
         return Decision(step, "done", step.estimate_s, reason="complete: outputs present (resume)")
-    blocked = [n for n in step.needs if settled.get(n) not in ("done", "run")]
+    blocked = [n for n in step.needs if settled.get(n) not in ("done", "run") and not (
+        n not in settled and ledger.step(n).get("complete"))]  # a step not asked for this time: its ledger entry
     if blocked:
         return Decision(step, "skip", step.estimate_s, reason=f"needs {', '.join(blocked)} complete first")
     est, note = step.estimate_s, ""

@@ -236,6 +236,16 @@ def test_a_failed_command_fails_the_run_but_not_the_later_steps(tmp_path, built)
 
 
 @needs_rows
+def test_repeat_alone_runs_once_the_latency_step_completed_earlier(tmp_path, built):
+    ctx = _ctx(tmp_path, 7200, steps=("repeat",))
+    steps = [s for s in built if s.name == "repeat"]
+    ledger = ge.Ledger(tmp_path, ctx.work)
+    assert ge.plan(ctx, steps, ledger)[0].reason.startswith("needs latency")
+    ledger.data["steps"]["latency"] = {"complete": True}
+    assert ge.plan(ctx, steps, ledger)[0].kind == "run"
+
+
+@needs_rows
 def test_a_step_whose_outputs_are_gone_is_run_again(tmp_path, built):
     ctx = _ctx(tmp_path, 7200, steps=("latency", "overhead"))
     steps = [s for s in built if s.name in ctx.steps]
