@@ -54,10 +54,11 @@ def _rope(x: torch.Tensor, base: float, offset: int = 0) -> torch.Tensor:
     return torch.cat([z.real, z.imag], dim=-1)
 
 
-def _causal(scores: torch.Tensor) -> torch.Tensor:
+def _causal(scores: torch.Tensor, window: int | None = None) -> torch.Tensor:
     tq, tk = scores.shape[-2:]
     i, j = torch.arange(tk - tq, tk)[:, None], torch.arange(tk)[None, :]
-    return scores.masked_fill(j > i, float("-inf"))
+    hide = (j > i) | ((j <= i - window) if window else False)
+    return scores.masked_fill(hide, float("-inf"))
 
 
 def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
@@ -136,21 +137,22 @@ def test_qknorm_bounds_the_logits_whatever_the_input_scale():
 # Learned sinks (transformers GptOssAttention / eager_attention_forward)
 
 
-def _gpt_oss_core(q, k, v, sinks, scale, bias=None):
+def _gpt_oss_core(q, k, v, sinks, scale, bias=None, window=None):
     scores = q @ k.transpose(-1, -2) * scale
     if bias is not None:
         scores = scores + bias
-    scores = _causal(scores)
+    scores = _causal(scores, window)  # gpt-oss's sliding-window layers: the mask hides keys, never the sink
     sink = sinks.reshape(1, -1, 1, 1).expand(q.shape[0], -1, q.shape[-2], -1)
     combined = torch.cat([scores, sink], dim=-1)
     combined = combined - combined.max(dim=-1, keepdim=True).values
     return torch.softmax(combined, dim=-1)[..., :-1] @ v
 
 
+@pytest.mark.parametrize("window", [None, 3])
 @pytest.mark.parametrize("position", ["rope", "alibi"])
 @pytest.mark.parametrize("kv_heads", [4, 1])
-def test_sinks_match_gpt_oss_eager_attention(position, kv_heads):
-    layer, pos, cfg = _layer("sinks", position, n_kv_heads=kv_heads)
+def test_sinks_match_gpt_oss_eager_attention(position, kv_heads, window):
+    layer, pos, cfg = _layer("sinks", position, n_kv_heads=kv_heads, window=window)
     b, t, h, hd = 2, 10, cfg.n_heads, cfg.head_dim
     x = torch.randn(b, t, cfg.d_model, dtype=F64)
     q = (x @ layer.q.weight.T).view(b, t, h, hd).transpose(1, 2)
@@ -161,7 +163,7 @@ def test_sinks_match_gpt_oss_eager_attention(position, kv_heads):
     k, v = k.repeat_interleave(h // kv_heads, 1), v.repeat_interleave(h // kv_heads, 1)
     sb = pos.score_bias()
     bias = sb.dense(t, t, x.device, F64) if sb is not None else None
-    y = _gpt_oss_core(q, k, v, layer.sinks, 1 / math.sqrt(hd), bias)
+    y = _gpt_oss_core(q, k, v, layer.sinks, 1 / math.sqrt(hd), bias, window)
     want = y.transpose(1, 2).reshape(b, t, h * hd) @ layer.out.weight.T
     with torch.no_grad():
         got = layer(x, pos, sb, None, 0)
@@ -180,10 +182,17 @@ def test_sinks_at_minus_infinity_are_the_standard_layer():
         assert layer(x, pos, None, None, 0).norm() < plain(x, pos, None, None, 0).norm()
 
 
-def test_sinks_refuse_a_window_and_stream_with_the_sink_cache():
-    with pytest.raises(ConfigError, match="sliding-window"):
-        validate_model(replace(BASE, attention="sinks", window=4))
+def test_sinks_decode_with_a_rolling_cache_as_windowed_attention_and_stream_with_the_sink_cache():
     cfg = replace(BASE, attention="sinks")
+    _seed("sinkroll")
+    model = Transformer(cfg).double().eval()
+    windowed = Transformer(replace(cfg, window=4)).double().eval()
+    windowed.load_state_dict(model.state_dict())
+    idx = torch.randint(0, cfg.vocab_size, (2, 13))
+    with torch.no_grad():
+        cache = model.new_cache(window=4)
+        steps = torch.cat([model(idx[:, :6], cache)] + [model(idx[:, i:i + 1], cache) for i in range(6, 13)], 1)
+        torch.testing.assert_close(steps, windowed(idx), rtol=1e-9, atol=1e-9, msg=lambda m: f"{NOTE} {m}")
     _seed("sinkstream")
     model = Transformer(cfg).double().eval()
     idx = torch.randint(0, cfg.vocab_size, (2, 20))

@@ -6,11 +6,12 @@ parameter ``sinks[h]`` (initialised ``N(0, init_std)``) appended as one more log
 scores, the softmax runs over the row with it, and the sink's probability is dropped -- the head may put weight on
 "nothing" instead of on the first tokens. Here the sink is one key of zeros with a value of zeros in front of the
 kept keys, scored ``q·0·scale + sinks[h]``, so the row is the reference's and the call is the ordinary SDPA kernel
-with a dense bias (``(H, Tq, 1 + Tk)``: the sink column, then the position's bias if any).
+with a dense bias (``(H, Tq, 1 + Tk)``: the sink column, then the position's bias if any, and ``-inf`` where a
+sliding window hides a key -- the kernel's own window would hide the sink).
 
 Streaming (StreamingLLM's start + recent cache) is the cache, not the layer: ``Transformer.new_cache(window=W,
-sinks=S)`` (:class:`ablate.variants.attention.cache.SinkKVCache`) works with every layer, this one included. The
-layer masks no window of its own (the zero key sits at index 0, which a window would cut off).
+sinks=S)`` (:class:`ablate.variants.attention.cache.SinkKVCache`) works with every layer, this one included, and so
+does the rolling cache (``window=W``: the layer masks the window in its bias).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ class SinkBias:
     kind = "sink"
     alibi_slopes = None
 
-    def __init__(self, sinks: Tensor, inner: Any = None):
-        self.sinks, self.inner = sinks, inner
+    def __init__(self, sinks: Tensor, inner: Any = None, window: int | None = None):
+        self.sinks, self.inner, self.window = sinks, inner, window
 
     def dense(self, tq: int, tk: int, device: Any, dtype: torch.dtype) -> Tensor:
         h = self.sinks.shape[0]
@@ -43,6 +44,10 @@ class SinkBias:
             rest = col.new_zeros(h, tq, tk - 1)
         else:
             rest = self.inner.dense(tq, tk - 1, device, dtype).expand(h, tq, tk - 1)
+        if self.window is not None:  # the keys a window hides (the sink column is never hidden)
+            p = torch.arange(tk - 1 - tq, tk - 1, device=device)[:, None]
+            j = torch.arange(tk - 1, device=device)[None, :]
+            rest = rest.masked_fill(j <= p - self.window, float("-inf"))
         return torch.cat([col, rest], dim=-1)
 
 
@@ -57,7 +62,7 @@ class SinkAttention(MultiHeadAttention):
         zk = k.new_zeros(k.shape[0], k.shape[1], 1, k.shape[3])
         zv = v.new_zeros(v.shape[0], v.shape[1], 1, v.shape[3])
         return self.attn(q, torch.cat([zk, k], 2), torch.cat([zv, v], 2), causal=self.causal,
-                         bias=SinkBias(self.sinks, bias), window=None)
+                         bias=SinkBias(self.sinks, bias, window), window=None)
 
 
 SPEC = LayerSpec(
@@ -66,5 +71,4 @@ SPEC = LayerSpec(
     paper="Xiao et al. 2023, Efficient Streaming Language Models with Attention Sinks (StreamingLLM); learned "
           "per-head sinks as in gpt-oss; reference: transformers GptOssAttention / eager_attention_forward",
     params=lambda cfg: mha_params(cfg) + cfg.n_heads,
-    unsupported=("window",),
 ).register(BUILTIN)
