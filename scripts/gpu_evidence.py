@@ -22,8 +22,7 @@ budgets) and, for the rungs, from ``ablate.plan.estimate``. A step that does not
 the reason; a latency run that partly fits runs under ``--set budget_s`` (the suite writes ``skipped`` rows for
 the rest). Work happens in ``runs/gpu-evidence/<machine>/`` (its ``ledger.json`` records each step); a step
 whose outputs are complete is not run again, so an interrupted run resumes (the suites resume by row key too).
-Published: the latency rows to ``results/latency/gpu.jsonl`` (``gpu-<machine>.jsonl`` for another GPU than the
-committed one), the nightly baseline and its noise calibration to ``results/baselines/<machine>/``, the overhead
+Published: the latency rows to ``results/latency/gpu-<machine>.jsonl`` (a file of their own), the nightly baseline and its noise calibration to ``results/baselines/<machine>/``, the overhead
 rows and the repeat to ``results/gpu-evidence/<machine>/``, the rungs to ``results/<suite>/cuda-gpu.jsonl``, the
 reports regenerated, and the summary of every figure to ``reports/gpu-evidence/<machine>/README.md``.
 """
@@ -31,7 +30,6 @@ reports regenerated, and the summary of every figure to ``reports/gpu-evidence/<
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib.util
 import json
 import math
@@ -159,13 +157,12 @@ class Context:
     def work(self) -> str:
         return f"runs/gpu-evidence/{self.slug}"
 
-    @functools.cached_property
+    @property
     def latency_target(self) -> str:
-        """Where this GPU's latency rows are published: the committed GPU file when its rows are from this GPU."""
-        committed = self.root / "results/latency/gpu.jsonl"
-        gpus = {r.get("env.gpu") for r in _read_jsonl(committed)}
-        return "results/latency/gpu.jsonl" if not gpus - {None} or self.gpu in gpus else \
-            f"results/latency/gpu-{self.slug}.jsonl"
+        """Where this machine's latency rows are published: a file of their own, never appended to an earlier run of
+        another host (the reports keep the newest row per measurement *and* machine, hostname included, so two
+        hosts' runs in one file would show every measurement twice); its report is ``reports/latency/<name>/``."""
+        return f"results/latency/gpu-{self.slug}.jsonl"
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
