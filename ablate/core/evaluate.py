@@ -104,7 +104,8 @@ def incremental_logits(model: nn.Module, x: torch.Tensor, prefill: int | None, c
         raise ConfigError(f"decode chunk must be >= 1, got {chunk}")
     T = x.shape[1]
     first = T if prefill is None else max(1, min(int(prefill), T))
-    cache = model.new_cache()
+    # preallocated: a step writes its keys in place instead of copying the whole cache (O(T) per step)
+    cache = model.new_cache(static_len=T, batch=x.shape[0]) if first < T else model.new_cache()
     out = [model(x[:, :first], cache=cache)]
     for s in range(first, T, chunk):
         out.append(model(x[:, s:s + chunk], cache=cache))
