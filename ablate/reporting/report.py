@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from ablate.store.atomic import write_text
 from ablate.errors import ResultsFileError
-from ablate.store.results import PathLike, iter_files, read_rows, to_frame
+from ablate.reporting.report_inputs import read_inputs
+from ablate.store.paths import PathLike
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -404,11 +405,11 @@ def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | No
 
     inputs = list(inputs)
     out = check_out_dir(out)  # empty, a file, unwritable: one line before anything is read or written
-    files = iter_files(inputs)  # missing path → ResultsFileError
-    raw = read_rows(inputs)
+    got = read_inputs(inputs)  # one streaming pass; a missing path or an invalid row: one line
+    raw = got.index_rows  # the provenance columns of every row (ablate.reporting.report_inputs)
     if not raw:
         raise ResultsFileError(f"no result rows in {', '.join(str(p) for p in inputs)}")
-    df = to_frame(inputs)
+    df = got.frame
     out.mkdir(parents=True, exist_ok=True)
     index = out / "index.md"
     # Claim index.md first: the suites then write their own index as <suite>_index.md next to it.
@@ -425,7 +426,7 @@ def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | No
     if spans:
         from ablate.reporting.tables import write_table
 
-        cross, cross_notes = cross_run_view(raw, groups)
+        cross, cross_notes = cross_run_view(got.cross_rows, groups)
         captions = {"runs": "Runs in these results: one per commit x machine, oldest first.",
                     "summary": "Geometric mean, over the configurations every run of the trend measured (same "
                                "configuration and config id), of each run's primary metric divided by the oldest "
@@ -451,16 +452,11 @@ def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | No
         lines += [f"Produced by `ablate run` (run ids: {', '.join(f'`{x}`' for x in runs) or '—'}); the rows record "
                   "their full configuration in the `config.*` columns.", ""]
     frows = []
-    for f in files:
-        rs = read_rows(f)
-        suites = ", ".join(sorted({_s(r.get("suite")) for r in rs} - {""})) or "—"
-        ts = sorted(_s(r.get("timestamp")) for r in rs if r.get("timestamp"))
-        span = f"{ts[0][:19]} – {ts[-1][:19]}".replace("T", " ") if ts else "—"
-        status: dict[str, int] = {}
-        for r in rs:
-            status[_s(r.get("status"))] = status.get(_s(r.get("status")), 0) + 1
-        st = ", ".join(f"{n} {k}" for k, n in sorted(status.items(), key=lambda kv: (kv[0] != "ok", kv[0])))
-        frows.append([f"`{display_path(f)}`", suites, str(len(rs)), st, span, f"`{_sha256(f)[:16]}`"])
+    for fs in got.files:
+        suites = ", ".join(sorted(fs.suites - {""})) or "—"
+        span = f"{fs.first[:19]} – {fs.last[:19]}".replace("T", " ") if fs.first else "—"
+        st = ", ".join(f"{n} {k}" for k, n in sorted(fs.status.items(), key=lambda kv: (kv[0] != "ok", kv[0])))
+        frows.append([f"`{display_path(fs.path)}`", suites, str(fs.rows), st, span, f"`{_sha256(fs.path)[:16]}`"])
     lines += _md_table(["results file", "suite", "rows", "status", "rows from – to (UTC)", "sha256"], frows) + [""]
     if len(df) != len(raw):
         lines += [f"{len(raw) - len(df)} older row(s) re-measured later on the same machine are left out of the suite "
