@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate.analysis.stats import t_ppf
+from ablate.analysis.distributions import t_ppf
 from ablate.reporting.style import BAND_CI, band_note, styles
 from ablate.reporting.tables import figure, plot_style, savefig
 from ablate.reporting.tables import pyplot as plt

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ablate.analysis.stats import pareto_front, t_ppf
+from ablate.analysis.distributions import t_ppf
+from ablate.analysis.pareto import pareto_front
 from ablate.reporting.style import BAND_CI, Style, annotate_points, band_note, styles
 from ablate.reporting.tables import figure, plot_style, savefig
 from ablate.reporting.tables import pyplot as plt

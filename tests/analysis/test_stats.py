@@ -16,7 +16,7 @@ import pytest
 from ablate.analysis.stats import (NOT_SIGNIFICANT, ONE_SEED, SIGNIFICANT, VERDICT_LABELS, above_chance, binomial_sf,
                           compare, min_detectable_effect, norm_ppf, pareto_front, summarize, t_cdf, t_ppf, tost,
                           verdict, wilson_interval)
-from ablate.analysis.stats import _bd0, _binom_logpmf, _stirlerr
+from ablate.analysis.distributions import _bd0, _binom_logpmf, _stirlerr
 
 # Student t quantiles (SciPy; df=2 also from the closed form q sqrt(2 / (1 - q^2)), q = 2p - 1)
 T975 = {2: 4.302652729749462, 3: 3.1824463052837078, 4: 2.7764451051977934, 8: 2.306004135204166}
