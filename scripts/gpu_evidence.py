@@ -384,7 +384,7 @@ def build_steps(ctx: Context) -> list[Step]:
     steps.append(Step("overhead", "harness figure vs a bare do_bench of the package's own call",
                       [Command([PY, ctx.script, "overhead", "--out", f"{w}/overhead.jsonl", "--rounds",
                                 str(ctx.rounds), *ctx.overhead_args]),
-                       publish], [f"{w}/overhead.jsonl", f"results/gpu-evidence/{ctx.slug}/overhead.jsonl"],
+                       publish], [f"{w}/overhead.jsonl", f"results/gpu-evidence/{ctx.slug}/overhead.json"],
                       ov_s, ov_src))
     # train/decode resume into run A: what A's part budget already measured is not measured again
     gaps = row_gaps(ctx.rows)
@@ -721,12 +721,13 @@ def publish(root: Path, gpu: str, device: str = "cuda", preset: str = "gpu",
             say(f"publish: baseline {p.relative_to(root)}")
         say(f"publish: {n} new latency row(s) -> {ctx.latency_target}")
     evidence = root / "results/gpu-evidence" / ctx.slug
-    for src, name in ((w / "overhead.jsonl", "overhead.jsonl"), (w / "b/latency" / ctx.name,
-                                                                  "latency-repeat.jsonl")):
-        if src.exists():
-            evidence.mkdir(parents=True, exist_ok=True)
-            write_text(evidence / name, src.read_text(encoding="utf-8"))
-            say(f"publish: {src.relative_to(root)} -> {(evidence / name).relative_to(root)}")
+    ov, b = w / "overhead.jsonl", w / "b/latency" / ctx.name
+    if ov.exists():  # JSON, not JSONL: these are no results rows, so nothing reading results/**.jsonl meets them
+        write_text(evidence / "overhead.json", json.dumps(_read_jsonl(ov), indent=1, sort_keys=True) + "\n")
+        say(f"publish: {ov.relative_to(root)} -> {(evidence / 'overhead.json').relative_to(root)}")
+    if b.exists():  # results rows of the same machine: a report of results/ shows them as a second run
+        write_text(evidence / "latency-repeat.jsonl", b.read_text(encoding="utf-8"))
+        say(f"publish: {b.relative_to(root)} -> {(evidence / 'latency-repeat.jsonl').relative_to(root)}")
     for f in sorted((w / "rungs").glob(f"*/{ctx.name}")):
         dst = root / "results" / f.parent.name / ctx.name
         say(f"publish: {append_new_lines(f, dst)} new {f.parent.name} row(s) -> {dst.relative_to(root)}")

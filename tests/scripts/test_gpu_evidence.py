@@ -298,6 +298,10 @@ def test_publish_appends_once_and_writes_the_baseline(tmp_path):
     assert len(lines) == before + 1 + 3 and all(json.loads(x)["row_key"] for x in lines[before:])
     base = tmp_path / "results/baselines" / ctx.slug / "latency-gpu.jsonl"
     assert len(base.read_text().splitlines()) == len(rows)
+    (tmp_path / ctx.work / "overhead.jsonl").write_text('{"key": "sdpa_cudnn"}\n{"key": "flex"}\n')
+    ge.publish(tmp_path, GPU, say=lambda s: None)
+    pairs = json.loads((tmp_path / "results/gpu-evidence" / ctx.slug / "overhead.json").read_text())
+    assert [p["key"] for p in pairs] == ["sdpa_cudnn", "flex"]  # JSON: no results/**.jsonl reader meets them
 
 
 def test_each_machine_publishes_its_latency_rows_to_a_file_of_its_own(tmp_path):
