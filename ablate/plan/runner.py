@@ -10,7 +10,7 @@ A suite is a package ``ablate.suites.<name>`` (folder ``suites/<name>/``) offeri
         off), claims of tasks, failure rows, progress and trackers, and writes under ``opts.out`` (see
         :func:`results_path`). ``opts.device`` is already resolved to "cpu" or "cuda"; overrides are applied with
         ``ablate.core.config.apply_overrides`` (unknown keys → ConfigError). Task ids have one ASCII form
-        (:func:`ablate.plan.suitekit.task_id`: ``modern@s0``, ``rope@s0``, ``kernel-sdpa``).
+        (:func:`ablate.plan.tasks.task_id`: ``modern@s0``, ``rope@s0``, ``kernel-sdpa``).
 
     def report(rows: pandas.DataFrame, out_dir: Path) -> list[Path]      # optional
         Make tables/figures (ablate.reporting.tables) from this suite's rows; return the files written.
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ablate.errors import ConfigError, UnavailableError
-from ablate.plan.suitekit import canonical_task_id
+from ablate.plan.tasks import Task, canonical_task_id, select_tasks
 from ablate.store.schema import SUITES
 
 if TYPE_CHECKING:
@@ -114,30 +114,6 @@ class RunOptions:
         object.__setattr__(self, "plugins", tuple(self.plugins))
         object.__setattr__(self, "log_to", tuple(self.log_to))
         object.__setattr__(self, "preset", canonical_preset(self.preset))
-
-
-@dataclass(frozen=True)
-class Task:
-    """One unit of a sweep that a launcher can hand to a worker (``RunOptions.only=(id,)``).
-
-    ``keys``: the ``row_key`` of every row the task owes, when the suite knows them ahead (the task is done when
-    all of them have a terminal row); ``None`` when it does not (done = its worker finished)."""
-
-    id: str
-    keys: tuple[str, ...] | None = None
-    label: str = ""
-
-
-def select_tasks(ids: list[str], only: tuple[str, ...], what: str = "task") -> set[str]:
-    """The ids of ``ids`` to run: all when ``only`` is empty; an unknown id is a one-line ConfigError. An id in an
-    older form (``modern-prenorm→postnorm@s0``, ``rope-s0``) names its task (:func:`canonical_task_id`)."""
-    if not only:
-        return set(ids)
-    unknown = [t for t in only if canonical_task_id(t) not in ids]
-    if unknown:
-        shown = ", ".join(ids[:40]) + (f", ... ({len(ids)} in all)" if len(ids) > 40 else "")
-        raise ConfigError(f"unknown {what} {unknown[0]!r}; valid: {shown}")
-    return {canonical_task_id(t) for t in only}
 
 
 def check_suite(name: str) -> str:

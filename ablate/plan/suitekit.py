@@ -10,7 +10,6 @@ holding the same object, so the code there sees the change, as when the suite wa
 from __future__ import annotations
 
 import importlib
-import re
 import sys
 import time
 import types
@@ -18,6 +17,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Mapping, Sequence, TypeVar
+
+from ablate.plan.tasks import Task, canonical_task_id, select_tasks, task_id
 
 __all__ = ["lazy_package", "set_threads", "training_setup", "task_id", "canonical_task_id", "SuiteTask", "Plan",
            "Run", "Suite", "run_loop"]
@@ -105,29 +106,6 @@ def training_setup(opts: Any, resolve: Any) -> tuple[str, str, Any, Any]:
 # into one ``--out`` share the work), the status row of a failure (oom / unsupported / unavailable / error: the
 # sweep goes on), progress, ``--log-to`` trackers and torch thread settings. The plan is made once per run.
 
-_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._+=@,/:%-]")
-_OLD_SEEDED = re.compile(r"(.+)-s(\d+)")
-
-
-def task_id(name: str, seed: int | None = None) -> str:
-    """The one form of task id for every suite: ``<name>@s<seed>`` (``<name>`` for a task without a seed), ASCII and
-    typeable in a shell: ``→`` (and ``->``) become ``-to-``, any other character outside ``[A-Za-z0-9._+=@,/:%-]``
-    becomes ``_`` (``modern-prenorm→postnorm``, seed 0 → ``modern-prenorm-to-postnorm@s0``)."""
-    text = _ID_UNSAFE.sub("_", str(name).replace("→", "-to-").replace("->", "-to-"))
-    return text if seed is None else f"{text}@s{seed}"
-
-
-def canonical_task_id(text: str) -> str:
-    """A task id as typed or stored by an older version, in its current form: the Unicode arrow of grid points
-    (``modern-prenorm→postnorm@s0``) and the extrapolation suite's old ``<name>-s<seed>`` (``rope-s0``,
-    ``passkey-rope-s0``) resolve to ``modern-prenorm-to-postnorm@s0``, ``rope@s0``, ``passkey-rope@s0``."""
-    text = str(text).strip()
-    old = _OLD_SEEDED.fullmatch(text)
-    if old and "@" not in text:
-        return task_id(old[1], int(old[2]))
-    return task_id(text)
-
-
 @dataclass
 class SuiteTask:
     """One task of a plan: what a launcher hands to a worker (``--task <id>``) and what :meth:`Suite.measure` gets.
@@ -146,8 +124,7 @@ class SuiteTask:
     work: Any = None
 
     def launcher_task(self) -> Any:
-        """The :class:`ablate.plan.runner.Task` a launcher records in its plan."""
-        from ablate.plan.runner import Task
+        """The :class:`ablate.plan.tasks.Task` a launcher records in its plan."""
         from ablate.store.results import row_key
 
         return Task(self.id, None if self.keys is None else tuple(row_key(k) for k in self.keys), self.label)
@@ -314,7 +291,6 @@ def run_loop(suite: Suite, opts: Any) -> Path:
 
     from ablate.errors import ConfigError
     from ablate.launchers import distributed
-    from ablate.plan.runner import select_tasks
     from ablate.store.livelog import open_live
     from ablate.store.results import ResultWriter
     from ablate.store.runstate import Claims
