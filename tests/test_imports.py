@@ -184,9 +184,6 @@ CYCLES_ALLOWED: dict[tuple[str, ...], str] = {
     # The attention-layer rework (item 1): contract and the new layer module import each other.
     ("ablate.variants.attention.contract", "ablate.variants.attention.layer"): "attention-layer rework in progress "
                                                                                "(item 1)",
-    # The latency suite's Ctx type (TYPE_CHECKING in config, the harness beside it): to move into a module of its
-    # own; the files belong to the attention-layer work (item 1).
-    ("ablate.suites.latency.config", "ablate.suites.latency.harness"): "latency suite files owned by item 1",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable, Protocol
 
 import torch
 
@@ -18,8 +18,11 @@ from ablate.variants.attention import kernel_keys as standard_kernels, spec
 
 from .constants import DECODE_MODES, LAYOUTS, TRAIN_MODES, MASKS, PARTS, PASSES
 
-if TYPE_CHECKING:
-    from .harness import Ctx
+
+class KeyBase(Protocol):
+    """What a shape needs of the run to key its row (the harness's ``Ctx``): the part's base key."""
+
+    def base_key(self, part: str) -> dict[str, Any]: ...
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "fp64": "float64"}
@@ -290,7 +293,7 @@ class Shape:
             return "mha"
         return "mqa" if self.n_kv_heads == 1 else "gqa"
 
-    def key(self, ctx: Ctx, attention: str, pas: str) -> dict[str, Any]:
+    def key(self, ctx: KeyBase, attention: str, pas: str) -> dict[str, Any]:
         return {**ctx.base_key("kernel"), "attention": attention, "pass": pas, "seq_len": self.seq_len,
                 "batch": self.batch, "n_heads": self.n_heads, "n_kv_heads": self.n_kv_heads,
                 "head_dim": self.head_dim, "causal": self.causal, "dtype": self.dtype, "bias": self.bias,
