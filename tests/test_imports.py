@@ -181,9 +181,6 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 # Cycles left on purpose, each as its sorted set of modules, with the reason. Remove an entry once it is broken.
 CYCLES_ALLOWED: dict[tuple[str, ...], str] = {
-    # The attention-layer rework (item 1): contract and the new layer module import each other.
-    ("ablate.variants.attention.contract", "ablate.variants.attention.layer"): "attention-layer rework in progress "
-                                                                               "(item 1)",
 }
 
 

@@ -56,7 +56,7 @@ from ablate.core.attention_cost import attention_flops
 from ablate.registry.keys import ATTENTION, Availability, Registry
 
 __all__ = [
-    "BUILTIN", "FEATURES", "SETTINGS", "ScoreBiasLike", "AttentionSpec", "SPECS", "spec", "attention_fn", "check_call",
+    "BUILTIN", "FEATURES", "SETTINGS", "ScoreBiasLike", "AttentionSpec", "SPECS", "LAYER_KERNELS", "spec", "attention_fn", "check_call",
     "supports", "allowed_mask", "fa_flops", "FLOPS_FA", "FLOPS_LINEAR", "full_caps", "LAYOUTS",
 ]
 
@@ -205,6 +205,8 @@ Refusal = Callable[[Tensor, Tensor, Tensor, bool, Any, "int | None"], "str | Non
 BackendName = Callable[[Tensor, Tensor, Tensor, bool, Any, "int | None"], str]
 
 SPECS: dict[str, "AttentionSpec"] = {}
+# layer key -> the kernel key it calls (filled by ``LayerSpec.register`` in the layer module, which imports this one)
+LAYER_KERNELS: dict[str, str] = {}
 BUILTIN = Registry("attention")  # the built-in keys; ablate.registry.keys.build() copies them into ATTENTION
 _AVAIL: dict[tuple[str, str], Availability] = {}  # availability probes, cached per key and device type
 
@@ -345,10 +347,8 @@ def spec(key: str) -> AttentionSpec:
         return SPECS[key]
     except KeyError:
         ATTENTION.get(key)  # unknown: UnknownKeyError lists the registered keys
-        from ablate.variants.attention.layer import LAYERS  # lazy: the layer module imports this one
-
-        if key in LAYERS:
-            return SPECS[LAYERS[key].kernel]
+        if key in LAYER_KERNELS:
+            return SPECS[LAYER_KERNELS[key]]
         raise UnknownKeyError("attention spec", key, list(SPECS)) from None  # registered without a spec
 
 

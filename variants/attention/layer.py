@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ablate.errors import UnknownKeyError
 from ablate.registry.keys import ATTENTION, Registry
 from ablate.variants.attention.cache import CacheLayout
-from ablate.variants.attention.contract import FEATURES, SPECS, AttentionSpec, spec, supports
+from ablate.variants.attention.contract import FEATURES, LAYER_KERNELS, SPECS, AttentionSpec, spec, supports
 
 __all__ = ["LayerSpec", "LAYERS", "layer_spec", "MultiHeadAttention", "KV_LAYOUT", "mha_params", "standard_layer",
            "kernel_keys"]
@@ -206,6 +206,7 @@ class LayerSpec:
             self.key, description=self.description or ks.description, paper=self.paper or ks.paper,
             available=ks.available, **self.supports())(ks.fn)
         LAYERS[self.key] = self
+        LAYER_KERNELS[self.key] = self.kernel
         return self
 
 
