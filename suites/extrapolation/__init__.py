@@ -43,7 +43,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "finetune": ("FineTune", "finetunes", "finetune_train_config", "run_finetune"),
     "plan": ("RowSpec", "Job", "evaluated_variants", "scales_embeddings", "job_model", "plan_jobs", "plan_caveats",
              "check_memory", "validate_plan", "train_jobs", "rope_scale_rows", "finetune_jobs"),
-    "measure": ("train", "evaluate", "_train_job", "_run_job", "_evaluate_job", "_caveats"),
+    "measure": ("train", "evaluate", "train_and_score", "row_unit"),
     "suite": ("tasks", "run"),
     "labels": ("SERIES_FIELDS", "series", "relabel", "fine_tuned", "scale_mode"),
     "summary": ("t_quantile_975", "mean_ci", "protocol_line", "ppl_summary", "per_seed_ppl", "effective_length",

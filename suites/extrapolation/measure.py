@@ -19,7 +19,6 @@ from ablate.errors import PositionRangeError
 from ablate.plan.estimate import TrainJob, job_flops
 from ablate.core.evalset import unigram_loss
 from ablate.core.evaluate import PasskeyBatches, evaluate, passkey_loss, probe_correct
-from ablate.store.livelog import model_run
 from ablate.core.lr_sweep import sweep as lr_sweep, tune_set
 from ablate.core.model import Transformer
 from ablate.store.results import ResultWriter, status_from_exception
@@ -119,19 +118,7 @@ def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, 
 
 
 
-def _run_job(cfg, job: Job, todo: list[RowSpec], corpus: Corpus, device: str, writer: ResultWriter, ckpt_dir: Path,
-             opts, prog, overall, live: Any = None) -> int:
-    """Train (or load) one job's model and write its rows; returns 1 when a model was trained. ``live``: the
-    ``--log-to`` trackers (:mod:`ablate.store.livelog`; None: none), one tracker run for the job's model."""
-    if not todo:
-        return 0
-    run_cfg = replace(cfg, model=job_model(cfg, job.position), train=replace(cfg.train, seed=job.seed))
-    with model_run(live, job.name, config=run_cfg, keys=[r.key for r in job.rows]) as lrun:
-        return _train_and_score(cfg, job, todo, corpus, device, lrun.tap(writer), ckpt_dir, opts, prog, overall,
-                                run_cfg, lrun.on_log)
-
-
-def _train_and_score(cfg, job: Job, todo: list[RowSpec], corpus: Corpus, device: str, writer: ResultWriter,
+def train_and_score(cfg, job: Job, todo: list[RowSpec], corpus: Corpus, device: str, writer: ResultWriter,
                      ckpt_dir: Path, opts, prog, overall, run_cfg, on_log) -> int:
     try:
         model, info = _train_or_finetune(cfg, job, corpus, device, ckpt_dir, prog, opts.resume, on_log)
@@ -139,7 +126,7 @@ def _train_and_score(cfg, job: Job, todo: list[RowSpec], corpus: Corpus, device:
         if _is_oom(exc) and device == "cuda":
             torch.cuda.empty_cache()
         for r in todo:
-            writer.write_exception(exc, r.key, {"value": None, "unit": _unit(r)}, config=run_cfg)
+            writer.write_exception(exc, r.key, {"value": None, "unit": row_unit(r)}, config=run_cfg)
         if prog:
             prog.update(overall, advance=len(todo))
         return 0
@@ -147,7 +134,7 @@ def _train_and_score(cfg, job: Job, todo: list[RowSpec], corpus: Corpus, device:
     if model is None:  # diverged
         reason = f"training diverged at step {info.get('diverged_step')}: {info.get('train_reason')}"
         for r in todo:
-            writer.write("diverged", r.key, {"value": None, "unit": _unit(r), **info}, config=run_cfg,
+            writer.write("diverged", r.key, {"value": None, "unit": row_unit(r), **info}, config=run_cfg,
                          reason=reason)
         if prog:
             prog.update(overall, advance=len(todo))
@@ -210,7 +197,7 @@ def _scaling_fields(cfg, job: Job, r: RowSpec) -> dict[str, Any]:
     return out
 
 
-def _unit(r: RowSpec) -> str:
+def row_unit(r: RowSpec) -> str:
     return "fraction" if r.depth is not None else "ppl"
 
 
@@ -233,7 +220,7 @@ def _evaluate_job(cfg, job: Job, todo: list[RowSpec], model, corpus: Corpus, dev
     scored: dict[tuple, Any] = {}  # (evaluated, scale, eval_len) -> result: a fixed s equal to the ideal one runs once
     for r in todo:
         want = (r.evaluated, r.scale)
-        metrics: dict[str, Any] = {"unit": _unit(r), "scale_factor": r.eval_len / cfg.model.train_len, **info,
+        metrics: dict[str, Any] = {"unit": row_unit(r), "scale_factor": r.eval_len / cfg.model.train_len, **info,
                                    **_caveats(cfg, job, r), **_scaling_fields(cfg, job, r)}
         if job.kind == "lm":
             metrics.update({k: v for k, v in {**corpus.describe(), **es.describe()}.items() if k not in r.key})

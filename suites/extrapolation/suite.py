@@ -18,7 +18,7 @@ from ablate.plan.suitekit import Plan, Run, Suite, SuiteTask, training_setup
 from .config import ExtrapolationConfig, config_id, eval_set, eval_stride, resolve
 from .console import print_summary as _print_summary
 from .constants import SUITE
-from .measure import _train_and_score, _unit
+from .measure import train_and_score, row_unit
 from .plan import RowSpec, check_memory, job_model, plan_caveats, plan_jobs, validate_plan
 
 
@@ -54,12 +54,12 @@ class Extrapolation(Suite[ExtrapolationConfig]):
 
     def measure(self, run: Run[ExtrapolationConfig], task: SuiteTask, todo: list[RowSpec]) -> int:
         """Train (or load) the job's model and score ``todo``; 1 when a model was trained."""
-        return _train_and_score(run.cfg, task.work, todo, run.plan.corpus, run.device, run.rows,
+        return train_and_score(run.cfg, task.work, todo, run.plan.corpus, run.device, run.rows,
                                 Path(run.opts.out) / "extrapolation.ckpt", run.opts, run.progress, run.overall,
                                 task.config, run.on_log)
 
     def failure_fields(self, run, task: SuiteTask, item: RowSpec) -> dict:
-        return {"value": None, "unit": _unit(item)}
+        return {"value": None, "unit": row_unit(item)}
 
     def summary(self, run: Run[ExtrapolationConfig]) -> None:
         _print_summary(run.plan.results, config_id(run.cfg, run.plan.corpus), run.plan.preset,

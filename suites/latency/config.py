@@ -265,7 +265,7 @@ def resolve(preset: str, overrides: Iterable[str] = ()) -> LatencyConfig:
     check_max_len(cfg.train.model.max_len, cfg.train.seq_len, keys, key="train.model.max_len",
                   what="train.seq_len")
     for c in cfg.train.choices:
-        _train_cfg(cfg.train, c)  # parse errors surface before any compute
+        train_model_config(cfg.train, c)  # parse errors surface before any compute
     return cfg
 
 
@@ -305,7 +305,7 @@ class Shape:
                 f"{'causal' if self.causal else 'full'} {self.dtype}{extra}")
 
 
-def _is_compiled(key: str, device: str) -> bool:
+def compiles_per_shape(key: str, device: str) -> bool:
     """Whether ``key`` compiles once per new shape on ``device`` (its registration says: ``spec(key).is_compiled``)."""
     return spec(key).is_compiled(device)
 
@@ -362,7 +362,7 @@ def plan_kernels(cfg: LatencyConfig, device: str) -> list[tuple[Shape, list[str]
         for key in keys:
             if "window" in attention_spec(key).requires and shape.window is None:
                 continue  # it is defined by its window: exercised by the window shapes
-            if shape.group == "main" and _is_compiled(key, device) and shape.seq_len not in compiled_lens:
+            if shape.group == "main" and compiles_per_shape(key, device) and shape.seq_len not in compiled_lens:
                 continue
             if not kernel_passes(cfg, shape, key):
                 continue  # capped at this length (kernels.caps)
@@ -408,7 +408,7 @@ def attention_spec(key: str) -> Any:
     return spec(key)
 
 
-def _train_cfg(ts: TrainSweep, choice: str) -> ModelConfig:
+def train_model_config(ts: TrainSweep, choice: str) -> ModelConfig:
     m = replace(ts.model, train_len=ts.seq_len, max_len=max(ts.model.max_len, ts.seq_len))
     if choice == "base":
         return m

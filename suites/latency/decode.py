@@ -22,10 +22,10 @@ from ablate.core.timing import bench_calls, free_memory, is_cuda, peak_memory_an
 from ablate.variants.attention import backend_of, layer_spec
 
 from .config import DTYPES, DecodeSweep
-from .harness import Ctx, _timing_metrics, model_id
+from .harness import Ctx, timing_metrics, model_id
 
 
-def _decode_model_cfg(ds: DecodeSweep, layout: str) -> ModelConfig:
+def decode_model_config(ds: DecodeSweep, layout: str) -> ModelConfig:
     h = ds.model.n_heads
     kv = {"mha": None, "gqa": h // ds.gqa_group, "mqa": 1}[layout]
     return replace(ds.model, n_kv_heads=kv, causal=True,
@@ -69,7 +69,7 @@ def _layout_runs(ctx: Ctx, part: str, lengths: Iterable[int], length_field: str,
     dt = DTYPES[dname]
     points = [(L, m) for L in lengths for m in modes]
     for layout in cfg.decode.layouts:
-        mcfg = _decode_model_cfg(cfg.decode, layout)
+        mcfg = decode_model_config(cfg.decode, layout)
         keys = {(L, m): {**ctx.base_key(part), "attention": mcfg.attention, "position": mcfg.position,
                          "layout": layout, "n_heads": mcfg.n_heads, "n_kv_heads": mcfg.kv_heads,
                          "d_model": mcfg.d_model, "n_layers": mcfg.n_layers, "batch": batch, length_field: L,
@@ -127,7 +127,7 @@ def _time_decode(ctx: Ctx, run: _LayoutRun, L: int, mode: str) -> dict[str, Any]
     moved = decode_step_bytes(param_bytes, kv_bytes, mcfg, el_bytes=el, batch=ds.batch)
     gbps = moved / (t.median_ms / 1e3) / 1e9
     peak = peak_bandwidth() if is_cuda(device) else None
-    return {**_timing_metrics(t), "tokens_per_s": ds.batch / (t.median_ms / 1e3),
+    return {**timing_metrics(t), "tokens_per_s": ds.batch / (t.median_ms / 1e3),
             "kv_bytes": kv_bytes, "kv_bytes_closed_form": closed, "kv_bytes_allocated": allocated,
             "kv_match": kv_bytes == closed, "kv_dtype": str(buffers[0].dtype).replace("torch.", ""),
             "attn_backend": _attn_backend(mcfg, ds.batch, 1, L + 1, device, run.dtype),
@@ -158,6 +158,6 @@ def _time_prefill(ctx: Ctx, run: _LayoutRun, L: int) -> dict[str, Any]:
     fill()
     mem, est = peak_memory_and_ms(fill, device)
     t = ctx.bench(fill, est_ms=est)
-    return {**_timing_metrics(t), "tokens_per_s": ds.prefill_batch * L / (t.median_ms / 1e3),
+    return {**timing_metrics(t), "tokens_per_s": ds.prefill_batch * L / (t.median_ms / 1e3),
             "peak_mem_bytes": mem, "mem_note": None if mem is not None else "n/a on cpu",
             "attn_backend": _attn_backend(mcfg, ds.prefill_batch, L, L, device, run.dtype)}

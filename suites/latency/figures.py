@@ -14,7 +14,7 @@ from ablate.reporting.tables import figure, plot_style, savefig
 from ablate.reporting.tables import pyplot as plt
 
 from .constants import DECODE_MODES, LAYOUTS
-from .tables import MIB, _col, _key_order, _num, _softmax_rows
+from .tables import MIB, column_or, attention_order, numeric_column, softmax_rows
 
 
 
@@ -43,7 +43,7 @@ def _palette(keys: list[str]) -> dict[str, Style]:
 
 
 def _reps(d) -> list[int]:
-    r = _num(d, "reps")
+    r = numeric_column(d, "reps")
     return [int(x) for x in r if x == x] or [1]
 
 
@@ -59,7 +59,7 @@ def _line(ax, sub, x: str, y: str, st: Style, *, lo: str | None = None, hi: str 
     g = sub.groupby(x, sort=True)
     m = g[y].median()
     ax.plot(m.index, m.values, color=st.color, marker=st.marker, ms=4, lw=1.4, ls=ls, label=label, **kw)
-    if lo and hi and int(_num(sub, "reps").fillna(1).max()) > 1:
+    if lo and hi and int(numeric_column(sub, "reps").fillna(1).max()) > 1:
         a, b = g[lo].median(), g[hi].median()
         ok = np.isfinite(a.values) & np.isfinite(b.values)
         if ok.any():
@@ -69,8 +69,8 @@ def _line(ax, sub, x: str, y: str, st: Style, *, lo: str | None = None, hi: str 
 @figure
 def fig_tflops(k, pas: str, stem: Path) -> list[Path]:
     """TFLOP/s vs sequence length per kernel, one panel per head dim x causal (FlashAttention-paper style)."""
-    k = _softmax_rows(k)
-    ok = k[(k["status"] == "ok") & (_col(k, "group") == "main") & (k["pass"] == pas) & k["tflops"].notna()]
+    k = softmax_rows(k)
+    ok = k[(k["status"] == "ok") & (column_or(k, "group") == "main") & (k["pass"] == pas) & k["tflops"].notna()]
     if ok.empty:
         return []
     ok = ok.assign(mask=ok["causal"].map(lambda v: "causal" if v else "non-causal"),
@@ -79,7 +79,7 @@ def fig_tflops(k, pas: str, stem: Path) -> list[Path]:
     # the rate at the p80 time is the band's low edge, at the p20 time its high edge
     ok = ok.assign(rate=ok["tflops"] * scale, rate_lo=ok["tflops"] * scale * ok["time_ms"] / ok["p80_ms"],
                    rate_hi=ok["tflops"] * scale * ok["time_ms"] / ok["p20_ms"])
-    order = _key_order(ok["attention"])
+    order = attention_order(ok["attention"])
     hds = sorted(ok["head_dim"].unique())
     masks = [m for m in ("non-causal", "causal") if m in set(ok["mask"])]
     with plot_style():
@@ -121,7 +121,7 @@ def _legend_on_top(fig, plt, order: list[str], pal: dict, title: str) -> None:
 @figure
 def fig_memory(k, stem: Path) -> list[Path]:
     """Peak memory vs sequence length (log y); out-of-memory as crosses on the top edge: naive's n² wall."""
-    main = k[(_col(k, "group") == "main")]
+    main = k[(column_or(k, "group") == "main")]
     pas = "fwd_bwd" if (main["pass"] == "fwd_bwd").any() else "fwd"
     main = main[main["pass"] == pas]
     ok = main[(main["status"] == "ok") & main["peak_mem_bytes"].notna()]
@@ -129,7 +129,7 @@ def fig_memory(k, stem: Path) -> list[Path]:
         return []
     ok = ok.assign(mib=ok["peak_mem_bytes"] / MIB)
     oom = main[main["status"] == "oom"]
-    order = _key_order(list(ok["attention"]) + list(oom["attention"]))
+    order = attention_order(list(ok["attention"]) + list(oom["attention"]))
     hds = sorted(main["head_dim"].dropna().unique())
     masks = [c for c in (False, True) if c in set(main["causal"])]
     with plot_style():
@@ -163,17 +163,17 @@ def fig_memory(k, stem: Path) -> list[Path]:
 @figure
 def fig_decode(df, stem: Path) -> list[Path]:
     """Per-token decode latency and KV-cache size vs context for MHA / GQA / MQA (closed form dashed)."""
-    d = df[(_col(df, "part") == "decode") & (df["status"] == "ok")]
+    d = df[(column_or(df, "part") == "decode") & (df["status"] == "ok")]
     if d.empty:
         return []
-    d = d.assign(context=_num(d, "context"), ms=_num(d, "time_ms"), kv=_num(d, "kv_bytes") / MIB,
-                 closed=_num(d, "kv_bytes_closed_form") / MIB, layout=_col(d, "layout"),
-                 mode=_col(d, "decode_mode").fillna("eager"))
+    d = d.assign(context=numeric_column(d, "context"), ms=numeric_column(d, "time_ms"), kv=numeric_column(d, "kv_bytes") / MIB,
+                 closed=numeric_column(d, "kv_bytes_closed_form") / MIB, layout=column_or(d, "layout"),
+                 mode=column_or(d, "decode_mode").fillna("eager"))
     order = [x for x in LAYOUTS if x in set(d["layout"])]
     pal = _palette(order)
     modes = [m for m in DECODE_MODES if m in set(d["mode"])]
     dashes = dict(zip(DECODE_MODES, ("-", "--", ":")))
-    d = d.assign(lo=_num(d, "p20_ms"), hi=_num(d, "p80_ms"))
+    d = d.assign(lo=numeric_column(d, "p20_ms"), hi=numeric_column(d, "p80_ms"))
     with plot_style():
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.4, 3.2))
         for lay in order:
@@ -184,7 +184,7 @@ def fig_decode(df, stem: Path) -> list[Path]:
                           label=lay if len(modes) == 1 else f"{lay}, {mode}")
         a1.set_ylim(bottom=0)
         a1.set_ylabel("ms per decode step (whole batch)")
-        a1.set_title(f"decode latency, batch {int(_num(d, 'batch').iloc[0])}", fontsize=9)
+        a1.set_title(f"decode latency, batch {int(numeric_column(d, 'batch').iloc[0])}", fontsize=9)
         a1.legend(fontsize=6, frameon=False, title=_band_title(d), title_fontsize=6)
         for lay in order:
             s = d[(d["layout"] == lay) & (d["mode"] == modes[0])].sort_values("context")
@@ -203,13 +203,13 @@ def fig_decode(df, stem: Path) -> list[Path]:
 
 @figure
 def fig_prefill(df, stem: Path) -> list[Path]:
-    d = df[(_col(df, "part") == "prefill") & (df["status"] == "ok")]
+    d = df[(column_or(df, "part") == "prefill") & (df["status"] == "ok")]
     if d.empty:
         return []
-    d = d.assign(prompt=_num(d, "prompt_len"), ms=_num(d, "time_ms"), layout=_col(d, "layout"))
+    d = d.assign(prompt=numeric_column(d, "prompt_len"), ms=numeric_column(d, "time_ms"), layout=column_or(d, "layout"))
     order = [x for x in LAYOUTS if x in set(d["layout"])]
     pal = _palette(order)
-    d = d.assign(lo=_num(d, "p20_ms"), hi=_num(d, "p80_ms"))
+    d = d.assign(lo=numeric_column(d, "p20_ms"), hi=numeric_column(d, "p80_ms"))
     with plot_style():
         fig, ax = plt.subplots(figsize=(4.4, 3.2))
         for lay in order:

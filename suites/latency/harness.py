@@ -27,7 +27,7 @@ def _device_name(device: str) -> str:
     return f"{fingerprint().get('cpu') or 'cpu'} ({torch.get_num_threads()} threads)"
 
 
-def _classify(exc: BaseException, entry_available: bool = True) -> tuple[str, str]:
+def classify_failure(exc: BaseException, entry_available: bool = True) -> tuple[str, str]:
     """(status, reason): a kernel that exists here but refuses these inputs is ``unsupported`` (terminal), not
     ``unavailable`` (retried on resume, meant for a missing package or device)."""
     status, reason = status_from_exception(exc)
@@ -43,7 +43,7 @@ def _load_1m() -> float | None:
         return None
 
 
-def _timing_metrics(t) -> dict[str, Any]:
+def timing_metrics(t) -> dict[str, Any]:
     """The timing columns every ok row carries; ``load_1m`` (the 1-minute load average) shows when a CPU timing was
     taken on a busy machine."""
     return {"metric": "time_ms", "value": t.median_ms, "unit": "ms", "time_ms": t.median_ms, "p20_ms": t.p20_ms,
@@ -51,7 +51,7 @@ def _timing_metrics(t) -> dict[str, Any]:
             "timing": t.method, "load_1m": _load_1m()}
 
 
-def _empty_metrics() -> dict[str, Any]:
+def empty_metrics() -> dict[str, Any]:
     return {"metric": "time_ms", "value": None, "unit": "ms"}
 
 
@@ -116,7 +116,7 @@ class Ctx:
         reason = (f"budget: the {part} part's time budget ran out before this measurement (budget_s); "
                   "re-run the same command to resume, or raise the budget with --set")
         for key in keys:
-            self.write("skipped", key, _empty_metrics(), config, reason=reason)
+            self.write("skipped", key, empty_metrics(), config, reason=reason)
 
     def measure(self, part: str, key: dict[str, Any], fn: Callable[[], dict[str, Any]], config: Any, *,
                 info: str = "", error_config: Any = None, available: Callable[[], bool] | None = None,
@@ -124,7 +124,7 @@ class Ctx:
         """One measurement of ``part``, one row under ``key``, the way every part takes it: nothing when the row is
         stored already (resume); a skip, left for a resumed run, once the part's time budget is spent; else the
         ``ok`` row of the metrics ``fn()`` returns, or the status row of the exception it raised (``available()``:
-        whether the measured entry exists here, see :func:`_classify`; ``error_config``: the status row's config,
+        whether the measured entry exists here, see :func:`classify_failure`; ``error_config``: the status row's config,
         default ``config``). ``cleanup`` runs after either."""
         if self.done(key):
             self.advance(1)
@@ -137,8 +137,8 @@ class Ctx:
         try:
             self.write("ok", key, fn(), config)
         except Exception as exc:
-            status, reason = _classify(exc, True if available is None else available())
-            self.write(status, key, _empty_metrics(), config if error_config is None else error_config,
+            status, reason = classify_failure(exc, True if available is None else available())
+            self.write(status, key, empty_metrics(), config if error_config is None else error_config,
                        reason=reason)
         finally:
             if cleanup is not None:
@@ -147,9 +147,9 @@ class Ctx:
 
     def write_failure(self, exc: BaseException, keys: Iterable[dict[str, Any]], config: Any) -> None:
         """The status row of ``exc`` for each of ``keys``: a setup they all needed (inputs, a model) failed."""
-        status, reason = _classify(exc)
+        status, reason = classify_failure(exc)
         for key in keys:
-            self.write(status, key, _empty_metrics(), config, reason=reason)
+            self.write(status, key, empty_metrics(), config, reason=reason)
 
     def bench(self, fn: Callable[[], Any], grad_to_none=None, est_ms: float | None = None):
         """``triton.testing.do_bench``'s method with its warm-up and rep times (CUDA), ``blocked_autorange`` (CPU).
@@ -175,7 +175,7 @@ def _prior_status(path: Path) -> dict[str, tuple[str, str]]:
     return {r["row_key"]: (r.get("status"), r.get("reason")) for r in rows if r.get("row_key")}
 
 
-def _set_compile_limits() -> None:
+def set_compile_limits() -> None:
     """Per-shape recompiles of compiled kernels must not hit dynamo's recompile limit (which would silently fall
     back to eager FlexAttention and time that instead)."""
     try:

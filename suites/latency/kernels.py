@@ -14,10 +14,10 @@ from ablate.registry.keys import ATTENTION
 from ablate.core.timing import bench_calls, first_call, free_memory, is_cuda, peak_memory_and_ms
 from ablate.variants.attention import backend_of, check_call, spec, supports
 
-from .config import LatencyConfig, Shape, _is_compiled, attention_spec, kernel_keys, kernel_passes, plan_kernels
+from .config import LatencyConfig, Shape, compiles_per_shape, attention_spec, kernel_keys, kernel_passes, plan_kernels
 from .constants import FLOPS_FA, PASSES
-from .harness import Ctx, _classify, _empty_metrics, _timing_metrics
-from .reference import FWD_TOL, GRAD_TOL, Reference, _inputs, _score_bias
+from .harness import Ctx, classify_failure, empty_metrics, timing_metrics
+from .reference import FWD_TOL, GRAD_TOL, Reference, shape_inputs, shape_score_bias
 
 
 def _kernel_config(cfg: LatencyConfig) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def run_kernels(ctx: Ctx) -> None:
             ukey = {**ctx.base_key("kernel"), "attention": key, "pass": None, "seq_len": None, "batch": None,
                     "n_heads": None, "n_kv_heads": None, "head_dim": None, "causal": None,
                     "dtype": None, "bias": None, "window": None}
-            ctx.write("unavailable", ukey, _empty_metrics(), conf,
+            ctx.write("unavailable", ukey, empty_metrics(), conf,
                       reason=f"UnavailableError: {key} unavailable on {device}: {why}")
     for shape, keys in plan:
         passes_of = {key: kernel_passes(cfg, shape, key) for key in keys}
@@ -62,8 +62,8 @@ def run_kernels(ctx: Ctx) -> None:
 def _run_shape(ctx: Ctx, shape: Shape, todo: list[tuple[str, list[str]]], conf: dict) -> None:
     device, k = ctx.device, ctx.cfg.kernels
     try:
-        q, k_, v, dout = _inputs(shape, device, ctx.cfg.seed)
-        bias = _score_bias(shape, device)
+        q, k_, v, dout = shape_inputs(shape, device, ctx.cfg.seed)
+        bias = shape_score_bias(shape, device)
     except Exception as exc:  # OOM for the inputs themselves
         ctx.write_failure(exc, [shape.key(ctx, key, p) for key, ps in todo for p in ps], conf)
         ctx.advance(sum(len(ps) for _, ps in todo))
@@ -124,7 +124,7 @@ def _no_donated_buffers(key: str, device: str) -> tuple[Any, str | None]:
     inside this context) and, on newer torch, again at backward time, so the whole key's measurement runs in it.
     It only changes memory reuse inside the compiled backward; the kernels are the same. Rows of compiled kernels
     name it in ``compile_opts``. Older torch without the option has no donated buffers."""
-    if not (is_cuda(device) or _is_compiled(key, device)):
+    if not (is_cuda(device) or compiles_per_shape(key, device)):
         return contextlib.nullcontext(), None
     try:
         import torch._functorch.config as fconfig
@@ -229,7 +229,7 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
     written: set[str] = set()
 
     def write(p: str, status: str, metrics: dict[str, Any], reason: str = "") -> None:
-        ctx.write(status, shape.key(ctx, key, p), {**_empty_metrics(), **common, **metrics}, conf, reason=reason)
+        ctx.write(status, shape.key(ctx, key, p), {**empty_metrics(), **common, **metrics}, conf, reason=reason)
         written.add(p)
         ctx.advance(1)
 
@@ -243,7 +243,7 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
         with torch.set_grad_enabled(has_bwd):
             check_call(key, q, k, v, **call_kw)
     except Exception as exc:
-        write_rest(*_classify(exc))
+        write_rest(*classify_failure(exc))
         return
     fl = {p: kernel_flops(key, p, batch=shape.batch, n_heads=shape.n_heads, n_kv_heads=shape.n_kv_heads,
                           seq_len=shape.seq_len, head_dim=shape.head_dim, causal=shape.causal, window=shape.window)
@@ -290,7 +290,7 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
                                     f"{FWD_TOL[shape.dtype]:g}; not timed")
                 return
     except Exception as exc:
-        failure = _classify(exc)
+        failure = classify_failure(exc)
     else:
         failure = None
     if failure is not None:  # outside the except block: the traceback's frames (and their tensors) are gone
@@ -313,7 +313,7 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
                             write(p, "error", {}, f"wrong gradients: relative error {gerr:.3g} vs {ref.name} "
                                                   f"exceeds {GRAD_TOL[shape.dtype]:g}; not timed")
         except Exception as exc:
-            failure = _classify(exc)
+            failure = classify_failure(exc)
         else:
             failure = None
         for t in inputs:
@@ -343,12 +343,12 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
                 mem, est = peak_memory_and_ms(run, device)
                 t_ = ctx.bench(run, grad_to_none=inputs, est_ms=est)
                 m = _kernel_metrics(t_, flops[p], mem, equiv[p])
-                if "first_call_s" in common and _is_compiled(key, device):
+                if "first_call_s" in common and compiles_per_shape(key, device):
                     m["compile_s"] = max(0.0, common["first_call_s"] + common.get("first_bwd_s", 0.0)
                                          - t_.median_ms / 1e3)
                 write(p, "ok", m)
         except Exception as exc:
-            failure = _classify(exc)
+            failure = classify_failure(exc)
         else:
             failure = None
         out = run = None
@@ -360,7 +360,7 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
 
 
 def _kernel_metrics(t, flops: float, mem: int | None, equiv_flops: float | None = None) -> dict[str, Any]:
-    m = {**_timing_metrics(t), "flops": flops, "tflops": tflops(flops, t.median_ms), "peak_mem_bytes": mem,
+    m = {**timing_metrics(t), "flops": flops, "tflops": tflops(flops, t.median_ms), "peak_mem_bytes": mem,
          "mem_note": None if mem is not None else "n/a on cpu"}
     if equiv_flops is not None:  # linear: the softmax-attention-equivalent rate, never in `tflops`
         m["equiv_tflops"] = tflops(equiv_flops, t.median_ms)

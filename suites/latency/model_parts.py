@@ -18,16 +18,16 @@ from ablate.core.train import TrainConfig, autocast_for, lm_loss, make_optimizer
 from ablate.core.validate import validate_model
 from ablate.variants.positions import Position, build_position
 
-from .config import DTYPES, _is_compiled, _train_cfg
+from .config import DTYPES, compiles_per_shape, train_model_config
 from .constants import FLOPS_FA
-from .harness import Ctx, _timing_metrics, model_id
+from .harness import Ctx, timing_metrics, model_id
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Part 2: position variants on their own
 
 
-def _hooks(pos) -> list[str]:
+def position_hooks(pos) -> list[str]:
     out = []
     if type(pos).embed is not Position.embed:
         out.append("embed")
@@ -52,7 +52,7 @@ def run_positions(ctx: Ctx) -> None:
                     "head_dim": ps.head_dim, "dtype": cfg.kernels.dtype}
             try:
                 pos = build_position(key, mcfg).to(device=device)
-                ops = _hooks(pos) + ["all"]
+                ops = position_hooks(pos) + ["all"]
             except Exception as exc:
                 ctx.write_failure(exc, [k for k in ({**base, "op": "all"},) if not ctx.done(k)], conf)
                 ctx.advance(1)
@@ -88,7 +88,7 @@ def _time_hook(ctx: Ctx, fn, pos, key: str) -> dict[str, Any]:
         fn()  # warm caches (cos/sin tables) before timing
         mem, est = peak_memory_and_ms(fn, ctx.device)
         t = ctx.bench(fn, est_ms=est)
-    return {**_timing_metrics(t), "peak_mem_bytes": mem, "hooks": ",".join(_hooks(pos)) or "identity",
+    return {**timing_metrics(t), "peak_mem_bytes": mem, "hooks": ",".join(position_hooks(pos)) or "identity",
             "kind": POSITION.get(key).supports.get("kind")}
 
 
@@ -110,7 +110,7 @@ def run_train(ctx: Ctx) -> None:
     amp = ts.amp if is_cuda(device) else None
     peak = peak_tflops() if is_cuda(device) else None
     for choice in ts.choices:
-        mcfg = _train_cfg(ts, choice)
+        mcfg = train_model_config(ts, choice)
         for mode in ts.modes:  # eager, then compiled: side by side in the table
             key = {**ctx.base_key("train"), "choice": choice, "attention": mcfg.attention,
                    "position": mcfg.position, "norm": mcfg.norm, "activation": mcfg.activation,
@@ -170,8 +170,8 @@ def _time_train_step(ctx: Ctx, mcfg: ModelConfig, amp: str | None, peak, mode: s
     flops, conv = train_flops(n_mm, mcfg, ts.batch, ts.seq_len)
     palm = train_flops(n_mm, replace(mcfg, causal=False), ts.batch, ts.seq_len)[0] if conv == FLOPS_FA else None
     pk = peak
-    compiled = mode == "compiled" or _is_compiled(mcfg.attention, device)
-    return {**_timing_metrics(t), "tokens_per_s": ts.batch * ts.seq_len / (t.median_ms / 1e3),
+    compiled = mode == "compiled" or compiles_per_shape(mcfg.attention, device)
+    return {**timing_metrics(t), "tokens_per_s": ts.batch * ts.seq_len / (t.median_ms / 1e3),
             "train_backend": mode, "model_flops": flops, "flops_convention": conv, "tflops": tflops(flops, t.median_ms),
             "mfu": mfu(flops, t.median_ms, pk) if pk is not None else None, "model_flops_palm": palm,
             "mfu_palm": mfu(palm, t.median_ms, pk) if pk is not None and palm is not None else None,

@@ -28,7 +28,7 @@ def _rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return num / den if den > 0 else num
 
 
-def _score_bias(shape: Shape, device: str):
+def shape_score_bias(shape: Shape, device: str):
     """The ALiBi ScoreBias of the position slot for ``shape`` (None without bias)."""
     if shape.bias == "none":
         return None
@@ -82,7 +82,7 @@ class Reference:
         return max(errs)
 
 
-def _inputs(shape: Shape, device: str, seed: int):
+def shape_inputs(shape: Shape, device: str, seed: int):
     dt = DTYPES[shape.dtype]
     gen = torch.Generator(device=device).manual_seed(seed)
     b, h, hkv, n, d = shape.batch, shape.n_heads, shape.n_kv_heads, shape.seq_len, shape.head_dim

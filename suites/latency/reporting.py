@@ -13,7 +13,7 @@ from ablate.reporting.tables import to_markdown, write_table
 
 from .constants import PASSES, SUITE
 from .figures import fig_decode, fig_memory, fig_prefill, fig_tflops
-from .tables import (TFLOPS_FOOTNOTE, _col, _kernel_frame, _other_convention_keys, best_table, decode_table,
+from .tables import (TFLOPS_FOOTNOTE, column_or, kernel_frame, other_convention_keys, best_table, decode_table,
                      kernel_tables, position_table, prefill_table, status_table, tflops_pivot, train_table)
 
 
@@ -42,7 +42,7 @@ def report(df, out_dir: Path) -> list[Path]:
     idx: list[str] = ["<!-- ablate:latency -->", "# Latency: attention kernels, positions, training, decoding", ""]
     if df.empty:
         idx.append("(no latency rows)")
-    devices = sorted({str(x) for x in _col(df, "device_name").dropna().unique()})
+    devices = sorted({str(x) for x in column_or(df, "device_name").dropna().unique()})
     counts = df.groupby(["part", "status"], dropna=False).size() if "part" in df.columns else pd.Series(dtype=int)
     idx += ["Measured on: " + ("; ".join(devices) or "?") + ".", "", "Environment:", ""] + _env_lines(df) + [""]
     idx += ["Regenerate: `ablate report <results.jsonl> --out <this folder>`. Method and columns: "
@@ -70,7 +70,7 @@ def report(df, out_dir: Path) -> list[Path]:
             png = next(f for f in files if f.suffix == ".png")
             idx.extend([f"![{title}]({png.name})", ""])
 
-    k = _kernel_frame(df) if "part" in df.columns else pd.DataFrame()
+    k = kernel_frame(df) if "part" in df.columns else pd.DataFrame()
     if not k.empty:
         idx += ["## Attention kernels", ""]
         best = best_table(k)
@@ -86,7 +86,7 @@ def report(df, out_dir: Path) -> list[Path]:
                                             "batch fixed (batch = tokens / n). " + TFLOPS_FOOTNOTE, ".4g",
                       f"### TFLOP/s, {pas.replace('_', '+')}")
                 idx += [to_markdown(piv, floatfmt=".4g"), ""]
-                if _other_convention_keys(k) and TFLOPS_FOOTNOTE not in idx:
+                if other_convention_keys(k) and TFLOPS_FOOTNOTE not in idx:
                     idx += [TFLOPS_FOOTNOTE, ""]
                 figure(fig_tflops(k, pas, out_dir / f"latency_tflops_{pas}"), f"TFLOP/s {pas}")
         mem_files = fig_memory(k, out_dir / "latency_memory")

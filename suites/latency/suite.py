@@ -19,13 +19,13 @@ from ablate.core.timing import is_cuda
 from ablate.core.validate import check_fits, estimate_memory_bytes
 from ablate.variants.positions import build_position
 
-from .config import (DTYPES, LatencyConfig, _is_compiled, _train_cfg, compiled_keys, default_preset, kernel_keys,
+from .config import (DTYPES, LatencyConfig, compiles_per_shape, train_model_config, compiled_keys, default_preset, kernel_keys,
                      kernel_passes, plan_kernels, resolve)
 from .constants import PARTS, SUITE
-from .decode import _decode_model_cfg, run_decode, run_prefill
-from .harness import Clock, Ctx, _set_compile_limits
+from .decode import decode_model_config, run_decode, run_prefill
+from .harness import Clock, Ctx, set_compile_limits
 from .kernels import run_kernels
-from .model_parts import _hooks, run_positions, run_train
+from .model_parts import position_hooks, run_positions, run_train
 
 
 def _count(cfg: LatencyConfig, device: str) -> dict[str, int]:
@@ -35,7 +35,7 @@ def _count(cfg: LatencyConfig, device: str) -> dict[str, int]:
     ps = cfg.positions
     for key in (list(ps.keys) or POSITION.keys()):
         try:
-            hooks = _hooks(build_position(key, ModelConfig(d_model=ps.n_heads * ps.head_dim, n_heads=ps.n_heads,
+            hooks = position_hooks(build_position(key, ModelConfig(d_model=ps.n_heads * ps.head_dim, n_heads=ps.n_heads,
                                                            max_len=16, train_len=16, position=key)))
         except Exception:
             hooks = []
@@ -70,7 +70,7 @@ def _setup(opts) -> tuple[str, str, LatencyConfig, Path]:
         for k in ("decode.dtype", "train.amp"):
             if k in set_keys:
                 raise ConfigError(f"{k} applies on CUDA only; on {device} the model parts run in float32")
-        if "kernels.compiled_seq_lens" in set_keys and not any(_is_compiled(k, device) for k in compiled_keys()):
+        if "kernels.compiled_seq_lens" in set_keys and not any(compiles_per_shape(k, device) for k in compiled_keys()):
             raise ConfigError(f"kernels.compiled_seq_lens applies to kernels compiled per shape ("
                               f"{', '.join(compiled_keys())} on CUDA); on {device} they run eagerly at every length")
     _check_memory(cfg, device)
@@ -86,14 +86,14 @@ def _check_memory(cfg: LatencyConfig, device: str) -> None:
     if "train" in cfg.parts:
         db = {"dtype_bytes": 2 if cuda and cfg.train.amp else 4, "param_dtype_bytes": 4}
         for c in cfg.train.choices:
-            m = _train_cfg(cfg.train, c)
+            m = train_model_config(cfg.train, c)
             check_fits(estimate_memory_bytes(m, batch=cfg.train.batch, seq_len=cfg.train.seq_len, training=True,
                                              **db), device, what=f"the train part's {c!r} step",
                        hint="train.batch or model.*")
     d = cfg.decode
     el = DTYPES[d.dtype].itemsize if cuda else 4
     for layout in d.layouts:
-        m = _decode_model_cfg(d, layout)
+        m = decode_model_config(d, layout)
         if "decode" in cfg.parts:
             check_fits(estimate_memory_bytes(m, batch=d.batch, seq_len=1, kv_cache_len=max(d.contexts),
                                              training=False, dtype_bytes=el), device,
@@ -134,8 +134,8 @@ class Latency(Suite[LatencyConfig]):
         if len(tasks) < len(_task_ids(cfg)):
             cfg = _only(cfg, tuple(t.id for t in tasks))
         clock = Clock(cfg.budget_s)
-        if is_cuda(device) or any(_is_compiled(k, device) for k in compiled_keys()):
-            _set_compile_limits()
+        if is_cuda(device) or any(compiles_per_shape(k, device) for k in compiled_keys()):
+            set_compile_limits()
         if is_cuda(device):
             torch.backends.cuda.matmul.allow_tf32 = False  # fp32 stays fp32 (bf16/fp16 are what the GPU preset times)
         counts = _count(cfg, device)

@@ -16,15 +16,15 @@ from .constants import BASELINE_ATTENTION, DECODE_MODES, FLOPS_FA, LAYOUTS, PASS
 MIB = float(1 << 20)
 
 
-def _col(df, name: str, default: Any = None):
+def column_or(df, name: str, default: Any = None):
     return df[name] if name in df.columns else pd.Series([default] * len(df), index=df.index, dtype=object)
 
 
-def _num(df, name: str):
-    return pd.to_numeric(_col(df, name), errors="coerce")
+def numeric_column(df, name: str):
+    return pd.to_numeric(column_or(df, name), errors="coerce")
 
 
-def _key_order(keys: Iterable[str]) -> list[str]:
+def attention_order(keys: Iterable[str]) -> list[str]:
     return display_order("attention", keys)
 
 
@@ -38,18 +38,18 @@ def _spread(lo: Any, hi: Any) -> str:
     return f"{fmt_sig(lo)}–{fmt_sig(hi)}"  # four significant digits each, trailing zeros kept
 
 
-def _kernel_frame(df):
+def kernel_frame(df):
     """Kernel rows with typed shape columns and the speed-up against ``sdpa`` on the same shape and pass."""
-    k = df[_col(df, "part") == "kernel"].copy()
+    k = df[column_or(df, "part") == "kernel"].copy()
     if k.empty:
         return k
     for c in ("seq_len", "batch", "n_heads", "n_kv_heads", "head_dim", "window", "time_ms", "p20_ms", "p80_ms",
               "tflops", "peak_mem_bytes", "rel_err", "grad_rel_err", "compile_s"):
-        k[c] = _num(k, c)
+        k[c] = numeric_column(k, c)
     for c in ("layout", "group", "backend", "bias", "dtype", "pass", "device_name"):
-        k[c] = _col(k, c)
+        k[c] = column_or(k, c)
     k["bias"] = k["bias"].fillna("none")
-    k["causal"] = _col(k, "causal").map(lambda v: bool(v) if isinstance(v, (bool, int)) else v)
+    k["causal"] = column_or(k, "causal").map(lambda v: bool(v) if isinstance(v, (bool, int)) else v)
     shape_cols = ["device_name", "dtype", "seq_len", "batch", "n_heads", "n_kv_heads", "head_dim", "causal",
                   "bias", "window", "pass"]
     ok = k[k["status"] == "ok"]
@@ -77,7 +77,7 @@ def kernel_tables(k) -> list[tuple[str, str, Any]]:
     if ok.empty:
         return out
     ok["_w"] = ok["window"].fillna(-1)
-    order = _key_order(ok["attention"])
+    order = attention_order(ok["attention"])
     gcols = ["device_name", "dtype", "head_dim", "causal", "layout", "bias", "_w"]
     many_dev = ok["device_name"].nunique() > 1
     for gkey, g in ok.groupby(gcols, sort=True, dropna=False):
@@ -107,18 +107,18 @@ def _dev_slug(name: Any) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", str(name)).strip("-").lower()[:40]
 
 
-def _other_convention_keys(k) -> set:
+def other_convention_keys(k) -> set:
     """Attention keys with a row whose FLOPs follow another convention than FlashAttention's (``linear``: a
     different function, counted by the algorithm that ran), read off the rows themselves."""
-    conv = _col(k, "flops_convention")
+    conv = column_or(k, "flops_convention")
     return set(k.loc[conv.notna() & (conv != FLOPS_FA), "attention"])
 
 
-def _softmax_rows(k):
+def softmax_rows(k):
     """Kernel rows whose FLOPs follow the FlashAttention convention (not those of a key counted by another one,
     even in its status rows). TFLOP/s tables and figures use these only."""
-    conv = _col(k, "flops_convention").fillna(FLOPS_FA)
-    return k[~k["attention"].isin(_other_convention_keys(k)) & (conv == FLOPS_FA)]
+    conv = column_or(k, "flops_convention").fillna(FLOPS_FA)
+    return k[~k["attention"].isin(other_convention_keys(k)) & (conv == FLOPS_FA)]
 
 
 TFLOPS_FOOTNOTE = ("Linear attention is not in the TFLOP/s tables and figures: it computes a different function, and "
@@ -130,12 +130,12 @@ TFLOPS_FOOTNOTE = ("Linear attention is not in the TFLOP/s tables and figures: i
 
 def tflops_pivot(k, pas: str):
     """FlashAttention-paper style: rows (head dim, causal, kernel), columns sequence length, values TFLOP/s
-    (softmax-attention kernels only, see :func:`_softmax_rows`)."""
-    k = _softmax_rows(k)
-    ok = k[(k["status"] == "ok") & (_col(k, "group") == "main") & (k["pass"] == pas)]
+    (softmax-attention kernels only, see :func:`softmax_rows`)."""
+    k = softmax_rows(k)
+    ok = k[(k["status"] == "ok") & (column_or(k, "group") == "main") & (k["pass"] == pas)]
     if ok.empty:
         return pd.DataFrame()
-    order = _key_order(ok["attention"])
+    order = attention_order(ok["attention"])
     piv = ok.pivot_table(index=["device_name", "dtype", "head_dim", "causal", "attention"], columns="seq_len",
                          values="tflops", aggfunc="median")
     piv.columns = [str(int(c)) for c in piv.columns]
@@ -151,7 +151,7 @@ def tflops_pivot(k, pas: str):
 
 def best_table(k):
     """Per main shape and pass: the fastest correct kernel, its TFLOP/s, and sdpa's."""
-    ok = k[(k["status"] == "ok") & (_col(k, "group") == "main") & ~k["attention"].isin(_other_convention_keys(k))]
+    ok = k[(k["status"] == "ok") & (column_or(k, "group") == "main") & ~k["attention"].isin(other_convention_keys(k))]
     if ok.empty:
         return pd.DataFrame()
     recs = []
@@ -190,62 +190,62 @@ def status_table(df):
             what.append(str(r.get("choice")))
         else:
             what.append(f"{r.get('layout')}")
-    reason = _col(bad, "reason").fillna("").str.replace("'ablate[", "'ablate-bench[", regex=False)  # rows of old runs
+    reason = column_or(bad, "reason").fillna("").str.replace("'ablate[", "'ablate-bench[", regex=False)  # rows of old runs
     t = bad.assign(variant=what, reason=reason)
     t = t.groupby(["part", "variant", "status", "reason"], sort=True, dropna=False).size().rename("rows").reset_index()
     return t
 
 
 def position_table(df):
-    p = df[(_col(df, "part") == "position") & (df["status"] == "ok")]
+    p = df[(column_or(df, "part") == "position") & (df["status"] == "ok")]
     if p.empty:
         return pd.DataFrame()
     order = {k: i for i, k in enumerate(display_order("position", p["position"]))}
     ops = {"embed": 0, "rotate_qk": 1, "bias_dense": 2, "all": 3}
-    p = p.assign(_a=p["position"].map(order), _b=_col(p, "op").map(ops), n=_num(p, "seq_len"))
+    p = p.assign(_a=p["position"].map(order), _b=column_or(p, "op").map(ops), n=numeric_column(p, "seq_len"))
     p = p.sort_values(["n", "_a", "_b"], kind="stable")
-    return pd.DataFrame({"position": p["position"], "op": _col(p, "op"), "n": p["n"].astype(int),
-                         "batch": _num(p, "batch").astype(int), "heads": _num(p, "n_heads").astype(int),
-                         "head dim": _num(p, "head_dim").astype(int), "dtype": _col(p, "dtype"),
-                         "ms": _num(p, "time_ms"),
-                         "p20–p80 ms": [_spread(a, b) for a, b in zip(_num(p, "p20_ms"), _num(p, "p80_ms"))],
-                         "peak MiB": _num(p, "peak_mem_bytes") / MIB}).reset_index(drop=True)
+    return pd.DataFrame({"position": p["position"], "op": column_or(p, "op"), "n": p["n"].astype(int),
+                         "batch": numeric_column(p, "batch").astype(int), "heads": numeric_column(p, "n_heads").astype(int),
+                         "head dim": numeric_column(p, "head_dim").astype(int), "dtype": column_or(p, "dtype"),
+                         "ms": numeric_column(p, "time_ms"),
+                         "p20–p80 ms": [_spread(a, b) for a, b in zip(numeric_column(p, "p20_ms"), numeric_column(p, "p80_ms"))],
+                         "peak MiB": numeric_column(p, "peak_mem_bytes") / MIB}).reset_index(drop=True)
 
 
 def train_table(df):
     """One row per training step measured: eager and compiled side by side where rows have modes (``train_mode``),
     MFU with causal attention halved and, where rows record it, PaLM's unhalved count (``MFU % (PaLM)``)."""
-    t = df[(_col(df, "part") == "train") & (df["status"] == "ok")]
+    t = df[(column_or(df, "part") == "train") & (df["status"] == "ok")]
     if t.empty:
         return pd.DataFrame()
-    cols = {"choice": _col(t, "choice")}
+    cols = {"choice": column_or(t, "choice")}
     if "train_backend" in t.columns:
-        cols["mode"] = _col(t, "train_mode").fillna("eager")
-    cols.update({"attention": t["attention"], "position": _col(t, "position"), "norm": _col(t, "norm"),
-                 "activation": _col(t, "activation"), "ms/step": _num(t, "time_ms"),
-                 "p20–p80 ms": [_spread(a, b) for a, b in zip(_num(t, "p20_ms"), _num(t, "p80_ms"))],
-                 "tokens/s": _num(t, "tokens_per_s"), "TFLOP/s": _num(t, "tflops"), "MFU %": _num(t, "mfu") * 100})
+        cols["mode"] = column_or(t, "train_mode").fillna("eager")
+    cols.update({"attention": t["attention"], "position": column_or(t, "position"), "norm": column_or(t, "norm"),
+                 "activation": column_or(t, "activation"), "ms/step": numeric_column(t, "time_ms"),
+                 "p20–p80 ms": [_spread(a, b) for a, b in zip(numeric_column(t, "p20_ms"), numeric_column(t, "p80_ms"))],
+                 "tokens/s": numeric_column(t, "tokens_per_s"), "TFLOP/s": numeric_column(t, "tflops"), "MFU %": numeric_column(t, "mfu") * 100})
     if "mfu_palm" in t.columns:
-        cols["MFU % (PaLM)"] = _num(t, "mfu_palm") * 100
-    cols.update({"peak GiB": _num(t, "peak_mem_bytes") / (1 << 30), "compile s": _num(t, "compile_s"),
-                 "peak used": _col(t, "peak_source")})
+        cols["MFU % (PaLM)"] = numeric_column(t, "mfu_palm") * 100
+    cols.update({"peak GiB": numeric_column(t, "peak_mem_bytes") / (1 << 30), "compile s": numeric_column(t, "compile_s"),
+                 "peak used": column_or(t, "peak_source")})
     return pd.DataFrame(cols).reset_index(drop=True)
 
 
 def _layout_rows(df, part: str, length: str):
     """The ok rows of a decode/prefill part in layout then length order, and the columns both tables start with."""
-    d = df[(_col(df, "part") == part) & (df["status"] == "ok")]
+    d = df[(column_or(df, "part") == part) & (df["status"] == "ok")]
     if d.empty:
         return d, {}
-    d = d.assign(_l=_col(d, "layout").map({x: i for i, x in enumerate(LAYOUTS)}), _c=_num(d, length))
+    d = d.assign(_l=column_or(d, "layout").map({x: i for i, x in enumerate(LAYOUTS)}), _c=numeric_column(d, length))
     d = d.sort_values(["_l", "_c"], kind="stable")
-    return d, {"layout": _col(d, "layout"),
-               "heads": [f"{int(a)}/{int(b)}" for a, b in zip(_num(d, "n_heads"), _num(d, "n_kv_heads"))],
-               "batch": _num(d, "batch").astype(int)}
+    return d, {"layout": column_or(d, "layout"),
+               "heads": [f"{int(a)}/{int(b)}" for a, b in zip(numeric_column(d, "n_heads"), numeric_column(d, "n_kv_heads"))],
+               "batch": numeric_column(d, "batch").astype(int)}
 
 
 def _spread_col(d) -> list[str]:
-    return [_spread(a, b) for a, b in zip(_num(d, "p20_ms"), _num(d, "p80_ms"))]
+    return [_spread(a, b) for a, b in zip(numeric_column(d, "p20_ms"), numeric_column(d, "p80_ms"))]
 
 
 def decode_table(df):
@@ -256,21 +256,21 @@ def decode_table(df):
         return pd.DataFrame()
     modes = "decode_mode" in d.columns or "decode_backend" in d.columns
     if modes:
-        d = d.assign(_m=_col(d, "decode_mode").fillna("eager"))
+        d = d.assign(_m=column_or(d, "decode_mode").fillna("eager"))
         d = d.assign(_mi=d["_m"].map({m: i for i, m in enumerate(DECODE_MODES)}))
         d = d.sort_values(["_l", "_c", "_mi"], kind="stable")
-        head = {"layout": _col(d, "layout"),
-                "heads": [f"{int(a)}/{int(b)}" for a, b in zip(_num(d, "n_heads"), _num(d, "n_kv_heads"))],
-                "batch": _num(d, "batch").astype(int)}
+        head = {"layout": column_or(d, "layout"),
+                "heads": [f"{int(a)}/{int(b)}" for a, b in zip(numeric_column(d, "n_heads"), numeric_column(d, "n_kv_heads"))],
+                "batch": numeric_column(d, "batch").astype(int)}
     cols = {**head, "context": d["_c"].astype(int)}
     if modes:
         cols["mode"] = d["_m"]
-    cols.update({"ms/token": _num(d, "time_ms"), "p20–p80 ms": _spread_col(d), "tokens/s": _num(d, "tokens_per_s")})
+    cols.update({"ms/token": numeric_column(d, "time_ms"), "p20–p80 ms": _spread_col(d), "tokens/s": numeric_column(d, "tokens_per_s")})
     if "achieved_gbps" in d.columns:
-        cols.update({"GB/s": _num(d, "achieved_gbps"), "% peak BW": 100 * _num(d, "bw_util")})
-    cols.update({"KV MiB": _num(d, "kv_bytes") / MIB, "closed form MiB": _num(d, "kv_bytes_closed_form") / MIB,
-                 "equal": _col(d, "kv_match"), "allocated MiB": _num(d, "kv_bytes_allocated") / MIB,
-                 "attention backend": _col(d, "attn_backend")})
+        cols.update({"GB/s": numeric_column(d, "achieved_gbps"), "% peak BW": 100 * numeric_column(d, "bw_util")})
+    cols.update({"KV MiB": numeric_column(d, "kv_bytes") / MIB, "closed form MiB": numeric_column(d, "kv_bytes_closed_form") / MIB,
+                 "equal": column_or(d, "kv_match"), "allocated MiB": numeric_column(d, "kv_bytes_allocated") / MIB,
+                 "attention backend": column_or(d, "attn_backend")})
     return pd.DataFrame(cols).reset_index(drop=True)
 
 
@@ -278,7 +278,7 @@ def prefill_table(df):
     d, head = _layout_rows(df, "prefill", "prompt_len")
     if d.empty:
         return pd.DataFrame()
-    return pd.DataFrame({**head, "prompt": d["_c"].astype(int), "ms": _num(d, "time_ms"),
-                         "p20–p80 ms": _spread_col(d), "tokens/s": _num(d, "tokens_per_s"),
-                         "peak MiB": _num(d, "peak_mem_bytes") / MIB,
-                         "attention backend": _col(d, "attn_backend")}).reset_index(drop=True)
+    return pd.DataFrame({**head, "prompt": d["_c"].astype(int), "ms": numeric_column(d, "time_ms"),
+                         "p20–p80 ms": _spread_col(d), "tokens/s": numeric_column(d, "tokens_per_s"),
+                         "peak MiB": numeric_column(d, "peak_mem_bytes") / MIB,
+                         "attention backend": column_or(d, "attn_backend")}).reset_index(drop=True)

@@ -26,7 +26,8 @@ GRID4 = "grid.axes=norm=layernorm,rmsnorm;activation=relu,gelu"
 TASKS4 = ["layernorm/relu@s0", "layernorm/gelu@s0", "rmsnorm/relu@s0", "rmsnorm/gelu@s0"]
 # Fields that legitimately differ between two runs of the same measurement.
 VOLATILE = {"run_id", "timestamp", "tokens_per_s", "step_ms", "train_s", "first_step_s", "eval_s", "tflops",
-            "peak_mem_bytes", "env.command", "mfu", "env.contended", "env.contended_by", "env.threads"}
+            "peak_mem_bytes", "env.command", "mfu", "env.contended", "env.contended_by", "env.threads",
+            "env.git_commit", "env.git_dirty"}  # a shared checkout may move on between the serial run and the workers
 
 
 def _opts(out: Path, *overrides: str, **kw) -> RunOptions:

@@ -186,3 +186,16 @@ def test_workflow_calls_the_same_entry_point():
     assert "steps.nightly.outputs.first_night == 'true'" in text and "::warning title=first night::" in text
     ci = (root / ".github" / "workflows" / "ci.yml").read_text()
     assert "bash .ci/run" in ci and "push:" in ci and "pull_request:" in ci
+
+
+def test_a_contended_baseline_says_its_timings_will_not_gate(tmp_path, capsys):
+    from ablate.regress.nightly import write_baseline
+    from ablate.store.results import append_row, make_row
+
+    path = tmp_path / "latency.jsonl"
+    env = {"env.hostname": "box", "env.cpu": "cpu", "env.contended": True, "env.contended_by": "load 8.4 on 2 CPUs"}
+    append_row(path, make_row("latency", "ok", {"part": "kernel", "attention": "sdpa"}, {"time_ms": 1.0}, env=env))
+    (dest,) = write_baseline({"latency": (path, "micro")}, tmp_path / "baselines")
+    assert dest.is_file()
+    err = capsys.readouterr().err
+    assert "1 of 1 latency baseline row(s) were timed while contended (load 8.4 on 2 CPUs)" in err

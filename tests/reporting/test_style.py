@@ -139,7 +139,7 @@ def test_same_key_same_colour_and_marker_across_suites(captured, tmp_path):
     from ablate.suites.extrapolation.figures import fig_ppl_vs_length, variant_style
     from ablate.suites.extrapolation.summary import variant_order, ppl_summary
     from ablate.suites.latency.figures import fig_tflops
-    from ablate.suites.latency.tables import _kernel_frame
+    from ablate.suites.latency.tables import kernel_frame
     from ablate.suites.training.aggregate import point_stats
     from ablate.suites.training.figures import fig_curves, palette
 
@@ -151,7 +151,7 @@ def test_same_key_same_colour_and_marker_across_suites(captured, tmp_path):
     stats = point_stats(g)
     fig_curves(g, stats, palette([s["point"] for s in stats]), tmp_path)
     lat = to_frame([RESULTS / "latency" / "gpu.jsonl"])
-    fig_tflops(_kernel_frame(lat), "fwd", tmp_path / "tflops")
+    fig_tflops(kernel_frame(lat), "fwd", tmp_path / "tflops")
 
     ex, tr, la = _series(captured["ppl"]), _series(captured["training_curves"]), _series(captured["tflops"])
     assert {"rope", "alibi", "sinusoidal"} <= set(ex) and {"sdpa", "naive"} <= set(la)
@@ -290,7 +290,7 @@ def test_other_figures_have_no_overlapping_text(captured, tmp_path):
     from ablate.suites.extrapolation.figures import fig_ppl_vs_length, fig_probe_vs_length, variant_style
     from ablate.suites.extrapolation.summary import variant_order, ppl_summary, probe_chance, probe_summary
     from ablate.suites.latency.figures import fig_memory, fig_tflops
-    from ablate.suites.latency.tables import _kernel_frame
+    from ablate.suites.latency.tables import kernel_frame
     from ablate.suites.training.aggregate import point_stats
     from ablate.suites.training.figures import fig_curves, palette
 
@@ -304,7 +304,7 @@ def test_other_figures_have_no_overlapping_text(captured, tmp_path):
     g = _training_frame()
     stats = point_stats(g)
     fig_curves(g, stats, palette([s["point"] for s in stats]), tmp_path)
-    k = _kernel_frame(to_frame([RESULTS / "latency" / "gpu.jsonl"]))
+    k = kernel_frame(to_frame([RESULTS / "latency" / "gpu.jsonl"]))
     fig_tflops(k, "fwd", tmp_path / "tflops")
     fig_memory(k, tmp_path / "memory")
     assert {"ppl", "probe", "training_curves", "tflops", "memory"} <= set(captured)
