@@ -383,7 +383,7 @@ def compare_cmd(
 ) -> None:
     """Compare NEW results with BASELINE row by row; exit 1 on a regression, when no row matched or when a baseline
     row is missing (unless --allow-missing), 0 otherwise (docs/regressions.md)."""
-    from ablate.commands import run as cli_run
+    from ablate.commands import gates as cli_run
 
     rc = cli_run.compare(baseline, new, fail_if, fmt.value, allow_env_mismatch, github_json, output, skip_invalid,
                          _SKIP_HINT, noise, allow_missing)
@@ -405,7 +405,7 @@ def calibrate_cmd(
 ) -> None:
     """Calibrate the regression gate on two repeats: false alarms (must be 0), each row's repeat spread (rows past
     the threshold are noisy), and a planted slowdown (must be caught); exit 1 otherwise (docs/regressions.md)."""
-    from ablate.commands import run as cli_run
+    from ablate.commands import gates as cli_run
 
     rc = cli_run.calibrate(run_a, run_b, fail_if, out, plant, skip_invalid, _SKIP_HINT)
     if rc:
@@ -449,7 +449,7 @@ def nightly_cmd(
 ) -> None:
     """The nightly GPU CI steps, runnable anywhere: run the latency and extrapolation presets, report, compare
     with the baseline (exit 1 on a regression, or when rows are missing) or write the baseline (docs/regressions.md)."""
-    from ablate.commands.run import NightlyArgs, nightly
+    from ablate.commands.gates import NightlyArgs, nightly
 
     rc = nightly(NightlyArgs(
         preset_latency=preset_latency, preset_extrapolation=preset_extrapolation, baseline=baseline, out=out,

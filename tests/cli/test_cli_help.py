@@ -15,7 +15,8 @@ import typer
 from typer.testing import CliRunner
 
 from ablate.cli import app
-from ablate.commands.run import NightlyArgs, RunArgs
+from ablate.commands.gates import NightlyArgs
+from ablate.commands.run import RunArgs
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_PANELS = ("What to run", "Where results go", "Resuming & selection", "Logging & trackers",
