@@ -168,6 +168,11 @@ def write_baseline(results: dict[str, tuple[Path, str]], baseline: Path) -> list
         rows = _newest_rows([path])
         dest = baseline / machine_slug(rows) / f"{suite}-{preset}.jsonl"
         _write_jsonl(dest, rows)
+        busy = sum(1 for r in rows if r.get("env.contended") is True)
+        if busy:  # their timings never gate (ablate.regress.compare): say so while the baseline can be redone
+            _echo(f"warning: {busy} of {len(rows)} {suite} baseline row(s) were timed while contended "
+                  f"({next(r.get('env.contended_by') for r in rows if r.get('env.contended') is True)}); their "
+                  "timings will not gate until the baseline is written on a quiet machine")
         written.append(dest)
     return written
 
