@@ -241,7 +241,6 @@ LONG_FILES_ALLOWED: dict[str, str] = {
     "ablate/reporting/report.py": "to split: report folder building / cross-run tables / index and commands",
     # files owned by work in progress elsewhere
     "variants/positions.py": "attention-layer rework (item 1) edits it; split along rope / bias / learned positions",
-    "ablate/core/config.py": "grown by the attention-layer / run-loop work in progress (items 1, 3)",
 }
 
 

@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Union
 
+from ablate.core.ranges import INT64, NONNEG, ONE_PLUS, POS, SEED, Range, between, ge, gt
 from ablate.errors import ConfigError
 
 
@@ -86,56 +87,6 @@ def model_preset(name: str) -> ModelConfig:
 # integer must fit in int64. :func:`check_fields` applies them, :func:`apply_overrides` calls it on every result and
 # :func:`ablate.core.validate.validate_model` on every model -- one place for each rule.
 
-INT64 = 2 ** 63
-
-
-@dataclass(frozen=True)
-class Range:
-    """Allowed values of a number (each element of a tuple): ``lo``/``hi`` bounds, open or closed; ``nonempty``
-    (tuples): at least one value. ``None`` is always allowed for an optional field (it means "the default")."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-    nonempty: bool = False
-
-    def ok(self, v: float) -> bool:
-        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
-            return False
-        if self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi):
-            return False
-        return True
-
-    def describe(self) -> str:
-        lo, hi = _fmt(self.lo), _fmt(self.hi)
-        if self.lo is not None and self.hi is not None:
-            return f"in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
-        if self.lo is not None:
-            return f"{'>' if self.lo_open else '>='} {lo}"
-        if self.hi is not None:
-            return f"{'<' if self.hi_open else '<='} {hi}"
-        return ""
-
-
-def _fmt(x: float | None) -> str:
-    return "" if x is None else (str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else repr(x))
-
-
-def gt(x: float) -> Range:
-    return Range(lo=x, lo_open=True)
-
-
-def ge(x: float, *, nonempty: bool = False) -> Range:
-    return Range(lo=x, nonempty=nonempty)
-
-
-def between(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False, nonempty: bool = False) -> Range:
-    return Range(lo, hi, lo_open, hi_open, nonempty)
-
-
-POS, NONNEG, ONE_PLUS = gt(0), ge(0), ge(1)
-SEED = between(0, 2 ** 32 - 1)  # numpy's and torch's generators all take it
 # Cross-field rules (shapes) per class, run where the class sits inside a suite config (and by validate_model).
 CHECKS: dict[str, Callable[[Any, str], None]] = {}
 

@@ -41,7 +41,8 @@ from typing import Any
 import torch
 
 from ablate.store.atomic import write_text
-from ablate.core.config import NONNEG, ONE_PLUS, ModelConfig, between, flatten, gt
+from ablate.core.config import ModelConfig, flatten
+from ablate.core.ranges import NONNEG, ONE_PLUS, between, gt
 from ablate.io.data import Batches
 from ablate.errors import ConfigError
 from ablate.plan.estimate import SWEEP_LABEL, EvalWork, TrainJob
