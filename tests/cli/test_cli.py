@@ -12,21 +12,13 @@ import pytest
 
 from ablate import __version__
 from ablate.plan import runner
-from ablate.cli import AXES, main
+from ablate.cli import AXES
 from ablate.errors import ConfigError, UnavailableError
 from ablate.store.results import append_row, make_row, read_rows
 from ablate.plan.runner import RunOptions, resolve_device, run_suite
+from tests.helpers import cli
 
 ENTRY_KEYS = {"key", "available", "reason", "description", "paper"}
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run ``ablate argv`` in-process; returns (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return (0 if code is None else code), out, err
 
 
 def assert_one_line_error(code: int, err: str, *needles: str, expect: int = 2) -> None:

@@ -12,20 +12,11 @@ from pathlib import Path
 import pytest
 
 from ablate.plan import runner
-from ablate.cli import app, main
+from ablate.cli import app
 from ablate.plan.runner import PRESETS, SUITES, RunOptions
+from tests.helpers import cli
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def cli(capsys, *argv: str, env: dict | None = None) -> tuple[int, str, str]:
-    with pytest.MonkeyPatch.context() as mp, pytest.raises(SystemExit) as exc:
-        for k, v in (env or {}).items():
-            mp.setenv(k, v)
-        main(list(argv))
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return (0 if code is None else code), out, err
 
 
 def complete(capsys, line: str) -> list[str]:

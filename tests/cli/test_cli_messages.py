@@ -9,17 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ablate.cli import main
+from tests.helpers import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD_HINT = re.compile(r"'ablate\[")  # pip install 'ablate[flash]': the unrelated PyPI project
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return (0 if exc.value.code is None else exc.value.code), out, err
 
 
 @pytest.mark.parametrize("setting, sweep", [("model.position=alibi", "--sweep model.position=a,b"),

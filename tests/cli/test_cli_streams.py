@@ -6,14 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ablate.cli import main
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return (0 if exc.value.code is None else exc.value.code), out, err
+from tests.helpers import cli
 
 
 TABLE_MARKS = ("┏", "┃", "│", "|---", "|:--", "## extrapolation", "## training")

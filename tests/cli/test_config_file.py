@@ -8,16 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ablate.cli import main
 from ablate.commands import config_file
 from ablate.errors import ConfigError
-
-
-def cli(capsys, *args):
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
+from tests.helpers import cli
 
 
 TOML = '''\

@@ -15,10 +15,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # before datasets is imported
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 datasets = pytest.importorskip("datasets")
 
-from ablate.cli import main  # noqa: E402
 from ablate.io.data import load_corpus  # noqa: E402
 from ablate.errors import ConfigError, UnavailableError  # noqa: E402
 from ablate.store.results import read_rows  # noqa: E402
+from tests.helpers import cli  # noqa: E402
 
 
 def _topic_lines() -> list[str]:
@@ -41,13 +41,6 @@ def saved(tmp_path_factory):
     folder = tmp / "saved"
     dd.save_to_disk(str(folder))
     return folder, files
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return (0 if exc.value.code is None else exc.value.code), out, err
 
 
 def test_saved_folder_uses_the_datasets_own_splits(saved):

@@ -13,22 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from ablate.cli import main
 from ablate.io.export import select_rows
 from ablate.io.frames import flat_frame
 from ablate.io.tracker_runs import STEP_AXES, tracker_runs
 from ablate.io.trackers import safe_name
 from ablate.store.results import read_rows
+from tests.helpers import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return (0 if exc.value.code is None else exc.value.code), out, err
 
 
 def one_line_error(code: int, err: str, *needles: str) -> None:

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ablate.cli import main
 from ablate.errors import AblateError, ConfigError
 from ablate.store.results import read_rows
 from ablate.plan.sweep import parse_sweeps, sweep_overrides, sweepable
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return (0 if exc.value.code is None else exc.value.code), out, err
+from tests.helpers import cli
 
 
 def test_each_suite_translates_a_sweep_into_its_own_setting():

@@ -27,13 +27,13 @@ import torch
 
 from ablate.launchers import launch
 from ablate.registry import plugins
-from ablate.cli import main
 from ablate.core.config import ModelConfig
 from ablate.errors import AblateError
 from ablate.registry.plugins import DISABLE_ENTRY_POINTS_ENV, PLUGINS_ENV, PluginError
 from ablate.registry.keys import NORM, POSITION, REGISTRIES, DuplicateKeyError, Registry, load_all
 from ablate.store.results import read_rows, shard_files
 from ablate.plan.runner import RunOptions, suite_tasks
+from tests.helpers import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs" / "examples" / "partial_rope_plugin.py"
@@ -65,13 +65,6 @@ def isolated(monkeypatch):
     for name in set(sys.modules) - modules:
         if name.startswith(("ablate_plugin_", "ablate_toy_plugin", "plugin_test_")):
             del sys.modules[name]
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return (0 if exc.value.code is None else exc.value.code), out, err
 
 
 def one_line_error(code: int, err: str, *needles: str) -> str:

@@ -9,9 +9,9 @@ import random
 import pytest
 
 from ablate.regress.calibrate import calibrate, plant_slowdown
-from ablate.cli import main
 from ablate.regress.compare import compare
 from ablate.store.results import append_row, make_row
+from tests.helpers import cli
 
 H100 = {"env.gpu": "NVIDIA H100 80GB HBM3", "env.torch": "2.11.0+cu130", "env.hostname": "box1",
         "env.git_commit": "a" * 40}
@@ -78,13 +78,6 @@ def _write(path, rows):
     for r in rows:
         append_row(path, r)
     return path
-
-
-def cli(capsys, *argv):
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return info.value.code or 0, out, err
 
 
 def test_cli_calibrate_writes_the_file_compare_reads(tmp_path, capsys):

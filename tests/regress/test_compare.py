@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ablate.cli import main
 from ablate.regress.compare import (DEFAULT_FAIL_IF, METRICS, EnvMismatchError, compare, compare_paths, identity,
                             load_rows, parse_fail_if, render_json, render_markdown, write_github_json)
 from ablate.errors import ConfigError, ResultsFileError
 from ablate.store.results import append_row, make_row
+from tests.helpers import cli
 
 H100 = {"env.gpu": "NVIDIA H100 80GB HBM3", "env.torch": "2.5.1+cu124", "env.hostname": "box1",
         "env.git_commit": "a" * 40}
@@ -44,13 +44,6 @@ def write(path: Path, rows) -> Path:
     for r in rows:
         append_row(path, r)
     return path
-
-
-def cli(capsys, *args):
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 # ---------------------------------------------------------------------------------------------------------------

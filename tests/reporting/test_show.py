@@ -7,19 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from ablate.cli import main
 from ablate.store.results import to_frame
 from ablate.plan.runner import report_rows
+from tests.helpers import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return (0 if exc.value.code is None else exc.value.code), out, err
 
 
 @pytest.fixture(scope="module")

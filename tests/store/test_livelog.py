@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablate.cli import main
 from ablate.store.results import read_rows
+from tests.helpers import cli
 
 ONE = "grid.only=original"
 
@@ -23,16 +23,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = main(list(args))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return int(code or 0), out, err
 
 
 def run_training(capsys, out: Path, *extra: str) -> tuple[int, str, str]:

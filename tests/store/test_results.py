@@ -19,6 +19,7 @@ from ablate.errors import ConfigError, ResultsFileError, UnavailableError
 from ablate.store.results import (STATUSES, TERMINAL_STATUSES, InvalidRowError, ResultsWarning, ResultWriter, append_row,
                             done_keys, make_row, read_rows, reading, row_key, status_from_exception, to_frame)
 from ablate.plan.runner import RunOptions, results_path
+from tests.helpers import cli
 
 ENV = {"env.hostname": "test-host", "env.gpu": None}
 ROOT = Path(__file__).resolve().parents[2]
@@ -566,15 +567,6 @@ def test_result_writer_refuses_a_file_with_an_invalid_row(tmp_path, resume):
 
 # ---------------------------------------------------------------------------------------------------------------
 # The CLI: one line FILE:LINE, exit 2, the file byte-identical, nothing written; --skip-invalid reads around it
-
-
-def cli(capsys, *args):
-    from ablate.cli import main
-
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def one_line_error(code, err, start: str, ignore: str = "\0") -> str:
