@@ -78,9 +78,9 @@ def bare_figure(args, registered: bool = False) -> float | None:
             q, k, v = (x.detach().transpose(1, 2).contiguous().requires_grad_() for x in (q, k, v))
             dout = dout.transpose(1, 2).contiguous()
     causal = args.causal
-    from ablate.suites.latency import _no_donated_buffers
+    from ablate.suites.latency import no_donated_buffers
 
-    with _no_donated_buffers(args.key, args.device)[0]:  # as the suite times it (compiled backward, retain_graph)
+    with no_donated_buffers(args.key, args.device)[0]:  # as the suite times it (compiled backward, retain_graph)
         return _bare_time(args, fn, q, k, v, dout, causal)
 
 

@@ -263,3 +263,14 @@ def test_the_graph_sees_every_kind_of_import(tmp_path):
     assert ("ablate.registry.plugins", "ablate.variants") in seen  # inside a function
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_scripts_use_only_public_names():
+    """The scripts under scripts/ are users of the package: they import its public names only."""
+    found = []
+    for path in sorted(ROOT.glob("scripts/*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ablate"):
+                found += [f"{path.relative_to(ROOT)}:{node.lineno}: from {node.module} import {a.name}"
+                          for a in node.names if a.name.startswith("_")]
+    assert not found, "make the name public where it is defined:\n" + "\n".join(found)

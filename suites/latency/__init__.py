@@ -52,7 +52,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
                "kernel_keys", "kernel_passes", "plan_kernels", "attention_spec"),
     "reference": ("Reference", "FWD_TOL", "GRAD_TOL"),
     "harness": ("Clock", "Ctx", "model_id", "bench"),
-    "kernels": ("run_kernels", "kernel_flops", "bench_calls", "_no_donated_buffers", "_time_bwd"),
+    "kernels": ("run_kernels", "kernel_flops", "bench_calls", "no_donated_buffers", "time_backward"),
     "model_parts": ("run_positions", "run_train", "train_flops"),
     "decode": ("run_decode", "run_prefill"),
     "suite": ("RUNNERS", "results_file", "tasks", "run"),

@@ -88,7 +88,7 @@ def _run_shape(ctx: Ctx, shape: Shape, todo: list[tuple[str, list[str]]], conf: 
             ctx.advance(len(passes))
             continue
         try:
-            with _no_donated_buffers(key, device)[0]:
+            with no_donated_buffers(key, device)[0]:
                 _run_key(ctx, shape, key, passes, q, k_, v, dout, bias, reference, conf)
         finally:
             for t in (q, k_, v):
@@ -114,7 +114,7 @@ def kernel_flops(key: str, pas: str, *, batch: int, n_heads: int, n_kv_heads: in
     return out
 
 
-def _no_donated_buffers(key: str, device: str) -> tuple[Any, str | None]:
+def no_donated_buffers(key: str, device: str) -> tuple[Any, str | None]:
     """(context, label): ``torch._functorch.config.donated_buffer=False`` for a kernel that may be compiled here
     (``flex`` on CUDA, ``sliding_window`` when it routes to compiled flex), else a no-op.
 
@@ -139,10 +139,10 @@ def _donated_buffer_error(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "donated buffer" in str(exc)
 
 
-def _time_bwd(ctx: Ctx, fwd: Callable[[], Any], dout, inputs) -> tuple[Any, int | None]:
+def time_backward(ctx: Ctx, fwd: Callable[[], Any], dout, inputs) -> tuple[Any, int | None]:
     """Backward alone: ``out.backward(dout, retain_graph=True)`` on one forward done outside the timed region, timed
     like every other call. Should a compiled backward still refuse retain_graph (a graph compiled with donated
-    buffers before :func:`_no_donated_buffers` took effect), the backward of a *fresh* forward is timed instead:
+    buffers before :func:`no_donated_buffers` took effect), the backward of a *fresh* forward is timed instead:
     each rep runs an untimed forward, flushes L2, then times ``backward`` between CUDA events; the row's ``timing``
     says so."""
     device = ctx.device
@@ -275,7 +275,7 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
         common["first_call_s"] = first_s
         with torch.set_grad_enabled(has_bwd):
             common["backend"] = backend_of(key, q, k, v, **call_kw)
-        opts = _no_donated_buffers(key, device)[1]
+        opts = no_donated_buffers(key, device)[1]
         if opts and "compiled" in str(common["backend"]):
             common["compile_opts"] = opts
         if inputs[0] is not q:  # what converting the registry's layout to the package's costs, timed apart
@@ -336,7 +336,7 @@ def _run_key(ctx: Ctx, shape: Shape, key: str, passes: list[str], q, k, v, dout,
                 t_ = ctx.bench(fwd, est_ms=est)
                 write(p, "ok", _kernel_metrics(t_, flops[p], mem, equiv[p]))
             elif p == "bwd":
-                t_, mem = _time_bwd(ctx, fwd, dout_n, inputs)
+                t_, mem = time_backward(ctx, fwd, dout_n, inputs)
                 write(p, "ok", _kernel_metrics(t_, flops[p], mem, equiv[p]))
             else:
                 run = lambda: fwd().backward(dout_n)  # noqa: E731

@@ -425,8 +425,8 @@ def test_compiled_backward_is_timed_with_retain_graph(monkeypatch):
     error all 7 flex `bwd` rows of the first H100 run got. Inside the suite's context the same timing works;
     should a backward still refuse, the backward of a fresh forward is timed and `timing` says so."""
     monkeypatch.setenv("ABLATE_FLEX_COMPILE_CPU", "1")  # "flex" counts as compiled here, so the context applies
-    ctx_mgr, label = L._no_donated_buffers("flex", "cpu")
-    assert L._no_donated_buffers("naive", "cpu")[1] is None  # nothing compiled: nothing changed
+    ctx_mgr, label = L.no_donated_buffers("flex", "cpu")
+    assert L.no_donated_buffers("naive", "cpu")[1] is None  # nothing compiled: nothing changed
     if label is None:
         pytest.skip("this torch has no torch._functorch.config.donated_buffer (nor donated buffers)")
     ctx = L.Ctx.__new__(L.Ctx)
@@ -437,12 +437,12 @@ def test_compiled_backward_is_timed_with_retain_graph(monkeypatch):
     with ctx_mgr:
         f = torch.compile(_toy_compiled, dynamic=False, fullgraph=True)
         f(x, w).backward(dout)  # the suite's first (checked) backward, then the timed retain_graph ones
-        t, mem = L._time_bwd(ctx, lambda: f(x, w), dout, [x, w])
+        t, mem = L.time_backward(ctx, lambda: f(x, w), dout, [x, w])
     assert t.method == "torch.utils.benchmark" and t.median_ms > 0 and mem is None
-    t2, _ = L._time_bwd(ctx, lambda: _DonatingBackward.apply(x), dout, [x])
+    t2, _ = L.time_backward(ctx, lambda: _DonatingBackward.apply(x), dout, [x])
     assert "fresh untimed forward" in t2.method and t2.reps >= ctx.cfg.kernels.min_reps and t2.median_ms > 0
     with pytest.raises(RuntimeError, match="shape"):  # any other error is not swallowed
-        L._time_bwd(ctx, lambda: x @ w, torch.ones(3), [x, w])
+        L.time_backward(ctx, lambda: x @ w, torch.ones(3), [x, w])
 
 
 def test_recompute_flops_rewrites_only_derived_columns(kernel_rows, tmp_path):
