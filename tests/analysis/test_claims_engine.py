@@ -128,6 +128,21 @@ def test_undertrained_variant_makes_its_claims_not_testable():
     assert c.verdict == NOT_TESTABLE and "undertrained" in c.caveats and "measured: reproduced" in c.detail
 
 
+def test_parity_claim_with_an_undertrained_variant_is_not_testable():
+    """Off parity at train_len because a variant is undertrained says nothing about the published parity of
+    converged models: not testable (the measured verdict in the detail), not "not reproduced"."""
+    name = "At the training length the position methods are on par"
+    cells, trained = _shape()
+    assert {c.claim: c for c in extrapolation_claims(cells, 64, Context(trained=trained))}[name].verdict == REPRODUCED
+    off, _ = _shape(at_train={"sinusoidal": 0.3})  # x1.35 of ALiBi at train_len
+    plain = {c.claim: c for c in extrapolation_claims(off, 64, Context(trained=trained))}[name]
+    assert plain.verdict == NOT_REPRODUCED  # off parity with nothing flagged: contradicted
+    flagged = {c.claim: c for c in extrapolation_claims(off, 64, Context(trained=trained,
+                                                                     undertrained={"sinusoidal": 1.35}))}[name]
+    assert flagged.verdict == NOT_TESTABLE and "undertrained" in flagged.caveats
+    assert "measured: not reproduced" in flagged.detail
+
+
 def test_parity_gate_blocks_comparisons_of_models_off_par_at_train_len():
     cells, trained = _shape(at_train={"t5_bias": 0.2})  # t5 x1.22 of rope at train_len
     res = {c.claim: c for c in extrapolation_claims(cells, 64, Context(trained=trained))}
