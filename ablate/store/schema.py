@@ -57,6 +57,7 @@ SUITE_KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "training": ("point", "seed"),
     "extrapolation": ("eval_len", "metric", "position", "seed"),
     "latency": ("part",),
+    "recall": ("attention", "d_model", "seq_len", "kv_pairs", "lr", "seed"),
 }
 
 # Measured values that readers compute with: a finite number or null (never a string). `value` is the generic
@@ -83,7 +84,7 @@ _RECORD_LIST_SET = frozenset(RECORD_LIST_COLUMNS)
 _RESERVED_SET = frozenset(RESERVED_COLUMNS)
 _PREFIXES = (CONFIG_PREFIX, ENV_PREFIX)
 _SCALARS = (str, int, bool, type(None))  # float: checked for finiteness
-SUITES = ("training", "extrapolation", "latency")  # what a row's ``suite`` may be (ablate.plan.runner runs them)
+SUITES = ("training", "extrapolation", "latency", "recall")  # what a row's ``suite`` may be (ablate.plan.runner runs them)
 _SUITE_SET = frozenset(SUITES)
 _STATUS_SET = frozenset(STATUSES)
 _STR_TYPE = frozenset({str})

@@ -1,0 +1,226 @@
+"""The recall claims, computed from rows with the claims engine's verdicts (:mod:`ablate.analysis.claims`,
+:func:`ablate.analysis.stats.verdict`): *reproduced / not reproduced / inconclusive / not testable*.
+
+Each point is taken at its chosen learning rate (:mod:`.aggregate`); per-seed accuracies are paired by seed. A
+variant's role comes from the state form its rows record (asked of the attention layer's spec when measured):
+``kv`` (full softmax attention, its KV cache grows with the sequence), ``window`` (a rolling cache of W tokens),
+``recurrent`` (linear attention's fixed state). A claim resting on a point still improving at the end of its run
+(validation accuracy rising, not solved) is *not testable*; the measured verdict stays in the detail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from ablate.analysis.claims import (INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, ClaimResult,
+                                    claims_frame)
+from ablate.analysis.stats import clustered_proportion, verdict
+
+from .aggregate import chosen_rows, far_near, point_key
+from .constants import ACC_MARGIN, BASED, DROP_MARGIN, GQA, LEARNED, POINT_COLUMNS, SOLVED, ZOOLOGY
+
+PROTOCOL_TEXT = "MQAR test accuracy at the answer positions; learning rate per point chosen on validation"
+
+
+def _points(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """One record per point: its settings, per-seed accuracy / correct / answers / near / far, flags."""
+    out = []
+    ch = chosen_rows(df)
+    if ch.empty:
+        return out
+    for key, g in ch.groupby(ch.apply(point_key, axis=1), sort=False):
+        p: dict[str, Any] = dict(zip(POINT_COLUMNS, key))
+        p["form"] = str(g["state_form"].iloc[0])
+        p["n_layers"] = int(g["n_layers"].iloc[0])
+        p["acc"] = {int(r["seed"]): float(r["accuracy"]) for _, r in g.iterrows()}
+        p["ci"] = clustered_proportion([int(x) for x in g["correct"]], [int(x) for x in g["answers"]])
+        p["improving"] = bool(g["still_improving"].fillna(False).astype(bool).any())
+        if p["window"] is not None:
+            nf = {int(r["seed"]): far_near(r, int(p["window"]), p["n_layers"]) for _, r in g.iterrows()}
+            p["near"] = {s: v[0] for s, v in nf.items() if v[0] is not None}
+            p["far"] = {s: v[1] for s, v in nf.items() if v[1] is not None}
+            p["far_n"] = sum(v[3] for v in nf.values())
+        out.append(p)
+    return out
+
+
+def _label(p: dict) -> str:
+    w = f" W={int(p['window'])}" if p.get("window") is not None else ""
+    kv = f" kv_heads={int(p['n_kv_heads'])}" if p["n_kv_heads"] != p["n_heads"] else ""
+    return f"{p['attention']}{w}{kv} d={int(p['d_model'])} T={int(p['seq_len'])}/{int(p['kv_pairs'])}"
+
+
+def _paired(a: dict[int, float], b: dict[int, float]) -> tuple[list[float], list[float]]:
+    seeds = sorted(set(a) & set(b))
+    return [a[s] for s in seeds], [b[s] for s in seeds]
+
+
+def _combine(parts: list[tuple[str, str]], gated: bool) -> tuple[str, str]:
+    """(verdict, detail) of a family: reproduced only when every member is; not reproduced when one is not."""
+    labels = [v for v, _ in parts]
+    measured = (NOT_REPRODUCED if NOT_REPRODUCED in labels else REPRODUCED if labels and
+                all(v == REPRODUCED for v in labels) else INCONCLUSIVE)
+    detail = "; ".join(f"{d}" for _, d in parts)
+    if gated:
+        return NOT_TESTABLE, f"measured: {measured} ({detail})"
+    return measured, detail
+
+
+def _softmax_solves(pts: list[dict]) -> ClaimResult:
+    mine = [p for p in pts if p["form"] == "kv" and p["n_kv_heads"] == p["n_heads"]]
+    base = dict(claim="Softmax attention solves MQAR (accuracy >= 0.99) at every d_model and length", source=ZOOLOGY,
+                published="attention: ~1.00 at d_model 64-512, lengths 64-512", test=f"95% CI of each point vs "
+                f"{SOLVED:g} (t over seeds, widened to the pooled Wilson interval)", protocol=PROTOCOL_TEXT)
+    if not mine:
+        return ClaimResult(**base, ours="—", verdict=NOT_TESTABLE, detail="no full-attention point in the rows")
+    parts, ours = [], []
+    for p in mine:
+        c = p["ci"]
+        ours.append(f"{_label(p)}: {c.mean:.3f} [{c.lo:.3f}, {c.hi:.3f}]")
+        if c.clusters < 2:
+            parts.append((INCONCLUSIVE, f"{_label(p)}: 1 seed"))
+        elif c.lo >= SOLVED:
+            parts.append((REPRODUCED, f"{_label(p)}: CI above {SOLVED:g}"))
+        elif c.hi < SOLVED:
+            parts.append((NOT_REPRODUCED, f"{_label(p)}: CI below {SOLVED:g}"))
+        else:
+            parts.append((INCONCLUSIVE, f"{_label(p)}: CI spans {SOLVED:g}"))
+    gated = any((p["improving"] or p["ci"].mean < LEARNED) and p["ci"].mean < SOLVED for p in mine)
+    v, d = _combine(parts, gated)
+    cav = f"a point still improving at the end of its run or below {LEARNED:g} (not started to recall)" if gated else ""
+    return ClaimResult(**base, ours="; ".join(ours), verdict=v, detail=d, caveats=cav)
+
+
+def _window_falls(pts: list[dict]) -> ClaimResult:
+    mine = [p for p in pts if p["form"] == "window"]
+    base = dict(claim="Sliding-window attention loses recall once queries reach beyond its window",
+                source=BASED, published="accuracy falls as the window shrinks below the query gaps",
+                test=f"paired by seed: accuracy on answers beyond the stacked windows' reach (distance > layers x "
+                     f"(W-1)) vs inside the window (distance < W); falls = lower beyond a {DROP_MARGIN:g} margin",
+                protocol=PROTOCOL_TEXT)
+    if not mine:
+        return ClaimResult(**base, ours="—", verdict=NOT_TESTABLE, detail="no sliding-window point in the rows")
+    parts, ours, gated = [], [], False
+    for p in mine:
+        near, far = _paired(p.get("near", {}), p.get("far", {}))
+        if not p.get("far_n"):
+            parts.append((NOT_TESTABLE, f"{_label(p)}: no query reaches beyond W at this length"))
+            gated = True
+            continue
+        mn, mf = sum(near) / max(1, len(near)), sum(far) / max(1, len(far))
+        ours.append(f"{_label(p)}: inside {mn:.3f}, beyond {mf:.3f}")
+        if mn < 0.5 or p["improving"]:
+            gated = True  # it did not learn recall inside its window: the drop says nothing
+        v = verdict(near, far, lower_is_better=False, margin=DROP_MARGIN, paired=True)
+        if v.label == "worse" and not v.within_margin and v.hi is not None and v.hi < -DROP_MARGIN:
+            parts.append((REPRODUCED, f"{_label(p)}: {v.text}"))
+        elif v.label in ("equivalent", "better") or (v.label == "worse" and v.lo is not None
+                                                        and v.lo > -DROP_MARGIN):
+            parts.append((NOT_REPRODUCED, f"{_label(p)}: {v.text}"))
+        else:
+            parts.append((INCONCLUSIVE, f"{_label(p)}: {v.text}"))
+    v, d = _combine(parts, gated)
+    cav = "a window point that did not learn recall inside its window, or no far queries" if gated else ""
+    return ClaimResult(**base, ours="; ".join(ours) or "—", verdict=v, detail=d, caveats=cav)
+
+
+def _groups(pts: list[dict], form: str) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = {}
+    for p in pts:
+        if p["form"] == form:
+            out.setdefault((p["seq_len"], p["kv_pairs"], p["n_heads"], p["n_kv_heads"], p["window"]), []).append(p)
+    return out
+
+
+def _linear_grows(pts: list[dict]) -> ClaimResult:
+    base = dict(claim="Linear attention's recall grows with its feature dimension (d_model / heads)", source=BASED,
+                published="accuracy rises with the feature dimension at a fixed length",
+                test=f"paired by seed: the largest vs the smallest width of each length (better beyond "
+                     f"±{ACC_MARGIN:g})", protocol=PROTOCOL_TEXT)
+    groups = {k: sorted(g, key=lambda p: p["d_model"]) for k, g in _groups(pts, "recurrent").items() if len(g) > 1}
+    if not groups:
+        return ClaimResult(**base, ours="—", verdict=NOT_TESTABLE,
+                           detail="needs linear-attention points at two widths or more")
+    parts, ours, gated = [], [], False
+    for g in groups.values():
+        lo, hi = g[0], g[-1]
+        a, b = _paired(lo["acc"], hi["acc"])
+        ours.append(f"{_label(lo)} {lo['ci'].mean:.3f} -> d={int(hi['d_model'])} {hi['ci'].mean:.3f}")
+        gated |= lo["improving"] or hi["improving"]
+        v = verdict(a, b, lower_is_better=False, margin=ACC_MARGIN, paired=True)
+        if min(a, default=0) >= SOLVED:
+            parts.append((NOT_TESTABLE, f"{_label(lo)}: already solved at the smallest width"))
+            gated = True
+        elif v.label == "better":
+            parts.append((REPRODUCED, f"T={int(lo['seq_len'])}: {v.text}"))
+        elif v.label in ("worse", "equivalent"):
+            parts.append((NOT_REPRODUCED, f"T={int(lo['seq_len'])}: {v.text}"))
+        else:
+            parts.append((INCONCLUSIVE, f"T={int(lo['seq_len'])}: {v.text}"))
+    v, d = _combine(parts, gated)
+    return ClaimResult(**base, ours="; ".join(ours), verdict=v, detail=d,
+                       caveats="a point still improving or solved at the smallest width" if gated else "")
+
+
+def _linear_needs_width(pts: list[dict]) -> ClaimResult:
+    base = dict(claim="At equal d_model, linear attention recalls less than softmax attention (it needs more width)",
+                source=f"{ZOOLOGY}; {BASED}", published="attention solves every point; fixed-state mixers need "
+                "d_model growing with the sequence", test=f"paired by seed at the smallest d_model of each length: "
+                f"softmax attention better beyond ±{ACC_MARGIN:g}", protocol=PROTOCOL_TEXT)
+    soft = {(p["seq_len"], p["kv_pairs"], p["d_model"]): p for p in pts
+            if p["form"] == "kv" and p["n_kv_heads"] == p["n_heads"]}
+    parts, ours, gated = [], [], False
+    for k, g in _groups(pts, "recurrent").items():
+        lin = min(g, key=lambda p: p["d_model"])
+        s = soft.get((lin["seq_len"], lin["kv_pairs"], lin["d_model"]))
+        if s is None:
+            continue
+        a, b = _paired(lin["acc"], s["acc"])
+        ours.append(f"d={int(lin['d_model'])} T={int(lin['seq_len'])}: softmax {s['ci'].mean:.3f} vs linear "
+                    f"{lin['ci'].mean:.3f}")
+        gated |= s["improving"] or s["ci"].mean < LEARNED
+        v = verdict(a, b, lower_is_better=False, margin=ACC_MARGIN, paired=True)
+        label = {"better": REPRODUCED, "worse": NOT_REPRODUCED, "equivalent": NOT_REPRODUCED}.get(v.label,
+                                                                                               INCONCLUSIVE)
+        parts.append((label, f"T={int(lin['seq_len'])}: {v.text}"))
+    if not parts:
+        return ClaimResult(**base, ours="—", verdict=NOT_TESTABLE,
+                           detail="needs softmax and linear attention at the same d_model and length")
+    v, d = _combine(parts, gated)
+    return ClaimResult(**base, ours="; ".join(ours), verdict=v, detail=d,
+                       caveats="softmax attention still improving or not learning" if gated else "")
+
+
+def _gqa_parity(pts: list[dict]) -> ClaimResult:
+    base = dict(claim="GQA/MQA recall as well as multi-head attention at equal d_model", source=GQA,
+                published="GQA quality close to MHA (uptrained T5-XXL)", test=f"paired by seed: parity within "
+                f"±{ACC_MARGIN:g} accuracy", protocol=PROTOCOL_TEXT)
+    mha = {(p["seq_len"], p["kv_pairs"], p["d_model"], p["n_heads"]): p for p in pts
+           if p["form"] == "kv" and p["n_kv_heads"] == p["n_heads"]}
+    parts, ours, gated = [], [], False
+    for p in pts:
+        m = mha.get((p["seq_len"], p["kv_pairs"], p["d_model"], p["n_heads"]))
+        if p["form"] != "kv" or p["n_kv_heads"] == p["n_heads"] or m is None:
+            continue
+        a, b = _paired(m["acc"], p["acc"])
+        ours.append(f"{_label(p)}: {p['ci'].mean:.3f} vs MHA {m['ci'].mean:.3f}")
+        gated |= p["improving"] or m["improving"]
+        v = verdict(a, b, lower_is_better=False, margin=ACC_MARGIN, paired=True)
+        ok = v.label == "equivalent" or (v.label in ("better", "worse") and v.within_margin) or v.label == "better"
+        parts.append((REPRODUCED if ok else NOT_REPRODUCED if v.label == "worse" else INCONCLUSIVE,
+                      f"{_label(p)}: {v.text}"))
+    if not parts:
+        return ClaimResult(**base, ours="—", verdict=NOT_TESTABLE, detail="no GQA/MQA point at this rung (e.g. "
+                           "--set model.n_heads=4 --sweep model.n_kv_heads=1,2,4)")
+    v, d = _combine(parts, gated)
+    return ClaimResult(**base, ours="; ".join(ours), verdict=v, detail=d,
+                       caveats="a point still improving" if gated else "")
+
+
+def recall_claims(df: pd.DataFrame) -> pd.DataFrame:
+    """The claims table of one run's rows (:func:`ablate.analysis.claims.claims_frame`)."""
+    pts = _points(df)
+    return claims_frame([_softmax_solves(pts), _window_falls(pts), _linear_grows(pts), _linear_needs_width(pts),
+                         _gqa_parity(pts)])

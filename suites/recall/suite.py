@@ -1,0 +1,111 @@
+"""The run: the recall suite's part of the run loop (:mod:`ablate.plan.suitekit`): the plan (one task per grid
+point x seed), the measurement (:func:`run_point`, its row), the dry run's cost (``train_jobs``) and the terminal
+summary; resume, claims, failure rows and progress are the loop's."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ablate.core.validate import check_fits, estimate_memory_bytes
+from ablate.plan.estimate import EvalWork, TrainJob
+from ablate.plan.runner import default_preset, resolve_device, results_path
+from ablate.plan.suitekit import Plan, Run, Suite, SuiteTask, task_id
+
+from .config import RecallConfig, RecallPoint, config_id, points, resolve, steps_of
+from .constants import SUITE
+from .measure import eval_sets, run_point
+
+KEY_FIELDS = ("point", "attention", "position", "d_model", "n_heads", "n_kv_heads", "window", "seq_len", "kv_pairs",
+              "lr")
+
+
+def row_key_fields(point: RecallPoint, preset: str, cid: str, seed: int, device: str) -> dict[str, Any]:
+    d = point.describe()
+    return {**{k: d[k] for k in KEY_FIELDS}, "seed": seed, "preset": preset, "device": device, "config_id": cid}
+
+
+def check_memory(cfg: RecallConfig, pts: list[RecallPoint], device: str) -> None:
+    """Refuse (one line) a point whose training step cannot fit in the device's memory, before any point trains."""
+    half = device == "cuda" and cfg.train.amp is not None
+    for p in pts:
+        check_fits(estimate_memory_bytes(p.model, batch=p.batch_size, seq_len=p.seq_len, training=True,
+                                         dtype_bytes=2 if half else 4, param_dtype_bytes=4),
+                   device, what=f"recall grid point {p.name}", hint="data.batch_sizes / train.batch_size or the grid")
+
+
+class Recall(Suite[RecallConfig]):
+    """Seed-major (every point once before any point twice), one task and one row per grid point x seed."""
+
+    name = SUITE
+    title = "recall grid"
+
+    def plan(self, opts) -> Plan[RecallConfig]:
+        device = resolve_device(opts.device)
+        preset = opts.preset or default_preset(opts.suite, device)
+        cfg = resolve(preset, opts.overrides)
+        pts = points(cfg)
+        check_memory(cfg, pts, device)
+        tasks = []
+        for seed in range(int(opts.seeds)):
+            for p in pts:
+                key = row_key_fields(p, preset, config_id(cfg, p), seed, device)
+                run_cfg = {"model": p.model, "data": cfg.data, "train": cfg.train, "el_bytes": cfg.el_bytes}
+                tasks.append(SuiteTask(task_id(p.name, seed), f"{p.name} seed {seed}", (key,), (key,),
+                                       run_name=f"{p.name}-s{seed}", config=run_cfg, work=(p, seed)))
+        return Plan(device, preset, cfg, results_path(opts, device, preset), tasks, None, cfg.cpu_threads)
+
+    def begin(self, run: Run[RecallConfig]) -> None:
+        run.state["sets"] = {}
+
+    def stop(self, run: Run[RecallConfig]) -> bool:
+        limit = run.cfg.time_limit_s
+        return bool(limit and time.perf_counter() - run.t_start > limit)
+
+    def failure_fields(self, run: Run[RecallConfig], task: SuiteTask, key: dict) -> dict:
+        point, _ = task.work
+        return {k: v for k, v in point.describe().items() if k not in key} | {"metric": "accuracy", "value": None,
+                                                                              "unit": "fraction"}
+
+    def measure(self, run: Run[RecallConfig], task: SuiteTask, todo: list[dict]) -> None:
+        (key,), (point, seed) = todo, task.work
+        sets = run.state["sets"]
+        task_key = (point.seq_len, point.kv_pairs)
+        if task_key not in sets:  # one validation/test set per (length, pairs), shared by every point and seed
+            sets[task_key] = eval_sets(run.cfg, *task_key)
+        status, reason, metrics = run_point(run.cfg, point, seed, sets[task_key], run.device, run.progress,
+                                            on_log=run.on_log)
+        run.rows.write(status, key, {k: v for k, v in metrics.items() if k not in key}, config=task.config,
+                       reason=reason)
+
+    def summary(self, run: Run[RecallConfig]) -> None:
+        from .console import print_summary
+
+        print_summary(run.plan.results, time.perf_counter() - run.t_start, run.measured, run.left,
+                      run.cfg.time_limit_s, tables=run.opts.summary_tables)
+
+
+SUITE_KIT = Recall()
+
+
+def tasks(opts):
+    """(results file, one :class:`ablate.plan.runner.Task` per grid point x seed)."""
+    return SUITE_KIT.tasks(opts)
+
+
+def run(opts) -> Path:
+    """Run the grid as ``opts`` (an :class:`ablate.plan.runner.RunOptions`) asks; returns the JSONL results file."""
+    return SUITE_KIT.run(opts)
+
+
+def train_jobs(cfg: RecallConfig, seeds: list[int]) -> tuple[list[TrainJob], list[EvalWork]]:
+    """What the grid trains (one model per point and seed) and its evaluation forwards (validation at every curve
+    point, then validation and test), for :mod:`ablate.plan.estimate` (``ablate run --dry-run``)."""
+    jobs, evals = [], []
+    for _ in seeds:
+        for p in points(cfg):
+            jobs.append(TrainJob(p.model, p.batch_size, p.seq_len, steps_of(cfg, p), p.name))
+            n = cfg.data.val_examples * (cfg.train.evals + 1) + cfg.data.test_examples
+            evals.append(EvalWork(p.model, p.seq_len, n * p.seq_len))
+    return jobs, evals
