@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from ablate.store.atomic import write_text
 from ablate.errors import ResultsFileError
+from ablate.reporting.pathfree import path_free
 from ablate.reporting.report_inputs import read_inputs
 from ablate.store.paths import PathLike
 
@@ -368,7 +369,7 @@ def _env_section(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> li
     for k in keys:
         cells = []
         for col in cols:
-            vals = sorted({_s(r.get("env." + k)) for r in col} - {""})
+            vals = sorted({path_free(_s(r.get("env." + k))) for r in col} - {""})
             cells.append(", ".join(vals) if vals else "—")
         table.append([f"`{k}`"] + cells)
     return _md_table(header, table) + [""]
@@ -443,7 +444,8 @@ def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | No
     lines += _provenance_warnings(raw, groups)
     lines += ["Regenerate this folder from the results alone (no re-running):", "", "```",
               command or report_command(inputs, out), "```", ""]
-    cmds = list(data_commands) or sorted({_s(r.get(c)) for r in raw for c in ("command", "env.command")} - {""})
+    cmds = list(data_commands) or sorted({path_free(_s(r.get(c))) for r in raw for c in ("command", "env.command")}
+                                         - {""})
     lines += ["## Data", ""]
     if cmds:
         lines += ["Produced by:", "", "```", *cmds, "```", ""]

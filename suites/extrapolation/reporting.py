@@ -116,7 +116,8 @@ def report(df, out_dir: Path) -> list[Path]:
         slug = _slug(pdict, many)
         summary = ppl_summary(g)
         seeds = int(summary["seeds"].max()) if not summary.empty else 0
-        line = protocol_line(pdict) + f"; {seeds} seed(s)"
+        hashes = g["data.hash"].dropna().astype(str).unique() if "data.hash" in g.columns else []
+        line = protocol_line({**pdict, "data.hash": hashes[0] if len(hashes) == 1 else None}) + f"; {seeds} seed(s)"
         docs = [int(v) for v in g.get("eval_docs", []) if is_number(v)] if "eval_docs" in g.columns else []
         if docs:
             line += f"; {max(docs)} held-out document(s) drawn across the split"

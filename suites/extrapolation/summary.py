@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.analysis.stats import clustered_proportion, summarize, t_ppf
+from ablate.reporting.pathfree import data_text
 
 from .constants import METRIC_PPL, POSITIONS, PROTOCOL_COLS, ROPE_SCALINGS
 from .labels import relabel
@@ -47,6 +48,8 @@ def protocol_groups(df):
 
 
 def protocol_line(p: dict) -> str:
+    """One line naming a protocol group (``p``: :func:`protocol_groups`' keys, and ``data.hash`` when known); the
+    corpus without its machine path (:func:`ablate.reporting.pathfree.data_text`)."""
     def g(k):
         v = p.get(k)
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
@@ -58,7 +61,7 @@ def protocol_line(p: dict) -> str:
     parts = [f"trained at {int(g('train_len'))} tokens" if g("train_len") is not None else None,
              mode_s,
              f"{int(g('tokens'))} held-out tokens scored at every length" if g("tokens") is not None else None,
-             f"data {g('data')}" if g("data") else None,
+             f"data {data_text(p)}" if g("data") else None,
              f"preset {g('preset')}" if g("preset") else None,
              f"device {g('device')}" if g("device") else None]
     return "; ".join(x for x in parts if x)
