@@ -68,11 +68,16 @@ class _Provenance:
         if keys is None:
             keys = self.layouts[layout] = tuple(k for k in layout if k.startswith("env.") or
                                                 (k in INDEX_COLUMNS and k != "timestamp"))
-        values = tuple(_hashable(r[k]) for k in keys)
+        values = tuple(map(r.__getitem__, keys))
+        try:
+            ident = (keys, values, hash(values))
+        except TypeError:  # a list or dict among them
+            values = tuple(_hashable(v) for v in values)
+            ident = (keys, values, hash(values))
         ts = r.get("timestamp")
-        g = self.groups.get((keys, values))
+        g = self.groups.get(ident)
         if g is None:
-            self.groups[(keys, values)] = [{k: r[k] for k in keys}, 1, ts, ts]
+            self.groups[ident] = [{k: r[k] for k in keys}, 1, ts, ts]
         else:
             g[1] += 1
             if ts is not None:
