@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ablate.errors import AblateError
+from ablate.store.atomic import writing
 
 __all__ = ["CorruptCheckpoint", "CheckpointMismatch", "save_checkpoint", "load_checkpoint", "plain", "MAGIC"]
 
@@ -85,12 +86,13 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     header = MAGIC + f"sha256={hashlib.sha256(body).hexdigest()} bytes={len(body)}\n".encode("ascii")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(header)
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with writing(path, "write the checkpoint"):  # a full disk: one line naming the checkpoint, no half file
+            with open(tmp, "wb") as fh:
+                fh.write(header)
+                fh.write(body)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()

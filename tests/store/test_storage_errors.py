@@ -261,3 +261,18 @@ def test_a_full_disk_under_report_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(report, "build_report", full)
     rc, err = run_cli(capsys, "report", str(results), "--out", str(tmp_path / "rep"))
     one_line(rc, err, "ENOSPC", "x.md")
+
+
+def test_a_full_disk_saving_a_checkpoint_stops_the_run_in_one_line(tmp_path, monkeypatch, capsys):
+    """Not an ``error`` row per measurement: the checkpoint is named, and no half checkpoint is left."""
+    out = tmp_path / "out"
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)  # the first fsync of the run is the trained model's checkpoint
+    rc, err = run_cli(capsys, *MICRO_X, "--out", str(out))
+    one_line(rc, err, "cannot write the checkpoint", ".pt", "ENOSPC")
+    results = results_of(out)
+    assert not results.exists() or not [r for r in read_rows(results) if r["status"] == "error"]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or p.suffix == ".pt"]
