@@ -50,10 +50,14 @@ def latest_rows(rows: Iterable[dict[str, Any]], machine: Collection[str] = MACHI
         if not key:
             kept[pos] = r
             continue
-        ident = (r.get("suite"), key) + tuple(_hashable(r.get(c)) for c in machine)
+        ident = (r.get("suite"), key, *map(r.get, machine))
+        try:
+            prev = best.get(ident)
+        except TypeError:  # a list or dict among the machine columns
+            ident = tuple(_hashable(v) for v in ident)
+            prev = best.get(ident)
         ts = r.get("timestamp")
         ts = ts if type(ts) is str else ("" if ts is None else str(ts))
-        prev = best.get(ident)
         if prev is None or ts >= prev[0]:
             if prev is not None:
                 del kept[prev[1]]
