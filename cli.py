@@ -170,6 +170,10 @@ def run_cmd(
                                             help="bytes (default), the path of a tokenizer.json, or bpe:N (byte-level "
                                                  "BPE of N tokens trained on the training split); same as --set "
                                                  "data.tokenizer=... (docs/data.md)."),
+    model: Optional[str] = typer.Option(None, "--model", rich_help_panel=_WHAT,
+                                        help="Extrapolation: score a pretrained causal LM instead of training, "
+                                             "hf:NAME_OR_PATH (a local folder or a hub name in the local cache; "
+                                             "needs the hf extra) under each RoPE scaling (docs/extrapolation.md)."),
     device: Optional[Device] = typer.Option(None, "--device", case_sensitive=False, rich_help_panel=_WHAT,
                                             help="cpu or cuda (default, auto: cuda if visible)."),
     plugin: Optional[List[str]] = typer.Option(None, "--plugin", rich_help_panel=_WHAT, help=_PLUGIN_HELP),
@@ -257,7 +261,7 @@ def run_cmd(
     rc = run(RunArgs(
         suite=suite, preset=preset, overrides=overrides, sweep=sweep, grid=grid, config=config,
         print_config=print_config, seeds=seeds, data=data,
-        tokenizer=tokenizer, device=device, plugin=plugin, out=out, summary=summary, resume=resume, task=task,
+        tokenizer=tokenizer, model=model, device=device, plugin=plugin, out=out, summary=summary, resume=resume, task=task,
         dry_run=dry_run, progress=progress, log_to=log_to, launcher=launcher, gpus=gpus, wait=wait,
         slurm_partition=slurm_partition, slurm_time=slurm_time, slurm_gpus_per_task=slurm_gpus_per_task,
         slurm_cpus_per_task=slurm_cpus_per_task, slurm_mem_gb=slurm_mem_gb,

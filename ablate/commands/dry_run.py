@@ -71,6 +71,10 @@ def _estimate(module, cfg, opts, device: str) -> list[str]:
     from ablate.store.env import fingerprint, source_root
     from ablate.plan.estimate import estimate_lines, measured_rate
 
+    custom = getattr(module, "dry_run_estimate", None)  # a suite's own estimate (a pretrained model: no training)
+    lines = custom(cfg, opts, device) if custom is not None else None
+    if lines is not None:
+        return lines
     if not hasattr(module, "train_jobs"):
         return []
     jobs, evals = module.train_jobs(cfg, list(range(opts.seeds)))

@@ -76,6 +76,7 @@ class RunArgs:
     seeds: Optional[int] = None  # 1 unless --seeds or the --config file says otherwise
     data: Optional[Path] = None
     tokenizer: Optional[str] = None
+    model: Optional[str] = None  # --model hf:NAME_OR_PATH (extrapolation: score a pretrained checkpoint)
     device: Optional[str] = None
     plugin: tuple[str, ...] = ()
     # Where results go
@@ -257,6 +258,8 @@ def print_config(a: RunArgs) -> None:
         sets.append(to_override(list(a.grid)))
     if a.tokenizer is not None:
         sets.append(f"data.tokenizer={a.tokenizer}")
+    if a.model is not None:
+        sets.append(f"pretrained={a.model}")
     typer.echo(dump(opts.suite, a.preset, opts.seeds, sets, list(a.sweep), resolved), nl=False)
 
 
@@ -289,11 +292,26 @@ def run_options(a: RunArgs):
         overrides += sweep_overrides(a.suite, list(a.sweep), overrides)
     if a.tokenizer is not None:
         overrides.append(f"data.tokenizer={a.tokenizer}")
+    if a.model is not None:
+        overrides.append(model_override(a.suite, a.model))
     return RunOptions(suite=a.suite, preset=a.preset, overrides=tuple(overrides), out=out,
                       seeds=1 if a.seeds is None else a.seeds,
                       resume=a.resume, data=a.data, device=a.device, progress=a.progress, only=a.task,
                       plugins=plugins, log_to=tuple(log_to or ()),
                       summary_tables=False)  # one summary: ablate show's tables, below (none with --no-summary)
+
+
+def model_override(suite: str | None, model: str) -> str:
+    """``--model hf:NAME_OR_PATH`` as its ``--set pretrained=...`` (so launchers and --config carry it); checked now:
+    the suite that takes it, the form, transformers installed."""
+    if suite != "extrapolation":
+        raise ConfigError(f"--model scores a pretrained checkpoint in the extrapolation suite, not {suite!r}; add "
+                          "--suite extrapolation")
+    from ablate.suites.extrapolation.pretrained import source_of, transformers
+
+    source_of(model)
+    transformers()
+    return f"pretrained={str(model).strip()}"
 
 
 def launch_options(a: RunArgs):

@@ -34,16 +34,17 @@ from .constants import (FAIR_TOL, METRIC_PASSKEY, METRIC_PPL, POSITIONS, PROBE_T
 
 # The measurement side (torch, imported together) and the report side (no torch), and the names each module gives
 # the package.
-_MEASURE = ("config", "finetune", "plan", "measure", "suite")
+_MEASURE = ("config", "finetune", "plan", "measure", "pretrained", "suite")
 _REPORT = ("labels", "summary", "claims", "tables", "figures", "console", "reporting")
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "config": ("EvalSettings", "PasskeySettings", "ExtrapolationConfig", "DataSettings", "PRESETS", "resolve",
+    "config": ("EvalSettings", "PasskeySettings", "ExtrapolationConfig", "DataSettings", "PRESETS",
                "probe_of", "eval_tokens", "eval_set", "eval_stride", "config_id", "decodes_incrementally",
                "FinetuneSettings", "rope_scale_specs"),
     "finetune": ("FineTune", "finetunes", "finetune_train_config", "run_finetune"),
     "plan": ("RowSpec", "Job", "evaluated_variants", "scales_embeddings", "job_model", "plan_jobs", "plan_caveats",
              "check_memory", "validate_plan", "train_jobs", "rope_scale_rows", "finetune_jobs"),
     "measure": ("train", "evaluate", "train_and_score", "row_unit"),
+    "pretrained": ("resolve", "dry_run_estimate"),
     "suite": ("tasks", "run"),
     "labels": ("SERIES_FIELDS", "series", "relabel", "fine_tuned", "scale_mode"),
     "summary": ("t_quantile_975", "mean_ci", "protocol_line", "ppl_summary", "per_seed_ppl", "effective_length",
@@ -55,7 +56,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "reporting": ("report",),
 }
 __all__ = ["SUITE", "POSITIONS", "ROPE_SCALINGS", "EvalSettings", "DataSettings", "PasskeySettings",
-           "ExtrapolationConfig", "PRESETS", "resolve", "run", "report", "plan_jobs", "effective_length",
+           "ExtrapolationConfig", "PRESETS", "run", "report", "plan_jobs", "effective_length",
            "mean_ci", "ppl_summary", "ppl_table", "effective_table", "t_quantile_975", "per_seed_ppl", "undertrained",
            "probe_table", "probe_summary", "plan_caveats", "decodes_incrementally", "PROTOCOL", "variant_style"]
 

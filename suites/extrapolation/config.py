@@ -73,6 +73,7 @@ class ExtrapolationConfig:
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     lr_sweep: SweepSettings = field(default_factory=SweepSettings)  # a learning rate per variant (ablate.core.lr_sweep)
     cpu_threads: int = 0  # CPU: torch threads (0 = torch's default); 1 is robust on a machine shared with others
+    pretrained: str = ""  # hf:NAME_OR_PATH (--model): score this checkpoint instead of training (pretrained.py)
 
     @property
     def eval_lens(self) -> list[int]:
@@ -235,7 +236,7 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
                                   f"{probe.overhead - 1}, got {cfg.model.train_len}")
         if any(not 0.0 <= d <= 1.0 for d in pr.depths):
             raise ConfigError(f"probe.depths must lie in [0, 1], got {pr.depths}")
-    return cfg
+    return cfg  # with pretrained set, pretrained.resolve goes on (the checkpoint's context, tokenizer, scalings)
 
 
 def _honour_model_slots(base: ExtrapolationConfig, cfg: ExtrapolationConfig, keys: set[str]) -> ExtrapolationConfig:

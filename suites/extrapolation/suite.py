@@ -15,10 +15,11 @@ from ablate.io.data import check_eval_span
 from ablate.plan.runner import results_path
 from ablate.plan.suitekit import Plan, Run, Suite, SuiteTask, training_setup
 
-from .config import ExtrapolationConfig, config_id, eval_set, eval_stride, resolve
+from .config import ExtrapolationConfig, config_id, eval_set, eval_stride
 from .console import print_summary as _print_summary
 from .constants import SUITE
 from .measure import train_and_score, row_unit
+from .pretrained import TASK as PRETRAINED, plan_pretrained, resolve, score
 from .plan import RowSpec, check_memory, job_model, plan_caveats, plan_jobs, validate_plan
 
 
@@ -30,6 +31,8 @@ class Extrapolation(Suite[ExtrapolationConfig]):
 
     def plan(self, opts) -> Plan[ExtrapolationConfig]:
         device, preset, cfg, corpus = training_setup(opts, resolve)
+        if cfg.pretrained:  # --model hf:...: a checkpoint scored, nothing trained
+            return plan_pretrained(opts, device, preset, cfg, corpus)
         validate_plan(cfg, device)
         es, stride = eval_set(cfg, corpus), eval_stride(cfg)  # the data must hold the evaluation: refused first
         check_eval_span(es.stream, span_needed(es.tokens, max(cfg.eval_lens), cfg.eval.mode, stride),
@@ -46,7 +49,7 @@ class Extrapolation(Suite[ExtrapolationConfig]):
         return Plan(device, preset, cfg, results_path(opts, device, preset), tasks, corpus, cfg.cpu_threads)
 
     def begin(self, run: Run[ExtrapolationConfig]) -> None:
-        caveats = plan_caveats(run.cfg)
+        caveats = [] if run.cfg.pretrained else plan_caveats(run.cfg)  # the trained models' settings
         if caveats and not run.opts.shard:
             err = Console(stderr=True)
             for line in caveats:
@@ -54,6 +57,8 @@ class Extrapolation(Suite[ExtrapolationConfig]):
 
     def measure(self, run: Run[ExtrapolationConfig], task: SuiteTask, todo: list[RowSpec]) -> int:
         """Train (or load) the job's model and score ``todo``; 1 when a model was trained."""
+        if task.work == PRETRAINED:
+            return score(run, task, todo)
         return train_and_score(run.cfg, task.work, todo, run.plan.corpus, run.device, run.rows,
                                 Path(run.opts.out) / "extrapolation.ckpt", run.opts, run.progress, run.overall,
                                 task.config, run.on_log)
