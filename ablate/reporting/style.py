@@ -1,24 +1,24 @@
-"""One colour and one marker per variant key, the same in every figure of every suite and run (no torch).
+"""One colour, marker and line style per variant key, the same in every figure of every suite and run (no torch).
 
-The colours are the Okabe–Ito palette (Okabe & Ito 2008, "Color Universal Design"), eight colours distinguishable
-with the common colour-vision deficiencies; every series also gets a marker, so two series that share a colour
-(more than eight in one figure) still differ, in greyscale too.
+The colours are the Okabe–Ito palette (Okabe & Ito 2008, "Color Universal Design"), distinguishable with the common
+colour-vision deficiencies, without its yellow (unreadable on white): seven colours. Every series also gets a line
+style and a marker, so that no two series of one figure look alike, in greyscale too: within one figure the
+(colour, line style) pairs differ (up to 7 × 4 = 28 series) and the markers differ (up to 16 series).
 
     from ablate.reporting.style import styles
-    st = styles(["rope", "alibi", "my_plugin_key"])     # one figure's series -> Style(color, marker)
-    ax.plot(x, y, color=st["rope"].color, marker=st["rope"].marker, label="rope")
+    st = styles(["rope", "alibi", "my_plugin_key"])     # one figure's series -> Style(color, marker, linestyle)
+    ax.plot(x, y, color=st["rope"].color, marker=st["rope"].marker, ls=st["rope"].linestyle, label="rope")
 
 * Built-in keys come from :data:`KEYS`, a presentation table (names only, in display order per axis): the
-  ``i``-th key of an axis gets colour ``i mod 8`` and a marker that makes its (colour, marker) pair unique over the
-  whole table, so the same key looks the same in the extrapolation, training and latency figures, and the keys of
-  one axis differ in colour (up to eight). This module does not load the variant registries (reporting stays torch-free);
-  ``tests/reporting/test_style.py`` checks that every registered key is in the table.
+  ``i``-th key of an axis gets colour ``i mod 7``, line style ``i div 7`` and marker ``i mod 16`` (the next marker
+  when that triple is taken by a key of an earlier axis), so the same key looks the same in the extrapolation,
+  training and latency figures, and the keys of one axis differ in (colour, line style) and in marker.
 * Any other label (a plugin key, a grid point such as ``original+rope`` or ``norm=layernorm``, a series title) is
   styled by the last built-in key it names (:func:`series_key`: ``modern-swiglu→relu`` → ``relu``), or else by a
-  stable hash (crc32) of the label into the colour × marker pairs. :func:`styles` resolves one figure's labels
-  together: labels that are built-in keys keep their pair; the others move, deterministically, to the next pair
-  of a colour not used in that figure (up to eight series; then of a least-used colour), so no two series of one
-  figure look alike. Compute it once per report and pass it to every figure of that report.
+  stable hash (crc32). :func:`styles` resolves one figure's labels together: labels that are built-in keys keep
+  their style; the others move, deterministically, to the next (colour, line style) pair free in that figure (a
+  least-used colour first) and the next marker free in it. Compute it once per report and pass it to every figure.
+* :data:`LINESTYLE_NAMES` names the line styles for a legend that explains them (:func:`linestyle_note`).
 """
 
 from __future__ import annotations
@@ -28,20 +28,23 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterable
 
-__all__ = ["PALETTE", "MARKERS", "KEYS", "Style", "order", "style", "styles", "colors", "markers", "series_key",
-           "BAND_CI", "BAND_P20_P80", "band_note"]
+__all__ = ["PALETTE", "MARKERS", "LINESTYLES", "LINESTYLE_NAMES", "KEYS", "Style", "order", "style", "styles",
+           "colors", "markers", "series_key", "BAND_CI", "BAND_P20_P80", "band_note", "contrast_on_white",
+           "plain_log_ticks", "linestyle_note"]
 
-# Okabe–Ito, in the order used (black last: reference lines and the Pareto front are drawn in black/grey).
+# Okabe–Ito without yellow, in the order used (black last: reference lines and the Pareto front are grey/black).
 PALETTE: tuple[str, ...] = ("#0072B2",  # blue
                             "#E69F00",  # orange
                             "#009E73",  # bluish green
                             "#D55E00",  # vermillion
                             "#CC79A7",  # reddish purple
                             "#56B4E9",  # sky blue
-                            "#F0E442",  # yellow
                             "#000000")  # black
-# Nine markers (coprime with eight colours: 72 distinct pairs).
-MARKERS: tuple[str, ...] = ("o", "s", "D", "^", "v", "P", "X", "p", "*")
+# Sixteen filled markers (with seven colours: every (colour, marker) pair of the first 112 slots differs).
+# The round-looking ones (pentagon, hexagons) last: at 4 pt they pass for a circle.
+MARKERS: tuple[str, ...] = ("o", "s", "D", "^", "v", "P", "X", "*", "<", ">", "d", "x", "+", "p", "h", "H")
+LINESTYLES: tuple[str, ...] = ("-", "--", ":", "-.")
+LINESTYLE_NAMES: dict[str, str] = {"-": "solid", "--": "dashed", ":": "dotted", "-.": "dash-dot"}
 
 # The built-in keys per axis, in display order. A presentation table of names (no behaviour hangs on it): a key
 # missing here is still drawn, by the hash fallback.
@@ -65,26 +68,26 @@ BAND_P20_P80 = "p20–p80 over repeats"
 class Style:
     color: str
     marker: str
+    linestyle: str = "-"
 
 
-_PAIRS: tuple[tuple[int, int], ...] = tuple((i % len(PALETTE), i % len(MARKERS))
-                                            for i in range(len(PALETTE) * len(MARKERS)))
+_NC, _NL, _NM = len(PALETTE), len(LINESTYLES), len(MARKERS)
 
 
-def _builtin_table() -> dict[str, tuple[int, int]]:
-    """Key → (colour index, marker index): the ``i``-th key of an axis gets colour ``i mod 8`` (so every axis starts
-    on the strongest colours) and marker ``i mod 9``, or the next marker whose pair no earlier key of the table
-    holds: no two built-in keys look alike, whatever their axes."""
-    table: dict[str, tuple[int, int]] = {}
-    used: set[tuple[int, int]] = set()
+def _builtin_table() -> dict[str, tuple[int, int, int]]:
+    """Key → (colour, line style, marker) indices: the ``i``-th key of an axis gets colour ``i mod 7``, line style
+    ``i div 7`` and marker ``i mod 16``, or the next marker whose triple no earlier key of the table holds: no two
+    built-in keys look alike, whatever their axes."""
+    table: dict[str, tuple[int, int, int]] = {}
+    used: set[tuple[int, int, int]] = set()
     for keys in KEYS.values():
         for i, key in enumerate(keys):
             if key in table:  # a name on two axes keeps its first place
                 continue
-            c = i % len(PALETTE)
-            m = next((i + j) % len(MARKERS) for j in range(len(MARKERS)) if (c, (i + j) % len(MARKERS)) not in used)
-            used.add((c, m))
-            table[key] = (c, m)
+            c, ls = i % _NC, (i // _NC) % _NL
+            m = next((i + j) % _NM for j in range(_NM) if (c, ls, (i + j) % _NM) not in used)
+            used.add((c, ls, m))
+            table[key] = (c, ls, m)
     return table
 
 
@@ -112,44 +115,57 @@ def series_key(label: str) -> str:
     return parts[-1] if parts else label
 
 
-def _pair(label: str) -> tuple[int, int]:
+def _triple(label: str) -> tuple[int, int, int]:
     key = series_key(label)
     if key in _TABLE:
         return _TABLE[key]
-    return _PAIRS[zlib.crc32(key.encode("utf-8")) % len(_PAIRS)]
+    h = zlib.crc32(key.encode("utf-8"))
+    return h % _NC, (h // _NC) % _NL, (h // (_NC * _NL)) % _NM
 
 
-def _make(pair: tuple[int, int]) -> Style:
-    return Style(PALETTE[pair[0]], MARKERS[pair[1]])
+def _make(t: tuple[int, int, int]) -> Style:
+    return Style(PALETTE[t[0]], MARKERS[t[2]], LINESTYLES[t[1]])
 
 
 def style(label: str) -> Style:
     """The style of one label on its own (see :func:`styles` for a figure's labels together)."""
-    return _make(_pair(label))
+    return _make(_triple(label))
 
 
 def styles(labels: Iterable[str]) -> dict[str, Style]:
-    """One distinct style per label of one figure, deterministic: built-in keys keep their own; every other label
-    (in the order given) takes its own pair (its key's, or its hash's) when its colour is among the least used in
-    this figure so far (unused, up to eight series), else the next free pair of such a colour."""
+    """One distinct style per label of one figure, deterministic: built-in keys keep their own, and so does a series
+    of a built-in key (``original+rope``: ``rope``'s) when no other label of the figure has its (colour, line style)
+    pair; every other label (in the order given) takes the first (colour, line style) pair free in this figure of a least-used colour, of
+    the lowest line style, from its own colour (its key's, or its hash's) on; its marker likewise, its own or the
+    next one free in this figure."""
     labels = list(dict.fromkeys(str(x) for x in labels))
-    out: dict[str, tuple[int, int]] = {}
-    used: set[tuple[int, int]] = set()
+    out: dict[str, tuple[int, int, int]] = {}
     for lab in labels:  # exact built-in keys first: they never move
         if lab in _TABLE:
             out[lab] = _TABLE[lab]
-            used.add(out[lab])
+    pairs = {(t[0], t[1]) for t in out.values()}
+    marks = {t[2] for t in out.values()}
+    ring = [(i % _NC, (i // _NC) % _NL) for i in range(_NC * _NL)]
     for lab in labels:
         if lab in out:
             continue
-        want = _pair(lab)
-        start = _PAIRS.index(want)
-        ring = [_PAIRS[(start + j) % len(_PAIRS)] for j in range(len(_PAIRS))]
-        count = {c: sum(1 for u in used if u[0] == c) for c in range(len(PALETTE))}
+        c, ls, m = _triple(lab)
+        if series_key(lab) in _TABLE and (c, ls) not in pairs:  # a series of a key looks like that key
+            out[lab] = (c, ls, m)
+            pairs.add((c, ls))
+            marks.add(m)
+            continue
+        count = {k: sum(1 for p in pairs if p[0] == k) for k in range(_NC)}
         least = min(count.values())
-        pick = next((p for p in ring if p not in used and count[p[0]] == least), want)
-        out[lab] = pick
-        used.add(pick)
+        start = ring.index((c, 0))
+        free = [ring[(start + j) % len(ring)] for j in range(len(ring))]
+        free = [p for p in free if p not in pairs and count[p[0]] == least] or [(c, ls)]
+        low = min(p[1] for p in free)  # solid lines first
+        c, ls = next(p for p in free if p[1] == low)
+        m = next(((m + j) % _NM for j in range(_NM) if (m + j) % _NM not in marks), m)
+        out[lab] = (c, ls, m)
+        pairs.add((c, ls))
+        marks.add(m)
     return {lab: _make(out[lab]) for lab in labels}
 
 
@@ -171,6 +187,34 @@ def band_note(n_min: int, n_max: int | None = None, *, what: str = BAND_CI, unit
     if n_max <= 1:
         return f"{n} {unit}, no band"
     return f"band: {what}, {n} {unit}s"
+
+
+def linestyle_note(meaning: dict[str, str]) -> str:
+    """``solid: trained; dashed: scaled at inference`` for a legend title: what each line style in a figure means
+    (``meaning``: line style (``-``, ``--``, ...) → its meaning)."""
+    return "; ".join(f"{LINESTYLE_NAMES.get(ls, ls)}: {what}" for ls, what in meaning.items())
+
+
+def contrast_on_white(color: str) -> float:
+    """WCAG 2 contrast ratio of ``color`` (``#RRGGBB``) against white: 1 (invisible) to 21 (black)."""
+    rgb = [int(color.lstrip("#")[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    lum = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    return 1.05 / (lum + 0.05)
+
+
+def plain_log_ticks(ax, which: str = "y") -> None:
+    """Tick labels of a log axis as plain numbers (``30``, ``60``, ``0.5``), never ``3×10¹``: 1-2-5 major ticks
+    when the axis spans a decade or more, else every integer multiple (a narrow range still gets ticks)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    lo, hi = (ax.get_ylim() if which == "y" else ax.get_xlim())
+    wide = lo > 0 and hi / lo >= 10
+    subs = (1.0, 2.0, 5.0) if wide else tuple(float(k) for k in range(1, 10))
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -237,6 +237,18 @@ def _latex_number(v: Any, spec: str, na_rep: str) -> str:
     return text
 
 
+# A number written as text: ``623,104``, ``10.41 ± 0.40``, ``-3.2%``, ``×1.5``, ``+0.012``, ``1.2e-05``, ``12.3*``.
+_NUM_TEXT = re.compile(r"[+\-−×x]?\d[\d,]*(?:\.\d+)?(?:[eE][+-]?\d+)?(?:\s*±\s*\d[\d,]*(?:\.\d+)?"
+                       r"(?:[eE][+-]?\d+)?)?\s*(?:%|x|×)?[*†]*")
+
+
+def _numeric_text(values: list[Any], na_rep: str) -> bool:
+    """A text column every present cell of which is a number (``10.41 ± 0.40``, ``623,104``): right-aligned in
+    LaTeX like a numeric column."""
+    present = [str(v).strip() for v in values if not _is_missing(v) and str(v).strip() not in (na_rep, "—", "-", "")]
+    return bool(present) and all(_NUM_TEXT.fullmatch(v) for v in present)
+
+
 def _label(stem: str) -> str:
     return "tab:" + re.sub(r"[^A-Za-z0-9:.-]+", "-", stem).strip("-")
 
@@ -247,10 +259,11 @@ def to_latex(df: "pd.DataFrame", *, caption: str = "", label: str | None = None,
 
     Numbers print with a real minus sign (``$-$``) and one precision per column (see :func:`_latex_column_format`:
     a ``g`` spec becomes fixed decimals, or significant digits with trailing zeros, for the whole column); text cells
-    get a real minus where a number starts with ``-``.
+    get a real minus where a number starts with ``-``. Numeric columns are right-aligned, and so are text columns of
+    numbers (``10.41 ± 0.40``, ``623,104``; :func:`_numeric_text`).
     """
     headers, columns, numeric, fmts = _columns(df, floatfmt)
-    spec = "".join("r" if num else "l" for num in numeric) or "l"
+    spec = "".join("r" if num or _numeric_text(col, na_rep) else "l" for num, col in zip(numeric, columns)) or "l"
     cells = []
     for col, num, fmt in zip(columns, numeric, fmts):
         if num:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.analysis.distributions import t_ppf
-from ablate.reporting.style import BAND_CI, band_note, styles
+from ablate.reporting.style import BAND_CI, MARKERS, band_note, linestyle_note, plain_log_ticks, styles
 from ablate.reporting.tables import figure, plot_style, savefig
 from ablate.reporting.tables import pyplot as plt
 
@@ -22,11 +22,49 @@ from .labels import relabel
 
 
 
+_LINE_MEANING = {"-": "trained position encoding", "--": "rope model, RoPE scaled at inference (ideal scale)",
+                 ":": "the same at a fixed scale s", "-.": "fixed scale s, fine-tuned first"}
+
+
+def line_style(label: str) -> str:
+    """How a series was made, as its line style: solid a trained position encoding, dashed the ``rope`` model
+    with an inference-time RoPE scaling at the ideal scale, dotted at one fixed scale (``rope_ntk s=4``),
+    dash-dot fine-tuned with that scale first (``rope_ntk s=4 ft40@256``)."""
+    parts = str(label).split()
+    if not parts or parts[0] not in ROPE_SCALINGS:
+        return "-"
+    if any(p.startswith("ft") for p in parts[1:]):
+        return "-."
+    return ":" if any(p.startswith("s=") for p in parts[1:]) else "--"
+
+
 def variant_style(keys=()) -> tuple[dict[str, Any], dict[str, str]]:
     """One colour (Okabe–Ito) and one marker per position key (the built-in ones and any other in ``keys``), the
-    same in every figure of every report (:func:`ablate.reporting.style.styles`)."""
-    st = styles(list(POSITIONS) + list(ROPE_SCALINGS) + sorted({str(k) for k in keys}))
-    return {k: v.color for k, v in st.items()}, {k: v.marker for k, v in st.items()}
+    same in every figure of every report (:func:`ablate.reporting.style.styles`). A series of a scaling key
+    (``rope_ntk s=4``, ``... ft40@256``) keeps its key's colour, is told apart by its line style
+    (:func:`line_style`) and takes a marker no series of the same colour and line style has (one unused by the
+    keys present, where there is one)."""
+    keys = sorted({str(k) for k in keys})
+    series = [k for k in keys if k.split()[0] in ROPE_SCALINGS and k != k.split()[0]]
+    st = styles(list(POSITIONS) + list(ROPE_SCALINGS) + [k for k in keys if k not in series])
+    pal = {k: v.color for k, v in st.items()}
+    marks = {k: v.marker for k, v in st.items()}
+    present = {marks[k] for k in keys if k in marks}
+    for k in series:
+        pal[k] = pal[k.split()[0]]
+        same = {marks[j] for j in keys if j in marks and pal[j] == pal[k] and line_style(j) == line_style(k)}
+        free = [m for m in MARKERS if m not in same]
+        marks[k] = next((m for m in free if m not in present), free[0] if free else marks[k.split()[0]])
+        present.add(marks[k])
+    return pal, marks
+
+
+def scaling_note(order) -> str:
+    """What the line styles of these series mean, for a legend title ("" when every curve is solid)."""
+    used = {line_style(p) for p in order}
+    if used <= {"-"}:
+        return ""
+    return linestyle_note({ls: what for ls, what in _LINE_MEANING.items() if ls in used}).replace("; ", ";\n")
 
 
 def _legend_outside(ax, title: str = "", ncol: int = 1):
@@ -39,15 +77,17 @@ def _legend_outside(ax, title: str = "", ncol: int = 1):
 def fig_ppl_vs_length(summary, order: list[str], train_len: int, pal: dict, markers: dict, stem: Path) -> list[Path]:
     """Figure 1: perplexity vs evaluation length, 95% t-interval bands over seeds (none with one seed; the legend
     title says which, and n)."""
+    lens = sorted(summary["eval_len"].unique())
     with plot_style():
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for pos in order:
             s = summary[(summary["position"] == pos) & np.isfinite(summary["mean"])].sort_values("eval_len")
             if s.empty:
                 continue
-            dashed = pos in ROPE_SCALINGS
+            # every length on the axis: the line breaks where this variant has no value (never drawn across)
+            s = s.drop_duplicates("eval_len").set_index("eval_len").reindex(lens).reset_index()
             ax.plot(s["eval_len"], s["mean"], marker=markers.get(pos, "o"), ms=4, lw=1.6,
-                    ls="--" if dashed else "-", color=pal.get(pos), label=pos)
+                    ls=line_style(pos), color=pal.get(pos), label=pos)
             ci = s["ci"].fillna(0.0)
             if (ci > 0).any():
                 ax.fill_between(s["eval_len"], s["mean"] - ci, s["mean"] + ci, color=pal.get(pos), alpha=0.15,
@@ -55,14 +95,15 @@ def fig_ppl_vs_length(summary, order: list[str], train_len: int, pal: dict, mark
         ax.axvline(train_len, color="0.3", ls=":", lw=1.2, label=f"train_len ({train_len})")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        lens = sorted(summary["eval_len"].unique())
+        plain_log_ticks(ax, "y")
         ax.set_xticks(lens)
         ax.set_xticklabels([str(int(L)) for L in lens])
         ax.set_xlabel("evaluation length (tokens)")
         ax.set_ylabel("perplexity (log scale)")
         ax.set_title(f"Extrapolation: trained at {train_len}")
         ns = [int(n) for n in summary.loc[np.isfinite(summary["mean"]), "n"]] if "n" in summary else [1]
-        _legend_outside(ax, band_note(min(ns or [1]), max(ns or [1]), what=BAND_CI))
+        note = scaling_note(order)
+        _legend_outside(ax, band_note(min(ns or [1]), max(ns or [1]), what=BAND_CI) + (f";\n{note}" if note else ""))
         return list(savefig(fig, stem))
 
 
@@ -100,7 +141,7 @@ def fig_loss_vs_position(g, order: list[str], train_len: int, pal: dict, stem: P
                     continue
                 by = s.groupby("token position", sort=True)["loss"]
                 m, sd, n = by.mean(), by.std(ddof=1), by.count()
-                ax.plot(m.index, m.values, lw=1.2, ls="--" if pos in ROPE_SCALINGS else "-", color=pal.get(pos),
+                ax.plot(m.index, m.values, lw=1.2, ls=line_style(pos), color=pal.get(pos),
                         marker=markers.get(pos, "o"), ms=3, markevery=max(1, len(m) // 5), label=pos)
                 half = np.array([t_ppf(0.975, k - 1) * v / math.sqrt(k) if k > 1 and np.isfinite(v) else 0.0
                                  for v, k in zip(sd.values, n.values)])
@@ -123,9 +164,10 @@ def fig_loss_vs_position(g, order: list[str], train_len: int, pal: dict, stem: P
         ncol = min(10, len(labels))
         rows = math.ceil(len(labels) / ncol) + 1
         fig.tight_layout(rect=(0, 0, 1, 1 - 0.07 * rows))
+        note = scaling_note(labels).replace(";\n", "; ")
         fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False,
-                   bbox_to_anchor=(0.5, 1 - 0.07 * rows), title=band_note(min(ns or [1]), max(ns or [1])),
-                   title_fontsize=7)
+                   bbox_to_anchor=(0.5, 1 - 0.07 * rows), title=band_note(min(ns or [1]), max(ns or [1]))
+                   + (f"; {note}" if note else ""), title_fontsize=7)
         return list(savefig(fig, stem))
 
 
@@ -149,7 +191,7 @@ def fig_probe_vs_length(summ, task: str, order: list[str], chance: float | None,
         for pos in order:
             s = summ[summ["position"] == pos].sort_values("eval_len")
             ax.plot(s["eval_len"], s["acc"], marker=markers.get(pos, "o"), ms=4, lw=1.5, color=pal.get(pos),
-                    ls="--" if pos in ROPE_SCALINGS else "-", label=pos)
+                    ls=line_style(pos), label=pos)
             ax.fill_between(s["eval_len"], s["lo"], s["hi"], color=pal.get(pos), alpha=0.12, lw=0)
         lens = sorted(summ["eval_len"].unique())
         if "chance" in summ and summ["chance"].notna().any():
@@ -170,7 +212,8 @@ def fig_probe_vs_length(summ, task: str, order: list[str], chance: float | None,
         seeds = int(summ["seeds"].max()) if "seeds" in summ and len(summ) else 1
         band = (f"band: 95% t-interval over n={seeds} seeds" if seeds >= 2 else
                 "band: 95% Wilson interval, n=1 seed")
-        _legend_outside(ax, band + ";\naccuracy pooled over depths")
+        note = scaling_note(order)
+        _legend_outside(ax, band + ";\naccuracy pooled over depths" + (f";\n{note}" if note else ""))
         return list(savefig(fig, stem))
 
 

@@ -12,6 +12,7 @@ from ablate.store.atomic import write_text
 from ablate.reporting.tables import write_table
 
 from .claims import reading_notes, probe_notes, claims_section, undertrained
+from .labels import relabel
 from .constants import FAIR_TOL, METRIC_PPL, PROBE_TASKS, PROBE_TITLES, SUITE
 from .figures import probe_heatmaps, fig_loss_vs_position, fig_ppl_vs_length, fig_probe_vs_length, variant_style
 from .summary import (is_number, protocol_groups, variant_order, interval_note, ppl_summary, probe_chance,
@@ -107,7 +108,8 @@ def report(df, out_dir: Path) -> list[Path]:
                         ""]
     if df.empty or "metric" not in df.columns:
         index.append("(no extrapolation rows)")
-    pal, markers = variant_style(df["position"].dropna() if "position" in df.columns else ())
+    # styles for the series the figures draw (relabel: fixed-scale and fine-tuned rows are series of their own)
+    pal, markers = variant_style(relabel(df)["position"].dropna() if "position" in df.columns else ())
     ppl_rows = df[df["metric"] == METRIC_PPL] if "metric" in df.columns else df.iloc[0:0]
     groups = protocol_groups(ppl_rows) if not ppl_rows.empty else []
     many = len(groups) > 1

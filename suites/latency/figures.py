@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ablate.reporting.style import BAND_P20_P80, Style, band_note, styles
+from ablate.reporting.style import BAND_P20_P80, Style, band_note, linestyle_note, styles
 from ablate.reporting.tables import figure, plot_style, savefig
 from ablate.reporting.tables import pyplot as plt
 
@@ -52,18 +52,42 @@ def _band_title(d) -> str:
     return band_note(min(reps), max(reps), what=BAND_P20_P80.replace(" over repeats", ""), unit="repeat")
 
 
-def _line(ax, sub, x: str, y: str, st: Style, *, lo: str | None = None, hi: str | None = None, ls: str = "-",
-          label: str | None = None, **kw) -> None:
+def _line(ax, sub, x: str, y: str, st: Style, *, lo: str | None = None, hi: str | None = None, ls: str | None = None,
+          label: str | None = None, grid=None, **kw) -> None:
     """One series: the median over duplicate rows at each x, and the p20–p80 band (``lo``/``hi`` columns) when the
-    rows were timed more than once."""
+    rows were timed more than once. ``grid``: every x of the panel; the line breaks at those this series did not
+    measure (never drawn straight across them). ``ls``: the line style (default: the key's)."""
     g = sub.groupby(x, sort=True)
     m = g[y].median()
-    ax.plot(m.index, m.values, color=st.color, marker=st.marker, ms=4, lw=1.4, ls=ls, label=label, **kw)
+    if grid is not None:
+        m = m.reindex(sorted(set(grid) | set(m.index)))
+    ax.plot(m.index, m.values, color=st.color, marker=st.marker, ms=4, lw=1.4, ls=ls or st.linestyle, label=label,
+            **kw)
     if lo and hi and int(numeric_column(sub, "reps").fillna(1).max()) > 1:
-        a, b = g[lo].median(), g[hi].median()
+        a, b = g[lo].median().reindex(m.index), g[hi].median().reindex(m.index)
         ok = np.isfinite(a.values) & np.isfinite(b.values)
         if ok.any():
-            ax.fill_between(m.index[ok], a.values[ok], b.values[ok], color=st.color, alpha=0.15, lw=0)
+            ax.fill_between(m.index, np.where(ok, a.values, np.nan), np.where(ok, b.values, np.nan), color=st.color,
+                            alpha=0.15, lw=0)
+
+
+def _not_measured(ax, rows, pal: dict, x: str = "seq_len") -> int:
+    """Mark the lengths a kernel did not measure (OOM, unsupported, ...) on the axes' bottom edge: a × in the
+    kernel's colour and the status beside it, never as a value on the y scale. Returns how many were marked."""
+    from matplotlib.transforms import blended_transform_factory
+
+    tr = blended_transform_factory(ax.transData, ax.transAxes)
+    n = 0
+    for i, (a, g) in enumerate(rows.groupby("attention", sort=True)):
+        xs = sorted(set(g[x]))
+        status = "/".join(sorted({str(v) for v in g["status"]}))
+        y = 0.04 + 0.06 * (i % 5)
+        ax.plot(xs, [y] * len(xs), transform=tr, marker="x", ls="none", color=pal[a].color if a in pal else "k",
+                ms=5, clip_on=False, label="_nolegend_")
+        ax.annotate(f"{a}: {status}", (xs[0], y), xycoords=tr, xytext=(-4, 0), textcoords="offset points",
+                    fontsize=5.5, va="center", ha="right", color="0.25")
+        n += len(xs)
+    return n
 
 
 @figure
@@ -71,6 +95,8 @@ def fig_tflops(k, pas: str, stem: Path) -> list[Path]:
     """TFLOP/s vs sequence length per kernel, one panel per head dim x causal (FlashAttention-paper style)."""
     k = softmax_rows(k)
     ok = k[(k["status"] == "ok") & (column_or(k, "group") == "main") & (k["pass"] == pas) & k["tflops"].notna()]
+    failed = k[(k["status"] != "ok") & (column_or(k, "group") == "main") & (k["pass"] == pas)]
+    gaps = 0
     if ok.empty:
         return []
     ok = ok.assign(mask=ok["causal"].map(lambda v: "causal" if v else "non-causal"),
@@ -93,7 +119,9 @@ def fig_tflops(k, pas: str, stem: Path) -> list[Path]:
                 for a in order:
                     if (sub["attention"] == a).any():
                         _line(ax, sub[sub["attention"] == a], "seq_len", "rate", pal[a], lo="rate_lo", hi="rate_hi",
-                              label=a)
+                              label=a, grid=sub["seq_len"])
+                gaps += _not_measured(ax, failed[(failed["head_dim"] == hd) & (failed["causal"] == (m == "causal"))
+                                                 & failed["attention"].isin(order)], pal)
                 _log2_lengths(ax, ok["seq_len"])
                 ax.set_title(f"head dim {int(hd)}, {m}", fontsize=9)
                 ax.set_xlabel("sequence length")
@@ -102,13 +130,15 @@ def fig_tflops(k, pas: str, stem: Path) -> list[Path]:
         axes[0][0].set_ylim(0, top * 1.06)  # shared y: one limit for every panel
         _legend_on_top(fig, plt, order, pal, f"attention {pas.replace('_', '+')} "
                        f"({', '.join(sorted(ok['dtype'].unique()))}), FlashAttention FLOP convention, on "
-                       + ", ".join(sorted(str(x) for x in ok["device_name"].unique())) + f"; {_band_title(ok)}")
+                       + ", ".join(sorted(str(x) for x in ok["device_name"].unique())) + f"; {_band_title(ok)}"
+                       + ("; × on the bottom edge: not measured (status named)" if gaps else ""))
         return list(savefig(fig, stem))
 
 
 def _legend_on_top(fig, plt, order: list[str], pal: dict, title: str) -> None:
     """Title, then one legend row for every panel, above the panels (no overlap with panel titles)."""
-    handles = [plt.Line2D([], [], color=pal[a].color, marker=pal[a].marker, label=a) for a in order]
+    handles = [plt.Line2D([], [], color=pal[a].color, marker=pal[a].marker, ls=pal[a].linestyle, label=a)
+               for a in order]
     ncol = min(6, len(order))
     rows = math.ceil(len(order) / ncol)
     top = 1.0 - (0.05 + 0.035 * rows) * 6.4 / max(fig.get_figheight(), 1.0)
@@ -136,26 +166,22 @@ def fig_memory(k, stem: Path) -> list[Path]:
         fig, axes = plt.subplots(len(masks), len(hds), figsize=(4.2 * len(hds), 3.2 * len(masks)), squeeze=False,
                                  sharey=True)
         pal = _palette(order)
-        top = ok["mib"].max() * 3
         for i, c in enumerate(masks):
             for j, hd in enumerate(hds):
                 ax = axes[i][j]
                 sub = ok[(ok["head_dim"] == hd) & (ok["causal"] == c)]
                 for a in order:
                     if (sub["attention"] == a).any():
-                        _line(ax, sub[sub["attention"] == a], "seq_len", "mib", pal[a], label=a)
-                o = oom[(oom["head_dim"] == hd) & (oom["causal"] == c)]
-                for a, g in o.groupby("attention"):
-                    ax.scatter(g["seq_len"], [top] * len(g), marker="x", color=pal[a].color if a in pal else "k",
-                               s=40, zorder=5)
+                        _line(ax, sub[sub["attention"] == a], "seq_len", "mib", pal[a], label=a, grid=sub["seq_len"])
                 _log_y(ax)
+                _not_measured(ax, oom[(oom["head_dim"] == hd) & (oom["causal"] == c)], pal)
                 _log2_lengths(ax, main["seq_len"])
                 ax.set_title(f"head dim {int(hd)}, {'causal' if c else 'non-causal'} ({pas.replace('_', '+')})",
                              fontsize=9)
                 ax.set_xlabel("sequence length")
-                ax.set_ylabel("peak MiB above inputs (× = OOM)" if j == 0 else "")
+                ax.set_ylabel("peak MiB above inputs" if j == 0 else "")
         _legend_on_top(fig, plt, order, pal, f"peak memory of {pas.replace('_', '+')} above the inputs "
-                       f"(log scale; × = out of memory) on "
+                       f"(log scale; × on the bottom edge: out of memory, no value) on "
                        + ", ".join(sorted(str(x) for x in main["device_name"].dropna().unique())))
         return list(savefig(fig, stem))
 
@@ -185,15 +211,18 @@ def fig_decode(df, stem: Path) -> list[Path]:
         a1.set_ylim(bottom=0)
         a1.set_ylabel("ms per decode step (whole batch)")
         a1.set_title(f"decode latency, batch {int(numeric_column(d, 'batch').iloc[0])}", fontsize=9)
-        a1.legend(fontsize=6, frameon=False, title=_band_title(d), title_fontsize=6)
+        note = linestyle_note({dashes.get(m, "-"): m for m in modes}) if len(modes) > 1 else ""
+        a1.legend(fontsize=6, frameon=False, title=_band_title(d) + (f"\n{note}" if note else ""), title_fontsize=6)
         for lay in order:
             s = d[(d["layout"] == lay) & (d["mode"] == modes[0])].sort_values("context")
-            a2.plot(s["context"], s["kv"], marker=pal[lay].marker, color=pal[lay].color, label=f"{lay} measured")
+            a2.plot(s["context"], s["kv"], marker=pal[lay].marker, color=pal[lay].color, ls="-",
+                    label=f"{lay} measured")
             a2.plot(s["context"], s["closed"], ls="--", color=pal[lay].color, alpha=0.7, label=f"{lay} closed form")
         _log_y(a2)
         a2.set_ylabel("KV cache MiB")
         a2.set_title("KV cache: nbytes() vs 2·L·kv·d·n·bytes", fontsize=9)
-        a2.legend(fontsize=6, frameon=False)
+        a2.legend(fontsize=6, frameon=False, title=linestyle_note({"-": "measured", "--": "closed form"}),
+                  title_fontsize=6)
         for ax in (a1, a2):
             _log2_lengths(ax, d["context"])
             ax.set_xlabel("context length")

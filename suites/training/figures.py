@@ -51,8 +51,8 @@ def _si(x: float, _pos: Any = None) -> str:
 
 
 def palette(names: list[str]) -> dict[str, Style]:
-    """One colour and marker per grid point (:func:`ablate.reporting.style.styles`: a point is coloured by the variant key it
-    changes, ``original+rope`` like ``rope`` everywhere), computed once for every figure of a report."""
+    """One colour, marker and line style per grid point (:func:`ablate.reporting.style.styles`: a point is styled by the
+    variant key it changes, ``original+rope`` like ``rope`` everywhere), computed once for every figure of a report."""
     return styles(names)
 
 
@@ -99,8 +99,8 @@ def fig_curves(g, stats: list[dict], pal: dict[str, Style], folder: Path) -> lis
                 tps = to_float(sub["tokens_per_step"].iloc[0]) if "tokens_per_step" in sub.columns else None
                 xv = x * tps if tps else x
                 st = pal[m]
-                ax.plot(xv, mean, color=st.color, lw=2.2 if m == fam else 1.3, marker=st.marker, ms=3.5,
-                        markevery=max(1, len(xv) // 6), label=f"{m} (n={n})")
+                ax.plot(xv, mean, color=st.color, ls=st.linestyle, lw=2.2 if m == fam else 1.3, marker=st.marker,
+                        ms=3.5, markevery=max(1, len(xv) // 6), label=f"{m} (n={n})")
                 if n > 1:
                     ax.fill_between(xv, mean - half, mean + half, color=st.color, alpha=0.18, lw=0)
                 finals.append(float(mean[-1]))

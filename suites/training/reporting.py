@@ -69,7 +69,7 @@ def report(df, out_dir: Path) -> list[Path]:
                  "Each grid point trains the same small byte-level LM from scratch under the same budget and data "
                  "order per seed, then is scored on the same held-out tokens. Rows compare against the point named "
                  "in *vs*: `original+X` adds one modern change to the 2017 block, `modern-X→Y` removes one from "
-                 "today's block.", "", "## Setup", "", *setup_lines(g), "",
+                 "today's block.", "", *headline_lines(findings), "## Setup", "", *setup_lines(g), "",
                  "## Results", "", md.read_text(encoding="utf-8"), ""]
         if device != "cuda":
             index += ["Peak memory and MFU are reported on CUDA only (on CPU the process RSS high-water mark is not "
@@ -94,11 +94,7 @@ def report(df, out_dir: Path) -> list[Path]:
             index += ["## Quality vs cost", "", "![quality vs cost](training_pareto.png)", "",
                       pareto_caption(pts, front_names, segments), ""]
         if not findings.empty:
-            counts = findings["verdict"].value_counts()
-            tally = ", ".join(f"{int(counts.get(v, 0))} {v}" for v in ("reproduced", "not reproduced",
-                                                                         "inconclusive", "not testable"))
-            index += ["## Published claims vs this run", "", f"{tally} (of {len(findings)} comparisons).", "",
-                      to_markdown(findings), ""]
+            index += ["## Published claims vs this run", "", claim_tally(findings)[0], "", to_markdown(findings), ""]
         index += ["## Files", "", "`training_table.md` / `.tex`, `training_findings.md` / `.tex`, "
                   "`training_curves.png` / `.svg`, `training_pareto.png` / `.svg`; the rows are in the results JSONL "
                   "(curves as lists in `curve.*`).", ""]
@@ -106,6 +102,42 @@ def report(df, out_dir: Path) -> list[Path]:
         write_text(idx, "\n".join(index).rstrip() + "\n")
         written.append(idx)
     return written
+
+
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not testable")
+
+
+def claim_verdicts(findings) -> dict[str, str]:
+    """Published claim → its verdict on this grid: the verdict its comparisons share, else ``mixed (a: n, b: m)``
+    (the claim is tallied once, not once per comparison)."""
+    out: dict[str, str] = {}
+    col = "published claim" if "published claim" in findings.columns else findings.columns[0]
+    for claim, sub in findings.groupby(col, sort=False):
+        vs = [str(v) for v in sub["verdict"]]
+        uniq = list(dict.fromkeys(vs))
+        out[str(claim)] = uniq[0] if len(uniq) == 1 else \
+            "mixed (" + ", ".join(f"{v}: {vs.count(v)}" for v in uniq) + ")"
+    return out
+
+
+def claim_tally(findings) -> tuple[str, dict[str, str]]:
+    """One line tallying the published claims (each once) and the comparisons behind them, and the verdict per
+    claim (:func:`claim_verdicts`)."""
+    per = claim_verdicts(findings)
+    kinds = [v if v in VERDICTS else "mixed" for v in per.values()]
+    parts = [f"{kinds.count(v)} {v}" for v in VERDICTS + ("mixed",) if kinds.count(v) or v in VERDICTS]
+    line = (f"{len(per)} published claim{'s' if len(per) != 1 else ''}: {', '.join(parts)} "
+            f"(from {len(findings)} comparison{'s' if len(findings) != 1 else ''}; a claim is *mixed* when its "
+            "comparisons disagree).")
+    return line, per
+
+
+def headline_lines(findings) -> list[str]:
+    """The page's opening: each published claim with its verdict on this grid ([] without claims)."""
+    if findings is None or findings.empty:
+        return []
+    line, per = claim_tally(findings)
+    return ["## Headline findings", "", line, "", *[f"- {c}: **{v}**" for c, v in per.items()], ""]
 
 
 def curve_caption(g) -> str:

@@ -111,7 +111,7 @@ def setup_lines(g) -> list[str]:
         f"{nodecay}), clip {get('config.train.grad_clip')}, amp {get('config.train.amp', None) or 'none (fp32)'}",
         f"- budget: equal **{get('budget_kind')}** per run = {float(get('budget_value', float('nan'))):.4g}"
         f" ({'tokens' if get('budget_kind') == 'tokens' else 'FLOPs' if get('budget_kind') == 'flops' else 's'})",
-        f"- data: {data_text({'data': get('data'), 'data.hash': get('data.hash', None)})} (byte-level vocab {get('config.model.vocab_size')}); validation loss on "
+        f"- data: `{data_text({'data': get('data'), 'data.hash': get('data.hash', None)})}` (byte-level vocab {get('config.model.vocab_size')}); validation loss on "
         + (f"{get('eval_tokens')} tokens of {int(docs)} test document{'s' if docs != 1 else ''} drawn across the "
            f"held-out split (eval set `{get('eval_set')}`), the same for every run" if docs is not None else
            f"{get('eval_tokens')} held-out tokens (the start of the held-out split), the same for every run"),

@@ -10,11 +10,15 @@ The working tree is checked. When a results file has uncommitted changes (a swee
 report has not been regenerated yet, the committed versions (``HEAD``) of the results and the report are checked
 instead, so the test proves what it promises about the commit without failing on work in progress.
 
+The fresh report's pages, tables and figures (.md, .html, .tex, .svg) must also show no absolute path of a machine
+(``/root/``, ``/home/``, ``/tmp/``, ``C:\\``, ...: :func:`abs_paths`).
+
 When this fails: ``bash scripts/regenerate_reports.sh [results files]`` and commit the report folder.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -96,12 +100,37 @@ def _uncommitted(paths: list[str]) -> bool:
     return HAS_GIT and _git("diff", "--quiet", "HEAD", "--", *paths).returncode != 0
 
 
+# An absolute path of a machine: POSIX roots a checkout, a home, a temp folder or an install lives under, or a drive.
+ABS_PATH = re.compile(r"(?<![\w.~:/<-])/(?:root|home|tmp|Users|usr|var|opt|mnt|private|work|scratch|data|srv|nix)/"
+                      r"|\b[A-Za-z]:\\\\?[A-Za-z]")
+
+
+def abs_paths(folder: Path) -> list[str]:
+    """``file: path`` for each absolute path in a generated page, table or figure (.md, .html, .tex, .svg)."""
+    out = []
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix in (".md", ".html", ".tex", ".svg"):
+            for m in ABS_PATH.finditer(p.read_text(encoding="utf-8", errors="replace")):
+                out.append(f"{p.relative_to(folder).as_posix()}: {m.string[m.start():m.start() + 60]!r}")
+    return out
+
+
+def test_the_path_scan_can_fail(tmp_path):
+    (tmp_path / "a.md").write_text("data stdlib (/root/.pyenv/lib/python3.11); see </td> and nats/token\n")
+    (tmp_path / "b.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"><text>C:\\Users\\me</text></svg>')
+    (tmp_path / "c.html").write_text("<p>runs/small ./x 1/2 https://example.org/home/x</p>")
+    found = abs_paths(tmp_path)
+    assert [f.split(":")[0] for f in found] == ["a.md", "b.svg"], found
+
+
 @pytest.mark.parametrize("unit", UNITS or [pytest.param(None, marks=pytest.mark.skip(
     reason="no committed results/<suite>/<name>.jsonl"))], ids=[u[1] for u in UNITS] or None)
 def test_committed_tables_equal_a_fresh_report(unit, tmp_path):
     inputs, out = unit
     fix = f"run `{REGENERATE} {' '.join(inputs)}` and commit {out}/"
     problems = _problems(ROOT, inputs, out, tmp_path / "work")
+    leaks = abs_paths(tmp_path / "work" / "fresh")  # pages, tables, figures: no machine path (see ablate.reporting.pathfree)
+    assert not leaks, f"the report of {', '.join(inputs)} shows machine paths: {leaks[:5]}"
     if problems and _uncommitted(inputs):
         head = tmp_path / "head"
         if _export_head(inputs + [out], head) and all((head / f).exists() for f in inputs):

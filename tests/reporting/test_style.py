@@ -64,13 +64,49 @@ def _series(fig) -> dict[str, tuple[str, str]]:
 # The table
 
 
-def test_palette_is_okabe_ito_and_every_builtin_key_has_a_distinct_pair():
-    assert {c.upper() for c in PALETTE} == OKABE_ITO
-    pairs = {k: (st.style(k).color, st.style(k).marker) for ks in KEYS.values() for k in ks}
-    assert len(set(pairs.values())) == len(pairs)  # no two built-in keys look alike
-    for keys in KEYS.values():  # the keys of one axis differ in colour first
+def test_palette_is_okabe_ito_without_yellow_and_every_builtin_key_has_a_distinct_style():
+    assert {c.upper() for c in PALETTE} == OKABE_ITO - {"#F0E442"}
+    assert all(st.contrast_on_white(c) >= 2.0 for c in PALETTE)  # nothing pale on white
+    assert st.contrast_on_white("#F0E442") < 2.0  # the check can fail: Okabe-Ito's yellow would
+    triples = {k: st.style(k) for ks in KEYS.values() for k in ks}
+    assert len(set(triples.values())) == len(triples)  # no two built-in keys look alike
+    for keys in KEYS.values():  # the keys of one axis differ in colour first, then in line style, and in marker
         first = keys[: len(PALETTE)]
         assert len({st.style(k).color for k in first}) == len(first)
+        assert len({(st.style(k).color, st.style(k).linestyle) for k in keys}) == len(keys)
+    assert len({st.style(k).marker for k in KEYS["position"]}) == len(KEYS["position"])
+
+
+def test_sixteen_series_and_more_are_told_apart():
+    """Any 16 labels of one figure: each its own (colour, line style) pair and its own marker; 28: their own pair."""
+    for labels in ([f"plugin{i}" for i in range(16)], list(KEYS["position"]) + ["xpos", "my key", "p3"],
+                   list(KEYS["attention"]) + ["a", "b", "c", "d", "e"]):
+        s = styles(labels)
+        assert len({(v.color, v.linestyle) for v in s.values()}) == len(labels), labels
+        assert len({v.marker for v in s.values()}) == len(labels), labels
+    s = styles([f"q{i}" for i in range(28)])
+    assert len({(v.color, v.linestyle) for v in s.values()}) == 28
+    assert all(v.linestyle in st.LINESTYLES and v.linestyle in st.LINESTYLE_NAMES for v in s.values())
+    assert st.linestyle_note({"-": "trained", "--": "scaled"}) == "solid: trained; dashed: scaled"
+
+
+def test_log_ticks_are_plain_numbers():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for lo, hi in ((3.0, 60.0), (5.5, 9.0), (0.02, 400.0)):
+        fig, ax = plt.subplots()
+        ax.plot([1, 2], [lo, hi])
+        ax.set_yscale("log")
+        st.plain_log_ticks(ax, "y")
+        fig.canvas.draw()
+        labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        plt.close(fig)
+        assert len(labels) >= 2, (lo, hi, labels)
+        assert all("10^" not in x and "times" not in x and "×" not in x for x in labels), labels
+        assert all(float(x.replace("−", "-")) > 0 for x in labels)
 
 
 def test_presentation_table_names_only_registered_keys():
@@ -81,8 +117,8 @@ def test_presentation_table_names_only_registered_keys():
     for axis in ("position", "attention", "norm", "activation"):
         stale = set(KEYS[axis]) - set(REGISTRIES[axis].keys())
         assert not stale, f"ablate.reporting.style.KEYS[{axis!r}] names keys nobody registers: {sorted(stale)}"
-    new = styles(list(KEYS["position"]) + ["xpos"])  # an unnamed key: a pair no named key of the figure has
-    assert len({(v.color, v.marker) for v in new.values()}) == len(new)
+    new = styles(list(KEYS["position"]) + ["xpos"])  # an unnamed key: a style no named key of the figure has
+    assert len({(v.color, v.linestyle) for v in new.values()}) == len(new)
 
 
 def test_style_module_imports_neither_torch_nor_matplotlib():
@@ -104,12 +140,13 @@ def test_styles_are_deterministic_and_distinct_within_a_figure():
     labels = ["rope", "original+rope", "my_plugin", "other plugin", "modern-swiglu→relu", "relu"] + \
         [f"p{i}" for i in range(14)]
     a, b = styles(labels), styles(list(reversed(labels)))
-    assert len({(s.color, s.marker) for s in a.values()}) == len(labels)
+    assert len({(s.color, s.linestyle) for s in a.values()}) == len(labels)
     assert a["rope"] == b["rope"] == st.style("rope") and a["relu"] == st.style("relu")  # keys never move
     assert a["original+rope"] != a["rope"]  # a composite moves off the key it shares a figure with
     assert all(s.color.upper() in OKABE_ITO and s.marker in MARKERS for s in a.values())
-    few = styles(["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"])
-    assert len({s.color for s in few.values()}) == 8  # up to eight series: eight colours
+    few = styles(["p1", "p2", "p3", "p4", "p5", "p6", "p7"])
+    assert len({s.color for s in few.values()}) == 7  # up to seven series: seven colours, all solid
+    assert {s.linestyle for s in few.values()} == {"-"}
     # the hash fallback is crc32, the same in every process (not Python's salted hash)
     code = "import ablate.reporting.style as s; print(s.style('my_plugin'))"
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
@@ -236,8 +273,25 @@ def test_extrapolation_bands_say_which_and_n(captured, tmp_path):
             assert _bands(fig) > 0 and title.startswith("band: 95% CI") and "n=3 seeds" in title
             assert _bands(pos) > 0 and "n=3 seeds" in pos_title
         else:
-            assert _bands(fig) == 0 and title == "n=1 seed, no band"
-            assert _bands(pos) == 0 and pos_title == "n=1 seed, no band"
+            assert _bands(fig) == 0 and title.split(";")[0] == "n=1 seed, no band"
+            assert _bands(pos) == 0 and pos_title.split(";")[0] == "n=1 seed, no band"
+        if any(p.startswith("rope_") for p in order):  # the legend says what the dashed lines are
+            assert "dashed: rope model, RoPE scaled at inference" in title and "solid: trained" in pos_title
+        lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+        for p in order:
+            if p in lines:
+                want = "--" if p in ("rope_pi", "rope_ntk", "rope_yarn", "rope_dynamic_ntk") else \
+                    ":" if p.startswith("rope_") and " s=" in p and " ft" not in p else "-." if " ft" in p else "-"
+                assert lines[p].get_linestyle() == want, p
+        looks = [(_hex(ln.get_color()), ln.get_linestyle(), ln.get_marker()) for p, ln in lines.items() if p in order]
+        assert len(set(looks)) == len(looks)  # no two series of the figure look alike
+        # every curve spans the lengths on the axis: a length a variant has no value at is a gap, not a straight line
+        lens = sorted(summ["eval_len"].unique())
+        for p, ln in lines.items():
+            if p in order:
+                assert list(ln.get_xdata()) == lens, p
+                have = set(summ.loc[(summ["position"] == p) & np.isfinite(summ["mean"]), "eval_len"])
+                assert [bool(np.isfinite(y)) for y in ln.get_ydata()] == [L in have for L in lens], p
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -174,3 +174,13 @@ def test_latex_fixed_specs_are_kept():
     df = pd.DataFrame({"tokens/s": [11003.4, 9895.0], "bpb": [3.25481, -1.0]})
     rows = _tex_body(to_latex(df, floatfmt={"tokens/s": ",.0f", "bpb": ".4f"}))
     assert rows == [["11,003", "3.2548"], ["9,895", "$-$1.0000"]]
+
+
+def test_latex_numbers_written_as_text_are_right_aligned():
+    """A column of numbers written as text (``10.41 ± 0.40``, ``623,104``, ``×1.79``, missing as ``—``) is
+    right-aligned like a numeric column; a column with any word in it stays left-aligned."""
+    df = pd.DataFrame({"variant": ["rope", "alibi"], "params": ["623,104", "639,488"],
+                       "128 (train)": ["10.41 ± 0.40", "—"], "ratio": ["×1.79", "-3.2%"], "n": [3, 2],
+                       "note": ["undertrained (×1.79)", ""]})
+    tex = to_latex(df)
+    assert r"\begin{tabular}{lrrrrl}" in tex
