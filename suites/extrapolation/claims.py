@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ablate.reporting.headline import claim_tally
 from ablate.analysis.claims import Context, claims_frame, extrapolation_claims
 from ablate.analysis.claims_scaling import scaling_claims
 from ablate.analysis.stats import above_chance, clustered_above_chance
@@ -115,9 +116,11 @@ def probe_notes(summ, chance: float, order: list[str]) -> list[str]:
             + ", ".join(f"`{p}`" for p in failed) + "; their accuracy past it says nothing about extrapolation.", ""]
 
 
-def claims_section(g, train_len: int, line: str, out_dir: Path, slug: str) -> tuple[list[Path], list[str]]:
+def claims_section(g, train_len: int, line: str, out_dir: Path, slug: str,
+                   verdicts: list | None = None) -> tuple[list[Path], list[str]]:
     """The published claims tested on one protocol group's perplexity rows: (table files, index lines); nothing
-    when no claim applies to the variants and lengths measured."""
+    when no claim applies to the variants and lengths measured. ``verdicts``: a list each (claim, verdict) is
+    appended to (the page's headline tallies them per claim)."""
     summary = ppl_summary(g)
     trained = {str(r.position): str(r.trained) for r in summary.itertuples()} if not summary.empty else {}
     first = g.iloc[0] if len(g) else {}
@@ -132,6 +135,8 @@ def claims_section(g, train_len: int, line: str, out_dir: Path, slug: str) -> tu
     if not claims:
         return [], []
     cf = claims_frame(claims)
+    if verdicts is not None:
+        verdicts += list(zip(cf["claim"].astype(str), cf["verdict"].astype(str)))
     what = ("seeds × held-out documents (two-way random effects)" if all(c.doc_tokens for c in cells.values())
             else "seeds only (these rows carry no per-document losses: the text is held fixed)")
     md3, tex3 = write_table(cf, out_dir / f"extrapolation_claims{slug}",
@@ -139,10 +144,8 @@ def claims_section(g, train_len: int, line: str, out_dir: Path, slug: str) -> tu
                                     "a claim covering several lengths or rivals holds only at every one (Holm); a "
                                     "comparison whose variants are undertrained or off parity at train_len is not "
                                     "testable (see ablate.analysis.claims, docs/claims.md).")
-    counts = cf["verdict"].value_counts()
-    tally = ", ".join(f"{int(counts.get(v, 0))} {v}" for v in ("reproduced", "not reproduced", "inconclusive",
-                                                                  "not testable"))
-    return [md3, tex3], ["### Published claims vs this run", "", f"{tally} (of {len(cf)}).", "",
+    tally = claim_tally(zip(cf["claim"].astype(str), cf["verdict"].astype(str)))[0]
+    return [md3, tex3], ["### Published claims vs this run", "", tally, "",
                          to_markdown(cf), "", *why_lines(claims), ""]
 
 

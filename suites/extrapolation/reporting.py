@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ablate.store.atomic import write_text
+from ablate.reporting.headline import headline_lines
 from ablate.reporting.tables import write_table
 
 from .claims import reading_notes, probe_notes, claims_section, undertrained
@@ -106,6 +107,7 @@ def report(df, out_dir: Path) -> list[Path]:
                         "it is used. Perplexity: lower is better; ± is the 95% t-interval over seeds; the claims' "
                         "intervals cover seeds and documents.",
                         ""]
+    head_at, verdicts = len(index), []
     if df.empty or "metric" not in df.columns:
         index.append("(no extrapolation rows)")
     # styles for the series the figures draw (relabel: fixed-scale and fine-tuned rows are series of their own)
@@ -149,10 +151,11 @@ def report(df, out_dir: Path) -> list[Path]:
         written += loss_files
         index += ["### Figures", "", f"![perplexity vs length](extrapolation_ppl_vs_length{slug}.png)", "",
                   f"![loss vs position](extrapolation_loss_vs_position{slug}.png)" if loss_files else "", ""]
-        claim_files, claim_index = claims_section(g, train_len, line, out_dir, slug)
+        claim_files, claim_index = claims_section(g, train_len, line, out_dir, slug, verdicts)
         written += claim_files
         index += claim_index
 
+    index[head_at:head_at] = headline_lines(verdicts)  # the page opens with its claims, each tallied once
     probe_files, probe_index = _probe_report(df, out_dir, pal, markers)
     written += probe_files
     index += probe_index

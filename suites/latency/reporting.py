@@ -29,6 +29,32 @@ def _env_lines(df) -> list[str]:
     return lines
 
 
+def headline_lines(best, df) -> list[str]:
+    """The page's opening: per pass, the kernel fastest on most shapes and the best at the longest length against
+    sdpa (from :func:`best_table`), and how many measurements gave no number ([] without kernel rows)."""
+    need = {"pass", "n", "best kernel", "best TFLOP/s", "sdpa TFLOP/s"}
+    if best is None or best.empty or not need <= set(best.columns):
+        return []
+    out = ["## Headline findings", ""]
+    for pas, g in best.groupby("pass", sort=False):
+        wins = g["best kernel"].value_counts()
+        longest = g[g["n"] == g["n"].max()]
+        ratio = pd.to_numeric(longest["best TFLOP/s"], errors="coerce") / pd.to_numeric(longest["sdpa TFLOP/s"],
+                                                                                         errors="coerce")
+        line = (f"- {str(pas).replace('_', '+')}: `{wins.index[0]}` is the fastest exact kernel on {int(wins.iloc[0])} "
+                f"of {len(g)} shapes")
+        if ratio.notna().any():
+            r = longest.loc[ratio.idxmax()]
+            line += (f"; at the longest length (n={int(r['n'])}) the largest gain over sdpa is `{r['best kernel']}` "
+                     f"({float(r['best TFLOP/s']):.4g} TFLOP/s, ×{float(ratio.max()):.2f})")
+        out.append(line + ".")
+    bad = df[df["status"] != "ok"]["status"].value_counts() if "status" in df.columns else pd.Series(dtype=int)
+    if len(bad):
+        out.append(f"- {int(bad.sum())} measurement(s) without a number ("
+                   + ", ".join(f"{k} {int(v)}" for k, v in bad.items()) + "): *Rows without a number* below.")
+    return out + [""]
+
+
 def report(df, out_dir: Path) -> list[Path]:
     """Tables (Markdown + LaTeX), figures (PNG + SVG) and ``index.md`` from latency rows alone."""
     out_dir = Path(out_dir)
@@ -44,6 +70,9 @@ def report(df, out_dir: Path) -> list[Path]:
         idx.append("(no latency rows)")
     devices = sorted({str(x) for x in column_or(df, "device_name").dropna().unique()})
     counts = df.groupby(["part", "status"], dropna=False).size() if "part" in df.columns else pd.Series(dtype=int)
+    k = kernel_frame(df) if "part" in df.columns else pd.DataFrame()
+    best = best_table(k) if not k.empty else pd.DataFrame()
+    idx += headline_lines(best, df)
     idx += ["Measured on: " + ("; ".join(devices) or "?") + ".", "", "Environment:", ""] + _env_lines(df) + [""]
     idx += ["Regenerate: `ablate report <results.jsonl> --out <this folder>`. Method and columns: "
             "`docs/latency.md`. Times are medians (p20–p80 in the tables); TFLOP/s use the FlashAttention convention "
@@ -70,10 +99,8 @@ def report(df, out_dir: Path) -> list[Path]:
             png = next(f for f in files if f.suffix == ".png")
             idx.extend([f"![{title}]({png.name})", ""])
 
-    k = kernel_frame(df) if "part" in df.columns else pd.DataFrame()
     if not k.empty:
         idx += ["## Attention kernels", ""]
-        best = best_table(k)
         if not best.empty:
             cap = ("Fastest correct exact-attention kernel per shape and pass, and sdpa, TFLOP/s (linear attention "
                    "computes a different function and is left out here; it is in the tables below).")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from ablate.store.atomic import write_text
 from ablate.analysis.claims import LOSS_MARGIN
+from ablate.reporting.headline import claim_tally as tally_pairs
+from ablate.reporting.headline import headline_lines as claim_headline
 from ablate.reporting.tables import to_markdown, write_table
 
 from .aggregate import group_dirs, to_float, point_stats
@@ -104,40 +106,21 @@ def report(df, out_dir: Path) -> list[Path]:
     return written
 
 
-VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not testable")
-
-
-def claim_verdicts(findings) -> dict[str, str]:
-    """Published claim → its verdict on this grid: the verdict its comparisons share, else ``mixed (a: n, b: m)``
-    (the claim is tallied once, not once per comparison)."""
-    out: dict[str, str] = {}
+def _pairs(findings) -> list[tuple[str, str]]:
     col = "published claim" if "published claim" in findings.columns else findings.columns[0]
-    for claim, sub in findings.groupby(col, sort=False):
-        vs = [str(v) for v in sub["verdict"]]
-        uniq = list(dict.fromkeys(vs))
-        out[str(claim)] = uniq[0] if len(uniq) == 1 else \
-            "mixed (" + ", ".join(f"{v}: {vs.count(v)}" for v in uniq) + ")"
-    return out
+    return list(zip(findings[col].astype(str), findings["verdict"].astype(str)))
 
 
 def claim_tally(findings) -> tuple[str, dict[str, str]]:
-    """One line tallying the published claims (each once) and the comparisons behind them, and the verdict per
-    claim (:func:`claim_verdicts`)."""
-    per = claim_verdicts(findings)
-    kinds = [v if v in VERDICTS else "mixed" for v in per.values()]
-    parts = [f"{kinds.count(v)} {v}" for v in VERDICTS + ("mixed",) if kinds.count(v) or v in VERDICTS]
-    line = (f"{len(per)} published claim{'s' if len(per) != 1 else ''}: {', '.join(parts)} "
-            f"(from {len(findings)} comparison{'s' if len(findings) != 1 else ''}; a claim is *mixed* when its "
-            "comparisons disagree).")
-    return line, per
+    """The published claims of ``findings`` tallied once each (:func:`ablate.reporting.headline.claim_tally`)."""
+    return tally_pairs(_pairs(findings))
 
 
 def headline_lines(findings) -> list[str]:
     """The page's opening: each published claim with its verdict on this grid ([] without claims)."""
     if findings is None or findings.empty:
         return []
-    line, per = claim_tally(findings)
-    return ["## Headline findings", "", line, "", *[f"- {c}: **{v}**" for c, v in per.items()], ""]
+    return claim_headline(_pairs(findings))
 
 
 def curve_caption(g) -> str:
