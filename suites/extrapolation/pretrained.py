@@ -92,10 +92,6 @@ class Checkpoint:
     files_id: str  # sha256[:16] of config.json and the names and sizes of the weight files (the row key's)
 
 
-def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no download at run time (docs/extrapolation.md)
-
-
 def _rope_params(config) -> dict[str, Any]:
     """The checkpoint's rope settings: ``rope_parameters`` (transformers >= 5) or ``rope_scaling`` + ``rope_theta``."""
     params = getattr(config, "rope_parameters", None)
@@ -119,7 +115,7 @@ def checkpoint(spec: str) -> Checkpoint:
     """The checkpoint of ``hf:NAME_OR_PATH``, read from local files only; one-line errors for what cannot run."""
     src = source_of(spec)
     tf = transformers()
-    _offline()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no download at run time
     local = Path(src).expanduser()
     try:
         config = tf.AutoConfig.from_pretrained(str(local) if local.is_dir() else src, local_files_only=True)
@@ -289,7 +285,7 @@ class CausalLM(nn.Module):
 def load_model(ck: Checkpoint, device: str) -> tuple[nn.Module, torch.dtype]:
     """The checkpoint's weights on ``device``: bf16 on CUDA, fp32 on CPU."""
     tf = transformers()
-    _offline()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no download at run time
     dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     try:
         model = tf.AutoModelForCausalLM.from_pretrained(str(ck.folder), local_files_only=True, dtype=dtype)
@@ -404,7 +400,7 @@ def score(run, task, todo: list) -> int:
     es, stride = eval_set(cfg, corpus), eval_stride(cfg)
     described = {**corpus.describe(), **es.describe()}
     uni, nbytes = unigram_loss(corpus, es), es.scored_bytes(corpus)
-    current, factor = None, 1.0
+    current, factor, scored = None, 1.0, {}  # scored: a fixed s equal to the ideal one runs once
     for r in todo:
         params = rope_config(ck, r.evaluated, r.scale)
         metrics: dict[str, Any] = {"unit": "ppl", "scale_factor": r.eval_len / L, **info,
@@ -415,10 +411,12 @@ def score(run, task, todo: list) -> int:
             metrics.update(rope_fields(params, L, factor))
             incremental = decodes_incrementally(r.evaluated)
             with torch.inference_mode():
-                res = evaluate(lm, es.stream, r.eval_len, tokens=es.tokens, mode=cfg.eval.mode, stride=stride,
+                same = (r.evaluated, r.scale, r.eval_len)
+                res = scored.get(same) or evaluate(lm, es.stream, r.eval_len, tokens=es.tokens, mode=cfg.eval.mode, stride=stride,
                                batch_tokens=cfg.eval.batch_tokens, byte_level=corpus.byte_level, device=device,
                                pos_bins=cfg.eval.pos_bins, decode_chunk=cfg.eval.decode_chunk if incremental else None,
                                prefill=L, units=es.bounds)
+                scored[same] = res
             metrics.update(value=res.ppl, loss=res.loss, ppl=res.ppl, eval_bytes=nbytes, windows=res.windows,
                            bpb=res.loss * res.tokens / (nbytes * math.log(2)) if nbytes else None,
                            pos_loss=res.pos_loss, pos_bin=res.pos_bin, eval_s=res.elapsed_s,

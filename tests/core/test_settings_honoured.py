@@ -51,6 +51,7 @@ CHANGES: dict[str, str] = {
     "decode.model.rope_scale": "2", "kernels.tokens": "64", "kernels.hidden": "64", "kernels.feature_seq_len": "32",
     "kernels.feature_head_dim": "8", "kernels.gqa_group": "4", "decode.gqa_group": "4",
     "cpu_threads": "1", "probe.keys": "3", "eval.rope_scales": "ideal,2", "finetune.scalings": "rope_pi",
+    "pretrained": "hf:no/such-model",  # refused: not in the local cache (or transformers missing)
 }
 
 # Settings that do not change what is measured but how it runs, and the code they reach (checked below).
