@@ -482,7 +482,7 @@ def dry_run_estimate(cfg, opts, device: str) -> list[str] | None:
                 flops, rows = flops + eval_forward_flops(ck, n, L, fwd), rows + 1
                 if decodes_incrementally(ev) and L > ck.train_len:
                     steps += -(-fwd // L) * -(-(L - ck.train_len) // cfg.eval.decode_chunk)
-    lines = [f"estimate: no training; {rows} perplexity row(s) of {cfg.pretrained} ({n / 1e9:.3g} B parameters, "
+    lines = [f"estimate: no training; {rows} evaluation(s) of {cfg.pretrained} ({n / 1e9:.3g} B parameters, "
              f"context {ck.train_len}), {flops:.3g} evaluation FLOPs (forward)"
              + (f", of which dynamic NTK decodes {steps} step(s) of {cfg.eval.decode_chunk} token(s)" if steps else "")]
     fp = fingerprint()
