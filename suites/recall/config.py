@@ -78,18 +78,19 @@ PRESETS: dict[str, RecallConfig] = {
         data=TaskSettings(vocab_size=64, seq_lens=(32,), kv_pairs=(4,), val_examples=32, test_examples=64),
         train=replace(_CPU, examples=16 * 12, batch_size=16, evals=3),
         grid=GridSettings(d_models=(16,), windows=(4,), lrs=(3e-3,))),
-    # CPU default (<= 10 min on 2 idle cores): one length, two widths, vocabulary 128, one learning rate.
+    # CPU default (<= 10 min on 2 idle cores): one length (32, 4 pairs), two widths, vocabulary 64, one learning
+    # rate, RMSNorm/SwiGLU blocks (the setting that left the recall plateau within a few hundred steps on CPU).
     "tiny": RecallConfig(
-        model=replace(_BASE, vocab_size=128),
-        data=TaskSettings(vocab_size=128, seq_lens=(64,), kv_pairs=(4,), val_examples=250, test_examples=1000),
-        train=replace(_CPU, examples=32 * 700),
+        model=replace(_BASE, vocab_size=64, norm="rmsnorm", activation="swiglu", ffn_mult=2.0),
+        data=TaskSettings(vocab_size=64, seq_lens=(32,), kv_pairs=(4,), val_examples=250, test_examples=1000),
+        train=replace(_CPU, examples=64 * 800, batch_size=64, min_lr_frac=0.1),
         grid=GridSettings(d_models=(32, 64), windows=(8,), lrs=(3e-3,))),
     # CPU, >= 3 seeds: two lengths, two widths, vocabulary 256, the best of two learning rates per point.
     "small": RecallConfig(
-        model=replace(_BASE, vocab_size=256),
-        data=TaskSettings(vocab_size=256, seq_lens=(64, 128), kv_pairs=(4, 8), val_examples=250,
+        model=replace(_BASE, vocab_size=256, norm="rmsnorm", activation="swiglu", ffn_mult=2.0),
+        data=TaskSettings(vocab_size=256, seq_lens=(32, 64), kv_pairs=(4, 8), val_examples=250,
                           test_examples=1000),
-        train=replace(_CPU, examples=32 * 1000),
+        train=replace(_CPU, examples=64 * 1500, batch_size=64, min_lr_frac=0.1),
         grid=GridSettings(d_models=(32, 64), windows=(8,), lrs=(1e-3, 3e-3))),
     # One H100: the Figure 2 grid (vocabulary 8192; (64, 4), (128, 8), (256, 16), (512, 64); d_model 64-512; four
     # learning rates; batch 512/512/256/128; 64 epochs of 100k examples' worth of fresh examples).
