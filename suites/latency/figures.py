@@ -131,7 +131,7 @@ def fig_tflops(k, pas: str, stem: Path) -> list[Path]:
         _legend_on_top(fig, plt, order, pal, f"attention {pas.replace('_', '+')} "
                        f"({', '.join(sorted(ok['dtype'].unique()))}), FlashAttention FLOP convention, on "
                        + ", ".join(sorted(str(x) for x in ok["device_name"].unique())) + f"; {_band_title(ok)}"
-                       + ("; × on the bottom edge: not measured (status named)" if gaps else ""))
+                       + (";\n× on the bottom edge: not measured (status named)" if gaps else ""))
         return list(savefig(fig, stem))
 
 
@@ -141,7 +141,7 @@ def _legend_on_top(fig, plt, order: list[str], pal: dict, title: str) -> None:
                for a in order]
     ncol = min(6, len(order))
     rows = math.ceil(len(order) / ncol)
-    top = 1.0 - (0.05 + 0.035 * rows) * 6.4 / max(fig.get_figheight(), 1.0)
+    top = 1.0 - (0.05 + 0.035 * rows + 0.03 * title.count("\n")) * 6.4 / max(fig.get_figheight(), 1.0)
     fig.tight_layout(rect=(0, 0, 1, top))
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7, frameon=False,
                bbox_to_anchor=(0.5, top))
@@ -181,7 +181,7 @@ def fig_memory(k, stem: Path) -> list[Path]:
                 ax.set_xlabel("sequence length")
                 ax.set_ylabel("peak MiB above inputs" if j == 0 else "")
         _legend_on_top(fig, plt, order, pal, f"peak memory of {pas.replace('_', '+')} above the inputs "
-                       f"(log scale; × on the bottom edge: out of memory, no value) on "
+                       f"(log scale; × on the bottom edge: out of memory, no value)\non "
                        + ", ".join(sorted(str(x) for x in main["device_name"].dropna().unique())))
         return list(savefig(fig, stem))
 
