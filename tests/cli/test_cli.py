@@ -116,7 +116,7 @@ def test_console_entry_point_in_a_subprocess(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ablate.cli", "run", "--suite", "nope"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr == "ablate: error: unknown suite 'nope'; valid: training, extrapolation, latency\n"
+    assert proc.stderr == "ablate: error: unknown suite 'nope'; valid: training, extrapolation, latency, recall\n"
     proc = subprocess.run([sys.executable, "-m", "ablate.cli", "version"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == f"ablate {__version__}"
