@@ -11,8 +11,9 @@ style and a marker, so that no two series of one figure look alike, in greyscale
 
 * Built-in keys come from :data:`KEYS`, a presentation table (names only, in display order per axis): the
   ``i``-th key of an axis gets colour ``i mod 7``, line style ``i div 7`` and marker ``i mod 16`` (the next marker
-  when that triple is taken by a key of an earlier axis), so the same key looks the same in the extrapolation,
-  training and latency figures, and the keys of one axis differ in (colour, line style) and in marker.
+  when that triple is taken by a key of an earlier axis, or that marker by a key of the same axis), so the same key
+  looks the same in the extrapolation, training and latency figures, and the keys of one axis differ in (colour,
+  line style) and in marker.
 * Any other label (a plugin key, a grid point such as ``original+rope`` or ``norm=layernorm``, a series title) is
   styled by the last built-in key it names (:func:`series_key`: ``modern-swiglu→relu`` → ``relu``), or else by a
   stable hash (crc32). :func:`styles` resolves one figure's labels together: labels that are built-in keys keep
@@ -76,17 +77,22 @@ _NC, _NL, _NM = len(PALETTE), len(LINESTYLES), len(MARKERS)
 
 def _builtin_table() -> dict[str, tuple[int, int, int]]:
     """Key → (colour, line style, marker) indices: the ``i``-th key of an axis gets colour ``i mod 7``, line style
-    ``i div 7`` and marker ``i mod 16``, or the next marker whose triple no earlier key of the table holds: no two
-    built-in keys look alike, whatever their axes."""
+    ``i div 7`` and marker ``i mod 16``, or the next marker whose triple no earlier key of the table holds and that
+    no earlier key of the same axis has: no two built-in keys look alike, whatever their axes, and the keys of one
+    axis differ in marker."""
     table: dict[str, tuple[int, int, int]] = {}
     used: set[tuple[int, int, int]] = set()
     for keys in KEYS.values():
+        axis_marks: set[int] = set()
         for i, key in enumerate(keys):
             if key in table:  # a name on two axes keeps its first place
                 continue
             c, ls = i % _NC, (i // _NC) % _NL
-            m = next((i + j) % _NM for j in range(_NM) if (c, ls, (i + j) % _NM) not in used)
+            ring = [(i + j) % _NM for j in range(_NM)]
+            m = next((k for k in ring if (c, ls, k) not in used and k not in axis_marks),
+                     next(k for k in ring if (c, ls, k) not in used))
             used.add((c, ls, m))
+            axis_marks.add(m)
             table[key] = (c, ls, m)
     return table
 
@@ -135,9 +141,9 @@ def style(label: str) -> Style:
 def styles(labels: Iterable[str]) -> dict[str, Style]:
     """One distinct style per label of one figure, deterministic: built-in keys keep their own, and so does a series
     of a built-in key (``original+rope``: ``rope``'s) when no other label of the figure has its (colour, line style)
-    pair; every other label (in the order given) takes the first (colour, line style) pair free in this figure of a least-used colour, of
-    the lowest line style, from its own colour (its key's, or its hash's) on; its marker likewise, its own or the
-    next one free in this figure."""
+    pair; every other label (in the order given) takes the first (colour, line style) pair free in this figure of a
+    least-used colour, of the lowest line style, from its own colour (its key's, or its hash's) on; its marker
+    likewise, its own or the next one free in this figure."""
     labels = list(dict.fromkeys(str(x) for x in labels))
     out: dict[str, tuple[int, int, int]] = {}
     for lab in labels:  # exact built-in keys first: they never move
