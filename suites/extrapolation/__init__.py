@@ -18,9 +18,11 @@ and ``pos_loss``: the mean loss per in-window position bin (a list; bin ``b`` co
 
 Modules: ``constants`` (names both sides share), ``config`` (settings, presets, ``resolve``), ``plan`` (jobs and the
 rows they owe, checks before any compute), ``measure`` (train or load a model, score its rows: perplexity, passkey,
-multikey) and ``suite`` (``tasks``, ``run``); the report side, without torch: ``summary`` (frames both the report and
-the terminal print read), ``claims`` (weak baselines, notes, published claims), ``tables``, ``figures``, ``console``
-(the summary ``ablate run`` prints) and ``reporting`` (``report``). The names below are reachable as
+multikey), ``pretrained`` (``--model hf:NAME_OR_PATH``: a transformers checkpoint scored under each RoPE scaling
+instead of trained; its ``resolve`` is the package's) and ``suite`` (``tasks``, ``run``); the report side, without
+torch: ``summary`` (frames both the report and the terminal print read), ``claims`` (weak baselines, notes,
+published claims), ``tables``, ``figures``, ``console`` (the summary ``ablate run`` prints) and ``reporting``
+(``report``). The names below are reachable as
 ``ablate.suites.extrapolation.<name>``; a side's modules are imported on first use of one of its names, so ``ablate
 report`` never imports torch through this package.
 """

@@ -412,10 +412,11 @@ def score(run, task, todo: list) -> int:
             incremental = decodes_incrementally(r.evaluated)
             with torch.inference_mode():
                 same = (r.evaluated, r.scale, r.eval_len)
-                res = scored.get(same) or evaluate(lm, es.stream, r.eval_len, tokens=es.tokens, mode=cfg.eval.mode, stride=stride,
-                               batch_tokens=cfg.eval.batch_tokens, byte_level=corpus.byte_level, device=device,
-                               pos_bins=cfg.eval.pos_bins, decode_chunk=cfg.eval.decode_chunk if incremental else None,
-                               prefill=L, units=es.bounds)
+                res = scored.get(same) or evaluate(
+                    lm, es.stream, r.eval_len, tokens=es.tokens, mode=cfg.eval.mode, stride=stride,
+                    batch_tokens=cfg.eval.batch_tokens, byte_level=corpus.byte_level, device=device,
+                    pos_bins=cfg.eval.pos_bins, decode_chunk=cfg.eval.decode_chunk if incremental else None,
+                    prefill=L, units=es.bounds)
                 scored[same] = res
             metrics.update(value=res.ppl, loss=res.loss, ppl=res.ppl, eval_bytes=nbytes, windows=res.windows,
                            bpb=res.loss * res.tokens / (nbytes * math.log(2)) if nbytes else None,

@@ -49,9 +49,12 @@ def tiny_llama(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One tokenised-corpus cache for the module's tests (the corpus is tokenised once)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ABLATE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 def _rows(out: Path) -> list[dict]:
