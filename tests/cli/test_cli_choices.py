@@ -39,7 +39,7 @@ def _fresh_notes(monkeypatch):
 
 
 @pytest.mark.parametrize("line, expected", [
-    ("ablate run --suite ", ["training", "extrapolation", "latency"]),
+    ("ablate run --suite ", ["training", "extrapolation", "latency", "recall"]),
     ("ablate run --suite l", ["latency"]),
     ("ablate run --suite latency --preset ", list(runner.suite_presets("latency"))),
     ("ablate run --suite training --preset ", list(runner.suite_presets("training"))),
@@ -98,7 +98,7 @@ def test_completion_through_the_click_params():
 
 
 @pytest.mark.parametrize("argv, line", [
-    (("run", "--suite", "nope"), "unknown suite 'nope'; valid: training, extrapolation, latency"),
+    (("run", "--suite", "nope"), "unknown suite 'nope'; valid: training, extrapolation, latency, recall"),
     (("run", "--suite", "latency", "--device", "tpu"), "unknown device 'tpu'; valid: auto, cpu, cuda"),
     (("run", "--suite", "latency", "--launcher", "k8s"), "invalid value 'k8s' for --launcher; valid: local, gpus, "
                                                          "slurm"),
@@ -261,20 +261,17 @@ def test_console_script_bad_choice_in_a_subprocess(tmp_path):
                           "tensorboard\n"
 
 
-def test_the_summary_leaves_figures_on_for_later_reports(monkeypatch):
-    """``ablate run`` now makes the summary tables in-process with figures off: a suite figure module first imported
-    inside that block must still hold the real ``savefig`` afterwards (it imports it by name)."""
+def test_the_summary_leaves_figures_on_for_later_reports():
+    """``ablate run`` makes the summary tables in-process with figures off (``tables.no_figures``): the switch is a
+    context variable read by ``savefig`` and every ``@figure`` function, so nothing is patched and figures are on
+    again after the block, in every suite's figure module (they import ``savefig`` by name)."""
     import importlib
 
     from ablate.reporting import tables
-    from ablate.reporting.show import _no_figures
 
-    for suite in SUITES:
-        name = f"ablate.suites.{suite}.figures"
-        if name in sys.modules:  # the package attribute too, or later tests would patch a module nobody calls
-            monkeypatch.setattr(importlib.import_module(f"ablate.suites.{suite}"), "figures", sys.modules[name])
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    with _no_figures():
+    with tables.no_figures():
+        assert not tables.figures_on()
         mods = [importlib.import_module(f"ablate.suites.{suite}.figures") for suite in SUITES]
-        assert all(m.savefig.__name__ == "skip" for m in mods)
-    assert all(m.savefig is tables.savefig and m.savefig.__name__ == "savefig" for m in mods)
+        assert tables.figure(lambda: ["made.png"])() == []
+    assert tables.figures_on() and tables.figure(lambda: ["made.png"])() == ["made.png"]
+    assert all(m.savefig is tables.savefig for m in mods if hasattr(m, "savefig"))

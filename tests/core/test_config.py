@@ -88,7 +88,7 @@ def test_invalid_combinations_rejected(changes, message):
 
 
 @pytest.mark.parametrize("field_, value, axis", [
-    ("attention", "flash3", "attention"), ("position", "xpos", "position"),
+    ("attention", "flash3", "attention"), ("position", "xpos2", "position"),
     ("norm", "batchnorm", "norm"), ("activation", "swish", "activation")])
 def test_unknown_keys(field_, value, axis):
     with pytest.raises(UnknownKeyError, match=f"unknown {axis} '{value}'; valid: "):
