@@ -190,8 +190,8 @@ def resolve_pretrained(cfg, keys: set[str]):
     for s in scalings:
         if POSITION.get(s).supports.get("scaling") not in SCALINGS:
             raise ConfigError(f"rope_scalings: {s!r} has no transformers rope configuration here; valid: "
-                              + ", ".join(k for k in POSITION.keys()
-                                          if POSITION.get(k).supports.get("scaling") in SCALINGS and k != "rope"))
+                              + ", ".join(k for k in POSITION.keys() if POSITION.get(k).supports.get("rescales")
+                                          and POSITION.get(k).supports.get("scaling") in SCALINGS))
     cfg = replace(cfg, model=replace(cfg.model, position="rope", train_len=L, max_len=L),
                   train=replace(cfg.train, seq_len=L), positions=("rope",), rope_scalings=tuple(scalings),
                   finetune=replace(cfg.finetune, scalings=()), lr_sweep=replace(cfg.lr_sweep, points=0),
