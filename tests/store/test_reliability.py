@@ -134,9 +134,12 @@ def test_two_runs_into_one_out_measure_every_key_once(tmp_path):
     keys = [r["row_key"] for r in rows]
     assert len(keys) == 8 and len(set(keys)) == 8  # 4 points x 2 seeds, none measured twice
     assert not list((out / "training" / "cpu-micro.launch" / "claims").glob("*.json"))  # all released
-    # the run that started second saw the first: its timings say so, and it took its share of the cores (#24)
-    assert any("other run(s) write into" in err and "marked contended" in err for _, err in outs), outs
-    assert any(r["env.contended"] is True for r in rows) and all(r["env.threads"] >= 1 for r in rows)
+    assert all(r["env.threads"] >= 1 for r in rows)
+    # when both measured (on a slow or busy machine one may find everything done or claimed), the run that started
+    # second saw the first: its timings say so, and it took its share of the cores (#24)
+    if len({r["run_id"] for r in rows}) == 2:
+        assert any("other run(s) write into" in err and "marked contended" in err for _, err in outs), outs
+        assert any(r["env.contended"] is True for r in rows)
     assert not (out / ".ablate-writers").exists()  # both runs removed their entries
 
 
