@@ -31,10 +31,10 @@ from ablate.errors import ConfigError, PositionRangeError
 from ablate.registry.keys import POSITION, Registry
 
 BUILTIN = Registry("position")  # this module's keys; ablate.registry.keys.build() copies them into POSITION
-from ablate.variants.rope_init import (_DYNAMIC_SCALINGS, ROPE_INIT_FUNCTIONS, ROPE_TEMPERATURE,  # noqa: F401
+from ablate.variants.rope_init import (DYNAMIC_SCALINGS, ROPE_INIT_FUNCTIONS, ROPE_TEMPERATURE,  # noqa: F401
                                        YARN_BETA_FAST, with_temperature,
-                                       YARN_BETA_SLOW, _default_inv_freq, _ntk_base, _rope_default,
-                                       _rope_dynamic_ntk, _rope_ntk, _rope_pi, _rope_yarn, apply_rotary,
+                                       YARN_BETA_SLOW, default_inv_freq, ntk_base, rope_default,
+                                       rope_dynamic_ntk_freqs, rope_ntk_freqs, rope_pi_freqs, rope_yarn_freqs, apply_rotary,
                                        rotate_half, yarn_attention_factor, yarn_correction_range,
                                        yarn_find_correction_dim)
 from ablate.variants.score_bias import (T5_MAX_DISTANCE, T5_NUM_BUCKETS, alibi_slopes, t5_max_distance,  # noqa: F401
@@ -254,7 +254,7 @@ class Rotary(Position):
         self.head_dim = int(cfg.head_dim)
         if self.head_dim < 2 or self.head_dim % 2:
             raise ConfigError(f"rotary embeddings need an even head_dim >= 2, got {self.head_dim}")
-        if self.scaling in _DYNAMIC_SCALINGS and self.head_dim <= 2:
+        if self.scaling in DYNAMIC_SCALINGS and self.head_dim <= 2:
             raise ConfigError("dynamic NTK needs head_dim > 2")
         self.base = float(cfg.rope_base)
         self.scale = float(cfg.rope_scale)
@@ -265,7 +265,7 @@ class Rotary(Position):
             raise ConfigError(f"rope_scale must be > 0, got {cfg.rope_scale}")
         if self.train_len <= 0:
             raise ConfigError(f"train_len must be > 0, got {cfg.train_len}")
-        self.needs_raw_cache = self.scaling in _DYNAMIC_SCALINGS
+        self.needs_raw_cache = self.scaling in DYNAMIC_SCALINGS
         self._init_fn = ROPE_INIT_FUNCTIONS[self.scaling]
         # frequency-set key -> (inv_freq float64 CPU, attention_factor)
         self._freqs: dict[object, tuple[Tensor, float]] = {}
@@ -276,7 +276,7 @@ class Rotary(Position):
 
     def _freq_key(self, seq_len: int | None) -> object:
         """Which frequency set a given total length uses (None = the static one)."""
-        if self.scaling in _DYNAMIC_SCALINGS and seq_len is not None and seq_len > self.train_len:
+        if self.scaling in DYNAMIC_SCALINGS and seq_len is not None and seq_len > self.train_len:
             return int(seq_len)
         return None
 

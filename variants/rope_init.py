@@ -21,35 +21,35 @@ __all__ = ["ROPE_INIT_FUNCTIONS", "ROPE_TEMPERATURE", "rotate_half", "apply_rota
 # attention_factor). attention_factor multiplies cos and sin, i.e. both q and k, so logits scale by its square.
 
 
-def _default_inv_freq(head_dim: int, base: float) -> Tensor:
+def default_inv_freq(head_dim: int, base: float) -> Tensor:
     """theta_i = base^(-2i/d), i = 0..d/2-1."""
     return 1.0 / (float(base) ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
 
 
-def _rope_default(head_dim, base, scale, train_len, seq_len):
-    return _default_inv_freq(head_dim, base), 1.0
+def rope_default(head_dim, base, scale, train_len, seq_len):
+    return default_inv_freq(head_dim, base), 1.0
 
 
-def _rope_pi(head_dim, base, scale, train_len, seq_len):
+def rope_pi_freqs(head_dim, base, scale, train_len, seq_len):
     """Position interpolation (Chen et al. 2023): positions / s, i.e. every frequency / s."""
-    return _default_inv_freq(head_dim, base) / float(scale), 1.0
+    return default_inv_freq(head_dim, base) / float(scale), 1.0
 
 
-def _ntk_base(base: float, scale: float, head_dim: int) -> float:
+def ntk_base(base: float, scale: float, head_dim: int) -> float:
     return float(base) * float(scale) ** (head_dim / (head_dim - 2))
 
 
-def _rope_ntk(head_dim, base, scale, train_len, seq_len):
+def rope_ntk_freqs(head_dim, base, scale, train_len, seq_len):
     """NTK-aware scaling (bloc97 2023): base' = base * s^(d/(d-2))."""
-    return _default_inv_freq(head_dim, _ntk_base(base, scale, head_dim)), 1.0
+    return default_inv_freq(head_dim, ntk_base(base, scale, head_dim)), 1.0
 
 
-def _rope_dynamic_ntk(head_dim, base, scale, train_len, seq_len):
+def rope_dynamic_ntk_freqs(head_dim, base, scale, train_len, seq_len):
     """Dynamic NTK (emozilla 2023): NTK at s_eff = max(1, seq_len / train_len), recomputed from the length.
 
     ``scale`` is ignored (transformers' formula with factor 1: base * (seq_len/train_len)^(d/(d-2)))."""
     s_eff = 1.0 if seq_len is None else max(1.0, float(seq_len) / float(train_len))
-    return _default_inv_freq(head_dim, _ntk_base(base, s_eff, head_dim)), 1.0
+    return default_inv_freq(head_dim, ntk_base(base, s_eff, head_dim)), 1.0
 
 
 YARN_BETA_FAST = 32.0  # rotations over the original context above which a dimension keeps its RoPE frequency
@@ -75,7 +75,7 @@ def yarn_correction_range(head_dim: int, base: float, original_len: int, beta_fa
     return max(low, 0), min(high, head_dim - 1)
 
 
-def _rope_yarn(head_dim, base, scale, train_len, seq_len):
+def rope_yarn_freqs(head_dim, base, scale, train_len, seq_len):
     """YaRN as in its reference code: jquesnelle/yarn ``scaled_rope/LlamaYaRNScaledRotaryEmbedding.py``
     (``yarn()``), which transformers' ``_compute_yarn_parameters`` (rope_type "yarn") follows.
 
@@ -86,7 +86,7 @@ def _rope_yarn(head_dim, base, scale, train_len, seq_len):
     (the reference uses float32). s == 1 returns plain RoPE exactly.
     """
     s = float(scale)
-    theta = _default_inv_freq(head_dim, base)
+    theta = default_inv_freq(head_dim, base)
     if s == 1.0:
         return theta, 1.0
     low, high = yarn_correction_range(head_dim, base, train_len)
@@ -103,7 +103,7 @@ def with_temperature(fn: Callable[..., tuple[Tensor, float]], on: bool) -> Calla
 
     On for PI / NTK: YaRN's factor (Peng et al. 2023, eq. for sqrt(1/t); transformers' ``get_mscale``) applied
     unchanged to their frequencies, an ablation: neither method defines a temperature of its own. Off for YaRN:
-    transformers' rope_type "yarn" with ``attention_factor=1.0`` (the frequencies of :func:`_rope_yarn`, no logit
+    transformers' rope_type "yarn" with ``attention_factor=1.0`` (the frequencies of :func:`rope_yarn_freqs`, no logit
     scaling)."""
     def init(head_dim, base, scale, train_len, seq_len):
         inv, _ = fn(head_dim, base, scale, train_len, seq_len)
@@ -115,19 +115,19 @@ def with_temperature(fn: Callable[..., tuple[Tensor, float]], on: bool) -> Calla
 
 
 ROPE_INIT_FUNCTIONS: dict[str, Callable[..., tuple[Tensor, float]]] = {
-    "default": _rope_default,
-    "pi": _rope_pi,
-    "ntk": _rope_ntk,
-    "dynamic_ntk": _rope_dynamic_ntk,
-    "yarn": _rope_yarn,
-    "pi_temp": with_temperature(_rope_pi, True),
-    "ntk_temp": with_temperature(_rope_ntk, True),
-    "yarn_notemp": with_temperature(_rope_yarn, False),
+    "default": rope_default,
+    "pi": rope_pi_freqs,
+    "ntk": rope_ntk_freqs,
+    "dynamic_ntk": rope_dynamic_ntk_freqs,
+    "yarn": rope_yarn_freqs,
+    "pi_temp": with_temperature(rope_pi_freqs, True),
+    "ntk_temp": with_temperature(rope_ntk_freqs, True),
+    "yarn_notemp": with_temperature(rope_yarn_freqs, False),
 }
 # Whether a frequency rule applies YaRN's logit temperature (attention factor 0.1 ln s + 1 on q and k).
 ROPE_TEMPERATURE: dict[str, bool] = {"default": False, "pi": False, "ntk": False, "dynamic_ntk": False,
                                      "yarn": True, "pi_temp": True, "ntk_temp": True, "yarn_notemp": False}
-_DYNAMIC_SCALINGS = frozenset({"dynamic_ntk"})
+DYNAMIC_SCALINGS = frozenset({"dynamic_ntk"})
 
 
 def rotate_half(x: Tensor) -> Tensor:

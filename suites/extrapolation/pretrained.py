@@ -16,7 +16,7 @@ suite's held-out documents, tokenised with the model's own tokenizer -- under ev
 * ``rope_yarn``: ``{"rope_type": "yarn", "factor": s, "original_max_position_embeddings": L}`` -- transformers'
   ``_compute_yarn_parameters``, which follows the reference code (jquesnelle/yarn: beta_fast 32, beta_slow 1,
   attention factor 0.1 ln s + 1); ``tests/suites/test_extrapolation_pretrained.py`` checks it against
-  :func:`ablate.variants.rope_init._rope_yarn`'s formula.
+  :func:`ablate.variants.rope_init.rope_yarn_freqs`'s formula.
 
 ``L`` (the row's ``train_len``) is the checkpoint's ``max_position_embeddings``; ``s`` follows ``eval.rope_scales``
 as for the trained models. Rows record what ran: the model (``model``, ``model_revision``: the hub commit or None,

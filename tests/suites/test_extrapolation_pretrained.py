@@ -144,11 +144,11 @@ def test_rope_configs_give_the_reference_frequencies(tiny_llama, pos):
     """transformers' rotary module built from each rope configuration has ablate's reference frequencies (PI: /s;
     NTK: base s^(d/(d-2)); YaRN: jquesnelle/yarn's ramp and 0.1 ln s + 1) and attention factor."""
     from ablate.suites.extrapolation.pretrained import checkpoint, set_rope, rope_config
-    from ablate.variants.rope_init import _rope_ntk, _rope_pi, _rope_yarn
+    from ablate.variants.rope_init import rope_ntk_freqs, rope_pi_freqs, rope_yarn_freqs
 
     ck = checkpoint(f"hf:{tiny_llama}")
     model = _load(tiny_llama)
-    ref = {"rope_pi": _rope_pi, "rope_ntk": _rope_ntk, "rope_yarn": _rope_yarn}[pos]
+    ref = {"rope_pi": rope_pi_freqs, "rope_ntk": rope_ntk_freqs, "rope_yarn": rope_yarn_freqs}[pos]
     for s in (2.0, 4.0, 8.0):
         factor = set_rope(model, ck, rope_config(ck, pos, s))
         rot = [m for m in model.modules() if type(m).__name__.endswith("RotaryEmbedding")]
@@ -161,7 +161,7 @@ def test_rope_configs_give_the_reference_frequencies(tiny_llama, pos):
 
 def test_dynamic_ntk_frequencies_follow_the_length_and_reset(tiny_llama):
     from ablate.suites.extrapolation.pretrained import CausalLM, checkpoint, rope_config, set_rope
-    from ablate.variants.rope_init import _rope_dynamic_ntk
+    from ablate.variants.rope_init import rope_dynamic_ntk_freqs
 
     ck = checkpoint(f"hf:{tiny_llama}")
     model = _load(tiny_llama).eval()
@@ -175,7 +175,7 @@ def test_dynamic_ntk_frequencies_follow_the_length_and_reset(tiny_llama):
         for i in range(L, 4 * L):
             lm(x[:, i:i + 1], cache=cache)
         (rot,) = [m for m in model.modules() if type(m).__name__.endswith("RotaryEmbedding")]
-        torch.testing.assert_close(rot.inv_freq.double(), _rope_dynamic_ntk(8, 10000.0, 1.0, L, 4 * L)[0],
+        torch.testing.assert_close(rot.inv_freq.double(), rope_dynamic_ntk_freqs(8, 10000.0, 1.0, L, 4 * L)[0],
                                    rtol=1e-5, atol=0)
         lm.new_cache()  # the next window starts at the trained frequencies
         torch.testing.assert_close(lm(x[:, :L]), plain)

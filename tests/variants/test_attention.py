@@ -648,7 +648,7 @@ def test_lower_right_causal_bias_builds_under_a_dispatch_mode(request):
     broke sdpa_flash/sdpa_efficient with Tq < Tk causal on CUDA. The CPU run below goes through the same recorder."""
     case = CASE_BY_NAME["causal-kvcache-gqa"]
     q, k, v, _ = make_inputs(case, _gen(request))
-    ke, ve = A_contract._expand_kv(k, v, H)
+    ke, ve = A_contract.expand_kv_heads(k, v, H)
     outs = []
     ops = A_sdpa._record_aten_ops(lambda: outs.append(F.scaled_dot_product_attention(
         q, ke, ve, attn_mask=A_sdpa._causal_lower_right(case.tq, case.tk))))

@@ -28,8 +28,8 @@ from torch import Tensor
 
 # registration order = the order of KEYS (and of `ablate list`)
 from ablate.variants.attention import reference, sdpa, flash, xformers, flex, sliding, linear  # noqa: E401,I001
-from ablate.variants.attention.contract import (FEATURES, SETTINGS, SPECS, AttentionSpec, ScoreBiasLike, _bias_slopes,
-                                                _expand_kv, _LRU, allowed_mask, attention_fn, check_call, spec,
+from ablate.variants.attention.contract import (FEATURES, SETTINGS, SPECS, AttentionSpec, ScoreBiasLike, bias_slopes,
+                                                expand_kv_heads, LRUCache, allowed_mask, attention_fn, check_call, spec,
                                                 supports)
 from ablate.variants.attention.linear import LINEAR_CHUNK, linear_attention, linear_reference
 from ablate.variants.attention.cache import CACHES, CacheLayout, KVCache, RollingKVCache, SinkKVCache, StaticKVCache
@@ -46,14 +46,14 @@ __all__ = [
 
 KEYS: tuple[str, ...] = tuple(SPECS)
 
-_BACKEND_CACHE = _LRU(256)
+_BACKEND_CACHE = LRUCache(256)
 
 
 def _signature(key: str, q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, window: int | None) -> tuple:
     return (key, tuple(q.shape), tuple(k.shape), tuple(v.shape), q.dtype, str(q.device),
             tuple(t.is_contiguous() for t in (q, k, v)),
             torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)), causal, window,
-            None if bias is None else ("alibi" if _bias_slopes(bias) is not None else getattr(bias, "kind", "dense")),
+            None if bias is None else ("alibi" if bias_slopes(bias) is not None else getattr(bias, "kind", "dense")),
             os.environ.get("ABLATE_FLASH_ATTN", ""), os.environ.get("ABLATE_FLEX_COMPILE_CPU", ""))
 
 

@@ -123,33 +123,33 @@ def _device_type(device: Any = None) -> str:
     return torch.device(device).type
 
 
-def _first_line(x: Any, limit: int = 300) -> str:
+def first_line(x: Any, limit: int = 300) -> str:
     s = " ".join(str(x).split())
     return s[:limit]
 
 
-def _bias_slopes(bias: Any) -> Tensor | None:
+def bias_slopes(bias: Any) -> Tensor | None:
     return None if bias is None else getattr(bias, "alibi_slopes", None)
 
 
-def _default_scale(q: Tensor, scale: float | None) -> float:
+def default_scale(q: Tensor, scale: float | None) -> float:
     return 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
 
 
-def _expand_kv(k: Tensor, v: Tensor, h: int) -> tuple[Tensor, Tensor]:
+def expand_kv_heads(k: Tensor, v: Tensor, h: int) -> tuple[Tensor, Tensor]:
     g = h // k.shape[1]
     if g == 1:
         return k, v
     return k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
 
 
-def _tiny(dev: str, dtype: torch.dtype, t: int = 64, d: int = 64, h: int = 2) -> tuple[Tensor, Tensor, Tensor]:
+def tiny_inputs(dev: str, dtype: torch.dtype, t: int = 64, d: int = 64, h: int = 2) -> tuple[Tensor, Tensor, Tensor]:
     """Small fixed inputs for availability probes."""
     g = torch.Generator(device="cpu").manual_seed(0)
     return tuple(torch.randn(1, h, t, d, generator=g).to(device=dev, dtype=dtype) for _ in range(3))  # type: ignore
 
 
-class _LRU(OrderedDict):
+class LRUCache(OrderedDict):
     def __init__(self, size: int):
         super().__init__()
         self.size = size
@@ -165,7 +165,7 @@ class _LRU(OrderedDict):
         return val
 
 
-_MASKS = _LRU(32)
+_MASKS = LRUCache(32)
 
 
 def allowed_mask(tq: int, tk: int, causal: bool, window: int | None, device: Any) -> Tensor | None:
@@ -186,7 +186,7 @@ def allowed_mask(tq: int, tk: int, causal: bool, window: int | None, device: Any
     return _MASKS.get_or((tq, tk, causal, window, str(torch.device(device))), make)
 
 
-def _masked_dense_bias(bias: Any, tq: int, tk: int, causal: bool, window: int | None, device: torch.device,
+def masked_dense_bias(bias: Any, tq: int, tk: int, causal: bool, window: int | None, device: torch.device,
                        dtype: torch.dtype) -> Tensor:
     """``bias.dense`` with the causal/window mask folded in as -inf: ``(Hb, Tq, Tk)``, Hb in {1, H}."""
     b = bias.dense(tq, tk, device, dtype)
@@ -322,7 +322,7 @@ class AttentionSpec:
                 try:
                     res = self.probe(dev)
                 except Exception as exc:  # a probe must never take the caller down
-                    res = (False, f"probe failed: {type(exc).__name__}: {_first_line(exc)}")
+                    res = (False, f"probe failed: {type(exc).__name__}: {first_line(exc)}")
             _AVAIL[ck] = res
         return _AVAIL[ck]
 
@@ -421,7 +421,7 @@ def check_call(key: str, q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: An
         if not caps.get(f):
             raise UnavailableError(f"{key} does not support {f.replace('_', ' ')} on {dev}")
     if bias is not None:
-        slopes = _bias_slopes(bias)
+        slopes = bias_slopes(bias)
         if slopes is not None:
             if not (caps.get("alibi") or caps.get("bias")):
                 raise UnavailableError(f"{key} does not support ALiBi or additive score bias on {dev}")

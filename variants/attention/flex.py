@@ -13,17 +13,17 @@ from torch import Tensor
 
 from ablate.errors import UnavailableError
 from ablate.registry.keys import Availability
-from ablate.variants.attention.contract import (BUILTIN, ALL_DTYPES, AttentionSpec, _bias_slopes, _first_line, _LRU,
+from ablate.variants.attention.contract import (BUILTIN, ALL_DTYPES, AttentionSpec, bias_slopes, first_line, LRUCache,
                                                 check_call, fa_flops, full_caps)
-from ablate.variants.attention.reference import _naive
+from ablate.variants.attention.reference import naive_attention
 
 __all__ = ["SPEC", "FLEX_RECOMPILE_LIMIT"]
 
 _FLEX_COMPILED: dict[str, Callable[..., Any]] = {}
-_BLOCK_MASKS = _LRU(32)
+_BLOCK_MASKS = LRUCache(32)
 
 
-def _flex_mode(dev: str) -> str:
+def flex_mode(dev: str) -> str:
     if dev == "cuda" or os.environ.get("ABLATE_FLEX_COMPILE_CPU", "") not in ("", "0"):
         return "compiled"
     return "eager"
@@ -40,7 +40,7 @@ FLEX_RECOMPILE_LIMIT = 128
 def _flex_callable(dev: str) -> Callable[..., Any]:
     from torch.nn.attention.flex_attention import flex_attention
 
-    if _flex_mode(dev) == "eager":
+    if flex_mode(dev) == "eager":
         return flex_attention
     if "fn" not in _FLEX_COMPILED:
         _FLEX_COMPILED["fn"] = torch.compile(flex_attention, dynamic=False, fullgraph=True)
@@ -79,7 +79,7 @@ def _run_compiled(key: str, fn: Callable[..., Tensor], *args: Any, **kw: Any) ->
         if "out of resource" in text and "Hardware limit" in text:
             at = text.find("out of resource")
             raise UnavailableError(f"{key}: the Triton kernel compiled for these inputs does not fit this GPU's "
-                                   f"shared memory ({_first_line(text[at:], 200)})") from exc
+                                   f"shared memory ({first_line(text[at:], 200)})") from exc
         raise
 
 
@@ -108,7 +108,7 @@ def _flex_score_mod(bias: Any, tq: int, tk: int, device: torch.device, dtype: to
     # flex computes scores in float32 (float64 for float64 inputs); ALiBi slopes are captured in that precision
     work = torch.float64 if dtype == torch.float64 else torch.float32
     off = tk - tq
-    slopes = _bias_slopes(bias)
+    slopes = bias_slopes(bias)
     if slopes is not None:
         sl = slopes.to(device=device, dtype=work)
 
@@ -142,12 +142,12 @@ def _flex_kernel_options(dev: str, bias: Any) -> dict[str, Any] | None:
     iteration, which Triton's software pipeliner may stage in shared memory once per pipeline stage; such kernels use
     2 stages (forward and backward) instead of the default 3 to keep a margin below the per-block limit (227 KiB on
     H100). Costs some speed on dense-bias (T5) flex only; ALiBi and masks keep the defaults."""
-    if dev == "cuda" and bias is not None and _bias_slopes(bias) is None:
+    if dev == "cuda" and bias is not None and bias_slopes(bias) is None:
         return {"num_stages": 2}
     return None
 
 
-def _flex_impl(q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, window: int | None,
+def flex_impl(q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, window: int | None,
                scale: float | None) -> Tensor:
     tq, tk = q.shape[2], k.shape[2]
     dev = q.device.type
@@ -157,13 +157,13 @@ def _flex_impl(q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, window:
     kw: dict[str, Any] = {"score_mod": score_mod, "block_mask": block_mask, "scale": scale}
     if q.shape[1] != k.shape[1]:
         kw["enable_gqa"] = True
-    opts = _flex_kernel_options(dev, bias) if _flex_mode(dev) == "compiled" else None
+    opts = _flex_kernel_options(dev, bias) if flex_mode(dev) == "compiled" else None
     if opts:
         kw["kernel_options"] = opts
     if dev == "cpu" and not torch.is_grad_enabled():
         # torch refuses CPU flex for inputs that require grad even under no_grad; no graph is built anyway
         q, k, v = q.detach(), k.detach(), v.detach()
-    if _flex_mode(dev) == "compiled":
+    if flex_mode(dev) == "compiled":
         return _run_compiled("flex", fn, q, k, v, **kw)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
@@ -173,7 +173,7 @@ def _flex_impl(q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, window:
 def _flex(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, bias: Any = None, window: int | None = None,
           scale: float | None = None) -> Tensor:
     check_call("flex", q, k, v, causal, bias, window)
-    return _flex_impl(q, k, v, causal, bias, window, scale)
+    return flex_impl(q, k, v, causal, bias, window, scale)
 
 
 def _probe_flex(dev: str) -> Availability:
@@ -190,7 +190,7 @@ def _probe_flex(dev: str) -> Availability:
 
 
 def _flex_refusal(q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, window: int | None) -> str | None:
-    if q.device.type == "cpu" and q.dtype == torch.float64 and _flex_mode("cpu") == "compiled":
+    if q.device.type == "cpu" and q.dtype == torch.float64 and flex_mode("cpu") == "compiled":
         return "flex: compiled FlexAttention on CPU takes float32/float16/bfloat16 only (unset ABLATE_FLEX_COMPILE_CPU)"
     return None
 
@@ -205,11 +205,11 @@ SPEC = AttentionSpec(
     caps={"cpu": full_caps(backward=False, dtypes=ALL_DTYPES),
           "cuda": full_caps(dtypes=("float16", "bfloat16", "float32"))},
     flops=fa_flops,
-    reference=_naive,
-    backend_name=lambda q, k, v, causal, bias, window: "flex:" + _flex_mode(q.device.type),
+    reference=naive_attention,
+    backend_name=lambda q, k, v, causal, bias, window: "flex:" + flex_mode(q.device.type),
     probe=_probe_flex,
     compiled=True,
-    compiles_on=lambda dev: _flex_mode(dev) == "compiled",
+    compiles_on=lambda dev: flex_mode(dev) == "compiled",
     refusal=_flex_refusal,
     native_bias=True,
 ).register(BUILTIN)

@@ -14,10 +14,10 @@ from torch import Tensor
 
 from ablate.errors import UnavailableError
 from ablate.registry.keys import Availability
-from ablate.variants.attention.contract import (BUILTIN, ALL_DTYPES, HALF, AttentionSpec, _expand_kv, _first_line,
-                                                _masked_dense_bias, _tiny, allowed_mask, attention_fn, check_call,
+from ablate.variants.attention.contract import (BUILTIN, ALL_DTYPES, HALF, AttentionSpec, expand_kv_heads, first_line,
+                                                masked_dense_bias, tiny_inputs, allowed_mask, attention_fn, check_call,
                                                 fa_flops, full_caps)
-from ablate.variants.attention.reference import _naive
+from ablate.variants.attention.reference import naive_attention
 
 __all__ = ["SPECS_SDPA", "sdpa_backend_name"]
 
@@ -38,13 +38,13 @@ def _sdpa_plain(q: Tensor, k: Tensor, v: Tensor, **kw: Any) -> Tensor:
         if _SDPA_HAS_GQA:
             kw["enable_gqa"] = True
         else:
-            k, v = _expand_kv(k, v, q.shape[1])
+            k, v = expand_kv_heads(k, v, q.shape[1])
     return F.scaled_dot_product_attention(q, k, v, **kw)
 
 
 def _sdpa_route(key: str, dev: str, h: int, hkv: int, tq: int, tk: int, causal: bool, has_bias: bool,
                 window: int | None) -> tuple[str, bool]:
-    """How ``_sdpa_impl`` serves a request: ``(route, expand_kv)``.
+    """How ``sdpa_impl`` serves a request: ``(route, expand_kv)``.
 
     route: ``"plain"`` (``is_causal`` / no mask), ``"lower_right"`` (CUDA flash/efficient: bottom-right causal through
     ``torch.nn.attention.bias.causal_lower_right``, no mask tensor) or ``"mask"`` (an explicit boolean / additive
@@ -79,14 +79,14 @@ def _causal_lower_right(tq: int, tk: int) -> Any:
         return causal_lower_right(int(tq), int(tk))
 
 
-def _sdpa_impl(key: str, q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, window: int | None,
+def sdpa_impl(key: str, q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, window: int | None,
                scale: float | None) -> Tensor:
     tq, tk = q.shape[2], k.shape[2]
     kw: dict[str, Any] = {} if scale is None else {"scale": scale}
     route, expand = _sdpa_route(key, q.device.type, q.shape[1], k.shape[1], tq, tk, causal, bias is not None,
                                 window)
     if expand:
-        k, v = _expand_kv(k, v, q.shape[1])
+        k, v = expand_kv_heads(k, v, q.shape[1])
     if route == "plain":
         return _sdpa_plain(q, k, v, is_causal=causal, **kw)
     if route == "lower_right":
@@ -98,7 +98,7 @@ def _sdpa_impl(key: str, q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: An
     if bias is None:
         mask = allowed_mask(tq, tk, causal, window, q.device)  # bool (Tq, Tk)
     else:
-        mask = _masked_dense_bias(bias, tq, tk, causal, window, q.device, q.dtype).unsqueeze(0)  # (1,Hb,Tq,Tk)
+        mask = masked_dense_bias(bias, tq, tk, causal, window, q.device, q.dtype).unsqueeze(0)  # (1,Hb,Tq,Tk)
         if key == "sdpa_flash" and mask.requires_grad and torch.is_grad_enabled():
             raise UnavailableError("sdpa_flash: PyTorch's CPU flash kernel cannot backpropagate into a score bias "
                                    "that requires grad; use sdpa or sdpa_math")
@@ -132,7 +132,7 @@ def _run_forced(key: str, fn: Callable[[], Tensor]) -> Tensor:
         msg = str(w.message).split("(Triggered internally")[0].strip()
         if msg and "kernel not used because" not in msg and msg not in reasons:
             reasons.append(msg)
-    why = "; ".join(_first_line(r, 200) for r in reasons[:2]) or "torch gave no reason"
+    why = "; ".join(first_line(r, 200) for r in reasons[:2]) or "torch gave no reason"
     raise UnavailableError(f"{key}: PyTorch's {_FORCED[key].lower()} SDPA kernel refused these inputs: {why}")
 
 
@@ -141,8 +141,8 @@ def _make_sdpa(key: str) -> Callable[..., Tensor]:
              scale: float | None = None) -> Tensor:
         check_call(key, q, k, v, causal, bias, window)
         if key == "sdpa":
-            return _sdpa_impl(key, q, k, v, causal, bias, window, scale)
-        return _run_forced(key, lambda: _sdpa_impl(key, q, k, v, causal, bias, window, scale))
+            return sdpa_impl(key, q, k, v, causal, bias, window, scale)
+        return _run_forced(key, lambda: sdpa_impl(key, q, k, v, causal, bias, window, scale))
 
     attn.__name__ = key
     attn.__qualname__ = key
@@ -186,7 +186,7 @@ def _make_native(key: str, registered: Callable[..., Tensor]) -> Callable[..., T
 def _probe_sdpa(key: str) -> Callable[[str], Availability]:
     def probe(dev: str) -> Availability:
         dtype = torch.float32 if dev == "cpu" else torch.float16
-        q, k, v = _tiny(dev, dtype)
+        q, k, v = tiny_inputs(dev, dtype)
         _run_forced(key, lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
         return True, ""
 
@@ -224,14 +224,14 @@ def _record_aten_ops(fn: Callable[[], Any]) -> list[str]:
     return names
 
 
-def _sdpa_kernel_name(call: Callable[[], Any]) -> str:
+def sdpa_kernel_name(call: Callable[[], Any]) -> str:
     for name in _record_aten_ops(call):
         if name in _SDPA_OPS:
             return _SDPA_OPS[name]
     return "math"  # the math path is CompositeImplicit: only bmm/softmax show up
 
 
-def _expand_suffix(key: str, q: Tensor, k: Tensor, causal: bool, bias: Any, window: int | None) -> str:
+def expand_suffix(key: str, q: Tensor, k: Tensor, causal: bool, bias: Any, window: int | None) -> str:
     expand = _sdpa_route(key, q.device.type, q.shape[1], k.shape[1], q.shape[2], k.shape[2], causal,
                          bias is not None, window)[1]
     return "+expand_kv" if expand else ""
@@ -241,8 +241,8 @@ def sdpa_backend_name(key: str, q: Tensor, k: Tensor, v: Tensor, causal: bool, b
                       window: int | None) -> str:
     """``"sdpa:<kernel>[+expand_kv]"``: the call is executed once under the dispatch recorder."""
     fn = attention_fn(key)
-    name = "sdpa:" + _sdpa_kernel_name(lambda: fn(q, k, v, causal=causal, bias=bias, window=window))
-    return name + _expand_suffix(key, q, k, causal, bias, window)
+    name = "sdpa:" + sdpa_kernel_name(lambda: fn(q, k, v, causal=causal, bias=bias, window=window))
+    return name + expand_suffix(key, q, k, causal, bias, window)
 
 
 def _refuse_head_dim_not_multiple_of_8(key: str) -> Callable[..., str | None]:
@@ -258,7 +258,7 @@ def _spec(key: str, description: str, paper: str, caps: dict[str, dict[str, Any]
     name = "torch.nn.functional.scaled_dot_product_attention" + (
         f" under sdpa_kernel(SDPBackend.{_FORCED[key]})" if key in _FORCED else "")
     return AttentionSpec(key=key, fn=fn, description=description, paper=paper, caps=caps,
-                         flops=fa_flops, reference=_naive, native=_make_native(key, fn), native_name=name,
+                         flops=fa_flops, reference=naive_attention, native=_make_native(key, fn), native_name=name,
                          backend_name=lambda q, k, v, causal, bias, window: sdpa_backend_name(key, q, k, v, causal,
                                                                                               bias, window),
                          **kw).register(BUILTIN)

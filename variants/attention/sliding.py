@@ -11,10 +11,10 @@ from torch import Tensor
 from ablate.errors import UnavailableError
 from ablate.registry.keys import ATTENTION
 from ablate.variants.attention.contract import BUILTIN, ALL_DTYPES, AttentionSpec, check_call, fa_flops, full_caps
-from ablate.variants.attention.flash import _flash_impl, _flash_refusal, _flash_variant
-from ablate.variants.attention.flex import _flex_impl, _flex_mode
-from ablate.variants.attention.reference import _naive
-from ablate.variants.attention.sdpa import _expand_suffix, _sdpa_impl, _sdpa_kernel_name
+from ablate.variants.attention.flash import flash_impl, flash_refusal, flash_variant
+from ablate.variants.attention.flex import flex_impl, flex_mode
+from ablate.variants.attention.reference import naive_attention
+from ablate.variants.attention.sdpa import expand_suffix, sdpa_impl, sdpa_kernel_name
 
 __all__ = ["SPEC"]
 
@@ -24,7 +24,7 @@ def _sliding_plan(q: Tensor, k: Tensor, v: Tensor, bias: Any, window: int | None
     if q.is_cuda:
         if q.dtype in (torch.float16, torch.bfloat16) and ATTENTION.get("flash_attn").available("cuda")[0]:
             try:
-                flash_ok = _flash_refusal(q, k, v, True, bias, window) is None
+                flash_ok = flash_refusal(q, k, v, True, bias, window) is None
             except UnavailableError:
                 flash_ok = False
             if flash_ok:
@@ -39,20 +39,20 @@ def _sliding_window(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, bias: Any 
     check_call("sliding_window", q, k, v, causal, bias, window)
     plan = _sliding_plan(q, k, v, bias, window)
     if plan == "flash_attn":
-        return _flash_impl(q, k, v, True, bias, window, scale)
+        return flash_impl(q, k, v, True, bias, window, scale)
     if plan == "flex":
-        return _flex_impl(q, k, v, True, bias, window, scale)
-    return _sdpa_impl("sdpa", q, k, v, True, bias, window, scale)
+        return flex_impl(q, k, v, True, bias, window, scale)
+    return sdpa_impl("sdpa", q, k, v, True, bias, window, scale)
 
 
 def _backend_name(q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, window: int | None) -> str:
     plan = _sliding_plan(q, k, v, bias, window)
     if plan == "sdpa":
-        name = "sliding_window:sdpa:" + _sdpa_kernel_name(lambda: _sdpa_impl("sdpa", q, k, v, True, bias, window, None))
-        return name + _expand_suffix("sdpa", q, k, True, bias, window)
+        name = "sliding_window:sdpa:" + sdpa_kernel_name(lambda: sdpa_impl("sdpa", q, k, v, True, bias, window, None))
+        return name + expand_suffix("sdpa", q, k, True, bias, window)
     if plan == "flash_attn":
-        return "sliding_window:flash_attn:" + _flash_variant(q, bias)
-    return f"sliding_window:flex:{_flex_mode(q.device.type)}"
+        return "sliding_window:flash_attn:" + flash_variant(q, bias)
+    return f"sliding_window:flex:{flex_mode(q.device.type)}"
 
 
 SPEC = AttentionSpec(
@@ -63,7 +63,7 @@ SPEC = AttentionSpec(
     caps={"cpu": full_caps(bidirectional=False, dtypes=ALL_DTYPES),
           "cuda": full_caps(bidirectional=False, dtypes=ALL_DTYPES)},
     flops=fa_flops,  # windows are counted exactly (attended pairs) by the FlashAttention convention
-    reference=_naive,
+    reference=naive_attention,
     backend_name=_backend_name,
     requires=("window",),
 ).register(BUILTIN)

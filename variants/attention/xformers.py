@@ -11,9 +11,9 @@ from torch import Tensor
 
 from ablate.errors import UnavailableError
 from ablate.registry.keys import Availability
-from ablate.variants.attention.contract import (BUILTIN, AttentionSpec, _expand_kv, _first_line, _masked_dense_bias, _tiny,
+from ablate.variants.attention.contract import (BUILTIN, AttentionSpec, expand_kv_heads, first_line, masked_dense_bias, tiny_inputs,
                                                 allowed_mask, check_call, fa_flops, full_caps)
-from ablate.variants.attention.reference import _naive
+from ablate.variants.attention.reference import naive_attention
 
 __all__ = ["SPEC"]
 
@@ -27,7 +27,7 @@ def _xformers_import() -> tuple[Any, str]:
     except Exception as exc:
         if isinstance(exc, ImportError):
             return None, "xformers not installed: pip install 'ablate-bench[xformers]'"
-        return None, f"xformers import failed ({type(exc).__name__}: {_first_line(exc, 150)})"
+        return None, f"xformers import failed ({type(exc).__name__}: {first_line(exc, 150)})"
 
 
 def _xformers_mask_bias(xops: Any, causal: bool, bias: Any, window: int | None) -> Any:
@@ -55,7 +55,7 @@ def _xformers_impl(q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, win
         # dense additive tensor: bias (+ -inf outside the causal/window band); last dim padded to a multiple of 8
         # because the kernels need an aligned row stride
         if bias is not None:
-            dense = _masked_dense_bias(bias, tq, tk, causal, window, q.device, q.dtype)
+            dense = masked_dense_bias(bias, tq, tk, causal, window, q.device, q.dtype)
         else:
             allowed = allowed_mask(tq, tk, causal, window, q.device)
             dense = torch.zeros(1, tq, tk, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
@@ -88,12 +88,12 @@ def _probe_xformers(dev: str) -> Availability:
     xops, why = _xformers_import()
     if xops is None:
         return False, why
-    q, k, v = _tiny(dev, torch.float16)
+    q, k, v = tiny_inputs(dev, torch.float16)
     try:
         _xformers_impl(q, k, v, True, None, None, None)
         torch.cuda.synchronize()
     except Exception as exc:  # e.g. a wheel built for another torch: "No operator found for ..."
-        return False, f"xformers imports but cannot run here (wheel built for another torch?): {_first_line(exc, 200)}"
+        return False, f"xformers imports but cannot run here (wheel built for another torch?): {first_line(exc, 200)}"
     return True, ""
 
 
@@ -101,7 +101,7 @@ def _xformers_op_name(q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any, 
     try:  # what xformers' dispatcher picks for an equivalent causal/non-causal call
         from xformers.ops import fmha  # type: ignore[import-not-found]
 
-        ke, ve = _expand_kv(k, v, q.shape[1])
+        ke, ve = expand_kv_heads(k, v, q.shape[1])
         qt, kt, vt = (x.transpose(1, 2) for x in (q, ke, ve))
         ab = fmha.attn_bias.LowerTriangularFromBottomRightMask() if causal else None
         op = fmha.dispatch._dispatch_fw(fmha.Inputs(query=qt, key=kt, value=vt, attn_bias=ab), False)
@@ -127,7 +127,7 @@ SPEC = AttentionSpec(
     paper="Lefaudeux et al. 2022 xFormers",
     caps={"cuda": full_caps(dtypes=("float16", "bfloat16", "float32"))},
     flops=fa_flops,
-    reference=_naive,
+    reference=naive_attention,
     backend_name=_backend_name,
     no_device_reason={"*": _no_cuda_reason},
     probe=_probe_xformers,
