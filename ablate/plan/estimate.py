@@ -101,9 +101,11 @@ def eval_flops(work: EvalWork) -> float:
     return 2.0 * model_matmul_params(m) * work.tokens + attn * windows
 
 
-def _rows(paths: Iterable[Path]) -> Iterable[dict[str, Any]]:
+def ok_rows(paths: Iterable[Path], pattern: str = "*.jsonl") -> Iterable[dict[str, Any]]:
+    """The ``ok`` rows of the results files under ``paths`` (folders searched for ``pattern``), leniently: a line
+    or file that cannot be read is passed over (an estimate, not a check)."""
     for p in paths:
-        files = sorted(p.rglob("*.jsonl")) if p.is_dir() else [p] if p.is_file() else []
+        files = sorted(p.rglob(pattern)) if p.is_dir() else [p] if p.is_file() else []
         for f in files:
             try:
                 with open(f, encoding="utf-8") as fh:
@@ -131,7 +133,7 @@ def measured_rate(device: str, *, where: Sequence[Path] = (Path("results"),), gp
     rates: list[float] = []
     files: set[str] = set()
     threads_seen: set[Any] = set()
-    for r in _rows(where):
+    for r in ok_rows(where):
         if str(r.get("device", "")).split(":")[0] != device:
             continue
         if device == "cuda":

@@ -32,7 +32,6 @@ import copy
 import functools
 import hashlib
 import inspect
-import json
 import math
 import os
 from dataclasses import dataclass, replace
@@ -445,20 +444,13 @@ def score(run, task, todo: list) -> int:
 
 def _measured_rate(where: list[Path], device: str, gpu: str | None) -> tuple[float, str] | None:
     """FLOP/s of earlier pretrained rows (``eval_flops / eval_s``) on this device (and GPU model) under ``where``."""
+    from ablate.plan.estimate import ok_rows
+
     flops = secs = 0.0
-    for p in where:
-        for f in (sorted(p.rglob("*-pretrained.jsonl")) if p.is_dir() else []):
-            with open(f, encoding="utf-8") as fh:
-                for line in fh:
-                    try:
-                        r = json.loads(line)
-                    except ValueError:
-                        continue
-                    env = r.get("env") if isinstance(r.get("env"), dict) else {}
-                    if (r.get("status") == "ok" and r.get("device") == device and r.get("eval_flops")
-                            and r.get("eval_s") and r.get("decode") == "full"
-                            and (device != "cuda" or not gpu or gpu in str(env.get("gpu", "")))):
-                        flops, secs = flops + float(r["eval_flops"]), secs + float(r["eval_s"])
+    for r in ok_rows([p for p in where if p.is_dir()], "*-pretrained.jsonl"):
+        if (r.get("device") == device and r.get("eval_flops") and r.get("eval_s") and r.get("decode") == "full"
+                and (device != "cuda" or not gpu or gpu in str(r.get("env.gpu", "")))):  # rows are flat: env.gpu
+            flops, secs = flops + float(r["eval_flops"]), secs + float(r["eval_s"])
     return (flops / secs, f"{secs:.0f} s of earlier pretrained rows") if secs > 0 else None
 
 
