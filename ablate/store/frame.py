@@ -4,6 +4,8 @@ memory follows the measurements kept, not the file) and as a pandas DataFrame (:
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Collection, Iterable, Iterator
 
 from ablate.store.paths import Paths
@@ -12,7 +14,7 @@ from ablate.store.reader import iter_rows
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["MACHINE_COLUMNS", "IDENTITY_COLUMNS", "Columns", "latest_rows", "rows_frame", "to_frame"]
+__all__ = ["MACHINE_COLUMNS", "IDENTITY_COLUMNS", "Columns", "latest_rows", "rows_frame", "to_frame", "summary_frame"]
 
 MACHINE_COLUMNS = ("env.hostname", "env.cpu", "env.gpu", "env.gpu_count")  # what tells two machines apart
 IDENTITY_COLUMNS = ("suite", "row_key", "timestamp") + MACHINE_COLUMNS  # what :func:`latest_rows` compares
@@ -94,3 +96,15 @@ def rows_frame(rows: list[dict[str, Any]], columns: list[str]) -> "pd.DataFrame"
     if text:
         df = df.astype(dict.fromkeys(text, object)).copy()  # the copy consolidates: one block per dtype
     return df
+
+
+def summary_frame(out: Path) -> "pd.DataFrame | None":
+    """The rows of ``out`` for a run's closing summary, or None when there are none to show: a missing file, or
+    one that cannot be read (one warning line on stderr -- the run itself succeeded, so its summary never fails it)."""
+    if not Path(out).exists():
+        return None
+    try:
+        return to_frame(out)
+    except Exception as exc:  # noqa: BLE001 -- any reason: the summary is optional
+        sys.stderr.write(f"ablate: warning: could not read {out} for the summary: {' '.join(str(exc).split())}\n")
+        return None

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ablate.store.results import to_frame
+from ablate.store.frame import summary_frame, to_frame
 
 from .constants import PROBE_TASKS, SUITE
 from .summary import protocol_groups, ppl_summary, protocol_line
@@ -20,12 +20,8 @@ def print_summary(out: Path, cid: str, preset: str, elapsed: float, trained: int
     console = Console()
     status = Console(stderr=True)  # status lines on stderr: stdout carries results only
     show = console.print if tables else (lambda *a, **k: None)  # tables: off under `ablate run`
-    try:
-        df = to_frame(out)
-    except Exception as exc:  # the run itself succeeded; never fail on the print
-        status.print(f"[yellow]could not read {out}: {exc}[/]")
-        return
-    if "config_id" not in df.columns:
+    df = summary_frame(out)
+    if df is None or "config_id" not in df.columns:
         return
     df = df[(df["config_id"] == cid) & (df["suite"] == SUITE)]
     summary = ppl_summary(df)

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ablate.store.results import to_frame
+from ablate.store.frame import summary_frame
 
 from .aggregate import point_table
 from .constants import SUITE
@@ -21,11 +21,7 @@ def _cell(v) -> str:
 
 def print_summary(out: Path, elapsed: float, ran: int, left: int, limit: float, tables: bool = True) -> None:
     console = Console(width=None if Console().is_terminal else 140)
-    try:
-        df = to_frame(out) if out.exists() else None
-    except Exception as exc:  # the run itself succeeded; never fail on the print
-        console.print(f"[yellow]could not read {out}: {exc}[/]")
-        df = None
+    df = summary_frame(out)
     if tables and df is not None and "suite" in df.columns:
         pt = point_table(df[df["suite"] == SUITE])
         if not pt.empty:

@@ -20,7 +20,7 @@ from ablate.plan.grid import GridPoint
 from ablate.plan.runner import results_path
 from ablate.plan.suitekit import Plan, Run, Suite, SuiteTask, training_setup
 from ablate.plan.suitekit import task_id as kit_task_id
-from ablate.store.results import to_frame
+from ablate.store.frame import summary_frame
 
 from .aggregate import grid_rows
 from .budget import Budget
@@ -164,11 +164,7 @@ def run(opts) -> Path:
 
 def _print_summary(out: Path, gid: str, elapsed: float, ran: int, left: int, limit: float, tables: bool = True) -> None:
     console = Console(width=None if Console().is_terminal else 140)
-    try:
-        df = to_frame(out) if out.exists() else None
-    except Exception as exc:  # the run itself succeeded; never fail on the print
-        console.print(f"[yellow]could not read {out}: {exc}[/]")
-        df = None
+    df = summary_frame(out)
     if tables and df is not None and "grid_id" in df.columns:
         df = grid_rows(df[df["suite"] == SUITE], gid)
         if not df.empty:
