@@ -312,8 +312,9 @@ def run_loop(suite: Suite, opts: Any) -> Path:
     threads_before = set_threads(plan.device, plan.cpu_threads, tf32=suite.tf32)
     if dist.is_main:
         run.writers = Writers(opts.out, plan.device, per_row=suite.whole_run_claims).start()
-        _share_cores(run)
     try:
+        if run.writers is not None:
+            _share_cores(run)
         suite.begin(run)
         if suite.whole_run_claims:
             _claimed(suite, run, tasks)

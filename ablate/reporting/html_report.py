@@ -7,8 +7,9 @@
   (``*_claims.md``, or any table with a ``verdict`` column whose first column names the claim), then each suite's
   own index rendered from its Markdown (tables as HTML tables, figures embedded in place), every other table and
   figure of the folder, and the provenance of ``index.md`` (the regenerate command, the inputs, the environment).
-* :func:`write_root_index` writes ``ROOT/index.html`` linking every ``index.html`` below ``ROOT`` with a one-line
-  summary (title, suites, device-preset, rows, claim verdicts, commit): ``python -m ablate.reporting.report index reports``.
+* :func:`ablate.reporting.html_index.write_root_index` writes ``ROOT/index.html`` linking every ``index.html`` below
+  ``ROOT`` with a one-line summary (title, suites, device-preset, rows, claim verdicts, commit):
+  ``python -m ablate.reporting.report index reports``.
 
 Standard library only (no torch, pandas or matplotlib): the pages are made from the files on disk, so they can be
 rebuilt for any existing report folder (``python -m ablate.reporting.report html DIR``). Deterministic: the same folder gives
@@ -28,8 +29,8 @@ from ablate.store.atomic import write_text
 from ablate.reporting.html_markdown import (FIGURE_SUFFIXES, MdTable, FigureRef, is_claims, is_table_start, norm, Page,
                                   read_table, slug, verdict_tally, verdict_counts, parse_md_table)
 
-__all__ = ["write_pages", "write_folder_page", "write_root_index", "render_folder", "render_root",
-           "parse_md_table", "folder_summary", "main"]
+__all__ = ["write_pages", "write_folder_page", "render_folder", "parse_md_table", "folder_summary", "html_document",
+           "tally_html", "is_report_index", "NESTED"]
 
 # The first line of a report folder's index.md (ablate.reporting.report.MARKER; repeated here to keep this module free of
 # the results/pandas imports; tests/reporting/test_html_report.py checks they agree).
@@ -106,7 +107,7 @@ def _read(p: Path) -> str:
     return p.read_text(encoding="utf-8")
 
 
-def _is_report_index(p: Path) -> bool:
+def is_report_index(p: Path) -> bool:
     try:
         with open(p, encoding="utf-8") as fh:
             return fh.readline().strip() == REPORT_MARKER
@@ -120,7 +121,7 @@ def _owned_files(folder: Path) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(folder):
         d = Path(dirpath)
         dirnames[:] = sorted(x for x in dirnames if not x.startswith(".")
-                             and not _is_report_index(d / x / "index.md"))
+                             and not is_report_index(d / x / "index.md"))
         out += [norm(d / f) for f in sorted(filenames) if not f.startswith(".")]
     return out
 
@@ -198,7 +199,7 @@ def _env_value(report_md: str, key: str) -> list[str]:
 def _report_root(folder: Path) -> Path | None:
     """The report folder ``folder`` belongs to: itself or the nearest parent whose index.md has the marker."""
     for d in [folder, *folder.parents][:4]:
-        if _is_report_index(d / "index.md"):
+        if is_report_index(d / "index.md"):
             return d
     return None
 
@@ -209,7 +210,7 @@ def folder_summary(folder: Path) -> dict:
     folder = norm(Path(folder))
     idx = folder / "index.md"
     text = _read(idx) if idx.exists() else ""
-    is_report = _is_report_index(idx)
+    is_report = is_report_index(idx)
     root = _report_root(folder)
     root_md = _read(root / "index.md") if root is not None else ""
     suites: list[str] = []
@@ -270,7 +271,7 @@ def _summary_html(s: dict) -> str:
     return " · ".join(parts)
 
 
-def _tally_html(counts: dict[str, int]) -> str:
+def tally_html(counts: dict[str, int]) -> str:
     if not counts:
         return ""
     total = sum(counts.values())
@@ -279,7 +280,7 @@ def _tally_html(counts: dict[str, int]) -> str:
         + f"<span>(of {total})</span></span>")
 
 
-def _document(title: str, body: list[str]) -> str:
+def html_document(title: str, body: list[str]) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
             f"<title>{html.escape(title, quote=False)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
@@ -324,7 +325,7 @@ def render_folder(folder: Path) -> str:
     ``index.md``) -- see the module docstring."""
     folder = norm(Path(folder))
     idx = folder / "index.md"
-    is_report = _is_report_index(idx)
+    is_report = is_report_index(idx)
     root = _report_root(folder)
     root_md = _read(root / "index.md") if root is not None else ""
     page = Page(folder)
@@ -354,7 +355,7 @@ def render_folder(folder: Path) -> str:
         page.toc.append((2, "claims", "Published claims vs these results"))
         body.append('<section class="claims" id="claims">\n<h2>Published claims vs these results</h2>')
         if counts:
-            body.append(f"<p>{_tally_html(counts)}</p>")
+            body.append(f"<p>{tally_html(counts)}</p>")
         for p in claims:
             body.append(page.table_file(p, heading=page.rel(p.with_suffix("")) if len(claims) > 1 else ""))
         body.append("</section>")
@@ -448,7 +449,7 @@ def render_folder(folder: Path) -> str:
     foot = ('<footer>Written by <code>ablate report</code> from the files of this folder (tables: the '
             "<code>.md</code> files, also as LaTeX <code>.tex</code>; figures embedded from the <code>.svg</code>, "
             "also as <code>.png</code>). One self-contained file: no script, no network.</footer>")
-    return _document(summary["title"], head + ([toc] if toc else []) + body + prov + [foot])
+    return html_document(summary["title"], head + ([toc] if toc else []) + body + prov + [foot])
 
 
 def write_folder_page(folder: Path) -> Path:
@@ -469,108 +470,3 @@ def write_pages(report_dir: Path) -> list[Path]:
 
 
 _write = write_text  # atomic (ablate.store.atomic)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The root page
-
-
-def _pages_below(root: Path) -> list[Path]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(x for x in dirnames if not x.startswith("."))
-        d = Path(dirpath)
-        if "index.html" in filenames and "index.md" in filenames and norm(d) != norm(root):
-            out.append(norm(d / "index.html"))
-    return sorted(out, key=lambda p: p.parent.as_posix())
-
-
-def render_root(root: Path) -> str:
-    """The page linking every report page below ``root`` (relative links), one row each."""
-    root = norm(Path(root))
-    pages = _pages_below(root)
-    body = ["<h1>Reports</h1>",
-            f'<p class="summary">{len(pages)} report page(s) below this folder, each one self-contained '
-            "(tables, figures and provenance inline). Regenerate with <code>bash scripts/regenerate_reports.sh"
-            "</code>; this page with <code>python -m ablate.reporting.report index "
-            f"{html.escape(root.name or '.')}</code>.</p>"]
-    if pages:
-        rows = []
-        tops = {p.parent for p in pages}
-        for p in pages:
-            folder = p.parent
-            s = folder_summary(folder)
-            rel = Path(os.path.relpath(p, root)).as_posix()
-            name = Path(os.path.relpath(folder, root)).as_posix()
-            nested = any(a in tops for a in folder.parents)
-            st = ""
-            if s["rows"]:
-                st = ", ".join(f"{n} {k}" for k, n in sorted(s["status"].items(),
-                                                               key=lambda kv: (kv[0] != "ok", kv[0])))
-                st = f"{s['rows']}" + (f" ({st})" if st else "")
-            rows.append(
-                "<tr>"
-                f"<td{NESTED if nested else ''}><a href=\"{html.escape(rel)}\">"
-                f"{html.escape(name)}/</a></td>"
-                f"<td>{html.escape(s['title'], quote=False)}</td>"
-                f"<td>{html.escape(', '.join(s['suites']) or '—')}</td>"
-                f"<td>{html.escape(', '.join(s['runs']) or '—')}</td>"
-                f"<td>{html.escape(st or '—')}</td>"
-                f"<td>{_tally_html(s['verdicts']) or '—'}</td>"
-                f"<td>{', '.join(f'<code>{html.escape(c)}</code>' for c in s['commits']) or '—'}</td>"
-                "</tr>")
-        body.append('<div class="table-wrap"><table class="reports"><thead><tr><th>report</th><th>title</th>'
-                    "<th>suite</th><th>device-preset</th><th>rows</th><th>published claims</th><th>commit</th>"
-                    "</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table></div>")
-    else:
-        body.append("<p>(no report pages yet: <code>ablate report RESULTS --out DIR</code> writes them)</p>")
-    body.append("<footer>Written by <code>python -m ablate.reporting.report index</code>. One self-contained file: no script, "
-                "no network; the links are relative.</footer>")
-    return _document("Reports", body)
-
-
-def write_root_index(root: Path) -> Path:
-    out = Path(root) / "index.html"
-    _write(out, render_root(Path(root)))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Command line
-
-
-USAGE = """usage: python -m ablate.reporting.report index [ROOT]   ROOT/index.html linking every report page below ROOT
-                                             (default ROOT: reports)
-       python -m ablate.reporting.report html DIR...    (re)write the index.html pages of existing report folders
-"""
-
-
-def main(argv: Sequence[str]) -> int:
-    args = list(argv)
-    if not args or args[0] not in ("index", "html") or any(a in ("-h", "--help") for a in args):
-        (sys.stdout if any(a in ("-h", "--help") for a in args) else sys.stderr).write(USAGE)
-        return 0 if any(a in ("-h", "--help") for a in args) else 2
-    if args[0] == "index":
-        if len(args) > 2:
-            sys.stderr.write(USAGE)
-            return 2
-        root = Path(args[1] if len(args) > 1 else "reports")
-        if not root.is_dir():
-            sys.stderr.write(f"error: {root} is not a folder\n")
-            return 2
-        sys.stdout.write(f"{write_root_index(root)}\n")
-        return 0
-    if len(args) < 2:
-        sys.stderr.write(USAGE)
-        return 2
-    for d in args[1:]:
-        if not _is_report_index(Path(d) / "index.md"):
-            sys.stderr.write(f"error: {d}/index.md is not an `ablate report` index\n")
-            return 2
-        for p in write_pages(Path(d)):
-            sys.stdout.write(f"{p}\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

@@ -530,10 +530,10 @@ def report_units(files: Iterable[str]) -> list[tuple[list[str], str]]:
 
 def _main(argv: Sequence[str]) -> int:
     """``python -m ablate.reporting.report units [FILES...]``: one line per report folder, ``OUT<TAB>INPUT...``;
-    ``index [ROOT]`` / ``html DIR...``: the HTML pages (:mod:`ablate.reporting.html_report`)."""
+    ``index [ROOT]`` / ``html DIR...``: the HTML pages (:mod:`ablate.reporting.html_index`)."""
     args = list(argv)
     if args and args[0] in ("index", "html"):
-        from ablate.reporting.html_report import main as html_main
+        from ablate.reporting.html_index import main as html_main
 
         return html_main(args)
     if not args or args[0] != "units":

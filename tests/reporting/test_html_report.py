@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ablate.reporting import html_report
+from ablate.reporting import html_index, html_report
 from ablate.reporting.report import MARKER, build_report
 from ablate.store.results import append_row, make_row
 
@@ -255,7 +255,7 @@ def test_report_writes_self_contained_pages(report_dir, tmp_path):
 def test_pages_are_deterministic_and_rebuildable_from_the_folder(report_dir, tmp_path):
     out = tmp_path / "reports" / "training"
     first = {p: p.read_bytes() for p in report_dir.html}
-    assert html_report.main(["html", str(out)]) == 0
+    assert html_index.main(["html", str(out)]) == 0
     assert {p: p.read_bytes() for p in report_dir.html} == first
     assert html_report.render_folder(out).encode() == first[out / "index.html"]
 
@@ -326,7 +326,7 @@ def test_every_committed_report_folder_has_a_page_and_the_root_links_them():
     page = check_self_contained(root)
     links = {v for t, a, v in page.refs if t == "a"}
     assert links == {p.relative_to(REPORTS).as_posix() for p in COMMITTED}
-    assert root.read_text(encoding="utf-8") == html_report.render_root(REPORTS), \
+    assert root.read_text(encoding="utf-8") == html_index.render_root(REPORTS), \
         "reports/index.html is out of date: python -m ablate.reporting.report index reports"
 
 

@@ -26,8 +26,10 @@ MICRO_X = ["run", "--suite", "extrapolation", "--preset", "micro", "--device", "
 
 @pytest.fixture
 def quiet(monkeypatch):
-    """No load from other processes: only registered writers make a run contended."""
+    """No load from other processes: only registered writers make a run contended (and no run of an earlier test
+    left registered in this process)."""
     monkeypatch.setattr(writers, "machine_load", lambda: 0.0)
+    monkeypatch.setattr(writers, "_ACTIVE", [])
 
 
 @pytest.fixture
@@ -117,7 +119,6 @@ def test_an_oversubscribed_cpu_is_contended(tmp_path, monkeypatch):
 def test_a_run_beside_another_writer_shares_the_cores_and_marks_its_rows(tmp_path, capsys, quiet, other_run,
                                                                          monkeypatch):
     monkeypatch.setattr(writers, "cpu_count", lambda: 4)
-    monkeypatch.setattr(writers, "machine_load", lambda: 0.5)  # a quiet machine: only the other writer contends
     out = tmp_path / "out"
     who = other_run(out)
     with pytest.raises(SystemExit) as exc:
