@@ -83,7 +83,7 @@ def test_a_checkpoint_of_another_model_or_task_is_a_mismatch(tmp_path):
     assert isinstance(CheckpointMismatch(path, "x"), CorruptCheckpoint)  # callers retrain on it
 
 
-def test_a_swapped_checkpoint_is_retrained_not_loaded(tmp_path, capsys):
+def test_a_swapped_checkpoint_is_retrained_not_loaded(tmp_path, capsys, request):
     """Sinusoidal's checkpoint copied over ALiBi's (no position parameters: the same tensor shapes) is refused with
     one warning and ALiBi is retrained; the rewritten checkpoint is ALiBi's."""
     from ablate.io.data import load_corpus
@@ -91,7 +91,9 @@ def test_a_swapped_checkpoint_is_retrained_not_loaded(tmp_path, capsys):
     from ablate.suites.extrapolation.measure import _train_job
     from ablate.suites.extrapolation.plan import Job
 
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    request.addfinalizer(lambda: torch.set_num_threads(before))  # later tests see this process's default again
     cfg = resolve("micro", ["positions=sinusoidal,alibi", "rope_scalings=", "train.steps=2"])
     corpus = load_corpus(None, default=cfg.data.corpus, val_frac=cfg.data.val_frac)
     sin_job, ali_job = Job("lm", "sinusoidal", 0, []), Job("lm", "alibi", 0, [])

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import ablate.store.writers as writers
 from ablate.cli import main
@@ -117,8 +118,11 @@ def test_an_oversubscribed_cpu_is_contended(tmp_path, monkeypatch):
 
 
 def test_a_run_beside_another_writer_shares_the_cores_and_marks_its_rows(tmp_path, capsys, quiet, other_run,
-                                                                         monkeypatch):
+                                                                         monkeypatch, request):
     monkeypatch.setattr(writers, "cpu_count", lambda: 4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)  # what the run finds (an earlier test may have left fewer): it takes its share, 2
+    request.addfinalizer(lambda: torch.set_num_threads(before))
     out = tmp_path / "out"
     who = other_run(out)
     with pytest.raises(SystemExit) as exc:
