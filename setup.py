@@ -13,8 +13,10 @@ anyway).
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 from setuptools import setup
@@ -44,11 +46,27 @@ def _stamp_text() -> str | None:
         return None
 
 
+def checkout_names() -> dict[str, str]:
+    """``ablate.CHECKOUT_NAMES`` (read, not imported): the top-level folders and files that are ``ablate.*``."""
+    tree = ast.parse((HERE / "ablate" / "__init__.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "CHECKOUT_NAMES" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise RuntimeError("ablate/__init__.py defines no CHECKOUT_NAMES")
+
+
+CHECKOUT_MODULES = {name: rel for name, rel in checkout_names().items() if rel.endswith(".py")}  # cli.py
+
+
 class build_py_stamped(build_py):
     def run(self) -> None:
         super().run()
         if self.editable_mode or self.dry_run:
-            return
+            return  # a checkout: ablate/__init__.py maps CHECKOUT_NAMES to the files themselves
+        for name, rel in CHECKOUT_MODULES.items():  # ablate.cli <- cli.py (the packages come from package_dir)
+            target = Path(self.build_lib, *name.split(".")).with_suffix(".py")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(HERE / rel, target)
         text = _stamp_text()
         target = Path(self.build_lib) / STAMP
         if text:
@@ -59,6 +77,8 @@ class build_py_stamped(build_py):
 
     def get_outputs(self, include_bytecode: bool = True) -> list[str]:
         outputs = list(super().get_outputs(include_bytecode))
+        if not self.editable_mode:
+            outputs += [os.path.join(self.build_lib, *name.split(".")) + ".py" for name in CHECKOUT_MODULES]
         stamp = os.path.join(self.build_lib, str(STAMP))
         if not self.editable_mode and os.path.exists(stamp) and stamp not in outputs:
             outputs.append(stamp)
@@ -79,11 +99,11 @@ class sdist_stamped(sdist):
 def namespace_packages() -> dict[str, str]:
     """``ablate`` and its sub-packages, plus every package under the top-level folders variants/ and suites/, mapped
     into the ``ablate`` namespace: ``{"ablate.variants.attention": "variants/attention", ...}`` (paths relative to this file)."""
-    pkgs = {"ablate": "ablate"}
+    pkgs = {"ablate": "ablate"}  # with the folders of ablate.CHECKOUT_NAMES (cli.py: build_py_stamped copies it)
     for init in sorted((HERE / "ablate").glob("*/__init__.py")):  # ablate's own rooms: ablate.core, ablate.store, ...
         rel = init.parent.relative_to(HERE)
         pkgs["ablate." + rel.name] = rel.as_posix()
-    for folder in ("variants", "suites"):
+    for folder in [rel for rel in checkout_names().values() if not rel.endswith(".py")]:  # variants, suites
         for init in sorted((HERE / folder).rglob("__init__.py")):
             rel = init.parent.relative_to(HERE)
             if "__pycache__" not in rel.parts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def test_wheel_layout(wheel):
     assert any(n.startswith("ablate/variants/") and n.endswith(".py") and "__init__" not in n for n in names)
     for stray in ("variants/", "suites/", "cli.py", "tests/"):
         assert not any(n == stray or n.startswith(stray) for n in names), stray
-    # ablate/cli.py is a symlink in the checkout; the wheel must hold the real file (zip symlinks have S_IFLNK).
+    # cli.py sits at the top of the checkout; the wheel holds it as ablate/cli.py, a real file (not S_IFLNK).
     mode = infos["ablate/cli.py"].external_attr >> 16
     assert (mode & 0o170000) != 0o120000
     assert "def main(" in cli_text
@@ -91,3 +92,46 @@ def test_wheel_metadata_names_the_free_distribution(wheel):
     assert any(n.endswith("LICENSE") and ".dist-info/" in n for n in names), names
     for extra in ("parquet", "wandb", "mlflow", "tensorboard"):
         assert f"Provides-Extra: {extra}\n" in text, extra
+
+
+def test_sdist_carries_cli_py_and_builds_the_same_wheel(tmp_path):
+    """``python -m build`` makes the wheel from the sdist: the sdist must hold cli.py (MANIFEST.in), and the wheel
+    built from it has ablate/cli.py and no top-level cli.py."""
+    pytest.importorskip("setuptools", minversion="64", reason="building the sdist needs setuptools>=64")
+    src = _copy_tree(tmp_path)
+    proc = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "sd")], cwd=src,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (sd,) = (tmp_path / "sd").glob("ablate_bench-*.tar.gz")
+    with tarfile.open(sd) as tf:
+        members = {m.split("/", 1)[1] for m in tf.getnames() if "/" in m}
+    assert "cli.py" in members and "variants/__init__.py" in members, sorted(members)[:20]
+    out = tmp_path / "whl"
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(sd),
+                           "-w", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (whl,) = out.glob("ablate_bench-*.whl")
+    names = zipfile.ZipFile(whl).namelist()
+    assert "ablate/cli.py" in names and "cli.py" not in names
+    assert "def main(" in zipfile.ZipFile(whl).read("ablate/cli.py").decode()
+
+
+def test_checkout_maps_exactly_the_three_names():
+    """In a checkout, ablate.CHECKOUT_NAMES (variants/, suites/, cli.py) resolve to the checkout's files, and
+    nothing else of the checkout joins the namespace (tests/, scripts/, docs/ do not import as ablate.*)."""
+    import importlib.util
+
+    import ablate
+    import ablate.cli
+    import ablate.suites
+    import ablate.variants
+
+    if not (ROOT / "pyproject.toml").exists():
+        pytest.skip("not running from a source checkout")
+    assert set(ablate.CHECKOUT_NAMES) == {"ablate.variants", "ablate.suites", "ablate.cli"}
+    assert Path(ablate.cli.__file__).resolve() == ROOT / "cli.py"
+    assert Path(ablate.variants.__file__).resolve() == ROOT / "variants" / "__init__.py"
+    assert Path(ablate.suites.__file__).resolve() == ROOT / "suites" / "__init__.py"
+    assert not (ROOT / "ablate" / "cli.py").exists()  # no symlink
+    for stray in ("ablate.tests", "ablate.scripts", "ablate.docs"):
+        assert importlib.util.find_spec(stray) is None, stray

@@ -11,7 +11,7 @@ projection's columns), and it centres positions on the current length, which can
 here start at 0, so a key cached at its position stays valid). The paper's blockwise causal attention at
 evaluation is not implemented.
 
-Registered in :data:`ablate.variants.positions.BUILTIN` (imported by :mod:`ablate.variants`); q and k go through
+Registered in :data:`ablate.variants.position_base.BUILTIN` (imported by :mod:`ablate.variants`); q and k go through
 ``rotate_q`` / ``rotate_k``, which every attention layer calls.
 """
 
@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from ablate.core.config import ModelConfig
-from ablate.variants.positions import BUILTIN, Rotary
+from ablate.variants.position_base import BUILTIN
+from ablate.variants.rope import Rotary
 
 __all__ = ["XPos", "XPOS_SCALE_BASE", "xpos_zeta"]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ablate.reporting.report import _shared_runs, build_report, cross_run_view, run_groups
+from ablate.reporting.cross_run import shared_runs
+from ablate.reporting.report import build_report, cross_run_view, run_groups
 from ablate.store.results import append_row, make_row
 
 ENV = {"env.gpu": "NVIDIA H100 80GB HBM3", "env.torch": "2.5.1+cu124", "env.hostname": "box1",
@@ -39,8 +40,8 @@ def write(path: Path, rows) -> Path:
 def test_shared_runs_shrink_to_the_configurations_every_run_measured():
     vals = {("r1", "A"): 1.0, ("r1", "B"): 1.0, ("r2", "A"): 1.0, ("r2", "B"): 1.0, ("r3", "B"): 1.0,
             ("r4", "C"): 1.0}
-    assert _shared_runs(vals, ["r1", "r2", "r3", "r4"]) == (["r1", "r2", "r3"], {"B"}, ["r4"])
-    assert _shared_runs({("r1", "A"): 1.0, ("r2", "B"): 1.0}, ["r1", "r2"]) == (["r1"], {"A"}, ["r2"])
+    assert shared_runs(vals, ["r1", "r2", "r3", "r4"]) == (["r1", "r2", "r3"], {"B"}, ["r4"])
+    assert shared_runs({("r1", "A"): 1.0, ("r2", "B"): 1.0}, ["r1", "r2"]) == (["r1"], {"A"}, ["r2"])
 
 
 def test_trend_only_on_shared_configurations(tmp_path):
