@@ -123,7 +123,7 @@ class Registry:
     def register(self, key: str, *, description: str, paper: str = "",
                  available: Callable[..., Availability] = always_available, **supports: Any):
         """Decorator registering ``fn`` under ``key``; ``supports`` records capabilities (causal=True, ...)."""
-        if not key or not key.replace("_", "").isalnum() or key != key.lower():
+        if not key or not key.isascii() or not key.replace("_", "").isalnum() or key != key.lower():
             raise ValueError(f"{self.axis} key must be short lower_snake_case, got {key!r}")
 
         def deco(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -12,7 +12,7 @@ from ablate.io.data import DOC_SEP, Corpus, load_corpus
 from ablate.errors import ConfigError
 from ablate.core.evalset import draw
 from ablate.core.evaluate import evaluate, plan_windows
-from tests.suites.test_extrapolation import Bigram  # context-free predictions (one model for both files)
+from tests.core.test_evaluate import Bigram  # context-free predictions (one model for both files)
 
 
 def _docs_corpus(sizes, seed=0) -> Corpus:
