@@ -331,6 +331,7 @@ ALIBI = "Press et al. 2022 (ALiBi), appendix table, WikiText-103, L=512"
 ROPE_NO_FT = ("NTK-aware / dynamic NTK write-ups (bloc97, emozilla 2023), YaRN (Peng et al. 2023) dynamic-scaling "
               "figure: no fine-tuning")
 PI_NO_FT = "Chen et al. 2023 (PI) and the NTK-aware write-up: interpolation without fine-tuning"
+XPOS = "Sun et al. 2022 (A Length-Extrapolatable Transformer), extrapolation table; microsoft/torchscale XPOS"
 PARITY_TOL = 0.05  # the gate: variants compared past train_len within ±5% perplexity at train_len
 
 
@@ -433,6 +434,12 @@ def extrapolation_claims(cells: Mapping[tuple[str, int], Cell | Mapping[int, flo
                 f"{key} better than rope at every L in {f(longer[0])}–{f(Lmax)} (paired; Holm over lengths)",
                 [Check(f(L), diff(key, "rope", L), "better") for L in longer], [key, "rope"],
                 compared=[(key, "rope")])
+    if has("rope", train_len, *longer) and has("xpos", train_len, *longer):
+        add("xPos has lower perplexity than RoPE past the training length", XPOS,
+            "LeX Transformer below RoPE at 2× and 4× the training length 1024 (qualitative)",
+            f"xpos better than rope at every L in {f(longer[0])}–{f(Lmax)} (paired; Holm over lengths)",
+            [Check(f(L), diff("xpos", "rope", L), "better") for L in longer], ["xpos", "rope"],
+            compared=[("xpos", "rope")], extra=["protocol: xPos without the paper's blockwise causal attention"])
     if has("rope_pi", *longer) and has("rope_ntk", *longer):
         add("Position interpolation without fine-tuning hurts: NTK-aware does better", PI_NO_FT,
             "PI degrades without fine-tuning; NTK-aware does not need it (qualitative)",

@@ -13,8 +13,9 @@ Two ways to declare a grid:
 
 Every point of every grid gets the same embedding treatment (``GridSpec.scale_embeddings``, default: token
 embeddings x sqrt(d_model), fairseq init) unless ``scale_embeddings`` is itself an axis, and a point with grouped
-KV heads gets its FFN widened to the parameter count of the same point with MHA (``GridSpec.gqa_equal_params``;
-the widths appear in the point's ``change``).
+KV heads gets its FFN widened to the parameter count of the same point with MHA, and a point whose attention layer
+is larger or smaller than the standard layer (``mla``) gets its FFN resized to the standard layer's count
+(``GridSpec.gqa_equal_params``, :func:`reference_model`; the widths appear in the point's ``change``).
 
 Every point names the point it is compared against (``baseline``), so a report can print "Δ vs baseline".
 Parse errors are :class:`~ablate.errors.ConfigError` with a one-line message naming the valid axes or keys.
@@ -38,7 +39,7 @@ from ablate.registry.keys import ACTIVATION, REGISTRIES
 
 __all__ = ["Axis", "GridPoint", "GridSpec", "MODES", "BASES", "MODEL_AXES", "TRAIN_AXES", "valid_axes",
            "parse_axes", "build_grid", "default_grid", "axes_grid", "select", "to_override", "ORIGINAL", "MODERN",
-           "CHANGES", "EQUAL_PARAMS_TOL", "param_count", "equal_params_model",
+           "CHANGES", "EQUAL_PARAMS_TOL", "param_count", "equal_params_model", "reference_model",
            "ffn_width"]
 
 MODES = ("factorial", "oat")
@@ -105,7 +106,9 @@ class GridSpec:
     # `scale_embeddings` axis overrides it on its own points (then it is a factor of the grid, named in `change`).
     scale_embeddings: bool = True
     # GQA at equal parameters: a point with fewer KV heads than query heads gets its FFN widened until its parameter
-    # count matches the same point with MHA (within EQUAL_PARAMS_TOL; Ainslie et al. compare at equal size).
+    # count matches the same point with MHA (within EQUAL_PARAMS_TOL; Ainslie et al. compare at equal size). The
+    # same for an attention layer whose size differs from the standard layer's by more than EQUAL_PARAMS_TOL (mla):
+    # its FFN is resized to the standard layer's count (reference_model).
     gqa_equal_params: bool = True
 
 
@@ -278,21 +281,43 @@ def _ffn_params(model: ModelConfig, plain_width: int) -> int:
     return model.n_layers * (mats * model.d_model * h + bias)
 
 
-def equal_params_model(model: ModelConfig) -> ModelConfig:
-    """``model`` with its FFN widened so its parameter count matches the same model with MHA (``n_kv_heads`` None):
-    the parameters GQA saves in the K/V projections go to the FFN. MHA models come back unchanged."""
-    if model.kv_heads >= model.n_heads:
-        return model
+def reference_model(model: ModelConfig) -> ModelConfig:
+    """What ``model`` is sized against at equal parameters: the same model with MHA (``n_kv_heads`` None) and, when
+    its attention layer's parameters differ from the standard layer's over the same kernel by more than
+    :data:`EQUAL_PARAMS_TOL` (a latent-KV layer), that standard layer (``LayerSpec.kernel``)."""
+    from ablate.variants.attention.layer import layer_spec
+
+    ref = replace(model, n_kv_heads=None)
     try:
-        target = param_count(replace(model, n_kv_heads=None))
-        param_count(model)
+        spec = layer_spec(model.attention)
+        std = replace(ref, attention=spec.kernel)
+        mine, theirs = param_count(ref), param_count(std)
+    except AblateError:  # an impossible combination: its row will say why
+        return ref
+    return std if abs(mine / theirs - 1.0) > EQUAL_PARAMS_TOL else ref
+
+
+def equal_params_model(model: ModelConfig) -> ModelConfig:
+    """``model`` with its FFN resized so its parameter count matches :func:`reference_model`'s: the parameters GQA
+    saves in the K/V projections go to the FFN, and a layer larger (smaller) than the standard one (``mla`` at a
+    small ``d_model``) takes them from (gives them to) the FFN. A model that is its own reference comes back
+    unchanged."""
+    try:
+        ref = reference_model(model)
+        if ref == model:
+            return model
+        target = param_count(ref)
+        mine = param_count(model)
     except AblateError:  # an impossible combination: left as it is, its row will say why (status unsupported)
         return model
+    if target == mine:  # MHA spelled n_kv_heads = n_heads, a layer of the standard size
+        return model
     base = int(model.ffn_mult * model.d_model)
-    rest = param_count(model) - _ffn_params(model, base)  # everything but the FFNs
+    rest = mine - _ffn_params(model, base)  # everything but the FFNs
     per_unit = max(1, 2 * model.n_layers * model.d_model)  # parameters per unit of plain width (both kinds)
-    hi = base + (target - rest - _ffn_params(model, base)) // per_unit + 8
-    best = min(range(base, max(base, hi) + 1), key=lambda w: (abs(rest + _ffn_params(model, w) - target), w))
+    guess = base + (target - mine) // per_unit
+    lo, hi = max(1, min(base, guess) - 8), max(base, guess) + 8
+    best = min(range(lo, hi + 1), key=lambda w: (abs(rest + _ffn_params(model, w) - target), abs(w - base), w))
     return replace(model, ffn_mult=_mult_for(best, model.d_model))
 
 
@@ -303,8 +328,9 @@ def ffn_width(model: ModelConfig) -> int:
 
 
 def _with_equal_params(p: GridPoint, spec: GridSpec) -> GridPoint:
-    """GQA points with the FFN widened to MHA's parameter count (``spec.gqa_equal_params``), unless ``ffn_mult``
-    is an axis of the grid."""
+    """GQA points, and points whose attention layer differs in size from the standard one (``mla``), with the FFN
+    resized to :func:`reference_model`'s parameter count (``spec.gqa_equal_params``), unless ``ffn_mult`` is an axis
+    of the grid."""
     if not spec.gqa_equal_params or "ffn_mult" in p.settings:
         return p
     return replace(p, model=equal_params_model(p.model))
@@ -318,12 +344,13 @@ def _finish(pts: list[GridPoint], spec: GridSpec) -> list[GridPoint]:
     out = []
     for i, p in enumerate(pts):
         base = by.get(p.baseline) if p.baseline else None
-        if base is not None and base.model.kv_heads != p.model.kv_heads and "ffn_mult" not in p.settings and \
-                base.model.ffn_mult != p.model.ffn_mult:
+        if base is not None and (base.model.kv_heads, base.model.attention) != (p.model.kv_heads, p.model.attention) \
+                and "ffn_mult" not in p.settings and base.model.ffn_mult != p.model.ffn_mult:
             w0, w1 = ffn_width(base.model), ffn_width(p.model)
             what = f"FFN width {w0}→{w1}" if base.model.activation == p.model.activation else \
                 f"FFN width {w1}"
-            p = replace(p, change=f"{p.change}; {what} (GQA at equal parameters)")
+            why = "GQA" if base.model.kv_heads != p.model.kv_heads else "attention layer"
+            p = replace(p, change=f"{p.change}; {what} ({why} at equal parameters)")
         out.append(replace(p, index=i))
     return out
 

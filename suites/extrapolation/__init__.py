@@ -10,6 +10,10 @@ factor``. The ``rope`` model is also evaluated with every inference-time scaling
 eval_len / train_len, no retraining). ``learned`` has a table of ``train_len`` rows (as in the papers), so past it
 the suite writes an ``unsupported`` row "no positions past max_len" instead of a number.
 
+With ``--set stream.modes=dense,window,sinks,recompute`` each trained LM is also streamed token by token far past
+``train_len`` with a fixed cache budget in StreamingLLM's modes (``stream``: rows ``metric="stream_ppl"`` with
+``stream_mode``, ``budget``, measured ``cache_bytes``; ``streaming_report``: its table and claims, computed from those rows).
+
 Rows (one per trained variant x evaluated variant x seed x eval_len; ``metric="ppl"``): ``value`` = perplexity,
 ``loss`` (nats/token), ``bpb`` (bits per byte, byte-level data), the protocol (``mode``, ``stride``, ``tokens``)
 and ``pos_loss``: the mean loss per in-window position bin (a list; bin ``b`` covers positions ``b*pos_bin ..
@@ -36,13 +40,14 @@ from .constants import (FAIR_TOL, METRIC_PASSKEY, METRIC_PPL, POSITIONS, PROBE_T
 
 # The measurement side (torch, imported together) and the report side (no torch), and the names each module gives
 # the package.
-_MEASURE = ("config", "finetune", "plan", "measure", "pretrained", "suite")
-_REPORT = ("labels", "summary", "claims", "tables", "figures", "console", "reporting")
+_MEASURE = ("config", "finetune", "stream", "plan", "measure", "pretrained", "suite")
+_REPORT = ("labels", "summary", "claims", "streaming_report", "tables", "figures", "console", "reporting")
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "config": ("EvalSettings", "PasskeySettings", "ExtrapolationConfig", "DataSettings", "PRESETS",
                "probe_of", "eval_tokens", "eval_set", "eval_stride", "config_id", "decodes_incrementally",
-               "FinetuneSettings", "rope_scale_specs"),
+               "FinetuneSettings", "rope_scale_specs", "StreamSettings", "stream_budget", "check_stream"),
     "finetune": ("FineTune", "finetunes", "finetune_train_config", "run_finetune"),
+    "stream": ("stream_keys", "score_stream"),
     "plan": ("RowSpec", "Job", "evaluated_variants", "scales_embeddings", "job_model", "plan_jobs", "plan_caveats",
              "check_memory", "validate_plan", "train_jobs", "rope_scale_rows", "finetune_jobs"),
     "measure": ("train", "evaluate", "train_and_score", "row_unit"),
@@ -52,6 +57,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "summary": ("t_quantile_975", "mean_ci", "protocol_line", "ppl_summary", "per_seed_ppl", "effective_length",
                 "probe_chance", "probe_summary"),
     "claims": ("undertrained", "claims_section"),
+    "streaming_report": ("stream_cells", "streaming_report", "stream_table", "stream_section"),
     "tables": ("ppl_table", "effective_table", "probe_table"),
     "figures": ("variant_style", "fig_ppl_vs_length", "fig_loss_vs_position", "fig_probe_vs_length"),
     "console": ("_print_summary",),

@@ -15,6 +15,7 @@ from ablate.core.evalset import EvalSet, draw
 from ablate.core.lr_sweep import SweepSettings
 from ablate.core.evaluate import MODES, PROBES, Probe
 from ablate.registry.keys import POSITION
+from ablate.variants.attention.streaming import MODES as STREAM_MODES
 from ablate.store.results import row_key
 from ablate.core.train import TrainConfig
 
@@ -61,6 +62,20 @@ class FinetuneSettings:
 
 
 @dataclass(frozen=True)
+class StreamSettings:
+    """StreamingLLM's evaluation (Xiao et al. 2023, Table 1; suites/extrapolation/stream.py): each trained LM fed
+    ``sequences`` held-out streams of ``factor x train_len`` tokens one token at a time with at most ``budget`` keys
+    per query, in each of ``modes`` (:data:`ablate.variants.attention.streaming.MODES`); the tokens past the first
+    ``budget`` are scored (before them no mode evicts anything). Off unless ``modes`` is set."""
+
+    modes: tuple[str, ...] = ()  # dense, window, sinks, recompute
+    factors: tuple[int, ...] = (4, 8)  # stream lengths = train_len x factor (two: memory flat with length)
+    budget: int | None = None  # keys per query (the cache budget); None: train_len
+    sinks: int = 4  # initial tokens the sinks mode keeps (StreamingLLM: 4)
+    sequences: int = 4  # streams per row
+
+
+@dataclass(frozen=True)
 class ExtrapolationConfig:
     model: ModelConfig
     train: TrainConfig
@@ -72,6 +87,7 @@ class ExtrapolationConfig:
     probe: PasskeySettings = field(default_factory=PasskeySettings)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     lr_sweep: SweepSettings = field(default_factory=SweepSettings)  # a learning rate per variant (ablate.core.lr_sweep)
+    stream: StreamSettings = field(default_factory=StreamSettings)  # StreamingLLM's streaming evaluation (off)
     cpu_threads: int = 0  # CPU: torch threads (0 = torch's default); 1 is robust on a machine shared with others
     pretrained: str = ""  # hf:NAME_OR_PATH (--model): score this checkpoint instead of training (pretrained.py)
 
@@ -193,6 +209,7 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
     if e.stride is not None and e.mode != "sliding":
         raise ConfigError(f"eval.stride applies to sliding-window evaluation only; add --set eval.mode=sliding "
                           f"(eval.mode is {e.mode!r})")
+    check_stream(cfg)
     if cfg.cpu_threads < 0:
         raise ConfigError(f"cpu_threads must be >= 0 (0 = torch's default), got {cfg.cpu_threads}")
     if not cfg.positions:
@@ -352,6 +369,31 @@ def eval_set(cfg: ExtrapolationConfig, corpus: Any) -> EvalSet:
 
 def eval_stride(cfg: ExtrapolationConfig) -> int | None:
     return (cfg.eval.stride or cfg.model.train_len) if cfg.eval.mode == "sliding" else None
+
+
+def stream_budget(cfg: ExtrapolationConfig) -> int:
+    """Keys per query of the streaming evaluation (``stream.budget``, default train_len)."""
+    return cfg.stream.budget or cfg.model.train_len
+
+
+def check_stream(cfg: ExtrapolationConfig) -> None:
+    """The streaming settings, one line each (ConfigError)."""
+    st = cfg.stream
+    bad = [m for m in st.modes if m not in STREAM_MODES]
+    if bad:
+        raise ConfigError(f"unknown stream.modes {bad[0]!r}; valid: {', '.join(STREAM_MODES)}")
+    if len(set(st.modes)) != len(st.modes) or len(set(st.factors)) != len(st.factors):
+        raise ConfigError("stream.modes and stream.factors name each value once")
+    if not st.factors or any(f < 1 for f in st.factors):
+        raise ConfigError(f"stream.factors must be integers >= 1, got {st.factors}")
+    budget = stream_budget(cfg)
+    if budget < 2 or not 1 <= st.sinks < budget:
+        raise ConfigError(f"stream.budget must be >= 2 and stream.sinks in 1..budget-1, got budget={budget}, "
+                          f"sinks={st.sinks}")
+    if st.sequences < 1:
+        raise ConfigError(f"stream.sequences must be >= 1, got {st.sequences}")
+    if st.modes and min(st.factors) * cfg.model.train_len <= budget:
+        raise ConfigError(f"stream.factors x train_len must exceed stream.budget={budget} (nothing would be evicted)")
 
 
 def config_id(cfg: ExtrapolationConfig, corpus: Any, kind: str = "lm") -> str:

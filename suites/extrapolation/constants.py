@@ -10,6 +10,10 @@ ROPE_SCALINGS = ("rope_pi", "rope_ntk", "rope_dynamic_ntk", "rope_yarn")
 SWEEPS = {"model.position": "positions", "eval.position": "rope_scalings"}
 METRIC_PPL = "ppl"
 METRIC_PASSKEY = "passkey_acc"
+METRIC_STREAM = "stream_ppl"  # StreamingLLM's streaming evaluation (stream.py)
+# its modes (ablate.variants.attention.streaming.MODES), named here for the report side: the keep-the-first-tokens mode
+# shares its name with the `sinks` attention layer, so code compares against these names, never a literal
+DENSE, WINDOW, SINKS, RECOMPUTE = "dense", "window", "sinks", "recompute"
 FAIR_TOL = 0.10  # report: a trained variant more than 10% above the best perplexity at train_len is undertrained
 PROTOCOL = 3  # what a row measures; v3: documents drawn across the held-out split, exchangeable multikey needles,
 # fairseq embedding scale for every variant, T5 table without weight decay (v2: held-out documents, corpus hash, fairseq

@@ -29,7 +29,9 @@ from ablate.variants.positions import ROPE_TEMPERATURE, position_caveats, rope_a
 
 from .config import ExtrapolationConfig, config_id, decodes_incrementally, eval_set, eval_stride, probe_of
 from .finetune import run_finetune
+from .constants import METRIC_STREAM
 from .plan import Job, RowSpec, job_model, scales_embeddings
+from .stream import score_stream
 
 
 def _ckpt_path(ckpt_dir: Path, job: Job, cid: str, scaled: bool = False) -> Path:
@@ -228,7 +230,9 @@ def _evaluate_job(cfg, job: Job, todo: list[RowSpec], model, corpus: Corpus, dev
             if want != current:
                 model.set_position(r.evaluated, rope_scale=r.scale)
                 current = want
-            if r.depth is None:
+            if r.key.get("metric") == METRIC_STREAM:
+                metrics.update(score_stream(cfg, model, es, r.key, device))
+            elif r.depth is None:
                 chunk = cfg.eval.decode_chunk if decodes_incrementally(r.evaluated) else None
                 same = (r.evaluated, r.scale, r.eval_len)
                 res = scored.get(same) or evaluate(model, es.stream, r.eval_len, tokens=es.tokens, mode=cfg.eval.mode,

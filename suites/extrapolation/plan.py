@@ -16,9 +16,10 @@ from ablate.core.validate import check_fits, estimate_memory_bytes, validate_mod
 from ablate.variants.positions import position_caveats
 
 from .config import (ExtrapolationConfig, config_id, decodes_incrementally, eval_set, eval_stride, eval_tokens,
-                     rope_scale_specs)
+                     rope_scale_specs, stream_budget)
 from .constants import METRIC_PPL
 from .finetune import FineTune, finetune_key, finetunes
+from .stream import stream_keys
 
 
 @dataclass
@@ -145,6 +146,10 @@ def _rows(cfg: ExtrapolationConfig, kind: str, common: dict[str, Any], pos: str,
                 if kind == "multikey":
                     key["keys"] = cfg.probe.keys
                 rows.append(RowSpec(key, ev, L, scale, float(d)))
+    if kind == "lm":  # StreamingLLM's modes on the trained model itself (stream.modes; none by default)
+        base = {**common, "trained_position": pos, "position": pos, "rope_scale": 1.0, "seed": seed,
+                "scale_embeddings": scales_embeddings(cfg, pos)}
+        rows += [RowSpec(key, pos, L, 1.0) for key, L in stream_keys(cfg, base, es)]
     return rows
 
 
@@ -243,4 +248,9 @@ def train_jobs(cfg: ExtrapolationConfig, seeds: list[int]) -> tuple[list[TrainJo
                 # one forward per distinct scale: a fixed s equal to the ideal one is scored once
                 for _scale in sorted({sc for _m, sc in rope_scale_rows(cfg, pos, ev, L)}):
                     evals.append(EvalWork(m, L, fwd))
+        if kind == "lm":  # streaming: each token attends ~budget keys (recompute: a forward over budget tokens)
+            c = stream_budget(cfg)
+            for f in cfg.stream.factors if cfg.stream.modes else ():
+                n = cfg.stream.sequences * f * cfg.model.train_len
+                evals += [EvalWork(m, c, n * (c if mode == "recompute" else 1)) for mode in cfg.stream.modes]
     return jobs, evals

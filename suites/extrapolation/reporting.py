@@ -15,6 +15,7 @@ from ablate.reporting.tables import write_table
 from .claims import reading_notes, probe_notes, claims_section, undertrained
 from .labels import relabel
 from .constants import FAIR_TOL, METRIC_PPL, PROBE_TASKS, PROBE_TITLES, SUITE
+from .streaming_report import stream_section
 from .figures import probe_heatmaps, fig_loss_vs_position, fig_ppl_vs_length, fig_probe_vs_length, variant_style
 from .summary import (is_number, protocol_groups, variant_order, interval_note, ppl_summary, probe_chance,
                       probe_chance_by_depth, probe_summary, protocol_line)
@@ -155,6 +156,9 @@ def report(df, out_dir: Path) -> list[Path]:
         written += claim_files
         index += claim_index
 
+    stream_files, stream_index = stream_section(df, out_dir, verdicts)
+    written += stream_files
+    index += stream_index
     index[head_at:head_at] = headline_lines(verdicts)  # the page opens with its claims, each tallied once
     probe_files, probe_index = _probe_report(df, out_dir, pal, markers)
     written += probe_files

@@ -45,7 +45,7 @@ from .constants import (BASELINE_ATTENTION, DECODE_MODES, FLOPS_FA, LAYOUTS, MAS
 # The measurement side (torch, imported together) and the report side (no torch), and the names each module gives
 # the package.
 _MEASURE = ("config", "reference", "harness", "kernels", "model_parts", "decode", "suite")
-_REPORT = ("tables", "figures", "reporting")
+_REPORT = ("tables", "decode_cache", "figures", "reporting")
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "config": ("KernelSweep", "PositionSweep", "TrainSweep", "DecodeSweep", "LatencyConfig", "PRESETS",
                "DEFAULT_TRAIN_CHOICES", "DTYPES", "DTYPE_ALIASES", "default_preset", "resolve", "Shape",
@@ -59,6 +59,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "tables": ("MIB", "TFLOPS_FOOTNOTE", "kernel_tables", "tflops_pivot", "best_table", "status_table",
                "position_table", "train_table", "decode_table", "prefill_table"),
     "figures": ("fig_tflops", "fig_memory", "fig_decode", "fig_prefill"),
+    "decode_cache": ("cache_table", "cache_claims", "mixed_decode"),
     "reporting": ("report",),
 }
 __all__ = ["SUITE", "PARTS", "PASSES", "LAYOUTS", "KernelSweep", "PositionSweep", "TrainSweep", "DecodeSweep",

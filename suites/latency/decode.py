@@ -130,6 +130,9 @@ def _time_decode(ctx: Ctx, run: _LayoutRun, L: int, mode: str) -> dict[str, Any]
     return {**timing_metrics(t), "tokens_per_s": ds.batch / (t.median_ms / 1e3),
             "kv_bytes": kv_bytes, "kv_bytes_closed_form": closed, "kv_bytes_allocated": allocated,
             "kv_match": kv_bytes == closed, "kv_dtype": str(buffers[0].dtype).replace("torch.", ""),
+            # what the layer caches (its CacheLayout's tensors) and the units the report's per-token bytes use
+            "cache_tensors": ",".join(layer_spec(mcfg.attention).cache.names), "kv_el_bytes": el,
+            "head_dim": mcfg.head_dim,
             "attn_backend": _attn_backend(mcfg, ds.batch, 1, L + 1, device, run.dtype),
             "decode_backend": step.backend, "param_bytes": param_bytes, "bytes_per_step": moved,
             "achieved_gbps": gbps, "peak_gbps": peak.tflops if peak else None,

@@ -8,9 +8,11 @@ from typing import Any
 
 import pandas as pd
 
+from ablate.analysis.claims import claims_frame
 from ablate.store.atomic import write_text
 from ablate.reporting.tables import to_markdown, write_table
 
+from .decode_cache import cache_claims, cache_table, mixed_decode
 from .constants import PASSES, SUITE
 from .figures import fig_decode, fig_memory, fig_prefill, fig_tflops
 from .tables import (TFLOPS_FOOTNOTE, column_or, kernel_frame, other_convention_keys, best_table, decode_table,
@@ -150,6 +152,17 @@ def report(df, out_dir: Path) -> list[Path]:
                             "2·layers·kv_heads·head_dim·n·bytes·batch.")
         idx += [to_markdown(dt), ""]
         figure(fig_decode(df, out_dir / "latency_decode"), "decode latency and KV cache vs context")
+    if mixed_decode(df):  # more than one attention layer decoded: their caches side by side, and MLA's claim
+        ct, claims = cache_table(df), cache_claims(df)
+        idx += ["### Decode-state bytes per token", ""]
+        table(ct, "decode_cache", "Decode-state bytes per token by attention layer and layout, from the measured "
+                                  "cache bytes: elements one token adds to one layer (× head_dim), bytes over all "
+                                  "layers, ratio to MHA, the GQA group count with the same cache, MiB at 32k tokens.")
+        idx += [to_markdown(ct), ""]
+        if claims:
+            cf = claims_frame(claims)
+            table(cf, "decode_cache_claims", "DeepSeek-V2's cache claim vs the measured cache bytes (exact).")
+            idx += ["### Published claims vs this run", "", to_markdown(cf), ""]
     pf = prefill_table(df) if "part" in df.columns else pd.DataFrame()
     if not pf.empty:
         idx += ["## Prefill", ""]

@@ -263,6 +263,8 @@ def decode_table(df):
                 "heads": [f"{int(a)}/{int(b)}" for a, b in zip(numeric_column(d, "n_heads"), numeric_column(d, "n_kv_heads"))],
                 "batch": numeric_column(d, "batch").astype(int)}
     cols = {**head, "context": d["_c"].astype(int)}
+    if column_or(d, "attention").nunique() > 1:  # several layers decoded (mla beside the standard layer)
+        cols = {"attention": column_or(d, "attention"), **cols}
     if modes:
         cols["mode"] = d["_m"]
     cols.update({"ms/token": numeric_column(d, "time_ms"), "p20–p80 ms": _spread_col(d), "tokens/s": numeric_column(d, "tokens_per_s")})

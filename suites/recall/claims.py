@@ -19,7 +19,8 @@ from ablate.analysis.claims import (INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, 
 from ablate.analysis.stats import clustered_proportion, verdict
 
 from .aggregate import chosen_rows, far_near, point_key
-from .constants import ACC_MARGIN, BASED, DROP_MARGIN, GQA, LEARNED, POINT_COLUMNS, SOLVED, ZOOLOGY
+from .constants import (ACC_MARGIN, BASED, DIFF, DIFF_KEYS, DROP_MARGIN, GQA, LEARNED, POINT_COLUMNS, SOLVED,
+                        STANDARD_SOFTMAX, ZOOLOGY)
 
 PROTOCOL_TEXT = "MQAR test accuracy at the answer positions; learning rate per point chosen on validation"
 
@@ -219,8 +220,44 @@ def _gqa_parity(pts: list[dict]) -> ClaimResult:
                        caveats="a point still improving" if gated else "")
 
 
+def _diff_retrieves(pts: list[dict]) -> list[ClaimResult]:
+    """DIFF vs the standard softmax layer at the same d_model, heads, length and pairs ([] without a DIFF point)."""
+    base = dict(claim="Differential attention retrieves better than softmax attention (multi-needle)", source=DIFF,
+                published="multi-needle retrieval at 4K: DIFF above the Transformer, the gap widening with the "
+                          "number of needles", test=f"paired by seed: DIFF more accurate beyond ±{ACC_MARGIN:g}",
+                protocol=PROTOCOL_TEXT)
+    std = {(p["seq_len"], p["kv_pairs"], p["d_model"], p["n_heads"]): p for p in pts
+           if p["attention"] in STANDARD_SOFTMAX and p["n_kv_heads"] == p["n_heads"]}
+    mine = [p for p in pts if p["attention"] in DIFF_KEYS]
+    if not mine:
+        return []
+    parts, ours, gated, ceiling = [], [], False, False
+    for p in mine:
+        m = std.get((p["seq_len"], p["kv_pairs"], p["d_model"], p["n_heads"]))
+        if m is None:
+            continue
+        a, b = _paired(m["acc"], p["acc"])
+        ours.append(f"{_label(p)}: {p['ci'].mean:.3f} vs {m['attention']} {m['ci'].mean:.3f}")
+        gated |= p["improving"] or m["improving"] or max(p["ci"].mean, m["ci"].mean) < LEARNED
+        if min(m["ci"].mean, p["ci"].mean) >= SOLVED:
+            ceiling = True  # both solve it: no room for "better"
+            parts.append((NOT_TESTABLE, f"{_label(p)}: both solve MQAR (>= {SOLVED:g})"))
+            continue
+        v = verdict(a, b, lower_is_better=False, margin=ACC_MARGIN, paired=True)
+        label = {"better": REPRODUCED, "worse": NOT_REPRODUCED, "equivalent": NOT_REPRODUCED}.get(v.label,
+                                                                                               INCONCLUSIVE)
+        parts.append((label, f"{_label(p)}: {v.text}"))
+    if not parts:
+        return [ClaimResult(**base, ours="—", verdict=NOT_TESTABLE,
+                            detail="no standard softmax point at the DIFF point's d_model, heads, length and pairs")]
+    v, d = _combine(parts, gated or ceiling)
+    return [ClaimResult(**base, ours="; ".join(ours), verdict=v, detail=d,
+                        caveats="; ".join(c for c, on in (("a point still improving or not recalling", gated),
+                                                          ("ceiling: both solve MQAR at this rung", ceiling)) if on))]
+
+
 def recall_claims(df: pd.DataFrame) -> pd.DataFrame:
     """The claims table of one run's rows (:func:`ablate.analysis.claims.claims_frame`)."""
     pts = _points(df)
     return claims_frame([_softmax_solves(pts), _window_falls(pts), _linear_grows(pts), _linear_needs_width(pts),
-                         _gqa_parity(pts)])
+                         _gqa_parity(pts), *_diff_retrieves(pts)])

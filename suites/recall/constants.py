@@ -26,3 +26,9 @@ ZOOLOGY = "Arora et al. 2023 (Zoology), Figure 2; zoology/experiments/paper_conf
 BASED = ("Arora et al. 2024 (Based: simple linear attention ... recall-throughput tradeoff), Figure 2; "
          "zoology/experiments/paper_configs/arxiv24_based_figure2")
 GQA = "Ainslie et al. 2023 (GQA): grouped-query attention close to multi-head quality"
+DIFF = ("Ye et al. 2024 (Differential Transformer), multi-needle retrieval (sec. 3.4); microsoft/unilm "
+        "Diff-Transformer")
+# The variants the DIFF claim compares, named as data (the claim is about these keys): DIFF vs the standard layer
+# over the default softmax kernel at the same d_model, heads, length and pairs.
+DIFF_KEYS = ("diff",)
+STANDARD_SOFTMAX = ("sdpa",)

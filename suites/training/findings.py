@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ablate.analysis.claims import INCONCLUSIVE, LOSS_MARGIN, NOT_TESTABLE, REPRODUCED, better_claim, parity_claim
@@ -46,6 +47,12 @@ def _glu(v: Any, row: Any) -> bool | None:
     return bool(glu)
 
 
+def _standard(v: Any, row: Any) -> bool:
+    """Whether the row's attention is the standard layer over its kernel (its ``attention_standard`` column)."""
+    std = row.get("attention_standard")
+    return isinstance(std, (bool, np.bool_)) and bool(std)
+
+
 def _kv(row: Any) -> tuple[Any, Any]:
     kv = row.get("config.model.n_kv_heads", row.get("n_kv_heads"))
     return (None if to_float(kv) is None else int(to_float(kv))), to_float(row.get("config.model.n_heads"))
@@ -69,7 +76,17 @@ FINDINGS: tuple[Finding, ...] = (
             lambda v, r: _kv(r)[0] is not None and _kv(r)[0] != _kv(r)[1],
             lambda v, r: _kv(r)[0] is None or _kv(r)[0] == _kv(r)[1], "same",
             "Ainslie et al. 2023 Table 1", "MHA 47.2, GQA-8 47.1 (T5-XXL average score)"),
+    # Attention layers against the standard layer, everything else equal; compared only at equal parameters
+    # (EQUAL_PARAMS_TOL, else not testable: ablate.plan.grid.reference_model sizes the FFN of a layer that differs).
+    Finding("DIFF Transformer reaches a lower loss than a Transformer of the same size and tokens", "attention",
+            ("diff",), _standard, "better",
+            "Ye et al. 2024 (Differential Transformer), Fig. 3 (scaling with parameters and tokens)",
+            "same loss with ~62–65% of the parameters or training tokens"),
+    Finding("MLA at equal parameters is at least as good as MHA", "attention", ("mla", "mla_q"), _standard,
+            "not_worse", "DeepSeek-AI 2024 (DeepSeek-V2), appendix D (MLA vs MHA, small and large MoE models)",
+            "MLA better than MHA on most benchmarks, KV cache 4.5·d_h per token and layer"),
 )
+_GATED = ("attention",)  # findings compared only at equal parameters (beyond EQUAL_PARAMS_TOL: not testable)
 # Named comparisons that differ in more than one field: (claim, old point, new point, kind, reference, published).
 NAMED_FINDINGS = (
     ("the modern block beats the 2017 block", "original", "modern", "better",
@@ -86,8 +103,8 @@ def _signature(row: Any, field_name: str) -> tuple:
     if field_name == "position" and to_float(row.get("config.grid.scale_embeddings")) is None:
         # rows from before one embedding treatment (sinusoidal points alone scaled them): part of the change there
         skip.add("config.model.scale_embeddings")
-    if field_name == "n_kv_heads":  # GQA at equal parameters: the FFN width moves with the KV heads
-        skip.add("config.model.ffn_mult")
+    if field_name in ("n_kv_heads", "attention"):  # at equal parameters: the FFN width moves with the KV heads
+        skip.add("config.model.ffn_mult")  # or with the attention layer's size (ablate.plan.grid.reference_model)
     items = []
     for k in sorted(row.index):
         if (k.startswith("config.model.") or k.startswith("config.train.")) and k not in skip:
@@ -141,13 +158,14 @@ _TESTS = {"better": "lower val loss (paired 95% CI < 0)", "same": "equivalent wi
 
 def caveats(base_name: str, base: dict, other_name: str, other: dict, field_name: str | None) -> list[str]:
     """What limits a comparison of two points: a point still improving at the end of its run (undertrained: see
-    :data:`CONVERGENCE_DROP`), and for GQA vs MHA a parameter count that is not equal (beyond ±1%)."""
+    :data:`CONVERGENCE_DROP`), and for GQA vs MHA or an attention layer vs the standard one a parameter count that
+    is not equal (beyond ±1%; for a layer it makes the finding not testable)."""
     out = []
     for name, p in ((base_name, base), (other_name, other)):
         if p.get("still_improving"):
             out.append(f"undertrained: {name} still improving ({-p['drop']:+.3f} nats over the last "
                        f"{CONVERGENCE_WINDOW:.0%} of its steps)")
-    if field_name == "n_kv_heads" and base.get("params") and other.get("params"):
+    if field_name in ("n_kv_heads",) + _GATED and base.get("params") and other.get("params"):
         rel = other["params"] / base["params"] - 1.0
         if abs(rel) > EQUAL_PARAMS_TOL:
             out.append(f"not equal ({rel:+.0%} params)")
@@ -174,6 +192,9 @@ def findings_table(df):
         notes = caveats(base_name, base, other_name, other, fields_of.get(claim))
         if any(c.startswith("undertrained") for c in notes):  # as in ablate.analysis.claims: measured, not signed
             detail = f"not testable at this rung: a point is still improving (measured: {verdict}; {detail})"
+            verdict = NOT_TESTABLE
+        elif fields_of.get(claim) in _GATED and any(c.startswith("not equal") for c in notes):
+            detail = f"not testable: parameters not on par (measured: {verdict}; {detail})"
             verdict = NOT_TESTABLE
         rows.append({"published claim": claim, "published": published, "source": ref,
                      "comparison": f"{other_name} vs {base_name}", "ours: Δ val loss (95% CI)": ours,

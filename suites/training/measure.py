@@ -21,6 +21,7 @@ from ablate.registry.keys import ACTIVATION
 from ablate.core.model import Transformer
 from ablate.core.train import TrainConfig, lm_loss, train
 from ablate.core.validate import validate_model
+from ablate.variants.attention.layer import MultiHeadAttention
 from ablate.variants.attention.logits import max_attention_logit
 
 from .budget import Budget, flops_per_step
@@ -111,6 +112,8 @@ def run_point(cfg: TrainingConfig, point: GridPoint, seed: int, corpus: Corpus, 
         "activation_glu": ACTIVATION[point.model.activation].supports_("glu"),  # the report reads it, torch-free
         # whether the attention layer normalises q and k (its q_norm / k_norm): the LR-sensitivity claim reads it
         "attention_qk_norm": all(hasattr(b.attn, "q_norm") and hasattr(b.attn, "k_norm") for b in model.blocks),
+        # whether it is the standard layer over its kernel (the DIFF and MLA claims compare against it)
+        "attention_standard": all(type(b.attn) is MultiHeadAttention for b in model.blocks),
         "steps": res.steps, "steps_planned": steps, "tokens": st.get("tokens"), "tokens_per_step": per_step_tokens,
         "train_loss": st.get("final_train_loss"), "tokens_per_s": tps,
         "step_ms": 1000.0 * per_step_tokens / tps if tps else None,

@@ -49,8 +49,11 @@ def new_stream_cache(model: Any, mode: str, budget: int, sinks: int = 4) -> KVCa
 
 
 @torch.no_grad()
-def streaming_nll(model: Any, tokens: Tensor, *, mode: str, budget: int, sinks: int = 4) -> Tensor:
-    """Per-token losses ``(B, L - 1)`` (nats) of ``tokens`` ``(B, L)`` predicted one at a time under ``mode``."""
+def streaming_nll(model: Any, tokens: Tensor, *, mode: str, budget: int, sinks: int = 4,
+                  stats: dict | None = None) -> Tensor:
+    """Per-token losses ``(B, L - 1)`` (nats) of ``tokens`` ``(B, L)`` predicted one at a time under ``mode``.
+    ``stats``: filled with ``cache_bytes`` (the cache's ``nbytes()`` after the last token: the most it held; None
+    for ``recompute``, which keeps no cache) and ``kept`` (the tokens it then held)."""
     cache = new_stream_cache(model, mode, budget, sinks)
     b, length = tokens.shape
     out = []
@@ -60,4 +63,7 @@ def streaming_nll(model: Any, tokens: Tensor, *, mode: str, budget: int, sinks: 
         else:
             logits = model(tokens[:, t:t + 1], cache)[:, -1]
         out.append(F.cross_entropy(logits.float(), tokens[:, t + 1], reduction="none"))
+    if stats is not None:
+        stats["cache_bytes"] = int(cache.nbytes()) if cache is not None else None
+        stats["kept"] = int(cache.held()) if cache is not None else min(budget, length - 1)
     return torch.stack(out, dim=1)
