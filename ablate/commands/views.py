@@ -261,4 +261,5 @@ def export_results(results: Sequence[Path], to: str, out: Optional[str], project
     for r in res.runs:
         typer.echo(f"  {r}")
     if to == "tensorboard":
-        typer.echo(f"view: tensorboard --logdir {res.path}")
+        typer.echo(f"  {res.path}/hparams: {res.sessions} HParams session(s), one per row")
+        typer.echo(f"view: tensorboard --logdir {res.path}  (rows side by side: the HPARAMS tab)")

@@ -26,6 +26,10 @@ i.e. per ``(suite, run_id)`` of the rows, named ``<suite>-<run_id>``:
 * the rows themselves as a table: a W&B Table ``rows``; ``rows.csv`` as an MLflow artifact; ``rows.csv`` in the
   TensorBoard run folder.
 
+TensorBoard also gets its HParams dashboard (:mod:`ablate.io.tb_hparams`): one session per row under
+``<out>/hparams/``, its key fields and ``config.*`` settings as typed hyperparameters (booleans, numbers, text) and
+its measured numbers as metrics, so rows compare side by side in one table.
+
 Names are restricted to letters, digits, ``_ - . /`` and spaces (what MLflow accepts everywhere), the same for
 every tracker (the adapters, shared with ``ablate run --log-to``, are in :mod:`ablate.io.trackers`).
 :func:`tracker_runs` gives exactly what is logged, as plain data (the tests compare it with the
@@ -45,6 +49,7 @@ from ablate.store.frame import latest_rows
 from ablate.store.paths import PathLike, iter_files
 from ablate.store.reader import iter_rows
 from ablate.io.frames import columns, flat_frame, hashable, write_csv, write_parquet  # noqa: F401
+from ablate.io.tb_hparams import write_hparams
 from ablate.io.tracker_runs import (CURVE_PREFIX, LABEL_SKIP, STEP_AXES, TrackerRun, scalar_labels,  # noqa: F401
                                    step_of, tracker_runs)
 from ablate.io.trackers import EXTRAS as TRACKER_EXTRAS
@@ -203,6 +208,7 @@ class ExportResult:
     columns: int = 0
     path: Path | None = None
     runs: list[str] = field(default_factory=list)
+    sessions: int = 0  # TensorBoard: HParams sessions written (one per row) under <path>/hparams
 
 
 def export_rows(rows: Sequence[Mapping[str, Any]], target: str, out: PathLike | None = None, *,
@@ -218,7 +224,9 @@ def export_rows(rows: Sequence[Mapping[str, Any]], target: str, out: PathLike | 
         return ExportResult(target, len(rows), len(columns(rows)), path)
     runs = tracker_runs(rows, sources)
     if target == "tensorboard":
-        return ExportResult(target, len(rows), path=Path(out), runs=_log_tensorboard(runs, Path(out)))
+        done = _log_tensorboard(runs, Path(out))
+        return ExportResult(target, len(rows), path=Path(out), runs=done,
+                            sessions=len(write_hparams(rows, Path(out))))
     if target == "mlflow":
         return ExportResult(target, len(rows), path=None if out is None else Path(str(out)),
                             runs=_log_mlflow(runs, None if out is None else str(out), project))

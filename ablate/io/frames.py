@@ -1,6 +1,12 @@
 """Rows as one flat table: :func:`flat_frame` (one column per field, JSON types kept) and the files written from it
 (:func:`write_csv`, :func:`write_parquet`, atomically); what ``ablate export --to csv|parquet`` and
-``ablate run --log-to`` write. Every name is importable from :mod:`ablate.io.export` too."""
+``ablate run --log-to`` write. Every name is importable from :mod:`ablate.io.export` too.
+
+Types on the pandas / Parquet round trip: integers stay integers (pandas ``Int64``, nullable where a row lacks the
+column; Parquet ``int64``), booleans stay booleans (``boolean`` / ``bool``), numbers mixing integers and floats are
+``Float64`` / ``double``, and in Parquet the row's ``timestamp`` is a UTC datetime (``datetime64[us, UTC]`` /
+``timestamp[us, tz=UTC]``). The Parquet file carries pandas' own metadata, so ``pd.read_parquet`` gives back these
+dtypes (without it an integer column with a missing value would come back as float64)."""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from ablate.errors import ResultsFileError
 from ablate.store.atomic import write_atomic
 
 if TYPE_CHECKING:
@@ -66,8 +73,25 @@ def _list_kind(values: list[Any]) -> str | None:
     return kinds.pop() if len(kinds) == 1 and kinds <= {"number", "str", "bool"} else None
 
 
-def flat_frame(rows: Sequence[Mapping[str, Any]], *, native_lists: bool = False) -> "pd.DataFrame":
-    """One column per field, one line per row, typed as described in the module docstring."""
+TIME_COLUMNS = ("timestamp",)  # ISO 8601 text in a row, a UTC datetime in Parquet
+
+
+def _utc_times(values: list[Any], column: str) -> "pd.Series":
+    """ISO 8601 texts as tz-aware UTC datetimes (microseconds); one that does not parse is one line."""
+    import pandas as pd
+
+    try:
+        return pd.Series(pd.to_datetime(values, utc=True, format="ISO8601")).astype("datetime64[us, UTC]")
+    except (ValueError, TypeError):
+        bad = [v for v in values if v is not None and pd.isna(pd.to_datetime(v, utc=True, format="ISO8601",
+                                                                               errors="coerce"))]
+        raise ResultsFileError(f"column {column}: {(bad or values)[0]!r} is not an ISO 8601 time") from None
+
+
+def flat_frame(rows: Sequence[Mapping[str, Any]], *, native_lists: bool = False,
+               native_times: bool = False) -> "pd.DataFrame":
+    """One column per field, one line per row, typed as described in the module docstring (``native_lists``: lists
+    of scalars as lists, else JSON text; ``native_times``: :data:`TIME_COLUMNS` as UTC datetimes, else text)."""
     import pandas as pd
 
     cols = columns(rows)
@@ -76,7 +100,9 @@ def flat_frame(rows: Sequence[Mapping[str, Any]], *, native_lists: bool = False)
         values = [r.get(c) for r in rows]
         present = [v for v in values if v is not None]
         kinds = {_scalar_kind(v) for v in present}
-        if not present:
+        if native_times and c in TIME_COLUMNS and present and kinds == {"str"}:
+            data[c] = _utc_times(values, c)
+        elif not present:
             data[c] = pd.Series([None] * len(values), dtype=object)
         elif kinds == {"bool"}:
             data[c] = pd.array(values, dtype="boolean")
@@ -113,7 +139,7 @@ def write_parquet(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    df = flat_frame(rows, native_lists=True)
+    df = flat_frame(rows, native_lists=True, native_times=True)
     arrays, names = [], []
     for c in df.columns:
         col = df[c]
@@ -127,5 +153,7 @@ def write_parquet(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
         arrays.append(arr)
         names.append(c)
     table = pa.Table.from_arrays(arrays, names=names)
+    # pandas' metadata (the Int64 / boolean dtypes): read_parquet restores them, nullable integers included
+    table = table.replace_schema_metadata(pa.Schema.from_pandas(df, preserve_index=False).metadata)
     _write_atomic(path, lambda tmp: pq.write_table(table, tmp))
     return path

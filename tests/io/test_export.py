@@ -57,6 +57,8 @@ def results(tmp_path_factory) -> Path:
 
 def _same(stored, read) -> bool:  # noqa: ANN001
     """A stored JSON value and what a file gave back for it."""
+    if hasattr(read, "tz_convert"):  # a datetime (Parquet's timestamp column): the stored ISO text, parsed
+        return read == __import__("pandas").Timestamp(stored)
     if stored is None:
         return read is None or (isinstance(read, float) and math.isnan(read)) or read is getattr(
             __import__("pandas"), "NA")
@@ -270,7 +272,7 @@ def test_tensorboard_event_files_read_back(results, tmp_path, capsys):
     assert code == 0, err
     assert f"tensorboard --logdir {out}" in stdout
     runs = tracker_runs(read_rows(results))
-    assert sorted(p.name for p in out.iterdir()) == sorted(r.name for r in runs)
+    assert sorted(p.name for p in out.iterdir()) == sorted([r.name for r in runs] + ["hparams"])  # + HParams
     for run in runs:
         acc = EventAccumulator(str(out / run.name), size_guidance={"scalars": 0, "tensors": 0})
         acc.Reload()
