@@ -33,7 +33,14 @@ def machine_of(r: Mapping[str, Any]) -> str:
 def run_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The distinct (commit, machine) pairs of ``rows``, oldest first, each with a label ``r1``, ``r2`` ..."""
     groups: dict[tuple[str, str], dict[str, Any]] = {}
+    times: dict[int, list] = {}  # each distinct entry once, with how often it occurs (read_inputs shares entries)
     for r in rows:
+        seen = times.get(id(r))
+        if seen is None:
+            times[id(r)] = [r, 1]
+        else:
+            seen[1] += 1
+    for r, n in times.values():
         key = (cell_text(r.get("env.git_commit")), machine_of(r))
         g = groups.setdefault(key, {"commit": key[0], "machine": key[1], "first": None, "last": None, "rows": 0,
                                     "ok": 0, "suites": set(), "dirty": set(), "torch": set(), "gpu": set(),
@@ -42,8 +49,8 @@ def run_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if ts:
             g["first"] = ts if g["first"] is None else min(g["first"], ts)
             g["last"] = ts if g["last"] is None else max(g["last"], ts)
-        g["rows"] += 1
-        g["ok"] += r.get("status") == "ok"
+        g["rows"] += n
+        g["ok"] += n * (r.get("status") == "ok")
         g["suites"].add(cell_text(r.get("suite")))
         g["dirty"].add(cell_text(r.get("env.git_dirty")))
         g["torch"].add(cell_text(r.get("env.torch")))

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Sequence
 from ablate.reporting.cross_run import cell_text, group_of
 from ablate.reporting.pathfree import path_free
 
-__all__ = ["ENV_ORDER", "dirty_word", "env_section", "link_list", "md_table", "provenance_lines",
+__all__ = ["ENV_ORDER", "dirty_word", "distinct", "env_section", "link_list", "md_table", "provenance_lines",
            "provenance_warnings", "sha256_of"]
 
 ENV_ORDER = ("gpu", "gpu_count", "driver", "cuda", "cudnn", "hip", "cpu", "cpu_count", "hostname", "platform",
@@ -98,6 +98,12 @@ def provenance_warnings(rows: list[dict[str, Any]], groups: list[dict[str, Any]]
     return out
 
 
+def distinct(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with each entry once, in order: the provenance rows of ``read_inputs`` share one dict among the rows
+    that differ only in their timestamp (a file of 47,000 rows holds a few hundred)."""
+    return list({id(r): r for r in rows}.values())
+
+
 def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     def esc(s: str) -> str:
         return " ".join(str(s).split()).replace("|", "\\|")
@@ -116,6 +122,7 @@ def sha256_of(path: Path) -> str:
 
 
 def env_section(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> list[str]:
+    rows = distinct(rows)  # only the distinct values are shown: each shared entry once
     keys = sorted({k[4:] for r in rows for k in r if k.startswith("env.")},
                   key=lambda k: (ENV_ORDER.index(k) if k in ENV_ORDER else len(ENV_ORDER), k))
     if not keys:

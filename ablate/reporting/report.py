@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ablate.store.atomic import write_text
 from ablate.errors import ResultsFileError
+from ablate.reporting.figure_jobs import parallel_figures
 from ablate.reporting.cross_run import (PRIMARY_METRICS, cell_text, cross_run_figure, cross_run_tables,
                                         cross_run_view, run_groups)
 from ablate.reporting.pathfree import path_free
-from ablate.reporting.provenance import (env_section, link_list, md_table, provenance_lines, provenance_warnings,
-                                         sha256_of)
+from ablate.reporting.provenance import (distinct, env_section, link_list, md_table, provenance_lines,
+                                         provenance_warnings, sha256_of)
 from ablate.reporting.report_inputs import read_inputs
 from ablate.store.paths import PathLike
 
@@ -109,7 +110,8 @@ def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | No
     index = out / "index.md"
     # Claim index.md first: the suites then write their own index as <suite>_index.md next to it.
     _write(index, MARKER + "\n")
-    written = report_rows(df, out)
+    with parallel_figures():  # the figures' files are written by forked children, all done after the block
+        written = report_rows(df, out)
     rep = Report(out=out, index=index, files={k: list(v) for k, v in written.items()})
 
     groups = run_groups(raw)
@@ -138,13 +140,13 @@ def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | No
     lines += provenance_warnings(raw, groups)
     lines += ["Regenerate this folder from the results alone (no re-running):", "", "```",
               command or report_command(inputs, out), "```", ""]
-    cmds = list(data_commands) or sorted({path_free(cell_text(r.get(c))) for r in raw for c in ("command", "env.command")}
-                                         - {""})
+    cmds = list(data_commands) or sorted({path_free(cell_text(r.get(c))) for r in distinct(raw)
+                                          for c in ("command", "env.command")} - {""})
     lines += ["## Data", ""]
     if cmds:
         lines += ["Produced by:", "", "```", *cmds, "```", ""]
     else:
-        runs = sorted({cell_text(r.get("run_id")) for r in raw} - {""})
+        runs = sorted({cell_text(r.get("run_id")) for r in distinct(raw)} - {""})
         lines += [f"Produced by `ablate run` (run ids: {', '.join(f'`{x}`' for x in runs) or '—'}); the rows record "
                   "their full configuration in the `config.*` columns.", ""]
     frows = []

@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar, Union
 
+from ablate.reporting.figure_jobs import submit
 from ablate.store.atomic import write_text
 
 if TYPE_CHECKING:
@@ -389,7 +390,8 @@ def figure(fn: _F) -> _F:
 def savefig(fig: Any, stem: Union[str, os.PathLike], *, dpi: int = 200, close: bool = True) -> tuple[Path, Path]:
     """Save ``fig`` (a Figure, or anything with ``.figure`` such as a seaborn FacetGrid) as ``stem.png`` and
     ``stem.svg``, without timestamps and with fixed SVG ids, so re-running gives identical files (within
-    :func:`no_figures`: close it, write nothing and return ``()``)."""
+    :func:`no_figures`: close it, write nothing and return ``()``; within
+    :func:`ablate.reporting.figure_jobs.parallel_figures`: a forked child writes them, the block's end waits)."""
     figure = fig
     if not _FIGURES.get():
         if not hasattr(figure, "canvas") and hasattr(figure, "figure"):
@@ -403,9 +405,14 @@ def savefig(fig: Any, stem: Union[str, os.PathLike], *, dpi: int = 200, close: b
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     png, svg = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")
-    with _matplotlib().rc_context({"svg.hashsalt": SVG_HASHSALT}):
-        figure.savefig(png, format="png", dpi=dpi, metadata={"Software": None}, bbox_inches="tight")
-        figure.savefig(svg, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+
+    def save() -> None:
+        with _matplotlib().rc_context({"svg.hashsalt": SVG_HASHSALT}):
+            figure.savefig(png, format="png", dpi=dpi, metadata={"Software": None}, bbox_inches="tight")
+            figure.savefig(svg, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+
+    if not submit(save, stem.name):  # within figure_jobs.parallel_figures: a forked child saves it
+        save()
     if close:
         import matplotlib.pyplot as plt
 

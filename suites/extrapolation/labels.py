@@ -59,7 +59,8 @@ def relabel(df):
     a fine-tuning, so that every grouping by position keeps the protocols apart; unchanged otherwise."""
     if not len(df) or not ({"rope_scale_mode", "finetune_steps"} & set(df.columns)):
         return df
-    labels = [series(r) for r in df.to_dict("records")]
+    cols = [c for c in (*SERIES_FIELDS, "rope_scale") if c in df.columns]  # what series() reads, not every column
+    labels = [series(r) for r in df[cols].to_dict("records")]
     if labels == df["position"].astype(str).tolist():
         return df
     return df.assign(position=labels)

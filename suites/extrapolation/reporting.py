@@ -52,7 +52,7 @@ def _probe_report(df, out_dir: Path, pal: dict, markers: dict) -> tuple[list[Pat
         what = (f"chance (row *chance*: {level}) = the best content-only answer, copying a random, the first or the "
                 f"latest of the {keys} needles' values, computed exactly from the generator's placement"
                 if keys else f"chance {chance:.2g} = a random {int(round(-math.log10(chance)))}-digit number")
-        md, tex = write_table(probe_table(pk), out_dir / f"extrapolation_{task}",
+        md, tex = write_table(probe_table(pk, summ), out_dir / f"extrapolation_{task}",
                               caption=f"{PROBE_TITLES[task]}: accuracy by context length: {interval_note(summ)}; "
                                       f"{what}.")
         written += [md, tex]

@@ -165,17 +165,39 @@ def probe_summary(pk):
     with one seed, the 95% Wilson interval of its trials."""
     pk = _probe_counts(pk)
     fallback = probe_chance(pk)
+    # one pass over plain lists (a pandas groupby per cell was most of the time): cells in the order they first
+    # appear, seeds sorted, rows without a position, length or seed left out as a groupby leaves them out
+    chance = pk["chance"].tolist() if "chance" in pk else None
+    cells: dict[tuple, tuple[dict, list]] = {}
+    for i, (pos, L, seed, c, t) in enumerate(zip(pk["position"].tolist(), pk["eval_len"].tolist(),
+                                                  pk["seed"].tolist(), pk["correct_n"].tolist(),
+                                                  pk["trials_n"].tolist())):
+        if _missing(pos) or _missing(L):
+            continue
+        per, ch = cells.setdefault((pos, L), ({}, []))
+        if chance is not None and is_number(chance[i]):
+            ch.append(float(chance[i]))
+        if _missing(seed):
+            continue
+        tot = per.setdefault(seed, [0, 0])
+        tot[0] += c
+        tot[1] += t
     rows = []
-    for (pos, L), g in pk.groupby(["position", "eval_len"], sort=False):
-        per = g.groupby("seed", sort=True)[["correct_n", "trials_n"]].sum()
-        c = clustered_proportion(per["correct_n"].tolist(), per["trials_n"].tolist())
+    for (pos, L), (per, ch) in cells.items():
+        seeds = sorted(per)
+        correct, trials = [int(per[s][0]) for s in seeds], [int(per[s][1]) for s in seeds]
+        c = clustered_proportion(correct, trials)
         nan = float("nan")
         rows.append({"position": pos, "eval_len": int(L), "correct": c.correct, "trials": c.trials,
                      "acc": nan if c.mean is None else c.mean, "lo": nan if c.lo is None else c.lo,
-                     "hi": nan if c.hi is None else c.hi, "seeds": int(g["seed"].nunique()),
-                     "seed_correct": [int(x) for x in per["correct_n"]], "seed_trials": [int(x) for x in per["trials_n"]],
-                     "interval": c.method, "chance": _chance_of(g, fallback)})
+                     "hi": nan if c.hi is None else c.hi, "seeds": len(seeds),
+                     "seed_correct": correct, "seed_trials": trials,
+                     "interval": c.method, "chance": float(np.mean(ch)) if ch else fallback})
     return pd.DataFrame(rows)
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def probe_chance_by_depth(pk) -> dict[float, float]:

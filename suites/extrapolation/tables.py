@@ -63,11 +63,12 @@ def effective_table(summary, train_len: int):
     return pd.DataFrame(out)
 
 
-def probe_table(pk):
+def probe_table(pk, summ=None):
     """Wide table: variants x eval lengths, cells ``acc [lo, hi]`` (pooled over depths; 95% interval clustered by
     seed, :func:`probe_summary`), and a last row ``chance``: the chance level at each length, computed by the
-    generator (the mean over depths of the per-depth chance the rows carry)."""
-    summ = probe_summary(pk)
+    generator (the mean over depths of the per-depth chance the rows carry). ``summ``: ``probe_summary(pk)``,
+    when the caller has it already."""
+    summ = probe_summary(pk) if summ is None else summ
     lens = sorted(summ["eval_len"].unique())
     out = []
     for pos in variant_order(summ):
