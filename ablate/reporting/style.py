@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 __all__ = ["PALETTE", "MARKERS", "LINESTYLES", "LINESTYLE_NAMES", "KEYS", "Style", "order", "style", "styles",
            "colors", "markers", "series_key", "BAND_CI", "BAND_P20_P80", "band_note", "contrast_on_white",
@@ -273,8 +273,10 @@ def annotate_points(ax, xs, ys, labels, *, fontsize: float = 6.5, avoid=(), mark
     """Label the points ``(xs[i], ys[i])`` with ``labels[i]`` so that no two labels overlap (nor the texts in
     ``avoid``), and, where there is room, none covers another point's marker (``marker_radius`` points): each
     label tries, in order, the spots right-above, right-below, left-above and left-below its point,
-    then steps further up and down (with a thin leader line when it had to move); inside the axes when it can.
-    Deterministic. Call it once the axes limits and the figure layout are final (it freezes the limits)."""
+    then steps further up and down, then sideways too (with a thin leader line when it had to move, kept clear of
+    the other labels where any spot allows); inside the axes when it can. Every label is drawn: one that finds no
+    free spot at all goes to its last spot tried (then :func:`overlapping_texts` reports it). Deterministic. Call it once the axes limits and the figure layout are
+    final (it freezes the limits)."""
     fig = ax.figure
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
@@ -292,34 +294,80 @@ def annotate_points(ax, xs, ys, labels, *, fontsize: float = 6.5, avoid=(), mark
     step = fontsize * 1.3
     tries = spots + [(dx, dy + sgn * k * step, ha, va) for k in range(1, 30) for sgn in (1, -1)
                      for dx, dy, ha, va in (spots[0], spots[2])]
+    wide = [(sgn * (4 + j * 6 * fontsize), dy + sgn_y * k * step, ha, va) for j in range(1, 8) for k in range(0, 12)
+            for sgn_y in (1, -1) for sgn, (dx, dy, ha, va) in ((1, spots[0]), (-1, spots[2]))]
 
-    def fits(box, inside: bool, i: int) -> bool:
+    leaders: list[tuple[Any, Any]] = []  # the leader lines drawn so far, as (point, end at its label)
+
+    def fits(box, inside: bool, i: int, leader, strict: bool) -> bool:
         if inside and not (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1):
             return False
         if inside and any(box.overlaps(m) for j, m in enumerate(marks) if j != i):
             return False
-        return not any(box.overlaps(p) for p in placed)
+        if any(box.overlaps(p) for p in placed):
+            return False
+        if not strict:  # no spot anywhere keeps the leader lines clear of other labels: the labels still apart
+            return True
+        return not any(crosses(a, b, box) for a, b in leaders) and (
+            leader is None or not any(crosses(*leader, p) for p in placed))
+
+    scale = fig.dpi / 72.0
+
+    def box_at(i: int, size, dx: float, dy: float, ha: str, va: str):
+        """The label's box at this spot: its glyph box, measured once, moved (as matplotlib aligns it)."""
+        w, h = size
+        x, y = pts[i][0] + dx * scale, pts[i][1] + dy * scale
+        return Bbox.from_bounds(x - w if ha == "right" else x, y - h if va == "top" else y, w, h)
 
     out = []
     for i in order:
+        t = ax.annotate(str(labels[i]), (xs[i], ys[i]), textcoords="offset points", xytext=(0, 0), ha="left",
+                        va="bottom", fontsize=fontsize, annotation_clip=False, **kw)
+        size = (lambda b: (b.width, b.height))(_extent(t, renderer))
+        t.remove()
         chosen = None
-        for inside in (True, False):
-            for dx, dy, ha, va in tries:
-                t = ax.annotate(str(labels[i]), (xs[i], ys[i]), textcoords="offset points", xytext=(dx, dy),
-                                ha=ha, va=va, fontsize=fontsize, annotation_clip=False, **kw)
-                box = _extent(t, renderer)
-                t.remove()
-                if fits(box, inside, i):
-                    chosen = (dx, dy, ha, va, box)
+        for inside, candidates, strict in ((True, tries, True), (False, tries, True), (False, wide, True),
+                                           (True, tries, False), (False, tries + wide, False)):
+            for dx, dy, ha, va in candidates:
+                box = box_at(i, size, dx, dy, ha, va)
+                chosen = (dx, dy, ha, va, box)
+                if fits(box, inside, i, leader_of(pts[i], box) if abs(dy) > 3 or abs(dx) > 4 else None, strict):
                     break
-            if chosen:
-                break
-        if chosen is None:
-            continue
-        dx, dy, ha, va, box = chosen
+            else:
+                continue
+            break
+        dx, dy, ha, va, box = chosen  # type: ignore[misc]
         arrow = {"arrowprops": {"arrowstyle": "-", "color": "0.6", "lw": 0.5, "shrinkA": 0, "shrinkB": 3}} \
-            if abs(dy) > 3 else {}
+            if abs(dy) > 3 or abs(dx) > 4 else {}
         out.append(ax.annotate(str(labels[i]), (xs[i], ys[i]), textcoords="offset points", xytext=(dx, dy), ha=ha,
                                va=va, fontsize=fontsize, annotation_clip=False, **arrow, **kw))
         placed.append(box)
+        if arrow:
+            leaders.append(leader_of(pts[i], box))
     return out
+
+
+def leader_of(point, box) -> tuple[Any, Any]:
+    """A leader line from ``point`` (display coordinates) towards the centre of a label's ``box``, as matplotlib
+    draws an annotation's arrow (the part inside the label's own box is hidden by it)."""
+    return (point[0], point[1]), ((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)
+
+
+def crosses(a, b, box) -> bool:
+    """Whether the segment ``a``-``b`` (display coordinates) runs through the inside of ``box`` (Liang-Barsky
+    clipping: exact, however thin the box)."""
+    t0, t1 = 0.0, 1.0
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    for p, q in ((-dx, a[0] - box.x0), (dx, box.x1 - a[0]), (-dy, a[1] - box.y0), (dy, box.y1 - a[1])):
+        if p == 0:
+            if q <= 0:
+                return False
+            continue
+        r = q / p
+        if p < 0:
+            t0 = max(t0, r)
+        else:
+            t1 = min(t1, r)
+        if t0 >= t1:
+            return False
+    return True

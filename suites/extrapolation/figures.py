@@ -107,15 +107,16 @@ def fig_ppl_vs_length(summary, order: list[str], train_len: int, pal: dict, mark
         return list(savefig(fig, stem))
 
 
-@figure
-def fig_loss_vs_position(g, order: list[str], train_len: int, pal: dict, stem: Path,
-                         markers: dict | None = None) -> list[Path]:
-    """Figure 2: loss vs token position inside the window, one panel per eval length, mean over seeds with its 95%
-    t-interval band (no band with one seed; the legend title says which, and n); a dashed grey line at the loss of a
-    context-free unigram model on the same documents, and ``none`` (NoPE) among the curves as the no-position
-    reference; no files when no row has a per-position loss."""
-    markers = markers or {}
-    g = relabel(g)  # fixed-scale and fine-tuned RoPE rows are series of their own, never averaged into the key's
+def _shade(color: Any, frac: float) -> tuple[float, float, float]:
+    """``color`` mixed with white: ``frac`` 1 the colour itself, smaller lighter."""
+    from matplotlib.colors import to_rgb
+
+    return tuple(frac * c + (1.0 - frac) for c in to_rgb(color))  # type: ignore[return-value]
+
+
+def _position_curves(g) -> pd.DataFrame:
+    """Per-position loss as long records: series (``position`` after :func:`relabel`), eval_len, seed, token
+    position (bin centre), loss; empty when no ``ok`` row has one."""
     ok = g[(g["status"] == "ok")] if "pos_loss" in g.columns else g.iloc[0:0]
     recs = []
     for r in ok.itertuples():
@@ -126,48 +127,102 @@ def fig_loss_vs_position(g, order: list[str], train_len: int, pal: dict, stem: P
             if v is not None and np.isfinite(v):
                 recs.append({"position": r.position, "eval_len": int(r.eval_len), "seed": r.seed,
                              "token position": (b + 0.5) * float(width), "loss": float(v)})
-    if not recs:
+    return pd.DataFrame(recs)
+
+
+def _mean_band(s: pd.DataFrame) -> tuple[Any, Any, Any]:
+    """Mean loss per token position over seeds, its 95% t-interval half-width (0 with one seed), and n."""
+    by = s.groupby("token position", sort=True)["loss"]
+    m, sd, n = by.mean(), by.std(ddof=1), by.count()
+    half = np.array([t_ppf(0.975, k - 1) * v / math.sqrt(k) if k > 1 and np.isfinite(v) else 0.0
+                     for v, k in zip(sd.values, n.values)])
+    return m, half, n
+
+
+@figure
+def fig_loss_vs_position(g, order: list[str], train_len: int, pal: dict, stem: Path,
+                         markers: dict | None = None) -> list[Path]:
+    """Figure 2: loss vs token position inside the window, as small multiples: one panel per series (a position
+    key, or a RoPE scaling at a scale), all on the same axes (token position on a log scale). In each panel one
+    line per evaluation length in the series' colour, lighter the shorter the window, mean over seeds; the
+    longest carries the series' marker and its 95% t-interval band (none with one seed; the legend title says
+    which, and n). Behind it, every other series at the longest length in light grey, for comparison; a dashed
+    grey line at the loss of a context-free unigram model on the same documents; dotted at train_len. No files
+    when no row has a per-position loss."""
+    markers = markers or {}
+    g = relabel(g)  # fixed-scale and fine-tuned RoPE rows are series of their own, never averaged into the key's
+    pdf = _position_curves(g)
+    if pdf.empty:
         return []
-    pdf = pd.DataFrame(recs)
+    ok = g[g["status"] == "ok"]
     lens = sorted(pdf["eval_len"].unique())
+    longest = lens[-1]
+    series = [p for p in order if p in set(pdf["position"])]
+    curves = {(p, L): _mean_band(s) for (p, L), s in pdf.groupby(["position", "eval_len"], sort=False)}
+    ncol = min(4, len(series))
+    nrow = math.ceil(len(series) / ncol)
+    shades = {L: 0.35 + 0.65 * (i / (len(lens) - 1) if len(lens) > 1 else 1.0) for i, L in enumerate(lens)}
+    uni = _unigram(ok, longest)
     ns: list[int] = []
     with plot_style():
-        fig, axes = plt.subplots(1, len(lens), figsize=(3.0 * len(lens), 3.2), sharey=True, squeeze=False)
-        for ax, L in zip(axes[0], lens):
-            sub = pdf[pdf["eval_len"] == L]
-            for pos in order:
-                s = sub[sub["position"] == pos]
-                if s.empty:
+        fig, axes = plt.subplots(nrow, ncol, figsize=(2.9 * ncol, 2.2 * nrow + 0.9), sharex=True, sharey=True,
+                                 squeeze=False)
+        for i, pos in enumerate(series):
+            ax = axes[i // ncol][i % ncol]
+            for other in series:  # the others at the longest length, for comparison
+                if other != pos and (other, longest) in curves:
+                    m, _, _ = curves[(other, longest)]
+                    ax.plot(m.index, m.values, color="0.86", lw=0.6, zorder=1)
+            for L in lens:
+                if (pos, L) not in curves:
                     continue
-                by = s.groupby("token position", sort=True)["loss"]
-                m, sd, n = by.mean(), by.std(ddof=1), by.count()
-                ax.plot(m.index, m.values, lw=1.2, ls=line_style(pos), color=pal.get(pos),
-                        marker=markers.get(pos, "o"), ms=3, markevery=max(1, len(m) // 5), label=pos)
-                half = np.array([t_ppf(0.975, k - 1) * v / math.sqrt(k) if k > 1 and np.isfinite(v) else 0.0
-                                 for v, k in zip(sd.values, n.values)])
-                if (half > 0).any():
-                    ax.fill_between(m.index, m.values - half, m.values + half, color=pal.get(pos), alpha=0.12, lw=0)
-                ns += [int(k) for k in n.values]
-            ax.axvline(train_len, color="0.3", ls=":", lw=1.0)
-            uni = _unigram(ok, L)
+                m, half, n = curves[(pos, L)]
+                top = L == max(LL for (p, LL) in curves if p == pos)
+                color = _shade(pal.get(pos, "0.3"), shades[L])
+                ax.plot(m.index, m.values, color=color, ls=line_style(pos), lw=1.3 if top else 0.9, zorder=3,
+                        marker=markers.get(pos, "o") if top else None, ms=3, markevery=max(1, len(m) // 5),
+                        label=pos if top else "_nolegend_")
+                if top and (half > 0).any():
+                    ax.fill_between(m.index, m.values - half, m.values + half, color=color, alpha=0.15, lw=0,
+                                    zorder=2)
+                ns += [int(k) for k in n.values] if top else []
+            ax.axvline(train_len, color="0.3", ls=":", lw=0.9)
             if uni is not None:  # reference: a context-free model on the same documents
-                ax.axhline(uni, color="0.45", ls=(0, (4, 2)), lw=1.0, label="unigram (no context)")
-            ax.set_title(f"eval_len {L}", fontsize=9)
-            ax.set_xlabel("token position in window")
-        axes[0][0].set_ylabel("loss (nats/token, mean over seeds)")
-        seen: dict[str, Any] = {}
-        for ax in axes[0]:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                seen.setdefault(lab, h)
-        labels = [p for p in order if p in seen] + [x for x in ("unigram (no context)",) if x in seen]
-        handles = [seen[p] for p in labels]
-        ncol = min(10, len(labels))
-        rows = math.ceil(len(labels) / ncol) + 1
-        fig.tight_layout(rect=(0, 0, 1, 1 - 0.07 * rows))
-        note = scaling_note(labels).replace(";\n", "; ")
-        fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False,
-                   bbox_to_anchor=(0.5, 1 - 0.07 * rows), title=band_note(min(ns or [1]), max(ns or [1]))
-                   + (f"; {note}" if note else ""), title_fontsize=7)
+                ax.axhline(uni, color="0.45", ls=(0, (4, 2)), lw=0.9)
+            ax.set_title(pos, fontsize=8.5, pad=3)
+            ax.set_xscale("log", base=2)
+            if i % ncol == 0:
+                ax.set_ylabel("loss (nats/token)", fontsize=8)
+            if i // ncol == nrow - 1 or i + ncol >= len(series):
+                ax.set_xlabel("token position in window", fontsize=8)
+                ax.xaxis.set_tick_params(labelbottom=True)
+        for j in range(len(series), nrow * ncol):
+            axes[j // ncol][j % ncol].axis("off")
+        lo = float(pdf["token position"].min())
+        powers = [2 ** k for k in range(max(0, math.ceil(math.log2(lo))), int(math.log2(max(lens))) + 1)]
+        ticks = powers[::-1][::max(1, math.ceil(len(powers) / 6))][::-1]  # at most 6, the longest length kept
+        axes[0][0].set_xticks(ticks)
+        axes[0][0].set_xticklabels([str(int(t)) for t in ticks], fontsize=7)
+        for ax in axes.flat:
+            ax.tick_params(axis="x", which="minor", bottom=False)
+            ax.tick_params(axis="y", labelsize=7)
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=_shade("0.25", shades[L]), lw=1.3 if L == longest else 0.9,
+                          label=f"eval_len {L}") for L in lens]
+        handles += [Line2D([], [], color="0.86", lw=0.6, label=f"other series at {longest}"),
+                    Line2D([], [], color="0.3", ls=":", lw=0.9, label=f"train_len ({train_len})")]
+        if uni is not None:
+            handles.append(Line2D([], [], color="0.45", ls=(0, (4, 2)), lw=0.9, label="unigram (no context)"))
+        note = scaling_note(series).replace(";\n", "; ")
+        many = max(ns or [1]) > 1
+        title = (f"{band_note(min(ns or [1]), max(ns or [1]))}; one line per eval_len, lighter = shorter window"
+                 + (" (band on the longest)" if many else "") + (f";\n{note}" if note else ""))
+        rows = 3 if note else 2
+        top = 1 - (0.32 * rows + 0.35) / fig.get_figheight()
+        fig.tight_layout(rect=(0, 0, 1, top), h_pad=0.6, w_pad=0.4)
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=7, frameon=False,
+                   bbox_to_anchor=(0.5, top), title=title, title_fontsize=7)
         return list(savefig(fig, stem))
 
 

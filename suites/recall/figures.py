@@ -57,8 +57,9 @@ def fig_accuracy(pt: pd.DataFrame, stem: Path) -> list[Path]:
 
 @figure
 def fig_memory(pt: pd.DataFrame, stem: Path) -> list[Path]:
-    """Accuracy vs decode state bytes per sequence (log), one panel per length; the Pareto front (less state,
-    more recall) drawn in black."""
+    """Accuracy vs decode state bytes per sequence (log), one panel per length, bars: the 95% interval of each
+    point's accuracy (as in the points table); the Pareto front on the means (less state, more recall) drawn in
+    black."""
     pt = pt[pt["state_bytes"].notna()] if not pt.empty else pt
     if pt.empty:
         return []
@@ -70,8 +71,11 @@ def fig_memory(pt: pd.DataFrame, stem: Path) -> list[Path]:
         for ax, (t, kv) in zip(axes[0], lens):
             sub = pt[(pt["seq_len"] == t) & (pt["kv_pairs"] == kv)]
             for name, g in sub.groupby("series", sort=False):
-                ax.scatter(g["state_bytes"], g["accuracy"], label=name, color=st[name].color,
-                           marker=st[name].marker, s=22, zorder=3)
+                err = None
+                if {"lo", "hi"} <= set(g.columns) and g[["lo", "hi"]].notna().all().all():
+                    err = [(g["accuracy"] - g["lo"]).clip(lower=0), (g["hi"] - g["accuracy"]).clip(lower=0)]
+                ax.errorbar(g["state_bytes"], g["accuracy"], yerr=err, label=name, color=st[name].color,
+                            fmt=st[name].marker, ms=4.5, capsize=2, lw=0.9, zorder=3)
             front = pareto_front(list(sub["state_bytes"]), list(sub["accuracy"]), x_better="low", y_better="high")
             f = sub[front].sort_values("state_bytes")
             ax.plot(f["state_bytes"], f["accuracy"], color="black", lw=0.8, ls="--", zorder=2, label="Pareto front")
@@ -80,7 +84,7 @@ def fig_memory(pt: pd.DataFrame, stem: Path) -> list[Path]:
             ax.set_xlabel("decode state bytes per sequence")
             ax.set_ylim(-0.02, 1.02)
         axes[0][0].set_ylabel("MQAR accuracy")
-        axes[0][-1].legend(fontsize=7, loc="lower right")
+        axes[0][-1].legend(fontsize=7, loc="lower right", title="bars: 95% interval", title_fontsize=7)
         return list(savefig(fig, stem))
 
 

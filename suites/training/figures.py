@@ -145,8 +145,9 @@ def pareto_figure(pts: list[dict], pal: dict[str, Style]):
     """The quality-vs-cost figure (not saved): (figure, the Pareto-optimal points, the front's drawn segments).
     Each point is labelled next to its marker, labels moved apart so none overlaps another
     (:func:`ablate.reporting.style.annotate_points`); bars: 95% t-intervals over seeds of the loss *and* of the throughput
-    (none with one seed). Pareto-optimal points (on the means) are outlined; the dashed front joins only neighbours
-    whose intervals separate on both axes (:func:`front_segments`)."""
+    (none with one seed; the throughput axis starts at 0, where a bar reaching below it ends). Pareto-optimal points
+    (on the means) are outlined; the dashed front joins only neighbours whose intervals separate on both axes
+    (:func:`front_segments`)."""
     from matplotlib.ticker import FuncFormatter
 
     xs = [s["tokens_per_s"] for s in pts]
@@ -175,6 +176,9 @@ def pareto_figure(pts: list[dict], pal: dict[str, Style]):
                                                                                                     "no bars")
     ax.set_title(f"Quality vs cost (outlined: Pareto-optimal on means; {bars})", fontsize=9)
     ax.margins(x=0.12, y=0.1)
+    lo, hi = ax.get_xlim()
+    if lo < 0:  # a throughput is never negative: an interval reaching below 0 ends on the axis
+        ax.set_xlim(0, hi)
     handles = handles[:1]
     legend = ax.legend(handles=handles, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0)) \
         if handles else None
