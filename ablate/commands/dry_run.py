@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from pathlib import Path
 
 import typer
 
@@ -68,8 +67,8 @@ def selected_tasks(opts, tasks: list) -> list:
 def _estimate(module, cfg, opts, device: str) -> list[str]:
     """The dry run's cost lines (:mod:`ablate.plan.estimate`) for a suite that lists what it trains: FLOPs of the whole
     plan and its time at the throughput earlier rows of this machine measured (results/ of the checkout, --out)."""
-    from ablate.store.env import fingerprint, source_root
-    from ablate.plan.estimate import estimate_lines, measured_rate
+    from ablate.store.env import fingerprint
+    from ablate.plan.estimate import estimate_lines, measured_rate, measured_where
 
     custom = getattr(module, "dry_run_estimate", None)  # a suite's own estimate (a pretrained model: no training)
     lines = custom(cfg, opts, device) if custom is not None else None
@@ -79,6 +78,5 @@ def _estimate(module, cfg, opts, device: str) -> list[str]:
         return []
     jobs, evals = module.train_jobs(cfg, list(range(opts.seeds)))
     fp = fingerprint()
-    where = [p for p in ((source_root() or Path(".")) / "results", Path(opts.out)) if p.exists()]
-    rate = measured_rate(device, where=where, gpu=fp.get("gpu"), cpu=fp.get("cpu"))
+    rate = measured_rate(device, where=measured_where(opts.out), gpu=fp.get("gpu"), cpu=fp.get("cpu"))
     return estimate_lines(jobs, evals, rate, device=device)

@@ -30,6 +30,7 @@ from ablate.core.flops import matmul_params, step_flops
 from ablate.core.model import Transformer
 
 __all__ = ["TrainJob", "EvalWork", "SWEEP_LABEL", "FINETUNE_LABEL", "Rate", "model_matmul_params", "planned_vocab", "job_flops", "eval_flops", "measured_rate",
+           "measured_where", "ok_rows",
            "estimate_lines", "format_duration"]
 
 
@@ -118,6 +119,13 @@ def ok_rows(paths: Iterable[Path], pattern: str = "*.jsonl") -> Iterable[dict[st
                             yield r
             except OSError:
                 continue
+
+
+def measured_where(out: str | Path) -> list[Path]:
+    """Where a dry run looks for earlier rows of this machine: ``results/`` of the checkout, and ``--out``."""
+    from ablate.store.env import source_root
+
+    return [p for p in ((source_root() or Path(".")) / "results", Path(out)) if p.exists()]
 
 
 def _num(v: Any) -> float | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from ablate.analysis.stats import clustered_proportion
+from ablate.analysis.stats import clustered_proportion, pareto_front
 
 from .constants import POINT_COLUMNS
 
@@ -104,6 +104,22 @@ def point_table(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     return out.sort_values(["seq_len", "kv_pairs", "attention", "window", "n_kv_heads", "d_model"],
                            kind="stable", na_position="first").reset_index(drop=True)
+
+
+def front_table(pt: pd.DataFrame) -> pd.DataFrame:
+    """The recall-memory Pareto front of each (length, pairs): the points of :func:`point_table` that no other point
+    of the same task beats on both accuracy (higher) and decode state bytes (lower), by state bytes."""
+    if pt.empty or "state_bytes" not in pt.columns:
+        return pd.DataFrame()
+    out = []
+    for _, g in pt.groupby(["seq_len", "kv_pairs"], sort=True):
+        on = pareto_front(list(g["state_bytes"]), list(g["accuracy"]), x_better="low", y_better="high")
+        out.append(g[on])
+    cols = ["seq_len", "kv_pairs", "attention", "window", "n_kv_heads", "d_model", "state_bytes", "state",
+            "accuracy", "lo", "hi"]
+    f = pd.concat(out) if out else pd.DataFrame(columns=cols)
+    return f[[c for c in cols if c in f.columns]].sort_values(["seq_len", "kv_pairs", "state_bytes"],
+                                                              kind="stable").reset_index(drop=True)
 
 
 def status_table(df: pd.DataFrame) -> pd.DataFrame:

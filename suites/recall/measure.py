@@ -4,6 +4,7 @@ decode state bytes)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -15,12 +16,14 @@ from ablate.core.flops import cache_bytes, matmul_params
 from ablate.core.model import Transformer
 from ablate.core.train import train
 from ablate.core.validate import validate_model
+from ablate.plan.estimate import EvalWork, TrainJob, eval_flops, job_flops
 
-from .config import RecallConfig, RecallPoint, train_config
+from .config import RecallConfig, RecallPoint, steps_of, train_config
 from .constants import CONVERGENCE_RISE, CONVERGENCE_WINDOW, SOLVED
 from .data import IGNORE, MQAR, TEST_STREAM, TRAIN_STREAM, VAL_STREAM, answer_distance, multiquery_ar, row_hashes
 
-__all__ = ["mqar_loss", "state_bytes", "EvalSets", "eval_sets", "train_stream", "score", "run_point"]
+__all__ = ["mqar_loss", "state_bytes", "EvalSets", "eval_sets", "train_stream", "score", "n_evals", "point_work",
+           "run_point"]
 
 
 def mqar_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -112,6 +115,21 @@ def score(model: torch.nn.Module, block: MQAR, device: str, batch: int = 256) ->
             "dist_total": [int((dist == v).sum()) for v in uniq]}
 
 
+def n_evals(cfg: RecallConfig, point: RecallPoint) -> int:
+    """Validation points of one run: every ``eval_every`` steps before the last, and once at the end."""
+    tcfg = train_config(cfg, point, 0)
+    return (tcfg.steps - 1) // tcfg.eval_every + 1
+
+
+def point_work(cfg: RecallConfig, point: RecallPoint) -> tuple[TrainJob, EvalWork]:
+    """What one model of ``point`` costs (:mod:`ablate.plan.estimate`): its training steps, and its evaluation
+    forwards -- the validation set at every curve point (the last one is also the row's validation score), then the
+    test set once."""
+    n = cfg.data.val_examples * n_evals(cfg, point) + cfg.data.test_examples
+    return (TrainJob(point.model, point.batch_size, point.seq_len, steps_of(cfg, point), point.name),
+            EvalWork(point.model, point.seq_len, n * point.seq_len))
+
+
 def _still_improving(curve: list[float]) -> bool:
     """Validation accuracy still rising over the last CONVERGENCE_WINDOW of the run (and not solved)."""
     if len(curve) < 2 or curve[-1] >= SOLVED:
@@ -122,15 +140,24 @@ def _still_improving(curve: list[float]) -> bool:
 
 def run_point(cfg: RecallConfig, point: RecallPoint, seed: int, sets: EvalSets, device: str, progress: Any = False,
               on_log: Any = None) -> tuple[str, str, dict[str, Any]]:
-    """Train ``point`` with ``seed`` and score it: (status, reason, metrics)."""
+    """Train ``point`` with ``seed`` and score it: (status, reason, metrics). ``run_s`` / ``cpu_s``: wall and process
+    CPU seconds of the whole run (training, every evaluation); ``train_flops`` / ``eval_flops``: its counted work
+    (:func:`point_work`), which the dry run's estimate divides by measured seconds."""
+    t0, c0 = time.perf_counter(), time.process_time()
     validate_model(point.model, device=device, backward=True)
     tcfg = train_config(cfg, point, seed)
     torch.manual_seed(seed)
     model = Transformer(point.model).to(device)
     dropped = [0]
     batches = train_stream(cfg, point, seed, sets.held_out, device, dropped)
-    res = train(model, tcfg, batches, device=device, loss_fn=mqar_loss, progress=progress,
-                eval_fn=lambda m: {"val_accuracy": score(m, sets.val, device)["accuracy"]},
+    last_val: dict[str, Any] = {}
+
+    def validate(m: torch.nn.Module) -> dict[str, float]:
+        last_val.clear()
+        last_val.update(score(m, sets.val, device))
+        return {"val_accuracy": last_val["accuracy"]}
+
+    res = train(model, tcfg, batches, device=device, loss_fn=mqar_loss, progress=progress, eval_fn=validate,
                 description=f"{point.name} s{seed}", on_log=on_log)
     st = res.stats
     sb, form, what = state_bytes(point.model, point.seq_len, cfg.el_bytes)
@@ -152,7 +179,12 @@ def run_point(cfg: RecallConfig, point: RecallPoint, seed: int, sets: EvalSets, 
     }
     if not res.ok:
         return "diverged", f"training diverged: {res.reason}", metrics
-    val, test = score(model, sets.val, device), score(model, sets.test, device)
+    # the final curve point scored the trained model on the validation set already (train's last evaluation)
+    val = dict(last_val) if res.evals and res.evals[-1]["step"] == res.steps else score(model, sets.val, device)
+    test = score(model, sets.test, device)
+    job, work = point_work(cfg, point)
+    metrics.update(train_flops=job_flops(job), eval_flops=eval_flops(work), run_s=time.perf_counter() - t0,
+                   cpu_s=time.process_time() - c0)
     metrics.update(value=test["accuracy"], accuracy=test["accuracy"], loss=test["loss"], correct=test["correct"],
                    answers=test["answers"], val_accuracy=val["accuracy"], val_loss=val["loss"],
                    **{f"dist.{k}": test[k] for k in ("dist", "dist_correct", "dist_total")})

@@ -9,7 +9,7 @@ import pandas as pd
 from ablate.reporting.tables import to_markdown, write_table
 from ablate.store.atomic import write_text
 
-from .aggregate import point_table, status_table
+from .aggregate import front_table, point_table, status_table
 from .claims import recall_claims
 from .constants import CONVERGENCE_RISE, CONVERGENCE_WINDOW, SOLVED, SUITE
 from .figures import fig_accuracy, fig_distance, fig_memory
@@ -30,7 +30,7 @@ def _setup(df: pd.DataFrame) -> list[str]:
 
 
 def report(df: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """``recall_points`` and ``recall_claims`` (.md/.tex), ``recall_accuracy``, ``recall_memory`` and
+    """``recall_points``, ``recall_front`` and ``recall_claims`` (.md/.tex), ``recall_accuracy``, ``recall_memory`` and
     ``recall_distance`` (.png/.svg) and ``recall_index.md`` in ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -63,10 +63,19 @@ def report(df: pd.DataFrame, out_dir: Path) -> list[Path]:
             index += ["![accuracy vs d_model](recall_accuracy.png)", ""]
         figs = fig_memory(pt, out_dir / "recall_memory")
         written += figs
-        if figs:
+        front = front_table(pt)
+        if figs or not front.empty:
             index += ["## Recall vs memory", "", "Accuracy against the decode state one sequence holds; the dashed "
-                      "line joins the points no other point beats on both (Pareto front).", "",
-                      "![recall vs state bytes](recall_memory.png)", ""]
+                      "line joins the points no other point beats on both (Pareto front).", ""]
+        if figs:
+            index += ["![recall vs state bytes](recall_memory.png)", ""]
+        if not front.empty:
+            fmd, ftex = write_table(front, out_dir / "recall_front",
+                                    caption="The recall-memory Pareto front per length: points no other point of "
+                                            "the same length beats on both accuracy and decode state bytes.",
+                                    floatfmt={"accuracy": ".3f", "lo": ".3f", "hi": ".3f", "state_bytes": ",.0f"})
+            written += [fmd, ftex]
+            index += ["Pareto front:", "", fmd.read_text(encoding="utf-8"), ""]
         figs = fig_distance(df, out_dir / "recall_distance")
         written += figs
         if figs:

@@ -4,18 +4,19 @@ summary; resume, claims, failure rows and progress are the loop's."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from ablate.core.validate import check_fits, estimate_memory_bytes
-from ablate.plan.estimate import EvalWork, TrainJob
+from ablate.plan.estimate import EvalWork, Rate, TrainJob, estimate_lines, measured_rate, measured_where, ok_rows
 from ablate.plan.runner import default_preset, resolve_device, results_path
 from ablate.plan.suitekit import Plan, Run, Suite, SuiteTask, task_id
 
 from .config import RecallConfig, RecallPoint, config_id, points, resolve, steps_of
 from .constants import SUITE
-from .measure import eval_sets, run_point
+from .measure import eval_sets, point_work, run_point
 
 KEY_FIELDS = ("point", "attention", "position", "d_model", "n_heads", "n_kv_heads", "window", "seq_len", "kv_pairs",
               "lr")
@@ -101,11 +102,55 @@ def run(opts) -> Path:
 
 def train_jobs(cfg: RecallConfig, seeds: list[int]) -> tuple[list[TrainJob], list[EvalWork]]:
     """What the grid trains (one model per point and seed) and its evaluation forwards (validation at every curve
-    point, then validation and test), for :mod:`ablate.plan.estimate` (``ablate run --dry-run``)."""
+    point, then the test set), for :mod:`ablate.plan.estimate` (``ablate run --dry-run``)."""
     jobs, evals = [], []
     for _ in seeds:
         for p in points(cfg):
-            jobs.append(TrainJob(p.model, p.batch_size, p.seq_len, steps_of(cfg, p), p.name))
-            n = cfg.data.val_examples * (cfg.train.evals + 1) + cfg.data.test_examples
-            evals.append(EvalWork(p.model, p.seq_len, n * p.seq_len))
+            job, work = point_work(cfg, p)
+            jobs.append(job)
+            evals.append(work)
     return jobs, evals
+
+
+def recall_rate(device: str, where: list[Path], *, gpu: str | None, cpu: str | None) -> Rate | None:
+    """The median FLOP/s (training + evaluation FLOPs over the run's seconds) of earlier ok recall rows of this
+    kind of machine under ``where``: on CPU per CPU-second per torch thread (``cpu_s / threads``: what an idle
+    machine gives; a machine shared with other jobs takes longer in wall time), on CUDA per wall second. These
+    2-layer, narrow models run at a small fraction of the language-model suites' FLOP/s (per-step overhead), so
+    the recall estimate takes recall rows only."""
+    rates, threads = [], set()
+    for r in ok_rows(where):
+        if r.get("suite") != SUITE or str(r.get("device", "")).split(":")[0] != device:
+            continue
+        if device == "cuda" and (not gpu or gpu.lower() not in str(r.get("env.gpu", "")).lower()):
+            continue
+        if device == "cpu" and cpu and r.get("env.cpu") != cpu:
+            continue
+        flops = sum(v for v in (r.get("train_flops"), r.get("eval_flops")) if isinstance(v, (int, float)))
+        n = r.get("threads") or 1
+        secs = r.get("cpu_s") / n if device == "cpu" and isinstance(r.get("cpu_s"), (int, float)) else r.get("run_s")
+        if flops > 0 and isinstance(secs, (int, float)) and secs > 0:
+            rates.append(flops / secs)
+            threads.add(str(n))
+    if not rates:
+        return None
+    per = "CPU-second per torch thread" if device == "cpu" else "wall second"
+    return Rate(statistics.median(rates), f"median of {len(rates)} measured recall rows, FLOPs per {per}"
+                + (f", at {'/'.join(sorted(threads))} thread(s)" if device == "cpu" else ""))
+
+
+def dry_run_estimate(cfg: RecallConfig, opts, device: str) -> list[str]:
+    """``ablate run --dry-run``'s cost lines: FLOPs of the plan at the rate earlier recall rows of this machine
+    measured (:func:`recall_rate`); without such rows the language-model suites' rate, said to be optimistic."""
+    from ablate.store.env import fingerprint
+
+    jobs, evals = train_jobs(cfg, list(range(int(opts.seeds))))
+    fp, where = fingerprint(), measured_where(opts.out)
+    rate = recall_rate(device, where, gpu=fp.get("gpu"), cpu=fp.get("cpu"))
+    if rate is not None:
+        return estimate_lines(jobs, evals, rate, device=device)
+    lines = estimate_lines(jobs, evals, measured_rate(device, where=where, gpu=fp.get("gpu"), cpu=fp.get("cpu")),
+                           device=device)
+    return lines + ["estimate: no recall rows of this machine under results/: the rate above (if any) is the "
+                    "language-model suites'; recall's narrow models run several times slower per FLOP "
+                    f"(docs/recall.md), so expect longer"]

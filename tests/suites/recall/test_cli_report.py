@@ -37,6 +37,8 @@ def test_micro_run_rows_resume_and_report(tmp_path, capsys):
         assert r["answers"] == 64 * 4 and 0 <= r["correct"] <= r["answers"]
         assert sum(r["dist.dist_total"]) == r["answers"] and r["state_bytes"] > 0
         assert r["steps"] == 12 and r["examples"] == 12 * 16 and len(r["curve.val_accuracy"]) == 3
+        assert r["val_accuracy"] == r["curve.val_accuracy"][-1]  # the last curve point is the row's validation
+        assert r["train_flops"] > r["eval_flops"] > 0 and r["run_s"] > 0 and r["cpu_s"] > 0
     code, out, err = cli(capsys, *args)  # resume: the finished rows are not run again
     assert code == 0, err
     assert len(path.read_text().splitlines()) == 4  # the unavailable row is retried, the ok ones are not
