@@ -339,7 +339,8 @@ def show_cmd(
 def export_cmd(
     results: List[Path] = typer.Argument(..., help="Results files (.jsonl) or folders of them."),
     to: ExportTarget = typer.Option(..., "--to", "-t", help="parquet or csv (one column per field), or a tracker: "
-                                    "wandb, mlflow, tensorboard (one run per suite and run id)."),
+                                    "wandb, mlflow, tensorboard (one run per suite and run id; tensorboard also one "
+                                    "HParams session per row)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="csv/parquet: the file (default ./<results "
                                       "name>.<ext>); tensorboard: the log folder (default runs/tensorboard); "
                                       "wandb: its dir; mlflow: tracking URI or folder (default: MLflow's)."),
