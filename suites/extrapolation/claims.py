@@ -117,11 +117,11 @@ def probe_notes(summ, chance: float, order: list[str]) -> list[str]:
 
 
 def claims_section(g, train_len: int, line: str, out_dir: Path, slug: str,
-                   verdicts: list | None = None) -> tuple[list[Path], list[str]]:
+                   verdicts: list | None = None, summary=None) -> tuple[list[Path], list[str]]:
     """The published claims tested on one protocol group's perplexity rows: (table files, index lines); nothing
     when no claim applies to the variants and lengths measured. ``verdicts``: a list each (claim, verdict) is
-    appended to (the page's headline tallies them per claim)."""
-    summary = ppl_summary(g)
+    appended to (the page's headline tallies them per claim); ``summary``: ``ppl_summary(g)``, when the caller has it."""
+    summary = ppl_summary(g) if summary is None else summary
     trained = {str(r.position): str(r.trained) for r in summary.itertuples()} if not summary.empty else {}
     first = g.iloc[0] if len(g) else {}
     mode = str(first.get("mode", "nonoverlap")) if len(g) else "nonoverlap"

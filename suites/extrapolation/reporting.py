@@ -152,7 +152,7 @@ def report(df, out_dir: Path) -> list[Path]:
         written += loss_files
         index += ["### Figures", "", f"![perplexity vs length](extrapolation_ppl_vs_length{slug}.png)", "",
                   f"![loss vs position](extrapolation_loss_vs_position{slug}.png)" if loss_files else "", ""]
-        claim_files, claim_index = claims_section(g, train_len, line, out_dir, slug, verdicts)
+        claim_files, claim_index = claims_section(g, train_len, line, out_dir, slug, verdicts, summary=summary)
         written += claim_files
         index += claim_index
 
