@@ -101,6 +101,9 @@ def test_hparams_table_types_every_hyperparameter():
     assert s0.metrics == {"val_loss": 2.5, "val_ppl": 12.0} and s1.metrics == {}  # an oom row measured nothing
     assert t.metrics == {"val_loss": "nats/token", "val_ppl": ""}
     assert s0.name == "training-r1/point-p" and s1.name == "training-r1/point-q"
+    # a re-measured row (--all-rows) shares every key field with the first: the sessions are numbered, not merged
+    again = hparams_table(rows + [dict(rows[0], value=2.4)]).sessions
+    assert [s.name for s in again] == ["training-r1/point-p #1", "training-r1/point-q", "training-r1/point-p #2"]
 
 
 def test_tensorboard_hparams_one_session_per_row(results, tmp_path, capsys):  # noqa: F811
