@@ -14,7 +14,7 @@ from ablate.analysis.stats import clustered_proportion, summarize, t_ppf
 from ablate.reporting.pathfree import data_text
 
 from .constants import METRIC_PPL, POSITIONS, PROTOCOL_COLS, ROPE_SCALINGS
-from .labels import relabel
+from .labels import SERIES_FIELDS, relabel
 
 
 def t_quantile_975(dof: int) -> float:
@@ -72,6 +72,10 @@ def ppl_summary(df):
     trained variant, its parameter count and the row caveats."""
     rows = []
     sub = df[df.get("metric", pd.Series(dtype=str)) == METRIC_PPL]
+    # the columns read below (the protocol, the series, the cell's values): each cell's filters then copy a few
+    # columns, not every column of the rows
+    sub = sub[[c for c in dict.fromkeys((*PROTOCOL_COLS, *SERIES_FIELDS, "rope_scale", "eval_len", "status", "value",
+                                         "reason", "n_params", "caveat", "trained_position")) if c in sub.columns]]
     for pdict, g in protocol_groups(sub):
         for (pos, L), cell in g.groupby(["position", "eval_len"], sort=False):
             ok = cell[cell["status"] == "ok"]

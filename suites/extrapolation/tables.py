@@ -24,16 +24,19 @@ def ppl_table(summary, train_len: int, flags: dict[str, float] | None = None):
     CI over seeds]; ``flags`` (from :func:`undertrained`) mark weak baselines."""
     flags = flags or {}
     lens = sorted(summary["eval_len"].unique())
+    first: dict[tuple, int] = {}  # (variant, length) -> its first row in the summary
+    for i, cell in enumerate(zip(summary["position"].tolist(), summary["eval_len"].tolist())):
+        first.setdefault(cell, i)
+    mean, ci, n, status = (summary[c].to_numpy() for c in ("mean", "ci", "n", "status"))
     out = []
     for pos in variant_order(summary):
         s = summary[summary["position"] == pos]
         params = next((int(v) for v in s["params"].tolist() if is_number(v)), None) if "params" in s else None
         row: dict[str, Any] = {"variant": pos, "params": f"{params:,}" if params is not None else None}
         for L in lens:
-            c = s[s["eval_len"] == L]
+            i = first.get((pos, L))
             key = f"{L}" + (" (train)" if L == train_len else f" ({L // train_len}x)")
-            row[key] = _cell(c["mean"].iloc[0], c["ci"].iloc[0], int(c["n"].iloc[0]), c["status"].iloc[0]) \
-                if len(c) else None
+            row[key] = _cell(mean[i], ci[i], int(n[i]), status[i]) if i is not None else None
         trained = str(s["trained"].iloc[0]) if "trained" in s and len(s) else pos
         row["note"] = f"undertrained (×{flags[trained]:.2f} the best at train_len)" if trained in flags else ""
         out.append(row)
