@@ -19,7 +19,7 @@ from ablate.analysis.claims import (INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, 
 from ablate.analysis.stats import clustered_proportion, verdict
 
 from .aggregate import chosen_rows, far_near, point_key
-from .constants import (ACC_MARGIN, BASED, DIFF, DIFF_KEYS, DROP_MARGIN, GQA, LEARNED, POINT_COLUMNS, SOLVED,
+from .constants import (ACC_MARGIN, BASED, DIFF, DIFF_KEYS, DROP_MARGIN, GQA, GUESS_MARGIN, LEARNED, POINT_COLUMNS, SOLVED,
                         STANDARD_SOFTMAX, ZOOLOGY)
 
 PROTOCOL_TEXT = "MQAR test accuracy at the answer positions; learning rate per point chosen on validation"
@@ -151,7 +151,12 @@ def _linear_grows(pts: list[dict]) -> ClaimResult:
         ours.append(f"{_label(lo)} {lo['ci'].mean:.3f} -> d={int(hi['d_model'])} {hi['ci'].mean:.3f}")
         gated |= lo["improving"] or hi["improving"]
         v = verdict(a, b, lower_is_better=False, margin=ACC_MARGIN, paired=True)
-        if min(a, default=0) >= SOLVED:
+        guess = 1.0 / int(lo["kv_pairs"])
+        if max(lo["ci"].mean, hi["ci"].mean) <= guess + GUESS_MARGIN:
+            parts.append((NOT_TESTABLE, f"T={int(lo['seq_len'])}: no width left the guessing plateau (1/kv_pairs = "
+                                        f"{guess:.2f}): {v.text}"))
+            gated = True
+        elif min(a, default=0) >= SOLVED:
             parts.append((NOT_TESTABLE, f"{_label(lo)}: already solved at the smallest width"))
             gated = True
         elif v.label == "better":
@@ -162,7 +167,8 @@ def _linear_grows(pts: list[dict]) -> ClaimResult:
             parts.append((INCONCLUSIVE, f"T={int(lo['seq_len'])}: {v.text}"))
     v, d = _combine(parts, gated)
     return ClaimResult(**base, ours="; ".join(ours), verdict=v, detail=d,
-                       caveats="a point still improving or solved at the smallest width" if gated else "")
+                       caveats="a point still improving, solved at the smallest width, or at the guessing plateau "
+                               "(1/kv_pairs) at every width" if gated else "")
 
 
 def _linear_needs_width(pts: list[dict]) -> ClaimResult:

@@ -16,6 +16,9 @@ POINT_COLUMNS = ("attention", "position", "d_model", "n_heads", "n_kv_heads", "w
 SOLVED = 0.99  # accuracy at which MQAR counts as solved (Zoology's early-stopping threshold, Figure 2's top)
 ACC_MARGIN = 0.02  # equivalence margin on accuracy (a fraction) for parity verdicts
 LEARNED = 0.1  # below this accuracy a point has not started to recall (undertrained: a claim on it is not testable)
+# A point within this of 1/kv_pairs answers with one of the example's values but not the right one (the MQAR plateau
+# every run starts on): it has not started to recall either.
+GUESS_MARGIN = 0.05
 DROP_MARGIN = 0.05  # the smallest accuracy drop counted as "falls" (sliding window beyond its reach)
 # Convergence: a run whose validation accuracy still rose by more than this over the last CONVERGENCE_WINDOW of its
 # steps (and is not solved) is flagged "still improving": an undertrained point.

@@ -83,6 +83,10 @@ def test_claims_follow_the_rows():
                  ("sliding_window", 32, 8, "window"): 0.98, ("linear", 16, None, "recurrent"): 0.8,
                  ("linear", 32, None, "recurrent"): 0.3}, far={("sliding_window", 32, 8): 0.98})
     assert list(recall_claims(bad)["verdict"])[:3] == ["not reproduced"] * 3
+    # linear attention at the guessing plateau (1/kv_pairs = 0.25) at every width: its growth is not testable
+    flat = _rows({("linear", 16, None, "recurrent"): 0.26, ("linear", 32, None, "recurrent"): 0.295})
+    assert list(recall_claims(flat)["verdict"])[2] == "not testable"
+    assert "guessing plateau" in list(recall_claims(flat)["detail"])[2]
     # a claim resting on an undertrained point is not testable; one seed is inconclusive
     assert recall_claims(_rows({("sdpa", 16, None, "kv"): 0.6}, improving=True))["verdict"][0] == "not testable"
     assert recall_claims(_rows({("sdpa", 16, None, "kv"): 1.0}, seeds=(0,)))["verdict"][0] == "inconclusive"
