@@ -36,7 +36,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "measure": ("mqar_loss", "state_bytes", "EvalSets", "eval_sets", "train_stream", "score", "n_evals", "point_work",
                 "run_point"),
     "suite": ("KEY_FIELDS", "row_key_fields", "check_memory", "tasks", "run", "train_jobs", "SUITE_KIT",
-              "recall_rate", "dry_run_estimate"),
+              "StepCost", "recall_cost", "dry_run_estimate"),
     "aggregate": ("best_lr", "point_table", "per_seed", "point_key", "chosen_rows", "far_near", "front_table",
                   "status_table"),
     "claims": ("recall_claims",),

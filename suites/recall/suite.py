@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ablate.core.validate import check_fits, estimate_memory_bytes
-from ablate.plan.estimate import EvalWork, Rate, TrainJob, estimate_lines, measured_rate, measured_where, ok_rows
+from ablate.plan.estimate import (EvalWork, Rate, TrainJob, estimate_lines, eval_flops, job_flops, measured_rate,
+                                  measured_where, ok_rows)
 from ablate.plan.runner import default_preset, resolve_device, results_path
 from ablate.plan.suitekit import Plan, Run, Suite, SuiteTask, task_id
 
@@ -112,13 +116,26 @@ def train_jobs(cfg: RecallConfig, seeds: list[int]) -> tuple[list[TrainJob], lis
     return jobs, evals
 
 
-def recall_rate(device: str, where: list[Path], *, gpu: str | None, cpu: str | None) -> Rate | None:
-    """The median FLOP/s (training + evaluation FLOPs over the run's seconds) of earlier ok recall rows of this
-    kind of machine under ``where``: on CPU per CPU-second per torch thread (``cpu_s / threads``: what an idle
-    machine gives; a machine shared with other jobs takes longer in wall time), on CUDA per wall second. These
-    2-layer, narrow models run at a small fraction of the language-model suites' FLOP/s (per-step overhead), so
-    the recall estimate takes recall rows only."""
-    rates, threads = [], set()
+@dataclass(frozen=True)
+class StepCost:
+    """Seconds of a run = ``steps x step_s + FLOPs / flops_per_s``, fitted to earlier recall rows (``source``)."""
+
+    step_s: float
+    flops_per_s: float
+    source: str
+
+    def seconds(self, jobs: list[TrainJob], evals: list[EvalWork]) -> float:
+        return (sum(j.steps for j in jobs) * self.step_s
+                + (sum(job_flops(j) for j in jobs) + sum(eval_flops(w) for w in evals)) / self.flops_per_s)
+
+
+def recall_cost(device: str, where: list[Path], *, gpu: str | None, cpu: str | None) -> StepCost | None:
+    """What earlier ok recall rows of this kind of machine under ``where`` took: seconds (on CPU ``cpu_s / threads``,
+    what an idle machine gives -- a shared one takes longer in wall time; on CUDA ``run_s``) against their steps and
+    FLOPs (training + evaluation). These narrow models spend much of a step in per-step overhead (Python, small
+    kernels), so FLOPs alone mispredict them: with rows of two sizes or more, a per-step time and a FLOP rate are
+    fitted by least squares; otherwise (or when the fit is not positive) the median FLOP/s, with no per-step term."""
+    pts, threads = [], set()
     for r in ok_rows(where):
         if r.get("suite") != SUITE or str(r.get("device", "")).split(":")[0] != device:
             continue
@@ -130,25 +147,36 @@ def recall_rate(device: str, where: list[Path], *, gpu: str | None, cpu: str | N
         n = r.get("threads") or 1
         secs = r.get("cpu_s") / n if device == "cpu" and isinstance(r.get("cpu_s"), (int, float)) else r.get("run_s")
         if flops > 0 and isinstance(secs, (int, float)) and secs > 0:
-            rates.append(flops / secs)
+            steps = r.get("steps") if isinstance(r.get("steps"), int) and r.get("steps") > 0 else None
+            pts.append((steps, flops, float(secs)))
             threads.add(str(n))
-    if not rates:
+    if not pts:
         return None
     per = "CPU-second per torch thread" if device == "cpu" else "wall second"
-    return Rate(statistics.median(rates), f"median of {len(rates)} measured recall rows, FLOPs per {per}"
-                + (f", at {'/'.join(sorted(threads))} thread(s)" if device == "cpu" else ""))
+    at = f", at {'/'.join(sorted(threads))} thread(s)" if device == "cpu" else ""
+    sized = [(s, f, t) for s, f, t in pts if s]
+    if len({round(f / s, -3) for s, f, _ in sized}) > 1:
+        a = np.array([[s, f] for s, f, _ in sized], dtype=float)
+        (step_s, inv), *_ = np.linalg.lstsq(a, np.array([t for *_, t in sized]), rcond=None)
+        if step_s > 0 and inv > 0:
+            return StepCost(float(step_s), float(1 / inv), f"fitted to {len(sized)} measured recall rows: "
+                            f"{step_s * 1e3:.3g} ms per training step + FLOPs at {1e-9 / inv:.3g} GFLOP/s, per {per}"
+                            + at)
+    rate = statistics.median(f / t for _, f, t in pts)
+    return StepCost(0.0, rate, f"median of {len(pts)} measured recall rows, FLOPs per {per}" + at)
 
 
 def dry_run_estimate(cfg: RecallConfig, opts, device: str) -> list[str]:
-    """``ablate run --dry-run``'s cost lines: FLOPs of the plan at the rate earlier recall rows of this machine
-    measured (:func:`recall_rate`); without such rows the language-model suites' rate, said to be optimistic."""
+    """``ablate run --dry-run``'s cost lines: the plan's time as earlier recall rows of this machine measured
+    (:func:`recall_cost`; printed as the plan's FLOPs over that time); without such rows the language-model suites' rate, said to be optimistic."""
     from ablate.store.env import fingerprint
 
     jobs, evals = train_jobs(cfg, list(range(int(opts.seeds))))
     fp, where = fingerprint(), measured_where(opts.out)
-    rate = recall_rate(device, where, gpu=fp.get("gpu"), cpu=fp.get("cpu"))
-    if rate is not None:
-        return estimate_lines(jobs, evals, rate, device=device)
+    cost = recall_cost(device, where, gpu=fp.get("gpu"), cpu=fp.get("cpu"))
+    if cost is not None:  # estimate_lines prints time at a rate: the plan's FLOPs over the fitted seconds
+        flops = sum(job_flops(j) for j in jobs) + sum(eval_flops(w) for w in evals)
+        return estimate_lines(jobs, evals, Rate(flops / cost.seconds(jobs, evals), cost.source), device=device)
     lines = estimate_lines(jobs, evals, measured_rate(device, where=where, gpu=fp.get("gpu"), cpu=fp.get("cpu")),
                            device=device)
     return lines + ["estimate: no recall rows of this machine under results/: the rate above (if any) is the "

@@ -10,7 +10,8 @@ import pytest
 
 from ablate.cli import main
 from ablate.store.env import fingerprint
-from ablate.suites.recall import point_table, points, recall_rate, resolve, train_jobs
+from ablate.suites.recall import StepCost, point_table, points, recall_cost, resolve, train_jobs
+from ablate.plan.estimate import EvalWork, TrainJob
 from ablate.suites.recall.aggregate import front_table
 from ablate.suites.recall.measure import n_evals, point_work
 
@@ -28,17 +29,30 @@ def _row(flops: float, cpu_s: float, threads: int = 1, **kw) -> dict:
             "threads": threads, **kw}
 
 
-def test_rate_is_recall_flops_per_cpu_second_per_thread(tmp_path):
+def test_cost_is_recall_flops_per_cpu_second_per_thread(tmp_path):
     f = tmp_path / "recall" / "cpu-tiny.jsonl"
     f.parent.mkdir(parents=True)
     rows = [_row(1e9, 1.0), _row(1e9, 2.0), _row(1e9, 4.0, threads=2),  # 1, 0.5, 0.5 GFLOP/s per thread-second
             _row(1e12, 1.0, suite="training"), _row(1e12, 1.0, status="oom"), _row(1e12, 1.0, device="cuda"),
             {**_row(1e12, 1.0), "env.cpu": "another cpu"}]
     f.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
-    rate = recall_rate("cpu", [tmp_path], gpu=None, cpu=fingerprint().get("cpu"))
-    assert rate is not None and rate.flops_per_s == pytest.approx(0.5e9)
-    assert "3 measured recall rows" in rate.source and "1/2 thread(s)" in rate.source
-    assert recall_rate("cpu", [tmp_path / "nothing"], gpu=None, cpu=None) is None
+    cost = recall_cost("cpu", [tmp_path], gpu=None, cpu=fingerprint().get("cpu"))
+    assert cost is not None and cost.flops_per_s == pytest.approx(0.5e9) and cost.step_s == 0
+    assert "3 measured recall rows" in cost.source and "1/2 thread(s)" in cost.source
+    assert recall_cost("cpu", [tmp_path / "nothing"], gpu=None, cpu=None) is None
+
+
+def test_rows_of_two_sizes_fit_a_per_step_time_and_a_rate(tmp_path):
+    # seconds = steps x 10 ms + FLOPs / 50 GFLOP/s, at two sizes (FLOPs per step 0.25 G and 1 G)
+    rows = [_row(f * s, s * 0.010 + f * s / 50e9, steps=s) for f in (0.25e9, 1e9) for s in (1000, 2400)]
+    f = tmp_path / "recall" / "cpu-tiny.jsonl"
+    f.parent.mkdir(parents=True)
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cost = recall_cost("cpu", [tmp_path], gpu=None, cpu=fingerprint().get("cpu"))
+    assert cost.step_s == pytest.approx(0.010) and cost.flops_per_s == pytest.approx(50e9)
+    assert "ms per training step" in cost.source
+    m = resolve("tiny").model
+    assert StepCost(0.01, 50e9, "").seconds([TrainJob(m, 64, 32, 100)], [EvalWork(m, 32, 0)]) > 100 * 0.01
 
 
 def test_dry_run_uses_recall_rows_or_says_it_has_none(tmp_path, capsys):
