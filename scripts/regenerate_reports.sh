@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the committed reports from the committed results, from JSONL alone (nothing is re-run):
 #
-#   results/<suite>/<name>.jsonl  ->  reports/<suite>/<name>/     (latency, extrapolation)
+#   results/<suite>/<name>.jsonl  ->  reports/<suite>/<name>/     (latency, extrapolation, recall)
 #   results/training/*.jsonl      ->  reports/training/           (the training report makes <device>-<preset>/)
 #
 #   bash scripts/regenerate_reports.sh                               # every results/<suite>/<name>.jsonl
