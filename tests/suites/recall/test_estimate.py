@@ -4,6 +4,7 @@ suites' FLOP/s); the rows carry the work and seconds it divides; the recall-memo
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -55,12 +56,15 @@ def test_rows_of_two_sizes_fit_a_per_step_time_and_a_rate(tmp_path):
     assert StepCost(0.01, 50e9, "").seconds([TrainJob(m, 64, 32, 100)], [EvalWork(m, 32, 0)]) > 100 * 0.01
 
 
-def test_dry_run_uses_recall_rows_or_says_it_has_none(tmp_path, capsys):
+def test_dry_run_uses_recall_rows_or_says_it_has_none(tmp_path, capsys, monkeypatch):
+    import ablate.suites.recall.suite as suite
+
+    monkeypatch.setattr(suite, "measured_where", lambda out: [Path(out)])  # not the checkout's results/
     base = ("run", "--suite", "recall", "--preset", "tiny", "--device", "cpu", "--dry-run", "--out")
+    (tmp_path / "empty").mkdir()
     code, out, err = cli(capsys, *base, str(tmp_path / "empty"))
     assert code == 0, err
-    if "measured recall rows" not in out:  # the checkout's results/recall may hold rows of this machine
-        assert "no recall rows of this machine" in out
+    assert "no recall rows of this machine" in out and "measured recall rows" not in out
     f = tmp_path / "rows" / "recall" / "cpu-earlier.jsonl"  # another file: the plan reads its own
     f.parent.mkdir(parents=True)
     f.write_text(json.dumps(_row(1e15, 1.0)) + "\n")  # absurdly fast: the estimate must come out tiny
