@@ -112,6 +112,8 @@ RANGES: dict[str, dict[str, Range]] = {
                         "trials": ONE_PLUS, "steps": ONE_PLUS, "answer_weight": NONNEG},
     "ExtrapolationConfig": {"cpu_threads": NONNEG},
     "FinetuneSettings": {"scale": gt(1), "steps": ONE_PLUS, "lr": POS},  # suites/extrapolation/finetune.py
+    "StreamSettings": {"factors": ge(1, nonempty=True), "budget": ONE_PLUS, "sinks": ONE_PLUS,  # .../stream.py
+                       "sequences": ONE_PLUS},
     "BudgetSettings": {"tokens": NONNEG, "flops": NONNEG, "seconds": NONNEG, "calib_steps": ge(2)},
     "TrainingConfig": {"time_limit_s": NONNEG, "cpu_threads": NONNEG},
     # suites/latency/

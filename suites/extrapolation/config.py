@@ -209,7 +209,7 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
     if e.stride is not None and e.mode != "sliding":
         raise ConfigError(f"eval.stride applies to sliding-window evaluation only; add --set eval.mode=sliding "
                           f"(eval.mode is {e.mode!r})")
-    check_stream(cfg)
+    check_stream(cfg, keys_set)
     if cfg.cpu_threads < 0:
         raise ConfigError(f"cpu_threads must be >= 0 (0 = torch's default), got {cfg.cpu_threads}")
     if not cfg.positions:
@@ -376,9 +376,14 @@ def stream_budget(cfg: ExtrapolationConfig) -> int:
     return cfg.stream.budget or cfg.model.train_len
 
 
-def check_stream(cfg: ExtrapolationConfig) -> None:
-    """The streaming settings, one line each (ConfigError)."""
+def check_stream(cfg: ExtrapolationConfig, keys: set[str] = frozenset()) -> None:
+    """The streaming settings, one line each (ConfigError); a ``stream.*`` setting among ``keys`` (those the user
+    set) while ``stream.modes`` is empty is refused: it would change nothing that runs."""
     st = cfg.stream
+    off = sorted(k for k in keys if k.startswith("stream.") and k != "stream.modes")
+    if off and not st.modes:
+        raise ConfigError(f"{off[0]} applies to the streaming evaluation, which is off; add --set "
+                          f"stream.modes={','.join(STREAM_MODES)}")
     bad = [m for m in st.modes if m not in STREAM_MODES]
     if bad:
         raise ConfigError(f"unknown stream.modes {bad[0]!r}; valid: {', '.join(STREAM_MODES)}")

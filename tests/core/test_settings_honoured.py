@@ -33,7 +33,7 @@ CHANGES: dict[str, str] = {
     "model.rope_scale": "2", "model.vocab_size": "300", "train.amp": "bf16", "train.betas": "0.8,0.9",
     "train.seq_len": "8", "model.train_len": "8", "eval.mode": "sliding", "eval.stride": "4", "eval.factors": "1,2",
     "data.corpus": "stdlib", "data.vocab_size": "300", "positions": "rope,alibi", "rope_scalings": "rope_ntk",
-    "probe.tasks": "multikey", "probe.depths": "0.5", "grid.axes": "norm=layernorm,rmsnorm", "grid.mode": "oat",
+    "probe.tasks": "multikey", "stream.modes": "window", "stream.factors": "2", "probe.depths": "0.5", "grid.axes": "norm=layernorm,rmsnorm", "grid.mode": "oat",
     "grid.base": "original", "grid.only": "original,modern", "budget.kind": "flops", "train.eval_every": "3",
     "parts": "kernel", "kernels.keys": "naive,sdpa", "kernels.seq_lens": "32", "kernels.compiled_seq_lens": "32",
     "kernels.head_dims": "8", "kernels.causal": "true", "kernels.dtype": "float64", "kernels.passes": "fwd",

@@ -245,7 +245,7 @@ def test_every_test_docs_reliability_names_exists():
     """docs/reliability.md pins each case to a test: every test (and test file) it names exists."""
     doc = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
     defined = {m for p in (ROOT / "tests").rglob("test_*.py")
-               for m in re.findall(r"^def (test_\w+)", p.read_text(encoding="utf-8"), flags=re.M)}
+               for m in re.findall(r"^\s*def (test_\w+)", p.read_text(encoding="utf-8"), flags=re.M)}  # methods too
     named = set(re.findall(r"\b(test_\w+)\b(?!\.py)", doc))
     assert named and not sorted(named - defined)
     for f in re.findall(r"`(tests/[\w/]+\.py)", doc):
