@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import threading
 
 import pytest
 
@@ -14,6 +15,18 @@ from ablate.reporting.figure_jobs import JOBS_ENV, figure_jobs as jobs_asked, pa
 from ablate.reporting.tables import plot_style, pyplot as plt, savefig
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="figures are saved in parallel only where fork is")
+
+
+@pytest.fixture
+def alone():
+    """A fork copies one thread, so figures go to children only while no other Python thread runs. tqdm's monitor
+    thread, which an earlier test's progress bar may have started in this process, is stopped first."""
+    for t in threading.enumerate():
+        if type(t).__name__ == "TMonitor":  # tqdm's monitor (tqdm.std.TMonitor): exit() stops and joins it
+            t.exit()
+    others = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    if others:
+        pytest.skip(f"other threads run in this process ({', '.join(others)}): figures would be saved inline")
 
 
 def _figure(k: int):
@@ -32,7 +45,7 @@ def _save_all(folder, n: int = 3) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def test_children_write_the_bytes_the_process_writes(tmp_path):
+def test_children_write_the_bytes_the_process_writes(tmp_path, alone):
     inline = _save_all(tmp_path / "inline")
     with parallel_figures(jobs=2):
         returned = []
@@ -44,7 +57,7 @@ def test_children_write_the_bytes_the_process_writes(tmp_path):
     assert [tuple(p.name for p in x) for x in returned] == [(f"f{k}.png", f"f{k}.svg") for k in range(3)]
 
 
-def test_a_childs_error_is_raised_as_itself_when_the_block_ends(tmp_path, monkeypatch):
+def test_a_childs_error_is_raised_as_itself_when_the_block_ends(tmp_path, monkeypatch, alone):
     import matplotlib.figure
 
     real = matplotlib.figure.Figure.savefig
@@ -64,7 +77,7 @@ def test_a_childs_error_is_raised_as_itself_when_the_block_ends(tmp_path, monkey
     assert (tmp_path / "good.svg").exists() and (tmp_path / "good2.svg").exists()  # the others finished
 
 
-def test_a_child_killed_is_an_error_naming_the_figure(tmp_path):
+def test_a_child_killed_is_an_error_naming_the_figure(tmp_path, alone):
     with pytest.raises(RuntimeError, match=r"saving the figure dead failed: its process was killed by signal"):
         with parallel_figures(jobs=2):
             assert submit(lambda: os.kill(os.getpid(), signal.SIGKILL), "dead")
