@@ -188,16 +188,23 @@ def _linear_needs_width(pts: list[dict]) -> ClaimResult:
         ours.append(f"d={int(lin['d_model'])} T={int(lin['seq_len'])}: softmax {s['ci'].mean:.3f} vs linear "
                     f"{lin['ci'].mean:.3f}")
         gated |= s["improving"] or s["ci"].mean < LEARNED
+        # linear attention on the guessing plateau at every width of the length: it did not learn here, so the
+        # gap says nothing about the width it needs (an optimisation failure looks the same)
+        guess = 1.0 / int(lin["kv_pairs"])
+        stuck = all(p["ci"].mean <= guess + GUESS_MARGIN for p in g)
+        gated |= stuck
         v = verdict(a, b, lower_is_better=False, margin=ACC_MARGIN, paired=True)
         label = {"better": REPRODUCED, "worse": NOT_REPRODUCED, "equivalent": NOT_REPRODUCED}.get(v.label,
                                                                                                INCONCLUSIVE)
-        parts.append((label, f"T={int(lin['seq_len'])}: {v.text}"))
+        plateau = f" (linear attention at the guessing plateau 1/kv_pairs = {guess:.2f} at every width)" if stuck else ""
+        parts.append((label, f"T={int(lin['seq_len'])}: {v.text}{plateau}"))
     if not parts:
         return ClaimResult(**base, ours="—", verdict=NOT_TESTABLE,
                            detail="needs softmax and linear attention at the same d_model and length")
     v, d = _combine(parts, gated)
     return ClaimResult(**base, ours="; ".join(ours), verdict=v, detail=d,
-                       caveats="softmax attention still improving or not learning" if gated else "")
+                       caveats="softmax attention still improving or not learning, or linear attention at the "
+                               "guessing plateau (1/kv_pairs) at every width" if gated else "")
 
 
 def _gqa_parity(pts: list[dict]) -> ClaimResult:

@@ -87,6 +87,12 @@ def test_claims_follow_the_rows():
     flat = _rows({("linear", 16, None, "recurrent"): 0.26, ("linear", 32, None, "recurrent"): 0.295})
     assert list(recall_claims(flat)["verdict"])[2] == "not testable"
     assert "guessing plateau" in list(recall_claims(flat)["detail"])[2]
+    # ... and then linear's gap to softmax at equal d_model says nothing about width: not testable either
+    stuck = _rows({("sdpa", 16, None, "kv"): 1.0, ("sdpa", 32, None, "kv"): 1.0,
+                   ("linear", 16, None, "recurrent"): 0.26, ("linear", 32, None, "recurrent"): 0.295})
+    claims = recall_claims(stuck)
+    assert list(claims["verdict"])[3] == "not testable"
+    assert "measured: reproduced" in list(claims["detail"])[3] and "guessing plateau" in list(claims["detail"])[3]
     # a claim resting on an undertrained point is not testable; one seed is inconclusive
     assert recall_claims(_rows({("sdpa", 16, None, "kv"): 0.6}, improving=True))["verdict"][0] == "not testable"
     assert recall_claims(_rows({("sdpa", 16, None, "kv"): 1.0}, seeds=(0,)))["verdict"][0] == "inconclusive"
