@@ -103,6 +103,12 @@ def _setup(key: tuple) -> tuple:
     return d["position"], d["train_len"], d["budget"], d["preset"], d["device"]
 
 
+# The anchor measured pretrained LLMs whose attention sinks formed over trillions of tokens; a model trained here for
+# minutes may never form one, so a window that does not break says that, not that StreamingLLM is wrong.
+REGIME = ("another regime: StreamingLLM measured pretrained Llama-2 (7B-70B) models, whose attention sinks formed in "
+          "long training; a small model trained briefly may form none, and then evicting the first tokens costs nothing")
+
+
 def stream_claims(df) -> list[ClaimResult]:
     """The StreamingLLM claims (module doc) on every trained model the streaming rows cover."""
     models = stream_cells(df)
@@ -116,7 +122,8 @@ def stream_claims(df) -> list[ClaimResult]:
         if win:
             r = _result(f"Window attention breaks once the first tokens leave the cache ({name})",
                         "Llama-2-13B, PG19: window 5158 vs re-computation 5.43",
-                        f"ppl(window) / ppl(recompute) > ×{BREAK_RATIO:g} at every length (Holm)", win)
+                        f"ppl(window) / ppl(recompute) > ×{BREAK_RATIO:g} at every length (Holm)", win,
+                        [REGIME])
             out.append(r)
             broke[_setup(key)] = r.verdict
         sink = _checks(m, SINKS, RECOMPUTE, "parity")

@@ -130,6 +130,7 @@ def test_window_that_does_not_break_makes_the_sink_claim_not_testable():
 
     v = _verdicts(_rows(flat))
     assert v["Window attention breaks once the first tokens leave the cache"].verdict == "not reproduced"
+    assert "another regime" in v["Window attention breaks once the first tokens leave the cache"].caveats
     sink = v["A model pre-trained with a sink needs only that one"]
     assert sink.verdict == "not testable" and "measured: reproduced" in sink.detail
     keep = v["Keeping 4 initial tokens stays close to sliding window with re-computation"]
