@@ -345,6 +345,7 @@ class Context:
     protocol: str = "non-overlapping windows"
     mode: str = "nonoverlap"
     parity_tol: float = PARITY_TOL
+    bca_block: int | None = None  # blockwise causal attention at evaluation (xPos's BCA): its block; None: off
 
     def model(self, pos: str) -> str:
         return self.trained.get(pos, pos)
@@ -439,7 +440,9 @@ def extrapolation_claims(cells: Mapping[tuple[str, int], Cell | Mapping[int, flo
             "LeX Transformer below RoPE at 2× and 4× the training length 1024 (qualitative)",
             f"xpos better than rope at every L in {f(longer[0])}–{f(Lmax)} (paired; Holm over lengths)",
             [Check(f(L), diff("xpos", "rope", L), "better") for L in longer], ["xpos", "rope"],
-            compared=[("xpos", "rope")], extra=["protocol: xPos without the paper's blockwise causal attention"])
+            compared=[("xpos", "rope")],
+            extra=[f"protocol: blockwise causal attention at evaluation, block {ctx.bca_block} tokens, for both (the "
+                   "paper's)" if ctx.bca_block else "protocol: xPos without the paper's blockwise causal attention"])
     if has("rope_pi", *longer) and has("rope_ntk", *longer):
         add("Position interpolation without fine-tuning hurts: NTK-aware does better", PI_NO_FT,
             "PI degrades without fine-tuning; NTK-aware does not need it (qualitative)",

@@ -32,6 +32,7 @@ from torch import nn
 from ablate.io.data import check_eval_span
 from ablate.errors import ConfigError
 from ablate.core.train import autocast_for, sync
+from ablate.variants.attention.blockwise import blockwise_logits
 
 MODES = ("nonoverlap", "sliding")
 
@@ -117,13 +118,16 @@ def evaluate(model: nn.Module, val: np.ndarray, eval_len: int, *, tokens: int, m
              stride: int | None = None, batch_tokens: int = 16384, byte_level: bool = True,
              device: str | torch.device | None = None, amp: str | None = None, pos_bins: int = 64,
              decode_chunk: int | None = None, prefill: int | None = None,
-             units: np.ndarray | None = None) -> EvalResult:
+             units: np.ndarray | None = None, block: int | None = None) -> EvalResult:
     """Loss of ``model`` on the held-out ``val`` at context ``eval_len`` (no grad, batched windows).
 
     ``decode_chunk``: score each window as a model is used when it generates: ``prefill`` tokens in one forward
     (default: all of them, i.e. a plain forward), then the rest ``decode_chunk`` tokens at a time through the KV
     cache (see :func:`incremental_logits`). Length-dependent positions (dynamic NTK) need it; for every other
     variant it equals the full forward up to float rounding.
+
+    ``block``: blockwise causal attention with that block size (xPos's BCA,
+    :func:`ablate.variants.attention.blockwise.blockwise_logits`) for windows longer than it; not with ``decode_chunk``.
 
     ``units``: bounds ``b`` (ascending, ``b[0] = 1``, ``b[-1] = tokens + 1``) of the documents the targets belong to
     (:attr:`ablate.core.evalset.EvalSet.bounds`): ``unit_loss[i]`` sums the loss of targets ``b[i] .. b[i+1]-1``.
@@ -134,6 +138,8 @@ def evaluate(model: nn.Module, val: np.ndarray, eval_len: int, *, tokens: int, m
         units = np.asarray(units, dtype=np.int64)
         if len(units) < 2 or units[0] != 1 or units[-1] != tokens + 1 or (np.diff(units) <= 0).any():
             raise ConfigError(f"unit bounds must rise from 1 to tokens + 1 = {tokens + 1}")
+    if block is not None and decode_chunk is not None:
+        raise ConfigError("blockwise causal attention (block) and incremental decoding (decode_chunk) exclude each other")
     windows = plan_windows(tokens, eval_len, mode, stride)
     need = max(w.start + eval_len + 1 for w in windows)
     check_eval_span(val, need, f"evaluation at eval_len={eval_len} ({tokens} tokens, {mode})")
@@ -155,7 +161,12 @@ def evaluate(model: nn.Module, val: np.ndarray, eval_len: int, *, tokens: int, m
             buf = torch.from_numpy(np.asarray(val[idx], dtype=np.int64)).to(device)
             x, y = buf[:, :-1], buf[:, 1:]
             with autocast_for(device, amp):
-                logits = model(x) if decode_chunk is None else incremental_logits(model, x, prefill, decode_chunk)
+                if block is not None:
+                    logits = blockwise_logits(model, x, block)
+                elif decode_chunk is None:
+                    logits = model(x)
+                else:
+                    logits = incremental_logits(model, x, prefill, decode_chunk)
             loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
             loss = loss.view(len(chunk), eval_len).double()
             lo = torch.tensor([w.lo for w in chunk], device=device)[:, None]

@@ -128,8 +128,9 @@ def claims_section(g, train_len: int, line: str, out_dir: Path, slug: str,
     stride = first.get("stride") if len(g) else None
     protocol = (f"sliding window, stride {int(stride)}" if mode == "sliding" and is_number(stride)
                 else "non-overlapping windows")
+    bca = first.get("bca_block") if len(g) else None
     ctx = Context(trained=trained, undertrained=undertrained(summary, train_len, FAIR_TOL), protocol=protocol,
-                  mode=mode)
+                  mode=mode, bca_block=int(bca) if is_number(bca) else None)
     cells = claim_cells(g)
     claims = extrapolation_claims(cells, train_len, ctx) + scaling_claims(g.to_dict("records"), train_len, ctx)
     if not claims:

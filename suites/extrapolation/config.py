@@ -15,6 +15,8 @@ from ablate.core.evalset import EvalSet, draw
 from ablate.core.lr_sweep import SweepSettings
 from ablate.core.evaluate import MODES, PROBES, Probe
 from ablate.registry.keys import POSITION
+from ablate.core.ranges import ge
+from ablate.variants.attention.blockwise import bca_refusal
 from ablate.variants.attention.streaming import MODES as STREAM_MODES
 from ablate.store.results import row_key
 from ablate.core.train import TrainConfig
@@ -36,6 +38,10 @@ class EvalSettings:
     # RoPE scale s of the static scalings: "ideal" (s = eval_len / train_len at each length) and/or fixed numbers
     # (one s at every length, as a deployed model: past s x train_len it extrapolates); every entry is scored
     rope_scales: tuple[str, ...] = ("ideal",)
+    # blockwise causal attention (xPos's BCA, Sun et al. 2022; ablate.variants.attention.blockwise) with this block
+    # size in every perplexity row: past it a query attends its own block of bca_block/2 tokens and the previous one.
+    # None: off. The paper: train_len. Even, in 2..train_len, below the longest eval_len (check_bca)
+    bca_block: int | None = field(default=None, metadata={"range": ge(2)})
 
 
 @dataclass(frozen=True)
@@ -231,6 +237,7 @@ def resolve(preset: str, overrides: tuple[str, ...] | list[str] = ()) -> Extrapo
     if e.decode_chunk < 1:
         raise ConfigError(f"eval.decode_chunk must be >= 1, got {e.decode_chunk}")
     rope_scale_specs(cfg)  # refuses a bad eval.rope_scales
+    check_bca(cfg)
     cfg = _resolve_finetune(cfg, keys_set)
     probe_keys = sorted(k for k in keys_set if k.startswith("probe."))
     if probe_keys and not cfg.passkey:
@@ -399,6 +406,32 @@ def check_stream(cfg: ExtrapolationConfig, keys: set[str] = frozenset()) -> None
         raise ConfigError(f"stream.sequences must be >= 1, got {st.sequences}")
     if st.modes and min(st.factors) * cfg.model.train_len <= budget:
         raise ConfigError(f"stream.factors x train_len must exceed stream.budget={budget} (nothing would be evicted)")
+
+
+def check_bca(cfg: ExtrapolationConfig) -> None:
+    """``eval.bca_block``, one line each (ConfigError): an even block of at most train_len tokens, below the longest
+    eval_len (else it changes nothing), on models and variants that can attend a cached block."""
+    b, train_len = cfg.eval.bca_block, cfg.model.train_len
+    if b is None:
+        return
+    if cfg.pretrained:
+        raise ConfigError("eval.bca_block applies to the models the suite trains, not to a pretrained checkpoint")
+    if b % 2:
+        raise ConfigError(f"eval.bca_block must be even (blocks of bca_block/2 tokens), got {b}")
+    if b > train_len:
+        raise ConfigError(f"eval.bca_block={b} exceeds train_len={train_len}: queries would attend keys farther than "
+                          f"training showed; the paper's block is the training length (eval.bca_block={train_len})")
+    if max(cfg.eval_lens) <= b:
+        raise ConfigError(f"eval.bca_block={b}: no eval_len exceeds it (longest {max(cfg.eval_lens)}), so blockwise "
+                          "attention would change nothing; add eval.factors above 1")
+    for v in list(cfg.positions) + list(cfg.rope_scalings):
+        if decodes_incrementally(v):
+            rest = ",".join(s for s in cfg.rope_scalings if not decodes_incrementally(s))
+            raise ConfigError(f"eval.bca_block cannot apply to {v!r}: it re-rotates every cached key at each length "
+                              f"(scored decoding token by token); drop it: --set rope_scalings={rest}")
+        why = bca_refusal(replace(cfg.model, position=v), b)
+        if why:
+            raise ConfigError(f"eval.bca_block: {why}")
 
 
 def config_id(cfg: ExtrapolationConfig, corpus: Any, kind: str = "lm") -> str:

@@ -19,7 +19,8 @@ PROTOCOL = 3  # what a row measures; v3: documents drawn across the held-out spl
 # fairseq embedding scale for every variant, T5 table without weight decay (v2: held-out documents, corpus hash, fairseq
 # sinusoidal init, reference YaRN)
 # Key fields that make rows comparable: the report and the terminal summary group rows by them.
-PROTOCOL_COLS = ("preset", "config_id", "train_len", "mode", "stride", "tokens", "eval_set", "data", "device")
+PROTOCOL_COLS = ("preset", "config_id", "train_len", "mode", "stride", "tokens", "eval_set", "data", "device",
+                 "bca_block")  # bca_block: blockwise causal attention at evaluation (absent: off)
 # The retrieval probes (ablate.core.evaluate.PROBES, in its order, named here without importing torch) and their titles.
 PROBE_TITLES = {"passkey": "Passkey retrieval (one needle, digit-free filler)",
                 "multikey": "Multi-key needle in a haystack (RULER-style: labelled needles, numbers in the filler)"}

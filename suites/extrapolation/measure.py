@@ -239,7 +239,8 @@ def _evaluate_job(cfg, job: Job, todo: list[RowSpec], model, corpus: Corpus, dev
                                                    stride=stride, batch_tokens=cfg.eval.batch_tokens,
                                                    byte_level=corpus.byte_level, device=device, amp=amp,
                                                    pos_bins=cfg.eval.pos_bins, decode_chunk=chunk,
-                                                   prefill=cfg.model.train_len, units=es.bounds)
+                                                   prefill=cfg.model.train_len, units=es.bounds,
+                                                   block=cfg.eval.bca_block)
                 scored[same] = res
                 nbytes = es.scored_bytes(corpus)
                 metrics.update(value=res.ppl, loss=res.loss, ppl=res.ppl,

@@ -55,6 +55,12 @@ class Job:
         return task_id(self.stem, self.seed)
 
 
+def bca_key(cfg: ExtrapolationConfig) -> dict[str, Any]:
+    """The key field of a perplexity row scored with blockwise causal attention (``eval.bca_block``; none when
+    off, so rows without it keep their keys)."""
+    return {} if cfg.eval.bca_block is None else {"bca_block": int(cfg.eval.bca_block)}
+
+
 def job_stem(kind: str, position: str, finetune: FineTune | None = None) -> str:
     ft = f"{finetune.tag}-" if finetune is not None else ""
     return f"{'' if kind == 'lm' else kind + '-'}{ft}{position}"
@@ -135,7 +141,7 @@ def _rows(cfg: ExtrapolationConfig, kind: str, common: dict[str, Any], pos: str,
             base["rope_scale_mode"] = mode
         if kind == "lm":
             key = {**base, "metric": METRIC_PPL, "mode": cfg.eval.mode, "stride": stride,
-                   "tokens": es.tokens, "eval_set": es.hash, "pos_bins": cfg.eval.pos_bins}
+                   "tokens": es.tokens, "eval_set": es.hash, "pos_bins": cfg.eval.pos_bins, **bca_key(cfg)}
             if decodes_incrementally(ev):
                 key.update(decode="incremental", decode_chunk=cfg.eval.decode_chunk)
             rows.append(RowSpec(key, ev, L, scale))
@@ -160,7 +166,7 @@ def _finetune_rows(cfg: ExtrapolationConfig, common: dict[str, Any], pos: str, s
     return [RowSpec({**common, "trained_position": pos, "position": ft.scaling, "rope_scale": ft.scale, "seed": seed,
                      "eval_len": L, "scale_embeddings": scales_embeddings(cfg, pos), "rope_scale_mode": "fixed",
                      **finetune_key(ft), "metric": METRIC_PPL, "mode": cfg.eval.mode, "stride": stride,
-                     "tokens": es.tokens, "eval_set": es.hash, "pos_bins": cfg.eval.pos_bins},
+                     "tokens": es.tokens, "eval_set": es.hash, "pos_bins": cfg.eval.pos_bins, **bca_key(cfg)},
                     ft.scaling, L, ft.scale) for L in cfg.eval_lens]
 
 

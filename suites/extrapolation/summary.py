@@ -61,6 +61,7 @@ def protocol_line(p: dict) -> str:
     parts = [f"trained at {int(g('train_len'))} tokens" if g("train_len") is not None else None,
              mode_s,
              f"{int(g('tokens'))} held-out tokens scored at every length" if g("tokens") is not None else None,
+             f"blockwise causal attention past {int(g('bca_block'))} tokens" if g("bca_block") is not None else None,
              f"data {data_text(p)}" if g("data") else None,
              f"preset {g('preset')}" if g("preset") else None,
              f"device {g('device')}" if g("device") else None]
