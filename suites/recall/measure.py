@@ -34,18 +34,16 @@ def mqar_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch
 
 def state_bytes(mcfg: Any, seq_len: int, el_bytes: int) -> tuple[int, str, str]:
     """(bytes one sequence's decode state holds after ``seq_len`` tokens, its form -- ``kv`` / ``window`` /
-    ``recurrent`` --, what it is), asked of the attention
-    layer's spec: a layer whose FLOPs follow the linear-attention algorithm keeps its recurrent state (``d_k x d_v``
-    plus the ``d_k`` normaliser per KV head and layer); a windowed layer a rolling KV cache of ``window`` tokens;
-    any other the KV cache of ``seq_len`` tokens (:func:`ablate.core.flops.cache_bytes`, the latency suite's count)."""
+    ``recurrent`` --, what it is), asked of the attention layer's spec: a layer with a fixed-size recurrent state
+    (:meth:`ablate.variants.attention.LayerSpec.recurrent_state`: linear attention's ``d_k x d_v + d_k`` per KV head,
+    Based's Taylor-feature state and convolution) keeps that per layer; a windowed layer a rolling KV cache of
+    ``window`` tokens; any other the KV cache of ``seq_len`` tokens (:func:`ablate.core.flops.cache_bytes`, the
+    latency suite's count)."""
     from ablate.variants.attention import layer_spec
-    from ablate.variants.attention.contract import FLOPS_LINEAR
 
-    _, convention = layer_spec(mcfg.attention).attention_flops("fwd", mcfg, batch=1, seq_len=seq_len)
-    if convention == FLOPS_LINEAR:
-        d = mcfg.head_dim
-        return (mcfg.n_layers * mcfg.kv_heads * (d * d + d) * el_bytes, "recurrent",
-                "recurrent state (d_k x d_v + d_k per KV head)")
+    rec = layer_spec(mcfg.attention).recurrent_state(mcfg)
+    if rec is not None:
+        return mcfg.n_layers * rec[0] * el_bytes, "recurrent", rec[1]
     if mcfg.window:
         return (cache_bytes(mcfg, seq_len, el_bytes, window=mcfg.window), "window",
                 f"rolling KV cache ({mcfg.window} tokens)")

@@ -35,7 +35,7 @@ from ablate.variants.attention.linear import LINEAR_CHUNK, linear_attention, lin
 from ablate.variants.attention.cache import CACHES, CacheLayout, KVCache, RollingKVCache, SinkKVCache, StaticKVCache
 from ablate.variants.attention.layer import KV_LAYOUT, LAYERS, LayerSpec, MultiHeadAttention, kernel_keys, layer_spec
 # layers of their own (registered after the kernels they call)
-from ablate.variants.attention import qknorm, sinks, diff, mla  # noqa: E401,F401,I001
+from ablate.variants.attention import qknorm, sinks, diff, mla, based  # noqa: E401,F401,I001
 
 __all__ = [
     "KEYS", "FEATURES", "ScoreBiasLike", "attention_fn", "check_call", "supports", "backend_of",

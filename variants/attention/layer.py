@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from ablate.errors import UnknownKeyError
 from ablate.registry.keys import ATTENTION, Registry
 from ablate.variants.attention.cache import CacheLayout
-from ablate.variants.attention.contract import FEATURES, LAYER_KERNELS, SPECS, AttentionSpec, spec, supports
+from ablate.variants.attention.contract import (FEATURES, FLOPS_LINEAR, LAYER_KERNELS, SPECS, AttentionSpec, spec,
+                                                supports)
 
 __all__ = ["LayerSpec", "LAYERS", "layer_spec", "MultiHeadAttention", "KV_LAYOUT", "mha_params", "standard_layer",
            "kernel_keys"]
@@ -116,7 +117,10 @@ class LayerSpec:
       projections are counted as matmul parameters); default the kernel's count;
     * ``unsupported``: kernel features (:data:`FEATURES`) this layer does not offer although its kernel does;
     * ``check``: ``cfg -> reason | None``, a configuration the layer refuses (a one-line ConfigError);
-    * ``materialises`` / ``native_bias``: override the kernel's ``materialises_scores`` / ``native_bias``.
+    * ``materialises`` / ``native_bias``: override the kernel's ``materialises_scores`` / ``native_bias``;
+    * ``state`` / ``state_description``: ``cfg -> int``, the elements of the fixed-size state one layer keeps per
+      sequence when it decodes recurrently (a linear-attention layer), and what it is; default: the standard
+      layer over a kernel whose FLOPs follow the linear-attention algorithm keeps ``d_k x d_v + d_k`` per KV head.
     """
 
     key: str
@@ -131,6 +135,8 @@ class LayerSpec:
     check: Callable[[Any], "str | None"] | None = None
     materialises: bool | None = None
     native_bias_: bool | None = field(default=None)
+    state: Callable[[Any], int] | None = None
+    state_description: str = ""
 
     def __post_init__(self) -> None:
         bad = set(self.unsupported) - set(FEATURES)
@@ -183,6 +189,16 @@ class LayerSpec:
         return self.kernel_spec.flops(pass_, batch=batch, n_heads=cfg.n_heads, n_kv_heads=cfg.kv_heads,
                                       seq_len=seq_len, head_dim=cfg.head_dim, causal=cfg.causal, window=cfg.window,
                                       chunk=chunk)
+
+    def recurrent_state(self, cfg: Any) -> tuple[int, str] | None:
+        """(elements of one layer's fixed-size decode state per sequence, what it is), or None for a layer whose
+        decode state is its cache (softmax attention: :meth:`cache_bytes`)."""
+        if self.state is not None:
+            return int(self.state(cfg)), self.state_description or "recurrent state"
+        if self.attention_flops("fwd", cfg, batch=1, seq_len=1)[1] == FLOPS_LINEAR:
+            d = cfg.head_dim
+            return cfg.kv_heads * (d * d + d), "recurrent state (d_k x d_v + d_k per KV head)"
+        return None
 
     def supports_on(self, feature: str, device: Any = None) -> bool:
         """Whether the layer offers ``feature`` on ``device``: its kernel does there (:func:`supports`) and the

@@ -4,7 +4,7 @@ attention, so its reference is its own O(n^2) form and its FLOPs are those of th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,13 +23,16 @@ def _phi(x: Tensor) -> Tensor:
     return F.elu(x) + 1.0
 
 
-def linear_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, chunk_size: int = LINEAR_CHUNK) -> Tensor:
+def linear_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, chunk_size: int = LINEAR_CHUNK,
+                     feature_map: Callable[[Tensor], Tensor] | None = None, eps: float | None = None) -> Tensor:
     """Katharopoulos et al. 2020 linear attention with feature map ``elu(x) + 1`` (no softmax, no scale).
 
     Non-causal: ``phi(Q) (phi(K)^T V) / (phi(Q) . sum_j phi(K_j))``. Causal: the same with prefix sums over
     ``j <= p``, computed chunk by chunk (an intra-chunk masked ``C x C`` product plus a running ``D x Dv`` state),
     so memory is O(T*D + C*C) and no ``Tq x Tk`` matrix is ever formed. ``Tq < Tk``: queries are the last ``Tq``
     positions (the first ``Tk - Tq`` keys only feed the initial state). Half inputs accumulate in float32.
+    ``feature_map`` replaces ``elu(x) + 1`` (it may change the last dim, e.g. Based's Taylor map) and ``eps`` is then
+    added to the denominator (Based: ``+ 1e-12``) instead of clamping it to the smallest normal number.
     """
     if chunk_size < 1:
         raise ConfigError(f"linear attention chunk_size must be >= 1, got {chunk_size}")
@@ -37,16 +40,21 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, chunk_siz
     hkv, tk, dv = k.shape[1], k.shape[2], v.shape[-1]
     g = h // hkv
     work = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
-    fq = _phi(q.to(work)).reshape(b, hkv, g, tq, d)  # query heads grouped under their kv head
-    fk = _phi(k.to(work))  # (B, Hkv, Tk, D)
+    phi = _phi if feature_map is None else feature_map
+    fq = phi(q.to(work)).reshape(b, hkv, g, tq, -1)  # query heads grouped under their kv head
+    fk = phi(k.to(work))  # (B, Hkv, Tk, D) (D: the feature map's width)
     vv = v.to(work)
     tiny = torch.finfo(work).tiny
+
+    def divide(num: Tensor, den: Tensor) -> Tensor:
+        return num / (den.clamp_min(tiny) if eps is None else den + eps)
+
     if not causal:
         kv = fk.transpose(-2, -1) @ vv  # (B, Hkv, D, Dv)
         z = fk.sum(dim=-2)  # (B, Hkv, D)
         num = fq @ kv.unsqueeze(2)  # (B, Hkv, G, Tq, Dv)
         den = fq @ z[:, :, None, :, None]  # (B, Hkv, G, Tq, 1)
-        out = num / den.clamp_min(tiny)
+        out = divide(num, den)
     else:
         p0 = tk - tq
         state = fk[:, :, :p0].transpose(-2, -1) @ vv[:, :, :p0]  # keys before the first query: (B, Hkv, D, Dv)
@@ -61,7 +69,7 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, chunk_siz
             a = (qc @ kc.transpose(-2, -1).unsqueeze(2)).masked_fill(~tri[: e - s, : e - s], 0.0)  # (.., c, c)
             num = a @ vc.unsqueeze(2) + qc @ state.unsqueeze(2)
             den = a.sum(dim=-1, keepdim=True) + qc @ z[:, :, None, :, None]
-            outs.append(num / den.clamp_min(tiny))
+            outs.append(divide(num, den))
             state = state + kc.transpose(-2, -1) @ vc
             z = z + kc.sum(dim=-2)
         out = torch.cat(outs, dim=-2)
