@@ -1,4 +1,5 @@
-"""TensorBoard's HParams dashboard for ``ablate export --to tensorboard``: one session (a run folder) per row, so
+"""TensorBoard's HParams dashboard for ``ablate export --to tensorboard`` (and ``ablate run --log-to tensorboard``,
+sessions only, as each model finishes): one session (a run folder) per row, so
 rows compare side by side in one table, filtered and sorted by any setting.
 
 :func:`hparams_table` says what is written, as plain data: the typed hyperparameters (:class:`HParam`: the row's
@@ -228,19 +229,24 @@ def _experiment(table: HParamsTable, created: float) -> Any:
     return _summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=exp))
 
 
-def write_hparams(rows: Sequence[Mapping[str, Any]], out: Path) -> list[str]:
-    """Write the HParams experiment and one session per row under ``out / HPARAMS_DIR``; the session folders."""
+def write_hparams(rows: Sequence[Mapping[str, Any]], out: Path, *, experiment: bool = True) -> list[str]:
+    """Write the HParams experiment and one session per row under ``out / HPARAMS_DIR``; the session folders.
+
+    ``experiment=False`` writes the sessions only (``ablate run --log-to tensorboard``: one model's rows at a time):
+    TensorBoard then builds the experiment from every session under its ``--logdir``, so the models of a sweep, and
+    of several runs, compare in one table."""
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
     table = hparams_table(rows)
     by_name = {hp.name: hp for hp in table.hparams}
     root = Path(out) / HPARAMS_DIR
     now = time.time()
-    writer = tensorboard_writer(root)
-    try:
-        writer.file_writer.add_summary(_experiment(table, now))
-    finally:
-        writer.close()
+    if experiment:
+        writer = tensorboard_writer(root)
+        try:
+            writer.file_writer.add_summary(_experiment(table, now))
+        finally:
+            writer.close()
     done = []
     for s in table.sessions:
         start = plugin_data_pb2.SessionStartInfo(group_name=s.name, start_time_secs=now)

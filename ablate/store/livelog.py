@@ -21,7 +21,9 @@ seed [x probe]), named ``<suite>-<model>`` (``training-original-s0``, ``extrapol
 
 Where each tracker writes:
 
-* **TensorBoard**: ``<out>/tb/<suite>/<device>-<preset>/<model>/<run_id>/`` (``tensorboard --logdir <out>/tb``);
+* **TensorBoard**: ``<out>/tb/<suite>/<device>-<preset>/<model>/<run_id>/`` (``tensorboard --logdir <out>/tb``),
+  and, when the model finishes, one HParams session per row under ``<run_id>/hparams/`` (typed settings, the
+  measured numbers as metrics: :mod:`ablate.io.tb_hparams`), so the HParams tab compares the models of every run;
 * **MLflow**: ``$MLFLOW_TRACKING_URI`` when set, else the file store ``<out>/mlruns``; experiment
   ``$MLFLOW_EXPERIMENT_NAME`` or ``ablate``;
 * **W&B**: project ``$WANDB_PROJECT`` or ``ablate``, grouped by ``<suite>-<run_id>``; files under ``<out>/wandb``
@@ -163,8 +165,10 @@ class _TensorBoardSink:
             self.writer.close()
         if rows:
             from ablate.io.frames import write_csv
+            from ablate.io.tb_hparams import write_hparams
 
             write_csv(rows, self.logdir / "rows.csv")
+            write_hparams(rows, self.logdir, experiment=False)  # the HParams tab: one session per row
 
 
 class _MLflowSink:

@@ -277,3 +277,32 @@ def test_wandb_offline(tmp_path, capsys, monkeypatch):
     assert history["curve.train_loss"] == approx_curve(row["curve.step"], row["curve.train_loss"])
     assert history["curve.val_loss"] == approx_curve(row["curve.val_step"], row["curve.val_loss"])
     assert history["val_loss"] == [(row["curve.step"][-1], pytest.approx(row["value"]))]
+
+
+def test_tensorboard_live_log_writes_hparams_sessions(tmp_path, capsys):
+    """--log-to tensorboard also fills TensorBoard's HParams tab: one session per row (no experiment summary, so the
+    sessions of every model and run under --logdir compare in one table), answered by the plugin's own backend."""
+    pytest.importorskip("tensorboard")
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+
+    out = tmp_path / "out"
+    code, _, err = run_training(capsys, out, "--log-to", "tensorboard")
+    assert code == 0, err
+    (row,) = read_rows(out / "training" / "cpu-micro.jsonl")
+    logdir = out / "tb"
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    tb = base_plugin.TBContext(logdir=str(logdir), multiplexer=mux,
+                               data_provider=data_provider.MultiplexerDataProvider(mux, str(logdir)))
+    backend, ctx = backend_context.Context(tb), context.RequestContext()
+    req = api_pb2.ListSessionGroupsRequest(start_index=0, slice_size=1000, include_metrics=True,
+                                           allowed_statuses=list(api_pb2.Status.values()))
+    (group,) = list_session_groups.Handler(ctx, backend, "", req).run().session_groups
+    assert group.hparams["seed"].number_value == row["seed"]
+    assert group.hparams["config.model.d_model"].number_value == row["config.model.d_model"]
+    got = {mv.name.tag: mv.value for mv in group.metric_values}
+    assert got[row["metric"]] == pytest.approx(row["value"], rel=1e-6)
