@@ -19,8 +19,8 @@ from ablate.analysis.claims import (INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, 
 from ablate.analysis.stats import clustered_proportion, verdict
 
 from .aggregate import chosen_rows, far_near, point_key
-from .constants import (ACC_MARGIN, BASED, DIFF, DIFF_KEYS, DROP_MARGIN, GQA, GUESS_MARGIN, LEARNED, POINT_COLUMNS, SOLVED,
-                        STANDARD_SOFTMAX, ZOOLOGY)
+from .constants import (ACC_MARGIN, BASED, BASED_KEYS, DIFF, DIFF_KEYS, DROP_MARGIN, GQA, GUESS_MARGIN, LEARNED,
+                        POINT_COLUMNS, SOLVED, STANDARD_SOFTMAX, ZOOLOGY)
 
 PROTOCOL_TEXT = "MQAR test accuracy at the answer positions; learning rate per point chosen on validation"
 
@@ -34,6 +34,7 @@ def _points(df: pd.DataFrame) -> list[dict[str, Any]]:
     for key, g in ch.groupby(ch.apply(point_key, axis=1), sort=False):
         p: dict[str, Any] = dict(zip(POINT_COLUMNS, key))
         p["form"] = str(g["state_form"].iloc[0])
+        p["state"] = float(g["state_bytes"].iloc[0]) if "state_bytes" in g else 0.0
         p["n_layers"] = int(g["n_layers"].iloc[0])
         p["acc"] = {int(r["seed"]): float(r["accuracy"]) for _, r in g.iterrows()}
         p["ci"] = clustered_proportion([int(x) for x in g["correct"]], [int(x) for x in g["answers"]])
@@ -127,37 +128,61 @@ def _window_falls(pts: list[dict]) -> ClaimResult:
     return ClaimResult(**base, ours="; ".join(ours) or "—", verdict=v, detail=d, caveats=cav)
 
 
-def _groups(pts: list[dict], form: str) -> dict[tuple, list[dict]]:
+def _groups(pts: list[dict], form: str, *, by_layer: bool = False) -> dict[tuple, list[dict]]:
     out: dict[tuple, list[dict]] = {}
     for p in pts:
         if p["form"] == form:
-            out.setdefault((p["seq_len"], p["kv_pairs"], p["n_heads"], p["n_kv_heads"], p["window"]), []).append(p)
+            key = (p["seq_len"], p["kv_pairs"], p["n_heads"], p["n_kv_heads"], p["window"])
+            out.setdefault(key + ((p["attention"],) if by_layer else ()), []).append(p)
     return out
 
 
-def _linear_grows(pts: list[dict]) -> ClaimResult:
-    base = dict(claim="Linear attention's recall grows with its feature dimension (d_model / heads)", source=BASED,
-                published="accuracy rises with the feature dimension at a fixed length",
-                test=f"paired by seed: the largest vs the smallest width of each length (better beyond "
-                     f"±{ACC_MARGIN:g})", protocol=PROTOCOL_TEXT)
-    groups = {k: sorted(g, key=lambda p: p["d_model"]) for k, g in _groups(pts, "recurrent").items() if len(g) > 1}
+# The two recurrent families the claims speak of: Katharopoulos linear attention (elu+1; its feature dimension is
+# d_model / heads) and the Based layers (Taylor feature map of dimension f after a short convolution; Based Figure 2
+# plots accuracy against the state size that f and d_model set).
+_LINEAR = dict(name="Linear attention", what="linear attention", pts="linear-attention", size="width", order="d_model",
+               grows="Linear attention's recall grows with its feature dimension (d_model / heads)",
+               published="accuracy rises with the feature dimension at a fixed length",
+               test="the largest vs the smallest width of each length")
+_BASED = dict(name="Based (Taylor linear attention + short conv)", what="Based", pts="Based", size="state", order="state",
+              grows="Based (Taylor linear attention + short conv) recall grows with its recurrent state (feature "
+                    "dimension f, d_model)",
+              published="accuracy rises with the state size that the feature dimension and d_model set "
+                        "(Figure 2: f = 8, 16, 24 at d_model 48-128)",
+              test="the largest vs the smallest decode state of each length (points of every Based key)")
+
+
+def _family(pts: list[dict], fam: dict) -> list[dict]:
+    based = fam is _BASED
+    return [p for p in pts if p["form"] == "recurrent" and (p["attention"] in BASED_KEYS) == based]
+
+
+def _tag(p: dict, fam: dict) -> str:
+    return f"d={int(p['d_model'])}" if fam["order"] == "d_model" else f"{p['attention']} d={int(p['d_model'])}"
+
+
+def _linear_grows(pts: list[dict], fam: dict = _LINEAR) -> ClaimResult:
+    base = dict(claim=fam["grows"], source=BASED, published=fam["published"],
+                test=f"paired by seed: {fam['test']} (better beyond ±{ACC_MARGIN:g})", protocol=PROTOCOL_TEXT)
+    size = (lambda p: p["d_model"]) if fam["order"] == "d_model" else (lambda p: (p["state"], p["d_model"]))
+    groups = {k: sorted(g, key=size) for k, g in _groups(_family(pts, fam), "recurrent").items() if len(g) > 1}
     if not groups:
         return ClaimResult(**base, ours="—", verdict=NOT_TESTABLE,
-                           detail="needs linear-attention points at two widths or more")
+                           detail=f"needs {fam['pts']} points at two {fam['size']}s or more")
     parts, ours, gated = [], [], False
     for g in groups.values():
         lo, hi = g[0], g[-1]
         a, b = _paired(lo["acc"], hi["acc"])
-        ours.append(f"{_label(lo)} {lo['ci'].mean:.3f} -> d={int(hi['d_model'])} {hi['ci'].mean:.3f}")
+        ours.append(f"{_label(lo)} {lo['ci'].mean:.3f} -> {_tag(hi, fam)} {hi['ci'].mean:.3f}")
         gated |= lo["improving"] or hi["improving"]
         v = verdict(a, b, lower_is_better=False, margin=ACC_MARGIN, paired=True)
         guess = 1.0 / int(lo["kv_pairs"])
         if max(lo["ci"].mean, hi["ci"].mean) <= guess + GUESS_MARGIN:
-            parts.append((NOT_TESTABLE, f"T={int(lo['seq_len'])}: no width left the guessing plateau (1/kv_pairs = "
-                                        f"{guess:.2f}): {v.text}"))
+            parts.append((NOT_TESTABLE, f"T={int(lo['seq_len'])}: no {fam['size']} left the guessing plateau "
+                                        f"(1/kv_pairs = {guess:.2f}): {v.text}"))
             gated = True
         elif min(a, default=0) >= SOLVED:
-            parts.append((NOT_TESTABLE, f"{_label(lo)}: already solved at the smallest width"))
+            parts.append((NOT_TESTABLE, f"{_label(lo)}: already solved at the smallest {fam['size']}"))
             gated = True
         elif v.label == "better":
             parts.append((REPRODUCED, f"T={int(lo['seq_len'])}: {v.text}"))
@@ -167,28 +192,30 @@ def _linear_grows(pts: list[dict]) -> ClaimResult:
             parts.append((INCONCLUSIVE, f"T={int(lo['seq_len'])}: {v.text}"))
     v, d = _combine(parts, gated)
     return ClaimResult(**base, ours="; ".join(ours), verdict=v, detail=d,
-                       caveats="a point still improving, solved at the smallest width, or at the guessing plateau "
-                               "(1/kv_pairs) at every width" if gated else "")
+                       caveats=f"a point still improving, solved at the smallest {fam['size']}, or at the guessing "
+                               f"plateau (1/kv_pairs) at every {fam['size']}" if gated else "")
 
 
-def _linear_needs_width(pts: list[dict]) -> ClaimResult:
-    base = dict(claim="At equal d_model, linear attention recalls less than softmax attention (it needs more width)",
+def _linear_needs_width(pts: list[dict], fam: dict = _LINEAR) -> ClaimResult:
+    name = fam["name"]
+    base = dict(claim=f"At equal d_model, {name[0].lower() + name[1:] if fam is _LINEAR else name} recalls less "
+                      f"than softmax attention (it needs more width)",
                 source=f"{ZOOLOGY}; {BASED}", published="attention solves every point; fixed-state mixers need "
                 "d_model growing with the sequence", test=f"paired by seed at the smallest d_model of each length: "
                 f"softmax attention better beyond ±{ACC_MARGIN:g}", protocol=PROTOCOL_TEXT)
     soft = {(p["seq_len"], p["kv_pairs"], p["d_model"]): p for p in pts
             if p["form"] == "kv" and p["n_kv_heads"] == p["n_heads"]}
-    parts, ours, gated = [], [], False
-    for k, g in _groups(pts, "recurrent").items():
+    parts, ours, gated, ceiling = [], [], False, False
+    for k, g in _groups(_family(pts, fam), "recurrent", by_layer=True).items():
         lin = min(g, key=lambda p: p["d_model"])
         s = soft.get((lin["seq_len"], lin["kv_pairs"], lin["d_model"]))
         if s is None:
             continue
         a, b = _paired(lin["acc"], s["acc"])
-        ours.append(f"d={int(lin['d_model'])} T={int(lin['seq_len'])}: softmax {s['ci'].mean:.3f} vs linear "
-                    f"{lin['ci'].mean:.3f}")
+        ours.append(f"d={int(lin['d_model'])} T={int(lin['seq_len'])}: softmax {s['ci'].mean:.3f} vs "
+                    f"{lin['attention']} {lin['ci'].mean:.3f}")
         gated |= s["improving"] or s["ci"].mean < LEARNED
-        # linear attention on the guessing plateau at every width of the length: it did not learn here, so the
+        # the recurrent layer on the guessing plateau at every width of the length: it did not learn here, so the
         # gap says nothing about the width it needs (an optimisation failure looks the same)
         guess = 1.0 / int(lin["kv_pairs"])
         stuck = all(p["ci"].mean <= guess + GUESS_MARGIN for p in g)
@@ -196,15 +223,28 @@ def _linear_needs_width(pts: list[dict]) -> ClaimResult:
         v = verdict(a, b, lower_is_better=False, margin=ACC_MARGIN, paired=True)
         label = {"better": REPRODUCED, "worse": NOT_REPRODUCED, "equivalent": NOT_REPRODUCED}.get(v.label,
                                                                                                INCONCLUSIVE)
-        plateau = f" (linear attention at the guessing plateau 1/kv_pairs = {guess:.2f} at every width)" if stuck else ""
+        plateau = (f" ({fam['what']} at the guessing plateau 1/kv_pairs = {guess:.2f} at every width)"
+                   if stuck else "")
+        if fam is _BASED and min(s["ci"].mean, lin["ci"].mean) >= SOLVED:
+            ceiling = True  # both solve it: no room for a gap at this rung
+            parts.append((NOT_TESTABLE, f"T={int(lin['seq_len'])}: both solve MQAR (>= {SOLVED:g})"))
+            continue
         parts.append((label, f"T={int(lin['seq_len'])}: {v.text}{plateau}"))
     if not parts:
         return ClaimResult(**base, ours="—", verdict=NOT_TESTABLE,
-                           detail="needs softmax and linear attention at the same d_model and length")
-    v, d = _combine(parts, gated)
-    return ClaimResult(**base, ours="; ".join(ours), verdict=v, detail=d,
-                       caveats="softmax attention still improving or not learning, or linear attention at the "
-                               "guessing plateau (1/kv_pairs) at every width" if gated else "")
+                           detail=f"needs softmax and {fam['what']} at the same d_model and length")
+    v, d = _combine(parts, gated or ceiling)
+    cav = [c for c, on in ((f"softmax attention still improving or not learning, or {fam['what']} at the guessing "
+                            f"plateau (1/kv_pairs) at every width", gated),
+                           ("ceiling: both solve MQAR at this rung", ceiling)) if on]
+    return ClaimResult(**base, ours="; ".join(ours), verdict=v, detail=d, caveats="; ".join(cav))
+
+
+def _based_claims(pts: list[dict]) -> list[ClaimResult]:
+    """The two linear-attention claims for the Based layers ([] without a Based point)."""
+    if not _family(pts, _BASED):
+        return []
+    return [_linear_grows(pts, _BASED), _linear_needs_width(pts, _BASED)]
 
 
 def _gqa_parity(pts: list[dict]) -> ClaimResult:
@@ -273,4 +313,4 @@ def recall_claims(df: pd.DataFrame) -> pd.DataFrame:
     """The claims table of one run's rows (:func:`ablate.analysis.claims.claims_frame`)."""
     pts = _points(df)
     return claims_frame([_softmax_solves(pts), _window_falls(pts), _linear_grows(pts), _linear_needs_width(pts),
-                         _gqa_parity(pts), *_diff_retrieves(pts)])
+                         *_based_claims(pts), _gqa_parity(pts), *_diff_retrieves(pts)])
