@@ -24,7 +24,7 @@ from ablate.errors import ConfigError
 from ablate.registry.keys import ATTENTION, load_all
 from ablate.suites.recall.measure import state_bytes
 from ablate.variants.attention import LAYERS, layer_spec, linear_attention
-from ablate.variants.attention.based import FEATURE_DIMS, based_recurrent, taylor_exp
+from ablate.variants.attention.based import FEATURE_DIMS, based_quadratic, based_recurrent, taylor_exp
 from ablate.variants.positions import build_position
 
 SEED = int(os.environ.get("ABLATE_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
@@ -33,7 +33,7 @@ F64 = torch.float64
 TOL = dict(rtol=1e-10, atol=1e-10)
 
 load_all()
-BASE = ModelConfig(vocab_size=41, d_model=32, n_layers=2, n_heads=4, ffn_mult=2.0, train_len=16, max_len=64)
+BASE = ModelConfig(vocab_size=41, d_model=32, n_layers=2, n_heads=4, ffn_mult=2.0, train_len=16, max_len=128)
 
 
 def _seed(salt: str) -> None:
@@ -97,6 +97,7 @@ def test_chunked_scan_and_recurrent_form_match_the_quadratic_view(kv_heads, tq):
     for chunk in (3, 64):
         got = linear_attention(q, k, v, causal=True, chunk_size=chunk, feature_map=taylor_exp, eps=1e-12)
         torch.testing.assert_close(got, want, **TOL, msg=lambda m: f"chunk {chunk} {NOTE} {m}")
+    torch.testing.assert_close(based_quadratic(q, k, v, causal=True), want, **TOL, msg=lambda m: f"quad {NOTE} {m}")
     if tq == 13:
         torch.testing.assert_close(based_recurrent(q, k, v), want, **TOL, msg=lambda m: f"recurrent {NOTE} {m}")
     # non-causal: every key
@@ -104,6 +105,7 @@ def test_chunked_scan_and_recurrent_form_match_the_quadratic_view(kv_heads, tq):
     a = _kernel(q, k.repeat_interleave(g, 1))
     nc = (a @ v.repeat_interleave(g, 1)) / (a.sum(-1, keepdim=True) + 1e-12)
     torch.testing.assert_close(linear_attention(q, k, v, causal=False, feature_map=taylor_exp, eps=1e-12), nc, **TOL)
+    torch.testing.assert_close(based_quadratic(q, k, v, causal=False), nc, **TOL)
 
 
 def _layer_reference(layer, x, f, rotate, base):
@@ -124,8 +126,9 @@ def _layer_reference(layer, x, f, rotate, base):
 
 
 @pytest.mark.parametrize("key", list(FEATURE_DIMS))
-@pytest.mark.parametrize("position,kv_heads", [("rope", 4), ("rope", 1), ("none", 2)])
-def test_layer_matches_the_reference_formula(key, position, kv_heads):
+@pytest.mark.parametrize("position,kv_heads,t", [("rope", 4, 11), ("rope", 1, 11), ("none", 2, 11), ("rope", 2, 70)])
+def test_layer_matches_the_reference_formula(key, position, kv_heads, t):
+    """t = 11: the quadratic view; t = 70 (> LINEAR_CHUNK): the chunked scan over the Taylor features."""
     cfg = replace(BASE, attention=key, position=position, n_kv_heads=kv_heads)
     validate_model(cfg)
     _seed(key + position + str(kv_heads))
@@ -134,7 +137,7 @@ def test_layer_matches_the_reference_formula(key, position, kv_heads):
         for p in layer.parameters():  # away from the initial values (zero biases), so that each one matters
             p.copy_(torch.randn_like(p) * 0.3)
     pos = build_position(position, cfg).double()
-    x = torch.randn(2, 11, cfg.d_model, dtype=F64)
+    x = torch.randn(2, t, cfg.d_model, dtype=F64)
     got = layer(x, pos, None, None, 0)
     want = _layer_reference(layer, x, FEATURE_DIMS[key], position == "rope", cfg.rope_base)
     torch.testing.assert_close(got, want, **TOL, msg=lambda m: f"{key} {NOTE} {m}")
@@ -158,9 +161,12 @@ def test_spec_counts_parameters_state_bytes_and_flops(key):
     assert form == "recurrent" and sb == 2 * (16 * e + e + 32 * 3) * 2 and f"E={e}" in what
     assert state_bytes(cfg, 4096, 2)[0] == sb  # fixed in the sequence length
     assert cache_bytes(cfg, 10, 2) == 2 * 32 * 10 * 2  # the cache it decodes with: the layer's input
-    flops, conv = layer_spec(key).attention_flops("fwd", cfg, batch=3, seq_len=20)
-    scan = linear_attention_flops(3, 2, 1, 20, 20, 1 + f + f * f, 16, causal=True, chunk=64)
-    assert conv == "linear" and flops == scan + 3 * 20 * 32 * 8
+    flops, conv = layer_spec(key).attention_flops("fwd", cfg, batch=3, seq_len=20)  # one chunk: the quadratic view
+    assert conv == "linear" and flops == 3 * (2 * 2 * 400 * (f + 16) + 7 * 2 * 400 + 2 * 20 * 16) + 3 * 20 * 32 * 8
+    assert layer_spec(key).attention_flops("fwd_bwd", cfg, batch=3, seq_len=20)[0] == 3 * flops
+    flops = layer_spec(key).attention_flops("fwd", cfg, batch=3, seq_len=100)[0]  # the chunked scan
+    scan = linear_attention_flops(3, 2, 1, 100, 100, 1 + f + f * f, 16, causal=True, chunk=64)
+    assert flops == scan + 3 * 100 * 32 * 8
 
 
 def test_linear_state_bytes_unchanged():

@@ -19,7 +19,9 @@ picked by layer index (layer 0 the convolution, layer 1 the linear attention). A
 same layer in every block, so this layer runs the pair in one attention slot, convolution first: a 2-layer model
 has two of each (the reference one of each).
 
-Decoding caches the layer's input ``x`` (``d`` per token) and recomputes the layer over the kept tokens (exact; the
+Up to ``LINEAR_CHUNK`` tokens the attention runs in the reference's quadratic view (:func:`based_quadratic`, the
+Figure 2 setting), longer as the chunked scan of :func:`ablate.variants.attention.linear_attention` over the
+Taylor features. Decoding caches the layer's input ``x`` (``d`` per token) and recomputes the layer over the kept tokens (exact; the
 recurrent form is :func:`based_recurrent`). The decode state a recurrent implementation keeps is what the
 reference's ``state_size`` counts: ``Hkv (hd + 1) E`` with ``E = 1 + f + f (f + 1) / 2`` (the symmetric 2nd-order
 terms once) plus the convolution's ``d x 3``. ``f`` is the key: 16 (``based``, the reference's default), 8, 24 (the
@@ -35,14 +37,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ablate.core.attention_cost import linear_attention_flops
+from ablate.core.attention_cost import LINEAR_PASS_FACTOR, linear_attention_flops
 from ablate.variants.attention.cache import CacheLayout
 from ablate.variants.attention.contract import BUILTIN, FLOPS_LINEAR
 from ablate.variants.attention.layer import LayerSpec
 from ablate.variants.attention.linear import LINEAR_CHUNK, linear_attention
 from ablate.variants.positions import Rotary
 
-__all__ = ["BasedAttention", "BaseConv", "taylor_exp", "based_recurrent", "based_params", "based_state",
+__all__ = ["BasedAttention", "BaseConv", "taylor_exp", "based_quadratic", "based_recurrent", "based_params", "based_state",
            "based_layer", "CONV_KERNEL", "BASED_EPS", "FEATURE_DIMS", "X_LAYOUT"]
 
 CONV_KERNEL = 3  # BaseConv kernel_size in the Figure 2 configs
@@ -55,6 +57,23 @@ def taylor_exp(x: Tensor) -> Tensor:
     f = x.shape[-1]
     x2 = (x.unsqueeze(-1) * x.unsqueeze(-2)).flatten(start_dim=-2) / math.sqrt(2.0)
     return torch.cat([torch.ones_like(x[..., :1]), x / f ** 0.25, x2 / math.sqrt(f)], dim=-1)
+
+
+def based_quadratic(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, eps: float = BASED_EPS) -> Tensor:
+    """The reference's ``train_view="quadratic"`` (its Figure 2 setting): ``A = phi(Q) phi(K)^T`` in closed form,
+    ``1 + s / sqrt(f) + s^2 / (2 f)`` with ``s = q.k`` (no ``1 + f + f^2`` features formed), causal mask
+    (bottom-right: queries are the last ``Tq`` of ``Tk``), ``y = A V / (A 1 + eps)``. Half inputs in float32."""
+    work = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    b, h, tq, f = q.shape
+    hkv, tk = k.shape[1], k.shape[2]
+    qg = q.to(work).reshape(b, hkv, h // hkv, tq, f)  # query heads grouped under their kv head
+    s = qg @ k.to(work).transpose(-2, -1).unsqueeze(2)  # (B, Hkv, G, Tq, Tk)
+    a = 1.0 + s / math.sqrt(f) + s * s / (2.0 * f)
+    if causal:
+        hide = torch.arange(tk, device=q.device)[None, :] > torch.arange(tk - tq, tk, device=q.device)[:, None]
+        a = a.masked_fill(hide, 0.0)
+    y = (a @ v.to(work).unsqueeze(2)) / (a.sum(-1, keepdim=True) + eps)
+    return y.reshape(b, h, tq, -1).to(q.dtype)
 
 
 def based_recurrent(q: Tensor, k: Tensor, v: Tensor, eps: float = BASED_EPS) -> Tensor:
@@ -125,7 +144,10 @@ class BasedAttention(nn.Module):
         v = self.v(u).view(b, n, self.hkv, self.hd).transpose(1, 2)
         rope = self.rope(pos)
         q, k = rope.rotate_q(q, n - t, n), rope.rotate_k(k, 0, n)
-        y = linear_attention(q, k, v, causal=self.causal, feature_map=taylor_exp, eps=BASED_EPS)
+        if n <= LINEAR_CHUNK:  # one chunk: the quadratic view (the scan would form the same T x T matrix)
+            y = based_quadratic(q, k, v, causal=self.causal)
+        else:
+            y = linear_attention(q, k, v, causal=self.causal, feature_map=taylor_exp, eps=BASED_EPS)
         return self.out(y.transpose(1, 2).reshape(b, t, self.h * self.hd))
 
 
@@ -145,15 +167,19 @@ def based_state(cfg: Any, f: int) -> int:
 
 def _flops(f: int):
     def count(pass_: str, cfg: Any, *, batch: int, seq_len: int, chunk: int | None = None) -> tuple[float, str]:
-        """The chunked scan at feature width ``1 + f + f²`` and value width ``hd``, plus the depthwise convolution
-        and its gate (``2·3·d + 2·d`` per token; backward twice that). ``proj`` and the q/k/v/out projections are
-        matmul parameters."""
-        e = 1 + f + f * f
-        scan = linear_attention_flops(batch, cfg.n_heads, cfg.kv_heads, seq_len, seq_len, e, cfg.head_dim,
-                                      causal=cfg.causal, chunk=int(LINEAR_CHUNK if chunk is None else chunk),
-                                      mode=pass_)
+        """What runs: up to one chunk the quadratic view (``q.k`` and ``A V`` products over all ``T x T`` pairs,
+        about 7 element-wise operations per pair for the kernel, mask and row sum, the division), longer the chunked
+        scan at feature width ``1 + f + f²`` and value width ``hd``; plus the depthwise convolution and its gate
+        (``2·3·d + 2·d`` per token). Backward: 2 x forward. ``proj`` and q/k/v/out are matmul parameters."""
+        c = int(LINEAR_CHUNK if chunk is None else chunk)
+        h, hd, t = cfg.n_heads, cfg.head_dim, seq_len
+        if t <= LINEAR_CHUNK:
+            scan = batch * (2.0 * h * t * t * (f + hd) + 7.0 * h * t * t + h * t * hd) * LINEAR_PASS_FACTOR[pass_]
+        else:
+            scan = linear_attention_flops(batch, h, cfg.kv_heads, t, t, 1 + f + f * f, hd, causal=cfg.causal,
+                                          chunk=c, mode=pass_)
         conv = batch * seq_len * cfg.d_model * (2.0 * CONV_KERNEL + 2.0)
-        return scan + conv * {"fwd": 1.0, "bwd": 2.0}.get(pass_, 3.0), FLOPS_LINEAR
+        return scan + conv * LINEAR_PASS_FACTOR[pass_], FLOPS_LINEAR
     return count
 
 
