@@ -34,8 +34,8 @@ DIFF = ("Ye et al. 2024 (Differential Transformer), multi-needle retrieval (sec.
 # The variants the DIFF claim compares, named as data (the claim is about these keys): DIFF vs the standard layer
 # over the default softmax kernel at the same d_model, heads, length and pairs.
 DIFF_KEYS = ("diff",)
+STANDARD_SOFTMAX = ("sdpa",)
 # The Based-style layers (a 2nd-order Taylor feature map after a short causal convolution; Arora et al. 2024), named as
 # data: the Based claims are about these keys (their feature dimension f: 8, 16, 24); every other layer with a
 # recurrent state (``linear``, elu+1) keeps the linear-attention claims.
 BASED_KEYS = ("based", "based_f8", "based_f24")
-STANDARD_SOFTMAX = ("sdpa",)
