@@ -81,7 +81,7 @@ def test_planned_work_is_what_a_run_does():
     assert n_evals(cfg, p) == 8  # every 300 steps before the last, and at the end
     assert work.tokens == (250 * 8 + 1000) * 32
     jobs, evals = train_jobs(cfg, [0, 1, 2])
-    assert len(jobs) == len(evals) == 3 * len(points(cfg)) == 18
+    assert len(jobs) == len(evals) == 3 * len(points(cfg)) == 24  # 4 attentions x 2 widths x 3 seeds
 
 
 def test_front_keeps_the_points_nothing_beats():
