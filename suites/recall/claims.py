@@ -144,7 +144,8 @@ _LINEAR = dict(name="Linear attention", what="linear attention", pts="linear-att
                grows="Linear attention's recall grows with its feature dimension (d_model / heads)",
                published="accuracy rises with the feature dimension at a fixed length",
                test="the largest vs the smallest width of each length")
-_BASED = dict(name="Based (Taylor linear attention + short conv)", what="Based", pts="Based", size="state", order="state",
+_BASED = dict(name="Based (Taylor linear attention + short conv)", what="Based", pts="Based", size="state",
+              order="state",
               grows="Based (Taylor linear attention + short conv) recall grows with its recurrent state (feature "
                     "dimension f, d_model)",
               published="accuracy rises with the state size that the feature dimension and d_model set "

@@ -21,11 +21,11 @@ has two of each (the reference one of each).
 
 Up to ``LINEAR_CHUNK`` tokens the attention runs in the reference's quadratic view (:func:`based_quadratic`, the
 Figure 2 setting), longer as the chunked scan of :func:`ablate.variants.attention.linear_attention` over the
-Taylor features. Decoding caches the layer's input ``x`` (``d`` per token) and recomputes the layer over the kept tokens (exact; the
-recurrent form is :func:`based_recurrent`). The decode state a recurrent implementation keeps is what the
-reference's ``state_size`` counts: ``Hkv (hd + 1) E`` with ``E = 1 + f + f (f + 1) / 2`` (the symmetric 2nd-order
-terms once) plus the convolution's ``d x 3``. ``f`` is the key: 16 (``based``, the reference's default), 8, 24 (the
-Figure 2 sweep); :func:`based_layer` registers another from a plugin.
+Taylor features. Decoding caches the layer's input ``x`` (``d`` per token) and recomputes the layer over the kept
+tokens (exact; the recurrent form is :func:`based_recurrent`). The decode state a recurrent implementation keeps is
+what the reference's ``state_size`` counts: ``Hkv (hd + 1) E`` with ``E = 1 + f + f (f + 1) / 2`` (the symmetric
+2nd-order terms once) plus the convolution's ``d x 3``. ``f`` is the key: 16 (``based``, the reference's default), 8,
+24 (the Figure 2 sweep); :func:`based_layer` registers another from a plugin.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from ablate.variants.attention.layer import LayerSpec
 from ablate.variants.attention.linear import LINEAR_CHUNK, linear_attention
 from ablate.variants.positions import Rotary
 
-__all__ = ["BasedAttention", "BaseConv", "taylor_exp", "based_quadratic", "based_recurrent", "based_params", "based_state",
-           "based_layer", "CONV_KERNEL", "BASED_EPS", "FEATURE_DIMS", "X_LAYOUT"]
+__all__ = ["BasedAttention", "BaseConv", "taylor_exp", "based_quadratic", "based_recurrent", "based_params",
+           "based_state", "based_layer", "CONV_KERNEL", "BASED_EPS", "FEATURE_DIMS", "X_LAYOUT"]
 
 CONV_KERNEL = 3  # BaseConv kernel_size in the Figure 2 configs
 BASED_EPS = 1e-12  # Based(eps=1e-12): added to the denominator

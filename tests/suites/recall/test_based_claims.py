@@ -10,15 +10,15 @@ from ablate.suites.recall import recall_claims
 from ablate.suites.recall.constants import BASED_KEYS
 from ablate.variants.attention.based import FEATURE_DIMS
 
-GROWS = "Based (Taylor linear attention + short conv) recall grows with its recurrent state (feature dimension f, d_model)"
-BELOW = "At equal d_model, Based (Taylor linear attention + short conv) recalls less than softmax attention (it needs " \
-        "more width)"
+NAME = "Based (Taylor linear attention + short conv)"
+GROWS = f"{NAME} recall grows with its recurrent state (feature dimension f, d_model)"
+BELOW = f"At equal d_model, {NAME} recalls less than softmax attention (it needs more width)"
 LIN_GROWS = "Linear attention's recall grows with its feature dimension (d_model / heads)"
 LIN_BELOW = "At equal d_model, linear attention recalls less than softmax attention (it needs more width)"
 
 
 def _rows(acc: dict, seeds=(0, 1, 2), improving=False) -> pd.DataFrame:
-    """Synthetic ok rows: acc maps (attention, d_model, state_form, state_bytes) -> accuracy (1 head, T=32, 4 pairs)."""
+    """Synthetic ok rows: (attention, d_model, state_form, state_bytes) -> accuracy (1 head, T=32, 4 pairs)."""
     out = []
     for (att, d, form, sb), a in acc.items():
         for s in seeds:
@@ -46,7 +46,8 @@ def test_grows_with_state_across_based_keys_and_widths():
     df = _rows({("based_f8", 32, "recurrent", 100): 0.6, ("based", 32, "recurrent", 300): 0.8,
                 ("based_f24", 32, "recurrent", 900): 0.95})
     r = _claim(df, GROWS)
-    assert r["verdict"] == "reproduced" and "based_f8 d=32" in r["ours (95% CI)"] and "based_f24 d=32 0.95" in r["ours (95% CI)"]
+    ours = r["ours (95% CI)"]
+    assert r["verdict"] == "reproduced" and "based_f8 d=32" in ours and "based_f24 d=32 0.95" in ours
     assert _claim(_rows({("based", 32, "recurrent", 100): 0.9, ("based", 64, "recurrent", 200): 0.6}),
                   GROWS)["verdict"] == "not reproduced"
     solved = _claim(_rows({("based", 32, "recurrent", 100): 1.0, ("based", 64, "recurrent", 200): 1.0}), GROWS)
@@ -66,8 +67,10 @@ def test_linear_claims_ignore_based_points_and_no_based_rows_without_them():
                 ("linear", 64, "recurrent", 400): 0.28, ("based", 32, "recurrent", 300): 0.9,
                 ("based", 64, "recurrent", 600): 1.0})
     lin = _claim(df, LIN_GROWS)
-    assert lin["verdict"] == "not testable" and "based" not in lin["ours (95% CI)"]  # linear on the plateau, based apart
+    # linear on the plateau, the Based points apart
+    assert lin["verdict"] == "not testable" and "based" not in lin["ours (95% CI)"]
     assert _claim(df, GROWS)["verdict"] == "reproduced"
-    assert "vs linear 0.27" in _claim(df, LIN_BELOW)["ours (95% CI)"] and "vs based 0.9" in _claim(df, BELOW)["ours (95% CI)"]
+    assert "vs linear 0.27" in _claim(df, LIN_BELOW)["ours (95% CI)"]
+    assert "vs based 0.9" in _claim(df, BELOW)["ours (95% CI)"]
     t = recall_claims(_rows({("sdpa", 32, "kv", 50): 1.0, ("linear", 32, "recurrent", 100): 0.5}))
     assert GROWS not in set(t["claim"]) and BELOW not in set(t["claim"]) and len(t) == 5
