@@ -26,6 +26,7 @@ from ablate.registry.keys import POSITION
 from ablate.core.validate import validate_model
 from ablate.variants.attention.cache import KVCache, RollingKVCache, SinkKVCache, StaticKVCache
 from ablate.variants.attention.layer import layer_spec
+from ablate.variants.attention.sink_token import sink_tokens
 from ablate.variants.activations import build_ffn
 from ablate.variants.norms import build_norm
 from ablate.variants.positions import build_position
@@ -62,6 +63,10 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         # Post-norm blocks already end in a norm; pre-norm needs one before the head.
         self.norm_f = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps) if cfg.norm_placement == "pre" else nn.Identity()
+        # a layer whose spec asks for it (StreamingLLM's sink token, variants/attention/sink_token.py): learned tokens
+        # put in front of every sequence at position 0, embedded like a token; their outputs are dropped
+        self.sink_tokens = sink_tokens(layer_spec(cfg.attention))
+        self.sink = nn.Parameter(torch.zeros(self.sink_tokens, cfg.d_model)) if self.sink_tokens else None
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 * layers)
             if name.endswith(("attn.out.weight", "ffn.down.weight")):
@@ -71,6 +76,8 @@ class Transformer(nn.Module):
             # embeddings ~ N(0, d^-1/2) times sqrt(d), so tokens enter at RMS 1 beside unit-amplitude sinusoids
             # (RMS 0.71). With init_std 0.02 they would enter at RMS 0.02 * sqrt(d) and drown.
             nn.init.normal_(self.tok.weight, std=cfg.d_model ** -0.5)
+        if self.sink is not None:  # drawn as a token embedding is
+            nn.init.normal_(self.sink, std=cfg.d_model ** -0.5 if cfg.scale_embeddings else cfg.init_std)
 
     def _init(self, m: nn.Module) -> None:
         if isinstance(m, (nn.Linear, nn.Embedding)):
@@ -79,11 +86,15 @@ class Transformer(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits (B, T, vocab) for tokens ``idx`` (B, T); with ``cache``, positions start at ``cache.length``."""
+        """Logits (B, T, vocab) for tokens ``idx`` (B, T); with ``cache``, positions start at ``cache.length``. A
+        model with sink tokens puts them in front of a sequence's first forward (no cache, or an empty one)."""
         if cache is not None and not self.cfg.causal:
             raise ConfigError("a KV cache needs a causal model (causal=True)")
         offset = cache.length if cache is not None else 0
         x = self.tok(idx)
+        lead = self.sink_tokens if self.sink is not None and offset == 0 else 0
+        if lead:
+            x = torch.cat([self.sink.to(x.dtype).expand(x.shape[0], lead, -1), x], dim=1)
         if self.cfg.scale_embeddings:  # fairseq: N(0, d^-1/2) embeddings times sqrt(d) (see __init__)
             x = x * math.sqrt(self.cfg.d_model)
         x = self.drop(self.pos.embed(x, offset))
@@ -91,8 +102,8 @@ class Transformer(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, self.pos, bias, cache, i)
         if cache is not None:
-            cache.length += idx.shape[1]
-        return self.norm_f(x) @ self.tok.weight.t()
+            cache.length += x.shape[1]
+        return self.norm_f(x[:, lead:]) @ self.tok.weight.t()
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy in nats."""
@@ -110,8 +121,9 @@ class Transformer(nn.Module):
         if window is None and sinks is None:
             if static_len is None:
                 return KVCache(self.cfg.n_layers, layout)
-            ref = next(self.parameters())
-            return StaticKVCache(self.cfg.n_layers, layout=layout, cfg=self.cfg, batch=batch, max_len=static_len,
+            ref = next(self.parameters())  # static_len counts the text's tokens; the sink tokens come on top
+            return StaticKVCache(self.cfg.n_layers, layout=layout, cfg=self.cfg, batch=batch,
+                                 max_len=static_len + self.sink_tokens,
                                  dtype=dtype or ref.dtype, device=ref.device)
         kind = "rolling" if sinks is None else "sink"
         why = None

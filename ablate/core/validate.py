@@ -140,7 +140,8 @@ def param_count(cfg: ModelConfig) -> int:
     tied embedding ``V·d`` + position (``learned``: ``max_len·d``; ``t5_bias``: ``num_buckets·H``, shared by all
     layers) + per layer [2 norms + the attention layer's own count (its spec's ``param_count``; the standard layer:
     ``d·H·hd + d·2·Hkv·hd + H·hd·d``, + biases ``H·hd + 2·Hkv·hd + d``) + FFN (plain, ``f = int(ffn_mult·d)``: ``2·d·f`` (+ ``f + d``); GLU, ``h = max(1, int(2f/3))``: ``3·d·h``
-    (+ ``2h + d``))] + a final norm for pre-norm. A norm has ``d`` weights, plus ``d`` biases if it learns one.
+    (+ ``2h + d``))] + a final norm for pre-norm + ``d`` per prepended sink token (``sink_token``). A norm has ``d``
+    weights, plus ``d`` biases if it learns one.
     """
     d = cfg.d_model
     norm = d * (2 if NORM.get(cfg.norm).supports_("learned_bias") else 1)
@@ -153,7 +154,9 @@ def param_count(cfg: ModelConfig) -> int:
         ffn = 2 * d * f + ((f + d) if cfg.bias else 0)
     pos_params = POSITION.get(cfg.position).fn.param_count(cfg)  # the position slot states its own parameters
     final = norm if cfg.norm_placement == "pre" else 0
-    return cfg.vocab_size * d + pos_params + cfg.n_layers * (2 * norm + attn + ffn) + final
+    # learned tokens the layer's model prepends to every sequence (variants/attention/sink_token.py: SinkTokenSpec)
+    sink = d * int(getattr(_layer(cfg.attention), "sink_tokens", 0) or 0)
+    return cfg.vocab_size * d + pos_params + cfg.n_layers * (2 * norm + attn + ffn) + final + sink
 
 
 def estimate_memory_bytes(cfg: ModelConfig, *, batch: int, seq_len: int, training: bool, dtype_bytes: int = 4,

@@ -65,4 +65,6 @@ def score_stream(cfg: ExtrapolationConfig, model, es, key: dict[str, Any], devic
             "cache_bytes": stats["cache_bytes"], "cache_tokens": stats["kept"], "scored_tokens": int(scored.numel()),
             "streams": n, "eval_s": elapsed,
             # the layer's own learned sink logit (the claims tell such a model from a vanilla one, torch-free)
-            "learned_sink": all(isinstance(getattr(b.attn, "sinks", None), torch.nn.Parameter) for b in model.blocks)}
+            "learned_sink": all(isinstance(getattr(b.attn, "sinks", None), torch.nn.Parameter) for b in model.blocks),
+            # learned tokens the model prepends to every sequence (StreamingLLM's sink token): the first it keeps
+            "sink_tokens": int(getattr(model, "sink_tokens", 0) or 0)}

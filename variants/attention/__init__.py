@@ -36,6 +36,7 @@ from ablate.variants.attention.cache import CACHES, CacheLayout, KVCache, Rollin
 from ablate.variants.attention.layer import KV_LAYOUT, LAYERS, LayerSpec, MultiHeadAttention, kernel_keys, layer_spec
 # layers of their own (registered after the kernels they call)
 from ablate.variants.attention import qknorm, sinks, diff, mla, based  # noqa: E401,F401,I001
+from ablate.variants.attention import sink_token  # noqa: E401,F401,I001  (the prepended sink token)
 
 __all__ = [
     "KEYS", "FEATURES", "ScoreBiasLike", "attention_fn", "check_call", "supports", "backend_of",
