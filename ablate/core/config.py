@@ -45,6 +45,9 @@ class ModelConfig:
     scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model) (Vaswani et al. 2017, sec. 3.4)
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    # multi-head latent attention's KV latent width d_c (DeepSeek-V2's kv_lora_rank; variants/attention/mla.py);
+    # None: 4 x head_dim. Left out of flattened configs (ids, rows) while None, so earlier ids keep their hashes
+    kv_lora_rank: int | None = field(default=None, metadata={"omit_default": True})
 
     @property
     def kv_heads(self) -> int:
@@ -95,7 +98,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "vocab_size": ONE_PLUS, "d_model": ONE_PLUS, "n_layers": ONE_PLUS, "n_heads": ONE_PLUS,
         "n_kv_heads": ONE_PLUS, "ffn_mult": POS, "max_len": ONE_PLUS, "train_len": ONE_PLUS,
         "rope_base": gt(1), "rope_scale": POS, "t5_max_distance": ONE_PLUS, "window": ONE_PLUS,
-        "dropout": between(0, 1, hi_open=True), "norm_eps": POS, "init_std": POS,
+        "dropout": between(0, 1, hi_open=True), "norm_eps": POS, "init_std": POS, "kv_lora_rank": ONE_PLUS,
     },
     "TrainConfig": {  # ablate.core.train
         "steps": ONE_PLUS, "batch_size": ONE_PLUS, "seq_len": ONE_PLUS, "lr": POS, "min_lr": NONNEG,
@@ -449,10 +452,13 @@ def check_max_len(max_len: int, train_len: int, keys: set[str], key: str = "mode
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested config as one flat dict with dotted keys (for result rows)."""
+    """A nested config as one flat dict with dotted keys (for result rows); a field marked ``omit_default`` in its
+    metadata is left out while it holds its default (a setting added later keeps the ids of earlier configs)."""
     out: dict[str, Any] = {}
     for f in fields(cfg):
         v = getattr(cfg, f.name)
+        if f.metadata.get("omit_default") and v == f.default:
+            continue
         if dataclasses.is_dataclass(v):
             out.update(flatten(v, f"{prefix}{f.name}."))
         else:

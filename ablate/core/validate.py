@@ -65,6 +65,12 @@ def validate_model(cfg: ModelConfig, device: str | None = None, *, backward: boo
     # Ranges of single fields (ablate.core.config.RANGES) and the shape rules (ablate.core.config.check_model_shape): the same
     # rules --set applies, kept in one place.
     check_fields(cfg)
+    if cfg.kv_lora_rank is not None and "kv_lora_rank" not in getattr(layer, "knobs", ()):
+        from ablate.variants.attention import LAYERS
+
+        takes = [k for k, s in LAYERS.items() if "kv_lora_rank" in getattr(s, "knobs", ())]
+        raise ConfigError(f"model.kv_lora_rank sets the KV latent width of latent attention ({', '.join(takes)}); "
+                          f"attention {cfg.attention!r} has none")
     if cfg.kv_heads != cfg.n_heads and not has("gqa"):
         raise ConfigError(f"attention {cfg.attention!r} does not support grouped KV heads (n_kv_heads)")
     if pos.supports.get("kind") == "rotary" and cfg.head_dim % 2:

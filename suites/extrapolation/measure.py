@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ablate.core.config import flatten
 from ablate.core.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
 from ablate.io.corpus import Corpus
 from ablate.io.data import Batches
@@ -32,6 +33,13 @@ from .finetune import run_finetune
 from .constants import METRIC_STREAM
 from .plan import Job, RowSpec, job_model, scales_embeddings
 from .stream import score_stream
+
+
+def _cfg_dict(mcfg) -> dict[str, Any]:
+    """A model's settings as saved with (and checked against) its checkpoint: those :func:`flatten` keeps (a setting
+    added later, at its default, leaves earlier checkpoints valid)."""
+    kept = flatten(mcfg)
+    return {k: v for k, v in dataclasses.asdict(mcfg).items() if k in kept}
 
 
 def _ckpt_path(ckpt_dir: Path, job: Job, cid: str, scaled: bool = False) -> Path:
@@ -71,7 +79,7 @@ def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, 
     if reuse and ckpt.is_file():
         try:
             # saved for this model and task, or retrained: another variant's weights (same shapes) never load
-            payload = load_checkpoint(ckpt, expect={"model_cfg": dataclasses.asdict(mcfg)},
+            payload = load_checkpoint(ckpt, expect={"model_cfg": _cfg_dict(mcfg)},
                                       expect_if_saved={"task": task})
             info = payload["info"]
             if on_log is not None:
@@ -115,7 +123,7 @@ def _train_job(cfg: ExtrapolationConfig, job: Job, corpus: Corpus, device: str, 
     if job.kind == "lm" and cfg.lr_sweep.enabled:
         info["lr_sweep"] = swept.as_row()
     _save(ckpt, {"info": info, "state_dict": model.state_dict() if res.ok else None,
-                 "model_cfg": dataclasses.asdict(mcfg), "task": task, "history": res.history})
+                 "model_cfg": _cfg_dict(mcfg), "task": task, "history": res.history})
     return (model if res.ok else None), info
 
 
@@ -163,7 +171,7 @@ def _train_or_finetune(cfg, job: Job, corpus: Corpus, device: str, ckpt_dir: Pat
     ft = job.finetune
     ft_ckpt = ckpt_dir / f"{job.name}-{cid}-{ft.id}.pt"
     # the fine-tuned weights load only for this fine-tuning of this base model and task (saved with them)
-    ident = {"finetune": dataclasses.asdict(ft), "base_model_cfg": dataclasses.asdict(job_model(cfg, job.position)),
+    ident = {"finetune": dataclasses.asdict(ft), "base_model_cfg": _cfg_dict(job_model(cfg, job.position)),
              "task": _task_identity(job, ft_ckpt)}
     return run_finetune(cfg, ft, model, corpus, job.seed, device, ft_ckpt, prog, reuse, info, job.name,
                         lambda path: _load_payload(path, expect={"finetune": ident["finetune"]},

@@ -5,7 +5,8 @@ Efficient Mixture-of-Experts Language Model*, section 2.1), following Hugging Fa
 
 With the model's ``H`` heads of ``hd`` and ``d_model = d``:
 
-* keys and values come from one latent per token, ``c = RMSNorm(x W_DKV)`` of width ``d_c = 4·hd`` (V2: 512 = 4·128),
+* keys and values come from one latent per token, ``c = RMSNorm(x W_DKV)`` of width ``d_c`` (``model.kv_lora_rank``,
+  HF's name; default ``4·hd``, V2: 512 = 4·128; in ``1..2·H·hd``: wider would compress nothing),
   up-projected per head by ``kv_b`` to a no-position key part ``k_C`` (``hd``) and a value (``hd``);
 * a decoupled rotary key ``k_R = RoPE(x W_KR)`` of width ``d_R = hd/2`` (V2: 64 = 128/2) is shared by the heads;
   queries are ``[q_C, RoPE(q_R)]`` per head (``hd + d_R``), from ``x`` (``mla``) or from a compressed query latent
@@ -24,7 +25,7 @@ True / False) forces a path; the test checks both give the same logits.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -37,8 +38,8 @@ from ablate.variants.attention.contract import BUILTIN, spec
 from ablate.variants.attention.layer import LayerSpec
 from ablate.variants.positions import Rotary
 
-__all__ = ["LatentAttention", "LatentAttentionQ", "mla_dims", "mla_params", "LATENT_LAYOUT", "KV_RANK_MULT",
-           "Q_RANK_MULT"]
+__all__ = ["LatentAttention", "LatentAttentionQ", "LatentSpec", "mla_dims", "mla_params", "LATENT_LAYOUT",
+           "KV_RANK_MULT", "Q_RANK_MULT"]
 
 KV_RANK_MULT = 4  # d_c = 4·head_dim (DeepSeek-V2: kv_lora_rank 512, head_dim 128)
 Q_RANK_MULT = 12  # d_c' = 12·head_dim (DeepSeek-V2: q_lora_rank 1536)
@@ -47,7 +48,8 @@ Q_RANK_MULT = 12  # d_c' = 12·head_dim (DeepSeek-V2: q_lora_rank 1536)
 def mla_dims(cfg: Any, q_rank: bool = False) -> tuple[int, int, int | None]:
     """``(d_c, d_R, d_c' or None)`` for ``cfg``."""
     hd = cfg.head_dim
-    return KV_RANK_MULT * hd, hd // 2, (Q_RANK_MULT * hd if q_rank else None)
+    dc = getattr(cfg, "kv_lora_rank", None) or KV_RANK_MULT * hd
+    return dc, hd // 2, (Q_RANK_MULT * hd if q_rank else None)
 
 
 def _rms(x: Tensor, weight: Tensor, eps: float) -> Tensor:
@@ -165,8 +167,8 @@ def mla_params(cfg: Any, q_rank: bool = False) -> int:
 
 LATENT_LAYOUT = CacheLayout(
     names=("latent", "k_rope"),
-    shapes=lambda cfg, b, n: ((b, n, KV_RANK_MULT * cfg.head_dim), (b, n, cfg.head_dim // 2)),
-    time_dim=1, description="the normalised KV latent (B, T, 4·hd) and the rotated shared key (B, T, hd/2)")
+    shapes=lambda cfg, b, n: ((b, n, mla_dims(cfg)[0]), (b, n, cfg.head_dim // 2)),
+    time_dim=1, description="the normalised KV latent (B, T, d_c; default 4·hd) and the rotated shared key (B, T, hd/2)")
 
 
 def _check(cfg: Any) -> str | None:
@@ -174,7 +176,18 @@ def _check(cfg: Any) -> str | None:
         return "has no projection biases (bias=False), as DeepSeek-V2's attention"
     if cfg.head_dim % 4:
         return f"needs head_dim divisible by 4 (a rotary key of head_dim/2 dims), got {cfg.head_dim}"
+    top = 2 * cfg.n_heads * cfg.head_dim
+    if getattr(cfg, "kv_lora_rank", None) is not None and not 1 <= cfg.kv_lora_rank <= top:
+        return (f"model.kv_lora_rank (d_c) must be in 1..{top} (2·n_heads·head_dim: a latent wider than MHA's keys "
+                f"and values compresses nothing), got {cfg.kv_lora_rank}")
     return None
+
+
+@dataclass(frozen=True, eq=False)
+class LatentSpec(LayerSpec):
+    """A latent-attention :class:`LayerSpec`: ``knobs`` are the model settings only it reads."""
+
+    knobs: tuple[str, ...] = ("kv_lora_rank",)
 
 
 def _flops(pass_: str, cfg: Any, *, batch: int, seq_len: int, chunk: int | None = None) -> tuple[float, str]:
@@ -186,12 +199,12 @@ def _flops(pass_: str, cfg: Any, *, batch: int, seq_len: int, chunk: int | None 
 
 _PAPER = ("DeepSeek-AI 2024, DeepSeek-V2 (multi-head latent attention); reference: transformers "
           "DeepseekV3Attention, DeepSeek-V3 inference/model.py MLA (absorb)")
-SPEC = LayerSpec(
+SPEC = LatentSpec(
     key="mla", module=LatentAttention, kernel="sdpa", paper=_PAPER,
     description="multi-head latent attention: KV from a cached 4·hd latent plus a shared hd/2 rotary key",
     params=mla_params, cache=LATENT_LAYOUT, flops=_flops, unsupported=("gqa",), check=_check,
 ).register(BUILTIN)
-SPEC_Q = LayerSpec(
+SPEC_Q = LatentSpec(
     key="mla_q", module=LatentAttentionQ, kernel="sdpa", paper=_PAPER,
     description="multi-head latent attention with the query compressed too (a 12·hd query latent)",
     params=lambda cfg: mla_params(cfg, True), cache=LATENT_LAYOUT, flops=_flops, unsupported=("gqa",),
