@@ -140,7 +140,7 @@ def env_section(rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> lis
     for k in keys:
         cells = []
         for col in cols:
-            vals = sorted({path_free(cell_text(r.get("env." + k))) for r in col} - {""})
+            vals = sorted({path_free(t) for t in {cell_text(r.get("env." + k)) for r in col}} - {""})
             cells.append(", ".join(vals) if vals else "—")
         table.append([f"`{k}`"] + cells)
     return md_table(header, table) + [""]

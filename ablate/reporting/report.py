@@ -112,12 +112,21 @@ def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | No
     _write(index, MARKER + "\n")
     with parallel_figures():  # the figures' files are written by forked children, all done after the block
         written = report_rows(df, out)
+        # while the last children save their figures: the parts of index.md that need no figure
+        groups = run_groups(raw)
+        commits = {g["commit"] for g in groups}
+        machines = {g["machine"] for g in groups}
+        spans = len(commits) > 1 or len(machines) > 1
+        warnings = provenance_warnings(raw, groups)
+        cmds = list(data_commands) or sorted({path_free(t) for t in {cell_text(r.get(c)) for r in distinct(raw)
+                                                                      for c in ("command", "env.command")}} - {""})
+        checksums = {fs.path: sha256_of(fs.path) for fs in got.files}
+        env_lines = provenance_lines(raw, groups, labelled=spans)
+        if spans:
+            env_lines += ["Columns are the runs of the cross-run view (commit x machine, oldest first).", ""]
+        env_lines += env_section(raw, groups if spans else [])
     rep = Report(out=out, index=index, files={k: list(v) for k, v in written.items()})
 
-    groups = run_groups(raw)
-    commits = {g["commit"] for g in groups}
-    machines = {g["machine"] for g in groups}
-    spans = len(commits) > 1 or len(machines) > 1
     cross: dict[str, Any] = {}
     cross_notes: list[str] = []
     if spans:
@@ -137,11 +146,9 @@ def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | No
 
     # ---- index.md
     lines = [MARKER, "# ablate report", ""]
-    lines += provenance_warnings(raw, groups)
+    lines += warnings
     lines += ["Regenerate this folder from the results alone (no re-running):", "", "```",
               command or report_command(inputs, out), "```", ""]
-    cmds = list(data_commands) or sorted({path_free(cell_text(r.get(c))) for r in distinct(raw)
-                                          for c in ("command", "env.command")} - {""})
     lines += ["## Data", ""]
     if cmds:
         lines += ["Produced by:", "", "```", *cmds, "```", ""]
@@ -154,17 +161,14 @@ def build_report(inputs: Sequence[PathLike], out: PathLike, *, command: str | No
         suites = ", ".join(sorted(fs.suites - {""})) or "—"
         span = f"{fs.first[:19]} – {fs.last[:19]}".replace("T", " ") if fs.first else "—"
         st = ", ".join(f"{n} {k}" for k, n in sorted(fs.status.items(), key=lambda kv: (kv[0] != "ok", kv[0])))
-        frows.append([f"`{display_path(fs.path)}`", suites, str(fs.rows), st, span, f"`{sha256_of(fs.path)[:16]}`"])
+        frows.append([f"`{display_path(fs.path)}`", suites, str(fs.rows), st, span, f"`{checksums[fs.path][:16]}`"])
     lines += md_table(["results file", "suite", "rows", "status", "rows from – to (UTC)", "sha256"], frows) + [""]
     if len(df) != len(raw):
         lines += [f"{len(raw) - len(df)} older row(s) re-measured later on the same machine are left out of the suite "
                   f"tables (the newest row per measurement is used); the cross-run view uses every row.", ""]
 
     lines += ["## Environment", ""]
-    lines += provenance_lines(raw, groups, labelled=spans)
-    if spans:
-        lines += ["Columns are the runs of the cross-run view (commit x machine, oldest first).", ""]
-    lines += env_section(raw, groups if spans else [])
+    lines += env_lines
 
     for suite in sorted(rep.files):
         fs = rep.files[suite]

@@ -103,8 +103,10 @@ def read_inputs(inputs: Sequence[PathLike]) -> Inputs:
     cross: dict[tuple, dict[str, Any]] = {}
 
     def watched():
+        last, s = None, None
         for f, r in iter_rows(files, with_file=True):
-            s = stats[f]
+            if f is not last:  # a Path hashes and compares in Python: look each file up once, not per row
+                last, s = f, stats[f]
             s.rows += 1
             st, ts = str(r["status"]), r["timestamp"]
             s.status[st] = s.status.get(st, 0) + 1

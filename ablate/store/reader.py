@@ -55,6 +55,7 @@ def _no_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)  # strict JSON: NaN/Infinity tokens are errors
+_SCAN = _DECODER.scan_once  # the C scanner: a value at an offset, and where it ends (StopIteration: none there)
 
 
 @dataclass
@@ -152,9 +153,18 @@ def _iter_file(path: Path, *, skip: bool, expect_suite: str | None, hint: str, c
         try:
             for raw in fh:
                 n += 1
-                if not raw.strip():
-                    continue
-                obj, err = _not_json(path, n, raw, not raw.endswith(b"\n"), hint)
+                # the common line: one JSON object from its first byte to the newline (else _not_json says why)
+                try:
+                    text = raw.decode("utf-8")
+                    obj, end = _SCAN(text, 0)
+                    if end != len(text) - 1 or text[end] != "\n" or type(obj) is not dict:
+                        obj = None
+                except (StopIteration, ValueError, _NonFinite):
+                    obj = None
+                if obj is None:
+                    if not raw.strip():
+                        continue
+                    obj, err = _not_json(path, n, raw, not raw.endswith(b"\n"), hint)
                 if obj is None:
                     if err is None:
                         torn = n
