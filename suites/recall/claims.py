@@ -51,7 +51,8 @@ def _points(df: pd.DataFrame) -> list[dict[str, Any]]:
 def _label(p: dict) -> str:
     w = f" W={int(p['window'])}" if p.get("window") is not None else ""
     kv = f" kv_heads={int(p['n_kv_heads'])}" if p["n_kv_heads"] != p["n_heads"] else ""
-    return f"{p['attention']}{w}{kv} d={int(p['d_model'])} T={int(p['seq_len'])}/{int(p['kv_pairs'])}"
+    heads = f" h={int(p['n_heads'])}" if int(p["n_heads"]) != 1 else ""
+    return f"{p['attention']}{w}{heads}{kv} d={int(p['d_model'])} T={int(p['seq_len'])}/{int(p['kv_pairs'])}"
 
 
 def _paired(a: dict[int, float], b: dict[int, float]) -> tuple[list[float], list[float]]:
@@ -104,18 +105,20 @@ def _window_falls(pts: list[dict]) -> ClaimResult:
                 protocol=PROTOCOL_TEXT)
     if not mine:
         return ClaimResult(**base, ours="—", verdict=NOT_TESTABLE, detail="no sliding-window point in the rows")
-    parts, ours, gated = [], [], False
+    parts, ours, left_out = [], [], []
     for p in mine:
         near, far = _paired(p.get("near", {}), p.get("far", {}))
         if not p.get("far_n"):
-            parts.append((NOT_TESTABLE, f"{_label(p)}: no query reaches beyond W at this length"))
-            gated = True
+            left_out.append(f"{_label(p)}: no query reaches beyond W at this length")
             continue
         mn, mf = sum(near) / max(1, len(near)), sum(far) / max(1, len(far))
         ours.append(f"{_label(p)}: inside {mn:.3f}, beyond {mf:.3f}")
-        if mn < 0.5 or p["improving"]:
-            gated = True  # it did not learn recall inside its window: the drop says nothing
         v = verdict(near, far, lower_is_better=False, margin=DROP_MARGIN, paired=True)
+        if mn < 0.5 or p["improving"]:  # it did not learn recall inside its window: its drop says nothing
+            why = ("still improving" if p["improving"] and mn >= 0.5 else
+                   f"did not learn recall inside its window ({mn:.3f})")
+            left_out.append(f"{_label(p)}: {why}; measured {v.text}")
+            continue
         if v.label == "worse" and not v.within_margin and v.hi is not None and v.hi < -DROP_MARGIN:
             parts.append((REPRODUCED, f"{_label(p)}: {v.text}"))
         elif v.label in ("equivalent", "better") or (v.label == "worse" and v.lo is not None
@@ -123,8 +126,16 @@ def _window_falls(pts: list[dict]) -> ClaimResult:
             parts.append((NOT_REPRODUCED, f"{_label(p)}: {v.text}"))
         else:
             parts.append((INCONCLUSIVE, f"{_label(p)}: {v.text}"))
-    v, d = _combine(parts, gated)
-    cav = "a window point that did not learn recall inside its window, or no far queries" if gated else ""
+    # points that cannot speak to the claim (no far queries, no recall inside the window, still improving) are left
+    # out of the verdict and named; with none left the claim is not testable
+    if parts:
+        v, d = _combine(parts, False)
+    else:
+        v, d = NOT_TESTABLE, "no window point that learned recall inside its window has queries beyond its reach"
+    if left_out:
+        d += f"; left out of the verdict: {'; '.join(left_out)}"
+    cav = ("left out: window points with no far queries, not recalling inside their window, or still improving"
+           if left_out else "")
     return ClaimResult(**base, ours="; ".join(ours) or "—", verdict=v, detail=d, caveats=cav)
 
 
