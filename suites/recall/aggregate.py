@@ -102,7 +102,7 @@ def point_table(df: pd.DataFrame) -> pd.DataFrame:
                      "steps": _num(g["steps"].iloc[0]),
                      "still improving": int(g["still_improving"].fillna(False).astype(bool).sum())})
     out = pd.DataFrame(rows)
-    return out.sort_values(["seq_len", "kv_pairs", "attention", "window", "n_kv_heads", "d_model"],
+    return out.sort_values(["seq_len", "kv_pairs", "attention", "window", "n_heads", "n_kv_heads", "d_model"],
                            kind="stable", na_position="first").reset_index(drop=True)
 
 
@@ -115,7 +115,7 @@ def front_table(pt: pd.DataFrame) -> pd.DataFrame:
     for _, g in pt.groupby(["seq_len", "kv_pairs"], sort=True):
         on = pareto_front(list(g["state_bytes"]), list(g["accuracy"]), x_better="low", y_better="high")
         out.append(g[on])
-    cols = ["seq_len", "kv_pairs", "attention", "window", "n_kv_heads", "d_model", "state_bytes", "state",
+    cols = ["seq_len", "kv_pairs", "attention", "window", "n_heads", "n_kv_heads", "d_model", "state_bytes", "state",
             "accuracy", "lo", "hi"]
     f = pd.concat(out) if out else pd.DataFrame(columns=cols)
     return f[[c for c in cols if c in f.columns]].sort_values(["seq_len", "kv_pairs", "state_bytes"],

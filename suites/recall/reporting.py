@@ -14,7 +14,7 @@ from .claims import recall_claims
 from .constants import CONVERGENCE_RISE, CONVERGENCE_WINDOW, SOLVED, SUITE
 from .figures import fig_accuracy, fig_distance, fig_memory
 
-_SHOWN = ("attention", "window", "n_kv_heads", "d_model", "seq_len", "kv_pairs", "lr", "lrs tried", "seeds",
+_SHOWN = ("attention", "window", "n_heads", "n_kv_heads", "d_model", "seq_len", "kv_pairs", "lr", "lrs tried", "seeds",
           "accuracy", "lo", "hi", "val accuracy", "state_bytes", "state", "params", "steps", "still improving")
 
 
