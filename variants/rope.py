@@ -10,6 +10,8 @@ module (after ``none``, ``sinusoidal`` and ``learned``, so the keys keep their o
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
@@ -20,7 +22,7 @@ from ablate.variants.position_base import BUILTIN, Caveat, Position, check_offse
 from ablate.variants.rope_init import (DYNAMIC_SCALINGS, ROPE_INIT_FUNCTIONS, YARN_BETA_FAST, apply_rotary,
                                        yarn_correction_range)
 
-__all__ = ["Rotary", "RoPE", "RoPEPI", "RoPENTK", "RoPEDynamicNTK", "RoPEYaRN", "RoPEPITemp", "RoPENTKTemp",
+__all__ = ["Rotary", "RotaryAtWidth", "RoPE", "RoPEPI", "RoPENTK", "RoPEDynamicNTK", "RoPEYaRN", "RoPEPITemp", "RoPENTKTemp",
            "RoPEYaRNNoTemp", "rope_attention_factor"]
 
 
@@ -243,3 +245,20 @@ def rope_attention_factor(key: str, cfg: ModelConfig) -> float:
         return 1.0
     return float(ROPE_INIT_FUNCTIONS[fn.scaling](int(cfg.head_dim), float(cfg.rope_base), float(cfg.rope_scale),
                                                  int(cfg.train_len), None)[1])
+
+
+class RotaryAtWidth:
+    """The model's rotary position rebuilt for a rotated part of ``width`` per head, narrower than ``head_dim`` (MLA's
+    decoupled key ``d_R``, Based's feature dimension ``f``): parameter-free, rebuilt once per position module; any
+    other position rotates nothing and is returned as it is. A layer calls it as ``self.rope(pos)``."""
+
+    def __init__(self, width: int):
+        self.width = int(width)
+        self._hit: tuple[Position, Position] | None = None
+
+    def __call__(self, pos: Position) -> Position:
+        if not isinstance(pos, Rotary):
+            return pos
+        if self._hit is None or self._hit[0] is not pos:
+            self._hit = (pos, type(pos)(replace(pos.cfg, d_model=pos.cfg.n_heads * self.width)))
+        return self._hit[1]

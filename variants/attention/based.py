@@ -31,7 +31,6 @@ what the reference's ``state_size`` counts: ``Hkv (hd + 1) E`` with ``E = 1 + f 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -42,7 +41,7 @@ from ablate.variants.attention.cache import CacheLayout
 from ablate.variants.attention.contract import BUILTIN, FLOPS_LINEAR
 from ablate.variants.attention.layer import LayerSpec
 from ablate.variants.attention.linear import LINEAR_CHUNK, linear_attention
-from ablate.variants.positions import Rotary
+from ablate.variants.rope import RotaryAtWidth
 
 __all__ = ["BasedAttention", "BaseConv", "taylor_exp", "based_quadratic", "based_recurrent", "based_params",
            "based_state", "based_layer", "CONV_KERNEL", "BASED_EPS", "FEATURE_DIMS", "X_LAYOUT"]
@@ -121,17 +120,8 @@ class BasedAttention(nn.Module):
         self.v = nn.Linear(d, self.hkv * self.hd, bias=False)
         self.out = nn.Linear(self.h * self.hd, d, bias=False)
         self.causal = cfg.causal
-        self._ropes: dict[int, Any] = {}
+        self.rope = RotaryAtWidth(self.feature_dim)  # the model's rotary position at width f
 
-    def rope(self, pos: Any) -> Any:
-        """The model's rotary position at width ``f`` (rebuilt once per position module); others as they are."""
-        if not isinstance(pos, Rotary):
-            return pos
-        hit = self._ropes.get(id(pos))
-        if hit is None or hit[0] is not pos:
-            hit = (pos, type(pos)(replace(pos.cfg, d_model=pos.cfg.n_heads * self.feature_dim)))
-            self._ropes = {id(pos): hit}
-        return hit[1]
 
     def forward(self, x: Tensor, pos: Any, bias: Any, cache: Any, layer: int) -> Tensor:
         b, t, _ = x.shape

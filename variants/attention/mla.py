@@ -25,7 +25,7 @@ True / False) forces a path; the test checks both give the same logits.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,7 +36,7 @@ from ablate.registry.keys import ATTENTION
 from ablate.variants.attention.cache import CacheLayout
 from ablate.variants.attention.contract import BUILTIN, spec
 from ablate.variants.attention.layer import LayerSpec
-from ablate.variants.positions import Rotary
+from ablate.variants.rope import RotaryAtWidth
 
 __all__ = ["LatentAttention", "LatentAttentionQ", "LatentSpec", "mla_dims", "mla_params", "LATENT_LAYOUT",
            "KV_RANK_MULT", "Q_RANK_MULT"]
@@ -81,20 +81,10 @@ class LatentAttention(nn.Module):
         self.causal, self.window, self.eps = cfg.causal, cfg.window, cfg.norm_eps
         self.scale = 1.0 / math.sqrt(hd + self.dr)
         self.absorb: bool | None = None
-        self._ropes: dict[int, Any] = {}
+        self.rope = RotaryAtWidth(self.dr)  # the model's rotary position at width d_R
 
     # -- pieces ------------------------------------------------------------------------------------------------------
 
-    def rope(self, pos: Any) -> Any:
-        """The model's rotary position at width ``d_R`` (a parameter-free rebuild, cached per position module);
-        any other position rotates nothing and is used as it is."""
-        if not isinstance(pos, Rotary):
-            return pos
-        hit = self._ropes.get(id(pos))
-        if hit is None or hit[0] is not pos:
-            hit = (pos, type(pos)(replace(pos.cfg, d_model=pos.cfg.n_heads * self.dr)))
-            self._ropes = {id(pos): hit}
-        return hit[1]
 
     def queries(self, x: Tensor) -> Tensor:
         """``(B, H, T, hd + d_R)`` before rotation."""
