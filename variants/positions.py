@@ -40,7 +40,7 @@ from ablate.variants.score_bias import (T5_MAX_DISTANCE, T5_NUM_BUCKETS, alibi_s
                                         t5_max_exact, t5_relative_position_bucket)
 
 __all__ = [
-    "ScoreBias", "Position", "NoPE", "Sinusoidal", "Learned", "Rotary", "RoPE", "RoPEPI", "RoPENTK",
+    "ScoreBias", "Position", "NoPE", "Sinusoidal", "Learned", "Rotary", "RotaryAtWidth", "RoPE", "RoPEPI", "RoPENTK",
     "RoPEDynamicNTK", "RoPEYaRN", "RoPEPITemp", "RoPENTKTemp", "RoPEYaRNNoTemp", "ALiBi", "T5Bias", "ROPE_INIT_FUNCTIONS", "build_position", "alibi_slopes",
     "t5_relative_position_bucket", "sinusoidal_table", "rotate_half", "apply_rotary", "Caveat", "position_caveats",
     "t5_max_distance", "t5_max_exact", "YARN_BETA_FAST", "YARN_BETA_SLOW", "yarn_attention_factor",
@@ -149,8 +149,8 @@ class Learned(Position):
 
 
 # The RoPE family registers here, after none / sinusoidal / learned, so the keys keep their order.
-from ablate.variants.rope import (Rotary, RoPE, RoPEDynamicNTK, RoPENTK, RoPENTKTemp, RoPEPI,  # noqa: E402,F401
-                                  RoPEPITemp, RoPEYaRN, RoPEYaRNNoTemp, rope_attention_factor)
+from ablate.variants.rope import (Rotary, RotaryAtWidth, RoPE, RoPEDynamicNTK, RoPENTK, RoPENTKTemp,  # noqa: E402,F401
+                                  RoPEPI, RoPEPITemp, RoPEYaRN, RoPEYaRNNoTemp, rope_attention_factor)
 
 
 # ---------------------------------------------------------------------------------------------------------------

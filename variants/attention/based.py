@@ -41,7 +41,7 @@ from ablate.variants.attention.cache import CacheLayout
 from ablate.variants.attention.contract import BUILTIN, FLOPS_LINEAR
 from ablate.variants.attention.layer import LayerSpec
 from ablate.variants.attention.linear import LINEAR_CHUNK, linear_attention
-from ablate.variants.rope import RotaryAtWidth
+from ablate.variants.positions import RotaryAtWidth  # positions first: the keys keep their order
 
 __all__ = ["BasedAttention", "BaseConv", "taylor_exp", "based_quadratic", "based_recurrent", "based_params",
            "based_state", "based_layer", "CONV_KERNEL", "BASED_EPS", "FEATURE_DIMS", "X_LAYOUT"]

@@ -36,7 +36,7 @@ from ablate.registry.keys import ATTENTION
 from ablate.variants.attention.cache import CacheLayout
 from ablate.variants.attention.contract import BUILTIN, spec
 from ablate.variants.attention.layer import LayerSpec
-from ablate.variants.rope import RotaryAtWidth
+from ablate.variants.positions import RotaryAtWidth  # positions first: the keys keep their order
 
 __all__ = ["LatentAttention", "LatentAttentionQ", "LatentSpec", "mla_dims", "mla_params", "LATENT_LAYOUT",
            "KV_RANK_MULT", "Q_RANK_MULT"]
