@@ -9,6 +9,11 @@ QK-norm lowers it. It is checked on every pair of attention layers that differ i
 same >= :data:`MIN_LRS` learning rates; per seed one sensitivity, paired over seeds. The detail names each side's
 largest attention logit at the highest rate (``max_attn_logit``, the growth the paper ties to the divergence).
 
+The paper's sensitivities are of final losses of runs trained to the end of their schedule; a side whose curve at
+its best rate still falls by more than :data:`CONVERGENCE_DROP` over the last 20% of its steps is *undertrained*
+(a caveat), and the verdict becomes *not testable* at this rung with the measured one kept in the detail, as for
+every training finding (:func:`suites.training.findings.findings_table`).
+
 Run it: ``ablate run -s training -p tiny --seeds 3 --sweep model.attention=sdpa,qknorm
 --sweep train.lr=1e-3,3e-3,1e-2,3e-2,1e-1 --set grid.gqa_kv_heads=4``.
 """
@@ -18,9 +23,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ablate.analysis.claims import INCONCLUSIVE, LOSS_MARGIN, better_claim
+from ablate.analysis.claims import INCONCLUSIVE, LOSS_MARGIN, NOT_TESTABLE, better_claim
 
-from .aggregate import column_values, to_float
+from .aggregate import column_values, row_drop, to_float
+from .constants import CONVERGENCE_DROP, CONVERGENCE_WINDOW
 
 __all__ = ["CLAIM", "MIN_LRS", "lr_sensitivity", "lr_sensitivity_rows"]
 
@@ -63,6 +69,36 @@ def _per_seed(g, lrs: list[float], l0: float) -> tuple[dict[int, float], dict[in
     return sens, logit
 
 
+def best_rate_drop(g, lrs: list[float]) -> tuple[float | None, float | None]:
+    """(the rate of the lowest mean final loss over seeds, the mean :func:`row_drop` of its ok rows): how much the
+    best run still improved at its end. (None, None) without an ok row."""
+    mean_loss: dict[float, list[float]] = {}
+    drops: dict[float, list[float]] = {}
+    for _, r in g.iterrows():
+        lr, loss = to_float(r.get("config.train.lr")), to_float(r.get("val_loss"))
+        if r.get("status") != "ok" or lr not in lrs or loss is None:
+            continue
+        mean_loss.setdefault(lr, []).append(loss)
+        d = row_drop(r)
+        if d is not None:
+            drops.setdefault(lr, []).append(d)
+    if not mean_loss:
+        return None, None
+    best = min(mean_loss, key=lambda lr: sum(mean_loss[lr]) / len(mean_loss[lr]))
+    return best, (sum(drops[best]) / len(drops[best]) if drops.get(best) else None)
+
+
+def undertrained(sides: dict[str, Any], lrs: list[float]) -> list[str]:
+    """Caveats for the sides (name -> rows) whose best-rate runs were still improving at their end."""
+    out = []
+    for name, g in sides.items():
+        best, drop = best_rate_drop(g, lrs)
+        if drop is not None and drop > CONVERGENCE_DROP:
+            out.append(f"undertrained: {name} still improving at its best lr {best:g} ({-drop:+.3f} nats over the "
+                       f"last {CONVERGENCE_WINDOW:.0%} of its steps)")
+    return out
+
+
 def lr_sensitivity_rows(df) -> list[dict[str, Any]]:
     """Rows of the findings table (its columns) for every QK-norm / no-QK-norm pair swept over the same rates."""
     if df.empty or "attention_qk_norm" not in df.columns or "config.train.lr" not in df.columns:
@@ -97,8 +133,12 @@ def lr_sensitivity_rows(df) -> list[dict[str, Any]]:
                 detail += (f"; LR sensitivity {old} {mean(s_old)}, {new} {mean(s_new)} nats over lr "
                            f"{lrs[0]:g}..{lrs[-1]:g} ({len(lrs)} rates); max attention logit at lr {lrs[-1]:g}: "
                            f"{old} {mean(lg_old)}, {new} {mean(lg_new)}")
+                notes = undertrained({old: atts[old], new: atts[new]}, lrs)
+                if notes:  # as in findings_table: measured, not signed
+                    detail = f"not testable at this rung: a side is still improving (measured: {verdict}; {detail})"
+                    verdict = NOT_TESTABLE
                 out.append({"published claim": CLAIM, "published": PUBLISHED, "source": SOURCE,
                             "comparison": f"{new} vs {old} (LR sweep)", "ours: Δ val loss (95% CI)": ours,
                             "test": "lower LR sensitivity (paired 95% CI < 0; diverged = ln V)",
-                            "verdict": verdict, "caveats": "—", "detail": detail})
+                            "verdict": verdict, "caveats": "; ".join(notes) or "—", "detail": detail})
     return out

@@ -55,3 +55,26 @@ def test_no_row_without_enough_shared_rates_or_the_fact():
     df = _rows(lambda a, lr, s: 3.0, lrs=LRS[:MIN_LRS - 1])
     assert lr_sensitivity_rows(df) == []
     assert lr_sensitivity_rows(_rows(lambda a, lr, s: 3.0).drop(columns=["attention_qk_norm"])) == []
+
+
+def test_a_side_still_improving_at_its_best_rate_makes_the_claim_not_testable_with_the_measured_verdict_kept():
+    def flat_qk(att, lr, s):
+        base = 3.0 + 0.01 * s
+        if att == "qknorm":
+            return base + 0.01 * math.log10(lr / 1e-2) ** 2
+        return None if lr == 1e-1 else base + 0.3 * math.log10(lr / 1e-2) ** 2
+
+    df = _rows(flat_qk)
+    steps = [2, 4, 6, 8, 10]
+    falling = [3.4, 3.3, 3.2, 3.1, 3.0]  # -0.1 nats a curve point: +0.1 over the last 20% of 10 steps
+    flat = [3.4, 3.1, 3.0, 3.0, 3.0]
+    best = (df["config.model.attention"] == "sdpa") & (df["config.train.lr"] == 1e-2)
+    df["curve.val_step"] = [steps] * len(df)
+    df["curve.val_loss"] = [falling if b else flat for b in best]
+    (row,) = lr_sensitivity_rows(df)
+    assert row["verdict"] == "not testable"
+    assert row["caveats"].startswith("undertrained: sdpa still improving at its best lr 0.01")
+    assert "qknorm" not in row["caveats"] and "(measured: reproduced;" in row["detail"]
+    df["curve.val_loss"] = [flat] * len(df)  # every best-rate run flat at its end: signed again
+    (row,) = lr_sensitivity_rows(df)
+    assert row["verdict"] == "reproduced" and row["caveats"] == "—"
