@@ -72,11 +72,15 @@ def cache_bytes(mcfg: Any, n_tokens: int, el_bytes: int, batch: int = 1, *, wind
     """Bytes of the attention cache of model config ``mcfg`` after ``n_tokens`` tokens of ``batch`` sequences, as
     the attention layer's spec states them (:meth:`ablate.variants.attention.LayerSpec.cache_bytes`; the standard
     layer: ``2 · layers · kv_heads · head_dim · n · bytes · batch``); ``window``: a rolling cache keeping that many
-    tokens; with ``sinks``, a sink-keeping cache (``sinks + window - 1`` tokens)."""
+    tokens; with ``sinks``, a sink-keeping cache (``sinks + window - 1`` tokens). A layer whose model prepends learned
+    tokens (``sink_token``) holds them too: ``n_tokens`` counts the text, the cache one more."""
     from ablate.variants.attention import layer_spec  # lazy: the attention package imports this module
+    from ablate.variants.attention.sink_token import sink_tokens
 
-    held = n_tokens if window is None else min(n_tokens, window if sinks is None else sinks + window - 1)
-    return layer_spec(mcfg.attention).cache_bytes(mcfg, held, el_bytes, batch)
+    spec = layer_spec(mcfg.attention)
+    n = n_tokens + sink_tokens(spec)
+    held = n if window is None else min(n, window if sinks is None else sinks + window - 1)
+    return spec.cache_bytes(mcfg, held, el_bytes, batch)
 
 
 # -- peaks ------------------------------------------------------------------------------------------------------
@@ -158,9 +162,11 @@ def peak_bandwidth(device_name: str | None = None) -> Peak:
 
 def decode_step_bytes(param_bytes: int, kv_bytes: int, mcfg: Any, *, el_bytes: int, batch: int) -> int:
     """Bytes one decode step must move at least: every parameter read once, the whole cache read once, one new
-    token's cache entries per layer written (:func:`cache_bytes` of one token; activations are negligible at batch
-    sizes where decode is memory-bound)."""
-    return int(param_bytes + kv_bytes + cache_bytes(mcfg, 1, el_bytes, batch))
+    token's cache entries per layer written (the layer's cache bytes of one token; activations are negligible at
+    batch sizes where decode is memory-bound)."""
+    from ablate.variants.attention import layer_spec  # lazy: the attention package imports this module
+
+    return int(param_bytes + kv_bytes + layer_spec(mcfg.attention).cache_bytes(mcfg, 1, el_bytes, batch))
 
 
 def mfu(flops: float, ms: float | None, peak: Peak) -> float | None:

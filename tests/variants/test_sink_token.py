@@ -13,10 +13,12 @@ import torch
 
 from ablate.core.config import ModelConfig
 from ablate.core.evaluate import incremental_logits
+from ablate.core.flops import cache_bytes
 from ablate.core.model import Transformer
 from ablate.core.validate import param_count, validate_model
 from ablate.errors import ConfigError
 from ablate.registry.keys import ATTENTION, load_all
+from ablate.variants.attention import layer_spec
 from ablate.variants.attention.streaming import streaming_nll
 
 SEED = int(os.environ.get("ABLATE_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
@@ -73,6 +75,8 @@ def test_decoding_with_every_cache_equals_the_full_forward():
     torch.testing.assert_close(steps, full, rtol=1e-9, atol=1e-9, msg=lambda m: f"{NOTE} {m}")
     torch.testing.assert_close(grow, full, rtol=1e-9, atol=1e-9)
     assert cache.length == 18  # the sink token and 17 tokens
+    assert cache.nbytes() == cache_bytes(model.cfg, 17, 8, 2) == layer_spec("sdpa").cache_bytes(model.cfg, 18, 8, 2)
+    assert cache_bytes(model.cfg, 17, 8, 2, window=6, sinks=1) == layer_spec("sdpa").cache_bytes(model.cfg, 6, 8, 2)
 
 
 def test_streaming_keeping_only_the_sink_token_equals_a_fresh_forward_over_the_recent_tokens():
