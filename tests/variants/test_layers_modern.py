@@ -281,8 +281,10 @@ def _deepseek_reference(layer, x, cfg):
 
 
 @pytest.mark.parametrize("key", ["mla", "mla_q"])
-def test_mla_matches_deepseek_v3_attention(key):
-    layer, pos, cfg = _layer(key)
+@pytest.mark.parametrize("rank", [None, 8, 40])  # d_c: the default 4·head_dim, narrower, wider than head_dim
+def test_mla_matches_deepseek_v3_attention(key, rank):
+    layer, pos, cfg = _layer(key, kv_lora_rank=rank)
+    assert layer.dc == (rank or 4 * cfg.head_dim) and layer.kv_a.weight.shape[0] == layer.dc + cfg.head_dim // 2
     x = torch.randn(2, 11, cfg.d_model, dtype=F64)
     with torch.no_grad():
         got = layer(x, pos, None, None, 0)
