@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ablate.store.frame import Columns, latest_rows, rows_frame
+from ablate.store.frame import Kept
+from ablate.store.parallel_read import parallel_reduce
 from ablate.store.paths import PathLike, iter_files
 from ablate.store.reader import iter_rows
 
@@ -84,6 +85,19 @@ class _Provenance:
                 g[2] = ts if g[2] is None or ts < g[2] else g[2]
                 g[3] = ts if g[3] is None or ts > g[3] else g[3]
 
+    def merge(self, later: "_Provenance") -> None:
+        """As if ``later``'s rows had been added here, after this one's."""
+        for ident, (proj, n, lo, hi) in later.groups.items():
+            g = self.groups.get(ident)
+            if g is None:
+                self.groups[ident] = [proj, n, lo, hi]
+                continue
+            g[1] += n
+            if lo is not None:
+                g[2] = lo if g[2] is None or lo < g[2] else g[2]
+            if hi is not None:
+                g[3] = hi if g[3] is None or hi > g[3] else g[3]
+
     def rows(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for proj, n, lo, hi in self.groups.values():
@@ -95,34 +109,78 @@ class _Provenance:
         return out
 
 
+class _Reading:
+    """Everything :func:`read_inputs` keeps, filled a row at a time (:meth:`add`); :meth:`merge` takes in another
+    one's, read from rows that come after (a large file read in parts, :mod:`ablate.store.parallel_read`)."""
+
+    def __init__(self) -> None:
+        self.stats: dict[Path, FileStats] = {}
+        self.prov = _Provenance()
+        self.cross: dict[tuple, dict[str, Any]] = {}
+        self.kept = Kept()
+        self._last: tuple[Any, FileStats | None] = (None, None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_last": (None, None)}
+
+    def add(self, f: Path, r: dict[str, Any]) -> None:
+        last, s = self._last
+        if f is not last:  # a Path hashes and compares in Python: look each file up once, not per row
+            s = self.stats.get(f)
+            if s is None:
+                s = self.stats[f] = FileStats(f)
+            self._last = (f, s)
+        s.rows += 1
+        st, ts = str(r["status"]), r["timestamp"]
+        s.status[st] = s.status.get(st, 0) + 1
+        s.suites.add(str(r["suite"]))
+        if ts:
+            s.first = ts if not s.first or ts < s.first else s.first
+            s.last = ts if ts > s.last else s.last
+        self.prov.add(r)
+        if st == "ok":
+            key = (r.get("env.git_commit"), r.get("env.hostname"), r.get("env.gpu"), r.get("env.cpu"),
+                   r["suite"], r["row_key"])
+            prev = self.cross.get(key)
+            if prev is None or ts >= prev["timestamp"]:
+                self.cross[key] = r
+        self.kept.add(r)
+
+    def merge(self, later: "_Reading") -> None:
+        for f, o in later.stats.items():
+            s = self.stats.get(f)
+            if s is None:
+                self.stats[f] = o
+                continue
+            s.rows += o.rows
+            for st, n in o.status.items():
+                s.status[st] = s.status.get(st, 0) + n
+            s.suites |= o.suites
+            if o.first:
+                s.first = o.first if not s.first or o.first < s.first else s.first
+            s.last = o.last if o.last > s.last else s.last
+        self.prov.merge(later.prov)
+        for key, r in later.cross.items():
+            prev = self.cross.get(key)
+            if prev is None or r["timestamp"] >= prev["timestamp"]:
+                self.cross[key] = r
+        self.kept.merge(later.kept)
+
+
 def read_inputs(inputs: Sequence[PathLike]) -> Inputs:
-    """Read ``inputs`` (files or folders) once; a missing path or an invalid row raises in one line."""
+    """Read ``inputs`` (files or folders) once; a missing path or an invalid row raises in one line. A large input
+    is read in parts on every core (:func:`ablate.store.parallel_read.parallel_reduce`), to the same result."""
     files = iter_files(inputs)
-    stats = {f: FileStats(f) for f in files}
-    prov = _Provenance()
-    cross: dict[tuple, dict[str, Any]] = {}
-
-    def watched():
-        last, s = None, None
+    parts = parallel_reduce(files, _Reading)
+    if parts is None:
+        got = _Reading()
+        add = got.add
         for f, r in iter_rows(files, with_file=True):
-            if f is not last:  # a Path hashes and compares in Python: look each file up once, not per row
-                last, s = f, stats[f]
-            s.rows += 1
-            st, ts = str(r["status"]), r["timestamp"]
-            s.status[st] = s.status.get(st, 0) + 1
-            s.suites.add(str(r["suite"]))
-            if ts:
-                s.first = ts if not s.first or ts < s.first else s.first
-                s.last = ts if ts > s.last else s.last
-            prov.add(r)
-            if st == "ok":
-                key = (r.get("env.git_commit"), r.get("env.hostname"), r.get("env.gpu"), r.get("env.cpu"),
-                       r["suite"], r["row_key"])
-                prev = cross.get(key)
-                if prev is None or ts >= prev["timestamp"]:
-                    cross[key] = r
-            yield r
-
-    cols = Columns()
-    frame = rows_frame(latest_rows(cols.watch(watched())), list(cols.seen))
-    return Inputs([stats[f] for f in files], frame, prov.rows(), list(cross.values()))
+            add(f, r)
+    else:
+        got = parts[0]
+        for later in parts[1:]:
+            got.merge(later)
+    frame = got.kept.frame()
+    stats = [got.stats.get(f) or FileStats(f) for f in files]
+    return Inputs(stats, frame, got.prov.rows(), list(got.cross.values()))

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ablate.errors import ResultsFileError
 from ablate.reporting.tables import no_figures
-from ablate.store.frame import Columns, latest_rows, rows_frame
+from ablate.store.frame import Kept
+from ablate.store.parallel_read import parallel_reduce
 from ablate.store.paths import PathLike, iter_files
 from ablate.store.reader import iter_rows
 
@@ -53,27 +54,54 @@ def _is_index(path: Path) -> bool:
     return path.name == "index.md" or path.name.endswith("_index.md")
 
 
+class _Reading:
+    """What :func:`read` keeps, a row at a time; :meth:`merge` takes in another one's (rows read after this one's)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[Path, dict[str, int]] = {}
+        self.suites: dict[Path, set[str]] = {}
+        self.kept = Kept()
+
+    def add(self, f: Path, r: dict[str, Any]) -> None:
+        c = self.counts.get(f)
+        if c is None:
+            c = self.counts[f] = {}
+            self.suites[f] = set()
+        st = str(r["status"])
+        c[st] = c.get(st, 0) + 1
+        self.suites[f].add(str(r["suite"]))
+        self.kept.add(r)
+
+    def merge(self, later: "_Reading") -> None:
+        for f, o in later.counts.items():
+            c = self.counts.setdefault(f, {})
+            for st, n in o.items():
+                c[st] = c.get(st, 0) + n
+            self.suites.setdefault(f, set()).update(later.suites[f])
+        self.kept.merge(later.kept)
+
+
 def read(inputs: Sequence[PathLike]) -> tuple[list[str], "pd.DataFrame"]:
     """One streaming pass over ``inputs``: (a line per results file with its rows by status, the newest row of each
-    measurement as a frame, as :func:`ablate.store.frame.to_frame` makes it)."""
+    measurement as a frame, as :func:`ablate.store.frame.to_frame` makes it). A large input is read in parts on
+    every core (:func:`ablate.store.parallel_read.parallel_reduce`), to the same result."""
     files = iter_files(inputs)  # a missing path: one line
-    counts: dict = {f: {} for f in files}
-    suites: dict = {f: set() for f in files}
-
-    def counted():
+    parts = parallel_reduce(files, _Reading)
+    if parts is None:
+        got = _Reading()
+        add = got.add
         for f, r in iter_rows(files, with_file=True):
-            c = counts[f]
-            c[str(r["status"])] = c.get(str(r["status"]), 0) + 1
-            suites[f].add(str(r["suite"]))
-            yield r
-
-    cols = Columns()
-    df = rows_frame(latest_rows(cols.watch(counted())), list(cols.seen))
+            add(f, r)
+    else:
+        got = parts[0]
+        for later in parts[1:]:
+            got.merge(later)
+    df = got.kept.frame()
     lines = []
     for f in files:
-        c = counts[f]
+        c = got.counts.get(f, {})
         detail = ", ".join(f"{n} {s}" for s, n in sorted(c.items(), key=lambda kv: (kv[0] != "ok", kv[0])))
-        lines.append(f"{f}: {', '.join(sorted(suites[f])) or 'no rows'}, {sum(c.values())} rows"
+        lines.append(f"{f}: {', '.join(sorted(got.suites.get(f, ()))) or 'no rows'}, {sum(c.values())} rows"
                      + (f" ({detail})" if detail else ""))
     return lines, df
 

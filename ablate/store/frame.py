@@ -14,7 +14,7 @@ from ablate.store.reader import iter_rows
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["MACHINE_COLUMNS", "IDENTITY_COLUMNS", "Columns", "latest_rows", "rows_frame", "to_frame", "summary_frame"]
+__all__ = ["MACHINE_COLUMNS", "IDENTITY_COLUMNS", "Columns", "Latest", "Kept", "latest_rows", "rows_frame", "to_frame", "summary_frame"]
 
 MACHINE_COLUMNS = ("env.hostname", "env.cpu", "env.gpu", "env.gpu_count")  # what tells two machines apart
 IDENTITY_COLUMNS = ("suite", "row_key", "timestamp") + MACHINE_COLUMNS  # what :func:`latest_rows` compares
@@ -38,34 +38,95 @@ class Columns:
                     seen.setdefault(k, None)
             yield r
 
+    def merge(self, later: "Columns") -> None:
+        """Add the columns ``later`` saw (rows read after this one's)."""
+        for k in later.seen:
+            self.seen.setdefault(k, None)
+
+
+class Latest:
+    """:func:`latest_rows` kept while rows are added one at a time (:meth:`add`); :meth:`merge` takes in the rows
+    another one kept from rows read after this one's (a file read in parts, :mod:`ablate.store.parallel_read`)."""
+
+    def __init__(self, machine: Collection[str] = MACHINE_COLUMNS) -> None:
+        self.machine = tuple(machine)
+        self.best: dict[tuple, tuple[str, int]] = {}
+        self.kept: dict[int, dict[str, Any]] = {}  # by position; insertion order is position order
+        self.n = 0  # rows added
+
+    def add(self, r: dict[str, Any]) -> None:
+        pos = self.n
+        self.n += 1
+        key = r.get("row_key")
+        if not key:
+            self.kept[pos] = r
+            return
+        ident = (r.get("suite"), key, *map(r.get, self.machine))
+        try:
+            prev = self.best.get(ident)
+        except TypeError:  # a list or dict among the machine columns
+            ident = tuple(_hashable(v) for v in ident)
+            prev = self.best.get(ident)
+        ts = r.get("timestamp")
+        ts = ts if type(ts) is str else ("" if ts is None else str(ts))
+        self._keep(ident, prev, ts, pos, r)
+
+    def _keep(self, ident: tuple, prev: tuple[str, int] | None, ts: str, pos: int, r: dict[str, Any]) -> None:
+        if prev is None or ts >= prev[0]:
+            if prev is not None:
+                del self.kept[prev[1]]
+            self.best[ident] = (ts, pos)
+            self.kept[pos] = r
+
+    def merge(self, later: "Latest") -> None:
+        """As if ``later``'s rows had been added here, after this one's."""
+        shift = self.n
+        keyed = {pos: (ident, ts) for ident, (ts, pos) in later.best.items()}
+        for pos, r in later.kept.items():  # position order
+            if pos not in keyed:
+                self.kept[pos + shift] = r
+                continue
+            ident, ts = keyed[pos]
+            self._keep(ident, self.best.get(ident), ts, pos + shift, r)
+        self.n += later.n
+
+    def rows(self) -> list[dict[str, Any]]:
+        return list(self.kept.values())
+
+
+class Kept:
+    """What a frame of the newest rows needs, kept a row at a time: the columns seen (:class:`Columns`) and the
+    newest row of each measurement (:class:`Latest`); :meth:`merge` takes in another one's (rows read after)."""
+
+    def __init__(self) -> None:
+        self.cols = Columns()
+        self.latest = Latest()
+
+    def add(self, r: dict[str, Any]) -> None:
+        seen = self.cols.seen
+        if not seen.keys() >= r.keys():
+            for k in r:
+                seen.setdefault(k, None)
+        self.latest.add(r)
+
+    def merge(self, later: "Kept") -> None:
+        self.cols.merge(later.cols)
+        self.latest.merge(later.latest)
+
+    def frame(self) -> "pd.DataFrame":
+        return rows_frame(self.latest.rows(), list(self.cols.seen))
+
 
 def latest_rows(rows: Iterable[dict[str, Any]], machine: Collection[str] = MACHINE_COLUMNS) -> list[dict[str, Any]]:
     """The newest row of each measurement, in the order the rows came: one per ``suite``, ``row_key`` and machine
     (the ``machine`` columns, by default ``env.hostname``, ``env.cpu``, ``env.gpu``, ``env.gpu_count``: hostnames
     alone repeat, e.g. two cloud VMs both called ``vm``). Newest: the latest ``timestamp``, then the later row.
     Rows without a ``row_key`` are all kept. Only the rows kept so far are held."""
-    machine = tuple(machine)
-    best: dict[tuple, tuple[str, int]] = {}
-    kept: dict[int, dict[str, Any]] = {}  # by position; insertion order is position order
-    for pos, r in enumerate(rows):
-        key = r.get("row_key")
-        if not key:
-            kept[pos] = r
-            continue
-        ident = (r.get("suite"), key, *map(r.get, machine))
-        try:
-            prev = best.get(ident)
-        except TypeError:  # a list or dict among the machine columns
-            ident = tuple(_hashable(v) for v in ident)
-            prev = best.get(ident)
-        ts = r.get("timestamp")
-        ts = ts if type(ts) is str else ("" if ts is None else str(ts))
-        if prev is None or ts >= prev[0]:
-            if prev is not None:
-                del kept[prev[1]]
-            best[ident] = (ts, pos)
-            kept[pos] = r
-    return list(kept.values())
+    latest = Latest(machine)
+    add = latest.add
+    for r in rows:
+        add(r)
+    return latest.rows()
 
 
 def to_frame(paths: Paths, *, latest: bool = True, skip_invalid: bool | None = None,
