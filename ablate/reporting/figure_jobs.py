@@ -20,7 +20,7 @@ import threading
 from contextvars import ContextVar
 from typing import Callable, Iterator
 
-from ablate.errors import ConfigError
+from ablate.store.parallel_read import env_jobs
 
 __all__ = ["JOBS_ENV", "figure_jobs", "parallel_figures", "submit"]
 
@@ -29,15 +29,7 @@ JOBS_ENV = "ABLATE_FIGURE_JOBS"
 
 def figure_jobs() -> int:
     """How many figures may be saved at once: ``$ABLATE_FIGURE_JOBS``, else the CPUs this process may use."""
-    raw = os.environ.get(JOBS_ENV, "").strip()
-    if raw:
-        if not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
-            raise ConfigError(f"{JOBS_ENV}={raw!r} is not a whole number of jobs >= 1 (1: save figures one by one)")
-        return int(raw)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity API (macOS)
-        return os.cpu_count() or 1
+    return env_jobs(JOBS_ENV, "save figures one by one")
 
 
 class _Children:

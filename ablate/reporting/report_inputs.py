@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ablate.store.frame import Kept
-from ablate.store.parallel_read import parallel_reduce
+from ablate.store.parallel_read import read_into
 from ablate.store.paths import PathLike, iter_files
-from ablate.store.reader import iter_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -171,16 +170,7 @@ def read_inputs(inputs: Sequence[PathLike]) -> Inputs:
     """Read ``inputs`` (files or folders) once; a missing path or an invalid row raises in one line. A large input
     is read in parts on every core (:func:`ablate.store.parallel_read.parallel_reduce`), to the same result."""
     files = iter_files(inputs)
-    parts = parallel_reduce(files, _Reading)
-    if parts is None:
-        got = _Reading()
-        add = got.add
-        for f, r in iter_rows(files, with_file=True):
-            add(f, r)
-    else:
-        got = parts[0]
-        for later in parts[1:]:
-            got.merge(later)
+    got = read_into(files, _Reading)
     frame = got.kept.frame()
     stats = [got.stats.get(f) or FileStats(f) for f in files]
     return Inputs(stats, frame, got.prov.rows(), list(got.cross.values()))

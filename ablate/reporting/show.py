@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 from ablate.errors import ResultsFileError
 from ablate.reporting.tables import no_figures
 from ablate.store.frame import Kept
-from ablate.store.parallel_read import parallel_reduce
+from ablate.store.parallel_read import read_into
 from ablate.store.paths import PathLike, iter_files
-from ablate.store.reader import iter_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,16 +85,7 @@ def read(inputs: Sequence[PathLike]) -> tuple[list[str], "pd.DataFrame"]:
     measurement as a frame, as :func:`ablate.store.frame.to_frame` makes it). A large input is read in parts on
     every core (:func:`ablate.store.parallel_read.parallel_reduce`), to the same result."""
     files = iter_files(inputs)  # a missing path: one line
-    parts = parallel_reduce(files, _Reading)
-    if parts is None:
-        got = _Reading()
-        add = got.add
-        for f, r in iter_rows(files, with_file=True):
-            add(f, r)
-    else:
-        got = parts[0]
-        for later in parts[1:]:
-            got.merge(later)
+    got = read_into(files, _Reading)
     df = got.kept.frame()
     lines = []
     for f in files:

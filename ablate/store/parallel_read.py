@@ -23,10 +23,11 @@ from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
 
 from ablate.errors import ConfigError
 from ablate.store.paths import named_suite
-from ablate.store.reader import _SCAN, _NonFinite
+from ablate.store.reader import _SCAN, _NonFinite, iter_rows
 from ablate.store.schema import row_problem
 
-__all__ = ["READ_JOBS_ENV", "MIN_BYTES", "Accumulator", "read_jobs", "segments", "parallel_reduce"]
+__all__ = ["READ_JOBS_ENV", "MIN_BYTES", "Accumulator", "env_jobs", "read_jobs", "segments", "read_into",
+           "parallel_reduce"]
 
 READ_JOBS_ENV = "ABLATE_READ_JOBS"
 MIN_BYTES = 16 * 2**20  # below this a fork and the merge cost more than a second process saves
@@ -36,7 +37,12 @@ class Accumulator(Protocol):
     def add(self, file: Path, row: dict[str, Any]) -> None: ...
 
 
+class Mergeable(Accumulator, Protocol):
+    def merge(self, later: Any) -> None: ...
+
+
 A = TypeVar("A", bound=Accumulator)
+M = TypeVar("M", bound=Mergeable)
 Segment = tuple[Path, int, int]  # (file, first byte, end byte): whole lines
 
 
@@ -44,17 +50,23 @@ class _Fallback(Exception):
     """A line the fast path leaves to the serial reader."""
 
 
-def read_jobs() -> int:
-    """How many processes may read at once: ``$ABLATE_READ_JOBS``, else the CPUs this process may use."""
-    raw = os.environ.get(READ_JOBS_ENV, "").strip()
+def env_jobs(env_var: str, one: str) -> int:
+    """A process count from ``$env_var`` (a whole number >= 1; ``one`` says what 1 means), else the CPUs this process
+    may use."""
+    raw = os.environ.get(env_var, "").strip()
     if raw:
         if not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
-            raise ConfigError(f"{READ_JOBS_ENV}={raw!r} is not a whole number of processes >= 1 (1: read serially)")
+            raise ConfigError(f"{env_var}={raw!r} is not a whole number of processes >= 1 (1: {one})")
         return int(raw)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # no affinity API (macOS)
         return os.cpu_count() or 1
+
+
+def read_jobs() -> int:
+    """How many processes may read at once: ``$ABLATE_READ_JOBS``, else the CPUs this process may use."""
+    return env_jobs(READ_JOBS_ENV, "read serially")
 
 
 def _line_end(path: Path, offset: int, size: int) -> int:
@@ -139,6 +151,23 @@ def _child(make: Callable[[], A], part: Sequence[Segment], w: int) -> None:
         code = 1
     finally:
         os._exit(code)
+
+
+def read_into(files: Sequence[Path], make: Callable[[], M]) -> M:
+    """``make()`` fed every row of ``files`` in order (``add(file, row)``): read in parts (:func:`parallel_reduce`)
+    and merged (``merge(later)``), or serially through :func:`ablate.store.reader.iter_rows` (its errors and
+    warnings)."""
+    parts = parallel_reduce(files, make)
+    if parts is None:
+        got = make()
+        add = got.add
+        for f, r in iter_rows(files, with_file=True):
+            add(f, r)
+        return got
+    got = parts[0]
+    for later in parts[1:]:
+        got.merge(later)
+    return got
 
 
 def parallel_reduce(files: Sequence[Path], make: Callable[[], A], *, jobs: int | None = None,
