@@ -184,3 +184,26 @@ def test_latency_decode_graph_rows_on_cuda(tmp_path):
     assert {r["status"] for r in rows} == {"ok"}, [r.get("reason") for r in rows]
     graph = [r for r in rows if r.get("decode_mode") == "graph"]
     assert graph and all(r["decode_backend"] == "cuda_graph" and r["bw_util"] is not None for r in graph)
+
+
+def _cpu_attention_keys() -> list[str]:
+    from ablate.registry.keys import ATTENTION, load_all
+
+    load_all()
+    keys = ATTENTION.available_keys("cpu")
+    assert {"sdpa", "mla", "based", "sink_token", "sliding_window"} <= set(keys)
+    return keys
+
+
+@pytest.mark.parametrize("attention", _cpu_attention_keys())
+def test_a_context_fed_in_chunks_through_the_cache_equals_the_full_forward(attention):
+    """What the latency suite's decode does to fill a long context (suites/latency/decode.py, PREFILL_CHUNK)."""
+    from ablate.core.evaluate import incremental_logits
+
+    window = 6 if attention == "sliding_window" else None
+    model = _model(attention=attention, window=window).double()
+    idx = torch.randint(0, 61, (2, 21))
+    with torch.no_grad():
+        full = model(idx)
+        chunked = incremental_logits(model, idx, prefill=5, chunk=4)
+    torch.testing.assert_close(chunked, full, rtol=1e-9, atol=1e-9)
