@@ -96,8 +96,13 @@ _SIGNATURE_SKIP = ("config.train.seed", "config.train.steps", "config.model.voca
 
 
 def _signature(row: Any, field_name: str) -> tuple:
-    """Everything that defines a point's model and training, except ``field_name`` (and seed/steps)."""
+    """Everything that defines a point's model and training, except ``field_name`` (and seed/steps). A point whose
+    learning rate a sweep chose (``lr_sweep.lrs``: ``ablate.core.lr_sweep``) is defined by the candidates it was
+    tuned over, not by the rate it got: each side of a finding at its own tuned rate, as the papers compare."""
     skip = set(_SIGNATURE_SKIP) | {f"config.model.{field_name}"}
+    tuned = row.get("lr_sweep.lrs")
+    if isinstance(tuned, (list, tuple)):
+        skip |= {"config.train.lr", "config.train.min_lr"}
     if field_name == "attention":
         skip.add("config.model.window")
     if field_name == "position" and to_float(row.get("config.grid.scale_embeddings")) is None:
@@ -114,6 +119,8 @@ def _signature(row: Any, field_name: str) -> tuple:
             if v is None and k[len("config.model."):] in ID_OMIT_AT:  # a row from before the field existed
                 v = ID_OMIT_AT[k[len("config.model."):]]
             items.append((k, v))
+    if isinstance(tuned, (list, tuple)):
+        items.append(("lr_sweep.lrs", tuple(tuned)))
     return tuple(items)
 
 

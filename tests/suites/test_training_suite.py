@@ -310,6 +310,21 @@ def test_findings_pair_points_that_isolate_one_change(tmp_path):
     assert all(table["published"].astype(bool)) and "holds" not in " ".join(table["detail"])
 
 
+def test_findings_pair_points_each_at_its_own_tuned_rate_over_the_same_candidates(tmp_path):
+    """A learning-rate sweep gives each point its own rate (config.train.lr): the pair still isolates the change
+    when both were tuned over the same candidates; not when the candidates differ, nor when the rates were set."""
+    path = _run(tmp_path, "grid=activation=relu,swiglu", "train.steps=4", seeds=1)
+    df = to_frame(path)
+    assert len(training.finding_pairs(df)) == 1
+    df["config.train.lr"] = [1e-3 if a == "relu" else 2e-3 for a in df["config.model.activation"]]
+    assert training.finding_pairs(df) == []  # rates set apart: not a one-change pair
+    df["lr_sweep.lrs"] = [[5e-4, 1e-3, 2e-3]] * len(df)
+    assert [p[:3] for p in training.finding_pairs(df)] == [(training.FINDINGS[0].claim, "relu", "swiglu")]
+    df["lr_sweep.lrs"] = [[5e-4, 1e-3, 2e-3] if a == "relu" else [1e-3, 2e-3, 4e-3]
+                          for a in df["config.model.activation"]]
+    assert training.finding_pairs(df) == []  # tuned over other candidates
+
+
 def test_report_borrows_points_measured_by_another_grid(tmp_path):
     """A second grid sharing a point (same name and settings) skips it on resume; its report still shows it."""
     first = _run(tmp_path, "grid.only=modern,modern-swiglu→relu", "train.steps=4", seeds=2)
