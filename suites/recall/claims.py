@@ -71,8 +71,14 @@ def _combine(parts: list[tuple[str, str]], gated: bool) -> tuple[str, str]:
     return measured, detail
 
 
+def _full_softmax(p: dict) -> bool:
+    """A multi-head softmax attention point (a KV cache, as many KV heads as heads) that is not a layer the table
+    compares with softmax attention (DIFF has a claim of its own)."""
+    return p["form"] == "kv" and p["n_kv_heads"] == p["n_heads"] and p["attention"] not in DIFF_KEYS
+
+
 def _softmax_solves(pts: list[dict]) -> ClaimResult:
-    mine = [p for p in pts if p["form"] == "kv" and p["n_kv_heads"] == p["n_heads"]]
+    mine = [p for p in pts if _full_softmax(p)]
     base = dict(claim="Softmax attention solves MQAR (accuracy >= 0.99) at every d_model and length", source=ZOOLOGY,
                 published="attention: ~1.00 at d_model 64-512, lengths 64-512", test=f"95% CI of each point vs "
                 f"{SOLVED:g} (t over seeds, widened to the pooled Wilson interval)", protocol=PROTOCOL_TEXT)
@@ -215,12 +221,11 @@ def _linear_needs_width(pts: list[dict], fam: dict = _LINEAR) -> ClaimResult:
                 source=f"{ZOOLOGY}; {BASED}", published="attention solves every point; fixed-state mixers need "
                 "d_model growing with the sequence", test=f"paired by seed at the smallest d_model of each length: "
                 f"softmax attention better beyond ±{ACC_MARGIN:g}", protocol=PROTOCOL_TEXT)
-    soft = {(p["seq_len"], p["kv_pairs"], p["d_model"]): p for p in pts
-            if p["form"] == "kv" and p["n_kv_heads"] == p["n_heads"]}
+    soft = {(p["seq_len"], p["kv_pairs"], p["d_model"], p["n_heads"]): p for p in pts if _full_softmax(p)}
     parts, ours, gated, ceiling = [], [], False, False
     for k, g in _groups(_family(pts, fam), "recurrent", by_layer=True).items():
         lin = min(g, key=lambda p: p["d_model"])
-        s = soft.get((lin["seq_len"], lin["kv_pairs"], lin["d_model"]))
+        s = soft.get((lin["seq_len"], lin["kv_pairs"], lin["d_model"], lin["n_heads"]))
         if s is None:
             continue
         a, b = _paired(lin["acc"], s["acc"])
@@ -263,11 +268,11 @@ def _gqa_parity(pts: list[dict]) -> ClaimResult:
     base = dict(claim="GQA/MQA recall as well as multi-head attention at equal d_model", source=GQA,
                 published="GQA quality close to MHA (uptrained T5-XXL)", test=f"paired by seed: parity within "
                 f"±{ACC_MARGIN:g} accuracy", protocol=PROTOCOL_TEXT)
-    mha = {(p["seq_len"], p["kv_pairs"], p["d_model"], p["n_heads"]): p for p in pts
+    mha = {(p["seq_len"], p["kv_pairs"], p["d_model"], p["n_heads"], p["attention"]): p for p in pts
            if p["form"] == "kv" and p["n_kv_heads"] == p["n_heads"]}
     parts, ours, gated = [], [], False
     for p in pts:
-        m = mha.get((p["seq_len"], p["kv_pairs"], p["d_model"], p["n_heads"]))
+        m = mha.get((p["seq_len"], p["kv_pairs"], p["d_model"], p["n_heads"], p["attention"]))
         if p["form"] != "kv" or p["n_kv_heads"] == p["n_heads"] or m is None:
             continue
         a, b = _paired(m["acc"], p["acc"])

@@ -48,3 +48,12 @@ def test_ceiling_and_undertrained_points_are_not_testable():
 def test_no_diff_point_no_diff_row():
     t = recall_claims(_rows({"sdpa": 0.5}))
     assert CLAIM not in set(t["claim"]) and len(t) == 5
+
+
+def test_a_diff_point_is_not_the_softmax_side_of_the_other_claims():
+    """DIFF keeps a KV cache like softmax attention; "softmax attention solves MQAR" is about the standard layer,
+    so a DIFF point that did not solve leaves it as it was."""
+    solves = "Softmax attention solves MQAR (accuracy >= 0.99) at every d_model and length"
+    t = recall_claims(_rows({"sdpa": 1.0, "diff": 0.5}))
+    row = t[t["claim"] == solves].iloc[0]
+    assert row["verdict"] == "reproduced" and "diff" not in row["ours (95% CI)"]
