@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
 
 from ablate.errors import ConfigError
 from ablate.store.paths import named_suite
-from ablate.store.reader import _SCAN, _NonFinite, iter_rows
+from ablate.store.reader import common_object, iter_rows
 from ablate.store.schema import row_problem
 
 __all__ = ["READ_JOBS_ENV", "MIN_BYTES", "Accumulator", "env_jobs", "read_jobs", "segments", "read_into",
@@ -112,12 +112,8 @@ def _rows(part: Sequence[Segment]) -> Iterator[tuple[Path, dict[str, Any]]]:
             pos = start
             for raw in fh:
                 pos += len(raw)
-                try:
-                    text = raw.decode("utf-8")
-                    obj, stop = _SCAN(text, 0)
-                except (StopIteration, ValueError, _NonFinite):
-                    obj, stop, text = None, -1, ""
-                if obj is None or stop != len(text) - 1 or text[stop] != "\n" or type(obj) is not dict:
+                obj = common_object(raw)
+                if obj is None:
                     if raw.strip():
                         raise _Fallback
                 elif row_problem(obj) is not None or (named is not None and obj.get("suite") != named):

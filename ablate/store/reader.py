@@ -24,7 +24,8 @@ from ablate.errors import ResultsFileError
 from ablate.store.paths import Paths, PathLike, iter_files, named_suite
 from ablate.store.schema import SUITES, TERMINAL_STATUSES, row_problem
 
-__all__ = ["ResultsWarning", "InvalidRowError", "reading", "iter_rows", "read_rows", "done_keys", "RUN_HINT"]
+__all__ = ["ResultsWarning", "InvalidRowError", "reading", "iter_rows", "read_rows", "done_keys", "common_object",
+           "RUN_HINT"]
 
 RUN_HINT = "fix or remove that line; ablate run never rewrites or skips rows of its results file"
 _READ_HINT = "fix or remove that line"
@@ -56,6 +57,19 @@ def _no_constant(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)  # strict JSON: NaN/Infinity tokens are errors
 _SCAN = _DECODER.scan_once  # the C scanner: a value at an offset, and where it ends (StopIteration: none there)
+
+
+def common_object(raw: bytes) -> dict | None:
+    """The JSON object of a results line in its common form -- one object from its first byte to the newline --
+    or None: the line then goes through the full checks (not JSON, NaN tokens, a torn last line, ...)."""
+    try:
+        text = raw.decode("utf-8")
+        obj, end = _SCAN(text, 0)
+    except (StopIteration, ValueError, _NonFinite):
+        return None
+    if end != len(text) - 1 or text[end] != "\n" or type(obj) is not dict:
+        return None
+    return obj
 
 
 @dataclass
@@ -153,14 +167,7 @@ def _iter_file(path: Path, *, skip: bool, expect_suite: str | None, hint: str, c
         try:
             for raw in fh:
                 n += 1
-                # the common line: one JSON object from its first byte to the newline (else _not_json says why)
-                try:
-                    text = raw.decode("utf-8")
-                    obj, end = _SCAN(text, 0)
-                    if end != len(text) - 1 or text[end] != "\n" or type(obj) is not dict:
-                        obj = None
-                except (StopIteration, ValueError, _NonFinite):
-                    obj = None
+                obj = common_object(raw)  # else _not_json says why
                 if obj is None:
                     if not raw.strip():
                         continue
