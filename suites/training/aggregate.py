@@ -50,6 +50,12 @@ def last_drop(steps: Any, losses: Any, total: Any = None, window: float = CONVER
     return -slope * window * end
 
 
+def undertrained_note(name: str, drop: float, where: str = "") -> str:
+    """The caveat of a point (``name``, ``where`` it was read) whose curve still fell by ``drop`` nats at its end."""
+    return (f"undertrained: {name} still improving{where} ({-drop:+.3f} nats over the last {CONVERGENCE_WINDOW:.0%} "
+            f"of its steps)")
+
+
 def row_drop(row: Any) -> float | None:
     """:func:`last_drop` of a row's validation curve (``curve.val_step`` / ``curve.val_loss``)."""
     return last_drop(row.get("curve.val_step"), row.get("curve.val_loss"), row.get("steps"))

@@ -13,8 +13,8 @@ import pandas as pd
 from ablate.analysis.claims import INCONCLUSIVE, LOSS_MARGIN, NOT_TESTABLE, REPRODUCED, better_claim, parity_claim
 from ablate.plan.grid import EQUAL_PARAMS_TOL
 
-from .aggregate import to_float, point_stats
-from .constants import ID_OMIT_AT, CONVERGENCE_DROP, CONVERGENCE_WINDOW
+from .aggregate import point_stats, to_float, undertrained_note
+from .constants import ID_OMIT_AT, CONVERGENCE_DROP
 from .lr_sensitivity import lr_sensitivity_rows
 
 
@@ -170,8 +170,7 @@ def caveats(base_name: str, base: dict, other_name: str, other: dict, field_name
     out = []
     for name, p in ((base_name, base), (other_name, other)):
         if p.get("still_improving"):
-            out.append(f"undertrained: {name} still improving ({-p['drop']:+.3f} nats over the last "
-                       f"{CONVERGENCE_WINDOW:.0%} of its steps)")
+            out.append(undertrained_note(name, p["drop"]))
     if field_name in ("n_kv_heads",) + _GATED and base.get("params") and other.get("params"):
         rel = other["params"] / base["params"] - 1.0
         if abs(rel) > EQUAL_PARAMS_TOL:

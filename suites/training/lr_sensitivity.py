@@ -25,8 +25,8 @@ from typing import Any
 
 from ablate.analysis.claims import INCONCLUSIVE, LOSS_MARGIN, NOT_TESTABLE, better_claim
 
-from .aggregate import column_values, row_drop, to_float
-from .constants import CONVERGENCE_DROP, CONVERGENCE_WINDOW
+from .aggregate import column_values, row_drop, to_float, undertrained_note
+from .constants import CONVERGENCE_DROP
 
 __all__ = ["CLAIM", "MIN_LRS", "lr_sensitivity", "lr_sensitivity_rows"]
 
@@ -94,8 +94,7 @@ def undertrained(sides: dict[str, Any], lrs: list[float]) -> list[str]:
     for name, g in sides.items():
         best, drop = best_rate_drop(g, lrs)
         if drop is not None and drop > CONVERGENCE_DROP:
-            out.append(f"undertrained: {name} still improving at its best lr {best:g} ({-drop:+.3f} nats over the "
-                       f"last {CONVERGENCE_WINDOW:.0%} of its steps)")
+            out.append(undertrained_note(name, drop, f" at its best lr {best:g}"))
     return out
 
 

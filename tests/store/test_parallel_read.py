@@ -5,6 +5,7 @@ last line, a failing child) leaves it to the serial reader, with the serial read
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -124,7 +125,7 @@ def test_anything_but_the_common_line_is_read_serially_with_the_serial_message(t
 
     def outcome():
         try:
-            with pytest.warns(ResultsWarning) if trouble == "torn" else _nothing() as w:
+            with pytest.warns(ResultsWarning) if trouble == "torn" else contextlib.nullcontext() as w:
                 inp = report_inputs.read_inputs([path])
             return ("ok", inp.frame.to_json(), [str(x.message) for x in w] if w else None)
         except InvalidRowError as exc:
@@ -137,14 +138,6 @@ def test_anything_but_the_common_line_is_read_serially_with_the_serial_message(t
     if trouble != "torn":
         assert {"invalid": ":251: status 'fine'", "foreign": ":251: a training row", "not_json": "line 261 is not valid"}[
             trouble] in fast[1], fast[1]
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _FailsInAChild(report_inputs._Reading):
