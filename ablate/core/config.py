@@ -131,6 +131,8 @@ RANGES: dict[str, dict[str, Range]] = {
     "DecodeSweep": {"gqa_group": ONE_PLUS, "contexts": ge(1, nonempty=True), "batch": ONE_PLUS, "steps": ONE_PLUS,
                     "warmup_steps": NONNEG, "prompt_lens": ge(1, nonempty=True), "prefill_batch": ONE_PLUS,
                     "budget_s": NONNEG},
+    "StreamSweep": {"tokens": ge(1, nonempty=True), "budget": ge(2), "sinks": ONE_PLUS, "steps": ONE_PLUS,
+                    "warmup_steps": NONNEG, "budget_s": NONNEG},
     "LatencyConfig": {"budget_s": NONNEG, "seed": SEED, "cpu_threads": NONNEG},
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ["VERDICTS", "claim_verdicts", "claim_tally", "headline_lines"]
+__all__ = ["VERDICTS", "claim_verdicts", "claim_tally", "headline_lines", "why_lines"]
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not testable")
 
@@ -51,3 +51,13 @@ def headline_lines(pairs: Iterable[tuple[str, str]], extra: Iterable[str] = ()) 
         line, per = claim_tally(pairs)
         out += [line, "", *[f"- {c}: **{v}**" for c, v in per.items()]]
     return out + list(extra) + [""]
+
+
+def why_lines(claims) -> list[str]:
+    """One line per claim (:class:`ablate.analysis.claims.ClaimResult`) saying why its verdict came out as it did
+    (the detail and the caveats in words), under a "Why each verdict" heading."""
+    out = ["#### Why each verdict", ""]
+    for c in claims:
+        bits = [c.detail] + ([f"caveats: {c.caveats}"] if c.caveats else [])
+        out.append(f"* **{c.claim}** — *{c.verdict}*: " + "; ".join(b for b in bits if b) + ".")
+    return out

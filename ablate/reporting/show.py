@@ -8,7 +8,7 @@ the figure functions return at once), which was most of a report's time. The res
 measurements shown, not the size of the files.
 
 By default each suite shows its summary tables (:data:`SUMMARY`): latency -- the fastest kernel per shape, position
-hooks, training step, decode, prefill; extrapolation -- perplexity by length, effective length, the probe
+hooks, training step, decode, prefill, streaming decode; extrapolation -- perplexity by length, effective length, the probe
 accuracies; training -- the variant table. ``all_tables=True`` shows every table of the report (per-shape kernel
 tables, TFLOP/s pivots, rows without a number, claims, findings). A suite without its own ``report()`` shows its
 status counts. Each results file is listed first with its rows by status.
@@ -34,7 +34,8 @@ __all__ = ["SUMMARY", "read", "summary_tables", "render"]
 # Per suite, the report tables shown by default: a table file <stem>.md is shown when its stem is one of these or
 # starts with one of these plus "_" (tables split per protocol / task carry a suffix).
 SUMMARY: dict[str, tuple[str, ...]] = {
-    "latency": ("latency_kernel_best", "latency_positions", "latency_train", "latency_decode", "latency_prefill"),
+    "latency": ("latency_kernel_best", "latency_positions", "latency_train", "latency_decode", "latency_prefill",
+                "latency_stream"),
     "extrapolation": ("extrapolation_ppl", "extrapolation_effective_length", "extrapolation_passkey",
                       "extrapolation_multikey"),
     "training": ("training_table",),

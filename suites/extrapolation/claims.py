@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ablate.reporting.headline import claim_tally
+from ablate.reporting.headline import claim_tally, why_lines
 from ablate.analysis.claims import Context, claims_frame, extrapolation_claims
 from ablate.analysis.claims_scaling import scaling_claims
 from ablate.analysis.stats import above_chance, clustered_above_chance
@@ -148,12 +148,3 @@ def claims_section(g, train_len: int, line: str, out_dir: Path, slug: str,
     tally = claim_tally(zip(cf["claim"].astype(str), cf["verdict"].astype(str)))[0]
     return [md3, tex3], ["### Published claims vs this run", "", tally, "",
                          to_markdown(cf), "", *why_lines(claims), ""]
-
-
-def why_lines(claims) -> list[str]:
-    """One line per claim saying why its verdict came out as it did (the detail and the caveats in words)."""
-    out = ["#### Why each verdict", ""]
-    for c in claims:
-        bits = [c.detail] + ([f"caveats: {c.caveats}"] if c.caveats else [])
-        out.append(f"* **{c.claim}** — *{c.verdict}*: " + "; ".join(b for b in bits if b) + ".")
-    return out

@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate.analysis.claims import (INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, Cell, Check,
+from ablate.analysis.claims import (NOT_TESTABLE, REPRODUCED, Cell, Check,
                                     ClaimResult, claims_frame, contrast, judge, ratio_cell)
+from ablate.analysis.claims_streaming import flat_memory
 from ablate.analysis.stats import summarize
-from ablate.reporting.headline import claim_tally
+from ablate.reporting.headline import claim_tally, why_lines
 from ablate.reporting.tables import to_markdown, write_table
 
-from .claims import why_lines
 from .constants import DENSE, METRIC_STREAM, RECOMPUTE, SINKS, WINDOW
 
 __all__ = ["SOURCE", "BREAK_RATIO", "stream_cells", "stream_claims", "stream_table", "stream_section"]
@@ -191,14 +191,10 @@ def _memory_claim(key: tuple, m: dict) -> list[ClaimResult]:
     db = {L: v for (mode, L), v in m["bytes"].items() if mode == DENSE}
     if len(sb) < 2:
         return []
-    flat = len({b for v in sb.values() for b in v}) == 1
     lens = sorted(sb)
-    grows = len(db) >= 2 and max(db[max(db)]) > max(db[min(db)])
     ours = "; ".join(f"L={L} sinks {max(sb[L]) / 1024:.1f} KiB" + (f", dense {max(db[L]) / 1024:.1f} KiB"
                                                                     if L in db else "") for L in lens)
-    verdict = REPRODUCED if flat and (grows or not db) else NOT_REPRODUCED if not flat else INCONCLUSIVE
-    detail = ("sinks cache bytes identical at every length" if flat else "sinks cache bytes change with length") + (
-        "; dense grows with length" if grows else "; dense does not grow" if db else "; no dense rows to contrast")
+    verdict, detail = flat_memory(sb, db)
     return [ClaimResult(f"Memory stays flat with length ({_label(key)})", SOURCE,
                         "cache of 4 + recent tokens, constant memory over 4M tokens", ours,
                         "cache_bytes of the sinks mode equal at every stream length (exact; measured from the cache)",

@@ -5,7 +5,7 @@
     ablate run --suite latency --preset micro --set kernels.keys=sdpa,naive
     ablate report results/latency/gpu.jsonl --out reports/latency/gpu   # the committed H100 run
 
-Five parts, each a list of measurements written as rows as they finish (see ``docs/latency.md``):
+Six parts, each a list of measurements written as rows as they finish (see ``docs/latency.md``):
 
 * ``kernel``: every attention key x pass (``fwd``, ``bwd``, ``fwd_bwd``) x shape. Shapes: sequence lengths at a fixed
   number of tokens per batch (batch = tokens / n), heads = hidden / head_dim, causal and not, MHA; plus feature
@@ -22,6 +22,10 @@ Five parts, each a list of measurements written as rows as they finish (see ``do
   measured bytes next to what the attention layer's spec states (``ablate.core.flops.cache_bytes``; the standard
   layer: ``2 · layers · kv_heads · head_dim · n · bytes`` × batch).
 * ``prefill``: latency of the forward pass that fills the cache, vs prompt length.
+* ``stream``: what one more token costs after a long stream with each of StreamingLLM's caches (``dense``,
+  ``window``, ``sinks``, and ``recompute``, the sliding window with re-computation): per-token latency and the
+  cache's measured bytes vs tokens streamed; the report's claims: memory flat with length, faster than
+  re-computation.
 
 Rows: ``metric="time_ms"``, ``value`` = median milliseconds (``unit="ms"``), ``p20_ms`` / ``p80_ms`` the spread,
 plus part-specific metrics (``tflops``, ``peak_mem_bytes``, ``rel_err``, ``backend``, ``tokens_per_s``, ``mfu``,
@@ -29,10 +33,10 @@ plus part-specific metrics (``tflops``, ``peak_mem_bytes``, ``rel_err``, ``backe
 
 Modules: ``constants`` (names both sides share), ``config`` (sweeps, presets, ``resolve``, the kernel plan),
 ``harness`` (run context, time budget, ``Ctx.measure``), ``reference`` (the correctness check), ``kernels``,
-``model_parts`` (position, train), ``decode`` (decode, prefill) and ``suite`` (``tasks``, ``run``); the report side,
-without torch: ``tables``, ``figures`` and ``reporting`` (``report``). The names below are reachable as
-``ablate.suites.latency.<name>``; a side's modules are imported on first use of one of its names, so ``ablate
-report`` never imports torch through this package.
+``model_parts`` (position, train), ``decode`` (decode, prefill), ``stream`` and ``suite`` (``tasks``, ``run``); the
+report side, without torch: ``tables``, ``decode_cache``, ``stream_report``, ``figures`` and ``reporting``
+(``report``). The names below are reachable as ``ablate.suites.latency.<name>``; a side's modules are imported on
+first use of one of its names, so ``ablate report`` never imports torch through this package.
 """
 
 from __future__ import annotations
@@ -44,10 +48,10 @@ from .constants import (BASELINE_ATTENTION, DECODE_MODES, FLOPS_FA, LAYOUTS, MAS
 
 # The measurement side (torch, imported together) and the report side (no torch), and the names each module gives
 # the package.
-_MEASURE = ("config", "reference", "harness", "kernels", "model_parts", "decode", "suite")
-_REPORT = ("tables", "decode_cache", "figures", "reporting")
+_MEASURE = ("config", "reference", "harness", "kernels", "model_parts", "decode", "stream", "suite")
+_REPORT = ("tables", "decode_cache", "stream_report", "figures", "reporting")
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "config": ("KernelSweep", "PositionSweep", "TrainSweep", "DecodeSweep", "LatencyConfig", "PRESETS",
+    "config": ("KernelSweep", "PositionSweep", "TrainSweep", "DecodeSweep", "StreamSweep", "LatencyConfig", "PRESETS",
                "DEFAULT_TRAIN_CHOICES", "DTYPES", "DTYPE_ALIASES", "default_preset", "resolve", "Shape",
                "kernel_keys", "kernel_passes", "plan_kernels", "attention_spec"),
     "reference": ("Reference", "FWD_TOL", "GRAD_TOL"),
@@ -55,10 +59,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "kernels": ("run_kernels", "kernel_flops", "bench_calls", "no_donated_buffers", "time_backward"),
     "model_parts": ("run_positions", "run_train", "train_flops"),
     "decode": ("run_decode", "run_prefill"),
+    "stream": ("run_stream",),
     "suite": ("RUNNERS", "results_file", "tasks", "run"),
     "tables": ("MIB", "TFLOPS_FOOTNOTE", "kernel_tables", "tflops_pivot", "best_table", "status_table",
                "position_table", "train_table", "decode_table", "prefill_table"),
-    "figures": ("fig_tflops", "fig_memory", "fig_decode", "fig_prefill"),
+    "figures": ("fig_tflops", "fig_memory", "fig_decode", "fig_prefill", "fig_stream"),
+    "stream_report": ("stream_table", "stream_claims"),
     "decode_cache": ("cache_table", "cache_claims", "mixed_decode"),
     "reporting": ("report",),
 }

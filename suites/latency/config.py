@@ -16,7 +16,7 @@ from ablate.registry.keys import ACTIVATION, ATTENTION, NORM, POSITION
 from ablate.core.timing import DO_BENCH_REP_MS, DO_BENCH_WARMUP_MS
 from ablate.variants.attention import kernel_keys as standard_kernels, spec
 
-from .constants import DECODE_MODES, LAYOUTS, TRAIN_MODES, MASKS, PARTS, PASSES
+from .constants import DECODE_MODES, LAYOUTS, STREAM_MODES, TRAIN_MODES, MASKS, PARTS, PASSES
 
 
 class KeyBase(Protocol):
@@ -115,12 +115,31 @@ class DecodeSweep:
 
 
 @dataclass(frozen=True)
+class StreamSweep:
+    """Part ``stream``: per-token decode latency and cache bytes once ``tokens`` tokens have streamed through the
+    decode part's model (``decode.model``, ``decode.batch``, ``decode.dtype``), in each of StreamingLLM's ``modes``
+    (Xiao et al. 2023, Fig. 10; :mod:`ablate.variants.attention.streaming`): ``dense`` (no eviction), ``window``
+    (the last ``budget`` tokens), ``sinks`` (``sinks`` first tokens + the recent ones, ``budget`` keys per query) and
+    ``recompute`` (a fresh forward over the last ``budget`` tokens per token)."""
+
+    layouts: tuple[str, ...] = ("mha",)
+    modes: tuple[str, ...] = STREAM_MODES
+    tokens: tuple[int, ...] = (2048, 4096, 8192, 16384, 32768)  # tokens streamed before the timed step
+    budget: int = 1024  # keys per query of the evicting modes and of recompute (StreamingLLM: 4 + 1020)
+    sinks: int = 4  # initial tokens the sinks mode keeps
+    steps: int = 20  # timed steps per point (each from the same state: the cache is restored before every step)
+    warmup_steps: int = 3
+    budget_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class LatencyConfig:
     parts: tuple[str, ...] = PARTS
     kernels: KernelSweep = field(default_factory=KernelSweep)
     positions: PositionSweep = field(default_factory=PositionSweep)
     train: TrainSweep = field(default_factory=TrainSweep)
     decode: DecodeSweep = field(default_factory=DecodeSweep)
+    stream: StreamSweep = field(default_factory=StreamSweep)
     budget_s: float = 0.0  # whole-run limit (0: none); parts past it are left for a resumed run
     seed: int = 0  # random inputs
     cpu_threads: int = 0  # CPU: torch threads for every measurement (0: torch's default); part of device_name
@@ -142,6 +161,7 @@ PRESETS: dict[str, LatencyConfig] = {
         decode=DecodeSweep(model=replace(model_preset("micro"), n_heads=4, train_len=32),
                            gqa_group=2, contexts=(16, 32), batch=2, steps=3, warmup_steps=1, prompt_lens=(16, 32),
                            modes=("eager",)),
+        stream=StreamSweep(tokens=(24, 48), budget=8, sinks=2, steps=3, warmup_steps=1),
     ),
     # CPU default: every CPU-capable attention key, <= 3 minutes on 2 cores. Called "cpu" until every suite said
     # micro/tiny/gpu; "cpu" is still accepted (ablate.plan.runner.PRESET_ALIASES, with a note).
@@ -157,7 +177,8 @@ PRESETS: dict[str, LatencyConfig] = {
         decode=DecodeSweep(model=replace(_CPU_MODEL, n_heads=4), gqa_group=2, contexts=(128, 256, 512, 1024),
                            batch=2, steps=8, warmup_steps=2, prompt_lens=(128, 256, 512, 1024), dtype="float32",
                            budget_s=12.0, modes=("eager",)),
-        budget_s=170.0,
+        stream=StreamSweep(tokens=(512, 1024, 2048), budget=128, steps=8, warmup_steps=2, budget_s=10.0),
+        budget_s=180.0,
     ),
     # CUDA default: one H100 in <= 9 minutes (bf16; 16k tokens per batch, hidden 2048, as in the FlashAttention papers).
     # Measured on an H100 (torch 2.11): ~415 s in all (kernels ~300 s, of which ~70 s flex compiles, ~60 s FA4
@@ -170,6 +191,7 @@ PRESETS: dict[str, LatencyConfig] = {
         positions=PositionSweep(budget_s=15.0),
         train=TrainSweep(budget_s=75.0),
         decode=DecodeSweep(budget_s=45.0),
+        stream=StreamSweep(budget_s=30.0),
         budget_s=480.0,
     ),
 }
@@ -254,6 +276,7 @@ def resolve(preset: str, overrides: Iterable[str] = ()) -> LatencyConfig:
     tm = cfg.train.modes
     if not tm or len(set(tm)) != len(tm) or set(tm) - set(TRAIN_MODES):
         raise ConfigError(f"train.modes={','.join(tm)}: give distinct modes from {', '.join(TRAIN_MODES)}")
+    _check_stream(cfg.stream)
     bad = [m for m in d.modes if m not in DECODE_MODES]
     if bad or not d.modes or len(set(d.modes)) != len(d.modes):
         raise ConfigError(f"decode.modes={','.join(d.modes)}: give distinct modes from {', '.join(DECODE_MODES)}")
@@ -267,6 +290,23 @@ def resolve(preset: str, overrides: Iterable[str] = ()) -> LatencyConfig:
     for c in cfg.train.choices:
         train_model_config(cfg.train, c)  # parse errors surface before any compute
     return cfg
+
+
+def _check_stream(s: StreamSweep) -> None:
+    bad = [m for m in s.modes if m not in STREAM_MODES]
+    if bad or not s.modes or len(set(s.modes)) != len(s.modes):
+        raise ConfigError(f"stream.modes={','.join(s.modes)}: give distinct modes from {', '.join(STREAM_MODES)}")
+    for lay in s.layouts:
+        if lay not in LAYOUTS:
+            raise ConfigError(f"unknown head layout {lay!r} in stream.layouts; valid: {', '.join(LAYOUTS)}")
+    if s.budget < 2 or not 1 <= s.sinks < s.budget:
+        raise ConfigError(f"stream: needs budget >= 2 and 1 <= sinks < budget, got budget={s.budget}, "
+                          f"sinks={s.sinks}")
+    if not s.tokens or min(s.tokens) < s.budget:
+        raise ConfigError(f"stream.tokens={','.join(map(str, s.tokens))}: every length must be >= stream.budget="
+                          f"{s.budget} (before that no mode evicts anything)")
+    if s.steps < 1 or s.warmup_steps < 0:
+        raise ConfigError("stream: steps must be >= 1 and warmup_steps >= 0")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -5,12 +5,15 @@ from __future__ import annotations
 from ablate.core.config import ModelConfig
 
 SUITE = "latency"
-PARTS = ("kernel", "position", "train", "decode", "prefill")
+PARTS = ("kernel", "position", "train", "decode", "prefill", "stream")
 PASSES = ("fwd", "bwd", "fwd_bwd")
 PASS_ORDER = {p: i for i, p in enumerate(PASSES)}
 LAYOUTS = ("mha", "gqa", "mqa")
 # How a decode step runs (ablate.core.decode.MODES): eager calls, a captured CUDA graph replayed, torch.compile.
 DECODE_MODES = ("eager", "graph", "compile")
+# How a stream decodes past its cache budget (ablate.variants.attention.streaming.MODES, StreamingLLM's four
+# settings): no eviction, window attention, attention sinks + recent tokens, sliding window with re-computation.
+STREAM_MODES = ("dense", "window", "sinks", "recompute")
 # How a training step runs: the model as written, or torch.compile(model).
 TRAIN_MODES = ("eager", "compiled")
 MASKS = ("causal", "full")

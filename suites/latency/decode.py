@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -22,9 +22,9 @@ from ablate.core.timing import bench_calls, free_memory, is_cuda, peak_memory_an
 from ablate.variants.attention import backend_of, layer_spec
 
 from .config import DTYPES, DecodeSweep
+from .harness import Ctx, timing_metrics, model_id
 
 PREFILL_CHUNK = 1024  # tokens per forward when filling the cache before a decode step (only the step is timed)
-from .harness import Ctx, timing_metrics, model_id
 
 
 def decode_model_config(ds: DecodeSweep, layout: str) -> ModelConfig:
@@ -38,7 +38,7 @@ def _decode_dtype(ctx: Ctx) -> str:
     return ctx.cfg.decode.dtype if is_cuda(ctx.device) else "float32"
 
 
-def _attn_backend(mcfg: ModelConfig, batch: int, tq: int, tk: int, device: str, dtype) -> str | None:
+def attn_backend(mcfg: ModelConfig, batch: int, tq: int, tk: int, device: str, dtype) -> str | None:
     try:
         q = torch.zeros(batch, mcfg.n_heads, tq, mcfg.head_dim, device=device, dtype=dtype)
         kv = torch.zeros(batch, mcfg.kv_heads, tk, mcfg.head_dim, device=device, dtype=dtype)
@@ -49,7 +49,7 @@ def _attn_backend(mcfg: ModelConfig, batch: int, tq: int, tk: int, device: str, 
 
 
 @dataclass
-class _LayoutRun:
+class LayoutRun:
     """One decode layout (MHA / GQA / MQA) to measure: its model and the lengths still owed."""
 
     layout: str
@@ -61,21 +61,28 @@ class _LayoutRun:
     dtype: torch.dtype
 
 
-def _layout_runs(ctx: Ctx, part: str, lengths: Iterable[int], length_field: str, batch: int,
-                 modes: Iterable[str] = ("eager",)):
-    """For each decode layout, build the model once and yield a :class:`_LayoutRun` owing ``(length, mode)`` points
-    (a non-eager mode is the key field ``decode_mode``); a model that cannot be built turns every owed row into a
-    status row. The model is released after the caller's iteration."""
+def _decode_mode_fields(mode: str) -> dict[str, Any]:
+    return {} if mode == "eager" else {"decode_mode": mode}
+
+
+def layout_runs(ctx: Ctx, part: str, lengths: Iterable[int], length_field: str, batch: int,
+                 modes: Iterable[str] = ("eager",), *, layouts: Iterable[str] | None = None,
+                 model_config: Callable[[str], ModelConfig] | None = None,
+                 mode_fields: Callable[[str], dict[str, Any]] = _decode_mode_fields):
+    """For each layout (default ``decode.layouts``), build the model (default :func:`decode_model_config`) once and
+    yield a :class:`LayoutRun` owing ``(length, mode)`` points (``mode_fields(mode)``: the mode's key fields; for
+    decode a non-eager mode is ``decode_mode``); a model that cannot be built turns every owed row into a status
+    row. The model is released after the caller's iteration."""
     cfg, device = ctx.cfg, ctx.device
     dname = _decode_dtype(ctx)
     dt = DTYPES[dname]
     points = [(L, m) for L in lengths for m in modes]
-    for layout in cfg.decode.layouts:
-        mcfg = decode_model_config(cfg.decode, layout)
+    for layout in (cfg.decode.layouts if layouts is None else layouts):
+        mcfg = (model_config or partial(decode_model_config, cfg.decode))(layout)
         keys = {(L, m): {**ctx.base_key(part), "attention": mcfg.attention, "position": mcfg.position,
                          "layout": layout, "n_heads": mcfg.n_heads, "n_kv_heads": mcfg.kv_heads,
                          "d_model": mcfg.d_model, "n_layers": mcfg.n_layers, "batch": batch, length_field: L,
-                         "dtype": dname, "model_id": model_id(mcfg), **({} if m == "eager" else {"decode_mode": m})}
+                         "dtype": dname, "model_id": model_id(mcfg), **mode_fields(m)}
                 for L, m in points}
         todo = [p for p in points if not ctx.done(keys[p])]
         ctx.advance(len(points) - len(todo))
@@ -88,7 +95,7 @@ def _layout_runs(ctx: Ctx, part: str, lengths: Iterable[int], length_field: str,
             ctx.write_failure(exc, [keys[L] for L in todo], {"model": flatten(mcfg)})
             ctx.advance(len(todo))
             continue
-        run = _LayoutRun(layout, mcfg, model, keys, todo, torch.Generator(device=device).manual_seed(cfg.seed), dt)
+        run = LayoutRun(layout, mcfg, model, keys, todo, torch.Generator(device=device).manual_seed(cfg.seed), dt)
         del model
         yield run
         run.model = None
@@ -97,14 +104,14 @@ def _layout_runs(ctx: Ctx, part: str, lengths: Iterable[int], length_field: str,
 
 def run_decode(ctx: Ctx) -> None:
     ds = ctx.cfg.decode
-    for run in _layout_runs(ctx, "decode", ds.contexts, "context", ds.batch, ds.modes):
+    for run in layout_runs(ctx, "decode", ds.contexts, "context", ds.batch, ds.modes):
         for L, mode in run.todo:
             ctx.measure("decode", run.keys[(L, mode)], partial(_time_decode, ctx, run, L, mode),
                         {"model": flatten(run.mcfg)}, info=f"decode {run.layout} {mode} context {L}",
                         cleanup=partial(free_memory, ctx.device))
 
 
-def _time_decode(ctx: Ctx, run: _LayoutRun, L: int, mode: str) -> dict[str, Any]:
+def _time_decode(ctx: Ctx, run: LayoutRun, L: int, mode: str) -> dict[str, Any]:
     """One decode step at context ``L`` run in ``mode`` (each call resets the static cache to ``L`` tokens), timed;
     the decode row's metrics, with the bytes a step must move and the bandwidth that achieves."""
     device, ds = ctx.device, ctx.cfg.decode
@@ -136,7 +143,7 @@ def _time_decode(ctx: Ctx, run: _LayoutRun, L: int, mode: str) -> dict[str, Any]
             # what the layer caches (its CacheLayout's tensors) and the units the report's per-token bytes use
             "cache_tensors": ",".join(layer_spec(mcfg.attention).cache.names), "kv_el_bytes": el,
             "head_dim": mcfg.head_dim,
-            "attn_backend": _attn_backend(mcfg, ds.batch, 1, L + 1, device, run.dtype),
+            "attn_backend": attn_backend(mcfg, ds.batch, 1, L + 1, device, run.dtype),
             "decode_backend": step.backend, "param_bytes": param_bytes, "bytes_per_step": moved,
             "achieved_gbps": gbps, "peak_gbps": peak.tflops if peak else None,
             "peak_gbps_source": peak.source if peak else "no bandwidth peak for CPU",
@@ -145,13 +152,13 @@ def _time_decode(ctx: Ctx, run: _LayoutRun, L: int, mode: str) -> dict[str, Any]
 
 def run_prefill(ctx: Ctx) -> None:
     ds = ctx.cfg.decode
-    for run in _layout_runs(ctx, "prefill", ds.prompt_lens, "prompt_len", ds.prefill_batch):
+    for run in layout_runs(ctx, "prefill", ds.prompt_lens, "prompt_len", ds.prefill_batch):
         for L, _ in run.todo:
             ctx.measure("prefill", run.keys[(L, "eager")], partial(_time_prefill, ctx, run, L), {"model": flatten(run.mcfg)},
                         info=f"prefill {run.layout} {L}", cleanup=partial(free_memory, ctx.device))
 
 
-def _time_prefill(ctx: Ctx, run: _LayoutRun, L: int) -> dict[str, Any]:
+def _time_prefill(ctx: Ctx, run: LayoutRun, L: int) -> dict[str, Any]:
     """The forward pass that fills a fresh cache with a prompt of ``L`` tokens, timed; the prefill row's metrics."""
     device, ds = ctx.device, ctx.cfg.decode
     mcfg, model = run.mcfg, run.model
@@ -166,4 +173,4 @@ def _time_prefill(ctx: Ctx, run: _LayoutRun, L: int) -> dict[str, Any]:
     t = ctx.bench(fill, est_ms=est)
     return {**timing_metrics(t), "tokens_per_s": ds.prefill_batch * L / (t.median_ms / 1e3),
             "peak_mem_bytes": mem, "mem_note": None if mem is not None else "n/a on cpu",
-            "attn_backend": _attn_backend(mcfg, ds.prefill_batch, L, L, device, run.dtype)}
+            "attn_backend": attn_backend(mcfg, ds.prefill_batch, L, L, device, run.dtype)}

@@ -13,7 +13,7 @@ from ablate.reporting.style import BAND_P20_P80, Style, band_note, linestyle_not
 from ablate.reporting.tables import figure, plot_style, savefig
 from ablate.reporting.tables import pyplot as plt
 
-from .constants import DECODE_MODES, LAYOUTS
+from .constants import DECODE_MODES, LAYOUTS, STREAM_MODES
 from .tables import MIB, column_or, attention_order, numeric_column, softmax_rows
 
 
@@ -250,3 +250,44 @@ def fig_prefill(df, stem: Path) -> list[Path]:
         ax.set_title("prefill latency", fontsize=9)
         ax.legend(fontsize=7, frameon=False, title=_band_title(d), title_fontsize=7)
         return list(savefig(fig, stem))
+
+
+@figure
+def fig_stream(df, stem: Path) -> list[Path]:
+    """Per-token latency and cache size vs tokens streamed, one line per StreamingLLM mode (the ``stream`` part);
+    re-computation keeps no cache, so it is absent from the right panel."""
+    d = df[(column_or(df, "part") == "stream") & (df["status"] == "ok")]
+    if d.empty:
+        return []
+    d = d.assign(tokens=numeric_column(d, "tokens"), ms=numeric_column(d, "time_ms"), lo=numeric_column(d, "p20_ms"),
+                 hi=numeric_column(d, "p80_ms"), kib=numeric_column(d, "kv_bytes") / 1024,
+                 mode=column_or(d, "stream_mode"), layout=column_or(d, "layout"))
+    modes = [m for m in STREAM_MODES if m in set(d["mode"])]
+    layouts = [x for x in LAYOUTS if x in set(d["layout"])]
+    pal = _palette(modes)
+    dashes = dict(zip(LAYOUTS, ("-", "--", ":")))
+    with plot_style():
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.4, 3.2))
+        for lay in layouts:
+            for mode in modes:
+                s = d[(d["layout"] == lay) & (d["mode"] == mode)]
+                if s.empty:
+                    continue
+                label = mode if len(layouts) == 1 else f"{mode}, {lay}"
+                _line(a1, s, "tokens", "ms", pal[mode], lo="lo", hi="hi", ls=dashes[lay], label=label)
+                if s["kib"].notna().any():
+                    _line(a2, s, "tokens", "kib", pal[mode], ls=dashes[lay], label=label)
+        a1.set_ylim(bottom=0)
+        a1.set_ylabel("ms per token (whole batch)")
+        a1.set_title(f"streaming decode, batch {int(numeric_column(d, 'batch').iloc[0])}", fontsize=9)
+        a1.legend(fontsize=6, frameon=False, title=_band_title(d), title_fontsize=6)
+        _log_y(a2)
+        a2.set_ylabel("cache KiB (measured)")
+        a2.set_title("cache kept between steps", fontsize=9)
+        a2.legend(fontsize=6, frameon=False)
+        for ax in (a1, a2):
+            _log2_lengths(ax, d["tokens"])
+            ax.set_xlabel("tokens streamed")
+        fig.tight_layout()
+        return list(savefig(fig, stem))
+

@@ -10,11 +10,13 @@ import pandas as pd
 
 from ablate.analysis.claims import claims_frame
 from ablate.store.atomic import write_text
+from ablate.reporting.headline import claim_tally, why_lines
 from ablate.reporting.tables import to_markdown, write_table
 
 from .decode_cache import cache_claims, cache_table, mixed_decode
 from .constants import PASSES, SUITE
-from .figures import fig_decode, fig_memory, fig_prefill, fig_tflops
+from .figures import fig_decode, fig_memory, fig_prefill, fig_stream, fig_tflops
+from .stream_report import stream_claims, stream_table
 from .tables import (TFLOPS_FOOTNOTE, column_or, kernel_frame, other_convention_keys, best_table, decode_table,
                      kernel_tables, position_table, prefill_table, status_table, tflops_pivot, train_table)
 
@@ -169,6 +171,24 @@ def report(df, out_dir: Path) -> list[Path]:
         table(pf, "prefill", "Prefill (one forward pass filling a fresh KV cache) vs prompt length.")
         idx += [to_markdown(pf), ""]
         figure(fig_prefill(df, out_dir / "latency_prefill"), "prefill latency vs prompt length")
+    sm = stream_table(df)
+    if not sm.empty:
+        idx += ["## Streaming decode (StreamingLLM's caches)", ""]
+        table(sm, "stream", "Per-token decode latency and cache after `tokens` streamed tokens, per mode: dense (no "
+                            "eviction), window (last `budget` tokens), sinks (`sinks` first + recent, `budget` keys "
+                            "per query), recompute (a forward over the last `budget` tokens per token); × recompute: "
+                            "ratio of medians at the same budget and length; cache: measured nbytes() vs the layer's "
+                            "closed form.")
+        idx += [to_markdown(sm), ""]
+        figure(fig_stream(df, out_dir / "latency_stream"), "streaming decode latency and cache vs tokens streamed")
+        claims = stream_claims(df)
+        if claims:
+            cf = claims_frame(claims)
+            table(cf, "stream_claims", "StreamingLLM's cost claims vs this run: memory from exact byte counts, "
+                                       "speed from the timed steps' p20–p80 ranges.")
+            idx += ["### Published claims vs this run (streaming)", "",
+                    claim_tally((c.claim, c.verdict) for c in claims)[0], "", to_markdown(cf), "",
+                    *why_lines(claims), ""]
     st = status_table(df) if "part" in df.columns else pd.DataFrame()
     if not st.empty:
         idx += ["## Rows without a number (status and reason)", ""]

@@ -26,6 +26,7 @@ from .decode import decode_model_config, run_decode, run_prefill
 from .harness import Clock, Ctx, set_compile_limits
 from .kernels import run_kernels
 from .model_parts import position_hooks, run_positions, run_train
+from .stream import run_stream, stream_model_config
 
 
 def _count(cfg: LatencyConfig, device: str) -> dict[str, int]:
@@ -43,16 +44,17 @@ def _count(cfg: LatencyConfig, device: str) -> dict[str, int]:
     n["train"] = len(cfg.train.choices) * len(cfg.train.modes)
     n["decode"] = len(cfg.decode.layouts) * len(cfg.decode.contexts) * len(cfg.decode.modes)
     n["prefill"] = len(cfg.decode.layouts) * len(cfg.decode.prompt_lens)
+    n["stream"] = len(cfg.stream.layouts) * len(cfg.stream.tokens) * len(cfg.stream.modes)
     return n
 
 
 RUNNERS = {"kernel": run_kernels, "position": run_positions, "train": run_train, "decode": run_decode,
-           "prefill": run_prefill}
+           "prefill": run_prefill, "stream": run_stream}
 
 
 def _part_budget(cfg: LatencyConfig, part: str) -> float:
     return {"kernel": cfg.kernels.budget_s, "position": cfg.positions.budget_s, "train": cfg.train.budget_s,
-            "decode": cfg.decode.budget_s, "prefill": cfg.decode.budget_s}[part]
+            "decode": cfg.decode.budget_s, "prefill": cfg.decode.budget_s, "stream": cfg.stream.budget_s}[part]
 
 
 def results_file(opts, preset: str, device: str | None = None) -> Path:
@@ -102,6 +104,13 @@ def _check_memory(cfg: LatencyConfig, device: str) -> None:
             check_fits(estimate_memory_bytes(m, batch=d.prefill_batch, seq_len=max(d.prompt_lens),
                                              kv_cache_len=max(d.prompt_lens), training=False, dtype_bytes=el), device,
                        what=f"prefill ({layout}) of {max(d.prompt_lens)} tokens", hint="decode.prompt_lens")
+    s = cfg.stream
+    if "stream" in cfg.parts and "dense" in s.modes:
+        for layout in s.layouts:
+            check_fits(estimate_memory_bytes(stream_model_config(cfg, layout), batch=d.batch, seq_len=1,
+                                             kv_cache_len=max(s.tokens), training=False, dtype_bytes=el), device,
+                       what=f"streaming ({layout}, dense) {max(s.tokens)} tokens",
+                       hint="stream.tokens or stream.modes")
 
 
 def _task_ids(cfg: LatencyConfig) -> list[str]:

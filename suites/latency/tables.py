@@ -244,7 +244,7 @@ def _layout_rows(df, part: str, length: str):
                "batch": numeric_column(d, "batch").astype(int)}
 
 
-def _spread_col(d) -> list[str]:
+def spread_column(d) -> list[str]:
     return [_spread(a, b) for a, b in zip(numeric_column(d, "p20_ms"), numeric_column(d, "p80_ms"))]
 
 
@@ -267,7 +267,7 @@ def decode_table(df):
         cols = {"attention": column_or(d, "attention"), **cols}
     if modes:
         cols["mode"] = d["_m"]
-    cols.update({"ms/token": numeric_column(d, "time_ms"), "p20–p80 ms": _spread_col(d), "tokens/s": numeric_column(d, "tokens_per_s")})
+    cols.update({"ms/token": numeric_column(d, "time_ms"), "p20–p80 ms": spread_column(d), "tokens/s": numeric_column(d, "tokens_per_s")})
     if "achieved_gbps" in d.columns:
         cols.update({"GB/s": numeric_column(d, "achieved_gbps"), "% peak BW": 100 * numeric_column(d, "bw_util")})
     cols.update({"KV MiB": numeric_column(d, "kv_bytes") / MIB, "closed form MiB": numeric_column(d, "kv_bytes_closed_form") / MIB,
@@ -281,6 +281,6 @@ def prefill_table(df):
     if d.empty:
         return pd.DataFrame()
     return pd.DataFrame({**head, "prompt": d["_c"].astype(int), "ms": numeric_column(d, "time_ms"),
-                         "p20–p80 ms": _spread_col(d), "tokens/s": numeric_column(d, "tokens_per_s"),
+                         "p20–p80 ms": spread_column(d), "tokens/s": numeric_column(d, "tokens_per_s"),
                          "peak MiB": numeric_column(d, "peak_mem_bytes") / MIB,
                          "attention backend": column_or(d, "attn_backend")}).reset_index(drop=True)

@@ -42,7 +42,7 @@ CHANGES: dict[str, str] = {
     "train.choices": "base", "train.model.position": "alibi", "decode.model.position": "alibi",
     "train.modes": "eager,compiled",
     "decode.layouts": "gqa", "decode.contexts": "16", "decode.prompt_lens": "16", "decode.dtype": "float64",
-    "decode.modes": "eager,compile",
+    "decode.modes": "eager,compile", "stream.tokens": "24", "stream.layouts": "gqa",
     "train.model.attention": "naive", "decode.model.attention": "naive", "train.model.norm": "layernorm",
     "decode.model.norm": "layernorm", "train.model.activation": "gelu", "decode.model.activation": "gelu",
     "train.model.norm_placement": "post", "decode.model.norm_placement": "post", "train.model.n_kv_heads": "1",
@@ -62,7 +62,7 @@ EXECUTION = {
     "latency": {"kernels.budget_s", "positions.budget_s", "train.budget_s", "decode.budget_s", "budget_s",
                 "kernels.check", "kernels.check_mb", "kernels.warmup_ms", "kernels.rep_ms", "kernels.min_reps",
                 "kernels.min_run_time", "train.warmup_steps", "decode.warmup_steps", "decode.steps", "cpu_threads",
-                "seed"},
+                "seed", "stream.steps", "stream.warmup_steps", "stream.budget_s"},
 }
 
 
@@ -100,7 +100,7 @@ def _plan(suite: str, overrides: list[str], tmp_path, seeds: int = 1, key: str =
 
 _FAKE = Timing(1.0, 0.9, 1.1, 1.0, 0.1, 1, "fake")
 _LAT_PARTS = {"kernels": ("kernel",), "positions": ("position",), "train": ("train",),
-              "decode": ("decode", "prefill")}
+              "decode": ("decode", "prefill"), "stream": ("stream",)}
 _run_count = [0]
 
 
