@@ -16,7 +16,7 @@ from ablate.reporting.tables import to_markdown, write_table
 from .decode_cache import cache_claims, cache_table, mixed_decode
 from .constants import PASSES, SUITE
 from .figures import fig_decode, fig_memory, fig_prefill, fig_stream, fig_tflops
-from .stream_report import stream_claims, stream_table
+from .stream_report import STREAM_FLOATFMT, stream_claims, stream_table
 from .tables import (TFLOPS_FOOTNOTE, column_or, kernel_frame, other_convention_keys, best_table, decode_table,
                      kernel_tables, position_table, prefill_table, status_table, tflops_pivot, train_table)
 
@@ -178,8 +178,8 @@ def report(df, out_dir: Path) -> list[Path]:
                             "eviction), window (last `budget` tokens), sinks (`sinks` first + recent, `budget` keys "
                             "per query), recompute (a forward over the last `budget` tokens per token); × recompute: "
                             "ratio of medians at the same budget and length; cache: measured nbytes() vs the layer's "
-                            "closed form.")
-        idx += [to_markdown(sm), ""]
+                            "closed form.", STREAM_FLOATFMT)
+        idx += [to_markdown(sm, floatfmt=STREAM_FLOATFMT), ""]
         figure(fig_stream(df, out_dir / "latency_stream"), "streaming decode latency and cache vs tokens streamed")
         claims = stream_claims(df)
         if claims:

@@ -25,7 +25,7 @@ from ablate.analysis.claims_streaming import flat_memory
 from .constants import STREAM_MODES
 from .tables import column_or, numeric_column, spread_column
 
-__all__ = ["SOURCE", "stream_rows", "stream_table", "stream_claims"]
+__all__ = ["SOURCE", "STREAM_FLOATFMT", "stream_rows", "stream_table", "stream_claims"]
 
 SOURCE = ("Xiao et al. 2023 (StreamingLLM), sec. 4.5 and Fig. 10; mit-han-lab/streaming-llm StartRecentKVCache; "
           "caches of ablate.variants.attention.streaming")
@@ -34,6 +34,9 @@ PROTOCOL = ("one eager decode step after `tokens` streamed tokens, the cache res
 _MODEL = ("attention", "position", "layout", "n_heads", "n_kv_heads", "d_model", "n_layers", "batch", "dtype",
           "device_name")
 KIB = 1024
+# byte and token counts are exact: shown whole (KiB to one decimal), not in 4 significant digits
+STREAM_FLOATFMT = {"ms/token": ".4g", "tokens/s": ".4g", "× recompute": ".3g", "kept tokens": ".0f",
+                   "cache KiB": ".1f", "closed form KiB": ".1f", "keys / query": ".0f"}
 
 
 def stream_rows(df) -> pd.DataFrame:
