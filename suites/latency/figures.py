@@ -254,40 +254,40 @@ def fig_prefill(df, stem: Path) -> list[Path]:
 
 @figure
 def fig_stream(df, stem: Path) -> list[Path]:
-    """Per-token latency and cache size vs tokens streamed, one line per StreamingLLM mode (the ``stream`` part);
-    re-computation keeps no cache, so it is absent from the right panel."""
+    """Per-token latency and cache size vs tokens streamed, one line per StreamingLLM mode (the ``stream`` part), one
+    row of two panels per model (attention, position, layout, batch); re-computation keeps no cache, so it is absent
+    from the right panel."""
     d = df[(column_or(df, "part") == "stream") & (df["status"] == "ok")]
     if d.empty:
         return []
     d = d.assign(tokens=numeric_column(d, "tokens"), ms=numeric_column(d, "time_ms"), lo=numeric_column(d, "p20_ms"),
                  hi=numeric_column(d, "p80_ms"), kib=numeric_column(d, "kv_bytes") / 1024,
-                 mode=column_or(d, "stream_mode"), layout=column_or(d, "layout"))
+                 mode=column_or(d, "stream_mode"),
+                 model=[f"{a}/{p}, {lay}, batch {b}" for a, p, lay, b in zip(
+                     column_or(d, "attention"), column_or(d, "position"), column_or(d, "layout"), column_or(d, "batch"))])
     modes = [m for m in STREAM_MODES if m in set(d["mode"])]
-    layouts = [x for x in LAYOUTS if x in set(d["layout"])]
+    models = list(dict.fromkeys(d["model"]))
     pal = _palette(modes)
-    dashes = dict(zip(LAYOUTS, ("-", "--", ":")))
     with plot_style():
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.4, 3.2))
-        for lay in layouts:
+        fig, axes = plt.subplots(len(models), 2, figsize=(8.4, 3.2 * len(models)), squeeze=False)
+        for (a1, a2), model in zip(axes, models):
             for mode in modes:
-                s = d[(d["layout"] == lay) & (d["mode"] == mode)]
+                s = d[(d["model"] == model) & (d["mode"] == mode)]
                 if s.empty:
                     continue
-                label = mode if len(layouts) == 1 else f"{mode}, {lay}"
-                _line(a1, s, "tokens", "ms", pal[mode], lo="lo", hi="hi", ls=dashes[lay], label=label)
+                _line(a1, s, "tokens", "ms", pal[mode], lo="lo", hi="hi", label=mode)
                 if s["kib"].notna().any():
-                    _line(a2, s, "tokens", "kib", pal[mode], ls=dashes[lay], label=label)
-        a1.set_ylim(bottom=0)
-        a1.set_ylabel("ms per token (whole batch)")
-        a1.set_title(f"streaming decode, batch {int(numeric_column(d, 'batch').iloc[0])}", fontsize=9)
-        a1.legend(fontsize=6, frameon=False, title=_band_title(d), title_fontsize=6)
-        _log_y(a2)
-        a2.set_ylabel("cache KiB (measured)")
-        a2.set_title("cache kept between steps", fontsize=9)
-        a2.legend(fontsize=6, frameon=False)
-        for ax in (a1, a2):
-            _log2_lengths(ax, d["tokens"])
-            ax.set_xlabel("tokens streamed")
+                    _line(a2, s, "tokens", "kib", pal[mode], label=mode)
+            _log_y(a1)
+            a1.set_ylabel("ms per token (whole batch)")
+            a1.set_title(f"streaming decode: {model}", fontsize=9)
+            a1.legend(fontsize=6, frameon=False, title=_band_title(d[d["model"] == model]), title_fontsize=6)
+            _log_y(a2)
+            a2.set_ylabel("cache KiB (measured)")
+            a2.set_title("cache kept between steps", fontsize=9)
+            a2.legend(fontsize=6, frameon=False)
+            for ax in (a1, a2):
+                _log2_lengths(ax, d["tokens"])
+                ax.set_xlabel("tokens streamed")
         fig.tight_layout()
         return list(savefig(fig, stem))
-

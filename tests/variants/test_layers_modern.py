@@ -315,6 +315,37 @@ def test_mla_absorbed_decode_equals_the_naive_path_and_the_full_forward(key, pos
     assert [tuple(t_.shape) for t_ in cache.tensors()[:1]] == [(2, cache.buffers[0][0].shape[1], 4 * cfg.head_dim)]
 
 
+@pytest.mark.parametrize("absorb", [False, True])
+def test_mla_gives_its_kernel_one_head_dim_for_q_k_and_v(absorb):
+    """The fused kernels (SDPA's flash / efficient / cuDNN, CPU flash) need q, k and v of one head dim, else SDPA
+    falls to its math path (5x slower at 1k tokens on CPU): the naive path pads the values with zeros to hd + d_R,
+    the absorbed one attends with the latent keys as values; both keep the true outputs (and, training, gradients)."""
+    layer, pos, cfg = _layer("mla")
+    seen = []
+    kernel = layer.attn
+
+    def spy(q, k, v, **kw):
+        seen.append((q.shape[-1], k.shape[-1], v.shape[-1]))
+        return kernel(q, k, v, **kw)
+
+    layer.attn = spy
+    layer.absorb = absorb
+    x = torch.randn(2, 11, cfg.d_model, dtype=F64, requires_grad=not absorb)
+    if absorb:
+        with torch.no_grad():
+            got = layer(x, pos, None, None, 0)
+    else:
+        got = layer(x, pos, None, None, 0)
+    assert seen and all(a == b == c for a, b, c in seen), seen
+    want = _deepseek_reference(layer, x, cfg)
+    torch.testing.assert_close(got, want, **TOL, msg=lambda m: f"{NOTE} {m}")
+    if not absorb:
+        g = torch.randn_like(got)
+        (a,) = torch.autograd.grad(got, x, g)
+        (b,) = torch.autograd.grad(want, x, g)
+        torch.testing.assert_close(a, b, **TOL, msg=lambda m: f"{NOTE} {m}")
+
+
 def test_mla_cache_is_the_latent_and_the_shared_rotary_key():
     cfg = replace(BASE, attention="mla", n_heads=2)  # head_dim 32: d_c 128, d_R 16
     s = layer_spec("mla")
