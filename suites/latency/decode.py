@@ -38,12 +38,35 @@ def _decode_dtype(ctx: Ctx) -> str:
     return ctx.cfg.decode.dtype if is_cuda(ctx.device) else "float32"
 
 
-def attn_backend(mcfg: ModelConfig, batch: int, tq: int, tk: int, device: str, dtype) -> str | None:
+def observed_backend(model: Any, call: Callable[[], Any]) -> str | None:
+    """What the first block's attention kernel really ran in ``call()`` (a forward of ``model``): the layer's first
+    kernel call is intercepted and named by :func:`ablate.variants.attention.backend_of` with the tensors and flags
+    it got. A layer's kernel call need not have its config's shapes (MLA attends over a latent of ``d_c + d_R``
+    with one shared head, DIFF reads values of ``2·hd`` in two halves, a sink layer adds a dense bias), so the
+    backend is read off the call itself, not a probe of the config's shapes. None when no kernel was called."""
+    layer = model.blocks[0].attn
+    inner = getattr(layer, "attn", None)
+    if inner is None:
+        return None
+    seen: list = []
+
+    def spy(q, k, v, **kw):
+        if not seen:
+            seen.append((q, k, v, kw))
+        return inner(q, k, v, **kw)
+
+    layer.attn = spy
     try:
-        q = torch.zeros(batch, mcfg.n_heads, tq, mcfg.head_dim, device=device, dtype=dtype)
-        kv = torch.zeros(batch, mcfg.kv_heads, tk, mcfg.head_dim, device=device, dtype=dtype)
         with torch.no_grad():
-            return backend_of(layer_spec(mcfg.attention).kernel, q, kv, kv, causal=True, window=mcfg.window)
+            call()
+    finally:
+        layer.attn = inner
+    if not seen:
+        return None
+    q, k, v, kw = seen[0]
+    try:
+        return backend_of(layer_spec(model.cfg.attention).kernel, q, k, v, causal=kw.get("causal", True),
+                          bias=kw.get("bias"), window=kw.get("window"))
     except Exception as exc:
         return f"? ({type(exc).__name__})"
 
@@ -128,6 +151,8 @@ def _time_decode(ctx: Ctx, run: LayoutRun, L: int, mode: str) -> dict[str, Any]:
     allocated = sum(b.numel() * b.element_size() for b in buffers)
     el = buffers[0].element_size()
     closed = cache_bytes(mcfg, L, el, ds.batch)  # what the attention layer's spec says it holds
+    backend = observed_backend(model, lambda: model(tok, cache))  # one eager step, untimed
+    cache.length = L
     step = DecodeStep(model, cache, tok, L, mode=mode, warmup=ds.warmup_steps)  # graph: captured here
     for _ in range(ds.warmup_steps):  # compile: compiles on the first call
         step()
@@ -143,7 +168,7 @@ def _time_decode(ctx: Ctx, run: LayoutRun, L: int, mode: str) -> dict[str, Any]:
             # what the layer caches (its CacheLayout's tensors) and the units the report's per-token bytes use
             "cache_tensors": ",".join(layer_spec(mcfg.attention).cache.names), "kv_el_bytes": el,
             "head_dim": mcfg.head_dim,
-            "attn_backend": attn_backend(mcfg, ds.batch, 1, L + 1, device, run.dtype),
+            "attn_backend": backend,
             "decode_backend": step.backend, "param_bytes": param_bytes, "bytes_per_step": moved,
             "achieved_gbps": gbps, "peak_gbps": peak.tflops if peak else None,
             "peak_gbps_source": peak.source if peak else "no bandwidth peak for CPU",
@@ -168,9 +193,9 @@ def _time_prefill(ctx: Ctx, run: LayoutRun, L: int) -> dict[str, Any]:
         with torch.no_grad():
             return model(prompt, model.new_cache())
 
-    fill()
+    backend = observed_backend(model, fill)  # the first call, untimed
     mem, est = peak_memory_and_ms(fill, device)
     t = ctx.bench(fill, est_ms=est)
     return {**timing_metrics(t), "tokens_per_s": ds.prefill_batch * L / (t.median_ms / 1e3),
             "peak_mem_bytes": mem, "mem_note": None if mem is not None else "n/a on cpu",
-            "attn_backend": attn_backend(mcfg, ds.prefill_batch, L, L, device, run.dtype)}
+            "attn_backend": backend}

@@ -26,7 +26,7 @@ from ablate.core.flops import cache_bytes
 from ablate.core.timing import bench_calls, free_memory, sync
 from ablate.variants.attention.streaming import new_stream_cache
 
-from .decode import PREFILL_CHUNK, attn_backend, layout_runs, LayoutRun, decode_model_config
+from .decode import PREFILL_CHUNK, LayoutRun, decode_model_config, layout_runs, observed_backend
 from .harness import Ctx, timing_metrics
 
 __all__ = ["run_stream", "stream_model_config", "stream_fields"]
@@ -96,12 +96,16 @@ def _time_stream(ctx: Ctx, run: LayoutRun, L: int, mode: str) -> dict[str, Any]:
         def step():
             with torch.no_grad():
                 return model(tok, cache)
+    backend = None
     for i in range(max(1, ss.warmup_steps)):
         if before is not None:
             before()
-        step()
-        if i == 0 and mode == "dense":
-            before.keep_grown()  # type: ignore[union-attr]
+        if i == 0:
+            backend = observed_backend(model, step)  # what the kernel really ran, read off the first warm-up step
+            if mode == "dense":
+                before.keep_grown()  # type: ignore[union-attr]
+        else:
+            step()
     sync(device)
     t = bench_calls(step, device, n=ss.steps, before=before)
     el = next(model.parameters()).element_size()
@@ -120,6 +124,5 @@ def _time_stream(ctx: Ctx, run: LayoutRun, L: int, mode: str) -> dict[str, Any]:
         out.update(kv_bytes=kv, kv_bytes_closed_form=closed, kv_match=kv == closed, kv_tokens=int(cache.held()),
                    cache_kind=cache.kind)
     out["attn_keys"] = keys  # keys one query of the timed step attends
-    out["attn_backend"] = attn_backend(mcfg, ds.batch, ss.budget if mode == "recompute" else 1, keys, device,
-                                        run.dtype)
+    out["attn_backend"] = backend
     return out

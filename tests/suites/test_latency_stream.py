@@ -4,6 +4,7 @@ faster than re-computation) on synthetic rows."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -216,3 +217,24 @@ def test_report_and_show_have_the_stream_section(rows, tmp_path):
 def test_no_stream_rows_no_section():
     assert stream_table(pd.DataFrame([{**_row("dense", 24, 1.0), "part": "decode"}])).empty
     assert stream_claims(pd.DataFrame()) == []
+
+
+def test_the_backend_is_read_off_the_layers_own_kernel_call(monkeypatch):
+    """Decode, prefill and stream rows name the kernel from the call the layer really made (MLA's absorbed decode
+    attends a (d_c + d_R)-wide latent with one shared head), not from a probe of the config's heads and head dim."""
+    from ablate.suites.latency import decode as D
+
+    cfg = replace(S.stream_model_config(L.PRESETS["micro"], "mha"), attention="mla")
+    model = Transformer(cfg).eval()
+    seen = []
+    monkeypatch.setattr(D, "backend_of", lambda key, q, k, v, **kw: seen.append((key, q.shape, k.shape)) or "x")
+    cache = model.new_cache()
+    idx = torch.randint(0, cfg.vocab_size, (2, 5))
+    assert D.observed_backend(model, lambda: model(idx, cache)) == "x"
+    (key, q, k), = seen
+    latent = model.blocks[0].attn.dc + model.blocks[0].attn.dr
+    assert key == "sdpa" and q[-1] == k[-1] == latent and k[1] == 1  # the absorbed path's call
+    seen.clear()
+    before = model.blocks[0].attn.attn
+    assert D.observed_backend(model, lambda: None) is None  # no forward: no kernel call, nothing named
+    assert seen == [] and model.blocks[0].attn.attn is before  # the spy is removed

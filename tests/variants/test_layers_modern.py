@@ -315,29 +315,35 @@ def test_mla_absorbed_decode_equals_the_naive_path_and_the_full_forward(key, pos
     assert [tuple(t_.shape) for t_ in cache.tensors()[:1]] == [(2, cache.buffers[0][0].shape[1], 4 * cfg.head_dim)]
 
 
-@pytest.mark.parametrize("absorb", [False, True])
-def test_mla_gives_its_kernel_one_head_dim_for_q_k_and_v(absorb):
-    """The fused kernels (SDPA's flash / efficient / cuDNN, CPU flash) need q, k and v of one head dim, else SDPA
-    falls to its math path (5x slower at 1k tokens on CPU): the naive path pads the values with zeros to hd + d_R,
-    the absorbed one attends with the latent keys as values; both keep the true outputs (and, training, gradients)."""
-    layer, pos, cfg = _layer("mla")
-    seen = []
-    kernel = layer.attn
+def _spy_kernel(layer) -> list[tuple[int, int, int]]:
+    """Record the head dims of q, k and v of every call the layer makes to its attention kernel."""
+    seen, kernel = [], layer.attn
 
     def spy(q, k, v, **kw):
         seen.append((q.shape[-1], k.shape[-1], v.shape[-1]))
         return kernel(q, k, v, **kw)
 
     layer.attn = spy
-    layer.absorb = absorb
+    return seen
+
+
+@pytest.mark.parametrize("key, absorb", [("mla", False), ("mla", True), ("diff", None)])
+def test_layers_give_their_kernel_one_head_dim_for_q_k_and_v(key, absorb):
+    """The fused kernels (SDPA's flash / efficient / cuDNN, CPU flash) need q, k and v of one head dim, else SDPA
+    falls to its math path (3-5x slower at 1k tokens on CPU): MLA's naive path pads the values with zeros to
+    hd + d_R, its absorbed path attends with the latent keys as values, DIFF reads its 2hd-wide values in two halves
+    (the reference's flash version); all keep the true outputs and, training, gradients."""
+    layer, pos, cfg = _layer(key)
+    seen = _spy_kernel(layer)
     x = torch.randn(2, 11, cfg.d_model, dtype=F64, requires_grad=not absorb)
-    if absorb:
-        with torch.no_grad():
-            got = layer(x, pos, None, None, 0)
+    if key == "mla":
+        layer.absorb = absorb
+        want = _deepseek_reference(layer, x, cfg)
     else:
-        got = layer(x, pos, None, None, 0)
+        want = _diff_reference(layer, x, cfg, 1, lambda z: _rope(z, cfg.rope_base))
+    with torch.set_grad_enabled(not absorb):
+        got = layer(x, pos, None, None, 1)
     assert seen and all(a == b == c for a, b, c in seen), seen
-    want = _deepseek_reference(layer, x, cfg)
     torch.testing.assert_close(got, want, **TOL, msg=lambda m: f"{NOTE} {m}")
     if not absorb:
         g = torch.randn_like(got)

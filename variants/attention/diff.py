@@ -61,7 +61,10 @@ class DiffAttention(MultiHeadAttention):
         hkv, n = v.shape[1], v.shape[2]
         # values as the reference views them: Hkv/2 heads of 2·hd, each repeated for its two maps
         v2 = v.transpose(1, 2).reshape(b, n, hkv // 2, 2 * hd).transpose(1, 2).repeat_interleave(2, dim=1)
-        y = self.attn(q, k, v2, causal=self.causal, bias=bias, window=window)  # (B, H, Tq, 2hd): A_j V
+        # A_j V in two halves of hd, as the reference's flash version does (multihead_flashdiff_1.py): q, k and v of
+        # one head dim, which the fused kernels need (one call with 2hd-wide values runs SDPA's math path)
+        y = torch.cat([self.attn(q, k, half, causal=self.causal, bias=bias, window=window)
+                       for half in v2.split(hd, dim=-1)], dim=-1)  # (B, H, Tq, 2hd)
         y = y.reshape(b, h // 2, 2, tq, 2 * hd)
         init = lambda_init(layer)
         y = y[:, :, 0] - (self.lam(y.dtype) + init) * y[:, :, 1]
