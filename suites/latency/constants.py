@@ -6,6 +6,9 @@ from ablate.core.config import ModelConfig
 
 SUITE = "latency"
 PARTS = ("kernel", "position", "train", "decode", "prefill", "stream")
+# The setting that holds each part's time budget (`--set KEY=seconds`; 0: none); `budget_s` limits the whole run.
+PART_BUDGETS = {"kernel": "kernels.budget_s", "position": "positions.budget_s", "train": "train.budget_s",
+                "decode": "decode.budget_s", "prefill": "decode.budget_s", "stream": "stream.budget_s"}
 PASSES = ("fwd", "bwd", "fwd_bwd")
 PASS_ORDER = {p: i for i, p in enumerate(PASSES)}
 LAYOUTS = ("mha", "gqa", "mqa")

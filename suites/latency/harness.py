@@ -19,6 +19,7 @@ from ablate.store.results import ResultWriter, read_rows, row_key, status_from_e
 from ablate.core.timing import bench, is_cuda
 
 from .config import LatencyConfig
+from .constants import PART_BUDGETS
 
 
 def _device_name(device: str) -> str:
@@ -71,6 +72,10 @@ class Clock:
     def over(self) -> bool:
         return time.perf_counter() > self.part_end
 
+    def run_over(self) -> bool:
+        """Whether the whole run's budget (not only the part's) is spent."""
+        return time.perf_counter() > self.end
+
     def skip(self, part: str, n: int = 1) -> None:
         self.skipped[part] = self.skipped.get(part, 0) + n
 
@@ -113,8 +118,10 @@ class Ctx:
         """``skipped`` rows for ``keys``: the time budget ran out before them (a resumed run measures them)."""
         keys = list(keys)
         self.clock.skip(part, len(keys))
-        reason = (f"budget: the {part} part's time budget ran out before this measurement (budget_s); "
-                  "re-run the same command to resume, or raise the budget with --set")
+        key = "budget_s" if self.clock.run_over() else PART_BUDGETS[part]
+        what = "the run's time budget" if key == "budget_s" else f"the {part} part's time budget"
+        reason = (f"budget: {what} ran out before this measurement ({key}); re-run the same command to resume, or "
+                  f"raise it with --set {key}=SECONDS (0: no limit)")
         for key in keys:
             self.write("skipped", key, empty_metrics(), config, reason=reason)
 

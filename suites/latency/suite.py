@@ -21,7 +21,7 @@ from ablate.variants.positions import build_position
 
 from .config import (DTYPES, LatencyConfig, compiles_per_shape, train_model_config, compiled_keys, default_preset, kernel_keys,
                      kernel_passes, plan_kernels, resolve)
-from .constants import PARTS, SUITE
+from .constants import PART_BUDGETS, PARTS, SUITE
 from .decode import decode_model_config, run_decode, run_prefill
 from .harness import Clock, Ctx, set_compile_limits
 from .kernels import run_kernels
@@ -53,8 +53,8 @@ RUNNERS = {"kernel": run_kernels, "position": run_positions, "train": run_train,
 
 
 def _part_budget(cfg: LatencyConfig, part: str) -> float:
-    return {"kernel": cfg.kernels.budget_s, "position": cfg.positions.budget_s, "train": cfg.train.budget_s,
-            "decode": cfg.decode.budget_s, "prefill": cfg.decode.budget_s, "stream": cfg.stream.budget_s}[part]
+    section, name = PART_BUDGETS[part].split(".")
+    return getattr(getattr(cfg, section), name)
 
 
 def results_file(opts, preset: str, device: str | None = None) -> Path:
@@ -173,8 +173,9 @@ class Latency(Suite[LatencyConfig]):
                f"results in {run.plan.results}")
         if clock.skipped:
             left = ", ".join(f"{n} {p}" for p, n in clock.skipped.items())
+            keys = ", ".join(dict.fromkeys(["budget_s"] + [PART_BUDGETS[p] for p in clock.skipped]))
             msg += (f"\nlatency: time budget reached, {left} measurement(s) left for later: re-run the same command "
-                    "to resume (or raise budget_s with --set)")
+                    f"to resume (or raise the budgets with --set: {keys}; 0 = no limit)")
         sys.stderr.write(msg + "\n")
 
 

@@ -488,7 +488,8 @@ def test_a_spent_budget_writes_skipped_rows_that_a_resumed_run_measures(tmp_path
     # keys that cannot run here are told up front (unavailable); every other planned row is skipped, not missing
     assert {r["status"] for r in first} == {"skipped", "unavailable"}
     first = [r for r in first if r["status"] == "skipped"]
-    assert all(r["reason"].startswith("budget: the kernel part's time budget ran out") for r in first)
+    assert all(r["reason"].startswith("budget: the run's time budget ran out before this measurement (budget_s)")
+               and "--set budget_s=SECONDS" in r["reason"] for r in first)  # the setting to raise, by name
     before = len(read_rows(micro_file(tmp_path)))
     again = run(tmp_path, *KERNEL_ONLY, "budget_s=0.000001")
     assert len(again) == before  # still over budget, same reason: nothing new written
@@ -498,6 +499,14 @@ def test_a_spent_budget_writes_skipped_rows_that_a_resumed_run_measures(tmp_path
         latest[r["row_key"]] = r
     skipped_keys = {r["row_key"] for r in first}
     assert skipped_keys <= set(latest) and all(latest[k]["status"] != "skipped" for k in skipped_keys)
+
+
+def test_a_spent_part_budget_names_the_parts_setting(tmp_path, capsys):
+    rows = run(tmp_path, "parts=stream", "stream.budget_s=0.000001")
+    assert rows and {r["status"] for r in rows} == {"skipped"}
+    assert all("the stream part's time budget ran out before this measurement (stream.budget_s)" in r["reason"]
+               and "--set stream.budget_s=SECONDS" in r["reason"] for r in rows)
+    assert "--set: budget_s, stream.budget_s; 0 = no limit" in capsys.readouterr().err
 
 
 def test_a_key_in_another_layout_is_timed_through_its_own_call(tmp_path):
