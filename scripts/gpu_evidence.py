@@ -284,8 +284,10 @@ def part_estimates(rows: list[dict[str, Any]], cfg: Any) -> dict[str, tuple[floa
 
 
 def _budget(cfg: Any, part: str) -> float:
-    b = {"kernel": cfg.kernels.budget_s, "position": cfg.positions.budget_s, "train": cfg.train.budget_s,
-         "decode": cfg.decode.budget_s, "prefill": cfg.decode.budget_s}[part]
+    from ablate.suites.latency.constants import PART_BUDGETS  # lazy: --help without the package
+
+    section, name = PART_BUDGETS[part].split(".")
+    b = getattr(getattr(cfg, section), name)
     return float(b) if b and b > 0 else math.inf
 
 

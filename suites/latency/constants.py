@@ -17,6 +17,7 @@ DECODE_MODES = ("eager", "graph", "compile")
 # How a stream decodes past its cache budget (ablate.variants.attention.streaming.MODES, StreamingLLM's four
 # settings): no eviction, window attention, attention sinks + recent tokens, sliding window with re-computation.
 STREAM_MODES = ("dense", "window", "sinks", "recompute")
+DENSE, WINDOW, SINKS, RECOMPUTE = STREAM_MODES
 # How a training step runs: the model as written, or torch.compile(model).
 TRAIN_MODES = ("eager", "compiled")
 MASKS = ("causal", "full")

@@ -27,6 +27,7 @@ from ablate.core.timing import bench_calls, free_memory, sync
 from ablate.variants.attention.streaming import new_stream_cache
 
 from .decode import PREFILL_CHUNK, LayoutRun, decode_model_config, layout_runs, observed_backend
+from .constants import DENSE, RECOMPUTE, SINKS, WINDOW
 from .harness import Ctx, timing_metrics
 
 __all__ = ["run_stream", "stream_model_config", "stream_fields"]
@@ -41,8 +42,8 @@ def stream_model_config(ctx_cfg: Any, layout: str) -> ModelConfig:
 def stream_fields(ss: Any, mode: str) -> dict[str, Any]:
     """A stream row's mode key fields: the budget where the mode has one, the sinks where it keeps them (a setting
     that does not change what a mode runs is not in its key)."""
-    return {"stream_mode": mode, **({} if mode == "dense" else {"stream_budget": ss.budget}),
-            **({"stream_sinks": ss.sinks} if mode == "sinks" else {})}
+    return {"stream_mode": mode, **({} if mode == DENSE else {"stream_budget": ss.budget}),
+            **({"stream_sinks": ss.sinks} if mode == SINKS else {})}
 
 
 def run_stream(ctx: Ctx) -> None:
@@ -61,7 +62,7 @@ def _filled(ctx: Ctx, run: LayoutRun, L: int, mode: str):
     ss, batch, model = ctx.cfg.stream, ctx.cfg.decode.batch, run.model
     cache = new_stream_cache(model, mode, ss.budget, ss.sinks)
     prompt = torch.randint(0, run.mcfg.vocab_size, (batch, L), device=ctx.device, generator=run.gen)
-    chunk = PREFILL_CHUNK if mode == "dense" else ss.budget  # an evicting cache: a chunk sees at most 2·budget keys
+    chunk = PREFILL_CHUNK if mode == DENSE else ss.budget  # an evicting cache: a chunk sees at most 2·budget keys
     with torch.no_grad():
         for s in range(0, L, chunk):
             model(prompt[:, s:s + chunk], cache)
@@ -83,7 +84,7 @@ def _time_stream(ctx: Ctx, run: LayoutRun, L: int, mode: str) -> dict[str, Any]:
     ss, ds, device, model, mcfg = ctx.cfg.stream, ctx.cfg.decode, ctx.device, run.model, run.mcfg
     tok = torch.randint(0, mcfg.vocab_size, (ds.batch, 1), device=device, generator=run.gen)
     before: Callable[[], None] | None = None
-    if mode == "recompute":
+    if mode == RECOMPUTE:
         recent = torch.randint(0, mcfg.vocab_size, (ds.batch, ss.budget), device=device, generator=run.gen)
         cache = None
 
@@ -102,7 +103,7 @@ def _time_stream(ctx: Ctx, run: LayoutRun, L: int, mode: str) -> dict[str, Any]:
             before()
         if i == 0:
             backend = observed_backend(model, step)  # what the kernel really ran, read off the first warm-up step
-            if mode == "dense":
+            if mode == DENSE:
                 before.keep_grown()  # type: ignore[union-attr]
         else:
             step()
@@ -117,10 +118,10 @@ def _time_stream(ctx: Ctx, run: LayoutRun, L: int, mode: str) -> dict[str, Any]:
                    kv_note=f"no cache: a forward over the last {ss.budget} tokens per token")
     else:
         before()  # type: ignore[misc]
-        window = {"dense": None, "window": ss.budget, "sinks": ss.budget - ss.sinks}[mode]
-        closed = cache_bytes(mcfg, L, el, ds.batch, window=window, sinks=ss.sinks if mode == "sinks" else None)
+        window = {DENSE: None, WINDOW: ss.budget, SINKS: ss.budget - ss.sinks}[mode]
+        closed = cache_bytes(mcfg, L, el, ds.batch, window=window, sinks=ss.sinks if mode == SINKS else None)
         kv = int(cache.nbytes())
-        keys = cache.held() + 1 if mode == "dense" else ss.budget  # window: the mask drops its oldest kept key
+        keys = cache.held() + 1 if mode == DENSE else ss.budget  # window: the mask drops its oldest kept key
         out.update(kv_bytes=kv, kv_bytes_closed_form=closed, kv_match=kv == closed, kv_tokens=int(cache.held()),
                    cache_kind=cache.kind)
     out["attn_keys"] = keys  # keys one query of the timed step attends

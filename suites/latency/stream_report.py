@@ -22,7 +22,7 @@ import pandas as pd
 from ablate.analysis.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, ClaimResult
 from ablate.analysis.claims_streaming import flat_memory
 
-from .constants import STREAM_MODES
+from .constants import DENSE, RECOMPUTE, SINKS, STREAM_MODES
 from .tables import column_or, numeric_column, spread_column
 
 __all__ = ["SOURCE", "STREAM_FLOATFMT", "stream_rows", "stream_table", "stream_claims"]
@@ -73,12 +73,12 @@ def stream_table(df) -> pd.DataFrame:
     if d.empty:
         return pd.DataFrame()
     recompute = {(_model(r), _value(r, "stream_budget"), _value(r, "tokens")): float(r["time_ms"])
-                 for _, r in d.iterrows() if r.get("stream_mode") == "recompute"}
+                 for _, r in d.iterrows() if r.get("stream_mode") == RECOMPUTE}
     speedup = []
     for _, r in d.iterrows():
         base = recompute.get((_model(r), _value(r, "stream_budget"), _value(r, "tokens")))
         ms = float(r["time_ms"])
-        speedup.append(round(base / ms, 2) if base and ms > 0 and r.get("stream_mode") != "recompute" else None)
+        speedup.append(round(base / ms, 2) if base and ms > 0 and r.get("stream_mode") != RECOMPUTE else None)
     cols: dict[str, Any] = {}
     if column_or(d, "attention").nunique() > 1 or column_or(d, "position").nunique() > 1:
         cols.update(attention=column_or(d, "attention"), position=column_or(d, "position"))
@@ -102,16 +102,16 @@ def stream_claims(df) -> list[ClaimResult]:
     models: dict[tuple, dict[str, dict]] = {}
     for _, r in d.iterrows():
         mode = r.get("stream_mode")
-        m = models.setdefault(_model(r), {"dense": {}, "sinks": {}, "recompute": {}})
+        m = models.setdefault(_model(r), {DENSE: {}, SINKS: {}, RECOMPUTE: {}})
         if mode in m:
-            budget = None if mode == "dense" else int(r["stream_budget"])
+            budget = None if mode == DENSE else int(r["stream_budget"])
             m[mode].setdefault(budget, {})[int(r["tokens"])] = r
     out = []
     for model, m in models.items():
-        dense = {L: [int(r["kv_bytes"])] for L, r in m["dense"].get(None, {}).items()}
-        for budget, sinks in sorted(m["sinks"].items()):
+        dense = {L: [int(r["kv_bytes"])] for L, r in m[DENSE].get(None, {}).items()}
+        for budget, sinks in sorted(m[SINKS].items()):
             out += _memory_claim(model, budget, sinks, dense)
-            out += _speed_claim(model, budget, sinks, m["recompute"].get(budget, {}))
+            out += _speed_claim(model, budget, sinks, m[RECOMPUTE].get(budget, {}))
     return out
 
 

@@ -300,7 +300,7 @@ def test_latency_and_extrapolation_tasks(tmp_path):
     where, tasks = latency.tasks(opts)
     assert where == results_path(opts) == tmp_path / "latency" / "cpu-micro.jsonl"  # the one rule of every suite
     ids = [t.id for t in tasks]
-    assert ids[:2] == ["kernel-naive", "kernel-sdpa"] and ids[-4:] == ["position", "train", "decode", "prefill"]
+    assert ids[:2] == ["kernel-naive", "kernel-sdpa"] and ids[-5:] == ["position", "train", "decode", "prefill", "stream"]
     assert all(t.keys is None for t in tasks)
     path = run_suite(RunOptions(suite="latency", preset="micro", out=tmp_path, device="cpu", progress=False,
                                 only=("kernel-naive", "decode"), shard="w1"))
