@@ -23,7 +23,7 @@ from ablate.analysis.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Cla
 from ablate.analysis.claims_streaming import flat_memory
 
 from .constants import DENSE, RECOMPUTE, SINKS, STREAM_MODES
-from .tables import column_or, numeric_column, spread_column
+from .tables import column_or, numeric_column, spread_column, varied_variants
 
 __all__ = ["SOURCE", "STREAM_FLOATFMT", "stream_rows", "stream_table", "stream_claims"]
 
@@ -79,9 +79,7 @@ def stream_table(df) -> pd.DataFrame:
         base = recompute.get((_model(r), _value(r, "stream_budget"), _value(r, "tokens")))
         ms = float(r["time_ms"])
         speedup.append(round(base / ms, 2) if base and ms > 0 and r.get("stream_mode") != RECOMPUTE else None)
-    cols: dict[str, Any] = {}
-    if column_or(d, "attention").nunique() > 1 or column_or(d, "position").nunique() > 1:
-        cols.update(attention=column_or(d, "attention"), position=column_or(d, "position"))
+    cols: dict[str, Any] = varied_variants(d)
     cols.update({"layout": column_or(d, "layout"), "batch": numeric_column(d, "batch").astype(int),
                  "tokens": d["_t"].astype(int), "mode": column_or(d, "stream_mode"),
                  "budget": [int(b) if b == b else "—" for b in d["_b"]],

@@ -244,6 +244,12 @@ def _layout_rows(df, part: str, length: str):
                "batch": numeric_column(d, "batch").astype(int)}
 
 
+def varied_variants(d) -> dict[str, Any]:
+    """The ``attention`` and ``position`` columns of rows where they vary (several layers or positions measured
+    side by side: mla beside the standard layer, xpos beside rope), else none."""
+    return {c: column_or(d, c) for c in ("attention", "position") if column_or(d, c).nunique() > 1}
+
+
 def spread_column(d) -> list[str]:
     return [_spread(a, b) for a, b in zip(numeric_column(d, "p20_ms"), numeric_column(d, "p80_ms"))]
 
@@ -262,9 +268,7 @@ def decode_table(df):
         head = {"layout": column_or(d, "layout"),
                 "heads": [f"{int(a)}/{int(b)}" for a, b in zip(numeric_column(d, "n_heads"), numeric_column(d, "n_kv_heads"))],
                 "batch": numeric_column(d, "batch").astype(int)}
-    cols = {**head, "context": d["_c"].astype(int)}
-    if column_or(d, "attention").nunique() > 1:  # several layers decoded (mla beside the standard layer)
-        cols = {"attention": column_or(d, "attention"), **cols}
+    cols = {**varied_variants(d), **head, "context": d["_c"].astype(int)}
     if modes:
         cols["mode"] = d["_m"]
     cols.update({"ms/token": numeric_column(d, "time_ms"), "p20–p80 ms": spread_column(d), "tokens/s": numeric_column(d, "tokens_per_s")})
@@ -280,7 +284,7 @@ def prefill_table(df):
     d, head = _layout_rows(df, "prefill", "prompt_len")
     if d.empty:
         return pd.DataFrame()
-    return pd.DataFrame({**head, "prompt": d["_c"].astype(int), "ms": numeric_column(d, "time_ms"),
+    return pd.DataFrame({**varied_variants(d), **head, "prompt": d["_c"].astype(int), "ms": numeric_column(d, "time_ms"),
                          "p20–p80 ms": spread_column(d), "tokens/s": numeric_column(d, "tokens_per_s"),
                          "peak MiB": numeric_column(d, "peak_mem_bytes") / MIB,
                          "attention backend": column_or(d, "attn_backend")}).reset_index(drop=True)
