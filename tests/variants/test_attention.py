@@ -663,7 +663,9 @@ ROUTES = [
     (("sdpa_efficient", "cuda", 4, 2, 64, 192, False, False, None), ("plain", True)),  # efficient takes no GQA
     (("sdpa_efficient", "cuda", 4, 2, 128, 128, True, True, None), ("mask", True)),
     (("sdpa_efficient", "cuda", 4, 4, 5, 17, True, False, None), ("lower_right", False)),
-    (("sdpa_efficient", "cuda", 4, 1, 1, 17, True, False, None), ("lower_right", True)),
+    (("sdpa_efficient", "cuda", 4, 1, 1, 17, True, False, None), ("plain", True)),  # one query: no mask at all
+    (("sdpa", "cpu", 4, 4, 1, 17, True, False, None), ("plain", False)),  # a decode step: no mask, any kernel
+    (("sdpa", "cpu", 4, 4, 1, 17, True, False, 8), ("mask", False)),  # ... unless a window hides keys
     (("sdpa_flash", "cuda", 4, 2, 5, 17, True, False, None), ("lower_right", True)),
     (("sdpa_flash", "cuda", 4, 2, 5, 17, False, False, None), ("plain", False)),  # enable_gqa
     (("sdpa_flash", "cpu", 4, 2, 5, 17, True, False, None), ("mask", False)),

@@ -46,15 +46,15 @@ def _sdpa_route(key: str, dev: str, h: int, hkv: int, tq: int, tk: int, causal: 
                 window: int | None) -> tuple[str, bool]:
     """How ``sdpa_impl`` serves a request: ``(route, expand_kv)``.
 
-    route: ``"plain"`` (``is_causal`` / no mask), ``"lower_right"`` (CUDA flash/efficient: bottom-right causal through
+    route: ``"plain"`` (``is_causal`` / no mask; also one causal query, which sees every key), ``"lower_right"`` (CUDA flash/efficient: bottom-right causal through
     ``torch.nn.attention.bias.causal_lower_right``, no mask tensor) or ``"mask"`` (an explicit boolean / additive
     mask). ``expand_kv``: K/V heads are materialised with ``repeat_interleave`` for GQA/MQA because that kernel path
     takes no ``enable_gqa``: the lower-right path calls the aten kernels directly, and PyTorch's memory-efficient
     kernel requires equal head counts ("For dense input, both fused kernels require query, key and value to have the
     same num_heads"). ``backend_of`` reports it as ``"+expand_kv"``.
     """
-    if not has_bias and window is None and (not causal or tq == tk):
-        route = "plain"
+    if not has_bias and window is None and (not causal or tq == tk or tq == 1):
+        route = "plain"  # one query (a decode step) is the last position: bottom-right causal masks nothing
     elif not has_bias and window is None and dev == "cuda" and key in ("sdpa_flash", "sdpa_efficient"):
         route = "lower_right"
     else:
@@ -87,8 +87,8 @@ def sdpa_impl(key: str, q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any
                                 window)
     if expand:
         k, v = expand_kv_heads(k, v, q.shape[1])
-    if route == "plain":
-        return _sdpa_plain(q, k, v, is_causal=causal, **kw)
+    if route == "plain":  # is_causal is top-left aligned: only for square calls (one query sees every key)
+        return _sdpa_plain(q, k, v, is_causal=causal and tq > 1, **kw)
     if route == "lower_right":
         # CUDA flash refuses attn_mask and non-square is_causal; PyTorch's lower-right CausalBias drives the flash
         # kernel (is_causal there means bottom-right) or the efficient one (custom_mask_type=LOWER_RIGHT) directly.
