@@ -132,7 +132,7 @@ RANGES: dict[str, dict[str, Range]] = {
                     "warmup_steps": NONNEG, "prompt_lens": ge(1, nonempty=True), "prefill_batch": ONE_PLUS,
                     "budget_s": NONNEG},
     "StreamSweep": {"tokens": ge(1, nonempty=True), "budget": ge(2), "sinks": ONE_PLUS, "steps": ONE_PLUS,
-                    "warmup_steps": NONNEG, "budget_s": NONNEG},
+                    "warmup_steps": ONE_PLUS, "budget_s": NONNEG},
     "LatencyConfig": {"budget_s": NONNEG, "seed": SEED, "cpu_threads": NONNEG},
 }
 

@@ -128,7 +128,8 @@ class StreamSweep:
     budget: int = 1024  # keys per query of the evicting modes and of recompute (StreamingLLM: 4 + 1020)
     sinks: int = 4  # initial tokens the sinks mode keeps
     steps: int = 20  # timed steps per point (each from the same state: the cache is restored before every step)
-    warmup_steps: int = 3
+    warmup_steps: int = 3  # untimed steps first (>= 1: the first reads the kernel that runs and lets a growing
+    # cache re-allocate)
     budget_s: float = 0.0
 
 
@@ -305,8 +306,8 @@ def _check_stream(s: StreamSweep) -> None:
     if not s.tokens or min(s.tokens) < s.budget:
         raise ConfigError(f"stream.tokens={','.join(map(str, s.tokens))}: every length must be >= stream.budget="
                           f"{s.budget} (before that no mode evicts anything)")
-    if s.steps < 1 or s.warmup_steps < 0:
-        raise ConfigError("stream: steps must be >= 1 and warmup_steps >= 0")
+    if s.steps < 1 or s.warmup_steps < 1:
+        raise ConfigError("stream: steps and warmup_steps must be >= 1")
 
 
 # ---------------------------------------------------------------------------------------------------------------

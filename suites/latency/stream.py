@@ -98,7 +98,7 @@ def _time_stream(ctx: Ctx, run: LayoutRun, L: int, mode: str) -> dict[str, Any]:
             with torch.no_grad():
                 return model(tok, cache)
     backend = None
-    for i in range(max(1, ss.warmup_steps)):
+    for i in range(ss.warmup_steps):
         if before is not None:
             before()
         if i == 0:

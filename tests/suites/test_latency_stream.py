@@ -129,6 +129,7 @@ def test_a_cache_the_model_cannot_keep_is_a_status_row_and_the_sweep_goes_on(tmp
     ("stream.tokens=4", "must be >= stream.budget"),
     ("stream.sinks=8", "1 <= sinks < budget"),
     ("stream.layouts=gqa,xyz", "valid: mha, gqa, mqa"),
+    ("stream.warmup_steps=0", "warmup_steps must be an integer >= 1"),  # the first reads the kernel: 0 would be 1
 ])
 def test_bad_stream_settings_are_one_line_refusals(setting, match, tmp_path):
     with pytest.raises(ConfigError, match=match) as err:
