@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -57,8 +57,25 @@ def run_stream(ctx: Ctx) -> None:
                         info=f"stream {run.layout} {mode} after {L} tokens", cleanup=partial(free_memory, ctx.device))
 
 
-def _filled(ctx: Ctx, run: LayoutRun, L: int, mode: str):
-    """(cache, restore): ``mode``'s cache after ``L`` tokens, and a callable that puts it back in that state."""
+class _Restore:
+    """``restore()`` puts a filled cache back in the state it had after ``L`` tokens: evicting caches replace their
+    tensors every step, so the kept ones come back by reference, and the length is reset. ``keep_grown()``: a
+    growing cache may re-allocate on its first step, then writes in place at length ``L``; keep the grown buffers."""
+
+    def __init__(self, cache: Any, length: int):
+        self.cache, self.length = cache, length
+        self.keep_grown()
+
+    def keep_grown(self) -> None:
+        self.buffers = [list(b) for b in self.cache.buffers]
+
+    def __call__(self) -> None:
+        self.cache.buffers = [list(b) for b in self.buffers]
+        self.cache.length = self.length
+
+
+def _filled(ctx: Ctx, run: LayoutRun, L: int, mode: str) -> tuple[Any, _Restore]:
+    """(cache, restore): ``mode``'s cache after ``L`` tokens, and the callable that puts it back in that state."""
     ss, batch, model = ctx.cfg.stream, ctx.cfg.decode.batch, run.model
     cache = new_stream_cache(model, mode, ss.budget, ss.sinks)
     prompt = torch.randint(0, run.mcfg.vocab_size, (batch, L), device=ctx.device, generator=run.gen)
@@ -66,24 +83,14 @@ def _filled(ctx: Ctx, run: LayoutRun, L: int, mode: str):
     with torch.no_grad():
         for s in range(0, L, chunk):
             model(prompt[:, s:s + chunk], cache)
-    state = {"buffers": [list(b) for b in cache.buffers]}
-
-    def restore() -> None:  # evicting caches replace their tensors each step: the kept ones come back by reference
-        cache.buffers = [list(b) for b in state["buffers"]]
-        cache.length = L
-
-    def keep_grown() -> None:  # a growing cache may re-allocate on its first step, then writes in place at length L
-        state["buffers"] = [list(b) for b in cache.buffers]
-
-    restore.keep_grown = keep_grown  # type: ignore[attr-defined]
-    return cache, restore
+    return cache, _Restore(cache, L)
 
 
 def _time_stream(ctx: Ctx, run: LayoutRun, L: int, mode: str) -> dict[str, Any]:
     """One streamed token after ``L`` tokens in ``mode``, timed; the stream row's metrics."""
     ss, ds, device, model, mcfg = ctx.cfg.stream, ctx.cfg.decode, ctx.device, run.model, run.mcfg
     tok = torch.randint(0, mcfg.vocab_size, (ds.batch, 1), device=device, generator=run.gen)
-    before: Callable[[], None] | None = None
+    before: _Restore | None = None
     if mode == RECOMPUTE:
         recent = torch.randint(0, mcfg.vocab_size, (ds.batch, ss.budget), device=device, generator=run.gen)
         cache = None
@@ -104,7 +111,7 @@ def _time_stream(ctx: Ctx, run: LayoutRun, L: int, mode: str) -> dict[str, Any]:
         if i == 0:
             backend = observed_backend(model, step)  # what the kernel really ran, read off the first warm-up step
             if mode == DENSE:
-                before.keep_grown()  # type: ignore[union-attr]
+                before.keep_grown()  # type: ignore[union-attr]  # in place from now on
         else:
             step()
     sync(device)

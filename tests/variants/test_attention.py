@@ -916,3 +916,22 @@ def test_gpu_availability_report():
         print(f"[gpu] {key:15s} available={ok} {reason}")
         if key in ("naive", "sdpa", "sdpa_math", "linear", "sliding_window"):
             assert ok, f"{key} must run on any CUDA device: {reason}"
+
+
+@pytest.mark.parametrize("hkv", [1, 2])
+def test_one_query_over_shared_kv_heads_folds_the_heads_into_query_rows(hkv, monkeypatch):
+    """A GQA/MQA decode step (one query per head) runs as the group's query rows over its one KV head (each KV head
+    read once), with the outputs of naive attention over the expanded heads."""
+    import torch.nn.functional as F
+
+    seen = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda q, k, v, **kw: seen.append((tuple(q.shape), tuple(k.shape))) or real(q, k, v, **kw))
+    q, k, v = torch.randn(2, 4, 1, 8, dtype=torch.float64), *torch.randn(2, 2, hkv, 17, 8, dtype=torch.float64)
+    got = A_sdpa.sdpa_impl("sdpa", q, k, v, True, None, None, None)
+    assert seen == [((2, hkv, 4 // hkv, 8), (2, hkv, 17, 8))]
+    ke, ve = k.repeat_interleave(4 // hkv, 1), v.repeat_interleave(4 // hkv, 1)
+    want = torch.softmax(q @ ke.transpose(-1, -2) / 8 ** 0.5, -1) @ ve
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+

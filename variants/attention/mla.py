@@ -132,16 +132,9 @@ class LatentAttention(nn.Module):
             ka = torch.cat([c, k_pe], dim=-1)[:, None]
             # the values are the latent, the first d_c dims of the keys: attending over the keys as values gives
             # q, k and v one head dim, which the fused kernels need (else the math path: 20x slower at 8k on CPU)
-            if t == 1 and bias is None and window is None and ka.shape[2] >= qa.shape[1]:
-                # one query per head over the one shared latent head (MQA): the heads become the query rows of one
-                # head, so the kernel reads the latent once rather than once per head (FlashMLA's decode layout);
-                # the single query is the last position, so no causal mask either (the kernels' contract wants no
-                # more query rows than keys: folded only once the cache holds as many tokens as there are heads)
-                yc = self.attn(qa.transpose(1, 2), ka, ka, causal=False, bias=None, window=None,
-                               scale=self.scale).transpose(1, 2)[..., :self.dc]
-            else:
-                yc = self.attn(qa, ka, ka, causal=self.causal, bias=bias, window=window,
-                               scale=self.scale)[..., :self.dc]
+            # one shared latent head: a one-query step is MQA decode, which the SDPA kernel folds into one head's
+            # query rows (variants/attention/sdpa.py), reading the latent once
+            yc = self.attn(qa, ka, ka, causal=self.causal, bias=bias, window=window, scale=self.scale)[..., :self.dc]
             y = torch.einsum("bhtc,hdc->bhtd", yc, w_uv)
         else:
             n = c.shape[1]

@@ -87,6 +87,14 @@ def sdpa_impl(key: str, q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Any
                                 window)
     if expand:
         k, v = expand_kv_heads(k, v, q.shape[1])
+    if route == "plain" and tq == 1 and k.shape[1] < q.shape[1]:
+        # one query per head over shared KV heads (GQA/MQA decode): the heads of a group become the query rows of
+        # their KV head (FlashMLA's decode layout), so each KV head is read once, not once per query head; exact
+        # (one query sees every key; head i uses KV head i // group, as repeat_interleave expands them)
+        b, h, _, d = q.shape
+        hkv = k.shape[1]
+        out = F.scaled_dot_product_attention(q.reshape(b, hkv, h // hkv, d), k, v, **kw)
+        return out.reshape(b, h, 1, v.shape[-1])
     if route == "plain":  # is_causal is top-left aligned: only for square calls (one query sees every key)
         return _sdpa_plain(q, k, v, is_causal=causal and tq > 1, **kw)
     if route == "lower_right":
