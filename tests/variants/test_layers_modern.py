@@ -330,7 +330,7 @@ def _spy_kernel(layer) -> list[tuple[int, int, int]]:
 @pytest.mark.parametrize("key, absorb", [("mla", False), ("mla", True), ("diff", None)])
 def test_layers_give_their_kernel_one_head_dim_for_q_k_and_v(key, absorb):
     """The fused kernels (SDPA's flash / efficient / cuDNN, CPU flash) need q, k and v of one head dim, else SDPA
-    falls to its math path (3-5x slower at 1k tokens on CPU): MLA's naive path pads the values with zeros to
+    falls to its much slower math path: MLA's naive path pads the values with zeros to
     hd + d_R, its absorbed path attends with the latent keys as values, DIFF reads its 2hd-wide values in two halves
     (the reference's flash version); all keep the true outputs and, training, gradients."""
     layer, pos, cfg = _layer(key)

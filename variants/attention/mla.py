@@ -142,7 +142,7 @@ class LatentAttention(nn.Module):
             k = torch.cat([k_nope, k_pe[:, None].expand(b, self.h, n, self.dr)], dim=-1)
             # the values padded with zeros to the query/key head dim (hd + d_R), the output's first hd dims kept
             # (exact: the padding's outputs are weighted sums of zeros): one head dim for q, k and v, which the fused
-            # kernels need, as vLLM pads MLA's prefill values; else SDPA's math path (5x slower at 1k on CPU)
+            # kernels need, as vLLM pads MLA's prefill values; else SDPA's (much slower) math path
             y = self.attn(torch.cat([q_nope, q_pe], dim=-1), k, F.pad(v, (0, self.dr)), causal=self.causal, bias=bias,
                           window=window, scale=self.scale)[..., :self.hd]
         return self.out(y.transpose(1, 2).reshape(b, t, self.h * self.hd))
